@@ -1,0 +1,91 @@
+//! The incremental decoder a transport runs per stream.
+//!
+//! Bytes arrive in arbitrary splits; frames come out whole, and the same frames whatever the
+//! split. The buffer never holds more than `max_buffered` bytes: [`FrameDecoder::feed`]
+//! takes only what fits and says how much, so a reader that stops reading when the decoder
+//! is full gets QUIC flow-control backpressure for free. A frame over `max_frame` is refused
+//! from its first four bytes, before any of its body is buffered.
+
+use bytes::BytesMut;
+
+use crate::error::DecodeError;
+use crate::frame::{self, Frame, Limits};
+
+/// Turns a byte stream into frames, holding a bounded number of bytes.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+    limits: Limits,
+    max_buffered: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder that buffers at most one largest frame.
+    pub fn new(limits: Limits) -> FrameDecoder {
+        FrameDecoder::with_max_buffered(limits, limits.max_frame as usize)
+    }
+
+    /// A decoder with an explicit buffer cap, raised to at least `max_frame` so that any
+    /// legal frame fits.
+    pub fn with_max_buffered(limits: Limits, max_buffered: usize) -> FrameDecoder {
+        let max_buffered = max_buffered.max(limits.max_frame as usize);
+        FrameDecoder {
+            buf: BytesMut::new(),
+            limits,
+            max_buffered,
+        }
+    }
+
+    /// The limits frames are checked against.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Replaces the limits, e.g. after HELLO negotiated a smaller `max_frame`.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// How many more bytes [`feed`](Self::feed) would take now.
+    pub fn remaining_capacity(&self) -> usize {
+        self.max_buffered - self.buf.len()
+    }
+
+    /// Bytes buffered and not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Buffers as much of `data` as fits and returns how many bytes were taken. Fewer than
+    /// `data.len()` means: drain frames with [`next_frame`](Self::next_frame), then feed the
+    /// rest.
+    pub fn feed(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.remaining_capacity());
+        self.buf.extend_from_slice(&data[..n]);
+        n
+    }
+
+    /// The next whole frame, `Ok(None)` if more bytes are needed, or the rule it broke.
+    ///
+    /// After an error the stream is unusable (frame boundaries are lost): reset it.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
+        let len = match frame::check(&self.buf, &self.limits) {
+            Ok(len) => len,
+            Err(DecodeError::Truncated { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bytes = self.buf.split_to(len).freeze();
+        Frame::decode_exact(bytes, &self.limits).map(Some)
+    }
+
+    /// Call at end of stream: an error if a partial frame is left over.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        match frame::check(&self.buf, &self.limits) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! OAP/1: the framed protocol macronode nodes speak over QUIC streams, and the typed
+//! messages of each application protocol. No I/O, no clock: bytes in, frames out.
+//!
+//! The contract is `../shared/OAP-1.md`; this crate's full reading of it, with test vectors,
+//! is `wire/SPEC.md`.
+//!
+//! Layout:
+//! - [`frame`]: the 38-byte header, [`Frame`], encode, two-step decode ([`check`] then
+//!   [`Frame::decode`]), flags, status codes, limits.
+//! - [`error`]: [`DecodeError`], one variant per rule, each with a stable `reason()`.
+//! - [`comp`]: zstd payloads with bounded inflation.
+//! - [`decoder`]: [`FrameDecoder`], the incremental per-stream decoder with a buffer cap.
+//! - [`sequence`]: [`SequenceChecker`], the START … END rules of one stream direction.
+//! - [`message`]: postcard bodies with per-type bounds ([`message::Bounded`]).
+//! - [`control`]: app protocol 0, HELLO and PING, and HELLO negotiation.
+//! - [`json`]: the JSON form of a frame shared by the test vectors and `oap1-decode`.
+
+pub mod comp;
+pub mod control;
+pub mod decoder;
+pub mod error;
+pub mod frame;
+pub mod json;
+pub mod message;
+pub mod sequence;
+
+pub use decoder::FrameDecoder;
+pub use error::DecodeError;
+pub use frame::{Flags, Frame, HEADER_LEN, Limits, MAX_FRAME, Status, check};
+pub use sequence::{Direction, SequenceChecker, SequenceError};
