@@ -13,6 +13,7 @@
 //! - [`sequence`]: [`SequenceChecker`], the START … END rules of one stream direction.
 //! - [`message`]: postcard bodies with per-type bounds ([`message::Bounded`]).
 //! - [`control`]: app protocol 0, HELLO and PING, and HELLO negotiation.
+//! - [`id`]: [`NodeId`], a peer's public key and its text form.
 //! - [`json`]: the JSON form of a frame shared by the test vectors and `oap1-decode`.
 
 pub mod comp;
@@ -20,6 +21,7 @@ pub mod control;
 pub mod decoder;
 pub mod error;
 pub mod frame;
+pub mod id;
 pub mod json;
 pub mod message;
 pub mod sequence;
@@ -27,4 +29,5 @@ pub mod sequence;
 pub use decoder::FrameDecoder;
 pub use error::DecodeError;
 pub use frame::{Flags, Frame, HEADER_LEN, Limits, MAX_FRAME, Status, check};
+pub use id::NodeId;
 pub use sequence::{Direction, SequenceChecker, SequenceError};
