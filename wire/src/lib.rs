@@ -13,12 +13,14 @@
 //! - [`sequence`]: [`SequenceChecker`], the START … END rules of one stream direction.
 //! - [`message`]: postcard bodies with per-type bounds ([`message::Bounded`]).
 //! - [`control`]: app protocol 0, HELLO and PING, and HELLO negotiation.
+//! - [`dht`]: app protocol 1, the Kademlia RPCs on the wire, with bounds.
 //! - [`id`]: [`NodeId`], a peer's public key and its text form.
 //! - [`json`]: the JSON form of a frame shared by the test vectors and `oap1-decode`.
 
 pub mod comp;
 pub mod control;
 pub mod decoder;
+pub mod dht;
 pub mod error;
 pub mod frame;
 pub mod id;
