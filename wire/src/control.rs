@@ -12,9 +12,10 @@ use crate::message::{Bounded, MessageError, check_count, check_len};
 
 /// The app protocol id of control messages.
 pub const APP_PROTO_CONTROL: u16 = 0;
-/// Smallest `max_frame` a peer may ask for: below this a 64 KiB chunk could not be sent in
-/// a handful of frames and the connection would be useless.
-pub const MIN_MAX_FRAME: u32 = 4096;
+/// Smallest `max_frame` a side may ask for (64 KiB): the largest DHT response (32 contacts
+/// and 32 providers at their bounds, about 35 KB) must fit one frame, and object chunks
+/// should not shrink to a trickle.
+pub const MIN_MAX_FRAME: u32 = 65_536;
 /// At most this many versions in a HELLO.
 pub const VERSIONS_MAX: usize = 8;
 /// At most this many app protocols in a HELLO.
@@ -78,7 +79,7 @@ impl Hello {
     ) -> Hello {
         Hello {
             versions: vec![VERSION],
-            max_frame: max_frame.min(MAX_FRAME),
+            max_frame: max_frame.clamp(MIN_MAX_FRAME, MAX_FRAME),
             max_inflight,
             flags: Flags::KNOWN.bits(),
             app_protos,
@@ -178,12 +179,20 @@ mod tests {
     #[test]
     fn negotiation_lowers_and_never_raises() {
         let ours = hello(MAX_FRAME);
-        let mut peer = hello(65_536);
-        assert_eq!(ours.negotiate(&peer).map(|n| n.max_frame), Ok(65_536));
+        let mut peer = hello(200_000);
+        assert_eq!(ours.negotiate(&peer).map(|n| n.max_frame), Ok(200_000));
         peer.max_frame = u32::MAX;
         assert_eq!(ours.negotiate(&peer).map(|n| n.max_frame), Ok(MAX_FRAME));
-        let small_ours = hello(8192);
-        assert_eq!(small_ours.negotiate(&peer).map(|n| n.max_frame), Ok(8192));
+        let small_ours = hello(100_000);
+        assert_eq!(
+            small_ours.negotiate(&peer).map(|n| n.max_frame),
+            Ok(100_000)
+        );
+        assert_eq!(
+            hello(100).max_frame,
+            MIN_MAX_FRAME,
+            "our own statement is clamped too"
+        );
     }
 
     #[test]

@@ -41,9 +41,13 @@ impl FrameDecoder {
         &self.limits
     }
 
-    /// Replaces the limits, e.g. after HELLO negotiated a smaller `max_frame`.
+    /// Replaces the limits, e.g. after HELLO negotiated a smaller `max_frame`. The buffer
+    /// cap grows if needed so that any frame the new limits allow still fits.
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+        self.max_buffered = self
+            .max_buffered
+            .max(limits.max_frame.min(frame::MAX_FRAME) as usize);
     }
 
     /// How many more bytes [`feed`](Self::feed) would take now.

@@ -274,12 +274,14 @@ impl Frame {
     /// `buf` is sliced, not copied: `cap` and `payload` share its storage.
     pub fn decode(buf: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
         let len = check(&buf, limits)?;
-        if len < buf.len() {
-            return Err(DecodeError::TrailingBytes {
-                extra: buf.len() - len,
-            });
+        let extra = buf.len() - len;
+        // Every frame rule is judged before the trailing bytes, so the reason reported for a
+        // bad frame is the same whatever follows it.
+        let frame = Frame::decode_exact(buf.slice(..len), limits)?;
+        if extra > 0 {
+            return Err(DecodeError::TrailingBytes { extra });
         }
-        Frame::decode_exact(buf, limits)
+        Ok(frame)
     }
 
     /// Decodes a buffer that [`check`] said holds exactly one frame.
@@ -338,11 +340,10 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<usize, DecodeError> {
         });
     };
     let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-    if len > limits.max_frame {
-        return Err(DecodeError::FrameTooLarge {
-            len,
-            max: limits.max_frame,
-        });
+    // The hard cap holds even for hand-built limits that ask for more.
+    let max = limits.max_frame.min(MAX_FRAME);
+    if len > max {
+        return Err(DecodeError::FrameTooLarge { len, max });
     }
     if (len as usize) < HEADER_LEN {
         return Err(DecodeError::FrameTooSmall { len });

@@ -53,7 +53,7 @@ impl MessageError {
     pub fn reason(&self) -> &'static str {
         match self {
             MessageError::Malformed(_) => "malformed_message",
-            MessageError::Trailing(_) => "trailing_bytes",
+            MessageError::Trailing(_) => "message_trailing_bytes",
             MessageError::TooMany { .. } => "too_many_items",
             MessageError::TooLong { .. } => "field_too_long",
             MessageError::Invalid { .. } => "invalid_field",

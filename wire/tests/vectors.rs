@@ -184,3 +184,37 @@ fn oap1_decode_tool_refuses_non_hex() {
         r#"{"error":"not_hex"}"#
     );
 }
+
+#[test]
+fn bytes_after_a_frame_never_change_the_reason_of_a_bad_frame() {
+    let limits = Limits::default();
+    for case in vectors() {
+        let mut bytes = bytes_of(&case);
+        bytes.push(0);
+        let got = Frame::decode(bytes.into(), &limits)
+            .err()
+            .map(|e| e.reason());
+        let want = if case["valid"] == true {
+            "trailing_bytes"
+        } else {
+            case["error"].as_str().unwrap_or_default()
+        };
+        // A truncated frame with one more byte may simply be less truncated (or complete).
+        if want != "truncated" {
+            assert_eq!(got, Some(want), "{}", case["name"]);
+        }
+    }
+}
+
+#[test]
+fn hand_built_limits_cannot_lift_the_hard_cap() {
+    let limits = Limits {
+        max_frame: u32::MAX,
+        max_inflate: usize::MAX,
+    };
+    let header = (wire::MAX_FRAME + 1).to_be_bytes();
+    assert_eq!(
+        wire::check(&header, &limits).err().map(|e| e.reason()),
+        Some("frame_too_large")
+    );
+}

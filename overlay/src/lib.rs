@@ -1,0 +1,42 @@
+//! Kademlia and replication planning as sans-IO state machines.
+//!
+//! The one implementation of macronode's DHT logic: the node drives it from QUIC streams
+//! and tokio timers, simnet from an event queue on virtual time, so what researchers measure
+//! is what operators run. Nothing here performs I/O, reads a clock or draws OS entropy
+//! (`clippy.toml` holds that line): time comes in as `now`, randomness from a seeded RNG each
+//! state machine owns, and every collection whose order can reach an output is ordered.
+//!
+//! Layout:
+//! - [`key`]: the 256-bit key space, XOR distance, bucket indices.
+//! - [`peer`]: the [`Peer`] trait the drivers implement for their peer handles.
+//! - [`time`]: [`Instant`], the virtual time every input carries.
+//! - [`config`]: every parameter, with DESIGN.md §4's defaults.
+//! - [`routing`]: the k-bucket [`RoutingTable`] with replacement caches.
+//! - [`closest`]: the closest-peers walk of one lookup.
+//! - [`providers`]: provider records with TTL and caps.
+//! - [`query`]: query kinds, phases, results and per-lookup stats.
+//! - [`dht`]: [`Dht`], the state machine that ties them together.
+//! - [`replication`]: [`Planner`], which keeps each object on its RF closest nodes.
+//! - [`testnet`]: an in-memory network of `Dht`s on a deterministic scheduler, for tests
+//!   and benchmarks.
+
+pub mod closest;
+pub mod config;
+pub mod dht;
+pub mod key;
+pub mod peer;
+pub mod providers;
+pub mod query;
+pub mod replication;
+pub mod routing;
+pub mod testnet;
+pub mod time;
+
+pub use config::{Config, IpDiversity, ReplicationConfig};
+pub use dht::{CommandError, Dht, DhtStats, Event, Request, Response, RpcId, Transmit};
+pub use key::{Distance, Key};
+pub use peer::{IpGroup, Peer};
+pub use query::{QueryId, QueryKind, QueryResult, QueryStats};
+pub use replication::{PlanEvent, Planner, TransferId};
+pub use routing::RoutingTable;
+pub use time::Instant;
