@@ -1,0 +1,256 @@
+//! One running node: identity, transport, DHT driver, bootstrap, HTTP edge, shutdown.
+//!
+//! [`start`] brings the pieces up in dependency order and returns a [`RunningNode`];
+//! [`RunningNode::shutdown`] takes them down in reverse. The inbound handler is created
+//! before the DHT driver exists (the transport needs it to bind), so it finds the driver
+//! through a `OnceLock` and answers 503 until the node is wired.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use wire::Status;
+use wire::dht::APP_PROTO_DHT;
+
+use crate::config::{BootstrapPeer, NodeConfig};
+use crate::dht::{self, DhtHandle, NetPeer};
+use crate::gateway::{self, GatewayLimits};
+use crate::identity::Identity;
+use crate::transport::{
+    HandlerFuture, InboundExchange, InboundHandler, Transport, TransportConfig,
+};
+
+/// Longest wait between bootstrap attempts.
+const BOOTSTRAP_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the HTTP handlers need to know about the node.
+pub struct NodeContext {
+    /// The DHT driver.
+    pub dht: DhtHandle,
+    /// The QUIC transport.
+    pub transport: Transport,
+    /// The Prometheus recorder's handle, if this process installed one.
+    pub metrics: Option<PrometheusHandle>,
+    /// The HTTP address actually bound.
+    pub http: SocketAddr,
+}
+
+impl NodeContext {
+    /// What keeps the node from being ready (empty when ready).
+    pub fn readiness_gaps(&self) -> Vec<&'static str> {
+        let s = self.dht.status();
+        let mut missing = Vec::new();
+        if s.routing_table_size == 0 {
+            missing.push("peers");
+        }
+        if !s.ready {
+            missing.push("dht_joined");
+        }
+        missing
+    }
+
+    /// Sets the gauges that are read rather than counted.
+    pub fn publish_gauges(&self) {
+        let s = self.dht.status();
+        metrics::gauge!("dht_routing_table_peers").set(s.routing_table_size as f64);
+        metrics::gauge!("transport_connections").set(self.transport.connection_count() as f64);
+    }
+
+    /// The `/v1/status` document.
+    pub fn status_json(&self) -> Value {
+        let s = self.dht.status();
+        json!({
+            "node_id": self.transport.node_id().to_string(),
+            "listen": self.transport.local_addr().to_string(),
+            "http": self.http.to_string(),
+            "peers": self.transport.connection_count(),
+            "routing_table_size": s.routing_table_size,
+            "provider_records": s.provider_records,
+            "ready": s.ready,
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+}
+
+/// Routes inbound requests to the services above the transport.
+struct NodeHandler {
+    dht: OnceLock<(DhtHandle, Transport)>,
+}
+
+impl InboundHandler for NodeHandler {
+    fn app_protos(&self) -> Vec<u16> {
+        vec![APP_PROTO_DHT]
+    }
+
+    fn handle(&self, exchange: InboundExchange) -> HandlerFuture {
+        let wired = self.dht.get().cloned();
+        Box::pin(async move {
+            match (exchange.app_proto_id(), wired) {
+                (APP_PROTO_DHT, Some((dht, transport))) => {
+                    dht::serve_dht(exchange, dht, transport).await
+                }
+                _ => {
+                    exchange
+                        .respond(Status::Unavailable, bytes::Bytes::new())
+                        .await
+                }
+            }
+        })
+    }
+}
+
+/// A node that is up.
+pub struct RunningNode {
+    /// Shared with the HTTP handlers.
+    pub ctx: Arc<NodeContext>,
+    shutdown: watch::Sender<bool>,
+    http_task: JoinHandle<()>,
+    bootstrap_task: JoinHandle<()>,
+}
+
+/// Errors that stop a node from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The key could not be loaded or created.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// The QUIC endpoint could not start.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    /// The HTTP port could not be bound.
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Starts a node from its configuration.
+pub async fn start(
+    config: NodeConfig,
+    metrics: Option<PrometheusHandle>,
+) -> Result<RunningNode, StartError> {
+    let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
+    let handler = Arc::new(NodeHandler {
+        dht: OnceLock::new(),
+    });
+    let tconfig = TransportConfig {
+        listen: config.listen,
+        ..TransportConfig::default()
+    };
+    let transport = Transport::bind(identity.clone(), tconfig, handler.clone())?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let seed = u64::from_le_bytes(rand_seed());
+    let dht = dht::spawn(
+        transport.clone(),
+        transport.local_addr(),
+        config.dht.clone(),
+        seed,
+        shutdown_rx.clone(),
+    );
+    let _ = handler.dht.set((dht.clone(), transport.clone()));
+
+    let listener = TcpListener::bind(config.http)
+        .await
+        .map_err(|source| StartError::Http {
+            addr: config.http,
+            source,
+        })?;
+    let http = listener.local_addr().map_err(|source| StartError::Http {
+        addr: config.http,
+        source,
+    })?;
+    let ctx = Arc::new(NodeContext {
+        dht: dht.clone(),
+        transport: transport.clone(),
+        metrics,
+        http,
+    });
+    let router = gateway::admin::routes().with_state(ctx.clone());
+    let http_task = tokio::spawn(gateway::serve(
+        listener,
+        router,
+        GatewayLimits::default(),
+        shutdown_rx.clone(),
+        SHUTDOWN_GRACE,
+    ));
+    let bootstrap_task = tokio::spawn(keep_joined(
+        transport,
+        dht,
+        config.bootstrap.clone(),
+        shutdown_rx,
+    ));
+    tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, "node started");
+    Ok(RunningNode {
+        ctx,
+        shutdown,
+        http_task,
+        bootstrap_task,
+    })
+}
+
+impl RunningNode {
+    /// Stops the node: HTTP and DHT first, then the transport closes its connections.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.http_task).await;
+        self.bootstrap_task.abort();
+        self.ctx.transport.close().await;
+    }
+}
+
+fn rand_seed() -> [u8; 8] {
+    let mut seed = [0u8; 8];
+    // The node is not simulated: its DHT randomness may come from the OS. A failure leaves
+    // a fixed seed, which costs nothing but refresh-key variety.
+    let _ = getrandom::fill(&mut seed);
+    seed
+}
+
+/// Dials the bootstrap peers until the node has joined, and again whenever it loses all
+/// peers; waits back off exponentially up to 30 s.
+async fn keep_joined(
+    transport: Transport,
+    dht: DhtHandle,
+    peers: Vec<BootstrapPeer>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if peers.is_empty() {
+        // The first node of a mesh: nothing to dial; it becomes ready when a peer joins.
+        let _ = dht.bootstrap(Vec::new()).await;
+        return;
+    }
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if dht.status().routing_table_size == 0 {
+            let mut reached = Vec::new();
+            for p in &peers {
+                match transport.connect(p.addr, p.id).await {
+                    Ok(info) => reached.push(NetPeer::new(info.id, p.addr)),
+                    Err(e) => tracing::warn!(peer = %p, error = %e, "bootstrap peer unreachable"),
+                }
+            }
+            if !reached.is_empty()
+                && dht.bootstrap(reached).await.is_ok()
+                && dht.wait_ready(Duration::from_secs(10)).await
+            {
+                backoff = Duration::from_millis(200);
+            } else {
+                backoff = (backoff * 2).min(BOOTSTRAP_BACKOFF_MAX);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The node's configuration: a TOML file, then `MACRONODE_*` environment variables, then
+//! command-line flags, each layer overriding the one before.
+//!
+//! [`NodeConfig`] is the merged result with every default filled in; [`ConfigLayer`] is one
+//! partial layer (all fields optional) as the file or the command line gives it. Bad input
+//! is a typed error that names the field or the file, never a panic.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use wire::NodeId;
+
+/// A bootstrap peer: an address, with the id we expect there if the operator knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapPeer {
+    /// The id the peer must prove; `None` learns it from the handshake.
+    pub id: Option<NodeId>,
+    /// Where to dial.
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for BootstrapPeer {
+    type Err = ConfigError;
+    /// `ID@HOST:PORT` or `HOST:PORT`.
+    fn from_str(s: &str) -> Result<BootstrapPeer, ConfigError> {
+        let bad = |why: &str| ConfigError::Invalid {
+            field: "bootstrap",
+            why: format!("{s:?}: {why}"),
+        };
+        let (id, addr) = match s.split_once('@') {
+            Some((id, addr)) => (
+                Some(id.parse::<NodeId>().map_err(|e| bad(&e.to_string()))?),
+                addr,
+            ),
+            None => (None, s),
+        };
+        let addr = addr
+            .parse::<SocketAddr>()
+            .map_err(|_| bad("expected ID@HOST:PORT or HOST:PORT with an IP address"))?;
+        Ok(BootstrapPeer { id, addr })
+    }
+}
+
+impl std::fmt::Display for BootstrapPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.id {
+            Some(id) => write!(f, "{id}@{}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (it names the key and line).
+        message: String,
+    },
+    /// A value is out of its domain.
+    #[error("invalid {field}: {why}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// One layer of configuration; unset fields leave the layer below in force.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// Where the key, the store and the state live.
+    pub data_dir: Option<PathBuf>,
+    /// QUIC (UDP) listen address.
+    pub listen: Option<SocketAddr>,
+    /// HTTP gateway and admin listen address.
+    pub http: Option<SocketAddr>,
+    /// Bootstrap peers, `ID@HOST:PORT` or `HOST:PORT`.
+    pub bootstrap: Option<Vec<String>>,
+    /// Logs as JSON lines instead of text.
+    pub json_logs: Option<bool>,
+    /// DHT bucket size.
+    pub k: Option<usize>,
+    /// DHT lookup parallelism.
+    pub alpha: Option<usize>,
+    /// DHT RPC timeout, milliseconds.
+    pub rpc_timeout_ms: Option<u64>,
+    /// Liveness probe interval, milliseconds (0 disables).
+    pub liveness_ms: Option<u64>,
+}
+
+impl ConfigLayer {
+    /// The layer in a TOML file.
+    pub fn from_file(path: &Path) -> Result<ConfigLayer, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// `self` with every field `over` sets replaced by `over`'s.
+    pub fn overlay(self, over: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            data_dir: over.data_dir.or(self.data_dir),
+            listen: over.listen.or(self.listen),
+            http: over.http.or(self.http),
+            bootstrap: over.bootstrap.or(self.bootstrap),
+            json_logs: over.json_logs.or(self.json_logs),
+            k: over.k.or(self.k),
+            alpha: over.alpha.or(self.alpha),
+            rpc_timeout_ms: over.rpc_timeout_ms.or(self.rpc_timeout_ms),
+            liveness_ms: over.liveness_ms.or(self.liveness_ms),
+        }
+    }
+}
+
+/// The node's configuration with every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// Where the key, the store and the state live (default `./macronode-data`).
+    pub data_dir: PathBuf,
+    /// QUIC listen address (default `127.0.0.1:4433`).
+    pub listen: SocketAddr,
+    /// HTTP gateway and admin address (default `127.0.0.1:8080`).
+    pub http: SocketAddr,
+    /// Bootstrap peers (default none: start a new mesh).
+    pub bootstrap: Vec<BootstrapPeer>,
+    /// JSON logs (default off).
+    pub json_logs: bool,
+    /// DHT parameters.
+    pub dht: overlay::Config,
+}
+
+impl NodeConfig {
+    /// Fills in defaults and checks every value.
+    pub fn resolve(layer: ConfigLayer) -> Result<NodeConfig, ConfigError> {
+        let mut dht = overlay::Config::default();
+        if let Some(k) = layer.k {
+            dht.k = k;
+            dht.replacement_cache_size = k;
+            dht.lookup_rpcs_max = k * 8;
+            dht.lookup_candidates_max = k * 8;
+        }
+        if let Some(a) = layer.alpha {
+            dht.alpha = a;
+        }
+        if let Some(ms) = layer.rpc_timeout_ms {
+            dht.rpc_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = layer.liveness_ms {
+            dht.liveness_interval = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        dht.validate().map_err(|why| ConfigError::Invalid {
+            field: "dht",
+            why: why.into(),
+        })?;
+        let bootstrap = layer
+            .bootstrap
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<Vec<BootstrapPeer>, _>>()?;
+        Ok(NodeConfig {
+            data_dir: layer
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("macronode-data")),
+            listen: layer
+                .listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4433))),
+            http: layer
+                .http
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            bootstrap,
+            json_logs: layer.json_logs.unwrap_or(false),
+            dht,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_specs_parse_with_and_without_id() {
+        let id = NodeId([0xab; 32]);
+        let with: BootstrapPeer = format!("{id}@127.0.0.1:4433")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(with.id, Some(id));
+        let without: BootstrapPeer = "[::1]:9".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(without.id, None);
+        assert!("nohost".parse::<BootstrapPeer>().is_err());
+        assert!("zz@127.0.0.1:1".parse::<BootstrapPeer>().is_err());
+    }
+
+    #[test]
+    fn later_layers_win_and_defaults_fill_the_rest() {
+        let file = ConfigLayer {
+            listen: Some("127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}"))),
+            k: Some(8),
+            ..Default::default()
+        };
+        let flags = ConfigLayer {
+            listen: Some("127.0.0.1:2".parse().unwrap_or_else(|e| panic!("{e}"))),
+            ..Default::default()
+        };
+        let c = NodeConfig::resolve(file.overlay(flags)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.dht.k, 8);
+        assert_eq!(c.http.port(), 8080);
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_named() {
+        let err = NodeConfig::resolve(ConfigLayer {
+            k: Some(0),
+            ..Default::default()
+        });
+        assert!(matches!(
+            err,
+            Err(ConfigError::Invalid { field: "dht", .. })
+        ));
+        let err =
+            toml::from_str::<ConfigLayer>("listn = \"127.0.0.1:1\"").map_err(|e| e.to_string());
+        assert!(err.is_err_and(|e| e.contains("listn")));
+    }
+}

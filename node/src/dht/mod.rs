@@ -1,0 +1,496 @@
+//! The DHT driver: one tokio task that owns the node's `overlay::Dht` and connects it to the
+//! transport, the clock and the rest of the node.
+//!
+//! Shaped like quinn's connection driver: the task waits on one input (a command, the
+//! outcome of an RPC, a peer event, or the state machine's timer), feeds it in, then drains
+//! transmits and events with a cap per turn. No mutex guards the DHT, and the clock is read
+//! in one place ([`Clock`]). No DHT logic lives here: the task only moves messages between
+//! the state machine and QUIC streams.
+//!
+//! Layout:
+//! - [`peer`]: [`NetPeer`] and the overlay ⇄ wire message mapping.
+//! - `serve`: answering inbound app-protocol-1 requests through the driver.
+
+pub mod peer;
+mod serve;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use overlay::{
+    Config, Dht, Event, Key, QueryId, QueryResult, QueryStats, Request, Response, RpcId,
+};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
+use wire::dht::{APP_PROTO_DHT, DhtResponse};
+use wire::{NodeId, Status, message};
+
+use crate::transport::{PeerEvent, Transport};
+pub use peer::NetPeer;
+pub use serve::serve_dht;
+
+/// Commands queued to the driver at most; senders wait (backpressure) past this.
+pub const COMMANDS_MAX: usize = 1024;
+/// Outputs drained per turn of the loop, so one burst cannot starve the inputs.
+pub const DRAIN_MAX: usize = 256;
+/// DHT RPCs in flight at once; past this a transmit fails at once instead of queueing.
+pub const RPCS_IN_FLIGHT_MAX: usize = 256;
+
+/// The node's one reading of time, mapped onto the overlay's virtual clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: tokio::time::Instant,
+}
+
+impl Clock {
+    /// A clock whose epoch is now.
+    pub fn new() -> Clock {
+        Clock {
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Now, as the overlay counts time.
+    pub fn now(&self) -> overlay::Instant {
+        overlay::Instant::from_duration(self.start.elapsed())
+    }
+
+    /// An overlay instant as a tokio deadline.
+    pub fn deadline(&self, t: overlay::Instant) -> tokio::time::Instant {
+        self.start + t.as_duration()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// A query that could not run or finish.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DhtError {
+    /// The overlay refused the command (too many queries, no peers).
+    #[error("dht refused the query: {0}")]
+    Command(#[from] overlay::CommandError),
+    /// The driver stopped.
+    #[error("dht driver is not running")]
+    Stopped,
+}
+
+/// What a finished lookup found.
+#[derive(Debug, Clone)]
+pub struct LookupOutcome {
+    /// Its result.
+    pub result: QueryResult<NetPeer>,
+    /// Its statistics.
+    pub stats: QueryStats,
+}
+
+/// A snapshot of the DHT for health and status pages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DhtStatus {
+    /// Joined and with peers.
+    pub ready: bool,
+    /// Contacts in the routing table.
+    pub routing_table_size: usize,
+    /// Provider records held for others.
+    pub provider_records: usize,
+    /// Queries running.
+    pub queries: usize,
+    /// Counters of the state machine.
+    pub rpcs_sent: u64,
+    /// RPCs that failed or timed out.
+    pub rpcs_failed: u64,
+    /// Inbound requests answered.
+    pub requests_handled: u64,
+}
+
+enum Command {
+    Inbound {
+        from: NetPeer,
+        request: Request,
+        reply: oneshot::Sender<Response<NetPeer>>,
+    },
+    FindNode {
+        target: Key,
+        reply: oneshot::Sender<Result<LookupOutcome, DhtError>>,
+    },
+    GetProviders {
+        key: Key,
+        wanted: usize,
+        reply: oneshot::Sender<Result<LookupOutcome, DhtError>>,
+    },
+    Provide {
+        key: Key,
+        reply: oneshot::Sender<Result<LookupOutcome, DhtError>>,
+    },
+    Bootstrap {
+        peers: Vec<NetPeer>,
+    },
+    Closest {
+        key: Key,
+        n: usize,
+        reply: oneshot::Sender<Vec<NetPeer>>,
+    },
+}
+
+/// A cheap handle to the driver: commands in, answers back on oneshot channels.
+#[derive(Clone)]
+pub struct DhtHandle {
+    tx: mpsc::Sender<Command>,
+    status: watch::Receiver<DhtStatus>,
+    local: NetPeer,
+}
+
+impl std::fmt::Debug for DhtHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhtHandle")
+            .field("local", &self.local.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DhtHandle {
+    /// Our own peer handle.
+    pub fn local(&self) -> &NetPeer {
+        &self.local
+    }
+
+    /// The latest status snapshot.
+    pub fn status(&self) -> DhtStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the status says ready, or `timeout` passes; returns whether ready.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut rx = self.status.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|s| s.ready))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| DhtError::Stopped)?;
+        rx.await.map_err(|_| DhtError::Stopped)
+    }
+
+    /// The k closest nodes to `target`, by an iterative lookup.
+    pub async fn find_node(&self, target: Key) -> Result<LookupOutcome, DhtError> {
+        self.ask(|reply| Command::FindNode { target, reply })
+            .await?
+    }
+
+    /// Providers of `key`; finishes once `wanted` are known.
+    pub async fn get_providers(&self, key: Key, wanted: usize) -> Result<LookupOutcome, DhtError> {
+        self.ask(|reply| Command::GetProviders { key, wanted, reply })
+            .await?
+    }
+
+    /// Announces that we hold `key` (and keeps re-announcing it).
+    pub async fn provide(&self, key: Key) -> Result<LookupOutcome, DhtError> {
+        self.ask(|reply| Command::Provide { key, reply }).await?
+    }
+
+    /// The `n` closest peers to `key` in our routing table, without a lookup.
+    pub async fn closest_known(&self, key: Key, n: usize) -> Result<Vec<NetPeer>, DhtError> {
+        self.ask(|reply| Command::Closest { key, n, reply }).await
+    }
+
+    /// Joins through these peers (already connected and verified by the transport).
+    pub async fn bootstrap(&self, peers: Vec<NetPeer>) -> Result<(), DhtError> {
+        self.tx
+            .send(Command::Bootstrap { peers })
+            .await
+            .map_err(|_| DhtError::Stopped)
+    }
+
+    /// Hands an inbound request to the state machine and returns its answer.
+    pub async fn inbound(
+        &self,
+        from: NetPeer,
+        request: Request,
+    ) -> Result<Response<NetPeer>, DhtError> {
+        self.ask(|reply| Command::Inbound {
+            from,
+            request,
+            reply,
+        })
+        .await
+    }
+}
+
+struct RpcOutcome {
+    rpc: RpcId,
+    response: Option<Response<NetPeer>>,
+}
+
+/// The task that owns the `Dht`.
+struct Driver {
+    dht: Dht<NetPeer>,
+    clock: Clock,
+    transport: Transport,
+    local_id: NodeId,
+    commands: mpsc::Receiver<Command>,
+    outcomes_tx: mpsc::Sender<RpcOutcome>,
+    outcomes: mpsc::Receiver<RpcOutcome>,
+    peer_events: broadcast::Receiver<PeerEvent>,
+    waiting: BTreeMap<QueryId, oneshot::Sender<Result<LookupOutcome, DhtError>>>,
+    rpc_slots: Arc<Semaphore>,
+    status: watch::Sender<DhtStatus>,
+}
+
+/// Starts the driver for `transport`'s node; it runs until `shutdown` flips to true.
+pub fn spawn(
+    transport: Transport,
+    listen: SocketAddr,
+    config: Config,
+    seed: u64,
+    mut shutdown: watch::Receiver<bool>,
+) -> DhtHandle {
+    let clock = Clock::new();
+    let local = NetPeer::new(transport.node_id(), listen);
+    let (tx, commands) = mpsc::channel(COMMANDS_MAX);
+    let (outcomes_tx, outcomes) = mpsc::channel(RPCS_IN_FLIGHT_MAX);
+    let (status_tx, status) = watch::channel(DhtStatus::default());
+    let peer_events = transport.subscribe();
+    let mut driver = Driver {
+        dht: Dht::new(clock.now(), local.clone(), config, seed),
+        clock,
+        local_id: transport.node_id(),
+        transport,
+        commands,
+        outcomes_tx,
+        outcomes,
+        peer_events,
+        waiting: BTreeMap::new(),
+        rpc_slots: Arc::new(Semaphore::new(RPCS_IN_FLIGHT_MAX)),
+        status: status_tx,
+    };
+    tokio::spawn(async move {
+        loop {
+            if !driver.turn(&mut shutdown).await {
+                break;
+            }
+            driver.drain();
+        }
+        tracing::debug!("dht driver stopped");
+    });
+    DhtHandle { tx, status, local }
+}
+
+impl Driver {
+    /// Waits for one input and feeds it in; false when it is time to stop.
+    async fn turn(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let deadline = self.dht.poll_timeout().map(|t| self.clock.deadline(t));
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return false,
+            cmd = self.commands.recv() => match cmd {
+                Some(cmd) => self.on_command(cmd),
+                None => return false,
+            },
+            Some(out) = self.outcomes.recv() => {
+                let now = self.clock.now();
+                match out.response {
+                    Some(r) => self.dht.handle_response(now, out.rpc, r),
+                    None => self.dht.handle_rpc_failure(now, out.rpc),
+                }
+            }
+            ev = self.peer_events.recv() => self.on_peer_event(ev),
+            () = sleep => self.dht.handle_timeout(self.clock.now()),
+        }
+        true
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = self.clock.now();
+        match cmd {
+            Command::Inbound {
+                from,
+                request,
+                reply,
+            } => {
+                let _ = reply.send(self.dht.handle_request(now, from, request));
+            }
+            Command::FindNode { target, reply } => {
+                let started = self.dht.find_node(now, target);
+                self.track(started, reply);
+            }
+            Command::GetProviders { key, wanted, reply } => {
+                let started = self.dht.get_providers(now, key, wanted);
+                self.track(started, reply);
+            }
+            Command::Provide { key, reply } => {
+                let started = self.dht.start_providing(now, key);
+                self.track(started, reply);
+            }
+            Command::Bootstrap { peers } => {
+                if let Err(e) = self.dht.bootstrap(now, peers) {
+                    tracing::warn!(error = %e, "bootstrap could not start");
+                }
+            }
+            Command::Closest { key, n, reply } => {
+                let _ = reply.send(self.dht.closest_known(&key, n));
+            }
+        }
+    }
+
+    fn track(
+        &mut self,
+        started: Result<QueryId, overlay::CommandError>,
+        reply: oneshot::Sender<Result<LookupOutcome, DhtError>>,
+    ) {
+        match started {
+            Ok(id) => {
+                self.waiting.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    fn on_peer_event(&mut self, ev: Result<PeerEvent, broadcast::error::RecvError>) {
+        match ev {
+            Ok(PeerEvent::Connected(info)) => {
+                // An authenticated connection is as good as an answer: the peer is alive.
+                let addr = info
+                    .listen_addrs
+                    .iter()
+                    .find_map(|a| a.parse().ok())
+                    .unwrap_or(info.remote_addr);
+                self.dht
+                    .insert_peer(self.clock.now(), NetPeer::new(info.id, addr));
+            }
+            Ok(PeerEvent::Disconnected { .. }) => {}
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                metrics::counter!("bus_lagged_total", "bus" => "peer_events").increment(n);
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+    }
+
+    /// Drains what the last input produced, a bounded amount per turn.
+    fn drain(&mut self) {
+        for _ in 0..DRAIN_MAX {
+            let Some(t) = self.dht.poll_transmit() else {
+                break;
+            };
+            self.send(t.rpc, t.to, t.request);
+        }
+        for _ in 0..DRAIN_MAX {
+            let Some(ev) = self.dht.poll_event() else {
+                break;
+            };
+            self.on_event(ev);
+        }
+        let s = self.dht.stats();
+        let status = DhtStatus {
+            ready: self.dht.is_ready(),
+            routing_table_size: self.dht.routing_table().len(),
+            provider_records: self.dht.provider_records(),
+            queries: self.dht.queries_running(),
+            rpcs_sent: s.rpcs_sent,
+            rpcs_failed: s.rpcs_failed,
+            requests_handled: s.requests_handled,
+        };
+        metrics::gauge!("dht_routing_table_peers").set(status.routing_table_size as f64);
+        self.status.send_if_modified(|old| {
+            let changed = *old != status;
+            *old = status;
+            changed
+        });
+    }
+
+    fn on_event(&mut self, ev: Event<NetPeer>) {
+        match ev {
+            Event::QueryFinished { id, result, stats } => {
+                metrics::histogram!("dht_lookup_hops").record(f64::from(stats.hops));
+                metrics::histogram!("dht_lookup_seconds").record(stats.duration.as_secs_f64());
+                if let Some(reply) = self.waiting.remove(&id) {
+                    let _ = reply.send(Ok(LookupOutcome { result, stats }));
+                }
+            }
+            Event::Ready => {
+                tracing::info!(peers = self.dht.routing_table().len(), "joined the mesh")
+            }
+            Event::Isolated => tracing::warn!("lost every peer; retrying bootstrap contacts"),
+            Event::PeerAdded(p) => tracing::debug!(peer = %p.id, "routing table +"),
+            Event::PeerRemoved(p) => tracing::debug!(peer = %p.id, "routing table -"),
+            Event::PeerMisbehaved { peer, reason } => {
+                metrics::counter!("dht_misbehaved_total", "reason" => reason).increment(1);
+                tracing::debug!(peer = %peer.id, reason, "peer misbehaved");
+            }
+        }
+    }
+
+    /// Sends one RPC on its own task; the outcome comes back through `outcomes`.
+    fn send(&mut self, rpc: RpcId, to: NetPeer, request: Request) {
+        let Ok(permit) = self.rpc_slots.clone().try_acquire_owned() else {
+            // Over the in-flight cap: fail it now rather than queue without bound.
+            self.dht.handle_rpc_failure(self.clock.now(), rpc);
+            return;
+        };
+        let transport = self.transport.clone();
+        let outcomes = self.outcomes_tx.clone();
+        let local = self.local_id;
+        tokio::spawn(async move {
+            let response = rpc_once(&transport, &to, &request, &local).await;
+            if let Err(e) = &response {
+                tracing::debug!(peer = %to.id, error = %e, "dht rpc failed");
+            }
+            let _ = outcomes
+                .send(RpcOutcome {
+                    rpc,
+                    response: response.ok(),
+                })
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+/// Why one RPC produced no usable answer.
+#[derive(Debug, thiserror::Error)]
+enum RpcError {
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("peer answered {0:?}")]
+    Status(Status),
+    #[error("malformed answer: {0}")]
+    Message(#[from] wire::message::MessageError),
+}
+
+async fn rpc_once(
+    t: &Transport,
+    to: &NetPeer,
+    request: &Request,
+    local: &NodeId,
+) -> Result<Response<NetPeer>, RpcError> {
+    t.connect(to.addr, Some(to.id)).await?;
+    let body = message::encode(&peer::request_to_wire(request));
+    let (status, reply) = t.request(to.id, APP_PROTO_DHT, body).await?;
+    match status {
+        Status::Ok => {
+            let r: DhtResponse = message::decode(&reply)?;
+            Ok(peer::response_from_wire(r, local))
+        }
+        Status::Unavailable if matches!(request, Request::AddProvider(_)) => Ok(Response::Refused),
+        other => Err(RpcError::Status(other)),
+    }
+}

@@ -1,0 +1,57 @@
+//! Answering inbound DHT requests (app protocol 1).
+//!
+//! The transport authenticated the sender and checked the frames; here the body is decoded
+//! under its bounds, handed to the driver, and the answer encoded back. A body that does not
+//! decode is answered 400 and counted by reason; the driver never sees it.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use wire::dht::DhtRequest;
+use wire::{Status, message};
+
+use super::DhtHandle;
+use super::peer::{NetPeer, request_from_wire, response_to_wire};
+use crate::transport::{InboundExchange, Transport, TransportError};
+
+/// Largest DHT request body (requests are fixed-size; this is generous).
+const REQUEST_MAX: usize = 4096;
+
+/// Serves one inbound DHT exchange.
+pub async fn serve_dht(
+    mut ex: InboundExchange,
+    dht: DhtHandle,
+    transport: Transport,
+) -> Result<(), TransportError> {
+    let body = ex.read_body(REQUEST_MAX).await?;
+    let request = match message::decode::<DhtRequest>(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            transport.stats().reject(e.reason());
+            return ex.respond(Status::BadRequest, Bytes::new()).await;
+        }
+    };
+    let from = ex.peer();
+    // Dial the sender back where it says it listens; the connection's source address is
+    // only a fallback (it is the right one on loopback and without NAT).
+    let addr: Option<SocketAddr> = transport.peer(&from).map(|info| {
+        info.listen_addrs
+            .iter()
+            .find_map(|a| a.parse().ok())
+            .unwrap_or(info.remote_addr)
+    });
+    let Some(addr) = addr else {
+        return ex.respond(Status::Unavailable, Bytes::new()).await;
+    };
+    let answer = match dht
+        .inbound(NetPeer::new(from, addr), request_from_wire(&request))
+        .await
+    {
+        Ok(a) => a,
+        Err(_) => return ex.respond(Status::Unavailable, Bytes::new()).await,
+    };
+    match response_to_wire(&answer) {
+        Some(r) => ex.respond(Status::Ok, message::encode(&r)).await,
+        None => ex.respond(Status::Unavailable, Bytes::new()).await,
+    }
+}

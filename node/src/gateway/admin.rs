@@ -1,0 +1,53 @@
+//! Admin routes: liveness, readiness, metrics, status.
+//!
+//! `/healthz` answers while the process serves; `/readyz` only once the node has joined the
+//! mesh, and otherwise lists what is missing, so an orchestrator (or `devnet`) can wait on
+//! it. `/metrics` is the Prometheus text of every counter the node keeps.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::app::NodeContext;
+
+/// The admin routes, on the node's context.
+pub fn routes() -> Router<Arc<NodeContext>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+}
+
+async fn readyz(State(ctx): State<Arc<NodeContext>>) -> Response {
+    let missing = ctx.readiness_gaps();
+    if missing.is_empty() {
+        (StatusCode::OK, Json(json!({"ready": true}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "missing": missing})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(ctx): State<Arc<NodeContext>>) -> Response {
+    ctx.publish_gauges();
+    let body = ctx.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn status(State(ctx): State<Arc<NodeContext>>) -> Response {
+    Json(ctx.status_json()).into_response()
+}

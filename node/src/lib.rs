@@ -1,0 +1,33 @@
+//! The macronode node: everything that touches the OS and the network, around the sans-IO
+//! `overlay` core and the `wire` codec.
+//!
+//! This crate owns the node's identity on disk and the QUIC transport that speaks OAP/1 to
+//! other nodes; the DHT driver, the store, the HTTP gateway and the `macronode` binary build
+//! on these. Invariant across the crate: nothing a peer or the disk hands us can panic the
+//! node: every failure is a typed error, every wait is bounded, every buffer is capped.
+//!
+//! Layout:
+//! - [`identity`]: the Ed25519 node key in the data directory; the node id.
+//! - [`transport`]: the quinn endpoint, TLS with node-key verification, one connection per
+//!   peer, HELLO, requests on streams, inbound routing, limits, counters.
+//! - [`dht`]: the task that drives `overlay::Dht` over the transport.
+//! - [`gateway`]: the HTTP edge (admin routes; the object routes join it).
+//! - [`config`]: file, environment and flags merged into [`config::NodeConfig`].
+//! - [`app`]: one running node, started and stopped in order.
+//! - [`devnet`]: N node processes on loopback, the newcomer's first command.
+//! - [`signals`]: waiting for SIGINT or SIGTERM.
+
+pub mod app;
+pub mod config;
+pub mod devnet;
+pub mod dht;
+pub mod gateway;
+pub mod identity;
+pub mod signals;
+pub mod transport;
+
+pub use identity::{Identity, IdentityError};
+pub use transport::{
+    Exchange, InboundExchange, InboundHandler, PeerEvent, PeerInfo, Transport, TransportConfig,
+    TransportError,
+};

@@ -1,0 +1,131 @@
+//! `macronode`: the node daemon and its operator commands.
+//!
+//! - `macronode run`: one node (flags > `MACRONODE_*` env > `--config` TOML file).
+//! - `macronode devnet --nodes N`: N node processes on loopback, joined, until Ctrl-C.
+//! - `macronode id --data-dir D`: the node id kept in a data directory.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use node::config::{ConfigLayer, NodeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "macronode",
+    version,
+    about = "A QUIC-native peer-to-peer overlay node"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node.
+    Run(RunArgs),
+    /// Run a local mesh of N node processes on loopback until Ctrl-C.
+    Devnet(node::devnet::DevnetArgs),
+    /// Print the node id kept in a data directory (creating the key if there is none).
+    Id {
+        /// The data directory.
+        #[arg(long, env = "MACRONODE_DATA_DIR", default_value = "macronode-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// TOML config file; flags and environment override it.
+    #[arg(long, env = "MACRONODE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the key and the store live.
+    #[arg(long, env = "MACRONODE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// QUIC (UDP) listen address.
+    #[arg(long, env = "MACRONODE_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// HTTP gateway and admin address.
+    #[arg(long, env = "MACRONODE_HTTP")]
+    http: Option<std::net::SocketAddr>,
+    /// Bootstrap peer, `ID@HOST:PORT` or `HOST:PORT`; repeatable (env: comma-separated).
+    #[arg(long, env = "MACRONODE_BOOTSTRAP", value_delimiter = ',')]
+    bootstrap: Vec<String>,
+    /// Log JSON lines instead of text.
+    #[arg(long, env = "MACRONODE_JSON_LOGS")]
+    json_logs: bool,
+    /// DHT RPC timeout in milliseconds.
+    #[arg(long, env = "MACRONODE_RPC_TIMEOUT_MS")]
+    rpc_timeout_ms: Option<u64>,
+    /// Liveness probe interval in milliseconds (0 disables).
+    #[arg(long, env = "MACRONODE_LIVENESS_MS")]
+    liveness_ms: Option<u64>,
+}
+
+impl RunArgs {
+    fn layer(&self) -> ConfigLayer {
+        ConfigLayer {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            http: self.http,
+            bootstrap: (!self.bootstrap.is_empty()).then(|| self.bootstrap.clone()),
+            json_logs: self.json_logs.then_some(true),
+            rpc_timeout_ms: self.rpc_timeout_ms,
+            liveness_ms: self.liveness_ms,
+            ..ConfigLayer::default()
+        }
+    }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    match cli.command {
+        Command::Run(args) => {
+            let file = match &args.config {
+                Some(path) => ConfigLayer::from_file(path)?,
+                None => ConfigLayer::default(),
+            };
+            let config = NodeConfig::resolve(file.overlay(args.layer()))?;
+            init_logs(config.json_logs);
+            rt.block_on(run(config))
+        }
+        Command::Devnet(args) => {
+            init_logs(false);
+            rt.block_on(node::devnet::run(args))
+        }
+        Command::Id { data_dir } => {
+            let id = node::Identity::load_or_create(&data_dir)?;
+            println!("{}", id.node_id());
+            Ok(())
+        }
+    }
+}
+
+async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let node = node::app::start(config, Some(metrics)).await?;
+    node::signals::wait_for_shutdown().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}

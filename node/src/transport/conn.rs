@@ -1,0 +1,276 @@
+//! Connections: dialing, accepting, and the task that serves each one until it closes.
+//!
+//! Both directions follow the same path: TLS proves the peer's key (see `tls`), HELLO settles
+//! the terms, and only then does the connection enter the peer table and start serving
+//! streams. Each connection holds one of the `max_connections` slots from before its
+//! handshake until it closes, and the handshake plus HELLO is bounded by
+//! `handshake_timeout`. Concurrent dials of one peer are coalesced behind a per-target lock,
+//! so a burst of requests to a new peer opens one connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+use wire::control::{Hello, Negotiated};
+use wire::{Limits, NodeId};
+
+use super::error::{TransportError, codes};
+use super::peers::{PeerConn, PeerEvent, PeerInfo, Registered, Role};
+use super::{DialKey, Shared, hello, inbound, tls};
+
+/// Returns the connection to `expected` (or to whoever is at `addr`), dialing it if needed.
+pub(crate) async fn connect(
+    shared: &Arc<Shared>,
+    addr: SocketAddr,
+    expected: Option<NodeId>,
+) -> Result<PeerInfo, TransportError> {
+    if shared.is_closing() {
+        return Err(TransportError::Closed);
+    }
+    if expected == Some(shared.local_id) {
+        return Err(TransportError::SelfDial);
+    }
+    if let Some(pc) = existing(shared, addr, expected) {
+        return Ok((*pc.info).clone());
+    }
+    let key = expected.map_or(DialKey::Addr(addr), DialKey::Id);
+    let lock = shared.dial_lock(key);
+    let t = shared.config.handshake_timeout;
+    let result = match tokio::time::timeout(t, lock.lock()).await {
+        Err(_) => Err(TransportError::Timeout {
+            what: "concurrent dial",
+            after: t,
+        }),
+        Ok(_guard) => match existing(shared, addr, expected) {
+            Some(pc) => Ok((*pc.info).clone()),
+            None => dial(shared, addr, expected).await,
+        },
+    };
+    shared.release_dial_lock(key, lock);
+    result
+}
+
+fn existing(shared: &Shared, addr: SocketAddr, expected: Option<NodeId>) -> Option<PeerConn> {
+    match expected {
+        Some(id) => shared.peers.get(&id),
+        None => shared.peers.find_by_addr(addr),
+    }
+}
+
+async fn dial(
+    shared: &Arc<Shared>,
+    addr: SocketAddr,
+    expected: Option<NodeId>,
+) -> Result<PeerInfo, TransportError> {
+    let slot = shared.conn_slots.clone().try_acquire_owned().map_err(|_| {
+        TransportError::TooManyConnections {
+            max: shared.config.max_connections,
+        }
+    })?;
+    let t = shared.config.handshake_timeout;
+    let outcome = tokio::time::timeout(t, handshake_out(shared, addr, expected)).await;
+    let (conn, id, hello, terms) = match outcome {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
+            shared.stats.handshake_failed();
+            return Err(e);
+        }
+        Err(_) => {
+            shared.stats.handshake_failed();
+            return Err(TransportError::Timeout {
+                what: "handshake",
+                after: t,
+            });
+        }
+    };
+    shared.stats.connection_dialed();
+    let pc = peer_conn(conn, id, addr, Role::Dialed, hello, terms);
+    Ok(install(shared, pc, slot))
+}
+
+async fn handshake_out(
+    shared: &Shared,
+    addr: SocketAddr,
+    expected: Option<NodeId>,
+) -> Result<(quinn::Connection, NodeId, Hello, Negotiated), TransportError> {
+    let (conn, id) = quic_dial(shared, addr, expected).await?;
+    match hello::dial(shared, &conn).await {
+        Ok((hello, terms)) => Ok((conn, id, hello, terms)),
+        Err(e) => {
+            conn.close(codes::HELLO_FAILED, b"hello failed");
+            Err(e)
+        }
+    }
+}
+
+/// TLS over QUIC to `addr`, refusing any key but `expected`. No HELLO, no registration.
+pub(crate) async fn quic_dial(
+    shared: &Shared,
+    addr: SocketAddr,
+    expected: Option<NodeId>,
+) -> Result<(quinn::Connection, NodeId), TransportError> {
+    let (cfg, seen) = shared.tls.client_config(expected, shared.quic.clone())?;
+    let connect_err = |reason: String| TransportError::Connect { addr, reason };
+    let connecting = shared
+        .endpoint
+        .connect_with(cfg, addr, tls::SERVER_NAME)
+        .map_err(|e| connect_err(e.to_string()))?;
+    let conn = match connecting.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            // The verifier saw the key before refusing it: name the mismatch precisely.
+            return Err(match (expected, seen.get().copied()) {
+                (Some(want), Some(got)) if want != got => TransportError::PeerIdMismatch {
+                    expected: want,
+                    got,
+                },
+                (_, Some(got)) if got == shared.local_id => TransportError::SelfDial,
+                _ => connect_err(e.to_string()),
+            });
+        }
+    };
+    let id = tls::peer_id(&conn).inspect_err(|_| conn.close(codes::BAD_PEER, b"bad peer"))?;
+    if let Some(want) = expected.filter(|want| *want != id) {
+        conn.close(codes::BAD_PEER, b"wrong node id");
+        return Err(TransportError::PeerIdMismatch {
+            expected: want,
+            got: id,
+        });
+    }
+    if id == shared.local_id {
+        conn.close(codes::BAD_PEER, b"self");
+        return Err(TransportError::SelfDial);
+    }
+    Ok((conn, id))
+}
+
+/// Accepts inbound connections until the endpoint closes.
+pub(crate) async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        if shared.is_closing() {
+            incoming.refuse();
+            continue;
+        }
+        let Ok(slot) = shared.conn_slots.clone().try_acquire_owned() else {
+            shared.stats.connection_refused();
+            incoming.refuse();
+            continue;
+        };
+        tokio::spawn(accept_one(shared.clone(), incoming, slot));
+    }
+}
+
+async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: OwnedSemaphorePermit) {
+    let remote = incoming.remote_address();
+    let t = shared.config.handshake_timeout;
+    match tokio::time::timeout(t, handshake_in(&shared, incoming)).await {
+        Ok(Ok(pc)) => {
+            shared.stats.connection_accepted();
+            install(&shared, pc, slot);
+        }
+        Ok(Err(e)) => {
+            shared.stats.handshake_failed();
+            tracing::debug!(%remote, error = %e, "inbound handshake failed");
+        }
+        Err(_) => {
+            shared.stats.handshake_failed();
+            tracing::debug!(%remote, "inbound handshake timed out");
+        }
+    }
+}
+
+async fn handshake_in(
+    shared: &Shared,
+    incoming: quinn::Incoming,
+) -> Result<PeerConn, TransportError> {
+    let remote = incoming.remote_address();
+    let conn = incoming.accept()?.await?;
+    let id = tls::peer_id(&conn).inspect_err(|_| conn.close(codes::BAD_PEER, b"bad peer"))?;
+    if id == shared.local_id {
+        conn.close(codes::BAD_PEER, b"self");
+        return Err(TransportError::SelfDial);
+    }
+    match hello::accept(shared, &conn).await {
+        Ok((hello, terms)) => Ok(peer_conn(conn, id, remote, Role::Accepted, hello, terms)),
+        Err(e) => {
+            conn.close(codes::HELLO_FAILED, b"hello failed");
+            Err(e)
+        }
+    }
+}
+
+fn peer_conn(
+    conn: quinn::Connection,
+    id: NodeId,
+    remote_addr: SocketAddr,
+    role: Role,
+    hello: Hello,
+    negotiated: Negotiated,
+) -> PeerConn {
+    PeerConn {
+        conn,
+        limits: Limits::new(negotiated.max_frame),
+        info: Arc::new(PeerInfo {
+            id,
+            remote_addr,
+            role,
+            listen_addrs: hello.listen_addrs,
+            app_protos: hello.app_protos,
+            negotiated,
+        }),
+    }
+}
+
+/// Registers a connection that finished HELLO, starts serving it, and returns the peer's
+/// connection in use (this one, or the one it lost to).
+fn install(shared: &Arc<Shared>, pc: PeerConn, slot: OwnedSemaphorePermit) -> PeerInfo {
+    let winner = match shared.peers.register(pc.clone()) {
+        Registered::Installed => {
+            // No subscriber is not an error: events are for whoever listens.
+            let _ = shared.events.send(PeerEvent::Connected((*pc.info).clone()));
+            pc.clone()
+        }
+        Registered::Replaced(old) => {
+            retire(shared, old.conn);
+            pc.clone()
+        }
+        Registered::Kept(existing) => {
+            retire(shared, pc.conn.clone());
+            existing
+        }
+    };
+    tracing::debug!(peer = %pc.info.id, role = ?pc.info.role, "connection ready");
+    tokio::spawn(drive(shared.clone(), pc, slot));
+    (*winner.info).clone()
+}
+
+/// Closes a duplicate connection once what is in flight on it has had time to finish.
+fn retire(shared: &Shared, conn: quinn::Connection) {
+    let grace = shared.config.request_timeout;
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        conn.close(codes::DUPLICATE, b"duplicate connection");
+    });
+}
+
+/// Serves a connection's inbound streams until it closes, then forgets it.
+async fn drive(shared: Arc<Shared>, pc: PeerConn, _slot: OwnedSemaphorePermit) {
+    let reason = loop {
+        match pc.conn.accept_bi().await {
+            Ok(pair) => {
+                tokio::spawn(inbound::serve_stream(shared.clone(), pc.clone(), pair));
+            }
+            Err(e) => break e,
+        }
+    };
+    if shared
+        .peers
+        .remove_if_same(&pc.info.id, pc.conn.stable_id())
+    {
+        tracing::debug!(peer = %pc.info.id, %reason, "connection closed");
+        let _ = shared.events.send(PeerEvent::Disconnected {
+            id: pc.info.id,
+            reason: reason.to_string(),
+        });
+    }
+}

@@ -1,0 +1,109 @@
+//! Serving inbound streams: route each request by its app protocol.
+//!
+//! The transport reads and checks a stream's START frame itself, then: app protocol 0
+//! (control) is answered here (PING → PONG; HELLO after the first exchange is a 400); an app
+//! protocol the [`InboundHandler`] does not serve gets 404 and the connection stays up; the
+//! rest go to the handler as an [`InboundExchange`], bounded by `inbound_timeout` and by
+//! `max_inbound_requests` exchanges at once across the node (past it: 503). A handler that
+//! returns or times out without answering leaves its stream reset, never half-answered.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use wire::control::{APP_PROTO_CONTROL, ControlRequest, ControlResponse};
+use wire::{Direction, Frame, Status, message};
+
+use super::Shared;
+use super::error::TransportError;
+use super::exchange::InboundExchange;
+use super::peers::PeerConn;
+use super::stream::FramedStream;
+
+/// The future an [`InboundHandler`] returns for one exchange.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send>>;
+
+/// The application side of the transport: serves the app protocols above control.
+///
+/// Boxed futures keep the trait object-safe, so the transport holds one `Arc<dyn
+/// InboundHandler>` and is not generic over the application.
+pub trait InboundHandler: Send + Sync + 'static {
+    /// The app protocols served (stated in HELLO); requests for any other get 404. Read once,
+    /// when the transport binds.
+    fn app_protos(&self) -> Vec<u16>;
+
+    /// Serves one exchange: read the request from `exchange`, answer on it. Errors are logged
+    /// at debug level; an exchange dropped unanswered is reset.
+    fn handle(&self, exchange: InboundExchange) -> HandlerFuture;
+}
+
+/// A handler that serves no app protocol: every request above control gets 404.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoApps;
+
+impl InboundHandler for NoApps {
+    fn app_protos(&self) -> Vec<u16> {
+        Vec::new()
+    }
+
+    fn handle(&self, _exchange: InboundExchange) -> HandlerFuture {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Serves one inbound stream from its first frame to its end.
+pub(crate) async fn serve_stream(
+    shared: Arc<Shared>,
+    pc: PeerConn,
+    pair: (quinn::SendStream, quinn::RecvStream),
+) {
+    let mut fs = shared.framed(pair, pc.limits, Direction::Requests);
+    let first = match fs.recv_frame().await {
+        Ok(Some(first)) => first,
+        // A rejected first frame was counted and answered by the stream itself.
+        Ok(None) | Err(_) => return,
+    };
+    shared.stats.request_served();
+    let (app, corr) = (first.app_proto_id, first.corr_id);
+    if app == APP_PROTO_CONTROL {
+        control(&shared, fs, first).await;
+        return;
+    }
+    if !shared.served.contains(&app) {
+        let _ = fs.reply(Status::NotFound, app, corr, Bytes::new()).await;
+        return;
+    }
+    let Ok(slot) = shared.inbound_slots.clone().try_acquire_owned() else {
+        let _ = fs.reply(Status::Unavailable, app, corr, Bytes::new()).await;
+        return;
+    };
+    let exchange = InboundExchange::new(fs, pc.info.id, first, Some(slot));
+    let t = shared.config.inbound_timeout;
+    match tokio::time::timeout(t, shared.handler.handle(exchange)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(peer = %pc.info.id, app, error = %e, "handler failed"),
+        Err(_) => tracing::debug!(peer = %pc.info.id, app, "handler timed out"),
+    }
+}
+
+/// Answers app protocol 0 on an established connection.
+async fn control(shared: &Shared, mut fs: FramedStream, first: Frame) {
+    let corr = first.corr_id;
+    let max = fs.limits().max_frame as usize;
+    let Ok((_, body)) = fs.collect(Some(first), max).await else {
+        return;
+    };
+    let (status, reply) = match message::decode::<ControlRequest>(&body) {
+        Ok(ControlRequest::Ping(nonce)) => {
+            (Status::Ok, message::encode(&ControlResponse::Pong(nonce)))
+        }
+        // HELLO opens a connection; a second one is out of sequence.
+        Ok(ControlRequest::Hello(_)) => (Status::BadRequest, Bytes::new()),
+        Err(e) => {
+            shared.stats.reject(e.reason());
+            (Status::BadRequest, Bytes::new())
+        }
+    };
+    let _ = fs.reply(status, APP_PROTO_CONTROL, corr, reply).await;
+}

@@ -1,0 +1,182 @@
+//! The connection table: at most one connection in use per peer, keyed by node id.
+//!
+//! Invariant: the table maps a peer to the connection new requests go out on, and both ends
+//! of a pair pick the same one. When two connections to one peer exist (both dialed at once,
+//! or a dial raced an inbound connection), the one dialed by the node with the smaller id
+//! wins on both sides; between two dialed by the same node, the first registered wins. The
+//! loser is retired: it leaves the table, serves what is in flight, and is closed after a
+//! grace period, so a simultaneous open settles on one connection instead of closing both
+//! or redialing in a loop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use wire::control::Negotiated;
+use wire::{Limits, NodeId};
+
+/// Which side opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// We dialed the peer.
+    Dialed,
+    /// The peer dialed us.
+    Accepted,
+}
+
+/// What we know about a connected peer after HELLO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's node id, proven in the TLS handshake.
+    pub id: NodeId,
+    /// The UDP address the connection runs to.
+    pub remote_addr: SocketAddr,
+    /// Who opened the connection.
+    pub role: Role,
+    /// Where the peer says it can be dialed (its HELLO).
+    pub listen_addrs: Vec<String>,
+    /// The app protocols the peer serves (its HELLO).
+    pub app_protos: Vec<u16>,
+    /// The terms agreed in HELLO.
+    pub negotiated: Negotiated,
+}
+
+/// A change in the set of connected peers, for the DHT driver and status pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A peer became connected (HELLO done), either direction.
+    Connected(PeerInfo),
+    /// The connection in use for a peer closed; the peer is no longer connected.
+    Disconnected {
+        /// The peer.
+        id: NodeId,
+        /// Why the connection closed.
+        reason: String,
+    },
+}
+
+/// A live connection and what HELLO settled for it.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerConn {
+    pub(crate) conn: quinn::Connection,
+    pub(crate) info: Arc<PeerInfo>,
+    pub(crate) limits: Limits,
+}
+
+impl PeerConn {
+    fn is_alive(&self) -> bool {
+        self.conn.close_reason().is_none()
+    }
+}
+
+/// The outcome of registering a new connection.
+#[derive(Debug)]
+pub(crate) enum Registered {
+    /// It is now the peer's connection.
+    Installed,
+    /// It replaced this one, which is to be retired.
+    Replaced(PeerConn),
+    /// The existing one wins; the new one is to be retired.
+    Kept(PeerConn),
+}
+
+/// The table of connections in use.
+#[derive(Debug)]
+pub(crate) struct PeerTable {
+    local: NodeId,
+    map: Mutex<BTreeMap<NodeId, PeerConn>>,
+}
+
+impl PeerTable {
+    pub(crate) fn new(local: NodeId) -> PeerTable {
+        PeerTable {
+            local,
+            map: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<NodeId, PeerConn>> {
+        // Critical sections only move values in and out of the map: a poisoned lock still
+        // guards a consistent map.
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The live connection in use for `id`.
+    pub(crate) fn get(&self, id: &NodeId) -> Option<PeerConn> {
+        self.lock().get(id).filter(|pc| pc.is_alive()).cloned()
+    }
+
+    /// A live connection whose remote end is `addr`. Only the path QUIC validated counts:
+    /// the listen addresses a peer states in HELLO are its claim, and matching on them would
+    /// let any peer stand in for a bootstrap address it names.
+    pub(crate) fn find_by_addr(&self, addr: SocketAddr) -> Option<PeerConn> {
+        self.lock()
+            .values()
+            .find(|pc| pc.is_alive() && pc.info.remote_addr == addr)
+            .cloned()
+    }
+
+    /// Makes `new` the peer's connection unless a better one exists (see the module doc).
+    pub(crate) fn register(&self, new: PeerConn) -> Registered {
+        let mut map = self.lock();
+        let id = new.info.id;
+        match map.get(&id) {
+            Some(old) if old.is_alive() => {
+                if self.prefers_new(old, &new) {
+                    let old = old.clone();
+                    map.insert(id, new);
+                    Registered::Replaced(old)
+                } else {
+                    Registered::Kept(old.clone())
+                }
+            }
+            _ => {
+                map.insert(id, new);
+                Registered::Installed
+            }
+        }
+    }
+
+    fn dialer(&self, pc: &PeerConn) -> NodeId {
+        match pc.info.role {
+            Role::Dialed => self.local,
+            Role::Accepted => pc.info.id,
+        }
+    }
+
+    fn prefers_new(&self, old: &PeerConn, new: &PeerConn) -> bool {
+        let (old_dialer, new_dialer) = (self.dialer(old), self.dialer(new));
+        old_dialer != new_dialer && new_dialer < old_dialer
+    }
+
+    /// Removes `id`'s entry if it is still the connection with `stable_id`.
+    pub(crate) fn remove_if_same(&self, id: &NodeId, stable_id: usize) -> bool {
+        let mut map = self.lock();
+        match map.get(id) {
+            Some(pc) if pc.conn.stable_id() == stable_id => {
+                map.remove(id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes every connection out of the table (shutdown).
+    pub(crate) fn drain(&self) -> Vec<PeerConn> {
+        std::mem::take(&mut *self.lock()).into_values().collect()
+    }
+
+    /// The connected peers, in id order.
+    pub(crate) fn list(&self) -> Vec<PeerInfo> {
+        self.lock()
+            .values()
+            .filter(|pc| pc.is_alive())
+            .map(|pc| (*pc.info).clone())
+            .collect()
+    }
+
+    /// How many peers are connected.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().values().filter(|pc| pc.is_alive()).count()
+    }
+}

@@ -1,0 +1,110 @@
+//! Counters of what the transport saw: frames each way, connections, and every rejection by
+//! its reason.
+//!
+//! Each event is counted twice on purpose: in this struct, so tests and `/v1/status` can read
+//! exact numbers without a global recorder, and through the `metrics` facade
+//! (`oap_frames_total{dir}`, `oap_rejects_total{reason}`), which the node's Prometheus
+//! exporter renders. The reason strings are the stable `reason()` names from `wire`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters, shared by every connection of one transport.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    connections_dialed: AtomicU64,
+    connections_accepted: AtomicU64,
+    connections_refused: AtomicU64,
+    handshakes_failed: AtomicU64,
+    requests_served: AtomicU64,
+    // Rejections are rare (they end a stream), so a lock is cheaper than it looks and keeps
+    // any reason string countable without a fixed list.
+    rejects: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Frames decoded from peers.
+    pub frames_in: u64,
+    /// Frames written to peers.
+    pub frames_out: u64,
+    /// Connections we dialed that completed HELLO.
+    pub connections_dialed: u64,
+    /// Inbound connections that completed HELLO.
+    pub connections_accepted: u64,
+    /// Inbound connections refused at the connection limit or while closing.
+    pub connections_refused: u64,
+    /// Handshakes (TLS or HELLO, either direction) that failed or timed out.
+    pub handshakes_failed: u64,
+    /// Inbound exchanges that reached a handler, control, or a 404.
+    pub requests_served: u64,
+    /// Rejections by reason (`oap_rejects_total{reason}`).
+    pub rejects: BTreeMap<&'static str, u64>,
+}
+
+impl TransportStats {
+    /// How many rejections with this reason (0 if none).
+    pub fn rejects(&self, reason: &str) -> u64 {
+        self.lock_rejects().get(reason).copied().unwrap_or(0)
+    }
+
+    /// All counters at once.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            frames_in: self.frames_in.load(Ordering::Relaxed),
+            frames_out: self.frames_out.load(Ordering::Relaxed),
+            connections_dialed: self.connections_dialed.load(Ordering::Relaxed),
+            connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
+            connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            handshakes_failed: self.handshakes_failed.load(Ordering::Relaxed),
+            requests_served: self.requests_served.load(Ordering::Relaxed),
+            rejects: self.lock_rejects().clone(),
+        }
+    }
+
+    pub(crate) fn frame_in(&self) {
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("oap_frames_total", "dir" => "in").increment(1);
+    }
+
+    pub(crate) fn frame_out(&self) {
+        self.frames_out.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("oap_frames_total", "dir" => "out").increment(1);
+    }
+
+    pub(crate) fn reject(&self, reason: &'static str) {
+        *self.lock_rejects().entry(reason).or_insert(0) += 1;
+        metrics::counter!("oap_rejects_total", "reason" => reason).increment(1);
+    }
+
+    pub(crate) fn connection_dialed(&self) {
+        self.connections_dialed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_accepted(&self) {
+        self.connections_accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn handshake_failed(&self) {
+        self.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn request_served(&self) {
+        self.requests_served.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lock_rejects(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, u64>> {
+        // A panic elsewhere while holding this lock cannot leave the map inconsistent.
+        self.rejects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,297 @@
+//! One OAP/1 exchange's bidirectional QUIC stream, as frames.
+//!
+//! This is where bytes from a peer become frames: an incremental [`FrameDecoder`] whose buffer
+//! never exceeds `max_frame` (reads stop when it is full, so QUIC flow control pushes back on
+//! the sender), then a [`SequenceChecker`] for the direction we receive. Any rule broken is
+//! counted under its reason in `oap_rejects_total`, and the stream, never the connection, is
+//! ended: a responder first answers 400 (413 for size) if it has not started its response,
+//! then stops reading; a requester resets its side. Dropping a stream that has not sent END
+//! resets it, so a peer never mistakes an abandoned exchange for a complete one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::{RecvStream, SendStream, VarInt};
+use wire::{DecodeError, Direction, Flags, Frame, FrameDecoder, Limits, SequenceChecker, Status};
+
+use super::error::{TransportError, codes};
+use super::stats::TransportStats;
+
+/// Bound on writing the 400 that explains a rejected stream; it is one 38-byte frame.
+const FAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A bidirectional stream carrying frames one way and checked frames the other.
+#[derive(Debug)]
+pub(crate) struct FramedStream {
+    send: SendStream,
+    recv: RecvStream,
+    decoder: FrameDecoder,
+    checker: SequenceChecker,
+    direction: Direction,
+    stats: Arc<TransportStats>,
+    io_timeout: Duration,
+    /// The app protocol and corr_id of the peer's START frame, once seen.
+    start: Option<(u16, u64)>,
+    recv_fin: bool,
+    /// The peer sent STOP_SENDING: nothing more goes out, but reading goes on.
+    send_stopped: bool,
+    sent_start: bool,
+    sent_end: bool,
+    aborted: bool,
+}
+
+impl FramedStream {
+    /// Wraps a stream; `direction` is what we receive (`Requests` on the responder side).
+    pub(crate) fn new(
+        (send, recv): (SendStream, RecvStream),
+        limits: Limits,
+        direction: Direction,
+        stats: Arc<TransportStats>,
+        io_timeout: Duration,
+    ) -> FramedStream {
+        FramedStream {
+            send,
+            recv,
+            decoder: FrameDecoder::new(limits),
+            checker: SequenceChecker::new(direction),
+            direction,
+            stats,
+            io_timeout,
+            start: None,
+            recv_fin: false,
+            send_stopped: false,
+            sent_start: false,
+            sent_end: false,
+            aborted: false,
+        }
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        self.decoder.limits()
+    }
+
+    pub(crate) fn has_sent_start(&self) -> bool {
+        self.sent_start
+    }
+
+    pub(crate) fn has_sent_end(&self) -> bool {
+        self.sent_end
+    }
+
+    /// The peer's next frame, waiting at most `io_timeout`; `None` once its END was returned.
+    /// A broken rule or a timeout ends the stream (see the module doc) before returning.
+    pub(crate) async fn recv_frame(&mut self) -> Result<Option<Frame>, TransportError> {
+        if self.checker.is_ended() {
+            return Ok(None);
+        }
+        if self.aborted {
+            return Err(TransportError::Closed);
+        }
+        let result = match tokio::time::timeout(self.io_timeout, self.read_frame()).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout {
+                what: "frame from peer",
+                after: self.io_timeout,
+            }),
+        };
+        if let Err(e) = &result {
+            self.fail(e).await;
+        }
+        result
+    }
+
+    async fn read_frame(&mut self) -> Result<Option<Frame>, TransportError> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                // Even a first frame that breaks sequencing names the exchange its 400 answers.
+                self.start
+                    .get_or_insert((frame.app_proto_id, frame.corr_id));
+                self.checker.check(&frame)?;
+                self.stats.frame_in();
+                return Ok(Some(frame));
+            }
+            if self.recv_fin {
+                self.decoder.finish()?;
+                return Err(TransportError::UnexpectedEnd);
+            }
+            let room = self.decoder.remaining_capacity();
+            if room == 0 {
+                // Unreachable: a full buffer always holds a whole frame or a rejected length.
+                return Err(TransportError::UnexpectedEnd);
+            }
+            match self.recv.read_chunk(room, true).await? {
+                Some(chunk) => {
+                    self.decoder.feed(&chunk.bytes);
+                }
+                None => self.recv_fin = true,
+            }
+        }
+    }
+
+    /// Writes one frame, waiting at most `io_timeout`; END also finishes our side.
+    pub(crate) async fn send_frame(&mut self, frame: &Frame) -> Result<(), TransportError> {
+        if self.sent_end {
+            return Err(TransportError::AlreadyEnded);
+        }
+        if self.aborted || self.send_stopped {
+            return Err(TransportError::Closed);
+        }
+        let max = self.limits().max_frame as usize;
+        if frame.encoded_len() > max {
+            return Err(TransportError::FrameTooLarge {
+                len: frame.encoded_len(),
+                max,
+            });
+        }
+        let bytes = frame.to_bytes();
+        match tokio::time::timeout(self.io_timeout, self.send.write_chunk(bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(quinn::WriteError::Stopped(code))) => {
+                // The peer has answered (or given up) and wants no more of our side; what it
+                // sent us can still be read.
+                self.send_stopped = true;
+                return Err(quinn::WriteError::Stopped(code).into());
+            }
+            Ok(Err(e)) => {
+                self.abort(codes::STREAM_CANCELLED);
+                return Err(e.into());
+            }
+            Err(_) => {
+                // A write cut off mid-frame leaves the stream unusable.
+                self.abort(codes::STREAM_CANCELLED);
+                return Err(TransportError::Timeout {
+                    what: "frame to peer",
+                    after: self.io_timeout,
+                });
+            }
+        }
+        self.stats.frame_out();
+        self.sent_start = true;
+        if frame.flags.contains(Flags::END) {
+            self.sent_end = true;
+            let _ = self.send.finish();
+            // A responder that has answered needs nothing more of the request.
+            if self.direction == Direction::Requests && !self.checker.is_ended() {
+                let _ = self.recv.stop(codes::STREAM_DONE);
+            }
+        }
+        Ok(())
+    }
+
+    /// Frames until the peer's END, bodies (COMP undone) concatenated up to `max_bytes`,
+    /// starting with `first` if the caller already took the START frame. Returns the START
+    /// frame's code (the status on responses).
+    pub(crate) async fn collect(
+        &mut self,
+        first: Option<Frame>,
+        max_bytes: usize,
+    ) -> Result<(u16, Bytes), TransportError> {
+        let mut code = None;
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        let mut pending = first;
+        loop {
+            let frame = match pending.take() {
+                Some(f) => f,
+                None => match self.recv_frame().await? {
+                    Some(f) => f,
+                    None => break,
+                },
+            };
+            code.get_or_insert(frame.code);
+            let body = frame.body(self.limits())?;
+            total = total.saturating_add(body.len());
+            if total > max_bytes {
+                let _ = self.recv.stop(codes::STREAM_PROTOCOL);
+                if self.direction == Direction::Requests && !self.sent_start {
+                    let (app, corr) = self.start.unwrap_or((0, 0));
+                    let _ = self
+                        .reply(Status::PayloadTooLarge, app, corr, Bytes::new())
+                        .await;
+                }
+                self.abort(codes::STREAM_CANCELLED);
+                return Err(TransportError::TooLarge { max: max_bytes });
+            }
+            if !body.is_empty() {
+                parts.push(body);
+            }
+            if frame.flags.contains(Flags::END) {
+                break;
+            }
+        }
+        let body = match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.swap_remove(0),
+            _ => {
+                let mut all = BytesMut::with_capacity(total);
+                parts.iter().for_each(|p| all.extend_from_slice(p));
+                all.freeze()
+            }
+        };
+        Ok((code.unwrap_or(0), body))
+    }
+
+    /// Answers with one `RESP|START|END` frame (404, 503, the 400s of control); as with
+    /// any END a responder sends, the rest of the request is not read.
+    pub(crate) async fn reply(
+        &mut self,
+        status: Status,
+        app_proto_id: u16,
+        corr_id: u64,
+        body: Bytes,
+    ) -> Result<(), TransportError> {
+        self.send_frame(&Frame::response(status, app_proto_id, corr_id, body))
+            .await
+    }
+
+    /// Ends the stream now: resets our side unless it sent END, stops reading.
+    pub(crate) fn abort(&mut self, code: VarInt) {
+        if self.aborted {
+            return;
+        }
+        self.aborted = true;
+        if !self.sent_end {
+            let _ = self.send.reset(code);
+        }
+        if !self.checker.is_ended() {
+            let _ = self.recv.stop(code);
+        }
+    }
+
+    /// Handles an error while receiving: counts a broken rule, answers it if we are the
+    /// responder and can still answer, and ends the stream.
+    async fn fail(&mut self, err: &TransportError) {
+        if self.aborted {
+            return;
+        }
+        let Some(reason) = err.reject_reason() else {
+            self.abort(codes::STREAM_CANCELLED);
+            return;
+        };
+        self.stats.reject(reason);
+        tracing::debug!(reason, error = %err, "rejecting stream");
+        let _ = self.recv.stop(codes::STREAM_PROTOCOL);
+        if self.direction == Direction::Requests && !self.sent_start {
+            let status = match err {
+                TransportError::Decode(
+                    DecodeError::FrameTooLarge { .. } | DecodeError::DecompressBoundExceeded { .. },
+                ) => Status::PayloadTooLarge,
+                _ => Status::BadRequest,
+            };
+            let (app, corr) = self.start.unwrap_or((0, 0));
+            let reply = Frame::response(status, app, corr, Bytes::new());
+            let _ = tokio::time::timeout(FAULT_REPLY_TIMEOUT, self.send_frame(&reply)).await;
+        }
+        self.abort(codes::STREAM_PROTOCOL);
+    }
+}
+
+impl Drop for FramedStream {
+    fn drop(&mut self) {
+        // quinn finishes a dropped send stream; an exchange we abandon must read as cut off.
+        if !self.sent_end && !self.aborted {
+            let _ = self.send.reset(codes::STREAM_CANCELLED);
+        }
+    }
+}
