@@ -134,6 +134,9 @@ enum Command {
         n: usize,
         reply: oneshot::Sender<Vec<NetPeer>>,
     },
+    Table {
+        reply: oneshot::Sender<Vec<NetPeer>>,
+    },
 }
 
 /// A cheap handle to the driver: commands in, answers back on oneshot channels.
@@ -203,6 +206,11 @@ impl DhtHandle {
     /// The `n` closest peers to `key` in our routing table, without a lookup.
     pub async fn closest_known(&self, key: Key, n: usize) -> Result<Vec<NetPeer>, DhtError> {
         self.ask(|reply| Command::Closest { key, n, reply }).await
+    }
+
+    /// Every contact in the routing table, far buckets first.
+    pub async fn routing_table(&self) -> Result<Vec<NetPeer>, DhtError> {
+        self.ask(|reply| Command::Table { reply }).await
     }
 
     /// Joins through these peers (already connected and verified by the transport).
@@ -346,6 +354,15 @@ impl Driver {
             }
             Command::Closest { key, n, reply } => {
                 let _ = reply.send(self.dht.closest_known(&key, n));
+            }
+            Command::Table { reply } => {
+                let table = self
+                    .dht
+                    .routing_table()
+                    .iter()
+                    .map(|e| e.peer.clone())
+                    .collect();
+                let _ = reply.send(table);
             }
         }
     }
