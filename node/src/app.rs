@@ -1,9 +1,10 @@
-//! One running node: identity, transport, DHT driver, bootstrap, HTTP edge, shutdown.
+//! One running node: identity, store, transport, DHT driver, objects, bootstrap, HTTP edge,
+//! shutdown.
 //!
 //! [`start`] brings the pieces up in dependency order and returns a [`RunningNode`];
 //! [`RunningNode::shutdown`] takes them down in reverse. The inbound handler is created
-//! before the DHT driver exists (the transport needs it to bind), so it finds the driver
-//! through a `OnceLock` and answers 503 until the node is wired.
+//! before the services it routes to exist (the transport needs it to bind), so it finds
+//! them through a `OnceLock` and answers 503 until the node is wired.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -16,11 +17,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use wire::Status;
 use wire::dht::APP_PROTO_DHT;
+use wire::object::APP_PROTO_OBJECT;
 
 use crate::config::{BootstrapPeer, NodeConfig};
 use crate::dht::{self, DhtHandle, NetPeer};
+use crate::gateway::objects::GatewaySettings;
 use crate::gateway::{self, GatewayLimits};
 use crate::identity::Identity;
+use crate::objects::{Objects, serve_object};
+use crate::store::Store;
 use crate::transport::{
     HandlerFuture, InboundExchange, InboundHandler, Transport, TransportConfig,
 };
@@ -36,6 +41,10 @@ pub struct NodeContext {
     pub dht: DhtHandle,
     /// The QUIC transport.
     pub transport: Transport,
+    /// The object layer (store, replication, fetch).
+    pub objects: Objects,
+    /// Gateway settings for writes.
+    pub gateway: GatewaySettings,
     /// The Prometheus recorder's handle, if this process installed one.
     pub metrics: Option<PrometheusHandle>,
     /// The HTTP address actually bound.
@@ -61,6 +70,10 @@ impl NodeContext {
         let s = self.dht.status();
         metrics::gauge!("dht_routing_table_peers").set(s.routing_table_size as f64);
         metrics::gauge!("transport_connections").set(self.transport.connection_count() as f64);
+        metrics::gauge!("store_bytes").set(self.objects.store.bytes() as f64);
+        metrics::gauge!("store_objects").set(self.objects.store.len() as f64);
+        metrics::gauge!("rf_target").set(self.objects.limits.rf as f64);
+        metrics::gauge!("rf_observed").set(s.replicas_mean_milli as f64 / 1000.0);
     }
 
     /// The `/v1/status` document.
@@ -73,6 +86,8 @@ impl NodeContext {
             "peers": self.transport.connection_count(),
             "routing_table_size": s.routing_table_size,
             "provider_records": s.provider_records,
+            "objects": self.objects.store.len(),
+            "bytes_stored": self.objects.store.bytes(),
             "ready": s.ready,
             "version": env!("CARGO_PKG_VERSION"),
         })
@@ -81,21 +96,22 @@ impl NodeContext {
 
 /// Routes inbound requests to the services above the transport.
 struct NodeHandler {
-    dht: OnceLock<(DhtHandle, Transport)>,
+    services: OnceLock<(DhtHandle, Transport, Objects)>,
 }
 
 impl InboundHandler for NodeHandler {
     fn app_protos(&self) -> Vec<u16> {
-        vec![APP_PROTO_DHT]
+        vec![APP_PROTO_DHT, APP_PROTO_OBJECT]
     }
 
     fn handle(&self, exchange: InboundExchange) -> HandlerFuture {
-        let wired = self.dht.get().cloned();
+        let wired = self.services.get().cloned();
         Box::pin(async move {
             match (exchange.app_proto_id(), wired) {
-                (APP_PROTO_DHT, Some((dht, transport))) => {
+                (APP_PROTO_DHT, Some((dht, transport, _))) => {
                     dht::serve_dht(exchange, dht, transport).await
                 }
+                (APP_PROTO_OBJECT, Some((_, _, objects))) => serve_object(exchange, objects).await,
                 _ => {
                     exchange
                         .respond(Status::Unavailable, bytes::Bytes::new())
@@ -111,8 +127,8 @@ pub struct RunningNode {
     /// Shared with the HTTP handlers.
     pub ctx: Arc<NodeContext>,
     shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
     http_task: JoinHandle<()>,
-    bootstrap_task: JoinHandle<()>,
 }
 
 /// Errors that stop a node from starting.
@@ -121,6 +137,12 @@ pub enum StartError {
     /// The key could not be loaded or created.
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The capability key file could not be read.
+    #[error("capability key: {0}")]
+    CapKey(std::io::Error),
     /// The QUIC endpoint could not start.
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
@@ -140,8 +162,15 @@ pub async fn start(
     metrics: Option<PrometheusHandle>,
 ) -> Result<RunningNode, StartError> {
     let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
+    let store = if config.amnesia {
+        Store::amnesia(config.store_quota_bytes)
+    } else {
+        Store::open(&config.data_dir, config.store_quota_bytes)?
+    };
+    let cap_root =
+        crate::caps::root_key(&identity, config.cap_key.as_deref()).map_err(StartError::CapKey)?;
     let handler = Arc::new(NodeHandler {
-        dht: OnceLock::new(),
+        services: OnceLock::new(),
     });
     let tconfig = TransportConfig {
         listen: config.listen,
@@ -150,14 +179,31 @@ pub async fn start(
     let transport = Transport::bind(identity.clone(), tconfig, handler.clone())?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let seed = u64::from_le_bytes(rand_seed());
-    let dht = dht::spawn(
+    let replication = overlay::ReplicationConfig {
+        rf: config.objects.rf,
+        ..Default::default()
+    };
+    let (dht, plans) = dht::spawn(
         transport.clone(),
         transport.local_addr(),
         config.dht.clone(),
+        replication,
         seed,
         shutdown_rx.clone(),
     );
-    let _ = handler.dht.set((dht.clone(), transport.clone()));
+    let objects = Objects::new(
+        store.clone(),
+        transport.clone(),
+        dht.clone(),
+        config.objects.clone(),
+    );
+    let _ = handler
+        .services
+        .set((dht.clone(), transport.clone(), objects.clone()));
+    // Objects already on disk are ours to replicate and announce.
+    for (hash, size) in store.list() {
+        objects.announce(hash, size).await;
+    }
 
     let listener = TcpListener::bind(config.http)
         .await
@@ -169,13 +215,22 @@ pub async fn start(
         addr: config.http,
         source,
     })?;
+    let gateway = GatewaySettings {
+        open_writes: config.open_writes,
+        cap_root,
+        body_idle_timeout: Duration::from_secs(30),
+    };
     let ctx = Arc::new(NodeContext {
         dht: dht.clone(),
         transport: transport.clone(),
+        objects: objects.clone(),
+        gateway,
         metrics,
         http,
     });
-    let router = gateway::admin::routes().with_state(ctx.clone());
+    let router = gateway::admin::routes()
+        .merge(gateway::objects::routes())
+        .with_state(ctx.clone());
     let http_task = tokio::spawn(gateway::serve(
         listener,
         router,
@@ -183,18 +238,21 @@ pub async fn start(
         shutdown_rx.clone(),
         SHUTDOWN_GRACE,
     ));
-    let bootstrap_task = tokio::spawn(keep_joined(
-        transport,
-        dht,
-        config.bootstrap.clone(),
-        shutdown_rx,
-    ));
-    tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, "node started");
+    let tasks = vec![
+        tokio::spawn(keep_joined(
+            transport,
+            dht,
+            config.bootstrap.clone(),
+            shutdown_rx,
+        )),
+        tokio::spawn(objects.run_repair(plans)),
+    ];
+    tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, amnesia = config.amnesia, "node started");
     Ok(RunningNode {
         ctx,
         shutdown,
+        tasks,
         http_task,
-        bootstrap_task,
     })
 }
 
@@ -203,7 +261,9 @@ impl RunningNode {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.http_task).await;
-        self.bootstrap_task.abort();
+        for t in self.tasks {
+            t.abort();
+        }
         self.ctx.transport.close().await;
     }
 }

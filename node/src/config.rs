@@ -103,6 +103,20 @@ pub struct ConfigLayer {
     pub rpc_timeout_ms: Option<u64>,
     /// Liveness probe interval, milliseconds (0 disables).
     pub liveness_ms: Option<u64>,
+    /// Keep everything in memory; write nothing to disk but the node key.
+    pub amnesia: Option<bool>,
+    /// Accept gateway writes without a capability token.
+    pub open_writes: Option<bool>,
+    /// File with the 64-hex-digit key capability tokens are checked with.
+    pub cap_key: Option<PathBuf>,
+    /// Store quota in bytes.
+    pub store_quota_bytes: Option<u64>,
+    /// Largest object accepted, bytes.
+    pub object_max_bytes: Option<u64>,
+    /// Copies per object.
+    pub rf: Option<usize>,
+    /// Durable copies before a PUT is acknowledged.
+    pub w: Option<usize>,
 }
 
 impl ConfigLayer {
@@ -130,6 +144,13 @@ impl ConfigLayer {
             alpha: over.alpha.or(self.alpha),
             rpc_timeout_ms: over.rpc_timeout_ms.or(self.rpc_timeout_ms),
             liveness_ms: over.liveness_ms.or(self.liveness_ms),
+            amnesia: over.amnesia.or(self.amnesia),
+            open_writes: over.open_writes.or(self.open_writes),
+            cap_key: over.cap_key.or(self.cap_key),
+            store_quota_bytes: over.store_quota_bytes.or(self.store_quota_bytes),
+            object_max_bytes: over.object_max_bytes.or(self.object_max_bytes),
+            rf: over.rf.or(self.rf),
+            w: over.w.or(self.w),
         }
     }
 }
@@ -149,6 +170,16 @@ pub struct NodeConfig {
     pub json_logs: bool,
     /// DHT parameters.
     pub dht: overlay::Config,
+    /// Memory-only store (default off).
+    pub amnesia: bool,
+    /// Writes without a capability (default off: writes need a token).
+    pub open_writes: bool,
+    /// Key file for capability tokens (default: derived from the node key).
+    pub cap_key: Option<PathBuf>,
+    /// Store quota (default 10 GiB).
+    pub store_quota_bytes: u64,
+    /// Object limits and replication (defaults: 1 GiB, RF 3, W 2).
+    pub objects: crate::objects::ObjectLimits,
 }
 
 impl NodeConfig {
@@ -174,6 +205,19 @@ impl NodeConfig {
             field: "dht",
             why: why.into(),
         })?;
+        let mut objects = crate::objects::ObjectLimits::default();
+        if let Some(max) = layer.object_max_bytes {
+            objects.object_max = max;
+        }
+        objects.rf = layer.rf.unwrap_or(objects.rf);
+        objects.w = layer.w.unwrap_or(objects.w);
+        if objects.rf == 0 || objects.w == 0 || objects.w > objects.rf {
+            let why = format!(
+                "need 1 <= w <= rf, got rf = {}, w = {}",
+                objects.rf, objects.w
+            );
+            return Err(ConfigError::Invalid { field: "rf/w", why });
+        }
         let bootstrap = layer
             .bootstrap
             .unwrap_or_default()
@@ -193,6 +237,11 @@ impl NodeConfig {
             bootstrap,
             json_logs: layer.json_logs.unwrap_or(false),
             dht,
+            amnesia: layer.amnesia.unwrap_or(false),
+            open_writes: layer.open_writes.unwrap_or(false),
+            cap_key: layer.cap_key,
+            store_quota_bytes: layer.store_quota_bytes.unwrap_or(10 << 30),
+            objects,
         })
     }
 }

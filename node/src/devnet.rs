@@ -77,6 +77,8 @@ fn spawn_node(args: &DevnetArgs, i: u16, bootstrap: Option<SocketAddr>) -> anyho
     if let Some(b) = bootstrap {
         cmd.arg("--bootstrap").arg(b.to_string());
     }
+    // One capability key for the whole devnet, so one token writes through any gateway.
+    cmd.arg("--cap-key").arg(args.dir.join("cap.key"));
     // The children log to files so the devnet's own output stays readable.
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let log = std::fs::File::create(dir.join("node.log")).context("creating node.log")?;
@@ -117,6 +119,14 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
+    let cap_key = args.dir.join("cap.key");
+    if !cap_key.exists() {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k)
+            .map_err(|e| anyhow::anyhow!("no entropy for the devnet key: {e}"))?;
+        write_private(&cap_key, hex::encode(k).as_bytes())
+            .with_context(|| format!("writing {}", cap_key.display()))?;
+    }
     let first = SocketAddr::from(([127, 0, 0, 1], args.quic_port));
     let mut nodes = Vec::new();
     for i in 0..args.nodes {
@@ -159,9 +169,34 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     for (i, n) in nodes.iter().enumerate() {
         println!("  node {i}: http://{}", n.http);
     }
+    let token = crate::cli::mint(&crate::cli::MintArgs {
+        data_dir: args.dir.join("node-0"),
+        cap_key: Some(cap_key),
+        expires_in: 7 * 86_400,
+        methods: vec!["PUT".into()],
+        max_bytes: None,
+    })?;
+    println!("write token (any node, 7 days): {token}");
+    println!(
+        "try:  curl -X PUT --data-binary @FILE -H \"Authorization: Bearer $TOKEN\" http://{}/o",
+        nodes[0].http
+    );
     println!("Ctrl-C stops them all.");
     crate::signals::wait_for_shutdown().await;
     println!("stopping");
     stop_all(&mut nodes).await;
     Ok(())
+}
+
+/// Writes a secret file readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }

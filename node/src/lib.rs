@@ -15,15 +15,23 @@
 //! - [`config`]: file, environment and flags merged into [`config::NodeConfig`].
 //! - [`app`]: one running node, started and stopped in order.
 //! - [`devnet`]: N node processes on loopback, the newcomer's first command.
+//! - [`objects`]: the write path, the read path and repair across the mesh.
+//! - [`caps`]: capability tokens for gateway writes.
+//! - [`cli`]: `token mint`, `put` and `get` for operators.
+//! - [`store`]: the verified, crash-safe object store (or amnesia).
 //! - [`signals`]: waiting for SIGINT or SIGTERM.
 
 pub mod app;
+pub mod caps;
+pub mod cli;
 pub mod config;
 pub mod devnet;
 pub mod dht;
 pub mod gateway;
 pub mod identity;
+pub mod objects;
 pub mod signals;
+pub mod store;
 pub mod transport;
 
 pub use identity::{Identity, IdentityError};

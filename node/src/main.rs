@@ -27,12 +27,25 @@ enum Command {
     Run(RunArgs),
     /// Run a local mesh of N node processes on loopback until Ctrl-C.
     Devnet(node::devnet::DevnetArgs),
+    /// Capability tokens for gateway writes.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Upload a file through a gateway; prints its id.
+    Put(node::cli::PutArgs),
+    /// Download an object through a gateway, verified against its id.
+    Get(node::cli::GetArgs),
     /// Print the node id kept in a data directory (creating the key if there is none).
     Id {
         /// The data directory.
         #[arg(long, env = "MACRONODE_DATA_DIR", default_value = "macronode-data")]
         data_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a token from a node's key (or a shared --cap-key file).
+    Mint(node::cli::MintArgs),
 }
 
 #[derive(Args)]
@@ -61,6 +74,28 @@ struct RunArgs {
     /// Liveness probe interval in milliseconds (0 disables).
     #[arg(long, env = "MACRONODE_LIVENESS_MS")]
     liveness_ms: Option<u64>,
+    /// Keep objects in memory only; write nothing to disk but the node key.
+    #[arg(long, env = "MACRONODE_AMNESIA")]
+    amnesia: bool,
+    /// Accept gateway writes without a capability token (an explicit choice).
+    #[arg(long, env = "MACRONODE_OPEN_WRITES")]
+    open_writes: bool,
+    /// File holding the 64-hex-digit key capability tokens are checked with (shared by a
+    /// fleet of gateways); default: derived from the node key.
+    #[arg(long, env = "MACRONODE_CAP_KEY")]
+    cap_key: Option<PathBuf>,
+    /// Store quota in bytes.
+    #[arg(long, env = "MACRONODE_STORE_QUOTA_BYTES")]
+    store_quota_bytes: Option<u64>,
+    /// Largest object accepted, in bytes.
+    #[arg(long, env = "MACRONODE_OBJECT_MAX_BYTES")]
+    object_max_bytes: Option<u64>,
+    /// Copies per object.
+    #[arg(long, env = "MACRONODE_RF")]
+    rf: Option<usize>,
+    /// Durable copies before a PUT is acknowledged.
+    #[arg(long, env = "MACRONODE_W")]
+    w: Option<usize>,
 }
 
 impl RunArgs {
@@ -73,6 +108,13 @@ impl RunArgs {
             json_logs: self.json_logs.then_some(true),
             rpc_timeout_ms: self.rpc_timeout_ms,
             liveness_ms: self.liveness_ms,
+            amnesia: self.amnesia.then_some(true),
+            open_writes: self.open_writes.then_some(true),
+            cap_key: self.cap_key.clone(),
+            store_quota_bytes: self.store_quota_bytes,
+            object_max_bytes: self.object_max_bytes,
+            rf: self.rf,
+            w: self.w,
             ..ConfigLayer::default()
         }
     }
@@ -111,6 +153,12 @@ fn main() -> anyhow::Result<()> {
             init_logs(false);
             rt.block_on(node::devnet::run(args))
         }
+        Command::Token(TokenCommand::Mint(args)) => {
+            println!("{}", node::cli::mint(&args)?);
+            Ok(())
+        }
+        Command::Put(args) => node::cli::put(&args),
+        Command::Get(args) => node::cli::get(&args),
         Command::Id { data_dir } => {
             let id = node::Identity::load_or_create(&data_dir)?;
             println!("{}", id.node_id());

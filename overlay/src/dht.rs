@@ -400,7 +400,15 @@ impl<P: Peer> Dht<P> {
                 Err(_) => Response::Refused,
             },
         };
-        self.peer_seen(now, from);
+        if self.config.probe_on_inbound {
+            self.peer_seen(now, from);
+        } else if matches!(
+            self.table.on_seen_without_probe(now, from.clone()),
+            Seen::Inserted
+        ) {
+            self.push_event(Event::PeerAdded(from));
+            self.update_ready();
+        }
         response
     }
 

@@ -122,6 +122,17 @@ impl<P: Peer> Planner<P> {
         self.objects.get(key).map(|o| o.confirmed.len() + 1)
     }
 
+    /// Objects held and the mean number of copies known per object (ours included), for the
+    /// `rf_observed` metric.
+    pub fn copies_mean(&self) -> (usize, f64) {
+        let n = self.objects.len();
+        if n == 0 {
+            return (0, 0.0);
+        }
+        let total: usize = self.objects.values().map(|o| o.confirmed.len() + 1).sum();
+        (n, total as f64 / n as f64)
+    }
+
     /// We now hold `key`; plan its copies.
     pub fn add_object(&mut self, now: Instant, key: Key, size: u64) {
         self.objects.entry(key).or_insert(Object {
@@ -267,8 +278,11 @@ impl<P: Peer> Planner<P> {
         }
         let (key, _) = self.queue.front()?;
         let need = self.cost(self.objects.get(key).map_or(0, |o| o.size));
-        if self.tokens >= need || self.config.bytes_per_second == 0 {
+        if self.tokens >= need {
             return Some(self.refilled);
+        }
+        if self.config.bytes_per_second == 0 {
+            return None; // no refill will ever come
         }
         let secs = (need - self.tokens) as f64 / self.config.bytes_per_second as f64;
         Some(self.refilled + Duration::from_secs_f64(secs))

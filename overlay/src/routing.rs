@@ -195,6 +195,16 @@ impl<P: Peer> RoutingTable<P> {
 
     /// Records that `peer` answered us or asked us something just now.
     pub fn on_seen(&mut self, now: Instant, peer: P) -> Seen<P> {
+        self.seen(now, peer, true)
+    }
+
+    /// As [`on_seen`](Self::on_seen), but a peer that finds its bucket full only waits as a
+    /// replacement: no probe of the oldest entry (`Cached` instead of `ProbeOldest`).
+    pub fn on_seen_without_probe(&mut self, now: Instant, peer: P) -> Seen<P> {
+        self.seen(now, peer, false)
+    }
+
+    fn seen(&mut self, now: Instant, peer: P, probe: bool) -> Seen<P> {
         let key = peer.key();
         let Some(idx) = self.local.bucket_of(&key) else {
             return Seen::IsSelf;
@@ -234,7 +244,7 @@ impl<P: Peer> RoutingTable<P> {
         if bucket.replacements.len() > replacements_max {
             bucket.replacements.remove(0);
         }
-        if bucket.probe.is_some() {
+        if bucket.probe.is_some() || !probe {
             return Seen::Cached;
         }
         let oldest = bucket.entries[0].peer.clone();

@@ -12,6 +12,7 @@
 //! - [`decoder`]: [`FrameDecoder`], the incremental per-stream decoder with a buffer cap.
 //! - [`sequence`]: [`SequenceChecker`], the START … END rules of one stream direction.
 //! - [`message`]: postcard bodies with per-type bounds ([`message::Bounded`]).
+//! - [`object`]: app protocol 2, verified object transfer.
 //! - [`control`]: app protocol 0, HELLO and PING, and HELLO negotiation.
 //! - [`dht`]: app protocol 1, the Kademlia RPCs on the wire, with bounds.
 //! - [`id`]: [`NodeId`], a peer's public key and its text form.
@@ -26,6 +27,7 @@ pub mod frame;
 pub mod id;
 pub mod json;
 pub mod message;
+pub mod object;
 pub mod sequence;
 
 pub use decoder::FrameDecoder;

@@ -19,8 +19,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use overlay::replication::TransferId;
 use overlay::{
-    Config, Dht, Event, Key, QueryId, QueryResult, QueryStats, Request, Response, RpcId,
+    Config, Dht, Event, Key, PlanEvent, Planner, QueryId, QueryResult, QueryStats,
+    ReplicationConfig, Request, Response, RpcId,
 };
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use wire::dht::{APP_PROTO_DHT, DhtResponse};
@@ -36,6 +38,9 @@ pub const COMMANDS_MAX: usize = 1024;
 pub const DRAIN_MAX: usize = 256;
 /// DHT RPCs in flight at once; past this a transmit fails at once instead of queueing.
 pub const RPCS_IN_FLIGHT_MAX: usize = 256;
+/// Planned transfers queued for the repair worker; past this a transfer counts as failed
+/// and is planned again later.
+pub const PLANS_MAX: usize = 1024;
 
 /// The node's one reading of time, mapped onto the overlay's virtual clock.
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +110,10 @@ pub struct DhtStatus {
     pub rpcs_failed: u64,
     /// Inbound requests answered.
     pub requests_handled: u64,
+    /// Objects held locally.
+    pub objects: usize,
+    /// Mean copies known per local object, in thousandths (refreshed on timer turns).
+    pub replicas_mean_milli: u64,
 }
 
 enum Command {
@@ -136,6 +145,21 @@ enum Command {
     },
     Table {
         reply: oneshot::Sender<Vec<NetPeer>>,
+    },
+    ObjectAdded {
+        key: Key,
+        size: u64,
+    },
+    ObjectRemoved {
+        key: Key,
+    },
+    HolderConfirmed {
+        key: Key,
+        holder: Key,
+    },
+    TransferDone {
+        id: TransferId,
+        ok: bool,
     },
 }
 
@@ -208,6 +232,30 @@ impl DhtHandle {
         self.ask(|reply| Command::Closest { key, n, reply }).await
     }
 
+    /// We now hold an object: plan its replicas.
+    pub async fn object_added(&self, key: Key, size: u64) -> Result<(), DhtError> {
+        self.send(Command::ObjectAdded { key, size }).await
+    }
+
+    /// We no longer hold an object.
+    pub async fn object_removed(&self, key: Key) -> Result<(), DhtError> {
+        self.send(Command::ObjectRemoved { key }).await
+    }
+
+    /// `holder` is known to hold `key`.
+    pub async fn holder_confirmed(&self, key: Key, holder: Key) -> Result<(), DhtError> {
+        self.send(Command::HolderConfirmed { key, holder }).await
+    }
+
+    /// The outcome of a repair transfer the planner asked for.
+    pub async fn transfer_done(&self, id: TransferId, ok: bool) -> Result<(), DhtError> {
+        self.send(Command::TransferDone { id, ok }).await
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), DhtError> {
+        self.tx.send(cmd).await.map_err(|_| DhtError::Stopped)
+    }
+
     /// Every contact in the routing table, far buckets first.
     pub async fn routing_table(&self) -> Result<Vec<NetPeer>, DhtError> {
         self.ask(|reply| Command::Table { reply }).await
@@ -244,6 +292,9 @@ struct RpcOutcome {
 /// The task that owns the `Dht`.
 struct Driver {
     dht: Dht<NetPeer>,
+    planner: Planner<NetPeer>,
+    plans: mpsc::Sender<PlanEvent<NetPeer>>,
+    replicas_mean_milli: u64,
     clock: Clock,
     transport: Transport,
     local_id: NodeId,
@@ -261,16 +312,21 @@ pub fn spawn(
     transport: Transport,
     listen: SocketAddr,
     config: Config,
+    replication: ReplicationConfig,
     seed: u64,
     mut shutdown: watch::Receiver<bool>,
-) -> DhtHandle {
+) -> (DhtHandle, mpsc::Receiver<PlanEvent<NetPeer>>) {
     let clock = Clock::new();
     let local = NetPeer::new(transport.node_id(), listen);
     let (tx, commands) = mpsc::channel(COMMANDS_MAX);
     let (outcomes_tx, outcomes) = mpsc::channel(RPCS_IN_FLIGHT_MAX);
     let (status_tx, status) = watch::channel(DhtStatus::default());
     let peer_events = transport.subscribe();
+    let (plans_tx, plans) = mpsc::channel(PLANS_MAX);
     let mut driver = Driver {
+        planner: Planner::new(clock.now(), local.key, replication),
+        plans: plans_tx,
+        replicas_mean_milli: 0,
         dht: Dht::new(clock.now(), local.clone(), config, seed),
         clock,
         local_id: transport.node_id(),
@@ -292,13 +348,17 @@ pub fn spawn(
         }
         tracing::debug!("dht driver stopped");
     });
-    DhtHandle { tx, status, local }
+    (DhtHandle { tx, status, local }, plans)
 }
 
 impl Driver {
     /// Waits for one input and feeds it in; false when it is time to stop.
     async fn turn(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let deadline = self.dht.poll_timeout().map(|t| self.clock.deadline(t));
+        let next = match (self.dht.poll_timeout(), self.planner.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let deadline = next.map(|t| self.clock.deadline(t));
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -320,7 +380,13 @@ impl Driver {
                 }
             }
             ev = self.peer_events.recv() => self.on_peer_event(ev),
-            () = sleep => self.dht.handle_timeout(self.clock.now()),
+            () = sleep => {
+                let now = self.clock.now();
+                self.dht.handle_timeout(now);
+                self.planner.handle_timeout(now, self.dht.routing_table());
+                // O(objects): refreshed on timer turns only, not after every message.
+                self.replicas_mean_milli = (self.planner.copies_mean().1 * 1000.0) as u64;
+            }
         }
         true
     }
@@ -355,6 +421,12 @@ impl Driver {
             Command::Closest { key, n, reply } => {
                 let _ = reply.send(self.dht.closest_known(&key, n));
             }
+            Command::ObjectAdded { key, size } => self.planner.add_object(now, key, size),
+            Command::ObjectRemoved { key } => self.planner.remove_object(&key),
+            Command::HolderConfirmed { key, holder } => {
+                self.planner.handle_holder_confirmed(now, &key, &holder)
+            }
+            Command::TransferDone { id, ok } => self.planner.handle_transfer_done(now, id, ok),
             Command::Table { reply } => {
                 let table = self
                     .dht
@@ -416,6 +488,18 @@ impl Driver {
             };
             self.on_event(ev);
         }
+        for _ in 0..DRAIN_MAX {
+            let Some(plan) = self.planner.poll_event() else {
+                break;
+            };
+            if let Err(mpsc::error::TrySendError::Full(PlanEvent::Transfer { id, .. })) =
+                self.plans.try_send(plan)
+            {
+                // The worker is saturated: this transfer is planned again on the next round.
+                self.planner
+                    .handle_transfer_done(self.clock.now(), id, false);
+            }
+        }
         let s = self.dht.stats();
         let status = DhtStatus {
             ready: self.dht.is_ready(),
@@ -425,6 +509,8 @@ impl Driver {
             rpcs_sent: s.rpcs_sent,
             rpcs_failed: s.rpcs_failed,
             requests_handled: s.requests_handled,
+            objects: self.planner.objects(),
+            replicas_mean_milli: self.replicas_mean_milli,
         };
         metrics::gauge!("dht_routing_table_peers").set(status.routing_table_size as f64);
         self.status.send_if_modified(|old| {
@@ -447,8 +533,14 @@ impl Driver {
                 tracing::info!(peers = self.dht.routing_table().len(), "joined the mesh")
             }
             Event::Isolated => tracing::warn!("lost every peer; retrying bootstrap contacts"),
-            Event::PeerAdded(p) => tracing::debug!(peer = %p.id, "routing table +"),
-            Event::PeerRemoved(p) => tracing::debug!(peer = %p.id, "routing table -"),
+            Event::PeerAdded(p) => {
+                tracing::debug!(peer = %p.id, "routing table +");
+                self.planner.handle_table_changed(self.clock.now());
+            }
+            Event::PeerRemoved(p) => {
+                tracing::debug!(peer = %p.id, "routing table -");
+                self.planner.handle_table_changed(self.clock.now());
+            }
             Event::PeerMisbehaved { peer, reason } => {
                 metrics::counter!("dht_misbehaved_total", "reason" => reason).increment(1);
                 tracing::debug!(peer = %peer.id, reason, "peer misbehaved");

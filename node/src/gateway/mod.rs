@@ -8,10 +8,12 @@
 //!
 //! Layout:
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/status`.
+//! - [`objects`]: `PUT /o`, `GET`/`HEAD /o/{id}`.
 //! - [`error`]: [`ApiError`], the JSON error body and its status codes.
 
 pub mod admin;
 pub mod error;
+pub mod objects;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,294 @@
+//! Capability tokens for gateway writes: a macaroon-style chain of keyed BLAKE3 MACs.
+//!
+//! A token is a nonce, a list of caveats and a tag. The tag starts as
+//! `keyed_blake3(root, "macronode-cap-v1" ‖ nonce)` and each caveat is folded in with
+//! `tag = keyed_blake3(tag, caveat)`. Anyone holding a token can add a caveat (attenuate it:
+//! narrower, never wider) without the root key; only the node that knows the root key can
+//! check it, in constant time. Caveats: expiry (unix seconds), allowed methods, max bytes.
+//!
+//! Text form: `mn1.` followed by unpadded base64url of the postcard-encoded token.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+/// Token text prefix: format version 1.
+pub const PREFIX: &str = "mn1.";
+/// Longest token text accepted.
+pub const TOKEN_LEN_MAX: usize = 4096;
+/// Most caveats in one token.
+pub const CAVEATS_MAX: usize = 32;
+const CONTEXT: &[u8] = b"macronode-cap-v1";
+
+/// A restriction a token carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Caveat {
+    /// Invalid from this unix time (seconds) on.
+    ExpiresAt(u64),
+    /// Only these HTTP methods.
+    Methods(Vec<String>),
+    /// Bodies of at most this many bytes.
+    MaxBytes(u64),
+}
+
+/// A capability token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    nonce: [u8; 16],
+    caveats: Vec<Caveat>,
+    tag: [u8; 32],
+}
+
+/// Why a token was refused. `Missing`/`Invalid` mean "not authenticated" (401); the rest
+/// mean "authenticated, not allowed" (403).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CapError {
+    /// No token was presented.
+    #[error("a capability token is required: Authorization: Bearer mn1...")]
+    Missing,
+    /// The token is malformed or its MAC chain does not verify.
+    #[error("invalid capability token: {0}")]
+    Invalid(&'static str),
+    /// The token expired.
+    #[error("capability token expired at {0} (unix seconds)")]
+    Expired(u64),
+    /// The token does not allow this method.
+    #[error("capability token does not allow {0}")]
+    Method(String),
+    /// The body is larger than the token allows.
+    #[error("capability token allows at most {max} bytes, request has {got}")]
+    TooLarge {
+        /// The caveat's limit.
+        max: u64,
+        /// The request's size.
+        got: u64,
+    },
+}
+
+impl CapError {
+    /// Whether this is an authentication failure (401) rather than a refusal (403).
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self, CapError::Missing | CapError::Invalid(_))
+    }
+}
+
+/// What a request asks to do, for checking against caveats.
+#[derive(Debug, Clone)]
+pub struct Intent<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Body size if known up front (Content-Length).
+    pub size: Option<u64>,
+    /// Current unix time in seconds.
+    pub now_unix: u64,
+}
+
+fn fold(tag: [u8; 32], caveat: &Caveat) -> [u8; 32] {
+    let bytes = postcard::to_allocvec(caveat).unwrap_or_default();
+    *blake3::keyed_hash(&tag, &bytes).as_bytes()
+}
+
+fn start(root: &[u8; 32], nonce: &[u8; 16]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(root);
+    h.update(CONTEXT);
+    h.update(nonce);
+    *h.finalize().as_bytes()
+}
+
+impl Token {
+    /// A new token under `root` with these caveats.
+    pub fn mint(root: &[u8; 32], nonce: [u8; 16], caveats: Vec<Caveat>) -> Token {
+        let mut t = Token {
+            nonce,
+            caveats: Vec::new(),
+            tag: start(root, &nonce),
+        };
+        for c in caveats {
+            t = t.attenuate(c);
+        }
+        t
+    }
+
+    /// This token with one more caveat; needs no key.
+    pub fn attenuate(mut self, caveat: Caveat) -> Token {
+        self.tag = fold(self.tag, &caveat);
+        self.caveats.push(caveat);
+        self
+    }
+
+    /// The caveats, in order.
+    pub fn caveats(&self) -> &[Caveat] {
+        &self.caveats
+    }
+
+    /// The text form.
+    pub fn encode(&self) -> String {
+        format!(
+            "{PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(postcard::to_allocvec(self).unwrap_or_default())
+        )
+    }
+
+    /// Parses the text form (no verification yet).
+    pub fn decode(text: &str) -> Result<Token, CapError> {
+        if text.len() > TOKEN_LEN_MAX {
+            return Err(CapError::Invalid("token too long"));
+        }
+        let b64 = text
+            .strip_prefix(PREFIX)
+            .ok_or(CapError::Invalid("unknown token format"))?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(b64)
+            .map_err(|_| CapError::Invalid("not base64url"))?;
+        let (t, rest) = postcard::take_from_bytes::<Token>(&raw)
+            .map_err(|_| CapError::Invalid("malformed token"))?;
+        if !rest.is_empty() || t.caveats.len() > CAVEATS_MAX {
+            return Err(CapError::Invalid("malformed token"));
+        }
+        Ok(t)
+    }
+
+    /// Checks the MAC chain under `root` (constant time) and every caveat against `intent`.
+    /// Returns the tightest byte limit the caveats set, for bodies of unknown size.
+    pub fn verify(&self, root: &[u8; 32], intent: &Intent<'_>) -> Result<Option<u64>, CapError> {
+        let mut tag = start(root, &self.nonce);
+        for c in &self.caveats {
+            tag = fold(tag, c);
+        }
+        // blake3::Hash compares in constant time.
+        if blake3::Hash::from(tag) != blake3::Hash::from(self.tag) {
+            return Err(CapError::Invalid("signature does not verify"));
+        }
+        let mut max_bytes: Option<u64> = None;
+        for c in &self.caveats {
+            match c {
+                Caveat::ExpiresAt(t) if intent.now_unix >= *t => return Err(CapError::Expired(*t)),
+                Caveat::Methods(m) if !m.iter().any(|x| x.eq_ignore_ascii_case(intent.method)) => {
+                    return Err(CapError::Method(intent.method.to_string()));
+                }
+                Caveat::MaxBytes(max) => {
+                    if let Some(got) = intent.size.filter(|g| g > max) {
+                        return Err(CapError::TooLarge { max: *max, got });
+                    }
+                    max_bytes = Some(max_bytes.map_or(*max, |m| m.min(*max)));
+                }
+                _ => {}
+            }
+        }
+        Ok(max_bytes)
+    }
+}
+
+/// The root key a node checks tokens with: from an operator's key file shared by a fleet of
+/// gateways, or else derived from the node's own Ed25519 key (a deterministic signature
+/// over a fixed context, hashed), so it needs no extra secret on disk.
+pub fn root_key(
+    identity: &crate::identity::Identity,
+    key_file: Option<&std::path::Path>,
+) -> std::io::Result<[u8; 32]> {
+    if let Some(path) = key_file {
+        let text = std::fs::read_to_string(path)?;
+        let mut k = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut k).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "cap key file must hold 64 hex digits",
+            )
+        })?;
+        return Ok(k);
+    }
+    let sig = identity.sign(b"macronode capability root v1");
+    Ok(blake3::derive_key("macronode capability root v1", &sig))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT: [u8; 32] = [42; 32];
+
+    fn put(size: Option<u64>, now: u64) -> Intent<'static> {
+        Intent {
+            method: "PUT",
+            size,
+            now_unix: now,
+        }
+    }
+
+    #[test]
+    fn a_minted_token_round_trips_and_verifies() {
+        let t = Token::mint(
+            &ROOT,
+            [1; 16],
+            vec![Caveat::ExpiresAt(1000), Caveat::Methods(vec!["PUT".into()])],
+        );
+        let back = Token::decode(&t.encode()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, t);
+        assert_eq!(back.verify(&ROOT, &put(Some(10), 999)), Ok(None));
+    }
+
+    #[test]
+    fn caveats_refuse_what_they_should() {
+        let t = Token::mint(
+            &ROOT,
+            [1; 16],
+            vec![Caveat::ExpiresAt(1000), Caveat::MaxBytes(100)],
+        );
+        assert_eq!(
+            t.verify(&ROOT, &put(None, 1000)),
+            Err(CapError::Expired(1000))
+        );
+        assert_eq!(
+            t.verify(&ROOT, &put(Some(101), 5)),
+            Err(CapError::TooLarge { max: 100, got: 101 })
+        );
+        assert_eq!(
+            t.verify(&ROOT, &put(None, 5)),
+            Ok(Some(100)),
+            "unknown size: the limit is returned"
+        );
+        let m = Token::mint(&ROOT, [1; 16], vec![Caveat::Methods(vec!["GET".into()])]);
+        assert_eq!(
+            m.verify(&ROOT, &put(None, 5)),
+            Err(CapError::Method("PUT".into()))
+        );
+    }
+
+    #[test]
+    fn attenuation_narrows_and_tampering_breaks_the_chain() {
+        let t = Token::mint(&ROOT, [1; 16], vec![Caveat::MaxBytes(100)]);
+        let narrower = t.clone().attenuate(Caveat::MaxBytes(10));
+        assert_eq!(narrower.verify(&ROOT, &put(None, 5)), Ok(Some(10)));
+        // Dropping or loosening a caveat without the key fails the MAC.
+        let mut loosened = narrower.clone();
+        loosened.caveats[1] = Caveat::MaxBytes(1 << 40);
+        assert_eq!(
+            loosened.verify(&ROOT, &put(None, 5)),
+            Err(CapError::Invalid("signature does not verify"))
+        );
+        let mut dropped = narrower;
+        dropped.caveats.pop();
+        assert!(dropped.verify(&ROOT, &put(None, 5)).is_err());
+        assert!(
+            t.verify(&[0; 32], &put(None, 5)).is_err(),
+            "another node's root"
+        );
+    }
+
+    #[test]
+    fn garbage_text_is_invalid_not_a_panic() {
+        for s in [
+            "",
+            "mn1.",
+            "mn1.!!!",
+            "mn2.AAAA",
+            "mn1.AAAA",
+            &"A".repeat(10_000),
+        ] {
+            assert!(
+                matches!(Token::decode(s), Err(CapError::Invalid(_))),
+                "{s:.20}"
+            );
+        }
+    }
+}

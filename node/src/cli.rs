@@ -1,0 +1,240 @@
+//! Operator commands that talk to a gateway or a data directory: `token mint`, `put`, `get`.
+//!
+//! `put` streams a file to `PUT /o` and prints the id; `get` streams `GET /o/{id}` to a file
+//! or stdout and checks the bytes against the id itself before keeping them, so a client
+//! does not have to trust the gateway. Large transfers show a progress bar on a terminal.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::caps::{Caveat, Token};
+use crate::store::{id_string, parse_id};
+
+/// Options of `macronode token mint`.
+#[derive(Debug, Clone, Args)]
+pub struct MintArgs {
+    /// The node's data directory (its key is the token root, unless --cap-key is given).
+    #[arg(long, env = "MACRONODE_DATA_DIR", default_value = "macronode-data")]
+    pub data_dir: PathBuf,
+    /// A shared capability key file (64 hex digits) instead of the node key.
+    #[arg(long, env = "MACRONODE_CAP_KEY")]
+    pub cap_key: Option<PathBuf>,
+    /// Seconds until the token expires (0: never).
+    #[arg(long, default_value_t = 86_400)]
+    pub expires_in: u64,
+    /// Methods the token allows, comma-separated.
+    #[arg(long, default_value = "PUT", value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Largest body the token allows, in bytes.
+    #[arg(long)]
+    pub max_bytes: Option<u64>,
+}
+
+/// Makes a token from the node's key (or the shared key) with the requested caveats.
+pub fn mint(args: &MintArgs) -> anyhow::Result<String> {
+    let identity = crate::identity::Identity::load_or_create(&args.data_dir)?;
+    let root = crate::caps::root_key(&identity, args.cap_key.as_deref())
+        .context("reading the capability key")?;
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| anyhow::anyhow!("no entropy for a token nonce: {e}"))?;
+    let mut caveats = vec![Caveat::Methods(args.methods.clone())];
+    if args.expires_in > 0 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        caveats.push(Caveat::ExpiresAt(now + args.expires_in));
+    }
+    if let Some(max) = args.max_bytes {
+        caveats.push(Caveat::MaxBytes(max));
+    }
+    Ok(Token::mint(&root, nonce, caveats).encode())
+}
+
+/// Options of `macronode put`.
+#[derive(Debug, Clone, Args)]
+pub struct PutArgs {
+    /// The file to upload.
+    pub file: PathBuf,
+    /// Gateway URL.
+    #[arg(
+        long,
+        env = "MACRONODE_GATEWAY",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub gateway: String,
+    /// Capability token (`macronode token mint`).
+    #[arg(long, env = "MACRONODE_TOKEN")]
+    pub token: Option<String>,
+}
+
+/// Options of `macronode get`.
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// The object id, `b3:<64 hex>`.
+    pub id: String,
+    /// Where to write the bytes (default: stdout).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Gateway URL.
+    #[arg(
+        long,
+        env = "MACRONODE_GATEWAY",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub gateway: String,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+fn progress(len: u64) -> ProgressBar {
+    // Small transfers finish before a bar would help; a pipe gets no bar at all.
+    if len < (8 << 20) {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+    {
+        pb.set_style(style);
+    }
+    pb
+}
+
+/// Uploads a file; prints the id the gateway answered (and checks it against our own hash).
+pub fn put(args: &PutArgs) -> anyhow::Result<()> {
+    let file =
+        File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+    let len = file.metadata()?.len();
+    let pb = progress(len);
+    let mut reader = HashingReader {
+        inner: pb.wrap_read(file),
+        hasher: blake3::Hasher::new(),
+    };
+    let url = format!("{}/o", args.gateway.trim_end_matches('/'));
+    let mut req = agent().put(&url).header("Content-Length", len.to_string());
+    if let Some(t) = &args.token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let mut resp = req
+        .send(ureq::SendBody::from_reader(&mut reader))
+        .with_context(|| format!("PUT {url}"))?;
+    pb.finish_and_clear();
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    if status != 201 {
+        bail!("gateway answered {status}: {body}");
+    }
+    let ours = id_string(reader.hasher.finalize().as_bytes());
+    let answer: serde_json::Value =
+        serde_json::from_str(&body).context("gateway answer is not JSON")?;
+    if answer["id"] != ours.as_str() {
+        bail!(
+            "gateway stored the upload as {} but the file is {ours}",
+            answer["id"]
+        );
+    }
+    println!("{ours}");
+    eprintln!("{} bytes, {} replicas", answer["size"], answer["replicas"]);
+    Ok(())
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Downloads an object and keeps it only if it hashes to its id.
+pub fn get(args: &GetArgs) -> anyhow::Result<()> {
+    let hash = parse_id(&args.id)
+        .with_context(|| format!("{:?} is not an object id (b3:<64 hex>)", args.id))?;
+    let url = format!(
+        "{}/o/{}",
+        args.gateway.trim_end_matches('/'),
+        id_string(&hash)
+    );
+    let mut resp = agent()
+        .get(&url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        bail!("gateway answered {status}: {body}");
+    }
+    let len = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let pb = progress(len);
+    let mut reader = pb.wrap_read(resp.body_mut().with_config().limit(u64::MAX).reader());
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Into a temporary file beside the target (or memory for stdout), renamed once verified.
+    let (mut sink, tmp): (Box<dyn Write>, Option<PathBuf>) = match &args.output {
+        Some(out) => {
+            let tmp = out.with_extension("macronode-partial");
+            (
+                Box::new(io::BufWriter::new(
+                    File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+                )),
+                Some(tmp),
+            )
+        }
+        None => (Box::new(Vec::new()), None),
+    };
+    let mut kept: Vec<u8> = Vec::new();
+    loop {
+        let n = reader.read(&mut buf).context("reading the object")?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if tmp.is_some() {
+            sink.write_all(&buf[..n])?;
+        } else {
+            kept.extend_from_slice(&buf[..n]);
+        }
+    }
+    sink.flush()?;
+    drop(sink);
+    pb.finish_and_clear();
+    if *hasher.finalize().as_bytes() != hash {
+        if let Some(t) = &tmp {
+            let _ = std::fs::remove_file(t);
+        }
+        bail!(
+            "the bytes received do not hash to {}: discarded",
+            id_string(&hash)
+        );
+    }
+    match (&args.output, tmp) {
+        (Some(out), Some(t)) => {
+            std::fs::rename(&t, out).with_context(|| format!("writing {}", out.display()))?
+        }
+        _ => io::stdout().write_all(&kept)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! Object routes: `PUT /o`, `GET /o/{id}`, `HEAD /o/{id}`.
+//!
+//! PUT streams the body into the store while hashing it (no full copy in memory), then
+//! replicates and answers 201 once W copies are durable. GET serves a local copy or fetches
+//! from holders, verifying every chunk either way; ids are strong ETags and immutable.
+//! Ranges: one `a-b`, `a-` or `-n` range gives 206, an unsatisfiable one 416 with
+//! `Content-Range: bytes */len`; several ranges are answered with the whole object.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::json;
+use wire::object::ByteRange;
+
+use super::ApiError;
+use crate::app::NodeContext;
+use crate::caps::{CapError, Intent, Token};
+use crate::objects::{LocateError, Located};
+use crate::store::{Hash, StoreError, id_string, parse_id};
+
+/// Ranges up to this size are read, verified and answered in one piece.
+const WHOLE_READ_MAX: u64 = 8 << 20;
+/// Larger local reads are verified and sent in pieces of this size.
+const PIECE: u64 = 1 << 20;
+
+/// The object routes.
+pub fn routes() -> Router<Arc<NodeContext>> {
+    Router::new()
+        .route("/o", put(put_object))
+        .route("/o/{id}", get(get_object))
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Checks the write capability; returns the byte limit the token sets, if any.
+fn authorize(
+    ctx: &NodeContext,
+    headers: &HeaderMap,
+    size: Option<u64>,
+) -> Result<Option<u64>, ApiError> {
+    if ctx.gateway.open_writes {
+        return Ok(None);
+    }
+    let refuse = |e: CapError| {
+        metrics::counter!("rejected_total", "reason" => "capability").increment(1);
+        let status = if e.is_unauthenticated() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        ApiError::new(
+            status,
+            if e.is_unauthenticated() {
+                "unauthorized"
+            } else {
+                "forbidden"
+            },
+            e.to_string(),
+        )
+    };
+    let text = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| refuse(CapError::Missing))?;
+    let token = Token::decode(text.trim()).map_err(refuse)?;
+    token
+        .verify(
+            &ctx.gateway.cap_root,
+            &Intent {
+                method: "PUT",
+                size,
+                now_unix: now_unix(),
+            },
+        )
+        .map_err(refuse)
+}
+
+async fn put_object(
+    State(ctx): State<Arc<NodeContext>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let token_max = authorize(&ctx, &headers, declared)?;
+    let objects = &ctx.objects;
+    let max = objects.limits.object_max;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("objects are at most {max} bytes"),
+        )
+    };
+    if declared.is_some_and(|d| d > max) {
+        return Err(too_large());
+    }
+    let mut writer = objects
+        .store
+        .writer(declared.unwrap_or(0))
+        .map_err(store_error)?;
+    let mut stream = body.into_data_stream();
+    let idle = ctx.gateway.body_idle_timeout;
+    loop {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(c))) => c,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad_request(
+                    "body_error",
+                    format!("reading the body failed: {e}"),
+                ));
+            }
+            Ok(None) => break,
+            Err(_) => {
+                metrics::counter!("rejected_total", "reason" => "slow_body").increment(1);
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!("no body bytes for {idle:?}"),
+                ));
+            }
+        };
+        let len = writer.len() + chunk.len() as u64;
+        if len > max {
+            return Err(too_large());
+        }
+        if let Some(t) = token_max.filter(|t| len > *t) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("capability token allows at most {t} bytes"),
+            ));
+        }
+        writer.write(&chunk).map_err(store_error)?;
+    }
+    let size = writer.len();
+    let hash = tokio::task::spawn_blocking(move || writer.finish(None))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(store_error)?;
+    let replicas = objects.replicate(hash, size).await;
+    let id = id_string(&hash);
+    let mut resp = (
+        StatusCode::CREATED,
+        Json(json!({"id": id, "size": size, "replicas": replicas})),
+    )
+        .into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/o/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Full { .. } => {
+            metrics::counter!("rejected_total", "reason" => "store_full").increment(1);
+            ApiError::overloaded(e.to_string())
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// What a `Range` header asks for, against an object of `size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeAsk {
+    /// No usable single range: the whole object.
+    Whole,
+    /// One satisfiable range.
+    Part(ByteRange),
+    /// A range that lies past the end.
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header value (RFC 9110 §14.2), single ranges only.
+pub fn parse_range(value: Option<&str>, size: u64) -> RangeAsk {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return RangeAsk::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        // Suffix: the last n bytes.
+        let Ok(n) = b.parse::<u64>() else {
+            return RangeAsk::Whole;
+        };
+        if n == 0 || size == 0 {
+            return RangeAsk::Unsatisfiable;
+        }
+        let n = n.min(size);
+        ByteRange {
+            start: size - n,
+            len: n,
+        }
+    } else {
+        let Ok(start) = a.parse::<u64>() else {
+            return RangeAsk::Whole;
+        };
+        if start >= size {
+            return RangeAsk::Unsatisfiable;
+        }
+        let end = if b.is_empty() {
+            size - 1
+        } else {
+            match b.parse::<u64>() {
+                Ok(e) if e >= start => e.min(size - 1),
+                _ => return RangeAsk::Whole,
+            }
+        };
+        ByteRange {
+            start,
+            len: end - start + 1,
+        }
+    };
+    RangeAsk::Part(range)
+}
+
+fn etag(hash: &Hash) -> String {
+    format!("\"{}\"", id_string(hash))
+}
+
+async fn get_object(
+    State(ctx): State<Arc<NodeContext>>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let hash = parse_id(&id).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_id",
+            format!("{id:?} is not an object id: expected b3:<64 hex digits>"),
+        )
+    })?;
+    let tag = etag(&hash);
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        // The id is the content: a client holding this ETag holds these bytes.
+        if inm.split(',').any(|t| t.trim() == tag || t.trim() == "*") {
+            return Ok(with_object_headers(
+                StatusCode::NOT_MODIFIED.into_response(),
+                &tag,
+            ));
+        }
+    }
+    let objects = &ctx.objects;
+    let located = objects.locate(hash).await.map_err(|e| match e {
+        LocateError::NotFound => ApiError::not_found(format!("no node holds {}", id_string(&hash))),
+        LocateError::Timeout => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "holders did not answer in time",
+        ),
+    })?;
+    let size = match &located {
+        Located::Local { size } | Located::Remote { size, .. } => *size,
+    };
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, range) = match parse_range(range_header, size) {
+        RangeAsk::Whole => (
+            StatusCode::OK,
+            ByteRange {
+                start: 0,
+                len: size,
+            },
+        ),
+        RangeAsk::Part(r) => (StatusCode::PARTIAL_CONTENT, r),
+        RangeAsk::Unsatisfiable => {
+            let mut resp = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "bad_range",
+                format!("the object has {size} bytes"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(resp);
+        }
+    };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        match located {
+            Located::Local { .. } => local_body(&ctx, hash, range).await?,
+            Located::Remote { holders, .. } => remote_body(&ctx, holders, hash, range),
+        }
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(range.len));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "bytes {}-{}/{size}",
+            range.start,
+            range.start + range.len - 1
+        )) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(with_object_headers(resp, &tag))
+}
+
+fn with_object_headers(mut resp: Response, tag: &str) -> Response {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(tag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    resp
+}
+
+/// A local range: verified whole when small, else verified piece by piece as it streams.
+async fn local_body(ctx: &NodeContext, hash: Hash, range: ByteRange) -> Result<Body, ApiError> {
+    let store = ctx.objects.store.clone();
+    if range.len <= WHOLE_READ_MAX {
+        let bytes =
+            tokio::task::spawn_blocking(move || store.read_verified(&hash, range.start, range.len))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_err(|e| match e {
+                    // The copy was bad and is gone; repair will bring a good one back.
+                    StoreError::Corrupt => ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "integrity",
+                        "the stored copy failed verification and was dropped; retry",
+                    ),
+                    other => ApiError::internal(other.to_string()),
+                })?;
+        return Ok(Body::from(bytes));
+    }
+    let pieces = futures_util::stream::unfold(0u64, move |off| {
+        let store = store.clone();
+        async move {
+            if off >= range.len {
+                return None;
+            }
+            let len = PIECE.min(range.len - off);
+            let read = tokio::task::spawn_blocking(move || {
+                store.read_verified(&hash, range.start + off, len)
+            })
+            .await;
+            let item = match read {
+                Ok(Ok(b)) => Ok(Bytes::from(b)),
+                // Past the headers the only honest signal left is to abort the stream.
+                _ => Err(std::io::Error::other("stored copy failed verification")),
+            };
+            Some((item, off + len))
+        }
+    });
+    Ok(Body::from_stream(pieces))
+}
+
+/// A remote range: verified by the fetcher; a stream that ends short aborts the response.
+fn remote_body(
+    ctx: &NodeContext,
+    holders: Vec<crate::dht::NetPeer>,
+    hash: Hash,
+    range: ByteRange,
+) -> Body {
+    let rx = ctx.objects.stream_remote(holders, hash, range);
+    let stream = futures_util::stream::unfold((rx, 0u64), move |(mut rx, got)| async move {
+        match rx.recv().await {
+            Some(b) => {
+                let got = got + b.len() as u64;
+                Some((Ok::<Bytes, std::io::Error>(b), (rx, got)))
+            }
+            None if got < range.len => Some((
+                Err(std::io::Error::other("fetch from holders failed")),
+                (rx, range.len),
+            )),
+            None => None,
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// Gateway settings that concern objects.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Accept writes without a capability (the operator's explicit choice).
+    pub open_writes: bool,
+    /// The key capability tokens are checked with.
+    pub cap_root: [u8; 32],
+    /// Longest pause allowed while a client sends a body (30 s).
+    pub body_idle_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(start: u64, len: u64) -> RangeAsk {
+        RangeAsk::Part(ByteRange { start, len })
+    }
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        let r = |v: &str| parse_range(Some(v), 100);
+        assert_eq!(r("bytes=0-0"), part(0, 1));
+        assert_eq!(r("bytes=-1"), part(99, 1));
+        assert_eq!(r("bytes=5-"), part(5, 95));
+        assert_eq!(r("bytes=90-200"), part(90, 10), "end clamps to the object");
+        assert_eq!(
+            r("bytes=-500"),
+            part(0, 100),
+            "suffix longer than the object"
+        );
+        assert_eq!(r("bytes=100-"), RangeAsk::Unsatisfiable);
+        assert_eq!(r("bytes=-0"), RangeAsk::Unsatisfiable);
+        assert_eq!(
+            r("bytes=0-1,5-6"),
+            RangeAsk::Whole,
+            "multiple ranges: whole object"
+        );
+        assert_eq!(r("bytes=9-3"), RangeAsk::Whole, "invalid: ignored");
+        assert_eq!(r("items=0-1"), RangeAsk::Whole);
+        assert_eq!(parse_range(None, 100), RangeAsk::Whole);
+        assert_eq!(parse_range(Some("bytes=0-"), 0), RangeAsk::Unsatisfiable);
+    }
+}
