@@ -1,11 +1,12 @@
 //! COMP payloads: zstd with a hard bound on inflation.
 //!
 //! A peer controls the compressed bytes, so inflation is streamed through a fixed scratch
-//! buffer and stops the moment the bound is passed: a decompression bomb costs at most one
-//! scratch buffer and the bound's worth of CPU, never its inflated size in memory. A payload
-//! must be exactly one complete zstd frame; trailing bytes or a second frame are refused.
+//! buffer and stops the moment the bound is passed, and zstd's own window is capped at the
+//! contract's 8 MiB: a decompression bomb costs bounded memory and CPU, never its inflated
+//! size. A payload must be exactly one complete zstd frame; trailing bytes or a second
+//! frame are refused.
 
-use zstd::zstd_safe::{self, DCtx, InBuffer, OutBuffer};
+use zstd::zstd_safe::{self, DCtx, DParameter, InBuffer, OutBuffer};
 
 use crate::error::DecodeError;
 
@@ -52,6 +53,12 @@ fn inflate_with(
         }
     }
     let mut dctx = DCtx::create();
+    // zstd sizes its own window from the frame header, up to 128 MiB by default: a 48-byte
+    // payload could make us reserve that much. Cap it at 8 MiB, the most any COMP payload
+    // may inflate to (8 × the 1 MiB frame cap). Not at the negotiated bound: compressors
+    // pick windows larger than small bodies, and those frames are legitimate.
+    dctx.set_parameter(DParameter::WindowLogMax(WINDOW_LOG_MAX))
+        .map_err(|_| DecodeError::BadCompression)?;
     let mut scratch = [0u8; SCRATCH_LEN];
     let mut input = InBuffer::around(payload);
     let mut total = 0usize;
@@ -73,5 +80,33 @@ fn inflate_with(
             // No progress and no input left: the frame claims more than it holds.
             return Err(DecodeError::BadCompression);
         }
+    }
+}
+
+/// log2 of the largest zstd window accepted: 8 MiB, `INFLATE_FACTOR × MAX_FRAME`.
+const WINDOW_LOG_MAX: u32 = 23;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_asking_for_a_huge_window_is_refused_not_allocated() {
+        // 48-byte frame (from fuzzing) whose zstd header asks for a 128 MiB window.
+        let frame = hex_bytes(
+            "000000300001005900000002000000000000000000000000000000000000000000000000000128b52ffd00880b0000ab",
+        );
+        let payload = &frame[38..];
+        assert_eq!(validate(payload, 8 << 20), Err(DecodeError::BadCompression));
+    }
+
+    #[test]
+    fn the_window_cap_is_the_largest_legal_inflation() {
+        let max = crate::frame::INFLATE_FACTOR * crate::frame::MAX_FRAME as usize;
+        assert_eq!(1usize << WINDOW_LOG_MAX, max);
+    }
+
+    fn hex_bytes(s: &str) -> Vec<u8> {
+        hex::decode(s).unwrap_or_default()
     }
 }

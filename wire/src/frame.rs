@@ -236,6 +236,14 @@ impl Frame {
     /// Writes the frame. The caller keeps frames within `max_frame` and `cap` under 64 KiB;
     /// the codec does not re-check what it was given.
     pub fn encode(&self, out: &mut impl BufMut) {
+        debug_assert!(
+            self.cap.len() <= u16::MAX as usize,
+            "capability over 64 KiB"
+        );
+        debug_assert!(
+            self.encoded_len() <= MAX_FRAME as usize,
+            "frame over the 1 MiB cap"
+        );
         out.put_u32(self.encoded_len() as u32);
         out.put_u16(VERSION);
         out.put_u16(self.flags.bits());
