@@ -371,9 +371,11 @@ impl<P: Peer> Dht<P> {
         self.advance_clock(now);
         // We answer for ourselves too, should we be among the closest nodes to the key.
         let _ = self.providers.add(now, key, self.local.clone());
-        self.providing
-            .insert(key, now + self.config.provider_republish_interval);
-        self.start_query(now, QueryKind::Provide, key, Vec::new())
+        let started = self.start_query(now, QueryKind::Provide, key, Vec::new());
+        // A refused announcement (too many queries) is retried soon, not a republish later.
+        let next = if started.is_ok() { self.config.provider_republish_interval } else { self.config.rpc_timeout };
+        self.providing.insert(key, now + next);
+        started
     }
 
     /// Stops announcing `key`; records at other nodes lapse with their TTL.
@@ -534,13 +536,13 @@ impl<P: Peer> Dht<P> {
             .map(|(k, _)| *k)
             .collect();
         for key in due {
-            if self.queries.len() >= self.config.queries_max {
-                break; // the rest stay due and run at the next timeout
-            }
             let _ = self.providers.add(now, key, self.local.clone());
-            self.providing
-                .insert(key, now + self.config.provider_republish_interval);
-            let _ = self.start_query(now, QueryKind::Provide, key, Vec::new());
+            // One that cannot start now (too many queries) is retried after an RPC
+            // timeout: never left due, which would spin the driver's timer.
+            let started = self.queries.len() < self.config.queries_max
+                && self.start_query(now, QueryKind::Provide, key, Vec::new()).is_ok();
+            let next = if started { self.config.provider_republish_interval } else { self.config.rpc_timeout };
+            self.providing.insert(key, now + next);
         }
     }
 
