@@ -87,6 +87,15 @@ impl NodeContext {
             "routing_table_size": s.routing_table_size,
             "provider_records": s.provider_records,
             "objects": self.objects.store.len(),
+            "integrity_failures": {
+                "store": self.objects.store.corrupt_found(),
+                "peer": self.objects.stats.integrity_fail_peer.load(std::sync::atomic::Ordering::Relaxed),
+                "push": self.objects.stats.integrity_fail_push.load(std::sync::atomic::Ordering::Relaxed),
+            },
+            "repair": {
+                "transfers": self.objects.stats.repair_transfers.load(std::sync::atomic::Ordering::Relaxed),
+                "bytes": self.objects.stats.repair_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            },
             "bytes_stored": self.objects.store.bytes(),
             "ready": s.ready,
             "version": env!("CARGO_PKG_VERSION"),

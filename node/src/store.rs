@@ -107,6 +107,8 @@ struct Inner {
     /// Object sizes by id: the index the rest of the node asks.
     index: Mutex<BTreeMap<Hash, u64>>,
     quota: u64,
+    /// Stored objects found corrupt (and dropped).
+    corrupt: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -159,6 +161,7 @@ impl Store {
                 backend: Backend::Disk { dir },
                 index: Mutex::new(index),
                 quota,
+                corrupt: Default::default(),
             }),
         })
     }
@@ -173,6 +176,7 @@ impl Store {
                 backend,
                 index: Mutex::new(BTreeMap::new()),
                 quota,
+                corrupt: Default::default(),
             }),
         }
     }
@@ -190,6 +194,13 @@ impl Store {
     /// Bytes of object data held.
     pub fn bytes(&self) -> u64 {
         lock(&self.inner.index).values().sum()
+    }
+
+    /// Stored objects found corrupt and dropped since the store opened.
+    pub fn corrupt_found(&self) -> u64 {
+        self.inner
+            .corrupt
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The quota in bytes.
@@ -320,6 +331,9 @@ impl Store {
 
     fn corrupt(&self, hash: &Hash) -> StoreError {
         metrics::counter!("integrity_fail_total", "source" => "store").increment(1);
+        self.inner
+            .corrupt
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::error!(id = %id_string(hash), "stored object failed verification; dropping it");
         self.remove(hash);
         StoreError::Corrupt

@@ -205,6 +205,9 @@ impl Objects {
             (Err(e), _) => {
                 if matches!(e, FetchError::Integrity) {
                     metrics::counter!("integrity_fail_total", "source" => "peer").increment(1);
+                    self.stats
+                        .integrity_fail_peer
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(peer = %holder.id, "holder sent bytes that fail verification");
                 }
                 Err((delivered, e))

@@ -10,6 +10,7 @@ mod fetch;
 mod serve;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -52,9 +53,24 @@ impl Default for ObjectLimits {
     }
 }
 
+/// Counters of the object layer, readable without a metrics recorder (status page, tests).
+#[derive(Debug, Default)]
+pub struct ObjectStats {
+    /// Fetches where a holder sent bytes that failed verification.
+    pub integrity_fail_peer: AtomicU64,
+    /// Replica pushes whose bytes did not hash to the announced id.
+    pub integrity_fail_push: AtomicU64,
+    /// Repair transfers completed.
+    pub repair_transfers: AtomicU64,
+    /// Bytes moved by repair.
+    pub repair_bytes: AtomicU64,
+}
+
 /// The object layer of one node. Cheap to clone.
 #[derive(Clone)]
 pub struct Objects {
+    /// Counters.
+    pub stats: Arc<ObjectStats>,
     /// The local store.
     pub store: Store,
     pub(crate) transport: Transport,
@@ -104,6 +120,7 @@ impl Objects {
             transport,
             dht,
             limits: Arc::new(limits),
+            stats: Arc::default(),
         }
     }
 
@@ -263,6 +280,14 @@ impl Objects {
                         metrics::counter!("repair_transfers_total", "ok" => if ok { "true" } else { "false" }).increment(1);
                         if ok {
                             metrics::counter!("repair_bytes_total").increment(size);
+                            objects
+                                .stats
+                                .repair_transfers
+                                .fetch_add(1, Ordering::Relaxed);
+                            objects
+                                .stats
+                                .repair_bytes
+                                .fetch_add(size, Ordering::Relaxed);
                         }
                         let _ = objects.dht.transfer_done(id, ok).await;
                     });

@@ -147,6 +147,10 @@ async fn serve_put(
         }
         Ok(Err(StoreError::HashMismatch { .. })) => {
             metrics::counter!("integrity_fail_total", "source" => "push").increment(1);
+            objects
+                .stats
+                .integrity_fail_push
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             ex.respond(Status::BadRequest, Bytes::new()).await
         }
         _ => ex.respond(Status::Internal, Bytes::new()).await,

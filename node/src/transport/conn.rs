@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use wire::control::{Hello, Negotiated};
 use wire::{Limits, NodeId};
 
@@ -68,6 +69,7 @@ async fn dial(
         }
     })?;
     let t = shared.config.handshake_timeout;
+    let opened = Instant::now();
     let outcome = tokio::time::timeout(t, handshake_out(shared, addr, expected)).await;
     let (conn, id, hello, terms) = match outcome {
         Ok(Ok(done)) => done,
@@ -84,7 +86,7 @@ async fn dial(
         }
     };
     shared.stats.connection_dialed();
-    let pc = peer_conn(conn, id, addr, Role::Dialed, hello, terms);
+    let pc = peer_conn(conn, id, addr, (Role::Dialed, opened), hello, terms);
     Ok(install(shared, pc, slot))
 }
 
@@ -163,7 +165,8 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>) {
 async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: OwnedSemaphorePermit) {
     let remote = incoming.remote_address();
     let t = shared.config.handshake_timeout;
-    match tokio::time::timeout(t, handshake_in(&shared, incoming)).await {
+    let opened = Instant::now();
+    match tokio::time::timeout(t, handshake_in(&shared, incoming, opened)).await {
         Ok(Ok(pc)) => {
             shared.stats.connection_accepted();
             install(&shared, pc, slot);
@@ -182,6 +185,7 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: OwnedS
 async fn handshake_in(
     shared: &Shared,
     incoming: quinn::Incoming,
+    opened: Instant,
 ) -> Result<PeerConn, TransportError> {
     let remote = incoming.remote_address();
     let conn = incoming.accept()?.await?;
@@ -191,7 +195,14 @@ async fn handshake_in(
         return Err(TransportError::SelfDial);
     }
     match hello::accept(shared, &conn).await {
-        Ok((hello, terms)) => Ok(peer_conn(conn, id, remote, Role::Accepted, hello, terms)),
+        Ok((hello, terms)) => Ok(peer_conn(
+            conn,
+            id,
+            remote,
+            (Role::Accepted, opened),
+            hello,
+            terms,
+        )),
         Err(e) => {
             conn.close(codes::HELLO_FAILED, b"hello failed");
             Err(e)
@@ -199,17 +210,20 @@ async fn handshake_in(
     }
 }
 
+/// A connection that finished HELLO; `opened` is when its handshake began here.
 fn peer_conn(
     conn: quinn::Connection,
     id: NodeId,
     remote_addr: SocketAddr,
-    role: Role,
+    (role, opened): (Role, Instant),
     hello: Hello,
     negotiated: Negotiated,
 ) -> PeerConn {
     PeerConn {
         conn,
         limits: Limits::new(negotiated.max_frame),
+        opened,
+        established: Instant::now(),
         info: Arc::new(PeerInfo {
             id,
             remote_addr,

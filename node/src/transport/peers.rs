@@ -1,17 +1,26 @@
 //! The connection table: at most one connection in use per peer, keyed by node id.
 //!
 //! Invariant: the table maps a peer to the connection new requests go out on, and both ends
-//! of a pair pick the same one. When two connections to one peer exist (both dialed at once,
-//! or a dial raced an inbound connection), the one dialed by the node with the smaller id
-//! wins on both sides; between two dialed by the same node, the first registered wins. The
-//! loser is retired: it leaves the table, serves what is in flight, and is closed after a
+//! of a pair pick the same one. When two connections to one peer exist:
+//! - if the new one was opened after the old one was established (by more than
+//!   [`SUPERSEDE_SLACK`]), the new one wins: a node dials only a peer it holds no connection
+//!   to, so whoever opened it no longer uses the old one. That old connection is typically
+//!   half-dead (the peer restarted with the same key, or dropped it), and QUIC would only
+//!   notice at the idle timeout, while requests sent on it time out;
+//! - otherwise the handshakes overlapped (both dialed at once, or a dial raced an inbound
+//!   connection): the one dialed by the node with the smaller id wins on both sides; between
+//!   two dialed by the same node, the first registered wins.
+//!
+//! The loser is retired: it leaves the table, serves what is in flight, and is closed after a
 //! grace period, so a simultaneous open settles on one connection instead of closing both
 //! or redialing in a loop.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use wire::control::Negotiated;
 use wire::{Limits, NodeId};
 
@@ -55,12 +64,22 @@ pub enum PeerEvent {
     },
 }
 
+/// How much later than an existing connection's establishment a new connection must have
+/// been opened to supersede it. In a simultaneous open, a dialer starts before it learns of
+/// the other connection, so on either side the new one opens before (or, with one-way delays,
+/// a few milliseconds after) the old one is established; a restarted peer redials far later.
+pub(crate) const SUPERSEDE_SLACK: Duration = Duration::from_millis(500);
+
 /// A live connection and what HELLO settled for it.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerConn {
     pub(crate) conn: quinn::Connection,
     pub(crate) info: Arc<PeerInfo>,
     pub(crate) limits: Limits,
+    /// When its handshake began here: our dial started, or the peer's first packet arrived.
+    pub(crate) opened: Instant,
+    /// When HELLO finished.
+    pub(crate) established: Instant,
 }
 
 impl PeerConn {
@@ -145,6 +164,9 @@ impl PeerTable {
     }
 
     fn prefers_new(&self, old: &PeerConn, new: &PeerConn) -> bool {
+        if new.opened > old.established + SUPERSEDE_SLACK {
+            return true;
+        }
         let (old_dialer, new_dialer) = (self.dialer(old), self.dialer(new));
         old_dialer != new_dialer && new_dialer < old_dialer
     }
