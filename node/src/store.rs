@@ -278,55 +278,81 @@ impl Store {
     /// The bao slice encoding of `start..start+len` of an object: the bytes a peer needs to
     /// verify that range on its own. Blocking (reads files): call from a blocking task.
     pub fn encode_slice(&self, hash: &Hash, start: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        self.slice_reader(hash, start, len)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// The bao slice encoding of a range as a reader, for streaming large ranges without
+    /// holding them in memory. Blocking reads.
+    pub fn slice_reader(
+        &self,
+        hash: &Hash,
+        start: u64,
+        len: u64,
+    ) -> Result<Box<dyn Read + Send>, StoreError> {
         let size = self.size(hash).ok_or(StoreError::NotFound)?;
         if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(StoreError::BadRange { start, len, size });
         }
-        let mut out = Vec::new();
-        match &self.inner.backend {
+        Ok(match &self.inner.backend {
             Backend::Disk { dir } => {
-                let data = File::open(data_path(dir, hash))?;
-                let ob = File::open(outboard_path(dir, hash))?;
-                bao::encode::SliceExtractor::new_outboard(data, ob, start, len)
-                    .read_to_end(&mut out)?;
+                let data =
+                    io::BufReader::with_capacity(CHUNK_READ, File::open(data_path(dir, hash))?);
+                let ob = io::BufReader::new(File::open(outboard_path(dir, hash))?);
+                Box::new(bao::encode::SliceExtractor::new_outboard(
+                    data, ob, start, len,
+                ))
             }
             Backend::Memory { objects } => {
                 let (data, ob) = lock(objects)
                     .get(hash)
                     .cloned()
                     .ok_or(StoreError::NotFound)?;
-                bao::encode::SliceExtractor::new_outboard(
+                Box::new(bao::encode::SliceExtractor::new_outboard(
                     Cursor::new(data),
                     Cursor::new(ob),
                     start,
                     len,
-                )
-                .read_to_end(&mut out)?;
+                ))
             }
-        }
-        Ok(out)
+        })
     }
 
     /// `start..start+len` of an object, every chunk verified against the id. A corrupt object
     /// is dropped, counted, and reported as [`StoreError::Corrupt`]. Blocking.
     pub fn read_verified(&self, hash: &Hash, start: u64, len: u64) -> Result<Vec<u8>, StoreError> {
-        let encoded = match self.encode_slice(hash, start, len) {
-            Ok(e) => e,
+        let mut out = Vec::with_capacity(len as usize);
+        // The reader already counted and dropped the object if a chunk failed.
+        self.verified_reader(hash, start, len)?
+            .read_to_end(&mut out)
+            .map_err(|_| StoreError::Corrupt)?;
+        Ok(out)
+    }
+
+    /// A reader of `start..start+len` that yields only verified bytes: it fails at the first
+    /// chunk that does not match the id, and then the object is dropped and counted (the
+    /// error is [`StoreError::Corrupt`] inside an `io::Error`). Blocking reads.
+    pub fn verified_reader(
+        &self,
+        hash: &Hash,
+        start: u64,
+        len: u64,
+    ) -> Result<VerifiedReader, StoreError> {
+        let slice = match self.slice_reader(hash, start, len) {
+            Ok(r) => r,
             // An unreadable outboard or data file is corruption too.
             Err(StoreError::Io(_)) => return Err(self.corrupt(hash)),
             Err(e) => return Err(e),
         };
-        let mut out = Vec::with_capacity(len as usize);
-        let mut dec = bao::decode::SliceDecoder::new(
-            Cursor::new(encoded),
-            &blake3::Hash::from(*hash),
-            start,
-            len,
-        );
-        if dec.read_to_end(&mut out).is_err() || out.len() as u64 != len {
-            return Err(self.corrupt(hash));
-        }
-        Ok(out)
+        let decoder = bao::decode::SliceDecoder::new(slice, &blake3::Hash::from(*hash), start, len);
+        Ok(VerifiedReader {
+            decoder,
+            store: self.clone(),
+            hash: *hash,
+            left: len,
+            failed: false,
+        })
     }
 
     fn corrupt(&self, hash: &Hash) -> StoreError {
@@ -347,6 +373,52 @@ impl Store {
         }
     }
 }
+
+/// Verified bytes of a stored range; see [`Store::verified_reader`].
+pub struct VerifiedReader {
+    decoder: bao::decode::SliceDecoder<Box<dyn Read + Send>>,
+    store: Store,
+    hash: Hash,
+    left: u64,
+    failed: bool,
+}
+
+impl Read for VerifiedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::other(StoreError::Corrupt));
+        }
+        match self.decoder.read(buf) {
+            Ok(0) if self.left > 0 => {
+                tracing::warn!(
+                    left = self.left,
+                    buf = buf.len(),
+                    "verified read ended early"
+                );
+                self.fail()
+            }
+            Ok(n) => {
+                self.left = self.left.saturating_sub(n as u64);
+                Ok(n)
+            }
+            Err(e) => {
+                tracing::warn!(left = self.left, buf = buf.len(), error = %e, "verified read failed");
+                self.fail()
+            }
+        }
+    }
+}
+
+impl VerifiedReader {
+    fn fail(&mut self) -> io::Result<usize> {
+        self.failed = true;
+        self.store.corrupt(&self.hash);
+        Err(io::Error::other(StoreError::Corrupt))
+    }
+}
+
+/// Read-buffer size for object files.
+const CHUNK_READ: usize = 256 * 1024;
 
 fn shard(dir: &Path, hash: &Hash) -> PathBuf {
     dir.join(hex::encode(&hash[..1]))
@@ -582,5 +654,102 @@ mod tests {
         ));
         assert_eq!(store.size(&h), None, "dropped");
         assert!(!path.exists());
+    }
+}
+
+#[cfg(test)]
+mod big_tests {
+    use super::*;
+
+    #[test]
+    fn large_objects_read_back_whole_and_in_ranges() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
+        let data: Vec<u8> = (0..(12u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
+        let mut r = store
+            .verified_reader(&h, 0, data.len() as u64)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = r
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("at {}: {e}", out.len()));
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert!(out == data);
+        let enc = store
+            .encode_slice(&h, 5 << 20, 3 << 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = decode_slice(&enc, &h, 5 << 20, 3 << 20).unwrap_or_else(|e| panic!("{e}"));
+        assert!(got[..] == data[5 << 20..8 << 20]);
+    }
+}
+
+#[cfg(test)]
+mod pump_tests {
+    use super::*;
+
+    #[test]
+    fn small_reads_of_a_verified_reader_see_every_byte() {
+        let store = Store::amnesia(1 << 30);
+        let data: Vec<u8> = (0..(3u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
+        for step in [1000usize, 1024, 4095, 65_536, 1 << 20] {
+            let mut r = store
+                .verified_reader(&h, 0, data.len() as u64)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; step];
+            let mut filled = 0;
+            loop {
+                let n = r
+                    .read(&mut buf[filled..])
+                    .unwrap_or_else(|e| panic!("step {step} at {}: {e}", out.len() + filled));
+                if n == 0 {
+                    out.extend_from_slice(&buf[..filled]);
+                    break;
+                }
+                filled += n;
+                if filled == step {
+                    out.extend_from_slice(&buf);
+                    filled = 0;
+                }
+            }
+            assert!(out == data, "step {step}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod chunked_tests {
+    use super::*;
+
+    #[test]
+    fn chunked_writes_give_the_same_outboard() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
+        let data: Vec<u8> = (0..(12u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let mut w = store
+            .writer(data.len() as u64)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for c in data.chunks(65_536) {
+            w.write(c).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let h = w.finish(None).unwrap_or_else(|e| panic!("{e}"));
+        let got = store
+            .read_verified(&h, 0, data.len() as u64)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(got == data);
     }
 }

@@ -373,7 +373,11 @@ impl<P: Peer> Dht<P> {
         let _ = self.providers.add(now, key, self.local.clone());
         let started = self.start_query(now, QueryKind::Provide, key, Vec::new());
         // A refused announcement (too many queries) is retried soon, not a republish later.
-        let next = if started.is_ok() { self.config.provider_republish_interval } else { self.config.rpc_timeout };
+        let next = if started.is_ok() {
+            self.config.provider_republish_interval
+        } else {
+            self.config.rpc_timeout
+        };
         self.providing.insert(key, now + next);
         started
     }
@@ -540,8 +544,14 @@ impl<P: Peer> Dht<P> {
             // One that cannot start now (too many queries) is retried after an RPC
             // timeout: never left due, which would spin the driver's timer.
             let started = self.queries.len() < self.config.queries_max
-                && self.start_query(now, QueryKind::Provide, key, Vec::new()).is_ok();
-            let next = if started { self.config.provider_republish_interval } else { self.config.rpc_timeout };
+                && self
+                    .start_query(now, QueryKind::Provide, key, Vec::new())
+                    .is_ok();
+            let next = if started {
+                self.config.provider_republish_interval
+            } else {
+                self.config.rpc_timeout
+            };
             self.providing.insert(key, now + next);
         }
     }

@@ -345,41 +345,30 @@ fn with_object_headers(mut resp: Response, tag: &str) -> Response {
 async fn local_body(ctx: &NodeContext, hash: Hash, range: ByteRange) -> Result<Body, ApiError> {
     let store = ctx.objects.store.clone();
     if range.len <= WHOLE_READ_MAX {
-        let bytes =
+        let read =
             tokio::task::spawn_blocking(move || store.read_verified(&hash, range.start, range.len))
                 .await
-                .map_err(|e| ApiError::internal(e.to_string()))?
-                .map_err(|e| match e {
-                    // The copy was bad and is gone; repair will bring a good one back.
-                    StoreError::Corrupt => ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "integrity",
-                        "the stored copy failed verification and was dropped; retry",
-                    ),
-                    other => ApiError::internal(other.to_string()),
-                })?;
-        return Ok(Body::from(bytes));
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        return match read {
+            Ok(bytes) => Ok(Body::from(bytes)),
+            // The local copy was bad and is gone (counted): serve the read from the mesh.
+            Err(StoreError::Corrupt) => match ctx.objects.find_holders(hash).await {
+                Ok(Located::Remote { holders, .. }) => Ok(remote_body(ctx, holders, hash, range)),
+                _ => Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "integrity",
+                    "the stored copy failed verification and was dropped, and no other holder answered; retry",
+                )),
+            },
+            Err(other) => Err(ApiError::internal(other.to_string())),
+        };
     }
-    let pieces = futures_util::stream::unfold(0u64, move |off| {
-        let store = store.clone();
-        async move {
-            if off >= range.len {
-                return None;
-            }
-            let len = PIECE.min(range.len - off);
-            let read = tokio::task::spawn_blocking(move || {
-                store.read_verified(&hash, range.start + off, len)
-            })
-            .await;
-            let item = match read {
-                Ok(Ok(b)) => Ok(Bytes::from(b)),
-                // Past the headers the only honest signal left is to abort the stream.
-                _ => Err(std::io::Error::other("stored copy failed verification")),
-            };
-            Some((item, off + len))
-        }
-    });
-    Ok(Body::from_stream(pieces))
+    // Larger ranges stream, verified piece by piece; a bad piece midway is replaced by
+    // bytes from other holders (see `Objects::stream_local`).
+    Ok(counted_body(
+        ctx.objects.stream_local(hash, range, PIECE as usize),
+        range.len,
+    ))
 }
 
 /// A remote range: verified by the fetcher; a stream that ends short aborts the response.
@@ -389,16 +378,21 @@ fn remote_body(
     hash: Hash,
     range: ByteRange,
 ) -> Body {
-    let rx = ctx.objects.stream_remote(holders, hash, range);
+    counted_body(ctx.objects.stream_remote(holders, hash, range), range.len)
+}
+
+/// A body from verified pieces; if they stop before `len` bytes, the body ends in an error,
+/// which aborts the response (past the headers, the only honest signal left).
+fn counted_body(rx: tokio::sync::mpsc::Receiver<Bytes>, len: u64) -> Body {
     let stream = futures_util::stream::unfold((rx, 0u64), move |(mut rx, got)| async move {
         match rx.recv().await {
             Some(b) => {
                 let got = got + b.len() as u64;
                 Some((Ok::<Bytes, std::io::Error>(b), (rx, got)))
             }
-            None if got < range.len => Some((
-                Err(std::io::Error::other("fetch from holders failed")),
-                (rx, range.len),
+            None if got < len => Some((
+                Err(std::io::Error::other("no holder could finish the read")),
+                (rx, len),
             )),
             None => None,
         }

@@ -196,6 +196,11 @@ impl Objects {
                 c = &mut consumer => break c,
             }
         };
+        if fed.is_none() {
+            // The feeder may have failed in the same instant the decoder starved: collect
+            // its outcome if it has one, without waiting.
+            fed = futures_util::FutureExt::now_or_never(&mut feeder);
+        }
         drop(feeder);
         drop(consumer);
         let _ = decoder.await;
@@ -282,17 +287,24 @@ impl Objects {
             size == 0,
         )
         .await?;
-        let piece = CHUNK as u64;
-        let mut off = 0u64;
-        while off < size {
-            let len = piece.min(size - off);
-            let store = self.store.clone();
-            let bytes = tokio::task::spawn_blocking(move || store.read_verified(&hash, off, len))
-                .await
-                .map_err(|_| FetchError::Integrity)?
+        if size > 0 {
+            // Verified pieces from a blocking reader; a piece that fails verification ends
+            // the push (the store has dropped the copy) instead of spreading bad bytes.
+            let reader = self
+                .store
+                .verified_reader(&hash, 0, size)
                 .map_err(|_| FetchError::Integrity)?;
-            off += len;
-            ex.send(Bytes::from(bytes), off == size).await?;
+            let (tx, mut rx) = mpsc::channel(4);
+            tokio::task::spawn_blocking(move || super::pump(Box::new(reader), CHUNK, tx));
+            let mut sent = 0u64;
+            while let Some(piece) = rx.recv().await {
+                let piece = piece.map_err(|_| FetchError::Integrity)?;
+                sent += piece.len() as u64;
+                ex.send(piece, sent == size).await?;
+            }
+            if sent != size {
+                return Err(FetchError::Integrity);
+            }
         }
         let (status, reply) =
             tokio::time::timeout(self.limits.io_timeout * 4, ex.read_response(1024))

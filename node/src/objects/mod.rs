@@ -208,6 +208,12 @@ impl Objects {
         if let Some(size) = self.store.size(&hash) {
             return Ok(Located::Local { size });
         }
+        self.find_holders(hash).await
+    }
+
+    /// Finds other nodes that hold `hash`: providers and the closest nodes, asked HAS in
+    /// turn, within the search timeout.
+    pub async fn find_holders(&self, hash: Hash) -> Result<Located, LocateError> {
         let search = async {
             let key = Key(hash);
             let mut candidates: Vec<NetPeer> = Vec::new();
@@ -269,6 +275,47 @@ impl Objects {
         rx
     }
 
+    /// Streams `range` of a local object, verified piece by piece. Should the local copy
+    /// fail verification midway (it is then dropped and counted), the stream carries on
+    /// from the last verified byte with bytes fetched from other holders, so the reader
+    /// still gets one correct stream.
+    pub fn stream_local(
+        &self,
+        hash: Hash,
+        range: ByteRange,
+        piece: usize,
+    ) -> mpsc::Receiver<Bytes> {
+        let (out, rx) = mpsc::channel(8);
+        let objects = self.clone();
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            if let Ok(reader) = objects.store.verified_reader(&hash, range.start, range.len) {
+                let (tx, mut pieces) = mpsc::channel(4);
+                tokio::task::spawn_blocking(move || pump(Box::new(reader), piece, tx));
+                while let Some(Ok(b)) = pieces.recv().await {
+                    sent += b.len() as u64;
+                    if out.send(b).await.is_err() {
+                        return; // the reader went away
+                    }
+                }
+            }
+            if sent == range.len {
+                return;
+            }
+            tracing::warn!(id = %crate::store::id_string(&hash), at = range.start + sent, "local copy failed mid-stream; continuing from the mesh");
+            let rest = ByteRange {
+                start: range.start + sent,
+                len: range.len - sent,
+            };
+            if let Ok(Located::Remote { holders, .. }) = objects.find_holders(hash).await {
+                if let Err(e) = objects.fetch_failover(&holders, hash, rest, out).await {
+                    tracing::warn!(id = %crate::store::id_string(&hash), error = %e, "no holder could finish the read");
+                }
+            }
+        });
+        rx
+    }
+
     /// Carries out the planner's work: pushes for repair, releases of surplus copies.
     pub async fn run_repair(self, mut plans: mpsc::Receiver<PlanEvent<NetPeer>>) {
         while let Some(ev) = plans.recv().await {
@@ -298,6 +345,36 @@ impl Objects {
                     let _ = self.dht.object_removed(key).await;
                 }
             }
+        }
+    }
+}
+
+/// Reads `reader` in pieces of `piece` bytes into `tx` until the end or an error (run on a
+/// blocking thread; the async side sends the pieces on).
+pub(crate) fn pump(
+    mut reader: Box<dyn std::io::Read + Send>,
+    piece: usize,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+) {
+    loop {
+        let mut buf = vec![0u8; piece];
+        let mut filled = 0;
+        while filled < piece {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+        if filled == 0 {
+            return;
+        }
+        buf.truncate(filled);
+        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() || filled < piece {
+            return;
         }
     }
 }

@@ -76,29 +76,35 @@ async fn serve_get(
     } else {
         Status::Partial
     };
-    let store = objects.store.clone();
-    let encoded =
-        tokio::task::spawn_blocking(move || store.encode_slice(&hash, range.start, range.len))
-            .await;
-    let encoded = match encoded {
-        Ok(Ok(e)) => Bytes::from(e),
-        Ok(Err(StoreError::NotFound)) => return ex.respond(Status::NotFound, Bytes::new()).await,
-        _ => return ex.respond(Status::Internal, Bytes::new()).await,
+    // The slice encoding is produced on a blocking thread in pieces and sent as it comes,
+    // so a 1 GiB object costs a few pieces of memory, not 1 GiB.
+    let reader = match objects.store.slice_reader(&hash, range.start, range.len) {
+        Ok(r) => r,
+        Err(StoreError::NotFound) => return ex.respond(Status::NotFound, Bytes::new()).await,
+        Err(_) => return ex.respond(Status::Internal, Bytes::new()).await,
     };
+    let piece = CHUNK.min(ex.max_payload());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || super::pump(reader, piece, tx));
     ex.send(
         status,
         message::encode(&ObjectResponse::Found { size, range }),
-        encoded.is_empty(),
+        false,
     )
     .await?;
-    let piece = CHUNK.min(ex.max_payload());
-    let mut off = 0;
-    while off < encoded.len() {
-        let end = (off + piece).min(encoded.len());
-        ex.send(status, encoded.slice(off..end), end == encoded.len())
-            .await?;
-        off = end;
+    // Hold one piece back so the last one can carry END.
+    let mut held: Option<Bytes> = None;
+    while let Some(next) = rx.recv().await {
+        let Ok(next) = next else {
+            // The store failed mid-stream: drop the exchange (the stream resets); the
+            // asker's decoder sees a short slice and moves on to another holder.
+            return Err(TransportError::UnexpectedEnd);
+        };
+        if let Some(p) = held.replace(next) {
+            ex.send(status, p, false).await?;
+        }
     }
+    ex.send(status, held.unwrap_or_default(), true).await?;
     Ok(())
 }
 
