@@ -1,0 +1,548 @@
+//! Instruction counts and heap use of macronode's hot paths, under valgrind: what
+//! `benches/gate` holds every change to.
+//!
+//! Wall-clock time on the project's 2-core machines swings by a third when both cores are
+//! busy; the instructions a function executes under Callgrind do not move at all, run to run.
+//! So each benchmark here runs its operation once under Callgrind (instructions, `Ir`) and once
+//! under DHAT (total and peak heap bytes). Setup builds every input before the measured call,
+//! outside the counted region, and the result is handed back to the harness so that freeing it
+//! is not counted either. Inputs are fixed and every RNG is seeded: same commit, same toolchain,
+//! same counts. `cargo bench -p benches --bench icount` prints them; `benches/gate` compares
+//! them with `benches/baseline.json`; PERFORMANCE.md says what each one guards.
+//!
+//! Groups:
+//! - `oap1`: `Frame::encode`, whole-buffer `Frame::decode` and the incremental `FrameDecoder`
+//!   at 64 B, 4 KiB, 64 KiB payloads and the largest legal frame (1 MiB);
+//! - `routing`: 10,000 inserts into a `RoutingTable`, and 64 closest-20 queries on the table
+//!   they make;
+//! - `lookup`: one full `find_node` at 1,000 nodes, over `overlay::testnet::TestNet` (whose
+//!   per-event invariant checks dominate the count) and over a bare driver of the same shape
+//!   (the DHT's own work);
+//! - `objects`: verifying one MiB of an object against its BLAKE3 id (`store::decode_slice`
+//!   over the bao slice of its whole range);
+//! - `caps`: verifying a capability token with three caveats.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// `library_benchmark_group!` and `main!` generate undocumented items.
+#![allow(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::io::{Cursor, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gungraun::{Dhat, LibraryBenchmarkConfig, library_benchmark, library_benchmark_group, main};
+use node::caps::{Caveat, Intent, Token};
+use node::store::{Hash, decode_slice};
+use overlay::testnet::{TestNet, TestPeer};
+use overlay::{Config, Dht, Event, Instant, Key, QueryId, Request, Response, RoutingTable, RpcId};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use wire::{Frame, FrameDecoder, HEADER_LEN, Limits, MAX_FRAME, Status};
+
+/// Master seed: every RNG below derives from it, so inputs are the same on every run.
+const SEED: u64 = 0x1c0_0e7;
+
+/// The incremental decoder's read size: the streaming chunk, as a transport feeds it.
+const READ_LEN: usize = 64 * 1024;
+
+/// The largest payload a frame can carry (frame cap minus the header).
+const PAYLOAD_MAX: usize = MAX_FRAME as usize - HEADER_LEN;
+
+// ---------------------------------------------------------------------------------------
+// oap1: the codec
+// ---------------------------------------------------------------------------------------
+
+/// A response frame with a non-trivial header and `len` patterned payload bytes (the same
+/// frame the criterion bench `oap1` uses).
+fn frame_with_payload(len: usize) -> Frame {
+    let payload: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+    let mut f = Frame::response(Status::Ok, 2, 0x0123_4567_89ab_cdef, Bytes::from(payload));
+    f.tenant_id = 0xfeed_beef;
+    f
+}
+
+/// The frame and an output buffer with room for it.
+fn setup_encode(len: usize) -> (Frame, Vec<u8>) {
+    let frame = frame_with_payload(len);
+    let out = Vec::with_capacity(frame.to_bytes().len());
+    (frame, out)
+}
+
+/// The frame's encoding, already in the shared (reference-counted) form a transport's
+/// `BytesMut::freeze` hands out: `to_bytes` returns a `Vec`-backed `Bytes` whose first clone
+/// allocates the shared header, and that one-time cost is not the codec's.
+fn setup_decode(len: usize) -> Bytes {
+    let encoded = frame_with_payload(len).to_bytes();
+    drop(black_box(encoded.clone()));
+    encoded
+}
+
+/// The frame's encoding and a decoder that has already taken and handed out one frame, so
+/// its buffer is allocated as it is on a long-lived stream.
+fn setup_incremental(len: usize) -> (Bytes, FrameDecoder) {
+    let encoded = frame_with_payload(len).to_bytes();
+    let mut dec = FrameDecoder::new(Limits::default());
+    feed_all(&mut dec, &encoded);
+    match dec.next_frame() {
+        Ok(Some(_)) => {}
+        other => panic!("warm-up decode: {other:?}"),
+    }
+    (encoded, dec)
+}
+
+fn feed_all(dec: &mut FrameDecoder, bytes: &[u8]) {
+    for piece in bytes.chunks(READ_LEN) {
+        let took = dec.feed(piece);
+        assert_eq!(took, piece.len(), "the decoder refused bytes");
+    }
+}
+
+#[library_benchmark]
+#[bench::p64b(setup = setup_encode, args = (64))]
+#[bench::p4kib(setup = setup_encode, args = (4 * 1024))]
+#[bench::p64kib(setup = setup_encode, args = (64 * 1024))]
+#[bench::p1mib_frame(setup = setup_encode, args = (PAYLOAD_MAX))]
+fn encode(input: (Frame, Vec<u8>)) -> (Frame, Vec<u8>) {
+    let (frame, mut out) = input;
+    black_box(&frame).encode(&mut out);
+    black_box((frame, out))
+}
+
+#[library_benchmark]
+#[bench::p64b(setup = setup_decode, args = (64))]
+#[bench::p4kib(setup = setup_decode, args = (4 * 1024))]
+#[bench::p64kib(setup = setup_decode, args = (64 * 1024))]
+#[bench::p1mib_frame(setup = setup_decode, args = (PAYLOAD_MAX))]
+fn decode(encoded: Bytes) -> (Frame, Bytes) {
+    let frame = Frame::decode(black_box(encoded.clone()), &Limits::default())
+        .unwrap_or_else(|e| panic!("decode: {e}"));
+    black_box((frame, encoded))
+}
+
+#[library_benchmark]
+#[bench::p64b(setup = setup_incremental, args = (64))]
+#[bench::p4kib(setup = setup_incremental, args = (4 * 1024))]
+#[bench::p64kib(setup = setup_incremental, args = (64 * 1024))]
+#[bench::p1mib_frame(setup = setup_incremental, args = (PAYLOAD_MAX))]
+fn decode_incremental(input: (Bytes, FrameDecoder)) -> (Frame, Bytes, FrameDecoder) {
+    let (encoded, mut dec) = input;
+    feed_all(&mut dec, black_box(&encoded));
+    let frame = match dec.next_frame() {
+        Ok(Some(f)) => f,
+        other => panic!("incremental decode: {other:?}"),
+    };
+    black_box((frame, encoded, dec))
+}
+
+library_benchmark_group!(
+    name = oap1;
+    benchmarks = encode, decode, decode_incremental
+);
+
+// ---------------------------------------------------------------------------------------
+// routing: the k-bucket table
+// ---------------------------------------------------------------------------------------
+
+/// Contacts in the routing benchmarks' table.
+const TABLE_ENTRIES: usize = 10_000;
+/// Bucket size of that table. A k = 20 table holds at most 256 × 20 = 5,120 contacts (and a
+/// node in a 10k network about 200), so "a table of 10,000 entries" needs bigger buckets:
+/// 200 full buckets of 50. Bucket scans are then 2.5× longer than in production, which only
+/// makes the benchmark more sensitive.
+const TABLE_K: usize = 50;
+/// Closest-k queries per measured run, each for a different seeded random target.
+const CLOSEST_QUERIES: usize = 64;
+
+type Table = RoutingTable<TestPeer>;
+
+fn empty_table(rng: &mut ChaCha8Rng) -> Table {
+    let local = Key::random(rng);
+    RoutingTable::new(local, TABLE_K, TABLE_K, 2, None, Instant::ZERO)
+}
+
+/// An empty table and 10,000 peers that exactly fill its 200 farthest buckets, in a seeded
+/// random order.
+fn setup_insert() -> (Table, Vec<TestPeer>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED ^ 0x0001);
+    let table = empty_table(&mut rng);
+    let local = table.local_key();
+    let buckets = TABLE_ENTRIES / TABLE_K;
+    let mut peers: Vec<TestPeer> = (256 - buckets..256)
+        .flat_map(|b| std::iter::repeat_n(b, TABLE_K))
+        .enumerate()
+        .map(|(idx, b)| TestPeer {
+            key: local.random_in_bucket(b, &mut rng),
+            idx: idx as u32,
+        })
+        .collect();
+    peers.shuffle(&mut rng);
+    (table, peers)
+}
+
+/// The table those 10,000 inserts make, and the query targets. The table is filled straight
+/// from the RNG, without a list of peers, so that setup's own heap peak stays below the
+/// benchmark's (DHAT's peak is the process's).
+fn setup_closest() -> (Table, Vec<Key>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED ^ 0x0001);
+    let mut table = empty_table(&mut rng);
+    let local = table.local_key();
+    let buckets = TABLE_ENTRIES / TABLE_K;
+    for (idx, b) in (256 - buckets..256)
+        .flat_map(|b| std::iter::repeat_n(b, TABLE_K))
+        .enumerate()
+    {
+        let peer = TestPeer {
+            key: local.random_in_bucket(b, &mut rng),
+            idx: idx as u32,
+        };
+        table.on_seen(Instant::ZERO + Duration::from_millis(idx as u64), peer);
+    }
+    assert_eq!(table.len(), TABLE_ENTRIES);
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED ^ 0x0002);
+    let targets = (0..CLOSEST_QUERIES)
+        .map(|_| Key::random(&mut rng))
+        .collect();
+    (table, targets)
+}
+
+#[library_benchmark]
+#[bench::entries_10k(setup = setup_insert)]
+fn insert(input: (Table, Vec<TestPeer>)) -> Table {
+    let (mut table, peers) = input;
+    for (i, p) in peers.into_iter().enumerate() {
+        let now = Instant::ZERO + Duration::from_millis(i as u64);
+        black_box(table.on_seen(now, black_box(p)));
+    }
+    assert_eq!(table.len(), TABLE_ENTRIES);
+    table
+}
+
+#[library_benchmark]
+#[bench::k20_x64_entries_10k(setup = setup_closest)]
+fn closest(input: (Table, Vec<Key>)) -> (Table, Vec<Vec<TestPeer>>) {
+    let (table, targets) = input;
+    let found: Vec<Vec<TestPeer>> = targets
+        .iter()
+        .map(|t| table.closest(black_box(t), 20))
+        .collect();
+    assert!(found.iter().all(|f| f.len() == 20));
+    black_box((table, found))
+}
+
+library_benchmark_group!(
+    name = routing;
+    benchmarks = insert, closest
+);
+
+// ---------------------------------------------------------------------------------------
+// lookup: the whole iterative walk, on the in-memory network
+// ---------------------------------------------------------------------------------------
+
+/// Nodes in the lookup benchmark's network.
+const LOOKUP_NODES: usize = 1_000;
+
+/// 1,000 nodes with ideal routing tables (k = 20, α = 3, 10 ms links), quiet, and a target.
+fn setup_lookup() -> (TestNet, Key) {
+    let mut net = TestNet::new(
+        LOOKUP_NODES,
+        Config::default(),
+        Duration::from_millis(10),
+        SEED ^ 0x0003,
+    );
+    net.ideal_tables();
+    // Nothing is due yet (liveness pings start after 60 s), but drain anything that is.
+    net.run_for(Duration::from_secs(1), 1_000_000);
+    let target = net.random_key();
+    (net, target)
+}
+
+#[library_benchmark]
+#[bench::nodes_1000(setup = setup_lookup)]
+fn find_node(input: (TestNet, Key)) -> (TestNet, QueryId) {
+    let (mut net, target) = input;
+    let id = net
+        .command(0, |d, now| d.find_node(now, black_box(target)))
+        .unwrap_or_else(|e| panic!("find_node: {e:?}"));
+    // The walk takes a few hundred virtual milliseconds; 10 s leaves every timer but the
+    // lookup's own untouched (liveness pings start at 60 s).
+    let delivered = net.run_for(Duration::from_secs(10), 1_000_000);
+    assert!(delivered < 1_000_000, "the lookup did not settle");
+    assert!(net.finished(0, id).is_some(), "the lookup did not finish");
+    black_box((net, id))
+}
+
+/// A bare driver for the same walk: `TestNet` checks every node's invariants after every
+/// event, which is right for tests but is 86% of the instructions of `find_node` above, so a
+/// 10% regression in the protocol itself would move that count by little more than 1%. This
+/// driver delivers the same events in the same order (one queue keyed by time and sequence,
+/// fixed latency, timers re-armed after every input) and checks nothing, so its count is the
+/// DHT's own work.
+struct BareNet {
+    nodes: Vec<Dht<TestPeer>>,
+    armed: Vec<Option<Instant>>,
+    queue: BTreeMap<(Instant, u64), BareEv>,
+    seq: u64,
+    now: Instant,
+    latency: Duration,
+    finished: Vec<QueryId>,
+}
+
+enum BareEv {
+    Request {
+        from: TestPeer,
+        to: u32,
+        rpc: RpcId,
+        request: Request,
+    },
+    Response {
+        to: u32,
+        rpc: RpcId,
+        response: Response<TestPeer>,
+    },
+    Timer {
+        node: u32,
+    },
+}
+
+impl BareNet {
+    /// `n` nodes with seeded keys and ideal tables: each bucket holds up to k nodes drawn at
+    /// random from its part of the key space (what `TestNet::ideal_tables` does).
+    fn ideal(n: usize, config: &Config, latency: Duration, seed: u64) -> BareNet {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let peers: Vec<TestPeer> = (0..n as u32)
+            .map(|idx| TestPeer {
+                key: Key::random(&mut rng),
+                idx,
+            })
+            .collect();
+        let nodes = peers
+            .iter()
+            .map(|p| Dht::new(Instant::ZERO, *p, config.clone(), rng.r#gen()))
+            .collect();
+        let mut net = BareNet {
+            nodes,
+            armed: vec![None; n],
+            queue: BTreeMap::new(),
+            seq: 0,
+            now: Instant::ZERO,
+            latency,
+            finished: Vec::new(),
+        };
+        for (i, me) in peers.iter().map(|p| p.key).enumerate() {
+            let mut by_bucket: BTreeMap<usize, Vec<TestPeer>> = BTreeMap::new();
+            for p in &peers {
+                if let Some(b) = me.bucket_of(&p.key) {
+                    by_bucket.entry(b).or_default().push(*p);
+                }
+            }
+            for (_, mut members) in by_bucket {
+                let take = members.len().min(config.k);
+                for j in 0..take {
+                    let r = rng.gen_range(j..members.len());
+                    members.swap(j, r);
+                }
+                for p in members.into_iter().take(take) {
+                    net.nodes[i].insert_peer(Instant::ZERO, p);
+                }
+            }
+            net.nodes[i].assume_joined();
+            net.after_input(i as u32);
+        }
+        net
+    }
+
+    fn push(&mut self, at: Instant, ev: BareEv) {
+        self.queue.insert((at, self.seq), ev);
+        self.seq += 1;
+    }
+
+    fn after_input(&mut self, i: u32) {
+        let idx = i as usize;
+        while let Some(t) = self.nodes[idx].poll_transmit() {
+            let from = *self.nodes[idx].local();
+            let ev = BareEv::Request {
+                from,
+                to: t.to.idx,
+                rpc: t.rpc,
+                request: t.request,
+            };
+            self.push(self.now + self.latency, ev);
+        }
+        while let Some(ev) = self.nodes[idx].poll_event() {
+            if let Event::QueryFinished { id, .. } = ev {
+                if idx == 0 {
+                    self.finished.push(id);
+                }
+            }
+        }
+        let next = self.nodes[idx].poll_timeout().map(|t| t.max(self.now));
+        if next != self.armed[idx] {
+            self.armed[idx] = next;
+            if let Some(t) = next {
+                self.push(t, BareEv::Timer { node: i });
+            }
+        }
+    }
+
+    /// Delivers events until none is due before `now + span`.
+    fn run_for(&mut self, span: Duration) {
+        let until = self.now + span;
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > until {
+                break;
+            }
+            let ((at, _), ev) = entry.remove_entry();
+            self.now = at;
+            match ev {
+                BareEv::Request {
+                    from,
+                    to,
+                    rpc,
+                    request,
+                } => {
+                    let response = self.nodes[to as usize].handle_request(at, from, request);
+                    self.after_input(to);
+                    let ev = BareEv::Response {
+                        to: from.idx,
+                        rpc,
+                        response,
+                    };
+                    self.push(at + self.latency, ev);
+                }
+                BareEv::Response { to, rpc, response } => {
+                    self.nodes[to as usize].handle_response(at, rpc, response);
+                    self.after_input(to);
+                }
+                BareEv::Timer { node } => {
+                    if self.armed[node as usize] == Some(at) {
+                        self.armed[node as usize] = None;
+                        self.nodes[node as usize].handle_timeout(at);
+                        self.after_input(node);
+                    }
+                }
+            }
+        }
+        self.now = self.now.max(until);
+    }
+}
+
+/// The bare network (same size, config and latency as `setup_lookup`), quiet, and a target.
+fn setup_bare_lookup() -> (BareNet, Key) {
+    let mut net = BareNet::ideal(
+        LOOKUP_NODES,
+        &Config::default(),
+        Duration::from_millis(10),
+        SEED ^ 0x0004,
+    );
+    net.run_for(Duration::from_secs(1));
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED ^ 0x0005);
+    (net, Key::random(&mut rng))
+}
+
+#[library_benchmark]
+#[bench::nodes_1000(setup = setup_bare_lookup)]
+fn find_node_bare(input: (BareNet, Key)) -> BareNet {
+    let (mut net, target) = input;
+    let now = net.now;
+    let id = net.nodes[0]
+        .find_node(now, black_box(target))
+        .unwrap_or_else(|e| panic!("find_node: {e:?}"));
+    net.after_input(0);
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(net.finished, [id], "the lookup did not finish");
+    net
+}
+
+library_benchmark_group!(
+    name = lookup;
+    benchmarks = find_node, find_node_bare
+);
+
+// ---------------------------------------------------------------------------------------
+// objects: verification against the BLAKE3 tree
+// ---------------------------------------------------------------------------------------
+
+/// Bytes verified per run.
+const OBJECT_LEN: u64 = 1 << 20;
+
+/// The bao encoding of a whole 1 MiB object (the slice of its full range, what a peer sends),
+/// and its id. Streamed in 64 KiB pieces into a buffer of the final size, so that setup's
+/// heap peak (about 1.06 MiB) stays below the benchmark's (that plus the 1 MiB it returns).
+fn setup_verify() -> (Vec<u8>, Hash) {
+    let mut encoded = Vec::with_capacity(bao::encode::encoded_size(OBJECT_LEN) as usize);
+    let mut encoder = bao::encode::Encoder::new(Cursor::new(&mut encoded));
+    let mut piece = vec![0u8; READ_LEN];
+    for start in (0..OBJECT_LEN as usize).step_by(READ_LEN) {
+        for (j, b) in piece.iter_mut().enumerate() {
+            *b = ((start + j) * 131 + 17) as u8;
+        }
+        encoder
+            .write_all(&piece)
+            .unwrap_or_else(|e| panic!("encode: {e}"));
+    }
+    let hash = encoder.finalize().unwrap_or_else(|e| panic!("encode: {e}"));
+    (encoded, *hash.as_bytes())
+}
+
+#[library_benchmark]
+#[bench::mib_1(setup = setup_verify)]
+fn verify_object(input: (Vec<u8>, Hash)) -> (Vec<u8>, Vec<u8>) {
+    let (encoded, hash) = input;
+    let bytes = decode_slice(black_box(&encoded), &hash, 0, OBJECT_LEN)
+        .unwrap_or_else(|e| panic!("verify: {e}"));
+    assert_eq!(bytes.len() as u64, OBJECT_LEN);
+    black_box((encoded, bytes))
+}
+
+library_benchmark_group!(
+    name = objects;
+    benchmarks = verify_object
+);
+
+// ---------------------------------------------------------------------------------------
+// caps: capability tokens
+// ---------------------------------------------------------------------------------------
+
+/// A gateway's root key, a token minted under it with the three caveat kinds, and a PUT
+/// that the token allows.
+fn setup_token() -> ([u8; 32], Token, Intent<'static>) {
+    let root = [0x5a; 32];
+    let token = Token::mint(
+        &root,
+        [0x11; 16],
+        vec![
+            Caveat::ExpiresAt(2_000_000_000),
+            Caveat::Methods(vec!["PUT".into(), "POST".into()]),
+            Caveat::MaxBytes(1 << 30),
+        ],
+    );
+    let intent = Intent {
+        method: "PUT",
+        size: Some(4096),
+        now_unix: 1_800_000_000,
+    };
+    (root, token, intent)
+}
+
+#[library_benchmark]
+#[bench::caveats_3(setup = setup_token)]
+fn verify_token(input: ([u8; 32], Token, Intent<'static>)) -> (Token, Option<u64>) {
+    let (root, token, intent) = input;
+    let limit = black_box(&token)
+        .verify(&root, black_box(&intent))
+        .unwrap_or_else(|e| panic!("verify: {e}"));
+    black_box((token, limit))
+}
+
+library_benchmark_group!(
+    name = caps;
+    benchmarks = verify_token
+);
+
+main!(
+    config = LibraryBenchmarkConfig::default().tool(Dhat::default());
+    library_benchmark_groups = oap1, routing, lookup, objects, caps
+);
