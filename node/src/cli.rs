@@ -124,7 +124,12 @@ pub fn put(args: &PutArgs) -> anyhow::Result<()> {
         hasher: blake3::Hasher::new(),
     };
     let url = format!("{}/o", args.gateway.trim_end_matches('/'));
-    let mut req = agent().put(&url).header("Content-Length", len.to_string());
+    // 100-continue: the gateway refuses (401, 403, 413) before we send a byte of the body,
+    // so a refusal is reported as itself, not as a broken pipe halfway through the upload.
+    let mut req = agent()
+        .put(&url)
+        .header("Content-Length", len.to_string())
+        .header("Expect", "100-continue");
     if let Some(t) = &args.token {
         req = req.header("Authorization", format!("Bearer {t}"));
     }

@@ -273,10 +273,11 @@ impl Objects {
     }
 
     /// Makes sure `peer` holds our copy of `hash`: HAS, then a PUT of the bytes if missing,
-    /// each chunk re-verified as it is read from the store.
-    pub async fn push(&self, peer: &NetPeer, hash: Hash, size: u64) -> Result<(), FetchError> {
+    /// each chunk re-verified as it is read from the store. `Ok(true)` when bytes moved,
+    /// `Ok(false)` when the peer already had it.
+    pub async fn push(&self, peer: &NetPeer, hash: Hash, size: u64) -> Result<bool, FetchError> {
         if self.has(peer, hash).await? == Some(size) {
-            return Ok(());
+            return Ok(false);
         }
         let t = &self.transport;
         let mut ex = t
@@ -316,7 +317,7 @@ impl Objects {
                     })
                 })??;
         match (status, message::decode::<ObjectResponse>(&reply)) {
-            (Status::Ok, Ok(ObjectResponse::Stored)) => Ok(()),
+            (Status::Ok, Ok(ObjectResponse::Stored)) => Ok(true),
             (s, _) => Err(FetchError::Status(s)),
         }
     }

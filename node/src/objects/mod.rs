@@ -39,6 +39,8 @@ pub struct ObjectLimits {
     pub io_timeout: Duration,
     /// How long a GET may search for holders (5 s).
     pub search_timeout: Duration,
+    /// How long one holder may take to answer HAS during a search (1.5 s).
+    pub probe_timeout: Duration,
 }
 
 impl Default for ObjectLimits {
@@ -49,6 +51,7 @@ impl Default for ObjectLimits {
             w: 2,
             io_timeout: Duration::from_secs(10),
             search_timeout: Duration::from_secs(5),
+            probe_timeout: Duration::from_millis(1500),
         }
     }
 }
@@ -214,47 +217,66 @@ impl Objects {
     /// Finds other nodes that hold `hash`: providers and the closest nodes, asked HAS in
     /// turn, within the search timeout.
     pub async fn find_holders(&self, hash: Hash) -> Result<Located, LocateError> {
-        let search = async {
-            let key = Key(hash);
-            let mut candidates: Vec<NetPeer> = Vec::new();
-            if let Ok(out) = self.dht.get_providers(key, 3).await {
-                if let QueryResult::GetProviders { providers, closest } = out.result {
-                    candidates.extend(providers);
-                    candidates.extend(closest.into_iter().take(self.limits.rf * 2));
-                }
+        let deadline = tokio::time::Instant::now() + self.limits.search_timeout;
+        let key = Key(hash);
+        let mut candidates: Vec<NetPeer> = Vec::new();
+        let mut providers = 0;
+        let lookup =
+            tokio::time::timeout_at(deadline, self.dht.get_providers(key, self.limits.rf)).await;
+        if let Ok(Ok(out)) = lookup {
+            if let QueryResult::GetProviders {
+                providers: p,
+                closest,
+            } = out.result
+            {
+                providers = p.len();
+                candidates.extend(p);
+                candidates.extend(closest.into_iter().take(self.limits.rf * 2));
             }
-            let me = self.dht.local().id;
-            candidates.retain(|p| p.id != me);
-            let mut seen = std::collections::BTreeSet::new();
-            candidates.retain(|p| seen.insert(p.id));
-            let mut holders = Vec::new();
-            let mut size = None;
-            let mut answered = false;
-            for c in candidates {
-                match self.has(&c, hash).await {
-                    Ok(Some(s)) => {
-                        answered = true;
-                        size.get_or_insert(s);
-                        if Some(s) == size {
-                            holders.push(c);
-                        }
-                    }
-                    Ok(None) => answered = true,
-                    Err(_) => {}
-                }
-                if holders.len() >= self.limits.rf {
+        }
+        let me = self.dht.local().id;
+        candidates.retain(|p| p.id != me);
+        let mut seen = std::collections::BTreeSet::new();
+        candidates.retain(|p| seen.insert(p.id));
+        // Ask every candidate at once, each bounded by the probe timeout: a dead holder (its
+        // provider record outlives it) costs one probe timeout, not the whole search.
+        let mut probes = JoinSet::new();
+        for c in candidates {
+            let objects = self.clone();
+            let t = self.limits.probe_timeout;
+            probes.spawn(async move {
+                let answer = tokio::time::timeout(t, objects.has(&c, hash)).await;
+                (c, answer.ok().and_then(Result::ok))
+            });
+        }
+        let mut holders = Vec::new();
+        let mut size = None;
+        let mut silent = 0;
+        while holders.len() < self.limits.rf {
+            let next = match tokio::time::timeout_at(deadline, probes.join_next()).await {
+                Ok(Some(Ok(n))) => n,
+                Ok(Some(Err(_))) => continue,
+                Ok(None) => break,
+                Err(_) => {
+                    silent += probes.len();
                     break;
                 }
+            };
+            match next {
+                (c, Some(Some(s))) if size.is_none() || size == Some(s) => {
+                    size = Some(s);
+                    holders.push(c); // fastest first: the order fetches try them in
+                }
+                (_, Some(_)) => {}
+                (_, None) => silent += 1,
             }
-            (size, holders, answered)
-        };
-        match tokio::time::timeout(self.limits.search_timeout, search).await {
-            Ok((Some(size), holders, _)) if !holders.is_empty() => {
-                Ok(Located::Remote { size, holders })
-            }
-            Ok((_, _, true)) => Err(LocateError::NotFound),
-            Ok((_, _, false)) => Err(LocateError::NotFound),
-            Err(_) => Err(LocateError::Timeout),
+        }
+        probes.abort_all();
+        match size {
+            Some(size) => Ok(Located::Remote { size, holders }),
+            // Records say someone holds it, but nobody who could answer did: try again later.
+            None if providers > 0 && silent > 0 => Err(LocateError::Timeout),
+            None => Err(LocateError::NotFound),
         }
     }
 
@@ -323,9 +345,16 @@ impl Objects {
                 PlanEvent::Transfer { id, key, size, to } => {
                     let objects = self.clone();
                     tokio::spawn(async move {
-                        let ok = objects.push(&to, key.0, size).await.is_ok();
-                        metrics::counter!("repair_transfers_total", "ok" => if ok { "true" } else { "false" }).increment(1);
-                        if ok {
+                        let pushed = objects.push(&to, key.0, size).await;
+                        let label = match &pushed {
+                            Ok(true) => "copied",
+                            Ok(false) => "already_held",
+                            Err(_) => "failed",
+                        };
+                        metrics::counter!("repair_transfers_total", "outcome" => label)
+                            .increment(1);
+                        // Only bytes that moved count as repair traffic.
+                        if let Ok(true) = pushed {
                             metrics::counter!("repair_bytes_total").increment(size);
                             objects
                                 .stats
@@ -336,7 +365,7 @@ impl Objects {
                                 .repair_bytes
                                 .fetch_add(size, Ordering::Relaxed);
                         }
-                        let _ = objects.dht.transfer_done(id, ok).await;
+                        let _ = objects.dht.transfer_done(id, pushed.is_ok()).await;
                     });
                 }
                 PlanEvent::Release { key } => {
