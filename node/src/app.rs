@@ -114,20 +114,16 @@ impl InboundHandler for NodeHandler {
     }
 
     fn handle(&self, exchange: InboundExchange) -> HandlerFuture {
-        let wired = self.services.get().cloned();
-        Box::pin(async move {
-            match (exchange.app_proto_id(), wired) {
-                (APP_PROTO_DHT, Some((dht, transport, _))) => {
-                    dht::serve_dht(exchange, dht, transport).await
-                }
-                (APP_PROTO_OBJECT, Some((_, _, objects))) => serve_object(exchange, objects).await,
-                _ => {
-                    exchange
-                        .respond(Status::Unavailable, bytes::Bytes::new())
-                        .await
-                }
+        // Each arm boxes its own future: one `async` block over all arms would be as large
+        // as the object transfer's and be moved on every DHT request (18% of a DHT round
+        // trip's instructions, measured with callgrind).
+        match (exchange.app_proto_id(), self.services.get().cloned()) {
+            (APP_PROTO_DHT, Some((dht, transport, _))) => {
+                Box::pin(dht::serve_dht(exchange, dht, transport))
             }
-        })
+            (APP_PROTO_OBJECT, Some((_, _, objects))) => Box::pin(serve_object(exchange, objects)),
+            _ => Box::pin(exchange.respond(Status::Unavailable, bytes::Bytes::new())),
+        }
     }
 }
 
