@@ -1,0 +1,36 @@
+//! A harness for testing macronode as operators run it: real `macronode` processes on
+//! loopback, each with its own temporary data directory, free ports and a log file.
+//!
+//! The in-process transport tests (`node/tests/transport.rs`) and the sans-IO tests of
+//! `overlay` cover the protocol logic; what only separate processes can show lives here:
+//! joining through a bootstrap peer, a node killed without warning, a restart with the same
+//! key, the CLI and its config layers, signals and exit codes. Invariants of the harness:
+//! every wait has a timeout and says what it waited for; every process it starts is
+//! SIGKILLed when its handle drops, so a failing test leaves nothing running; a failing test
+//! prints the logs of the nodes it started.
+//!
+//! Layout:
+//! - [`binary`]: finding (and if needed building) the `macronode` binary.
+//! - [`ports`]: free loopback ports, never handed out twice by one test process.
+//! - [`http`]: a tiny blocking HTTP/1.1 GET client.
+//! - [`process`]: [`ChildProc`], any child process with logs and kill-on-drop.
+//! - [`node`]: [`NodeProcess`], one `macronode run` with its data directory and helpers.
+//! - [`mesh`]: [`Mesh`], N nodes joined through node 0; the true k closest of a key.
+//! - [`wait`]: polling with a deadline.
+//! - [`error`]: the one error type, [`HarnessError`].
+
+pub mod binary;
+pub mod error;
+pub mod http;
+pub mod mesh;
+pub mod node;
+pub mod ports;
+pub mod process;
+pub mod wait;
+
+pub use error::HarnessError;
+pub use http::HttpResponse;
+pub use mesh::{Mesh, expected_closest};
+pub use node::{NodeProcess, NodeSpec};
+pub use process::ChildProc;
+pub use wait::{poll_until, poll_until_ok};

@@ -1,0 +1,184 @@
+//! The `macronode` command as an operator uses it: `devnet` starting and stopping a local
+//! mesh, the precedence of flags over `MACRONODE_*` environment over the `--config` file,
+//! and a graceful exit on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use testing::node::macronode_command;
+use testing::ports::{self, Proto};
+use testing::{ChildProc, Mesh, NodeProcess, NodeSpec, poll_until, poll_until_ok};
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn http_refused(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
+}
+
+#[test]
+fn devnet_starts_ready_nodes_and_sigterm_stops_them_all() {
+    let n = 5u16;
+    let dir = tempfile::tempdir().unwrap();
+    let quic = ports::free_range(n, Proto::Udp).unwrap();
+    let http = ports::free_range(n, Proto::Tcp).unwrap();
+    println!(
+        "devnet quic ports {quic}.., http ports {http}.., dir {}",
+        dir.path().display()
+    );
+    let mut cmd = macronode_command().unwrap();
+    cmd.arg("devnet")
+        .args(["--nodes", &n.to_string()])
+        .arg("--dir")
+        .arg(dir.path().join("nodes"))
+        .args(["--quic-port", &quic.to_string()])
+        .args(["--http-port", &http.to_string()]);
+    let started = Instant::now();
+    let mut devnet = ChildProc::spawn("devnet", cmd, dir.path()).unwrap();
+
+    let urls: Vec<String> = poll_until_ok(
+        "devnet to print its nodes' URLs",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            devnet.check_running()?;
+            let out = devnet.stdout();
+            let urls: Vec<String> = out
+                .lines()
+                .filter(|l| l.trim_start().starts_with("node "))
+                .filter_map(|l| l.split_once("http://").map(|(_, u)| u.trim().to_string()))
+                .collect();
+            Ok((urls.len() == usize::from(n)).then_some(urls))
+        },
+    )
+    .unwrap();
+    let addrs: Vec<SocketAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
+    assert_eq!(addrs, (0..n).map(|i| local(http + i)).collect::<Vec<_>>());
+    for addr in &addrs {
+        let r = testing::http::get(*addr, "/readyz", Duration::from_secs(5)).unwrap();
+        assert_eq!(r.status, 200, "{addr}: {}", r.body);
+    }
+    println!("devnet of {n} ready in {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let children = devnet.children();
+    assert_eq!(children.len(), usize::from(n), "{children:?}");
+
+    devnet.sigterm().unwrap();
+    let status = devnet.wait_exit(Duration::from_secs(15)).unwrap();
+    assert!(status.success(), "{status}");
+    for pid in children {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "node process {pid} outlived the devnet"
+        );
+    }
+    for i in 0..n {
+        assert!(
+            http_refused(local(http + i)),
+            "HTTP port {} still open",
+            http + i
+        );
+        assert!(
+            UdpSocket::bind(local(quic + i)).is_ok(),
+            "QUIC port {} still bound",
+            quic + i
+        );
+    }
+}
+
+/// Starts a lone node whose HTTP address comes from the layers given, and returns it with
+/// the address it must be on.
+fn node_with_layers(
+    name: &str,
+    file: bool,
+    env: bool,
+    flag: bool,
+) -> (NodeProcess, SocketAddr, Vec<SocketAddr>) {
+    let file_addr = ports::free_addr(Proto::Tcp).unwrap();
+    let env_addr = ports::free_addr(Proto::Tcp).unwrap();
+    let mut spec = NodeSpec::new(name);
+    let mut unused = Vec::new();
+    if file {
+        spec.config_toml = Some(format!("http = \"{file_addr}\"\nk = 16\n"));
+    }
+    if env {
+        spec.env
+            .push(("MACRONODE_HTTP".into(), env_addr.to_string()));
+    }
+    let expect = if flag {
+        None
+    } else if env {
+        Some(env_addr)
+    } else {
+        Some(file_addr)
+    };
+    spec.http_elsewhere = expect;
+    for (set, addr) in [(file, file_addr), (env, env_addr)] {
+        if set && Some(addr) != expect {
+            unused.push(addr);
+        }
+    }
+    let node = NodeProcess::start(spec).unwrap();
+    let at = node.http();
+    (node, at, unused)
+}
+
+#[test]
+fn flags_override_environment_which_overrides_the_config_file() {
+    let mut cases = vec![
+        node_with_layers("all-layers", true, true, true),
+        node_with_layers("file-and-env", true, true, false),
+        node_with_layers("file-only", true, false, false),
+    ];
+    for (node, at, unused) in &mut cases {
+        node.wait_healthy(Duration::from_secs(10)).unwrap();
+        let status = node.status().unwrap();
+        assert_eq!(status["http"], at.to_string(), "{}", node.name());
+        for addr in unused {
+            assert!(http_refused(*addr), "{}: {addr} answers", node.name());
+        }
+    }
+    // A bad value names its field and the node refuses to start (exit code non-zero).
+    let mut spec = NodeSpec::new("bad-file");
+    spec.config_toml = Some("htp = \"127.0.0.1:1\"\n".into());
+    let mut bad = NodeProcess::start(spec).unwrap();
+    let status = bad.process().wait_exit(Duration::from_secs(10)).unwrap();
+    assert!(!status.success());
+    assert!(bad.log().contains("htp"), "{}", bad.log());
+}
+
+#[test]
+fn sigterm_shuts_a_node_down_gracefully() {
+    let mut mesh = Mesh::start(2, |_, _| {}).unwrap();
+    mesh.wait_ready(Duration::from_secs(20)).unwrap();
+    assert_eq!(mesh.nodes[0].status().unwrap()["peers"], 1);
+
+    let node = &mut mesh.nodes[1];
+    node.sigterm().unwrap();
+    let asked = Instant::now();
+    let status = node.process().wait_exit(Duration::from_secs(10)).unwrap();
+    let took = asked.elapsed();
+    println!("SIGTERM to exit: {took:?}, {status}");
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let log = node.log();
+    assert!(
+        log.contains("shutting down") && log.contains("transport closed"),
+        "{log}"
+    );
+    assert!(http_refused(node.http()));
+    assert!(UdpSocket::bind(node.quic()).is_ok());
+
+    // The peer was told (QUIC CONNECTION_CLOSE), not left to time out.
+    poll_until(
+        "node-0 to see the connection closed",
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        || (mesh.nodes[0].status().unwrap()["peers"] == 0).then_some(()),
+    )
+    .unwrap();
+    assert_eq!(mesh.nodes[0].get("/healthz").unwrap().status, 200);
+}
