@@ -334,6 +334,15 @@ impl<P: Peer> Dht<P> {
         self.peer_seen(now, peer);
     }
 
+    /// Removes a peer the driver knows is gone (it closed its connection on shutdown),
+    /// promoting a replacement, instead of waiting for failed probes to evict it.
+    pub fn remove_peer(&mut self, now: Instant, key: &Key) {
+        self.advance_clock(now);
+        if let Some(ev) = self.table.remove(key) {
+            self.on_evicted(ev);
+        }
+    }
+
     /// Declares the node joined without a self-lookup (simnet's ideal tables).
     pub fn assume_joined(&mut self) {
         self.joined = true;

@@ -187,3 +187,29 @@ fn a_killed_node_is_evicted_and_rejoins_with_the_same_id() {
     );
     assert_eq!(got.closest, expected_closest(&key, &ids, &ids[0], K));
 }
+
+#[test]
+fn a_node_that_shuts_down_leaves_the_others_tables_at_once() {
+    // Default liveness (60 s): only the goodbye on shutdown can explain a prompt removal.
+    let mut mesh = Mesh::start(3, |_, _| {}).unwrap();
+    mesh.wait_ready(Duration::from_secs(20)).unwrap();
+    let ids = mesh.ids().unwrap();
+    mesh.wait_tables_hold(&[0, 1, 2], &ids, Duration::from_secs(10))
+        .unwrap();
+    let x_id = ids[2];
+    mesh.nodes[2].sigterm().unwrap();
+    let stopped = Instant::now();
+    poll_until(
+        "the stopped node to leave the other tables",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || {
+            [0usize, 1]
+                .iter()
+                .all(|&i| !mesh.nodes[i].routing_ids().unwrap().contains(&x_id))
+                .then_some(())
+        },
+    )
+    .unwrap();
+    println!("removed everywhere {:?} after SIGTERM", stopped.elapsed());
+}

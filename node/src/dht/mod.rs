@@ -466,6 +466,14 @@ impl Driver {
                 self.dht
                     .insert_peer(self.clock.now(), NetPeer::new(info.id, addr));
             }
+            Ok(PeerEvent::Disconnected {
+                id,
+                peer_left: true,
+                ..
+            }) => {
+                // A peer that said goodbye leaves the table now, not after failed probes.
+                self.dht.remove_peer(self.clock.now(), &Key::for_node(&id));
+            }
             Ok(PeerEvent::Disconnected { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 metrics::counter!("bus_lagged_total", "bus" => "peer_events").increment(n);

@@ -282,9 +282,12 @@ async fn drive(shared: Arc<Shared>, pc: PeerConn, _slot: OwnedSemaphorePermit) {
         .remove_if_same(&pc.info.id, pc.conn.stable_id())
     {
         tracing::debug!(peer = %pc.info.id, %reason, "connection closed");
+        let peer_left = matches!(&reason, quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == super::codes::SHUTDOWN && c.reason.as_ref() == b"shutdown");
         let _ = shared.events.send(PeerEvent::Disconnected {
             id: pc.info.id,
             reason: reason.to_string(),
+            peer_left,
         });
     }
 }

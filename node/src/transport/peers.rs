@@ -61,6 +61,9 @@ pub enum PeerEvent {
         id: NodeId,
         /// Why the connection closed.
         reason: String,
+        /// The peer closed it because it is shutting down (not a timeout or a reset):
+        /// it is gone, and need not be probed to find that out.
+        peer_left: bool,
     },
 }
 
