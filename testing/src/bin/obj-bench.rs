@@ -1,0 +1,393 @@
+//! `obj-bench`: object latencies and bulk throughput between in-process nodes on loopback
+//! (real QUIC, real on-disk stores in temp directories, `--open-writes`), in one run:
+//! 1. PUT latency at RF = 3 on a 3-node mesh: sequential PUTs of distinct 4 KiB objects
+//!    through node 0's HTTP gateway;
+//! 2. GET latency of an object held only on another node (4-node mesh, RF = 1, W = 1),
+//!    next to GETs served by the holder's own gateway as the reference;
+//! 3. a verified 256 MiB transfer between two nodes (`Objects::fetch_from`), alternated
+//!    with a raw quinn bulk stream (rustls + ring, the node's flow-control windows) as the
+//!    physical reference, reporting per-round ratios and their median.
+//!
+//! Run it optimised: `cargo run --release -p testing --bin obj-bench`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use node::app::{self, RunningNode};
+use node::config::{ConfigLayer, NodeConfig};
+use node::dht::NetPeer;
+use node::store::id_string;
+use wire::object::ByteRange;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const SMALL: usize = 4 << 10;
+const COUNT: usize = 300;
+const BULK: usize = 256 << 20;
+const ROUNDS: usize = 2;
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn start(
+    dir: &std::path::Path,
+    i: usize,
+    bootstrap: Option<SocketAddr>,
+    rf: Option<usize>,
+    w: Option<usize>,
+) -> RunningNode {
+    let layer = ConfigLayer {
+        data_dir: Some(dir.join(format!("n{i}"))),
+        listen: Some(loopback()),
+        http: Some(loopback()),
+        bootstrap: bootstrap.map(|b| vec![b.to_string()]),
+        open_writes: Some(true),
+        rf,
+        w,
+        ..ConfigLayer::default()
+    };
+    app::start(NodeConfig::resolve(layer).unwrap(), None)
+        .await
+        .unwrap()
+}
+
+async fn mesh(
+    dir: &std::path::Path,
+    n: usize,
+    rf: Option<usize>,
+    w: Option<usize>,
+) -> Vec<RunningNode> {
+    let first = start(dir, 0, None, rf, w).await;
+    let boot = first.ctx.transport.local_addr();
+    let mut nodes = vec![first];
+    for i in 1..n {
+        nodes.push(start(dir, i, Some(boot), rf, w).await);
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        assert!(
+            node.ctx.dht.wait_ready(Duration::from_secs(10)).await,
+            "node {i} not ready"
+        );
+    }
+    nodes
+}
+
+/// One HTTP request on a blocking thread; status and body.
+async fn http(
+    agent: ureq::Agent,
+    method: &'static str,
+    url: String,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
+    tokio::task::spawn_blocking(move || {
+        let mut resp = match method {
+            "PUT" => agent.put(&url).send(&body[..]).unwrap(),
+            _ => agent.get(&url).call().unwrap(),
+        };
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .unwrap();
+        (status, bytes)
+    })
+    .await
+    .unwrap()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// A distinct 4 KiB body per `(tag, i)`.
+fn small(tag: u8, i: usize) -> Vec<u8> {
+    let mut v = vec![tag; SMALL];
+    v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    for (k, b) in v.iter_mut().enumerate().skip(8) {
+        *b = (k as u8).wrapping_mul(31) ^ (i as u8) ^ tag;
+    }
+    v
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// p50 / p95 / p99 in ms (nearest rank).
+fn pct(v: &mut [Duration]) -> (f64, f64, f64) {
+    v.sort();
+    let at = |p: f64| {
+        let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+        ms(v[i])
+    };
+    (at(0.50), at(0.95), at(0.99))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn row(name: &str, (p50, p95, p99): (f64, f64, f64), n: usize) {
+    println!("{name:<44} {n:>5} {p50:>9.2} {p95:>9.2} {p99:>9.2}");
+}
+
+/// Step 1, PUT latency, RF = 3 (the default), 3 nodes.
+async fn put_latency() -> (f64, f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 3, Some(3), None).await;
+    let url = format!("http://{}/o", nodes[0].ctx.http);
+    let a = agent();
+    let mut times = Vec::with_capacity(COUNT);
+    for i in 0..COUNT {
+        let body = small(1, i);
+        let t = Instant::now();
+        let (status, reply) = http(a.clone(), "PUT", url.clone(), body).await;
+        times.push(t.elapsed());
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+    pct(&mut times)
+}
+
+/// Step 2, GET latency, remote (held only elsewhere) and local; RF = 1, W = 1, 4 nodes.
+/// Returns the 4-node mesh and its directory for the bulk transfer.
+async fn get_latency() -> (
+    (f64, f64, f64),
+    (f64, f64, f64),
+    Vec<RunningNode>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 4, Some(1), Some(1)).await;
+    let a = agent();
+    let put_url = format!("http://{}/o", nodes[0].ctx.http);
+    let mut objs = Vec::with_capacity(COUNT);
+    for i in 0..COUNT {
+        let body = small(2, i);
+        let hash = *blake3::hash(&body).as_bytes();
+        let (status, reply) = http(a.clone(), "PUT", put_url.clone(), body.clone()).await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+        objs.push((hash, body));
+    }
+    // Let replication/release settle so that one node holds each object.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mut remote, mut local) = (Vec::new(), Vec::new());
+    let mut single = 0;
+    for (i, (hash, body)) in objs.iter().enumerate() {
+        let held: Vec<usize> = (0..nodes.len())
+            .filter(|&k| nodes[k].ctx.objects.store.size(hash).is_some())
+            .collect();
+        if held.len() == 1 {
+            single += 1;
+        }
+        let Some(&holder) = held.first() else {
+            continue;
+        };
+        // Rotate the reader among the non-holders.
+        let others: Vec<usize> = (0..nodes.len()).filter(|k| !held.contains(k)).collect();
+        let reader = others[i % others.len()];
+        assert!(nodes[reader].ctx.objects.store.size(hash).is_none());
+        for (node, out) in [(reader, &mut remote), (holder, &mut local)] {
+            let url = format!("http://{}/o/{}", nodes[node].ctx.http, id_string(hash));
+            let t = Instant::now();
+            let (status, got) = http(a.clone(), "GET", url, vec![]).await;
+            out.push(t.elapsed());
+            assert_eq!(status, 200);
+            assert!(&got == body, "GET served different bytes");
+        }
+    }
+    println!("GET mesh: {single} of {COUNT} objects held by exactly one node");
+    (pct(&mut remote), pct(&mut local), nodes, dir)
+}
+
+/// One verified `fetch_from` of the whole bulk object, B from A; MiB/s.
+async fn fetch_once(nodes: &[RunningNode], hash: [u8; 32]) -> f64 {
+    let a = NetPeer::new(
+        nodes[0].ctx.transport.node_id(),
+        nodes[0].ctx.transport.local_addr(),
+    );
+    let objects = nodes[1].ctx.objects.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    let drain = tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Some(piece) = rx.recv().await {
+            n += piece.len() as u64;
+        }
+        n
+    });
+    let range = ByteRange {
+        start: 0,
+        len: BULK as u64,
+    };
+    let t = Instant::now();
+    let sent = objects.fetch_from(&a, hash, range, &tx).await.unwrap();
+    drop(tx);
+    let got = drain.await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!((sent, got), (BULK as u64, BULK as u64));
+    BULK as f64 / (1 << 20) as f64 / secs
+}
+
+/// A raw quinn connection with the node's windows (2 MiB stream, 8 MiB connection/send).
+async fn quinn_pair() -> Result<
+    (
+        quinn::Connection,
+        quinn::Connection,
+        quinn::Endpoint,
+        quinn::Endpoint,
+    ),
+    BoxError,
+> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    let cert_der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der.clone()], key)?;
+    server_tls.alpn_protocols = vec![b"bulk".to_vec()];
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .stream_receive_window((2u32 << 20).into())
+        .receive_window((8u32 << 20).into())
+        .send_window(8 << 20);
+    let transport = Arc::new(transport);
+    let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)?,
+    ));
+    server_cfg.transport_config(transport.clone());
+    let server = quinn::Endpoint::server(server_cfg, loopback())?;
+    let server_addr = server.local_addr()?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der)?;
+    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client_tls.alpn_protocols = vec![b"bulk".to_vec()];
+    let mut client_cfg = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)?,
+    ));
+    client_cfg.transport_config(transport);
+    let mut client = quinn::Endpoint::client(loopback())?;
+    client.set_default_client_config(client_cfg);
+    // The handshake completes only once the server side accepts: accept concurrently.
+    let accept = {
+        let server = server.clone();
+        tokio::spawn(async move { server.accept().await.unwrap().await.unwrap() })
+    };
+    let conn = client.connect(server_addr, "localhost")?.await?;
+    let server_conn = accept.await?;
+    Ok((conn, server_conn, server, client))
+}
+
+/// One raw quinn bulk stream of `BULK` bytes, client → server; MiB/s.
+async fn quinn_once(conn: &quinn::Connection, server_conn: &quinn::Connection) -> f64 {
+    let t = Instant::now();
+    let mut send = conn.open_uni().await.unwrap();
+    let writer = tokio::spawn(async move {
+        let buf = vec![0x5au8; 1 << 20];
+        for _ in 0..BULK >> 20 {
+            send.write_all(&buf).await.unwrap();
+        }
+        send.finish().unwrap();
+        let _ = send.stopped().await;
+    });
+    let mut recv = server_conn.accept_uni().await.unwrap();
+    let mut n = 0usize;
+    while let Some(chunk) = recv.read_chunk(1 << 20, true).await.unwrap() {
+        n += chunk.bytes.len();
+    }
+    writer.await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(n, BULK);
+    BULK as f64 / (1 << 20) as f64 / secs
+}
+
+async fn run() -> Result<(), BoxError> {
+    println!("obj-bench: load avg {} at start", loadavg());
+    let put = put_latency().await;
+    let (remote, local, nodes, _dir) = get_latency().await;
+
+    // 3. Bulk: a 256 MiB object stored on node 0 only (directly, no replication), fetched
+    // verified by node 1; raw quinn in the same process as the reference.
+    let bulk: Vec<u8> = (0..BULK)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect();
+    let hash = nodes[0].ctx.objects.store.put(&bulk, None)?;
+    drop(bulk);
+    let (conn, server_conn, _server, _client) = quinn_pair().await?;
+    let (mut fa, mut qb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let a = fetch_once(&nodes, hash).await;
+        let b = quinn_once(&conn, &server_conn).await;
+        fa.push(a);
+        qb.push(b);
+        ratios.push(a / b);
+    }
+
+    println!();
+    println!(
+        "{:<44} {:>5} {:>9} {:>9} {:>9}",
+        "latency (ms)", "n", "p50", "p95", "p99"
+    );
+    row("PUT 4 KiB, RF=3, 3 nodes (gateway node 0)", put, COUNT);
+    row("GET 4 KiB, remote (RF=1, W=1, 4 nodes)", remote, COUNT);
+    row("GET 4 KiB, local (holder's gateway)", local, COUNT);
+    println!();
+    let shown = |v: &[f64], p: usize| {
+        v.iter()
+            .map(|r| format!("{r:.prec$}", prec = p))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("256 MiB transfer, rounds alternate A (fetch_from, verified), B (raw quinn)");
+    println!("  A fetch_from MiB/s:  {}", shown(&fa, 0));
+    println!("  B raw quinn MiB/s:   {}", shown(&qb, 0));
+    println!("  A/B per round:       {}", shown(&ratios, 2));
+    println!(
+        "  median: A {:.0} MiB/s, B {:.0} MiB/s, ratio {:.2} (target >= 0.80)",
+        median(&mut fa),
+        median(&mut qb),
+        median(&mut ratios)
+    );
+    println!("obj-bench: load avg {} at end", loadavg());
+    for n in nodes {
+        n.shutdown().await;
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), BoxError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run())
+}
