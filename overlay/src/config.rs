@@ -30,7 +30,8 @@ pub struct Config {
     /// bucket's oldest entry (Kademlia's rule: `true`), or only caches the peer as a
     /// replacement (`false`). The ping is itself an inbound request at a node that may not
     /// know us, so at scale the probes cascade: simnet measured ~6, ~13 and ~23 pings per
-    /// FIND_NODE at 3k, 10k and 30k nodes. Peers that answer our own requests still probe.
+    /// FIND_NODE at 3k, 10k and 30k nodes. A PING never triggers a probe (which cuts the
+    /// chain); peers that answer our own requests still probe.
     pub probe_on_inbound: bool,
     /// IP-diversity limits; `None` (simnet's default) disables them.
     pub ip_diversity: Option<IpDiversity>,

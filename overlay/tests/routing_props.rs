@@ -120,3 +120,32 @@ proptest! {
         prop_assert!(it.rpcs_sent() <= 60);
     }
 }
+
+/// Without probing, a newcomer to a full bucket only waits as a replacement: no probe is
+/// started, so a later verified newcomer still gets one.
+#[test]
+fn seen_without_probe_caches_and_leaves_the_probe_free() {
+    let me = Key([0; 32]);
+    let mut t: RoutingTable<P> = RoutingTable::new(me, 2, 2, 2, None, Instant::ZERO);
+    let far = |b: u8| {
+        let mut k = [0u8; 32];
+        k[0] = 0x80;
+        k[31] = b;
+        Key(k)
+    };
+    assert_eq!(t.on_seen(Instant::ZERO, P(far(1))), Seen::Inserted);
+    assert_eq!(t.on_seen(Instant::ZERO, P(far(2))), Seen::Inserted);
+    assert_eq!(
+        t.on_seen_without_probe(Instant::ZERO, P(far(3))),
+        Seen::Cached
+    );
+    assert_eq!(
+        t.on_seen_without_probe(Instant::ZERO, P(far(1))),
+        Seen::Refreshed
+    );
+    assert_eq!(
+        t.on_seen(Instant::ZERO, P(far(4))),
+        Seen::ProbeOldest(P(far(2)))
+    );
+    t.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+}

@@ -1,0 +1,518 @@
+//! Slots and what happens at them: nodes starting and crashing, inputs handed to a node's
+//! `Dht` and planner, its outputs drained into the queue, its timer armed.
+//!
+//! A slot holds at most one incarnation at a time. While up it owns a boxed `Dht` (and,
+//! once it stores an object, a boxed planner and object list); while down it owns nothing,
+//! unless `rejoin_same_id` keeps its contacts and objects for its return. Every message
+//! names the incarnation it is for: a request by the node's key (a node that came back with
+//! the same id may answer it), a response by the exact incarnation that asked, so an answer
+//! never reaches a state machine that did not send the request.
+//!
+//! Timers: each slot has at most one armed time, the earliest the node asked for. A new,
+//! earlier request pushes a new entry; a later one waits until the armed entry fires and
+//! re-arms (calling `handle_timeout` early is harmless). Entries that no longer match the
+//! armed time are stale and skipped. After a timer fires, a timer still due is deferred by
+//! [`TIMER_GRANULARITY`], like an OS timer, so a state machine that keeps asking for "now"
+//! cannot stall virtual time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use overlay::{Dht, Event, Instant, Key, PlanEvent, Planner, Request, TransferId, Transmit};
+
+use super::Sim;
+use super::queue::{Ev, Msg};
+use crate::peer::SimPeer;
+use crate::seed::{self, Stream};
+
+/// The smallest delay between a timer firing and the same node's next timer.
+pub const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
+
+/// Objects a node holds, and its replication planner.
+#[derive(Debug)]
+pub(crate) struct Store {
+    pub planner: Planner<SimPeer>,
+    /// Object key to size.
+    pub objects: BTreeMap<Key, u64>,
+}
+
+/// What a node keeps while down, with `rejoin_same_id`.
+#[derive(Debug, Default)]
+pub(crate) struct Saved {
+    contacts: Vec<SimPeer>,
+    objects: Vec<(Key, u64)>,
+}
+
+/// One node slot.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// The running state machine; `Some` exactly while the node is up.
+    pub dht: Option<Box<Dht<SimPeer>>>,
+    /// Objects held, once the node stores one.
+    pub store: Option<Box<Store>>,
+    /// Kept across a down period (`rejoin_same_id`).
+    pub saved: Option<Box<Saved>>,
+    /// The current (or last) incarnation's key.
+    pub key: Key,
+    /// Incarnations started so far; the current one's number.
+    pub inc: u32,
+    /// The earliest timer entry in the queue for this slot.
+    pub armed: Option<Instant>,
+    /// The churn process's state (a node is up only while this is true).
+    pub churn_up: bool,
+    /// Up by churn, waiting for its first join time (bootstrap mode "join").
+    pub join_pending: bool,
+    /// Removed for good by the mass failure.
+    pub removed: bool,
+}
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot {
+            dht: None,
+            store: None,
+            saved: None,
+            key: Key([0; 32]),
+            inc: 0,
+            armed: None,
+            churn_up: false,
+            join_pending: false,
+            removed: false,
+        }
+    }
+}
+
+impl Sim {
+    pub(super) fn peer_of(&self, slot: u32) -> SimPeer {
+        SimPeer {
+            key: self.slots[slot as usize].key,
+            slot,
+        }
+    }
+
+    /// Starts a new incarnation at `slot`: identity, state machine, live set. The caller
+    /// bootstraps it (or fills its table) and then drains it. `false` if it cannot start.
+    pub(super) fn spawn(&mut self, slot: u32) -> bool {
+        let now = self.now;
+        let master = self.sc.seed;
+        let same_id = self.sc.churn.rejoin_same_id;
+        let s = &mut self.slots[slot as usize];
+        if s.dht.is_some() || s.removed {
+            return false;
+        }
+        s.join_pending = false;
+        s.inc += 1;
+        if !same_id || s.inc == 1 {
+            s.key = seed::node_key(master, slot, s.inc);
+        }
+        let peer = SimPeer { key: s.key, slot };
+        let dht_seed = seed::derive(master, Stream::DhtSeed, slot.into(), s.inc.into());
+        if !self.live.insert(peer.key, slot) {
+            return false; // a 256-bit id collision: the slot stays down
+        }
+        let s = &mut self.slots[slot as usize];
+        let mut dht = Dht::new(now, peer, self.sc.dht.clone(), dht_seed);
+        if let Some(saved) = s.saved.take() {
+            for c in saved.contacts {
+                dht.insert_peer(now, c);
+                while dht.poll_event().is_some() {}
+            }
+            s.dht = Some(Box::new(dht));
+            for (key, size) in saved.objects {
+                self.store_object(slot, key, size);
+            }
+        } else {
+            s.dht = Some(Box::new(dht));
+        }
+        self.metrics.set_alive(now, self.live.len() as u64);
+        true
+    }
+
+    /// A random ready live node other than `not`, for a joining node to contact.
+    pub(super) fn bootstrap_contact(&mut self, not: u32) -> Option<SimPeer> {
+        use rand::Rng;
+        let n = self.live.len();
+        if n == 0 {
+            return None;
+        }
+        let mut fallback = None;
+        for _ in 0..32 {
+            let (key, slot) = self.live.get(self.join_rng.gen_range(0..n))?;
+            if slot == not {
+                continue;
+            }
+            let peer = SimPeer { key, slot };
+            if self.slots[slot as usize]
+                .dht
+                .as_ref()
+                .is_some_and(|d| d.is_ready())
+            {
+                return Some(peer);
+            }
+            fallback.get_or_insert(peer);
+        }
+        fallback
+    }
+
+    /// Brings `slot` up and joins it through a random live node (or starts a network).
+    pub(super) fn start_node(&mut self, slot: u32) {
+        if !self.spawn(slot) {
+            return;
+        }
+        let contacts: Vec<SimPeer> = self.bootstrap_contact(slot).into_iter().collect();
+        let now = self.now;
+        if let Some(d) = self.slots[slot as usize].dht.as_mut() {
+            let _ = d.bootstrap(now, contacts);
+        }
+        self.after_input(slot, false);
+    }
+
+    /// Crashes `slot` without warning: its state is gone (or saved, with `rejoin_same_id`),
+    /// and whatever it was measuring will never finish.
+    pub(super) fn stop_node(&mut self, slot: u32) {
+        let now = self.now;
+        let keep = self.sc.churn.rejoin_same_id;
+        let s = &mut self.slots[slot as usize];
+        let Some(dht) = s.dht.take() else {
+            s.join_pending = false;
+            return;
+        };
+        s.armed = None;
+        let store = s.store.take();
+        if keep {
+            s.saved = Some(Box::new(Saved {
+                contacts: dht.routing_table().iter().map(|e| e.peer).collect(),
+                objects: store
+                    .map(|st| st.objects.into_iter().collect())
+                    .unwrap_or_default(),
+            }));
+        }
+        let (key, inc) = (s.key, s.inc);
+        self.live.remove(&key);
+        let mine: Vec<(u32, u32, u64)> = self
+            .pending
+            .range((slot, inc, 0)..=(slot, inc, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in mine {
+            if let Some(p) = self.pending.remove(&k) {
+                self.abandon(p);
+            }
+        }
+        self.metrics.set_alive(now, self.live.len() as u64);
+    }
+
+    /// The node at `slot` now holds `key`: store it, plan its copies, announce it.
+    pub(super) fn store_object(&mut self, slot: u32, key: Key, size: u64) -> bool {
+        let now = self.now;
+        let rc = &self.sc.workload.replication;
+        let s = &mut self.slots[slot as usize];
+        let Some(dht) = s.dht.as_mut() else {
+            return false;
+        };
+        let store = s.store.get_or_insert_with(|| {
+            Box::new(Store {
+                planner: Planner::new(now, dht.local().key, rc.clone()),
+                objects: BTreeMap::new(),
+            })
+        });
+        if store.objects.insert(key, size).is_some() {
+            return false;
+        }
+        store.planner.add_object(now, key, size);
+        let _ = dht.start_providing(now, key);
+        true
+    }
+
+    /// Drains the node's outputs into the queue until it is quiet, then re-arms its timer.
+    /// `after_timer` defers a timer that is still due by [`TIMER_GRANULARITY`].
+    pub(super) fn after_input(&mut self, slot: u32, after_timer: bool) {
+        let i = slot as usize;
+        if self.check {
+            if let Some(Err(e)) = self.slots[i].dht.as_ref().map(|d| d.check_invariants()) {
+                self.fail(slot, e);
+            }
+        }
+        loop {
+            let mut busy = false;
+            while let Some(t) = self.slots[i].dht.as_mut().and_then(|d| d.poll_transmit()) {
+                busy = true;
+                self.send_request(slot, t);
+            }
+            while let Some(ev) = self.slots[i].dht.as_mut().and_then(|d| d.poll_event()) {
+                busy = true;
+                self.on_dht_event(slot, ev);
+            }
+            while let Some(ev) = self.slots[i]
+                .store
+                .as_mut()
+                .and_then(|s| s.planner.poll_event())
+            {
+                busy = true;
+                self.on_plan_event(slot, ev);
+            }
+            if !busy {
+                break;
+            }
+        }
+        self.arm(slot, after_timer);
+    }
+
+    fn arm(&mut self, slot: u32, after_timer: bool) {
+        let now = self.now;
+        let s = &mut self.slots[slot as usize];
+        let Some(dht) = s.dht.as_ref() else {
+            return;
+        };
+        let mut next = dht.poll_timeout();
+        if let Some(p) = s.store.as_ref().and_then(|st| st.planner.poll_timeout()) {
+            next = Some(next.map_or(p, |n| n.min(p)));
+        }
+        let Some(t) = next else {
+            return;
+        };
+        let earliest = if after_timer {
+            now + TIMER_GRANULARITY
+        } else {
+            now
+        };
+        let t = t.max(earliest);
+        if s.armed.is_none_or(|a| t < a) {
+            s.armed = Some(t);
+            self.queue.push(t, Ev::Timer(slot));
+        }
+    }
+
+    pub(super) fn on_timer(&mut self, slot: u32, at: Instant) {
+        let now = self.now;
+        let s = &mut self.slots[slot as usize];
+        if s.armed != Some(at) {
+            return; // superseded by an earlier entry that already fired
+        }
+        s.armed = None;
+        let Some(dht) = s.dht.as_mut() else {
+            return;
+        };
+        dht.handle_timeout(now);
+        if let Some(st) = s.store.as_mut() {
+            st.planner.handle_timeout(now, dht.routing_table());
+        }
+        self.after_input(slot, true);
+    }
+
+    fn on_dht_event(&mut self, slot: u32, ev: Event<SimPeer>) {
+        match ev {
+            Event::QueryFinished { id, result, stats } => {
+                self.on_query_finished(slot, id, result, stats);
+            }
+            Event::PeerAdded(_) | Event::PeerRemoved(_) => {
+                let now = self.now;
+                if let Some(st) = self.slots[slot as usize].store.as_mut() {
+                    st.planner.handle_table_changed(now);
+                }
+            }
+            Event::PeerMisbehaved { .. } => self.metrics.misbehaved += 1,
+            Event::Ready | Event::Isolated => {}
+        }
+    }
+
+    fn on_plan_event(&mut self, slot: u32, ev: PlanEvent<SimPeer>) {
+        let now = self.now;
+        match ev {
+            PlanEvent::Transfer { id, key, size, to } => {
+                let from = self.peer_of(slot);
+                let from_inc = self.slots[slot as usize].inc;
+                self.send(
+                    slot,
+                    to.slot,
+                    Msg::Transfer {
+                        from,
+                        from_inc,
+                        to,
+                        id: Some(id),
+                        key,
+                        size,
+                    },
+                );
+                // The transfer's own timeout; a success reported first makes it a no-op.
+                let timeout = Msg::TransferDone {
+                    to_slot: slot,
+                    to_inc: from_inc,
+                    id,
+                    ok: false,
+                };
+                self.queue.push_msg(now + self.sc.dht.rpc_timeout, timeout);
+            }
+            PlanEvent::Release { key } => {
+                let s = &mut self.slots[slot as usize];
+                if let Some(st) = s.store.as_mut() {
+                    st.objects.remove(&key);
+                    st.planner.remove_object(&key);
+                }
+                if let Some(d) = s.dht.as_mut() {
+                    d.stop_providing(&key);
+                }
+            }
+        }
+    }
+
+    /// Sends a message from `from` to `to` through the link model (delay, loss).
+    pub(super) fn send(&mut self, from: u32, to: u32, msg: Msg) {
+        let now = self.now;
+        match self.net.send(from, to) {
+            Some(delay) => {
+                self.metrics.message_sent(now, false);
+                self.queue.push_msg(now + delay, msg);
+            }
+            None => self.metrics.message_sent(now, true),
+        }
+    }
+
+    fn send_request(&mut self, slot: u32, t: Transmit<SimPeer>) {
+        let kind = match t.request {
+            Request::Ping => 0,
+            Request::FindNode(_) => 1,
+            Request::GetProviders(_) => 2,
+            Request::AddProvider(_) => 3,
+        };
+        self.metrics.requests_by_kind[kind] += 1;
+        let from = self.peer_of(slot);
+        let from_inc = self.slots[slot as usize].inc;
+        self.send(
+            slot,
+            t.to.slot,
+            Msg::Request {
+                from,
+                from_inc,
+                to: t.to,
+                rpc: t.rpc,
+                request: t.request,
+            },
+        );
+    }
+
+    /// Whether `peer` names the node now up at its slot.
+    pub(super) fn is_current(&self, peer: &SimPeer) -> bool {
+        self.slots
+            .get(peer.slot as usize)
+            .is_some_and(|s| s.dht.is_some() && s.key == peer.key)
+    }
+
+    fn is_incarnation(&self, slot: u32, inc: u32) -> bool {
+        self.slots
+            .get(slot as usize)
+            .is_some_and(|s| s.dht.is_some() && s.inc == inc)
+    }
+
+    /// A message arrives.
+    pub(super) fn deliver(&mut self, msg: Msg) {
+        let now = self.now;
+        match msg {
+            Msg::Request {
+                from,
+                from_inc,
+                to,
+                rpc,
+                request,
+            } => {
+                if !self.is_current(&to) {
+                    self.metrics.messages_undeliverable += 1;
+                    return;
+                }
+                let Some(d) = self.slots[to.slot as usize].dht.as_mut() else {
+                    return;
+                };
+                let response = d.handle_request(now, from, request);
+                self.after_input(to.slot, false);
+                self.send(
+                    to.slot,
+                    from.slot,
+                    Msg::Response {
+                        to_slot: from.slot,
+                        to_inc: from_inc,
+                        rpc,
+                        response,
+                    },
+                );
+            }
+            Msg::Response {
+                to_slot,
+                to_inc,
+                rpc,
+                response,
+            } => {
+                if !self.is_incarnation(to_slot, to_inc) {
+                    self.metrics.messages_undeliverable += 1;
+                    return;
+                }
+                if let Some(d) = self.slots[to_slot as usize].dht.as_mut() {
+                    d.handle_response(now, rpc, response);
+                    self.after_input(to_slot, false);
+                }
+            }
+            Msg::Transfer {
+                from,
+                from_inc,
+                to,
+                id,
+                key,
+                size,
+            } => self.deliver_transfer(from, from_inc, to, id, key, size),
+            Msg::TransferDone {
+                to_slot,
+                to_inc,
+                id,
+                ok,
+            } => {
+                if !self.is_incarnation(to_slot, to_inc) {
+                    return;
+                }
+                if let Some(st) = self.slots[to_slot as usize].store.as_mut() {
+                    let failed = st.planner.stats().transfers_failed;
+                    st.planner.handle_transfer_done(now, id, ok);
+                    if st.planner.stats().transfers_failed > failed {
+                        self.metrics.transfers_failed += 1;
+                    }
+                    self.after_input(to_slot, false);
+                }
+            }
+        }
+    }
+
+    /// An object copy arrives: stored if new (counted as put or repair bytes), the sender
+    /// confirmed as a holder, and a repair transfer acknowledged.
+    fn deliver_transfer(
+        &mut self,
+        from: SimPeer,
+        from_inc: u32,
+        to: SimPeer,
+        id: Option<TransferId>,
+        key: Key,
+        size: u64,
+    ) {
+        let now = self.now;
+        if !self.is_current(&to) {
+            self.metrics.messages_undeliverable += 1;
+            return;
+        }
+        if self.store_object(to.slot, key, size) {
+            match id {
+                Some(_) => self.metrics.repair_arrived(now, size),
+                None => self.metrics.put_bytes += size,
+            }
+        }
+        if let Some(st) = self.slots[to.slot as usize].store.as_mut() {
+            st.planner.handle_holder_confirmed(now, &key, &from.key);
+        }
+        self.after_input(to.slot, false);
+        if let Some(id) = id {
+            let done = Msg::TransferDone {
+                to_slot: from.slot,
+                to_inc: from_inc,
+                id,
+                ok: true,
+            };
+            self.send(to.slot, from.slot, done);
+        }
+    }
+}

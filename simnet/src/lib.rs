@@ -1,0 +1,56 @@
+//! simnet: a deterministic discrete-event simulator that drives macronode's real
+//! `overlay::Dht` state machines on virtual time.
+//!
+//! One event queue, virtual time, nodes as the very `overlay` state machines the node runs:
+//! simnet decides only when messages arrive (latency), whether (loss, dead nodes) and which
+//! nodes exist (churn, failures), and scores every lookup against a global view of the live
+//! nodes. Nothing of Kademlia is re-modelled here. The same scenario and seed give
+//! byte-identical outputs (TigerBeetle's VOPR): no wall clock, no OS entropy, no hash-order
+//! iteration anywhere in a run (`clippy.toml` holds that line; `measure` is the one
+//! exception, and only reports).
+//!
+//! Layout:
+//! - [`scenario`]: the TOML scenario, its validation, `--set` overrides and sweep grids.
+//! - [`seed`]: every random stream, derived from the master seed.
+//! - [`peer`]: [`SimPeer`], the 36-byte handle the overlay stores for each contact.
+//! - [`latency`]: delay and loss models.
+//! - [`churn`]: renewal churn with equilibrium starts, and lifetime distributions.
+//! - [`oracle`]: the sorted global view (true closest nodes, ideal-table ranges).
+//! - [`engine`]: [`Sim`], the event loop, nodes, setup and workload.
+//! - [`metrics`], [`output`], [`plots`]: what a run measured, and the files it writes.
+//! - [`run`], [`sweep`]: a whole run with progress, and parameter grids.
+//! - [`measure`]: wall time and peak memory, the only run-dependent numbers.
+
+pub mod churn;
+pub mod engine;
+pub mod latency;
+pub mod measure;
+pub mod metrics;
+pub mod oracle;
+pub mod output;
+pub mod peer;
+pub mod plots;
+pub mod run;
+pub mod scenario;
+pub mod seed;
+pub mod sweep;
+
+pub use engine::{Finished, Sim, SimError};
+pub use output::{OutputError, Summary};
+pub use peer::SimPeer;
+pub use run::{RunOptions, run_scenario};
+pub use scenario::{Scenario, ScenarioError};
+
+/// Anything that can stop a run, for the CLI to report (each kind has its own exit code).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The scenario could not be loaded.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// A checker found a broken invariant.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    /// An output could not be written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}

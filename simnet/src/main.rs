@@ -1,0 +1,185 @@
+//! The `simnet` command line: `run` one scenario, `sweep` a parameter grid, `check` that
+//! scenario files parse.
+//!
+//! Exit codes tell failures apart (the checkers report through them): 0 success, 2 a
+//! scenario or argument error, 3 a broken invariant (a bug in overlay or simnet), 4 an output
+//! that could not be written, 1 anything else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use simnet::scenario::{self, Override};
+use simnet::{Error, RunOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "simnet",
+    version,
+    about = "Deterministic simulator of the macronode DHT"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one scenario and write summary.json, timeseries.csv and SVG plots.
+    Run {
+        /// The scenario file (TOML; see SCENARIOS.md).
+        scenario: PathBuf,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output directory (default: simnet-out/<scenario name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a scenario key, e.g. --set dht.k=10 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Check every node's invariants after every step (slow).
+        #[arg(long)]
+        check_invariants: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run every point of a parameter grid; one row per run in OUT/sweep.csv.
+    Sweep {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// A grid axis, e.g. --set dht.k=10,20 (repeatable; first axis slowest).
+        #[arg(long = "set", value_name = "KEY=V1,V2,...", required = true)]
+        sets: Vec<String>,
+        /// Override the scenario's seed for every run.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Check every node's invariants after every step (slow).
+        #[arg(long)]
+        check_invariants: bool,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Parse and validate scenario files, printing their parameters.
+    Check {
+        /// Scenario files.
+        scenarios: Vec<PathBuf>,
+    },
+}
+
+fn overrides(sets: &[String], seed: Option<u64>) -> Result<Vec<(String, Vec<toml::Value>)>, Error> {
+    let mut out = Vec::new();
+    for s in sets {
+        out.push(scenario::parse_set_arg(s)?);
+    }
+    if let Some(seed) = seed {
+        let v = i64::try_from(seed).map_err(|_| scenario::ScenarioError::Set {
+            arg: format!("--seed {seed}"),
+            reason: "seeds above 2^63 - 1 cannot be written in TOML".into(),
+        })?;
+        out.push(("seed".into(), vec![toml::Value::Integer(v)]));
+    }
+    Ok(out)
+}
+
+fn single(sets: Vec<(String, Vec<toml::Value>)>) -> Result<Vec<Override>, Error> {
+    let mut out = Vec::new();
+    for (key, values) in sets {
+        let [value] =
+            <[toml::Value; 1]>::try_from(values).map_err(|_| scenario::ScenarioError::Set {
+                arg: key.clone(),
+                reason: "`run` takes one value per key; use `sweep` for lists".into(),
+            })?;
+        out.push(Override { key, value });
+    }
+    Ok(out)
+}
+
+fn execute(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Run {
+            scenario: path,
+            seed,
+            out,
+            sets,
+            check_invariants,
+            quiet,
+        } => {
+            let ov = single(overrides(&sets, seed)?)?;
+            let sc = scenario::load(&path, &ov)?;
+            let out = out.unwrap_or_else(|| PathBuf::from("simnet-out").join(&sc.name));
+            let opts = RunOptions {
+                out: Some(out.clone()),
+                progress: !quiet,
+                preamble: true,
+                check_invariants,
+            };
+            let (_, summary) = simnet::run_scenario(sc, &opts)?;
+            eprintln!(
+                "done: {} lookups, success {:.4}, exact {:.4}, hops mean {:.3}, {} events in {:.1} s; outputs in {}",
+                summary.lookups,
+                summary.lookup_success_rate,
+                summary.lookup_exact_rate,
+                summary.hops_mean,
+                summary.events,
+                summary.wall_seconds,
+                out.display()
+            );
+        }
+        Command::Sweep {
+            scenario: path,
+            sets,
+            seed,
+            out,
+            check_invariants,
+            quiet,
+        } => {
+            let axes = overrides(&sets, None)?;
+            let common = single(overrides(&[], seed)?)?;
+            let grid = scenario::expand_grid(&axes);
+            let opts = RunOptions {
+                out: None,
+                progress: !quiet,
+                preamble: !quiet,
+                check_invariants,
+            };
+            simnet::sweep::sweep(&path, &grid, &common, &out, &opts)?;
+            eprintln!(
+                "done: {} runs; {}",
+                grid.len(),
+                out.join("sweep.csv").display()
+            );
+        }
+        Command::Check { scenarios } => {
+            for path in scenarios {
+                let sc = scenario::load(&path, &[])?;
+                println!("# {}", path.display());
+                print!("{}", sc.describe());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli).context("simnet failed") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = match e.downcast_ref::<Error>() {
+                Some(Error::Scenario(_)) => 2,
+                Some(Error::Sim(_)) => 3,
+                Some(Error::Output(_)) => 4,
+                None => 1,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
