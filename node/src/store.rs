@@ -658,88 +658,72 @@ mod tests {
 }
 
 #[cfg(test)]
-mod big_tests {
+mod large_tests {
+    //! Multi-MiB objects: reads in every piece size a caller uses, chunked writes.
+
     use super::*;
+
+    fn pattern(len: u32) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect()
+    }
+
+    fn read_in_steps(r: &mut impl Read, step: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; step];
+        let mut filled = 0;
+        loop {
+            let n = r
+                .read(&mut buf[filled..])
+                .unwrap_or_else(|e| panic!("step {step} at {}: {e}", out.len() + filled));
+            if n == 0 {
+                out.extend_from_slice(&buf[..filled]);
+                return out;
+            }
+            filled += n;
+            if filled == step {
+                out.extend_from_slice(&buf);
+                filled = 0;
+            }
+        }
+    }
 
     #[test]
     fn large_objects_read_back_whole_and_in_ranges() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-        let data: Vec<u8> = (0..(12u32 << 20))
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
+        let data = pattern(12 << 20);
         let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
         let mut r = store
             .verified_reader(&h, 0, data.len() as u64)
             .unwrap_or_else(|e| panic!("{e}"));
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = r
-                .read(&mut buf)
-                .unwrap_or_else(|e| panic!("at {}: {e}", out.len()));
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
-        assert!(out == data);
+        assert!(read_in_steps(&mut r, 1 << 20) == data);
         let enc = store
             .encode_slice(&h, 5 << 20, 3 << 20)
             .unwrap_or_else(|e| panic!("{e}"));
         let got = decode_slice(&enc, &h, 5 << 20, 3 << 20).unwrap_or_else(|e| panic!("{e}"));
         assert!(got[..] == data[5 << 20..8 << 20]);
     }
-}
-
-#[cfg(test)]
-mod pump_tests {
-    use super::*;
 
     #[test]
     fn small_reads_of_a_verified_reader_see_every_byte() {
         let store = Store::amnesia(1 << 30);
-        let data: Vec<u8> = (0..(3u32 << 20))
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
+        let data = pattern(3 << 20);
         let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
         for step in [1000usize, 1024, 4095, 65_536, 1 << 20] {
             let mut r = store
                 .verified_reader(&h, 0, data.len() as u64)
                 .unwrap_or_else(|e| panic!("{e}"));
-            let mut out = Vec::new();
-            let mut buf = vec![0u8; step];
-            let mut filled = 0;
-            loop {
-                let n = r
-                    .read(&mut buf[filled..])
-                    .unwrap_or_else(|e| panic!("step {step} at {}: {e}", out.len() + filled));
-                if n == 0 {
-                    out.extend_from_slice(&buf[..filled]);
-                    break;
-                }
-                filled += n;
-                if filled == step {
-                    out.extend_from_slice(&buf);
-                    filled = 0;
-                }
-            }
-            assert!(out == data, "step {step}");
+            assert!(read_in_steps(&mut r, step) == data, "step {step}");
         }
     }
-}
-
-#[cfg(test)]
-mod chunked_tests {
-    use super::*;
 
     #[test]
     fn chunked_writes_give_the_same_outboard() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-        let data: Vec<u8> = (0..(12u32 << 20))
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
+        let data = pattern(12 << 20);
         let mut w = store
             .writer(data.len() as u64)
             .unwrap_or_else(|e| panic!("{e}"));

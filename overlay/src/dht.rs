@@ -807,6 +807,7 @@ impl<P: Peer> Dht<P> {
             self.queries.insert(id, query);
             return self.on_announce_done_check(now, id);
         }
+        let stats = query.stats(now, hops, rpcs, failures);
         let result = match query.kind {
             QueryKind::GetProviders { .. } => QueryResult::GetProviders {
                 providers: query.providers,
@@ -814,14 +815,6 @@ impl<P: Peer> Dht<P> {
             },
             QueryKind::Provide => QueryResult::Provided { acked: 0, closest },
             _ => QueryResult::FindNode { closest },
-        };
-        let stats = QueryStats {
-            kind: query.kind,
-            target: query.target,
-            hops,
-            rpcs,
-            timeouts: failures,
-            duration: now - query.started,
         };
         if query.kind == QueryKind::Join {
             self.joined = true;
@@ -861,7 +854,7 @@ impl<P: Peer> Dht<P> {
         if !done {
             return;
         }
-        let Some(query) = self.queries.remove(&id) else {
+        let Some(mut query) = self.queries.remove(&id) else {
             return;
         };
         let Some(Phase::AwaitingAcks {
@@ -871,18 +864,11 @@ impl<P: Peer> Dht<P> {
             rpcs,
             failures,
             ..
-        }) = query.phase
+        }) = query.phase.take()
         else {
             return;
         };
-        let stats = QueryStats {
-            kind: query.kind,
-            target: query.target,
-            hops,
-            rpcs,
-            timeouts: failures,
-            duration: now - query.started,
-        };
+        let stats = query.stats(now, hops, rpcs, failures);
         self.push_event(Event::QueryFinished {
             id,
             result: QueryResult::Provided { acked, closest },

@@ -100,3 +100,17 @@ pub(crate) struct Query<P> {
     /// `None` only transiently, while a transition takes the old phase.
     pub phase: Option<Phase<P>>,
 }
+
+impl<P> Query<P> {
+    /// The statistics of this query, finished at `now`.
+    pub(crate) fn stats(&self, now: Instant, hops: u32, rpcs: u32, timeouts: u32) -> QueryStats {
+        QueryStats {
+            kind: self.kind,
+            target: self.target,
+            hops,
+            rpcs,
+            timeouts,
+            duration: now - self.started,
+        }
+    }
+}
