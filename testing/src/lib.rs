@@ -10,6 +10,7 @@
 //! prints the logs of the nodes it started.
 //!
 //! Layout:
+//! - [`benchkit`]: helpers shared by the benchmark binaries.
 //! - [`binary`]: finding (and if needed building) the `macronode` binary.
 //! - [`ports`]: free loopback ports, never handed out twice by one test process.
 //! - [`http`]: a tiny blocking HTTP/1.1 GET client.
@@ -19,6 +20,7 @@
 //! - [`wait`]: polling with a deadline.
 //! - [`error`]: the one error type, [`HarnessError`].
 
+pub mod benchkit;
 pub mod binary;
 pub mod error;
 pub mod http;

@@ -20,6 +20,7 @@ use node::app::{self, RunningNode};
 use node::config::{ConfigLayer, NodeConfig};
 use node::dht::NetPeer;
 use node::store::id_string;
+use testing::benchkit::{loadavg, loopback, median};
 use wire::object::ByteRange;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -28,10 +29,6 @@ const SMALL: usize = 4 << 10;
 const COUNT: usize = 300;
 const BULK: usize = 256 << 20;
 const ROUNDS: usize = 2;
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
 
 async fn start(
     dir: &std::path::Path,
@@ -130,24 +127,6 @@ fn pct(v: &mut [Duration]) -> (f64, f64, f64) {
         ms(v[i])
     };
     (at(0.50), at(0.95), at(0.99))
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
 }
 
 fn row(name: &str, (p50, p95, p99): (f64, f64, f64), n: usize) {

@@ -22,7 +22,6 @@
 //! `--secs`, `--warmup`, `--rounds`, `--inflight`, `--payload`, `--cold-runs`, `--no-metrics`,
 //! and `--only oap1|quinn|dht` to run one variant alone under a profiler.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +30,7 @@ use bytes::Bytes;
 use node::config::{ConfigLayer, NodeConfig};
 use node::transport::{HandlerFuture, NoApps};
 use node::{Identity, InboundExchange, InboundHandler, Transport, TransportConfig};
+use testing::benchkit::{loadavg, loopback, median};
 use testing::node::{NodeProcess, NodeSpec};
 use wire::dht::{APP_PROTO_DHT, DhtRequest, DhtResponse};
 use wire::{NodeId, Status, message};
@@ -212,10 +212,6 @@ async fn measure_all<C: Client>(client: Arc<C>, o: &Opts) -> (f64, u64, u64) {
     (rate, f1 - f0, done.load(Ordering::Relaxed))
 }
 
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
 async fn oap_pair(o: &Opts) -> Result<OapClient, BoxError> {
     let server = Transport::bind(
         Arc::new(Identity::generate()?),
@@ -321,24 +317,6 @@ async fn quinn_pair(o: &Opts) -> Result<QuinnClient, BoxError> {
         conn,
         body: Bytes::from(vec![0x5a; o.payload]),
     })
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
 }
 
 /// One variant alone, `rounds` times (for `perf record`).
