@@ -3,5 +3,6 @@
 # runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/pin-toolchain.sh
 bash scripts/install-test-deps.sh
 cargo test --workspace --locked
