@@ -1,6 +1,6 @@
 //! Object verification by wall clock, next to BLAKE3 itself and a memcpy in the same run.
 //!
-//! Every byte the node stores or serves is checked against its BLAKE3 id (DESIGN.md §5); this
+//! Every byte the node stores or serves is checked against its BLAKE3 id (docs/DESIGN.md §5); this
 //! bench says what that costs per MiB against the two physical references: hashing the same
 //! bytes in one call (`blake3::hash`, what `b3sum` computes, here on one thread) and copying
 //! them. `benches/gate` holds the instruction count of the same verification

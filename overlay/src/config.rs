@@ -1,6 +1,6 @@
 //! Every parameter of the DHT and the replication planner, with documented defaults.
 //!
-//! Defaults follow DESIGN.md §4 (libp2p/IPFS practice): k = 20, α = 3, RPC timeout 5 s,
+//! Defaults follow docs/DESIGN.md §4 (libp2p/IPFS practice): k = 20, α = 3, RPC timeout 5 s,
 //! hourly bucket refresh, provider records for 48 h republished every 22 h. Tests and simnet
 //! shorten the intervals; nothing else in the crate hard-codes a number that matters.
 

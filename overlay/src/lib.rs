@@ -10,7 +10,7 @@
 //! - [`key`]: the 256-bit key space, XOR distance, bucket indices.
 //! - [`peer`]: the [`Peer`] trait the drivers implement for their peer handles.
 //! - [`time`]: [`Instant`], the virtual time every input carries.
-//! - [`config`]: every parameter, with DESIGN.md §4's defaults.
+//! - [`config`]: every parameter, with docs/DESIGN.md §4's defaults.
 //! - [`routing`]: the k-bucket [`RoutingTable`] with replacement caches.
 //! - [`closest`]: the closest-peers walk of one lookup.
 //! - [`providers`]: provider records with TTL and caps.

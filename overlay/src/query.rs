@@ -56,7 +56,7 @@ pub enum QueryResult<P> {
     },
 }
 
-/// Per-lookup statistics (DESIGN.md §4).
+/// Per-lookup statistics (docs/DESIGN.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryStats {
     /// What the query was for.

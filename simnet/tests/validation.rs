@@ -83,7 +83,7 @@ fn hop_counts_on_ideal_tables_fall_in_the_predicted_band() {
         if k == 20 {
             assert!(
                 s.hops_p99.unwrap() <= 5,
-                "DESIGN.md §4: lookup p99 <= 5 hops"
+                "docs/DESIGN.md §4: lookup p99 <= 5 hops"
             );
         }
     }

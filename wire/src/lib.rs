@@ -1,7 +1,7 @@
 //! OAP/1: the framed protocol macronode nodes speak over QUIC streams, and the typed
 //! messages of each application protocol. No I/O, no clock: bytes in, frames out.
 //!
-//! The contract is `../shared/OAP-1.md`; this crate's full reading of it, with test vectors,
+//! The protocol contract, with the choices this implementation made and its test vectors,
 //! is `wire/SPEC.md`.
 //!
 //! Layout:

@@ -2,8 +2,8 @@
 """Writes oap1.json, the OAP/1 test vectors, from a second, independent encoder.
 
 The frames here are packed with Python's struct module straight from the contract
-(../shared/OAP-1.md), not with the Rust codec, so the vector tests compare two readings of
-the contract. COMP payloads come from the zstd command-line tool. Run from the repo root:
+(wire/SPEC.md, sections 2 to 4), not with the Rust codec, so the vector tests compare two
+readings of the contract. COMP payloads come from the zstd command-line tool. Run from the repo root:
 
     python3 wire/tests/vectors/gen_vectors.py > wire/tests/vectors/oap1.json
 """
