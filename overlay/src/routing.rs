@@ -211,18 +211,40 @@ impl<P: Peer> RoutingTable<P> {
         };
         let k = self.k;
         let replacements_max = self.replacements_max;
-        let bucket = self.bucket_mut_or_create(idx);
-        if let Some(pos) = bucket.entries.iter().position(|e| e.peer.key() == key) {
+        let bpos = Self::position(idx);
+        let known = self
+            .bucket_mut_or_create(idx)
+            .entries
+            .iter()
+            .position(|e| e.peer.key() == key);
+        if let Some(pos) = known {
+            // A known peer seen from an address in another group: its count moves with it.
+            // If the new group is at its limit, the entry keeps its old handle (and address):
+            // the group counts must always match the entries.
+            let old_group = self.buckets[bpos].entries[pos].peer.ip_group();
+            let new_group = peer.ip_group();
+            let mut take_new = true;
+            if old_group != new_group {
+                take_new = self.diversity_allows(&self.buckets[bpos], new_group);
+                if take_new {
+                    self.count_group(old_group, false);
+                    self.count_group(new_group, true);
+                }
+            }
+            let bucket = &mut self.buckets[bpos];
             let mut e = bucket.entries.remove(pos);
             e.last_seen = now;
             e.failures = 0;
-            e.peer = peer;
+            if take_new {
+                e.peer = peer;
+            }
             bucket.entries.push(e);
             if bucket.probe == Some(key) {
                 bucket.probe = None;
             }
             return Seen::Refreshed;
         }
+        let bucket = &mut self.buckets[bpos];
         if bucket.entries.len() < k {
             let group = peer.ip_group();
             let pos = Self::position(idx);
