@@ -31,29 +31,265 @@ fn every_example_scenario_parses() {
     assert!(n >= 9, "expected the example scenarios, found {n}");
 }
 
-#[test]
-fn an_empty_file_gives_the_documented_defaults() {
+/// The `(section, key, default)` rows of SCENARIOS.md's key tables, as written there:
+/// section `""` is the top level, else the table name (`dht`, `latency`, ...); the default is
+/// the first backticked value of the row's second cell, or `None` when it has none (`—`).
+/// A row naming two keys with two defaults (`min_ms`, `max_ms` | `20`, `80`) gives two rows.
+fn documented_defaults() -> Vec<(String, String, Option<String>)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("SCENARIOS.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let ticked = |cell: &str| -> Vec<String> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|v| v.trim_matches('"').to_string())
+            .collect()
+    };
+    let mut section = None;
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        if let Some(h) = line.strip_prefix("## ") {
+            section = if h == "Top level" {
+                Some(String::new())
+            } else {
+                h.strip_prefix("`[")
+                    .and_then(|r| r.split_once("]`"))
+                    .map(|(name, _)| name.to_string())
+            };
+            continue;
+        }
+        let Some(sec) = &section else { continue };
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // `| key | default | meaning |` splits into ["", key, default, meaning, ""].
+        if cells.len() < 4 || !cells[1].starts_with('`') {
+            continue;
+        }
+        let (keys, defaults) = (ticked(cells[1]), ticked(cells[2]));
+        if keys.len() > 1 && keys.len() == defaults.len() {
+            for (k, d) in keys.into_iter().zip(defaults) {
+                rows.push((sec.clone(), k, Some(d)));
+            }
+        } else {
+            for k in keys {
+                rows.push((sec.clone(), k, defaults.first().cloned()));
+            }
+        }
+    }
+    rows
+}
+
+/// What the parser gives for a key when the file leaves it out (with the model named where
+/// the key belongs to one), as text to compare with the documented default. `None` for a
+/// key this test does not know: the test then fails, so a new documented key gets checked.
+fn parsed_default(section: &str, key: &str) -> Option<String> {
     let sc = common::scenario("");
-    assert_eq!(sc.nodes, 10_000);
-    assert_eq!(sc.seed, 1);
-    assert_eq!(sc.duration, Duration::from_secs(3600));
-    assert_eq!(sc.drain, Duration::from_secs(60));
-    assert_eq!(sc.dht, overlay::Config::default());
-    assert_eq!(sc.bootstrap, Bootstrap::Ideal);
-    assert_eq!(sc.latency.model, LatencyModel::Constant { ms: 50.0 });
-    assert_eq!(sc.latency.loss, 0.0);
-    assert_eq!(sc.churn.model, ChurnModel::None);
-    assert!(!sc.churn.rejoin_same_id);
-    assert_eq!(sc.failure.fraction, 0.0);
-    assert_eq!(sc.failure.at, Duration::ZERO);
-    assert_eq!(sc.workload.lookups, Rate::Total(100_000));
-    assert_eq!(sc.workload.target, Target::RandomKey);
-    assert_eq!(sc.workload.objects, 0);
-    assert_eq!(
-        sc.workload.replication,
-        overlay::ReplicationConfig::default()
+    let d = &sc.dht;
+    let secs = |t: Duration| t.as_secs().to_string();
+    let model = |sec: &str, m: &str| common::scenario(&format!("[{sec}]\nmodel = \"{m}\""));
+    let v = match (section, key) {
+        ("", "name") => return Some("(file name)".into()),
+        ("", "nodes") => sc.nodes.to_string(),
+        ("", "seed") => sc.seed.to_string(),
+        ("", "duration_s") => secs(sc.duration),
+        ("", "drain_s") => secs(sc.drain),
+        ("dht", "k") => d.k.to_string(),
+        ("dht", "alpha") => d.alpha.to_string(),
+        ("dht", "rpc_timeout_ms") => d.rpc_timeout.as_millis().to_string(),
+        ("dht", "bucket_refresh_s") => secs(d.bucket_refresh_interval),
+        ("dht", "replacement_cache_size") => symbolic(d.replacement_cache_size, d.k),
+        ("dht", "evict_after_failures") => d.evict_after_failures.to_string(),
+        ("dht", "liveness_interval_s") => d.liveness_interval.map_or("0".into(), secs),
+        ("dht", "liveness_probes_max") => d.liveness_probes_max.to_string(),
+        ("dht", "probe_on_inbound") => d.probe_on_inbound.to_string(),
+        ("dht", "provider_ttl_s") => secs(d.provider_ttl),
+        ("dht", "provider_republish_s") => secs(d.provider_republish_interval),
+        ("dht", "providers_per_key_max") => d.providers_per_key_max.to_string(),
+        ("dht", "provider_records_max") => d.provider_records_max.to_string(),
+        ("dht", "queries_max") => d.queries_max.to_string(),
+        ("dht", "lookup_rpcs_max") => symbolic(d.lookup_rpcs_max, d.k),
+        ("dht", "lookup_candidates_max") => symbolic(d.lookup_candidates_max, d.k),
+        ("dht", "transmits_max") => d.transmits_max.to_string(),
+        ("dht", "events_max") => d.events_max.to_string(),
+        ("dht", "rejoin_interval_s") => secs(d.rejoin_interval),
+        ("dht", "refresh_on_join_max") => d.refresh_on_join_max.to_string(),
+        ("bootstrap", "mode") => match sc.bootstrap {
+            Bootstrap::Ideal => "ideal".into(),
+            Bootstrap::Join { .. } => "join".into(),
+        },
+        ("bootstrap", "join_window_s") => {
+            match common::scenario("[bootstrap]\nmode = \"join\"").bootstrap {
+                Bootstrap::Join { window } => secs(window),
+                other => panic!("join mode parsed as {other:?}"),
+            }
+        }
+        ("latency", "model") => match sc.latency.model {
+            LatencyModel::Constant { .. } => "constant".into(),
+            other => format!("{other:?}"),
+        },
+        ("latency", "loss") => sc.latency.loss.to_string(),
+        ("latency", _) => {
+            let m = match key {
+                "ms" => "constant",
+                "min_ms" | "max_ms" => "uniform",
+                "median_ms" | "sigma" => "lognormal",
+                "regions" | "intra_ms" | "inter_ms" => "regions",
+                "base_ms" | "side_ms" => "coordinates",
+                _ => return None,
+            };
+            latency_field(model("latency", m).latency.model, key)?
+        }
+        ("churn", "model") => match sc.churn.model {
+            ChurnModel::None => "none".into(),
+            other => format!("{other:?}"),
+        },
+        ("churn", "rejoin_same_id") => sc.churn.rejoin_same_id.to_string(),
+        // Documented without a default: unset unless given.
+        ("churn", "file") => match sc.churn.model {
+            ChurnModel::Trace { .. } => "set".into(),
+            _ => "(none)".into(),
+        },
+        ("workload", "lookups_per_s") => match sc.workload.lookups {
+            Rate::PerSecond(r) => r.to_string(),
+            Rate::Total(_) => "(none)".into(),
+        },
+        ("workload", "gets_per_s") => match sc.workload.gets {
+            Rate::PerSecond(r) => r.to_string(),
+            Rate::Total(_) => "(none)".into(),
+        },
+        ("churn", "mean_up_s") | ("churn", "mean_down_s") => {
+            match model("churn", "exponential").churn.model {
+                ChurnModel::Exponential {
+                    mean_up_s,
+                    mean_down_s,
+                } => (if key == "mean_up_s" {
+                    mean_up_s
+                } else {
+                    mean_down_s
+                })
+                .to_string(),
+                other => panic!("exponential churn parsed as {other:?}"),
+            }
+        }
+        ("churn", "shape") => {
+            // Documented as `0.5` (Weibull), `3.0` (Pareto): checked in the test itself.
+            match model("churn", "weibull").churn.model {
+                ChurnModel::Weibull { shape, .. } => shape.to_string(),
+                other => panic!("weibull churn parsed as {other:?}"),
+            }
+        }
+        ("churn", "mean_s") => match model("churn", "weibull").churn.model {
+            ChurnModel::Weibull { mean_up_s, .. } => mean_up_s.to_string(),
+            other => panic!("weibull churn parsed as {other:?}"),
+        },
+        ("failure", "fraction") => sc.failure.fraction.to_string(),
+        ("failure", "at_s") => secs(sc.failure.at),
+        ("workload", "lookups") => match sc.workload.lookups {
+            Rate::Total(n) => n.to_string(),
+            other => format!("{other:?}"),
+        },
+        ("workload", "target") => match sc.workload.target {
+            Target::RandomKey => "random_key".into(),
+            Target::RandomNode => "random_node".into(),
+        },
+        ("workload", "start_s") => secs(sc.workload.start),
+        ("workload", "objects") => sc.workload.objects.to_string(),
+        ("workload", "object_bytes") => sc.workload.object_bytes.to_string(),
+        ("workload", "puts_window_s") => secs(sc.workload.puts_window),
+        ("workload", "gets") => match sc.workload.gets {
+            Rate::Total(n) => n.to_string(),
+            other => format!("{other:?}"),
+        },
+        ("workload", "rf") => sc.workload.replication.rf.to_string(),
+        ("workload", "repair_bytes_per_s") => sc.workload.replication.bytes_per_second.to_string(),
+        ("workload", "repair_burst_bytes") => sc.workload.replication.burst_bytes.to_string(),
+        ("workload", "replan_interval_s") => secs(sc.workload.replication.replan_interval),
+        ("workload", "transfers_max") => sc.workload.replication.transfers_max.to_string(),
+        ("output", "interval_s") => secs(sc.output.interval),
+        ("output", "plots") => sc.output.plots.to_string(),
+        _ => return None,
+    };
+    Some(v)
+}
+
+/// `n` written as SCENARIOS.md writes a value that follows k: `k`, `8k`, else the number.
+fn symbolic(n: usize, k: usize) -> String {
+    match n / k {
+        _ if n % k != 0 => n.to_string(),
+        1 => "k".into(),
+        m => format!("{m}k"),
+    }
+}
+
+fn latency_field(m: LatencyModel, key: &str) -> Option<String> {
+    let v = match (m, key) {
+        (LatencyModel::Constant { ms }, "ms") => ms,
+        (LatencyModel::Uniform { min_ms, .. }, "min_ms") => min_ms,
+        (LatencyModel::Uniform { max_ms, .. }, "max_ms") => max_ms,
+        (LatencyModel::LogNormal { median_ms, .. }, "median_ms") => median_ms,
+        (LatencyModel::LogNormal { sigma, .. }, "sigma") => sigma,
+        (LatencyModel::Regions { regions, .. }, "regions") => f64::from(regions),
+        (LatencyModel::Regions { intra_ms, .. }, "intra_ms") => intra_ms,
+        (LatencyModel::Regions { inter_ms, .. }, "inter_ms") => inter_ms,
+        (LatencyModel::Coordinates { base_ms, .. }, "base_ms") => base_ms,
+        (LatencyModel::Coordinates { side_ms, .. }, "side_ms") => side_ms,
+        _ => return None,
+    };
+    Some(v.to_string())
+}
+
+/// Whether a documented default and the parsed one say the same: numbers by value (`0.0`
+/// and `0`, `3.0` and `3`), anything else as text.
+fn same_value(doc: &str, parsed: &str) -> bool {
+    match (doc.parse::<f64>(), parsed.parse::<f64>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => doc == parsed,
+    }
+}
+
+#[test]
+fn every_default_in_scenarios_md_is_what_the_parser_gives() {
+    let rows = documented_defaults();
+    assert!(
+        rows.len() >= 50,
+        "SCENARIOS.md's key tables were not found: {rows:?}"
     );
-    assert_eq!(sc.output.interval, Duration::from_secs(60));
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (section, key, doc) in &rows {
+        let parsed = parsed_default(section, key).unwrap_or_else(|| {
+            panic!(
+                "SCENARIOS.md documents [{section}] {key}, which this test does not know: add it"
+            )
+        });
+        let Some(doc) = doc else { continue };
+        let want = match (section.as_str(), key.as_str(), doc.as_str()) {
+            ("", "name", _) => continue,
+            // Defaults written as another key's value.
+            ("churn", "mean_down_s", "mean_s") => continue,
+            _ => doc.clone(),
+        };
+        checked += 1;
+        if !same_value(&want, &parsed) {
+            wrong.push(format!(
+                "[{section}] {key}: SCENARIOS.md says {want}, the parser gives {parsed}"
+            ));
+        }
+    }
+    // `shape` documents two defaults in one cell; the second is Pareto's.
+    match common::scenario("[churn]\nmodel = \"pareto\"").churn.model {
+        ChurnModel::Pareto { shape, .. } => assert_eq!(shape, 3.0, "Pareto's documented shape"),
+        other => panic!("pareto churn parsed as {other:?}"),
+    }
+    // Weibull and Pareto's down time defaults to their `mean_s`.
+    match common::scenario("[churn]\nmodel = \"weibull\"\nmean_s = 500")
+        .churn
+        .model
+    {
+        ChurnModel::Weibull { mean_down_s, .. } => assert_eq!(mean_down_s, 500.0),
+        other => panic!("weibull churn parsed as {other:?}"),
+    }
+    println!("{checked} documented defaults checked");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]
