@@ -534,10 +534,27 @@ async fn simultaneous_dials_settle_on_one_connection() {
     // Each side dialed once, so two connections existed for a moment.
     assert_eq!(a.t.stats().snapshot().connections_dialed, 1);
     assert_eq!(b.t.stats().snapshot().connections_dialed, 1);
-    // Once the loser's grace period is over, both sides use the same single connection.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let (pa, pb) = (a.t.peer(&b.id()).unwrap(), b.t.peer(&a.id()).unwrap());
-    assert_ne!(pa.role, pb.role, "both sides picked the same connection");
+    // Both sides settle on the connection dialed by the node with the smaller id: the
+    // smaller one uses the connection it dialed, the larger one the connection it accepted.
+    let (small, large) = if a.id() < b.id() { (&a, &b) } else { (&b, &a) };
+    println!("smaller id {}, larger id {}", small.id(), large.id());
+    let settled = || {
+        let on_small = small.t.peer(&large.id()).map(|p| p.role);
+        let on_large = large.t.peer(&small.id()).map(|p| p.role);
+        (on_small, on_large)
+    };
+    let want = (Some(Role::Dialed), Some(Role::Accepted));
+    let deadline = Instant::now() + BOUND;
+    while settled() != want {
+        assert!(
+            Instant::now() < deadline,
+            "after {BOUND:?}: (smaller's role, larger's role) = {:?}, want {want:?}",
+            settled()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Requests go both ways over it, and it is still the one in use afterwards.
     assert_eq!(echo(&a, b.id(), b"ab").await.unwrap(), &b"ab"[..]);
     assert_eq!(echo(&b, a.id(), b"ba").await.unwrap(), &b"ba"[..]);
+    assert_eq!(settled(), want, "the winner changed");
 }
