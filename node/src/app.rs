@@ -223,7 +223,7 @@ pub async fn start(
     let gateway = GatewaySettings {
         open_writes: config.open_writes,
         cap_root,
-        body_idle_timeout: Duration::from_secs(30),
+        body_idle_timeout: config.http_body_timeout,
     };
     let ctx = Arc::new(NodeContext {
         dht: dht.clone(),
@@ -239,7 +239,10 @@ pub async fn start(
     let http_task = tokio::spawn(gateway::serve(
         listener,
         router,
-        GatewayLimits::default(),
+        GatewayLimits {
+            concurrent_requests_max: config.http_requests_max,
+            ..GatewayLimits::default()
+        },
         shutdown_rx.clone(),
         SHUTDOWN_GRACE,
     ));

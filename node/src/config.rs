@@ -117,6 +117,10 @@ pub struct ConfigLayer {
     pub rf: Option<usize>,
     /// Durable copies before a PUT is acknowledged.
     pub w: Option<usize>,
+    /// HTTP requests served at once; more are answered 503 with `Retry-After`.
+    pub http_requests_max: Option<usize>,
+    /// Longest silence of a client in the middle of a request body before 408, milliseconds.
+    pub http_body_timeout_ms: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -151,6 +155,8 @@ impl ConfigLayer {
             object_max_bytes: over.object_max_bytes.or(self.object_max_bytes),
             rf: over.rf.or(self.rf),
             w: over.w.or(self.w),
+            http_requests_max: over.http_requests_max.or(self.http_requests_max),
+            http_body_timeout_ms: over.http_body_timeout_ms.or(self.http_body_timeout_ms),
         }
     }
 }
@@ -180,6 +186,10 @@ pub struct NodeConfig {
     pub store_quota_bytes: u64,
     /// Object limits and replication (defaults: 1 GiB, RF 3, W 2).
     pub objects: crate::objects::ObjectLimits,
+    /// HTTP requests served at once (default 1,024); more get 503 with `Retry-After`.
+    pub http_requests_max: usize,
+    /// Longest client silence in the middle of a request body before 408 (default 30 s).
+    pub http_body_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -218,6 +228,24 @@ impl NodeConfig {
             );
             return Err(ConfigError::Invalid { field: "rf/w", why });
         }
+        let http_requests_max = layer
+            .http_requests_max
+            .unwrap_or(crate::gateway::GatewayLimits::default().concurrent_requests_max);
+        if http_requests_max == 0 {
+            let why = "at least one request must be served at a time".to_string();
+            return Err(ConfigError::Invalid {
+                field: "http_requests_max",
+                why,
+            });
+        }
+        let http_body_timeout = Duration::from_millis(layer.http_body_timeout_ms.unwrap_or(30_000));
+        if http_body_timeout.is_zero() {
+            let why = "must be positive".to_string();
+            return Err(ConfigError::Invalid {
+                field: "http_body_timeout_ms",
+                why,
+            });
+        }
         let bootstrap = layer
             .bootstrap
             .unwrap_or_default()
@@ -242,6 +270,8 @@ impl NodeConfig {
             cap_key: layer.cap_key,
             store_quota_bytes: layer.store_quota_bytes.unwrap_or(10 << 30),
             objects,
+            http_requests_max,
+            http_body_timeout,
         })
     }
 }

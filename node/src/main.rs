@@ -96,6 +96,12 @@ struct RunArgs {
     /// Durable copies before a PUT is acknowledged.
     #[arg(long, env = "MACRONODE_W")]
     w: Option<usize>,
+    /// HTTP requests served at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "MACRONODE_HTTP_REQUESTS_MAX")]
+    http_requests_max: Option<usize>,
+    /// Longest client silence in the middle of a request body before 408, in milliseconds.
+    #[arg(long, env = "MACRONODE_HTTP_BODY_TIMEOUT_MS")]
+    http_body_timeout_ms: Option<u64>,
 }
 
 impl RunArgs {
@@ -115,6 +121,8 @@ impl RunArgs {
             object_max_bytes: self.object_max_bytes,
             rf: self.rf,
             w: self.w,
+            http_requests_max: self.http_requests_max,
+            http_body_timeout_ms: self.http_body_timeout_ms,
             ..ConfigLayer::default()
         }
     }
