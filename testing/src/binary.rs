@@ -57,20 +57,28 @@ fn locate() -> Result<PathBuf, String> {
     }
     let dir = profile_dir()?;
     let bin = dir.join(format!("macronode{}", std::env::consts::EXE_SUFFIX));
-    if is_fresh(&bin) {
+    let fresh = is_fresh(&bin);
+    use_or_rebuild(bin, fresh, || build(&dir))
+}
+
+/// `bin` if it is fresh, else `bin` after `rebuild` succeeded. A failed rebuild is an error
+/// even when an older binary exists: tests run against a binary older than the source would
+/// pass or fail for the wrong code. (`MACRONODE_BIN` names a binary on purpose.)
+fn use_or_rebuild(
+    bin: PathBuf,
+    fresh: bool,
+    rebuild: impl FnOnce() -> Result<(), String>,
+) -> Result<PathBuf, String> {
+    if fresh {
         return Ok(bin);
     }
-    match build(&dir) {
-        Ok(()) => {}
-        // Without cargo (a copied test binary) an existing binary is still usable.
-        Err(e) if bin.is_file() => {
-            eprintln!(
-                "testing: could not rebuild macronode ({e}); using {}",
-                bin.display()
-            );
-        }
-        Err(e) => return Err(e),
-    }
+    rebuild().map_err(|e| {
+        format!(
+            "{} is missing or older than the source, and rebuilding it failed: {e} \
+             (set {BIN_ENV} to test a given binary)",
+            bin.display()
+        )
+    })?;
     if bin.is_file() {
         Ok(bin)
     } else {
@@ -186,4 +194,31 @@ fn workspace_manifest() -> Option<PathBuf> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = here.parent()?.join("Cargo.toml");
     root.is_file().then_some(root)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_failed_rebuild_is_an_error_even_with_an_old_binary_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("macronode");
+        std::fs::write(&bin, b"an old build").unwrap();
+        let got = use_or_rebuild(bin.clone(), false, || Err("compile error".into()));
+        let err = got.expect_err("a stale binary was used after a failed rebuild");
+        assert!(
+            err.contains("compile error") && err.contains(BIN_ENV),
+            "{err}"
+        );
+        // Fresh: no rebuild is attempted; stale and rebuilt: the binary is used.
+        let used = use_or_rebuild(bin.clone(), true, || panic!("rebuilt a fresh binary"));
+        assert_eq!(used.unwrap(), bin);
+        assert_eq!(use_or_rebuild(bin.clone(), false, || Ok(())).unwrap(), bin);
+        std::fs::remove_file(&bin).unwrap();
+        let gone = use_or_rebuild(bin, false, || Ok(()));
+        assert!(gone.is_err_and(|e| e.contains("missing after the build")));
+    }
 }
