@@ -13,6 +13,7 @@
 //! - [`benchkit`]: helpers shared by the benchmark binaries.
 //! - [`binary`]: finding (and if needed building) the `macronode` binary.
 //! - [`ports`]: free loopback ports, never handed out twice by one test process.
+//! - [`seed`]: seeds from an environment variable or the clock, printed for a replay.
 //! - [`http`]: a tiny blocking HTTP/1.1 GET client.
 //! - [`process`]: [`ChildProc`], any child process with logs and kill-on-drop.
 //! - [`node`]: [`NodeProcess`], one `macronode run` with its data directory and helpers.
@@ -28,6 +29,7 @@ pub mod mesh;
 pub mod node;
 pub mod ports;
 pub mod process;
+pub mod seed;
 pub mod wait;
 
 pub use error::HarnessError;

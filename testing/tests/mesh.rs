@@ -3,14 +3,15 @@
 //! warning being evicted and then rejoining with the same key.
 //!
 //! Each test prints its ports and seeds (through the harness) so a failure can be rerun by
-//! hand; every wait is bounded.
+//! hand: `MESH_SEED=<printed seed> cargo test -p testing --test mesh` replays the lookup keys.
+//! Every wait is bounded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
 use overlay::Key;
-use testing::{Mesh, NodeProcess, NodeSpec, expected_closest, poll_until};
+use testing::{Mesh, NodeProcess, NodeSpec, expected_closest, poll_until, seed};
 use wire::NodeId;
 
 /// k of the nodes (the default); larger than every mesh here, so "the k closest" is
@@ -29,15 +30,6 @@ fn key_from_seed(seed: u64) -> Key {
         *b = x as u8;
     }
     Key(k)
-}
-
-fn seed() -> u64 {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("seed {s}");
-    s
 }
 
 #[test]
@@ -62,7 +54,7 @@ fn ten_nodes_join_through_one_peer_and_lookups_are_exact() {
         assert_eq!(s["ready"], true, "{}: {s}", node.name());
     }
 
-    let seed = seed();
+    let seed = seed::seed(seed::MESH_SEED, "ten_nodes_join");
     // One key per node, and every node's own key looked up from elsewhere.
     for from in 0..mesh.nodes.len() {
         let key = key_from_seed(seed.wrapping_add(from as u64));

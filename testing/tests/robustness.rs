@@ -81,10 +81,7 @@ fn garbage_and_malformed_frames_are_counted_and_the_node_keeps_serving() {
     let target = &mesh.nodes[1];
     let target_id = ids[1];
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let seed = testing::seed::seed(testing::seed::MESH_SEED, "garbage_and_malformed_frames");
     spray(target.quic(), seed, 600);
     assert_eq!(target.get("/healthz").unwrap().status, 200);
 
