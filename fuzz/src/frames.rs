@@ -1,4 +1,4 @@
-//! Fuzz target `decode`: the OAP/1 decoder against bytes a peer controls.
+//! Target `decode`: the OAP/1 decoder against bytes a peer controls.
 //!
 //! Every byte a node decodes comes from a peer, so the decoder must not panic, must not grow
 //! its buffer past its cap, and must give the same answer however the transport splits the
@@ -12,15 +12,11 @@
 //!   rule, and the whole-buffer decode agrees with the first frame of the walk;
 //! - the decoder never buffers past its cap and never sits full without a frame to give.
 
-#![no_main]
-
 use bytes::Bytes;
-use libfuzzer_sys::fuzz_target;
 use wire::{DecodeError, Frame, FrameDecoder, HEADER_LEN, Limits, check};
 
-fuzz_target!(|data: &[u8]| run(data));
-
-fn run(data: &[u8]) {
+/// Runs every check on one input; panics on a violation.
+pub fn run(data: &[u8]) {
     let [sel, split, stream @ ..] = data else {
         return;
     };

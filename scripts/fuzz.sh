@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds every fuzz target (fuzz/, cargo-fuzz on the nightly toolchain) and runs each for
+# SECONDS (default 30) on its committed corpus, failing if any target finds a crash, a
+# timeout or a memory blow-up. Built with debug assertions, so an integer overflow panics.
+# New inputs go to a scratch directory, never into fuzz/corpus/; a crashing input is left in
+# fuzz/artifacts/<target>/ and printed.
+# Used by .ci/run; PERFORMANCE.md ("Fuzzing") has its cost and the longer runs.
+#   scripts/fuzz.sh [SECONDS] [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-30}
+shift || true
+cargo_fuzz_version=0.13.2
+if ! rustup toolchain list | grep -q '^nightly'; then
+  echo "fuzz: the nightly toolchain is missing (cargo-fuzz needs it: cargo +nightly fuzz)" >&2
+  exit 1
+fi
+if [ "$(cargo-fuzz --version 2>/dev/null | awk '{print $2}')" != "$cargo_fuzz_version" ]; then
+  echo "fuzz: installing cargo-fuzz $cargo_fuzz_version"
+  cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked --force --quiet
+fi
+start=$(date +%s)
+cargo +nightly fuzz build --debug-assertions
+echo "fuzz: built every target in $(( $(date +%s) - start ))s"
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failed=()
+for t in "${targets[@]}"; do
+  mkdir -p "$work/$t"
+  t0=$(date +%s)
+  if cargo +nightly fuzz run --debug-assertions "$t" "$work/$t" "fuzz/corpus/$t" -- \
+      -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      >"$work/$t.log" 2>&1; then
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t.log" | tail -1)
+    echo "fuzz: $t ok: ${execs:-?} runs in $(( $(date +%s) - t0 ))s"
+  else
+    failed+=("$t")
+    echo "fuzz: $t FAILED; the end of its log:"
+    tail -40 "$work/$t.log"
+  fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz: ${#failed[@]} target(s) failed: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
+  exit 1
+fi
+echo "fuzz: ${#targets[@]} targets, ${secs}s each, no failure; $(( $(date +%s) - start ))s in all"

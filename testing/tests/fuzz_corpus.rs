@@ -1,0 +1,130 @@
+//! The committed fuzz corpus, replayed in `cargo test` on the stable toolchain: every input
+//! in `fuzz/corpus/<target>/` goes through the same check the fuzz target runs (the modules
+//! of `fuzz/src/`, included here by path), so a crash once found, kept as a corpus file,
+//! stays fixed, and the seeds stay meaningful as the code changes. The fuzzer itself runs in
+//! CI (`.ci/run`, "fuzz"); see PERFORMANCE.md ("Fuzzing").
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+#[path = "../../fuzz/src/caps.rs"]
+mod caps;
+#[path = "../../fuzz/src/config.rs"]
+mod config;
+#[path = "../../fuzz/src/frames.rs"]
+mod frames;
+#[path = "../../fuzz/src/hello.rs"]
+mod hello;
+#[path = "../../fuzz/src/input.rs"]
+mod input;
+#[path = "../../fuzz/src/messages.rs"]
+mod messages;
+#[path = "../../fuzz/src/overlay_machine.rs"]
+mod overlay_machine;
+#[path = "../../fuzz/src/range.rs"]
+mod range;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+/// Runs `check` on every file of the target's corpus, naming the file that fails.
+fn replay(target: &str, check: fn(&[u8])) {
+    let dir = corpus_dir(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 3,
+        "{}: a handful of seed inputs expected, found {}",
+        dir.display(),
+        files.len()
+    );
+    for f in &files {
+        let data = std::fs::read(f).unwrap();
+        if std::panic::catch_unwind(|| check(&data)).is_err() {
+            panic!(
+                "{target}: {} fails its check (rerun: cargo +nightly fuzz run {target} {})",
+                f.display(),
+                f.display()
+            );
+        }
+    }
+    println!("{target}: {} inputs replayed", files.len());
+}
+
+#[test]
+fn decode() {
+    replay("decode", frames::run);
+}
+
+#[test]
+fn dht_messages() {
+    replay("dht_messages", messages::run_dht);
+}
+
+#[test]
+fn object_messages() {
+    replay("object_messages", messages::run_object);
+}
+
+#[test]
+fn hello() {
+    replay("hello", hello::run);
+}
+
+#[test]
+fn range_header() {
+    replay("range_header", range::run);
+}
+
+#[test]
+fn cap_token() {
+    replay("cap_token", caps::run);
+}
+
+#[test]
+fn config_toml() {
+    replay("config_toml", config::run);
+}
+
+#[test]
+fn overlay_machine() {
+    replay("overlay_machine", overlay_machine::run);
+}
+
+#[test]
+fn every_target_has_a_corpus_and_a_replay() {
+    let targets: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/fuzz_targets"))
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                p.file_stem().unwrap().to_string_lossy().into_owned()
+            })
+            .collect();
+    let replayed = [
+        "decode",
+        "dht_messages",
+        "object_messages",
+        "hello",
+        "range_header",
+        "cap_token",
+        "config_toml",
+        "overlay_machine",
+    ];
+    for t in &targets {
+        assert!(
+            replayed.contains(&t.as_str()),
+            "fuzz target {t} has no replay test here"
+        );
+        assert!(corpus_dir(t).is_dir(), "fuzz target {t} has no corpus");
+    }
+    assert_eq!(targets.len(), replayed.len());
+}
