@@ -94,8 +94,12 @@ impl Bounded for ObjectRequest {
 impl Bounded for ObjectResponse {
     fn check_bounds(&self) -> Result<(), MessageError> {
         match self {
+            // Checked, not saturating: with `size = u64::MAX` a saturated end would pass.
             ObjectResponse::Found { size, range }
-                if range.start.saturating_add(range.len) > *size =>
+                if range
+                    .start
+                    .checked_add(range.len)
+                    .is_none_or(|end| end > *size) =>
             {
                 Err(MessageError::Invalid {
                     field: "range",
@@ -145,5 +149,15 @@ mod tests {
             range: ByteRange { start: 5, len: 6 },
         };
         assert!(decode::<ObjectResponse>(&encode(&past)).is_err());
+        // Found by fuzzing (object_messages): a range whose end overflows, in an object of
+        // u64::MAX bytes, passed a saturating check.
+        let wraps = ObjectResponse::Found {
+            size: u64::MAX,
+            range: ByteRange {
+                start: u64::MAX - 1,
+                len: 2,
+            },
+        };
+        assert!(decode::<ObjectResponse>(&encode(&wraps)).is_err());
     }
 }
