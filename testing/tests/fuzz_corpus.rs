@@ -59,72 +59,51 @@ fn replay(target: &str, check: fn(&[u8])) {
     println!("{target}: {} inputs replayed", files.len());
 }
 
-#[test]
-fn decode() {
-    replay("decode", frames::run);
+/// One test per target, replaying its corpus, and the list of targets replayed.
+macro_rules! replays {
+    ($($target:ident => $check:path),* $(,)?) => {
+        $(
+            #[test]
+            fn $target() {
+                replay(stringify!($target), $check);
+            }
+        )*
+        const REPLAYED: &[&str] = &[$(stringify!($target)),*];
+    };
 }
 
-#[test]
-fn dht_messages() {
-    replay("dht_messages", messages::run_dht);
-}
-
-#[test]
-fn object_messages() {
-    replay("object_messages", messages::run_object);
-}
-
-#[test]
-fn hello() {
-    replay("hello", hello::run);
-}
-
-#[test]
-fn range_header() {
-    replay("range_header", range::run);
-}
-
-#[test]
-fn cap_token() {
-    replay("cap_token", caps::run);
-}
-
-#[test]
-fn config_toml() {
-    replay("config_toml", config::run);
-}
-
-#[test]
-fn overlay_machine() {
-    replay("overlay_machine", overlay_machine::run);
+replays! {
+    decode => frames::run,
+    dht_messages => messages::run_dht,
+    object_messages => messages::run_object,
+    hello => hello::run,
+    range_header => range::run,
+    cap_token => caps::run,
+    config_toml => config::run,
+    overlay_machine => overlay_machine::run,
 }
 
 #[test]
 fn every_target_has_a_corpus_and_a_replay() {
-    let targets: Vec<String> =
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/fuzz_targets"))
-            .unwrap()
-            .map(|e| {
-                let p = e.unwrap().path();
-                p.file_stem().unwrap().to_string_lossy().into_owned()
-            })
-            .collect();
-    let replayed = [
-        "decode",
-        "dht_messages",
-        "object_messages",
-        "hello",
-        "range_header",
-        "cap_token",
-        "config_toml",
-        "overlay_machine",
-    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/fuzz_targets");
+    let mut targets: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            p.file_stem().unwrap().to_string_lossy().into_owned()
+        })
+        .collect();
+    targets.sort();
     for t in &targets {
         assert!(
-            replayed.contains(&t.as_str()),
+            REPLAYED.contains(&t.as_str()),
             "fuzz target {t} has no replay test here"
         );
         assert!(corpus_dir(t).is_dir(), "fuzz target {t} has no corpus");
     }
-    assert_eq!(targets.len(), replayed.len());
+    assert_eq!(
+        targets.len(),
+        REPLAYED.len(),
+        "replayed {REPLAYED:?}, targets {targets:?}"
+    );
 }
