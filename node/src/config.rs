@@ -199,8 +199,10 @@ impl NodeConfig {
         if let Some(k) = layer.k {
             dht.k = k;
             dht.replacement_cache_size = k;
-            dht.lookup_rpcs_max = k * 8;
-            dht.lookup_candidates_max = k * 8;
+            // Saturating: a k far out of range is refused by validate() below, not by an
+            // overflow panic here (found by the config_toml fuzz target's harness).
+            dht.lookup_rpcs_max = k.saturating_mul(8);
+            dht.lookup_candidates_max = k.saturating_mul(8);
         }
         if let Some(a) = layer.alpha {
             dht.alpha = a;
@@ -316,6 +318,13 @@ mod tests {
             k: Some(0),
             ..Default::default()
         });
+        assert!(matches!(
+            err,
+            Err(ConfigError::Invalid { field: "dht", .. })
+        ));
+        // A k whose derived limits (8k) overflow is refused like any other bad k.
+        let huge = toml::from_str::<ConfigLayer>("k = 4611686018427387904");
+        let err = NodeConfig::resolve(huge.unwrap_or_else(|e| panic!("{e}")));
         assert!(matches!(
             err,
             Err(ConfigError::Invalid { field: "dht", .. })
