@@ -126,34 +126,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Store {
     /// Opens (creating) the store under `data_dir/objects`, indexing what is there and
-    /// removing temporary files a crash left behind.
+    /// cleaning up what a crash left behind: temporary files (in the root and in every
+    /// shard) and outboards whose object file is gone. An object file whose outboard is
+    /// missing gets its outboard rebuilt if its bytes hash to its name, and is removed if not.
     pub fn open(data_dir: &Path, quota: u64) -> Result<Store, StoreError> {
         let dir = data_dir.join("objects");
         fs::create_dir_all(&dir)?;
         let mut index = BTreeMap::new();
-        for shard in fs::read_dir(&dir)? {
-            let shard = shard?.path();
-            if !shard.is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(&shard)? {
-                let path = f?.path();
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or_default()
-                    .to_string();
-                if name.starts_with(".tmp") {
-                    let _ = fs::remove_file(&path);
-                    continue;
-                }
-                let mut h = [0u8; 32];
-                if name.len() == 64
-                    && hex::decode_to_slice(&name, &mut h).is_ok()
-                    && outboard_path(&dir, &h).exists()
-                {
-                    index.insert(h, fs::metadata(&path)?.len());
-                }
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                index_shard(&dir, &path, &mut index)?;
+            } else if is_temp(&path) {
+                let _ = fs::remove_file(&path);
             }
         }
         Ok(Store {
@@ -297,9 +282,17 @@ impl Store {
         }
         Ok(match &self.inner.backend {
             Backend::Disk { dir } => {
-                let data =
-                    io::BufReader::with_capacity(CHUNK_READ, File::open(data_path(dir, hash))?);
-                let ob = io::BufReader::new(File::open(outboard_path(dir, hash))?);
+                let open = |path: PathBuf| {
+                    File::open(path).map_err(|e| match e.kind() {
+                        // Released between the index lookup and the open: gone, not broken.
+                        io::ErrorKind::NotFound if self.size(hash).is_none() => {
+                            StoreError::NotFound
+                        }
+                        _ => StoreError::Io(e),
+                    })
+                };
+                let data = io::BufReader::with_capacity(CHUNK_READ, open(data_path(dir, hash))?);
+                let ob = io::BufReader::new(open(outboard_path(dir, hash))?);
                 Box::new(bao::encode::SliceExtractor::new_outboard(
                     data, ob, start, len,
                 ))
@@ -320,31 +313,29 @@ impl Store {
     }
 
     /// `start..start+len` of an object, every chunk verified against the id. A corrupt object
-    /// is dropped, counted, and reported as [`StoreError::Corrupt`]. Blocking.
+    /// is dropped, counted, and reported as [`StoreError::Corrupt`]; an I/O error is
+    /// [`StoreError::Io`] and leaves the object in place. Blocking.
     pub fn read_verified(&self, hash: &Hash, start: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::with_capacity(len as usize);
         // The reader already counted and dropped the object if a chunk failed.
         self.verified_reader(hash, start, len)?
             .read_to_end(&mut out)
-            .map_err(|_| StoreError::Corrupt)?;
+            .map_err(StoreError::from_read)?;
         Ok(out)
     }
 
-    /// A reader of `start..start+len` that yields only verified bytes: it fails at the first
-    /// chunk that does not match the id, and then the object is dropped and counted (the
-    /// error is [`StoreError::Corrupt`] inside an `io::Error`). Blocking reads.
+    /// A reader of `start..start+len` that yields only verified bytes. Only bytes that do not
+    /// hash to the id (a flipped bit, a truncated file) are corruption: the object is then
+    /// dropped and counted, and the error carries [`StoreError::Corrupt`] (see
+    /// [`StoreError::from_read`]). Any other I/O error (EIO, EISDIR, EMFILE, …) is passed on
+    /// and leaves the object in place: it may read fine a moment later. Blocking reads.
     pub fn verified_reader(
         &self,
         hash: &Hash,
         start: u64,
         len: u64,
     ) -> Result<VerifiedReader, StoreError> {
-        let slice = match self.slice_reader(hash, start, len) {
-            Ok(r) => r,
-            // An unreadable outboard or data file is corruption too.
-            Err(StoreError::Io(_)) => return Err(self.corrupt(hash)),
-            Err(e) => return Err(e),
-        };
+        let slice = self.slice_reader(hash, start, len)?;
         let decoder = bao::decode::SliceDecoder::new(slice, &blake3::Hash::from(*hash), start, len);
         Ok(VerifiedReader {
             decoder,
@@ -389,21 +380,28 @@ impl Read for VerifiedReader {
             return Err(io::Error::other(StoreError::Corrupt));
         }
         match self.decoder.read(buf) {
-            Ok(0) if self.left > 0 => {
-                tracing::warn!(
-                    left = self.left,
-                    buf = buf.len(),
-                    "verified read ended early"
-                );
+            Ok(0) if self.left > 0 && !buf.is_empty() => {
+                tracing::warn!(left = self.left, "verified read ended early");
                 self.fail()
             }
             Ok(n) => {
                 self.left = self.left.saturating_sub(n as u64);
                 Ok(n)
             }
-            Err(e) => {
-                tracing::warn!(left = self.left, buf = buf.len(), error = %e, "verified read failed");
+            // bao reports a hash mismatch as InvalidData and missing bytes as UnexpectedEof:
+            // the bytes on disk are not the object's.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                tracing::warn!(left = self.left, error = %e, "verified read failed");
                 self.fail()
+            }
+            Err(e) => {
+                tracing::warn!(id = %id_string(&self.hash), error = %e, "store read failed; the object stays");
+                Err(e)
             }
         }
     }
@@ -414,6 +412,28 @@ impl VerifiedReader {
         self.failed = true;
         self.store.corrupt(&self.hash);
         Err(io::Error::other(StoreError::Corrupt))
+    }
+}
+
+impl StoreError {
+    /// Classifies an error from a [`VerifiedReader`]: [`StoreError::Corrupt`] when the
+    /// reader found (and dropped) a corrupt object, [`StoreError::Io`] otherwise.
+    pub fn from_read(e: io::Error) -> StoreError {
+        let corrupt = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<StoreError>())
+            .is_some_and(|inner| matches!(inner, StoreError::Corrupt));
+        if corrupt {
+            StoreError::Corrupt
+        } else {
+            StoreError::Io(e)
+        }
+    }
+
+    /// Whether the error may pass by itself (an I/O failure), as opposed to a verdict on the
+    /// object or the request.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Io(_))
     }
 }
 
@@ -440,6 +460,100 @@ fn unique() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+fn is_temp(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(".tmp"))
+}
+
+/// Indexes one shard directory at open, sweeping what a crash left behind.
+fn index_shard(
+    dir: &Path,
+    shard: &Path,
+    index: &mut BTreeMap<Hash, u64>,
+) -> Result<(), StoreError> {
+    for f in fs::read_dir(shard)? {
+        let path = f?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if is_temp(&path) {
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        let mut h = [0u8; 32];
+        if let Some(stem) = name.strip_suffix(".obao") {
+            // An outboard without its object: a crash between the two renames, or a release
+            // interrupted halfway. Nothing was acknowledged on it alone.
+            if hex::decode_to_slice(stem, &mut h).is_ok() && !data_path(dir, &h).exists() {
+                tracing::info!(file = %path.display(), "removing an orphaned outboard");
+                let _ = fs::remove_file(&path);
+            }
+            continue;
+        }
+        if name.len() != 64 || hex::decode_to_slice(&name, &mut h).is_err() {
+            continue;
+        }
+        if !outboard_path(dir, &h).exists() && !rebuild_outboard(dir, &h)? {
+            continue;
+        }
+        index.insert(h, fs::metadata(&path)?.len());
+    }
+    Ok(())
+}
+
+/// Recomputes a missing outboard from the object file; removes the file instead when its
+/// bytes do not hash to its name. Returns whether the object is now complete.
+fn rebuild_outboard(dir: &Path, hash: &Hash) -> Result<bool, StoreError> {
+    let path = data_path(dir, hash);
+    let mut encoder = bao::encode::Encoder::new_outboard(Cursor::new(Vec::new()));
+    io::copy(
+        &mut io::BufReader::with_capacity(CHUNK_READ, File::open(&path)?),
+        &mut encoder,
+    )?;
+    if encoder.finalize()?.as_bytes() != hash {
+        tracing::warn!(file = %path.display(), "object file without outboard does not match its name; removing it");
+        let _ = fs::remove_file(&path);
+        return Ok(false);
+    }
+    let outboard = encoder.into_inner().into_inner();
+    let tmp = dir.join(format!(".tmp-{}.obao", unique()));
+    let written = write_synced(&tmp, &outboard)
+        .and_then(|()| fs::rename(&tmp, outboard_path(dir, hash)))
+        .and_then(|()| sync_dir(&shard(dir, hash)));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    tracing::info!(file = %path.display(), "rebuilt a missing outboard");
+    Ok(true)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates the shard directory if needed; a new one is made durable in its parent.
+fn ensure_shard(dir: &Path, hash: &Hash) -> io::Result<PathBuf> {
+    let shard_dir = shard(dir, hash);
+    if !shard_dir.is_dir() {
+        match fs::create_dir(&shard_dir) {
+            Ok(()) => sync_dir(dir)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(shard_dir)
 }
 
 enum Sink {
@@ -507,19 +621,14 @@ impl ObjectWriter {
                 let Backend::Disk { dir } = &store.inner.backend else {
                     return Err(StoreError::NotFound);
                 };
-                let file = file.into_inner().map_err(|e| e.into_error())?;
-                file.sync_all()?;
-                drop(file);
-                let shard_dir = shard(dir, &hash);
-                fs::create_dir_all(&shard_dir)?;
                 let ob_tmp = tmp.with_extension("obao");
-                let mut ob = File::create(&ob_tmp)?;
-                ob.write_all(&outboard)?;
-                ob.sync_all()?;
-                // Outboard first: an object file is only indexed (at open) beside its outboard.
-                fs::rename(&ob_tmp, outboard_path(dir, &hash))?;
-                fs::rename(&tmp, data_path(dir, &hash))?;
-                File::open(&shard_dir)?.sync_all()?;
+                let placed = place(dir, &hash, file, &tmp, &ob_tmp, &outboard);
+                if placed.is_err() {
+                    // Nothing half-finished stays behind: both temporaries go.
+                    let _ = fs::remove_file(&tmp);
+                    let _ = fs::remove_file(&ob_tmp);
+                }
+                placed?;
             }
             Sink::Memory(data) => {
                 if let Backend::Memory { objects } = &store.inner.backend {
@@ -536,6 +645,27 @@ impl ObjectWriter {
             let _ = fs::remove_file(tmp);
         }
     }
+}
+
+/// Makes a finished object durable: fsync the data, write and fsync the outboard, rename
+/// the outboard then the data into place (an object file is only indexed beside its
+/// outboard), fsync the shard directory.
+fn place(
+    dir: &Path,
+    hash: &Hash,
+    file: io::BufWriter<File>,
+    tmp: &Path,
+    ob_tmp: &Path,
+    outboard: &[u8],
+) -> io::Result<()> {
+    let file = file.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    drop(file);
+    let shard_dir = ensure_shard(dir, hash)?;
+    write_synced(ob_tmp, outboard)?;
+    fs::rename(ob_tmp, outboard_path(dir, hash))?;
+    fs::rename(tmp, data_path(dir, hash))?;
+    sync_dir(&shard_dir)
 }
 
 impl Drop for ObjectWriter {
@@ -735,5 +865,186 @@ mod large_tests {
             .read_verified(&h, 0, data.len() as u64)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(got == data);
+        // The outboard written piece by piece is the one bao computes over the whole input.
+        let Backend::Disk { dir } = &store.inner.backend else {
+            panic!("disk store")
+        };
+        let on_disk = fs::read(outboard_path(dir, &h)).unwrap_or_else(|e| panic!("{e}"));
+        let (whole, whole_hash) = bao::encode::outboard(&data);
+        assert_eq!(whole_hash.as_bytes(), &h);
+        assert!(on_disk == whole, "outboards differ");
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    //! What a crash, a full disk or a failing file leaves behind, and what it must not.
+
+    use super::*;
+
+    fn open(dir: &Path, quota: u64) -> Store {
+        Store::open(dir, quota).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn objects_dir(store: &Store) -> PathBuf {
+        match &store.inner.backend {
+            Backend::Disk { dir } => dir.clone(),
+            Backend::Memory { .. } => panic!("disk store"),
+        }
+    }
+
+    fn files_under(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap_or_else(|e| panic!("{e}")) {
+            let p = e.unwrap_or_else(|e| panic!("{e}")).path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn an_io_error_is_not_corruption_and_leaves_the_object() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = open(dir.path(), 1 << 30);
+        let data = vec![3u8; 100_000];
+        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
+        let path = store.data_file(&h).unwrap_or_else(|| panic!("disk"));
+        let aside = path.with_extension("aside");
+        // The object file briefly becomes a directory: reads fail with EISDIR.
+        fs::rename(&path, &aside).unwrap_or_else(|e| panic!("{e}"));
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("{e}"));
+        let err = store.read_verified(&h, 0, 10);
+        assert!(
+            matches!(&err, Err(e) if e.is_transient()),
+            "an I/O error, not corruption: {err:?}"
+        );
+        assert_eq!(store.size(&h), Some(100_000), "still indexed");
+        assert_eq!(store.corrupt_found(), 0);
+        fs::remove_dir(&path).unwrap_or_else(|e| panic!("{e}"));
+        fs::rename(&aside, &path).unwrap_or_else(|e| panic!("{e}"));
+        let got = store.read_verified(&h, 0, 100_000);
+        assert!(got.is_ok_and(|b| b == data), "readable again");
+        // A missing outboard is an I/O error too, not a verdict on the bytes.
+        let Backend::Disk { dir: objs } = &store.inner.backend else {
+            panic!("disk")
+        };
+        let ob = outboard_path(objs, &h);
+        fs::rename(&ob, ob.with_extension("aside")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            store.read_verified(&h, 0, 10),
+            Err(StoreError::Io(_))
+        ));
+        assert_eq!(store.size(&h), Some(100_000));
+        // A truncated file is missing bytes: corruption.
+        fs::rename(ob.with_extension("aside"), &ob).unwrap_or_else(|e| panic!("{e}"));
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        f.set_len(50_000).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            store.read_verified(&h, 60_000, 10),
+            Err(StoreError::Corrupt)
+        ));
+        assert_eq!(store.size(&h), None);
+    }
+
+    #[test]
+    fn open_sweeps_temporaries_and_orphans_and_rebuilds_outboards() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = open(dir.path(), 1 << 30);
+        let objs = objects_dir(&store);
+        let kept = store
+            .put(&[1u8; 5000], None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rebuilt = store
+            .put(&[2u8; 70_000], None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let orphan = store
+            .put(&[3u8; 10], None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let liar = store
+            .put(&[4u8; 10], None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(store);
+        // A crash mid-write leaves temporaries in the root and in a shard.
+        fs::write(objs.join(".tmp-1-1"), b"partial").unwrap_or_else(|e| panic!("{e}"));
+        fs::write(objs.join(".tmp-1-1.obao"), b"partial").unwrap_or_else(|e| panic!("{e}"));
+        fs::write(shard(&objs, &kept).join(".tmp-9-9"), b"x").unwrap_or_else(|e| panic!("{e}"));
+        // A crash between the renames (or mid-release) leaves an outboard alone.
+        fs::remove_file(data_path(&objs, &orphan)).unwrap_or_else(|e| panic!("{e}"));
+        // An object file whose outboard was lost: rebuilt if the bytes match the name...
+        fs::remove_file(outboard_path(&objs, &rebuilt)).unwrap_or_else(|e| panic!("{e}"));
+        // ...removed if they do not.
+        fs::remove_file(outboard_path(&objs, &liar)).unwrap_or_else(|e| panic!("{e}"));
+        fs::write(data_path(&objs, &liar), b"not these bytes").unwrap_or_else(|e| panic!("{e}"));
+
+        let store = open(dir.path(), 1 << 30);
+        let mut want: Vec<String> = [kept, rebuilt]
+            .iter()
+            .flat_map(|h| [data_path(&objs, h), outboard_path(&objs, h)])
+            .map(|p| p.display().to_string())
+            .collect();
+        want.sort();
+        assert_eq!(files_under(&objs), want);
+        assert_eq!(store.len(), 2);
+        let got = store.read_verified(&rebuilt, 0, 70_000);
+        assert!(got.is_ok_and(|b| b == [2u8; 70_000]));
+    }
+
+    #[test]
+    fn a_failed_finish_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = open(dir.path(), 1 << 30);
+        let objs = objects_dir(&store);
+        let data = vec![9u8; 3000];
+        let h = *blake3::hash(&data).as_bytes();
+        // The shard's name is taken by a file: the rename into it fails.
+        fs::write(shard(&objs, &h), b"in the way").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(store.put(&data, None), Err(StoreError::Io(_))));
+        assert_eq!(store.size(&h), None);
+        assert_eq!(
+            files_under(&objs),
+            vec![shard(&objs, &h).display().to_string()]
+        );
+    }
+
+    #[test]
+    fn the_disk_quota_refuses_writes_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = open(dir.path(), 10_000);
+        let objs = objects_dir(&store);
+        store
+            .put(&[1u8; 6000], None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Refused up front when the size is known...
+        assert!(matches!(store.writer(5000), Err(StoreError::Full { .. })));
+        // ...and the moment a streamed write would pass the quota.
+        let mut w = store.writer(0).unwrap_or_else(|e| panic!("{e}"));
+        assert!(w.write(&[2u8; 3000]).is_ok());
+        assert!(matches!(
+            w.write(&[2u8; 2000]),
+            Err(StoreError::Full { .. })
+        ));
+        drop(w);
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.bytes(), 6000);
+        assert_eq!(
+            files_under(&objs).len(),
+            2,
+            "only the one object and its outboard"
+        );
+        // The quota counts what the reopened store finds.
+        let again = open(dir.path(), 10_000);
+        assert!(matches!(
+            again.put(&[5u8; 4001], None),
+            Err(StoreError::Full { .. })
+        ));
+        assert!(again.put(&[5u8; 4000], None).is_ok());
     }
 }
