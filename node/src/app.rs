@@ -32,6 +32,8 @@ use crate::transport::{
 
 /// Longest wait between bootstrap attempts.
 const BOOTSTRAP_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Provider announcements in flight at once while a restarted node announces its store.
+const STARTUP_ANNOUNCE_IN_FLIGHT: usize = 4;
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -125,6 +127,11 @@ impl InboundHandler for NodeHandler {
             _ => Box::pin(exchange.respond(Status::Unavailable, bytes::Bytes::new())),
         }
     }
+
+    fn bounds_itself(&self, app_proto: u16) -> bool {
+        // Object transfers end on idleness or a too-low rate, not after a fixed time.
+        app_proto == APP_PROTO_OBJECT
+    }
 }
 
 /// A node that is up.
@@ -201,14 +208,14 @@ pub async fn start(
         transport.clone(),
         dht.clone(),
         config.objects.clone(),
+        cap_root,
     );
     let _ = handler
         .services
         .set((dht.clone(), transport.clone(), objects.clone()));
-    // Objects already on disk are ours to replicate and announce.
-    for (hash, size) in store.list() {
-        objects.announce(hash, size).await;
-    }
+    // Objects already on disk are ours to replicate and announce: in the background, a few
+    // lookups at a time, so a large store neither delays start-up nor floods the mesh.
+    let announcing = objects.announce_stored(STARTUP_ANNOUNCE_IN_FLIGHT);
 
     let listener = TcpListener::bind(config.http)
         .await
@@ -251,6 +258,7 @@ pub async fn start(
             shutdown_rx,
         )),
         tokio::spawn(objects.run_repair(plans)),
+        announcing,
     ];
     tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, amnesia = config.amnesia, "node started");
     Ok(RunningNode {

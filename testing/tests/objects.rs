@@ -1227,10 +1227,18 @@ fn puts_acknowledged_while_a_node_dies_all_stay_readable() {
     for f in &failed {
         println!("  failed PUT {f}");
     }
-    if !thin.is_empty() {
-        println!("  201 with fewer than W = {W} replicas (index, replicas, took): {thin:?}");
-    }
-    assert!(!acked.is_empty(), "no PUT succeeded");
+    // A 201 is a promise of W durable copies: never fewer.
+    assert!(
+        thin.is_empty(),
+        "201 with fewer than W = {W} replicas (index, replicas, took): {thin:?}"
+    );
+    // One node of five dies: the other three peers still make W = 2 easy to reach. A PUT
+    // may fail while the dead node is still a target, but only cleanly and rarely.
+    assert!(
+        failed.len() <= PUTS / 10,
+        "{} of {PUTS} PUTs failed: {failed:?}",
+        failed.len()
+    );
 
     // Every acknowledged object reads back, byte for byte, through another live node: one
     // reader thread per live node other than the entry, each taking its share of objects.

@@ -1,10 +1,17 @@
 //! Object routes: `PUT /o`, `GET /o/{id}`, `HEAD /o/{id}`.
 //!
-//! PUT streams the body into the store while hashing it (no full copy in memory), then
-//! replicates and answers 201 once W copies are durable. GET serves a local copy or fetches
-//! from holders, verifying every chunk either way; ids are strong ETags and immutable.
+//! PUT streams the body into the store while hashing it (no full copy in memory, the file
+//! work on the blocking pool), then replicates and answers 201 once W copies are durable,
+//! each confirmed by its holder; short of W it answers 503 `insufficient_replicas` with the
+//! count, keeps the local copy and leaves the rest to repair. GET serves a local copy or
+//! fetches from holders, verifying every chunk either way; a remote object's size comes from
+//! a verified final chunk before the headers go out. Ids are strong ETags and immutable.
 //! Ranges: one `a-b`, `a-` or `-n` range gives 206, an unsatisfiable one 416 with
 //! `Content-Range: bytes */len`; several ranges are answered with the whole object.
+//!
+//! Errors tell the truth: 404 only after a search ran and found no holder; a search that
+//! could not run is 503, one that timed out 504; a store that cannot read right now is 503
+//! `store_unavailable` (the object stays); only a hash mismatch counts as corruption.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,7 +31,7 @@ use wire::object::ByteRange;
 use super::ApiError;
 use crate::app::NodeContext;
 use crate::caps::{CapError, Intent, Token};
-use crate::objects::{LocateError, Located};
+use crate::objects::{Ingest, LocateError, Located, Replicated};
 use crate::store::{Hash, StoreError, id_string, parse_id};
 
 /// Ranges up to this size are read, verified and answered in one piece.
@@ -111,9 +118,8 @@ async fn put_object(
     if declared.is_some_and(|d| d > max) {
         return Err(too_large());
     }
-    let mut writer = objects
-        .store
-        .writer(declared.unwrap_or(0))
+    let mut ingest = Ingest::open(&objects.store, declared.unwrap_or(0))
+        .await
         .map_err(store_error)?;
     let mut stream = body.into_data_stream();
     let idle = ctx.gateway.body_idle_timeout;
@@ -136,7 +142,7 @@ async fn put_object(
                 ));
             }
         };
-        let len = writer.len() + chunk.len() as u64;
+        let len = ingest.len() + chunk.len() as u64;
         if len > max {
             return Err(too_large());
         }
@@ -147,18 +153,29 @@ async fn put_object(
                 format!("capability token allows at most {t} bytes"),
             ));
         }
-        writer.write(&chunk).map_err(store_error)?;
+        ingest.write(&chunk).await.map_err(store_error)?;
     }
-    let size = writer.len();
-    let hash = tokio::task::spawn_blocking(move || writer.finish(None))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(store_error)?;
-    let replicas = objects.replicate(hash, size).await;
+    let size = ingest.len();
+    let hash = ingest.finish(None).await.map_err(store_error)?;
+    let Replicated { copies, want } = objects.replicate(hash, size).await;
     let id = id_string(&hash);
+    if copies < want {
+        metrics::counter!("rejected_total", "reason" => "insufficient_replicas").increment(1);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "insufficient_replicas",
+            format!(
+                "{id} is durable on {copies} of the {want} nodes a write needs; this node keeps its copy and repair goes on, retry the PUT later"
+            ),
+        )
+        .retry_after(5)
+        .with("id", id.clone())
+        .with("replicas", copies)
+        .with("w", want));
+    }
     let mut resp = (
         StatusCode::CREATED,
-        Json(json!({"id": id, "size": size, "replicas": replicas})),
+        Json(json!({"id": id, "size": size, "replicas": copies})),
     )
         .into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/o/{id}")) {
@@ -173,8 +190,20 @@ fn store_error(e: StoreError) -> ApiError {
             metrics::counter!("rejected_total", "reason" => "store_full").increment(1);
             ApiError::overloaded(e.to_string())
         }
+        StoreError::Io(_) => store_unavailable(&e),
         other => ApiError::internal(other.to_string()),
     }
+}
+
+/// 503 for a store that failed to read or write right now; nothing was judged corrupt.
+fn store_unavailable(e: &StoreError) -> ApiError {
+    metrics::counter!("rejected_total", "reason" => "store_unavailable").increment(1);
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        format!("the store could not be read: {e}"),
+    )
+    .retry_after(1)
 }
 
 /// What a `Range` header asks for, against an object of `size` bytes.
@@ -253,17 +282,15 @@ async fn get_object(
         )
     })?;
     let tag = etag(&hash);
-    if let Some(inm) = headers
+    let inm = headers
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        // The id is the content: a client holding this ETag holds these bytes.
-        if inm.split(',').any(|t| t.trim() == tag || t.trim() == "*") {
-            return Ok(with_object_headers(
-                StatusCode::NOT_MODIFIED.into_response(),
-                &tag,
-            ));
-        }
+        .and_then(|v| v.to_str().ok());
+    // The id is the content: a client holding this ETag holds these bytes, with no lookup.
+    if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == tag)) {
+        return Ok(with_object_headers(
+            StatusCode::NOT_MODIFIED.into_response(),
+            &tag,
+        ));
     }
     let objects = &ctx.objects;
     let located = objects.locate(hash).await.map_err(|e| match e {
@@ -273,7 +300,24 @@ async fn get_object(
             "timeout",
             "holders did not answer in time",
         ),
+        LocateError::Overloaded(why) => {
+            metrics::counter!("rejected_total", "reason" => "lookup_refused").increment(1);
+            ApiError::overloaded(format!("the search for holders could not run: {why}"))
+        }
+        LocateError::NoPeers => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_peers",
+            "this node has lost its peers and cannot search the mesh; retry",
+        )
+        .retry_after(5),
     })?;
+    // `*` matches any current representation: only an object that exists.
+    if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == "*")) {
+        return Ok(with_object_headers(
+            StatusCode::NOT_MODIFIED.into_response(),
+            &tag,
+        ));
+    }
     let size = match &located {
         Located::Local { size } | Located::Remote { size, .. } => *size,
     };
@@ -358,8 +402,15 @@ async fn local_body(ctx: &NodeContext, hash: Hash, range: ByteRange) -> Result<B
                     StatusCode::SERVICE_UNAVAILABLE,
                     "integrity",
                     "the stored copy failed verification and was dropped, and no other holder answered; retry",
-                )),
+                )
+                .retry_after(1)),
             },
+            // Unreadable right now (EIO, EMFILE, ...): not a verdict on the object.
+            Err(e @ StoreError::Io(_)) => Err(store_unavailable(&e)),
+            Err(StoreError::NotFound) => Err(ApiError::not_found(format!(
+                "{} was released while being read; retry",
+                id_string(&hash)
+            ))),
             Err(other) => Err(ApiError::internal(other.to_string())),
         };
     }
