@@ -81,6 +81,8 @@ impl NodeContext {
     /// The `/v1/status` document.
     pub fn status_json(&self) -> Value {
         let s = self.dht.status();
+        let o = &self.objects.stats;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         json!({
             "node_id": self.transport.node_id().to_string(),
             "listen": self.transport.local_addr().to_string(),
@@ -91,12 +93,17 @@ impl NodeContext {
             "objects": self.objects.store.len(),
             "integrity_failures": {
                 "store": self.objects.store.corrupt_found(),
-                "peer": self.objects.stats.integrity_fail_peer.load(std::sync::atomic::Ordering::Relaxed),
-                "push": self.objects.stats.integrity_fail_push.load(std::sync::atomic::Ordering::Relaxed),
+                "peer": load(&o.integrity_fail_peer),
+                "push": load(&o.integrity_fail_push),
+                "proof": load(&o.holders_lied),
             },
             "repair": {
-                "transfers": self.objects.stats.repair_transfers.load(std::sync::atomic::Ordering::Relaxed),
-                "bytes": self.objects.stats.repair_bytes.load(std::sync::atomic::Ordering::Relaxed),
+                "transfers": load(&o.repair_transfers),
+                "bytes": load(&o.repair_bytes),
+            },
+            "pushes": {
+                "stored": load(&o.pushes_stored),
+                "refused": load(&o.pushes_refused),
             },
             "bytes_stored": self.objects.store.bytes(),
             "ready": s.ready,
@@ -191,10 +198,7 @@ pub async fn start(
     let transport = Transport::bind(identity.clone(), tconfig, handler.clone())?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let seed = u64::from_le_bytes(rand_seed());
-    let replication = overlay::ReplicationConfig {
-        rf: config.objects.rf,
-        ..Default::default()
-    };
+    let replication = config.replication.clone();
     let (dht, plans) = dht::spawn(
         transport.clone(),
         transport.local_addr(),

@@ -117,6 +117,8 @@ pub struct ConfigLayer {
     pub rf: Option<usize>,
     /// Durable copies before a PUT is acknowledged.
     pub w: Option<usize>,
+    /// Repair bandwidth this node may use to push copies, bytes per second.
+    pub repair_bytes_per_second: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -151,6 +153,9 @@ impl ConfigLayer {
             object_max_bytes: over.object_max_bytes.or(self.object_max_bytes),
             rf: over.rf.or(self.rf),
             w: over.w.or(self.w),
+            repair_bytes_per_second: over
+                .repair_bytes_per_second
+                .or(self.repair_bytes_per_second),
         }
     }
 }
@@ -180,6 +185,9 @@ pub struct NodeConfig {
     pub store_quota_bytes: u64,
     /// Object limits and replication (defaults: 1 GiB, RF 3, W 2).
     pub objects: crate::objects::ObjectLimits,
+    /// The replication planner and the replica admission rule (RF as `objects.rf`; repair
+    /// paced at 16 MiB/s by default).
+    pub replication: overlay::ReplicationConfig,
 }
 
 impl NodeConfig {
@@ -218,6 +226,19 @@ impl NodeConfig {
             );
             return Err(ConfigError::Invalid { field: "rf/w", why });
         }
+        let mut replication = overlay::ReplicationConfig {
+            rf: objects.rf,
+            ..overlay::ReplicationConfig::default()
+        };
+        if let Some(rate) = layer.repair_bytes_per_second {
+            if rate == 0 {
+                return Err(ConfigError::Invalid {
+                    field: "repair_bytes_per_second",
+                    why: "must be positive: repair that cannot run loses copies".into(),
+                });
+            }
+            replication.bytes_per_second = rate;
+        }
         let bootstrap = layer
             .bootstrap
             .unwrap_or_default()
@@ -242,6 +263,7 @@ impl NodeConfig {
             cap_key: layer.cap_key,
             store_quota_bytes: layer.store_quota_bytes.unwrap_or(10 << 30),
             objects,
+            replication,
         })
     }
 }

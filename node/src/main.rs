@@ -96,6 +96,9 @@ struct RunArgs {
     /// Durable copies before a PUT is acknowledged.
     #[arg(long, env = "MACRONODE_W")]
     w: Option<usize>,
+    /// Repair bandwidth for pushing copies, bytes per second.
+    #[arg(long, env = "MACRONODE_REPAIR_BYTES_PER_SECOND")]
+    repair_bytes_per_second: Option<u64>,
 }
 
 impl RunArgs {
@@ -115,6 +118,7 @@ impl RunArgs {
             object_max_bytes: self.object_max_bytes,
             rf: self.rf,
             w: self.w,
+            repair_bytes_per_second: self.repair_bytes_per_second,
             ..ConfigLayer::default()
         }
     }

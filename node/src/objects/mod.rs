@@ -353,6 +353,10 @@ impl Objects {
         let lookup =
             tokio::time::timeout_at(deadline, self.dht.get_providers(key, self.limits.rf)).await;
         let (providers, closest) = match lookup {
+            // Every request of the lookup failed: nobody was asked, nothing was learned.
+            Ok(Ok(out)) if out.stats.rpcs > 0 && out.stats.timeouts >= out.stats.rpcs => {
+                return Err(LocateError::Timeout);
+            }
             Ok(Ok(out)) => match out.result {
                 QueryResult::GetProviders { providers, closest } => (providers, closest),
                 _ => (Vec::new(), Vec::new()),
@@ -388,6 +392,7 @@ impl Objects {
         let mut holders = Vec::new();
         let mut size = None;
         let mut silent = 0;
+        let mut answered = 0;
         while holders.len() < self.limits.rf {
             let (c, answer) = match tokio::time::timeout_at(deadline, probes.join_next()).await {
                 Ok(Some(Ok(n))) => n,
@@ -398,6 +403,9 @@ impl Objects {
                     break;
                 }
             };
+            if matches!(answer, Ok(Ok(_) | Err(FetchError::Status(_)))) {
+                answered += 1;
+            }
             match answer {
                 Ok(Ok(s)) => {
                     // Verified sizes cannot disagree; keep the first, fastest first.
@@ -416,8 +424,11 @@ impl Objects {
         probes.abort_all();
         match size {
             Some(size) => Ok(Located::Remote { size, holders }),
-            // Records say someone holds it, but nobody who could answer did: try again later.
-            None if provider_count > 0 && silent > 0 => Err(LocateError::Timeout),
+            // Records say someone holds it, or nobody we asked could answer: the search did
+            // not finish. Try again later.
+            None if silent > 0 && (provider_count > 0 || answered == 0) => {
+                Err(LocateError::Timeout)
+            }
             None => Err(LocateError::NotFound),
         }
     }
