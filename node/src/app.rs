@@ -235,6 +235,9 @@ pub async fn start(
         open_writes: config.open_writes,
         cap_root,
         body_idle_timeout: Duration::from_secs(30),
+        response_budget: Arc::new(tokio::sync::Semaphore::new(
+            config.response_buffer_bytes as usize,
+        )),
     };
     let ctx = Arc::new(NodeContext {
         dht: dht.clone(),
@@ -250,7 +253,10 @@ pub async fn start(
     let http_task = tokio::spawn(gateway::serve(
         listener,
         router,
-        GatewayLimits::default(),
+        GatewayLimits {
+            write_stall_timeout: config.write_stall_timeout,
+            ..GatewayLimits::default()
+        },
         shutdown_rx.clone(),
         SHUTDOWN_GRACE,
     ));

@@ -119,6 +119,10 @@ pub struct ConfigLayer {
     pub w: Option<usize>,
     /// Repair bandwidth this node may use to push copies, bytes per second.
     pub repair_bytes_per_second: Option<u64>,
+    /// Bytes of HTTP response bodies the gateway may hold waiting to be sent.
+    pub response_buffer_bytes: Option<u64>,
+    /// A client that reads nothing of a response for this long is disconnected, ms.
+    pub write_stall_ms: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -156,6 +160,8 @@ impl ConfigLayer {
             repair_bytes_per_second: over
                 .repair_bytes_per_second
                 .or(self.repair_bytes_per_second),
+            response_buffer_bytes: over.response_buffer_bytes.or(self.response_buffer_bytes),
+            write_stall_ms: over.write_stall_ms.or(self.write_stall_ms),
         }
     }
 }
@@ -188,6 +194,10 @@ pub struct NodeConfig {
     /// The replication planner and the replica admission rule (RF as `objects.rf`; repair
     /// paced at 16 MiB/s by default).
     pub replication: overlay::ReplicationConfig,
+    /// Bytes of HTTP response bodies held waiting to be sent, at most (default 256 MiB).
+    pub response_buffer_bytes: u64,
+    /// A client that reads nothing of a response for this long is disconnected (30 s).
+    pub write_stall_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -264,6 +274,26 @@ impl NodeConfig {
             store_quota_bytes: layer.store_quota_bytes.unwrap_or(10 << 30),
             objects,
             replication,
+            response_buffer_bytes: match layer.response_buffer_bytes {
+                Some(b) if !(1 << 20..=1 << 32).contains(&b) => {
+                    return Err(ConfigError::Invalid {
+                        field: "response_buffer_bytes",
+                        why: format!("{b} is outside 1 MiB ..= 4 GiB"),
+                    });
+                }
+                Some(b) => b,
+                None => 256 << 20,
+            },
+            write_stall_timeout: match layer.write_stall_ms {
+                Some(0) => {
+                    return Err(ConfigError::Invalid {
+                        field: "write_stall_ms",
+                        why: "must be positive: 0 would cut every response".into(),
+                    });
+                }
+                Some(ms) => Duration::from_millis(ms),
+                None => Duration::from_secs(30),
+            },
         })
     }
 }

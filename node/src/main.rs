@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a local mesh of N node processes on loopback until Ctrl-C.
     Devnet(node::devnet::DevnetArgs),
     /// Capability tokens for gateway writes.
@@ -99,6 +99,12 @@ struct RunArgs {
     /// Repair bandwidth for pushing copies, bytes per second.
     #[arg(long, env = "MACRONODE_REPAIR_BYTES_PER_SECOND")]
     repair_bytes_per_second: Option<u64>,
+    /// Bytes of HTTP response bodies the gateway may hold waiting to be sent.
+    #[arg(long, env = "MACRONODE_RESPONSE_BUFFER_BYTES")]
+    response_buffer_bytes: Option<u64>,
+    /// Disconnect a client that reads nothing of a response for this long, ms.
+    #[arg(long, env = "MACRONODE_WRITE_STALL_MS")]
+    write_stall_ms: Option<u64>,
 }
 
 impl RunArgs {
@@ -119,6 +125,8 @@ impl RunArgs {
             rf: self.rf,
             w: self.w,
             repair_bytes_per_second: self.repair_bytes_per_second,
+            response_buffer_bytes: self.response_buffer_bytes,
+            write_stall_ms: self.write_stall_ms,
             ..ConfigLayer::default()
         }
     }

@@ -438,7 +438,7 @@ impl StoreError {
 }
 
 /// Read-buffer size for object files.
-const CHUNK_READ: usize = 256 * 1024;
+const CHUNK_READ: usize = 64 * 1024;
 
 fn shard(dir: &Path, hash: &Hash) -> PathBuf {
     dir.join(hex::encode(&hash[..1]))

@@ -29,15 +29,23 @@ use serde_json::json;
 use wire::object::ByteRange;
 
 use super::ApiError;
+use super::hold::Holding;
 use crate::app::NodeContext;
 use crate::caps::{CapError, Intent, Token};
 use crate::objects::{Ingest, LocateError, Located, Replicated};
 use crate::store::{Hash, StoreError, id_string, parse_id};
 
 /// Ranges up to this size are read, verified and answered in one piece.
-const WHOLE_READ_MAX: u64 = 8 << 20;
+const WHOLE_READ_MAX: u64 = 256 << 10;
 /// Larger local reads are verified and sent in pieces of this size.
-const PIECE: u64 = 1 << 20;
+const PIECE: u64 = 64 << 10;
+/// Response buffer budget a streamed local body takes: the file's read buffer, the piece
+/// being read, the one queued, and what hyper buffers for the connection (up to
+/// `HTTP1_BUFFER_MAX` plus the piece that crossed it).
+const LOCAL_STREAM_COST: u32 = 512 << 10;
+/// Response buffer budget a remote body takes: the fetch pipeline's queued pieces on both
+/// sides of the verifier, and what hyper buffers.
+const REMOTE_STREAM_COST: u32 = 1 << 20;
 
 /// The object routes.
 pub fn routes() -> Router<Arc<NodeContext>> {
@@ -349,7 +357,7 @@ async fn get_object(
     } else {
         match located {
             Located::Local { .. } => local_body(&ctx, hash, range).await?,
-            Located::Remote { holders, .. } => remote_body(&ctx, holders, hash, range),
+            Located::Remote { holders, .. } => remote_body(&ctx, holders, hash, range)?,
         }
     };
     let mut resp = Response::new(body);
@@ -385,19 +393,33 @@ fn with_object_headers(mut resp: Response, tag: &str) -> Response {
     resp
 }
 
+/// Takes `bytes` of the response buffer budget for one body, or answers 503: the node
+/// holds at most the budget in response bytes waiting to be sent, whatever its clients do.
+fn budget(ctx: &NodeContext, bytes: u32) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    ctx.gateway
+        .response_budget
+        .clone()
+        .try_acquire_many_owned(bytes.max(1))
+        .map_err(|_| {
+            metrics::counter!("rejected_total", "reason" => "response_buffers").increment(1);
+            ApiError::overloaded("response buffers are full; retry")
+        })
+}
+
 /// A local range: verified whole when small, else verified piece by piece as it streams.
 async fn local_body(ctx: &NodeContext, hash: Hash, range: ByteRange) -> Result<Body, ApiError> {
     let store = ctx.objects.store.clone();
     if range.len <= WHOLE_READ_MAX {
+        let held = budget(ctx, range.len as u32)?;
         let read =
             tokio::task::spawn_blocking(move || store.read_verified(&hash, range.start, range.len))
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()))?;
         return match read {
-            Ok(bytes) => Ok(Body::from(bytes)),
+            Ok(bytes) => Ok(Holding::wrap(Body::from(bytes), vec![held])),
             // The local copy was bad and is gone (counted): serve the read from the mesh.
             Err(StoreError::Corrupt) => match ctx.objects.find_holders(hash).await {
-                Ok(Located::Remote { holders, .. }) => Ok(remote_body(ctx, holders, hash, range)),
+                Ok(Located::Remote { holders, .. }) => remote_body(ctx, holders, hash, range),
                 _ => Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "integrity",
@@ -416,9 +438,13 @@ async fn local_body(ctx: &NodeContext, hash: Hash, range: ByteRange) -> Result<B
     }
     // Larger ranges stream, verified piece by piece; a bad piece midway is replaced by
     // bytes from other holders (see `Objects::stream_local`).
-    Ok(counted_body(
-        ctx.objects.stream_local(hash, range, PIECE as usize),
-        range.len,
+    let held = budget(ctx, LOCAL_STREAM_COST)?;
+    Ok(Holding::wrap(
+        counted_body(
+            ctx.objects.stream_local(hash, range, PIECE as usize),
+            range.len,
+        ),
+        vec![held],
     ))
 }
 
@@ -428,8 +454,12 @@ fn remote_body(
     holders: Vec<crate::dht::NetPeer>,
     hash: Hash,
     range: ByteRange,
-) -> Body {
-    counted_body(ctx.objects.stream_remote(holders, hash, range), range.len)
+) -> Result<Body, ApiError> {
+    let held = budget(ctx, REMOTE_STREAM_COST)?;
+    Ok(Holding::wrap(
+        counted_body(ctx.objects.stream_remote(holders, hash, range), range.len),
+        vec![held],
+    ))
 }
 
 /// A body from verified pieces; if they stop before `len` bytes, the body ends in an error,
@@ -460,6 +490,9 @@ pub struct GatewaySettings {
     pub cap_root: [u8; 32],
     /// Longest pause allowed while a client sends a body (30 s).
     pub body_idle_timeout: Duration,
+    /// Bytes of response bodies the gateway may hold waiting to be sent, across all
+    /// requests (256 MiB); a GET that would pass it gets 503 with `Retry-After`.
+    pub response_budget: Arc<tokio::sync::Semaphore>,
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::store::{Hash, StoreError};
 use crate::transport::TransportError;
 
 /// Verified pieces buffered between the decoder and the consumer.
-const PIECES_MAX: usize = 8;
+const PIECES_MAX: usize = 4;
 
 /// Why a fetch from one holder failed.
 #[derive(Debug, thiserror::Error)]

@@ -440,7 +440,7 @@ impl Objects {
         hash: Hash,
         range: ByteRange,
     ) -> mpsc::Receiver<Bytes> {
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = mpsc::channel(2);
         let objects = self.clone();
         tokio::spawn(async move {
             if let Err(e) = objects.fetch_failover(&holders, hash, range, tx).await {
@@ -460,7 +460,7 @@ impl Objects {
         range: ByteRange,
         piece: usize,
     ) -> mpsc::Receiver<Bytes> {
-        let (out, rx) = mpsc::channel(2);
+        let (out, rx) = mpsc::channel(1);
         let objects = self.clone();
         tokio::spawn(async move {
             let mut sent = 0u64;

@@ -66,7 +66,7 @@ pub(crate) async fn serve_stream(
     pc: PeerConn,
     pair: (quinn::SendStream, quinn::RecvStream),
 ) {
-    let mut fs = shared.framed(pair, pc.limits, Direction::Requests);
+    let mut fs = shared.framed_on(&pc, pair, Direction::Requests);
     let first = match fs.recv_frame().await {
         Ok(Some(first)) => first,
         // A rejected first frame was counted and answered by the stream itself.
@@ -82,11 +82,17 @@ pub(crate) async fn serve_stream(
         let _ = fs.reply(Status::NotFound, app, corr, Bytes::new()).await;
         return;
     }
+    // The peer's share first, then the node's: a few identities cannot take every slot.
+    let Ok(share) = pc.inbound.clone().try_acquire_owned() else {
+        shared.stats.reject("inbound_per_peer");
+        let _ = fs.reply(Status::Unavailable, app, corr, Bytes::new()).await;
+        return;
+    };
     let Ok(slot) = shared.inbound_slots.clone().try_acquire_owned() else {
         let _ = fs.reply(Status::Unavailable, app, corr, Bytes::new()).await;
         return;
     };
-    let exchange = InboundExchange::new(fs, pc.info.id, first, Some(slot));
+    let exchange = InboundExchange::new(fs, pc.info.id, first, vec![share, slot]);
     let handled = shared.handler.handle(exchange);
     let outcome = if shared.handler.bounds_itself(app) {
         Ok(handled.await)
