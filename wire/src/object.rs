@@ -166,4 +166,60 @@ mod tests {
         };
         assert!(decode::<ObjectResponse>(&encode(&past)).is_err());
     }
+
+    #[test]
+    fn spec_examples() {
+        let hex = |b: bytes::Bytes| hex::encode(b);
+        let rep = |byte: &str| byte.repeat(32);
+        let cases: Vec<(bytes::Bytes, String)> = vec![
+            (
+                encode(&ObjectRequest::Get {
+                    hash: [1; 32],
+                    range: None,
+                }),
+                format!("00{}00", rep("01")),
+            ),
+            (
+                encode(&ObjectRequest::Get {
+                    hash: [1; 32],
+                    range: Some(ByteRange { start: 5, len: 10 }),
+                }),
+                format!("00{}01050a", rep("01")),
+            ),
+            (
+                encode(&ObjectRequest::Has { hash: [2; 32] }),
+                format!("01{}", rep("02")),
+            ),
+            (
+                encode(&ObjectRequest::Put {
+                    hash: [3; 32],
+                    size: 100_000,
+                }),
+                format!("02{}a08d06", rep("03")),
+            ),
+            (
+                encode(&ObjectRequest::Tail { hash: [4; 32] }),
+                format!("03{}", rep("04")),
+            ),
+            (
+                encode(&ObjectResponse::Found {
+                    size: 300_000,
+                    range: ByteRange::tail(300_000),
+                }),
+                "00e0a712dfa71201".into(),
+            ),
+            (
+                encode(&ObjectResponse::Has {
+                    size: Some(300_000),
+                }),
+                "0101e0a712".into(),
+            ),
+            (encode(&ObjectResponse::Has { size: None }), "0100".into()),
+            (encode(&ObjectResponse::Stored), "02".into()),
+        ];
+        for (got, want) in cases {
+            assert_eq!(hex(got), want);
+        }
+        assert_eq!(ByteRange::tail(0), ByteRange { start: 0, len: 0 });
+    }
 }
