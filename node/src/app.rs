@@ -25,6 +25,7 @@ use crate::gateway::objects::GatewaySettings;
 use crate::gateway::{self, GatewayLimits};
 use crate::identity::Identity;
 use crate::objects::{Objects, serve_object};
+use crate::quota::Quotas;
 use crate::store::Store;
 use crate::transport::{
     HandlerFuture, InboundExchange, InboundHandler, Transport, TransportConfig,
@@ -34,6 +35,8 @@ use crate::transport::{
 const BOOTSTRAP_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Provider announcements in flight at once while a restarted node announces its store.
 const STARTUP_ANNOUNCE_IN_FLIGHT: usize = 4;
+/// How often changed tenant accounts are written to disk.
+const QUOTA_SAVE_EVERY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -162,6 +165,9 @@ pub enum StartError {
     /// The capability key file could not be read.
     #[error("capability key: {0}")]
     CapKey(std::io::Error),
+    /// The tenant accounts could not be read.
+    #[error("tenant accounts: {0}")]
+    Quotas(std::io::Error),
     /// The QUIC endpoint could not start.
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
@@ -207,12 +213,18 @@ pub async fn start(
         seed,
         shutdown_rx.clone(),
     );
+    let quotas = if config.amnesia {
+        Quotas::in_memory()
+    } else {
+        Quotas::open(config.data_dir.join("tenants.json")).map_err(StartError::Quotas)?
+    };
     let objects = Objects::new(
         store.clone(),
         transport.clone(),
         dht.clone(),
         config.objects.clone(),
         cap_root,
+        quotas.clone(),
     );
     let _ = handler
         .services
@@ -269,6 +281,7 @@ pub async fn start(
         )),
         tokio::spawn(objects.run_repair(plans)),
         announcing,
+        quotas.keep_saved(QUOTA_SAVE_EVERY),
     ];
     tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, amnesia = config.amnesia, "node started");
     Ok(RunningNode {
@@ -286,6 +299,10 @@ impl RunningNode {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.http_task).await;
         for t in self.tasks {
             t.abort();
+        }
+        let quotas = self.ctx.objects.quotas.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || quotas.save()).await {
+            tracing::warn!(error = %e, "saving tenant accounts failed");
         }
         self.ctx.transport.close().await;
     }

@@ -31,8 +31,9 @@ use wire::object::ByteRange;
 use super::ApiError;
 use super::hold::Holding;
 use crate::app::NodeContext;
-use crate::caps::{CapError, Intent, Token};
+use crate::caps::{CapError, Grant, Intent, Token};
 use crate::objects::{Ingest, LocateError, Located, Replicated};
+use crate::quota::QuotaError;
 use crate::store::{Hash, StoreError, id_string, parse_id};
 
 /// Ranges up to this size are read, verified and answered in one piece.
@@ -60,14 +61,11 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Checks the write capability; returns the byte limit the token sets, if any.
-fn authorize(
-    ctx: &NodeContext,
-    headers: &HeaderMap,
-    size: Option<u64>,
-) -> Result<Option<u64>, ApiError> {
+/// Checks the write capability; returns what the token grants (its byte limit, its
+/// tenant), or nothing when the operator opened writes.
+fn authorize(ctx: &NodeContext, headers: &HeaderMap, size: Option<u64>) -> Result<Grant, ApiError> {
     if ctx.gateway.open_writes {
-        return Ok(None);
+        return Ok(Grant::default());
     }
     let refuse = |e: CapError| {
         metrics::counter!("rejected_total", "reason" => "capability").increment(1);
@@ -89,11 +87,11 @@ fn authorize(
     let text = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .ok_or_else(|| refuse(CapError::Missing))?;
-    let token = Token::decode(text.trim()).map_err(refuse)?;
+    let token = Token::decode(text).map_err(refuse)?;
     token
-        .verify(
+        .grant(
             &ctx.gateway.cap_root,
             &Intent {
                 method: "PUT",
@@ -102,6 +100,24 @@ fn authorize(
             },
         )
         .map_err(refuse)
+}
+
+/// The credentials of an `Authorization: Bearer …` value (the scheme is case-insensitive,
+/// RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// 429 for a tenant over its quota, with when to retry.
+pub(crate) fn over_quota(e: &QuotaError) -> ApiError {
+    metrics::counter!("rejected_total", "reason" => "quota").increment(1);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "quota_exceeded",
+        e.to_string(),
+    )
+    .retry_after(e.retry_after_secs())
 }
 
 async fn put_object(
@@ -113,8 +129,36 @@ async fn put_object(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let token_max = authorize(&ctx, &headers, declared)?;
+    // Bodies are stored as sent and named by their hash: a compressed upload would be
+    // stored compressed under the hash of the compressed bytes. Refuse it before reading.
+    if let Some(enc) = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().eq_ignore_ascii_case("identity"))
+    {
+        metrics::counter!("rejected_total", "reason" => "content_encoding").increment(1);
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_encoding",
+            format!(
+                "Content-Encoding {enc:?} is not accepted: objects are stored as sent; upload the bytes themselves"
+            ),
+        ));
+    }
+    let grant = authorize(&ctx, &headers, declared)?;
+    let token_max = grant.max_bytes;
     let objects = &ctx.objects;
+    // A tenant's write holds its bytes in the tenant's account from the start: the whole
+    // declared size, or each piece of a body of unknown size as it comes.
+    let mut reservation = match &grant.tenant {
+        Some(q) => Some(
+            objects
+                .quotas
+                .reserve(q, declared.unwrap_or(0))
+                .map_err(|e| over_quota(&e))?,
+        ),
+        None => None,
+    };
     let max = objects.limits.object_max;
     let too_large = || {
         ApiError::new(
@@ -161,10 +205,22 @@ async fn put_object(
                 format!("capability token allows at most {t} bytes"),
             ));
         }
+        if let (Some(r), None) = (reservation.as_mut(), declared) {
+            r.grow(chunk.len() as u64).map_err(|e| over_quota(&e))?;
+        }
         ingest.write(&chunk).await.map_err(store_error)?;
     }
     let size = ingest.len();
+    if declared.is_some_and(|d| d != size) {
+        return Err(ApiError::bad_request(
+            "body_error",
+            format!("Content-Length said {declared:?} bytes, the body had {size}"),
+        ));
+    }
     let hash = ingest.finish(None).await.map_err(store_error)?;
+    if let Some(r) = reservation {
+        r.commit();
+    }
     let Replicated { copies, want } = objects.replicate(hash, size).await;
     let id = id_string(&hash);
     if copies < want {

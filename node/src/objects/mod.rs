@@ -31,6 +31,7 @@ use wire::Status;
 use wire::object::ByteRange;
 
 use crate::dht::{DhtError, DhtHandle, NetPeer};
+use crate::quota::Quotas;
 use crate::store::{Hash, Store};
 use crate::transport::Transport;
 pub use fetch::FetchError;
@@ -124,6 +125,8 @@ pub struct Objects {
     pub limits: Arc<ObjectLimits>,
     /// The key OAP/1 capabilities on replica pushes are checked with.
     pub(crate) cap_root: Arc<[u8; 32]>,
+    /// Tenant write quotas, for writes made with a token that names a tenant.
+    pub quotas: Quotas,
     /// Objects being received right now: a second concurrent push of one is refused.
     receiving: Arc<Mutex<BTreeSet<Hash>>>,
 }
@@ -189,13 +192,14 @@ impl Drop for Receiving {
 
 impl Objects {
     /// The object layer over a store, transport and DHT; replica pushes with a capability
-    /// are checked against `cap_root`.
+    /// are checked against `cap_root`, and tenants' writes against `quotas`.
     pub fn new(
         store: Store,
         transport: Transport,
         dht: DhtHandle,
         limits: ObjectLimits,
         cap_root: [u8; 32],
+        quotas: Quotas,
     ) -> Objects {
         Objects {
             store,
@@ -204,6 +208,7 @@ impl Objects {
             limits: Arc::new(limits),
             stats: Arc::default(),
             cap_root: Arc::new(cap_root),
+            quotas,
             receiving: Arc::default(),
         }
     }

@@ -21,7 +21,7 @@ use wire::object::{ByteRange, CHUNK, ObjectRequest, ObjectResponse};
 use wire::{Limits, Status, message};
 
 use super::{Ingest, Objects, PieceReader};
-use crate::caps::{Intent, Token};
+use crate::caps::{Intent, TenantQuota, Token};
 use crate::store::{Hash, StoreError};
 use crate::transport::{InboundExchange, TransportError};
 
@@ -146,18 +146,18 @@ async fn refuse(
     ex.respond(status, Bytes::new()).await
 }
 
-/// Whether a push may write here: `Ok`, or the status and reason to refuse it with.
+/// Whether a push may write here: `Ok` with the tenant it writes as (if its capability
+/// names one), or the status and reason to refuse it with.
 async fn authorize(
     ex: &InboundExchange,
     objects: &Objects,
     hash: &Hash,
     size: u64,
-) -> Result<(), (Status, &'static str)> {
+) -> Result<Option<TenantQuota>, (Status, &'static str)> {
     if !ex.cap().is_empty() {
-        let text = std::str::from_utf8(ex.cap())
-            .map_err(|_| (Status::Unauthorized, "push_bad_capability"))?;
-        let token =
-            Token::decode(text).map_err(|_| (Status::Unauthorized, "push_bad_capability"))?;
+        let bad = (Status::Unauthorized, "push_bad_capability");
+        let text = std::str::from_utf8(ex.cap()).map_err(|_| bad)?;
+        let token = Token::decode(text).map_err(|_| bad)?;
         let now_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -166,15 +166,15 @@ async fn authorize(
             size: Some(size),
             now_unix,
         };
-        return match token.verify(&objects.cap_root, &intent) {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_unauthenticated() => Err((Status::Unauthorized, "push_bad_capability")),
+        return match token.grant(&objects.cap_root, &intent) {
+            Ok(grant) => Ok(grant.tenant),
+            Err(e) if e.is_unauthenticated() => Err(bad),
             Err(_) => Err((Status::Forbidden, "push_capability_refused")),
         };
     }
     let from = Key::for_node(&ex.peer());
     match objects.dht.admit_replica(from, Key(*hash), size).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => Ok(None),
         Ok(Err(refusal)) => Err((Status::Forbidden, refusal.reason())),
         Err(_) => Err((Status::Unavailable, "push_dht_stopped")),
     }
@@ -190,9 +190,17 @@ async fn serve_put(
     if size > objects.limits.object_max {
         return refuse(ex, objects, Status::PayloadTooLarge, "push_too_large").await;
     }
-    if let Err((status, reason)) = authorize(&ex, objects, &hash, size).await {
-        return refuse(ex, objects, status, reason).await;
-    }
+    let tenant = match authorize(&ex, objects, &hash, size).await {
+        Ok(t) => t,
+        Err((status, reason)) => return refuse(ex, objects, status, reason).await,
+    };
+    let reservation = match tenant.map(|q| objects.quotas.reserve(&q, size)) {
+        Some(Err(_)) => {
+            return refuse(ex, objects, Status::TooManyRequests, "push_over_quota").await;
+        }
+        Some(Ok(r)) => Some(r),
+        None => None,
+    };
     if objects.store.size(&hash).is_some() {
         // Already durable here: answer at once (the pusher stops sending).
         return ex
@@ -228,6 +236,9 @@ async fn serve_put(
     }
     match ingest.finish(Some(hash)).await {
         Ok(_) => {
+            if let Some(r) = reservation {
+                r.commit();
+            }
             objects
                 .stats
                 .pushes_stored

@@ -132,7 +132,9 @@ pub async fn request(
             .into();
         let mut resp = match method {
             "PUT" => {
-                let mut r = agent.put(&url);
+                // 100-continue: a refusal (401, 413, 429) comes before the body is sent,
+                // instead of a broken pipe while sending it.
+                let mut r = agent.put(&url).header("Expect", "100-continue");
                 for (k, v) in &headers {
                     r = r.header(*k, v);
                 }
