@@ -14,12 +14,17 @@
 //! free; and a byte range is a seek, not a copy out of a database page.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
 use std::io::{self, Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+
+pub mod fs;
+pub mod simfs;
+
+pub use fs::{Fs, RealFs};
+pub use simfs::SimFs;
 
 /// A store failure, with what went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +95,7 @@ pub fn parse_id(s: &str) -> Option<Hash> {
 enum Backend {
     Disk {
         dir: PathBuf,
+        fs: Arc<dyn Fs>,
     },
     Memory {
         objects: Mutex<BTreeMap<Hash, (Bytes, Bytes)>>,
@@ -130,20 +136,24 @@ impl Store {
     /// shard) and outboards whose object file is gone. An object file whose outboard is
     /// missing gets its outboard rebuilt if its bytes hash to its name, and is removed if not.
     pub fn open(data_dir: &Path, quota: u64) -> Result<Store, StoreError> {
+        Store::open_on(Arc::new(RealFs), data_dir, quota)
+    }
+
+    /// [`open`](Self::open) on another file system (a crashable one in tests).
+    pub fn open_on(fs: Arc<dyn Fs>, data_dir: &Path, quota: u64) -> Result<Store, StoreError> {
         let dir = data_dir.join("objects");
-        fs::create_dir_all(&dir)?;
+        fs.create_dir_all(&dir)?;
         let mut index = BTreeMap::new();
-        for entry in fs::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                index_shard(&dir, &path, &mut index)?;
+        for (path, is_dir) in fs.read_dir(&dir)? {
+            if is_dir {
+                index_shard(fs.as_ref(), &dir, &path, &mut index)?;
             } else if is_temp(&path) {
-                let _ = fs::remove_file(&path);
+                let _ = fs.remove_file(&path);
             }
         }
         Ok(Store {
             inner: Arc::new(Inner {
-                backend: Backend::Disk { dir },
+                backend: Backend::Disk { dir, fs },
                 index: Mutex::new(index),
                 quota,
                 corrupt: Default::default(),
@@ -222,11 +232,12 @@ impl Store {
     pub fn writer(&self, size_hint: u64) -> Result<ObjectWriter, StoreError> {
         self.check_room(size_hint)?;
         let sink = match &self.inner.backend {
-            Backend::Disk { dir } => {
+            Backend::Disk { dir, fs } => {
                 let tmp = dir.join(format!(".tmp-{}", unique()));
                 Sink::Disk {
-                    file: io::BufWriter::with_capacity(256 * 1024, File::create(&tmp)?),
+                    file: io::BufWriter::with_capacity(256 * 1024, fs.create(&tmp)?),
                     tmp,
+                    fs: fs.clone(),
                 }
             }
             Backend::Memory { .. } => Sink::Memory(Vec::new()),
@@ -248,11 +259,23 @@ impl Store {
 
     /// Removes an object.
     pub fn remove(&self, hash: &Hash) {
+        self.remove_files(hash, false);
+    }
+
+    /// Removes an object's files: the data first (an outboard left alone is swept at open),
+    /// and, when `durably`, the removal fsynced so a crash cannot bring the files back (a
+    /// released copy that comes back is only surplus; a corrupt one must not).
+    fn remove_files(&self, hash: &Hash, durably: bool) {
         lock(&self.inner.index).remove(hash);
         match &self.inner.backend {
-            Backend::Disk { dir } => {
-                let _ = fs::remove_file(data_path(dir, hash));
-                let _ = fs::remove_file(outboard_path(dir, hash));
+            Backend::Disk { dir, fs } => {
+                let _ = fs.remove_file(&data_path(dir, hash));
+                let _ = fs.remove_file(&outboard_path(dir, hash));
+                if durably {
+                    if let Err(e) = fs.sync_dir(&shard(dir, hash)) {
+                        tracing::warn!(id = %id_string(hash), error = %e, "could not make a removal durable");
+                    }
+                }
             }
             Backend::Memory { objects } => {
                 lock(objects).remove(hash);
@@ -281,9 +304,9 @@ impl Store {
             return Err(StoreError::BadRange { start, len, size });
         }
         Ok(match &self.inner.backend {
-            Backend::Disk { dir } => {
+            Backend::Disk { dir, fs } => {
                 let open = |path: PathBuf| {
-                    File::open(path).map_err(|e| match e.kind() {
+                    fs.open(&path).map_err(|e| match e.kind() {
                         // Released between the index lookup and the open: gone, not broken.
                         io::ErrorKind::NotFound if self.size(hash).is_none() => {
                             StoreError::NotFound
@@ -352,14 +375,14 @@ impl Store {
             .corrupt
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::error!(id = %id_string(hash), "stored object failed verification; dropping it");
-        self.remove(hash);
+        self.remove_files(hash, true);
         StoreError::Corrupt
     }
 
     /// Where an object's bytes live on disk (tests corrupt them on purpose).
     pub fn data_file(&self, hash: &Hash) -> Option<PathBuf> {
         match &self.inner.backend {
-            Backend::Disk { dir } => Some(data_path(dir, hash)),
+            Backend::Disk { dir, .. } => Some(data_path(dir, hash)),
             Backend::Memory { .. } => None,
         }
     }
@@ -470,85 +493,81 @@ fn is_temp(path: &Path) -> bool {
 
 /// Indexes one shard directory at open, sweeping what a crash left behind.
 fn index_shard(
+    fs: &dyn Fs,
     dir: &Path,
     shard: &Path,
     index: &mut BTreeMap<Hash, u64>,
 ) -> Result<(), StoreError> {
-    for f in fs::read_dir(shard)? {
-        let path = f?.path();
+    for (path, _) in fs.read_dir(shard)? {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
         if is_temp(&path) {
-            let _ = fs::remove_file(&path);
+            let _ = fs.remove_file(&path);
             continue;
         }
         let mut h = [0u8; 32];
         if let Some(stem) = name.strip_suffix(".obao") {
             // An outboard without its object: a crash between the two renames, or a release
             // interrupted halfway. Nothing was acknowledged on it alone.
-            if hex::decode_to_slice(stem, &mut h).is_ok() && !data_path(dir, &h).exists() {
+            if hex::decode_to_slice(stem, &mut h).is_ok() && !fs.exists(&data_path(dir, &h)) {
                 tracing::info!(file = %path.display(), "removing an orphaned outboard");
-                let _ = fs::remove_file(&path);
+                let _ = fs.remove_file(&path);
             }
             continue;
         }
         if name.len() != 64 || hex::decode_to_slice(&name, &mut h).is_err() {
             continue;
         }
-        if !outboard_path(dir, &h).exists() && !rebuild_outboard(dir, &h)? {
+        if !fs.exists(&outboard_path(dir, &h)) && !rebuild_outboard(fs, dir, &h)? {
             continue;
         }
-        index.insert(h, fs::metadata(&path)?.len());
+        index.insert(h, fs.len(&path)?);
     }
     Ok(())
 }
 
 /// Recomputes a missing outboard from the object file; removes the file instead when its
 /// bytes do not hash to its name. Returns whether the object is now complete.
-fn rebuild_outboard(dir: &Path, hash: &Hash) -> Result<bool, StoreError> {
+fn rebuild_outboard(fs: &dyn Fs, dir: &Path, hash: &Hash) -> Result<bool, StoreError> {
     let path = data_path(dir, hash);
     let mut encoder = bao::encode::Encoder::new_outboard(Cursor::new(Vec::new()));
     io::copy(
-        &mut io::BufReader::with_capacity(CHUNK_READ, File::open(&path)?),
+        &mut io::BufReader::with_capacity(CHUNK_READ, fs.open(&path)?),
         &mut encoder,
     )?;
     if encoder.finalize()?.as_bytes() != hash {
         tracing::warn!(file = %path.display(), "object file without outboard does not match its name; removing it");
-        let _ = fs::remove_file(&path);
+        let _ = fs.remove_file(&path);
         return Ok(false);
     }
     let outboard = encoder.into_inner().into_inner();
     let tmp = dir.join(format!(".tmp-{}.obao", unique()));
-    let written = write_synced(&tmp, &outboard)
-        .and_then(|()| fs::rename(&tmp, outboard_path(dir, hash)))
-        .and_then(|()| sync_dir(&shard(dir, hash)));
+    let written = write_synced(fs, &tmp, &outboard)
+        .and_then(|()| fs.rename(&tmp, &outboard_path(dir, hash)))
+        .and_then(|()| fs.sync_dir(&shard(dir, hash)));
     if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs.remove_file(&tmp);
         return Err(e.into());
     }
     tracing::info!(file = %path.display(), "rebuilt a missing outboard");
     Ok(true)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = File::create(path)?;
+fn write_synced(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = fs.create(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// Creates the shard directory if needed; a new one is made durable in its parent.
-fn ensure_shard(dir: &Path, hash: &Hash) -> io::Result<PathBuf> {
+fn ensure_shard(fs: &dyn Fs, dir: &Path, hash: &Hash) -> io::Result<PathBuf> {
     let shard_dir = shard(dir, hash);
-    if !shard_dir.is_dir() {
-        match fs::create_dir(&shard_dir) {
-            Ok(()) => sync_dir(dir)?,
+    if !fs.is_dir(&shard_dir) {
+        match fs.create_dir(&shard_dir) {
+            Ok(()) => fs.sync_dir(dir)?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
@@ -558,8 +577,9 @@ fn ensure_shard(dir: &Path, hash: &Hash) -> io::Result<PathBuf> {
 
 enum Sink {
     Disk {
-        file: io::BufWriter<File>,
+        file: io::BufWriter<Box<dyn fs::WriteFile>>,
         tmp: PathBuf,
+        fs: Arc<dyn Fs>,
     },
     Memory(Vec<u8>),
 }
@@ -617,16 +637,16 @@ impl ObjectWriter {
         .into_inner();
         let store = self.store.clone();
         match std::mem::replace(&mut self.sink, Sink::Memory(Vec::new())) {
-            Sink::Disk { file, tmp } => {
-                let Backend::Disk { dir } = &store.inner.backend else {
+            Sink::Disk { file, tmp, fs } => {
+                let Backend::Disk { dir, .. } = &store.inner.backend else {
                     return Err(StoreError::NotFound);
                 };
                 let ob_tmp = tmp.with_extension("obao");
-                let placed = place(dir, &hash, file, &tmp, &ob_tmp, &outboard);
+                let placed = place(fs.as_ref(), dir, &hash, file, &tmp, &ob_tmp, &outboard);
                 if placed.is_err() {
                     // Nothing half-finished stays behind: both temporaries go.
-                    let _ = fs::remove_file(&tmp);
-                    let _ = fs::remove_file(&ob_tmp);
+                    let _ = fs.remove_file(&tmp);
+                    let _ = fs.remove_file(&ob_tmp);
                 }
                 placed?;
             }
@@ -641,8 +661,8 @@ impl ObjectWriter {
     }
 
     fn discard(&mut self) {
-        if let Sink::Disk { tmp, .. } = &self.sink {
-            let _ = fs::remove_file(tmp);
+        if let Sink::Disk { tmp, fs, .. } = &self.sink {
+            let _ = fs.remove_file(tmp);
         }
     }
 }
@@ -651,21 +671,22 @@ impl ObjectWriter {
 /// the outboard then the data into place (an object file is only indexed beside its
 /// outboard), fsync the shard directory.
 fn place(
+    fs: &dyn Fs,
     dir: &Path,
     hash: &Hash,
-    file: io::BufWriter<File>,
+    file: io::BufWriter<Box<dyn fs::WriteFile>>,
     tmp: &Path,
     ob_tmp: &Path,
     outboard: &[u8],
 ) -> io::Result<()> {
-    let file = file.into_inner().map_err(|e| e.into_error())?;
+    let mut file = file.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     drop(file);
-    let shard_dir = ensure_shard(dir, hash)?;
-    write_synced(ob_tmp, outboard)?;
-    fs::rename(ob_tmp, outboard_path(dir, hash))?;
-    fs::rename(tmp, data_path(dir, hash))?;
-    sync_dir(&shard_dir)
+    let shard_dir = ensure_shard(fs, dir, hash)?;
+    write_synced(fs, ob_tmp, outboard)?;
+    fs.rename(ob_tmp, &outboard_path(dir, hash))?;
+    fs.rename(tmp, &data_path(dir, hash))?;
+    fs.sync_dir(&shard_dir)
 }
 
 impl Drop for ObjectWriter {
@@ -685,366 +706,4 @@ pub fn decode_slice(encoded: &[u8], hash: &Hash, start: u64, len: u64) -> io::Re
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let disk = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-        vec![(disk, Some(dir)), (Store::amnesia(1 << 30), None)]
-    }
-
-    #[test]
-    fn ids_are_what_b3sum_prints() {
-        // BLAKE3 of the empty input, as `b3sum /dev/null` prints it.
-        let h = *blake3::hash(b"").as_bytes();
-        assert_eq!(
-            id_string(&h),
-            "b3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
-        );
-        assert_eq!(parse_id(&id_string(&h)), Some(h));
-        assert_eq!(parse_id("b3:zz"), None);
-        assert_eq!(
-            parse_id(&hex::encode(h)),
-            None,
-            "the b3: prefix is required"
-        );
-    }
-
-    #[test]
-    fn write_read_ranges_and_reopen() {
-        for (store, dir) in stores() {
-            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-            let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(h, *blake3::hash(&data).as_bytes());
-            assert_eq!(store.size(&h), Some(data.len() as u64));
-            for (s, l) in [
-                (0u64, 1u64),
-                (0, 300_000),
-                (1023, 2),
-                (299_999, 1),
-                (65_536, 70_000),
-                (5, 0),
-            ] {
-                let got = store
-                    .read_verified(&h, s, l)
-                    .unwrap_or_else(|e| panic!("{s}+{l}: {e}"));
-                assert_eq!(got, &data[s as usize..(s + l) as usize]);
-            }
-            assert!(matches!(
-                store.read_verified(&h, 299_999, 2),
-                Err(StoreError::BadRange { .. })
-            ));
-            if let Some(dir) = &dir {
-                let again = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(
-                    again.size(&h),
-                    Some(data.len() as u64),
-                    "index rebuilt on open"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn wrong_hash_and_quota_are_refused_and_leave_nothing() {
-        for (store, _dir) in stores() {
-            let err = store.put(b"abc", Some(&[0u8; 32]));
-            assert!(matches!(err, Err(StoreError::HashMismatch { .. })));
-            assert!(store.is_empty());
-            // A write is refused the moment it would pass the quota, not after.
-            let small = Store::amnesia(10);
-            let mut w = small.writer(4).unwrap_or_else(|e| panic!("{e}"));
-            assert!(w.write(&[0u8; 8]).is_ok());
-            assert!(matches!(w.write(&[0u8; 3]), Err(StoreError::Full { .. })));
-            assert!(matches!(
-                small.put(&[0u8; 11], None),
-                Err(StoreError::Full { .. })
-            ));
-        }
-    }
-
-    #[test]
-    fn corruption_on_disk_is_caught_dropped_and_never_served() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-        let data = vec![7u8; 200_000];
-        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
-        let path = store
-            .data_file(&h)
-            .unwrap_or_else(|| panic!("disk store has files"));
-        let mut bytes = fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
-        bytes[150_000] ^= 1;
-        fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
-        // A range that avoids the flipped chunk still verifies; one that covers it does not.
-        assert!(store.read_verified(&h, 0, 1000).is_ok());
-        assert!(matches!(
-            store.read_verified(&h, 149_000, 2000),
-            Err(StoreError::Corrupt)
-        ));
-        assert_eq!(store.size(&h), None, "dropped");
-        assert!(!path.exists());
-    }
-}
-
-#[cfg(test)]
-mod large_tests {
-    //! Multi-MiB objects: reads in every piece size a caller uses, chunked writes.
-
-    use super::*;
-
-    fn pattern(len: u32) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect()
-    }
-
-    fn read_in_steps(r: &mut impl Read, step: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; step];
-        let mut filled = 0;
-        loop {
-            let n = r
-                .read(&mut buf[filled..])
-                .unwrap_or_else(|e| panic!("step {step} at {}: {e}", out.len() + filled));
-            if n == 0 {
-                out.extend_from_slice(&buf[..filled]);
-                return out;
-            }
-            filled += n;
-            if filled == step {
-                out.extend_from_slice(&buf);
-                filled = 0;
-            }
-        }
-    }
-
-    #[test]
-    fn large_objects_read_back_whole_and_in_ranges() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-        let data = pattern(12 << 20);
-        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
-        let mut r = store
-            .verified_reader(&h, 0, data.len() as u64)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(read_in_steps(&mut r, 1 << 20) == data);
-        let enc = store
-            .encode_slice(&h, 5 << 20, 3 << 20)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let got = decode_slice(&enc, &h, 5 << 20, 3 << 20).unwrap_or_else(|e| panic!("{e}"));
-        assert!(got[..] == data[5 << 20..8 << 20]);
-    }
-
-    #[test]
-    fn small_reads_of_a_verified_reader_see_every_byte() {
-        let store = Store::amnesia(1 << 30);
-        let data = pattern(3 << 20);
-        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
-        for step in [1000usize, 1024, 4095, 65_536, 1 << 20] {
-            let mut r = store
-                .verified_reader(&h, 0, data.len() as u64)
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert!(read_in_steps(&mut r, step) == data, "step {step}");
-        }
-    }
-
-    #[test]
-    fn chunked_writes_give_the_same_outboard() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-        let data = pattern(12 << 20);
-        let mut w = store
-            .writer(data.len() as u64)
-            .unwrap_or_else(|e| panic!("{e}"));
-        for c in data.chunks(65_536) {
-            w.write(c).unwrap_or_else(|e| panic!("{e}"));
-        }
-        let h = w.finish(None).unwrap_or_else(|e| panic!("{e}"));
-        let got = store
-            .read_verified(&h, 0, data.len() as u64)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(got == data);
-        // The outboard written piece by piece is the one bao computes over the whole input.
-        let Backend::Disk { dir } = &store.inner.backend else {
-            panic!("disk store")
-        };
-        let on_disk = fs::read(outboard_path(dir, &h)).unwrap_or_else(|e| panic!("{e}"));
-        let (whole, whole_hash) = bao::encode::outboard(&data);
-        assert_eq!(whole_hash.as_bytes(), &h);
-        assert!(on_disk == whole, "outboards differ");
-    }
-}
-
-#[cfg(test)]
-mod fault_tests {
-    //! What a crash, a full disk or a failing file leaves behind, and what it must not.
-
-    use super::*;
-
-    fn open(dir: &Path, quota: u64) -> Store {
-        Store::open(dir, quota).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn objects_dir(store: &Store) -> PathBuf {
-        match &store.inner.backend {
-            Backend::Disk { dir } => dir.clone(),
-            Backend::Memory { .. } => panic!("disk store"),
-        }
-    }
-
-    fn files_under(dir: &Path) -> Vec<String> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(dir).unwrap_or_else(|e| panic!("{e}")) {
-            let p = e.unwrap_or_else(|e| panic!("{e}")).path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p.display().to_string());
-            }
-        }
-        out.sort();
-        out
-    }
-
-    #[test]
-    fn an_io_error_is_not_corruption_and_leaves_the_object() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = open(dir.path(), 1 << 30);
-        let data = vec![3u8; 100_000];
-        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
-        let path = store.data_file(&h).unwrap_or_else(|| panic!("disk"));
-        let aside = path.with_extension("aside");
-        // The object file briefly becomes a directory: reads fail with EISDIR.
-        fs::rename(&path, &aside).unwrap_or_else(|e| panic!("{e}"));
-        fs::create_dir(&path).unwrap_or_else(|e| panic!("{e}"));
-        let err = store.read_verified(&h, 0, 10);
-        assert!(
-            matches!(&err, Err(e) if e.is_transient()),
-            "an I/O error, not corruption: {err:?}"
-        );
-        assert_eq!(store.size(&h), Some(100_000), "still indexed");
-        assert_eq!(store.corrupt_found(), 0);
-        fs::remove_dir(&path).unwrap_or_else(|e| panic!("{e}"));
-        fs::rename(&aside, &path).unwrap_or_else(|e| panic!("{e}"));
-        let got = store.read_verified(&h, 0, 100_000);
-        assert!(got.is_ok_and(|b| b == data), "readable again");
-        // A missing outboard is an I/O error too, not a verdict on the bytes.
-        let Backend::Disk { dir: objs } = &store.inner.backend else {
-            panic!("disk")
-        };
-        let ob = outboard_path(objs, &h);
-        fs::rename(&ob, ob.with_extension("aside")).unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(
-            store.read_verified(&h, 0, 10),
-            Err(StoreError::Io(_))
-        ));
-        assert_eq!(store.size(&h), Some(100_000));
-        // A truncated file is missing bytes: corruption.
-        fs::rename(ob.with_extension("aside"), &ob).unwrap_or_else(|e| panic!("{e}"));
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("{e}"));
-        f.set_len(50_000).unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(
-            store.read_verified(&h, 60_000, 10),
-            Err(StoreError::Corrupt)
-        ));
-        assert_eq!(store.size(&h), None);
-    }
-
-    #[test]
-    fn open_sweeps_temporaries_and_orphans_and_rebuilds_outboards() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = open(dir.path(), 1 << 30);
-        let objs = objects_dir(&store);
-        let kept = store
-            .put(&[1u8; 5000], None)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let rebuilt = store
-            .put(&[2u8; 70_000], None)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let orphan = store
-            .put(&[3u8; 10], None)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let liar = store
-            .put(&[4u8; 10], None)
-            .unwrap_or_else(|e| panic!("{e}"));
-        drop(store);
-        // A crash mid-write leaves temporaries in the root and in a shard.
-        fs::write(objs.join(".tmp-1-1"), b"partial").unwrap_or_else(|e| panic!("{e}"));
-        fs::write(objs.join(".tmp-1-1.obao"), b"partial").unwrap_or_else(|e| panic!("{e}"));
-        fs::write(shard(&objs, &kept).join(".tmp-9-9"), b"x").unwrap_or_else(|e| panic!("{e}"));
-        // A crash between the renames (or mid-release) leaves an outboard alone.
-        fs::remove_file(data_path(&objs, &orphan)).unwrap_or_else(|e| panic!("{e}"));
-        // An object file whose outboard was lost: rebuilt if the bytes match the name...
-        fs::remove_file(outboard_path(&objs, &rebuilt)).unwrap_or_else(|e| panic!("{e}"));
-        // ...removed if they do not.
-        fs::remove_file(outboard_path(&objs, &liar)).unwrap_or_else(|e| panic!("{e}"));
-        fs::write(data_path(&objs, &liar), b"not these bytes").unwrap_or_else(|e| panic!("{e}"));
-
-        let store = open(dir.path(), 1 << 30);
-        let mut want: Vec<String> = [kept, rebuilt]
-            .iter()
-            .flat_map(|h| [data_path(&objs, h), outboard_path(&objs, h)])
-            .map(|p| p.display().to_string())
-            .collect();
-        want.sort();
-        assert_eq!(files_under(&objs), want);
-        assert_eq!(store.len(), 2);
-        let got = store.read_verified(&rebuilt, 0, 70_000);
-        assert!(got.is_ok_and(|b| b == [2u8; 70_000]));
-    }
-
-    #[test]
-    fn a_failed_finish_leaves_nothing_behind() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = open(dir.path(), 1 << 30);
-        let objs = objects_dir(&store);
-        let data = vec![9u8; 3000];
-        let h = *blake3::hash(&data).as_bytes();
-        // The shard's name is taken by a file: the rename into it fails.
-        fs::write(shard(&objs, &h), b"in the way").unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(store.put(&data, None), Err(StoreError::Io(_))));
-        assert_eq!(store.size(&h), None);
-        assert_eq!(
-            files_under(&objs),
-            vec![shard(&objs, &h).display().to_string()]
-        );
-    }
-
-    #[test]
-    fn the_disk_quota_refuses_writes_and_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = open(dir.path(), 10_000);
-        let objs = objects_dir(&store);
-        store
-            .put(&[1u8; 6000], None)
-            .unwrap_or_else(|e| panic!("{e}"));
-        // Refused up front when the size is known...
-        assert!(matches!(store.writer(5000), Err(StoreError::Full { .. })));
-        // ...and the moment a streamed write would pass the quota.
-        let mut w = store.writer(0).unwrap_or_else(|e| panic!("{e}"));
-        assert!(w.write(&[2u8; 3000]).is_ok());
-        assert!(matches!(
-            w.write(&[2u8; 2000]),
-            Err(StoreError::Full { .. })
-        ));
-        drop(w);
-        assert_eq!(store.len(), 1);
-        assert_eq!(store.bytes(), 6000);
-        assert_eq!(
-            files_under(&objs).len(),
-            2,
-            "only the one object and its outboard"
-        );
-        // The quota counts what the reopened store finds.
-        let again = open(dir.path(), 10_000);
-        assert!(matches!(
-            again.put(&[5u8; 4001], None),
-            Err(StoreError::Full { .. })
-        ));
-        assert!(again.put(&[5u8; 4000], None).is_ok());
-    }
-}
+mod tests;
