@@ -25,6 +25,7 @@ use crate::gateway::objects::GatewaySettings;
 use crate::gateway::{self, GatewayLimits};
 use crate::identity::Identity;
 use crate::objects::{Objects, serve_object};
+use crate::quota::Quotas;
 use crate::store::Store;
 use crate::transport::{
     HandlerFuture, InboundExchange, InboundHandler, Transport, TransportConfig,
@@ -32,6 +33,10 @@ use crate::transport::{
 
 /// Longest wait between bootstrap attempts.
 const BOOTSTRAP_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Provider announcements in flight at once while a restarted node announces its store.
+const STARTUP_ANNOUNCE_IN_FLIGHT: usize = 4;
+/// How often changed tenant accounts are written to disk.
+const QUOTA_SAVE_EVERY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -79,6 +84,8 @@ impl NodeContext {
     /// The `/v1/status` document.
     pub fn status_json(&self) -> Value {
         let s = self.dht.status();
+        let o = &self.objects.stats;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         json!({
             "node_id": self.transport.node_id().to_string(),
             "listen": self.transport.local_addr().to_string(),
@@ -89,12 +96,17 @@ impl NodeContext {
             "objects": self.objects.store.len(),
             "integrity_failures": {
                 "store": self.objects.store.corrupt_found(),
-                "peer": self.objects.stats.integrity_fail_peer.load(std::sync::atomic::Ordering::Relaxed),
-                "push": self.objects.stats.integrity_fail_push.load(std::sync::atomic::Ordering::Relaxed),
+                "peer": load(&o.integrity_fail_peer),
+                "push": load(&o.integrity_fail_push),
+                "proof": load(&o.holders_lied),
             },
             "repair": {
-                "transfers": self.objects.stats.repair_transfers.load(std::sync::atomic::Ordering::Relaxed),
-                "bytes": self.objects.stats.repair_bytes.load(std::sync::atomic::Ordering::Relaxed),
+                "transfers": load(&o.repair_transfers),
+                "bytes": load(&o.repair_bytes),
+            },
+            "pushes": {
+                "stored": load(&o.pushes_stored),
+                "refused": load(&o.pushes_refused),
             },
             "bytes_stored": self.objects.store.bytes(),
             "ready": s.ready,
@@ -125,6 +137,11 @@ impl InboundHandler for NodeHandler {
             _ => Box::pin(exchange.respond(Status::Unavailable, bytes::Bytes::new())),
         }
     }
+
+    fn bounds_itself(&self, app_proto: u16) -> bool {
+        // Object transfers end on idleness or a too-low rate, not after a fixed time.
+        app_proto == APP_PROTO_OBJECT
+    }
 }
 
 /// A node that is up.
@@ -148,6 +165,9 @@ pub enum StartError {
     /// The capability key file could not be read.
     #[error("capability key: {0}")]
     CapKey(std::io::Error),
+    /// The tenant accounts could not be read.
+    #[error("tenant accounts: {0}")]
+    Quotas(std::io::Error),
     /// The QUIC endpoint could not start.
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
@@ -184,10 +204,7 @@ pub async fn start(
     let transport = Transport::bind(identity.clone(), tconfig, handler.clone())?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let seed = u64::from_le_bytes(rand_seed());
-    let replication = overlay::ReplicationConfig {
-        rf: config.objects.rf,
-        ..Default::default()
-    };
+    let replication = config.replication.clone();
     let (dht, plans) = dht::spawn(
         transport.clone(),
         transport.local_addr(),
@@ -196,19 +213,25 @@ pub async fn start(
         seed,
         shutdown_rx.clone(),
     );
+    let quotas = if config.amnesia {
+        Quotas::in_memory()
+    } else {
+        Quotas::open(config.data_dir.join("tenants.json")).map_err(StartError::Quotas)?
+    };
     let objects = Objects::new(
         store.clone(),
         transport.clone(),
         dht.clone(),
         config.objects.clone(),
+        cap_root,
+        quotas.clone(),
     );
     let _ = handler
         .services
         .set((dht.clone(), transport.clone(), objects.clone()));
-    // Objects already on disk are ours to replicate and announce.
-    for (hash, size) in store.list() {
-        objects.announce(hash, size).await;
-    }
+    // Objects already on disk are ours to replicate and announce: in the background, a few
+    // lookups at a time, so a large store neither delays start-up nor floods the mesh.
+    let announcing = objects.announce_stored(STARTUP_ANNOUNCE_IN_FLIGHT);
 
     let listener = TcpListener::bind(config.http)
         .await
@@ -224,6 +247,9 @@ pub async fn start(
         open_writes: config.open_writes,
         cap_root,
         body_idle_timeout: config.http_body_timeout,
+        response_budget: Arc::new(tokio::sync::Semaphore::new(
+            config.response_buffer_bytes as usize,
+        )),
     };
     let ctx = Arc::new(NodeContext {
         dht: dht.clone(),
@@ -241,6 +267,7 @@ pub async fn start(
         router,
         GatewayLimits {
             concurrent_requests_max: config.http_requests_max,
+            write_stall_timeout: config.write_stall_timeout,
             ..GatewayLimits::default()
         },
         shutdown_rx.clone(),
@@ -254,6 +281,8 @@ pub async fn start(
             shutdown_rx,
         )),
         tokio::spawn(objects.run_repair(plans)),
+        announcing,
+        quotas.keep_saved(QUOTA_SAVE_EVERY),
     ];
     tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, amnesia = config.amnesia, "node started");
     Ok(RunningNode {
@@ -271,6 +300,10 @@ impl RunningNode {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.http_task).await;
         for t in self.tasks {
             t.abort();
+        }
+        let quotas = self.ctx.objects.quotas.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || quotas.save()).await {
+            tracing::warn!(error = %e, "saving tenant accounts failed");
         }
         self.ctx.transport.close().await;
     }

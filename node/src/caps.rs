@@ -4,7 +4,9 @@
 //! `keyed_blake3(root, "macronode-cap-v1" ‖ nonce)` and each caveat is folded in with
 //! `tag = keyed_blake3(tag, caveat)`. Anyone holding a token can add a caveat (attenuate it:
 //! narrower, never wider) without the root key; only the node that knows the root key can
-//! check it, in constant time. Caveats: expiry (unix seconds), allowed methods, max bytes.
+//! check it, in constant time. Caveats: expiry (unix seconds), allowed methods, max bytes,
+//! and a tenant with its write quota (bytes stored, bytes per second), which the node
+//! enforces across all of that tenant's tokens (`quota.rs`).
 //!
 //! Text form: `mn1.` followed by unpadded base64url of the postcard-encoded token.
 
@@ -18,6 +20,8 @@ pub const PREFIX: &str = "mn1.";
 pub const TOKEN_LEN_MAX: usize = 4096;
 /// Most caveats in one token.
 pub const CAVEATS_MAX: usize = 32;
+/// Longest tenant name.
+pub const TENANT_NAME_MAX: usize = 64;
 const CONTEXT: &[u8] = b"macronode-cap-v1";
 
 /// A restriction a token carries.
@@ -29,6 +33,28 @@ pub enum Caveat {
     Methods(Vec<String>),
     /// Bodies of at most this many bytes.
     MaxBytes(u64),
+    /// Writes count against this tenant's quota.
+    Tenant(TenantQuota),
+}
+
+/// A tenant and the write quota its tokens carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantQuota {
+    /// The tenant's name (at most 64 bytes).
+    pub name: String,
+    /// Bytes the tenant may have written in all.
+    pub bytes_max: u64,
+    /// Bytes per second the tenant may write, on average.
+    pub bytes_per_second: u64,
+}
+
+/// What a verified token allows beyond its method and expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Grant {
+    /// The tightest body size limit its caveats set.
+    pub max_bytes: Option<u64>,
+    /// The tenant it writes as, with the tightest quota its caveats set.
+    pub tenant: Option<TenantQuota>,
 }
 
 /// A capability token.
@@ -151,6 +177,13 @@ impl Token {
     /// Checks the MAC chain under `root` (constant time) and every caveat against `intent`.
     /// Returns the tightest byte limit the caveats set, for bodies of unknown size.
     pub fn verify(&self, root: &[u8; 32], intent: &Intent<'_>) -> Result<Option<u64>, CapError> {
+        self.grant(root, intent).map(|g| g.max_bytes)
+    }
+
+    /// As [`verify`](Self::verify), returning everything the token grants: its byte limit
+    /// and its tenant. Tenant caveats may only narrow: a second one must name the same
+    /// tenant, and the tightest limits hold.
+    pub fn grant(&self, root: &[u8; 32], intent: &Intent<'_>) -> Result<Grant, CapError> {
         let mut tag = start(root, &self.nonce);
         for c in &self.caveats {
             tag = fold(tag, c);
@@ -159,7 +192,7 @@ impl Token {
         if blake3::Hash::from(tag) != blake3::Hash::from(self.tag) {
             return Err(CapError::Invalid("signature does not verify"));
         }
-        let mut max_bytes: Option<u64> = None;
+        let mut grant = Grant::default();
         for c in &self.caveats {
             match c {
                 Caveat::ExpiresAt(t) if intent.now_unix >= *t => return Err(CapError::Expired(*t)),
@@ -170,12 +203,26 @@ impl Token {
                     if let Some(got) = intent.size.filter(|g| g > max) {
                         return Err(CapError::TooLarge { max: *max, got });
                     }
-                    max_bytes = Some(max_bytes.map_or(*max, |m| m.min(*max)));
+                    grant.max_bytes = Some(grant.max_bytes.map_or(*max, |m| m.min(*max)));
+                }
+                Caveat::Tenant(t) => {
+                    if t.name.is_empty() || t.name.len() > TENANT_NAME_MAX {
+                        return Err(CapError::Invalid("tenant name empty or too long"));
+                    }
+                    grant.tenant = Some(match grant.tenant.take() {
+                        None => t.clone(),
+                        Some(prev) if prev.name == t.name => TenantQuota {
+                            name: prev.name,
+                            bytes_max: prev.bytes_max.min(t.bytes_max),
+                            bytes_per_second: prev.bytes_per_second.min(t.bytes_per_second),
+                        },
+                        Some(_) => return Err(CapError::Invalid("caveats name two tenants")),
+                    });
                 }
                 _ => {}
             }
         }
-        Ok(max_bytes)
+        Ok(grant)
     }
 }
 
@@ -273,6 +320,40 @@ mod tests {
             t.verify(&[0; 32], &put(None, 5)).is_err(),
             "another node's root"
         );
+    }
+
+    #[test]
+    fn tenant_caveats_narrow_and_never_switch_tenants() {
+        let quota = |name: &str, max: u64, rate: u64| {
+            Caveat::Tenant(TenantQuota {
+                name: name.into(),
+                bytes_max: max,
+                bytes_per_second: rate,
+            })
+        };
+        let t = Token::mint(&ROOT, [1; 16], vec![quota("acme", 1000, 100)]);
+        let g = t
+            .grant(&ROOT, &put(None, 5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(g.tenant.map(|q| q.bytes_max), Some(1000));
+        let narrower = t.clone().attenuate(quota("acme", 5000, 10));
+        let g = narrower
+            .grant(&ROOT, &put(None, 5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            g.tenant,
+            Some(TenantQuota {
+                name: "acme".into(),
+                bytes_max: 1000,
+                bytes_per_second: 10
+            }),
+            "the tightest of each limit"
+        );
+        let switched = t.attenuate(quota("other", 1 << 40, 1 << 40));
+        assert!(matches!(
+            switched.grant(&ROOT, &put(None, 5)),
+            Err(CapError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -34,6 +34,15 @@ pub struct MintArgs {
     /// Largest body the token allows, in bytes.
     #[arg(long)]
     pub max_bytes: Option<u64>,
+    /// The tenant whose write quota the token's writes count against.
+    #[arg(long, requires_all = ["quota_bytes", "rate"])]
+    pub tenant: Option<String>,
+    /// The tenant's quota: bytes it may write in all.
+    #[arg(long, requires = "tenant")]
+    pub quota_bytes: Option<u64>,
+    /// The tenant's quota: bytes per second it may write on average.
+    #[arg(long, requires = "tenant")]
+    pub rate: Option<u64>,
 }
 
 /// Makes a token from the node's key (or the shared key) with the requested caveats.
@@ -53,6 +62,21 @@ pub fn mint(args: &MintArgs) -> anyhow::Result<String> {
     }
     if let Some(max) = args.max_bytes {
         caveats.push(Caveat::MaxBytes(max));
+    }
+    if let (Some(name), Some(bytes_max), Some(bytes_per_second)) =
+        (&args.tenant, args.quota_bytes, args.rate)
+    {
+        if name.is_empty() || name.len() > crate::caps::TENANT_NAME_MAX {
+            anyhow::bail!(
+                "--tenant must be 1 to {} bytes",
+                crate::caps::TENANT_NAME_MAX
+            );
+        }
+        caveats.push(Caveat::Tenant(crate::caps::TenantQuota {
+            name: name.clone(),
+            bytes_max,
+            bytes_per_second,
+        }));
     }
     Ok(Token::mint(&root, nonce, caveats).encode())
 }

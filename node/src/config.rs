@@ -121,6 +121,12 @@ pub struct ConfigLayer {
     pub http_requests_max: Option<usize>,
     /// Longest silence of a client in the middle of a request body before 408, milliseconds.
     pub http_body_timeout_ms: Option<u64>,
+    /// Repair bandwidth this node may use to push copies, bytes per second.
+    pub repair_bytes_per_second: Option<u64>,
+    /// Bytes of HTTP response bodies the gateway may hold waiting to be sent.
+    pub response_buffer_bytes: Option<u64>,
+    /// A client that reads nothing of a response for this long is disconnected, ms.
+    pub write_stall_ms: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -157,6 +163,11 @@ impl ConfigLayer {
             w: over.w.or(self.w),
             http_requests_max: over.http_requests_max.or(self.http_requests_max),
             http_body_timeout_ms: over.http_body_timeout_ms.or(self.http_body_timeout_ms),
+            repair_bytes_per_second: over
+                .repair_bytes_per_second
+                .or(self.repair_bytes_per_second),
+            response_buffer_bytes: over.response_buffer_bytes.or(self.response_buffer_bytes),
+            write_stall_ms: over.write_stall_ms.or(self.write_stall_ms),
         }
     }
 }
@@ -190,6 +201,13 @@ pub struct NodeConfig {
     pub http_requests_max: usize,
     /// Longest client silence in the middle of a request body before 408 (default 30 s).
     pub http_body_timeout: Duration,
+    /// The replication planner and the replica admission rule (RF as `objects.rf`; repair
+    /// paced at 16 MiB/s by default).
+    pub replication: overlay::ReplicationConfig,
+    /// Bytes of HTTP response bodies held waiting to be sent, at most (default 256 MiB).
+    pub response_buffer_bytes: u64,
+    /// A client that reads nothing of a response for this long is disconnected (30 s).
+    pub write_stall_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -248,6 +266,19 @@ impl NodeConfig {
                 why,
             });
         }
+        let mut replication = overlay::ReplicationConfig {
+            rf: objects.rf,
+            ..overlay::ReplicationConfig::default()
+        };
+        if let Some(rate) = layer.repair_bytes_per_second {
+            if rate == 0 {
+                return Err(ConfigError::Invalid {
+                    field: "repair_bytes_per_second",
+                    why: "must be positive: repair that cannot run loses copies".into(),
+                });
+            }
+            replication.bytes_per_second = rate;
+        }
         let bootstrap = layer
             .bootstrap
             .unwrap_or_default()
@@ -274,6 +305,27 @@ impl NodeConfig {
             objects,
             http_requests_max,
             http_body_timeout,
+            replication,
+            response_buffer_bytes: match layer.response_buffer_bytes {
+                Some(b) if !(1 << 20..=1 << 32).contains(&b) => {
+                    return Err(ConfigError::Invalid {
+                        field: "response_buffer_bytes",
+                        why: format!("{b} is outside 1 MiB ..= 4 GiB"),
+                    });
+                }
+                Some(b) => b,
+                None => 256 << 20,
+            },
+            write_stall_timeout: match layer.write_stall_ms {
+                Some(0) => {
+                    return Err(ConfigError::Invalid {
+                        field: "write_stall_ms",
+                        why: "must be positive: 0 would cut every response".into(),
+                    });
+                }
+                Some(ms) => Duration::from_millis(ms),
+                None => Duration::from_secs(30),
+            },
         })
     }
 }

@@ -175,6 +175,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         expires_in: 7 * 86_400,
         methods: vec!["PUT".into()],
         max_bytes: None,
+        tenant: None,
+        quota_bytes: None,
+        rate: None,
     })?;
     println!("write token (any node, 7 days): {token}");
     println!(

@@ -30,6 +30,7 @@ pub mod dht;
 pub mod gateway;
 pub mod identity;
 pub mod objects;
+pub mod quota;
 pub mod signals;
 pub mod store;
 pub mod transport;

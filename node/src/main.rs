@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a local mesh of N node processes on loopback until Ctrl-C.
     Devnet(node::devnet::DevnetArgs),
     /// Capability tokens for gateway writes.
@@ -102,6 +102,15 @@ struct RunArgs {
     /// Longest client silence in the middle of a request body before 408, in milliseconds.
     #[arg(long, env = "MACRONODE_HTTP_BODY_TIMEOUT_MS")]
     http_body_timeout_ms: Option<u64>,
+    /// Repair bandwidth for pushing copies, bytes per second.
+    #[arg(long, env = "MACRONODE_REPAIR_BYTES_PER_SECOND")]
+    repair_bytes_per_second: Option<u64>,
+    /// Bytes of HTTP response bodies the gateway may hold waiting to be sent.
+    #[arg(long, env = "MACRONODE_RESPONSE_BUFFER_BYTES")]
+    response_buffer_bytes: Option<u64>,
+    /// Disconnect a client that reads nothing of a response for this long, ms.
+    #[arg(long, env = "MACRONODE_WRITE_STALL_MS")]
+    write_stall_ms: Option<u64>,
 }
 
 impl RunArgs {
@@ -123,6 +132,9 @@ impl RunArgs {
             w: self.w,
             http_requests_max: self.http_requests_max,
             http_body_timeout_ms: self.http_body_timeout_ms,
+            repair_bytes_per_second: self.repair_bytes_per_second,
+            response_buffer_bytes: self.response_buffer_bytes,
+            write_stall_ms: self.write_stall_ms,
             ..ConfigLayer::default()
         }
     }

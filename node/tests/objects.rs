@@ -5,72 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use node::app::{self, RunningNode};
-use node::config::{ConfigLayer, NodeConfig};
-use node::dht::NetPeer;
+use node::app::RunningNode;
 use node::store::id_string;
 use rand::{Rng, SeedableRng};
 use wire::object::ByteRange;
 
+mod common;
+use common::*;
+
 const SEED: u64 = 0x000b_1ec7;
-
-async fn start(dir: &std::path::Path, i: usize, bootstrap: Option<SocketAddr>) -> RunningNode {
-    let layer = ConfigLayer {
-        data_dir: Some(dir.join(format!("n{i}"))),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        http: Some("127.0.0.1:0".parse().unwrap()),
-        bootstrap: bootstrap.map(|b| vec![b.to_string()]),
-        open_writes: Some(true),
-        rpc_timeout_ms: Some(1000),
-        ..ConfigLayer::default()
-    };
-    app::start(NodeConfig::resolve(layer).unwrap(), None)
-        .await
-        .unwrap()
-}
-
-async fn mesh(dir: &std::path::Path, n: usize) -> Vec<RunningNode> {
-    let first = start(dir, 0, None).await;
-    let boot = first.ctx.transport.local_addr();
-    let mut nodes = vec![first];
-    for i in 1..n {
-        nodes.push(start(dir, i, Some(boot)).await);
-    }
-    for (i, node) in nodes.iter().enumerate() {
-        assert!(
-            node.ctx.dht.wait_ready(Duration::from_secs(10)).await,
-            "node {i} not ready"
-        );
-    }
-    nodes
-}
-
-async fn http(method: &'static str, url: String, body: Vec<u8>) -> (u16, Vec<u8>) {
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut resp = match method {
-            "PUT" => agent.put(&url).send(&body[..]).unwrap(),
-            _ => agent.get(&url).call().unwrap(),
-        };
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_vec()
-            .unwrap();
-        (status, bytes)
-    })
-    .await
-    .unwrap()
-}
 
 fn data(len: usize) -> Vec<u8> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);
@@ -93,10 +39,7 @@ fn flip_byte(node: &RunningNode, hash: &[u8; 32], at: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_and_integrity_across_the_mesh() {
     println!("seed = {SEED:#x}");
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_test_writer()
-        .try_init();
+    logs();
     let dir = tempfile::tempdir().unwrap();
     let nodes = tokio::time::timeout(Duration::from_secs(30), mesh(dir.path(), 5))
         .await
@@ -153,12 +96,7 @@ async fn put_get_and_integrity_across_the_mesh() {
     let reader = (0..nodes.len())
         .find(|i| *i != liar && *i != honest)
         .unwrap();
-    let peer = |i: usize| {
-        NetPeer::new(
-            nodes[i].ctx.transport.node_id(),
-            nodes[i].ctx.transport.local_addr(),
-        )
-    };
+    let peer = |i: usize| peer(&nodes[i]);
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let objects = nodes[reader].ctx.objects.clone();
     let order = vec![peer(liar), peer(honest)];

@@ -33,6 +33,9 @@ pub struct Config {
     /// FIND_NODE at 3k, 10k and 30k nodes. A PING never triggers a probe (which cuts the
     /// chain); peers that answer our own requests still probe.
     pub probe_on_inbound: bool,
+    /// Strangers being verified at once: a peer not in our table that asks us something
+    /// (other than a PING) is pinged, and enters the table only if it answers (16).
+    pub strangers_verified_max: usize,
     /// IP-diversity limits; `None` (simnet's default) disables them.
     pub ip_diversity: Option<IpDiversity>,
     /// How long a provider record lives without republish (48 h).
@@ -96,6 +99,7 @@ impl Default for Config {
             providers_per_key_max: 20,
             provider_records_max: 65_536,
             queries_max: 64,
+            strangers_verified_max: 16,
             lookup_rpcs_max: k * 8,
             lookup_candidates_max: k * 8,
             transmits_max: 4096,
@@ -144,6 +148,15 @@ pub struct ReplicationConfig {
     pub confirm_ttl: Duration,
     /// Planned transfers queued at most; past this the plan waits for the next round (65,536).
     pub queue_max: usize,
+    /// A holder that is not the lead pushes a copy itself once it has seen it missing for
+    /// this long (60 s), so a lead that cannot reach the target does not stall repair.
+    pub takeover_after: Duration,
+    /// Replica pushes accepted from one peer without a capability: bytes per second
+    /// (64 MiB/s) and the depth of its bucket (1 GiB + 64 MiB, one largest object and then
+    /// some). Honest repair is paced far below this by the sender's own quota.
+    pub accept_bytes_per_second: u64,
+    /// See `accept_bytes_per_second`.
+    pub accept_burst_bytes: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -157,6 +170,9 @@ impl Default for ReplicationConfig {
             replan_interval: Duration::from_secs(600),
             confirm_ttl: Duration::from_secs(3600),
             queue_max: 65_536,
+            takeover_after: Duration::from_secs(60),
+            accept_bytes_per_second: 64 << 20,
+            accept_burst_bytes: (1 << 30) + (64 << 20),
         }
     }
 }

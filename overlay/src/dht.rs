@@ -128,6 +128,9 @@ enum Purpose {
     Query(QueryId),
     Announce(QueryId),
     Probe,
+    /// A PING to a stranger that asked us something: it enters the table only if it
+    /// answers a request of ours.
+    Verify,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +184,8 @@ pub struct Dht<P: Peer> {
     next_rejoin: Option<Instant>,
     stats: DhtStats,
     last_now: Instant,
+    /// Strangers being verified (a PING of ours in flight).
+    verifying: BTreeSet<Key>,
 }
 
 impl<P: Peer> Dht<P> {
@@ -223,6 +228,7 @@ impl<P: Peer> Dht<P> {
             next_rejoin: None,
             stats: DhtStats::default(),
             last_now: now,
+            verifying: BTreeSet::new(),
             config,
         }
     }
@@ -415,19 +421,34 @@ impl<P: Peer> Dht<P> {
                 Err(_) => Response::Refused,
             },
         };
-        // A PING never triggers a probe of our own: it usually *is* someone's probe, and
-        // probing in answer to probes chains across the network (simnet measured 6-23
-        // pings per FIND_NODE at 3k-30k nodes). Its sender still waits as a replacement.
-        if self.config.probe_on_inbound && request != Request::Ping {
-            self.peer_seen(now, from);
-        } else if matches!(
-            self.table.on_seen_without_probe(now, from.clone()),
-            Seen::Inserted
-        ) {
-            self.push_event(Event::PeerAdded(from));
-            self.update_ready();
+        if self.table.contains(&from_key) {
+            // A contact asking us something is alive: the most recently seen.
+            let _ = self.table.on_seen_without_probe(now, from);
+        } else if request != Request::Ping {
+            // A stranger enters the table only after it answered a request of ours, so a
+            // peer cannot place itself in our table (and be trusted as a known peer) just by
+            // connecting or asking. A PING is answered but never verified: it usually *is*
+            // someone's probe, and probing in answer to probes chains across the network
+            // (simnet measured 6-23 pings per FIND_NODE at 3k-30k nodes).
+            self.verify_stranger(now, from);
         }
         response
+    }
+
+    /// Sends a verification PING to a stranger, unless one is in flight to it or
+    /// `strangers_verified_max` are in flight already.
+    fn verify_stranger(&mut self, now: Instant, from: P) {
+        let key = from.key();
+        if self.verifying.len() >= self.config.strangers_verified_max || !self.verifying.insert(key)
+        {
+            return;
+        }
+        if self
+            .send_rpc(now, from, Request::Ping, Purpose::Verify)
+            .is_none()
+        {
+            self.verifying.remove(&key);
+        }
     }
 
     fn closest_for(&self, target: &Key, asker: &Key) -> Vec<P> {
@@ -460,9 +481,24 @@ impl<P: Peer> Dht<P> {
         };
         let closer = self.sanitize(&r.to, closer, "too_many_contacts");
         let providers = self.sanitize(&r.to, providers, "too_many_providers");
+        if r.purpose == Purpose::Verify {
+            self.verifying.remove(&r.to.key());
+            // A verified stranger joins as if it had asked us before this rule: it probes a
+            // full bucket's oldest entry only where inbound probing is on.
+            if !self.config.probe_on_inbound {
+                if matches!(
+                    self.table.on_seen_without_probe(now, r.to.clone()),
+                    Seen::Inserted
+                ) {
+                    self.push_event(Event::PeerAdded(r.to));
+                    self.update_ready();
+                }
+                return;
+            }
+        }
         self.peer_seen(now, r.to.clone());
         match r.purpose {
-            Purpose::Probe => {}
+            Purpose::Probe | Purpose::Verify => {}
             Purpose::Announce(q) => self.on_announce_done(now, q, true),
             Purpose::Query(q) => {
                 let Some(query) = self.queries.get_mut(&q) else {
@@ -678,6 +714,9 @@ impl<P: Peer> Dht<P> {
         }
         match r.purpose {
             Purpose::Probe => {}
+            Purpose::Verify => {
+                self.verifying.remove(&key);
+            }
             Purpose::Announce(q) => self.on_announce_done(now, q, false),
             Purpose::Query(q) => {
                 if let Some(Some(Phase::AwaitingPeers(iter))) =

@@ -17,9 +17,11 @@
 //! - [`query`]: query kinds, phases, results and per-lookup stats.
 //! - [`dht`]: [`Dht`], the state machine that ties them together.
 //! - [`replication`]: [`Planner`], which keeps each object on its RF closest nodes.
+//! - [`admission`]: [`Admission`], who may push us a replica without a capability.
 //! - [`testnet`]: an in-memory network of `Dht`s on a deterministic scheduler, for tests
 //!   and benchmarks.
 
+pub mod admission;
 pub mod closest;
 pub mod config;
 pub mod dht;
@@ -32,11 +34,12 @@ pub mod routing;
 pub mod testnet;
 pub mod time;
 
+pub use admission::{Admission, Refusal};
 pub use config::{Config, IpDiversity, ReplicationConfig};
 pub use dht::{CommandError, Dht, DhtStats, Event, Request, Response, RpcId, Transmit};
 pub use key::{Distance, Key};
 pub use peer::{IpGroup, Peer};
 pub use query::{QueryId, QueryKind, QueryResult, QueryStats};
-pub use replication::{PlanEvent, Planner, TransferId};
+pub use replication::{PlanEvent, Planner, TransferId, TransferOutcome};
 pub use routing::RoutingTable;
 pub use time::Instant;

@@ -3,13 +3,24 @@
 //! The planner holds the objects this node stores and what it knows of other copies; from
 //! the routing table it computes, for each object, the RF nodes closest to its key (counting
 //! ourselves). Every one of them that is not known to hold a copy gets a
-//! [`PlanEvent::Transfer`] (the driver asks HAS, then pushes the bytes if missing); once all
-//! RF targets hold copies and we are not among them, our own copy is released.
+//! [`PlanEvent::Transfer`]; once all RF targets hold copies and we are not among them, our
+//! own copy is released.
+//!
+//! A holder is "known" only once it proved it: it served bytes that verified against the id
+//! (the driver's check after HAS or after a push), or it pushed the object to us (its bytes
+//! verified as we stored them). A peer's word alone never releases a copy.
+//!
+//! One pusher per missing copy: of the holders we know, only the one closest to the key
+//! (the lead) pushes; the others plan verify-only transfers (ask, never send) and wait. A
+//! copy a non-lead has seen missing for longer than `takeover_after` is pushed anyway, so a
+//! lead that cannot reach a target does not stall repair. Transfers the write path starts
+//! itself are registered with [`Planner::begin_external`], so repair does not repeat them.
 //!
 //! Transfers are paced by a fanout quota: at most `transfers_max` in flight and a token
-//! bucket of `bytes_per_second` with `burst_bytes` depth, so repair after a mass failure
-//! does not swamp the links. Planning reruns shortly after the table changes and
-//! periodically, since confirmations go stale.
+//! bucket of `bytes_per_second` with `burst_bytes` depth. Every transfer is charged its whole
+//! size: one larger than the burst may start when the bucket is full and leaves it in debt,
+//! so the average rate holds for any object size. Planning reruns shortly after the table
+//! changes and periodically, since confirmations go stale.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -24,10 +35,22 @@ use crate::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TransferId(pub u64);
 
+/// What became of a [`PlanEvent::Transfer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferOutcome {
+    /// The target holds the object and proved it (served bytes that verified).
+    Verified,
+    /// The target answered that it lacks the object, and this transfer was not to push it.
+    Absent,
+    /// The transfer failed (unreachable, refused, timed out, or the proof did not verify).
+    Failed,
+}
+
 /// Work for the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanEvent<P> {
-    /// Make sure `to` holds `key` (HAS, then PUT if it lacks it); report with
+    /// Make sure `to` holds `key`: ask it (HAS) and have it prove its copy with a verified
+    /// read; if it lacks the object and `push` is set, push the bytes first. Report with
     /// [`Planner::handle_transfer_done`].
     Transfer {
         /// Report the outcome with this id.
@@ -38,6 +61,9 @@ pub enum PlanEvent<P> {
         size: u64,
         /// The node that should hold it.
         to: P,
+        /// Whether to send the bytes if `to` lacks them (we are the lead holder), or only
+        /// to check (another holder is closer and does the pushing).
+        push: bool,
     },
     /// RF closer nodes hold `key`: our copy is no longer needed.
     Release {
@@ -57,6 +83,23 @@ pub struct PlanStats {
     pub bytes_started: u64,
     /// Local copies released.
     pub releases: u64,
+    /// Transfers planned as verify-only because a closer holder leads.
+    pub deferred_to_lead: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    key: Key,
+    to: Key,
+    /// Started by the write path, not by the plan: not charged, not counted as repair.
+    external: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Queued<P> {
+    key: Key,
+    to: P,
+    push: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -73,12 +116,15 @@ pub struct Planner<P> {
     local: Key,
     config: ReplicationConfig,
     objects: BTreeMap<Key, Object>,
-    queue: VecDeque<(Key, P)>,
+    queue: VecDeque<Queued<P>>,
     /// (object, target) pairs queued or in flight, so nothing is planned twice.
     planned: BTreeSet<(Key, Key)>,
-    in_flight: BTreeMap<TransferId, (Key, Key)>,
+    in_flight: BTreeMap<TransferId, InFlight>,
+    /// (object, target) pairs a verify-only transfer found missing, and since when.
+    missing_since: BTreeMap<(Key, Key), Instant>,
     events: VecDeque<PlanEvent<P>>,
-    tokens: u64,
+    /// The pacing bucket; negative after a transfer larger than the burst (debt).
+    tokens: i128,
     refilled: Instant,
     replan_at: Option<Instant>,
     next_periodic: Instant,
@@ -91,7 +137,7 @@ impl<P: Peer> Planner<P> {
     pub fn new(now: Instant, local: Key, config: ReplicationConfig) -> Self {
         Planner {
             local,
-            tokens: config.burst_bytes,
+            tokens: i128::from(config.burst_bytes),
             refilled: now,
             replan_at: None,
             next_periodic: now + config.replan_interval,
@@ -100,6 +146,7 @@ impl<P: Peer> Planner<P> {
             queue: VecDeque::new(),
             planned: BTreeSet::new(),
             in_flight: BTreeMap::new(),
+            missing_since: BTreeMap::new(),
             events: VecDeque::new(),
             next_id: 0,
             stats: PlanStats::default(),
@@ -146,11 +193,12 @@ impl<P: Peer> Planner<P> {
     /// We no longer hold `key`.
     pub fn remove_object(&mut self, key: &Key) {
         self.objects.remove(key);
-        self.queue.retain(|(k, _)| k != key);
+        self.queue.retain(|q| q.key != *key);
         self.planned.retain(|(k, _)| k != key);
+        self.missing_since.retain(|(k, _), _| k != key);
     }
 
-    /// `peer` is known to hold `key` (it answered HAS, took a PUT, or pushed it to us).
+    /// `peer` proved it holds `key`: it served bytes of it that verified, or pushed it to us.
     pub fn handle_holder_confirmed(&mut self, now: Instant, key: &Key, peer: &Key) {
         if let Some(o) = self.objects.get_mut(key) {
             if *peer != self.local {
@@ -164,16 +212,48 @@ impl<P: Peer> Planner<P> {
         self.schedule_replan(now);
     }
 
-    /// The outcome of a [`PlanEvent::Transfer`].
-    pub fn handle_transfer_done(&mut self, now: Instant, id: TransferId, ok: bool) {
-        let Some((key, to)) = self.in_flight.remove(&id) else {
+    /// The write path is pushing `key` to `to` itself: record it so the plan does not start
+    /// the same transfer. Returns the id to report the outcome with, or `None` when a
+    /// planned transfer of the pair is already in flight (its outcome will arrive anyway).
+    pub fn begin_external(&mut self, key: Key, to: Key) -> Option<TransferId> {
+        if self.in_flight.values().any(|f| f.key == key && f.to == to) {
+            return None;
+        }
+        self.queue.retain(|q| !(q.key == key && q.to.key() == to));
+        self.planned.insert((key, to));
+        let id = TransferId(self.next_id);
+        self.next_id += 1;
+        self.in_flight.insert(
+            id,
+            InFlight {
+                key,
+                to,
+                external: true,
+            },
+        );
+        Some(id)
+    }
+
+    /// The outcome of a [`PlanEvent::Transfer`] or of a transfer from
+    /// [`begin_external`](Self::begin_external).
+    pub fn handle_transfer_done(&mut self, now: Instant, id: TransferId, outcome: TransferOutcome) {
+        let Some(f) = self.in_flight.remove(&id) else {
             return;
         };
-        self.planned.remove(&(key, to));
-        if ok {
-            self.handle_holder_confirmed(now, &key, &to);
-        } else {
-            self.stats.transfers_failed += 1;
+        self.planned.remove(&(f.key, f.to));
+        match outcome {
+            TransferOutcome::Verified => {
+                self.missing_since.remove(&(f.key, f.to));
+                self.handle_holder_confirmed(now, &f.key, &f.to);
+            }
+            TransferOutcome::Absent => {
+                self.missing_since.entry((f.key, f.to)).or_insert(now);
+            }
+            TransferOutcome::Failed => {
+                if !f.external {
+                    self.stats.transfers_failed += 1;
+                }
+            }
         }
         // Either way the picture changed: a release may now be possible, or a retry due.
         self.schedule_replan(now);
@@ -249,10 +329,20 @@ impl<P: Peer> Planner<P> {
                 self.events.push_back(PlanEvent::Release { key });
                 continue;
             }
+            // The lead is the known holder closest to the key; only it pushes.
+            let lead = !obj.confirmed.keys().any(|k| k.distance(&key) < local_d);
             for p in missing {
                 let pair = (key, p.key());
+                let overdue = self
+                    .missing_since
+                    .get(&pair)
+                    .is_some_and(|t| now - *t >= self.config.takeover_after);
+                let push = lead || overdue;
+                if !push {
+                    self.stats.deferred_to_lead += 1;
+                }
                 if self.queue.len() < self.config.queue_max && self.planned.insert(pair) {
-                    self.queue.push_back((key, p));
+                    self.queue.push_back(Queued { key, to: p, push });
                 }
             }
         }
@@ -261,23 +351,41 @@ impl<P: Peer> Planner<P> {
     fn refill(&mut self, now: Instant) {
         let elapsed = now - self.refilled;
         let add =
-            (elapsed.as_nanos() * self.config.bytes_per_second as u128 / 1_000_000_000) as u64;
+            (elapsed.as_nanos() * u128::from(self.config.bytes_per_second) / 1_000_000_000) as i128;
         if add > 0 {
-            self.tokens = (self.tokens.saturating_add(add)).min(self.config.burst_bytes);
+            self.tokens = (self.tokens + add).min(i128::from(self.config.burst_bytes));
             self.refilled = now;
         }
     }
 
-    fn cost(&self, size: u64) -> u64 {
-        size.min(self.config.burst_bytes).max(1)
+    /// Tokens needed before a transfer may start: its size, or a full bucket for one larger
+    /// than the burst (it is still charged its whole size, leaving the bucket in debt).
+    /// A verify-only transfer moves no object bytes and costs one token.
+    fn needed(&self, q: &Queued<P>) -> i128 {
+        if !q.push {
+            return 1;
+        }
+        let size = self.objects.get(&q.key).map_or(0, |o| o.size);
+        i128::from(size.min(self.config.burst_bytes).max(1))
+    }
+
+    fn charge(&self, q: &Queued<P>) -> i128 {
+        if !q.push {
+            return 1;
+        }
+        i128::from(self.objects.get(&q.key).map_or(0, |o| o.size).max(1))
+    }
+
+    /// Planned transfers in flight (the write path's own pushes are not the plan's to cap).
+    fn planned_in_flight(&self) -> usize {
+        self.in_flight.values().filter(|f| !f.external).count()
     }
 
     fn tokens_ready_at(&self) -> Option<Instant> {
-        if self.in_flight.len() >= self.config.transfers_max {
+        if self.planned_in_flight() >= self.config.transfers_max {
             return None;
         }
-        let (key, _) = self.queue.front()?;
-        let need = self.cost(self.objects.get(key).map_or(0, |o| o.size));
+        let need = self.needed(self.queue.front()?);
         if self.tokens >= need {
             return Some(self.refilled);
         }
@@ -290,29 +398,192 @@ impl<P: Peer> Planner<P> {
 
     fn dispatch(&mut self, now: Instant) {
         self.refill(now);
-        while self.in_flight.len() < self.config.transfers_max {
-            let Some((key, _)) = self.queue.front() else {
+        while self.planned_in_flight() < self.config.transfers_max {
+            let Some(front) = self.queue.front() else {
                 break;
             };
-            let Some(size) = self.objects.get(key).map(|o| o.size) else {
+            let Some(size) = self.objects.get(&front.key).map(|o| o.size) else {
                 self.queue.pop_front();
                 continue;
             };
-            let cost = self.cost(size);
-            if self.tokens < cost {
+            if self.tokens < self.needed(front) {
                 break;
             }
-            let Some((key, to)) = self.queue.pop_front() else {
+            let cost = self.charge(front);
+            let Some(q) = self.queue.pop_front() else {
                 break;
             };
             self.tokens -= cost;
             let id = TransferId(self.next_id);
             self.next_id += 1;
-            self.in_flight.insert(id, (key, to.key()));
+            self.in_flight.insert(
+                id,
+                InFlight {
+                    key: q.key,
+                    to: q.to.key(),
+                    external: false,
+                },
+            );
             self.stats.transfers_started += 1;
-            self.stats.bytes_started += size;
-            self.events
-                .push_back(PlanEvent::Transfer { id, key, size, to });
+            if q.push {
+                self.stats.bytes_started += size;
+            }
+            self.events.push_back(PlanEvent::Transfer {
+                id,
+                key: q.key,
+                size,
+                to: q.to,
+                push: q.push,
+            });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testnet::TestPeer;
+
+    const MIB: u64 = 1 << 20;
+
+    fn key(first: u8) -> Key {
+        let mut k = [0u8; 32];
+        k[0] = first;
+        Key(k)
+    }
+
+    fn peer(first: u8, idx: u32) -> TestPeer {
+        TestPeer {
+            key: key(first),
+            idx,
+        }
+    }
+
+    /// We are key 0x00..; peers at 0x01.., 0x02.., 0x04.. (closest to the object 0x00..01
+    /// first after us).
+    fn setup(config: ReplicationConfig) -> (Planner<TestPeer>, RoutingTable<TestPeer>, Instant) {
+        let t0 = Instant::from_duration(Duration::ZERO);
+        let mut table = RoutingTable::new(key(0), 20, 20, 2, None, t0);
+        for (i, first) in [0x01u8, 0x02, 0x04].into_iter().enumerate() {
+            table.on_seen(t0, peer(first, i as u32));
+        }
+        (Planner::new(t0, key(0), config), table, t0)
+    }
+
+    fn object(last: u8) -> Key {
+        let mut k = [0u8; 32];
+        k[31] = last;
+        Key(k)
+    }
+
+    fn drain(p: &mut Planner<TestPeer>) -> Vec<PlanEvent<TestPeer>> {
+        std::iter::from_fn(|| p.poll_event()).collect()
+    }
+
+    fn transfers(evs: &[PlanEvent<TestPeer>]) -> Vec<(TransferId, Key, bool)> {
+        evs.iter()
+            .filter_map(|e| match e {
+                PlanEvent::Transfer { id, to, push, .. } => Some((*id, to.key, *push)),
+                PlanEvent::Release { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_transfer_larger_than_the_burst_is_charged_whole() {
+        let config = ReplicationConfig {
+            rf: 2,
+            bytes_per_second: 16 * MIB,
+            burst_bytes: 8 * MIB,
+            ..ReplicationConfig::default()
+        };
+        let (mut p, table, t0) = setup(config);
+        p.add_object(t0, object(1), 256 * MIB);
+        p.add_object(t0, object(2), 256 * MIB);
+        let t1 = t0 + Duration::from_secs(1);
+        p.handle_timeout(t1, &table);
+        let first = transfers(&drain(&mut p));
+        assert_eq!(first.len(), 1, "one 256 MiB transfer may start: {first:?}");
+        // The bucket is 248 MiB in debt: the next waits for it to refill to 8 MiB, 16 s.
+        let next = p.poll_timeout().unwrap_or(t1);
+        let wait = next - t1;
+        assert!(
+            wait >= Duration::from_secs(15) && wait <= Duration::from_secs(17),
+            "the second transfer waits {wait:?}"
+        );
+        p.handle_timeout(t1 + Duration::from_secs(15), &table);
+        assert!(
+            transfers(&drain(&mut p)).is_empty(),
+            "not before the debt is paid"
+        );
+        p.handle_timeout(t1 + Duration::from_millis(16_600), &table);
+        assert_eq!(transfers(&drain(&mut p)).len(), 1);
+    }
+
+    #[test]
+    fn only_the_lead_holder_pushes_and_a_silent_lead_is_taken_over() {
+        let config = ReplicationConfig {
+            rf: 3,
+            ..ReplicationConfig::default()
+        };
+        let (mut p, table, t0) = setup(config.clone());
+        // Object 0x01..: its RF = 3 closest are peer 0x01 (distance 0), us (0x01..) and peer
+        // 0x02 (0x03..); peer 0x04 (0x05..) is not a target.
+        let obj = key(0x01);
+        p.add_object(t0, obj, MIB);
+        // Peer 0x01 proved it holds the object and is closer than us: it leads.
+        p.handle_holder_confirmed(t0, &obj, &key(0x01));
+        let t1 = t0 + Duration::from_secs(2);
+        p.handle_timeout(t1, &table);
+        let planned = transfers(&drain(&mut p));
+        assert_eq!(planned.len(), 1, "{planned:?}");
+        let (id, to, push) = planned[0];
+        assert_eq!(to, key(0x02));
+        assert!(!push, "a non-lead only checks");
+        assert_eq!(p.stats().deferred_to_lead, 1);
+        // The target lacks it; the lead has not pushed yet: keep checking, still no push.
+        p.handle_transfer_done(t1, id, TransferOutcome::Absent);
+        let t2 = t1 + Duration::from_secs(2);
+        p.handle_timeout(t2, &table);
+        let planned = transfers(&drain(&mut p));
+        assert!(planned.iter().all(|(_, _, push)| !push), "{planned:?}");
+        for (id, ..) in planned {
+            p.handle_transfer_done(t2, id, TransferOutcome::Absent);
+        }
+        // Missing for longer than takeover_after: we push it ourselves.
+        let t3 = t1 + config.takeover_after + Duration::from_secs(2);
+        p.handle_timeout(t3, &table);
+        let planned = transfers(&drain(&mut p));
+        assert_eq!(planned.len(), 1);
+        assert!(planned[0].2, "taken over: {planned:?}");
+    }
+
+    #[test]
+    fn pushes_of_the_write_path_are_not_planned_again() {
+        let config = ReplicationConfig {
+            rf: 3,
+            ..ReplicationConfig::default()
+        };
+        let (mut p, table, t0) = setup(config);
+        let obj = object(7);
+        p.add_object(t0, obj, MIB);
+        let a = p.begin_external(obj, key(0x01));
+        let b = p.begin_external(obj, key(0x02));
+        assert!(a.is_some() && b.is_some());
+        let t1 = t0 + Duration::from_secs(2);
+        p.handle_timeout(t1, &table);
+        assert!(
+            transfers(&drain(&mut p)).is_empty(),
+            "both targets are being pushed by the write path"
+        );
+        for id in [a, b].into_iter().flatten() {
+            p.handle_transfer_done(t1, id, TransferOutcome::Verified);
+        }
+        p.handle_timeout(t1 + Duration::from_secs(2), &table);
+        assert!(
+            transfers(&drain(&mut p)).is_empty(),
+            "confirmed: nothing to do"
+        );
+        assert_eq!(p.known_copies(&obj), Some(3));
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use overlay::testnet::TestNet;
-use overlay::{Config, Key, PlanEvent, Planner, ReplicationConfig};
+use overlay::{Config, Key, PlanEvent, Planner, ReplicationConfig, TransferOutcome};
 
 const SEED: u64 = 0x5eed_0007;
 
@@ -13,6 +13,8 @@ struct Cluster {
     net: TestNet,
     planners: Vec<Planner<overlay::testnet::TestPeer>>,
     stores: Vec<BTreeSet<Key>>,
+    /// Transfers that sent bytes.
+    pushes: u64,
 }
 
 impl Cluster {
@@ -35,6 +37,7 @@ impl Cluster {
             net,
             planners,
             stores: vec![BTreeSet::new(); n],
+            pushes: 0,
         }
     }
 
@@ -56,18 +59,34 @@ impl Cluster {
                 self.planners[i].handle_timeout(now, self.net.node(i).routing_table());
                 while let Some(ev) = self.planners[i].poll_event() {
                     match ev {
-                        PlanEvent::Transfer { id, key, size, to } => {
+                        PlanEvent::Transfer {
+                            id,
+                            key,
+                            size,
+                            to,
+                            push,
+                        } => {
                             let j = to.idx as usize;
-                            let ok = self.net.is_alive(j);
-                            if ok && self.stores[j].insert(key) {
-                                self.planners[j].add_object(now, key, size);
-                                self.planners[j].handle_holder_confirmed(
-                                    now,
-                                    &key,
-                                    &self.net.peer(i).key,
-                                );
-                            }
-                            self.planners[i].handle_transfer_done(now, id, ok);
+                            let alive = self.net.is_alive(j);
+                            let outcome = if !alive {
+                                TransferOutcome::Failed
+                            } else if push {
+                                self.pushes += 1;
+                                if self.stores[j].insert(key) {
+                                    self.planners[j].add_object(now, key, size);
+                                    self.planners[j].handle_holder_confirmed(
+                                        now,
+                                        &key,
+                                        &self.net.peer(i).key,
+                                    );
+                                }
+                                TransferOutcome::Verified
+                            } else if self.stores[j].contains(&key) {
+                                TransferOutcome::Verified
+                            } else {
+                                TransferOutcome::Absent
+                            };
+                            self.planners[i].handle_transfer_done(now, id, outcome);
                         }
                         PlanEvent::Release { key } => {
                             self.stores[i].remove(&key);

@@ -11,6 +11,10 @@
 //!   [`ObjectResponse::Found`] (status 200, or 206 for a range), then the bao slice
 //!   encoding in frames of at most one chunk-sized piece each, the last with END. Unknown
 //!   object: one frame, status 404.
+//! - TAIL: request [`ObjectRequest::Tail`]; response as for GET of the object's last byte
+//!   (`Found` with range `size-1..size`, or `0..0` for the empty object, then the slice
+//!   encoding). The slice ends in the final chunk, which authenticates the length header:
+//!   the asker learns the size from verified data, not from the holder's word.
 //! - HAS: one frame each way, [`ObjectResponse::Has`].
 //! - PUT: first frame [`ObjectRequest::Put`] (with the capability, if any), then the bytes
 //!   in frames, the last with END; response [`ObjectResponse::Stored`] or an error status.
@@ -56,6 +60,21 @@ pub enum ObjectRequest {
         /// Exact size of the object.
         size: u64,
     },
+    /// The object's size, proven: answered as a GET of its last byte.
+    Tail {
+        /// BLAKE3 hash of the object.
+        hash: [u8; 32],
+    },
+}
+
+impl ByteRange {
+    /// The range a TAIL answer covers for an object of `size` bytes: its last byte.
+    pub fn tail(size: u64) -> ByteRange {
+        ByteRange {
+            start: size.saturating_sub(1),
+            len: size.min(1),
+        }
+    }
 }
 
 /// A response of app protocol 2.
@@ -128,6 +147,7 @@ mod tests {
                 range: Some(ByteRange { start: 5, len: 10 }),
             },
             ObjectRequest::Has { hash: [2; 32] },
+            ObjectRequest::Tail { hash: [4; 32] },
             ObjectRequest::Put {
                 hash: [3; 32],
                 size: 1 << 40,
@@ -159,5 +179,61 @@ mod tests {
             },
         };
         assert!(decode::<ObjectResponse>(&encode(&wraps)).is_err());
+    }
+
+    #[test]
+    fn spec_examples() {
+        let hex = |b: bytes::Bytes| hex::encode(b);
+        let rep = |byte: &str| byte.repeat(32);
+        let cases: Vec<(bytes::Bytes, String)> = vec![
+            (
+                encode(&ObjectRequest::Get {
+                    hash: [1; 32],
+                    range: None,
+                }),
+                format!("00{}00", rep("01")),
+            ),
+            (
+                encode(&ObjectRequest::Get {
+                    hash: [1; 32],
+                    range: Some(ByteRange { start: 5, len: 10 }),
+                }),
+                format!("00{}01050a", rep("01")),
+            ),
+            (
+                encode(&ObjectRequest::Has { hash: [2; 32] }),
+                format!("01{}", rep("02")),
+            ),
+            (
+                encode(&ObjectRequest::Put {
+                    hash: [3; 32],
+                    size: 100_000,
+                }),
+                format!("02{}a08d06", rep("03")),
+            ),
+            (
+                encode(&ObjectRequest::Tail { hash: [4; 32] }),
+                format!("03{}", rep("04")),
+            ),
+            (
+                encode(&ObjectResponse::Found {
+                    size: 300_000,
+                    range: ByteRange::tail(300_000),
+                }),
+                "00e0a712dfa71201".into(),
+            ),
+            (
+                encode(&ObjectResponse::Has {
+                    size: Some(300_000),
+                }),
+                "0101e0a712".into(),
+            ),
+            (encode(&ObjectResponse::Has { size: None }), "0100".into()),
+            (encode(&ObjectResponse::Stored), "02".into()),
+        ];
+        for (got, want) in cases {
+            assert_eq!(hex(got), want);
+        }
+        assert_eq!(ByteRange::tail(0), ByteRange { start: 0, len: 0 });
     }
 }

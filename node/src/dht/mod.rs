@@ -21,14 +21,14 @@ use std::time::Duration;
 
 use overlay::replication::TransferId;
 use overlay::{
-    Config, Dht, Event, Key, PlanEvent, Planner, QueryId, QueryResult, QueryStats,
-    ReplicationConfig, Request, Response, RpcId,
+    Admission, Config, Dht, Event, Key, PlanEvent, Planner, QueryId, QueryResult, QueryStats,
+    Refusal, ReplicationConfig, Request, Response, RpcId, TransferOutcome,
 };
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use wire::dht::{APP_PROTO_DHT, DhtResponse};
 use wire::{NodeId, Status, message};
 
-use crate::transport::{PeerEvent, Transport};
+use crate::transport::{PeerEvent, Role, Transport};
 pub use peer::NetPeer;
 pub use serve::serve_dht;
 
@@ -114,6 +114,9 @@ pub struct DhtStatus {
     pub objects: usize,
     /// Mean copies known per local object, in thousandths (refreshed on timer turns).
     pub replicas_mean_milli: u64,
+    /// Whether the routing table has ever held a peer. A node that never had one is alone
+    /// by design (its writes need only its own copy); one that lost its peers is not.
+    pub peers_seen: bool,
 }
 
 enum Command {
@@ -159,7 +162,18 @@ enum Command {
     },
     TransferDone {
         id: TransferId,
-        ok: bool,
+        outcome: TransferOutcome,
+    },
+    BeginExternal {
+        key: Key,
+        to: Key,
+        reply: oneshot::Sender<Option<TransferId>>,
+    },
+    AdmitReplica {
+        from: Key,
+        key: Key,
+        size: u64,
+        reply: oneshot::Sender<Result<(), Refusal>>,
     },
 }
 
@@ -242,14 +256,42 @@ impl DhtHandle {
         self.send(Command::ObjectRemoved { key }).await
     }
 
-    /// `holder` is known to hold `key`.
+    /// `holder` proved it holds `key` (it served us bytes of it that verified).
     pub async fn holder_confirmed(&self, key: Key, holder: Key) -> Result<(), DhtError> {
         self.send(Command::HolderConfirmed { key, holder }).await
     }
 
-    /// The outcome of a repair transfer the planner asked for.
-    pub async fn transfer_done(&self, id: TransferId, ok: bool) -> Result<(), DhtError> {
-        self.send(Command::TransferDone { id, ok }).await
+    /// The outcome of a transfer the planner asked for, or one the write path registered.
+    pub async fn transfer_done(
+        &self,
+        id: TransferId,
+        outcome: TransferOutcome,
+    ) -> Result<(), DhtError> {
+        self.send(Command::TransferDone { id, outcome }).await
+    }
+
+    /// The write path is pushing `key` to `to`: the planner will not plan it again. Returns
+    /// the id to report the outcome with (`None` if a planned transfer already runs).
+    pub async fn begin_external(&self, key: Key, to: Key) -> Result<Option<TransferId>, DhtError> {
+        self.ask(|reply| Command::BeginExternal { key, to, reply })
+            .await
+    }
+
+    /// Whether `from` may push us `size` bytes of `key` without a capability (the
+    /// overlay's admission rule: a known sender, us among the RF closest, within budget).
+    pub async fn admit_replica(
+        &self,
+        from: Key,
+        key: Key,
+        size: u64,
+    ) -> Result<Result<(), Refusal>, DhtError> {
+        self.ask(|reply| Command::AdmitReplica {
+            from,
+            key,
+            size,
+            reply,
+        })
+        .await
     }
 
     async fn send(&self, cmd: Command) -> Result<(), DhtError> {
@@ -293,6 +335,8 @@ struct RpcOutcome {
 struct Driver {
     dht: Dht<NetPeer>,
     planner: Planner<NetPeer>,
+    admission: Admission,
+    peers_seen: bool,
     plans: mpsc::Sender<PlanEvent<NetPeer>>,
     replicas_mean_milli: u64,
     clock: Clock,
@@ -324,6 +368,8 @@ pub fn spawn(
     let peer_events = transport.subscribe();
     let (plans_tx, plans) = mpsc::channel(PLANS_MAX);
     let mut driver = Driver {
+        admission: Admission::new(local.key, &replication),
+        peers_seen: false,
         planner: Planner::new(clock.now(), local.key, replication),
         plans: plans_tx,
         replicas_mean_milli: 0,
@@ -426,7 +472,23 @@ impl Driver {
             Command::HolderConfirmed { key, holder } => {
                 self.planner.handle_holder_confirmed(now, &key, &holder)
             }
-            Command::TransferDone { id, ok } => self.planner.handle_transfer_done(now, id, ok),
+            Command::TransferDone { id, outcome } => {
+                self.planner.handle_transfer_done(now, id, outcome)
+            }
+            Command::BeginExternal { key, to, reply } => {
+                let _ = reply.send(self.planner.begin_external(key, to));
+            }
+            Command::AdmitReplica {
+                from,
+                key,
+                size,
+                reply,
+            } => {
+                let verdict =
+                    self.admission
+                        .check(now, self.dht.routing_table(), &from, &key, size);
+                let _ = reply.send(verdict);
+            }
             Command::Table { reply } => {
                 let table = self
                     .dht
@@ -456,8 +518,11 @@ impl Driver {
 
     fn on_peer_event(&mut self, ev: Result<PeerEvent, broadcast::error::RecvError>) {
         match ev {
-            Ok(PeerEvent::Connected(info)) => {
-                // An authenticated connection is as good as an answer: the peer is alive.
+            Ok(PeerEvent::Connected(info)) if info.role == Role::Dialed => {
+                // A connection we dialed is an answer to us (its TLS proved the key we
+                // asked for, its HELLO answered ours): the peer is alive. A peer that
+                // dialed us is a stranger until it answers a request of ours: the overlay
+                // verifies it when it first asks something.
                 let addr = info
                     .listen_addrs
                     .iter()
@@ -474,7 +539,7 @@ impl Driver {
                 // A peer that said goodbye leaves the table now, not after failed probes.
                 self.dht.remove_peer(self.clock.now(), &Key::for_node(&id));
             }
-            Ok(PeerEvent::Disconnected { .. }) => {}
+            Ok(PeerEvent::Connected(_)) | Ok(PeerEvent::Disconnected { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 metrics::counter!("bus_lagged_total", "bus" => "peer_events").increment(n);
             }
@@ -505,10 +570,11 @@ impl Driver {
             {
                 // The worker is saturated: this transfer is planned again on the next round.
                 self.planner
-                    .handle_transfer_done(self.clock.now(), id, false);
+                    .handle_transfer_done(self.clock.now(), id, TransferOutcome::Failed);
             }
         }
         let s = self.dht.stats();
+        self.peers_seen |= !self.dht.routing_table().is_empty();
         let status = DhtStatus {
             ready: self.dht.is_ready(),
             routing_table_size: self.dht.routing_table().len(),
@@ -519,6 +585,7 @@ impl Driver {
             requests_handled: s.requests_handled,
             objects: self.planner.objects(),
             replicas_mean_milli: self.replicas_mean_milli,
+            peers_seen: self.peers_seen,
         };
         metrics::gauge!("dht_routing_table_peers").set(status.routing_table_size as f64);
         self.status.send_if_modified(|old| {

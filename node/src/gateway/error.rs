@@ -1,7 +1,10 @@
 //! The gateway's error answer: a status code and a JSON body `{"code","message"}`.
 //!
-//! `code` is a stable machine-readable name, `message` says what was wrong in words. Every
-//! handler returns these instead of building responses by hand, so clients see one shape.
+//! `code` is a stable machine-readable name, `message` says what was wrong in words; some
+//! errors add fields (a write short of its quorum says how many copies it has and needs).
+//! Every handler returns these instead of building responses by hand, so clients see one
+//! shape. Errors are never cached (`Cache-Control: no-store`): absence and overload are
+//! states of the moment, not facts about an immutable object.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -19,12 +22,16 @@ pub struct ApiError {
     pub message: String,
     /// Seconds after which a retry may succeed (429/503).
     pub retry_after: Option<u32>,
+    /// Further fields of the JSON body.
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
 struct Body<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -35,7 +42,20 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// The same error asking the client to retry after `seconds`.
+    pub fn retry_after(mut self, seconds: u32) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The same error with one more field in its JSON body.
+    pub fn with(mut self, field: &str, value: impl Into<serde_json::Value>) -> ApiError {
+        self.extra.insert(field.to_string(), value.into());
+        self
     }
 
     /// 400: the request is malformed.
@@ -50,10 +70,7 @@ impl ApiError {
 
     /// 503 with `Retry-After: 1`: over capacity right now.
     pub fn overloaded(message: impl Into<String>) -> ApiError {
-        ApiError {
-            retry_after: Some(1),
-            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
-        }
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).retry_after(1)
     }
 
     /// 500: our fault.
@@ -69,13 +86,15 @@ impl IntoResponse for ApiError {
             Json(Body {
                 code: self.code,
                 message: &self.message,
+                extra: &self.extra,
             }),
         )
             .into_response();
+        let h = resp.headers_mut();
         if let Some(s) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
 }

@@ -2,17 +2,22 @@
 //! requests, graceful shutdown (mini-redis's server, on hyper).
 //!
 //! Requests past the concurrency cap are answered at once with 503 and `Retry-After`
-//! instead of queueing without bound; a client that does not finish its request headers
-//! within `header_read_timeout` is disconnected, so slow clients cannot pin a worker.
+//! instead of queueing without bound; a request holds its slot until its response body is
+//! sent, not just until its handler returns. A client that does not finish its request
+//! headers within `header_read_timeout` is disconnected, and so is one that stops reading a
+//! response for `write_stall_timeout`, so slow clients cannot pin a worker or a buffer.
 //! Errors are JSON `{"code","message"}` everywhere.
 //!
 //! Layout:
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/status`.
 //! - [`objects`]: `PUT /o`, `GET`/`HEAD /o/{id}`.
 //! - [`error`]: [`ApiError`], the JSON error body and its status codes.
+//! - [`hold`]: response bodies that keep their slot and buffer until sent; the write stall
+//!   guard.
 
 pub mod admin;
 pub mod error;
+pub mod hold;
 pub mod objects;
 
 use std::sync::Arc;
@@ -30,6 +35,9 @@ use tokio::sync::{Semaphore, watch};
 
 pub use error::ApiError;
 
+/// hyper's read and write buffer cap per HTTP/1 connection.
+pub const HTTP1_BUFFER_MAX: usize = 128 << 10;
+
 /// Limits of the HTTP edge.
 #[derive(Debug, Clone)]
 pub struct GatewayLimits {
@@ -39,6 +47,8 @@ pub struct GatewayLimits {
     pub header_read_timeout: Duration,
     /// Connections open at once; more wait in the kernel's accept queue (4,096).
     pub connections_max: usize,
+    /// A connection whose client reads nothing of a response for this long is closed (30 s).
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for GatewayLimits {
@@ -47,6 +57,7 @@ impl Default for GatewayLimits {
             concurrent_requests_max: 1024,
             header_read_timeout: Duration::from_secs(10),
             connections_max: 4096,
+            write_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -70,7 +81,10 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper pulls body pieces until its write buffer holds this much: with the pieces
+        // the object layer queues, it bounds what one stalled client can make us hold.
+        .max_buf_size(HTTP1_BUFFER_MAX);
     let builder = Arc::new(builder);
     let (conn_shutdown_tx, _) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -92,6 +106,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let stream = hold::StallGuard::new(stream, limits.write_stall_timeout);
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
         let mut stop = conn_shutdown_tx.subscribe();
@@ -115,9 +130,12 @@ pub async fn serve(
 }
 
 async fn limit_concurrency(slots: Arc<Semaphore>, req: Request, next: Next) -> Response {
-    let Ok(_permit) = slots.try_acquire_owned() else {
+    let Ok(permit) = slots.try_acquire_owned() else {
         metrics::counter!("rejected_total", "reason" => "concurrency").increment(1);
         return ApiError::overloaded("too many requests in flight").into_response();
     };
-    next.run(req).await
+    // The slot is the response's until its body is sent or dropped.
+    next.run(req)
+        .await
+        .map(|body| hold::Holding::wrap(body, vec![permit]))
 }

@@ -1,10 +1,17 @@
 //! Object routes: `PUT /o`, `GET /o/{id}`, `HEAD /o/{id}`.
 //!
-//! PUT streams the body into the store while hashing it (no full copy in memory), then
-//! replicates and answers 201 once W copies are durable. GET serves a local copy or fetches
-//! from holders, verifying every chunk either way; ids are strong ETags and immutable.
+//! PUT streams the body into the store while hashing it (no full copy in memory, the file
+//! work on the blocking pool), then replicates and answers 201 once W copies are durable,
+//! each confirmed by its holder; short of W it answers 503 `insufficient_replicas` with the
+//! count, keeps the local copy and leaves the rest to repair. GET serves a local copy or
+//! fetches from holders, verifying every chunk either way; a remote object's size comes from
+//! a verified final chunk before the headers go out. Ids are strong ETags and immutable.
 //! Ranges: one `a-b`, `a-` or `-n` range gives 206, an unsatisfiable one 416 with
 //! `Content-Range: bytes */len`; several ranges are answered with the whole object.
+//!
+//! Errors tell the truth: 404 only after a search ran and found no holder; a search that
+//! could not run is 503, one that timed out 504; a store that cannot read right now is 503
+//! `store_unavailable` (the object stays); only a hash mismatch counts as corruption.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,15 +29,24 @@ use serde_json::json;
 use wire::object::ByteRange;
 
 use super::ApiError;
+use super::hold::Holding;
 use crate::app::NodeContext;
-use crate::caps::{CapError, Intent, Token};
-use crate::objects::{LocateError, Located};
+use crate::caps::{CapError, Grant, Intent, Token};
+use crate::objects::{Ingest, LocateError, Located, Replicated};
+use crate::quota::QuotaError;
 use crate::store::{Hash, StoreError, id_string, parse_id};
 
 /// Ranges up to this size are read, verified and answered in one piece.
-const WHOLE_READ_MAX: u64 = 8 << 20;
+const WHOLE_READ_MAX: u64 = 256 << 10;
 /// Larger local reads are verified and sent in pieces of this size.
-const PIECE: u64 = 1 << 20;
+const PIECE: u64 = 64 << 10;
+/// Response buffer budget a streamed local body takes: the file's read buffer, the piece
+/// being read, the one queued, and what hyper buffers for the connection (up to
+/// `HTTP1_BUFFER_MAX` plus the piece that crossed it).
+const LOCAL_STREAM_COST: u32 = 512 << 10;
+/// Response buffer budget a remote body takes: the fetch pipeline's queued pieces on both
+/// sides of the verifier, and what hyper buffers.
+const REMOTE_STREAM_COST: u32 = 1 << 20;
 
 /// The object routes.
 pub fn routes() -> Router<Arc<NodeContext>> {
@@ -45,14 +61,11 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Checks the write capability; returns the byte limit the token sets, if any.
-fn authorize(
-    ctx: &NodeContext,
-    headers: &HeaderMap,
-    size: Option<u64>,
-) -> Result<Option<u64>, ApiError> {
+/// Checks the write capability; returns what the token grants (its byte limit, its
+/// tenant), or nothing when the operator opened writes.
+fn authorize(ctx: &NodeContext, headers: &HeaderMap, size: Option<u64>) -> Result<Grant, ApiError> {
     if ctx.gateway.open_writes {
-        return Ok(None);
+        return Ok(Grant::default());
     }
     let refuse = |e: CapError| {
         metrics::counter!("rejected_total", "reason" => "capability").increment(1);
@@ -74,11 +87,11 @@ fn authorize(
     let text = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .ok_or_else(|| refuse(CapError::Missing))?;
-    let token = Token::decode(text.trim()).map_err(refuse)?;
+    let token = Token::decode(text).map_err(refuse)?;
     token
-        .verify(
+        .grant(
             &ctx.gateway.cap_root,
             &Intent {
                 method: "PUT",
@@ -87,6 +100,24 @@ fn authorize(
             },
         )
         .map_err(refuse)
+}
+
+/// The credentials of an `Authorization: Bearer …` value (the scheme is case-insensitive,
+/// RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// 429 for a tenant over its quota, with when to retry.
+pub(crate) fn over_quota(e: &QuotaError) -> ApiError {
+    metrics::counter!("rejected_total", "reason" => "quota").increment(1);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "quota_exceeded",
+        e.to_string(),
+    )
+    .retry_after(e.retry_after_secs())
 }
 
 async fn put_object(
@@ -98,8 +129,36 @@ async fn put_object(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let token_max = authorize(&ctx, &headers, declared)?;
+    // Bodies are stored as sent and named by their hash: a compressed upload would be
+    // stored compressed under the hash of the compressed bytes. Refuse it before reading.
+    if let Some(enc) = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().eq_ignore_ascii_case("identity"))
+    {
+        metrics::counter!("rejected_total", "reason" => "content_encoding").increment(1);
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_encoding",
+            format!(
+                "Content-Encoding {enc:?} is not accepted: objects are stored as sent; upload the bytes themselves"
+            ),
+        ));
+    }
+    let grant = authorize(&ctx, &headers, declared)?;
+    let token_max = grant.max_bytes;
     let objects = &ctx.objects;
+    // A tenant's write holds its bytes in the tenant's account from the start: the whole
+    // declared size, or each piece of a body of unknown size as it comes.
+    let mut reservation = match &grant.tenant {
+        Some(q) => Some(
+            objects
+                .quotas
+                .reserve(q, declared.unwrap_or(0))
+                .map_err(|e| over_quota(&e))?,
+        ),
+        None => None,
+    };
     let max = objects.limits.object_max;
     let too_large = || {
         ApiError::new(
@@ -111,9 +170,8 @@ async fn put_object(
     if declared.is_some_and(|d| d > max) {
         return Err(too_large());
     }
-    let mut writer = objects
-        .store
-        .writer(declared.unwrap_or(0))
+    let mut ingest = Ingest::open(&objects.store, declared.unwrap_or(0))
+        .await
         .map_err(store_error)?;
     let mut stream = body.into_data_stream();
     let idle = ctx.gateway.body_idle_timeout;
@@ -136,7 +194,7 @@ async fn put_object(
                 ));
             }
         };
-        let len = writer.len() + chunk.len() as u64;
+        let len = ingest.len() + chunk.len() as u64;
         if len > max {
             return Err(too_large());
         }
@@ -147,18 +205,41 @@ async fn put_object(
                 format!("capability token allows at most {t} bytes"),
             ));
         }
-        writer.write(&chunk).map_err(store_error)?;
+        if let (Some(r), None) = (reservation.as_mut(), declared) {
+            r.grow(chunk.len() as u64).map_err(|e| over_quota(&e))?;
+        }
+        ingest.write(&chunk).await.map_err(store_error)?;
     }
-    let size = writer.len();
-    let hash = tokio::task::spawn_blocking(move || writer.finish(None))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(store_error)?;
-    let replicas = objects.replicate(hash, size).await;
+    let size = ingest.len();
+    if declared.is_some_and(|d| d != size) {
+        return Err(ApiError::bad_request(
+            "body_error",
+            format!("Content-Length said {declared:?} bytes, the body had {size}"),
+        ));
+    }
+    let hash = ingest.finish(None).await.map_err(store_error)?;
+    if let Some(r) = reservation {
+        r.commit();
+    }
+    let Replicated { copies, want } = objects.replicate(hash, size).await;
     let id = id_string(&hash);
+    if copies < want {
+        metrics::counter!("rejected_total", "reason" => "insufficient_replicas").increment(1);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "insufficient_replicas",
+            format!(
+                "{id} is durable on {copies} of the {want} nodes a write needs; this node keeps its copy and repair goes on, retry the PUT later"
+            ),
+        )
+        .retry_after(5)
+        .with("id", id.clone())
+        .with("replicas", copies)
+        .with("w", want));
+    }
     let mut resp = (
         StatusCode::CREATED,
-        Json(json!({"id": id, "size": size, "replicas": replicas})),
+        Json(json!({"id": id, "size": size, "replicas": copies})),
     )
         .into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/o/{id}")) {
@@ -173,8 +254,20 @@ fn store_error(e: StoreError) -> ApiError {
             metrics::counter!("rejected_total", "reason" => "store_full").increment(1);
             ApiError::overloaded(e.to_string())
         }
+        StoreError::Io(_) => store_unavailable(&e),
         other => ApiError::internal(other.to_string()),
     }
+}
+
+/// 503 for a store that failed to read or write right now; nothing was judged corrupt.
+fn store_unavailable(e: &StoreError) -> ApiError {
+    metrics::counter!("rejected_total", "reason" => "store_unavailable").increment(1);
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        format!("the store could not be read: {e}"),
+    )
+    .retry_after(1)
 }
 
 /// What a `Range` header asks for, against an object of `size` bytes.
@@ -253,17 +346,15 @@ async fn get_object(
         )
     })?;
     let tag = etag(&hash);
-    if let Some(inm) = headers
+    let inm = headers
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        // The id is the content: a client holding this ETag holds these bytes.
-        if inm.split(',').any(|t| t.trim() == tag || t.trim() == "*") {
-            return Ok(with_object_headers(
-                StatusCode::NOT_MODIFIED.into_response(),
-                &tag,
-            ));
-        }
+        .and_then(|v| v.to_str().ok());
+    // The id is the content: a client holding this ETag holds these bytes, with no lookup.
+    if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == tag)) {
+        return Ok(with_object_headers(
+            StatusCode::NOT_MODIFIED.into_response(),
+            &tag,
+        ));
     }
     let objects = &ctx.objects;
     let located = objects.locate(hash).await.map_err(|e| match e {
@@ -273,7 +364,24 @@ async fn get_object(
             "timeout",
             "holders did not answer in time",
         ),
+        LocateError::Overloaded(why) => {
+            metrics::counter!("rejected_total", "reason" => "lookup_refused").increment(1);
+            ApiError::overloaded(format!("the search for holders could not run: {why}"))
+        }
+        LocateError::NoPeers => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_peers",
+            "this node has lost its peers and cannot search the mesh; retry",
+        )
+        .retry_after(5),
     })?;
+    // `*` matches any current representation: only an object that exists.
+    if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == "*")) {
+        return Ok(with_object_headers(
+            StatusCode::NOT_MODIFIED.into_response(),
+            &tag,
+        ));
+    }
     let size = match &located {
         Located::Local { size } | Located::Remote { size, .. } => *size,
     };
@@ -305,7 +413,7 @@ async fn get_object(
     } else {
         match located {
             Located::Local { .. } => local_body(&ctx, hash, range).await?,
-            Located::Remote { holders, .. } => remote_body(&ctx, holders, hash, range),
+            Located::Remote { holders, .. } => remote_body(&ctx, holders, hash, range)?,
         }
     };
     let mut resp = Response::new(body);
@@ -341,33 +449,58 @@ fn with_object_headers(mut resp: Response, tag: &str) -> Response {
     resp
 }
 
+/// Takes `bytes` of the response buffer budget for one body, or answers 503: the node
+/// holds at most the budget in response bytes waiting to be sent, whatever its clients do.
+fn budget(ctx: &NodeContext, bytes: u32) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    ctx.gateway
+        .response_budget
+        .clone()
+        .try_acquire_many_owned(bytes.max(1))
+        .map_err(|_| {
+            metrics::counter!("rejected_total", "reason" => "response_buffers").increment(1);
+            ApiError::overloaded("response buffers are full; retry")
+        })
+}
+
 /// A local range: verified whole when small, else verified piece by piece as it streams.
 async fn local_body(ctx: &NodeContext, hash: Hash, range: ByteRange) -> Result<Body, ApiError> {
     let store = ctx.objects.store.clone();
     if range.len <= WHOLE_READ_MAX {
+        let held = budget(ctx, range.len as u32)?;
         let read =
             tokio::task::spawn_blocking(move || store.read_verified(&hash, range.start, range.len))
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()))?;
         return match read {
-            Ok(bytes) => Ok(Body::from(bytes)),
+            Ok(bytes) => Ok(Holding::wrap(Body::from(bytes), vec![held])),
             // The local copy was bad and is gone (counted): serve the read from the mesh.
             Err(StoreError::Corrupt) => match ctx.objects.find_holders(hash).await {
-                Ok(Located::Remote { holders, .. }) => Ok(remote_body(ctx, holders, hash, range)),
+                Ok(Located::Remote { holders, .. }) => remote_body(ctx, holders, hash, range),
                 _ => Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "integrity",
                     "the stored copy failed verification and was dropped, and no other holder answered; retry",
-                )),
+                )
+                .retry_after(1)),
             },
+            // Unreadable right now (EIO, EMFILE, ...): not a verdict on the object.
+            Err(e @ StoreError::Io(_)) => Err(store_unavailable(&e)),
+            Err(StoreError::NotFound) => Err(ApiError::not_found(format!(
+                "{} was released while being read; retry",
+                id_string(&hash)
+            ))),
             Err(other) => Err(ApiError::internal(other.to_string())),
         };
     }
     // Larger ranges stream, verified piece by piece; a bad piece midway is replaced by
     // bytes from other holders (see `Objects::stream_local`).
-    Ok(counted_body(
-        ctx.objects.stream_local(hash, range, PIECE as usize),
-        range.len,
+    let held = budget(ctx, LOCAL_STREAM_COST)?;
+    Ok(Holding::wrap(
+        counted_body(
+            ctx.objects.stream_local(hash, range, PIECE as usize),
+            range.len,
+        ),
+        vec![held],
     ))
 }
 
@@ -377,8 +510,12 @@ fn remote_body(
     holders: Vec<crate::dht::NetPeer>,
     hash: Hash,
     range: ByteRange,
-) -> Body {
-    counted_body(ctx.objects.stream_remote(holders, hash, range), range.len)
+) -> Result<Body, ApiError> {
+    let held = budget(ctx, REMOTE_STREAM_COST)?;
+    Ok(Holding::wrap(
+        counted_body(ctx.objects.stream_remote(holders, hash, range), range.len),
+        vec![held],
+    ))
 }
 
 /// A body from verified pieces; if they stop before `len` bytes, the body ends in an error,
@@ -409,6 +546,9 @@ pub struct GatewaySettings {
     pub cap_root: [u8; 32],
     /// Longest pause allowed while a client sends a body (30 s).
     pub body_idle_timeout: Duration,
+    /// Bytes of response bodies the gateway may hold waiting to be sent, across all
+    /// requests (256 MiB); a GET that would pass it gets 503 with `Retry-After`.
+    pub response_budget: Arc<tokio::sync::Semaphore>,
 }
 
 #[cfg(test)]

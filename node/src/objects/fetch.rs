@@ -13,12 +13,13 @@ use wire::object::{APP_PROTO_OBJECT, ByteRange, CHUNK, ObjectRequest, ObjectResp
 use wire::{Limits, Status, message};
 
 use super::Objects;
+use super::pieces::PieceReader;
 use crate::dht::NetPeer;
-use crate::store::Hash;
+use crate::store::{Hash, StoreError};
 use crate::transport::TransportError;
 
 /// Verified pieces buffered between the decoder and the consumer.
-const PIECES_MAX: usize = 8;
+const PIECES_MAX: usize = 4;
 
 /// Why a fetch from one holder failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,9 @@ pub enum FetchError {
     /// No holder is known.
     #[error("no holder found")]
     NoHolder,
+    /// Our own side failed (the store could not read our copy).
+    #[error("local failure: {0}")]
+    Local(String),
 }
 
 /// Reads frame payloads from a channel as one byte stream, on a blocking thread.
@@ -255,70 +259,260 @@ impl Objects {
         Err(last)
     }
 
-    /// Whether `peer` holds `hash` (HAS).
-    pub async fn has(&self, peer: &NetPeer, hash: Hash) -> Result<Option<u64>, FetchError> {
+    /// Asks `peer` for a small verified slice (a TAIL, or a GET of a short range) and
+    /// checks it: the header names the range asked for, and the bao slice verifies against
+    /// the id. Returns the object's size as the verified slice states it.
+    async fn small_slice(
+        &self,
+        peer: &NetPeer,
+        hash: Hash,
+        request: ObjectRequest,
+        expect: impl FnOnce(u64) -> ByteRange,
+    ) -> Result<u64, FetchError> {
         self.transport.connect(peer.addr, Some(peer.id)).await?;
-        let body = message::encode(&ObjectRequest::Has { hash });
-        let (status, reply) = self
+        let mut ex = self
             .transport
-            .request(peer.id, APP_PROTO_OBJECT, body)
+            .open_exchange(peer.id, APP_PROTO_OBJECT, Bytes::new())
             .await?;
-        if status != Status::Ok {
+        ex.send(message::encode(&request), true).await?;
+        let first = match tokio::time::timeout(self.limits.io_timeout, ex.recv()).await {
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => return Err(TransportError::UnexpectedEnd.into()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(TransportError::Timeout {
+                    what: "object proof",
+                    after: self.limits.io_timeout,
+                }
+                .into());
+            }
+        };
+        let status = Status::from_code(first.code).unwrap_or(Status::Internal);
+        if !matches!(status, Status::Ok | Status::Partial) {
             return Err(FetchError::Status(status));
         }
-        match message::decode::<ObjectResponse>(&reply)? {
-            ObjectResponse::Has { size } => Ok(size),
-            _ => Err(FetchError::Status(Status::BadRequest)),
+        let ended = first.flags.contains(wire::Flags::END);
+        let header = first
+            .body(&Limits::default())
+            .map_err(TransportError::Decode)?;
+        let ObjectResponse::Found { size, range } = message::decode::<ObjectResponse>(&header)?
+        else {
+            return Err(FetchError::Integrity);
+        };
+        if range != expect(size) {
+            return Err(FetchError::Integrity);
+        }
+        let encoded = if ended {
+            Bytes::new()
+        } else {
+            ex.read_response(PROOF_MAX).await?.1
+        };
+        if size == 0 {
+            // Only one object is empty: its id says so, no bytes can.
+            return if hash == *blake3::hash(b"").as_bytes() {
+                Ok(0)
+            } else {
+                Err(FetchError::Integrity)
+            };
+        }
+        // The slice starts with the length the holder claims; decoding it verifies every
+        // chunk it covers, and a slice that reaches the final chunk authenticates the length.
+        let claimed = encoded
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes);
+        if claimed != Some(size)
+            || crate::store::decode_slice(&encoded, &hash, range.start, range.len).is_err()
+        {
+            return Err(FetchError::Integrity);
+        }
+        Ok(size)
+    }
+
+    /// The size of `hash` at `peer`, proven by its final chunk: `Err(Status(NotFound))`
+    /// when the peer does not hold it, `Err(Integrity)` when its answer does not verify.
+    pub async fn probe_tail(&self, peer: &NetPeer, hash: Hash) -> Result<u64, FetchError> {
+        self.small_slice(peer, hash, ObjectRequest::Tail { hash }, ByteRange::tail)
+            .await
+    }
+
+    /// Checks that `peer` holds `hash` (of `size` bytes) by having it serve a chunk we pick
+    /// at random, verified against the id: a peer's "I have it" is a claim until then.
+    pub async fn prove(&self, peer: &NetPeer, hash: Hash, size: u64) -> Result<(), FetchError> {
+        let chunks = size.div_ceil(PROOF_CHUNK).max(1);
+        let pick = {
+            let mut b = [0u8; 8];
+            let _ = getrandom::fill(&mut b);
+            u64::from_le_bytes(b) % chunks
+        };
+        let start = pick * PROOF_CHUNK;
+        let range = ByteRange {
+            start,
+            len: PROOF_CHUNK.min(size - start.min(size)),
+        };
+        let request = ObjectRequest::Get {
+            hash,
+            range: Some(range),
+        };
+        match self.small_slice(peer, hash, request, |_| range).await? {
+            s if s == size => Ok(()),
+            _ => Err(FetchError::Integrity),
         }
     }
 
-    /// Makes sure `peer` holds our copy of `hash`: HAS, then a PUT of the bytes if missing,
-    /// each chunk re-verified as it is read from the store. `Ok(true)` when bytes moved,
-    /// `Ok(false)` when the peer already had it.
-    pub async fn push(&self, peer: &NetPeer, hash: Hash, size: u64) -> Result<bool, FetchError> {
-        if self.has(peer, hash).await? == Some(size) {
-            return Ok(false);
-        }
+    /// Sends our copy of `hash` to `peer` (PUT), each piece re-verified as it is read from
+    /// the store; `Ok` once the peer answered `Stored` (durable there, after its fsync).
+    pub async fn push_bytes(
+        &self,
+        peer: &NetPeer,
+        hash: Hash,
+        size: u64,
+    ) -> Result<(), FetchError> {
         let t = &self.transport;
+        t.connect(peer.addr, Some(peer.id)).await?;
         let mut ex = t
             .open_exchange(peer.id, APP_PROTO_OBJECT, Bytes::new())
             .await?;
+        let sent = self.send_put(&mut ex, hash, size).await;
+        // A receiver that refuses (403, 413, 429) answers early and stops our side: its
+        // answer says why better than our failed write does.
+        let wait = self.limits.io_timeout * 4;
+        let answer = tokio::time::timeout(wait, ex.read_response(1024))
+            .await
+            .map_err(|_| TransportError::Timeout {
+                what: "replica ack",
+                after: wait,
+            });
+        match (answer, sent) {
+            (Ok(Ok((Status::Ok, reply))), Ok(())) => {
+                match message::decode::<ObjectResponse>(&reply)? {
+                    ObjectResponse::Stored => Ok(()),
+                    _ => Err(FetchError::Status(Status::BadRequest)),
+                }
+            }
+            (Ok(Ok((status, _))), _) if status != Status::Ok => Err(FetchError::Status(status)),
+            (_, Err(e)) => Err(e),
+            (Ok(Err(e)), _) => Err(e.into()),
+            (Err(e), _) => Err(e.into()),
+            (Ok(Ok(_)), Ok(())) => Err(FetchError::Status(Status::BadRequest)),
+        }
+    }
+
+    async fn send_put(
+        &self,
+        ex: &mut crate::transport::Exchange,
+        hash: Hash,
+        size: u64,
+    ) -> Result<(), FetchError> {
         ex.send(
             message::encode(&ObjectRequest::Put { hash, size }),
             size == 0,
         )
         .await?;
-        if size > 0 {
-            // Verified pieces from a blocking reader; a piece that fails verification ends
-            // the push (the store has dropped the copy) instead of spreading bad bytes.
-            let reader = self
-                .store
-                .verified_reader(&hash, 0, size)
-                .map_err(|_| FetchError::Integrity)?;
-            let (tx, mut rx) = mpsc::channel(4);
-            tokio::task::spawn_blocking(move || super::pump(Box::new(reader), CHUNK, tx));
-            let mut sent = 0u64;
-            while let Some(piece) = rx.recv().await {
-                let piece = piece.map_err(|_| FetchError::Integrity)?;
-                sent += piece.len() as u64;
-                ex.send(piece, sent == size).await?;
-            }
-            if sent != size {
-                return Err(FetchError::Integrity);
-            }
+        if size == 0 {
+            return Ok(());
         }
-        let (status, reply) =
-            tokio::time::timeout(self.limits.io_timeout * 4, ex.read_response(1024))
-                .await
-                .map_err(|_| {
-                    FetchError::Transport(TransportError::Timeout {
-                        what: "replica ack",
-                        after: self.limits.io_timeout * 4,
-                    })
-                })??;
-        match (status, message::decode::<ObjectResponse>(&reply)) {
-            (Status::Ok, Ok(ObjectResponse::Stored)) => Ok(true),
-            (s, _) => Err(FetchError::Status(s)),
+        // A piece that fails verification ends the push (the store has dropped the copy)
+        // instead of spreading bad bytes.
+        let reader = self
+            .store
+            .verified_reader(&hash, 0, size)
+            .map_err(|e| match e {
+                StoreError::Corrupt => FetchError::Integrity,
+                other => FetchError::Local(other.to_string()),
+            })?;
+        let mut pieces = PieceReader::new(Box::new(reader), CHUNK);
+        let mut sent = 0u64;
+        while let Some(piece) = pieces.next().await {
+            let piece = piece.map_err(|e| match StoreError::from_read(e) {
+                StoreError::Corrupt => FetchError::Integrity,
+                other => FetchError::Local(other.to_string()),
+            })?;
+            sent += piece.len() as u64;
+            ex.send(piece, sent == size).await?;
+        }
+        if sent != size {
+            return Err(FetchError::Local(format!(
+                "the store gave {sent} of {size} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes sure `peer` holds a copy it can prove: a verified read first (it may hold it
+    /// already); if it lacks the object and `push` is set, the bytes, then the read again.
+    /// `durable` hears once when the copy is known durable there (its `Stored`, or its
+    /// proof), before the proof that follows a push.
+    pub(crate) async fn place_copy(
+        &self,
+        peer: &NetPeer,
+        hash: Hash,
+        size: u64,
+        push: bool,
+        durable: Option<mpsc::Sender<()>>,
+    ) -> Placed {
+        let held = self.prove(peer, hash, size).await;
+        let pushed = match held {
+            Ok(()) => {
+                if let Some(d) = &durable {
+                    let _ = d.send(()).await;
+                }
+                return Placed::Verified { moved: false };
+            }
+            Err(FetchError::Status(Status::NotFound)) if push => {
+                self.push_bytes(peer, hash, size).await
+            }
+            Err(FetchError::Status(Status::NotFound)) => return Placed::Absent,
+            Err(e) => {
+                self.note_failure(peer, &e);
+                return Placed::Failed(e);
+            }
+        };
+        if let Err(e) = pushed {
+            self.note_failure(peer, &e);
+            return Placed::Failed(e);
+        }
+        if let Some(d) = &durable {
+            let _ = d.send(()).await;
+        }
+        match self.prove(peer, hash, size).await {
+            Ok(()) => Placed::Verified { moved: true },
+            Err(e) => {
+                self.note_failure(peer, &e);
+                Placed::Failed(e)
+            }
         }
     }
+
+    /// Counts a holder whose proof did not verify.
+    pub(crate) fn note_failure(&self, peer: &NetPeer, e: &FetchError) {
+        if matches!(e, FetchError::Integrity | FetchError::Message(_)) {
+            metrics::counter!("integrity_fail_total", "source" => "proof").increment(1);
+            self.stats
+                .holders_lied
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(peer = %peer.id, error = %e, "a holder's proof failed verification");
+        } else {
+            tracing::debug!(peer = %peer.id, error = %e, "placing a copy failed");
+        }
+    }
+}
+
+/// Largest encoded answer to a proof (a chunk, its parents and the length header).
+const PROOF_MAX: usize = 16 * 1024;
+/// Bytes a proof asks for: one BLAKE3 chunk.
+const PROOF_CHUNK: u64 = 1024;
+
+/// What became of one copy placed at a peer.
+#[derive(Debug)]
+pub(crate) enum Placed {
+    /// The peer proved its copy; `moved` when we sent the bytes.
+    Verified {
+        /// Whether bytes moved.
+        moved: bool,
+    },
+    /// The peer lacks it and we were not to push.
+    Absent,
+    /// Unreachable, refused, or the proof failed.
+    Failed(FetchError),
 }

@@ -2,28 +2,41 @@
 //! at W durable copies), the read path (local, else find holders and fetch verified), and
 //! repair (carry out the overlay planner's transfers).
 //!
+//! Trust: what a peer says is a claim until checked. A holder counts toward a write's
+//! quorum only after it answered `Stored` (after its fsync) or served a chunk we picked
+//! that verified; a remote object's size comes from a verified final chunk, never from a
+//! peer's word; the planner learns of a holder only from verified bytes. Pushes we receive
+//! are authorized in `serve` (a capability, or the overlay's admission rule).
+//!
 //! Layout:
-//! - `serve`: answering app protocol 2 (GET slice, HAS, PUT replica).
-//! - `fetch`: verified fetch with failover between holders; replica push.
+//! - `serve`: answering app protocol 2 (GET slice, TAIL, HAS, PUT replica).
+//! - `fetch`: verified fetch with failover between holders; proofs; replica push.
+//! - `pieces`: blocking file I/O and hashing driven from async code, a piece per trip.
 
 mod fetch;
+mod pieces;
 mod serve;
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use overlay::{Key, PlanEvent, QueryResult};
+use overlay::{Key, PlanEvent, QueryResult, TransferOutcome};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use wire::NodeId;
+use wire::Status;
 use wire::object::ByteRange;
 
-use crate::dht::{DhtHandle, NetPeer};
+use crate::dht::{DhtError, DhtHandle, NetPeer};
+use crate::quota::Quotas;
 use crate::store::{Hash, Store};
 use crate::transport::Transport;
 pub use fetch::FetchError;
+pub(crate) use fetch::Placed;
+pub(crate) use pieces::{Ingest, PieceReader};
 pub use serve::serve_object;
 
 /// Limits and replication parameters of the object layer.
@@ -33,14 +46,25 @@ pub struct ObjectLimits {
     pub object_max: u64,
     /// Copies each object should have (3).
     pub rf: usize,
-    /// Durable copies before a PUT is acknowledged, when peers exist (2; 1 on a lone node).
+    /// Durable copies before a PUT is acknowledged, when peers exist (2; 1 on a node that
+    /// never had a peer).
     pub w: usize,
     /// Longest silence from a peer in the middle of a transfer (10 s).
     pub io_timeout: Duration,
     /// How long a GET may search for holders (5 s).
     pub search_timeout: Duration,
-    /// How long one holder may take to answer HAS during a search (1.5 s).
+    /// How long one holder may take to answer a probe during a search (1.5 s).
     pub probe_timeout: Duration,
+    /// Slowest average rate an inbound transfer may keep up once `transfer_rate_grace` has
+    /// passed (64 KiB/s): a transfer is bounded by its progress, never by a fixed time.
+    pub transfer_min_rate: u64,
+    /// How long a transfer may run before `transfer_min_rate` applies (10 s).
+    pub transfer_rate_grace: Duration,
+    /// A PUT waits for its W copies at most `put_wait_base` plus the object's size at
+    /// `put_wait_rate` (10 s + size at 4 MiB/s); then it answers 503 and repair goes on.
+    pub put_wait_base: Duration,
+    /// See `put_wait_base`.
+    pub put_wait_rate: u64,
 }
 
 impl Default for ObjectLimits {
@@ -52,7 +76,19 @@ impl Default for ObjectLimits {
             io_timeout: Duration::from_secs(10),
             search_timeout: Duration::from_secs(5),
             probe_timeout: Duration::from_millis(1500),
+            transfer_min_rate: 64 << 10,
+            transfer_rate_grace: Duration::from_secs(10),
+            put_wait_base: Duration::from_secs(10),
+            put_wait_rate: 4 << 20,
         }
+    }
+}
+
+impl ObjectLimits {
+    /// How long a PUT of `size` bytes waits for its quorum.
+    pub fn put_wait(&self, size: u64) -> Duration {
+        let rate = self.put_wait_rate.max(1);
+        self.put_wait_base + Duration::from_secs_f64(size as f64 / rate as f64)
     }
 }
 
@@ -63,10 +99,17 @@ pub struct ObjectStats {
     pub integrity_fail_peer: AtomicU64,
     /// Replica pushes whose bytes did not hash to the announced id.
     pub integrity_fail_push: AtomicU64,
-    /// Repair transfers completed.
+    /// Holders whose proof (a size or a chunk we asked for) did not verify.
+    pub holders_lied: AtomicU64,
+    /// Repair transfers that moved bytes.
     pub repair_transfers: AtomicU64,
     /// Bytes moved by repair.
     pub repair_bytes: AtomicU64,
+    /// Replica pushes we refused (no capability and not justified, over budget, a second
+    /// concurrent transfer of one object, too slow).
+    pub pushes_refused: AtomicU64,
+    /// Replica pushes we stored.
+    pub pushes_stored: AtomicU64,
 }
 
 /// The object layer of one node. Cheap to clone.
@@ -80,6 +123,12 @@ pub struct Objects {
     pub(crate) dht: DhtHandle,
     /// Limits and replication parameters.
     pub limits: Arc<ObjectLimits>,
+    /// The key OAP/1 capabilities on replica pushes are checked with.
+    pub(crate) cap_root: Arc<[u8; 32]>,
+    /// Tenant write quotas, for writes made with a token that names a tenant.
+    pub quotas: Quotas,
+    /// Objects being received right now: a second concurrent push of one is refused.
+    receiving: Arc<Mutex<BTreeSet<Hash>>>,
 }
 
 /// Where a GET found its bytes.
@@ -90,9 +139,10 @@ pub enum Located {
         /// Object size.
         size: u64,
     },
-    /// At these holders (closest first); the size is what the first one reported.
+    /// At these holders (fastest first), each of which proved the size with a verified
+    /// final chunk.
     Remote {
-        /// Object size.
+        /// Object size, verified.
         size: u64,
         /// Peers that hold it.
         holders: Vec<NetPeer>,
@@ -102,21 +152,54 @@ pub enum Located {
 /// Why a GET found nothing to serve.
 #[derive(Debug, thiserror::Error)]
 pub enum LocateError {
-    /// Nobody answered that they hold it.
+    /// A search ran and nobody holds it.
     #[error("no holder found")]
     NotFound,
-    /// Holders may exist but did not answer in time.
+    /// Holders may exist but did not answer in time, or the search did not finish.
     #[error("holders did not answer in time")]
     Timeout,
+    /// The search could not start: too many running, or the DHT is down.
+    #[error("the search could not run: {0}")]
+    Overloaded(String),
+    /// This node has lost every peer: there is nobody to ask.
+    #[error("this node has no peers to search")]
+    NoPeers,
+}
+
+/// What a write achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicated {
+    /// Durable copies confirmed when the write returned (ours included).
+    pub copies: usize,
+    /// Copies the write needed (W; 1 on a node that never had a peer).
+    pub want: usize,
+}
+
+/// Marks an object as being received until dropped.
+pub(crate) struct Receiving {
+    set: Arc<Mutex<BTreeSet<Hash>>>,
+    hash: Hash,
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.hash);
+    }
 }
 
 impl Objects {
-    /// The object layer over a store, transport and DHT.
+    /// The object layer over a store, transport and DHT; replica pushes with a capability
+    /// are checked against `cap_root`, and tenants' writes against `quotas`.
     pub fn new(
         store: Store,
         transport: Transport,
         dht: DhtHandle,
         limits: ObjectLimits,
+        cap_root: [u8; 32],
+        quotas: Quotas,
     ) -> Objects {
         Objects {
             store,
@@ -124,7 +207,22 @@ impl Objects {
             dht,
             limits: Arc::new(limits),
             stats: Arc::default(),
+            cap_root: Arc::new(cap_root),
+            quotas,
+            receiving: Arc::default(),
         }
+    }
+
+    /// Claims `hash` for one inbound transfer; `None` while another is running.
+    pub(crate) fn start_receiving(&self, hash: Hash) -> Option<Receiving> {
+        let mut set = self
+            .receiving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        set.insert(hash).then(|| Receiving {
+            set: self.receiving.clone(),
+            hash,
+        })
     }
 
     /// Tells the DHT and the planner that we hold `hash` (after any durable write).
@@ -138,7 +236,30 @@ impl Objects {
         });
     }
 
-    /// A peer pushed us a replica: hold it, and remember that the pusher holds it too.
+    /// Announces every stored object in the background, `in_flight` provider lookups at a
+    /// time, so a large store neither delays start-up nor bursts lookups at the mesh.
+    pub fn announce_stored(&self, in_flight: usize) -> tokio::task::JoinHandle<()> {
+        let objects = self.clone();
+        tokio::spawn(async move {
+            let mut running = JoinSet::new();
+            for (hash, size) in objects.store.list() {
+                let _ = objects.dht.object_added(Key(hash), size).await;
+                while running.len() >= in_flight.max(1) {
+                    running.join_next().await;
+                }
+                let dht = objects.dht.clone();
+                running.spawn(async move {
+                    if let Err(e) = dht.provide(Key(hash)).await {
+                        tracing::debug!(error = %e, "provider announcement failed");
+                    }
+                });
+            }
+            while running.join_next().await.is_some() {}
+        })
+    }
+
+    /// A peer pushed us a replica: hold it, and remember that the pusher holds it too (its
+    /// bytes verified as we stored them).
     pub(crate) async fn stored_replica(&self, hash: Hash, size: u64, from: NodeId) {
         self.announce(hash, size).await;
         let _ = self
@@ -169,41 +290,53 @@ impl Objects {
         peers
     }
 
-    /// After a local durable write: push to the RF closest and return once `w` copies in all
-    /// are durable (ours counts), or every push has finished. Pushes still running go on in
-    /// the background. Returns the number of durable copies known.
-    pub async fn replicate(&self, hash: Hash, size: u64) -> usize {
-        self.announce(hash, size).await;
-        let targets = self.targets(hash).await;
-        let want = if targets.is_empty() {
-            1
+    /// How many durable copies a write needs: W, or 1 on a node that never had a peer (a
+    /// lone node by design, not one that lost its peers).
+    pub fn write_quorum(&self) -> usize {
+        if self.dht.status().peers_seen {
+            self.limits.w.clamp(1, self.limits.rf.max(1))
         } else {
-            self.limits.w.max(1)
-        };
-        let mut copies = 1;
-        let mut pushes = JoinSet::new();
+            1
+        }
+    }
+
+    /// After a local durable write: place copies at the RF closest and return once `want`
+    /// copies in all are durable (ours counts), every placement has finished, or the
+    /// write's wait ran out. A copy counts when its holder answered `Stored` after its
+    /// fsync, or proved it already held the object with a verified read; a peer's word
+    /// alone does not count. Placements still running go on in the background and report
+    /// to the planner, which also repairs what the write could not place.
+    pub async fn replicate(&self, hash: Hash, size: u64) -> Replicated {
+        self.announce(hash, size).await;
+        let want = self.write_quorum();
+        let targets = self.targets(hash).await;
+        let (durable_tx, mut durable) = mpsc::channel(targets.len().max(1));
         for peer in targets {
             let objects = self.clone();
-            pushes.spawn(async move {
-                let ok = objects.push(&peer, hash, size).await;
-                if let Err(e) = &ok {
-                    tracing::debug!(peer = %peer.id, error = %e, "replica push failed");
-                } else {
-                    let _ = objects.dht.holder_confirmed(Key(hash), peer.key).await;
+            let tx = durable_tx.clone();
+            tokio::spawn(async move {
+                let id = objects
+                    .dht
+                    .begin_external(Key(hash), peer.key)
+                    .await
+                    .ok()
+                    .flatten();
+                let placed = objects.place_copy(&peer, hash, size, true, Some(tx)).await;
+                if let Some(id) = id {
+                    let _ = objects.dht.transfer_done(id, outcome(&placed)).await;
                 }
-                ok.is_ok()
             });
         }
+        drop(durable_tx);
+        let mut copies = 1;
+        let deadline = tokio::time::Instant::now() + self.limits.put_wait(size);
         while copies < want {
-            match pushes.join_next().await {
-                Some(Ok(true)) => copies += 1,
-                Some(_) => {}
-                None => break,
+            match tokio::time::timeout_at(deadline, durable.recv()).await {
+                Ok(Some(())) => copies += 1,
+                Ok(None) | Err(_) => break,
             }
         }
-        // Let the rest finish on their own; their outcomes reach the planner directly.
-        tokio::spawn(async move { while pushes.join_next().await.is_some() {} });
-        copies
+        Replicated { copies, want }
     }
 
     /// Finds where `hash` can be read: locally, else at providers or the closest nodes.
@@ -214,29 +347,41 @@ impl Objects {
         self.find_holders(hash).await
     }
 
-    /// Finds other nodes that hold `hash`: providers and the closest nodes, asked HAS in
-    /// turn, within the search timeout.
+    /// Finds other nodes that hold `hash`: providers and the closest nodes, each asked for
+    /// the object's final chunk at once (TAIL), within the search timeout. Only holders
+    /// whose answer verifies count; the size is the one that verified. A holder whose
+    /// answer does not verify is counted and skipped; the others are still tried.
     pub async fn find_holders(&self, hash: Hash) -> Result<Located, LocateError> {
         let deadline = tokio::time::Instant::now() + self.limits.search_timeout;
         let key = Key(hash);
-        let mut candidates: Vec<NetPeer> = Vec::new();
-        let mut providers = 0;
+        let status = self.dht.status();
         let lookup =
             tokio::time::timeout_at(deadline, self.dht.get_providers(key, self.limits.rf)).await;
-        if let Ok(Ok(out)) = lookup {
-            if let QueryResult::GetProviders {
-                providers: p,
-                closest,
-            } = out.result
-            {
-                providers = p.len();
-                candidates.extend(p);
-                candidates.extend(closest.into_iter().take(self.limits.rf * 2));
+        let (providers, closest) = match lookup {
+            // Every request of the lookup failed: nobody was asked, nothing was learned.
+            Ok(Ok(out)) if out.stats.rpcs > 0 && out.stats.timeouts >= out.stats.rpcs => {
+                return Err(LocateError::Timeout);
             }
-        }
+            Ok(Ok(out)) => match out.result {
+                QueryResult::GetProviders { providers, closest } => (providers, closest),
+                _ => (Vec::new(), Vec::new()),
+            },
+            Ok(Err(DhtError::Command(overlay::CommandError::NoPeers))) => {
+                return Err(if status.peers_seen {
+                    LocateError::NoPeers
+                } else {
+                    LocateError::NotFound // a lone node: the search over nobody ran
+                });
+            }
+            Ok(Err(e)) => return Err(LocateError::Overloaded(e.to_string())),
+            Err(_) => return Err(LocateError::Timeout),
+        };
+        let provider_count = providers.len();
+        let mut candidates: Vec<NetPeer> = providers;
+        candidates.extend(closest.into_iter().take(self.limits.rf * 2));
         let me = self.dht.local().id;
         candidates.retain(|p| p.id != me);
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         candidates.retain(|p| seen.insert(p.id));
         // Ask every candidate at once, each bounded by the probe timeout: a dead holder (its
         // provider record outlives it) costs one probe timeout, not the whole search.
@@ -245,15 +390,16 @@ impl Objects {
             let objects = self.clone();
             let t = self.limits.probe_timeout;
             probes.spawn(async move {
-                let answer = tokio::time::timeout(t, objects.has(&c, hash)).await;
-                (c, answer.ok().and_then(Result::ok))
+                let answer = tokio::time::timeout(t, objects.probe_tail(&c, hash)).await;
+                (c, answer)
             });
         }
         let mut holders = Vec::new();
         let mut size = None;
         let mut silent = 0;
+        let mut answered = 0;
         while holders.len() < self.limits.rf {
-            let next = match tokio::time::timeout_at(deadline, probes.join_next()).await {
+            let (c, answer) = match tokio::time::timeout_at(deadline, probes.join_next()).await {
                 Ok(Some(Ok(n))) => n,
                 Ok(Some(Err(_))) => continue,
                 Ok(None) => break,
@@ -262,20 +408,32 @@ impl Objects {
                     break;
                 }
             };
-            match next {
-                (c, Some(Some(s))) if size.is_none() || size == Some(s) => {
-                    size = Some(s);
-                    holders.push(c); // fastest first: the order fetches try them in
+            if matches!(answer, Ok(Ok(_) | Err(FetchError::Status(_)))) {
+                answered += 1;
+            }
+            match answer {
+                Ok(Ok(s)) => {
+                    // Verified sizes cannot disagree; keep the first, fastest first.
+                    size.get_or_insert(s);
+                    if size == Some(s) {
+                        holders.push(c);
+                    }
                 }
-                (_, Some(_)) => {}
-                (_, None) => silent += 1,
+                Ok(Err(FetchError::Status(Status::NotFound))) => {}
+                Ok(Err(e @ (FetchError::Integrity | FetchError::Message(_)))) => {
+                    self.note_failure(&c, &e);
+                }
+                Ok(Err(_)) | Err(_) => silent += 1,
             }
         }
         probes.abort_all();
         match size {
             Some(size) => Ok(Located::Remote { size, holders }),
-            // Records say someone holds it, but nobody who could answer did: try again later.
-            None if providers > 0 && silent > 0 => Err(LocateError::Timeout),
+            // Records say someone holds it, or nobody we asked could answer: the search did
+            // not finish. Try again later.
+            None if silent > 0 && (provider_count > 0 || answered == 0) => {
+                Err(LocateError::Timeout)
+            }
             None => Err(LocateError::NotFound),
         }
     }
@@ -287,7 +445,7 @@ impl Objects {
         hash: Hash,
         range: ByteRange,
     ) -> mpsc::Receiver<Bytes> {
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = mpsc::channel(2);
         let objects = self.clone();
         tokio::spawn(async move {
             if let Err(e) = objects.fetch_failover(&holders, hash, range, tx).await {
@@ -298,23 +456,22 @@ impl Objects {
     }
 
     /// Streams `range` of a local object, verified piece by piece. Should the local copy
-    /// fail verification midway (it is then dropped and counted), the stream carries on
-    /// from the last verified byte with bytes fetched from other holders, so the reader
-    /// still gets one correct stream.
+    /// fail midway (corrupt: it is then dropped and counted; or unreadable for a moment),
+    /// the stream carries on from the last verified byte with bytes fetched from other
+    /// holders, so the reader still gets one correct stream.
     pub fn stream_local(
         &self,
         hash: Hash,
         range: ByteRange,
         piece: usize,
     ) -> mpsc::Receiver<Bytes> {
-        let (out, rx) = mpsc::channel(8);
+        let (out, rx) = mpsc::channel(1);
         let objects = self.clone();
         tokio::spawn(async move {
             let mut sent = 0u64;
             if let Ok(reader) = objects.store.verified_reader(&hash, range.start, range.len) {
-                let (tx, mut pieces) = mpsc::channel(4);
-                tokio::task::spawn_blocking(move || pump(Box::new(reader), piece, tx));
-                while let Some(Ok(b)) = pieces.recv().await {
+                let mut pieces = PieceReader::new(Box::new(reader), piece);
+                while let Some(Ok(b)) = pieces.next().await {
                     sent += b.len() as u64;
                     if out.send(b).await.is_err() {
                         return; // the reader went away
@@ -338,23 +495,34 @@ impl Objects {
         rx
     }
 
-    /// Carries out the planner's work: pushes for repair, releases of surplus copies.
+    /// Carries out the planner's work: transfers (prove, push if we lead), releases of
+    /// surplus copies.
     pub async fn run_repair(self, mut plans: mpsc::Receiver<PlanEvent<NetPeer>>) {
         while let Some(ev) = plans.recv().await {
             match ev {
-                PlanEvent::Transfer { id, key, size, to } => {
+                PlanEvent::Transfer {
+                    id,
+                    key,
+                    size,
+                    to,
+                    push,
+                } => {
                     let objects = self.clone();
                     tokio::spawn(async move {
-                        let pushed = objects.push(&to, key.0, size).await;
-                        let label = match &pushed {
-                            Ok(true) => "copied",
-                            Ok(false) => "already_held",
-                            Err(_) => "failed",
+                        let placed = objects.place_copy(&to, key.0, size, push, None).await;
+                        let label = match &placed {
+                            Placed::Verified { moved: true } => "copied",
+                            Placed::Verified { moved: false } => "already_held",
+                            Placed::Absent => "absent",
+                            Placed::Failed(e) => {
+                                tracing::debug!(peer = %to.id, error = %e, "repair transfer failed");
+                                "failed"
+                            }
                         };
                         metrics::counter!("repair_transfers_total", "outcome" => label)
                             .increment(1);
                         // Only bytes that moved count as repair traffic.
-                        if let Ok(true) = pushed {
+                        if let Placed::Verified { moved: true } = placed {
                             metrics::counter!("repair_bytes_total").increment(size);
                             objects
                                 .stats
@@ -365,12 +533,13 @@ impl Objects {
                                 .repair_bytes
                                 .fetch_add(size, Ordering::Relaxed);
                         }
-                        let _ = objects.dht.transfer_done(id, pushed.is_ok()).await;
+                        let _ = objects.dht.transfer_done(id, outcome(&placed)).await;
                     });
                 }
                 PlanEvent::Release { key } => {
                     tracing::debug!(id = %crate::store::id_string(&key.0), "releasing a surplus copy");
-                    self.store.remove(&key.0);
+                    let store = self.store.clone();
+                    let _ = tokio::task::spawn_blocking(move || store.remove(&key.0)).await;
                     let _ = self.dht.object_removed(key).await;
                 }
             }
@@ -378,32 +547,11 @@ impl Objects {
     }
 }
 
-/// Reads `reader` in pieces of `piece` bytes into `tx` until the end or an error (run on a
-/// blocking thread; the async side sends the pieces on).
-pub(crate) fn pump(
-    mut reader: Box<dyn std::io::Read + Send>,
-    piece: usize,
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
-) {
-    loop {
-        let mut buf = vec![0u8; piece];
-        let mut filled = 0;
-        while filled < piece {
-            match reader.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-        if filled == 0 {
-            return;
-        }
-        buf.truncate(filled);
-        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() || filled < piece {
-            return;
-        }
+/// The planner's reading of a placement.
+fn outcome(placed: &Placed) -> TransferOutcome {
+    match placed {
+        Placed::Verified { .. } => TransferOutcome::Verified,
+        Placed::Absent => TransferOutcome::Absent,
+        Placed::Failed(_) => TransferOutcome::Failed,
     }
 }

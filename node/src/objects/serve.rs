@@ -1,16 +1,28 @@
-//! Answering inbound object requests (app protocol 2): GET a verified slice, HAS, PUT a
-//! replica.
+//! Answering inbound object requests (app protocol 2): GET a verified slice, TAIL, HAS, PUT
+//! a replica.
 //!
-//! GET answers with the bao encoding of the range, so the asker verifies every chunk; PUT
-//! stores nothing until the bytes hash to the announced id, and refuses sizes over the
-//! node's object limit before reading a byte of them.
+//! GET and TAIL answer with the bao encoding of the range, so the asker verifies every
+//! chunk (and, for TAIL, the length). PUT is a write, and every write is authorized: by a
+//! capability in the request's START frame (checked against the node's capability root,
+//! method `PUT`, the announced size), or by the overlay's admission rule for the mesh's own
+//! copies (the sender is in our routing table, we are among the RF closest to the id, and
+//! the sender is within its byte budget). Anything else is refused with 401/403 before a
+//! byte of the body is read, and counted in `oap_rejects_total{reason}`. A second
+//! concurrent push of one object is refused with 429; a transfer is bounded by its
+//! progress (an idle timeout per frame and a minimum average rate), never by a fixed time;
+//! nothing is stored until the bytes hash to the announced id and are fsynced, and only
+//! then is `Stored` sent.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use overlay::Key;
 use wire::object::{ByteRange, CHUNK, ObjectRequest, ObjectResponse};
 use wire::{Limits, Status, message};
 
-use super::Objects;
-use crate::store::StoreError;
+use super::{Ingest, Objects, PieceReader};
+use crate::caps::{Intent, TenantQuota, Token};
+use crate::store::{Hash, StoreError};
 use crate::transport::{InboundExchange, TransportError};
 
 /// Largest object request header.
@@ -42,6 +54,10 @@ pub async fn serve_object(mut ex: InboundExchange, objects: Objects) -> Result<(
                 .await
         }
         ObjectRequest::Get { hash, range } => serve_get(ex, &objects, hash, range).await,
+        ObjectRequest::Tail { hash } => {
+            let range = objects.store.size(&hash).map(ByteRange::tail);
+            serve_get(ex, &objects, hash, range).await
+        }
         ObjectRequest::Put { hash, size } => {
             if ended && size > 0 {
                 return ex.respond(Status::BadRequest, Bytes::new()).await;
@@ -76,36 +92,92 @@ async fn serve_get(
     } else {
         Status::Partial
     };
-    // The slice encoding is produced on a blocking thread in pieces and sent as it comes,
-    // so a 1 GiB object costs a few pieces of memory, not 1 GiB.
-    let reader = match objects.store.slice_reader(&hash, range.start, range.len) {
+    // The slice encoding is produced on the blocking pool a piece per trip and sent as it
+    // comes, so a 1 GiB object costs a few pieces of memory and no parked thread.
+    let store = objects.store.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || store.slice_reader(&hash, range.start, range.len))
+            .await
+            .map_err(|_| TransportError::UnexpectedEnd)?;
+    let reader = match opened {
         Ok(r) => r,
         Err(StoreError::NotFound) => return ex.respond(Status::NotFound, Bytes::new()).await,
-        Err(_) => return ex.respond(Status::Internal, Bytes::new()).await,
+        // An unreadable file is not a verdict on the object: ask again later.
+        Err(_) => return ex.respond(Status::Unavailable, Bytes::new()).await,
     };
-    let piece = CHUNK.min(ex.max_payload());
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || super::pump(reader, piece, tx));
+    let mut pieces = PieceReader::new(reader, CHUNK.min(ex.max_payload()));
     ex.send(
         status,
         message::encode(&ObjectResponse::Found { size, range }),
         false,
     )
     .await?;
+    let mut pace = Pace::new(objects);
     // Hold one piece back so the last one can carry END.
     let mut held: Option<Bytes> = None;
-    while let Some(next) = rx.recv().await {
+    while let Some(next) = pieces.next().await {
         let Ok(next) = next else {
             // The store failed mid-stream: drop the exchange (the stream resets); the
             // asker's decoder sees a short slice and moves on to another holder.
             return Err(TransportError::UnexpectedEnd);
         };
         if let Some(p) = held.replace(next) {
+            pace.progress(p.len())?;
             ex.send(status, p, false).await?;
         }
     }
     ex.send(status, held.unwrap_or_default(), true).await?;
     Ok(())
+}
+
+/// Refuses a push: counted by reason, answered with `status`, nothing read or stored.
+async fn refuse(
+    ex: InboundExchange,
+    objects: &Objects,
+    status: Status,
+    reason: &'static str,
+) -> Result<(), TransportError> {
+    objects.transport.stats().reject(reason);
+    objects
+        .stats
+        .pushes_refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(peer = %ex.peer(), reason, "replica push refused");
+    ex.respond(status, Bytes::new()).await
+}
+
+/// Whether a push may write here: `Ok` with the tenant it writes as (if its capability
+/// names one), or the status and reason to refuse it with.
+async fn authorize(
+    ex: &InboundExchange,
+    objects: &Objects,
+    hash: &Hash,
+    size: u64,
+) -> Result<Option<TenantQuota>, (Status, &'static str)> {
+    if !ex.cap().is_empty() {
+        let bad = (Status::Unauthorized, "push_bad_capability");
+        let text = std::str::from_utf8(ex.cap()).map_err(|_| bad)?;
+        let token = Token::decode(text).map_err(|_| bad)?;
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let intent = Intent {
+            method: "PUT",
+            size: Some(size),
+            now_unix,
+        };
+        return match token.grant(&objects.cap_root, &intent) {
+            Ok(grant) => Ok(grant.tenant),
+            Err(e) if e.is_unauthenticated() => Err(bad),
+            Err(_) => Err((Status::Forbidden, "push_capability_refused")),
+        };
+    }
+    let from = Key::for_node(&ex.peer());
+    match objects.dht.admit_replica(from, Key(*hash), size).await {
+        Ok(Ok(())) => Ok(None),
+        Ok(Err(refusal)) => Err((Status::Forbidden, refusal.reason())),
+        Err(_) => Err((Status::Unavailable, "push_dht_stopped")),
+    }
 }
 
 async fn serve_put(
@@ -115,43 +187,67 @@ async fn serve_put(
     size: u64,
     ended: bool,
 ) -> Result<(), TransportError> {
+    if size > objects.limits.object_max {
+        return refuse(ex, objects, Status::PayloadTooLarge, "push_too_large").await;
+    }
+    let tenant = match authorize(&ex, objects, &hash, size).await {
+        Ok(t) => t,
+        Err((status, reason)) => return refuse(ex, objects, status, reason).await,
+    };
+    let reservation = match tenant.map(|q| objects.quotas.reserve(&q, size)) {
+        Some(Err(_)) => {
+            return refuse(ex, objects, Status::TooManyRequests, "push_over_quota").await;
+        }
+        Some(Ok(r)) => Some(r),
+        None => None,
+    };
     if objects.store.size(&hash).is_some() {
-        // Already held: drain nothing, answer at once (the pusher stops sending).
+        // Already durable here: answer at once (the pusher stops sending).
         return ex
             .respond(Status::Ok, message::encode(&ObjectResponse::Stored))
             .await;
     }
-    if size > objects.limits.object_max {
-        return ex.respond(Status::PayloadTooLarge, Bytes::new()).await;
-    }
-    let mut writer = match objects.store.writer(size) {
-        Ok(w) => w,
-        Err(_) => return ex.respond(Status::Unavailable, Bytes::new()).await,
+    let Some(_receiving) = objects.start_receiving(hash) else {
+        return refuse(ex, objects, Status::TooManyRequests, "push_in_progress").await;
     };
+    let mut ingest = match Ingest::open(&objects.store, size).await {
+        Ok(w) => w,
+        Err(_) => return refuse(ex, objects, Status::Unavailable, "push_store_unavailable").await,
+    };
+    let mut pace = Pace::new(objects);
     if !ended {
         while let Some(frame) = ex.recv().await? {
             let body = frame
                 .body(&Limits::default())
                 .map_err(TransportError::Decode)?;
-            if writer.len() + body.len() as u64 > size {
+            if ingest.len() + body.len() as u64 > size {
                 return ex.respond(Status::PayloadTooLarge, Bytes::new()).await;
             }
-            if writer.write(&body).is_err() {
+            if pace.progress(body.len()).is_err() {
+                return refuse(ex, objects, Status::TooManyRequests, "push_too_slow").await;
+            }
+            if ingest.write(&body).await.is_err() {
                 return ex.respond(Status::Unavailable, Bytes::new()).await;
             }
         }
     }
-    if writer.len() != size {
+    if ingest.len() != size {
         return ex.respond(Status::BadRequest, Bytes::new()).await;
     }
-    let done = tokio::task::spawn_blocking(move || writer.finish(Some(&hash))).await;
-    match done {
-        Ok(Ok(_)) => {
+    match ingest.finish(Some(hash)).await {
+        Ok(_) => {
+            if let Some(r) = reservation {
+                r.commit();
+            }
+            objects
+                .stats
+                .pushes_stored
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             objects.stored_replica(hash, size, ex.peer()).await;
             ex.respond(Status::Ok, message::encode(&ObjectResponse::Stored))
                 .await
         }
-        Ok(Err(StoreError::HashMismatch { .. })) => {
+        Err(StoreError::HashMismatch { .. }) => {
             metrics::counter!("integrity_fail_total", "source" => "push").increment(1);
             objects
                 .stats
@@ -159,6 +255,41 @@ async fn serve_put(
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             ex.respond(Status::BadRequest, Bytes::new()).await
         }
-        _ => ex.respond(Status::Internal, Bytes::new()).await,
+        Err(StoreError::Full { .. }) => ex.respond(Status::Unavailable, Bytes::new()).await,
+        Err(_) => ex.respond(Status::Internal, Bytes::new()).await,
+    }
+}
+
+/// A transfer's progress against the minimum average rate: past the grace period, a
+/// transfer that moved less than `transfer_min_rate` per second on average is ended.
+struct Pace {
+    started: tokio::time::Instant,
+    bytes: u64,
+    min_rate: u64,
+    grace: std::time::Duration,
+}
+
+impl Pace {
+    fn new(objects: &Objects) -> Pace {
+        Pace {
+            started: tokio::time::Instant::now(),
+            bytes: 0,
+            min_rate: objects.limits.transfer_min_rate,
+            grace: objects.limits.transfer_rate_grace,
+        }
+    }
+
+    fn progress(&mut self, n: usize) -> Result<(), TransportError> {
+        self.bytes += n as u64;
+        let elapsed = self.started.elapsed();
+        if elapsed > self.grace
+            && (self.bytes as f64) < self.min_rate as f64 * elapsed.as_secs_f64()
+        {
+            return Err(TransportError::Timeout {
+                what: "transfer below its minimum rate",
+                after: elapsed,
+            });
+        }
+        Ok(())
     }
 }

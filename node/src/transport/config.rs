@@ -35,6 +35,14 @@ pub struct TransportConfig {
     /// Most inbound exchanges served at once across all connections (default 1024); past it a
     /// request gets 503.
     pub max_inbound_requests: usize,
+    /// Most inbound exchanges one peer may have served at once (default 64), so a few
+    /// identities cannot take every slot; past it its request gets 503.
+    pub max_inbound_per_peer: usize,
+    /// Bytes of not-yet-complete frames all streams of one connection may buffer together
+    /// (default 4 MiB). A stream that needs more waits for room (within `io_timeout`), so a
+    /// peer holding many streams with partial frames holds at most this much of our memory,
+    /// not `max_frame` × streams.
+    pub connection_buffer_bytes: usize,
     /// A connection with no packets for this long is closed (default 30 s).
     pub idle_timeout: Duration,
     /// A connection sends a keep-alive after this much silence (default 10 s).
@@ -76,6 +84,8 @@ impl Default for TransportConfig {
             max_connections: 256,
             max_streams_per_connection: 128,
             max_inbound_requests: 1024,
+            max_inbound_per_peer: 64,
+            connection_buffer_bytes: 4 << 20,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
@@ -114,6 +124,7 @@ impl TransportConfig {
         if self.max_connections == 0
             || self.max_streams_per_connection == 0
             || self.max_inbound_requests == 0
+            || self.max_inbound_per_peer == 0
             || self.events_capacity == 0
         {
             return bad("connection, stream, request and event limits must be non-zero".into());
@@ -143,6 +154,14 @@ impl TransportConfig {
         if let Some(a) = self.advertise_addrs.iter().find(|a| a.len() > ADDR_LEN_MAX) {
             return bad(format!(
                 "advertise address {a:?} is over {ADDR_LEN_MAX} bytes"
+            ));
+        }
+        if self.connection_buffer_bytes < self.max_frame as usize
+            || self.connection_buffer_bytes > u32::MAX as usize
+        {
+            return bad(format!(
+                "connection_buffer_bytes must hold one whole frame ({} bytes) and fit in 32 bits",
+                self.max_frame
             ));
         }
         if self.stream_receive_window == 0 || self.connection_receive_window == 0 {

@@ -86,7 +86,15 @@ async fn dial(
         }
     };
     shared.stats.connection_dialed();
-    let pc = peer_conn(conn, id, addr, (Role::Dialed, opened), hello, terms);
+    let pc = peer_conn(
+        &shared.config,
+        conn,
+        id,
+        addr,
+        (Role::Dialed, opened),
+        hello,
+        terms,
+    );
     Ok(install(shared, pc, slot))
 }
 
@@ -196,6 +204,7 @@ async fn handshake_in(
     }
     match hello::accept(shared, &conn).await {
         Ok((hello, terms)) => Ok(peer_conn(
+            &shared.config,
             conn,
             id,
             remote,
@@ -212,6 +221,7 @@ async fn handshake_in(
 
 /// A connection that finished HELLO; `opened` is when its handshake began here.
 fn peer_conn(
+    config: &super::TransportConfig,
     conn: quinn::Connection,
     id: NodeId,
     remote_addr: SocketAddr,
@@ -221,6 +231,8 @@ fn peer_conn(
 ) -> PeerConn {
     PeerConn {
         conn,
+        buffer: Arc::new(tokio::sync::Semaphore::new(config.connection_buffer_bytes)),
+        inbound: Arc::new(tokio::sync::Semaphore::new(config.max_inbound_per_peer)),
         limits: Limits::new(negotiated.max_frame),
         opened,
         established: Instant::now(),

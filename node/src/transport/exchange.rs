@@ -144,8 +144,9 @@ pub struct InboundExchange {
     corr_id: u64,
     tenant_id: u128,
     cap: Bytes,
-    // Holds one of the transport's inbound request slots for as long as the exchange lives.
-    _slot: Option<OwnedSemaphorePermit>,
+    // Holds the transport's inbound request slots (the peer's share and the node's) for as
+    // long as the exchange lives.
+    _slots: Vec<OwnedSemaphorePermit>,
 }
 
 impl InboundExchange {
@@ -153,7 +154,7 @@ impl InboundExchange {
         fs: FramedStream,
         peer: NodeId,
         first: Frame,
-        slot: Option<OwnedSemaphorePermit>,
+        slots: Vec<OwnedSemaphorePermit>,
     ) -> InboundExchange {
         InboundExchange {
             fs,
@@ -163,7 +164,7 @@ impl InboundExchange {
             tenant_id: first.tenant_id,
             cap: first.cap.clone(),
             first: Some(first),
-            _slot: slot,
+            _slots: slots,
         }
     }
 

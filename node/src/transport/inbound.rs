@@ -3,8 +3,9 @@
 //! The transport reads and checks a stream's START frame itself, then: app protocol 0
 //! (control) is answered here (PING → PONG; HELLO after the first exchange is a 400); an app
 //! protocol the [`InboundHandler`] does not serve gets 404 and the connection stays up; the
-//! rest go to the handler as an [`InboundExchange`], bounded by `inbound_timeout` and by
-//! `max_inbound_requests` exchanges at once across the node (past it: 503). A handler that
+//! rest go to the handler as an [`InboundExchange`], bounded by `inbound_timeout` (unless the
+//! handler bounds that protocol by progress itself) and by `max_inbound_requests`
+//! exchanges at once across the node (past it: 503). A handler that
 //! returns or times out without answering leaves its stream reset, never half-answered.
 
 use std::future::Future;
@@ -36,6 +37,13 @@ pub trait InboundHandler: Send + Sync + 'static {
     /// Serves one exchange: read the request from `exchange`, answer on it. Errors are logged
     /// at debug level; an exchange dropped unanswered is reset.
     fn handle(&self, exchange: InboundExchange) -> HandlerFuture;
+
+    /// Whether exchanges of `app_proto` bound themselves by their progress (every frame
+    /// within `io_timeout`, a minimum rate) and so are not cut at `inbound_timeout`: a
+    /// large transfer may take longer than any fixed bound and still be healthy.
+    fn bounds_itself(&self, _app_proto: u16) -> bool {
+        false
+    }
 }
 
 /// A handler that serves no app protocol: every request above control gets 404.
@@ -58,7 +66,7 @@ pub(crate) async fn serve_stream(
     pc: PeerConn,
     pair: (quinn::SendStream, quinn::RecvStream),
 ) {
-    let mut fs = shared.framed(pair, pc.limits, Direction::Requests);
+    let mut fs = shared.framed_on(&pc, pair, Direction::Requests);
     let first = match fs.recv_frame().await {
         Ok(Some(first)) => first,
         // A rejected first frame was counted and answered by the stream itself.
@@ -74,13 +82,24 @@ pub(crate) async fn serve_stream(
         let _ = fs.reply(Status::NotFound, app, corr, Bytes::new()).await;
         return;
     }
+    // The peer's share first, then the node's: a few identities cannot take every slot.
+    let Ok(share) = pc.inbound.clone().try_acquire_owned() else {
+        shared.stats.reject("inbound_per_peer");
+        let _ = fs.reply(Status::Unavailable, app, corr, Bytes::new()).await;
+        return;
+    };
     let Ok(slot) = shared.inbound_slots.clone().try_acquire_owned() else {
         let _ = fs.reply(Status::Unavailable, app, corr, Bytes::new()).await;
         return;
     };
-    let exchange = InboundExchange::new(fs, pc.info.id, first, Some(slot));
-    let t = shared.config.inbound_timeout;
-    match tokio::time::timeout(t, shared.handler.handle(exchange)).await {
+    let exchange = InboundExchange::new(fs, pc.info.id, first, vec![share, slot]);
+    let handled = shared.handler.handle(exchange);
+    let outcome = if shared.handler.bounds_itself(app) {
+        Ok(handled.await)
+    } else {
+        tokio::time::timeout(shared.config.inbound_timeout, handled).await
+    };
+    match outcome {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(peer = %pc.info.id, app, error = %e, "handler failed"),
         Err(_) => tracing::debug!(peer = %pc.info.id, app, "handler timed out"),

@@ -148,6 +148,18 @@ impl Shared {
         )
     }
 
+    /// A stream of an established connection: its partial frames count against the
+    /// connection's buffer budget.
+    pub(crate) fn framed_on(
+        &self,
+        pc: &peers::PeerConn,
+        pair: (quinn::SendStream, quinn::RecvStream),
+        direction: Direction,
+    ) -> FramedStream {
+        self.framed(pair, pc.limits, direction)
+            .with_budget(pc.buffer.clone())
+    }
+
     pub(crate) fn dial_lock(&self, key: DialKey) -> Arc<tokio::sync::Mutex<()>> {
         let mut dials = self.dials.lock().unwrap_or_else(PoisonError::into_inner);
         dials.entry(key).or_default().clone()
@@ -340,7 +352,7 @@ impl Transport {
                 what: "stream open",
                 after: t,
             })??;
-        let fs = self.shared.framed(pair, pc.limits, Direction::Responses);
+        let fs = self.shared.framed_on(&pc, pair, Direction::Responses);
         Ok(Exchange::new(
             fs,
             peer,

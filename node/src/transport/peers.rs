@@ -77,6 +77,10 @@ pub(crate) const SUPERSEDE_SLACK: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone)]
 pub(crate) struct PeerConn {
     pub(crate) conn: quinn::Connection,
+    /// Bytes of partial frames all streams of this connection may hold at once.
+    pub(crate) buffer: Arc<tokio::sync::Semaphore>,
+    /// Inbound exchanges this peer may have served at once: its share of the node's.
+    pub(crate) inbound: Arc<tokio::sync::Semaphore>,
     pub(crate) info: Arc<PeerInfo>,
     pub(crate) limits: Limits,
     /// When its handshake began here: our dial started, or the peer's first packet arrived.

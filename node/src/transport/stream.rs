@@ -13,10 +13,15 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use quinn::{RecvStream, SendStream, VarInt};
+use tokio::sync::Semaphore;
 use wire::{DecodeError, Direction, Flags, Frame, FrameDecoder, Limits, SequenceChecker, Status};
 
 use super::error::{TransportError, codes};
 use super::stats::TransportStats;
+
+/// Most bytes read from QUIC at once into a stream's decoder (and reserved in the
+/// connection's buffer budget first).
+const READ_QUANTUM: usize = 64 * 1024;
 
 /// Bound on writing the 400 that explains a rejected stream; it is one 38-byte frame.
 const FAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -39,6 +44,9 @@ pub(crate) struct FramedStream {
     sent_start: bool,
     sent_end: bool,
     aborted: bool,
+    /// The connection's budget for bytes of partial frames, and how much of it we hold.
+    budget: Option<Arc<Semaphore>>,
+    held: usize,
 }
 
 impl FramedStream {
@@ -64,6 +72,26 @@ impl FramedStream {
             sent_start: false,
             sent_end: false,
             aborted: false,
+            budget: None,
+            held: 0,
+        }
+    }
+
+    /// Counts the bytes this stream buffers against `budget`, shared by the connection's
+    /// streams: reads wait for room in it (within `io_timeout`).
+    pub(crate) fn with_budget(mut self, budget: Arc<Semaphore>) -> FramedStream {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Returns budget for bytes that left the decoder as frames.
+    fn release_budget(&mut self) {
+        let keep = self.decoder.buffered();
+        if let Some(b) = &self.budget {
+            if self.held > keep {
+                b.add_permits(self.held - keep);
+                self.held = keep;
+            }
         }
     }
 
@@ -103,7 +131,9 @@ impl FramedStream {
 
     async fn read_frame(&mut self) -> Result<Option<Frame>, TransportError> {
         loop {
-            if let Some(frame) = self.decoder.next_frame()? {
+            let next = self.decoder.next_frame();
+            self.release_budget();
+            if let Some(frame) = next? {
                 // Even a first frame that breaks sequencing names the exchange its 400 answers.
                 self.start
                     .get_or_insert((frame.app_proto_id, frame.corr_id));
@@ -120,7 +150,26 @@ impl FramedStream {
                 // Unreachable: a full buffer always holds a whole frame or a rejected length.
                 return Err(TransportError::UnexpectedEnd);
             }
-            match self.recv.read_chunk(room, true).await? {
+            let want = room.min(READ_QUANTUM);
+            if let Some(budget) = &self.budget {
+                // Room for `want` more bytes in the connection's budget before reading them.
+                let permit = budget
+                    .acquire_many(want as u32)
+                    .await
+                    .map_err(|_| TransportError::Closed)?;
+                permit.forget();
+                self.held += want;
+            }
+            let read = self.recv.read_chunk(want, true).await;
+            let got = match &read {
+                Ok(Some(chunk)) => chunk.bytes.len(),
+                _ => 0,
+            };
+            if let Some(budget) = &self.budget {
+                budget.add_permits(want - got);
+                self.held -= want - got;
+            }
+            match read? {
                 Some(chunk) => {
                     self.decoder.feed(&chunk.bytes);
                 }
@@ -289,6 +338,9 @@ impl FramedStream {
 
 impl Drop for FramedStream {
     fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.add_permits(self.held);
+        }
         // quinn finishes a dropped send stream; an exchange we abandon must read as cut off.
         if !self.sent_end && !self.aborted {
             let _ = self.send.reset(codes::STREAM_CANCELLED);

@@ -18,7 +18,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use overlay::{Dht, Event, Instant, Key, PlanEvent, Planner, Request, TransferId, Transmit};
+use overlay::{
+    Dht, Event, Instant, Key, PlanEvent, Planner, Request, TransferId, TransferOutcome, Transmit,
+};
 
 use super::Sim;
 use super::queue::{Ev, Msg};
@@ -319,7 +321,13 @@ impl Sim {
     fn on_plan_event(&mut self, slot: u32, ev: PlanEvent<SimPeer>) {
         let now = self.now;
         match ev {
-            PlanEvent::Transfer { id, key, size, to } => {
+            PlanEvent::Transfer {
+                id,
+                key,
+                size,
+                to,
+                push,
+            } => {
                 let from = self.peer_of(slot);
                 let from_inc = self.slots[slot as usize].inc;
                 self.send(
@@ -332,6 +340,7 @@ impl Sim {
                         id: Some(id),
                         key,
                         size,
+                        push,
                     },
                 );
                 // The transfer's own timeout; a success reported first makes it a no-op.
@@ -339,7 +348,7 @@ impl Sim {
                     to_slot: slot,
                     to_inc: from_inc,
                     id,
-                    ok: false,
+                    outcome: TransferOutcome::Failed,
                 };
                 self.queue.push_msg(now + self.sc.dht.rpc_timeout, timeout);
             }
@@ -457,19 +466,20 @@ impl Sim {
                 id,
                 key,
                 size,
-            } => self.deliver_transfer(from, from_inc, to, id, key, size),
+                push,
+            } => self.deliver_transfer(from, from_inc, to, id, key, size, push),
             Msg::TransferDone {
                 to_slot,
                 to_inc,
                 id,
-                ok,
+                outcome,
             } => {
                 if !self.is_incarnation(to_slot, to_inc) {
                     return;
                 }
                 if let Some(st) = self.slots[to_slot as usize].store.as_mut() {
                     let failed = st.planner.stats().transfers_failed;
-                    st.planner.handle_transfer_done(now, id, ok);
+                    st.planner.handle_transfer_done(now, id, outcome);
                     if st.planner.stats().transfers_failed > failed {
                         self.metrics.transfers_failed += 1;
                     }
@@ -480,7 +490,9 @@ impl Sim {
     }
 
     /// An object copy arrives: stored if new (counted as put or repair bytes), the sender
-    /// confirmed as a holder, and a repair transfer acknowledged.
+    /// confirmed as a holder, and a repair transfer acknowledged. A verify-only transfer
+    /// stores nothing and only answers whether the target holds the object.
+    #[allow(clippy::too_many_arguments)]
     fn deliver_transfer(
         &mut self,
         from: SimPeer,
@@ -489,28 +501,42 @@ impl Sim {
         id: Option<TransferId>,
         key: Key,
         size: u64,
+        push: bool,
     ) {
         let now = self.now;
         if !self.is_current(&to) {
             self.metrics.messages_undeliverable += 1;
             return;
         }
-        if self.store_object(to.slot, key, size) {
-            match id {
-                Some(_) => self.metrics.repair_arrived(now, size),
-                None => self.metrics.put_bytes += size,
+        let outcome = if push {
+            if self.store_object(to.slot, key, size) {
+                match id {
+                    Some(_) => self.metrics.repair_arrived(now, size),
+                    None => self.metrics.put_bytes += size,
+                }
             }
-        }
-        if let Some(st) = self.slots[to.slot as usize].store.as_mut() {
-            st.planner.handle_holder_confirmed(now, &key, &from.key);
-        }
-        self.after_input(to.slot, false);
+            if let Some(st) = self.slots[to.slot as usize].store.as_mut() {
+                st.planner.handle_holder_confirmed(now, &key, &from.key);
+            }
+            self.after_input(to.slot, false);
+            TransferOutcome::Verified
+        } else {
+            let holds = self.slots[to.slot as usize]
+                .store
+                .as_ref()
+                .is_some_and(|st| st.objects.contains_key(&key));
+            if holds {
+                TransferOutcome::Verified
+            } else {
+                TransferOutcome::Absent
+            }
+        };
         if let Some(id) = id {
             let done = Msg::TransferDone {
                 to_slot: from.slot,
                 to_inc: from_inc,
                 id,
-                ok: true,
+                outcome,
             };
             self.send(to.slot, from.slot, done);
         }

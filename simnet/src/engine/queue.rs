@@ -11,7 +11,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use overlay::{Instant, Key, Request, Response, RpcId, TransferId};
+use overlay::{Instant, Key, Request, Response, RpcId, TransferId, TransferOutcome};
 
 use crate::peer::SimPeer;
 
@@ -66,13 +66,15 @@ pub(crate) enum Msg {
         id: Option<TransferId>,
         key: Key,
         size: u64,
+        /// False for the planner's verify-only transfers: ask whether `to` holds it.
+        push: bool,
     },
     /// The outcome of a repair transfer, for the planner that started it.
     TransferDone {
         to_slot: u32,
         to_inc: u32,
         id: TransferId,
-        ok: bool,
+        outcome: TransferOutcome,
     },
 }
 

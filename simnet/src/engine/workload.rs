@@ -330,6 +330,7 @@ impl Sim {
                             id: None,
                             key,
                             size,
+                            push: true,
                         },
                     );
                 }

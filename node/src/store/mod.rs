@@ -14,12 +14,17 @@
 //! free; and a byte range is a seek, not a copy out of a database page.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
 use std::io::{self, Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+
+pub mod fs;
+pub mod simfs;
+
+pub use fs::{Fs, RealFs};
+pub use simfs::SimFs;
 
 /// A store failure, with what went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +95,7 @@ pub fn parse_id(s: &str) -> Option<Hash> {
 enum Backend {
     Disk {
         dir: PathBuf,
+        fs: Arc<dyn Fs>,
     },
     Memory {
         objects: Mutex<BTreeMap<Hash, (Bytes, Bytes)>>,
@@ -126,39 +132,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Store {
     /// Opens (creating) the store under `data_dir/objects`, indexing what is there and
-    /// removing temporary files a crash left behind.
+    /// cleaning up what a crash left behind: temporary files (in the root and in every
+    /// shard) and outboards whose object file is gone. An object file whose outboard is
+    /// missing gets its outboard rebuilt if its bytes hash to its name, and is removed if not.
     pub fn open(data_dir: &Path, quota: u64) -> Result<Store, StoreError> {
+        Store::open_on(Arc::new(RealFs), data_dir, quota)
+    }
+
+    /// [`open`](Self::open) on another file system (a crashable one in tests).
+    pub fn open_on(fs: Arc<dyn Fs>, data_dir: &Path, quota: u64) -> Result<Store, StoreError> {
         let dir = data_dir.join("objects");
-        fs::create_dir_all(&dir)?;
+        fs.create_dir_all(&dir)?;
         let mut index = BTreeMap::new();
-        for shard in fs::read_dir(&dir)? {
-            let shard = shard?.path();
-            if !shard.is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(&shard)? {
-                let path = f?.path();
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or_default()
-                    .to_string();
-                if name.starts_with(".tmp") {
-                    let _ = fs::remove_file(&path);
-                    continue;
-                }
-                let mut h = [0u8; 32];
-                if name.len() == 64
-                    && hex::decode_to_slice(&name, &mut h).is_ok()
-                    && outboard_path(&dir, &h).exists()
-                {
-                    index.insert(h, fs::metadata(&path)?.len());
-                }
+        for (path, is_dir) in fs.read_dir(&dir)? {
+            if is_dir {
+                index_shard(fs.as_ref(), &dir, &path, &mut index)?;
+            } else if is_temp(&path) {
+                let _ = fs.remove_file(&path);
             }
         }
         Ok(Store {
             inner: Arc::new(Inner {
-                backend: Backend::Disk { dir },
+                backend: Backend::Disk { dir, fs },
                 index: Mutex::new(index),
                 quota,
                 corrupt: Default::default(),
@@ -237,11 +232,12 @@ impl Store {
     pub fn writer(&self, size_hint: u64) -> Result<ObjectWriter, StoreError> {
         self.check_room(size_hint)?;
         let sink = match &self.inner.backend {
-            Backend::Disk { dir } => {
+            Backend::Disk { dir, fs } => {
                 let tmp = dir.join(format!(".tmp-{}", unique()));
                 Sink::Disk {
-                    file: io::BufWriter::with_capacity(256 * 1024, File::create(&tmp)?),
+                    file: io::BufWriter::with_capacity(256 * 1024, fs.create(&tmp)?),
                     tmp,
+                    fs: fs.clone(),
                 }
             }
             Backend::Memory { .. } => Sink::Memory(Vec::new()),
@@ -263,11 +259,23 @@ impl Store {
 
     /// Removes an object.
     pub fn remove(&self, hash: &Hash) {
+        self.remove_files(hash, false);
+    }
+
+    /// Removes an object's files: the data first (an outboard left alone is swept at open),
+    /// and, when `durably`, the removal fsynced so a crash cannot bring the files back (a
+    /// released copy that comes back is only surplus; a corrupt one must not).
+    fn remove_files(&self, hash: &Hash, durably: bool) {
         lock(&self.inner.index).remove(hash);
         match &self.inner.backend {
-            Backend::Disk { dir } => {
-                let _ = fs::remove_file(data_path(dir, hash));
-                let _ = fs::remove_file(outboard_path(dir, hash));
+            Backend::Disk { dir, fs } => {
+                let _ = fs.remove_file(&data_path(dir, hash));
+                let _ = fs.remove_file(&outboard_path(dir, hash));
+                if durably {
+                    if let Err(e) = fs.sync_dir(&shard(dir, hash)) {
+                        tracing::warn!(id = %id_string(hash), error = %e, "could not make a removal durable");
+                    }
+                }
             }
             Backend::Memory { objects } => {
                 lock(objects).remove(hash);
@@ -296,10 +304,18 @@ impl Store {
             return Err(StoreError::BadRange { start, len, size });
         }
         Ok(match &self.inner.backend {
-            Backend::Disk { dir } => {
-                let data =
-                    io::BufReader::with_capacity(CHUNK_READ, File::open(data_path(dir, hash))?);
-                let ob = io::BufReader::new(File::open(outboard_path(dir, hash))?);
+            Backend::Disk { dir, fs } => {
+                let open = |path: PathBuf| {
+                    fs.open(&path).map_err(|e| match e.kind() {
+                        // Released between the index lookup and the open: gone, not broken.
+                        io::ErrorKind::NotFound if self.size(hash).is_none() => {
+                            StoreError::NotFound
+                        }
+                        _ => StoreError::Io(e),
+                    })
+                };
+                let data = io::BufReader::with_capacity(CHUNK_READ, open(data_path(dir, hash))?);
+                let ob = io::BufReader::new(open(outboard_path(dir, hash))?);
                 Box::new(bao::encode::SliceExtractor::new_outboard(
                     data, ob, start, len,
                 ))
@@ -320,31 +336,29 @@ impl Store {
     }
 
     /// `start..start+len` of an object, every chunk verified against the id. A corrupt object
-    /// is dropped, counted, and reported as [`StoreError::Corrupt`]. Blocking.
+    /// is dropped, counted, and reported as [`StoreError::Corrupt`]; an I/O error is
+    /// [`StoreError::Io`] and leaves the object in place. Blocking.
     pub fn read_verified(&self, hash: &Hash, start: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::with_capacity(len as usize);
         // The reader already counted and dropped the object if a chunk failed.
         self.verified_reader(hash, start, len)?
             .read_to_end(&mut out)
-            .map_err(|_| StoreError::Corrupt)?;
+            .map_err(StoreError::from_read)?;
         Ok(out)
     }
 
-    /// A reader of `start..start+len` that yields only verified bytes: it fails at the first
-    /// chunk that does not match the id, and then the object is dropped and counted (the
-    /// error is [`StoreError::Corrupt`] inside an `io::Error`). Blocking reads.
+    /// A reader of `start..start+len` that yields only verified bytes. Only bytes that do not
+    /// hash to the id (a flipped bit, a truncated file) are corruption: the object is then
+    /// dropped and counted, and the error carries [`StoreError::Corrupt`] (see
+    /// [`StoreError::from_read`]). Any other I/O error (EIO, EISDIR, EMFILE, …) is passed on
+    /// and leaves the object in place: it may read fine a moment later. Blocking reads.
     pub fn verified_reader(
         &self,
         hash: &Hash,
         start: u64,
         len: u64,
     ) -> Result<VerifiedReader, StoreError> {
-        let slice = match self.slice_reader(hash, start, len) {
-            Ok(r) => r,
-            // An unreadable outboard or data file is corruption too.
-            Err(StoreError::Io(_)) => return Err(self.corrupt(hash)),
-            Err(e) => return Err(e),
-        };
+        let slice = self.slice_reader(hash, start, len)?;
         let decoder = bao::decode::SliceDecoder::new(slice, &blake3::Hash::from(*hash), start, len);
         Ok(VerifiedReader {
             decoder,
@@ -361,14 +375,14 @@ impl Store {
             .corrupt
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::error!(id = %id_string(hash), "stored object failed verification; dropping it");
-        self.remove(hash);
+        self.remove_files(hash, true);
         StoreError::Corrupt
     }
 
     /// Where an object's bytes live on disk (tests corrupt them on purpose).
     pub fn data_file(&self, hash: &Hash) -> Option<PathBuf> {
         match &self.inner.backend {
-            Backend::Disk { dir } => Some(data_path(dir, hash)),
+            Backend::Disk { dir, .. } => Some(data_path(dir, hash)),
             Backend::Memory { .. } => None,
         }
     }
@@ -389,21 +403,28 @@ impl Read for VerifiedReader {
             return Err(io::Error::other(StoreError::Corrupt));
         }
         match self.decoder.read(buf) {
-            Ok(0) if self.left > 0 => {
-                tracing::warn!(
-                    left = self.left,
-                    buf = buf.len(),
-                    "verified read ended early"
-                );
+            Ok(0) if self.left > 0 && !buf.is_empty() => {
+                tracing::warn!(left = self.left, "verified read ended early");
                 self.fail()
             }
             Ok(n) => {
                 self.left = self.left.saturating_sub(n as u64);
                 Ok(n)
             }
-            Err(e) => {
-                tracing::warn!(left = self.left, buf = buf.len(), error = %e, "verified read failed");
+            // bao reports a hash mismatch as InvalidData and missing bytes as UnexpectedEof:
+            // the bytes on disk are not the object's.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                tracing::warn!(left = self.left, error = %e, "verified read failed");
                 self.fail()
+            }
+            Err(e) => {
+                tracing::warn!(id = %id_string(&self.hash), error = %e, "store read failed; the object stays");
+                Err(e)
             }
         }
     }
@@ -417,8 +438,30 @@ impl VerifiedReader {
     }
 }
 
+impl StoreError {
+    /// Classifies an error from a [`VerifiedReader`]: [`StoreError::Corrupt`] when the
+    /// reader found (and dropped) a corrupt object, [`StoreError::Io`] otherwise.
+    pub fn from_read(e: io::Error) -> StoreError {
+        let corrupt = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<StoreError>())
+            .is_some_and(|inner| matches!(inner, StoreError::Corrupt));
+        if corrupt {
+            StoreError::Corrupt
+        } else {
+            StoreError::Io(e)
+        }
+    }
+
+    /// Whether the error may pass by itself (an I/O failure), as opposed to a verdict on the
+    /// object or the request.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Io(_))
+    }
+}
+
 /// Read-buffer size for object files.
-const CHUNK_READ: usize = 256 * 1024;
+const CHUNK_READ: usize = 64 * 1024;
 
 fn shard(dir: &Path, hash: &Hash) -> PathBuf {
     dir.join(hex::encode(&hash[..1]))
@@ -442,10 +485,101 @@ fn unique() -> String {
     )
 }
 
+fn is_temp(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(".tmp"))
+}
+
+/// Indexes one shard directory at open, sweeping what a crash left behind.
+fn index_shard(
+    fs: &dyn Fs,
+    dir: &Path,
+    shard: &Path,
+    index: &mut BTreeMap<Hash, u64>,
+) -> Result<(), StoreError> {
+    for (path, _) in fs.read_dir(shard)? {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if is_temp(&path) {
+            let _ = fs.remove_file(&path);
+            continue;
+        }
+        let mut h = [0u8; 32];
+        if let Some(stem) = name.strip_suffix(".obao") {
+            // An outboard without its object: a crash between the two renames, or a release
+            // interrupted halfway. Nothing was acknowledged on it alone.
+            if hex::decode_to_slice(stem, &mut h).is_ok() && !fs.exists(&data_path(dir, &h)) {
+                tracing::info!(file = %path.display(), "removing an orphaned outboard");
+                let _ = fs.remove_file(&path);
+            }
+            continue;
+        }
+        if name.len() != 64 || hex::decode_to_slice(&name, &mut h).is_err() {
+            continue;
+        }
+        if !fs.exists(&outboard_path(dir, &h)) && !rebuild_outboard(fs, dir, &h)? {
+            continue;
+        }
+        index.insert(h, fs.len(&path)?);
+    }
+    Ok(())
+}
+
+/// Recomputes a missing outboard from the object file; removes the file instead when its
+/// bytes do not hash to its name. Returns whether the object is now complete.
+fn rebuild_outboard(fs: &dyn Fs, dir: &Path, hash: &Hash) -> Result<bool, StoreError> {
+    let path = data_path(dir, hash);
+    let mut encoder = bao::encode::Encoder::new_outboard(Cursor::new(Vec::new()));
+    io::copy(
+        &mut io::BufReader::with_capacity(CHUNK_READ, fs.open(&path)?),
+        &mut encoder,
+    )?;
+    if encoder.finalize()?.as_bytes() != hash {
+        tracing::warn!(file = %path.display(), "object file without outboard does not match its name; removing it");
+        let _ = fs.remove_file(&path);
+        return Ok(false);
+    }
+    let outboard = encoder.into_inner().into_inner();
+    let tmp = dir.join(format!(".tmp-{}.obao", unique()));
+    let written = write_synced(fs, &tmp, &outboard)
+        .and_then(|()| fs.rename(&tmp, &outboard_path(dir, hash)))
+        .and_then(|()| fs.sync_dir(&shard(dir, hash)));
+    if let Err(e) = written {
+        let _ = fs.remove_file(&tmp);
+        return Err(e.into());
+    }
+    tracing::info!(file = %path.display(), "rebuilt a missing outboard");
+    Ok(true)
+}
+
+fn write_synced(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = fs.create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Creates the shard directory if needed; a new one is made durable in its parent.
+fn ensure_shard(fs: &dyn Fs, dir: &Path, hash: &Hash) -> io::Result<PathBuf> {
+    let shard_dir = shard(dir, hash);
+    if !fs.is_dir(&shard_dir) {
+        match fs.create_dir(&shard_dir) {
+            Ok(()) => fs.sync_dir(dir)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(shard_dir)
+}
+
 enum Sink {
     Disk {
-        file: io::BufWriter<File>,
+        file: io::BufWriter<Box<dyn fs::WriteFile>>,
         tmp: PathBuf,
+        fs: Arc<dyn Fs>,
     },
     Memory(Vec<u8>),
 }
@@ -503,23 +637,18 @@ impl ObjectWriter {
         .into_inner();
         let store = self.store.clone();
         match std::mem::replace(&mut self.sink, Sink::Memory(Vec::new())) {
-            Sink::Disk { file, tmp } => {
-                let Backend::Disk { dir } = &store.inner.backend else {
+            Sink::Disk { file, tmp, fs } => {
+                let Backend::Disk { dir, .. } = &store.inner.backend else {
                     return Err(StoreError::NotFound);
                 };
-                let file = file.into_inner().map_err(|e| e.into_error())?;
-                file.sync_all()?;
-                drop(file);
-                let shard_dir = shard(dir, &hash);
-                fs::create_dir_all(&shard_dir)?;
                 let ob_tmp = tmp.with_extension("obao");
-                let mut ob = File::create(&ob_tmp)?;
-                ob.write_all(&outboard)?;
-                ob.sync_all()?;
-                // Outboard first: an object file is only indexed (at open) beside its outboard.
-                fs::rename(&ob_tmp, outboard_path(dir, &hash))?;
-                fs::rename(&tmp, data_path(dir, &hash))?;
-                File::open(&shard_dir)?.sync_all()?;
+                let placed = place(fs.as_ref(), dir, &hash, file, &tmp, &ob_tmp, &outboard);
+                if placed.is_err() {
+                    // Nothing half-finished stays behind: both temporaries go.
+                    let _ = fs.remove_file(&tmp);
+                    let _ = fs.remove_file(&ob_tmp);
+                }
+                placed?;
             }
             Sink::Memory(data) => {
                 if let Backend::Memory { objects } = &store.inner.backend {
@@ -532,10 +661,32 @@ impl ObjectWriter {
     }
 
     fn discard(&mut self) {
-        if let Sink::Disk { tmp, .. } = &self.sink {
-            let _ = fs::remove_file(tmp);
+        if let Sink::Disk { tmp, fs, .. } = &self.sink {
+            let _ = fs.remove_file(tmp);
         }
     }
+}
+
+/// Makes a finished object durable: fsync the data, write and fsync the outboard, rename
+/// the outboard then the data into place (an object file is only indexed beside its
+/// outboard), fsync the shard directory.
+fn place(
+    fs: &dyn Fs,
+    dir: &Path,
+    hash: &Hash,
+    file: io::BufWriter<Box<dyn fs::WriteFile>>,
+    tmp: &Path,
+    ob_tmp: &Path,
+    outboard: &[u8],
+) -> io::Result<()> {
+    let mut file = file.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    drop(file);
+    let shard_dir = ensure_shard(fs, dir, hash)?;
+    write_synced(fs, ob_tmp, outboard)?;
+    fs.rename(ob_tmp, &outboard_path(dir, hash))?;
+    fs.rename(tmp, &data_path(dir, hash))?;
+    fs.sync_dir(&shard_dir)
 }
 
 impl Drop for ObjectWriter {
@@ -555,185 +706,4 @@ pub fn decode_slice(encoded: &[u8], hash: &Hash, start: u64, len: u64) -> io::Re
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let disk = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-        vec![(disk, Some(dir)), (Store::amnesia(1 << 30), None)]
-    }
-
-    #[test]
-    fn ids_are_what_b3sum_prints() {
-        // BLAKE3 of the empty input, as `b3sum /dev/null` prints it.
-        let h = *blake3::hash(b"").as_bytes();
-        assert_eq!(
-            id_string(&h),
-            "b3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
-        );
-        assert_eq!(parse_id(&id_string(&h)), Some(h));
-        assert_eq!(parse_id("b3:zz"), None);
-        assert_eq!(
-            parse_id(&hex::encode(h)),
-            None,
-            "the b3: prefix is required"
-        );
-    }
-
-    #[test]
-    fn write_read_ranges_and_reopen() {
-        for (store, dir) in stores() {
-            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-            let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(h, *blake3::hash(&data).as_bytes());
-            assert_eq!(store.size(&h), Some(data.len() as u64));
-            for (s, l) in [
-                (0u64, 1u64),
-                (0, 300_000),
-                (1023, 2),
-                (299_999, 1),
-                (65_536, 70_000),
-                (5, 0),
-            ] {
-                let got = store
-                    .read_verified(&h, s, l)
-                    .unwrap_or_else(|e| panic!("{s}+{l}: {e}"));
-                assert_eq!(got, &data[s as usize..(s + l) as usize]);
-            }
-            assert!(matches!(
-                store.read_verified(&h, 299_999, 2),
-                Err(StoreError::BadRange { .. })
-            ));
-            if let Some(dir) = &dir {
-                let again = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(
-                    again.size(&h),
-                    Some(data.len() as u64),
-                    "index rebuilt on open"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn wrong_hash_and_quota_are_refused_and_leave_nothing() {
-        for (store, _dir) in stores() {
-            let err = store.put(b"abc", Some(&[0u8; 32]));
-            assert!(matches!(err, Err(StoreError::HashMismatch { .. })));
-            assert!(store.is_empty());
-            // A write is refused the moment it would pass the quota, not after.
-            let small = Store::amnesia(10);
-            let mut w = small.writer(4).unwrap_or_else(|e| panic!("{e}"));
-            assert!(w.write(&[0u8; 8]).is_ok());
-            assert!(matches!(w.write(&[0u8; 3]), Err(StoreError::Full { .. })));
-            assert!(matches!(
-                small.put(&[0u8; 11], None),
-                Err(StoreError::Full { .. })
-            ));
-        }
-    }
-
-    #[test]
-    fn corruption_on_disk_is_caught_dropped_and_never_served() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-        let data = vec![7u8; 200_000];
-        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
-        let path = store
-            .data_file(&h)
-            .unwrap_or_else(|| panic!("disk store has files"));
-        let mut bytes = fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
-        bytes[150_000] ^= 1;
-        fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
-        // A range that avoids the flipped chunk still verifies; one that covers it does not.
-        assert!(store.read_verified(&h, 0, 1000).is_ok());
-        assert!(matches!(
-            store.read_verified(&h, 149_000, 2000),
-            Err(StoreError::Corrupt)
-        ));
-        assert_eq!(store.size(&h), None, "dropped");
-        assert!(!path.exists());
-    }
-}
-
-#[cfg(test)]
-mod large_tests {
-    //! Multi-MiB objects: reads in every piece size a caller uses, chunked writes.
-
-    use super::*;
-
-    fn pattern(len: u32) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect()
-    }
-
-    fn read_in_steps(r: &mut impl Read, step: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; step];
-        let mut filled = 0;
-        loop {
-            let n = r
-                .read(&mut buf[filled..])
-                .unwrap_or_else(|e| panic!("step {step} at {}: {e}", out.len() + filled));
-            if n == 0 {
-                out.extend_from_slice(&buf[..filled]);
-                return out;
-            }
-            filled += n;
-            if filled == step {
-                out.extend_from_slice(&buf);
-                filled = 0;
-            }
-        }
-    }
-
-    #[test]
-    fn large_objects_read_back_whole_and_in_ranges() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-        let data = pattern(12 << 20);
-        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
-        let mut r = store
-            .verified_reader(&h, 0, data.len() as u64)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(read_in_steps(&mut r, 1 << 20) == data);
-        let enc = store
-            .encode_slice(&h, 5 << 20, 3 << 20)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let got = decode_slice(&enc, &h, 5 << 20, 3 << 20).unwrap_or_else(|e| panic!("{e}"));
-        assert!(got[..] == data[5 << 20..8 << 20]);
-    }
-
-    #[test]
-    fn small_reads_of_a_verified_reader_see_every_byte() {
-        let store = Store::amnesia(1 << 30);
-        let data = pattern(3 << 20);
-        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
-        for step in [1000usize, 1024, 4095, 65_536, 1 << 20] {
-            let mut r = store
-                .verified_reader(&h, 0, data.len() as u64)
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert!(read_in_steps(&mut r, step) == data, "step {step}");
-        }
-    }
-
-    #[test]
-    fn chunked_writes_give_the_same_outboard() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-        let data = pattern(12 << 20);
-        let mut w = store
-            .writer(data.len() as u64)
-            .unwrap_or_else(|e| panic!("{e}"));
-        for c in data.chunks(65_536) {
-            w.write(c).unwrap_or_else(|e| panic!("{e}"));
-        }
-        let h = w.finish(None).unwrap_or_else(|e| panic!("{e}"));
-        let got = store
-            .read_verified(&h, 0, data.len() as u64)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(got == data);
-    }
-}
+mod tests;

@@ -1,0 +1,137 @@
+//! Blocking readers and writers driven from async code without parking a thread.
+//!
+//! Files are read, hashed and verified on tokio's blocking pool, one piece per trip: the
+//! reader moves into the blocking task, reads a piece, and comes back. Between pieces no
+//! thread is held, so a slow consumer (an HTTP client reading a byte a second, a peer
+//! draining a stream slowly) costs a parked future, not a blocking thread. Writes batch the
+//! incoming pieces and cross to the blocking pool once per batch.
+
+use std::io::Read;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::store::{Hash, ObjectWriter, Store, StoreError};
+
+/// A blocking reader consumed piece by piece from async code.
+pub(crate) struct PieceReader {
+    reader: Option<Box<dyn Read + Send>>,
+    piece: usize,
+}
+
+impl PieceReader {
+    /// Reads `reader` in pieces of `piece` bytes (the last may be shorter).
+    pub(crate) fn new(reader: Box<dyn Read + Send>, piece: usize) -> PieceReader {
+        PieceReader {
+            reader: Some(reader),
+            piece: piece.max(1),
+        }
+    }
+
+    /// The next piece; `None` at the end. After an error the reader is done.
+    pub(crate) async fn next(&mut self) -> Option<std::io::Result<Bytes>> {
+        let mut reader = self.reader.take()?;
+        let piece = self.piece;
+        let trip = tokio::task::spawn_blocking(move || {
+            let got = read_piece(&mut reader, piece);
+            (reader, got)
+        })
+        .await;
+        match trip {
+            Ok((reader, Ok(Some(b)))) => {
+                if b.len() == piece {
+                    self.reader = Some(reader);
+                }
+                Some(Ok(b))
+            }
+            Ok((_, Ok(None))) => None,
+            Ok((_, Err(e))) => Some(Err(e)),
+            Err(e) => Some(Err(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Fills up to `piece` bytes; `None` when the reader had nothing left.
+fn read_piece(reader: &mut Box<dyn Read + Send>, piece: usize) -> std::io::Result<Option<Bytes>> {
+    let mut buf = vec![0u8; piece];
+    let mut filled = 0;
+    while filled < piece {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    if filled == 0 {
+        return Ok(None);
+    }
+    buf.truncate(filled);
+    Ok(Some(Bytes::from(buf)))
+}
+
+/// Bytes gathered before one trip to the blocking pool.
+const BATCH: usize = 1 << 20;
+
+/// An object being written from async code: pieces are batched and written, hashed and
+/// finally made durable on the blocking pool.
+pub(crate) struct Ingest {
+    writer: Option<ObjectWriter>,
+    batch: BytesMut,
+    len: u64,
+}
+
+impl Ingest {
+    /// Starts an object of (at most) `size_hint` bytes; the temp file is created off the
+    /// async workers.
+    pub(crate) async fn open(store: &Store, size_hint: u64) -> Result<Ingest, StoreError> {
+        let store = store.clone();
+        let writer = tokio::task::spawn_blocking(move || store.writer(size_hint))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        Ok(Ingest {
+            writer: Some(writer),
+            batch: BytesMut::new(),
+            len: 0,
+        })
+    }
+
+    /// Bytes received so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends bytes; they reach the file once a batch is full.
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.batch.extend_from_slice(bytes);
+        self.len += bytes.len() as u64;
+        if self.batch.len() >= BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let Some(mut writer) = self.writer.take() else {
+            return Err(StoreError::NotFound);
+        };
+        let batch = self.batch.split().freeze();
+        let writer = tokio::task::spawn_blocking(move || writer.write(&batch).map(|()| writer))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        self.writer = Some(writer);
+        Ok(())
+    }
+
+    /// Writes the rest, verifies the hash (against `expected`, if given), makes the object
+    /// durable and indexes it, all off the async workers.
+    pub(crate) async fn finish(mut self, expected: Option<Hash>) -> Result<Hash, StoreError> {
+        let Some(mut writer) = self.writer.take() else {
+            return Err(StoreError::NotFound);
+        };
+        let batch = self.batch.split().freeze();
+        tokio::task::spawn_blocking(move || {
+            writer.write(&batch)?;
+            writer.finish(expected.as_ref())
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
+}

@@ -1,0 +1,590 @@
+//! What a peer says is a claim until checked, over real QUIC on loopback with real stores:
+//!
+//! - a stranger with a fresh key cannot push a replica; with a capability it can; a known
+//!   peer can push only what the receiver is responsible for;
+//! - a holder that lies about an object's size (smaller, then larger) is caught before a
+//!   header is sent: the gateway answers with the honest holders' bytes, whole, and counts
+//!   the liar; an object only a liar claims is not served at all;
+//! - an object file that cannot be read for a moment is 503, then 200 again: an I/O error
+//!   never deletes data;
+//! - a search that cannot run is 503, one that does not finish 504, never 404;
+//!   `If-None-Match: *` on a missing object is 404, and 404s are not cacheable.
+//!
+//! Every test prints its seed; `TRUST_SEED=<n>` replays the same objects.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use node::caps::{Caveat, Token};
+use node::dht::{self, DhtHandle, NetPeer};
+use node::store::{Store, id_string};
+use node::transport::{HandlerFuture, NoApps};
+use node::{Identity, InboundExchange, InboundHandler, Transport, TransportConfig};
+use overlay::Key;
+use rand::{Rng, SeedableRng};
+use wire::dht::APP_PROTO_DHT;
+use wire::object::{APP_PROTO_OBJECT, ByteRange, ObjectRequest, ObjectResponse};
+use wire::{Status, message};
+
+fn seed(test: &str) -> u64 {
+    let s = std::env::var("TRUST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("{test}: seed {s} (replay with TRUST_SEED={s})");
+    s
+}
+
+fn bytes(rng: &mut rand_chacha::ChaCha8Rng, len: usize) -> Vec<u8> {
+    (0..len).map(|_| rng.r#gen()).collect()
+}
+
+/// A QUIC endpoint with a fresh key that serves nothing: the stranger.
+fn stranger() -> Transport {
+    Transport::bind(
+        Arc::new(Identity::generate().unwrap()),
+        TransportConfig::with_listen("127.0.0.1:0".parse().unwrap()),
+        Arc::new(NoApps),
+    )
+    .unwrap()
+}
+
+/// Pushes `data` to `to` as app protocol 2 `Put`, with `cap` in the START frame; the
+/// status the receiver answered.
+async fn push(from: &Transport, to: &NetPeer, data: &[u8], cap: Bytes) -> Status {
+    push_paced(from, to, data, cap, None).await
+}
+
+/// As [`push`], sending at most `rate` bytes per second when given.
+async fn push_paced(
+    from: &Transport,
+    to: &NetPeer,
+    data: &[u8],
+    cap: Bytes,
+    rate: Option<u64>,
+) -> Status {
+    let started = tokio::time::Instant::now();
+    let mut offset = 0u64;
+    from.connect(to.addr, Some(to.id)).await.unwrap();
+    let hash = *blake3::hash(data).as_bytes();
+    let mut ex = from
+        .open_exchange(to.id, APP_PROTO_OBJECT, cap)
+        .await
+        .unwrap();
+    let put = ObjectRequest::Put {
+        hash,
+        size: data.len() as u64,
+    };
+    let mut sent = ex.send(message::encode(&put), false).await;
+    let piece_len = if rate.is_some_and(|r| r < 64 << 10) {
+        1024
+    } else {
+        60 << 10
+    };
+    for piece in data.chunks(piece_len) {
+        if sent.is_err() {
+            break;
+        }
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(offset as f64 / rate as f64);
+            tokio::time::sleep_until(due).await;
+        }
+        offset += piece.len() as u64;
+        let last = piece.as_ptr_range().end == data.as_ptr_range().end;
+        sent = ex.send(Bytes::copy_from_slice(piece), last).await;
+    }
+    let (status, _) = ex.read_response(1024).await.unwrap();
+    status
+}
+
+/// A capability for node `i` of a mesh under `dir` (its root key from its identity).
+fn capability(dir: &std::path::Path, i: usize) -> Bytes {
+    let identity = Identity::load_or_create(&dir.join(format!("n{i}"))).unwrap();
+    let root = node::caps::root_key(&identity, None).unwrap();
+    Token::mint(&root, [7; 16], vec![Caveat::Methods(vec!["PUT".into()])])
+        .encode()
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_need_a_capability_and_peers_need_a_reason() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("push authorization"));
+    let dir = tempfile::tempdir().unwrap();
+    // RF = 2 of 4: for most objects a node is not among the RF closest.
+    let nodes = mesh_with(dir.path(), 4, |c| {
+        c.objects.rf = 2;
+        c.objects.w = 1;
+        c.replication.rf = 2;
+    })
+    .await;
+    let target = &nodes[0];
+    let target_peer = peer(target);
+
+    // A stranger with a fresh key and no capability: refused before a byte is stored.
+    let outsider = stranger();
+    let data = bytes(&mut rng, 100_000);
+    let hash = *blake3::hash(&data).as_bytes();
+    let status = push(&outsider, &target_peer, &data, Bytes::new()).await;
+    assert_eq!(status, Status::Forbidden);
+    assert_eq!(target.ctx.objects.store.size(&hash), None, "nothing stored");
+    let stats = target.ctx.transport.stats();
+    assert_eq!(
+        stats.rejects("push_unknown_sender"),
+        1,
+        "{:?}",
+        stats.snapshot().rejects
+    );
+    assert_eq!(
+        target
+            .ctx
+            .objects
+            .stats
+            .pushes_refused
+            .load(Ordering::Relaxed),
+        1
+    );
+    let url = format!("http://{}/o/{}", target.ctx.http, id_string(&hash));
+    let r = request("GET", url.clone(), vec![], vec![]).await;
+    assert_eq!(r.status, 404, "not served");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+
+    // A capability signed with the node's root key opens the same door.
+    let status = push(&outsider, &target_peer, &data, capability(dir.path(), 0)).await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(target.ctx.objects.store.size(&hash), Some(100_000));
+    assert_eq!(request("GET", url, vec![], vec![]).await.body, data);
+    // A forged one does not.
+    let forged = Token::mint(&[9; 32], [7; 16], vec![]);
+    let other = bytes(&mut rng, 5_000);
+    let status = push(&outsider, &target_peer, &other, forged.encode().into()).await;
+    assert_eq!(status, Status::Unauthorized);
+
+    // A known peer (node 1, in node 0's table) may push what node 0 must hold, and only
+    // that: find one object node 0 is responsible for and one it is not.
+    let sender = &nodes[1].ctx.objects;
+    let key_of = |n: &node::app::RunningNode| Key::for_node(&n.ctx.transport.node_id());
+    let rank_of_target = |d: &[u8]| {
+        let k = Key(*blake3::hash(d).as_bytes());
+        let ours = key_of(target).distance(&k);
+        nodes
+            .iter()
+            .filter(|n| key_of(n).distance(&k) < ours)
+            .count()
+    };
+    let mut mine = None;
+    let mut not_mine = None;
+    while mine.is_none() || not_mine.is_none() {
+        let d = bytes(&mut rng, 30_000);
+        match rank_of_target(&d) {
+            0 | 1 => mine = mine.or(Some(d)),
+            _ => not_mine = not_mine.or(Some(d)),
+        }
+    }
+    let (mine, not_mine) = (mine.unwrap(), not_mine.unwrap());
+    for d in [&mine, &not_mine] {
+        sender.store.put(d, None).unwrap();
+    }
+    let h_mine = *blake3::hash(&mine).as_bytes();
+    let h_not = *blake3::hash(&not_mine).as_bytes();
+    sender
+        .push_bytes(&target_peer, h_mine, mine.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(target.ctx.objects.store.size(&h_mine), Some(30_000));
+    let refused = sender
+        .push_bytes(&target_peer, h_not, not_mine.len() as u64)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(node::objects::FetchError::Status(Status::Forbidden))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(target.ctx.objects.store.size(&h_not), None);
+    let stats = target.ctx.transport.stats();
+    assert_eq!(
+        stats.rejects("push_not_responsible"),
+        1,
+        "{:?}",
+        stats.snapshot().rejects
+    );
+
+    outsider.close().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// How the lying holder misstates sizes.
+#[derive(Clone, Copy, Debug)]
+enum Lie {
+    Smaller,
+    Larger,
+}
+
+/// A holder with a real DHT and a real copy, which lies about the object's size: HAS and
+/// TAIL state a wrong size, and TAIL's slice carries that size in its length header.
+struct Liar {
+    services: OnceLock<(DhtHandle, Transport)>,
+    store: Store,
+    lie: Lie,
+}
+
+impl Liar {
+    fn fake(&self, size: u64) -> u64 {
+        match self.lie {
+            Lie::Smaller => size - 5_000,
+            Lie::Larger => size + 5_000,
+        }
+    }
+
+    async fn answer(self: Arc<Self>, mut ex: InboundExchange) -> Result<(), node::TransportError> {
+        let body = ex.read_body(1024).await?;
+        let Ok(req) = message::decode::<ObjectRequest>(&body) else {
+            return ex.respond(Status::BadRequest, Bytes::new()).await;
+        };
+        let hash = match req {
+            ObjectRequest::Has { hash } | ObjectRequest::Tail { hash } => hash,
+            _ => return ex.respond(Status::Unavailable, Bytes::new()).await,
+        };
+        let Some(size) = self.store.size(&hash) else {
+            return ex.respond(Status::NotFound, Bytes::new()).await;
+        };
+        let fake = self.fake(size);
+        if let ObjectRequest::Has { .. } = req {
+            let has = ObjectResponse::Has { size: Some(fake) };
+            return ex.respond(Status::Ok, message::encode(&has)).await;
+        }
+        // A genuine slice of a real byte near the claimed end, its header rewritten to the
+        // claimed size: every chunk it carries is authentic, only the length is not.
+        let at = fake.min(size) - 1;
+        let mut enc = self.store.encode_slice(&hash, at, 1).unwrap();
+        enc[..8].copy_from_slice(&fake.to_le_bytes());
+        let found = ObjectResponse::Found {
+            size: fake,
+            range: ByteRange::tail(fake),
+        };
+        ex.send(Status::Partial, message::encode(&found), false)
+            .await?;
+        ex.send(Status::Partial, enc.into(), true).await
+    }
+}
+
+impl InboundHandler for Liar {
+    fn app_protos(&self) -> Vec<u16> {
+        vec![APP_PROTO_DHT, APP_PROTO_OBJECT]
+    }
+
+    fn handle(&self, ex: InboundExchange) -> HandlerFuture {
+        let Some((dht, transport)) = self.services.get().cloned() else {
+            return Box::pin(ex.respond(Status::Unavailable, Bytes::new()));
+        };
+        if ex.app_proto_id() == APP_PROTO_DHT {
+            return Box::pin(dht::serve_dht(ex, dht, transport));
+        }
+        let me = Arc::new(Liar {
+            services: OnceLock::new(),
+            store: self.store.clone(),
+            lie: self.lie,
+        });
+        Box::pin(me.answer(ex))
+    }
+}
+
+/// Starts a liar that joins the mesh through `boot` and announces itself as a provider of
+/// each of `objects`, which it holds (for real).
+async fn liar(
+    lie: Lie,
+    boot: &NetPeer,
+    objects: &[&[u8]],
+) -> (Transport, tokio::sync::watch::Sender<bool>) {
+    let handler = Arc::new(Liar {
+        services: OnceLock::new(),
+        store: Store::amnesia(1 << 30),
+        lie,
+    });
+    let t = Transport::bind(
+        Arc::new(Identity::generate().unwrap()),
+        TransportConfig::with_listen("127.0.0.1:0".parse().unwrap()),
+        handler.clone(),
+    )
+    .unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let config = overlay::Config {
+        rpc_timeout: Duration::from_millis(1000),
+        ..overlay::Config::default()
+    };
+    let (dht, _plans) = dht::spawn(
+        t.clone(),
+        t.local_addr(),
+        config,
+        overlay::ReplicationConfig::default(),
+        7,
+        stop_rx,
+    );
+    let _ = handler.services.set((dht.clone(), t.clone()));
+    for o in objects {
+        handler.store.put(o, None).unwrap();
+    }
+    t.connect(boot.addr, Some(boot.id)).await.unwrap();
+    dht.bootstrap(vec![boot.clone()]).await.unwrap();
+    assert!(dht.wait_ready(Duration::from_secs(10)).await, "liar joined");
+    for o in objects {
+        dht.provide(Key(*blake3::hash(o).as_bytes())).await.unwrap();
+    }
+    // The driver must outlive this function; it stops with `stop`.
+    std::mem::forget(_plans);
+    (t, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_come_from_verified_data_and_liars_are_counted() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("lying sizes"));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 3).await;
+    let (reader, holders) = (&nodes[0], &nodes[1..]);
+    for lie in [Lie::Smaller, Lie::Larger] {
+        let data = bytes(&mut rng, 300_000);
+        let lonely = bytes(&mut rng, 200_000);
+        let hash = *blake3::hash(&data).as_bytes();
+        // The honest holders hold and announce it; node 0 does not.
+        for h in holders {
+            h.ctx.objects.store.put(&data, None).unwrap();
+            h.ctx.dht.provide(Key(hash)).await.unwrap();
+        }
+        let (t, stop) = liar(lie, &peer(reader), &[&data, &lonely]).await;
+        let lied_before = reader
+            .ctx
+            .objects
+            .stats
+            .holders_lied
+            .load(Ordering::Relaxed);
+
+        let url = format!("http://{}/o/{}", reader.ctx.http, id_string(&hash));
+        let r = request("GET", url, vec![], vec![]).await;
+        assert_eq!(r.status, 200, "{lie:?}");
+        assert_eq!(r.header("content-length"), Some("300000"), "{lie:?}");
+        assert!(r.body == data, "{lie:?}: the honest bytes, whole");
+        let lied = reader
+            .ctx
+            .objects
+            .stats
+            .holders_lied
+            .load(Ordering::Relaxed);
+        assert!(lied > lied_before, "{lie:?}: the liar was counted");
+        assert_eq!(
+            reader.ctx.objects.store.size(&hash),
+            None,
+            "served remotely"
+        );
+
+        // Only the liar claims this one: no header, no body, no year of caching.
+        let url = format!(
+            "http://{}/o/{}",
+            reader.ctx.http,
+            id_string(blake3::hash(&lonely).as_bytes())
+        );
+        let r = request("GET", url, vec![], vec![]).await;
+        assert_eq!(
+            r.status,
+            404,
+            "{lie:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+
+        let _ = stop.send(true);
+        t.close().await;
+        for h in holders {
+            h.ctx.objects.store.remove(&hash);
+        }
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_file_is_unavailable_and_never_deleted() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("unreadable file"));
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), 0, None).await;
+    let data = bytes(&mut rng, 150_000);
+    let (status, reply) = http("PUT", format!("http://{}/o", node.ctx.http), data.clone()).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+    let hash = *blake3::hash(&data).as_bytes();
+    let url = format!("http://{}/o/{}", node.ctx.http, id_string(&hash));
+
+    // The object file is briefly a directory: every read fails with EISDIR.
+    let path = node.ctx.objects.store.data_file(&hash).unwrap();
+    let aside = path.with_extension("aside");
+    std::fs::rename(&path, &aside).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    for range in [None, Some("bytes=0-9")] {
+        let headers = range
+            .map(|r| vec![("range", r.to_string())])
+            .unwrap_or_default();
+        let r = request("GET", url.clone(), headers, vec![]).await;
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["code"], "store_unavailable");
+        assert!(r.header("retry-after").is_some());
+    }
+    assert_eq!(
+        node.ctx.objects.store.size(&hash),
+        Some(150_000),
+        "still indexed"
+    );
+    assert_eq!(node.ctx.objects.store.corrupt_found(), 0, "not corruption");
+
+    std::fs::remove_dir(&path).unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    let r = request("GET", url, vec![], vec![]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "the same bytes after the fault");
+    node.shutdown().await;
+}
+
+/// Serves the DHT protocol by never answering: every lookup through it hangs until the RPC
+/// timeout.
+struct BlackHole;
+
+impl InboundHandler for BlackHole {
+    fn app_protos(&self) -> Vec<u16> {
+        vec![APP_PROTO_DHT, APP_PROTO_OBJECT]
+    }
+
+    fn handle(&self, ex: InboundExchange) -> HandlerFuture {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(ex);
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_that_cannot_run_or_finish_are_not_404() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    // A lone node (never had a peer): a search over nobody ran, so unknown ids are 404.
+    let lone = start(dir.path(), 9, None).await;
+    let missing = id_string(&[0xab; 32]);
+    let url = format!("http://{}/o/{missing}", lone.ctx.http);
+    let r = request("GET", url.clone(), vec![], vec![]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let r = request("GET", url, vec![("if-none-match", "*".into())], vec![]).await;
+    assert_eq!(
+        r.status, 404,
+        "If-None-Match: * matches only an object that exists"
+    );
+    lone.shutdown().await;
+
+    // A node whose only peer never answers: lookups pile up behind the RPC timeout.
+    let hole = Transport::bind(
+        Arc::new(Identity::generate().unwrap()),
+        TransportConfig::with_listen("127.0.0.1:0".parse().unwrap()),
+        Arc::new(BlackHole),
+    )
+    .unwrap();
+    let mut c = config(dir.path(), 0, Some(hole.local_addr()));
+    c.dht.rpc_timeout = Duration::from_secs(60);
+    let node = start_with(c).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node.ctx.dht.status().routing_table_size == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dialed its bootstrap peer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut gets = tokio::task::JoinSet::new();
+    for i in 0..100u8 {
+        let url = format!("http://{}/o/{}", node.ctx.http, id_string(&[i; 32]));
+        gets.spawn(request("GET", url, vec![], vec![]));
+    }
+    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
+    while let Some(r) = gets.join_next().await {
+        let r = r.unwrap();
+        if r.status == 503 {
+            assert!(r.header("retry-after").is_some(), "503 says when to retry");
+        }
+        *by_status.entry(r.status).or_default() += 1;
+    }
+    println!("100 GETs through a silent peer: {by_status:?}");
+    assert_eq!(
+        by_status.get(&404),
+        None,
+        "a search that did not run or finish is not 404"
+    );
+    assert!(
+        by_status.get(&503).is_some_and(|n| *n > 0),
+        "refused lookups: {by_status:?}"
+    );
+    assert!(
+        by_status.get(&504).is_some_and(|n| *n > 0),
+        "unfinished ones: {by_status:?}"
+    );
+    node.shutdown().await;
+    hole.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_transfer_completes_and_a_stalled_one_is_cut() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("slow transfers"));
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), 0, None).await;
+    let to = peer(&node);
+    let cap = capability(dir.path(), 0);
+    // 64 MiB at 1 MiB/s: a minute, twice the transport's fixed 30 s bound on an exchange.
+    let big = bytes(&mut rng, 64 << 20);
+    let trickle = bytes(&mut rng, 1 << 20);
+    let (slow, stalled) = (stranger(), stranger());
+    let started = tokio::time::Instant::now();
+    let (big_status, trickle_status) = tokio::join!(
+        push_paced(&slow, &to, &big, cap.clone(), Some(1 << 20)),
+        // 2 KiB/s is far below the 64 KiB/s minimum: cut after the 10 s grace.
+        push_paced(&stalled, &to, &trickle, cap, Some(2 << 10)),
+    );
+    println!(
+        "64 MiB at 1 MiB/s: {big_status:?} after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        big_status,
+        Status::Ok,
+        "a slow but steady transfer completes"
+    );
+    assert!(started.elapsed() > Duration::from_secs(60));
+    let h = *blake3::hash(&big).as_bytes();
+    assert_eq!(node.ctx.objects.store.size(&h), Some(64 << 20));
+    assert_eq!(
+        trickle_status,
+        Status::TooManyRequests,
+        "below the minimum rate: cut"
+    );
+    let stats = node.ctx.transport.stats();
+    assert_eq!(stats.rejects("push_too_slow"), 1);
+    let t = *blake3::hash(&trickle).as_bytes();
+    assert_eq!(node.ctx.objects.store.size(&t), None);
+    slow.close().await;
+    stalled.close().await;
+    node.shutdown().await;
+}

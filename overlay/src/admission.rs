@@ -1,0 +1,229 @@
+//! Who may push us a replica without a capability: the rule for repair and replication.
+//!
+//! A write is authorized by a capability, or, for the mesh's own copies, by our view of the
+//! mesh: we accept a pushed object only when (1) the sender is a contact in our routing
+//! table, (2) we are among the RF nodes closest to the object's key as our table sees it
+//! (entries with recent failures do not count as closer: they may be dead), and (3) the
+//! sender is within its byte budget, a token bucket per peer. Everything else is refused
+//! with a [`Refusal`] whose reason the driver counts. A stranger with a fresh key therefore
+//! cannot write into a node, and a known peer can write only what the node would have to
+//! hold anyway, at a bounded rate.
+
+use std::collections::BTreeMap;
+
+use crate::config::ReplicationConfig;
+use crate::key::Key;
+use crate::peer::Peer;
+use crate::routing::RoutingTable;
+use crate::time::Instant;
+
+/// Budgets kept at most; past this, full (idle) buckets are forgotten.
+const BUDGETS_MAX: usize = 4096;
+
+/// Why a replica push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The sender is not a contact in our routing table.
+    #[error("sender is not a known peer")]
+    UnknownSender,
+    /// We are not among the RF closest nodes to the object in our own table.
+    #[error("this node is not among the RF closest to the object")]
+    NotResponsible,
+    /// The sender pushed more than its byte budget allows.
+    #[error("sender is over its byte budget")]
+    OverBudget,
+}
+
+impl Refusal {
+    /// A stable name for metrics (`oap_rejects_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::UnknownSender => "push_unknown_sender",
+            Refusal::NotResponsible => "push_not_responsible",
+            Refusal::OverBudget => "push_over_budget",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// May go negative: a push larger than the bucket is charged whole.
+    tokens: i128,
+    refilled: Instant,
+}
+
+/// The replica admission rule of one node, with its per-peer byte budgets.
+#[derive(Debug)]
+pub struct Admission {
+    local: Key,
+    rf: usize,
+    rate: u64,
+    burst: u64,
+    budgets: BTreeMap<Key, Budget>,
+}
+
+impl Admission {
+    /// The rule for the node with key `local`, with `config`'s RF and budgets.
+    pub fn new(local: Key, config: &ReplicationConfig) -> Admission {
+        Admission {
+            local,
+            rf: config.rf.max(1),
+            rate: config.accept_bytes_per_second,
+            burst: config.accept_burst_bytes,
+            budgets: BTreeMap::new(),
+        }
+    }
+
+    /// Whether we are among the RF closest to `object` in `table`, counting only contacts
+    /// without recent failures as closer.
+    pub fn is_responsible<P: Peer>(&self, table: &RoutingTable<P>, object: &Key) -> bool {
+        let ours = self.local.distance(object);
+        let closer = table
+            .closest(object, self.rf + 8)
+            .iter()
+            .filter(|p| p.key().distance(object) < ours)
+            .filter(|p| table.get(&p.key()).is_some_and(|e| e.failures == 0))
+            .count();
+        closer < self.rf
+    }
+
+    /// Decides a push of `size` bytes of `object` from `from`, charging its budget when
+    /// admitted.
+    pub fn check<P: Peer>(
+        &mut self,
+        now: Instant,
+        table: &RoutingTable<P>,
+        from: &Key,
+        object: &Key,
+        size: u64,
+    ) -> Result<(), Refusal> {
+        if !table.contains(from) {
+            return Err(Refusal::UnknownSender);
+        }
+        if !self.is_responsible(table, object) {
+            return Err(Refusal::NotResponsible);
+        }
+        self.forget_idle(now);
+        let burst = i128::from(self.burst);
+        let b = self.budgets.entry(*from).or_insert(Budget {
+            tokens: burst,
+            refilled: now,
+        });
+        let add = ((now - b.refilled).as_nanos() * u128::from(self.rate) / 1_000_000_000) as i128;
+        if add > 0 {
+            b.tokens = (b.tokens + add).min(burst);
+            b.refilled = now;
+        }
+        if b.tokens < i128::from(size.min(self.burst).max(1)) {
+            return Err(Refusal::OverBudget);
+        }
+        b.tokens -= i128::from(size.max(1));
+        Ok(())
+    }
+
+    fn forget_idle(&mut self, now: Instant) {
+        if self.budgets.len() < BUDGETS_MAX {
+            return;
+        }
+        let (rate, burst) = (self.rate, i128::from(self.burst));
+        self.budgets.retain(|_, b| {
+            let add = ((now - b.refilled).as_nanos() * u128::from(rate) / 1_000_000_000) as i128;
+            b.tokens + add < burst
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::testnet::TestPeer;
+
+    fn key(first: u8) -> Key {
+        let mut k = [0u8; 32];
+        k[0] = first;
+        Key(k)
+    }
+
+    fn table(now: Instant, peers: &[u8]) -> RoutingTable<TestPeer> {
+        let mut t = RoutingTable::new(key(0), 20, 20, 2, None, now);
+        for (i, first) in peers.iter().enumerate() {
+            t.on_seen(
+                now,
+                TestPeer {
+                    key: key(*first),
+                    idx: i as u32,
+                },
+            );
+        }
+        t
+    }
+
+    #[test]
+    fn strangers_and_objects_we_are_not_responsible_for_are_refused() {
+        let t0 = Instant::from_duration(Duration::ZERO);
+        let config = ReplicationConfig {
+            rf: 2,
+            ..ReplicationConfig::default()
+        };
+        let mut a = Admission::new(key(0), &config);
+        let t = table(t0, &[0x01, 0x02, 0x04]);
+        // A key we have never heard from.
+        assert_eq!(
+            a.check(t0, &t, &key(0x80), &key(0x00), 10),
+            Err(Refusal::UnknownSender)
+        );
+        // Object 0x03..: peers 0x02 (distance 0x01..) and 0x01 (0x02..) are closer than us
+        // (0x03..): with RF = 2 it is not ours to hold.
+        assert_eq!(
+            a.check(t0, &t, &key(0x01), &key(0x03), 10),
+            Err(Refusal::NotResponsible)
+        );
+        // Object 0x01..: only peer 0x01 is closer: we are among the RF = 2 closest.
+        assert_eq!(a.check(t0, &t, &key(0x02), &key(0x01), 10), Ok(()));
+    }
+
+    #[test]
+    fn a_contact_with_failures_does_not_count_as_closer() {
+        let t0 = Instant::from_duration(Duration::ZERO);
+        let config = ReplicationConfig {
+            rf: 1,
+            ..ReplicationConfig::default()
+        };
+        let a = Admission::new(key(0), &config);
+        let mut t = table(t0, &[0x01, 0x02]);
+        let obj = key(0x01);
+        assert!(!a.is_responsible(&t, &obj), "peer 0x01 is closer");
+        t.on_failure(&key(0x01));
+        assert!(a.is_responsible(&t, &obj), "a failing contact may be dead");
+    }
+
+    #[test]
+    fn each_peer_has_a_byte_budget_that_refills() {
+        let t0 = Instant::from_duration(Duration::ZERO);
+        let config = ReplicationConfig {
+            rf: 3,
+            accept_bytes_per_second: 1000,
+            accept_burst_bytes: 10_000,
+            ..ReplicationConfig::default()
+        };
+        let mut a = Admission::new(key(0), &config);
+        let t = table(t0, &[0x01, 0x02]);
+        let obj = key(0x00);
+        assert_eq!(a.check(t0, &t, &key(0x01), &obj, 9_000), Ok(()));
+        assert_eq!(
+            a.check(t0, &t, &key(0x01), &obj, 2_000),
+            Err(Refusal::OverBudget)
+        );
+        // Another peer has its own budget; a push larger than the bucket is charged whole.
+        assert_eq!(a.check(t0, &t, &key(0x02), &obj, 50_000), Ok(()));
+        let t1 = t0 + Duration::from_secs(40);
+        assert_eq!(
+            a.check(t1, &t, &key(0x02), &obj, 1),
+            Err(Refusal::OverBudget),
+            "still 10 s in debt"
+        );
+        assert_eq!(a.check(t1, &t, &key(0x01), &obj, 2_000), Ok(()), "refilled");
+    }
+}
