@@ -173,6 +173,8 @@ pub struct Dht<P: Peer> {
     events: VecDeque<Event<P>>,
     /// Keys we announce, with when to announce them next.
     providing: BTreeMap<Key, Instant>,
+    /// `providing` ordered by when each key is due, so the next one is found in O(log n).
+    provide_due: BTreeSet<(Instant, Key)>,
     bootstrap: Vec<P>,
     joined: bool,
     ready: bool,
@@ -217,6 +219,7 @@ impl<P: Peer> Dht<P> {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             providing: BTreeMap::new(),
+            provide_due: BTreeSet::new(),
             bootstrap: Vec::new(),
             joined: false,
             ready: false,
@@ -297,7 +300,7 @@ impl<P: Peer> Dht<P> {
             self.deadlines.first().map(|(d, _)| *d),
             self.next_liveness,
             self.next_rejoin,
-            self.providing.values().min().copied(),
+            self.provide_due.first().map(|(t, _)| *t),
         ];
         for c in candidates.into_iter().flatten() {
             t = t.min(c);
@@ -393,13 +396,22 @@ impl<P: Peer> Dht<P> {
         } else {
             self.config.rpc_timeout
         };
-        self.providing.insert(key, now + next);
+        self.schedule_provide(key, now + next);
         started
+    }
+
+    fn schedule_provide(&mut self, key: Key, at: Instant) {
+        if let Some(old) = self.providing.insert(key, at) {
+            self.provide_due.remove(&(old, key));
+        }
+        self.provide_due.insert((at, key));
     }
 
     /// Stops announcing `key`; records at other nodes lapse with their TTL.
     pub fn stop_providing(&mut self, key: &Key) {
-        self.providing.remove(key);
+        if let Some(at) = self.providing.remove(key) {
+            self.provide_due.remove(&(at, *key));
+        }
     }
 
     // ----- inputs -----
@@ -424,13 +436,22 @@ impl<P: Peer> Dht<P> {
         if self.table.contains(&from_key) {
             // A contact asking us something is alive: the most recently seen.
             let _ = self.table.on_seen_without_probe(now, from);
-        } else if request != Request::Ping {
+        } else if request != Request::Ping && self.table.has_room_for(&from) {
             // A stranger enters the table only after it answered a request of ours, so a
             // peer cannot place itself in our table (and be trusted as a known peer) just by
             // connecting or asking. A PING is answered but never verified: it usually *is*
             // someone's probe, and probing in answer to probes chains across the network
             // (simnet measured 6-23 pings per FIND_NODE at 3k-30k nodes).
             self.verify_stranger(now, from);
+        } else if request != Request::Ping {
+            // Its bucket is full: it waits as a replacement, as Kademlia has it, and (where
+            // inbound probing is on) the bucket's oldest entry is probed, which is how dead
+            // entries leave full buckets. It costs no verification now.
+            if self.config.probe_on_inbound {
+                self.peer_seen(now, from);
+            } else {
+                let _ = self.table.on_seen_without_probe(now, from);
+            }
         }
         response
     }
@@ -582,10 +603,10 @@ impl<P: Peer> Dht<P> {
 
     fn republish(&mut self, now: Instant) {
         let due: Vec<Key> = self
-            .providing
+            .provide_due
             .iter()
-            .filter(|(_, t)| **t <= now)
-            .map(|(k, _)| *k)
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, k)| *k)
             .collect();
         for key in due {
             let _ = self.providers.add(now, key, self.local.clone());
@@ -600,7 +621,7 @@ impl<P: Peer> Dht<P> {
             } else {
                 self.config.rpc_timeout
             };
-            self.providing.insert(key, now + next);
+            self.schedule_provide(key, now + next);
         }
     }
 
@@ -920,6 +941,14 @@ impl<P: Peer> Dht<P> {
     pub fn check_invariants(&self) -> Result<(), String> {
         self.table.check_invariants()?;
         self.providers.check_invariants()?;
+        if self.providing.len() != self.provide_due.len()
+            || self
+                .provide_due
+                .iter()
+                .any(|(t, k)| self.providing.get(k) != Some(t))
+        {
+            return Err("the provide schedule disagrees with the provided keys".into());
+        }
         if self.rpcs.len() != self.deadlines.len() {
             return Err(format!(
                 "{} rpcs but {} deadlines",

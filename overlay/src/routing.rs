@@ -149,6 +149,18 @@ impl<P: Peer> RoutingTable<P> {
         &mut self.buckets[pos]
     }
 
+    /// Whether `peer` would be inserted now (its bucket has room its diversity limits
+    /// allow), rather than wait as a replacement.
+    pub fn has_room_for(&self, peer: &P) -> bool {
+        let Some(idx) = self.local.bucket_of(&peer.key()) else {
+            return false;
+        };
+        match self.buckets.get(Self::position(idx)) {
+            Some(b) => b.entries.len() < self.k && self.diversity_allows(b, peer.ip_group()),
+            None => true,
+        }
+    }
+
     /// The entry for a key, if present.
     pub fn get(&self, key: &Key) -> Option<&Entry<P>> {
         self.bucket(key)?
