@@ -71,26 +71,38 @@ fn read_piece(reader: &mut Box<dyn Read + Send>, piece: usize) -> std::io::Resul
 const BATCH: usize = 1 << 20;
 
 /// An object being written from async code: pieces are batched and written, hashed and
-/// finally made durable on the blocking pool.
+/// finally made durable on the blocking pool. The temporary file is created on the first
+/// trip, so a small object costs one trip in all.
 pub(crate) struct Ingest {
+    store: Store,
+    size_hint: u64,
     writer: Option<ObjectWriter>,
     batch: BytesMut,
     len: u64,
 }
 
 impl Ingest {
-    /// Starts an object of (at most) `size_hint` bytes; the temp file is created off the
-    /// async workers.
+    /// Starts an object of (at most) `size_hint` bytes, refused now if it cannot fit.
     pub(crate) async fn open(store: &Store, size_hint: u64) -> Result<Ingest, StoreError> {
-        let store = store.clone();
-        let writer = tokio::task::spawn_blocking(move || store.writer(size_hint))
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        store.check_room(size_hint)?;
         Ok(Ingest {
-            writer: Some(writer),
+            store: store.clone(),
+            size_hint,
+            writer: None,
             batch: BytesMut::new(),
             len: 0,
         })
+    }
+
+    /// The writer, created if this is the first trip (on the blocking pool).
+    fn writer_for_trip(&mut self) -> impl FnOnce() -> Result<ObjectWriter, StoreError> + use<> {
+        let existing = self.writer.take();
+        let store = self.store.clone();
+        let hint = self.size_hint;
+        move || match existing {
+            Some(w) => Ok(w),
+            None => store.writer(hint),
+        }
     }
 
     /// Bytes received so far.
@@ -109,13 +121,15 @@ impl Ingest {
     }
 
     async fn flush(&mut self) -> Result<(), StoreError> {
-        let Some(mut writer) = self.writer.take() else {
-            return Err(StoreError::NotFound);
-        };
+        let writer = self.writer_for_trip();
         let batch = self.batch.split().freeze();
-        let writer = tokio::task::spawn_blocking(move || writer.write(&batch).map(|()| writer))
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut w = writer()?;
+            w.write(&batch)?;
+            Ok::<_, StoreError>(w)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         self.writer = Some(writer);
         Ok(())
     }
@@ -123,13 +137,12 @@ impl Ingest {
     /// Writes the rest, verifies the hash (against `expected`, if given), makes the object
     /// durable and indexes it, all off the async workers.
     pub(crate) async fn finish(mut self, expected: Option<Hash>) -> Result<Hash, StoreError> {
-        let Some(mut writer) = self.writer.take() else {
-            return Err(StoreError::NotFound);
-        };
+        let writer = self.writer_for_trip();
         let batch = self.batch.split().freeze();
         tokio::task::spawn_blocking(move || {
-            writer.write(&batch)?;
-            writer.finish(expected.as_ref())
+            let mut w = writer()?;
+            w.write(&batch)?;
+            w.finish(expected.as_ref())
         })
         .await
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?

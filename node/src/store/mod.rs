@@ -21,9 +21,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 
 pub mod fs;
+pub mod hot;
 pub mod simfs;
 
 pub use fs::{Fs, RealFs};
+pub use hot::HotCache;
 pub use simfs::SimFs;
 
 /// A store failure, with what went wrong.
@@ -112,10 +114,17 @@ struct Inner {
     backend: Backend,
     /// Object sizes by id: the index the rest of the node asks.
     index: Mutex<BTreeMap<Hash, u64>>,
+    /// The sum of the index's sizes, kept beside it (the quota is checked on every write).
+    total: std::sync::atomic::AtomicU64,
     quota: u64,
     /// Stored objects found corrupt (and dropped).
     corrupt: std::sync::atomic::AtomicU64,
+    /// Small objects whose bytes were verified, in memory.
+    hot: HotCache,
 }
+
+/// Bytes of small verified objects kept in memory (64 MiB).
+pub const HOT_CACHE_BYTES: usize = 64 << 20;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,9 +163,11 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 backend: Backend::Disk { dir, fs },
+                total: index.values().sum::<u64>().into(),
                 index: Mutex::new(index),
                 quota,
                 corrupt: Default::default(),
+                hot: HotCache::new(HOT_CACHE_BYTES),
             }),
         })
     }
@@ -170,8 +181,10 @@ impl Store {
             inner: Arc::new(Inner {
                 backend,
                 index: Mutex::new(BTreeMap::new()),
+                total: 0.into(),
                 quota,
                 corrupt: Default::default(),
+                hot: HotCache::new(HOT_CACHE_BYTES),
             }),
         }
     }
@@ -188,7 +201,7 @@ impl Store {
 
     /// Bytes of object data held.
     pub fn bytes(&self) -> u64 {
-        lock(&self.inner.index).values().sum()
+        self.inner.total.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stored objects found corrupt and dropped since the store opened.
@@ -216,7 +229,8 @@ impl Store {
         lock(&self.inner.index).get(hash).copied()
     }
 
-    fn check_room(&self, need: u64) -> Result<(), StoreError> {
+    /// Whether `need` more bytes fit the quota now.
+    pub fn check_room(&self, need: u64) -> Result<(), StoreError> {
         let used = self.bytes();
         if used.saturating_add(need) > self.inner.quota {
             return Err(StoreError::Full {
@@ -226,6 +240,11 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// An object's bytes from the in-memory cache of small verified objects, if there.
+    pub fn cached(&self, hash: &Hash) -> Option<Bytes> {
+        self.inner.hot.get(hash)
     }
 
     /// Starts writing an object of (at most) `size_hint` bytes.
@@ -247,6 +266,7 @@ impl Store {
             sink,
             encoder: bao::encode::Encoder::new_outboard(Cursor::new(Vec::new())),
             len: 0,
+            small: Some(Vec::new()),
         })
     }
 
@@ -266,7 +286,14 @@ impl Store {
     /// and, when `durably`, the removal fsynced so a crash cannot bring the files back (a
     /// released copy that comes back is only surplus; a corrupt one must not).
     fn remove_files(&self, hash: &Hash, durably: bool) {
-        lock(&self.inner.index).remove(hash);
+        let mut index = lock(&self.inner.index);
+        if let Some(size) = index.remove(hash) {
+            self.inner
+                .total
+                .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+        }
+        drop(index);
+        self.inner.hot.remove(hash);
         match &self.inner.backend {
             Backend::Disk { dir, fs } => {
                 let _ = fs.remove_file(&data_path(dir, hash));
@@ -344,6 +371,9 @@ impl Store {
         self.verified_reader(hash, start, len)?
             .read_to_end(&mut out)
             .map_err(StoreError::from_read)?;
+        if start == 0 && out.len() <= HotCache::ENTRY_MAX && self.size(hash) == Some(len) {
+            self.inner.hot.insert(*hash, Bytes::copy_from_slice(&out));
+        }
         Ok(out)
     }
 
@@ -590,6 +620,8 @@ pub struct ObjectWriter {
     sink: Sink,
     encoder: bao::encode::Encoder<Cursor<Vec<u8>>>,
     len: u64,
+    /// A copy of the bytes while the object is small enough for the hot cache.
+    small: Option<Vec<u8>>,
 }
 
 impl ObjectWriter {
@@ -613,6 +645,11 @@ impl ObjectWriter {
             Sink::Memory(v) => v.extend_from_slice(bytes),
         }
         self.len = len;
+        if len > HotCache::ENTRY_MAX as u64 {
+            self.small = None;
+        } else if let Some(v) = &mut self.small {
+            v.extend_from_slice(bytes);
+        }
         Ok(())
     }
 
@@ -656,7 +693,16 @@ impl ObjectWriter {
                 }
             }
         }
-        lock(&store.inner.index).insert(hash, self.len);
+        let mut index = lock(&store.inner.index);
+        let before = index.insert(hash, self.len).unwrap_or(0);
+        let t = &store.inner.total;
+        t.fetch_add(self.len, std::sync::atomic::Ordering::Relaxed);
+        t.fetch_sub(before, std::sync::atomic::Ordering::Relaxed);
+        drop(index);
+        if let Some(small) = self.small.take() {
+            // Just hashed to `hash`: verified by construction.
+            store.inner.hot.insert(hash, Bytes::from(small));
+        }
         Ok(hash)
     }
 
