@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use overlay::dht::{Dht, Request, Response, RpcId};
+use overlay::dht::{Dht, Request, Response, RpcFailure, RpcId};
 use overlay::{Config, Instant, IpDiversity, IpGroup, Key, Peer};
 
 use super::input::Input;
@@ -61,7 +61,9 @@ fn config(flags: u8) -> Config {
         replacement_cache_size: 2,
         liveness_interval: (flags & 2 == 0).then_some(Duration::from_secs(2)),
         liveness_probes_max: 2,
-        probe_on_inbound: flags & 4 == 0,
+        // Now and then queries run out of time before they finish.
+        query_timeout: Duration::from_secs(if flags & 4 == 0 { 3 } else { 60 }),
+        soft_timeout_min: Duration::from_millis(50),
         ip_diversity: (flags & 1 == 1).then_some(IpDiversity {
             per_bucket: 1,
             per_table: 3,
@@ -78,6 +80,14 @@ fn config(flags: u8) -> Config {
         rejoin_interval: Duration::from_secs(3),
         refresh_on_join_max: 2,
         ..Config::default()
+    }
+}
+
+fn failure(b: u8) -> RpcFailure {
+    match b % 3 {
+        0 => RpcFailure::Peer,
+        1 => RpcFailure::Refused,
+        _ => RpcFailure::Local,
     }
 }
 
@@ -146,7 +156,7 @@ pub fn run(data: &[u8]) {
             }
             4 if !pending.is_empty() => {
                 let rpc = pending.remove(usize::from(input.byte()) % pending.len());
-                dht.handle_rpc_failure(now, rpc);
+                dht.handle_rpc_failure(now, rpc, failure(input.byte()));
             }
             5 => {
                 // An answer or a failure for an RPC that was never sent (or already settled).
@@ -155,7 +165,7 @@ pub fn run(data: &[u8]) {
                     let resp = response(&mut input, &local);
                     dht.handle_response(now, rpc, resp);
                 } else {
-                    dht.handle_rpc_failure(now, rpc);
+                    dht.handle_rpc_failure(now, rpc, failure(input.byte()));
                 }
                 pending.retain(|p| *p != rpc);
             }
@@ -193,10 +203,10 @@ pub fn run(data: &[u8]) {
             }
             _ => {
                 let p = peer(input.byte(), input.byte());
-                if input.byte() & 1 == 0 {
-                    dht.insert_peer(now, p);
-                } else {
-                    dht.remove_peer(now, &p.key);
+                match input.byte() % 3 {
+                    0 => dht.insert_peer(now, p),
+                    1 => dht.remove_peer(now, &p.key),
+                    _ => dht.peer_lost(now, &p.key),
                 }
             }
         }

@@ -1,14 +1,26 @@
 //! The closest-peers walk at the heart of every lookup, as a small pure iterator.
 //!
 //! It knows nothing of RPCs, timers or messages (the shape of libp2p-kad's
-//! `ClosestPeersIter`, the one part of it worth imitating): [`next`](ClosestPeersIter::next)
-//! says whom to ask, [`on_success`](ClosestPeersIter::on_success) and
-//! [`on_failure`](ClosestPeersIter::on_failure) report answers. It keeps α requests in flight
-//! and finishes when the k closest candidates that have not failed have all answered.
+//! `ClosestPeersIter`): [`next`](ClosestPeersIter::next) says whom to ask,
+//! [`on_success`](ClosestPeersIter::on_success), [`on_unresponsive`](ClosestPeersIter::on_unresponsive)
+//! and [`on_failure`](ClosestPeersIter::on_failure) report what became of a request.
 //!
-//! Hops: a candidate from our own table has hop 0; a candidate first named by the reply of
-//! a candidate with hop h has hop h + 1. The lookup's hop count is the hop of the closest
-//! node in its result.
+//! Termination is by progress, as libp2p does it. The walk keeps α requests in flight while
+//! answers bring it closer to the target; once α answers in a row brought nothing closer
+//! (no new closest candidate, and k candidates known) it is *stalled*, and asks every
+//! candidate among the k closest at once (up to k in flight) instead of plodding through
+//! them α at a time; an answer that brings progress puts it back to α. It finishes when the
+//! k closest candidates still in the running have all answered, or nobody is left to ask.
+//! A request past its soft timeout (the driver decides when) is *unresponsive*: it no longer
+//! holds a slot nor blocks the finish, yet an answer that still comes before the finish is
+//! used; only the hard timeout (or a refusal) makes it *failed*.
+//!
+//! Among candidates equally useful for routing (the same number of leading bits in common
+//! with the target: Kademlia gives no reason to prefer one of them) the one with the
+//! smallest known round-trip time is asked first, which keeps lookups near home when they
+//! can (Kademlia paper, §2.3 and §4.2). Hops: a candidate from our own table has hop 0; a
+//! candidate first named by the reply of a candidate with hop h has hop h + 1. The lookup's
+//! hop count is the hop of the closest node in its result.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +31,8 @@ use crate::peer::Peer;
 enum State {
     NotContacted,
     Waiting,
+    /// Past its soft timeout, still pending: may yet answer.
+    Unresponsive,
     Succeeded,
     Failed,
 }
@@ -28,6 +42,17 @@ struct Candidate<P> {
     peer: P,
     state: State,
     hops: u32,
+    /// Known round-trip time in µs, for choosing among equally useful candidates; 0 when
+    /// unknown (the walk then assumes its default).
+    rtt_us: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// α in flight; `no_progress` answers in a row brought nothing closer.
+    Iterating { no_progress: usize },
+    /// Up to k in flight, until an answer brings progress.
+    Stalled,
 }
 
 /// What the walk wants next.
@@ -35,7 +60,7 @@ struct Candidate<P> {
 pub enum Next<P> {
     /// Send a request to this peer.
     Contact(P),
-    /// Nothing to send until an answer arrives.
+    /// Nothing to send until an answer (or a timeout) arrives.
     Waiting,
     /// The walk is over: read the result.
     Finished,
@@ -50,9 +75,16 @@ pub struct ClosestPeersIter<P> {
     rpcs_max: usize,
     candidates_max: usize,
     candidates: BTreeMap<Distance, Candidate<P>>,
+    mode: Mode,
+    /// Requests in state `Waiting`.
     in_flight: usize,
+    /// Requests in state `Unresponsive` (sent, not settled).
+    unresponsive: usize,
     rpcs_sent: usize,
     failures: usize,
+    /// The round-trip time assumed for a candidate whose own is unknown, µs.
+    default_rtt_us: u32,
+    finished: bool,
 }
 
 impl<P: Peer> ClosestPeersIter<P> {
@@ -65,19 +97,45 @@ impl<P: Peer> ClosestPeersIter<P> {
         rpcs_max: usize,
         candidates_max: usize,
     ) -> Self {
+        Self::with_rtts(
+            target,
+            seeds.into_iter().map(|p| (p, 0)),
+            k,
+            alpha,
+            rpcs_max,
+            candidates_max,
+            0,
+        )
+    }
+
+    /// A walk seeded with peers and their known round-trip times in µs (0: unknown, taken
+    /// as `default_rtt_us`).
+    pub fn with_rtts(
+        target: Key,
+        seeds: impl IntoIterator<Item = (P, u32)>,
+        k: usize,
+        alpha: usize,
+        rpcs_max: usize,
+        candidates_max: usize,
+        default_rtt_us: u32,
+    ) -> Self {
         let mut it = ClosestPeersIter {
             target,
-            k,
+            k: k.max(1),
             alpha: alpha.max(1),
             rpcs_max,
             candidates_max: candidates_max.max(k),
             candidates: BTreeMap::new(),
+            mode: Mode::Iterating { no_progress: 0 },
             in_flight: 0,
+            unresponsive: 0,
             rpcs_sent: 0,
             failures: 0,
+            default_rtt_us,
+            finished: false,
         };
-        for p in seeds {
-            it.insert(p, 0);
+        for (p, rtt) in seeds {
+            it.insert(p, 0, rtt);
         }
         it
     }
@@ -92,20 +150,31 @@ impl<P: Peer> ClosestPeersIter<P> {
         self.rpcs_sent
     }
 
-    /// Requests that failed or timed out.
+    /// Requests that failed (hard timeout or refusal).
     pub fn failures(&self) -> usize {
         self.failures
     }
 
-    /// Requests awaiting an answer.
+    /// Requests awaiting an answer within their soft timeout.
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
 
-    fn insert(&mut self, peer: P, hops: u32) {
+    /// Requests past their soft timeout whose answer or failure has not come yet.
+    pub fn unresponsive(&self) -> usize {
+        self.unresponsive
+    }
+
+    /// Whether the walk is stalled (asking up to k at once).
+    pub fn is_stalled(&self) -> bool {
+        self.mode == Mode::Stalled
+    }
+
+    /// Inserts a candidate; returns whether it is now the closest one known.
+    fn insert(&mut self, peer: P, hops: u32, rtt_us: u32) -> bool {
         let d = peer.key().distance(&self.target);
         if self.candidates.contains_key(&d) {
-            return; // first naming wins: it defines the hop count
+            return false; // first naming wins: it defines the hop count
         }
         if self.candidates.len() >= self.candidates_max {
             // Forget the farthest candidate nobody asked yet, if the new one is closer.
@@ -119,7 +188,7 @@ impl<P: Peer> ClosestPeersIter<P> {
                 Some(f) if f > d => {
                     self.candidates.remove(&f);
                 }
-                _ => return,
+                _ => return false,
             }
         }
         self.candidates.insert(
@@ -128,86 +197,164 @@ impl<P: Peer> ClosestPeersIter<P> {
                 peer,
                 state: State::NotContacted,
                 hops,
+                rtt_us,
             },
         );
+        self.candidates.keys().next() == Some(&d)
+    }
+
+    fn capacity(&self) -> usize {
+        match self.mode {
+            Mode::Iterating { .. } => self.alpha,
+            Mode::Stalled => self.k.max(self.alpha),
+        }
     }
 
     /// The next step of the walk. Call it until it stops returning `Contact`.
     #[allow(clippy::should_implement_trait)] // not an Iterator: it can say "wait", and resumes
     pub fn next(&mut self) -> Next<P> {
-        let mut counted = 0;
-        let mut waiting = false;
+        if self.finished {
+            return Next::Finished;
+        }
         let budget_left = self.rpcs_sent < self.rpcs_max;
-        let mut contact = None;
-        for c in self.candidates.values_mut() {
+        let at_capacity = self.in_flight >= self.capacity();
+        // Walk the k closest candidates still in the running (failed and unresponsive ones
+        // step aside): the first not contacted is the one to ask, unless an equally useful
+        // one (same common prefix with the target) further on answers faster.
+        let mut counted = 0;
+        let mut succeeded = 0;
+        let mut pick: Option<(Distance, u32, u32)> = None; // (key, leading zeros, rtt)
+        let default_rtt = self.default_rtt_us;
+        for (d, c) in &self.candidates {
             if counted == self.k {
                 break;
             }
             match c.state {
-                State::Failed => continue,
-                State::Succeeded => counted += 1,
-                State::Waiting => {
+                State::Failed | State::Unresponsive => continue,
+                State::Succeeded => {
                     counted += 1;
-                    waiting = true;
+                    succeeded += 1;
                 }
+                State::Waiting => counted += 1,
                 State::NotContacted => {
-                    if budget_left && self.in_flight < self.alpha {
-                        c.state = State::Waiting;
-                        contact = Some(c.peer.clone());
-                        break;
-                    }
-                    if budget_left {
-                        // α already in flight: this candidate waits its turn.
-                        return Next::Waiting;
-                    }
-                    // Out of budget: the walk ends with what answered.
                     counted += 1;
+                    if !budget_left || at_capacity {
+                        continue;
+                    }
+                    let lz = d.leading_zeros();
+                    let rtt = if c.rtt_us == 0 { default_rtt } else { c.rtt_us };
+                    match pick {
+                        None => pick = Some((*d, lz, rtt)),
+                        Some((_, plz, prtt)) if lz == plz && rtt < prtt => {
+                            pick = Some((*d, lz, rtt))
+                        }
+                        Some((_, plz, _)) if lz < plz => break,
+                        Some(_) => {}
+                    }
                 }
             }
         }
-        if let Some(p) = contact {
-            self.in_flight += 1;
-            self.rpcs_sent += 1;
-            return Next::Contact(p);
+        if let Some((d, _, _)) = pick {
+            if let Some(c) = self.candidates.get_mut(&d) {
+                c.state = State::Waiting;
+                self.in_flight += 1;
+                self.rpcs_sent += 1;
+                return Next::Contact(c.peer.clone());
+            }
         }
-        if waiting {
-            Next::Waiting
-        } else {
-            Next::Finished
+        if succeeded == self.k {
+            self.finished = true;
+            return Next::Finished;
         }
+        if self.in_flight > 0 {
+            return Next::Waiting;
+        }
+        // Nothing in flight and nobody left to ask among the k closest still running (or
+        // no budget left): the walk ends with what answered. Unresponsive requests may
+        // still be pending; their answers come too late.
+        self.finished = true;
+        Next::Finished
     }
 
     fn candidate_mut(&mut self, key: &Key) -> Option<&mut Candidate<P>> {
         self.candidates.get_mut(&key.distance(&self.target))
     }
 
-    /// `peer` answered with `closer` peers. Returns false if we were not waiting for it.
-    pub fn on_success(&mut self, peer: &Key, closer: impl IntoIterator<Item = P>) -> bool {
+    /// `peer` answered with `closer` peers (each with its known RTT in µs, 0 if unknown).
+    /// Returns false if we were not waiting for it, or the walk is over.
+    pub fn on_success(&mut self, peer: &Key, closer: impl IntoIterator<Item = (P, u32)>) -> bool {
+        if self.finished {
+            return false;
+        }
         let Some(c) = self.candidate_mut(peer) else {
             return false;
         };
-        if c.state != State::Waiting {
+        let was = c.state;
+        if !matches!(was, State::Waiting | State::Unresponsive) {
             return false;
         }
         c.state = State::Succeeded;
         let hops = c.hops + 1;
-        self.in_flight -= 1;
-        for p in closer {
-            self.insert(p, hops);
+        match was {
+            State::Waiting => self.in_flight -= 1,
+            _ => self.unresponsive -= 1,
         }
+        let known_before = self.candidates.len();
+        let mut progress = known_before < self.k;
+        for (p, rtt) in closer {
+            progress |= self.insert(p, hops, rtt);
+        }
+        self.mode = match self.mode {
+            Mode::Iterating { no_progress } => {
+                let no_progress = if progress { 0 } else { no_progress + 1 };
+                if no_progress >= self.alpha {
+                    Mode::Stalled
+                } else {
+                    Mode::Iterating { no_progress }
+                }
+            }
+            Mode::Stalled if progress => Mode::Iterating { no_progress: 0 },
+            Mode::Stalled => Mode::Stalled,
+        };
         true
     }
 
-    /// `peer` failed to answer. Returns false if we were not waiting for it.
-    pub fn on_failure(&mut self, peer: &Key) -> bool {
+    /// `peer`'s request passed its soft timeout: it no longer holds a slot or blocks the
+    /// finish, but may still answer. Returns false if we were not waiting for it.
+    pub fn on_unresponsive(&mut self, peer: &Key) -> bool {
+        if self.finished {
+            return false;
+        }
         let Some(c) = self.candidate_mut(peer) else {
             return false;
         };
         if c.state != State::Waiting {
             return false;
         }
-        c.state = State::Failed;
+        c.state = State::Unresponsive;
         self.in_flight -= 1;
+        self.unresponsive += 1;
+        true
+    }
+
+    /// `peer` failed (hard timeout, refusal, or a request that could not be sent). Returns
+    /// false if we were not waiting for it, or the walk is over.
+    pub fn on_failure(&mut self, peer: &Key) -> bool {
+        if self.finished {
+            return false;
+        }
+        let Some(c) = self.candidate_mut(peer) else {
+            return false;
+        };
+        let was = c.state;
+        if !matches!(was, State::Waiting | State::Unresponsive) {
+            return false;
+        }
+        c.state = State::Failed;
+        match was {
+            State::Waiting => self.in_flight -= 1,
+            _ => self.unresponsive -= 1,
+        }
         self.failures += 1;
         true
     }
@@ -249,57 +396,157 @@ mod tests {
         Key(k)
     }
 
+    fn none() -> Vec<(P, u32)> {
+        Vec::new()
+    }
+
+    fn contact(it: &mut ClosestPeersIter<P>) -> Key {
+        match it.next() {
+            Next::Contact(p) => p.0,
+            other => panic!("expected a contact, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn keeps_alpha_in_flight_and_finishes_when_k_closest_answered() {
+    fn alpha_in_flight_until_alpha_answers_bring_nothing_closer_then_k() {
         let target = key(0);
-        let mut it = ClosestPeersIter::new(target, (1..=5).map(|b| P(key(b))), 3, 2, 100, 100);
-        let Next::Contact(a) = it.next() else {
-            panic!()
-        };
-        let Next::Contact(b) = it.next() else {
-            panic!()
-        };
-        assert_eq!(it.next(), Next::Waiting, "alpha = 2 in flight");
-        assert_eq!((a.0, b.0), (key(1), key(2)));
-        assert!(it.on_success(&a.0, vec![]));
-        let Next::Contact(c) = it.next() else {
-            panic!()
-        };
-        assert_eq!(c.0, key(3));
-        assert!(it.on_failure(&b.0));
-        let Next::Contact(d) = it.next() else {
-            panic!()
-        };
-        assert_eq!(d.0, key(4));
-        it.on_success(&c.0, vec![]);
-        it.on_success(&d.0, vec![]);
-        // k = 3 closest non-failed are 1, 3, 4: all answered.
+        // k = 5, α = 2, eight candidates: the window is the five closest.
+        let mut it = ClosestPeersIter::new(target, (1..=8).map(|b| P(key(b))), 5, 2, 100, 100);
+        assert_eq!((contact(&mut it), contact(&mut it)), (key(1), key(2)));
+        assert_eq!(it.next(), Next::Waiting, "α = 2 in flight");
+        assert!(it.on_success(&key(1), none()));
+        assert_eq!(contact(&mut it), key(3));
+        assert!(!it.is_stalled(), "one answer without progress");
+        assert!(it.on_success(&key(2), none()));
+        assert!(it.is_stalled(), "α answers without progress");
+        // Stalled: the rest of the five closest at once, none beyond them.
+        assert_eq!((contact(&mut it), contact(&mut it)), (key(4), key(5)));
+        assert_eq!(it.next(), Next::Waiting);
+        assert_eq!(it.in_flight(), 3);
+        for b in 3..=5 {
+            assert!(it.on_success(&key(b), none()));
+        }
         assert_eq!(it.next(), Next::Finished);
         let (closest, hops) = it.result();
         assert_eq!(
             closest.iter().map(|p| p.0).collect::<Vec<_>>(),
-            vec![key(1), key(3), key(4)]
+            (1..=5).map(key).collect::<Vec<_>>()
         );
-        assert_eq!(hops, 0);
-        assert_eq!(it.failures(), 1);
+        assert_eq!((hops, it.rpcs_sent()), (0, 5));
+    }
+
+    #[test]
+    fn an_answer_that_brings_a_closer_candidate_ends_the_stall() {
+        let target = key(0);
+        let mut it = ClosestPeersIter::new(target, (10..=15).map(|b| P(key(b))), 3, 1, 100, 100);
+        assert_eq!(contact(&mut it), key(10));
+        it.on_success(&key(10), none());
+        assert!(it.is_stalled(), "α = 1 answer without progress");
+        assert_eq!((contact(&mut it), contact(&mut it)), (key(11), key(12)));
+        it.on_success(&key(11), vec![(P(key(2)), 0)]);
+        assert!(!it.is_stalled(), "a new closest candidate is progress");
+        assert_eq!(
+            it.next(),
+            Next::Waiting,
+            "back to α = 1, and 12 is in flight"
+        );
+        it.on_success(&key(12), none());
+        assert_eq!(contact(&mut it), key(2));
+    }
+
+    #[test]
+    fn an_unresponsive_request_frees_its_slot_and_its_late_answer_counts() {
+        let target = key(0);
+        let mut it = ClosestPeersIter::new(target, (1..=4).map(|b| P(key(b))), 3, 1, 100, 100);
+        assert_eq!(contact(&mut it), key(1));
+        assert_eq!(it.next(), Next::Waiting);
+        assert!(it.on_unresponsive(&key(1)));
+        assert_eq!((it.in_flight(), it.unresponsive()), (0, 1));
+        // Its slot goes to the next candidate, and the k-window extends past it.
+        assert_eq!(contact(&mut it), key(2));
+        it.on_success(&key(2), none());
+        // Stalled (α = 1, no progress): 3 and 4 complete the window of k = 3 without 1.
+        assert_eq!((contact(&mut it), contact(&mut it)), (key(3), key(4)));
+        // 1 answers late, before the finish: it is used, and 4 is no longer needed.
+        assert!(it.on_success(&key(1), none()));
+        assert_eq!(it.unresponsive(), 0);
+        it.on_success(&key(3), none());
+        assert_eq!(it.next(), Next::Finished, "1, 2, 3 answered: 4 is beyond k");
+        let (closest, _) = it.result();
+        assert_eq!(
+            closest.iter().map(|p| p.0).collect::<Vec<_>>(),
+            vec![key(1), key(2), key(3)]
+        );
+    }
+
+    #[test]
+    fn an_unresponsive_request_does_not_hold_the_finish() {
+        let target = key(0);
+        let mut it = ClosestPeersIter::new(target, (1..=3).map(|b| P(key(b))), 2, 3, 100, 100);
+        assert_eq!((contact(&mut it), contact(&mut it)), (key(1), key(2)));
+        assert_eq!(it.next(), Next::Waiting, "the window of k = 2 is all asked");
+        it.on_unresponsive(&key(1));
+        assert_eq!(
+            contact(&mut it),
+            key(3),
+            "1 steps aside, 3 enters the window"
+        );
+        it.on_success(&key(2), none());
+        assert_eq!(it.next(), Next::Waiting, "3 is in flight");
+        it.on_success(&key(3), none());
+        assert_eq!(
+            it.next(),
+            Next::Finished,
+            "the k = 2 closest still running answered"
+        );
+        assert_eq!(it.unresponsive(), 1, "1 is still pending");
+        assert!(!it.on_success(&key(1), none()), "too late");
+        assert!(!it.on_failure(&key(1)), "too late");
+        // The hard timeout of an unresponsive request is a failure.
+        let mut it = ClosestPeersIter::new(target, vec![P(key(1))], 2, 1, 100, 100);
+        contact(&mut it);
+        it.on_unresponsive(&key(1));
+        assert!(it.on_failure(&key(1)));
+        assert_eq!((it.failures(), it.unresponsive()), (1, 0));
+        assert_eq!(it.next(), Next::Finished);
+    }
+
+    #[test]
+    fn among_equally_useful_candidates_the_fastest_goes_first() {
+        let target = key(0);
+        // 0x10..0x1f share three leading bits with the target, 0x20 two: 0x13 (20 ms) and
+        // 0x1f (unknown: the 100 ms default) are equally useful, and 0x13 is faster than
+        // 0x11 (300 ms); 0x20 is less useful, however fast.
+        let seeds = vec![
+            (P(key(0x11)), 300_000),
+            (P(key(0x13)), 20_000),
+            (P(key(0x1f)), 0),
+            (P(key(0x20)), 1),
+        ];
+        let mut it = ClosestPeersIter::with_rtts(target, seeds, 4, 1, 100, 100, 100_000);
+        assert_eq!(contact(&mut it), key(0x13));
+        it.on_unresponsive(&key(0x13));
+        assert_eq!(
+            contact(&mut it),
+            key(0x1f),
+            "the default 100 ms beats 300 ms"
+        );
+        it.on_unresponsive(&key(0x1f));
+        assert_eq!(contact(&mut it), key(0x11));
+        it.on_unresponsive(&key(0x11));
+        assert_eq!(contact(&mut it), key(0x20));
     }
 
     #[test]
     fn hops_count_from_the_first_referrer() {
         let target = key(0);
         let mut it = ClosestPeersIter::new(target, vec![P(key(100))], 1, 1, 100, 100);
-        let Next::Contact(p) = it.next() else {
-            panic!()
-        };
-        it.on_success(&p.0, vec![P(key(50))]);
-        let Next::Contact(p) = it.next() else {
-            panic!()
-        };
-        it.on_success(&p.0, vec![P(key(10)), P(key(100))]);
-        let Next::Contact(p) = it.next() else {
-            panic!()
-        };
-        it.on_success(&p.0, vec![]);
+        let p = contact(&mut it);
+        it.on_success(&p, vec![(P(key(50)), 0)]);
+        let p = contact(&mut it);
+        it.on_success(&p, vec![(P(key(10)), 0), (P(key(100)), 0)]);
+        let p = contact(&mut it);
+        it.on_success(&p, none());
         assert_eq!(it.next(), Next::Finished);
         assert_eq!(it.result(), (vec![P(key(10))], 2));
     }
@@ -307,9 +554,10 @@ mod tests {
     #[test]
     fn answers_from_strangers_are_ignored() {
         let mut it = ClosestPeersIter::new(key(0), vec![P(key(1))], 1, 1, 100, 100);
-        assert!(!it.on_success(&key(9), vec![P(key(2))]));
+        assert!(!it.on_success(&key(9), vec![(P(key(2)), 0)]));
         assert!(!it.knows(&key(2)));
         assert!(!it.on_failure(&key(1)), "not contacted yet");
+        assert!(!it.on_unresponsive(&key(1)), "not contacted yet");
     }
 
     #[test]

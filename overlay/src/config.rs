@@ -13,26 +13,35 @@ pub struct Config {
     pub k: usize,
     /// RPCs a lookup keeps in flight (α = 3).
     pub alpha: usize,
-    /// How long an RPC may take before it counts as failed (5 s).
+    /// How long an RPC may take before it counts as failed (5 s): the hard timeout, which
+    /// only decides whether the contact failed. A lookup stops waiting for a request much
+    /// sooner, at its soft timeout (`soft_timeout_min`, `soft_timeout_initial`).
     pub rpc_timeout: Duration,
+    /// The floor of a request's soft timeout (100 ms). The soft timeout is SRTT + 4·RTTVAR
+    /// of the peer asked (the network-wide estimate for a stranger), clamped between this
+    /// and `rpc_timeout`; past it the request no longer holds one of the walk's α slots
+    /// nor blocks its finish, and an answer that still comes is used.
+    pub soft_timeout_min: Duration,
+    /// The soft timeout before any round trip has been measured (1 s, RFC 6298's initial
+    /// RTO).
+    pub soft_timeout_initial: Duration,
+    /// A query still running this long after it started finishes with what it has (60 s,
+    /// libp2p's default).
+    pub query_timeout: Duration,
     /// A bucket not touched by a lookup for this long is refreshed (1 h).
     pub bucket_refresh_interval: Duration,
     /// Contacts kept per bucket as replacements for failing entries (k).
     pub replacement_cache_size: usize,
-    /// An entry is evicted after this many consecutive failed RPCs (2). An entry probed
-    /// because its bucket is full is evicted after one failure.
+    /// A good entry (heard from within `liveness_interval`) is evicted after this many
+    /// consecutive failed RPCs (2); a questionable one after its first.
     pub evict_after_failures: u32,
-    /// Entries not heard from for this long are pinged (60 s); `None` disables probing.
+    /// An entry silent for longer than this is *questionable* (BEP 5), and only
+    /// questionable entries are ever pinged (60 s); `None` disables liveness probing.
     pub liveness_interval: Option<Duration>,
-    /// At most this many liveness pings per interval (16).
+    /// Liveness pings started per interval, at most one per bucket at a time (16). A bucket
+    /// in which an entry just failed is swept: its questionable entries are pinged one
+    /// after another, so dead entries leave while live ones stay.
     pub liveness_probes_max: usize,
-    /// Whether an inbound request from a peer that finds its bucket full makes us ping the
-    /// bucket's oldest entry (Kademlia's rule: `true`), or only caches the peer as a
-    /// replacement (`false`). The ping is itself an inbound request at a node that may not
-    /// know us, so at scale the probes cascade: simnet measured ~6, ~13 and ~23 pings per
-    /// FIND_NODE at 3k, 10k and 30k nodes. A PING never triggers a probe (which cuts the
-    /// chain); peers that answer our own requests still probe.
-    pub probe_on_inbound: bool,
     /// Strangers being verified at once: a peer not in our table that asks us something
     /// (other than a PING) is pinged, and enters the table only if it answers (16).
     pub strangers_verified_max: usize,
@@ -87,12 +96,14 @@ impl Default for Config {
             k,
             alpha: 3,
             rpc_timeout: Duration::from_secs(5),
+            soft_timeout_min: Duration::from_millis(100),
+            soft_timeout_initial: Duration::from_secs(1),
+            query_timeout: Duration::from_secs(60),
             bucket_refresh_interval: Duration::from_secs(3600),
             replacement_cache_size: k,
             evict_after_failures: 2,
             liveness_interval: Some(Duration::from_secs(60)),
             liveness_probes_max: 16,
-            probe_on_inbound: true,
             ip_diversity: None,
             provider_ttl: Duration::from_secs(48 * 3600),
             provider_republish_interval: Duration::from_secs(22 * 3600),
@@ -119,8 +130,11 @@ impl Config {
         if self.alpha == 0 {
             return Err("alpha must be at least 1");
         }
-        if self.rpc_timeout.is_zero() {
-            return Err("rpc_timeout must be positive");
+        if self.rpc_timeout.is_zero() || self.query_timeout.is_zero() {
+            return Err("rpc_timeout and query_timeout must be positive");
+        }
+        if self.soft_timeout_initial.is_zero() {
+            return Err("soft_timeout_initial must be positive");
         }
         if self.lookup_candidates_max < self.k {
             return Err("lookup_candidates_max must be at least k");

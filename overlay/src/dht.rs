@@ -15,7 +15,8 @@ use crate::key::Key;
 use crate::peer::Peer;
 use crate::providers::ProviderStore;
 use crate::query::{Phase, Query, QueryId, QueryKind, QueryResult, QueryStats};
-use crate::routing::{Evicted, RoutingTable, Seen};
+use crate::routing::{Asked, Evicted, RoutingTable, Seen};
+use crate::rtt::Rtt;
 use crate::time::Instant;
 
 /// Names one outbound request, so its answer can find its way back.
@@ -106,6 +107,20 @@ pub enum CommandError {
     NoPeers,
 }
 
+/// Why a request got no answer, as the driver saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcFailure {
+    /// The peer failed us: no answer in time, connection refused, reset or lost. Counts
+    /// against the contact, and fails the request at once (no waiting for the timeout).
+    Peer,
+    /// The peer is there but declined (e.g. answered "unavailable"): the request failed, the
+    /// contact stays as it was.
+    Refused,
+    /// We could not send it: a local limit (requests in flight, the connection cap) or our
+    /// own shutdown. Never the peer's fault: the request failed, the contact stays as it was.
+    Local,
+}
+
 /// Counters for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DhtStats {
@@ -121,6 +136,12 @@ pub struct DhtStats {
     pub events_dropped: u64,
     /// Requests not sent because the transmit queue was full.
     pub transmits_refused: u64,
+    /// Lookup requests that passed their soft timeout (their slot was freed).
+    pub soft_timeouts: u64,
+    /// Liveness pings of questionable entries sent.
+    pub probes_sent: u64,
+    /// Verification pings of strangers sent.
+    pub verifications_sent: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +158,11 @@ enum Purpose {
 struct Rpc<P> {
     to: P,
     request: Request,
+    sent: Instant,
+    /// The hard timeout: past it the contact has failed.
     deadline: Instant,
+    /// The soft timeout of a lookup request: past it the walk stops waiting for it.
+    soft: Option<Instant>,
     purpose: Purpose,
 }
 
@@ -169,6 +194,12 @@ pub struct Dht<P: Peer> {
     queries: BTreeMap<QueryId, Query<P>>,
     rpcs: BTreeMap<RpcId, Rpc<P>>,
     deadlines: BTreeSet<(Instant, RpcId)>,
+    /// Soft timeouts of lookup requests still counted as in flight by their walk.
+    soft_deadlines: BTreeSet<(Instant, RpcId)>,
+    /// When each running query must finish.
+    query_deadlines: BTreeSet<(Instant, QueryId)>,
+    /// Round-trip times over every answer, for strangers' soft timeouts.
+    net_rtt: Rtt,
     transmits: VecDeque<Transmit<P>>,
     events: VecDeque<Event<P>>,
     /// Keys we announce, with when to announce them next.
@@ -194,7 +225,7 @@ impl<P: Peer> Dht<P> {
     /// A DHT for `local`, with every random choice drawn from `seed`.
     pub fn new(now: Instant, local: P, config: Config, seed: u64) -> Self {
         let local_key = local.key();
-        let table = RoutingTable::new(
+        let mut table = RoutingTable::new(
             local_key,
             config.k,
             config.replacement_cache_size,
@@ -202,6 +233,7 @@ impl<P: Peer> Dht<P> {
             config.ip_diversity,
             now,
         );
+        table.set_questionable_after(config.liveness_interval);
         let providers = ProviderStore::new(
             config.provider_ttl,
             config.providers_per_key_max,
@@ -216,6 +248,9 @@ impl<P: Peer> Dht<P> {
             queries: BTreeMap::new(),
             rpcs: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            soft_deadlines: BTreeSet::new(),
+            query_deadlines: BTreeSet::new(),
+            net_rtt: Rtt::UNKNOWN,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             providing: BTreeMap::new(),
@@ -273,6 +308,11 @@ impl<P: Peer> Dht<P> {
         self.queries.len()
     }
 
+    /// The round-trip time measured over every answer, if any came.
+    pub fn network_rtt(&self) -> Option<std::time::Duration> {
+        self.net_rtt.srtt()
+    }
+
     /// The `n` peers closest to `key` in our table, closest first (not counting ourselves).
     pub fn closest_known(&self, key: &Key, n: usize) -> Vec<P> {
         self.table.closest(key, n)
@@ -298,6 +338,8 @@ impl<P: Peer> Dht<P> {
         let mut t = self.next_refresh.min(self.next_expiry);
         let candidates = [
             self.deadlines.first().map(|(d, _)| *d),
+            self.soft_deadlines.first().map(|(d, _)| *d),
+            self.query_deadlines.first().map(|(d, _)| *d),
             self.next_liveness,
             self.next_rejoin,
             self.provide_due.first().map(|(t, _)| *t),
@@ -336,11 +378,21 @@ impl<P: Peer> Dht<P> {
             .map(Some)
     }
 
-    /// Puts a peer the driver has verified (e.g. an authenticated connection) into the
-    /// table, as if it had just answered us.
+    /// Puts a peer the driver has verified (e.g. a connection it dialed, whose HELLO
+    /// answered ours) into the table, as if it had just answered us; in a full bucket it only
+    /// waits as a replacement (a new connection never starts a probe).
     pub fn insert_peer(&mut self, now: Instant, peer: P) {
         self.advance_clock(now);
-        self.peer_seen(now, peer);
+        let seen = self.table.on_seen_without_probe(now, peer.clone());
+        self.on_table_seen(now, peer, seen);
+    }
+
+    /// The connection to a peer was lost without a goodbye (a timeout, a reset): its entry
+    /// becomes questionable, and is pinged before it is trusted again.
+    pub fn peer_lost(&mut self, now: Instant, key: &Key) {
+        self.advance_clock(now);
+        self.table.mark_suspect(key);
+        self.continue_sweep(now, key);
     }
 
     /// Removes a peer the driver knows is gone (it closed its connection on shutdown),
@@ -348,7 +400,7 @@ impl<P: Peer> Dht<P> {
     pub fn remove_peer(&mut self, now: Instant, key: &Key) {
         self.advance_clock(now);
         if let Some(ev) = self.table.remove(key) {
-            self.on_evicted(ev);
+            self.on_evicted(now, ev);
         }
     }
 
@@ -433,25 +485,21 @@ impl<P: Peer> Dht<P> {
                 Err(_) => Response::Refused,
             },
         };
-        if self.table.contains(&from_key) {
-            // A contact asking us something is alive: the most recently seen.
-            let _ = self.table.on_seen_without_probe(now, from);
-        } else if request != Request::Ping && self.table.has_room_for(&from) {
-            // A stranger enters the table only after it answered a request of ours, so a
-            // peer cannot place itself in our table (and be trusted as a known peer) just by
-            // connecting or asking. A PING is answered but never verified: it usually *is*
-            // someone's probe, and probing in answer to probes chains across the network
-            // (simnet measured 6-23 pings per FIND_NODE at 3k-30k nodes).
-            self.verify_stranger(now, from);
-        } else if request != Request::Ping {
-            // Its bucket is full: it waits as a replacement, as Kademlia has it, and (where
-            // inbound probing is on) the bucket's oldest entry is probed, which is how dead
-            // entries leave full buckets. It costs no verification now.
-            if self.config.probe_on_inbound {
-                self.peer_seen(now, from);
-            } else {
-                let _ = self.table.on_seen_without_probe(now, from);
+        if request == Request::Ping {
+            // A PING is answered, and refreshes a contact, but never makes us verify or
+            // cache the sender: it usually *is* someone's probe, and answering probes with
+            // probes chains across the network (PERFORMANCE.md, "## simnet").
+            if self.table.contains(&from_key) {
+                let _ = self.table.on_asked(now, from);
             }
+            return response;
+        }
+        // A stranger enters the table only after it answered a request of ours, so a peer
+        // cannot place itself in our table (and be trusted as a known peer) just by
+        // connecting or asking: with room in its bucket it is pinged, else it waits in the
+        // replacement cache unverified. Nothing here ever probes a table entry.
+        if let Asked::Stranger { room: true } = self.table.on_asked(now, from.clone()) {
+            self.verify_stranger(now, from);
         }
         response
     }
@@ -469,17 +517,26 @@ impl<P: Peer> Dht<P> {
             .is_none()
         {
             self.verifying.remove(&key);
+        } else {
+            self.stats.verifications_sent += 1;
         }
     }
 
+    /// Our k closest contacts to `target` for someone else's lookup: never the asker, and
+    /// never a contact that failed since we last heard from it (Kademlia: a node that fails
+    /// to respond is removed from consideration until it does).
     fn closest_for(&self, target: &Key, asker: &Key) -> Vec<P> {
-        let mut out = self.table.closest(target, self.config.k + 1);
-        out.retain(|p| p.key() != *asker);
-        out.truncate(self.config.k);
-        out
+        self.table
+            .closest_entries(target, self.config.k, |e| {
+                e.failures == 0 && e.peer.key() != *asker
+            })
+            .into_iter()
+            .map(|e| e.peer.clone())
+            .collect()
     }
 
-    /// The answer to the request sent as `rpc`. Late answers (after the timeout) are dropped.
+    /// The answer to the request sent as `rpc`. An answer after the request's soft timeout
+    /// is still used; one after its hard timeout (the request already failed) is dropped.
     pub fn handle_response(&mut self, now: Instant, rpc: RpcId, response: Response<P>) {
         self.advance_clock(now);
         let Some(r) = self.take_rpc(rpc) else { return };
@@ -492,7 +549,7 @@ impl<P: Peer> Dht<P> {
         );
         if !fits {
             self.misbehaved(r.to.clone(), "wrong_response_kind");
-            return self.rpc_failed(now, r);
+            return self.rpc_failed(now, r, RpcFailure::Peer);
         }
         let (closer, providers) = match response {
             Response::Nodes(c) => (c, Vec::new()),
@@ -502,26 +559,26 @@ impl<P: Peer> Dht<P> {
         };
         let closer = self.sanitize(&r.to, closer, "too_many_contacts");
         let providers = self.sanitize(&r.to, providers, "too_many_providers");
+        let key = r.to.key();
         if r.purpose == Purpose::Verify {
-            self.verifying.remove(&r.to.key());
-            // A verified stranger joins as if it had asked us before this rule: it probes a
-            // full bucket's oldest entry only where inbound probing is on.
-            if !self.config.probe_on_inbound {
-                if matches!(
-                    self.table.on_seen_without_probe(now, r.to.clone()),
-                    Seen::Inserted
-                ) {
-                    self.push_event(Event::PeerAdded(r.to));
-                    self.update_ready();
-                }
-                return;
-            }
+            self.verifying.remove(&key);
         }
-        self.peer_seen(now, r.to.clone());
+        let rtt = now - r.sent;
+        self.net_rtt.sample(rtt);
+        let seen = self.table.on_answered(now, r.to.clone(), rtt);
+        self.on_table_seen(now, r.to.clone(), seen);
         match r.purpose {
-            Purpose::Probe | Purpose::Verify => {}
+            Purpose::Probe => self.continue_sweep(now, &key),
+            Purpose::Verify => {}
             Purpose::Announce(q) => self.on_announce_done(now, q, true),
             Purpose::Query(q) => {
+                let hinted: Vec<(P, u32)> = closer
+                    .into_iter()
+                    .map(|p| {
+                        let rtt = self.rtt_hint(&p.key());
+                        (p, rtt)
+                    })
+                    .collect();
                 let Some(query) = self.queries.get_mut(&q) else {
                     return;
                 };
@@ -531,11 +588,21 @@ impl<P: Peer> Dht<P> {
                     }
                 }
                 if let Some(Phase::AwaitingPeers(iter)) = query.phase.as_mut() {
-                    iter.on_success(&r.to.key(), closer);
+                    iter.on_success(&key, hinted);
                 }
                 self.advance_query(now, q);
             }
         }
+    }
+
+    /// A contact's known round trip in µs, 0 when unknown (a stranger, or never timed).
+    fn rtt_hint(&self, key: &Key) -> u32 {
+        self.table
+            .get(key)
+            .and_then(|e| e.rtt.srtt())
+            .map_or(0, |d| {
+                u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1)
+            })
     }
 
     /// Drops ourselves from a peer list and caps it at k, flagging a peer that sent more.
@@ -548,24 +615,40 @@ impl<P: Peer> Dht<P> {
         peers
     }
 
-    /// The request sent as `rpc` failed before an answer (connection refused, reset, …).
-    pub fn handle_rpc_failure(&mut self, now: Instant, rpc: RpcId) {
+    /// The request sent as `rpc` got no answer, for the reason given: the driver reports a
+    /// refused, reset or unreachable peer at once, without waiting for the timeout.
+    pub fn handle_rpc_failure(&mut self, now: Instant, rpc: RpcId, why: RpcFailure) {
         self.advance_clock(now);
         if let Some(r) = self.take_rpc(rpc) {
-            self.rpc_failed(now, r);
+            self.rpc_failed(now, r, why);
         }
     }
 
-    /// Runs the timers that fell due: RPC timeouts, refresh, liveness, republish, expiry.
+    /// Runs the timers that fell due: RPC timeouts (soft and hard), query deadlines,
+    /// refresh, liveness, republish, expiry.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance_clock(now);
+        while let Some(&(soft, rpc)) = self.soft_deadlines.first() {
+            if soft > now {
+                break;
+            }
+            self.soft_deadlines.remove(&(soft, rpc));
+            self.soft_timeout(now, rpc);
+        }
         while let Some(&(deadline, rpc)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
             if let Some(r) = self.take_rpc(rpc) {
-                self.rpc_failed(now, r);
+                self.rpc_failed(now, r, RpcFailure::Peer);
             }
+        }
+        while let Some(&(deadline, id)) = self.query_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.query_deadlines.remove(&(deadline, id));
+            self.expire_query(now, id);
         }
         if now >= self.next_refresh {
             self.next_refresh = now + self.config.bucket_refresh_interval / 4;
@@ -576,9 +659,9 @@ impl<P: Peer> Dht<P> {
                 self.next_liveness = Some(now + interval);
                 for p in self
                     .table
-                    .idle_entries(now, interval, self.config.liveness_probes_max)
+                    .liveness_probes(now, self.config.liveness_probes_max)
                 {
-                    self.send_rpc(now, p, Request::Ping, Purpose::Probe);
+                    self.send_probe(now, p);
                 }
             }
         }
@@ -598,6 +681,41 @@ impl<P: Peer> Dht<P> {
                     self.next_rejoin = Some(now + self.config.rejoin_interval);
                 }
             }
+        }
+    }
+
+    /// A lookup request passed its soft timeout: its walk stops waiting for it.
+    fn soft_timeout(&mut self, now: Instant, rpc: RpcId) {
+        let Some(r) = self.rpcs.get_mut(&rpc) else {
+            return;
+        };
+        r.soft = None;
+        let (Purpose::Query(q), key) = (r.purpose, r.to.key()) else {
+            return;
+        };
+        if let Some(Some(Phase::AwaitingPeers(iter))) =
+            self.queries.get_mut(&q).map(|q| q.phase.as_mut())
+        {
+            if iter.on_unresponsive(&key) {
+                self.stats.soft_timeouts += 1;
+            }
+        }
+        self.advance_query(now, q);
+    }
+
+    /// A query ran out of time: it finishes with what it has.
+    fn expire_query(&mut self, now: Instant, id: QueryId) {
+        match self.queries.get(&id).and_then(|q| q.phase.as_ref()) {
+            Some(Phase::AwaitingPeers(_)) => self.finish_walk(now, id),
+            Some(Phase::AwaitingAcks { .. }) => {
+                if let Some(Some(Phase::AwaitingAcks { pending, .. })) =
+                    self.queries.get_mut(&id).map(|q| q.phase.as_mut())
+                {
+                    *pending = 0;
+                }
+                self.on_announce_done_check(now, id);
+            }
+            None => {}
         }
     }
 
@@ -663,23 +781,46 @@ impl<P: Peer> Dht<P> {
         self.ready = ready;
     }
 
-    fn peer_seen(&mut self, now: Instant, peer: P) {
-        match self.table.on_seen(now, peer.clone()) {
+    /// Acts on what the table made of a peer that answered us.
+    fn on_table_seen(&mut self, now: Instant, peer: P, seen: Seen<P>) {
+        match seen {
             Seen::Inserted => {
                 self.push_event(Event::PeerAdded(peer));
                 self.update_ready();
             }
-            Seen::ProbeOldest(oldest) => {
-                self.send_rpc(now, oldest, Request::Ping, Purpose::Probe);
+            Seen::Replaced(old) => {
+                self.push_event(Event::PeerRemoved(old));
+                self.push_event(Event::PeerAdded(peer));
             }
+            Seen::ProbeQuestionable(q) => self.send_probe(now, q),
             Seen::Refreshed | Seen::Cached | Seen::IsSelf | Seen::DiversityLimit => {}
         }
     }
 
-    fn on_evicted(&mut self, ev: Evicted<P>) {
+    /// Pings a questionable entry the table marked as its bucket's probe.
+    fn send_probe(&mut self, now: Instant, peer: P) {
+        let key = peer.key();
+        match self.send_rpc(now, peer, Request::Ping, Purpose::Probe) {
+            Some(_) => self.stats.probes_sent += 1,
+            None => self.table.probe_dropped(&key),
+        }
+    }
+
+    /// Goes on sweeping `key`'s bucket if an entry of it failed recently.
+    fn continue_sweep(&mut self, now: Instant, key: &Key) {
+        if let Some(p) = self.table.continue_sweep(now, key) {
+            self.send_probe(now, p);
+        }
+    }
+
+    fn on_evicted(&mut self, now: Instant, ev: Evicted<P>) {
         self.push_event(Event::PeerRemoved(ev.removed));
         if let Some(p) = ev.promoted {
             self.push_event(Event::PeerAdded(p));
+        }
+        if let Some(p) = ev.verify {
+            // Only verified peers are promoted: this one must answer first.
+            self.verify_stranger(now, p);
         }
         if self.table.is_empty() {
             self.ready = false;
@@ -693,7 +834,21 @@ impl<P: Peer> Dht<P> {
     fn take_rpc(&mut self, rpc: RpcId) -> Option<Rpc<P>> {
         let r = self.rpcs.remove(&rpc)?;
         self.deadlines.remove(&(r.deadline, rpc));
+        if let Some(soft) = r.soft {
+            self.soft_deadlines.remove(&(soft, rpc));
+        }
         Some(r)
+    }
+
+    /// The soft timeout of a request to `to`: SRTT + 4·RTTVAR of the contact, else of the
+    /// network, else the initial value; within `[soft_timeout_min, rpc_timeout]`.
+    fn soft_timeout_for(&self, to: &Key) -> std::time::Duration {
+        let (min, max) = (self.config.soft_timeout_min, self.config.rpc_timeout);
+        self.table
+            .get(to)
+            .and_then(|e| e.rtt.timeout(min, max))
+            .or_else(|| self.net_rtt.timeout(min, max))
+            .unwrap_or(self.config.soft_timeout_initial.clamp(min, max.max(min)))
     }
 
     /// Queues a request; `None` when the transmit queue is full (the caller treats that as
@@ -712,26 +867,39 @@ impl<P: Peer> Dht<P> {
         let rpc = RpcId(self.next_rpc);
         self.next_rpc += 1;
         let deadline = now + self.config.rpc_timeout;
+        let soft = matches!(purpose, Purpose::Query(_))
+            .then(|| now + self.soft_timeout_for(&to.key()))
+            .filter(|s| *s < deadline);
         self.rpcs.insert(
             rpc,
             Rpc {
                 to: to.clone(),
                 request,
+                sent: now,
                 deadline,
+                soft,
                 purpose,
             },
         );
         self.deadlines.insert((deadline, rpc));
+        if let Some(s) = soft {
+            self.soft_deadlines.insert((s, rpc));
+        }
         self.transmits.push_back(Transmit { rpc, to, request });
         self.stats.rpcs_sent += 1;
         Some(rpc)
     }
 
-    fn rpc_failed(&mut self, now: Instant, r: Rpc<P>) {
+    fn rpc_failed(&mut self, now: Instant, r: Rpc<P>, why: RpcFailure) {
         self.stats.rpcs_failed += 1;
         let key = r.to.key();
-        if let Some(ev) = self.table.on_failure(&key) {
-            self.on_evicted(ev);
+        if why == RpcFailure::Peer {
+            if let Some(ev) = self.table.on_failure_at(now, &key) {
+                self.on_evicted(now, ev);
+            }
+        } else if r.purpose == Purpose::Probe {
+            // Not the entry's fault: it is neither good nor failed, and may be probed again.
+            self.table.probe_dropped(&key);
         }
         match r.purpose {
             Purpose::Probe => {}
@@ -748,6 +916,9 @@ impl<P: Peer> Dht<P> {
                 self.advance_query(now, q);
             }
         }
+        if why == RpcFailure::Peer {
+            self.continue_sweep(now, &key);
+        }
     }
 
     fn start_query(
@@ -760,10 +931,31 @@ impl<P: Peer> Dht<P> {
         if self.queries.len() >= self.config.queries_max {
             return Err(CommandError::TooManyQueries);
         }
-        let mut seeds = self.table.closest(&target, self.config.k);
+        let k = self.config.k;
+        let hint = |e: &crate::routing::Entry<P>| {
+            e.rtt.srtt().map_or(0, |d| {
+                u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1)
+            })
+        };
+        // Contacts that failed since we last heard from them are out of consideration until
+        // they answer again, unless nobody else is left.
+        let mut seeds: Vec<(P, u32)> = self
+            .table
+            .closest_entries(&target, k, |e| e.failures == 0)
+            .into_iter()
+            .map(|e| (e.peer.clone(), hint(e)))
+            .collect();
+        if seeds.is_empty() {
+            seeds = self
+                .table
+                .closest_entries(&target, k, |_| true)
+                .into_iter()
+                .map(|e| (e.peer.clone(), hint(e)))
+                .collect();
+        }
         for p in extra {
-            if !seeds.iter().any(|s| s.key() == p.key()) {
-                seeds.push(p);
+            if !seeds.iter().any(|(s, _)| s.key() == p.key()) {
+                seeds.push((p, 0));
             }
         }
         if seeds.is_empty() && kind != QueryKind::Provide {
@@ -772,22 +964,29 @@ impl<P: Peer> Dht<P> {
         let id = QueryId(self.next_query);
         self.next_query += 1;
         let c = &self.config;
-        let iter = ClosestPeersIter::new(
+        let default_rtt = self.net_rtt.srtt().map_or(0, |d| {
+            u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1)
+        });
+        let iter = ClosestPeersIter::with_rtts(
             target,
             seeds,
             c.k,
             c.alpha,
             c.lookup_rpcs_max,
             c.lookup_candidates_max,
+            default_rtt,
         );
+        let deadline = now + c.query_timeout;
         let query = Query {
             kind,
             target,
             started: now,
+            deadline,
             providers: Vec::new(),
             phase: Some(Phase::AwaitingPeers(iter)),
         };
         self.queries.insert(id, query);
+        self.query_deadlines.insert((deadline, id));
         self.advance_query(now, id);
         Ok(id)
     }
@@ -816,6 +1015,7 @@ impl<P: Peer> Dht<P> {
                         .send_rpc(now, p.clone(), request, Purpose::Query(id))
                         .is_none()
                     {
+                        // Our own queue is full: nobody's fault, but this walk moves on.
                         if let Some(Some(Phase::AwaitingPeers(iter))) =
                             self.queries.get_mut(&id).map(|q| q.phase.as_mut())
                         {
@@ -867,6 +1067,7 @@ impl<P: Peer> Dht<P> {
             self.queries.insert(id, query);
             return self.on_announce_done_check(now, id);
         }
+        self.query_deadlines.remove(&(query.deadline, id));
         let stats = query.stats(now, hops, rpcs, failures);
         let result = match query.kind {
             QueryKind::GetProviders { .. } => QueryResult::GetProviders {
@@ -928,6 +1129,7 @@ impl<P: Peer> Dht<P> {
         else {
             return;
         };
+        self.query_deadlines.remove(&(query.deadline, id));
         let stats = query.stats(now, hops, rpcs, failures);
         self.push_event(Event::QueryFinished {
             id,
@@ -965,17 +1167,40 @@ impl<P: Peer> Dht<P> {
         if self.queries.len() > self.config.queries_max {
             return Err("more queries than queries_max".into());
         }
+        if self.soft_deadlines.len() > self.rpcs.len()
+            || self
+                .soft_deadlines
+                .iter()
+                .any(|(s, id)| self.rpcs.get(id).is_none_or(|r| r.soft != Some(*s)))
+        {
+            return Err("a soft deadline has no matching rpc".into());
+        }
+        if self.query_deadlines.len() != self.queries.len()
+            || self
+                .query_deadlines
+                .iter()
+                .any(|(d, id)| self.queries.get(id).is_none_or(|q| q.deadline != *d))
+        {
+            return Err("query deadlines disagree with the queries".into());
+        }
         for (id, q) in &self.queries {
-            let in_flight = self
+            let pending: Vec<&Rpc<P>> = self
                 .rpcs
                 .values()
                 .filter(|r| r.purpose == Purpose::Query(*id))
-                .count();
+                .collect();
+            let soft_pending = pending.iter().filter(|r| r.soft.is_some()).count();
             match &q.phase {
-                Some(Phase::AwaitingPeers(iter)) if iter.in_flight() != in_flight => {
+                Some(Phase::AwaitingPeers(iter))
+                    if iter.in_flight() + iter.unresponsive() != pending.len()
+                        || iter.in_flight() < soft_pending =>
+                {
                     return Err(format!(
-                        "{id:?} thinks {} in flight, {in_flight} rpcs exist",
-                        iter.in_flight()
+                        "{id:?} thinks {} in flight and {} unresponsive, {} rpcs exist \
+                         ({soft_pending} within their soft timeout)",
+                        iter.in_flight(),
+                        iter.unresponsive(),
+                        pending.len()
                     ));
                 }
                 None => return Err(format!("{id:?} has no phase")),

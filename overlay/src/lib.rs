@@ -12,6 +12,7 @@
 //! - [`time`]: [`Instant`], the virtual time every input carries.
 //! - [`config`]: every parameter, with docs/DESIGN.md §4's defaults.
 //! - [`routing`]: the k-bucket [`RoutingTable`] with replacement caches.
+//! - [`rtt`]: round-trip time estimates, for the walk's soft timeouts.
 //! - [`closest`]: the closest-peers walk of one lookup.
 //! - [`providers`]: provider records with TTL and caps.
 //! - [`query`]: query kinds, phases, results and per-lookup stats.
@@ -31,12 +32,13 @@ pub mod providers;
 pub mod query;
 pub mod replication;
 pub mod routing;
+pub mod rtt;
 pub mod testnet;
 pub mod time;
 
 pub use admission::{Admission, Refusal};
 pub use config::{Config, IpDiversity, ReplicationConfig};
-pub use dht::{CommandError, Dht, DhtStats, Event, Request, Response, RpcId, Transmit};
+pub use dht::{CommandError, Dht, DhtStats, Event, Request, Response, RpcFailure, RpcId, Transmit};
 pub use key::{Distance, Key};
 pub use peer::{IpGroup, Peer};
 pub use query::{QueryId, QueryKind, QueryResult, QueryStats};

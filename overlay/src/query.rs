@@ -95,6 +95,8 @@ pub(crate) struct Query<P> {
     pub kind: QueryKind,
     pub target: Key,
     pub started: Instant,
+    /// When it finishes with what it has, if it has not finished before.
+    pub deadline: Instant,
     /// Providers found so far (GET_PROVIDERS only), deduplicated by key.
     pub providers: Vec<P>,
     /// `None` only transiently, while a transition takes the old phase.

@@ -1,10 +1,19 @@
 //! The routing table: 256 k-buckets in least-recently-seen order, with replacement caches.
 //!
-//! Kademlia's rule, kept exactly: a live old contact is worth more than a new one. When a
-//! full bucket meets a new peer, the new peer waits in the bucket's replacement cache and the
-//! oldest entry is probed; only if the probe fails is the oldest evicted and the most recent
-//! replacement promoted. The table never holds ourselves, never more than k per bucket, and
-//! (when configured) never more than a few contacts per address group.
+//! Kademlia's preference is kept (a live old contact is worth more than a new one), with
+//! BitTorrent's rule for finding out which contacts are live (BEP 5): an entry heard from
+//! within the liveness interval, with no failure since, is *good*; one silent for longer,
+//! one that failed since it was last heard from, or one whose connection was lost without a
+//! goodbye, is *questionable*. Only questionable entries are ever pinged, at most one per
+//! bucket at a time, so the probes a bucket costs are bounded whatever the traffic: a
+//! newcomer to a full bucket waits in the replacement cache while the least recently seen
+//! questionable entry is pinged (a full bucket of good entries is not pinged at all), and a
+//! questionable entry that fails once is replaced. Only a peer that answered a request of
+//! ours (*verified*) can take a place: a stranger that merely asked us something waits in
+//! the cache unverified, and is pinged before a place it could be promoted to is given to
+//! it. A promoted replacement keeps its real last-seen time. The table never holds
+//! ourselves, never more than k per bucket, and (when configured) never more than a few
+//! contacts per address group.
 //!
 //! Buckets are stored far-first (index 255 at position 0) and created on demand: a node in a
 //! network of n peers only ever fills about log2(n) buckets, which keeps 100k simulated
@@ -16,7 +25,13 @@ use std::time::Duration;
 use crate::config::IpDiversity;
 use crate::key::Key;
 use crate::peer::{IpGroup, Peer};
+use crate::rtt::Rtt;
 use crate::time::Instant;
+
+/// A sweep of a bucket ends after this many of its probes in a row were answered: one
+/// departure among live entries is not worth pinging the whole bucket for, a mass failure
+/// (where most probes fail) is.
+pub const SWEEP_GOOD_RUN: u8 = 3;
 
 /// A contact in a bucket.
 #[derive(Debug, Clone)]
@@ -27,6 +42,20 @@ pub struct Entry<P> {
     pub last_seen: Instant,
     /// RPCs that failed since it was last seen.
     pub failures: u32,
+    /// Its connection was lost without a goodbye since it was last seen: questionable
+    /// whatever its age.
+    pub suspect: bool,
+    /// Its round-trip times, once it answered a request whose time we took.
+    pub rtt: Rtt,
+}
+
+/// A peer waiting for a place in a full bucket.
+#[derive(Debug, Clone)]
+struct Replacement<P> {
+    peer: P,
+    last_seen: Instant,
+    /// It answered a request of ours; an unverified one asked us something only.
+    verified: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -34,9 +63,14 @@ struct Bucket<P> {
     /// Least recently seen first.
     entries: Vec<Entry<P>>,
     /// Most recently seen last.
-    replacements: Vec<P>,
-    /// The entry being probed because a newcomer wants its place.
+    replacements: Vec<Replacement<P>>,
+    /// The questionable entry being pinged; at most one per bucket.
     probe: Option<Key>,
+    /// An entry of this bucket failed: its questionable entries are pinged one after
+    /// another until none is left or [`SWEEP_GOOD_RUN`] in a row answered.
+    sweeping: bool,
+    /// Probes answered in a row during the current sweep.
+    good_run: u8,
     /// When a lookup last targeted this bucket.
     last_refresh: Instant,
 }
@@ -47,22 +81,27 @@ impl<P> Bucket<P> {
             entries: Vec::new(),
             replacements: Vec::new(),
             probe: None,
+            sweeping: false,
+            good_run: 0,
             last_refresh: now,
         }
     }
 }
 
-/// What became of a peer we heard from.
+/// What became of a peer that answered us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen<P> {
     /// Already in the table: moved to the most-recently-seen end.
     Refreshed,
     /// Added to a bucket with room.
     Inserted,
-    /// The bucket is full: the peer waits as a replacement and the oldest entry should be
-    /// probed (it is the caller's job to send the ping and report the outcome).
-    ProbeOldest(P),
-    /// The bucket is full and its oldest entry is already being probed: the peer waits.
+    /// The bucket was full and held an entry that failed since it was last seen: that
+    /// entry (returned) was evicted and the peer took its place.
+    Replaced(P),
+    /// The bucket is full: the peer waits as a replacement, and this questionable entry
+    /// should be pinged (the caller sends the ping and reports the outcome).
+    ProbeQuestionable(P),
+    /// The bucket is full (of good entries, or its probe is in flight): the peer waits.
     Cached,
     /// The peer is us.
     IsSelf,
@@ -70,13 +109,31 @@ pub enum Seen<P> {
     DiversityLimit,
 }
 
-/// An entry that left the table, and the replacement that took its place.
+/// What became of a peer that asked us something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// A contact: it is alive, now the most recently seen.
+    Known,
+    /// A stranger. With `room`, its bucket would take it (once verified); without, it now
+    /// waits in the replacement cache, unverified.
+    Stranger {
+        /// Whether its bucket has room for it.
+        room: bool,
+    },
+    /// The peer is us.
+    IsSelf,
+}
+
+/// An entry that left the table, and what takes its place.
 #[derive(Debug, Clone)]
 pub struct Evicted<P> {
     /// The peer removed.
     pub removed: P,
-    /// The replacement promoted into the bucket, if any.
+    /// The verified replacement promoted into the bucket, if any.
     pub promoted: Option<P>,
+    /// With no verified replacement: the most recent unverified one, to be pinged; it takes
+    /// the place if it answers.
+    pub verify: Option<P>,
 }
 
 /// The k-bucket routing table of one node.
@@ -87,11 +144,16 @@ pub struct RoutingTable<P> {
     replacements_max: usize,
     evict_after_failures: u32,
     diversity: Option<IpDiversity>,
+    /// Entries silent this long are questionable (`None`: only failures and lost
+    /// connections make an entry questionable).
+    questionable_after: Option<Duration>,
     /// Position `i` holds bucket `255 - i`.
     buckets: Vec<Bucket<P>>,
     len: usize,
     groups: BTreeMap<IpGroup, usize>,
     created: Instant,
+    /// The latest time any input carried.
+    last_now: Instant,
 }
 
 impl<P: Peer> RoutingTable<P> {
@@ -110,11 +172,18 @@ impl<P: Peer> RoutingTable<P> {
             replacements_max,
             evict_after_failures: evict_after_failures.max(1),
             diversity,
+            questionable_after: None,
             buckets: Vec::new(),
             len: 0,
             groups: BTreeMap::new(),
             created: now,
+            last_now: now,
         }
+    }
+
+    /// Entries silent for `after` become questionable (the DHT's liveness interval).
+    pub fn set_questionable_after(&mut self, after: Option<Duration>) {
+        self.questionable_after = after;
     }
 
     /// Our own key.
@@ -149,6 +218,20 @@ impl<P: Peer> RoutingTable<P> {
         &mut self.buckets[pos]
     }
 
+    fn advance(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+    }
+
+    /// Whether `e` is questionable at `now`: silent too long, failed since last seen, or its
+    /// connection was lost.
+    pub fn is_questionable(&self, e: &Entry<P>, now: Instant) -> bool {
+        e.suspect
+            || e.failures > 0
+            || self
+                .questionable_after
+                .is_some_and(|after| now - e.last_seen >= after)
+    }
+
     /// Whether `peer` would be inserted now (its bucket has room its diversity limits
     /// allow), rather than wait as a replacement.
     pub fn has_room_for(&self, peer: &P) -> bool {
@@ -156,7 +239,7 @@ impl<P: Peer> RoutingTable<P> {
             return false;
         };
         match self.buckets.get(Self::position(idx)) {
-            Some(b) => b.entries.len() < self.k && self.diversity_allows(b, peer.ip_group()),
+            Some(b) => b.entries.len() < self.k && self.diversity_allows(b, peer.ip_group(), None),
             None => true,
         }
     }
@@ -174,21 +257,39 @@ impl<P: Peer> RoutingTable<P> {
         self.get(key).is_some()
     }
 
+    /// Whether a key waits in a replacement cache, and if so whether it is verified.
+    pub fn replacement(&self, key: &Key) -> Option<bool> {
+        self.bucket(key)?
+            .replacements
+            .iter()
+            .find(|r| r.peer.key() == *key)
+            .map(|r| r.verified)
+    }
+
     /// Every contact, far buckets first, each bucket least recently seen first.
     pub fn iter(&self) -> impl Iterator<Item = &Entry<P>> {
         self.buckets.iter().flat_map(|b| b.entries.iter())
     }
 
-    fn diversity_allows(&self, bucket: &Bucket<P>, group: Option<IpGroup>) -> bool {
+    /// Whether `group` may take one more place in `bucket` (after `leaving`, an entry of
+    /// that group, gives its place up).
+    fn diversity_allows(
+        &self,
+        bucket: &Bucket<P>,
+        group: Option<IpGroup>,
+        leaving: Option<Option<IpGroup>>,
+    ) -> bool {
         let (Some(limits), Some(group)) = (self.diversity, group) else {
             return true;
         };
+        let freed = usize::from(leaving == Some(Some(group)));
         let in_bucket = bucket
             .entries
             .iter()
             .filter(|e| e.peer.ip_group() == Some(group))
-            .count();
-        let in_table = self.groups.get(&group).copied().unwrap_or(0);
+            .count()
+            - freed;
+        let in_table = self.groups.get(&group).copied().unwrap_or(0) - freed;
         in_bucket < limits.per_bucket && in_table < limits.per_table
     }
 
@@ -205,24 +306,32 @@ impl<P: Peer> RoutingTable<P> {
         }
     }
 
-    /// Records that `peer` answered us or asked us something just now.
+    /// Records that `peer` answered a request of ours just now (or that the driver verified
+    /// it as if it had): it may take a place. In a full bucket it replaces an entry that
+    /// failed, or waits while the least recently seen questionable entry is pinged.
     pub fn on_seen(&mut self, now: Instant, peer: P) -> Seen<P> {
-        self.seen(now, peer, true)
+        self.seen(now, peer, None, true)
     }
 
-    /// As [`on_seen`](Self::on_seen), but a peer that finds its bucket full only waits as a
-    /// replacement: no probe of the oldest entry (`Cached` instead of `ProbeOldest`).
+    /// As [`on_seen`](Self::on_seen), with the round trip of the request it answered.
+    pub fn on_answered(&mut self, now: Instant, peer: P, rtt: Duration) -> Seen<P> {
+        self.seen(now, peer, Some(rtt), true)
+    }
+
+    /// As [`on_seen`](Self::on_seen), but a peer that finds its bucket full (of entries
+    /// that have not failed) only waits as a replacement: no probe (`Cached` instead of
+    /// `ProbeQuestionable`). For peers the driver vouches for, e.g. a connection it dialed.
     pub fn on_seen_without_probe(&mut self, now: Instant, peer: P) -> Seen<P> {
-        self.seen(now, peer, false)
+        self.seen(now, peer, None, false)
     }
 
-    fn seen(&mut self, now: Instant, peer: P, probe: bool) -> Seen<P> {
+    fn seen(&mut self, now: Instant, peer: P, rtt: Option<Duration>, probe: bool) -> Seen<P> {
         let key = peer.key();
         let Some(idx) = self.local.bucket_of(&key) else {
             return Seen::IsSelf;
         };
+        self.advance(now);
         let k = self.k;
-        let replacements_max = self.replacements_max;
         let bpos = Self::position(idx);
         let known = self
             .bucket_mut_or_create(idx)
@@ -230,75 +339,257 @@ impl<P: Peer> RoutingTable<P> {
             .iter()
             .position(|e| e.peer.key() == key);
         if let Some(pos) = known {
-            // A known peer seen from an address in another group: its count moves with it.
-            // If the new group is at its limit, the entry keeps its old handle (and address):
-            // the group counts must always match the entries.
-            let old_group = self.buckets[bpos].entries[pos].peer.ip_group();
-            let new_group = peer.ip_group();
-            let mut take_new = true;
-            if old_group != new_group {
-                take_new = self.diversity_allows(&self.buckets[bpos], new_group);
-                if take_new {
-                    self.count_group(old_group, false);
-                    self.count_group(new_group, true);
-                }
-            }
-            let bucket = &mut self.buckets[bpos];
-            let mut e = bucket.entries.remove(pos);
-            e.last_seen = now;
-            e.failures = 0;
-            if take_new {
-                e.peer = peer;
-            }
-            bucket.entries.push(e);
-            if bucket.probe == Some(key) {
-                bucket.probe = None;
-            }
+            self.refresh(bpos, pos, now, peer, rtt);
             return Seen::Refreshed;
         }
-        let bucket = &mut self.buckets[bpos];
-        if bucket.entries.len() < k {
-            let group = peer.ip_group();
-            let pos = Self::position(idx);
-            if !self.diversity_allows(&self.buckets[pos], group) {
+        let group = peer.ip_group();
+        if self.buckets[bpos].entries.len() < k {
+            if !self.diversity_allows(&self.buckets[bpos], group, None) {
                 return Seen::DiversityLimit;
             }
-            self.buckets[pos].entries.push(Entry {
-                peer,
-                last_seen: now,
-                failures: 0,
-            });
-            self.buckets[pos].replacements.retain(|p| p.key() != key);
+            let entry = fresh_entry(peer, now, rtt);
+            let bucket = &mut self.buckets[bpos];
+            bucket.entries.push(entry);
+            bucket.replacements.retain(|r| r.peer.key() != key);
             self.count_group(group, true);
             self.len += 1;
             return Seen::Inserted;
         }
-        bucket.replacements.retain(|p| p.key() != key);
-        bucket.replacements.push(peer);
-        if bucket.replacements.len() > replacements_max {
-            bucket.replacements.remove(0);
+        // Full. An entry that failed since it was last seen gives its place to a peer that
+        // just answered (the one with most failures, the least recently seen of those).
+        let bucket = &self.buckets[bpos];
+        let bad = bucket
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.failures > 0)
+            .max_by_key(|(i, e)| (e.failures, std::cmp::Reverse(*i)))
+            .map(|(i, e)| (i, e.peer.ip_group()));
+        if let Some((pos, bad_group)) = bad {
+            if self.diversity_allows(bucket, group, Some(bad_group)) {
+                let old = self.buckets[bpos].entries.remove(pos);
+                self.count_group(old.peer.ip_group(), false);
+                let bucket = &mut self.buckets[bpos];
+                if bucket.probe == Some(old.peer.key()) {
+                    bucket.probe = None;
+                }
+                bucket.entries.push(fresh_entry(peer, now, rtt));
+                bucket.replacements.retain(|r| r.peer.key() != key);
+                self.count_group(group, true);
+                return Seen::Replaced(old.peer);
+            }
         }
-        if bucket.probe.is_some() || !probe {
+        self.cache(bpos, peer, now, true);
+        if !probe || self.buckets[bpos].probe.is_some() {
             return Seen::Cached;
         }
-        let oldest = bucket.entries[0].peer.clone();
-        bucket.probe = Some(oldest.key());
-        Seen::ProbeOldest(oldest)
+        match self.take_probe(bpos, now) {
+            Some(p) => Seen::ProbeQuestionable(p),
+            None => Seen::Cached,
+        }
     }
 
-    /// Records a failed RPC to `key`; evicts it (promoting a replacement) once it has failed
-    /// often enough, or at once if it was being probed for a newcomer.
+    /// Moves entry `pos` of bucket `bpos` to the most-recently-seen end, as good.
+    fn refresh(&mut self, bpos: usize, pos: usize, now: Instant, peer: P, rtt: Option<Duration>) {
+        // A known peer seen from an address in another group: its count moves with it. If
+        // the new group is at its limit, the entry keeps its old handle (and address): the
+        // group counts must always match the entries.
+        let old_group = self.buckets[bpos].entries[pos].peer.ip_group();
+        let new_group = peer.ip_group();
+        let mut take_new = true;
+        if old_group != new_group {
+            take_new = self.diversity_allows(&self.buckets[bpos], new_group, None);
+            if take_new {
+                self.count_group(old_group, false);
+                self.count_group(new_group, true);
+            }
+        }
+        let bucket = &mut self.buckets[bpos];
+        let mut e = bucket.entries.remove(pos);
+        let key = e.peer.key();
+        e.last_seen = now;
+        e.failures = 0;
+        e.suspect = false;
+        if let Some(r) = rtt {
+            e.rtt.sample(r);
+        }
+        if take_new {
+            e.peer = peer;
+        }
+        bucket.entries.push(e);
+        if bucket.probe == Some(key) {
+            bucket.probe = None;
+            if bucket.sweeping {
+                bucket.good_run = bucket.good_run.saturating_add(1);
+            }
+        }
+    }
+
+    /// Puts `peer` in bucket `bpos`'s replacement cache, most recent last; a verified one
+    /// stays verified.
+    fn cache(&mut self, bpos: usize, peer: P, now: Instant, verified: bool) {
+        let max = self.replacements_max;
+        let key = peer.key();
+        let bucket = &mut self.buckets[bpos];
+        let mut verified = verified;
+        if let Some(i) = bucket.replacements.iter().position(|r| r.peer.key() == key) {
+            verified |= bucket.replacements.remove(i).verified;
+        }
+        if max == 0 {
+            return;
+        }
+        bucket.replacements.push(Replacement {
+            peer,
+            last_seen: now,
+            verified,
+        });
+        if bucket.replacements.len() > max {
+            bucket.replacements.remove(0);
+        }
+    }
+
+    /// Records that `peer` asked us something just now. A contact is alive (and now the most
+    /// recently seen); a stranger is not trusted with a place: with room in its bucket the
+    /// caller may verify it, else it waits in the cache unverified. Never a probe.
+    pub fn on_asked(&mut self, now: Instant, peer: P) -> Asked {
+        let key = peer.key();
+        let Some(idx) = self.local.bucket_of(&key) else {
+            return Asked::IsSelf;
+        };
+        self.advance(now);
+        let bpos = Self::position(idx);
+        let known = self
+            .bucket_mut_or_create(idx)
+            .entries
+            .iter()
+            .position(|e| e.peer.key() == key);
+        if let Some(pos) = known {
+            self.refresh(bpos, pos, now, peer, None);
+            return Asked::Known;
+        }
+        if self.has_room_for(&peer) {
+            return Asked::Stranger { room: true };
+        }
+        self.cache(bpos, peer, now, false);
+        Asked::Stranger { room: false }
+    }
+
+    /// Records a failed RPC to `key` at the table's latest time (see
+    /// [`on_failure_at`](Self::on_failure_at)).
     pub fn on_failure(&mut self, key: &Key) -> Option<Evicted<P>> {
+        self.on_failure_at(self.last_now, key)
+    }
+
+    /// Records a failed RPC to `key` at `now`. An entry that was questionable (or being
+    /// probed) is evicted at once, a good one after `evict_after_failures` in a row; either
+    /// way its bucket is swept (its questionable entries pinged in turn).
+    pub fn on_failure_at(&mut self, now: Instant, key: &Key) -> Option<Evicted<P>> {
+        self.advance(now);
         let idx = self.local.bucket_of(key)?;
-        let evict_after = self.evict_after_failures;
-        let bucket = self.buckets.get_mut(Self::position(idx))?;
-        let pos = bucket.entries.iter().position(|e| e.peer.key() == *key)?;
+        let bpos = Self::position(idx);
+        let pos = self
+            .buckets
+            .get(bpos)?
+            .entries
+            .iter()
+            .position(|e| e.peer.key() == *key)?;
+        let questionable = {
+            let b = &self.buckets[bpos];
+            b.probe == Some(*key) || self.is_questionable(&b.entries[pos], now)
+        };
+        let bucket = &mut self.buckets[bpos];
         bucket.entries[pos].failures += 1;
-        let probed = bucket.probe == Some(*key);
-        if !probed && bucket.entries[pos].failures < evict_after {
+        bucket.sweeping = self.questionable_after.is_some();
+        bucket.good_run = 0;
+        if !questionable && bucket.entries[pos].failures < self.evict_after_failures {
             return None;
         }
         self.evict(idx, pos)
+    }
+
+    /// The connection to `key` was lost without a goodbye: its entry is questionable now
+    /// (it is pinged before it is trusted again), and its bucket is swept.
+    pub fn mark_suspect(&mut self, key: &Key) {
+        let Some(idx) = self.local.bucket_of(key) else {
+            return;
+        };
+        let sweep = self.questionable_after.is_some();
+        if let Some(b) = self.buckets.get_mut(Self::position(idx)) {
+            if let Some(e) = b.entries.iter_mut().find(|e| e.peer.key() == *key) {
+                e.suspect = true;
+                if sweep && !b.sweeping {
+                    b.sweeping = true;
+                    b.good_run = 0;
+                }
+            }
+        }
+    }
+
+    /// Forgets an in-flight probe of `key` whose ping could not be sent (a local shortage):
+    /// the entry is neither good nor failed, and may be probed again.
+    pub fn probe_dropped(&mut self, key: &Key) {
+        if let Some(idx) = self.local.bucket_of(key) {
+            if let Some(b) = self.buckets.get_mut(Self::position(idx)) {
+                if b.probe == Some(*key) {
+                    b.probe = None;
+                }
+            }
+        }
+    }
+
+    /// Marks bucket `bpos`'s least recently seen questionable entry as probed and returns it.
+    fn take_probe(&mut self, bpos: usize, now: Instant) -> Option<P> {
+        let b = self.buckets.get(bpos)?;
+        if b.probe.is_some() {
+            return None;
+        }
+        let peer = b
+            .entries
+            .iter()
+            .find(|e| self.is_questionable(e, now))?
+            .peer
+            .clone();
+        self.buckets[bpos].probe = Some(peer.key());
+        Some(peer)
+    }
+
+    /// Liveness: up to `max` questionable entries to ping, at most one per bucket and none
+    /// in a bucket whose probe is in flight, the closest buckets first (they answer the
+    /// lookups for keys near us, where stale entries cost exactness).
+    pub fn liveness_probes(&mut self, now: Instant, max: usize) -> Vec<P> {
+        self.advance(now);
+        let mut out = Vec::new();
+        for bpos in (0..self.buckets.len()).rev() {
+            if out.len() >= max {
+                break;
+            }
+            if let Some(p) = self.take_probe(bpos, now) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// The next entry to ping in `key`'s bucket if that bucket is being swept and has no
+    /// probe in flight. A sweep ends when no questionable entry is left, or when
+    /// [`SWEEP_GOOD_RUN`] probes in a row were answered.
+    pub fn continue_sweep(&mut self, now: Instant, key: &Key) -> Option<P> {
+        let idx = self.local.bucket_of(key)?;
+        let bpos = Self::position(idx);
+        let b = self.buckets.get(bpos)?;
+        if !b.sweeping || b.probe.is_some() {
+            return None;
+        }
+        let next = if b.good_run >= SWEEP_GOOD_RUN {
+            None
+        } else {
+            self.take_probe(bpos, now)
+        };
+        if next.is_none() {
+            self.buckets[bpos].sweeping = false;
+            self.buckets[bpos].good_run = 0;
+        }
+        next
     }
 
     /// Removes a peer outright (e.g. it misbehaved), promoting a replacement.
@@ -318,49 +609,68 @@ impl<P: Peer> RoutingTable<P> {
         if self.buckets[bpos].probe == Some(key) {
             self.buckets[bpos].probe = None;
         }
-        // Promote the most recently seen replacement the diversity limits allow. It was seen
-        // no earlier than the bucket's newest entry would make it look, which keeps the
-        // least-recently-seen order.
-        let last_seen = self.buckets[bpos]
-            .entries
-            .last()
-            .map_or(entry.last_seen, |e| e.last_seen.max(entry.last_seen));
+        // Promote the most recently seen verified replacement the diversity limits allow,
+        // with its own last-seen time (so it sits where that time puts it, and turns
+        // questionable when that time says). Unverified ones are never promoted: the most
+        // recent of them is handed back to be pinged.
         let mut promoted = None;
-        while let Some(candidate) = self.buckets[bpos].replacements.pop() {
-            let group = candidate.ip_group();
-            if self.diversity_allows(&self.buckets[bpos], group) {
-                self.buckets[bpos].entries.push(Entry {
-                    peer: candidate.clone(),
-                    last_seen,
-                    failures: 0,
-                });
-                self.count_group(group, true);
-                self.len += 1;
-                promoted = Some(candidate);
-                break;
+        let mut verify = None;
+        let mut i = self.buckets[bpos].replacements.len();
+        while i > 0 {
+            i -= 1;
+            let r = &self.buckets[bpos].replacements[i];
+            if !r.verified {
+                if verify.is_none() {
+                    verify = Some(r.peer.clone());
+                }
+                continue;
             }
+            if !self.diversity_allows(&self.buckets[bpos], r.peer.ip_group(), None) {
+                continue;
+            }
+            let r = self.buckets[bpos].replacements.remove(i);
+            let bucket = &mut self.buckets[bpos];
+            let at = bucket
+                .entries
+                .partition_point(|e| e.last_seen <= r.last_seen);
+            bucket
+                .entries
+                .insert(at, fresh_entry(r.peer.clone(), r.last_seen, None));
+            self.count_group(r.peer.ip_group(), true);
+            self.len += 1;
+            promoted = Some(r.peer);
+            verify = None;
+            break;
         }
         Some(Evicted {
             removed: entry.peer,
             promoted,
+            verify,
         })
     }
 
     /// Up to `n` contacts closest to `target`, closest first.
+    pub fn closest(&self, target: &Key, n: usize) -> Vec<P> {
+        self.closest_entries(target, n, |_| true)
+            .into_iter()
+            .map(|e| e.peer.clone())
+            .collect()
+    }
+
+    /// Up to `n` entries closest to `target` among those `keep` accepts, closest first.
     ///
     /// Walks buckets in distance order instead of sorting the whole table: the target's own
     /// bucket holds everything closer than 2^i, the buckets below it everything in
     /// [2^i, 2^(i+1)), and each bucket above it a band farther out.
-    pub fn closest(&self, target: &Key, n: usize) -> Vec<P> {
-        let mut out: Vec<P> = Vec::with_capacity(n);
-        let take_sorted = |group: &mut Vec<&Entry<P>>, out: &mut Vec<P>| {
-            group.sort_by_key(|e| e.peer.key().distance(target));
-            for e in group.drain(..) {
-                if out.len() == n {
-                    break;
-                }
-                out.push(e.peer.clone());
-            }
+    pub fn closest_entries<'a>(
+        &'a self,
+        target: &Key,
+        n: usize,
+        keep: impl Fn(&Entry<P>) -> bool,
+    ) -> Vec<&'a Entry<P>> {
+        let mut out: Vec<&Entry<P>> = Vec::with_capacity(n);
+        let take_sorted = |group: &mut Vec<&'a Entry<P>>, out: &mut Vec<&'a Entry<P>>| {
+            take_closest(group, out, target, n)
         };
         let mut group: Vec<&Entry<P>> = Vec::new();
         let start = self.local.bucket_of(target).unwrap_or(0);
@@ -368,7 +678,7 @@ impl<P: Peer> RoutingTable<P> {
         // The target's bucket (for the target = ourselves, every bucket is "above").
         if self.local.bucket_of(target).is_some() {
             if let Some(b) = at(start) {
-                group.extend(b.entries.iter());
+                group.extend(b.entries.iter().filter(|e| keep(e)));
             }
             take_sorted(&mut group, &mut out);
             if out.len() == n {
@@ -378,7 +688,7 @@ impl<P: Peer> RoutingTable<P> {
             let lowest = 256 - self.buckets.len();
             for idx in (lowest..start).rev() {
                 if let Some(b) = at(idx) {
-                    group.extend(b.entries.iter());
+                    group.extend(b.entries.iter().filter(|e| keep(e)));
                 }
             }
             take_sorted(&mut group, &mut out);
@@ -389,7 +699,7 @@ impl<P: Peer> RoutingTable<P> {
                     break;
                 }
                 if let Some(b) = at(idx) {
-                    group.extend(b.entries.iter());
+                    group.extend(b.entries.iter().filter(|e| keep(e)));
                 }
                 take_sorted(&mut group, &mut out);
             }
@@ -400,23 +710,11 @@ impl<P: Peer> RoutingTable<P> {
                 break;
             }
             if let Some(b) = at(idx) {
-                group.extend(b.entries.iter());
+                group.extend(b.entries.iter().filter(|e| keep(e)));
             }
             take_sorted(&mut group, &mut out);
         }
         out
-    }
-
-    /// Up to `max` contacts not heard from since `now - idle`, longest silent first.
-    pub fn idle_entries(&self, now: Instant, idle: Duration, max: usize) -> Vec<P> {
-        let mut idle_ones: Vec<&Entry<P>> =
-            self.iter().filter(|e| now - e.last_seen >= idle).collect();
-        idle_ones.sort_by_key(|e| (e.last_seen, e.peer.key()));
-        idle_ones
-            .into_iter()
-            .take(max)
-            .map(|e| e.peer.clone())
-            .collect()
     }
 
     /// Buckets, from the closest non-empty one outwards, that no lookup touched for
@@ -490,6 +788,17 @@ impl<P: Peer> RoutingTable<P> {
                     return Err(format!("bucket {idx} probes {p:?}, which it does not hold"));
                 }
             }
+            for (i, r) in b.replacements.iter().enumerate() {
+                let key = r.peer.key();
+                if self.local.bucket_of(&key) != Some(idx) {
+                    return Err(format!("replacement {key:?} cached in bucket {idx}"));
+                }
+                if b.entries.iter().any(|e| e.peer.key() == key)
+                    || b.replacements[..i].iter().any(|o| o.peer.key() == key)
+                {
+                    return Err(format!("replacement {key:?} is also an entry, or twice"));
+                }
+            }
             total += b.entries.len();
         }
         if total != self.len {
@@ -504,5 +813,35 @@ impl<P: Peer> RoutingTable<P> {
             return Err("address-group counts drifted".into());
         }
         Ok(())
+    }
+}
+
+fn fresh_entry<P>(peer: P, now: Instant, rtt: Option<Duration>) -> Entry<P> {
+    let mut e = Entry {
+        peer,
+        last_seen: now,
+        failures: 0,
+        suspect: false,
+        rtt: Rtt::UNKNOWN,
+    };
+    if let Some(r) = rtt {
+        e.rtt.sample(r);
+    }
+    e
+}
+
+/// Moves the entries of `group`, closest to `target` first, to `out` until it holds `n`.
+fn take_closest<'a, P: Peer>(
+    group: &mut Vec<&'a Entry<P>>,
+    out: &mut Vec<&'a Entry<P>>,
+    target: &Key,
+    n: usize,
+) {
+    group.sort_by_key(|e| e.peer.key().distance(target));
+    for e in group.drain(..) {
+        if out.len() == n {
+            break;
+        }
+        out.push(e);
     }
 }

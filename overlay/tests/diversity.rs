@@ -151,9 +151,14 @@ fn an_eviction_frees_its_place_and_promotion_keeps_the_limits() {
     f.table.check_invariants().unwrap();
     assert_eq!(ev.promoted.map(|p| p.key), Some(ungrouped.key));
     assert!(!f.table.contains(&grouped.key));
-    // Evicting a group-1 member frees a place of its group for the next newcomer.
+    // Evicting a group-1 member frees a place of its group: the group-1 replacement, which
+    // had to wait while its group was at the limit, now takes it.
     let ev = f.table.remove(&members[0].key).unwrap();
     f.table.check_invariants().unwrap();
+    assert_eq!(ev.promoted.map(|p| p.key), Some(grouped.key));
+    assert_eq!(f.in_group(1), 2);
+    // One more group-1 member leaves: the next group-1 newcomer finds its place.
+    let ev = f.table.remove(&members[1].key).unwrap();
     assert!(ev.promoted.is_none(), "{ev:?}");
     assert_eq!(f.in_group(1), 1);
     let again = f.peer(255, Some(1));

@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 
 use overlay::closest::{ClosestPeersIter, Next};
-use overlay::routing::{RoutingTable, Seen};
+use overlay::routing::{Asked, RoutingTable, Seen};
 use overlay::{Instant, Key, Peer};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,11 +31,12 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
-    /// Bucket sizes, order, no self, and eviction only ever on a failure.
+    /// Bucket sizes, order, no self, and eviction only ever of an entry that failed.
     #[test]
     fn table_invariants_hold_and_only_failures_evict(ops in prop::collection::vec(op(), 1..600), k in 1usize..6) {
         let me = key_from(b"me");
         let mut t: RoutingTable<P> = RoutingTable::new(me, k, k, 2, None, Instant::ZERO);
+        t.set_questionable_after(Some(std::time::Duration::from_millis(50)));
         let mut now = Instant::ZERO;
         for op in ops {
             now = now + std::time::Duration::from_millis(1);
@@ -45,12 +46,17 @@ proptest! {
                     let key = key_from(&i.to_be_bytes());
                     let was_there = t.contains(&key);
                     let seen = t.on_seen(now, P(key));
-                    prop_assert!(t.len() >= before, "on_seen removed an entry");
+                    prop_assert_eq!(t.len() >= before, true, "on_seen removed an entry");
                     if was_there {
                         prop_assert_eq!(seen.clone(), Seen::Refreshed);
                     }
-                    if matches!(seen, Seen::ProbeOldest(_) | Seen::Cached) {
+                    if let Seen::Replaced(old) = &seen {
+                        prop_assert!(!t.contains(&old.0), "the replaced entry is gone");
+                        prop_assert!(t.contains(&key));
+                    }
+                    if matches!(seen, Seen::ProbeQuestionable(_) | Seen::Cached) {
                         prop_assert!(!t.contains(&key), "a newcomer displaced a live entry without a probe");
+                        prop_assert_eq!(t.replacement(&key), Some(true), "it waits, verified");
                     }
                 }
                 Op::Fail(i) => {
@@ -108,44 +114,167 @@ proptest! {
                     let who = in_flight.remove(pick as usize % in_flight.len());
                     if ok {
                         let start = (pick as usize * 7) % universe;
-                        let closer: Vec<P> = keys.iter().cycle().skip(start).take(5).cloned().map(P).collect();
+                        let closer: Vec<(P, u32)> = keys.iter().cycle().skip(start).take(5).map(|k| (P(*k), 0)).collect();
                         it.on_success(&who, closer);
                     } else {
                         it.on_failure(&who);
                     }
                 }
             }
-            prop_assert!(it.in_flight() <= alpha);
+            prop_assert!(it.in_flight() <= alpha.max(20));
         }
         prop_assert!(it.rpcs_sent() <= 60);
     }
 }
 
-/// Without probing, a newcomer to a full bucket only waits as a replacement: no probe is
-/// started, so a later verified newcomer still gets one.
+fn far(b: u8) -> Key {
+    let mut k = [0u8; 32];
+    k[0] = 0x80;
+    k[31] = b;
+    Key(k)
+}
+
+fn at(ms: u64) -> Instant {
+    Instant::ZERO + std::time::Duration::from_millis(ms)
+}
+
+/// A table whose bucket 255 is full (k = 2) of entries 1 and 2, seen at 0 and 1 ms;
+/// entries are questionable after 100 ms of silence.
+fn full_bucket() -> RoutingTable<P> {
+    let mut t: RoutingTable<P> = RoutingTable::new(Key([0; 32]), 2, 2, 2, None, Instant::ZERO);
+    t.set_questionable_after(Some(std::time::Duration::from_millis(100)));
+    assert_eq!(t.on_seen(at(0), P(far(1))), Seen::Inserted);
+    assert_eq!(t.on_seen(at(1), P(far(2))), Seen::Inserted);
+    t
+}
+
+/// BEP 5: a full bucket of good entries is never pinged; a newcomer only waits.
 #[test]
-fn seen_without_probe_caches_and_leaves_the_probe_free() {
-    let me = Key([0; 32]);
-    let mut t: RoutingTable<P> = RoutingTable::new(me, 2, 2, 2, None, Instant::ZERO);
-    let far = |b: u8| {
-        let mut k = [0u8; 32];
-        k[0] = 0x80;
-        k[31] = b;
-        Key(k)
-    };
-    assert_eq!(t.on_seen(Instant::ZERO, P(far(1))), Seen::Inserted);
-    assert_eq!(t.on_seen(Instant::ZERO, P(far(2))), Seen::Inserted);
+fn a_bucket_of_good_entries_is_not_probed() {
+    let mut t = full_bucket();
+    assert_eq!(t.on_seen(at(50), P(far(3))), Seen::Cached);
+    assert_eq!(t.replacement(&far(3)), Some(true));
+    assert!(
+        t.liveness_probes(at(50), 16).is_empty(),
+        "nobody is questionable"
+    );
+    t.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Once entries are questionable, a newcomer makes the table ping the least recently seen
+/// of them, one probe per bucket at a time; a questionable entry that fails once is replaced
+/// by the newcomer, which keeps its real last-seen time.
+#[test]
+fn a_newcomer_probes_the_oldest_questionable_entry_once() {
+    let mut t = full_bucket();
     assert_eq!(
-        t.on_seen_without_probe(Instant::ZERO, P(far(3))),
-        Seen::Cached
+        t.on_seen(at(150), P(far(3))),
+        Seen::ProbeQuestionable(P(far(1)))
     );
     assert_eq!(
-        t.on_seen_without_probe(Instant::ZERO, P(far(1))),
-        Seen::Refreshed
+        t.on_seen(at(160), P(far(4))),
+        Seen::Cached,
+        "a probe is in flight"
+    );
+    assert!(
+        t.liveness_probes(at(160), 16).is_empty(),
+        "one probe per bucket"
+    );
+    // 1 fails its probe: evicted at once; the most recent verified newcomer (4) takes the
+    // place with its own last-seen time (160 ms), after 2 (1 ms) in the LRS order.
+    let ev = t.on_failure_at(at(170), &far(1)).expect("evicted");
+    assert_eq!(ev.removed, P(far(1)));
+    assert_eq!(ev.promoted, Some(P(far(4))));
+    assert_eq!(t.get(&far(4)).map(|e| e.last_seen), Some(at(160)));
+    assert_eq!(
+        t.iter().map(|e| e.peer.0).collect::<Vec<_>>(),
+        vec![far(2), far(4)]
+    );
+    t.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+    // A good entry that answers stays: a probe answered keeps 2 and frees the probe.
+    assert_eq!(
+        t.on_seen(at(300), P(far(5))),
+        Seen::ProbeQuestionable(P(far(2)))
+    );
+    assert_eq!(t.on_seen(at(310), P(far(2))), Seen::Refreshed);
+    assert!(t.contains(&far(2)));
+    assert_eq!(
+        t.liveness_probes(at(310), 16),
+        vec![P(far(4))],
+        "4 is silent since 160"
+    );
+}
+
+/// An entry that failed since it was last seen gives its place to a peer that answered.
+#[test]
+fn a_failed_entry_is_replaced_by_a_peer_that_answered() {
+    let mut t = full_bucket();
+    assert!(
+        t.on_failure_at(at(10), &far(2)).is_none(),
+        "a good entry survives one failure"
+    );
+    assert_eq!(t.on_seen(at(20), P(far(3))), Seen::Replaced(P(far(2))));
+    assert!(t.contains(&far(3)) && !t.contains(&far(2)));
+    t.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A stranger that only asked us something is never promoted: it is handed back to be
+/// verified, and a verified replacement is promoted before it.
+#[test]
+fn only_verified_replacements_are_promoted() {
+    let mut t = full_bucket();
+    assert_eq!(
+        t.on_asked(at(5), P(far(3))),
+        Asked::Stranger { room: false }
+    );
+    assert_eq!(t.replacement(&far(3)), Some(false));
+    let ev = t.remove(&far(1)).expect("removed");
+    assert_eq!(ev.promoted, None, "nobody verified is waiting");
+    assert_eq!(ev.verify, Some(P(far(3))));
+    assert_eq!(t.len(), 1);
+    // Asked again, it stays unverified; answering a request of ours verifies it.
+    assert_eq!(t.on_asked(at(6), P(far(3))), Asked::Stranger { room: true });
+    assert_eq!(t.on_seen(at(7), P(far(3))), Seen::Inserted);
+    // With a verified and an unverified replacement, the verified one is promoted even if
+    // the other was seen more recently.
+    assert_eq!(t.on_seen(at(8), P(far(4))), Seen::Cached);
+    assert_eq!(
+        t.on_asked(at(9), P(far(5))),
+        Asked::Stranger { room: false }
+    );
+    let ev = t.remove(&far(2)).expect("removed");
+    assert_eq!((ev.promoted, ev.verify), (Some(P(far(4))), None));
+    t.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A failure in a bucket makes it swept: its questionable entries are pinged one after
+/// another until none is left, then the sweep ends.
+#[test]
+fn a_failure_sweeps_the_bucket_one_probe_at_a_time() {
+    let mut t = full_bucket();
+    assert!(
+        t.continue_sweep(at(200), &far(1)).is_none(),
+        "no failure: no sweep"
+    );
+    t.mark_suspect(&far(2));
+    assert_eq!(
+        t.continue_sweep(at(200), &far(1)),
+        Some(P(far(1))),
+        "LRS first"
     );
     assert_eq!(
-        t.on_seen(Instant::ZERO, P(far(4))),
-        Seen::ProbeOldest(P(far(2)))
+        t.continue_sweep(at(200), &far(1)),
+        None,
+        "its probe is in flight"
     );
+    assert_eq!(t.on_seen(at(210), P(far(1))), Seen::Refreshed);
+    assert_eq!(t.continue_sweep(at(210), &far(1)), Some(P(far(2))));
+    assert_eq!(t.on_seen(at(220), P(far(2))), Seen::Refreshed);
+    assert_eq!(
+        t.continue_sweep(at(220), &far(1)),
+        None,
+        "all good: the sweep ends"
+    );
+    assert_eq!(t.continue_sweep(at(500), &far(1)), None, "and stays ended");
     t.check_invariants().unwrap_or_else(|e| panic!("{e}"));
 }

@@ -77,7 +77,7 @@ fn same_seed_same_bytes() {
         "{sa:?}"
     );
     assert!(
-        sa.messages_lost > 0 && sa.lookups_unfinished > 0,
+        sa.messages_lost > 0 && sa.messages_undeliverable > 0,
         "loss and churn happened"
     );
     assert_eq!(

@@ -51,7 +51,7 @@ fn predicted_hops(n: f64, k: f64, s: f64) -> f64 {
 fn static_net(n: u32, k: usize, extra: &str) -> simnet::Scenario {
     common::scenario(&format!(
         "nodes = {n}\nseed = 11\nduration_s = 30\n\
-         [dht]\nk = {k}\nliveness_interval_s = 0\nprobe_on_inbound = false\n\
+         [dht]\nk = {k}\nliveness_interval_s = 0\n\
          [latency]\nmodel = \"constant\"\nms = 50\n{extra}\n\
          [workload]\nlookups = 1500\n"
     ))

@@ -22,7 +22,7 @@ use std::time::Duration;
 use overlay::replication::TransferId;
 use overlay::{
     Admission, Config, Dht, Event, Key, PlanEvent, Planner, QueryId, QueryResult, QueryStats,
-    Refusal, ReplicationConfig, Request, Response, RpcId, TransferOutcome,
+    Refusal, ReplicationConfig, Request, Response, RpcFailure, RpcId, TransferOutcome,
 };
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use wire::dht::{APP_PROTO_DHT, DhtResponse};
@@ -328,7 +328,7 @@ impl DhtHandle {
 
 struct RpcOutcome {
     rpc: RpcId,
-    response: Option<Response<NetPeer>>,
+    response: Result<Response<NetPeer>, RpcFailure>,
 }
 
 /// The task that owns the `Dht`.
@@ -421,8 +421,8 @@ impl Driver {
             Some(out) = self.outcomes.recv() => {
                 let now = self.clock.now();
                 match out.response {
-                    Some(r) => self.dht.handle_response(now, out.rpc, r),
-                    None => self.dht.handle_rpc_failure(now, out.rpc),
+                    Ok(r) => self.dht.handle_response(now, out.rpc, r),
+                    Err(why) => self.dht.handle_rpc_failure(now, out.rpc, why),
                 }
             }
             ev = self.peer_events.recv() => self.on_peer_event(ev),
@@ -626,8 +626,10 @@ impl Driver {
     /// Sends one RPC on its own task; the outcome comes back through `outcomes`.
     fn send(&mut self, rpc: RpcId, to: NetPeer, request: Request) {
         let Ok(permit) = self.rpc_slots.clone().try_acquire_owned() else {
-            // Over the in-flight cap: fail it now rather than queue without bound.
-            self.dht.handle_rpc_failure(self.clock.now(), rpc);
+            // Over our own in-flight cap: fail it now rather than queue without bound. A
+            // shortage of ours, never counted against the peer.
+            self.dht
+                .handle_rpc_failure(self.clock.now(), rpc, RpcFailure::Local);
             return;
         };
         let transport = self.transport.clone();
@@ -641,7 +643,7 @@ impl Driver {
             let _ = outcomes
                 .send(RpcOutcome {
                     rpc,
-                    response: response.ok(),
+                    response: response.map_err(|e| e.blame()),
                 })
                 .await;
             drop(permit);
@@ -658,6 +660,21 @@ enum RpcError {
     Status(Status),
     #[error("malformed answer: {0}")]
     Message(#[from] wire::message::MessageError),
+}
+
+impl RpcError {
+    /// Whose failure it is, for the overlay: our own shortages (the connection cap, our
+    /// shutdown) never count against the peer, nor does a peer that said it is busy.
+    fn blame(&self) -> RpcFailure {
+        use crate::transport::TransportError as T;
+        match self {
+            RpcError::Transport(T::TooManyConnections { .. } | T::Closed | T::SelfDial) => {
+                RpcFailure::Local
+            }
+            RpcError::Status(Status::Unavailable) => RpcFailure::Refused,
+            _ => RpcFailure::Peer,
+        }
+    }
 }
 
 async fn rpc_once(

@@ -39,12 +39,14 @@ struct RawDht {
     k: Option<usize>,
     alpha: Option<usize>,
     rpc_timeout_ms: Option<f64>,
+    soft_timeout_min_ms: Option<f64>,
+    soft_timeout_initial_ms: Option<f64>,
+    query_timeout_s: Option<f64>,
     bucket_refresh_s: Option<f64>,
     replacement_cache_size: Option<usize>,
     evict_after_failures: Option<u32>,
     liveness_interval_s: Option<f64>,
     liveness_probes_max: Option<usize>,
-    probe_on_inbound: Option<bool>,
     provider_ttl_s: Option<f64>,
     provider_republish_s: Option<f64>,
     providers_per_key_max: Option<usize>,
@@ -290,14 +292,20 @@ fn convert_dht(r: RawDht) -> Result<overlay::Config, ScenarioError> {
     set(r.transmits_max, &mut c.transmits_max);
     set(r.events_max, &mut c.events_max);
     set(r.refresh_on_join_max, &mut c.refresh_on_join_max);
-    if let Some(v) = r.probe_on_inbound {
-        c.probe_on_inbound = v;
-    }
     if let Some(v) = r.evict_after_failures {
         c.evict_after_failures = v;
     }
     if let Some(v) = r.rpc_timeout_ms {
         c.rpc_timeout = duration("dht.rpc_timeout_ms", v, 1e-3, true)?;
+    }
+    if let Some(v) = r.soft_timeout_min_ms {
+        c.soft_timeout_min = duration("dht.soft_timeout_min_ms", v, 1e-3, false)?;
+    }
+    if let Some(v) = r.soft_timeout_initial_ms {
+        c.soft_timeout_initial = duration("dht.soft_timeout_initial_ms", v, 1e-3, true)?;
+    }
+    if let Some(v) = r.query_timeout_s {
+        c.query_timeout = duration("dht.query_timeout_s", v, 1.0, true)?;
     }
     if let Some(v) = r.bucket_refresh_s {
         c.bucket_refresh_interval = duration("dht.bucket_refresh_s", v, 1.0, true)?;
