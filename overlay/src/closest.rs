@@ -150,7 +150,8 @@ impl<P: Peer> ClosestPeersIter<P> {
         self.rpcs_sent
     }
 
-    /// Requests that failed (hard timeout or refusal).
+    /// Requests that failed (hard timeout or refusal) or passed their soft timeout, each
+    /// counted once: the requests the walk stopped waiting for.
     pub fn failures(&self) -> usize {
         self.failures
     }
@@ -334,6 +335,7 @@ impl<P: Peer> ClosestPeersIter<P> {
         c.state = State::Unresponsive;
         self.in_flight -= 1;
         self.unresponsive += 1;
+        self.failures += 1;
         true
     }
 
@@ -352,10 +354,12 @@ impl<P: Peer> ClosestPeersIter<P> {
         }
         c.state = State::Failed;
         match was {
-            State::Waiting => self.in_flight -= 1,
-            _ => self.unresponsive -= 1,
+            State::Waiting => {
+                self.in_flight -= 1;
+                self.failures += 1;
+            }
+            _ => self.unresponsive -= 1, // counted when it became unresponsive
         }
-        self.failures += 1;
         true
     }
 

@@ -198,8 +198,13 @@ pub struct Dht<P: Peer> {
     soft_deadlines: BTreeSet<(Instant, RpcId)>,
     /// When each running query must finish.
     query_deadlines: BTreeSet<(Instant, QueryId)>,
-    /// Round-trip times over every answer, for strangers' soft timeouts.
+    /// Round-trip times of answers from strangers (peers not in our table), for strangers'
+    /// soft timeouts: a stranger's request usually opens a connection first, which a
+    /// contact's does not, so contacts' samples would make it too short.
     net_rtt: Rtt,
+    /// Round-trip times of every answer, for a stranger's soft timeout before any stranger
+    /// answered.
+    any_rtt: Rtt,
     transmits: VecDeque<Transmit<P>>,
     events: VecDeque<Event<P>>,
     /// Keys we announce, with when to announce them next.
@@ -251,6 +256,7 @@ impl<P: Peer> Dht<P> {
             soft_deadlines: BTreeSet::new(),
             query_deadlines: BTreeSet::new(),
             net_rtt: Rtt::UNKNOWN,
+            any_rtt: Rtt::UNKNOWN,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             providing: BTreeMap::new(),
@@ -308,7 +314,7 @@ impl<P: Peer> Dht<P> {
         self.queries.len()
     }
 
-    /// The round-trip time measured over every answer, if any came.
+    /// The round-trip time measured over answers from strangers, if any came.
     pub fn network_rtt(&self) -> Option<std::time::Duration> {
         self.net_rtt.srtt()
     }
@@ -564,7 +570,10 @@ impl<P: Peer> Dht<P> {
             self.verifying.remove(&key);
         }
         let rtt = now - r.sent;
-        self.net_rtt.sample(rtt);
+        self.any_rtt.sample(rtt);
+        if !self.table.contains(&key) {
+            self.net_rtt.sample(rtt);
+        }
         let seen = self.table.on_answered(now, r.to.clone(), rtt);
         self.on_table_seen(now, r.to.clone(), seen);
         match r.purpose {
@@ -840,14 +849,21 @@ impl<P: Peer> Dht<P> {
         Some(r)
     }
 
-    /// The soft timeout of a request to `to`: SRTT + 4·RTTVAR of the contact, else of the
-    /// network, else the initial value; within `[soft_timeout_min, rpc_timeout]`.
+    /// The soft timeout of a request to `to`: SRTT + 4·RTTVAR of the contact; for a
+    /// stranger, of strangers' answers, else of all answers with one more SRTT (room for
+    /// the handshake a stranger usually needs); else the initial value. Always within
+    /// `[soft_timeout_min, rpc_timeout]`.
     fn soft_timeout_for(&self, to: &Key) -> std::time::Duration {
         let (min, max) = (self.config.soft_timeout_min, self.config.rpc_timeout);
+        let any = || {
+            let t = self.any_rtt.timeout(min, max)?;
+            Some((t + self.any_rtt.srtt()?).min(max.max(min)))
+        };
         self.table
             .get(to)
             .and_then(|e| e.rtt.timeout(min, max))
             .or_else(|| self.net_rtt.timeout(min, max))
+            .or_else(any)
             .unwrap_or(self.config.soft_timeout_initial.clamp(min, max.max(min)))
     }
 

@@ -67,7 +67,8 @@ pub struct QueryStats {
     pub hops: u32,
     /// Requests sent, announcements included.
     pub rpcs: u32,
-    /// Requests that failed or timed out.
+    /// Requests that failed, or passed their soft timeout (the walk stopped waiting for
+    /// them, even if they answered later), each counted once.
     pub timeouts: u32,
     /// From start to finish.
     pub duration: Duration,

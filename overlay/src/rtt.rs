@@ -2,8 +2,8 @@
 //! for the network as a whole.
 //!
 //! A lookup gives each request a soft timeout of SRTT + 4·RTTVAR (at least 2·SRTT) of the
-//! peer asked (or of
-//! the whole network, for a stranger), clamped between a floor and the hard RPC timeout:
+//! peer asked (for a stranger, of the answers of strangers so far: those usually include a
+//! handshake, which a contact's do not), clamped between a floor and the hard RPC timeout:
 //! past it the request stops holding a slot of the walk, though its answer is still used
 //! if it comes. Samples are whole request round trips as the overlay sees them (a first
 //! request to a peer includes its connection's handshake), so the estimate is of what a

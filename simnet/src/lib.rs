@@ -13,7 +13,10 @@
 //! - [`scenario`]: the TOML scenario, its validation, `--set` overrides and sweep grids.
 //! - [`seed`]: every random stream, derived from the master seed.
 //! - [`peer`]: [`SimPeer`], the 36-byte handle the overlay stores for each contact.
-//! - [`latency`]: delay and loss models.
+//! - [`latency`]: the link model: per-pair delays, jitter, loss with retransmission,
+//!   handshakes.
+//! - [`links`]: each node's connections (capped, least recently used closed first) and
+//!   message counters.
 //! - [`churn`]: renewal churn with equilibrium starts, and lifetime distributions.
 //! - [`oracle`]: the sorted global view (true closest nodes, ideal-table ranges).
 //! - [`engine`]: [`Sim`], the event loop, nodes, setup and workload.
@@ -24,6 +27,7 @@
 pub mod churn;
 pub mod engine;
 pub mod latency;
+pub mod links;
 pub mod measure;
 pub mod metrics;
 pub mod oracle;

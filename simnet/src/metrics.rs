@@ -31,6 +31,21 @@ pub struct LookupOutcome {
     pub latency: Duration,
 }
 
+/// How one get ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetOutcome {
+    /// Served after `latency` (to the first verified byte); `intra` when the holder it was
+    /// fetched from is in the getter's region (or the getter held it).
+    Served {
+        /// From the get to the first verified byte.
+        latency: Duration,
+        /// Served from within the getter's region.
+        intra: bool,
+    },
+    /// No holder was found in time, or the getter died.
+    Failed,
+}
+
 /// One timeseries interval.
 #[derive(Debug, Clone, Default)]
 pub struct Row {
@@ -99,6 +114,12 @@ pub struct Metrics {
     pub requests_by_kind: [u64; 4],
     /// Messages that reached a dead node or a newer incarnation.
     pub messages_undeliverable: u64,
+    /// Retransmissions the link model made (lost transmissions that were sent again).
+    pub retransmissions: u64,
+    /// Connections opened (first contacts, each a handshake).
+    pub handshakes: u64,
+    /// Connections closed because a node was at its connection cap.
+    pub connections_closed: u64,
     /// `PeerMisbehaved` events: every simulated node is honest, so anything but 0 is a bug.
     pub misbehaved: u64,
     alive: u64,
@@ -115,6 +136,10 @@ pub struct Metrics {
     pub gets_ok: u64,
     /// Latencies of successful gets, ns.
     pub get_latencies: Vec<u64>,
+    /// Latencies of successful gets served from the getter's region, ns.
+    pub get_latencies_intra: Vec<u64>,
+    /// Latencies of successful gets served from another region, ns.
+    pub get_latencies_inter: Vec<u64>,
     /// Bytes of object copies stored by puts.
     pub put_bytes: u64,
     /// Bytes of object copies stored by repair (copies that moved, not HAS checks).
@@ -154,6 +179,9 @@ impl Metrics {
             messages_lost: 0,
             requests_by_kind: [0; 4],
             messages_undeliverable: 0,
+            retransmissions: 0,
+            handshakes: 0,
+            connections_closed: 0,
             misbehaved: 0,
             alive: 0,
             alive_at: Instant::ZERO,
@@ -163,6 +191,8 @@ impl Metrics {
             gets: 0,
             gets_ok: 0,
             get_latencies: Vec::new(),
+            get_latencies_intra: Vec::new(),
+            get_latencies_inter: Vec::new(),
             put_bytes: 0,
             repair_bytes: 0,
             transfers_failed: 0,
@@ -278,15 +308,21 @@ impl Metrics {
         }
     }
 
-    /// A get was issued at `now`; `Some(latency)` if it succeeded.
-    pub fn get_done(&mut self, started: Instant, ok: Option<Duration>) {
+    /// A get issued at `started` ended.
+    pub fn get_done(&mut self, started: Instant, outcome: GetOutcome) {
         self.gets += 1;
         let row = self.row(started);
         row.gets += 1;
-        if let Some(l) = ok {
+        if let GetOutcome::Served { latency, intra } = outcome {
             row.gets_ok += 1;
             self.gets_ok += 1;
-            self.get_latencies.push(l.as_nanos() as u64);
+            let ns = latency.as_nanos() as u64;
+            self.get_latencies.push(ns);
+            if intra {
+                self.get_latencies_intra.push(ns);
+            } else {
+                self.get_latencies_inter.push(ns);
+            }
         }
     }
 
@@ -300,6 +336,8 @@ impl Metrics {
     pub fn seal(&mut self) {
         self.latencies.sort_unstable();
         self.get_latencies.sort_unstable();
+        self.get_latencies_intra.sort_unstable();
+        self.get_latencies_inter.sort_unstable();
         for r in &mut self.rows {
             r.latencies.sort_unstable();
         }

@@ -159,6 +159,12 @@ summary! {
     requests_add_provider: u64,
     /// Messages that found their node dead or replaced.
     messages_undeliverable: u64,
+    /// Lost transmissions that were sent again (QUIC retransmission).
+    retransmissions: u64,
+    /// Connections opened (first contacts: a handshake each).
+    handshakes: u64,
+    /// Connections closed at a node's connection cap (least recently used first).
+    connections_closed: u64,
     /// PeerMisbehaved events (all nodes are honest: anything but 0 is a bug).
     misbehaved_events: u64,
     /// Objects put.
@@ -170,9 +176,30 @@ summary! {
     /// Gets that found a live holder, over gets issued.
     #[serde(skip_serializing_if = "Option::is_none")]
     object_get_success_rate: Option<f64>,
+    /// Median of successful get latency, ms (to the first verified byte).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_latency_ms_p50: Option<f64>,
     /// 95th percentile of successful get latency, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     object_get_latency_ms_p95: Option<f64>,
+    /// Successful gets served from the getter's own region (regions models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_gets_intra: Option<u64>,
+    /// Median latency of gets served from the getter's own region, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_intra_ms_p50: Option<f64>,
+    /// 95th percentile of gets served from the getter's own region, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_intra_ms_p95: Option<f64>,
+    /// Successful gets served from another region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_gets_inter: Option<u64>,
+    /// Median latency of gets served from another region, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_inter_ms_p50: Option<f64>,
+    /// 95th percentile of gets served from another region, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_inter_ms_p95: Option<f64>,
     /// Mean live copies per placed object at the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     replicas_mean: Option<f64>,
@@ -221,6 +248,11 @@ impl Summary {
             .map(|(h, c)| h as u64 * c)
             .sum();
         let objects = sc.workload.objects > 0;
+        let regions = objects
+            && matches!(
+                sc.latency.model,
+                crate::scenario::LatencyModel::Regions { .. }
+            );
         let lat_sum: u64 = m.latencies.iter().sum();
         let duration_ns = sc.duration.as_nanos().max(1);
         Summary {
@@ -260,12 +292,32 @@ impl Summary {
             requests_get_providers: m.requests_by_kind[2],
             requests_add_provider: m.requests_by_kind[3],
             messages_undeliverable: m.messages_undeliverable,
+            retransmissions: m.retransmissions,
+            handshakes: m.handshakes,
+            connections_closed: m.connections_closed,
             misbehaved_events: m.misbehaved,
             object_puts: objects.then_some(m.puts),
             object_gets: objects.then_some(m.gets),
             object_get_success_rate: objects.then(|| ratio(m.gets_ok, m.gets)),
+            object_get_latency_ms_p50: objects
+                .then(|| percentile(&m.get_latencies, 0.5).map(ms))
+                .flatten(),
             object_get_latency_ms_p95: objects
                 .then(|| percentile(&m.get_latencies, 0.95).map(ms))
+                .flatten(),
+            object_gets_intra: regions.then_some(m.get_latencies_intra.len() as u64),
+            object_get_intra_ms_p50: regions
+                .then(|| percentile(&m.get_latencies_intra, 0.5).map(ms))
+                .flatten(),
+            object_get_intra_ms_p95: regions
+                .then(|| percentile(&m.get_latencies_intra, 0.95).map(ms))
+                .flatten(),
+            object_gets_inter: regions.then_some(m.get_latencies_inter.len() as u64),
+            object_get_inter_ms_p50: regions
+                .then(|| percentile(&m.get_latencies_inter, 0.5).map(ms))
+                .flatten(),
+            object_get_inter_ms_p95: regions
+                .then(|| percentile(&m.get_latencies_inter, 0.95).map(ms))
                 .flatten(),
             replicas_mean: objects.then_some(m.replicas_end),
             objects_available: objects.then_some(m.objects_available_end),

@@ -22,7 +22,7 @@ pub enum Stream {
     NodeKey = 1,
     /// Each node's own `Dht` seed, per (slot, incarnation).
     DhtSeed = 2,
-    /// Message delays and loss.
+    /// Each message's jitter and loss, per (sender, receiver, message number).
     Network = 3,
     /// Churn periods, per (slot, draw).
     Churn = 4,
@@ -38,11 +38,13 @@ pub enum Stream {
     Join = 9,
     /// Object puts and gets.
     Objects = 10,
+    /// Each pair of slots' stable base delay.
+    Pairs = 11,
 }
 
 /// Every stream with its name, for the run's preamble (each printed at indices 0, 0; a
 /// node's own streams are derived at its slot and incarnation).
-pub const STREAMS: [(&str, Stream); 10] = [
+pub const STREAMS: [(&str, Stream); 11] = [
     ("node_key", Stream::NodeKey),
     ("dht_seed", Stream::DhtSeed),
     ("network", Stream::Network),
@@ -53,6 +55,7 @@ pub const STREAMS: [(&str, Stream); 10] = [
     ("placement", Stream::Placement),
     ("join", Stream::Join),
     ("objects", Stream::Objects),
+    ("pairs", Stream::Pairs),
 ];
 
 fn splitmix64(mut z: u64) -> u64 {

@@ -129,6 +129,18 @@ fn parsed_default(section: &str, key: &str) -> Option<String> {
             other => format!("{other:?}"),
         },
         ("latency", "loss") => sc.latency.loss.to_string(),
+        // Documented as `0.1` (`0` with `constant`): the constant default is checked apart.
+        ("latency", "jitter") => model("latency", "uniform").latency.jitter.to_string(),
+        ("latency", "handshake") => sc.latency.handshake.to_string(),
+        ("latency", "connections_max") => sc.latency.connections_max.to_string(),
+        ("latency", "names") | ("latency", "rtt_ms") => {
+            let r = model("latency", "regions").latency;
+            if r.region_names.is_empty() && r.rtt_ms.is_empty() {
+                "(none)".into()
+            } else {
+                "set".into()
+            }
+        }
         ("latency", _) => {
             let m = match key {
                 "ms" => "constant",
@@ -157,6 +169,10 @@ fn parsed_default(section: &str, key: &str) -> Option<String> {
         ("workload", "gets_per_s") => match sc.workload.gets {
             Rate::PerSecond(r) => r.to_string(),
             Rate::Total(_) => "(none)".into(),
+        },
+        ("workload", "get_holders_wanted") => match sc.workload.get_holders_wanted {
+            Some(n) => n.to_string(),
+            None => "rf".into(),
         },
         ("churn", "mean_up_s") | ("churn", "mean_down_s") => {
             match model("churn", "exponential").churn.model {
@@ -277,6 +293,12 @@ fn every_default_in_scenarios_md_is_what_the_parser_gives() {
             ));
         }
     }
+    // `jitter` documents two defaults in one cell; the second is the constant model's.
+    assert_eq!(
+        common::scenario("").latency.jitter,
+        0.0,
+        "constant links, no jitter"
+    );
     // `shape` documents two defaults in one cell; the second is Pareto's.
     match common::scenario("[churn]\nmodel = \"pareto\"").churn.model {
         ChurnModel::Pareto { shape, .. } => assert_eq!(shape, 3.0, "Pareto's documented shape"),

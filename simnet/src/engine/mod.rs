@@ -29,6 +29,7 @@ use overlay::Instant;
 
 use crate::churn::Schedule;
 use crate::latency::Network;
+use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::oracle::LiveSet;
 use crate::scenario::Scenario;
@@ -62,6 +63,7 @@ pub struct Sim {
     slots: Vec<Slot>,
     live: LiveSet,
     net: Network,
+    links: Links,
     churn: Option<Schedule>,
     join_rng: SimRng,
     work: Work,
@@ -237,6 +239,9 @@ impl Sim {
         }
         if self.metrics.alive() != up as u64 {
             return self.fail(u32::MAX, "alive count drifted from the slots".into());
+        }
+        if let Err(e) = self.links.check() {
+            return self.fail(u32::MAX, e);
         }
         let stale = self.pending.keys().find(|(slot, inc, _)| {
             self.slots

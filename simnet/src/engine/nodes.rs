@@ -24,11 +24,16 @@ use overlay::{
 
 use super::Sim;
 use super::queue::{Ev, Msg};
+use crate::links;
 use crate::peer::SimPeer;
 use crate::seed::{self, Stream};
 
 /// The smallest delay between a timer firing and the same node's next timer.
 pub const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
+
+/// How long a connection to a crashed node stays open before it times out (the node's QUIC
+/// idle timeout): then the peer's DHT hears that the connection was lost without a goodbye.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Objects a node holds, and its replication planner.
 #[derive(Debug)]
@@ -191,6 +196,18 @@ impl Sim {
         }
         let (key, inc) = (s.key, s.inc);
         self.live.remove(&key);
+        // Its peers' ends of its connections go silent and time out, unannounced.
+        for peer in self.links.stop(slot) {
+            let to_inc = self.slots[peer as usize].inc;
+            self.queue.push_msg(
+                now + IDLE_TIMEOUT,
+                Msg::Lost {
+                    to_slot: peer,
+                    to_inc,
+                    peer: key,
+                },
+            );
+        }
         let mine: Vec<(u32, u32, u64)> = self
             .pending
             .range((slot, inc, 0)..=(slot, inc, u64::MAX))
@@ -365,16 +382,99 @@ impl Sim {
         }
     }
 
-    /// Sends a message from `from` to `to` through the link model (delay, loss).
+    /// Sends a message from `from` to `to` through the link model: a first contact opens
+    /// a connection (a handshake round trip before the message leaves), then the message
+    /// takes its pair's delay, its jitter, and its retransmissions. Answers travel back on
+    /// the connection their request came on.
     pub(super) fn send(&mut self, from: u32, to: u32, msg: Msg) {
         let now = self.now;
-        match self.net.send(from, to) {
-            Some(delay) => {
+        let reply = matches!(msg, Msg::Response { .. } | Msg::TransferDone { .. });
+        let n = self.links.next_message(from, to);
+        let from_inc = self.slots[from as usize].inc;
+        let mut rng = self.net.rng(from, from_inc, to, n);
+        let mut leaves = now;
+        if !reply && self.sc.latency.handshake {
+            let to_inc = self.slots[to as usize]
+                .dht
+                .as_ref()
+                .map_or(0, |_| self.slots[to as usize].inc);
+            let now_ms = links::ms_of(now);
+            match self.links.use_connection(from, to, to_inc, now_ms) {
+                Some(ready) => {
+                    leaves = leaves.max(Instant::ZERO + Duration::from_millis(u64::from(ready)))
+                }
+                None => {
+                    self.metrics.handshakes += 1;
+                    // A crashed node never completes a handshake: nothing is delivered.
+                    let hs = (to_inc != 0)
+                        .then(|| self.net.handshake(from, to, &mut rng))
+                        .flatten();
+                    let Some(hs) = hs else {
+                        self.metrics.message_sent(now, true);
+                        return;
+                    };
+                    leaves = now + hs;
+                    let closed = self.links.open(
+                        (from, from_inc),
+                        (to, to_inc),
+                        now_ms,
+                        links::ms_of(leaves),
+                    );
+                    self.metrics.connections_closed += closed.len() as u64;
+                }
+            }
+        }
+        let (delay, retransmissions) = self.net.transmit(from, to, &mut rng);
+        self.metrics.retransmissions += u64::from(retransmissions);
+        match delay {
+            Some(d) => {
                 self.metrics.message_sent(now, false);
-                self.queue.push_msg(now + delay, msg);
+                self.queue.push_msg(leaves + d, msg);
             }
             None => self.metrics.message_sent(now, true),
         }
+    }
+
+    /// A request from `from` answered by `to` at once, through the link model (a connection
+    /// opened if needed, both messages with their delays and retransmissions): its round
+    /// trip, or `None` if `to` is down or a message was lost for good. For exchanges whose
+    /// answer the engine computes rather than simulates (a get's TAIL probes and fetch).
+    pub(super) fn exchange(&mut self, from: u32, to: u32) -> Option<Duration> {
+        let now = self.now;
+        let to_inc = self.slots[to as usize]
+            .dht
+            .as_ref()
+            .map(|_| self.slots[to as usize].inc)?;
+        let from_inc = self.slots[from as usize].inc;
+        let now_ms = links::ms_of(now);
+        let n = self.links.next_message(from, to);
+        let mut rng = self.net.rng(from, from_inc, to, n);
+        let mut leaves = Duration::ZERO;
+        if self.sc.latency.handshake {
+            match self.links.use_connection(from, to, to_inc, now_ms) {
+                Some(ready) => {
+                    leaves =
+                        Duration::from_millis(u64::from(ready)).saturating_sub(now.as_duration())
+                }
+                None => {
+                    self.metrics.handshakes += 1;
+                    leaves = self.net.handshake(from, to, &mut rng)?;
+                    let ready = links::ms_of(now + leaves);
+                    let closed = self
+                        .links
+                        .open((from, from_inc), (to, to_inc), now_ms, ready);
+                    self.metrics.connections_closed += closed.len() as u64;
+                }
+            }
+        }
+        let (there, r1) = self.net.transmit(from, to, &mut rng);
+        let n = self.links.next_message(to, from);
+        let mut back_rng = self.net.rng(to, to_inc, from, n);
+        let (back, r2) = self.net.transmit(to, from, &mut back_rng);
+        self.metrics.retransmissions += u64::from(r1 + r2);
+        self.metrics.message_sent(now, there.is_none());
+        self.metrics.message_sent(now, back.is_none());
+        Some(leaves + there? + back?)
     }
 
     fn send_request(&mut self, slot: u32, t: Transmit<SimPeer>) {
@@ -468,6 +568,19 @@ impl Sim {
                 size,
                 push,
             } => self.deliver_transfer(from, from_inc, to, id, key, size, push),
+            Msg::Lost {
+                to_slot,
+                to_inc,
+                peer,
+            } => {
+                if !self.is_incarnation(to_slot, to_inc) {
+                    return;
+                }
+                if let Some(d) = self.slots[to_slot as usize].dht.as_mut() {
+                    d.peer_lost(now, &peer);
+                    self.after_input(to_slot, false);
+                }
+            }
             Msg::TransferDone {
                 to_slot,
                 to_inc,

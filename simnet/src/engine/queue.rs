@@ -76,6 +76,13 @@ pub(crate) enum Msg {
         id: TransferId,
         outcome: TransferOutcome,
     },
+    /// The connection to `peer` went silent (its node crashed) and timed out at this
+    /// incarnation, without a goodbye.
+    Lost {
+        to_slot: u32,
+        to_inc: u32,
+        peer: Key,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]

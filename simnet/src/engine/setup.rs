@@ -18,6 +18,7 @@ use super::workload::Work;
 use super::{Sim, SimError};
 use crate::churn::Schedule;
 use crate::latency::Network;
+use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::oracle::LiveSet;
 use crate::peer::SimPeer;
@@ -53,6 +54,7 @@ pub(super) fn build(sc: Scenario, check: bool) -> Sim {
         slots: (0..n).map(|_| Slot::default()).collect(),
         live: LiveSet::new(),
         net: Network::new(&sc.latency, n, master),
+        links: Links::new(n, sc.latency.connections_max),
         churn: Schedule::new(&sc.churn.model, n, master),
         join_rng: seed::rng(master, Stream::Join, 0, 0),
         work: Work::new(&sc),

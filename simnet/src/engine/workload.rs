@@ -6,8 +6,15 @@
 //! exact when the result is the true k closest live nodes, in order. Both are judged at the
 //! moment the query finishes. A put looks up the object's key and sends a copy to the RF
 //! closest nodes found; from then on those nodes' planners keep it on its RF closest nodes.
-//! A get asks for providers of the key and succeeds if one of them is live and holds the
-//! object; its latency is the query's plus one round trip to that holder.
+//! A get runs as the node's does: a node that holds the object serves it at once; else it
+//! asks for providers (wanting `rf`), then sends a TAIL probe to every provider and to the
+//! 2·rf closest nodes found, all at once, each bounded by [`PROBE_TIMEOUT`]; it waits for
+//! `get_holders_wanted` holders to answer (or every probe to end, or the
+//! [`SEARCH_TIMEOUT`] from the start to pass: a dead provider costs a probe timeout only
+//! when too few live holders answer), then fetches from the fastest holder, one more round
+//! trip. Its latency ends there (the first verified byte). A get whose fastest holder is in
+//! the getter's own region (or that was served locally) is intra-region, any other
+//! inter-region (regions models only).
 //!
 //! Operation times and targets come from the workload's own streams, so they stay the same
 //! when a sweep changes, say, k.
@@ -15,13 +22,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// A get's TAIL probe to one candidate holder gives up after this (the node's
+/// `probe_timeout`).
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A get's whole search (lookup and probes) gives up after this (the node's
+/// `search_timeout`).
+pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
+
 use overlay::{Instant, Key, QueryId, QueryResult, QueryStats};
 use rand::Rng;
 
 use super::Sim;
 use super::nodes::Slot;
 use super::queue::{Ev, Msg};
-use crate::metrics::LookupOutcome;
+use crate::metrics::{GetOutcome, LookupOutcome};
 use crate::oracle::LiveSet;
 use crate::scenario::{Rate, Scenario, Target};
 use crate::seed::{self, SimRng, Stream};
@@ -248,6 +262,20 @@ impl Sim {
         if let Some(object) = pick {
             let key = self.work.objects[object as usize];
             let wanted = self.sc.workload.replication.rf;
+            if source.is_some_and(|slot| self.holds(slot, &key)) {
+                // The node serves its own copy: no search.
+                self.metrics.get_done(
+                    now,
+                    GetOutcome::Served {
+                        latency: Duration::ZERO,
+                        intra: true,
+                    },
+                );
+                let w = &self.sc.workload;
+                let from = Instant::ZERO + w.start + w.puts_window;
+                self.next_op(w.gets, from, self.work.gets_issued, Ev::Get, false);
+                return;
+            }
             let started = source.and_then(|slot| {
                 let s = &mut self.slots[slot as usize];
                 let id = s.dht.as_mut()?.get_providers(now, key, wanted).ok()?;
@@ -264,7 +292,7 @@ impl Sim {
                     );
                     self.after_input(slot, false);
                 }
-                None => self.metrics.get_done(now, None),
+                None => self.metrics.get_done(now, GetOutcome::Failed),
             }
         }
         let w = &self.sc.workload;
@@ -339,24 +367,83 @@ impl Sim {
             }
             Pending::Get { started, object } => {
                 let key = self.work.objects[object as usize];
-                let providers = match result {
-                    QueryResult::GetProviders { providers, .. } => providers,
-                    _ => Vec::new(),
+                let (providers, closest) = match result {
+                    QueryResult::GetProviders { providers, closest } => (providers, closest),
+                    _ => (Vec::new(), Vec::new()),
                 };
-                let holder = providers.into_iter().find(|p| {
-                    self.is_current(p)
-                        && self.slots[p.slot as usize]
-                            .store
-                            .as_ref()
-                            .is_some_and(|st| st.objects.contains_key(&key))
-                });
-                let latency = holder.map(|h| {
-                    let there = self.net.sample_delay(slot, h.slot);
-                    let back = self.net.sample_delay(h.slot, slot);
-                    stats.duration + there + back
-                });
-                self.metrics.get_done(started, latency);
+                let outcome = self.finish_get(slot, key, started, providers, closest);
+                self.metrics.get_done(started, outcome);
             }
+        }
+    }
+
+    /// Whether the node up at `slot` holds `key`.
+    fn holds(&self, slot: u32, key: &Key) -> bool {
+        let s = &self.slots[slot as usize];
+        s.dht.is_some()
+            && s.store
+                .as_ref()
+                .is_some_and(|st| st.objects.contains_key(key))
+    }
+
+    /// The rest of a get whose provider lookup just finished: the TAIL probes, the wait for
+    /// holders, and the fetch from the fastest.
+    fn finish_get(
+        &mut self,
+        slot: u32,
+        key: Key,
+        started: Instant,
+        providers: Vec<crate::peer::SimPeer>,
+        closest: Vec<crate::peer::SimPeer>,
+    ) -> GetOutcome {
+        let now = self.now;
+        let deadline = started + SEARCH_TIMEOUT;
+        if now >= deadline {
+            return GetOutcome::Failed;
+        }
+        let rf = self.sc.workload.replication.rf;
+        let wanted = self.sc.workload.get_holders_wanted.unwrap_or(rf).max(1);
+        let mut candidates: Vec<u32> = providers.iter().map(|p| p.slot).collect();
+        candidates.extend(closest.iter().take(2 * rf).map(|p| p.slot));
+        let mut seen = std::collections::BTreeSet::new();
+        candidates.retain(|&c| c != slot && seen.insert(c));
+        // Each probe ends with an answer (holder or not) or silence at the probe timeout.
+        let mut ends: Vec<(Duration, Option<u32>)> = Vec::new();
+        for c in candidates {
+            let answer = self.exchange(slot, c).filter(|rt| *rt < PROBE_TIMEOUT);
+            match answer {
+                Some(rt) => ends.push((rt, self.holds(c, &key).then_some(c))),
+                None => ends.push((PROBE_TIMEOUT, None)),
+            }
+        }
+        ends.sort_by_key(|(t, h)| (*t, *h));
+        let mut holders = Vec::new();
+        let mut done = Duration::ZERO;
+        for (t, h) in &ends {
+            if now + *t > deadline {
+                break;
+            }
+            done = *t;
+            if let Some(h) = h {
+                holders.push(*h);
+                if holders.len() >= wanted {
+                    break;
+                }
+            }
+        }
+        let Some(&fastest) = holders.first() else {
+            return GetOutcome::Failed;
+        };
+        let Some(fetch) = self.exchange(slot, fastest) else {
+            return GetOutcome::Failed;
+        };
+        let intra = match (self.net.region(slot), self.net.region(fastest)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        };
+        GetOutcome::Served {
+            latency: (now - started) + done + fetch,
+            intra,
         }
     }
 
@@ -364,7 +451,7 @@ impl Sim {
     pub(super) fn abandon(&mut self, p: Pending) {
         match p {
             Pending::Lookup { .. } => self.metrics.lookup_unfinished(),
-            Pending::Get { started, .. } => self.metrics.get_done(started, None),
+            Pending::Get { started, .. } => self.metrics.get_done(started, GetOutcome::Failed),
             Pending::Put { .. } => {}
         }
     }

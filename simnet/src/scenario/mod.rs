@@ -127,13 +127,15 @@ pub enum LatencyModel {
         /// σ of the underlying normal.
         sigma: f64,
     },
-    /// Each slot sits in one of `regions` regions (slot mod regions); fixed delays.
+    /// Each slot sits in one of `regions` regions (slot mod regions); the delay between two
+    /// regions is fixed: `intra_ms`/`inter_ms`, or half the measured round trip of
+    /// [`Latency::rtt_ms`] when the scenario gives one.
     Regions {
         /// Number of regions.
         regions: u32,
-        /// Delay between nodes of one region, ms.
+        /// Delay between nodes of one region, ms (without a measured matrix).
         intra_ms: f64,
-        /// Delay between nodes of different regions, ms.
+        /// Delay between nodes of different regions, ms (without a measured matrix).
         inter_ms: f64,
     },
     /// Each node a random point in a `side_ms` square; delay = base + Euclidean distance.
@@ -145,13 +147,27 @@ pub enum LatencyModel {
     },
 }
 
-/// Delays and loss.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Delays, loss and connections: the link model.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Latency {
-    /// The delay model.
+    /// The delay model: each pair of slots gets a stable base delay from it.
     pub model: LatencyModel,
-    /// Probability that one message (request, response or transfer) is lost.
+    /// Probability that one transmission of a message (or of a handshake packet) is lost;
+    /// QUIC retransmits it, so a message is late rather than gone.
     pub loss: f64,
+    /// Per-message jitter: a message takes its pair's base delay times (1 + J), J exponential
+    /// with this mean.
+    pub jitter: f64,
+    /// Whether a first contact pays for its connection: a handshake round trip before the
+    /// request (HELLO rides with the request, as the node sends it).
+    pub handshake: bool,
+    /// Connections a node keeps open (the node's cap); past it the least recently used closes.
+    pub connections_max: u32,
+    /// With `regions`: the region names, for outputs.
+    pub region_names: Vec<String>,
+    /// With `regions`: a measured round-trip matrix in ms (row-major, regions × regions,
+    /// symmetric; the diagonal is the round trip within a region).
+    pub rtt_ms: Vec<f64>,
 }
 
 /// Session-length distributions for churn.
@@ -255,6 +271,9 @@ pub struct Workload {
     pub puts_window: Duration,
     /// Gets of random placed objects, from `start + puts_window` on.
     pub gets: Rate,
+    /// Holders a get waits for before it fetches from the fastest (`None`: rf, as the node's
+    /// `Objects::find_holders` does).
+    pub get_holders_wanted: Option<usize>,
     /// Replication parameters of every node's planner (rf, repair pacing, re-planning).
     pub replication: overlay::ReplicationConfig,
 }

@@ -28,7 +28,12 @@ pub(super) struct RawLatency {
     inter_ms: Option<f64>,
     base_ms: Option<f64>,
     side_ms: Option<f64>,
+    names: Option<Vec<String>>,
+    rtt_ms: Option<Vec<Vec<f64>>>,
     loss: Option<f64>,
+    jitter: Option<f64>,
+    handshake: Option<bool>,
+    connections_max: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,11 +60,15 @@ pub(super) fn convert_latency(r: RawLatency) -> Result<Latency, ScenarioError> {
         ("inter_ms", r.inter_ms.is_some()),
         ("base_ms", r.base_ms.is_some()),
         ("side_ms", r.side_ms.is_some()),
+        ("names", r.names.is_some()),
+        ("rtt_ms", r.rtt_ms.is_some()),
     ];
     let ms = |key: &str, v: Option<f64>, default: f64| -> Result<f64, ScenarioError> {
         number(&format!("latency.{key}"), v.unwrap_or(default), 0.0, 1e6)
     };
     let model_name = r.model.as_deref().unwrap_or("constant");
+    let mut rtt_ms = Vec::new();
+    let mut region_names = Vec::new();
     let model = match model_name {
         "constant" => {
             only_for("latency", model_name, &given, &["ms"])?;
@@ -90,11 +99,56 @@ pub(super) fn convert_latency(r: RawLatency) -> Result<Latency, ScenarioError> {
                 "latency",
                 model_name,
                 &given,
-                &["regions", "intra_ms", "inter_ms"],
+                &["regions", "intra_ms", "inter_ms", "names", "rtt_ms"],
             )?;
-            let regions = r.regions.unwrap_or(3);
+            if let Some(m) = &r.rtt_ms {
+                if r.intra_ms.is_some() || r.inter_ms.is_some() {
+                    return Err(invalid(
+                        "latency.rtt_ms",
+                        "give a measured matrix or intra_ms/inter_ms, not both",
+                    ));
+                }
+                let n = m.len();
+                if n == 0 || m.iter().any(|row| row.len() != n) {
+                    return Err(invalid("latency.rtt_ms", "must be a square matrix"));
+                }
+                for (i, row) in m.iter().enumerate() {
+                    for (j, v) in row.iter().enumerate() {
+                        number(&format!("latency.rtt_ms[{i}][{j}]"), *v, 0.0, 1e6)?;
+                        if (v - m[j][i]).abs() > 1e-9 {
+                            return Err(invalid(
+                                "latency.rtt_ms",
+                                format!(
+                                    "must be symmetric: [{i}][{j}] = {v}, [{j}][{i}] = {}",
+                                    m[j][i]
+                                ),
+                            ));
+                        }
+                    }
+                }
+                if r.regions.is_some_and(|x| x as usize != n) {
+                    return Err(invalid(
+                        "latency.regions",
+                        "differs from the size of rtt_ms",
+                    ));
+                }
+                rtt_ms = m.iter().flatten().copied().collect();
+            }
+            let regions = match &r.rtt_ms {
+                Some(m) => m.len() as u32,
+                None => r.regions.unwrap_or(3),
+            };
             if regions == 0 {
                 return Err(invalid("latency.regions", "must be at least 1"));
+            }
+            if let Some(names) = &r.names {
+                if names.len() != regions as usize {
+                    return Err(invalid(
+                        "latency.names",
+                        format!("{} names for {regions} regions", names.len()),
+                    ));
+                }
+                region_names = names.clone();
             }
             LatencyModel::Regions {
                 regions,
@@ -126,7 +180,27 @@ pub(super) fn convert_latency(r: RawLatency) -> Result<Latency, ScenarioError> {
             "must be < 1: with 1 no message arrives",
         ));
     }
-    Ok(Latency { model, loss })
+    // A constant link is constant unless jitter is asked for.
+    let default_jitter = if model_name == "constant" { 0.0 } else { 0.1 };
+    let jitter = number(
+        "latency.jitter",
+        r.jitter.unwrap_or(default_jitter),
+        0.0,
+        10.0,
+    )?;
+    let connections_max = r.connections_max.unwrap_or(256);
+    if connections_max == 0 {
+        return Err(invalid("latency.connections_max", "must be at least 1"));
+    }
+    Ok(Latency {
+        model,
+        loss,
+        jitter,
+        handshake: r.handshake.unwrap_or(true),
+        connections_max,
+        region_names,
+        rtt_ms,
+    })
 }
 
 pub(super) fn convert_churn(

@@ -86,6 +86,7 @@ struct RawWorkload {
     puts_window_s: Option<f64>,
     gets: Option<u64>,
     gets_per_s: Option<f64>,
+    get_holders_wanted: Option<usize>,
     rf: Option<usize>,
     repair_bytes_per_s: Option<u64>,
     repair_burst_bytes: Option<u64>,
@@ -437,6 +438,10 @@ fn convert_workload(r: RawWorkload) -> Result<Workload, ScenarioError> {
             true,
         )?,
         gets: rate("workload", "gets", r.gets, r.gets_per_s, 0)?,
+        get_holders_wanted: match r.get_holders_wanted {
+            Some(0) => return Err(invalid("workload.get_holders_wanted", "must be >= 1")),
+            w => w,
+        },
         replication,
     })
 }
