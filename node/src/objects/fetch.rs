@@ -1,8 +1,8 @@
 //! Fetching objects from peers with verification, and pushing replicas to them.
 //!
-//! A fetch streams the bao slice encoding from a holder into a decoder on a blocking
-//! thread, which checks every 1 KiB chunk against the object's hash before passing its bytes
-//! on. A holder that lies is caught within one chunk; the fetch then resumes from the last
+//! A fetch streams the slice of a range (`wire::tree`) from a holder into a decoder on a
+//! blocking thread, which checks every 16 KiB group against the object's hash before passing
+//! its bytes on. A holder that lies is caught within one chunk; the fetch then resumes from the last
 //! verified byte at the next holder, so the client sees one continuous, verified stream.
 
 use std::io::Read;
@@ -122,12 +122,7 @@ impl Objects {
                 rx: enc_rx,
                 cur: Bytes::new(),
             };
-            let mut dec = bao::decode::SliceDecoder::new(
-                reader,
-                &blake3::Hash::from(hash),
-                range.start,
-                range.len,
-            );
+            let mut dec = wire::tree::SliceDecoder::new(reader, &hash, range.start, range.len);
             let mut buf = vec![0u8; CHUNK];
             loop {
                 match dec.read(&mut buf) {
@@ -260,7 +255,7 @@ impl Objects {
     }
 
     /// Asks `peer` for a small verified slice (a TAIL, or a GET of a short range) and
-    /// checks it: the header names the range asked for, and the bao slice verifies against
+    /// checks it: the header names the range asked for, and the slice verifies against
     /// the id. Returns the object's size as the verified slice states it.
     async fn small_slice(
         &self,
@@ -498,9 +493,9 @@ impl Objects {
     }
 }
 
-/// Largest encoded answer to a proof (a chunk, its parents and the length header).
-const PROOF_MAX: usize = 16 * 1024;
-/// Bytes a proof asks for: one BLAKE3 chunk.
+/// Largest encoded answer to a proof (a group, its parents and the length header).
+const PROOF_MAX: usize = 24 * 1024;
+/// Bytes a proof asks for: one BLAKE3 chunk (the answer carries its whole 16 KiB group).
 const PROOF_CHUNK: u64 = 1024;
 
 /// What became of one copy placed at a peer.

@@ -1,8 +1,8 @@
 //! Answering inbound object requests (app protocol 2): GET a verified slice, TAIL, HAS, PUT
 //! a replica.
 //!
-//! GET and TAIL answer with the bao encoding of the range, so the asker verifies every
-//! chunk (and, for TAIL, the length). PUT is a write, and every write is authorized: by a
+//! GET and TAIL answer with the slice of the range (`wire::tree`), so the asker verifies
+//! every 16 KiB group (and, for TAIL, the length). PUT is a write, and every write is authorized: by a
 //! capability in the request's START frame (checked against the node's capability root,
 //! method `PUT`, the announced size), or by the overlay's admission rule for the mesh's own
 //! copies (the sender is in our routing table, we are among the RF closest to the id, and

@@ -1,8 +1,10 @@
 //! The object store: content-addressed, verified on the way in and on the way out.
 //!
-//! On disk each object is two files under `objects/ab/`: the bytes (`<hex>`) and their bao
-//! outboard (`<hex>.obao`, the BLAKE3 tree, about 6% of the size), which lets any byte range
-//! be verified on its own. A write goes to temporary files while the bytes are hashed; only
+//! On disk each object is two files under `objects/ab/`: the bytes (`<hex>`) and their
+//! outboard (`<hex>.ob16`: the BLAKE3 tree's parent nodes above 16 KiB groups, 0.4 % of the
+//! size, see `wire::tree`), which lets any byte range be verified on its own. A store
+//! written by an older version (bao outboards, `<hex>.obao`) is converted at open: the old
+//! outboard is removed and the new one rebuilt from the bytes, which must hash to the id. A write goes to temporary files while the bytes are hashed; only
 //! if the hash matches are both files fsynced and renamed into place (and the directory
 //! fsynced), so an acknowledged object survives a crash and a half-written one never appears.
 //! Reads re-verify every chunk they return; an object found corrupt is counted in
@@ -19,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+
+use wire::tree::{SliceDecoder, SliceEncoder, TreeHasher};
 
 pub mod fs;
 pub mod hot;
@@ -264,7 +268,7 @@ impl Store {
         Ok(ObjectWriter {
             store: self.clone(),
             sink,
-            encoder: bao::encode::Encoder::new_outboard(Cursor::new(Vec::new())),
+            encoder: TreeHasher::new(),
             len: 0,
             small: Some(Vec::new()),
         })
@@ -310,16 +314,16 @@ impl Store {
         }
     }
 
-    /// The bao slice encoding of `start..start+len` of an object: the bytes a peer needs to
-    /// verify that range on its own. Blocking (reads files): call from a blocking task.
+    /// The slice of `start..start+len` of an object (`wire::tree`): the bytes a peer needs
+    /// to verify that range on its own. Blocking (reads files): call from a blocking task.
     pub fn encode_slice(&self, hash: &Hash, start: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::new();
         self.slice_reader(hash, start, len)?.read_to_end(&mut out)?;
         Ok(out)
     }
 
-    /// The bao slice encoding of a range as a reader, for streaming large ranges without
-    /// holding them in memory. Blocking reads.
+    /// The slice of a range as a reader, for streaming large ranges without holding them in
+    /// memory. Blocking reads.
     pub fn slice_reader(
         &self,
         hash: &Hash,
@@ -343,21 +347,20 @@ impl Store {
                 };
                 let data = io::BufReader::with_capacity(CHUNK_READ, open(data_path(dir, hash))?);
                 let ob = io::BufReader::new(open(outboard_path(dir, hash))?);
-                Box::new(bao::encode::SliceExtractor::new_outboard(
-                    data, ob, start, len,
-                ))
+                Box::new(SliceEncoder::new(data, ob, size, start, len)?)
             }
             Backend::Memory { objects } => {
                 let (data, ob) = lock(objects)
                     .get(hash)
                     .cloned()
                     .ok_or(StoreError::NotFound)?;
-                Box::new(bao::encode::SliceExtractor::new_outboard(
+                Box::new(SliceEncoder::new(
                     Cursor::new(data),
                     Cursor::new(ob),
+                    size,
                     start,
                     len,
-                ))
+                )?)
             }
         })
     }
@@ -389,7 +392,7 @@ impl Store {
         len: u64,
     ) -> Result<VerifiedReader, StoreError> {
         let slice = self.slice_reader(hash, start, len)?;
-        let decoder = bao::decode::SliceDecoder::new(slice, &blake3::Hash::from(*hash), start, len);
+        let decoder = SliceDecoder::new(slice, hash, start, len);
         Ok(VerifiedReader {
             decoder,
             store: self.clone(),
@@ -420,7 +423,7 @@ impl Store {
 
 /// Verified bytes of a stored range; see [`Store::verified_reader`].
 pub struct VerifiedReader {
-    decoder: bao::decode::SliceDecoder<Box<dyn Read + Send>>,
+    decoder: SliceDecoder,
     store: Store,
     hash: Hash,
     left: u64,
@@ -441,8 +444,8 @@ impl Read for VerifiedReader {
                 self.left = self.left.saturating_sub(n as u64);
                 Ok(n)
             }
-            // bao reports a hash mismatch as InvalidData and missing bytes as UnexpectedEof:
-            // the bytes on disk are not the object's.
+            // A hash mismatch is InvalidData and missing bytes UnexpectedEof: the bytes on
+            // disk are not the object's.
             Err(e)
                 if matches!(
                     e.kind(),
@@ -490,6 +493,12 @@ impl StoreError {
     }
 }
 
+/// The outboard's file extension (`wire::tree`'s format: parents above 16 KiB groups).
+const OUTBOARD_EXT: &str = "ob16";
+const OUTBOARD_SUFFIX: &str = ".ob16";
+/// The extension of the bao outboards an older version wrote.
+const LEGACY_OUTBOARD: &str = ".obao";
+
 /// Read-buffer size for object files.
 const CHUNK_READ: usize = 64 * 1024;
 
@@ -502,7 +511,7 @@ fn data_path(dir: &Path, hash: &Hash) -> PathBuf {
 }
 
 fn outboard_path(dir: &Path, hash: &Hash) -> PathBuf {
-    shard(dir, hash).join(format!("{}.obao", hex::encode(hash)))
+    shard(dir, hash).join(format!("{}.{OUTBOARD_EXT}", hex::encode(hash)))
 }
 
 fn unique() -> String {
@@ -539,7 +548,12 @@ fn index_shard(
             continue;
         }
         let mut h = [0u8; 32];
-        if let Some(stem) = name.strip_suffix(".obao") {
+        if name.ends_with(LEGACY_OUTBOARD) {
+            // A bao outboard from an older version: the object's outboard is rebuilt below.
+            let _ = fs.remove_file(&path);
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(OUTBOARD_SUFFIX) {
             // An outboard without its object: a crash between the two renames, or a release
             // interrupted halfway. Nothing was acknowledged on it alone.
             if hex::decode_to_slice(stem, &mut h).is_ok() && !fs.exists(&data_path(dir, &h)) {
@@ -563,18 +577,22 @@ fn index_shard(
 /// bytes do not hash to its name. Returns whether the object is now complete.
 fn rebuild_outboard(fs: &dyn Fs, dir: &Path, hash: &Hash) -> Result<bool, StoreError> {
     let path = data_path(dir, hash);
-    let mut encoder = bao::encode::Encoder::new_outboard(Cursor::new(Vec::new()));
-    io::copy(
-        &mut io::BufReader::with_capacity(CHUNK_READ, fs.open(&path)?),
-        &mut encoder,
-    )?;
-    if encoder.finalize()?.as_bytes() != hash {
+    let mut encoder = TreeHasher::new();
+    let mut file = io::BufReader::with_capacity(CHUNK_READ, fs.open(&path)?);
+    let mut buf = vec![0u8; CHUNK_READ];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => encoder.update(&buf[..n]),
+        }
+    }
+    let (root, outboard) = encoder.finish();
+    if &root != hash {
         tracing::warn!(file = %path.display(), "object file without outboard does not match its name; removing it");
         let _ = fs.remove_file(&path);
         return Ok(false);
     }
-    let outboard = encoder.into_inner().into_inner();
-    let tmp = dir.join(format!(".tmp-{}.obao", unique()));
+    let tmp = dir.join(format!(".tmp-{}.{OUTBOARD_EXT}", unique()));
     let written = write_synced(fs, &tmp, &outboard)
         .and_then(|()| fs.rename(&tmp, &outboard_path(dir, hash)))
         .and_then(|()| fs.sync_dir(&shard(dir, hash)));
@@ -618,7 +636,7 @@ enum Sink {
 pub struct ObjectWriter {
     store: Store,
     sink: Sink,
-    encoder: bao::encode::Encoder<Cursor<Vec<u8>>>,
+    encoder: TreeHasher,
     len: u64,
     /// A copy of the bytes while the object is small enough for the hot cache.
     small: Option<Vec<u8>>,
@@ -639,7 +657,7 @@ impl ObjectWriter {
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         let len = self.len + bytes.len() as u64;
         self.store.check_room(len)?;
-        self.encoder.write_all(bytes)?;
+        self.encoder.update(bytes);
         match &mut self.sink {
             Sink::Disk { file, .. } => file.write_all(bytes)?,
             Sink::Memory(v) => v.extend_from_slice(bytes),
@@ -656,7 +674,7 @@ impl ObjectWriter {
     /// Verifies the hash (against `expected`, if given), makes the object durable and
     /// indexes it. Blocking (fsync): call from a blocking task for large objects.
     pub fn finish(mut self, expected: Option<&Hash>) -> Result<Hash, StoreError> {
-        let hash: Hash = *self.encoder.finalize()?.as_bytes();
+        let (hash, outboard) = std::mem::take(&mut self.encoder).finish();
         if let Some(e) = expected {
             if *e != hash {
                 self.discard();
@@ -666,19 +684,13 @@ impl ObjectWriter {
                 });
             }
         }
-        let outboard = std::mem::replace(
-            &mut self.encoder,
-            bao::encode::Encoder::new_outboard(Cursor::new(Vec::new())),
-        )
-        .into_inner()
-        .into_inner();
         let store = self.store.clone();
         match std::mem::replace(&mut self.sink, Sink::Memory(Vec::new())) {
             Sink::Disk { file, tmp, fs } => {
                 let Backend::Disk { dir, .. } = &store.inner.backend else {
                     return Err(StoreError::NotFound);
                 };
-                let ob_tmp = tmp.with_extension("obao");
+                let ob_tmp = tmp.with_extension(OUTBOARD_EXT);
                 let placed = place(fs.as_ref(), dir, &hash, file, &tmp, &ob_tmp, &outboard);
                 if placed.is_err() {
                     // Nothing half-finished stays behind: both temporaries go.
@@ -742,12 +754,11 @@ impl Drop for ObjectWriter {
     }
 }
 
-/// Checks that a bao slice encoding of `start..start+len` verifies against `hash`,
+/// Checks that a slice of `start..start+len` (`wire::tree`) verifies against `hash`,
 /// returning the bytes; fails at the first chunk that does not.
 pub fn decode_slice(encoded: &[u8], hash: &Hash, start: u64, len: u64) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(len as usize);
-    bao::decode::SliceDecoder::new(Cursor::new(encoded), &blake3::Hash::from(*hash), start, len)
-        .read_to_end(&mut out)?;
+    SliceDecoder::new(Cursor::new(encoded.to_vec()), hash, start, len).read_to_end(&mut out)?;
     Ok(out)
 }
 

@@ -179,13 +179,13 @@ mod large {
             .read_verified(&h, 0, data.len() as u64)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(got == data);
-        // The outboard written piece by piece is the one bao computes over the whole input.
+        // The outboard written piece by piece is the one computed over the whole input.
         let Backend::Disk { dir, .. } = &store.inner.backend else {
             panic!("disk store")
         };
         let on_disk = std::fs::read(outboard_path(dir, &h)).unwrap_or_else(|e| panic!("{e}"));
-        let (whole, whole_hash) = bao::encode::outboard(&data);
-        assert_eq!(whole_hash.as_bytes(), &h);
+        let (whole_hash, whole) = wire::tree::outboard(&data);
+        assert_eq!(&whole_hash, &h);
         assert!(on_disk == whole, "outboards differ");
     }
 }
@@ -310,6 +310,26 @@ mod faults {
         assert_eq!(store.len(), 2);
         let got = store.read_verified(&rebuilt, 0, 70_000);
         assert!(got.is_ok_and(|b| b == [2u8; 70_000]));
+    }
+
+    #[test]
+    fn a_store_with_old_outboards_is_converted_at_open() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = open(dir.path(), 1 << 30);
+        let objs = objects_dir(&store);
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
+        drop(store);
+        // What an older version left: the object file and a bao outboard beside it.
+        let new = outboard_path(&objs, &h);
+        std::fs::remove_file(&new).unwrap_or_else(|e| panic!("{e}"));
+        let legacy = new.with_extension("obao");
+        std::fs::write(&legacy, b"a bao outboard").unwrap_or_else(|e| panic!("{e}"));
+        let store = open(dir.path(), 1 << 30);
+        assert!(!legacy.exists(), "the old outboard is gone");
+        assert!(new.exists(), "the new one is rebuilt");
+        let got = store.read_verified(&h, 0, data.len() as u64);
+        assert!(got.is_ok_and(|b| b == data));
     }
 
     #[test]
