@@ -202,9 +202,9 @@ async fn serve_put(
         None => None,
     };
     if objects.store.size(&hash).is_some() {
-        // Already durable here: answer at once (the pusher stops sending).
+        // Already here: answer at once (the pusher stops sending, and checks our word).
         return ex
-            .respond(Status::Ok, message::encode(&ObjectResponse::Stored))
+            .respond(Status::Ok, message::encode(&ObjectResponse::Held))
             .await;
     }
     let Some(_receiving) = objects.start_receiving(hash) else {

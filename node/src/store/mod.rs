@@ -251,6 +251,12 @@ impl Store {
         self.inner.hot.get(hash)
     }
 
+    /// Keeps bytes of an object the caller verified against `hash` (a remote read) in the
+    /// in-memory cache, if small enough; they are served without another fetch.
+    pub fn remember_verified(&self, hash: Hash, bytes: Bytes) {
+        self.inner.hot.insert(hash, bytes);
+    }
+
     /// Starts writing an object of (at most) `size_hint` bytes.
     pub fn writer(&self, size_hint: u64) -> Result<ObjectWriter, StoreError> {
         self.check_room(size_hint)?;
