@@ -123,15 +123,11 @@ impl Objects {
                 cur: Bytes::new(),
             };
             let mut dec = wire::tree::SliceDecoder::new(reader, &hash, range.start, range.len);
-            let mut buf = vec![0u8; CHUNK];
             loop {
-                match dec.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        if ok_tx
-                            .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                            .is_err()
-                        {
+                match dec.next_verified(CHUNK) {
+                    Ok(None) => return,
+                    Ok(Some(verified)) => {
+                        if ok_tx.blocking_send(Ok(Bytes::from(verified))).is_err() {
                             return;
                         }
                     }
@@ -428,9 +424,10 @@ impl Objects {
                 StoreError::Corrupt => FetchError::Integrity,
                 other => FetchError::Local(other.to_string()),
             })?;
-        let mut pieces = PieceReader::new(Box::new(reader), CHUNK);
+        let piece = super::serve::TRANSFER_PIECE.min(ex.max_payload());
+        let mut pieces = PieceReader::new(Box::new(reader), piece).prefetch(super::serve::PREFETCH);
         let mut sent = 0u64;
-        while let Some(piece) = pieces.next().await {
+        while let Some(piece) = pieces.recv().await {
             let piece = piece.map_err(|e| match StoreError::from_read(e) {
                 StoreError::Corrupt => FetchError::Integrity,
                 other => FetchError::Local(other.to_string()),
