@@ -1,8 +1,8 @@
 //! The object store: content-addressed, verified on the way in and on the way out.
 //!
-//! On disk each object is two files under `objects/ab/`: the bytes (`<hex>`) and their
-//! outboard (`<hex>.ob16`: the BLAKE3 tree's parent nodes above 16 KiB groups, 0.4 % of the
-//! size, see `wire::tree`), which lets any byte range be verified on its own. A store
+//! On disk each object is a file under `objects/ab/` (`<hex>`) and, for one of more than
+//! 16 KiB, its outboard (`<hex>.ob16`: the BLAKE3 tree's parent nodes above 16 KiB groups,
+//! 0.4 % of the size, see `wire::tree`), which lets any byte range be verified on its own. A store
 //! written by an older version (bao outboards, `<hex>.obao`) is converted at open: the old
 //! outboard is removed and the new one rebuilt from the bytes, which must hash to the id. A write goes to temporary files while the bytes are hashed; only
 //! if the hash matches are both files fsynced and renamed into place (and the directory
@@ -22,11 +22,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-use wire::tree::{SliceDecoder, SliceEncoder, TreeHasher};
+use wire::tree::{GROUP, SliceDecoder, SliceEncoder, TreeHasher};
 
 pub mod fs;
 pub mod hot;
 pub mod simfs;
+mod snapshot;
 
 pub use fs::{Fs, RealFs};
 pub use hot::HotCache;
@@ -125,6 +126,26 @@ struct Inner {
     corrupt: std::sync::atomic::AtomicU64,
     /// Small objects whose bytes were verified, in memory.
     hot: HotCache,
+    /// The index matches the files (no walk pending since a snapshot was loaded).
+    reconciled: std::sync::atomic::AtomicBool,
+    /// The index changed since the last snapshot.
+    changed: std::sync::atomic::AtomicBool,
+}
+
+/// The index snapshot's file name in the objects directory.
+const SNAPSHOT: &str = "index.snap";
+
+/// Every whole object under `dir`, sweeping what a crash left behind.
+fn walk(fs: &dyn Fs, dir: &Path) -> Result<BTreeMap<Hash, u64>, StoreError> {
+    let mut index = BTreeMap::new();
+    for (path, is_dir) in fs.read_dir(dir)? {
+        if is_dir {
+            index_shard(fs, dir, &path, &mut index)?;
+        } else if is_temp(&path) {
+            let _ = fs.remove_file(&path);
+        }
+    }
+    Ok(index)
 }
 
 /// Bytes of small verified objects kept in memory (64 MiB).
@@ -144,10 +165,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Store {
-    /// Opens (creating) the store under `data_dir/objects`, indexing what is there and
-    /// cleaning up what a crash left behind: temporary files (in the root and in every
-    /// shard) and outboards whose object file is gone. An object file whose outboard is
-    /// missing gets its outboard rebuilt if its bytes hash to its name, and is removed if not.
+    /// Opens (creating) the store under `data_dir/objects`. With a valid index snapshot the
+    /// index is loaded from it and the store is usable at once; call
+    /// [`reconcile`](Self::reconcile) (on a blocking thread) to bring it up to date with the
+    /// files. Without one, the files are walked now, cleaning up what a crash left behind:
+    /// temporary files (in the root and in every shard) and outboards whose object file is
+    /// gone; an object file whose outboard is missing gets it rebuilt if its bytes hash to
+    /// its name, and is removed if not.
     pub fn open(data_dir: &Path, quota: u64) -> Result<Store, StoreError> {
         Store::open_on(Arc::new(RealFs), data_dir, quota)
     }
@@ -156,14 +180,20 @@ impl Store {
     pub fn open_on(fs: Arc<dyn Fs>, data_dir: &Path, quota: u64) -> Result<Store, StoreError> {
         let dir = data_dir.join("objects");
         fs.create_dir_all(&dir)?;
-        let mut index = BTreeMap::new();
-        for (path, is_dir) in fs.read_dir(&dir)? {
-            if is_dir {
-                index_shard(fs.as_ref(), &dir, &path, &mut index)?;
-            } else if is_temp(&path) {
-                let _ = fs.remove_file(&path);
+        let snapshot = snapshot::load(fs.as_ref(), &dir.join(SNAPSHOT));
+        let reconciled = snapshot.is_none();
+        let index = match snapshot {
+            Some(index) => {
+                // Root temporaries only (cheap); the shards wait for the walk.
+                for (path, is_dir) in fs.read_dir(&dir)? {
+                    if !is_dir && is_temp(&path) {
+                        let _ = fs.remove_file(&path);
+                    }
+                }
+                index
             }
-        }
+            None => walk(fs.as_ref(), &dir)?,
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 backend: Backend::Disk { dir, fs },
@@ -172,8 +202,96 @@ impl Store {
                 quota,
                 corrupt: Default::default(),
                 hot: HotCache::new(HOT_CACHE_BYTES),
+                reconciled: reconciled.into(),
+                // After a walk, the next snapshot saves the next start from walking again.
+                changed: reconciled.into(),
             }),
         })
+    }
+
+    /// Whether the index is known to match the files (no walk pending).
+    pub fn is_reconciled(&self) -> bool {
+        self.inner
+            .reconciled
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Walks the files, as an open without a snapshot does, and brings the index up to date
+    /// with them: adds what the snapshot lacked, drops what is gone, sweeps what a crash
+    /// left; then writes a fresh snapshot. Writes and removals may run meanwhile. Blocking.
+    pub fn reconcile(&self) -> Result<(), StoreError> {
+        let Backend::Disk { dir, fs } = &self.inner.backend else {
+            return Ok(());
+        };
+        let found = walk(fs.as_ref(), dir)?;
+        {
+            let mut index = lock(&self.inner.index);
+            let gone: Vec<Hash> = index
+                .keys()
+                .filter(|h| !found.contains_key(*h) && !fs.exists(&data_path(dir, h)))
+                .copied()
+                .collect();
+            for h in gone {
+                if let Some(size) = index.remove(&h) {
+                    self.inner
+                        .total
+                        .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            for (h, size) in found {
+                if index.insert(h, size).is_none() {
+                    self.inner
+                        .total
+                        .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        self.inner
+            .reconciled
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner
+            .changed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.save_index()
+    }
+
+    /// Writes the index snapshot if the index changed since the last one. Blocking.
+    pub fn save_index(&self) -> Result<(), StoreError> {
+        let Backend::Disk { dir, fs } = &self.inner.backend else {
+            return Ok(());
+        };
+        if !self
+            .inner
+            .changed
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Ok(());
+        }
+        let index = lock(&self.inner.index).clone();
+        snapshot::write(fs.as_ref(), &dir.join(SNAPSHOT), &index).inspect_err(|_| {
+            self.inner
+                .changed
+                .store(true, std::sync::atomic::Ordering::Release);
+        })?;
+        Ok(())
+    }
+
+    /// Before the walk: an object the snapshot lacks may still be on disk (written after the
+    /// snapshot). Looks, and indexes it if it is whole.
+    fn size_on_disk(&self, hash: &Hash) -> Option<u64> {
+        let Backend::Disk { dir, fs } = &self.inner.backend else {
+            return None;
+        };
+        let len = fs.len(&data_path(dir, hash)).ok()?;
+        if len > GROUP && !fs.exists(&outboard_path(dir, hash)) {
+            return None; // the walk rebuilds its outboard
+        }
+        if lock(&self.inner.index).insert(*hash, len).is_none() {
+            self.inner
+                .total
+                .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(len)
     }
 
     /// A store that keeps everything in memory and writes nothing.
@@ -189,6 +307,8 @@ impl Store {
                 quota,
                 corrupt: Default::default(),
                 hot: HotCache::new(HOT_CACHE_BYTES),
+                reconciled: true.into(),
+                changed: false.into(),
             }),
         }
     }
@@ -230,7 +350,11 @@ impl Store {
 
     /// The size of an object, if held.
     pub fn size(&self, hash: &Hash) -> Option<u64> {
-        lock(&self.inner.index).get(hash).copied()
+        let known = lock(&self.inner.index).get(hash).copied();
+        match known {
+            None if !self.is_reconciled() => self.size_on_disk(hash),
+            known => known,
+        }
     }
 
     /// Whether `need` more bytes fit the quota now.
@@ -292,6 +416,21 @@ impl Store {
         self.remove_files(hash, false);
     }
 
+    /// Drops an object from the index (its file is gone) without touching the disk.
+    fn forget(&self, hash: &Hash) {
+        let mut index = lock(&self.inner.index);
+        if let Some(size) = index.remove(hash) {
+            self.inner
+                .total
+                .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+            self.inner
+                .changed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        drop(index);
+        self.inner.hot.remove(hash);
+    }
+
     /// Removes an object's files: the data first (an outboard left alone is swept at open),
     /// and, when `durably`, the removal fsynced so a crash cannot bring the files back (a
     /// released copy that comes back is only surplus; a corrupt one must not).
@@ -301,6 +440,9 @@ impl Store {
             self.inner
                 .total
                 .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+            self.inner
+                .changed
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         drop(index);
         self.inner.hot.remove(hash);
@@ -351,9 +493,29 @@ impl Store {
                         _ => StoreError::Io(e),
                     })
                 };
-                let data = io::BufReader::with_capacity(CHUNK_READ, open(data_path(dir, hash))?);
-                let ob = io::BufReader::new(open(outboard_path(dir, hash))?);
-                Box::new(SliceEncoder::new(data, ob, size, start, len)?)
+                let data = match fs.open(&data_path(dir, hash)) {
+                    // No object file: released (perhaps before a crash an old snapshot did
+                    // not see). The object is gone; only a missing outboard is repairable.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.forget(hash);
+                        return Err(StoreError::NotFound);
+                    }
+                    other => other?,
+                };
+                let data = io::BufReader::with_capacity(CHUNK_READ, data);
+                if size <= GROUP {
+                    // One group: no parents, no outboard file.
+                    Box::new(SliceEncoder::new(
+                        data,
+                        Cursor::new(Vec::new()),
+                        size,
+                        start,
+                        len,
+                    )?)
+                } else {
+                    let ob = io::BufReader::new(open(outboard_path(dir, hash))?);
+                    Box::new(SliceEncoder::new(data, ob, size, start, len)?)
+                }
             }
             Backend::Memory { objects } => {
                 let (data, ob) = lock(objects)
@@ -571,10 +733,13 @@ fn index_shard(
         if name.len() != 64 || hex::decode_to_slice(&name, &mut h).is_err() {
             continue;
         }
-        if !fs.exists(&outboard_path(dir, &h)) && !rebuild_outboard(fs, dir, &h)? {
+        // Renamed into place only once whole and fsynced: the file is the object. One of
+        // more than one group needs its outboard beside it (rebuilt if missing).
+        let len = fs.len(&path)?;
+        if len > GROUP && !fs.exists(&outboard_path(dir, &h)) && !rebuild_outboard(fs, dir, &h)? {
             continue;
         }
-        index.insert(h, fs.len(&path)?);
+        index.insert(h, len);
     }
     Ok(())
 }
@@ -716,6 +881,10 @@ impl ObjectWriter {
         let t = &store.inner.total;
         t.fetch_add(self.len, std::sync::atomic::Ordering::Relaxed);
         t.fetch_sub(before, std::sync::atomic::Ordering::Relaxed);
+        store
+            .inner
+            .changed
+            .store(true, std::sync::atomic::Ordering::Release);
         drop(index);
         if let Some(small) = self.small.take() {
             // Just hashed to `hash`: verified by construction.
@@ -747,8 +916,11 @@ fn place(
     file.sync_all()?;
     drop(file);
     let shard_dir = ensure_shard(fs, dir, hash)?;
-    write_synced(fs, ob_tmp, outboard)?;
-    fs.rename(ob_tmp, &outboard_path(dir, hash))?;
+    // An object of one group has no parents: no outboard file at all.
+    if !outboard.is_empty() {
+        write_synced(fs, ob_tmp, outboard)?;
+        fs.rename(ob_tmp, &outboard_path(dir, hash))?;
+    }
     fs.rename(tmp, &data_path(dir, hash))?;
     fs.sync_dir(&shard_dir)
 }
