@@ -26,6 +26,8 @@ use crate::{HarnessError, binary};
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on a `/v1/lookup` request: a lookup may wait out several RPC timeouts.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Set to keep every node's directory (data, logs) after the harness is done with it.
+pub const KEEP_DIRS_ENV: &str = "MACRONODE_KEEP_DIRS";
 /// How often readiness and tables are polled.
 pub const POLL: Duration = Duration::from_millis(20);
 
@@ -158,10 +160,14 @@ fn parse_id(v: &Value, what: &str) -> Result<NodeId, HarnessError> {
 impl NodeProcess {
     /// Picks free ports, makes the node's directory, and starts it.
     pub fn start(spec: NodeSpec) -> Result<NodeProcess, HarnessError> {
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix(&format!("macronode-{}-", spec.name))
             .tempdir()
             .map_err(HarnessError::io("creating a temporary directory"))?;
+        // To read a node's log and store after the run (the chaos suite's defects).
+        if std::env::var_os(KEEP_DIRS_ENV).is_some() {
+            dir.disable_cleanup(true);
+        }
         let quic = match spec.listen_at {
             Some(a) => a,
             None => ports::free_addr(Proto::Udp)?,

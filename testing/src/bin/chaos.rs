@@ -3,12 +3,14 @@
 //!
 //! ```text
 //! cargo run --release -p testing --bin chaos -- SCENARIO|all|list [--seed N] [--long]
-//!     [--net loopback|proxy|netns]
+//!     [--net loopback|proxy|netns] [--strict]
 //! ```
 //!
 //! The seed is printed first; the same seed gives the same fault schedule, object sizes and
-//! bytes. The exit status is 0 only if every goal of every scenario run was met (a pending
-//! scenario, waiting for a node feature, meets its none). Ctrl-C removes this run's network
+//! bytes. The exit status is 0 only if every goal of every scenario run was met, but for
+//! the misses of known node defects (`scenarios::KNOWN`, RELIABILITY.md), which are printed
+//! as such; `--strict` fails on those too. A pending scenario, waiting for a node feature,
+//! meets its none. Ctrl-C removes this run's network
 //! namespaces and kills its node processes before exiting.
 
 use std::process::ExitCode;
@@ -26,6 +28,7 @@ struct Args {
     seed: Option<u64>,
     long: bool,
     net: Option<NetKind>,
+    strict: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -35,6 +38,7 @@ fn parse() -> Result<Args, String> {
         seed: None,
         long: false,
         net: None,
+        strict: false,
     };
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -43,6 +47,7 @@ fn parse() -> Result<Args, String> {
                 out.seed = Some(v.parse().map_err(|_| format!("--seed {v}: not a number"))?);
             }
             "--long" => out.long = true,
+            "--strict" => out.strict = true,
             "--net" => {
                 out.net = Some(match args.next().as_deref() {
                     Some("loopback") => NetKind::Loopback,
@@ -148,7 +153,7 @@ fn main() -> ExitCode {
         println!("== chaos {name} (seed {seed}, {mode})");
         let result: Result<Report, String> =
             match (scenarios::find(name), scenarios::pending(name, &opts)) {
-                (Some(s), _) => (s.run)(&opts).map_err(|e| e.to_string()),
+                (Some(s), _) => scenarios::run(s, &opts).map_err(|e| e.to_string()),
                 (None, Some(p)) => Ok(p),
                 (None, None) => {
                     eprintln!("unknown scenario {name:?}");
@@ -158,7 +163,7 @@ fn main() -> ExitCode {
             };
         let line = match result {
             Ok(r) => {
-                ok &= r.passed();
+                ok &= r.passed() && (!args.strict || r.known_misses().is_empty());
                 for n in &r.notes {
                     println!("   {n}");
                 }

@@ -49,8 +49,13 @@ impl Answer {
 pub enum Outcome {
     /// The server answered.
     Answered(Answer),
-    /// No complete answer within the timeout.
-    TimedOut,
+    /// No complete answer within the timeout; what had arrived by then.
+    TimedOut {
+        /// The status, if the head had arrived.
+        status: Option<u16>,
+        /// Bytes of the response received (head included).
+        got: usize,
+    },
     /// The connection failed before a complete answer (what the OS said).
     Failed(String),
 }
@@ -76,7 +81,9 @@ impl Outcome {
                 )
             }
             Outcome::Answered(a) => a.status.to_string(),
-            Outcome::TimedOut => "timeout".into(),
+            Outcome::TimedOut { status, got } => {
+                format!("timeout (status {status:?}, {got} bytes of the answer received)")
+            }
             Outcome::Failed(e) => format!("failed: {e}"),
         }
     }
@@ -202,7 +209,7 @@ fn run(
     let left = || deadline.saturating_duration_since(Instant::now());
     let mut s = match TcpStream::connect_timeout(&addr, timeout) {
         Ok(s) => s,
-        Err(e) if e.kind() == ErrorKind::TimedOut => return Outcome::TimedOut,
+        Err(e) if e.kind() == ErrorKind::TimedOut => return timed_out(&[]),
         Err(e) => return Outcome::Failed(format!("connect: {e}")),
     };
     let _ = s.set_nodelay(true);
@@ -218,7 +225,7 @@ fn run(
         };
         for piece in pieces {
             if left().is_zero() {
-                return Outcome::TimedOut;
+                return timed_out(&[]);
             }
             if let Err(e) = write_bounded(&mut s, piece, left()) {
                 write_failed = Some(e);
@@ -234,7 +241,7 @@ fn run(
     loop {
         let l = left();
         if l.is_zero() {
-            return Outcome::TimedOut;
+            return timed_out(&raw);
         }
         if s.set_read_timeout(Some(l)).is_err() {
             return Outcome::Failed("set_read_timeout".into());
@@ -256,7 +263,7 @@ fn run(
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Outcome::TimedOut;
+                return timed_out(&raw);
             }
             Err(e) => {
                 // Reset after a complete answer is still an answer.
@@ -271,6 +278,17 @@ fn run(
     match parse(&raw) {
         Ok(a) => Outcome::Answered(a),
         Err(why) => Outcome::Failed(why),
+    }
+}
+
+/// A timeout, with what had arrived.
+fn timed_out(raw: &[u8]) -> Outcome {
+    let status = find(raw, b"\r\n")
+        .and_then(|end| std::str::from_utf8(&raw[..end]).ok())
+        .and_then(|line| line.split_whitespace().nth(1)?.parse().ok());
+    Outcome::TimedOut {
+        status,
+        got: raw.len(),
     }
 }
 

@@ -303,12 +303,12 @@ impl Cluster {
         }
     }
 
-    /// Every link delays datagrams by `delay ± jitter` (the proxy only: no netem here).
-    pub fn set_delay(&self, delay: Duration, jitter: Duration) -> Result<(), HarnessError> {
-        println!("chaos: delay {delay:?} ± {jitter:?}");
+    /// Every link gets `rule` (the proxy only: delay needs it, there is no netem here).
+    pub fn impair(&self, rule: Impairment) -> Result<(), HarnessError> {
+        println!("chaos: every link {rule:?}");
         match &self.proxy {
             Some(p) => {
-                p.set_all(Impairment::delay(delay, jitter));
+                p.set_all(rule);
                 Ok(())
             }
             None => Err(unexpected(

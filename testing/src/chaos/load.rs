@@ -72,7 +72,7 @@ impl Tally {
             (_, _, true) => &self.corrupt,
             (Outcome::Answered(_), true, _) => &self.ok,
             (Outcome::Answered(_), false, _) => &self.refused,
-            (Outcome::TimedOut, ..) => &self.timed_out,
+            (Outcome::TimedOut { .. }, ..) => &self.timed_out,
             (Outcome::Failed(_), ..) => &self.failed,
         };
         c.fetch_add(1, Ordering::Relaxed);
@@ -149,6 +149,9 @@ pub struct Ledger {
     acked: Mutex<Vec<Acked>>,
     /// 201s that reported fewer than W replicas: a broken promise even if the data lives.
     pub thin: AtomicU64,
+    /// 503 `insufficient_replicas` answered within a second: no write wait ran out, every
+    /// placement failed at once (see RELIABILITY.md, defect D4).
+    pub fast_503: AtomicU64,
     /// The PUTs.
     pub puts: Tally,
     /// The GETs of acknowledged objects during the run.
@@ -163,6 +166,7 @@ impl Ledger {
             started: Instant::now(),
             acked: Mutex::new(Vec::new()),
             thin: AtomicU64::new(0),
+            fast_503: AtomicU64::new(0),
             puts: Tally::default(),
             gets: Tally::default(),
         })
@@ -222,6 +226,10 @@ impl Ledger {
             return None;
         };
         if a.status != 201 {
+            let insufficient = a.json()["code"] == "insufficient_replicas";
+            if a.status == 503 && insufficient && t.took < Duration::from_secs(1) {
+                self.fast_503.fetch_add(1, Ordering::Relaxed);
+            }
             self.puts.record(t, false, false, &what);
             return None;
         }
@@ -316,18 +324,29 @@ pub struct Writer {
     pub w: u64,
     /// Pause between PUTs.
     pub gap: Duration,
+    /// `Some(n)`: cycle over the same `n` objects (a store that stops growing, so the
+    /// soak's memory figures measure leaks rather than a growing index); `None`: every
+    /// PUT a new object.
+    pub pool: Option<u64>,
+}
+
+/// The size of object `index` of a run with `seed`: log-uniform in `sizes`, the same every
+/// time it is asked (an object re-PUT from a pool is the same object).
+pub fn size_of(seed: Seed, index: u64, sizes: (usize, usize)) -> usize {
+    log_uniform(&mut seed.rng(&format!("size-{index}")), sizes.0, sizes.1)
 }
 
 /// A writer thread: PUTs through its gateway until `stop`, object indexes starting at
-/// `via << 32`.
+/// `via << 32` (wrapping at the pool's size, if it has one).
 pub fn spawn_writer(ledger: Arc<Ledger>, w: Writer, stop: Stop) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut rng = ledger.seed().rng(&format!("writer-{}", w.via));
-        let mut index = (w.via as u64) << 32;
+        let base = (w.via as u64) << 32;
+        let mut k = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let size = log_uniform(&mut rng, w.sizes.0, w.sizes.1);
+            let index = base + w.pool.map_or(k, |n| k % n.max(1));
+            let size = size_of(ledger.seed(), index, w.sizes);
             ledger.put(w.addr, w.via, &w.token, index, size, w.w);
-            index += 1;
+            k += 1;
             if !w.gap.is_zero() {
                 std::thread::sleep(w.gap);
             }

@@ -54,6 +54,10 @@ pub struct Impairment {
     pub reorder: f64,
     /// How long a reordered datagram is held back.
     pub reorder_gap: Duration,
+    /// Jitter without reordering: a datagram is never delivered before one that came
+    /// before it on the same link (a queue, as a real path mostly is; netem's jitter, by
+    /// contrast, reorders).
+    pub in_order: bool,
 }
 
 impl Impairment {
@@ -65,6 +69,7 @@ impl Impairment {
         duplicate: 0.0,
         reorder: 0.0,
         reorder_gap: Duration::from_millis(10),
+        in_order: false,
     };
 
     /// Only loss.
@@ -141,6 +146,8 @@ struct Pending {
 
 #[derive(Debug)]
 struct Shared {
+    /// When the last datagram of each link is due (for in-order jitter).
+    last_due: Vec<Mutex<Option<Instant>>>,
     real: Vec<SocketAddr>,
     sockets: Vec<UdpSocket>,
     rules: RwLock<Vec<Impairment>>,
@@ -191,6 +198,7 @@ impl UdpProxy {
             .map(|l| Mutex::new(seed.rng(&link_name(l / n, l % n))))
             .collect();
         let shared = Arc::new(Shared {
+            last_due: (0..links).map(|_| Mutex::new(None)).collect(),
             real,
             sockets,
             rules: RwLock::new(vec![Impairment::NONE; links]),
@@ -400,12 +408,18 @@ fn receive_loop(sh: &Shared, to: usize) {
             }
             continue;
         }
-        let now = Instant::now();
+        let mut due = Instant::now() + delay;
+        if rule.in_order {
+            if let Ok(mut last) = sh.last_due[link].lock() {
+                due = last.map_or(due, |l| due.max(l));
+                *last = Some(due);
+            }
+        }
         if let Ok(mut q) = sh.queue.lock() {
             for c in 0..copies {
                 q.push(Reverse(Pending {
                     // A duplicate trails its original by a millisecond.
-                    due: now + delay + Duration::from_millis(c),
+                    due: due + Duration::from_millis(c),
                     seq: sh.seq.fetch_add(1, Ordering::Relaxed),
                     from,
                     to,

@@ -43,7 +43,8 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
             token: c.token().to_string(),
             sizes: (4 << 10, 4 << 20),
             w,
-            gap: Duration::ZERO,
+            gap: Duration::from_millis(100),
+            pool: None,
         };
         threads.push(spawn_writer(ledger.clone(), writer, stop.clone()));
     }
@@ -117,6 +118,12 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
     r.goal(
         "acks_below_w",
         Tally::get(&ledger.thin) as f64,
+        "",
+        Goal::AtMost(0.0),
+    );
+    r.goal(
+        "fast_503",
+        Tally::get(&ledger.fast_503) as f64,
         "",
         Goal::AtMost(0.0),
     );

@@ -7,7 +7,9 @@
 //! 2. 20 % loss: PUTs, remote GETs and DHT lookups must each end with a status within their
 //!    stated timeouts (PUT: the write wait + 10 s; GET: 30 s; lookup: 20 s), never hang or
 //!    drop the connection. Failing with a status is allowed.
-//! 3. 200 ms +- 50 ms one-way delay, no loss: lookups and remote GETs complete.
+//! 3. 200 ms +- 50 ms one-way delay, no loss: lookups and remote GETs complete; first with
+//!    the datagrams of a link kept in order (a queue whose delay varies), then reordered
+//!    as netem's jitter does (each datagram's delay drawn alone, so they overtake).
 //!
 //! Short: 6 operations of each kind in phase 2 and 5 in phase 3. Long: 20 and 10.
 //! `--net netns` runs the loss phases with iptables drops instead (phase 3 then needs the
@@ -22,6 +24,7 @@ use crate::chaos::client::{self, Outcome, Timed};
 use crate::chaos::cluster::{Cluster, ClusterSpec, NetKind};
 use crate::chaos::figures::{Goal, Report};
 use crate::chaos::load::{Acked, GET_TIMEOUT, Ledger, Tally, Verdict, verdict};
+use crate::chaos::proxy::Impairment;
 
 /// Bound on a `/v1/lookup` through the gateway.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -73,7 +76,7 @@ fn lookup(addr: SocketAddr, key: &[u8; 32], tally: &Tally) -> Timed {
 /// Runs the three phases.
 pub fn run(o: &Opts) -> Result<Report, HarnessError> {
     let net = o.net.unwrap_or(NetKind::Proxy);
-    let (hard, slow) = if o.long { (20, 10) } else { (6, 5) };
+    let (hard, slow) = if o.long { (20, 10) } else { (6, 4) };
     let n = 5;
     let mut spec = ClusterSpec::new("loss", n, 3, net, o.seed);
     spec.w = Some(2);
@@ -148,40 +151,46 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         }
     }
 
-    // Phase 3: 200 +- 50 ms one way, no loss.
+    // Phase 3: 200 +- 50 ms one way, no loss: first in order (a queue whose delay varies),
+    // then reordering as netem's jitter does (datagrams whose delays cross overtake).
     c.set_loss(0.0)?;
-    match c.set_delay(Duration::from_millis(200), Duration::from_millis(50)) {
-        Err(e) => r.note(format!("delay phase skipped: {e}")),
-        Ok(()) => {
-            let gets_d = Tally::default();
-            let lookups_d = Tally::default();
-            for k in 0..slow {
-                let key: [u8; 32] = rand::Rng::r#gen(&mut keys);
-                lookup(c.http(k % n), &key, &lookups_d);
-                if let Some(a) = objects.get(k) {
-                    let all: Vec<usize> = (0..n).collect();
-                    let holders = c.holders(&all, &a.id);
-                    let reader = all.iter().copied().find(|i| !holders.contains(i));
-                    remote_get(c.http(reader.unwrap_or(k % n)), a, &gets_d);
-                }
+    for (name, in_order) in [("delay", true), ("delay_reordered", false)] {
+        let rule = Impairment {
+            in_order,
+            ..Impairment::delay(Duration::from_millis(200), Duration::from_millis(50))
+        };
+        if let Err(e) = c.impair(rule) {
+            r.note(format!("{name} phase skipped: {e}"));
+            break;
+        }
+        let gets_d = Tally::default();
+        let lookups_d = Tally::default();
+        for k in 0..slow {
+            let key: [u8; 32] = rand::Rng::r#gen(&mut keys);
+            lookup(c.http(k % n), &key, &lookups_d);
+            if let Some(a) = objects.get(k) {
+                let all: Vec<usize> = (0..n).collect();
+                let holders = c.holders(&all, &a.id);
+                let reader = all.iter().copied().find(|i| !holders.contains(i));
+                remote_get(c.http(reader.unwrap_or(k % n)), a, &gets_d);
             }
-            r.goal(
-                "delay_lookups_ok",
-                lookups_d.oks() as f64,
-                "",
-                Goal::AtLeast(slow as f64),
-            );
-            r.goal(
-                "delay_gets_ok",
-                gets_d.oks() as f64,
-                "",
-                Goal::AtLeast(slow.min(objects.len()) as f64),
-            );
-            r.info("delay_lookup_p50", lookups_d.latency(0.5), "s");
-            r.info("delay_get_p50", gets_d.latency(0.5), "s");
-            for e in lookups_d.examples().iter().chain(gets_d.examples().iter()) {
-                r.note(format!("delay: {e}"));
-            }
+        }
+        r.goal(
+            &format!("{name}_lookups_ok"),
+            lookups_d.oks() as f64,
+            "",
+            Goal::AtLeast(slow as f64),
+        );
+        r.goal(
+            &format!("{name}_gets_ok"),
+            gets_d.oks() as f64,
+            "",
+            Goal::AtLeast(slow.min(objects.len()) as f64),
+        );
+        r.info(&format!("{name}_lookup_p50"), lookups_d.latency(0.5), "s");
+        r.info(&format!("{name}_get_p50"), gets_d.latency(0.5), "s");
+        for e in lookups_d.examples().iter().chain(gets_d.examples().iter()) {
+            r.note(format!("{name}: {e}"));
         }
     }
     let crashed = c.crashed();

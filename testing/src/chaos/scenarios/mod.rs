@@ -65,6 +65,28 @@ pub const PENDING: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Node defects the suite found and left for the node's owners, each with the figures it
+/// makes miss: `(scenario, figure, defect id)`. RELIABILITY.md "Known defects" describes
+/// each with its reproducer. A known miss is printed as such and does not fail a run
+/// (`--strict` makes it); a known figure that meets its goal is printed as "did not show",
+/// the cue to check whether the defect is fixed and to drop it from this list.
+pub const KNOWN: &[(&str, &str, &str)] = &[
+    ("handshake-flood", "peer_rejoin", "D1"),
+    ("handshake-flood", "flood_counted", "D2"),
+    ("loss-delay", "delay_reordered_gets_ok", "D3"),
+    ("loss-delay", "loss5_puts_ok", "D4"),
+    ("loss-delay", "loss5_gets_ok", "D4"),
+    ("kill-loop", "fast_503", "D4"),
+    ("soak", "fast_503", "D4"),
+];
+
+/// Runs `s` and marks the figures known defects make miss.
+pub fn run(s: &Scenario, o: &Opts) -> Result<Report, HarnessError> {
+    let mut r = (s.run)(o)?;
+    r.mark_known(KNOWN);
+    Ok(r)
+}
+
 /// Every scenario that runs today, in the order `all` runs them.
 pub const ALL: &[Scenario] = &[
     Scenario {

@@ -52,6 +52,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
                 sizes: (16 << 10, 1 << 20),
                 w,
                 gap: Duration::from_millis(500),
+                pool: None,
             };
             spawn_writer(ledger.clone(), writer, stop.clone())
         })
