@@ -28,12 +28,16 @@ if [ "$(id -u)" != 0 ]; then
        "network namespaces" >&2
 fi
 
-step "build (release, --locked)"
-cargo build --release --locked -p node --bin macronode
-cargo build --release --locked -p testing --bin chaos
+# CHAOS_PROFILE=dev reuses the debug build the test step made (quicker to build, slower to
+# run, and its figures are not the ones RELIABILITY.md publishes).
+profile=${CHAOS_PROFILE:-release}
+target=${CARGO_TARGET_DIR:-target}
+dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
+step "build ($profile, --locked)"
+cargo build --profile "$profile" --locked -p node --bin macronode
+cargo build --profile "$profile" --locked -p testing --bin chaos
 
 seed=${CHAOS_SEED:-$(date +%s)}
 step "chaos all (short), seed $seed"
-MACRONODE_BIN="$PWD/target/release/macronode" \
-  target/release/chaos all --seed "$seed"
+MACRONODE_BIN="$target/$dir/macronode" "$target/$dir/chaos" all --seed "$seed"
 step "done"

@@ -330,12 +330,7 @@ fn parse(raw: &[u8]) -> Result<Answer, String> {
     })?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let status = crate::http::status_of(lines.next().unwrap_or_default())?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -348,7 +343,7 @@ fn parse(raw: &[u8]) -> Result<Answer, String> {
     };
     let rest = &raw[end + 4..];
     let body = if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(rest)?
+        crate::http::dechunk(rest)?
     } else {
         match get("content-length").and_then(|v| v.parse::<usize>().ok()) {
             Some(n) if n <= rest.len() => rest[..n].to_vec(),
@@ -361,23 +356,6 @@ fn parse(raw: &[u8]) -> Result<Answer, String> {
         headers,
         body,
     })
-}
-
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = find(rest, b"\r\n").ok_or("chunk size line cut")?;
-        let text = String::from_utf8_lossy(&rest[..line_end]);
-        let size_text = text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        body.extend_from_slice(rest.get(..size).ok_or("chunk cut short")?);
-        rest = rest.get(size + 2..).ok_or("chunk not terminated")?;
-    }
 }
 
 #[cfg(test)]

@@ -110,6 +110,7 @@ fn unexpected(what: &str, why: impl Into<String>) -> HarnessError {
 impl Cluster {
     /// Starts the nodes, waits until every one answers `/readyz`, and mints a token.
     pub fn start(spec: ClusterSpec) -> Result<Cluster, HarnessError> {
+        let started = Instant::now();
         sweep_orphans();
         let work = tempfile::Builder::new()
             .prefix(&format!("macronode-chaos-{}-", spec.name))
@@ -193,7 +194,6 @@ impl Cluster {
             }
             cluster.nodes.push(node);
         }
-        let started = Instant::now();
         for node in &mut cluster.nodes {
             let left = START_TIMEOUT.saturating_sub(started.elapsed());
             // A lone node is never "ready" (it has no peers); healthy is all it can be.

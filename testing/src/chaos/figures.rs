@@ -131,6 +131,22 @@ impl Report {
         });
     }
 
+    /// Adds a count whose goal is none at all (lost writes, crashes, corrupt reads).
+    pub fn zero(&mut self, name: &str, count: u64) {
+        self.goal(name, count as f64, "", Goal::AtMost(0.0));
+    }
+
+    /// Adds a memory figure in MiB: `bytes` at most `bound` bytes.
+    pub fn mib_at_most(&mut self, name: &str, bytes: u64, bound: u64) {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        self.goal(name, mib(bytes), "MiB", Goal::AtMost(mib(bound)));
+    }
+
+    /// Adds a yes/no figure (1 or 0) whose goal is yes.
+    pub fn yes(&mut self, name: &str, yes: bool) {
+        self.goal(name, f64::from(u8::from(yes)), "", Goal::AtLeast(1.0));
+    }
+
     /// Adds a figure without a goal.
     pub fn info(&mut self, name: &str, value: f64, unit: &'static str) {
         self.figures.push(Figure {

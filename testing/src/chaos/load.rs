@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::client::{self, Outcome, Timed};
+use super::figures::Report;
 use super::seed::{Seed, object_bytes};
 
 /// How long a PUT of `size` bytes may take: the node's write wait (10 s + size at
@@ -256,6 +257,15 @@ impl Ledger {
         Some(acked)
     }
 
+    /// The goals every write promise has: no acknowledged object `lost` at the end, no
+    /// corrupt read (during the run, or `corrupt_final` in the final check), no 201 below W.
+    pub fn promise_goals(&self, r: &mut Report, lost: &[(Acked, String)], corrupt_final: u64) {
+        r.zero("acked_lost", lost.len() as u64);
+        let corrupt = Tally::get(&self.gets.corrupt) + Tally::get(&self.puts.corrupt);
+        r.zero("corrupt_reads", corrupt + corrupt_final);
+        r.zero("acks_below_w", Tally::get(&self.thin));
+    }
+
     /// GETs an acknowledged object through `addr` and records the verdict.
     pub fn get(&self, addr: SocketAddr, obj: &Acked, timeout: Duration) -> Verdict {
         let t = client::get_object(addr, &obj.id, timeout);
@@ -328,6 +338,27 @@ pub struct Writer {
     /// soak's memory figures measure leaks rather than a growing index); `None`: every
     /// PUT a new object.
     pub pool: Option<u64>,
+}
+
+impl Writer {
+    /// A writer through node `via` of `c`, with the cluster's token, every PUT a new object.
+    pub fn on(
+        c: &super::cluster::Cluster,
+        via: usize,
+        sizes: (usize, usize),
+        w: u64,
+        gap: Duration,
+    ) -> Writer {
+        Writer {
+            addr: c.http(via),
+            via,
+            token: c.token().to_string(),
+            sizes,
+            w,
+            gap,
+            pool: None,
+        }
+    }
 }
 
 /// The size of object `index` of a run with `seed`: log-uniform in `sizes`, the same every

@@ -472,18 +472,23 @@ fn delay_loop(sh: &Shared) {
 mod tests {
     use super::*;
 
+    /// Two plain sockets standing in for nodes 0 and 1 (node 1 reads with a timeout), and
+    /// their addresses.
+    fn two_nodes() -> (UdpSocket, UdpSocket, Vec<SocketAddr>) {
+        let bind = || UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let (a, b) = (bind(), bind());
+        b.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = |s: &UdpSocket| s.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let real = vec![addr(&a), addr(&b)];
+        (a, b, real)
+    }
+
     /// Two plain sockets stand in for nodes: what node 0 sends to node 1's alias arrives
     /// at node 1 from node 0's alias, and the loss rule drops what its seed says.
     #[test]
     fn relays_between_aliases_and_drops_by_the_seed() {
-        let a = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let b = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        b.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let real = vec![
-            a.local_addr().unwrap_or_else(|e| panic!("{e}")),
-            b.local_addr().unwrap_or_else(|e| panic!("{e}")),
-        ];
+        let (a, b, real) = two_nodes();
         let delivered = |seed: u64| {
             let p = UdpProxy::start(Seed(seed), real.clone()).unwrap_or_else(|e| panic!("{e}"));
             p.set_all(Impairment::loss(0.3));
@@ -513,14 +518,7 @@ mod tests {
 
     #[test]
     fn a_partition_blocks_both_ways_until_healed() {
-        let a = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let b = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        b.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let real = vec![
-            a.local_addr().unwrap_or_else(|e| panic!("{e}")),
-            b.local_addr().unwrap_or_else(|e| panic!("{e}")),
-        ];
+        let (a, b, real) = two_nodes();
         let p = UdpProxy::start(Seed(1), real).unwrap_or_else(|e| panic!("{e}"));
         let mut buf = [0u8; 8];
         p.partition(&[0], &[1]);

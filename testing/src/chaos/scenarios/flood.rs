@@ -1,15 +1,17 @@
 //! Handshake flood: 2,000 QUIC connections from 2,000 fresh keys, opened in one burst
 //! against node 0 of a 3-node mesh, each completing TLS and HELLO (the most a stranger can
-//! get without being asked anything) and held for 20 s (the idle timeout is 30 s), while the mesh goes on working:
+//! get without being asked anything) and held for 20 s (the idle timeout is 30 s), while
+//! the mesh goes on working:
 //!
 //! - node 1 runs DHT lookups (its RPCs reach node 0 over the connection it already has)
 //!   and clients GET an object through node 0's gateway, every 250 ms;
 //! - node 2, killed before the flood, restarts 1 s into it and must rejoin through node 0,
 //!   its only bootstrap peer: a peer that needs a *new* connection during the flood.
 //!
-//! Goals: >= 99 % of those operations succeed; node 2 ready within 5 s (the restart bound of the kill loop); the flood visible
-//! in node 0's metrics (a counter of accepted, refused or failed handshakes that moved);
-//! node 0's peak RSS growth under 128 MiB; node up, no crash.
+//! Goals: >= 99 % of those operations succeed; node 2 ready within 5 s (the restart bound
+//! of the kill loop); the flood visible in node 0's metrics (a counter of accepted, refused
+//! or failed handshakes that moved); node 0's peak RSS growth under 128 MiB; node up, no
+//! crash.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -188,22 +190,12 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         "s",
         Goal::AtMost(secs(REJOIN_MAX)),
     );
-    r.goal(
-        "flood_counted",
-        f64::from(u8::from(!moved.is_empty())),
-        "",
-        Goal::AtLeast(1.0),
-    );
+    r.yes("flood_counted", !moved.is_empty());
     let growth = peak.saturating_sub(rss0);
-    r.goal(
-        "peak_rss_growth",
-        procfs::mib(growth),
-        "MiB",
-        Goal::AtMost(procfs::mib(RSS_GROWTH_MAX)),
-    );
-    r.goal("node_up", f64::from(u8::from(up)), "", Goal::AtLeast(1.0));
+    r.mib_at_most("peak_rss_growth", growth, RSS_GROWTH_MAX);
+    r.yes("node_up", up);
     let crashed = c.crashed();
-    r.goal("crashes", crashed.len() as f64, "", Goal::AtMost(0.0));
+    r.zero("crashes", crashed.len() as u64);
     r.info("handshakes", FLOOD as f64, "");
     r.info(
         "connected",

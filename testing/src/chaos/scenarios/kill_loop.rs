@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::{Opts, secs, sleep_until};
+use super::{Opts, push_refusals, secs, sleep_until};
 use crate::HarnessError;
 use crate::chaos::cluster::{Cluster, ClusterSpec, NetKind};
 use crate::chaos::figures::{Goal, Report};
@@ -37,15 +37,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
     let stop = stop_flag();
     let mut threads = Vec::new();
     for &g in &gateways {
-        let writer = Writer {
-            addr: c.http(g),
-            via: g,
-            token: c.token().to_string(),
-            sizes: (4 << 10, 4 << 20),
-            w,
-            gap: Duration::from_millis(100),
-            pool: None,
-        };
+        let writer = Writer::on(&c, g, (4 << 10, 4 << 20), w, Duration::from_millis(100));
         threads.push(spawn_writer(ledger.clone(), writer, stop.clone()));
     }
     let addrs = gateways.iter().map(|&g| c.http(g)).collect();
@@ -103,31 +95,14 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
     let mut r = Report::new("kill-loop", o.seed.0, o.long);
     let gets = &ledger.gets;
     let avail = 100.0 * gets.oks() as f64 / gets.total().max(1) as f64;
-    let corrupt = Tally::get(&gets.corrupt) + Tally::get(&ledger.puts.corrupt) + corrupt_final;
     let restart_max = restarts.iter().copied().fold(0.0, f64::max);
-    r.goal("acked_lost", lost.len() as f64, "", Goal::AtMost(0.0));
-    r.goal("corrupt_reads", corrupt as f64, "", Goal::AtMost(0.0));
+    ledger.promise_goals(&mut r, &lost, corrupt_final);
     r.goal("get_availability", avail, "%", Goal::AtLeast(99.0));
     r.goal("restart_to_ready_max", restart_max, "s", Goal::AtMost(5.0));
-    r.goal(
-        "restarts_failed",
-        failures.len() as f64,
-        "",
-        Goal::AtMost(0.0),
-    );
-    r.goal(
-        "acks_below_w",
-        Tally::get(&ledger.thin) as f64,
-        "",
-        Goal::AtMost(0.0),
-    );
-    r.goal(
-        "fast_503",
-        Tally::get(&ledger.fast_503) as f64,
-        "",
-        Goal::AtMost(0.0),
-    );
-    r.goal("crashes", crashed.len() as f64, "", Goal::AtMost(0.0));
+    r.zero("restarts_failed", failures.len() as u64);
+    r.zero("fast_503", Tally::get(&ledger.fast_503));
+    r.zero("crashes", crashed.len() as u64);
+    r.note(push_refusals(&c));
     r.info("kills", f64::from(kills), "");
     r.info("puts_acked", ledger.len() as f64, "");
     r.info("puts_not_acked", ledger.puts.not_ok() as f64, "");
@@ -139,17 +114,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
     for e in ledger.puts.examples().iter().chain(gets.examples().iter()) {
         r.note(e.clone());
     }
-    for (obj, why) in lost.iter().take(10) {
-        r.note(format!(
-            "lost: b3:{} ({} B, #{} acked via node {} at {:?}): {why}; on disk at {:?}",
-            hex::encode(obj.id),
-            obj.size,
-            obj.index,
-            obj.via,
-            obj.at,
-            c.holders(&[0, 1, 2, 3, 4], &obj.id)
-        ));
-    }
+    super::note_lost(&mut r, &c, &lost);
     for f in failures {
         r.note(f);
     }

@@ -128,14 +128,9 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
     let corrupt: u64 = tallies.iter().map(|t| Tally::get(&t.corrupt)).sum();
     let ops: u64 = tallies.iter().map(|t| t.total()).sum();
     let ok: u64 = tallies.iter().map(|t| t.oks()).sum();
-    r.goal("loss20_hangs", hangs as f64, "", Goal::AtMost(0.0));
-    r.goal("loss20_unanswered", unclean as f64, "", Goal::AtMost(0.0));
-    r.goal(
-        "corrupt_reads",
-        (corrupt + Tally::get(&gets5.corrupt)) as f64,
-        "",
-        Goal::AtMost(0.0),
-    );
+    r.zero("loss20_hangs", hangs);
+    r.zero("loss20_unanswered", unclean);
+    r.zero("corrupt_reads", corrupt + Tally::get(&gets5.corrupt));
     r.info("loss20_ops", ops as f64, "");
     r.info("loss20_ok", ok as f64, "");
     r.info("loss20_put_p50", ledger20.puts.latency(0.5), "s");
@@ -163,9 +158,11 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
             r.note(format!("{name} phase skipped: {e}"));
             break;
         }
+        // Reordered, a GET takes over a minute today (defect D3): fewer in the short run.
+        let count = if in_order || o.long { slow } else { 2 };
         let gets_d = Tally::default();
         let lookups_d = Tally::default();
-        for k in 0..slow {
+        for k in 0..count {
             let key: [u8; 32] = rand::Rng::r#gen(&mut keys);
             lookup(c.http(k % n), &key, &lookups_d);
             if let Some(a) = objects.get(k) {
@@ -179,13 +176,13 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
             &format!("{name}_lookups_ok"),
             lookups_d.oks() as f64,
             "",
-            Goal::AtLeast(slow as f64),
+            Goal::AtLeast(count as f64),
         );
         r.goal(
             &format!("{name}_gets_ok"),
             gets_d.oks() as f64,
             "",
-            Goal::AtLeast(slow.min(objects.len()) as f64),
+            Goal::AtLeast(count.min(objects.len()) as f64),
         );
         r.info(&format!("{name}_lookup_p50"), lookups_d.latency(0.5), "s");
         r.info(&format!("{name}_get_p50"), gets_d.latency(0.5), "s");
@@ -194,7 +191,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         }
     }
     let crashed = c.crashed();
-    r.goal("crashes", crashed.len() as f64, "", Goal::AtMost(0.0));
+    r.zero("crashes", crashed.len() as u64);
     if let Some(p) = c.proxy() {
         let s = p.stats();
         r.note(format!(

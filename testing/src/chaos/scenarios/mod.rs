@@ -171,6 +171,61 @@ pub fn time_until(
     }
 }
 
+/// Replica pushes each node refused as `push_in_progress` (another push of the same object
+/// was being received), and how many 429 `push_too_slow`: the evidence for defect D4.
+pub fn push_refusals(c: &super::cluster::Cluster) -> String {
+    let count = |i: usize, reason: &str| {
+        c.nodes[i]
+            .metric(&format!("oap_rejects_total{{reason=\"{reason}\"}}"))
+            .ok()
+            .flatten()
+            .unwrap_or(0.0)
+    };
+    let per: Vec<String> = (0..c.nodes.len())
+        .map(|i| {
+            format!(
+                "node {i}: {}/{}",
+                count(i, "push_in_progress"),
+                count(i, "push_too_slow")
+            )
+        })
+        .collect();
+    format!(
+        "replica pushes refused as push_in_progress/push_too_slow (since each node's last \
+         start): {}",
+        per.join(", ")
+    )
+}
+
+/// One note per lost object (the first ten): what the final read said and which nodes
+/// still have its file.
+pub fn note_lost(
+    r: &mut Report,
+    c: &super::cluster::Cluster,
+    lost: &[(super::load::Acked, String)],
+) {
+    let all: Vec<usize> = (0..c.nodes.len()).collect();
+    for (obj, why) in lost.iter().take(10) {
+        r.note(format!(
+            "lost: b3:{} ({} B, #{} acked via node {} at {:?}): {why}; on disk at {:?}",
+            hex::encode(obj.id),
+            obj.size,
+            obj.index,
+            obj.via,
+            obj.at,
+            c.holders(&all, &obj.id)
+        ));
+    }
+}
+
+/// A thread's result, or an error naming the thread if it panicked.
+pub fn joined<T>(r: std::thread::Result<T>, what: &str) -> Result<T, HarnessError> {
+    r.map_err(|_| HarnessError::Unexpected {
+        what: what.into(),
+        why: "the thread panicked".into(),
+    })
+}
+
 /// Seconds as a float, for figures.
 pub fn secs(d: Duration) -> f64 {
     d.as_secs_f64()

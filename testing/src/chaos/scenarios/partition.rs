@@ -45,15 +45,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
     let stop = stop_flag();
     let writers: Vec<_> = (0..n)
         .map(|i| {
-            let writer = Writer {
-                addr: c.http(i),
-                via: i,
-                token: c.token().to_string(),
-                sizes: (16 << 10, 1 << 20),
-                w,
-                gap: Duration::from_millis(500),
-                pool: None,
-            };
+            let writer = Writer::on(&c, i, (16 << 10, 1 << 20), w, Duration::from_millis(500));
             spawn_writer(ledger.clone(), writer, stop.clone())
         })
         .collect();
@@ -158,28 +150,16 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         .fold(0.0, f64::max);
     let puts = &ledger.puts;
     let unclean = Tally::get(&puts.timed_out) + Tally::get(&puts.failed);
-    r.goal("acked_lost", lost.len() as f64, "", Goal::AtMost(0.0));
-    r.goal(
-        "corrupt_reads",
-        (corrupt + Tally::get(&puts.corrupt)) as f64,
-        "",
-        Goal::AtMost(0.0),
-    );
+    ledger.promise_goals(&mut r, &lost, corrupt);
     r.goal(
         "back_to_rf_after_heal_max",
         worst,
         "s",
         Goal::AtMost(secs(repair_bound)),
     );
-    r.goal("wrong_404", wrong_404.len() as f64, "", Goal::AtMost(0.0));
-    r.goal("puts_unanswered", unclean as f64, "", Goal::AtMost(0.0));
-    r.goal(
-        "acks_below_w",
-        Tally::get(&ledger.thin) as f64,
-        "",
-        Goal::AtMost(0.0),
-    );
-    r.goal("crashes", crashed.len() as f64, "", Goal::AtMost(0.0));
+    r.zero("wrong_404", wrong_404.len() as u64);
+    r.zero("puts_unanswered", unclean);
+    r.zero("crashes", crashed.len() as u64);
     r.info("cycles", cycles as f64, "");
     r.info("puts_acked", ledger.len() as f64, "");
     r.info("puts_refused", Tally::get(&puts.refused) as f64, "");
@@ -198,16 +178,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
     for e in wrong_404.iter().chain(puts.examples().iter()).take(12) {
         r.note(e.clone());
     }
-    for (obj, why) in lost.iter().take(10) {
-        r.note(format!(
-            "lost: b3:{} ({} B) acked via node {} at {:?}: {why}; on disk at {:?}",
-            hex::encode(obj.id),
-            obj.size,
-            obj.via,
-            obj.at,
-            c.holders(&all, &obj.id)
-        ));
-    }
+    super::note_lost(&mut r, &c, &lost);
     for (i, status) in crashed {
         r.note(format!("node {i} crashed: {status}"));
     }

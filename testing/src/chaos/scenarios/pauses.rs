@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{Opts, secs, time_until};
+use super::{Opts, joined, secs, time_until};
 use crate::HarnessError;
 use crate::chaos::client;
 use crate::chaos::cluster::{Cluster, ClusterSpec, NetKind};
@@ -121,10 +121,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         drop(paused);
         (reading.join(), serving)
     });
-    let got = got.map_err(|_| HarnessError::Unexpected {
-        what: "the reading thread".into(),
-        why: "panicked".into(),
-    })?;
+    let got = joined(got, "the reading thread")?;
     let v = verdict(&got, &big);
     r.note(format!(
         "mid-GET: read via node {reader} from holders {holders:?}, paused node {serving:?}: \
@@ -135,12 +132,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
     if serving.is_none() {
         r.note("mid-GET: no holder's outbound frames moved 2 s in: nothing was paused mid-GET");
     }
-    r.goal(
-        "mid_get_ok",
-        f64::from(u8::from(v == Verdict::Verified && serving.is_some())),
-        "",
-        Goal::AtLeast(1.0),
-    );
+    r.yes("mid_get_ok", v == Verdict::Verified && serving.is_some());
     r.goal(
         "mid_get_took",
         secs(got.took),
@@ -183,10 +175,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         drop(paused);
         putting.join()
     });
-    let put = put.map_err(|_| HarnessError::Unexpected {
-        what: "the uploading thread".into(),
-        why: "panicked".into(),
-    })?;
+    let put = joined(put, "the uploading thread")?;
     let put_acked = ledger.judge_put(&put, id, size, via, index, 2);
     r.note(format!(
         "mid-PUT: via node {via}, targets {targets:?}, paused node {victim}: {} in {:?} \
@@ -194,12 +183,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         put.outcome.describe(),
         put.took
     ));
-    r.goal(
-        "mid_put_acked",
-        f64::from(u8::from(put_acked.is_some())),
-        "",
-        Goal::AtLeast(1.0),
-    );
+    r.yes("mid_put_acked", put_acked.is_some());
     r.goal(
         "mid_put_took",
         secs(put.took),
@@ -228,9 +212,9 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         "",
         Goal::AtLeast(reads as f64),
     );
-    r.goal("corrupt_reads", corrupt as f64, "", Goal::AtMost(0.0));
+    r.zero("corrupt_reads", corrupt);
     let crashed = c.crashed();
-    r.goal("crashes", crashed.len() as f64, "", Goal::AtMost(0.0));
+    r.zero("crashes", crashed.len() as u64);
     for e in ledger.gets.examples() {
         r.note(e);
     }

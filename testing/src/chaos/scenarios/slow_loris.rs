@@ -22,7 +22,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use super::{Opts, secs};
+use super::{Opts, joined, secs};
 use crate::HarnessError;
 use crate::chaos::client::{self, Outcome};
 use crate::chaos::cluster::{Cluster, ClusterSpec, NetKind};
@@ -320,10 +320,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let stream_lives = streams.join().map_err(|_| HarnessError::Unexpected {
-        what: "the stream dribblers".into(),
-        why: "panicked".into(),
-    })??;
+    let stream_lives = joined(streams.join(), "the stream dribblers")??;
     let peak = procfs::peak_rss_bytes(pid)?;
     let stalled = c.nodes[0]
         .metric("rejected_total{reason=\"write_stalled\"}")
@@ -348,45 +345,33 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         Goal::AtMost(2.0 * floor * 1e3),
     );
     r.info("idle_p99_ms", idle_p99 * 1e3, "ms");
-    r.goal(
+    // The longest a client of a population lived (infinite while any is still open).
+    let mut cut = |name: &str, lives: &[f64], open: usize, bound: f64| {
+        let worst = if open > 0 { f64::INFINITY } else { max(lives) };
+        r.goal(name, worst, "s", Goal::AtMost(bound));
+    };
+    cut(
         "readers_cut_max",
-        if readers_open > 0 {
-            f64::INFINITY
-        } else {
-            max(&reader_lives)
-        },
-        "s",
-        Goal::AtMost(secs(STALL) + 5.0),
+        &reader_lives,
+        readers_open,
+        secs(STALL) + 5.0,
     );
-    r.goal(
+    cut(
         "head_dribblers_cut_max",
-        if dribblers_open > 0 {
-            f64::INFINITY
-        } else {
-            max(&dribbler_lives)
-        },
-        "s",
-        Goal::AtMost(secs(HEADER_TIMEOUT) + 2.0),
+        &dribbler_lives,
+        dribblers_open,
+        secs(HEADER_TIMEOUT) + 2.0,
     );
-    r.goal(
+    cut(
         "streams_cut_max",
-        if streams_open > 0 {
-            f64::INFINITY
-        } else {
-            max(&stream_closed)
-        },
-        "s",
-        Goal::AtMost(secs(INBOUND_TIMEOUT) + 5.0),
+        &stream_closed,
+        streams_open,
+        secs(INBOUND_TIMEOUT) + 5.0,
     );
-    r.goal(
-        "rss_growth",
-        procfs::mib(peak.saturating_sub(rss0)),
-        "MiB",
-        Goal::AtMost(procfs::mib(RSS_GROWTH_MAX)),
-    );
-    r.goal("node_up", f64::from(u8::from(up)), "", Goal::AtLeast(1.0));
+    r.mib_at_most("rss_growth", peak.saturating_sub(rss0), RSS_GROWTH_MAX);
+    r.yes("node_up", up);
     let crashed = c.crashed();
-    r.goal("crashes", crashed.len() as f64, "", Goal::AtMost(0.0));
+    r.zero("crashes", crashed.len() as u64);
     r.info("readers", readers.len() as f64, "");
     r.info("head_dribblers", dribblers.len() as f64, "");
     r.info("streams", stream_lives.len() as f64, "");

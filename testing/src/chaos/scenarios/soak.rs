@@ -14,7 +14,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Opts, secs};
+use super::{Opts, push_refusals, secs};
 use crate::HarnessError;
 use crate::chaos::cluster::{Cluster, ClusterSpec, NetKind};
 use crate::chaos::figures::{Goal, Report, slope};
@@ -40,13 +40,8 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
     let ledger = Ledger::new(o.seed);
     let stop = stop_flag();
     let writer = Writer {
-        addr: c.http(0),
-        via: 0,
-        token: c.token().to_string(),
-        sizes: (4 << 10, 256 << 10),
-        w: 2,
-        gap: Duration::from_millis(50),
         pool: Some(POOL),
+        ..Writer::on(&c, 0, (4 << 10, 256 << 10), 2, Duration::from_millis(50))
     };
     let threads = vec![
         spawn_writer(ledger.clone(), writer, stop.clone()),
@@ -105,26 +100,12 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         "%",
         Goal::AtMost(0.1),
     );
-    r.goal("acked_lost", lost.len() as f64, "", Goal::AtMost(0.0));
-    r.goal(
-        "corrupt_reads",
-        (corrupt + Tally::get(&ledger.gets.corrupt)) as f64,
-        "",
-        Goal::AtMost(0.0),
-    );
-    r.goal(
-        "restarts_failed",
-        failures.len() as f64,
-        "",
-        Goal::AtMost(0.0),
-    );
-    r.goal(
-        "fast_503",
-        Tally::get(&ledger.fast_503) as f64,
-        "",
-        Goal::AtMost(0.0),
-    );
-    r.goal("crashes", crashed.len() as f64, "", Goal::AtMost(0.0));
+    ledger.promise_goals(&mut r, &lost, corrupt);
+    r.zero("restarts_failed", failures.len() as u64);
+    r.zero("fast_503", Tally::get(&ledger.fast_503));
+    r.zero("crashes", crashed.len() as u64);
+    r.note(push_refusals(&c));
+    super::note_lost(&mut r, &c, &lost);
     r.info("ops", ops as f64, "");
     r.info("kills", restarts.len() as f64 + failures.len() as f64, "");
     r.info("rss_first", rss.first().map_or(f64::NAN, |p| p.1), "MiB");
