@@ -12,7 +12,6 @@
 //! proxy; `--net` chooses.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::{Opts, secs, sleep_until, time_until};
@@ -35,6 +34,8 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         NetKind::Proxy
     });
     let (n, rf, w) = (3usize, 3usize, 2u64);
+    // How long a heal is followed: past the goal, to tell late repair from none.
+    const WATCH_MAX: Duration = Duration::from_secs(180);
     let mut spec = ClusterSpec::new("partition", n, rf, net, o.seed);
     spec.w = Some(w as usize);
     spec.liveness = Some(Duration::from_secs(1));
@@ -50,24 +51,24 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         })
         .collect();
 
-    // The repair watcher: for each heal, the objects acknowledged before it must be on
-    // every node's disk within the bound.
-    let (heal_tx, heal_rx) = mpsc::channel::<(usize, Vec<Acked>)>();
+    // For each heal, a watcher: how long until every object acknowledged before it is on
+    // every node's disk, measured from the heal and followed past the goal (up to
+    // `WATCH_MAX`), so a miss says whether repair was late or never came.
     let all: Vec<usize> = (0..n).collect();
     let repair_times = std::thread::scope(|scope| {
         let c = &c;
         let all = &all;
-        let watcher = scope.spawn(move || {
-            let mut out = Vec::new();
-            for (cycle, objects) in heal_rx {
-                let took = time_until(repair_bound, Duration::from_millis(500), || {
-                    objects
-                        .iter()
-                        .all(|a| c.holders(all, &a.id).len() >= rf.min(n))
-                });
+        let watch = |cycle: usize, healed: Instant, objects: Vec<Acked>| {
+            scope.spawn(move || {
+                let short = |a: &Acked| c.holders(all, &a.id).len() < rf.min(n);
+                let left = WATCH_MAX.saturating_sub(healed.elapsed());
+                let done = time_until(left, Duration::from_millis(500), || {
+                    !objects.iter().any(short)
+                })
+                .map(|_| healed.elapsed());
                 let missing: Vec<String> = objects
                     .iter()
-                    .filter(|a| c.holders(all, &a.id).len() < rf.min(n))
+                    .filter(|a| short(a))
                     .take(5)
                     .map(|a| {
                         format!(
@@ -79,11 +80,11 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
                         )
                     })
                     .collect();
-                println!("chaos: heal {cycle}: back to RF after {took:?}; missing {missing:?}");
-                out.push((cycle, objects.len(), took, missing));
-            }
-            out
-        });
+                println!("chaos: heal {cycle}: back to RF after {done:?}; missing {missing:?}");
+                (cycle, objects.len(), done, missing)
+            })
+        };
+        let mut watchers = Vec::new();
 
         let started = Instant::now();
         let mut wrong_404 = Vec::new();
@@ -127,12 +128,11 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
             if let Err(e) = c.heal() {
                 r.note(format!("heal failed: {e}"));
             }
-            let _ = heal_tx.send((cycle, ledger.acked()));
+            watchers.push(watch(cycle, Instant::now(), ledger.acked()));
         }
         sleep_until(started + period * cycles as u32);
-        drop(heal_tx);
-        let times = watcher.join().unwrap_or_default();
         stop.store(true, Ordering::Relaxed);
+        let times: Vec<_> = watchers.into_iter().filter_map(|w| w.join().ok()).collect();
         (times, wrong_404, std::mem::take(&mut minority_reads))
     });
     for t in writers {
