@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::io::{Cursor, Write};
+use std::io::{Cursor, Read};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -468,23 +468,24 @@ library_benchmark_group!(
 /// Bytes verified per run.
 const OBJECT_LEN: u64 = 1 << 20;
 
-/// The bao encoding of a whole 1 MiB object (the slice of its full range, what a peer sends),
-/// and its id. Streamed in 64 KiB pieces into a buffer of the final size, so that setup's
-/// heap peak (about 1.06 MiB) stays below the benchmark's (that plus the 1 MiB it returns).
+/// The slice of a whole 1 MiB object (`wire::tree`: its 16 KiB groups and the parents
+/// above them, what a peer sends), and its id.
 fn setup_verify() -> (Vec<u8>, Hash) {
-    let mut encoded = Vec::with_capacity(bao::encode::encoded_size(OBJECT_LEN) as usize);
-    let mut encoder = bao::encode::Encoder::new(Cursor::new(&mut encoded));
-    let mut piece = vec![0u8; READ_LEN];
-    for start in (0..OBJECT_LEN as usize).step_by(READ_LEN) {
-        for (j, b) in piece.iter_mut().enumerate() {
-            *b = ((start + j) * 131 + 17) as u8;
-        }
-        encoder
-            .write_all(&piece)
-            .unwrap_or_else(|e| panic!("encode: {e}"));
-    }
-    let hash = encoder.finalize().unwrap_or_else(|e| panic!("encode: {e}"));
-    (encoded, *hash.as_bytes())
+    let data: Vec<u8> = (0..OBJECT_LEN as usize)
+        .map(|i| (i * 131 + 17) as u8)
+        .collect();
+    let (hash, outboard) = wire::tree::outboard(&data);
+    let mut encoded = Vec::with_capacity(OBJECT_LEN as usize + outboard.len() + 8);
+    wire::tree::SliceEncoder::new(
+        Cursor::new(data),
+        Cursor::new(outboard),
+        OBJECT_LEN,
+        0,
+        OBJECT_LEN,
+    )
+    .and_then(|mut e| e.read_to_end(&mut encoded))
+    .unwrap_or_else(|e| panic!("encode: {e}"));
+    (encoded, hash)
 }
 
 #[library_benchmark]

@@ -6,8 +6,9 @@
 //! them. `benches/gate` holds the instruction count of the same verification
 //! (`objects/verify_object`); this is the human-readable, noisy, wall-clock view:
 //!
-//! - `verify_slice`: `node::store::decode_slice` of the bao slice of the whole object (the
-//!   read path: chunk by chunk, each checked against the tree before it is handed out);
+//! - `verify_slice`: `node::store::decode_slice` of the slice of the whole object
+//!   (`wire::tree`: the read path, 16 KiB group by group, each checked against the tree
+//!   before it is handed out);
 //! - `blake3_hash` (the b3sum reference): `blake3::hash` of the same bytes;
 //! - `memcpy`: `copy_from_slice` of the same bytes into a preallocated buffer.
 
@@ -25,8 +26,20 @@ const LEN: usize = 1 << 20;
 
 fn bench_verify(c: &mut Criterion) {
     let data: Vec<u8> = (0..LEN).map(|i| (i * 131 + 17) as u8).collect();
-    let (encoded, hash) = bao::encode::encode(&data);
-    let hash = *hash.as_bytes();
+    let (hash, outboard) = wire::tree::outboard(&data);
+    let mut encoded = Vec::new();
+    std::io::Read::read_to_end(
+        &mut wire::tree::SliceEncoder::new(
+            std::io::Cursor::new(data.clone()),
+            std::io::Cursor::new(outboard),
+            LEN as u64,
+            0,
+            LEN as u64,
+        )
+        .unwrap_or_else(|e| panic!("encode: {e}")),
+        &mut encoded,
+    )
+    .unwrap_or_else(|e| panic!("encode: {e}"));
 
     let mut group = c.benchmark_group("verify/1MiB");
     group.throughput(Throughput::Bytes(LEN as u64));

@@ -35,6 +35,8 @@ use crate::transport::{
 const BOOTSTRAP_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Provider announcements in flight at once while a restarted node announces its store.
 const STARTUP_ANNOUNCE_IN_FLIGHT: usize = 4;
+/// How often a changed store index is written to disk.
+const INDEX_SAVE_EVERY: Duration = Duration::from_secs(60);
 /// How often changed tenant accounts are written to disk.
 const QUOTA_SAVE_EVERY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for requests in flight.
@@ -54,6 +56,8 @@ pub struct NodeContext {
     pub metrics: Option<PrometheusHandle>,
     /// The HTTP address actually bound.
     pub http: SocketAddr,
+    /// Peers the routing table must hold before the node is ready.
+    pub min_peers: usize,
 }
 
 impl NodeContext {
@@ -61,10 +65,11 @@ impl NodeContext {
     pub fn readiness_gaps(&self) -> Vec<&'static str> {
         let s = self.dht.status();
         let mut missing = Vec::new();
-        if s.routing_table_size == 0 {
+        if s.routing_table_size < self.min_peers {
             missing.push("peers");
         }
-        if !s.ready {
+        // The first node of a new mesh (no peers required) has nobody to join.
+        if self.min_peers > 0 && !s.ready {
             missing.push("dht_joined");
         }
         missing
@@ -230,8 +235,27 @@ pub async fn start(
         .services
         .set((dht.clone(), transport.clone(), objects.clone()));
     // Objects already on disk are ours to replicate and announce: in the background, a few
-    // lookups at a time, so a large store neither delays start-up nor floods the mesh.
-    let announcing = objects.announce_stored(STARTUP_ANNOUNCE_IN_FLIGHT);
+    // lookups at a time, so a large store neither delays start-up nor floods the mesh. A
+    // store opened from its index snapshot first walks its files (it serves meanwhile).
+    let announcing = {
+        let objects = objects.clone();
+        tokio::spawn(async move {
+            if !objects.store.is_reconciled() {
+                let store = objects.store.clone();
+                let started = std::time::Instant::now();
+                match tokio::task::spawn_blocking(move || store.reconcile()).await {
+                    Ok(Ok(())) => tracing::info!(
+                        objects = objects.store.len(),
+                        took = ?started.elapsed(),
+                        "store index reconciled with the files"
+                    ),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "walking the store failed"),
+                    Err(e) => tracing::warn!(error = %e, "walking the store failed"),
+                }
+            }
+            let _ = objects.announce_stored(STARTUP_ANNOUNCE_IN_FLIGHT).await;
+        })
+    };
 
     let listener = TcpListener::bind(config.http)
         .await
@@ -258,6 +282,7 @@ pub async fn start(
         gateway,
         metrics,
         http,
+        min_peers: config.min_peers,
     });
     let router = gateway::admin::routes()
         .merge(gateway::objects::routes())
@@ -283,6 +308,7 @@ pub async fn start(
         tokio::spawn(objects.run_repair(plans)),
         announcing,
         quotas.keep_saved(QUOTA_SAVE_EVERY),
+        keep_index_saved(store.clone()),
     ];
     tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, amnesia = config.amnesia, "node started");
     Ok(RunningNode {
@@ -305,6 +331,10 @@ impl RunningNode {
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || quotas.save()).await {
             tracing::warn!(error = %e, "saving tenant accounts failed");
         }
+        let store = self.ctx.objects.store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.save_index()).await {
+            tracing::warn!(error = %e, "saving the store index failed");
+        }
         self.ctx.transport.close().await;
     }
 }
@@ -315,6 +345,20 @@ fn rand_seed() -> [u8; 8] {
     // a fixed seed, which costs nothing but refresh-key variety.
     let _ = getrandom::fill(&mut seed);
     seed
+}
+
+/// Writes the store's index snapshot when it changed, once a minute, so the next start
+/// loads it instead of walking every file.
+fn keep_index_saved(store: Store) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(INDEX_SAVE_EVERY).await;
+            let s = store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.save_index()).await {
+                tracing::warn!(error = %e, "saving the store index failed");
+            }
+        }
+    })
 }
 
 /// Dials the bootstrap peers until the node has joined, and again whenever it loses all

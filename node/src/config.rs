@@ -127,6 +127,8 @@ pub struct ConfigLayer {
     pub response_buffer_bytes: Option<u64>,
     /// A client that reads nothing of a response for this long is disconnected, ms.
     pub write_stall_ms: Option<u64>,
+    /// Peers the routing table must hold before `/readyz` says ready.
+    pub min_peers: Option<usize>,
 }
 
 impl ConfigLayer {
@@ -168,6 +170,7 @@ impl ConfigLayer {
                 .or(self.repair_bytes_per_second),
             response_buffer_bytes: over.response_buffer_bytes.or(self.response_buffer_bytes),
             write_stall_ms: over.write_stall_ms.or(self.write_stall_ms),
+            min_peers: over.min_peers.or(self.min_peers),
         }
     }
 }
@@ -208,6 +211,10 @@ pub struct NodeConfig {
     pub response_buffer_bytes: u64,
     /// A client that reads nothing of a response for this long is disconnected (30 s).
     pub write_stall_timeout: Duration,
+    /// Peers the routing table must hold before the node is ready (default 1 when
+    /// bootstrap peers are configured, 0 for the first node of a new mesh, which is ready
+    /// once it listens and its store is open).
+    pub min_peers: usize,
 }
 
 impl NodeConfig {
@@ -295,7 +302,6 @@ impl NodeConfig {
             http: layer
                 .http
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
-            bootstrap,
             json_logs: layer.json_logs.unwrap_or(false),
             dht,
             amnesia: layer.amnesia.unwrap_or(false),
@@ -326,6 +332,10 @@ impl NodeConfig {
                 Some(ms) => Duration::from_millis(ms),
                 None => Duration::from_secs(30),
             },
+            min_peers: layer
+                .min_peers
+                .unwrap_or(if bootstrap.is_empty() { 0 } else { 1 }),
+            bootstrap,
         })
     }
 }

@@ -111,6 +111,10 @@ struct RunArgs {
     /// Disconnect a client that reads nothing of a response for this long, ms.
     #[arg(long, env = "MACRONODE_WRITE_STALL_MS")]
     write_stall_ms: Option<u64>,
+    /// Peers the routing table must hold before /readyz says ready (default 1 with
+    /// bootstrap peers, 0 without).
+    #[arg(long, env = "MACRONODE_MIN_PEERS")]
+    min_peers: Option<usize>,
 }
 
 impl RunArgs {
@@ -135,6 +139,7 @@ impl RunArgs {
             repair_bytes_per_second: self.repair_bytes_per_second,
             response_buffer_bytes: self.response_buffer_bytes,
             write_stall_ms: self.write_stall_ms,
+            min_peers: self.min_peers,
             ..ConfigLayer::default()
         }
     }

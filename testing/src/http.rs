@@ -77,12 +77,7 @@ fn parse(raw: &[u8]) -> Result<HttpResponse, String> {
         .ok_or("no end of headers")?;
     let head = String::from_utf8_lossy(&raw[..head_end]);
     let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let status = status_of(lines.next().unwrap_or_default())?;
     let mut chunked = false;
     let mut length = None;
     for line in lines {
@@ -112,7 +107,16 @@ fn parse(raw: &[u8]) -> Result<HttpResponse, String> {
     })
 }
 
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+/// The status code of a status line (`HTTP/1.1 200 OK`).
+pub(crate) fn status_of(line: &str) -> Result<u16, String> {
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {line:?}"))
+}
+
+/// The body of a chunked response (also the chaos client's).
+pub(crate) fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
         let line_end = rest

@@ -11,6 +11,8 @@
 //!
 //! Layout:
 //! - [`benchkit`]: helpers shared by the benchmark binaries.
+//! - [`chaos`]: the chaos suite: fault injection (UDP proxy, network namespaces), hostile
+//!   clients, the scenarios and their figures (`RELIABILITY.md`).
 //! - [`binary`]: finding (and if needed building) the `macronode` binary.
 //! - [`ports`]: free loopback ports, never handed out twice by one test process.
 //! - [`seed`]: seeds from an environment variable or the clock, printed for a replay.
@@ -23,6 +25,7 @@
 
 pub mod benchkit;
 pub mod binary;
+pub mod chaos;
 pub mod error;
 pub mod http;
 pub mod mesh;

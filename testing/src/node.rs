@@ -26,6 +26,8 @@ use crate::{HarnessError, binary};
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on a `/v1/lookup` request: a lookup may wait out several RPC timeouts.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Set to keep every node's directory (data, logs) after the harness is done with it.
+pub const KEEP_DIRS_ENV: &str = "MACRONODE_KEEP_DIRS";
 /// How often readiness and tables are polled.
 pub const POLL: Duration = Duration::from_millis(20);
 
@@ -49,6 +51,14 @@ pub struct NodeSpec {
     /// `None`: the harness picks the HTTP port and passes `--http`. `Some(addr)`: no
     /// `--http` flag; the env or config file of the spec puts the node there.
     pub http_elsewhere: Option<SocketAddr>,
+    /// `--listen` at this address instead of a free loopback port: the chaos suite puts
+    /// nodes on `0.0.0.0` behind its UDP proxy, or on a namespace's own address.
+    pub listen_at: Option<SocketAddr>,
+    /// `--http` at this address instead of a free loopback port (a namespace's address).
+    pub http_at: Option<SocketAddr>,
+    /// A command the node runs under, e.g. `["ip", "netns", "exec", "NS"]`: the chaos
+    /// suite's namespaces. The wrapper must exec the node, so signals reach it.
+    pub wrapper: Vec<String>,
 }
 
 impl NodeSpec {
@@ -150,14 +160,21 @@ fn parse_id(v: &Value, what: &str) -> Result<NodeId, HarnessError> {
 impl NodeProcess {
     /// Picks free ports, makes the node's directory, and starts it.
     pub fn start(spec: NodeSpec) -> Result<NodeProcess, HarnessError> {
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix(&format!("macronode-{}-", spec.name))
             .tempdir()
             .map_err(HarnessError::io("creating a temporary directory"))?;
-        let quic = ports::free_addr(Proto::Udp)?;
-        let http = match spec.http_elsewhere {
+        // To read a node's log and store after the run (the chaos suite's defects).
+        if std::env::var_os(KEEP_DIRS_ENV).is_some() {
+            dir.disable_cleanup(true);
+        }
+        let quic = match spec.listen_at {
             Some(a) => a,
-            None => ports::free_addr(Proto::Tcp)?,
+            None => ports::free_addr(Proto::Udp)?,
+        };
+        let http = match (spec.http_elsewhere, spec.http_at) {
+            (Some(a), _) | (None, Some(a)) => a,
+            (None, None) => ports::free_addr(Proto::Tcp)?,
         };
         if let Some(toml) = &spec.config_toml {
             let path = dir.path().join("config.toml");
@@ -188,7 +205,21 @@ impl NodeProcess {
         quic: SocketAddr,
         http: SocketAddr,
     ) -> Result<Command, HarnessError> {
-        let mut cmd = macronode_command()?;
+        let mut cmd = match spec.wrapper.split_first() {
+            None => macronode_command()?,
+            Some((program, args)) => {
+                let inner = macronode_command()?;
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(inner.get_program());
+                for (k, v) in inner.get_envs() {
+                    match v {
+                        Some(v) => cmd.env(k, v),
+                        None => cmd.env_remove(k),
+                    };
+                }
+                cmd
+            }
+        };
         cmd.arg("run")
             .arg("--data-dir")
             .arg(dir.join("data"))

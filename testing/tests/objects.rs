@@ -885,7 +885,7 @@ fn corrupted_copies_are_caught(c: &Cluster) {
     assert!(!readers.is_empty(), "every node holds {id}: {held:?}");
 
     // Which holder does a reader fetch from first? The one whose outbound frames jump by
-    // the object's 65 pieces of 64 KiB. Corrupting that one (and one more, never all)
+    // at least the object's 17 transfer pieces of 256 KiB. Corrupting that one (and one more, never all)
     // makes the reader meet a bad holder for sure.
     let frames = |i: usize| metric(c.node(i), "oap_frames_total{dir=\"out\"}");
     let before: Vec<f64> = held.iter().map(|&i| frames(i)).collect();
@@ -902,8 +902,9 @@ fn corrupted_copies_are_caught(c: &Cluster) {
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|j| j.0)
         .unwrap();
-    // The object is 65 pieces of 64 KiB; the other holders only answer a HAS or two.
-    let pieces = data.len().div_ceil(64 << 10) as f64;
+    // The object is 17 pieces of 256 KiB (the node's transfer piece); the other holders only
+    // answer a HAS or two.
+    let pieces = data.len().div_ceil(256 << 10) as f64;
     assert!(
         jumps.iter().all(|&(i, d)| if i == served {
             d >= pieces

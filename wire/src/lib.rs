@@ -1,5 +1,5 @@
 //! OAP/1: the framed protocol macronode nodes speak over QUIC streams, and the typed
-//! messages of each application protocol. No I/O, no clock: bytes in, frames out.
+//! messages of each application protocol. No I/O, no clock: bytes in, frames out (and verified object bytes out).
 //!
 //! The protocol contract, with the choices this implementation made and its test vectors,
 //! is `wire/SPEC.md`.
@@ -13,6 +13,7 @@
 //! - [`sequence`]: [`SequenceChecker`], the START … END rules of one stream direction.
 //! - [`message`]: postcard bodies with per-type bounds ([`message::Bounded`]).
 //! - [`object`]: app protocol 2, verified object transfer.
+//! - [`tree`]: the verified slice format object bytes travel in (BLAKE3 tree cut at 16 KiB).
 //! - [`control`]: app protocol 0, HELLO and PING, and HELLO negotiation.
 //! - [`dht`]: app protocol 1, the Kademlia RPCs on the wire, with bounds.
 //! - [`id`]: [`NodeId`], a peer's public key and its text form.
@@ -29,6 +30,7 @@ pub mod json;
 pub mod message;
 pub mod object;
 pub mod sequence;
+pub mod tree;
 
 pub use decoder::FrameDecoder;
 pub use error::DecodeError;

@@ -94,6 +94,9 @@ pub enum ObjectResponse {
     },
     /// The pushed replica is verified and durable.
     Stored,
+    /// Answer to a push of an object the responder already holds: nothing was read. A claim,
+    /// which the pusher checks with a verified read before it counts the copy.
+    Held,
 }
 
 impl Bounded for ObjectRequest {
@@ -230,6 +233,7 @@ mod tests {
             ),
             (encode(&ObjectResponse::Has { size: None }), "0100".into()),
             (encode(&ObjectResponse::Stored), "02".into()),
+            (encode(&ObjectResponse::Held), "03".into()),
         ];
         for (got, want) in cases {
             assert_eq!(hex(got), want);

@@ -420,11 +420,16 @@ async fn get_object(
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
+        let start = range.start as usize;
+        let part = |b: Bytes| Body::from(b.slice(start..start + range.len as usize));
         match (hot, located) {
-            (Some(bytes), _) => {
-                let start = range.start as usize;
-                Body::from(bytes.slice(start..start + range.len as usize))
-            }
+            (Some(bytes), _)
+            | (
+                None,
+                Located::Remote {
+                    whole: Some(bytes), ..
+                },
+            ) => part(bytes),
             (None, Located::Local { .. }) => local_body(&ctx, hash, range).await?,
             (None, Located::Remote { holders, .. }) => remote_body(&ctx, holders, hash, range)?,
         }

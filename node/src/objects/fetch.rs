@@ -1,8 +1,8 @@
 //! Fetching objects from peers with verification, and pushing replicas to them.
 //!
-//! A fetch streams the bao slice encoding from a holder into a decoder on a blocking
-//! thread, which checks every 1 KiB chunk against the object's hash before passing its bytes
-//! on. A holder that lies is caught within one chunk; the fetch then resumes from the last
+//! A fetch streams the slice of a range (`wire::tree`) from a holder into a decoder on a
+//! blocking thread, which checks every 16 KiB group against the object's hash before passing
+//! its bytes on. A holder that lies is caught within one chunk; the fetch then resumes from the last
 //! verified byte at the next holder, so the client sees one continuous, verified stream.
 
 use std::io::Read;
@@ -122,21 +122,12 @@ impl Objects {
                 rx: enc_rx,
                 cur: Bytes::new(),
             };
-            let mut dec = bao::decode::SliceDecoder::new(
-                reader,
-                &blake3::Hash::from(hash),
-                range.start,
-                range.len,
-            );
-            let mut buf = vec![0u8; CHUNK];
+            let mut dec = wire::tree::SliceDecoder::new(reader, &hash, range.start, range.len);
             loop {
-                match dec.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        if ok_tx
-                            .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                            .is_err()
-                        {
+                match dec.next_verified(CHUNK) {
+                    Ok(None) => return,
+                    Ok(Some(verified)) => {
+                        if ok_tx.blocking_send(Ok(Bytes::from(verified))).is_err() {
                             return;
                         }
                     }
@@ -260,7 +251,7 @@ impl Objects {
     }
 
     /// Asks `peer` for a small verified slice (a TAIL, or a GET of a short range) and
-    /// checks it: the header names the range asked for, and the bao slice verifies against
+    /// checks it: the header names the range asked for, and the slice verifies against
     /// the id. Returns the object's size as the verified slice states it.
     async fn small_slice(
         &self,
@@ -268,7 +259,7 @@ impl Objects {
         hash: Hash,
         request: ObjectRequest,
         expect: impl FnOnce(u64) -> ByteRange,
-    ) -> Result<u64, FetchError> {
+    ) -> Result<(u64, Bytes), FetchError> {
         self.transport.connect(peer.addr, Some(peer.id)).await?;
         let mut ex = self
             .transport
@@ -310,7 +301,7 @@ impl Objects {
         if size == 0 {
             // Only one object is empty: its id says so, no bytes can.
             return if hash == *blake3::hash(b"").as_bytes() {
-                Ok(0)
+                Ok((0, Bytes::new()))
             } else {
                 Err(FetchError::Integrity)
             };
@@ -326,14 +317,25 @@ impl Objects {
         {
             return Err(FetchError::Integrity);
         }
-        Ok(size)
+        Ok((size, encoded))
     }
 
-    /// The size of `hash` at `peer`, proven by its final chunk: `Err(Status(NotFound))`
-    /// when the peer does not hold it, `Err(Integrity)` when its answer does not verify.
-    pub async fn probe_tail(&self, peer: &NetPeer, hash: Hash) -> Result<u64, FetchError> {
-        self.small_slice(peer, hash, ObjectRequest::Tail { hash }, ByteRange::tail)
-            .await
+    /// The size of `hash` at `peer`, proven by its final group, and for an object of one
+    /// group (at most 16 KiB) its bytes, verified (the final group is the whole object):
+    /// `Err(Status(NotFound))` when the peer does not hold it, `Err(Integrity)` when its
+    /// answer does not verify.
+    pub async fn probe_tail(&self, peer: &NetPeer, hash: Hash) -> Result<Tail, FetchError> {
+        let (size, encoded) = self
+            .small_slice(peer, hash, ObjectRequest::Tail { hash }, ByteRange::tail)
+            .await?;
+        let whole = if size <= wire::tree::GROUP {
+            crate::store::decode_slice(&encoded, &hash, 0, size)
+                .ok()
+                .map(Bytes::from)
+        } else {
+            None
+        };
+        Ok(Tail { size, whole })
     }
 
     /// Checks that `peer` holds `hash` (of `size` bytes) by having it serve a chunk we pick
@@ -355,19 +357,20 @@ impl Objects {
             range: Some(range),
         };
         match self.small_slice(peer, hash, request, |_| range).await? {
-            s if s == size => Ok(()),
+            (s, _) if s == size => Ok(()),
             _ => Err(FetchError::Integrity),
         }
     }
 
     /// Sends our copy of `hash` to `peer` (PUT), each piece re-verified as it is read from
-    /// the store; `Ok` once the peer answered `Stored` (durable there, after its fsync).
+    /// the store; `Ok(true)` once the peer answered `Stored` (durable there, after its
+    /// fsync), `Ok(false)` if it answered `Held` (it says it had it: a claim to check).
     pub async fn push_bytes(
         &self,
         peer: &NetPeer,
         hash: Hash,
         size: u64,
-    ) -> Result<(), FetchError> {
+    ) -> Result<bool, FetchError> {
         let t = &self.transport;
         t.connect(peer.addr, Some(peer.id)).await?;
         let mut ex = t
@@ -384,17 +387,17 @@ impl Objects {
                 after: wait,
             });
         match (answer, sent) {
-            (Ok(Ok((Status::Ok, reply))), Ok(())) => {
-                match message::decode::<ObjectResponse>(&reply)? {
-                    ObjectResponse::Stored => Ok(()),
-                    _ => Err(FetchError::Status(Status::BadRequest)),
-                }
-            }
-            (Ok(Ok((status, _))), _) if status != Status::Ok => Err(FetchError::Status(status)),
-            (_, Err(e)) => Err(e),
+            (Ok(Ok((Status::Ok, reply))), sent) => match message::decode::<ObjectResponse>(&reply)?
+            {
+                // A `Held` answer comes before the body is read: our writes may have been
+                // stopped, which is no failure.
+                ObjectResponse::Held => Ok(false),
+                ObjectResponse::Stored => sent.map(|()| true),
+                _ => Err(FetchError::Status(Status::BadRequest)),
+            },
+            (Ok(Ok((status, _))), _) => Err(FetchError::Status(status)),
             (Ok(Err(e)), _) => Err(e.into()),
             (Err(e), _) => Err(e.into()),
-            (Ok(Ok(_)), Ok(())) => Err(FetchError::Status(Status::BadRequest)),
         }
     }
 
@@ -421,9 +424,10 @@ impl Objects {
                 StoreError::Corrupt => FetchError::Integrity,
                 other => FetchError::Local(other.to_string()),
             })?;
-        let mut pieces = PieceReader::new(Box::new(reader), CHUNK);
+        let piece = super::serve::TRANSFER_PIECE.min(ex.max_payload());
+        let mut pieces = PieceReader::new(Box::new(reader), piece).prefetch(super::serve::PREFETCH);
         let mut sent = 0u64;
-        while let Some(piece) = pieces.next().await {
+        while let Some(piece) = pieces.recv().await {
             let piece = piece.map_err(|e| match StoreError::from_read(e) {
                 StoreError::Corrupt => FetchError::Integrity,
                 other => FetchError::Local(other.to_string()),
@@ -439,44 +443,65 @@ impl Objects {
         Ok(())
     }
 
-    /// Makes sure `peer` holds a copy it can prove: a verified read first (it may hold it
-    /// already); if it lacks the object and `push` is set, the bytes, then the read again.
-    /// `durable` hears once when the copy is known durable there (its `Stored`, or its
-    /// proof), before the proof that follows a push.
+    /// Makes sure `peer` holds a copy it can prove. The planner's way (`eager` false): a
+    /// verified read first (it may hold it already), and if it lacks the object and `push`
+    /// is set, the bytes, then the read again. The write path's way (`eager`): the bytes
+    /// first (a fresh object is rarely held already), answered `Stored`, or `Held` and then
+    /// proven. `durable` hears once when the copy is known durable there (its `Stored`, or
+    /// its proof), before the proof that follows a push.
     pub(crate) async fn place_copy(
         &self,
         peer: &NetPeer,
         hash: Hash,
         size: u64,
         push: bool,
+        eager: bool,
         durable: Option<mpsc::Sender<()>>,
     ) -> Placed {
-        let held = self.prove(peer, hash, size).await;
-        let pushed = match held {
-            Ok(()) => {
+        let proven = if eager && push {
+            None
+        } else {
+            Some(self.prove(peer, hash, size).await)
+        };
+        let pushed = match proven {
+            Some(Ok(())) => {
                 if let Some(d) = &durable {
                     let _ = d.send(()).await;
                 }
                 return Placed::Verified { moved: false };
             }
-            Err(FetchError::Status(Status::NotFound)) if push => {
+            Some(Err(FetchError::Status(Status::NotFound))) if push => {
                 self.push_bytes(peer, hash, size).await
             }
-            Err(FetchError::Status(Status::NotFound)) => return Placed::Absent,
+            None => self.push_bytes(peer, hash, size).await,
+            Some(Err(FetchError::Status(Status::NotFound))) => return Placed::Absent,
+            Some(Err(e)) => {
+                self.note_failure(peer, &e);
+                return Placed::Failed(e);
+            }
+        };
+        let moved = match pushed {
+            Ok(moved) => moved,
             Err(e) => {
                 self.note_failure(peer, &e);
                 return Placed::Failed(e);
             }
         };
-        if let Err(e) = pushed {
-            self.note_failure(peer, &e);
-            return Placed::Failed(e);
-        }
-        if let Some(d) = &durable {
-            let _ = d.send(()).await;
+        // `Stored` is durable by the holder's word after its fsync; `Held` only once proven.
+        if moved {
+            if let Some(d) = &durable {
+                let _ = d.send(()).await;
+            }
         }
         match self.prove(peer, hash, size).await {
-            Ok(()) => Placed::Verified { moved: true },
+            Ok(()) => {
+                if !moved {
+                    if let Some(d) = &durable {
+                        let _ = d.send(()).await;
+                    }
+                }
+                Placed::Verified { moved }
+            }
             Err(e) => {
                 self.note_failure(peer, &e);
                 Placed::Failed(e)
@@ -498,10 +523,19 @@ impl Objects {
     }
 }
 
-/// Largest encoded answer to a proof (a chunk, its parents and the length header).
-const PROOF_MAX: usize = 16 * 1024;
-/// Bytes a proof asks for: one BLAKE3 chunk.
+/// Largest encoded answer to a proof (a group, its parents and the length header).
+const PROOF_MAX: usize = 24 * 1024;
+/// Bytes a proof asks for: one BLAKE3 chunk (the answer carries its whole 16 KiB group).
 const PROOF_CHUNK: u64 = 1024;
+
+/// A holder's proven answer to TAIL.
+#[derive(Debug, Clone)]
+pub struct Tail {
+    /// The object's size, verified.
+    pub size: u64,
+    /// The whole object, verified, when it is one group (at most 16 KiB).
+    pub whole: Option<Bytes>,
+}
 
 /// What became of one copy placed at a peer.
 #[derive(Debug)]

@@ -34,8 +34,8 @@ use crate::dht::{DhtError, DhtHandle, NetPeer};
 use crate::quota::Quotas;
 use crate::store::{Hash, Store};
 use crate::transport::Transport;
-pub use fetch::FetchError;
 pub(crate) use fetch::Placed;
+pub use fetch::{FetchError, Tail};
 pub(crate) use pieces::{Ingest, PieceReader};
 pub use serve::serve_object;
 
@@ -140,12 +140,15 @@ pub enum Located {
         size: u64,
     },
     /// At these holders (fastest first), each of which proved the size with a verified
-    /// final chunk.
+    /// final group.
     Remote {
         /// Object size, verified.
         size: u64,
         /// Peers that hold it.
         holders: Vec<NetPeer>,
+        /// The whole object, verified, when it fits in the final group its TAIL carried
+        /// (16 KiB or less): nothing more to fetch.
+        whole: Option<Bytes>,
     },
 }
 
@@ -321,7 +324,9 @@ impl Objects {
                     .await
                     .ok()
                     .flatten();
-                let placed = objects.place_copy(&peer, hash, size, true, Some(tx)).await;
+                let placed = objects
+                    .place_copy(&peer, hash, size, true, true, Some(tx))
+                    .await;
                 if let Some(id) = id {
                     let _ = objects.dht.transfer_done(id, outcome(&placed)).await;
                 }
@@ -396,9 +401,12 @@ impl Objects {
         }
         let mut holders = Vec::new();
         let mut size = None;
+        let mut whole = None;
         let mut silent = 0;
         let mut answered = 0;
-        while holders.len() < self.limits.rf {
+        // A small object's first verified answer is the object itself: done. A larger one
+        // waits for up to RF holders, its failover list.
+        while holders.len() < self.limits.rf && whole.is_none() {
             let (c, answer) = match tokio::time::timeout_at(deadline, probes.join_next()).await {
                 Ok(Some(Ok(n))) => n,
                 Ok(Some(Err(_))) => continue,
@@ -412,11 +420,12 @@ impl Objects {
                 answered += 1;
             }
             match answer {
-                Ok(Ok(s)) => {
+                Ok(Ok(t)) => {
                     // Verified sizes cannot disagree; keep the first, fastest first.
-                    size.get_or_insert(s);
-                    if size == Some(s) {
+                    size.get_or_insert(t.size);
+                    if size == Some(t.size) {
                         holders.push(c);
+                        whole = whole.or(t.whole);
                     }
                 }
                 Ok(Err(FetchError::Status(Status::NotFound))) => {}
@@ -428,7 +437,17 @@ impl Objects {
         }
         probes.abort_all();
         match size {
-            Some(size) => Ok(Located::Remote { size, holders }),
+            Some(size) => {
+                if let Some(w) = &whole {
+                    // Verified against its id: as good as a local small object for reads.
+                    self.store.remember_verified(hash, w.clone());
+                }
+                Ok(Located::Remote {
+                    size,
+                    holders,
+                    whole,
+                })
+            }
             // Records say someone holds it, or nobody we asked could answer: the search did
             // not finish. Try again later.
             None if silent > 0 && (provider_count > 0 || answered == 0) => {
@@ -509,7 +528,9 @@ impl Objects {
                 } => {
                     let objects = self.clone();
                     tokio::spawn(async move {
-                        let placed = objects.place_copy(&to, key.0, size, push, None).await;
+                        let placed = objects
+                            .place_copy(&to, key.0, size, push, false, None)
+                            .await;
                         let label = match &placed {
                             Placed::Verified { moved: true } => "copied",
                             Placed::Verified { moved: false } => "already_held",

@@ -9,6 +9,7 @@
 use std::io::Read;
 
 use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
 
 use crate::store::{Hash, ObjectWriter, Store, StoreError};
 
@@ -47,6 +48,24 @@ impl PieceReader {
             Ok((_, Err(e))) => Some(Err(e)),
             Err(e) => Some(Err(std::io::Error::other(e))),
         }
+    }
+}
+
+impl PieceReader {
+    /// Reads ahead on a task of its own, at most `depth` pieces ahead of the consumer, so
+    /// reading the next piece overlaps sending this one. The task holds no thread while the
+    /// consumer is slow, and stops when the receiver is dropped.
+    pub(crate) fn prefetch(mut self, depth: usize) -> mpsc::Receiver<std::io::Result<Bytes>> {
+        let (tx, rx) = mpsc::channel(depth.max(1));
+        tokio::spawn(async move {
+            while let Some(piece) = self.next().await {
+                let failed = piece.is_err();
+                if tx.send(piece).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        rx
     }
 }
 

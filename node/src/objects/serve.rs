@@ -1,8 +1,8 @@
 //! Answering inbound object requests (app protocol 2): GET a verified slice, TAIL, HAS, PUT
 //! a replica.
 //!
-//! GET and TAIL answer with the bao encoding of the range, so the asker verifies every
-//! chunk (and, for TAIL, the length). PUT is a write, and every write is authorized: by a
+//! GET and TAIL answer with the slice of the range (`wire::tree`), so the asker verifies
+//! every 16 KiB group (and, for TAIL, the length). PUT is a write, and every write is authorized: by a
 //! capability in the request's START frame (checked against the node's capability root,
 //! method `PUT`, the announced size), or by the overlay's admission rule for the mesh's own
 //! copies (the sender is in our routing table, we are among the RF closest to the id, and
@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use overlay::Key;
-use wire::object::{ByteRange, CHUNK, ObjectRequest, ObjectResponse};
+use wire::object::{ByteRange, ObjectRequest, ObjectResponse};
 use wire::{Limits, Status, message};
 
 use super::{Ingest, Objects, PieceReader};
@@ -27,6 +27,11 @@ use crate::transport::{InboundExchange, TransportError};
 
 /// Largest object request header.
 const HEADER_MAX: usize = 1024;
+/// Bytes of slice per frame when serving a peer: large enough that the per-piece costs
+/// (a blocking-pool trip, a frame) vanish, small beside the connection's buffer budget.
+pub(crate) const TRANSFER_PIECE: usize = 256 * 1024;
+/// Pieces read ahead of the one being sent.
+pub(crate) const PREFETCH: usize = 2;
 
 /// Serves one inbound object exchange.
 pub async fn serve_object(mut ex: InboundExchange, objects: Objects) -> Result<(), TransportError> {
@@ -105,7 +110,8 @@ async fn serve_get(
         // An unreadable file is not a verdict on the object: ask again later.
         Err(_) => return ex.respond(Status::Unavailable, Bytes::new()).await,
     };
-    let mut pieces = PieceReader::new(reader, CHUNK.min(ex.max_payload()));
+    let mut pieces =
+        PieceReader::new(reader, TRANSFER_PIECE.min(ex.max_payload())).prefetch(PREFETCH);
     ex.send(
         status,
         message::encode(&ObjectResponse::Found { size, range }),
@@ -115,7 +121,7 @@ async fn serve_get(
     let mut pace = Pace::new(objects);
     // Hold one piece back so the last one can carry END.
     let mut held: Option<Bytes> = None;
-    while let Some(next) = pieces.next().await {
+    while let Some(next) = pieces.recv().await {
         let Ok(next) = next else {
             // The store failed mid-stream: drop the exchange (the stream resets); the
             // asker's decoder sees a short slice and moves on to another holder.
@@ -202,9 +208,9 @@ async fn serve_put(
         None => None,
     };
     if objects.store.size(&hash).is_some() {
-        // Already durable here: answer at once (the pusher stops sending).
+        // Already here: answer at once (the pusher stops sending, and checks our word).
         return ex
-            .respond(Status::Ok, message::encode(&ObjectResponse::Stored))
+            .respond(Status::Ok, message::encode(&ObjectResponse::Held))
             .await;
     }
     let Some(_receiving) = objects.start_receiving(hash) else {

@@ -80,9 +80,13 @@ impl Fs for RealFs {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<(PathBuf, bool)>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(path)? {
-            let path = entry?.path();
-            let dir = path.is_dir();
-            out.push((path, dir));
+            let entry = entry?;
+            // The directory entry's own type (no stat per file); a link is followed.
+            let dir = match entry.file_type()? {
+                t if t.is_symlink() => entry.path().is_dir(),
+                t => t.is_dir(),
+            };
+            out.push((entry.path(), dir));
         }
         Ok(out)
     }

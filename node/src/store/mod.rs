@@ -1,8 +1,10 @@
 //! The object store: content-addressed, verified on the way in and on the way out.
 //!
-//! On disk each object is two files under `objects/ab/`: the bytes (`<hex>`) and their bao
-//! outboard (`<hex>.obao`, the BLAKE3 tree, about 6% of the size), which lets any byte range
-//! be verified on its own. A write goes to temporary files while the bytes are hashed; only
+//! On disk each object is a file under `objects/ab/` (`<hex>`) and, for one of more than
+//! 16 KiB, its outboard (`<hex>.ob16`: the BLAKE3 tree's parent nodes above 16 KiB groups,
+//! 0.4 % of the size, see `wire::tree`), which lets any byte range be verified on its own. A store
+//! written by an older version (bao outboards, `<hex>.obao`) is converted at open: the old
+//! outboard is removed and the new one rebuilt from the bytes, which must hash to the id. A write goes to temporary files while the bytes are hashed; only
 //! if the hash matches are both files fsynced and renamed into place (and the directory
 //! fsynced), so an acknowledged object survives a crash and a half-written one never appears.
 //! Reads re-verify every chunk they return; an object found corrupt is counted in
@@ -20,9 +22,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
+use wire::tree::{GROUP, SliceDecoder, SliceEncoder, TreeHasher};
+
 pub mod fs;
 pub mod hot;
 pub mod simfs;
+mod snapshot;
 
 pub use fs::{Fs, RealFs};
 pub use hot::HotCache;
@@ -121,6 +126,26 @@ struct Inner {
     corrupt: std::sync::atomic::AtomicU64,
     /// Small objects whose bytes were verified, in memory.
     hot: HotCache,
+    /// The index matches the files (no walk pending since a snapshot was loaded).
+    reconciled: std::sync::atomic::AtomicBool,
+    /// The index changed since the last snapshot.
+    changed: std::sync::atomic::AtomicBool,
+}
+
+/// The index snapshot's file name in the objects directory.
+const SNAPSHOT: &str = "index.snap";
+
+/// Every whole object under `dir`, sweeping what a crash left behind.
+fn walk(fs: &dyn Fs, dir: &Path) -> Result<BTreeMap<Hash, u64>, StoreError> {
+    let mut index = BTreeMap::new();
+    for (path, is_dir) in fs.read_dir(dir)? {
+        if is_dir {
+            index_shard(fs, dir, &path, &mut index)?;
+        } else if is_temp(&path) {
+            let _ = fs.remove_file(&path);
+        }
+    }
+    Ok(index)
 }
 
 /// Bytes of small verified objects kept in memory (64 MiB).
@@ -140,10 +165,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Store {
-    /// Opens (creating) the store under `data_dir/objects`, indexing what is there and
-    /// cleaning up what a crash left behind: temporary files (in the root and in every
-    /// shard) and outboards whose object file is gone. An object file whose outboard is
-    /// missing gets its outboard rebuilt if its bytes hash to its name, and is removed if not.
+    /// Opens (creating) the store under `data_dir/objects`. With a valid index snapshot the
+    /// index is loaded from it and the store is usable at once; call
+    /// [`reconcile`](Self::reconcile) (on a blocking thread) to bring it up to date with the
+    /// files. Without one, the files are walked now, cleaning up what a crash left behind:
+    /// temporary files (in the root and in every shard) and outboards whose object file is
+    /// gone; an object file whose outboard is missing gets it rebuilt if its bytes hash to
+    /// its name, and is removed if not.
     pub fn open(data_dir: &Path, quota: u64) -> Result<Store, StoreError> {
         Store::open_on(Arc::new(RealFs), data_dir, quota)
     }
@@ -152,14 +180,20 @@ impl Store {
     pub fn open_on(fs: Arc<dyn Fs>, data_dir: &Path, quota: u64) -> Result<Store, StoreError> {
         let dir = data_dir.join("objects");
         fs.create_dir_all(&dir)?;
-        let mut index = BTreeMap::new();
-        for (path, is_dir) in fs.read_dir(&dir)? {
-            if is_dir {
-                index_shard(fs.as_ref(), &dir, &path, &mut index)?;
-            } else if is_temp(&path) {
-                let _ = fs.remove_file(&path);
+        let snapshot = snapshot::load(fs.as_ref(), &dir.join(SNAPSHOT));
+        let reconciled = snapshot.is_none();
+        let index = match snapshot {
+            Some(index) => {
+                // Root temporaries only (cheap); the shards wait for the walk.
+                for (path, is_dir) in fs.read_dir(&dir)? {
+                    if !is_dir && is_temp(&path) {
+                        let _ = fs.remove_file(&path);
+                    }
+                }
+                index
             }
-        }
+            None => walk(fs.as_ref(), &dir)?,
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 backend: Backend::Disk { dir, fs },
@@ -168,8 +202,96 @@ impl Store {
                 quota,
                 corrupt: Default::default(),
                 hot: HotCache::new(HOT_CACHE_BYTES),
+                reconciled: reconciled.into(),
+                // After a walk, the next snapshot saves the next start from walking again.
+                changed: reconciled.into(),
             }),
         })
+    }
+
+    /// Whether the index is known to match the files (no walk pending).
+    pub fn is_reconciled(&self) -> bool {
+        self.inner
+            .reconciled
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Walks the files, as an open without a snapshot does, and brings the index up to date
+    /// with them: adds what the snapshot lacked, drops what is gone, sweeps what a crash
+    /// left; then writes a fresh snapshot. Writes and removals may run meanwhile. Blocking.
+    pub fn reconcile(&self) -> Result<(), StoreError> {
+        let Backend::Disk { dir, fs } = &self.inner.backend else {
+            return Ok(());
+        };
+        let found = walk(fs.as_ref(), dir)?;
+        {
+            let mut index = lock(&self.inner.index);
+            let gone: Vec<Hash> = index
+                .keys()
+                .filter(|h| !found.contains_key(*h) && !fs.exists(&data_path(dir, h)))
+                .copied()
+                .collect();
+            for h in gone {
+                if let Some(size) = index.remove(&h) {
+                    self.inner
+                        .total
+                        .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            for (h, size) in found {
+                if index.insert(h, size).is_none() {
+                    self.inner
+                        .total
+                        .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        self.inner
+            .reconciled
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner
+            .changed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.save_index()
+    }
+
+    /// Writes the index snapshot if the index changed since the last one. Blocking.
+    pub fn save_index(&self) -> Result<(), StoreError> {
+        let Backend::Disk { dir, fs } = &self.inner.backend else {
+            return Ok(());
+        };
+        if !self
+            .inner
+            .changed
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Ok(());
+        }
+        let index = lock(&self.inner.index).clone();
+        snapshot::write(fs.as_ref(), &dir.join(SNAPSHOT), &index).inspect_err(|_| {
+            self.inner
+                .changed
+                .store(true, std::sync::atomic::Ordering::Release);
+        })?;
+        Ok(())
+    }
+
+    /// Before the walk: an object the snapshot lacks may still be on disk (written after the
+    /// snapshot). Looks, and indexes it if it is whole.
+    fn size_on_disk(&self, hash: &Hash) -> Option<u64> {
+        let Backend::Disk { dir, fs } = &self.inner.backend else {
+            return None;
+        };
+        let len = fs.len(&data_path(dir, hash)).ok()?;
+        if len > GROUP && !fs.exists(&outboard_path(dir, hash)) {
+            return None; // the walk rebuilds its outboard
+        }
+        if lock(&self.inner.index).insert(*hash, len).is_none() {
+            self.inner
+                .total
+                .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(len)
     }
 
     /// A store that keeps everything in memory and writes nothing.
@@ -185,6 +307,8 @@ impl Store {
                 quota,
                 corrupt: Default::default(),
                 hot: HotCache::new(HOT_CACHE_BYTES),
+                reconciled: true.into(),
+                changed: false.into(),
             }),
         }
     }
@@ -226,7 +350,11 @@ impl Store {
 
     /// The size of an object, if held.
     pub fn size(&self, hash: &Hash) -> Option<u64> {
-        lock(&self.inner.index).get(hash).copied()
+        let known = lock(&self.inner.index).get(hash).copied();
+        match known {
+            None if !self.is_reconciled() => self.size_on_disk(hash),
+            known => known,
+        }
     }
 
     /// Whether `need` more bytes fit the quota now.
@@ -247,6 +375,12 @@ impl Store {
         self.inner.hot.get(hash)
     }
 
+    /// Keeps bytes of an object the caller verified against `hash` (a remote read) in the
+    /// in-memory cache, if small enough; they are served without another fetch.
+    pub fn remember_verified(&self, hash: Hash, bytes: Bytes) {
+        self.inner.hot.insert(hash, bytes);
+    }
+
     /// Starts writing an object of (at most) `size_hint` bytes.
     pub fn writer(&self, size_hint: u64) -> Result<ObjectWriter, StoreError> {
         self.check_room(size_hint)?;
@@ -264,7 +398,7 @@ impl Store {
         Ok(ObjectWriter {
             store: self.clone(),
             sink,
-            encoder: bao::encode::Encoder::new_outboard(Cursor::new(Vec::new())),
+            encoder: TreeHasher::new(),
             len: 0,
             small: Some(Vec::new()),
         })
@@ -282,6 +416,21 @@ impl Store {
         self.remove_files(hash, false);
     }
 
+    /// Drops an object from the index (its file is gone) without touching the disk.
+    fn forget(&self, hash: &Hash) {
+        let mut index = lock(&self.inner.index);
+        if let Some(size) = index.remove(hash) {
+            self.inner
+                .total
+                .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+            self.inner
+                .changed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        drop(index);
+        self.inner.hot.remove(hash);
+    }
+
     /// Removes an object's files: the data first (an outboard left alone is swept at open),
     /// and, when `durably`, the removal fsynced so a crash cannot bring the files back (a
     /// released copy that comes back is only surplus; a corrupt one must not).
@@ -291,6 +440,9 @@ impl Store {
             self.inner
                 .total
                 .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+            self.inner
+                .changed
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         drop(index);
         self.inner.hot.remove(hash);
@@ -310,16 +462,16 @@ impl Store {
         }
     }
 
-    /// The bao slice encoding of `start..start+len` of an object: the bytes a peer needs to
-    /// verify that range on its own. Blocking (reads files): call from a blocking task.
+    /// The slice of `start..start+len` of an object (`wire::tree`): the bytes a peer needs
+    /// to verify that range on its own. Blocking (reads files): call from a blocking task.
     pub fn encode_slice(&self, hash: &Hash, start: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::new();
         self.slice_reader(hash, start, len)?.read_to_end(&mut out)?;
         Ok(out)
     }
 
-    /// The bao slice encoding of a range as a reader, for streaming large ranges without
-    /// holding them in memory. Blocking reads.
+    /// The slice of a range as a reader, for streaming large ranges without holding them in
+    /// memory. Blocking reads.
     pub fn slice_reader(
         &self,
         hash: &Hash,
@@ -341,23 +493,42 @@ impl Store {
                         _ => StoreError::Io(e),
                     })
                 };
-                let data = io::BufReader::with_capacity(CHUNK_READ, open(data_path(dir, hash))?);
-                let ob = io::BufReader::new(open(outboard_path(dir, hash))?);
-                Box::new(bao::encode::SliceExtractor::new_outboard(
-                    data, ob, start, len,
-                ))
+                let data = match fs.open(&data_path(dir, hash)) {
+                    // No object file: released (perhaps before a crash an old snapshot did
+                    // not see). The object is gone; only a missing outboard is repairable.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.forget(hash);
+                        return Err(StoreError::NotFound);
+                    }
+                    other => other?,
+                };
+                let data = io::BufReader::with_capacity(CHUNK_READ, data);
+                if size <= GROUP {
+                    // One group: no parents, no outboard file.
+                    Box::new(SliceEncoder::new(
+                        data,
+                        Cursor::new(Vec::new()),
+                        size,
+                        start,
+                        len,
+                    )?)
+                } else {
+                    let ob = io::BufReader::new(open(outboard_path(dir, hash))?);
+                    Box::new(SliceEncoder::new(data, ob, size, start, len)?)
+                }
             }
             Backend::Memory { objects } => {
                 let (data, ob) = lock(objects)
                     .get(hash)
                     .cloned()
                     .ok_or(StoreError::NotFound)?;
-                Box::new(bao::encode::SliceExtractor::new_outboard(
+                Box::new(SliceEncoder::new(
                     Cursor::new(data),
                     Cursor::new(ob),
+                    size,
                     start,
                     len,
-                ))
+                )?)
             }
         })
     }
@@ -389,7 +560,7 @@ impl Store {
         len: u64,
     ) -> Result<VerifiedReader, StoreError> {
         let slice = self.slice_reader(hash, start, len)?;
-        let decoder = bao::decode::SliceDecoder::new(slice, &blake3::Hash::from(*hash), start, len);
+        let decoder = SliceDecoder::new(slice, hash, start, len);
         Ok(VerifiedReader {
             decoder,
             store: self.clone(),
@@ -420,7 +591,7 @@ impl Store {
 
 /// Verified bytes of a stored range; see [`Store::verified_reader`].
 pub struct VerifiedReader {
-    decoder: bao::decode::SliceDecoder<Box<dyn Read + Send>>,
+    decoder: SliceDecoder,
     store: Store,
     hash: Hash,
     left: u64,
@@ -441,8 +612,8 @@ impl Read for VerifiedReader {
                 self.left = self.left.saturating_sub(n as u64);
                 Ok(n)
             }
-            // bao reports a hash mismatch as InvalidData and missing bytes as UnexpectedEof:
-            // the bytes on disk are not the object's.
+            // A hash mismatch is InvalidData and missing bytes UnexpectedEof: the bytes on
+            // disk are not the object's.
             Err(e)
                 if matches!(
                     e.kind(),
@@ -490,6 +661,12 @@ impl StoreError {
     }
 }
 
+/// The outboard's file extension (`wire::tree`'s format: parents above 16 KiB groups).
+const OUTBOARD_EXT: &str = "ob16";
+const OUTBOARD_SUFFIX: &str = ".ob16";
+/// The extension of the bao outboards an older version wrote.
+const LEGACY_OUTBOARD: &str = ".obao";
+
 /// Read-buffer size for object files.
 const CHUNK_READ: usize = 64 * 1024;
 
@@ -502,7 +679,7 @@ fn data_path(dir: &Path, hash: &Hash) -> PathBuf {
 }
 
 fn outboard_path(dir: &Path, hash: &Hash) -> PathBuf {
-    shard(dir, hash).join(format!("{}.obao", hex::encode(hash)))
+    shard(dir, hash).join(format!("{}.{OUTBOARD_EXT}", hex::encode(hash)))
 }
 
 fn unique() -> String {
@@ -539,7 +716,12 @@ fn index_shard(
             continue;
         }
         let mut h = [0u8; 32];
-        if let Some(stem) = name.strip_suffix(".obao") {
+        if name.ends_with(LEGACY_OUTBOARD) {
+            // A bao outboard from an older version: the object's outboard is rebuilt below.
+            let _ = fs.remove_file(&path);
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(OUTBOARD_SUFFIX) {
             // An outboard without its object: a crash between the two renames, or a release
             // interrupted halfway. Nothing was acknowledged on it alone.
             if hex::decode_to_slice(stem, &mut h).is_ok() && !fs.exists(&data_path(dir, &h)) {
@@ -551,10 +733,13 @@ fn index_shard(
         if name.len() != 64 || hex::decode_to_slice(&name, &mut h).is_err() {
             continue;
         }
-        if !fs.exists(&outboard_path(dir, &h)) && !rebuild_outboard(fs, dir, &h)? {
+        // Renamed into place only once whole and fsynced: the file is the object. One of
+        // more than one group needs its outboard beside it (rebuilt if missing).
+        let len = fs.len(&path)?;
+        if len > GROUP && !fs.exists(&outboard_path(dir, &h)) && !rebuild_outboard(fs, dir, &h)? {
             continue;
         }
-        index.insert(h, fs.len(&path)?);
+        index.insert(h, len);
     }
     Ok(())
 }
@@ -563,18 +748,22 @@ fn index_shard(
 /// bytes do not hash to its name. Returns whether the object is now complete.
 fn rebuild_outboard(fs: &dyn Fs, dir: &Path, hash: &Hash) -> Result<bool, StoreError> {
     let path = data_path(dir, hash);
-    let mut encoder = bao::encode::Encoder::new_outboard(Cursor::new(Vec::new()));
-    io::copy(
-        &mut io::BufReader::with_capacity(CHUNK_READ, fs.open(&path)?),
-        &mut encoder,
-    )?;
-    if encoder.finalize()?.as_bytes() != hash {
+    let mut encoder = TreeHasher::new();
+    let mut file = io::BufReader::with_capacity(CHUNK_READ, fs.open(&path)?);
+    let mut buf = vec![0u8; CHUNK_READ];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => encoder.update(&buf[..n]),
+        }
+    }
+    let (root, outboard) = encoder.finish();
+    if &root != hash {
         tracing::warn!(file = %path.display(), "object file without outboard does not match its name; removing it");
         let _ = fs.remove_file(&path);
         return Ok(false);
     }
-    let outboard = encoder.into_inner().into_inner();
-    let tmp = dir.join(format!(".tmp-{}.obao", unique()));
+    let tmp = dir.join(format!(".tmp-{}.{OUTBOARD_EXT}", unique()));
     let written = write_synced(fs, &tmp, &outboard)
         .and_then(|()| fs.rename(&tmp, &outboard_path(dir, hash)))
         .and_then(|()| fs.sync_dir(&shard(dir, hash)));
@@ -618,7 +807,7 @@ enum Sink {
 pub struct ObjectWriter {
     store: Store,
     sink: Sink,
-    encoder: bao::encode::Encoder<Cursor<Vec<u8>>>,
+    encoder: TreeHasher,
     len: u64,
     /// A copy of the bytes while the object is small enough for the hot cache.
     small: Option<Vec<u8>>,
@@ -639,7 +828,7 @@ impl ObjectWriter {
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         let len = self.len + bytes.len() as u64;
         self.store.check_room(len)?;
-        self.encoder.write_all(bytes)?;
+        self.encoder.update(bytes);
         match &mut self.sink {
             Sink::Disk { file, .. } => file.write_all(bytes)?,
             Sink::Memory(v) => v.extend_from_slice(bytes),
@@ -656,7 +845,7 @@ impl ObjectWriter {
     /// Verifies the hash (against `expected`, if given), makes the object durable and
     /// indexes it. Blocking (fsync): call from a blocking task for large objects.
     pub fn finish(mut self, expected: Option<&Hash>) -> Result<Hash, StoreError> {
-        let hash: Hash = *self.encoder.finalize()?.as_bytes();
+        let (hash, outboard) = std::mem::take(&mut self.encoder).finish();
         if let Some(e) = expected {
             if *e != hash {
                 self.discard();
@@ -666,19 +855,13 @@ impl ObjectWriter {
                 });
             }
         }
-        let outboard = std::mem::replace(
-            &mut self.encoder,
-            bao::encode::Encoder::new_outboard(Cursor::new(Vec::new())),
-        )
-        .into_inner()
-        .into_inner();
         let store = self.store.clone();
         match std::mem::replace(&mut self.sink, Sink::Memory(Vec::new())) {
             Sink::Disk { file, tmp, fs } => {
                 let Backend::Disk { dir, .. } = &store.inner.backend else {
                     return Err(StoreError::NotFound);
                 };
-                let ob_tmp = tmp.with_extension("obao");
+                let ob_tmp = tmp.with_extension(OUTBOARD_EXT);
                 let placed = place(fs.as_ref(), dir, &hash, file, &tmp, &ob_tmp, &outboard);
                 if placed.is_err() {
                     // Nothing half-finished stays behind: both temporaries go.
@@ -698,6 +881,10 @@ impl ObjectWriter {
         let t = &store.inner.total;
         t.fetch_add(self.len, std::sync::atomic::Ordering::Relaxed);
         t.fetch_sub(before, std::sync::atomic::Ordering::Relaxed);
+        store
+            .inner
+            .changed
+            .store(true, std::sync::atomic::Ordering::Release);
         drop(index);
         if let Some(small) = self.small.take() {
             // Just hashed to `hash`: verified by construction.
@@ -729,8 +916,11 @@ fn place(
     file.sync_all()?;
     drop(file);
     let shard_dir = ensure_shard(fs, dir, hash)?;
-    write_synced(fs, ob_tmp, outboard)?;
-    fs.rename(ob_tmp, &outboard_path(dir, hash))?;
+    // An object of one group has no parents: no outboard file at all.
+    if !outboard.is_empty() {
+        write_synced(fs, ob_tmp, outboard)?;
+        fs.rename(ob_tmp, &outboard_path(dir, hash))?;
+    }
     fs.rename(tmp, &data_path(dir, hash))?;
     fs.sync_dir(&shard_dir)
 }
@@ -742,12 +932,11 @@ impl Drop for ObjectWriter {
     }
 }
 
-/// Checks that a bao slice encoding of `start..start+len` verifies against `hash`,
+/// Checks that a slice of `start..start+len` (`wire::tree`) verifies against `hash`,
 /// returning the bytes; fails at the first chunk that does not.
 pub fn decode_slice(encoded: &[u8], hash: &Hash, start: u64, len: u64) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(len as usize);
-    bao::decode::SliceDecoder::new(Cursor::new(encoded), &blake3::Hash::from(*hash), start, len)
-        .read_to_end(&mut out)?;
+    SliceDecoder::new(Cursor::new(encoded.to_vec()), hash, start, len).read_to_end(&mut out)?;
     Ok(out)
 }
 

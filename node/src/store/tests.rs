@@ -179,13 +179,13 @@ mod large {
             .read_verified(&h, 0, data.len() as u64)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(got == data);
-        // The outboard written piece by piece is the one bao computes over the whole input.
+        // The outboard written piece by piece is the one computed over the whole input.
         let Backend::Disk { dir, .. } = &store.inner.backend else {
             panic!("disk store")
         };
         let on_disk = std::fs::read(outboard_path(dir, &h)).unwrap_or_else(|e| panic!("{e}"));
-        let (whole, whole_hash) = bao::encode::outboard(&data);
-        assert_eq!(whole_hash.as_bytes(), &h);
+        let (whole_hash, whole) = wire::tree::outboard(&data);
+        assert_eq!(&whole_hash, &h);
         assert!(on_disk == whole, "outboards differ");
     }
 }
@@ -278,11 +278,12 @@ mod faults {
         let rebuilt = store
             .put(&[2u8; 70_000], None)
             .unwrap_or_else(|e| panic!("{e}"));
+        // Objects over 16 KiB have an outboard beside them; smaller ones are one file.
         let orphan = store
-            .put(&[3u8; 10], None)
+            .put(&[3u8; 20_000], None)
             .unwrap_or_else(|e| panic!("{e}"));
         let liar = store
-            .put(&[4u8; 10], None)
+            .put(&[4u8; 20_000], None)
             .unwrap_or_else(|e| panic!("{e}"));
         drop(store);
         // A crash mid-write leaves temporaries in the root and in a shard.
@@ -296,20 +297,42 @@ mod faults {
         std::fs::remove_file(outboard_path(&objs, &rebuilt)).unwrap_or_else(|e| panic!("{e}"));
         // ...removed if they do not.
         std::fs::remove_file(outboard_path(&objs, &liar)).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(data_path(&objs, &liar), b"not these bytes")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(data_path(&objs, &liar), [9u8; 20_000]).unwrap_or_else(|e| panic!("{e}"));
 
         let store = open(dir.path(), 1 << 30);
-        let mut want: Vec<String> = [kept, rebuilt]
-            .iter()
-            .flat_map(|h| [data_path(&objs, h), outboard_path(&objs, h)])
-            .map(|p| p.display().to_string())
-            .collect();
+        let mut want: Vec<String> = [
+            data_path(&objs, &kept),
+            data_path(&objs, &rebuilt),
+            outboard_path(&objs, &rebuilt),
+        ]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
         want.sort();
         assert_eq!(files_under(&objs), want);
         assert_eq!(store.len(), 2);
         let got = store.read_verified(&rebuilt, 0, 70_000);
         assert!(got.is_ok_and(|b| b == [2u8; 70_000]));
+    }
+
+    #[test]
+    fn a_store_with_old_outboards_is_converted_at_open() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = open(dir.path(), 1 << 30);
+        let objs = objects_dir(&store);
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
+        drop(store);
+        // What an older version left: the object file and a bao outboard beside it.
+        let new = outboard_path(&objs, &h);
+        std::fs::remove_file(&new).unwrap_or_else(|e| panic!("{e}"));
+        let legacy = new.with_extension("obao");
+        std::fs::write(&legacy, b"a bao outboard").unwrap_or_else(|e| panic!("{e}"));
+        let store = open(dir.path(), 1 << 30);
+        assert!(!legacy.exists(), "the old outboard is gone");
+        assert!(new.exists(), "the new one is rebuilt");
+        let got = store.read_verified(&h, 0, data.len() as u64);
+        assert!(got.is_ok_and(|b| b == data));
     }
 
     #[test]
@@ -351,8 +374,8 @@ mod faults {
         assert_eq!(store.bytes(), 6000);
         assert_eq!(
             files_under(&objs).len(),
-            2,
-            "only the one object and its outboard"
+            1,
+            "only the one object (one group: no outboard file)"
         );
         // The quota counts what the reopened store finds.
         let again = open(dir.path(), 10_000);
@@ -405,10 +428,25 @@ mod crashes {
         let sim = SimFs::new(seed);
         let data_dir = PathBuf::from("/sim/node");
         let mut acked: BTreeMap<Hash, Vec<u8>> = BTreeMap::new();
-        let (mut puts, mut crashed_puts, mut flips) = (0u64, 0u64, 0u64);
+        let (mut puts, mut crashed_puts, mut flips, mut snapshots) = (0u64, 0u64, 0u64, 0u64);
         for cycle in 0..500 {
             let store = Store::open_on(Arc::new(sim.clone()), &data_dir, 1 << 30)
                 .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+            // From a snapshot, before the walk: every acknowledged object is found already
+            // (looked up on disk if the snapshot was older than it).
+            if !store.is_reconciled() {
+                snapshots += 1;
+                for h in acked.keys() {
+                    assert!(
+                        store.size(h).is_some(),
+                        "cycle {cycle}: {} missing before the walk",
+                        id_string(h)
+                    );
+                }
+                store
+                    .reconcile()
+                    .unwrap_or_else(|e| panic!("cycle {cycle}: walk failed: {e}"));
+            }
             let tmp = sim
                 .files()
                 .into_iter()
@@ -496,6 +534,9 @@ mod crashes {
                             acked.remove(&h);
                         }
                     }
+                    8 if rng.below(3) == 0 => {
+                        let _ = store.save_index();
+                    }
                     _ => {
                         if let Some((h, data)) = acked.iter().next() {
                             if let Ok(b) = store.read_verified(h, 0, data.len() as u64) {
@@ -513,12 +554,12 @@ mod crashes {
         }
         println!(
             "500 crashes: {puts} puts ({crashed_puts} cut by a crash), {} objects held at the \
-             end, {flips} bit flips caught",
+             end, {flips} bit flips caught, {snapshots} starts from a snapshot",
             acked.len()
         );
         assert!(
-            crashed_puts > 50 && flips > 10,
-            "the crashes must hit writes"
+            crashed_puts > 50 && flips > 10 && snapshots > 50,
+            "the crashes must hit writes, and starts from snapshots"
         );
     }
 }
