@@ -16,7 +16,7 @@ use crate::peer::Peer;
 use crate::providers::ProviderStore;
 use crate::query::{Phase, Query, QueryId, QueryKind, QueryResult, QueryStats};
 use crate::routing::{Asked, Evicted, RoutingTable, Seen};
-use crate::rtt::Rtt;
+use crate::rtt::{Rtt, RttTail};
 use crate::time::Instant;
 
 /// Names one outbound request, so its answer can find its way back.
@@ -138,6 +138,10 @@ pub struct DhtStats {
     pub transmits_refused: u64,
     /// Lookup requests that passed their soft timeout (their slot was freed).
     pub soft_timeouts: u64,
+    /// Answers to lookup requests that came after their soft timeout.
+    pub late_answers: u64,
+    /// Of those, answers that came after their lookup had finished (not used).
+    pub answers_after_finish: u64,
     /// Liveness pings of questionable entries sent.
     pub probes_sent: u64,
     /// Verification pings of strangers sent.
@@ -198,10 +202,10 @@ pub struct Dht<P: Peer> {
     soft_deadlines: BTreeSet<(Instant, RpcId)>,
     /// When each running query must finish.
     query_deadlines: BTreeSet<(Instant, QueryId)>,
-    /// Round-trip times of answers from strangers (peers not in our table), for strangers'
-    /// soft timeouts: a stranger's request usually opens a connection first, which a
-    /// contact's does not, so contacts' samples would make it too short.
-    net_rtt: Rtt,
+    /// The 99th percentile of round trips of answers from strangers (peers not in our
+    /// table), for strangers' soft timeouts: a stranger's request usually opens a connection
+    /// first, which a contact's does not, and strangers are a population, not one path.
+    net_rtt: RttTail,
     /// Round-trip times of every answer, for a stranger's soft timeout before any stranger
     /// answered.
     any_rtt: Rtt,
@@ -255,7 +259,7 @@ impl<P: Peer> Dht<P> {
             deadlines: BTreeSet::new(),
             soft_deadlines: BTreeSet::new(),
             query_deadlines: BTreeSet::new(),
-            net_rtt: Rtt::UNKNOWN,
+            net_rtt: RttTail::UNKNOWN,
             any_rtt: Rtt::UNKNOWN,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -314,9 +318,9 @@ impl<P: Peer> Dht<P> {
         self.queries.len()
     }
 
-    /// The round-trip time measured over answers from strangers, if any came.
+    /// The smoothed round-trip time over every answer, if any came.
     pub fn network_rtt(&self) -> Option<std::time::Duration> {
-        self.net_rtt.srtt()
+        self.any_rtt.srtt()
     }
 
     /// The `n` peers closest to `key` in our table, closest first (not counting ourselves).
@@ -581,6 +585,12 @@ impl<P: Peer> Dht<P> {
             Purpose::Verify => {}
             Purpose::Announce(q) => self.on_announce_done(now, q, true),
             Purpose::Query(q) => {
+                if r.soft.is_none() {
+                    self.stats.late_answers += 1;
+                    if !self.queries.contains_key(&q) {
+                        self.stats.answers_after_finish += 1;
+                    }
+                }
                 let hinted: Vec<(P, u32)> = closer
                     .into_iter()
                     .map(|p| {
@@ -849,22 +859,24 @@ impl<P: Peer> Dht<P> {
         Some(r)
     }
 
-    /// The soft timeout of a request to `to`: SRTT + 4·RTTVAR of the contact; for a
-    /// stranger, of strangers' answers, else of all answers with one more SRTT (room for
-    /// the handshake a stranger usually needs); else the initial value. Always within
+    /// The soft timeout of a request to `to`: for a contact, its own timeout (at least
+    /// 2·SRTT, `Rtt::timeout`) plus one SRTT, room for the handshake a request needs when
+    /// the connection was closed since; for a stranger, the 99th percentile of strangers'
+    /// round trips (those usually include a handshake already), else the timeout of all
+    /// answers plus one SRTT; else the initial value. Always within
     /// `[soft_timeout_min, rpc_timeout]`.
     fn soft_timeout_for(&self, to: &Key) -> std::time::Duration {
         let (min, max) = (self.config.soft_timeout_min, self.config.rpc_timeout);
-        let any = || {
-            let t = self.any_rtt.timeout(min, max)?;
-            Some((t + self.any_rtt.srtt()?).min(max.max(min)))
+        let with_handshake = |rtt: &Rtt| {
+            let t = rtt.timeout(min, max)?;
+            Some((t + rtt.srtt()?).min(max.max(min)))
         };
-        self.table
-            .get(to)
-            .and_then(|e| e.rtt.timeout(min, max))
-            .or_else(|| self.net_rtt.timeout(min, max))
-            .or_else(any)
-            .unwrap_or(self.config.soft_timeout_initial.clamp(min, max.max(min)))
+        match self.table.get(to) {
+            Some(e) => with_handshake(&e.rtt),
+            None => self.net_rtt.timeout(min, max),
+        }
+        .or_else(|| with_handshake(&self.any_rtt))
+        .unwrap_or(self.config.soft_timeout_initial.clamp(min, max.max(min)))
     }
 
     /// Queues a request; `None` when the transmit queue is full (the caller treats that as
@@ -980,7 +992,7 @@ impl<P: Peer> Dht<P> {
         let id = QueryId(self.next_query);
         self.next_query += 1;
         let c = &self.config;
-        let default_rtt = self.net_rtt.srtt().map_or(0, |d| {
+        let default_rtt = self.any_rtt.srtt().map_or(0, |d| {
             u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1)
         });
         let iter = ClosestPeersIter::with_rtts(

@@ -1,5 +1,7 @@
 //! Property tests of the routing table and of lookup termination.
 
+#![allow(clippy::expect_used)]
+
 use proptest::prelude::*;
 
 use overlay::closest::{ClosestPeersIter, Next};
