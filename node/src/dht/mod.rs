@@ -10,7 +10,9 @@
 //! Layout:
 //! - [`peer`]: [`NetPeer`] and the overlay ⇄ wire message mapping.
 //! - `serve`: answering inbound app-protocol-1 requests through the driver.
+//! - `blame`: whose failure a failed RPC or a closed connection is (ours never counts).
 
+mod blame;
 pub mod peer;
 mod serve;
 
@@ -29,6 +31,7 @@ use wire::dht::{APP_PROTO_DHT, DhtResponse};
 use wire::{NodeId, Status, message};
 
 use crate::transport::{PeerEvent, Role, Transport};
+use blame::{Ended, RpcError};
 pub use peer::NetPeer;
 pub use serve::serve_dht;
 
@@ -445,6 +448,8 @@ impl Driver {
                 request,
                 reply,
             } => {
+                metrics::counter!("dht_requests_handled_total", "kind" => kind(&request))
+                    .increment(1);
                 let _ = reply.send(self.dht.handle_request(now, from, request));
             }
             Command::FindNode { target, reply } => {
@@ -520,9 +525,11 @@ impl Driver {
         match ev {
             Ok(PeerEvent::Connected(info)) if info.role == Role::Dialed => {
                 // A connection we dialed is an answer to us (its TLS proved the key we
-                // asked for, its HELLO answered ours): the peer is alive. A peer that
-                // dialed us is a stranger until it answers a request of ours: the overlay
-                // verifies it when it first asks something.
+                // asked for, its HELLO answered ours): the peer is alive. In a full bucket
+                // it only waits as a replacement: a new connection never probes (that was
+                // a probe cascade: one ping per connection, whatever the traffic). A peer
+                // that dialed us is a stranger until it answers a request of ours: the
+                // overlay verifies it when it first asks something.
                 let addr = info
                     .listen_addrs
                     .iter()
@@ -533,13 +540,22 @@ impl Driver {
             }
             Ok(PeerEvent::Disconnected {
                 id,
-                peer_left: true,
-                ..
+                reason,
+                peer_left,
             }) => {
-                // A peer that said goodbye leaves the table now, not after failed probes.
-                self.dht.remove_peer(self.clock.now(), &Key::for_node(&id));
+                let key = Key::for_node(&id);
+                match blame::ended(peer_left, &reason) {
+                    // A peer that said goodbye leaves the table now, not after failed probes.
+                    Ended::PeerLeft => self.dht.remove_peer(self.clock.now(), &key),
+                    // Lost without a goodbye: questionable, pinged before it is trusted.
+                    Ended::Lost => {
+                        metrics::counter!("dht_connections_lost_total").increment(1);
+                        self.dht.peer_lost(self.clock.now(), &key);
+                    }
+                    Ended::Closed => {}
+                }
             }
-            Ok(PeerEvent::Connected(_)) | Ok(PeerEvent::Disconnected { .. }) => {}
+            Ok(PeerEvent::Connected(_)) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 metrics::counter!("bus_lagged_total", "bus" => "peer_events").increment(n);
             }
@@ -625,9 +641,11 @@ impl Driver {
 
     /// Sends one RPC on its own task; the outcome comes back through `outcomes`.
     fn send(&mut self, rpc: RpcId, to: NetPeer, request: Request) {
+        metrics::counter!("dht_rpcs_sent_total", "kind" => kind(&request)).increment(1);
         let Ok(permit) = self.rpc_slots.clone().try_acquire_owned() else {
             // Over our own in-flight cap: fail it now rather than queue without bound. A
             // shortage of ours, never counted against the peer.
+            metrics::counter!("dht_rpcs_failed_total", "blame" => "local").increment(1);
             self.dht
                 .handle_rpc_failure(self.clock.now(), rpc, RpcFailure::Local);
             return;
@@ -640,40 +658,36 @@ impl Driver {
             if let Err(e) = &response {
                 tracing::debug!(peer = %to.id, error = %e, "dht rpc failed");
             }
-            let _ = outcomes
-                .send(RpcOutcome {
-                    rpc,
-                    response: response.map_err(|e| e.blame()),
-                })
-                .await;
+            let response = response.map_err(|e| {
+                let blame = e.blame();
+                metrics::counter!("dht_rpcs_failed_total", "blame" => blame_label(blame))
+                    .increment(1);
+                blame
+            });
+            let _ = outcomes.send(RpcOutcome { rpc, response }).await;
             drop(permit);
         });
     }
 }
 
-/// Why one RPC produced no usable answer.
-#[derive(Debug, thiserror::Error)]
-enum RpcError {
-    #[error(transparent)]
-    Transport(#[from] crate::transport::TransportError),
-    #[error("peer answered {0:?}")]
-    Status(Status),
-    #[error("malformed answer: {0}")]
-    Message(#[from] wire::message::MessageError),
+/// A request's kind, the label of the `dht_rpcs_sent_total` and `dht_requests_handled_total`
+/// counters: pings against FIND_NODEs is how a probe cascade shows (`testing/tests/
+/// dht_probes.rs`).
+fn kind(r: &Request) -> &'static str {
+    match r {
+        Request::Ping => "ping",
+        Request::FindNode(_) => "find_node",
+        Request::GetProviders(_) => "get_providers",
+        Request::AddProvider(_) => "add_provider",
+    }
 }
 
-impl RpcError {
-    /// Whose failure it is, for the overlay: our own shortages (the connection cap, our
-    /// shutdown) never count against the peer, nor does a peer that said it is busy.
-    fn blame(&self) -> RpcFailure {
-        use crate::transport::TransportError as T;
-        match self {
-            RpcError::Transport(T::TooManyConnections { .. } | T::Closed | T::SelfDial) => {
-                RpcFailure::Local
-            }
-            RpcError::Status(Status::Unavailable) => RpcFailure::Refused,
-            _ => RpcFailure::Peer,
-        }
+/// The `blame` label of `dht_rpcs_failed_total`.
+fn blame_label(b: RpcFailure) -> &'static str {
+    match b {
+        RpcFailure::Peer => "peer",
+        RpcFailure::Refused => "refused",
+        RpcFailure::Local => "local",
     }
 }
 
