@@ -90,6 +90,7 @@ impl NodeContext {
     pub fn status_json(&self) -> Value {
         let s = self.dht.status();
         let o = &self.objects.stats;
+        let t = self.transport.stats().snapshot();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         json!({
             "node_id": self.transport.node_id().to_string(),
@@ -112,6 +113,12 @@ impl NodeContext {
             "pushes": {
                 "stored": load(&o.pushes_stored),
                 "refused": load(&o.pushes_refused),
+            },
+            "connections": {
+                "dialed": t.connections_dialed,
+                "accepted": t.connections_accepted,
+                "refused": t.connections_refused,
+                "handshakes_failed": t.handshakes_failed,
             },
             "bytes_stored": self.objects.store.bytes(),
             "ready": s.ready,
