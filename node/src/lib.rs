@@ -33,6 +33,7 @@ pub mod objects;
 pub mod quota;
 pub mod signals;
 pub mod store;
+pub mod telemetry;
 pub mod transport;
 
 pub use identity::{Identity, IdentityError};

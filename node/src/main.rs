@@ -193,9 +193,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: NodeConfig) -> anyhow::Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let metrics = node::telemetry::install().context("installing the metrics recorder")?;
     let node = node::app::start(config, Some(metrics)).await?;
     node::signals::wait_for_shutdown().await;
     tracing::info!("shutting down");
