@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use node::config::{ConfigLayer, NodeConfig};
 
@@ -65,9 +66,11 @@ struct RunArgs {
     /// Bootstrap peer, `ID@HOST:PORT` or `HOST:PORT`; repeatable (env: comma-separated).
     #[arg(long, env = "MACRONODE_BOOTSTRAP", value_delimiter = ',')]
     bootstrap: Vec<String>,
-    /// Log JSON lines instead of text.
-    #[arg(long, env = "MACRONODE_JSON_LOGS")]
-    json_logs: bool,
+    /// Log JSON lines instead of text (`--json-logs=false` turns a file's `true` off; every
+    /// switch below takes `=true`/`=false` the same way, and 1/0, yes/no, on/off).
+    #[arg(long, env = "MACRONODE_JSON_LOGS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    json_logs: Option<bool>,
     /// DHT RPC timeout in milliseconds.
     #[arg(long, env = "MACRONODE_RPC_TIMEOUT_MS")]
     rpc_timeout_ms: Option<u64>,
@@ -75,11 +78,13 @@ struct RunArgs {
     #[arg(long, env = "MACRONODE_LIVENESS_MS")]
     liveness_ms: Option<u64>,
     /// Keep objects in memory only; write nothing to disk but the node key.
-    #[arg(long, env = "MACRONODE_AMNESIA")]
-    amnesia: bool,
+    #[arg(long, env = "MACRONODE_AMNESIA", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    amnesia: Option<bool>,
     /// Accept gateway writes without a capability token (an explicit choice).
-    #[arg(long, env = "MACRONODE_OPEN_WRITES")]
-    open_writes: bool,
+    #[arg(long, env = "MACRONODE_OPEN_WRITES", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    open_writes: Option<bool>,
     /// File holding the 64-hex-digit key capability tokens are checked with (shared by a
     /// fleet of gateways); default: derived from the node key.
     #[arg(long, env = "MACRONODE_CAP_KEY")]
@@ -124,11 +129,11 @@ impl RunArgs {
             listen: self.listen,
             http: self.http,
             bootstrap: (!self.bootstrap.is_empty()).then(|| self.bootstrap.clone()),
-            json_logs: self.json_logs.then_some(true),
+            json_logs: self.json_logs,
             rpc_timeout_ms: self.rpc_timeout_ms,
             liveness_ms: self.liveness_ms,
-            amnesia: self.amnesia.then_some(true),
-            open_writes: self.open_writes.then_some(true),
+            amnesia: self.amnesia,
+            open_writes: self.open_writes,
             cap_key: self.cap_key.clone(),
             store_quota_bytes: self.store_quota_bytes,
             object_max_bytes: self.object_max_bytes,

@@ -182,3 +182,72 @@ fn sigterm_shuts_a_node_down_gracefully() {
     .unwrap();
     assert_eq!(mesh.nodes[0].get("/healthz").unwrap().status, 200);
 }
+
+/// A switch set in the config file can be turned off by the environment or a flag, and a
+/// flag beats the environment, as for every other setting: an operator who ships
+/// `open_writes = true` in a fleet's file can close one gateway without editing it.
+#[test]
+fn switches_can_be_turned_off_at_every_layer() {
+    let put_status = |node: &NodeProcess| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["-X", "PUT", "--data-binary", "switch"])
+            .arg(format!("http://{}/o", node.http()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // (name, MACRONODE_OPEN_WRITES, flag, expected status of a PUT without a token)
+    let cases = [
+        ("file-true", None, None, "201"),
+        ("env-false", Some("false"), None, "401"),
+        ("env-0", Some("0"), None, "401"),
+        ("flag-false", None, Some("--open-writes=false"), "401"),
+        (
+            "flag-beats-env",
+            Some("false"),
+            Some("--open-writes=true"),
+            "201",
+        ),
+        (
+            "bare-flag-beats-env",
+            Some("no"),
+            Some("--open-writes"),
+            "201",
+        ),
+    ];
+    for (name, env, flag, want) in cases {
+        let mut spec = NodeSpec::new(format!("switch-{name}"));
+        spec.config_toml = Some("open_writes = true\n".into());
+        if let Some(v) = env {
+            spec.env.push(("MACRONODE_OPEN_WRITES".into(), v.into()));
+        }
+        spec.args.extend(flag.map(String::from));
+        let mut node = NodeProcess::start(spec).unwrap();
+        node.wait_healthy(Duration::from_secs(10)).unwrap();
+        assert_eq!(put_status(&node), want, "{name}: {}", node.log());
+    }
+}
+
+/// `token mint --expires-in 0` used to mint a token that never expires; it is refused with
+/// a message that names the option, and nothing is printed as a token.
+#[test]
+fn a_token_that_never_expires_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = macronode_command().unwrap();
+    cmd.args(["token", "mint", "--expires-in", "0", "--data-dir"])
+        .arg(dir.path().join("data"));
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--expires-in"), "{err}");
+    assert!(out.stdout.is_empty(), "printed a token: {out:?}");
+}
