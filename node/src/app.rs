@@ -183,6 +183,14 @@ pub enum StartError {
     /// The QUIC endpoint could not start.
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
+    /// A bootstrap peer's name did not resolve.
+    #[error("bootstrap peer {peer} does not resolve: {source}")]
+    Bootstrap {
+        /// The peer as configured.
+        peer: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The HTTP port could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
     Http {
@@ -199,6 +207,13 @@ pub async fn start(
     metrics: Option<PrometheusHandle>,
 ) -> Result<RunningNode, StartError> {
     let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
+    // A name that does not resolve now is a typo more often than an outage: say so at once.
+    for p in &config.bootstrap {
+        resolve(p).await.map_err(|source| StartError::Bootstrap {
+            peer: p.to_string(),
+            source,
+        })?;
+    }
     let store = if config.amnesia {
         Store::amnesia(config.store_quota_bytes)
     } else {
@@ -368,7 +383,22 @@ fn keep_index_saved(store: Store) -> JoinHandle<()> {
     })
 }
 
-/// Dials the bootstrap peers until the node has joined, and again whenever it loses all
+/// How long resolving a bootstrap peer's name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The addresses of a bootstrap peer now, within [`RESOLVE_TIMEOUT`].
+async fn resolve(peer: &BootstrapPeer) -> std::io::Result<Vec<SocketAddr>> {
+    tokio::time::timeout(RESOLVE_TIMEOUT, peer.resolve())
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "name resolution timed out",
+            ))
+        })
+}
+
+/// Dials the bootstrap peers (names resolved again at each attempt) until the node has joined, and again whenever it loses all
 /// peers; waits back off exponentially up to 30 s.
 async fn keep_joined(
     transport: Transport,
@@ -386,9 +416,25 @@ async fn keep_joined(
         if dht.status().routing_table_size == 0 {
             let mut reached = Vec::new();
             for p in &peers {
-                match transport.connect(p.addr, p.id).await {
-                    Ok(info) => reached.push(NetPeer::new(info.id, p.addr)),
-                    Err(e) => tracing::warn!(peer = %p, error = %e, "bootstrap peer unreachable"),
+                let addrs = match resolve(p).await {
+                    Ok(addrs) => addrs,
+                    Err(e) => {
+                        metrics::counter!("bootstrap_resolve_failures_total").increment(1);
+                        tracing::warn!(peer = %p, error = %e, "bootstrap peer does not resolve");
+                        continue;
+                    }
+                };
+                // Every address of a name, until one answers.
+                for addr in addrs {
+                    match transport.connect(addr, p.id).await {
+                        Ok(info) => {
+                            reached.push(NetPeer::new(info.id, addr));
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(peer = %p, %addr, error = %e, "bootstrap peer unreachable");
+                        }
+                    }
                 }
             }
             if !reached.is_empty()

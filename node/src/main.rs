@@ -63,7 +63,8 @@ struct RunArgs {
     /// HTTP gateway and admin address.
     #[arg(long, env = "MACRONODE_HTTP")]
     http: Option<std::net::SocketAddr>,
-    /// Bootstrap peer, `ID@HOST:PORT` or `HOST:PORT`; repeatable (env: comma-separated).
+    /// Bootstrap peer, `ID@HOST:PORT` or `HOST:PORT`, HOST an IP address or a DNS name
+    /// (resolved again at each join attempt); repeatable (env: comma-separated).
     #[arg(long, env = "MACRONODE_BOOTSTRAP", value_delimiter = ',')]
     bootstrap: Vec<String>,
     /// Log JSON lines instead of text (`--json-logs=false` turns a file's `true` off; every

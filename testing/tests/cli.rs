@@ -251,3 +251,42 @@ fn a_token_that_never_expires_is_refused() {
     assert!(err.contains("--expires-in"), "{err}");
     assert!(out.stdout.is_empty(), "printed a token: {out:?}");
 }
+
+/// A fleet names its bootstrap peers by DNS: `--bootstrap localhost:PORT` joins the node
+/// listening there, and a name that does not resolve stops the node at start with a
+/// message that names it (exit code non-zero).
+#[test]
+fn bootstrap_peers_can_be_named_by_dns() {
+    let mut first = NodeProcess::start(NodeSpec::new("dns-first")).unwrap();
+    first.wait_healthy(Duration::from_secs(10)).unwrap();
+    let port = first.quic().port();
+    let mut named =
+        NodeProcess::start(NodeSpec::new("dns-named").bootstrap(format!("localhost:{port}")))
+            .unwrap();
+    named.wait_healthy(Duration::from_secs(10)).unwrap();
+    let first_id = first.node_id().unwrap();
+    poll_until(
+        "the named bootstrap peer in the routing table",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            named
+                .routing_ids()
+                .is_ok_and(|ids| ids.contains(&first_id))
+                .then_some(())
+        },
+    )
+    .unwrap();
+
+    let mut typo =
+        NodeProcess::start(NodeSpec::new("dns-typo").bootstrap("no-such-host.invalid:4433"))
+            .unwrap();
+    let status = typo.process().wait_exit(Duration::from_secs(20)).unwrap();
+    assert!(!status.success());
+    assert!(
+        typo.log()
+            .contains("no-such-host.invalid:4433 does not resolve"),
+        "{}",
+        typo.log()
+    );
+}
