@@ -388,7 +388,7 @@ fn with_log(e: HarnessError, node: &NodeProcess) -> HarnessError {
 /// `macronode token mint` for the shared key, never expiring.
 fn mint_token(data_dir: &std::path::Path, key: &std::path::Path) -> Result<String, HarnessError> {
     let out = macronode_command()?
-        .args(["token", "mint", "--expires-in", "0", "--data-dir"])
+        .args(["token", "mint", "--expires-in", "604800", "--data-dir"])
         .arg(data_dir)
         .arg("--cap-key")
         .arg(key)
