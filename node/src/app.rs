@@ -58,6 +58,8 @@ pub struct NodeContext {
     pub http: SocketAddr,
     /// Peers the routing table must hold before the node is ready.
     pub min_peers: usize,
+    /// The negative cache and per-client search budgets for GETs of ids not held here.
+    pub misses: gateway::misses::MissGuard,
 }
 
 impl NodeContext {
@@ -305,6 +307,7 @@ pub async fn start(
         metrics,
         http,
         min_peers: config.min_peers,
+        misses: gateway::misses::MissGuard::default(),
     });
     let router = gateway::admin::routes()
         .merge(gateway::objects::routes())

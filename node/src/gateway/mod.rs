@@ -15,10 +15,12 @@
 //! - [`error`]: [`ApiError`], the JSON error body and its status codes.
 //! - [`hold`]: response bodies that keep their slot and buffer until sent; the write stall
 //!   guard.
+//! - [`misses`]: the negative cache and per-client search budget for ids not held here.
 
 pub mod admin;
 pub mod error;
 pub mod hold;
+pub mod misses;
 pub mod objects;
 
 use std::sync::Arc;
@@ -96,7 +98,7 @@ pub async fn serve(
             _ = shutdown.changed() => break,
             p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -110,7 +112,14 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let stream = hold::StallGuard::new(stream, limits.write_stall_timeout);
-        let service = TowerToHyperService::new(router.clone());
+        // Each request learns its client's address (the per-client search budget).
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(misses::ClientAddr(peer));
+                req
+            },
+        ));
         let builder = builder.clone();
         let mut stop = conn_shutdown_tx.subscribe();
         tasks.spawn(async move {

@@ -378,14 +378,6 @@ impl Objects {
         }
     }
 
-    /// Finds where `hash` can be read: locally, else at providers or the closest nodes.
-    pub async fn locate(&self, hash: Hash) -> Result<Located, LocateError> {
-        if let Some(size) = self.store.size(&hash) {
-            return Ok(Located::Local { size });
-        }
-        self.find_holders(hash).await
-    }
-
     /// Finds other nodes that hold `hash`: providers and the closest nodes, each asked for
     /// the object's final chunk at once (TAIL), within the search timeout. Only holders
     /// whose answer verifies count; the size is the one that verified. A holder whose
