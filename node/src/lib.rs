@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod devnet;
 pub mod dht;
+pub mod doctor;
 pub mod gateway;
 pub mod identity;
 pub mod objects;

@@ -26,6 +26,10 @@ struct Cli {
 enum Command {
     /// Run one node.
     Run(Box<RunArgs>),
+    /// Check this host before running a node with the same options as `run`: data
+    /// directory, free space, ports, open-file limit, clock, bootstrap peers. Exit status 0
+    /// only when every check passes.
+    Doctor(Box<RunArgs>),
     /// Run a local mesh of N node processes on loopback until Ctrl-C.
     Devnet(node::devnet::DevnetArgs),
     /// Capability tokens for gateway writes.
@@ -124,6 +128,15 @@ struct RunArgs {
 }
 
 impl RunArgs {
+    /// The configuration these options give: the file, then the environment and flags.
+    fn config(&self) -> anyhow::Result<NodeConfig> {
+        let file = match &self.config {
+            Some(path) => ConfigLayer::from_file(path)?,
+            None => ConfigLayer::default(),
+        };
+        Ok(NodeConfig::resolve(file.overlay(self.layer()))?)
+    }
+
     fn layer(&self) -> ConfigLayer {
         ConfigLayer {
             data_dir: self.data_dir.clone(),
@@ -172,13 +185,22 @@ fn main() -> anyhow::Result<()> {
         .context("starting tokio")?;
     match cli.command {
         Command::Run(args) => {
-            let file = match &args.config {
-                Some(path) => ConfigLayer::from_file(path)?,
-                None => ConfigLayer::default(),
-            };
-            let config = NodeConfig::resolve(file.overlay(args.layer()))?;
+            let config = args.config()?;
             init_logs(config.json_logs);
             rt.block_on(run(config))
+        }
+        Command::Doctor(args) => {
+            let config = args.config()?;
+            let findings = rt.block_on(node::doctor::check(&config));
+            for f in &findings {
+                println!("{f}");
+            }
+            let failed = findings.iter().filter(|f| !f.ok).count();
+            if failed > 0 {
+                eprintln!("{failed} of {} checks failed", findings.len());
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Devnet(args) => {
             init_logs(false);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use testing::node::macronode_command;
 use testing::ports::{self, Proto};
 use testing::{ChildProc, Mesh, NodeProcess, NodeSpec, poll_until, poll_until_ok};
+use wire::NodeId;
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
@@ -289,4 +290,56 @@ fn bootstrap_peers_can_be_named_by_dns() {
         "{}",
         typo.log()
     );
+}
+
+/// `macronode doctor` with the options a node would run with: every check passes on a
+/// good host with a live bootstrap peer (exit 0); a port in use and a bootstrap peer with
+/// the wrong key each fail with a line that says what to do (exit 1).
+#[test]
+fn doctor_checks_a_host_before_a_run() {
+    let mut peer = NodeProcess::start(NodeSpec::new("doctor-peer")).unwrap();
+    peer.wait_healthy(Duration::from_secs(10)).unwrap();
+    let peer_id = peer.node_id().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let doctor = |listen: SocketAddr, bootstrap: String| {
+        let mut cmd = macronode_command().unwrap();
+        cmd.arg("doctor")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", &listen.to_string()])
+            .args(["--http", &ports::free_addr(Proto::Tcp).unwrap().to_string()])
+            .args(["--bootstrap", &bootstrap])
+            .args(["--store-quota-bytes", "1048576"]);
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let free = ports::free_addr(Proto::Udp).unwrap();
+    let (ok, said) = doctor(free, format!("{peer_id}@{}", peer.quic()));
+    assert!(said.contains("answered HELLO as"), "{said}");
+    // The open-file limit is the host's: a low one fails here as it should, and is the
+    // only failure this test tolerates.
+    let fails: Vec<&str> = said.lines().filter(|l| l.starts_with("FAIL")).collect();
+    let host_limit = fails.len() == 1 && fails[0].contains("open files");
+    assert!(ok || host_limit, "{said}");
+    assert!(
+        ok == fails.is_empty(),
+        "exit status and findings disagree: {said}"
+    );
+
+    let wrong = NodeId([7; 32]);
+    let (ok, said) = doctor(peer.quic(), format!("{wrong}@{}", peer.quic()));
+    assert!(!ok, "{said}");
+    let fails: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("FAIL") && !l.contains("open files"))
+        .collect();
+    assert_eq!(fails.len(), 2, "{said}");
+    assert!(
+        fails[0].contains("QUIC port") && fails[0].contains("choose another --listen"),
+        "{said}"
+    );
+    assert!(fails[1].contains("bootstrap peer"), "{said}");
 }
