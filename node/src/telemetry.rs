@@ -86,6 +86,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "QUIC/TLS handshakes or HELLOs that failed or timed out, either direction.",
     ),
     (
+        "bootstrap_resolve_failures_total",
+        Kind::Counter,
+        "Bootstrap peer names that did not resolve at a join attempt.",
+    ),
+    (
         "transport_connections",
         Kind::Gauge,
         "Peers with a live connection.",
@@ -147,6 +152,23 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
             Kind::Gauge => metrics::describe_gauge!(name, help),
             Kind::Histogram => metrics::describe_histogram!(name, help),
         }
+    }
+    // Failures and repairs show as 0 from the start, not only after the first one: a
+    // dashboard or an alert on them has a series to read.
+    for name in [
+        "repair_bytes_total",
+        "repair_transfers_total",
+        "oap_handshake_failures_total",
+        "bootstrap_resolve_failures_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for source in ["store", "peer", "push", "proof"] {
+        metrics::counter!("integrity_fail_total", "source" => source).absolute(0);
+    }
+    // The frame rules' reasons are a fixed list (the OAP/1 contract's): each starts at 0.
+    for reason in wire::DecodeError::REASONS {
+        metrics::counter!("oap_rejects_total", "reason" => reason).absolute(0);
     }
     Ok(handle)
 }

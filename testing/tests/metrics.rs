@@ -2,8 +2,9 @@
 //! two-node mesh (PUT, GET, HEAD, a miss, a lookup), the page passes Debian's `promtool
 //! check metrics` (HELP and TYPE on every family, conventional names), latencies are
 //! histograms, and every family the runbook and `node::telemetry::FAMILIES` promise for
-//! that traffic is there. promtool comes from Debian's `prometheus` package
-//! (`scripts/install-test-deps.sh`).
+//! that traffic is there, as is every metric the Grafana dashboard
+//! (`deploy/grafana/macronode.json`) queries. promtool comes from Debian's `prometheus`
+//! package (`scripts/install-test-deps.sh`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -57,6 +58,21 @@ fn metrics_pass_promtool_and_carry_the_golden_signals() {
     curl(&[&format!("{base}/o/{id}"), "-o", "/dev/null"]);
     curl(&["-I", &format!("{base}/o/{id}")]);
     curl(&["-r", "0-99", &format!("{base}/o/{id}"), "-o", "/dev/null"]);
+    // A body in an encoding the gateway does not take: refused (415), counted by reason.
+    let encoded = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Encoding: gzip",
+        "--data-binary",
+        "x",
+        &format!("{base}/o"),
+    ]);
+    assert_eq!(encoded, "415");
     let missing = format!("{base}/o/b3:{}", "00".repeat(32));
     let code = curl(&["-o", "/dev/null", "-w", "%{http_code}", &missing]);
     assert_eq!(code, "404", "an unknown id");
@@ -130,4 +146,49 @@ fn metrics_pass_promtool_and_carry_the_golden_signals() {
         ),
         "latency is not a histogram with the node's buckets:\n{page}"
     );
+
+    // Every metric the shipped dashboard queries exists on this live node.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../deploy/grafana/macronode.json")).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            queried.extend(metric_names(expr));
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    for name in &queried {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            FAMILIES.iter().any(|(n, _, _)| *n == family),
+            "the dashboard queries {name}, which the node does not define"
+        );
+        assert!(
+            page.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {name}, absent from a live node's /metrics:\n{page}"
+        );
+    }
+}
+
+/// The metric names in a PromQL expression: each identifier right before a `{` selector.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, _) in expr.match_indices('{') {
+        let name: String = expr[..i]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+    }
+    out
 }
