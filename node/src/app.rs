@@ -323,7 +323,7 @@ pub async fn start(
         shutdown_rx.clone(),
         SHUTDOWN_GRACE,
     ));
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(keep_joined(
             transport,
             dht,
@@ -335,6 +335,9 @@ pub async fn start(
         quotas.keep_saved(QUOTA_SAVE_EVERY),
         keep_index_saved(store.clone()),
     ];
+    if let Some(handle) = ctx.metrics.clone() {
+        tasks.push(crate::telemetry::keep_up(handle));
+    }
     tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, amnesia = config.amnesia, "node started");
     Ok(RunningNode {
         ctx,
