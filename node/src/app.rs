@@ -58,6 +58,8 @@ pub struct NodeContext {
     pub http: SocketAddr,
     /// Peers the routing table must hold before the node is ready.
     pub min_peers: usize,
+    /// The negative cache and per-client search budgets for GETs of ids not held here.
+    pub misses: gateway::misses::MissGuard,
 }
 
 impl NodeContext {
@@ -90,6 +92,7 @@ impl NodeContext {
     pub fn status_json(&self) -> Value {
         let s = self.dht.status();
         let o = &self.objects.stats;
+        let t = self.transport.stats().snapshot();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         json!({
             "node_id": self.transport.node_id().to_string(),
@@ -112,6 +115,12 @@ impl NodeContext {
             "pushes": {
                 "stored": load(&o.pushes_stored),
                 "refused": load(&o.pushes_refused),
+            },
+            "connections": {
+                "dialed": t.connections_dialed,
+                "accepted": t.connections_accepted,
+                "refused": t.connections_refused,
+                "handshakes_failed": t.handshakes_failed,
             },
             "bytes_stored": self.objects.store.bytes(),
             "ready": s.ready,
@@ -176,6 +185,14 @@ pub enum StartError {
     /// The QUIC endpoint could not start.
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
+    /// A bootstrap peer's name did not resolve.
+    #[error("bootstrap peer {peer} does not resolve: {source}")]
+    Bootstrap {
+        /// The peer as configured.
+        peer: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The HTTP port could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
     Http {
@@ -192,6 +209,13 @@ pub async fn start(
     metrics: Option<PrometheusHandle>,
 ) -> Result<RunningNode, StartError> {
     let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
+    // A name that does not resolve now is a typo more often than an outage: say so at once.
+    for p in &config.bootstrap {
+        resolve(p).await.map_err(|source| StartError::Bootstrap {
+            peer: p.to_string(),
+            source,
+        })?;
+    }
     let store = if config.amnesia {
         Store::amnesia(config.store_quota_bytes)
     } else {
@@ -283,6 +307,7 @@ pub async fn start(
         metrics,
         http,
         min_peers: config.min_peers,
+        misses: gateway::misses::MissGuard::default(),
     });
     let router = gateway::admin::routes()
         .merge(gateway::objects::routes())
@@ -298,7 +323,7 @@ pub async fn start(
         shutdown_rx.clone(),
         SHUTDOWN_GRACE,
     ));
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(keep_joined(
             transport,
             dht,
@@ -310,6 +335,9 @@ pub async fn start(
         quotas.keep_saved(QUOTA_SAVE_EVERY),
         keep_index_saved(store.clone()),
     ];
+    if let Some(handle) = ctx.metrics.clone() {
+        tasks.push(crate::telemetry::keep_up(handle));
+    }
     tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, amnesia = config.amnesia, "node started");
     Ok(RunningNode {
         ctx,
@@ -361,7 +389,22 @@ fn keep_index_saved(store: Store) -> JoinHandle<()> {
     })
 }
 
-/// Dials the bootstrap peers until the node has joined, and again whenever it loses all
+/// How long resolving a bootstrap peer's name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The addresses of a bootstrap peer now, within [`RESOLVE_TIMEOUT`].
+async fn resolve(peer: &BootstrapPeer) -> std::io::Result<Vec<SocketAddr>> {
+    tokio::time::timeout(RESOLVE_TIMEOUT, peer.resolve())
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "name resolution timed out",
+            ))
+        })
+}
+
+/// Dials the bootstrap peers (names resolved again at each attempt) until the node has joined, and again whenever it loses all
 /// peers; waits back off exponentially up to 30 s.
 async fn keep_joined(
     transport: Transport,
@@ -379,9 +422,25 @@ async fn keep_joined(
         if dht.status().routing_table_size == 0 {
             let mut reached = Vec::new();
             for p in &peers {
-                match transport.connect(p.addr, p.id).await {
-                    Ok(info) => reached.push(NetPeer::new(info.id, p.addr)),
-                    Err(e) => tracing::warn!(peer = %p, error = %e, "bootstrap peer unreachable"),
+                let addrs = match resolve(p).await {
+                    Ok(addrs) => addrs,
+                    Err(e) => {
+                        metrics::counter!("bootstrap_resolve_failures_total").increment(1);
+                        tracing::warn!(peer = %p, error = %e, "bootstrap peer does not resolve");
+                        continue;
+                    }
+                };
+                // Every address of a name, until one answers.
+                for addr in addrs {
+                    match transport.connect(addr, p.id).await {
+                        Ok(info) => {
+                            reached.push(NetPeer::new(info.id, addr));
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(peer = %p, %addr, error = %e, "bootstrap peer unreachable");
+                        }
+                    }
                 }
             }
             if !reached.is_empty()

@@ -25,8 +25,9 @@ pub struct MintArgs {
     /// A shared capability key file (64 hex digits) instead of the node key.
     #[arg(long, env = "MACRONODE_CAP_KEY")]
     pub cap_key: Option<PathBuf>,
-    /// Seconds until the token expires (0: never).
-    #[arg(long, default_value_t = 86_400)]
+    /// Seconds until the token expires (at least 1: a token that never expires could
+    /// never be taken back).
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub expires_in: u64,
     /// Methods the token allows, comma-separated.
     #[arg(long, default_value = "PUT", value_delimiter = ',')]
@@ -54,12 +55,12 @@ pub fn mint(args: &MintArgs) -> anyhow::Result<String> {
     getrandom::fill(&mut nonce)
         .map_err(|e| anyhow::anyhow!("no entropy for a token nonce: {e}"))?;
     let mut caveats = vec![Caveat::Methods(args.methods.clone())];
-    if args.expires_in > 0 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        caveats.push(Caveat::ExpiresAt(now + args.expires_in));
-    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    caveats.push(Caveat::ExpiresAt(
+        now.saturating_add(args.expires_in.max(1)),
+    ));
     if let Some(max) = args.max_bytes {
         caveats.push(Caveat::MaxBytes(max));
     }

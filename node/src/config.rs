@@ -17,13 +17,50 @@ use wire::NodeId;
 pub struct BootstrapPeer {
     /// The id the peer must prove; `None` learns it from the handshake.
     pub id: Option<NodeId>,
-    /// Where to dial.
-    pub addr: SocketAddr,
+    /// Where to dial: an address, or a DNS name resolved at each attempt.
+    pub target: BootstrapTarget,
+}
+
+/// Where a bootstrap peer is: a socket address, or a host name and port that a fleet's DNS
+/// resolves (every address it gives is tried).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootstrapTarget {
+    /// An IP address and port.
+    Addr(SocketAddr),
+    /// A DNS name and port.
+    Name {
+        /// The host name.
+        host: String,
+        /// The UDP port.
+        port: u16,
+    },
+}
+
+impl BootstrapPeer {
+    /// The addresses to dial now: the address itself, or what the name resolves to.
+    pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        match &self.target {
+            BootstrapTarget::Addr(a) => Ok(vec![*a]),
+            BootstrapTarget::Name { host, port } => {
+                let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
+                    .await?
+                    .collect();
+                if found.is_empty() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("{host} has no address"),
+                    ));
+                }
+                Ok(found)
+            }
+        }
+    }
 }
 
 impl std::str::FromStr for BootstrapPeer {
     type Err = ConfigError;
-    /// `ID@HOST:PORT` or `HOST:PORT`.
+    /// `ID@HOST:PORT` or `HOST:PORT`; HOST is an IP address (`[v6]` in brackets) or a DNS
+    /// name.
     fn from_str(s: &str) -> Result<BootstrapPeer, ConfigError> {
         let bad = |why: &str| ConfigError::Invalid {
             field: "bootstrap",
@@ -36,18 +73,44 @@ impl std::str::FromStr for BootstrapPeer {
             ),
             None => (None, s),
         };
-        let addr = addr
-            .parse::<SocketAddr>()
-            .map_err(|_| bad("expected ID@HOST:PORT or HOST:PORT with an IP address"))?;
-        Ok(BootstrapPeer { id, addr })
+        if let Ok(a) = addr.parse::<SocketAddr>() {
+            return Ok(BootstrapPeer {
+                id,
+                target: BootstrapTarget::Addr(a),
+            });
+        }
+        let shape = "expected ID@HOST:PORT or HOST:PORT (HOST an IP address or a DNS name)";
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad(shape))?;
+        let port: u16 = port.parse().map_err(|_| bad(shape))?;
+        let is_name = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+            })
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !is_name || port == 0 {
+            return Err(bad(shape));
+        }
+        Ok(BootstrapPeer {
+            id,
+            target: BootstrapTarget::Name {
+                host: host.to_ascii_lowercase(),
+                port,
+            },
+        })
     }
 }
 
 impl std::fmt::Display for BootstrapPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.id {
-            Some(id) => write!(f, "{id}@{}", self.addr),
-            None => write!(f, "{}", self.addr),
+        if let Some(id) = self.id {
+            write!(f, "{id}@")?;
+        }
+        match &self.target {
+            BootstrapTarget::Addr(a) => write!(f, "{a}"),
+            BootstrapTarget::Name { host, port } => write!(f, "{host}:{port}"),
         }
     }
 }
@@ -355,6 +418,28 @@ mod tests {
         assert_eq!(without.id, None);
         assert!("nohost".parse::<BootstrapPeer>().is_err());
         assert!("zz@127.0.0.1:1".parse::<BootstrapPeer>().is_err());
+        let named: BootstrapPeer = "Boot-1.Example.org:4433"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            named.target,
+            BootstrapTarget::Name {
+                host: "boot-1.example.org".into(),
+                port: 4433
+            }
+        );
+        assert_eq!(named.to_string(), "boot-1.example.org:4433");
+        for bad in [
+            "-x.org:1",
+            "a..b:1",
+            "a b:1",
+            "host:0",
+            "host:",
+            ":1",
+            "host:99999",
+        ] {
+            assert!(bad.parse::<BootstrapPeer>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -27,12 +27,14 @@ pub mod cli;
 pub mod config;
 pub mod devnet;
 pub mod dht;
+pub mod doctor;
 pub mod gateway;
 pub mod identity;
 pub mod objects;
 pub mod quota;
 pub mod signals;
 pub mod store;
+pub mod telemetry;
 pub mod transport;
 
 pub use identity::{Identity, IdentityError};

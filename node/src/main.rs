@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use node::config::{ConfigLayer, NodeConfig};
 
@@ -25,6 +26,10 @@ struct Cli {
 enum Command {
     /// Run one node.
     Run(Box<RunArgs>),
+    /// Check this host before running a node with the same options as `run`: data
+    /// directory, free space, ports, open-file limit, clock, bootstrap peers. Exit status 0
+    /// only when every check passes.
+    Doctor(Box<RunArgs>),
     /// Run a local mesh of N node processes on loopback until Ctrl-C.
     Devnet(node::devnet::DevnetArgs),
     /// Capability tokens for gateway writes.
@@ -62,12 +67,15 @@ struct RunArgs {
     /// HTTP gateway and admin address.
     #[arg(long, env = "MACRONODE_HTTP")]
     http: Option<std::net::SocketAddr>,
-    /// Bootstrap peer, `ID@HOST:PORT` or `HOST:PORT`; repeatable (env: comma-separated).
+    /// Bootstrap peer, `ID@HOST:PORT` or `HOST:PORT`, HOST an IP address or a DNS name
+    /// (resolved again at each join attempt); repeatable (env: comma-separated).
     #[arg(long, env = "MACRONODE_BOOTSTRAP", value_delimiter = ',')]
     bootstrap: Vec<String>,
-    /// Log JSON lines instead of text.
-    #[arg(long, env = "MACRONODE_JSON_LOGS")]
-    json_logs: bool,
+    /// Log JSON lines instead of text (`--json-logs=false` turns a file's `true` off; every
+    /// switch below takes `=true`/`=false` the same way, and 1/0, yes/no, on/off).
+    #[arg(long, env = "MACRONODE_JSON_LOGS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    json_logs: Option<bool>,
     /// DHT RPC timeout in milliseconds.
     #[arg(long, env = "MACRONODE_RPC_TIMEOUT_MS")]
     rpc_timeout_ms: Option<u64>,
@@ -75,11 +83,13 @@ struct RunArgs {
     #[arg(long, env = "MACRONODE_LIVENESS_MS")]
     liveness_ms: Option<u64>,
     /// Keep objects in memory only; write nothing to disk but the node key.
-    #[arg(long, env = "MACRONODE_AMNESIA")]
-    amnesia: bool,
+    #[arg(long, env = "MACRONODE_AMNESIA", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    amnesia: Option<bool>,
     /// Accept gateway writes without a capability token (an explicit choice).
-    #[arg(long, env = "MACRONODE_OPEN_WRITES")]
-    open_writes: bool,
+    #[arg(long, env = "MACRONODE_OPEN_WRITES", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    open_writes: Option<bool>,
     /// File holding the 64-hex-digit key capability tokens are checked with (shared by a
     /// fleet of gateways); default: derived from the node key.
     #[arg(long, env = "MACRONODE_CAP_KEY")]
@@ -118,17 +128,26 @@ struct RunArgs {
 }
 
 impl RunArgs {
+    /// The configuration these options give: the file, then the environment and flags.
+    fn config(&self) -> anyhow::Result<NodeConfig> {
+        let file = match &self.config {
+            Some(path) => ConfigLayer::from_file(path)?,
+            None => ConfigLayer::default(),
+        };
+        Ok(NodeConfig::resolve(file.overlay(self.layer()))?)
+    }
+
     fn layer(&self) -> ConfigLayer {
         ConfigLayer {
             data_dir: self.data_dir.clone(),
             listen: self.listen,
             http: self.http,
             bootstrap: (!self.bootstrap.is_empty()).then(|| self.bootstrap.clone()),
-            json_logs: self.json_logs.then_some(true),
+            json_logs: self.json_logs,
             rpc_timeout_ms: self.rpc_timeout_ms,
             liveness_ms: self.liveness_ms,
-            amnesia: self.amnesia.then_some(true),
-            open_writes: self.open_writes.then_some(true),
+            amnesia: self.amnesia,
+            open_writes: self.open_writes,
             cap_key: self.cap_key.clone(),
             store_quota_bytes: self.store_quota_bytes,
             object_max_bytes: self.object_max_bytes,
@@ -166,13 +185,22 @@ fn main() -> anyhow::Result<()> {
         .context("starting tokio")?;
     match cli.command {
         Command::Run(args) => {
-            let file = match &args.config {
-                Some(path) => ConfigLayer::from_file(path)?,
-                None => ConfigLayer::default(),
-            };
-            let config = NodeConfig::resolve(file.overlay(args.layer()))?;
+            let config = args.config()?;
             init_logs(config.json_logs);
             rt.block_on(run(config))
+        }
+        Command::Doctor(args) => {
+            let config = args.config()?;
+            let findings = rt.block_on(node::doctor::check(&config));
+            for f in &findings {
+                println!("{f}");
+            }
+            let failed = findings.iter().filter(|f| !f.ok).count();
+            if failed > 0 {
+                eprintln!("{failed} of {} checks failed", findings.len());
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Devnet(args) => {
             init_logs(false);
@@ -193,9 +221,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: NodeConfig) -> anyhow::Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let metrics = node::telemetry::install().context("installing the metrics recorder")?;
     let node = node::app::start(config, Some(metrics)).await?;
     node::signals::wait_for_shutdown().await;
     tracing::info!("shutting down");

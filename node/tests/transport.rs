@@ -241,6 +241,67 @@ async fn the_connection_limit_refuses_extra_peers() {
     assert_eq!(echo(&c, b.id(), b"second").await.unwrap(), &b"second"[..]);
 }
 
+/// At the connection limit a slot is kept by use: connections that sat idle give theirs
+/// to a new peer (those that never carried a stream first), busy ones keep theirs, and the
+/// flood of strangers a listener sees cannot lock a real peer out (RELIABILITY.md D1).
+#[tokio::test]
+async fn idle_connections_give_their_slots_to_new_peers() {
+    let b = node_with(TransportConfig {
+        max_connections: 2,
+        idle_evict_after: Duration::from_millis(100),
+        ..local_config()
+    });
+    let (used, idle, late) = (node(), node(), node());
+    within(used.t.connect(b.addr(), Some(b.id())))
+        .await
+        .unwrap();
+    within(idle.t.connect(b.addr(), Some(b.id())))
+        .await
+        .unwrap();
+    assert_eq!(
+        echo(&used, b.id(), b"in use").await.unwrap(),
+        &b"in use"[..]
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Both idle past the threshold; the one that never carried a stream goes.
+    within(late.t.connect(b.addr(), Some(b.id())))
+        .await
+        .unwrap();
+    assert_eq!(echo(&late, b.id(), b"late").await.unwrap(), &b"late"[..]);
+    within(async {
+        while b.t.peer(&idle.id()).is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(b.t.peer(&used.id()).is_some(), "the used connection stays");
+    assert_eq!(b.t.connection_count(), 2);
+
+    // Every slot busy (a stream open on each): a newcomer is refused, before TLS.
+    let _stalled_a = tokio::spawn({
+        let t = used.t.clone();
+        let to = b.id();
+        async move { t.request(to, STALL, Bytes::new()).await }
+    });
+    let _stalled_b = tokio::spawn({
+        let t = late.t.clone();
+        let to = b.id();
+        async move { t.request(to, STALL, Bytes::new()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let refused_before = b.t.stats().snapshot().connections_refused;
+    let newcomer = node();
+    let refused = within(newcomer.t.connect(b.addr(), Some(b.id()))).await;
+    assert!(
+        matches!(refused, Err(TransportError::Connect { .. })),
+        "every connection busy: {refused:?}"
+    );
+    assert_eq!(
+        b.t.stats().snapshot().connections_refused,
+        refused_before + 1
+    );
+}
+
 #[tokio::test]
 async fn a_peer_with_another_key_is_refused_and_the_listener_keeps_serving() {
     let a = node();

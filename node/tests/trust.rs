@@ -588,3 +588,109 @@ async fn a_slow_transfer_completes_and_a_stalled_one_is_cut() {
     stalled.close().await;
     node.shutdown().await;
 }
+
+/// The same object written through two gateways at once, with W = RF = 3: both writes
+/// reach every copy. A receiver refuses a second concurrent push of an object it is
+/// already receiving (429 `push_in_progress`); a writer that meets that refusal must wait
+/// for the copy in flight and prove it, not count the target as failed and answer 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_of_one_object_all_reach_their_quorum() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("concurrent writes"));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh_with(dir.path(), 3, |c| {
+        c.objects.rf = 3;
+        c.objects.w = 3;
+    })
+    .await;
+    let mut refused = 0;
+    for round in 0..6 {
+        let data = bytes(&mut rng, (1 << 20) + round);
+        let put = |i: usize| {
+            http(
+                "PUT",
+                format!("http://{}/o", nodes[i].ctx.http),
+                data.clone(),
+            )
+        };
+        let (a, b) = tokio::join!(put(0), put(1));
+        for (via, (status, body)) in [(0, a), (1, b)] {
+            println!(
+                "round {round} via node {via}: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
+            if status != 201 {
+                refused += 1;
+            }
+        }
+    }
+    let in_progress: u64 = nodes
+        .iter()
+        .map(|n| n.ctx.transport.stats().rejects("push_in_progress"))
+        .sum();
+    println!("push_in_progress refusals met: {in_progress}");
+    assert_eq!(refused, 0, "a write refused though every copy was placed");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// GETs of ids nobody holds each start a search of the mesh. An id just searched in vain
+/// answers 404 again at once (no second search), and a client that keeps asking for new
+/// unknown ids meets 429 with `Retry-After` (a search that finds its object costs nothing
+/// from that budget); objects held here stay readable meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_for_missing_ids_are_remembered_and_budgeted() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("missing ids"));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 2).await;
+    let base = format!("http://{}", nodes[0].ctx.http);
+    let (status, body) = http("PUT", format!("{base}/o"), bytes(&mut rng, 3000)).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let held: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let held = held["id"].as_str().unwrap().to_string();
+
+    let unknown = |rng: &mut rand_chacha::ChaCha8Rng| {
+        format!("{base}/o/b3:{}", hex::encode(rng.r#gen::<[u8; 32]>()))
+    };
+    let first = unknown(&mut rng);
+    let (status, body) = http("GET", first.clone(), Vec::new()).await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = http("GET", first, Vec::new()).await;
+    assert_eq!(status, 404);
+    let said = String::from_utf8_lossy(&body).into_owned();
+    assert!(said.contains("searched moments ago"), "{said}");
+
+    // 16 clients' worth of requests from one address, each for a new id.
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let mut retry_after = None;
+    for _ in 0..25 {
+        let batch: Vec<String> = (0..16).map(|_| unknown(&mut rng)).collect();
+        let replies = futures_util::future::join_all(
+            batch.into_iter().map(|u| request("GET", u, vec![], vec![])),
+        )
+        .await;
+        for r in replies {
+            *statuses.entry(r.status).or_default() += 1;
+            if r.status == 429 {
+                retry_after = r.header("retry-after").map(String::from);
+                assert_eq!(r.json()["code"], "search_rate_limited");
+            }
+        }
+    }
+    println!("GETs of 400 unknown ids from one client: {statuses:?}");
+    assert!(statuses.get(&429).is_some_and(|n| *n > 0), "{statuses:?}");
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        vec![404, 429],
+        "only misses and refusals"
+    );
+    assert!(retry_after.is_some_and(|s| s.parse::<u32>().is_ok_and(|s| s >= 1)));
+    // Over its budget, the client still reads what is held here (no search needed).
+    let (status, _) = http("GET", format!("{base}/o/{held}"), Vec::new()).await;
+    assert_eq!(status, 200);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

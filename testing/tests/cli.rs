@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use testing::node::macronode_command;
 use testing::ports::{self, Proto};
 use testing::{ChildProc, Mesh, NodeProcess, NodeSpec, poll_until, poll_until_ok};
+use wire::NodeId;
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
@@ -181,4 +182,164 @@ fn sigterm_shuts_a_node_down_gracefully() {
     )
     .unwrap();
     assert_eq!(mesh.nodes[0].get("/healthz").unwrap().status, 200);
+}
+
+/// A switch set in the config file can be turned off by the environment or a flag, and a
+/// flag beats the environment, as for every other setting: an operator who ships
+/// `open_writes = true` in a fleet's file can close one gateway without editing it.
+#[test]
+fn switches_can_be_turned_off_at_every_layer() {
+    let put_status = |node: &NodeProcess| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["-X", "PUT", "--data-binary", "switch"])
+            .arg(format!("http://{}/o", node.http()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // (name, MACRONODE_OPEN_WRITES, flag, expected status of a PUT without a token)
+    let cases = [
+        ("file-true", None, None, "201"),
+        ("env-false", Some("false"), None, "401"),
+        ("env-0", Some("0"), None, "401"),
+        ("flag-false", None, Some("--open-writes=false"), "401"),
+        (
+            "flag-beats-env",
+            Some("false"),
+            Some("--open-writes=true"),
+            "201",
+        ),
+        (
+            "bare-flag-beats-env",
+            Some("no"),
+            Some("--open-writes"),
+            "201",
+        ),
+    ];
+    for (name, env, flag, want) in cases {
+        let mut spec = NodeSpec::new(format!("switch-{name}"));
+        spec.config_toml = Some("open_writes = true\n".into());
+        if let Some(v) = env {
+            spec.env.push(("MACRONODE_OPEN_WRITES".into(), v.into()));
+        }
+        spec.args.extend(flag.map(String::from));
+        let mut node = NodeProcess::start(spec).unwrap();
+        node.wait_healthy(Duration::from_secs(10)).unwrap();
+        assert_eq!(put_status(&node), want, "{name}: {}", node.log());
+    }
+}
+
+/// `token mint --expires-in 0` used to mint a token that never expires; it is refused with
+/// a message that names the option, and nothing is printed as a token.
+#[test]
+fn a_token_that_never_expires_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = macronode_command().unwrap();
+    cmd.args(["token", "mint", "--expires-in", "0", "--data-dir"])
+        .arg(dir.path().join("data"));
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--expires-in"), "{err}");
+    assert!(out.stdout.is_empty(), "printed a token: {out:?}");
+}
+
+/// A fleet names its bootstrap peers by DNS: `--bootstrap localhost:PORT` joins the node
+/// listening there, and a name that does not resolve stops the node at start with a
+/// message that names it (exit code non-zero).
+#[test]
+fn bootstrap_peers_can_be_named_by_dns() {
+    let mut first = NodeProcess::start(NodeSpec::new("dns-first")).unwrap();
+    first.wait_healthy(Duration::from_secs(10)).unwrap();
+    let port = first.quic().port();
+    let mut named =
+        NodeProcess::start(NodeSpec::new("dns-named").bootstrap(format!("localhost:{port}")))
+            .unwrap();
+    named.wait_healthy(Duration::from_secs(10)).unwrap();
+    let first_id = first.node_id().unwrap();
+    poll_until(
+        "the named bootstrap peer in the routing table",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            named
+                .routing_ids()
+                .is_ok_and(|ids| ids.contains(&first_id))
+                .then_some(())
+        },
+    )
+    .unwrap();
+
+    let mut typo =
+        NodeProcess::start(NodeSpec::new("dns-typo").bootstrap("no-such-host.invalid:4433"))
+            .unwrap();
+    let status = typo.process().wait_exit(Duration::from_secs(20)).unwrap();
+    assert!(!status.success());
+    assert!(
+        typo.log()
+            .contains("no-such-host.invalid:4433 does not resolve"),
+        "{}",
+        typo.log()
+    );
+}
+
+/// `macronode doctor` with the options a node would run with: every check passes on a
+/// good host with a live bootstrap peer (exit 0); a port in use and a bootstrap peer with
+/// the wrong key each fail with a line that says what to do (exit 1).
+#[test]
+fn doctor_checks_a_host_before_a_run() {
+    let mut peer = NodeProcess::start(NodeSpec::new("doctor-peer")).unwrap();
+    peer.wait_healthy(Duration::from_secs(10)).unwrap();
+    let peer_id = peer.node_id().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let doctor = |listen: SocketAddr, bootstrap: String| {
+        let mut cmd = macronode_command().unwrap();
+        cmd.arg("doctor")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", &listen.to_string()])
+            .args(["--http", &ports::free_addr(Proto::Tcp).unwrap().to_string()])
+            .args(["--bootstrap", &bootstrap])
+            .args(["--store-quota-bytes", "1048576"]);
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let free = ports::free_addr(Proto::Udp).unwrap();
+    let (ok, said) = doctor(free, format!("{peer_id}@{}", peer.quic()));
+    assert!(said.contains("answered HELLO as"), "{said}");
+    // The open-file limit is the host's: a low one fails here as it should, and is the
+    // only failure this test tolerates.
+    let fails: Vec<&str> = said.lines().filter(|l| l.starts_with("FAIL")).collect();
+    let host_limit = fails.len() == 1 && fails[0].contains("open files");
+    assert!(ok || host_limit, "{said}");
+    assert!(
+        ok == fails.is_empty(),
+        "exit status and findings disagree: {said}"
+    );
+
+    let wrong = NodeId([7; 32]);
+    let (ok, said) = doctor(peer.quic(), format!("{wrong}@{}", peer.quic()));
+    assert!(!ok, "{said}");
+    let fails: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("FAIL") && !l.contains("open files"))
+        .collect();
+    assert_eq!(fails.len(), 2, "{said}");
+    assert!(
+        fails[0].contains("QUIC port") && fails[0].contains("choose another --listen"),
+        "{said}"
+    );
+    assert!(fails[1].contains("bootstrap peer"), "{said}");
 }

@@ -10,9 +10,10 @@
 //! a refusal. A connection lost without a goodbye (timeout, reset, abort) makes the peer
 //! questionable: it is pinged before it is trusted again, at most one probe per bucket.
 //!
-//! The transport reports a disconnect's cause as quinn's display text (`PeerEvent::
-//! Disconnected::reason`); [`ended`] reads it, and its tests build each quinn error and
-//! check the reading, so a quinn upgrade that rewords one fails here, not in production.
+//! The transport says whether it closed a connection itself (`closed_here`) or the peer
+//! left (`peer_left`); a peer's other orderly closes (of an idle connection, say) show
+//! only in quinn's display text (`reason`), which [`ended`] reads. Its tests build each
+//! quinn error and check the reading, so a quinn upgrade that rewords one fails here.
 
 use wire::Status;
 
@@ -96,20 +97,19 @@ pub(super) enum Ended {
     Lost,
 }
 
-/// Reads a `PeerEvent::Disconnected`: `peer_left` as the transport decided it, `reason` the
-/// display text of quinn's `ConnectionError`.
-pub(super) fn ended(peer_left: bool, reason: &str) -> Ended {
+/// Reads a `PeerEvent::Disconnected`: `peer_left` and `closed_here` as the transport
+/// decided them, `reason` the display text of quinn's `ConnectionError` (the only sign of
+/// a peer's own orderly close, e.g. of an idle connection).
+pub(super) fn ended(peer_left: bool, closed_here: bool, reason: &str) -> Ended {
     if peer_left {
         Ended::PeerLeft
-    } else if reason == CLOSED_LOCALLY || reason.starts_with(CLOSED_BY_PEER) {
+    } else if closed_here || reason.starts_with(CLOSED_BY_PEER) {
         Ended::Closed
     } else {
         Ended::Lost
     }
 }
 
-/// quinn's text for `ConnectionError::LocallyClosed`.
-const CLOSED_LOCALLY: &str = "closed";
 /// The start of quinn's text for `ConnectionError::ApplicationClosed`.
 const CLOSED_BY_PEER: &str = "closed by peer";
 
@@ -128,15 +128,25 @@ mod tests {
 
     #[test]
     fn disconnects_are_read_from_quinns_own_texts() {
-        assert_eq!(ended(false, &C::LocallyClosed.to_string()), Ended::Closed);
+        let idle = crate::transport::codes::IDLE;
         assert_eq!(
-            ended(false, &app_close(VarInt::from_u32(7), b"idle").to_string()),
+            ended(false, true, &C::LocallyClosed.to_string()),
             Ended::Closed
         );
-        assert_eq!(ended(false, &C::TimedOut.to_string()), Ended::Lost);
-        assert_eq!(ended(false, &C::Reset.to_string()), Ended::Lost);
-        assert_eq!(ended(false, &C::CidsExhausted.to_string()), Ended::Lost);
-        assert_eq!(ended(true, &C::LocallyClosed.to_string()), Ended::PeerLeft);
+        assert_eq!(
+            ended(false, false, &app_close(idle, b"idle").to_string()),
+            Ended::Closed
+        );
+        assert_eq!(ended(false, false, &C::TimedOut.to_string()), Ended::Lost);
+        assert_eq!(ended(false, false, &C::Reset.to_string()), Ended::Lost);
+        assert_eq!(
+            ended(false, false, &C::CidsExhausted.to_string()),
+            Ended::Lost
+        );
+        assert_eq!(
+            ended(true, false, &C::TimedOut.to_string()),
+            Ended::PeerLeft
+        );
     }
 
     #[test]
@@ -166,7 +176,8 @@ mod tests {
         use TransportError as T;
         let shutdown = crate::transport::codes::SHUTDOWN;
         for close in [
-            app_close(VarInt::from_u32(9), b"idle"),
+            app_close(crate::transport::codes::IDLE, b"idle"),
+            app_close(crate::transport::codes::BUSY, b"busy"),
             app_close(shutdown, b"disconnect"),
         ] {
             let refused = RpcError::Transport(T::Connection(close));

@@ -542,9 +542,10 @@ impl Driver {
                 id,
                 reason,
                 peer_left,
+                closed_here,
             }) => {
                 let key = Key::for_node(&id);
-                match blame::ended(peer_left, &reason) {
+                match blame::ended(peer_left, closed_here, &reason) {
                     // A peer that said goodbye leaves the table now, not after failed probes.
                     Ended::PeerLeft => self.dht.remove_peer(self.clock.now(), &key),
                     // Lost without a goodbye: questionable, pinged before it is trusted.

@@ -6,7 +6,8 @@
 //! sent, not just until its handler returns. A client that does not finish its request
 //! headers within `header_read_timeout` is disconnected, and so is one that stops reading a
 //! response for `write_stall_timeout`, so slow clients cannot pin a worker or a buffer.
-//! Errors are JSON `{"code","message"}` everywhere.
+//! Errors are JSON `{"code","message"}` everywhere. Every request is counted by route,
+//! method and status and timed to its response head (`crate::telemetry`).
 //!
 //! Layout:
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/status`.
@@ -14,10 +15,12 @@
 //! - [`error`]: [`ApiError`], the JSON error body and its status codes.
 //! - [`hold`]: response bodies that keep their slot and buffer until sent; the write stall
 //!   guard.
+//! - [`misses`]: the negative cache and per-client search budget for ids not held here.
 
 pub mod admin;
 pub mod error;
 pub mod hold;
+pub mod misses;
 pub mod objects;
 
 use std::sync::Arc;
@@ -72,10 +75,12 @@ pub async fn serve(
     grace: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(limits.concurrent_requests_max));
-    let router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
-        let slots = slots.clone();
-        async move { limit_concurrency(slots, req, next).await }
-    }));
+    let router = router
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let slots = slots.clone();
+            async move { limit_concurrency(slots, req, next).await }
+        }))
+        .layer(middleware::from_fn(observe));
     let connections = Arc::new(Semaphore::new(limits.connections_max));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -93,7 +98,7 @@ pub async fn serve(
             _ = shutdown.changed() => break,
             p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -107,7 +112,14 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let stream = hold::StallGuard::new(stream, limits.write_stall_timeout);
-        let service = TowerToHyperService::new(router.clone());
+        // Each request learns its client's address (the per-client search budget).
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(misses::ClientAddr(peer));
+                req
+            },
+        ));
         let builder = builder.clone();
         let mut stop = conn_shutdown_tx.subscribe();
         tasks.spawn(async move {
@@ -127,6 +139,15 @@ pub async fn serve(
     }
     let _ = conn_shutdown_tx.send(true);
     let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+/// Counts every request by route, method and status, and times it to its response head
+/// (outermost, so requests refused for concurrency count too).
+async fn observe(req: Request, next: Next) -> Response {
+    let seen = crate::telemetry::HttpRequest::start(req.method(), req.uri().path());
+    let response = next.run(req).await;
+    seen.finish(response.status().as_u16());
+    response
 }
 
 async fn limit_concurrency(slots: Arc<Semaphore>, req: Request, next: Next) -> Response {

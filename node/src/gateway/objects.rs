@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -30,6 +30,7 @@ use wire::object::ByteRange;
 
 use super::ApiError;
 use super::hold::Holding;
+use super::misses::{ClientAddr, Refused};
 use crate::app::NodeContext;
 use crate::caps::{CapError, Grant, Intent, Token};
 use crate::objects::{Ingest, LocateError, Located, Replicated};
@@ -335,6 +336,7 @@ fn etag(hash: &Hash) -> String {
 
 async fn get_object(
     State(ctx): State<Arc<NodeContext>>,
+    client: Option<Extension<ClientAddr>>,
     method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -360,11 +362,38 @@ async fn get_object(
     // Small objects verified since written are served from memory: no thread hop, no
     // re-verification.
     let hot = objects.store.cached(&hash);
-    let located = match &hot {
-        Some(b) => Ok(Located::Local {
+    let located = match (&hot, objects.store.size(&hash)) {
+        (Some(b), _) => Ok(Located::Local {
             size: b.len() as u64,
         }),
-        None => objects.locate(hash).await,
+        (None, Some(size)) => Ok(Located::Local { size }),
+        (None, None) => {
+            // Not here: a search of the mesh, which a client may not start without bound.
+            let ip = client.map(|Extension(ClientAddr(a))| a.ip());
+            match ctx.misses.admit(ip, &hash) {
+                Ok(()) => {}
+                Err(Refused::RecentlyMissing) => {
+                    return Err(ApiError::not_found(format!(
+                        "no node holds {} (searched moments ago)",
+                        id_string(&hash)
+                    )));
+                }
+                Err(Refused::OverBudget { retry_after }) => {
+                    metrics::counter!("rejected_total", "reason" => "search_budget").increment(1);
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "search_rate_limited",
+                        "too many searches for ids no node holds from this client; retry later",
+                    )
+                    .retry_after(retry_after));
+                }
+            }
+            let found = objects.find_holders(hash).await;
+            if matches!(found, Err(LocateError::NotFound)) {
+                ctx.misses.missed(ip, hash);
+            }
+            found
+        }
     };
     let located = located.map_err(|e| match e {
         LocateError::NotFound => ApiError::not_found(format!("no node holds {}", id_string(&hash))),

@@ -30,6 +30,10 @@ pub enum FetchError {
     /// The holder answered with a status other than 200/206.
     #[error("holder answered {0:?}")]
     Status(Status),
+    /// The holder is receiving this object from another pusher right now (429
+    /// `push_in_progress`): the copy is on its way, not refused.
+    #[error("holder is receiving the object from another pusher")]
+    InProgress,
     /// The holder's answer is not a valid object response.
     #[error("malformed answer: {0}")]
     Message(#[from] wire::message::MessageError),
@@ -395,6 +399,9 @@ impl Objects {
                 ObjectResponse::Stored => sent.map(|()| true),
                 _ => Err(FetchError::Status(Status::BadRequest)),
             },
+            (Ok(Ok((Status::TooManyRequests, reason))), _) if &reason[..] == IN_PROGRESS => {
+                Err(FetchError::InProgress)
+            }
             (Ok(Ok((status, _))), _) => Err(FetchError::Status(status)),
             (Ok(Err(e)), _) => Err(e.into()),
             (Err(e), _) => Err(e.into()),
@@ -522,6 +529,9 @@ impl Objects {
         }
     }
 }
+
+/// The reason a receiver gives for refusing a second concurrent push of one object.
+const IN_PROGRESS: &[u8] = b"push_in_progress";
 
 /// Largest encoded answer to a proof (a group, its parents and the length header).
 const PROOF_MAX: usize = 24 * 1024;

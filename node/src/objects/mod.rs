@@ -310,23 +310,29 @@ impl Objects {
     /// alone does not count. Placements still running go on in the background and report
     /// to the planner, which also repairs what the write could not place.
     pub async fn replicate(&self, hash: Hash, size: u64) -> Replicated {
-        self.announce(hash, size).await;
         let want = self.write_quorum();
         let targets = self.targets(hash).await;
-        let (durable_tx, mut durable) = mpsc::channel(targets.len().max(1));
+        let deadline = tokio::time::Instant::now() + self.limits.put_wait(size);
+        // The write's pushes are registered with the planner before it hears of the object,
+        // or its own repair pushes to the same targets race ours (each receiver takes one
+        // push of an object at a time).
+        let mut pushes = Vec::with_capacity(targets.len());
         for peer in targets {
+            let id = self
+                .dht
+                .begin_external(Key(hash), peer.key)
+                .await
+                .ok()
+                .flatten();
+            pushes.push((peer, id));
+        }
+        self.announce(hash, size).await;
+        let (durable_tx, mut durable) = mpsc::channel(pushes.len().max(1));
+        for (peer, id) in pushes {
             let objects = self.clone();
             let tx = durable_tx.clone();
             tokio::spawn(async move {
-                let id = objects
-                    .dht
-                    .begin_external(Key(hash), peer.key)
-                    .await
-                    .ok()
-                    .flatten();
-                let placed = objects
-                    .place_copy(&peer, hash, size, true, true, Some(tx))
-                    .await;
+                let placed = objects.place_in_time(&peer, hash, size, tx, deadline).await;
                 if let Some(id) = id {
                     let _ = objects.dht.transfer_done(id, outcome(&placed)).await;
                 }
@@ -334,7 +340,6 @@ impl Objects {
         }
         drop(durable_tx);
         let mut copies = 1;
-        let deadline = tokio::time::Instant::now() + self.limits.put_wait(size);
         while copies < want {
             match tokio::time::timeout_at(deadline, durable.recv()).await {
                 Ok(Some(())) => copies += 1,
@@ -344,12 +349,33 @@ impl Objects {
         Replicated { copies, want }
     }
 
-    /// Finds where `hash` can be read: locally, else at providers or the closest nodes.
-    pub async fn locate(&self, hash: Hash) -> Result<Located, LocateError> {
-        if let Some(size) = self.store.size(&hash) {
-            return Ok(Located::Local { size });
+    /// Places the write's copy at `peer`. A target already receiving the object from
+    /// another pusher (a concurrent write of the same bytes, or a repair) is asked again,
+    /// backing off, until `deadline`: its copy is on its way and, once landed, is proven
+    /// like any other.
+    async fn place_in_time(
+        &self,
+        peer: &NetPeer,
+        hash: Hash,
+        size: u64,
+        durable: mpsc::Sender<()>,
+        deadline: tokio::time::Instant,
+    ) -> Placed {
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let placed = self
+                .place_copy(peer, hash, size, true, true, Some(durable.clone()))
+                .await;
+            match placed {
+                Placed::Failed(FetchError::InProgress)
+                    if tokio::time::Instant::now() + backoff < deadline =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
         }
-        self.find_holders(hash).await
     }
 
     /// Finds other nodes that hold `hash`: providers and the closest nodes, each asked for

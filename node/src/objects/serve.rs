@@ -149,7 +149,10 @@ async fn refuse(
         .pushes_refused
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(peer = %ex.peer(), reason, "replica push refused");
-    ex.respond(status, Bytes::new()).await
+    // The reason rides in the body, so a pusher can tell "a copy is already on its way"
+    // (`push_in_progress`) from a refusal.
+    ex.respond(status, Bytes::from_static(reason.as_bytes()))
+        .await
 }
 
 /// Whether a push may write here: `Ok` with the tenant it writes as (if its capability

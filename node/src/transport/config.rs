@@ -26,9 +26,19 @@ pub struct TransportConfig {
     /// Addresses stated in HELLO as where we can be dialed (`host:port`). Empty: the bound
     /// address when it is a concrete one, nothing when it is `0.0.0.0`/`::`.
     pub advertise_addrs: Vec<String>,
-    /// Most live connections, inbound and outbound together (default 256). Past it, new
-    /// inbound connections are refused and dials fail with `TooManyConnections`.
+    /// Most live connections, inbound and outbound together (default 256). At the limit, a
+    /// new connection (either direction) takes the slot of the connection idle the longest,
+    /// if one has carried no stream for `idle_evict_after`; else an inbound one is refused
+    /// and a dial fails with `TooManyConnections`.
     pub max_connections: usize,
+    /// Most inbound handshakes (TLS and HELLO) in progress at once (default 128); past it a
+    /// new inbound connection is refused before any cryptography. A handshake holds no
+    /// connection slot, so a burst of strangers cannot lock out peers by handshaking.
+    pub max_pending_handshakes: usize,
+    /// How long a connection must have carried no stream before its slot may go to a new
+    /// connection when every slot is taken (default 1 s). Connections that never carried
+    /// one go first, then the longest idle: a slot is earned by use, not by arriving first.
+    pub idle_evict_after: Duration,
     /// Most concurrent bidirectional streams (= requests) a peer may open on one connection
     /// (default 128); also the `max_inflight` we state in HELLO.
     pub max_streams_per_connection: u32,
@@ -82,6 +92,8 @@ impl Default for TransportConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             advertise_addrs: Vec::new(),
             max_connections: 256,
+            max_pending_handshakes: 128,
+            idle_evict_after: Duration::from_secs(1),
             max_streams_per_connection: 128,
             max_inbound_requests: 1024,
             max_inbound_per_peer: 64,
@@ -122,6 +134,7 @@ impl TransportConfig {
             ));
         }
         if self.max_connections == 0
+            || self.max_pending_handshakes == 0
             || self.max_streams_per_connection == 0
             || self.max_inbound_requests == 0
             || self.max_inbound_per_peer == 0
@@ -183,10 +196,25 @@ impl TransportConfig {
             .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
             .receive_window(VarInt::from_u32(self.connection_receive_window))
             .send_window(self.send_window)
+            // Loss by time, not by count: on a path that reorders (jitter, several routes)
+            // dozens of later packets overtake one in flight, and the default threshold of
+            // 3 takes each reordering for a loss, so the congestion window never opens and
+            // a transfer crawls (RELIABILITY.md D3). A packet is declared lost once it is
+            // overdue by half an RTT more than RFC 9002's 9/8, as RACK does for TCP with
+            // its reordering window: jitter of a quarter RTT is no loss.
+            .packet_threshold(REORDERING_PACKETS)
+            .time_threshold(REORDERING_RTTS)
             .datagram_receive_buffer_size(None);
         Ok(Arc::new(t))
     }
 }
+
+/// Packets that may overtake one in flight before it counts as lost (quinn's
+/// `packet_threshold`; RFC 9002's default is 3). High enough that loss is found by time.
+const REORDERING_PACKETS: u32 = 1000;
+/// How overdue, in RTTs, a packet is when it counts as lost (quinn's `time_threshold`;
+/// RFC 9002's default is 9/8).
+const REORDERING_RTTS: f32 = 1.5;
 
 #[cfg(test)]
 mod tests {

@@ -2,10 +2,13 @@
 //!
 //! Both directions follow the same path: TLS proves the peer's key (see `tls`), HELLO settles
 //! the terms, and only then does the connection enter the peer table and start serving
-//! streams. Each connection holds one of the `max_connections` slots from before its
-//! handshake until it closes, and the handshake plus HELLO is bounded by
-//! `handshake_timeout`. Concurrent dials of one peer are coalesced behind a per-target lock,
-//! so a burst of requests to a new peer opens one connection.
+//! streams. A dial holds one of the `max_connections` slots from before its handshake; an
+//! inbound connection holds one of `max_pending_handshakes` during its handshake and takes
+//! a connection slot only after HELLO, so strangers that handshake in a burst cannot take
+//! every slot before a real peer gets one. At the limit, a new connection takes the slot
+//! of the idlest connection (`PeerTable::idlest`): a slot is kept by use. The handshake
+//! plus HELLO is bounded by `handshake_timeout`. Concurrent dials of one peer are coalesced
+//! behind a per-target lock, so a burst of requests to a new peer opens one connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,11 +66,11 @@ async fn dial(
     addr: SocketAddr,
     expected: Option<NodeId>,
 ) -> Result<PeerInfo, TransportError> {
-    let slot = shared.conn_slots.clone().try_acquire_owned().map_err(|_| {
-        TransportError::TooManyConnections {
+    let slot = take_slot(shared)
+        .await
+        .ok_or(TransportError::TooManyConnections {
             max: shared.config.max_connections,
-        }
-    })?;
+        })?;
     let t = shared.config.handshake_timeout;
     let opened = Instant::now();
     let outcome = tokio::time::timeout(t, handshake_out(shared, addr, expected)).await;
@@ -161,23 +164,59 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>) {
             incoming.refuse();
             continue;
         }
-        let Ok(slot) = shared.conn_slots.clone().try_acquire_owned() else {
-            shared.stats.connection_refused();
-            incoming.refuse();
-            continue;
+        // Full of busy connections: refuse before any cryptography.
+        let full = shared.conn_slots.available_permits() == 0
+            && shared
+                .peers
+                .idlest(shared.config.idle_evict_after)
+                .is_none();
+        let pending = match shared.handshake_slots.clone().try_acquire_owned() {
+            Ok(pending) if !full => pending,
+            _ => {
+                shared.stats.connection_refused();
+                incoming.refuse();
+                continue;
+            }
         };
-        tokio::spawn(accept_one(shared.clone(), incoming, slot));
+        tokio::spawn(accept_one(shared.clone(), incoming, pending));
     }
 }
 
-async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: OwnedSemaphorePermit) {
+/// How long a new connection waits for the slot of an idle one it closed.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A connection slot: a free one, else the slot of the idlest connection, closed for it.
+/// `None` when every connection is busy.
+async fn take_slot(shared: &Shared) -> Option<OwnedSemaphorePermit> {
+    if let Ok(slot) = shared.conn_slots.clone().try_acquire_owned() {
+        return Some(slot);
+    }
+    let idle = shared.peers.idlest(shared.config.idle_evict_after)?;
+    tracing::debug!(peer = %idle.info.id, "closing an idle connection for room");
+    metrics::counter!("oap_connections_total", "event" => "closed_idle").increment(1);
+    idle.conn.close(codes::IDLE, b"idle");
+    // Its serving task ends at once and returns the slot; another new connection may take
+    // it first, hence the bounded wait.
+    tokio::time::timeout(ROOM_WAIT, shared.conn_slots.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
+
+async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, pending: OwnedSemaphorePermit) {
     let remote = incoming.remote_address();
     let t = shared.config.handshake_timeout;
     let opened = Instant::now();
-    match tokio::time::timeout(t, handshake_in(&shared, incoming, opened)).await {
-        Ok(Ok(pc)) => {
+    let outcome = tokio::time::timeout(t, handshake_in(&shared, incoming, opened)).await;
+    drop(pending);
+    match outcome {
+        Ok(Ok((pc, slot))) => {
             shared.stats.connection_accepted();
             install(&shared, pc, slot);
+        }
+        Ok(Err(TransportError::TooManyConnections { .. })) => {
+            shared.stats.connection_refused();
+            tracing::debug!(%remote, "inbound connection refused: every connection busy");
         }
         Ok(Err(e)) => {
             shared.stats.handshake_failed();
@@ -190,11 +229,13 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: OwnedS
     }
 }
 
+/// TLS, a connection slot, then HELLO: a connection refused for room is closed before its
+/// HELLO is answered, so the dialer sees a failed handshake, not a connection that dies.
 async fn handshake_in(
     shared: &Shared,
     incoming: quinn::Incoming,
     opened: Instant,
-) -> Result<PeerConn, TransportError> {
+) -> Result<(PeerConn, OwnedSemaphorePermit), TransportError> {
     let remote = incoming.remote_address();
     let conn = incoming.accept()?.await?;
     let id = tls::peer_id(&conn).inspect_err(|_| conn.close(codes::BAD_PEER, b"bad peer"))?;
@@ -202,15 +243,24 @@ async fn handshake_in(
         conn.close(codes::BAD_PEER, b"self");
         return Err(TransportError::SelfDial);
     }
+    let Some(slot) = take_slot(shared).await else {
+        conn.close(codes::BUSY, b"too many connections");
+        return Err(TransportError::TooManyConnections {
+            max: shared.config.max_connections,
+        });
+    };
     match hello::accept(shared, &conn).await {
-        Ok((hello, terms)) => Ok(peer_conn(
-            &shared.config,
-            conn,
-            id,
-            remote,
-            (Role::Accepted, opened),
-            hello,
-            terms,
+        Ok((hello, terms)) => Ok((
+            peer_conn(
+                &shared.config,
+                conn,
+                id,
+                remote,
+                (Role::Accepted, opened),
+                hello,
+                terms,
+            ),
+            slot,
         )),
         Err(e) => {
             conn.close(codes::HELLO_FAILED, b"hello failed");
@@ -236,6 +286,7 @@ fn peer_conn(
         limits: Limits::new(negotiated.max_frame),
         opened,
         established: Instant::now(),
+        usage: super::peers::Usage::new(Instant::now()),
         info: Arc::new(PeerInfo {
             id,
             remote_addr,
@@ -296,10 +347,12 @@ async fn drive(shared: Arc<Shared>, pc: PeerConn, _slot: OwnedSemaphorePermit) {
         tracing::debug!(peer = %pc.info.id, %reason, "connection closed");
         let peer_left = matches!(&reason, quinn::ConnectionError::ApplicationClosed(c)
             if c.error_code == super::codes::SHUTDOWN && c.reason.as_ref() == b"shutdown");
+        let closed_here = matches!(&reason, quinn::ConnectionError::LocallyClosed);
         let _ = shared.events.send(PeerEvent::Disconnected {
             id: pc.info.id,
             reason: reason.to_string(),
             peer_left,
+            closed_here,
         });
     }
 }

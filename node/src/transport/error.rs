@@ -149,6 +149,11 @@ pub mod codes {
     pub const DUPLICATE: VarInt = VarInt::from_u32(2);
     /// Connection: the peer presented our own id, or not the id that was dialed.
     pub const BAD_PEER: VarInt = VarInt::from_u32(3);
+    /// Connection: closed while idle to give its slot to a new connection (the limit
+    /// was reached); the peer may dial again.
+    pub const IDLE: VarInt = VarInt::from_u32(4);
+    /// Connection: refused after the handshake, every slot taken by a busy connection.
+    pub const BUSY: VarInt = VarInt::from_u32(5);
     /// Stream: the peer broke OAP/1 framing or sequencing on this stream.
     pub const STREAM_PROTOCOL: VarInt = VarInt::from_u32(0x10);
     /// Stream: we gave up on the exchange (timeout, cancelled, handler dropped it).

@@ -111,6 +111,8 @@ pub(crate) struct Shared {
     pub(crate) peers: PeerTable,
     pub(crate) stats: Arc<TransportStats>,
     pub(crate) conn_slots: Arc<Semaphore>,
+    /// Inbound handshakes in progress (`max_pending_handshakes`).
+    pub(crate) handshake_slots: Arc<Semaphore>,
     pub(crate) inbound_slots: Arc<Semaphore>,
     dials: Mutex<BTreeMap<DialKey, Arc<tokio::sync::Mutex<()>>>>,
     next_corr: AtomicU64,
@@ -158,6 +160,7 @@ impl Shared {
     ) -> FramedStream {
         self.framed(pair, pc.limits, direction)
             .with_budget(pc.buffer.clone())
+            .with_activity(pc.usage.begin())
     }
 
     pub(crate) fn dial_lock(&self, key: DialKey) -> Arc<tokio::sync::Mutex<()>> {
@@ -235,6 +238,7 @@ impl Transport {
             peers: PeerTable::new(identity.node_id()),
             stats: Arc::new(TransportStats::default()),
             conn_slots: Arc::new(Semaphore::new(config.max_connections)),
+            handshake_slots: Arc::new(Semaphore::new(config.max_pending_handshakes)),
             inbound_slots: Arc::new(Semaphore::new(config.max_inbound_requests)),
             dials: Mutex::new(BTreeMap::new()),
             next_corr: AtomicU64::new(1),

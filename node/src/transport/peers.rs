@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -64,6 +65,9 @@ pub enum PeerEvent {
         /// The peer closed it because it is shutting down (not a timeout or a reset):
         /// it is gone, and need not be probed to find that out.
         peer_left: bool,
+        /// We closed it ourselves (idle, to give its slot to a new connection; or our
+        /// shutdown): says nothing about the peer's health.
+        closed_here: bool,
     },
 }
 
@@ -87,6 +91,70 @@ pub(crate) struct PeerConn {
     pub(crate) opened: Instant,
     /// When HELLO finished.
     pub(crate) established: Instant,
+    /// Streams open on it and when it was last used.
+    pub(crate) usage: Arc<Usage>,
+}
+
+/// How a connection is used: the streams open on it now and when one last began or
+/// ended. When every connection slot is taken, the slot of the connection idle the longest
+/// goes to a new one (`PeerTable::idlest`).
+#[derive(Debug)]
+pub(crate) struct Usage {
+    epoch: Instant,
+    active: AtomicUsize,
+    /// Milliseconds after `epoch` of the last stream's start or end.
+    last_ms: AtomicU64,
+    /// Streams it ever carried.
+    streams: AtomicU64,
+}
+
+impl Usage {
+    /// A connection in use from `epoch` (its HELLO), no stream yet.
+    pub(crate) fn new(epoch: Instant) -> Arc<Usage> {
+        Arc::new(Usage {
+            epoch,
+            active: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            streams: AtomicU64::new(0),
+        })
+    }
+
+    /// A stream begins; the guard ends it when dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> ActiveStream {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        self.stamp();
+        ActiveStream(self.clone())
+    }
+
+    fn stamp(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long it has carried no stream at `now`; `None` while a stream is open.
+    fn idle(&self, now: Instant) -> Option<Duration> {
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(now.saturating_duration_since(last))
+    }
+
+    fn never_used(&self) -> bool {
+        self.streams.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// One open stream on a connection (see [`Usage::begin`]).
+#[derive(Debug)]
+pub(crate) struct ActiveStream(Arc<Usage>);
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        self.0.stamp();
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl PeerConn {
@@ -188,6 +256,21 @@ impl PeerTable {
             }
             _ => false,
         }
+    }
+
+    /// The connection to close for room: among those idle for at least `min_idle`, one
+    /// that never carried a stream, else the one idle the longest.
+    pub(crate) fn idlest(&self, min_idle: Duration) -> Option<PeerConn> {
+        let now = Instant::now();
+        self.lock()
+            .values()
+            .filter(|pc| pc.is_alive())
+            .filter_map(|pc| {
+                let idle = pc.usage.idle(now).filter(|d| *d >= min_idle)?;
+                Some(((pc.usage.never_used(), idle), pc))
+            })
+            .max_by_key(|(rank, _)| *rank)
+            .map(|(_, pc)| pc.clone())
     }
 
     /// Takes every connection out of the table (shutdown).

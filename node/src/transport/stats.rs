@@ -3,8 +3,10 @@
 //!
 //! Each event is counted twice on purpose: in this struct, so tests and `/v1/status` can read
 //! exact numbers without a global recorder, and through the `metrics` facade
-//! (`oap_frames_total{dir}`, `oap_rejects_total{reason}`), which the node's Prometheus
-//! exporter renders. The reason strings are the stable `reason()` names from `wire`.
+//! (`oap_frames_total{dir}`, `oap_rejects_total{reason}`, `oap_connections_total{event}`,
+//! `oap_handshake_failures_total`), which the node's Prometheus exporter renders: a
+//! handshake flood shows as refused connections and failed handshakes, not only as a full
+//! connection gauge. The reason strings are the stable `reason()` names from `wire`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -83,18 +85,22 @@ impl TransportStats {
 
     pub(crate) fn connection_dialed(&self) {
         self.connections_dialed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("oap_connections_total", "event" => "dialed").increment(1);
     }
 
     pub(crate) fn connection_accepted(&self) {
         self.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("oap_connections_total", "event" => "accepted").increment(1);
     }
 
     pub(crate) fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("oap_connections_total", "event" => "refused").increment(1);
     }
 
     pub(crate) fn handshake_failed(&self) {
         self.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("oap_handshake_failures_total").increment(1);
     }
 
     pub(crate) fn request_served(&self) {

@@ -47,6 +47,8 @@ pub(crate) struct FramedStream {
     /// The connection's budget for bytes of partial frames, and how much of it we hold.
     budget: Option<Arc<Semaphore>>,
     held: usize,
+    /// Marks the connection busy while the stream lives (see `peers::Usage`).
+    _active: Option<super::peers::ActiveStream>,
 }
 
 impl FramedStream {
@@ -74,6 +76,7 @@ impl FramedStream {
             aborted: false,
             budget: None,
             held: 0,
+            _active: None,
         }
     }
 
@@ -81,6 +84,12 @@ impl FramedStream {
     /// streams: reads wait for room in it (within `io_timeout`).
     pub(crate) fn with_budget(mut self, budget: Arc<Semaphore>) -> FramedStream {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Counts this stream as use of its connection, from now until it is dropped.
+    pub(crate) fn with_activity(mut self, active: super::peers::ActiveStream) -> FramedStream {
+        self._active = Some(active);
         self
     }
 

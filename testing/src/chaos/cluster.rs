@@ -385,10 +385,10 @@ fn with_log(e: HarnessError, node: &NodeProcess) -> HarnessError {
     )
 }
 
-/// `macronode token mint` for the shared key, never expiring.
+/// `macronode token mint` for the shared key, valid for a week (longer than any run).
 fn mint_token(data_dir: &std::path::Path, key: &std::path::Path) -> Result<String, HarnessError> {
     let out = macronode_command()?
-        .args(["token", "mint", "--expires-in", "0", "--data-dir"])
+        .args(["token", "mint", "--expires-in", "604800", "--data-dir"])
         .arg(data_dir)
         .arg("--cap-key")
         .arg(key)
