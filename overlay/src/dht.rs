@@ -921,6 +921,15 @@ impl<P: Peer> Dht<P> {
     fn rpc_failed(&mut self, now: Instant, r: Rpc<P>, why: RpcFailure) {
         self.stats.rpcs_failed += 1;
         let key = r.to.key();
+        // A request sent before the contact was last seen alive (it asked us something or
+        // answered since) failed on a path the peer has left, e.g. the connection of a
+        // process that restarted with the same key: not held against the contact.
+        let stale = self.table.get(&key).is_some_and(|e| e.last_seen > r.sent);
+        let why = if why == RpcFailure::Peer && stale {
+            RpcFailure::Refused
+        } else {
+            why
+        };
         if why == RpcFailure::Peer {
             if let Some(ev) = self.table.on_failure_at(now, &key) {
                 self.on_evicted(now, ev);
