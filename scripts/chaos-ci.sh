@@ -4,7 +4,8 @@
 # line of figures. Exits non-zero if any goal is missed or a scenario errors.
 #
 # Runs as root on a fresh clone: installs what it needs where missing (iproute2 for the
-# network namespaces, iptables for the netns loss rule, curl/b3sum like the other tests),
+# network namespaces, iptables for the netns loss rule, gzip for the gzip bombs of the
+# content-encoding scenario, curl/b3sum like the other tests),
 # builds the runner and the node in release mode with --locked, then runs them. Budget: the
 # whole tier in <= 20 minutes on a 2-core CI machine (RELIABILITY.md has the measured time).
 set -euo pipefail
@@ -18,6 +19,7 @@ need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v gzip >/dev/null 2>&1 || need+=(gzip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq

@@ -87,6 +87,22 @@ async fn tenants_are_held_to_their_quotas() {
     .await;
     assert_eq!(r.status, 415);
     assert_eq!(r.json()["code"], "content_encoding");
+    // Every header line counts, and every item of a list (RELIABILITY.md D5: a second
+    // line used to slip through, and the compressed bytes were stored).
+    for encodings in [
+        vec!["identity", "gzip"],
+        vec!["identity, zstd"],
+        vec!["IDENTITY", "identity,br"],
+    ] {
+        let mut headers = vec![("authorization", format!("Bearer {zed}"))];
+        headers.extend(
+            encodings
+                .iter()
+                .map(|e| ("content-encoding", e.to_string())),
+        );
+        let r = request("PUT", url.clone(), headers, vec![6; 1000]).await;
+        assert_eq!(r.status, 415, "{encodings:?}");
+    }
 
     // A replica push with a tenant's capability draws on the same account.
     let pusher = Transport::bind(

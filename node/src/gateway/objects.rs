@@ -132,10 +132,20 @@ async fn put_object(
         .and_then(|v| v.parse::<u64>().ok());
     // Bodies are stored as sent and named by their hash: a compressed upload would be
     // stored compressed under the hash of the compressed bytes. Refuse it before reading.
-    if let Some(enc) = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().eq_ignore_ascii_case("identity"))
+    // Every Content-Encoding line counts, each a comma-separated list (RFC 9110 8.4): only
+    // `identity` may appear; a value that is not visible ASCII is refused, not skipped.
+    let encodings: Vec<String> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| match v.to_str() {
+            Ok(text) => text.split(',').map(|e| e.trim().to_string()).collect(),
+            Err(_) => vec![String::from_utf8_lossy(v.as_bytes()).into_owned()],
+        })
+        .filter(|e| !e.is_empty())
+        .collect();
+    if let Some(enc) = encodings
+        .iter()
+        .find(|e| !e.eq_ignore_ascii_case("identity"))
     {
         metrics::counter!("rejected_total", "reason" => "content_encoding").increment(1);
         return Err(ApiError::new(

@@ -24,6 +24,8 @@ use bytes::Bytes;
 
 use wire::tree::{GROUP, SliceDecoder, SliceEncoder, TreeHasher};
 
+#[cfg(any(test, feature = "crash-loop"))]
+pub mod crashloop;
 pub mod fs;
 pub mod hot;
 pub mod simfs;

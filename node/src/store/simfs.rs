@@ -63,13 +63,16 @@ struct State {
     next_inode: u64,
     ops: u64,
     fail_at: Option<u64>,
+    /// The operation the machine stopped at, until the reboot.
+    stopped_at: Option<&'static str>,
     rng: u64,
 }
 
 impl State {
-    fn step(&mut self) -> io::Result<()> {
+    fn step(&mut self, op: &'static str) -> io::Result<()> {
         self.ops += 1;
         if self.fail_at.is_some_and(|n| self.ops >= n) {
+            self.stopped_at.get_or_insert(op);
             return Err(io::Error::other(
                 "simulated crash: the machine stopped here",
             ));
@@ -143,6 +146,13 @@ impl SimFs {
         self.lock().alive().is_err()
     }
 
+    /// The mutating operation the machine stopped at (`write`, `sync_all`, `create`,
+    /// `create_dir`, `rename`, `remove_file`, `sync_dir`), until the reboot: which sync
+    /// point a crash hit, for the crash loop's figures.
+    pub fn stopped_at(&self) -> Option<&'static str> {
+        self.lock().stopped_at
+    }
+
     /// Mutating operations so far.
     pub fn ops(&self) -> u64 {
         self.lock().ops
@@ -153,6 +163,7 @@ impl SimFs {
     pub fn reboot(&self) {
         let mut st = self.lock();
         st.fail_at = None;
+        st.stopped_at = None;
         // Directories: each keeps its durable entries, or (the kernel flushed it) its
         // visible ones.
         let dirs: BTreeSet<PathBuf> = st
@@ -264,7 +275,7 @@ struct SimFile {
 impl Write for SimFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        st.step()?;
+        st.step("write")?;
         let c = st.files.entry(self.ino).or_default();
         c.data.extend_from_slice(buf);
         Ok(buf.len())
@@ -278,7 +289,7 @@ impl Write for SimFile {
 impl WriteFile for SimFile {
     fn sync_all(&mut self) -> io::Result<()> {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        st.step()?;
+        st.step("sync_all")?;
         let c = st.files.entry(self.ino).or_default();
         c.synced = c.data.clone();
         Ok(())
@@ -297,7 +308,7 @@ impl Fs for SimFs {
 
     fn create_dir(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
-        st.step()?;
+        st.step("create_dir")?;
         st.parent_ok(path)?;
         if get(&st.visible, path).is_some() || st.roots.iter().any(|r| r == path) {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists"));
@@ -326,7 +337,7 @@ impl Fs for SimFs {
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
         let mut st = self.lock();
-        st.step()?;
+        st.step("create")?;
         st.parent_ok(path)?;
         if st.is_dir(path) {
             return Err(io::Error::new(
@@ -384,7 +395,7 @@ impl Fs for SimFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.lock();
-        st.step()?;
+        st.step("rename")?;
         st.parent_ok(to)?;
         let k = remove(&mut st.visible, from).ok_or_else(|| State::not_found(from))?;
         insert(&mut st.visible, to, k);
@@ -393,7 +404,7 @@ impl Fs for SimFs {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
-        st.step()?;
+        st.step("remove_file")?;
         match get(&st.visible, path) {
             Some(Kind::File(_)) => {
                 remove(&mut st.visible, path);
@@ -405,7 +416,7 @@ impl Fs for SimFs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
-        st.step()?;
+        st.step("sync_dir")?;
         if !st.is_dir(path) {
             return Err(State::not_found(path));
         }

@@ -392,30 +392,9 @@ mod crashes {
     //! with random puts, reads and removes in between and bit flips on the disk: every
     //! acknowledged object comes back intact, nothing half-written is presented as an
     //! object, no temporary file outlives an open, and a flipped bit is caught, never served.
+    //! The loop itself is `store::crashloop`, which the chaos runner runs too.
 
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
-
-    use super::super::*;
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-    }
-
-    fn bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
-        (0..len).map(|_| rng.next() as u8).collect()
-    }
+    use super::super::crashloop::{CrashLoop, run};
 
     #[test]
     fn acknowledged_objects_survive_500_crashes() {
@@ -424,142 +403,23 @@ mod crashes {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0x5eed_c0de_u64);
         println!("seed {seed} (replay with STORE_CRASH_SEED={seed})");
-        let mut rng = Rng(seed | 1);
-        let sim = SimFs::new(seed);
-        let data_dir = PathBuf::from("/sim/node");
-        let mut acked: BTreeMap<Hash, Vec<u8>> = BTreeMap::new();
-        let (mut puts, mut crashed_puts, mut flips, mut snapshots) = (0u64, 0u64, 0u64, 0u64);
-        for cycle in 0..500 {
-            let store = Store::open_on(Arc::new(sim.clone()), &data_dir, 1 << 30)
-                .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
-            // From a snapshot, before the walk: every acknowledged object is found already
-            // (looked up on disk if the snapshot was older than it).
-            if !store.is_reconciled() {
-                snapshots += 1;
-                for h in acked.keys() {
-                    assert!(
-                        store.size(h).is_some(),
-                        "cycle {cycle}: {} missing before the walk",
-                        id_string(h)
-                    );
-                }
-                store
-                    .reconcile()
-                    .unwrap_or_else(|e| panic!("cycle {cycle}: walk failed: {e}"));
-            }
-            let tmp = sim
-                .files()
-                .into_iter()
-                .filter(|p| p.to_string_lossy().contains(".tmp"))
-                .collect::<Vec<_>>();
-            assert!(tmp.is_empty(), "cycle {cycle}: temporaries left: {tmp:?}");
-            // Every acknowledged object is there and reads back exactly.
-            for (h, data) in &acked {
-                assert_eq!(
-                    store.size(h),
-                    Some(data.len() as u64),
-                    "cycle {cycle}: acknowledged {} lost",
-                    id_string(h)
-                );
-                let got = store.read_verified(h, 0, data.len() as u64);
-                assert!(
-                    got.as_ref().is_ok_and(|b| b == data),
-                    "cycle {cycle}: {} reads back wrong: {:?}",
-                    id_string(h),
-                    got.err()
-                );
-            }
-            // Whatever else is indexed is a whole object, never a half-written one.
-            for (h, size) in store.list() {
-                if acked.contains_key(&h) {
-                    continue; // read whole just above
-                }
-                let got = store.read_verified(&h, 0, size);
-                assert!(
-                    got.is_ok_and(|b| blake3::hash(&b).as_bytes() == &h),
-                    "cycle {cycle}: {} indexed but not whole",
-                    id_string(&h)
-                );
-            }
-            // Now and then, rot a bit of a stored object: caught, dropped, never served.
-            if cycle % 25 == 24 && !acked.is_empty() {
-                let pick = rng.below(acked.len() as u64) as usize;
-                let (h, data) = acked
-                    .iter()
-                    .nth(pick)
-                    .map(|(h, d)| (*h, d.clone()))
-                    .unwrap_or_else(|| panic!("picked"));
-                if !data.is_empty() {
-                    let at = rng.below(data.len() as u64);
-                    let path = store.data_file(&h).unwrap_or_else(|| panic!("disk"));
-                    sim.flip(&path, at).unwrap_or_else(|e| panic!("{e}"));
-                    let got = store.read_verified(&h, 0, data.len() as u64);
-                    assert!(
-                        matches!(got, Err(StoreError::Corrupt)),
-                        "cycle {cycle}: a flipped bit was served: {:?}",
-                        got.map(|b| b == data)
-                    );
-                    assert_eq!(store.size(&h), None);
-                    acked.remove(&h);
-                    flips += 1;
-                }
-            }
-            // Random work until the machine stops.
-            sim.fail_after(1 + rng.below(120));
-            for _ in 0..40 {
-                // Keep the set small: the checks after each reopen read all of it.
-                let op = if acked.len() > 40 { 6 } else { rng.below(10) };
-                match op {
-                    0..=5 => {
-                        let len = match rng.below(4) {
-                            0 => rng.below(64) as usize,
-                            1 => 1024 + rng.below(4096) as usize,
-                            _ => rng.below(64_000) as usize,
-                        };
-                        let data = bytes(&mut rng, len);
-                        puts += 1;
-                        match store.put(&data, None) {
-                            Ok(h) => {
-                                acked.insert(h, data);
-                            }
-                            Err(_) => crashed_puts += 1,
-                        }
-                    }
-                    6 | 7 if !acked.is_empty() => {
-                        let pick = rng.below(acked.len() as u64) as usize;
-                        if let Some(h) = acked.keys().nth(pick).copied() {
-                            // A release need not be durable: the object may come back,
-                            // but it is no longer owed.
-                            store.remove(&h);
-                            acked.remove(&h);
-                        }
-                    }
-                    8 if rng.below(3) == 0 => {
-                        let _ = store.save_index();
-                    }
-                    _ => {
-                        if let Some((h, data)) = acked.iter().next() {
-                            if let Ok(b) = store.read_verified(h, 0, data.len() as u64) {
-                                assert!(&b == data, "cycle {cycle}: a read served wrong bytes");
-                            }
-                        }
-                    }
-                }
-                if sim.crashed() {
-                    break;
-                }
-            }
-            drop(store);
-            sim.reboot();
-        }
+        let r = run(&CrashLoop { seed, cycles: 500 });
         println!(
-            "500 crashes: {puts} puts ({crashed_puts} cut by a crash), {} objects held at the \
-             end, {flips} bit flips caught, {snapshots} starts from a snapshot",
-            acked.len()
+            "500 crashes: {} puts ({} cut by a crash), {} objects held at the end, {} bit \
+             flips caught, {} starts from a snapshot; crash points {:?}",
+            r.puts, r.cut, r.held, r.flips_caught, r.snapshots, r.crash_points
         );
+        assert_eq!(r.violations(), 0, "{:#?}", r.failures);
         assert!(
-            crashed_puts > 50 && flips > 10 && snapshots > 50,
+            r.cut > 50 && r.flips > 10 && r.snapshots > 50,
             "the crashes must hit writes, and starts from snapshots"
         );
+        for point in ["write", "sync_all", "rename", "sync_dir", "create"] {
+            assert!(
+                r.crash_points.get(point).is_some_and(|&n| n > 0),
+                "no crash at {point}: {:?}",
+                r.crash_points
+            );
+        }
     }
 }

@@ -110,6 +110,9 @@ fn list() {
     for s in ALL {
         println!("  {:<16} {}", s.name, s.about);
     }
+    if PENDING.is_empty() {
+        return;
+    }
     println!("pending (they need a node feature first):");
     for (name, about, needs) in PENDING {
         println!("  {name:<16} {about} [needs {needs}]");

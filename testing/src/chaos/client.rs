@@ -109,12 +109,50 @@ pub fn put(addr: SocketAddr, token: Option<&str>, body: &[u8], timeout: Duration
 }
 
 fn put_head(addr: SocketAddr, token: Option<&str>, len: usize) -> String {
+    put_head_with(addr, token, &[], &format!("Content-Length: {len}"))
+}
+
+/// The head of a `PUT /o` with more header lines (`Content-Encoding: gzip`) and its
+/// framing line (`Content-Length: N` or `Transfer-Encoding: chunked`).
+fn put_head_with(addr: SocketAddr, token: Option<&str>, extra: &[String], framing: &str) -> String {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let extra: String = extra.iter().map(|h| format!("{h}\r\n")).collect();
     format!(
-        "PUT /o HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {len}\r\nConnection: close\r\n\r\n"
+        "PUT /o HTTP/1.1\r\nHost: {addr}\r\n{auth}{extra}{framing}\r\nConnection: close\r\n\r\n"
     )
+}
+
+/// `PUT /o` with more header lines (each `Name: value`, sent as given), the body framed by
+/// `Content-Length`, or chunked (64 KiB chunks) when `chunked`: for the headers a client
+/// may add that the plain [`put`] does not (`Content-Encoding`).
+pub fn put_with_headers(
+    addr: SocketAddr,
+    token: Option<&str>,
+    extra: &[String],
+    body: &[u8],
+    chunked: bool,
+    timeout: Duration,
+) -> Timed {
+    if !chunked {
+        let head = put_head_with(
+            addr,
+            token,
+            extra,
+            &format!("Content-Length: {}", body.len()),
+        );
+        return exchange(addr, head.as_bytes(), body, timeout);
+    }
+    let head = put_head_with(addr, token, extra, "Transfer-Encoding: chunked");
+    let mut framed = Vec::with_capacity(body.len() + body.len() / 8192 + 16);
+    for piece in body.chunks(64 << 10) {
+        framed.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        framed.extend_from_slice(piece);
+        framed.extend_from_slice(b"\r\n");
+    }
+    framed.extend_from_slice(b"0\r\n\r\n");
+    exchange(addr, head.as_bytes(), &framed, timeout)
 }
 
 /// `GET path`.

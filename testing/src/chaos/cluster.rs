@@ -92,6 +92,7 @@ pub struct Cluster {
     lab: Option<NetnsLab>,
     ids: Vec<NodeId>,
     token: String,
+    cap_root: [u8; 32],
     rf: usize,
     net: NetKind,
     work: tempfile::TempDir,
@@ -117,8 +118,9 @@ impl Cluster {
             .tempdir()
             .map_err(HarnessError::io("creating a work directory"))?;
         let key = work.path().join("cap.key");
-        let key_hex = hex::encode(super::seed::object_bytes(spec.seed, u64::MAX, 32));
-        std::fs::write(&key, format!("{key_hex}\n"))
+        let mut cap_root = [0u8; 32];
+        cap_root.copy_from_slice(&super::seed::object_bytes(spec.seed, u64::MAX, 32));
+        std::fs::write(&key, format!("{}\n", hex::encode(cap_root)))
             .map_err(HarnessError::io(format!("writing {}", key.display())))?;
         let mut cluster = Cluster {
             nodes: Vec::new(),
@@ -126,6 +128,7 @@ impl Cluster {
             lab: None,
             ids: Vec::new(),
             token: String::new(),
+            cap_root,
             rf: spec.rf,
             net: spec.net,
             work,
@@ -222,6 +225,12 @@ impl Cluster {
     /// The write token (shared key, no expiry).
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The shared capability key every node checks tokens with: a scenario mints its own
+    /// tokens with it (`node::caps::Token::mint`), with caveats the CLI's token lacks.
+    pub fn cap_root(&self) -> [u8; 32] {
+        self.cap_root
     }
 
     /// Node ids, in node order.

@@ -3,7 +3,8 @@
 //! TLS and HELLO are the real ones and only what follows is hostile.
 //!
 //! Also the payloads the scenarios throw: zstd bombs (a tiny COMP payload that inflates to
-//! megabytes, with or without a declared content size) and partial frames for dribbling.
+//! megabytes, with or without a declared content size), gzip and zstd bombs of gigabytes
+//! for HTTP bodies, and partial frames for dribbling.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -156,6 +157,56 @@ pub fn bomb_payload(inflated: usize, declared: bool) -> Result<Vec<u8>, HarnessE
         .map_err(|e| unexpected("compressing a bomb", e))
 }
 
+/// Zero bytes each bomb member inflates to: a gzip member or zstd frame this size is made
+/// once and repeated, so a bomb of gigabytes costs a fraction of a second to build.
+pub const BOMB_MEMBER: usize = 64 << 20;
+
+/// A gzip stream of `members` members, each inflating to [`BOMB_MEMBER`] zero bytes (a
+/// valid multi-member stream, as `cat a.gz b.gz` makes): about 1030:1, deflate's limit.
+/// Made by the system's `gzip -9` (no deflate encoder in the workspace).
+pub fn gzip_bomb(members: usize) -> Result<Vec<u8>, HarnessError> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("gzip")
+        .args(["-9", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| unexpected("running gzip (for a gzip bomb)", e))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| unexpected("gzip", "no stdin"))?;
+    let feeder = std::thread::spawn(move || {
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..BOMB_MEMBER / zeros.len() {
+            stdin.write_all(&zeros)?;
+        }
+        Ok::<(), std::io::Error>(())
+    });
+    let mut member = Vec::new();
+    let read = child
+        .stdout
+        .take()
+        .ok_or_else(|| unexpected("gzip", "no stdout"))?
+        .read_to_end(&mut member);
+    let fed = feeder.join();
+    let status = child.wait().map_err(|e| unexpected("gzip", e))?;
+    match (read, fed) {
+        (Ok(_), Ok(Ok(()))) if status.success() => Ok(member.repeat(members)),
+        (r, f) => Err(unexpected(
+            "gzip",
+            format!("{status}; read {r:?}; fed {:?}", f.map_err(|_| "panicked")),
+        )),
+    }
+}
+
+/// A zstd stream of `frames` frames, each inflating to [`BOMB_MEMBER`] zero bytes and
+/// declaring it (a decoder that trusts the declared sizes allocates it up front).
+pub fn zstd_bomb(frames: usize) -> Result<Vec<u8>, HarnessError> {
+    Ok(bomb_payload(BOMB_MEMBER, true)?.repeat(frames))
+}
+
 /// A one-frame request on `app` whose COMP payload is `payload`.
 pub fn comp_request(app: u16, corr: u64, payload: Vec<u8>) -> Bytes {
     let f = Frame::new(
@@ -170,6 +221,19 @@ pub fn comp_request(app: u16, corr: u64, payload: Vec<u8>) -> Bytes {
 /// An object PUT of `size` bytes for `hash` carrying `token`, whose body is one COMP frame
 /// with `payload`: a bomb where the bytes of a replica should be.
 pub fn put_with_comp_body(hash: [u8; 32], size: u64, token: &str, payload: Vec<u8>) -> Bytes {
+    push_frames(hash, size, token, Bytes::from(payload), Flags::COMP)
+}
+
+/// A replica push of `body` (its hash and size announced) carrying `token`: what a client
+/// holding a tenant's capability may send a node directly, bypassing the gateway.
+pub fn push_with_token(token: &str, body: Bytes) -> Bytes {
+    let hash = *blake3::hash(&body).as_bytes();
+    push_frames(hash, body.len() as u64, token, body, Flags::empty())
+}
+
+/// The two frames of an object PUT: the request (with `token` as its capability) and one
+/// body frame with `flags` more.
+fn push_frames(hash: [u8; 32], size: u64, token: &str, body: Bytes, flags: Flags) -> Bytes {
     let header = wire::message::encode(&wire::object::ObjectRequest::Put { hash, size });
     let mut start = Frame::new(
         Flags::REQ | Flags::START,
@@ -179,10 +243,10 @@ pub fn put_with_comp_body(hash: [u8; 32], size: u64, token: &str, payload: Vec<u
     );
     start.cap = Bytes::copy_from_slice(token.as_bytes());
     let body = Frame::new(
-        Flags::REQ | Flags::END | Flags::COMP,
+        Flags::REQ | Flags::END | flags,
         wire::object::APP_PROTO_OBJECT,
         9,
-        Bytes::from(payload),
+        body,
     );
     let mut out = start.to_bytes().to_vec();
     out.extend_from_slice(&body.to_bytes());

@@ -39,6 +39,17 @@ pub fn reset_peak(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
+/// How far the RSS rose above `rss0` in a phase that began with [`reset_peak`] (which
+/// returned `reset`) and whose peak was `peak`. Without a reset, VmHWM may predate the
+/// phase, so the current RSS is judged instead.
+pub fn peak_growth(pid: u32, rss0: u64, peak: u64, reset: bool) -> Result<u64, HarnessError> {
+    Ok(if reset {
+        peak.saturating_sub(rss0)
+    } else {
+        rss_bytes(pid)?.saturating_sub(rss0)
+    })
+}
+
 /// Open file descriptors.
 pub fn fd_count(pid: u32) -> Result<usize, HarnessError> {
     let path = format!("/proc/{pid}/fd");

@@ -189,12 +189,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         Goal::AtLeast(over.len() as f64),
     );
     r.goal("min_ratio", min_ratio, ":1", Goal::AtLeast(1000.0));
-    let growth = if reset {
-        peak.saturating_sub(rss0)
-    } else {
-        // Without a peak reset, VmHWM may predate the phase; judge the current RSS.
-        procfs::rss_bytes(pid)?.saturating_sub(rss0)
-    };
+    let growth = procfs::peak_growth(pid, rss0, peak, reset)?;
     r.mib_at_most("under_cap_peak_rss_growth", growth, UNDERCAP_RSS_MAX);
     r.yes("honest_put_get_ok", honest);
     let crashed = c.crashed();
