@@ -270,6 +270,13 @@ impl<P: Peer> ClosestPeersIter<P> {
         if self.in_flight > 0 {
             return Next::Waiting;
         }
+        // Fewer than α answered and requests past their soft timeout are still pending:
+        // the soft timeouts were too short for this path (the round trip grew, or every
+        // peer is far), not proof that the peers are gone. Wait for their answers or their
+        // hard timeouts rather than end a walk that learned next to nothing.
+        if self.unresponsive > 0 && succeeded < self.alpha.min(self.k) {
+            return Next::Waiting;
+        }
         // Nothing in flight and nobody left to ask among the k closest still running (or
         // no budget left): the walk ends with what answered. Unresponsive requests may
         // still be pending; their answers come too late.
@@ -513,6 +520,29 @@ mod tests {
         assert!(it.on_failure(&key(1)));
         assert_eq!((it.failures(), it.unresponsive()), (1, 0));
         assert_eq!(it.next(), Next::Finished);
+    }
+
+    #[test]
+    fn a_walk_where_nobody_answered_in_time_waits_for_late_answers() {
+        // Every request passes its soft timeout (the path's round trip jumped): the walk
+        // does not end empty; the late answers are its result.
+        let target = key(0);
+        let mut it = ClosestPeersIter::new(target, (1..=3).map(|b| P(key(b))), 20, 3, 100, 100);
+        let asked = [contact(&mut it), contact(&mut it), contact(&mut it)];
+        for k in &asked {
+            assert!(it.on_unresponsive(k));
+        }
+        assert_eq!(it.next(), Next::Waiting, "no answer yet, three pending");
+        it.on_success(&key(1), none());
+        it.on_success(&key(2), none());
+        assert_eq!(it.next(), Next::Waiting, "two answers, fewer than α");
+        assert!(it.on_failure(&key(3)), "its hard timeout");
+        assert_eq!(it.next(), Next::Finished);
+        let (closest, _) = it.result();
+        assert_eq!(
+            closest.iter().map(|p| p.0).collect::<Vec<_>>(),
+            vec![key(1), key(2)]
+        );
     }
 
     #[test]

@@ -389,11 +389,15 @@ impl Objects {
         let lookup =
             tokio::time::timeout_at(deadline, self.dht.get_providers(key, self.limits.rf)).await;
         let (providers, closest) = match lookup {
-            // Every request of the lookup failed: nobody was asked, nothing was learned.
-            Ok(Ok(out)) if out.stats.rpcs > 0 && out.stats.timeouts >= out.stats.rpcs => {
-                return Err(LocateError::Timeout);
-            }
             Ok(Ok(out)) => match out.result {
+                // Requests went out and nobody answered, even late: nothing was learned,
+                // which is no proof of absence. (`stats.timeouts` counts soft timeouts
+                // too, whose answers may still have come and been used.)
+                QueryResult::GetProviders { providers, closest }
+                    if out.stats.rpcs > 0 && providers.is_empty() && closest.is_empty() =>
+                {
+                    return Err(LocateError::Timeout);
+                }
                 QueryResult::GetProviders { providers, closest } => (providers, closest),
                 _ => (Vec::new(), Vec::new()),
             },
