@@ -437,17 +437,7 @@ impl Store {
     /// and, when `durably`, the removal fsynced so a crash cannot bring the files back (a
     /// released copy that comes back is only surplus; a corrupt one must not).
     fn remove_files(&self, hash: &Hash, durably: bool) {
-        let mut index = lock(&self.inner.index);
-        if let Some(size) = index.remove(hash) {
-            self.inner
-                .total
-                .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
-            self.inner
-                .changed
-                .store(true, std::sync::atomic::Ordering::Release);
-        }
-        drop(index);
-        self.inner.hot.remove(hash);
+        self.forget(hash);
         match &self.inner.backend {
             Backend::Disk { dir, fs } => {
                 let _ = fs.remove_file(&data_path(dir, hash));
