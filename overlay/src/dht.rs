@@ -1101,6 +1101,9 @@ impl<P: Peer> Dht<P> {
                 rpcs: rpcs + pending as u32,
                 failures,
             });
+            // A walk ended by its deadline had that deadline taken off the schedule; the
+            // announcement phase keeps it (already due: the acks are not waited for).
+            self.query_deadlines.insert((query.deadline, id));
             self.queries.insert(id, query);
             return self.on_announce_done_check(now, id);
         }
