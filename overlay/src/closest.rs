@@ -288,21 +288,28 @@ impl<P: Peer> ClosestPeersIter<P> {
         self.candidates.get_mut(&key.distance(&self.target))
     }
 
+    /// Moves `peer`'s pending request (waiting or unresponsive) to `to`; returns the state
+    /// it was in and its hop count, or `None` if the walk is over or nothing was pending.
+    fn settle(&mut self, peer: &Key, to: State) -> Option<(State, u32)> {
+        if self.finished {
+            return None;
+        }
+        let c = self.candidate_mut(peer)?;
+        let was = c.state;
+        if !matches!(was, State::Waiting | State::Unresponsive) {
+            return None;
+        }
+        c.state = to;
+        Some((was, c.hops))
+    }
+
     /// `peer` answered with `closer` peers (each with its known RTT in µs, 0 if unknown).
     /// Returns false if we were not waiting for it, or the walk is over.
     pub fn on_success(&mut self, peer: &Key, closer: impl IntoIterator<Item = (P, u32)>) -> bool {
-        if self.finished {
-            return false;
-        }
-        let Some(c) = self.candidate_mut(peer) else {
+        let Some((was, hops)) = self.settle(peer, State::Succeeded) else {
             return false;
         };
-        let was = c.state;
-        if !matches!(was, State::Waiting | State::Unresponsive) {
-            return false;
-        }
-        c.state = State::Succeeded;
-        let hops = c.hops + 1;
+        let hops = hops + 1;
         match was {
             State::Waiting => self.in_flight -= 1,
             _ => self.unresponsive -= 1,
@@ -349,17 +356,9 @@ impl<P: Peer> ClosestPeersIter<P> {
     /// `peer` failed (hard timeout, refusal, or a request that could not be sent). Returns
     /// false if we were not waiting for it, or the walk is over.
     pub fn on_failure(&mut self, peer: &Key) -> bool {
-        if self.finished {
-            return false;
-        }
-        let Some(c) = self.candidate_mut(peer) else {
+        let Some((was, _)) = self.settle(peer, State::Failed) else {
             return false;
         };
-        let was = c.state;
-        if !matches!(was, State::Waiting | State::Unresponsive) {
-            return false;
-        }
-        c.state = State::Failed;
         match was {
             State::Waiting => {
                 self.in_flight -= 1;
