@@ -236,6 +236,13 @@ impl Frame {
     /// Writes the frame. The caller keeps frames within `max_frame` and `cap` under 64 KiB;
     /// the codec does not re-check what it was given.
     pub fn encode(&self, out: &mut impl BufMut) {
+        self.encode_head(out);
+        out.put_slice(&self.payload);
+    }
+
+    /// Writes everything but the payload (header and capability), so a transport can send
+    /// the payload's own buffer after it instead of copying it into one contiguous frame.
+    pub fn encode_head(&self, out: &mut impl BufMut) {
         debug_assert!(
             self.cap.len() <= u16::MAX as usize,
             "capability over 64 KiB"
@@ -253,7 +260,6 @@ impl Frame {
         out.put_u16(self.cap.len() as u16);
         out.put_u64(self.corr_id);
         out.put_slice(&self.cap);
-        out.put_slice(&self.payload);
     }
 
     /// The frame as one contiguous buffer.

@@ -23,6 +23,10 @@ use super::stats::TransportStats;
 /// connection's buffer budget first).
 const READ_QUANTUM: usize = 64 * 1024;
 
+/// Payloads shorter than this are copied behind their header into one buffer (one write,
+/// one chunk); longer ones are sent as their own buffer, without the copy.
+const COPY_BELOW: usize = 4 * 1024;
+
 /// Bound on writing the 400 that explains a rejected stream; it is one 38-byte frame.
 const FAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -202,8 +206,19 @@ impl FramedStream {
                 max,
             });
         }
-        let bytes = frame.to_bytes();
-        match tokio::time::timeout(self.io_timeout, self.send.write_chunk(bytes)).await {
+        let write = async {
+            if frame.payload.len() < COPY_BELOW {
+                self.send.write_chunk(frame.to_bytes()).await
+            } else {
+                // The payload goes out as its own buffer: a 256 KiB object piece is not
+                // copied behind a 38-byte header.
+                let mut head = Vec::with_capacity(frame.encoded_len() - frame.payload.len());
+                frame.encode_head(&mut head);
+                let mut chunks = [Bytes::from(head), frame.payload.clone()];
+                self.send.write_all_chunks(&mut chunks).await
+            }
+        };
+        match tokio::time::timeout(self.io_timeout, write).await {
             Ok(Ok(())) => {}
             Ok(Err(quinn::WriteError::Stopped(code))) => {
                 // The peer has answered (or given up) and wants no more of our side; what it
