@@ -18,7 +18,7 @@ mod serve;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use overlay::replication::TransferId;
@@ -352,6 +352,10 @@ struct Driver {
     waiting: BTreeMap<QueryId, oneshot::Sender<Result<LookupOutcome, DhtError>>>,
     rpc_slots: Arc<Semaphore>,
     status: watch::Sender<DhtStatus>,
+    requests_handled: CountByKind,
+    rpcs_sent: CountByKind,
+    /// `dht_routing_table_peers`, set after every input: its handle is looked up once.
+    table_gauge: OnceLock<metrics::Gauge>,
 }
 
 /// Starts the driver for `transport`'s node; it runs until `shutdown` flips to true.
@@ -387,6 +391,9 @@ pub fn spawn(
         waiting: BTreeMap::new(),
         rpc_slots: Arc::new(Semaphore::new(RPCS_IN_FLIGHT_MAX)),
         status: status_tx,
+        requests_handled: CountByKind::new("dht_requests_handled_total"),
+        rpcs_sent: CountByKind::new("dht_rpcs_sent_total"),
+        table_gauge: OnceLock::new(),
     };
     tokio::spawn(async move {
         loop {
@@ -448,8 +455,7 @@ impl Driver {
                 request,
                 reply,
             } => {
-                metrics::counter!("dht_requests_handled_total", "kind" => kind(&request))
-                    .increment(1);
+                self.requests_handled.increment(&request);
                 let _ = reply.send(self.dht.handle_request(now, from, request));
             }
             Command::FindNode { target, reply } => {
@@ -530,13 +536,8 @@ impl Driver {
                 // a probe cascade: one ping per connection, whatever the traffic). A peer
                 // that dialed us is a stranger until it answers a request of ours: the
                 // overlay verifies it when it first asks something.
-                let addr = info
-                    .listen_addrs
-                    .iter()
-                    .find_map(|a| a.parse().ok())
-                    .unwrap_or(info.remote_addr);
                 self.dht
-                    .insert_peer(self.clock.now(), NetPeer::new(info.id, addr));
+                    .insert_peer(self.clock.now(), NetPeer::new(info.id, info.dial_addr()));
             }
             Ok(PeerEvent::Disconnected {
                 id,
@@ -604,7 +605,9 @@ impl Driver {
             replicas_mean_milli: self.replicas_mean_milli,
             peers_seen: self.peers_seen,
         };
-        metrics::gauge!("dht_routing_table_peers").set(status.routing_table_size as f64);
+        self.table_gauge
+            .get_or_init(|| metrics::gauge!("dht_routing_table_peers"))
+            .set(status.routing_table_size as f64);
         self.status.send_if_modified(|old| {
             let changed = *old != status;
             *old = status;
@@ -642,7 +645,7 @@ impl Driver {
 
     /// Sends one RPC on its own task; the outcome comes back through `outcomes`.
     fn send(&mut self, rpc: RpcId, to: NetPeer, request: Request) {
-        metrics::counter!("dht_rpcs_sent_total", "kind" => kind(&request)).increment(1);
+        self.rpcs_sent.increment(&request);
         let Ok(permit) = self.rpc_slots.clone().try_acquire_owned() else {
             // Over our own in-flight cap: fail it now rather than queue without bound. A
             // shortage of ours, never counted against the peer.
@@ -671,15 +674,38 @@ impl Driver {
     }
 }
 
-/// A request's kind, the label of the `dht_rpcs_sent_total` and `dht_requests_handled_total`
-/// counters: pings against FIND_NODEs is how a probe cascade shows (`testing/tests/
-/// dht_probes.rs`).
-fn kind(r: &Request) -> &'static str {
+/// A request's kind: its slot in a [`CountByKind`] and its label in `dht_rpcs_sent_total`
+/// and `dht_requests_handled_total`; pings against FIND_NODEs is how a probe cascade shows
+/// (`testing/tests/dht_probes.rs`).
+fn kind(r: &Request) -> (usize, &'static str) {
     match r {
-        Request::Ping => "ping",
-        Request::FindNode(_) => "find_node",
-        Request::GetProviders(_) => "get_providers",
-        Request::AddProvider(_) => "add_provider",
+        Request::Ping => (0, "ping"),
+        Request::FindNode(_) => (1, "find_node"),
+        Request::GetProviders(_) => (2, "get_providers"),
+        Request::AddProvider(_) => (3, "add_provider"),
+    }
+}
+
+/// A counter labelled by request kind whose handles are looked up once: every RPC and every
+/// inbound request is counted, and a lookup by name hashes the name and its labels.
+struct CountByKind {
+    name: &'static str,
+    handles: [OnceLock<metrics::Counter>; 4],
+}
+
+impl CountByKind {
+    fn new(name: &'static str) -> CountByKind {
+        CountByKind {
+            name,
+            handles: Default::default(),
+        }
+    }
+
+    fn increment(&self, r: &Request) {
+        let (i, label) = kind(r);
+        self.handles[i]
+            .get_or_init(|| metrics::counter!(self.name, "kind" => label))
+            .increment(1);
     }
 }
 

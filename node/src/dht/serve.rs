@@ -4,8 +4,6 @@
 //! under its bounds, handed to the driver, and the answer encoded back. A body that does not
 //! decode is answered 400 and counted by reason; the driver never sees it.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use wire::dht::DhtRequest;
 use wire::{Status, message};
@@ -32,15 +30,7 @@ pub async fn serve_dht(
         }
     };
     let from = ex.peer();
-    // Dial the sender back where it says it listens; the connection's source address is
-    // only a fallback (it is the right one on loopback and without NAT).
-    let addr: Option<SocketAddr> = transport.peer(&from).map(|info| {
-        info.listen_addrs
-            .iter()
-            .find_map(|a| a.parse().ok())
-            .unwrap_or(info.remote_addr)
-    });
-    let Some(addr) = addr else {
+    let Some(addr) = transport.peer_dial_addr(&from) else {
         return ex.respond(Status::Unavailable, Bytes::new()).await;
     };
     let answer = match dht

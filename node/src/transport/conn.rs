@@ -279,22 +279,24 @@ fn peer_conn(
     hello: Hello,
     negotiated: Negotiated,
 ) -> PeerConn {
+    let info = PeerInfo {
+        id,
+        remote_addr,
+        role,
+        listen_addrs: hello.listen_addrs,
+        app_protos: hello.app_protos,
+        negotiated,
+    };
     PeerConn {
         conn,
+        dial_addr: info.dial_addr(),
         buffer: Arc::new(tokio::sync::Semaphore::new(config.connection_buffer_bytes)),
         inbound: Arc::new(tokio::sync::Semaphore::new(config.max_inbound_per_peer)),
         limits: Limits::new(negotiated.max_frame),
         opened,
         established: Instant::now(),
         usage: super::peers::Usage::new(Instant::now()),
-        info: Arc::new(PeerInfo {
-            id,
-            remote_addr,
-            role,
-            listen_addrs: hello.listen_addrs,
-            app_protos: hello.app_protos,
-            negotiated,
-        }),
+        info: Arc::new(info),
     }
 }
 

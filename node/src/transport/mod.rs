@@ -393,6 +393,12 @@ impl Transport {
         self.shared.peers.get(id).map(|pc| (*pc.info).clone())
     }
 
+    /// Where to dial a connected peer back ([`PeerInfo::dial_addr`]), without copying its
+    /// [`PeerInfo`]: asked for every inbound DHT request.
+    pub fn peer_dial_addr(&self, id: &NodeId) -> Option<SocketAddr> {
+        self.shared.peers.dial_addr(id)
+    }
+
     /// How many peers are connected.
     pub fn connection_count(&self) -> usize {
         self.shared.peers.len()

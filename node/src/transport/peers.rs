@@ -51,6 +51,17 @@ pub struct PeerInfo {
     pub negotiated: Negotiated,
 }
 
+impl PeerInfo {
+    /// Where to dial the peer back: the first address it states in HELLO that parses, else
+    /// the connection's source address (the right one on loopback and without NAT).
+    pub fn dial_addr(&self) -> SocketAddr {
+        self.listen_addrs
+            .iter()
+            .find_map(|a| a.parse().ok())
+            .unwrap_or(self.remote_addr)
+    }
+}
+
 /// A change in the set of connected peers, for the DHT driver and status pages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
@@ -86,6 +97,8 @@ pub(crate) struct PeerConn {
     /// Inbound exchanges this peer may have served at once: its share of the node's.
     pub(crate) inbound: Arc<tokio::sync::Semaphore>,
     pub(crate) info: Arc<PeerInfo>,
+    /// `info.dial_addr()`, worked out once: every inbound DHT request asks for it.
+    pub(crate) dial_addr: SocketAddr,
     pub(crate) limits: Limits,
     /// When its handshake began here: our dial started, or the peer's first packet arrived.
     pub(crate) opened: Instant,
@@ -198,6 +211,14 @@ impl PeerTable {
     /// The live connection in use for `id`.
     pub(crate) fn get(&self, id: &NodeId) -> Option<PeerConn> {
         self.lock().get(id).filter(|pc| pc.is_alive()).cloned()
+    }
+
+    /// Where to dial the peer of the live connection for `id` back.
+    pub(crate) fn dial_addr(&self, id: &NodeId) -> Option<SocketAddr> {
+        self.lock()
+            .get(id)
+            .filter(|pc| pc.is_alive())
+            .map(|pc| pc.dial_addr)
     }
 
     /// A live connection whose remote end is `addr`. Only the path QUIC validated counts:
