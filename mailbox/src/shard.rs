@@ -110,6 +110,14 @@ impl ShardState {
         expires_ms: u64,
         replaying_seq: Option<u64>,
     ) -> Insert {
+        if replaying_seq.is_some() {
+            // The journal's order is the truth: a Put after a Remove of the same id is a
+            // resend after the tombstone had expired (expiry is not journaled).
+            if let Some(until) = self.tombstones.remove(&id) {
+                self.tomb_order.remove(&(until, id));
+                self.record_bytes = self.record_bytes.saturating_sub(TOMBSTONE_RECORD);
+            }
+        }
         if self.index.contains_key(&id) || self.tombstones.contains_key(&id) {
             return Insert::Duplicate;
         }

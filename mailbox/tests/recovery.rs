@@ -235,3 +235,22 @@ fn a_directory_keeps_its_shard_count() {
     };
     assert!(MailboxStore::open(cfg, T0).is_err());
 }
+
+#[test]
+fn a_key_reused_after_its_tombstone_expired_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (s, _) = MailboxStore::open(Config::durable(dir.path()), T0).unwrap();
+        let mut m = msg("k", 10);
+        m.ttl_ms = 1000;
+        let id = s.send(at(0), m).unwrap().id;
+        assert_eq!(s.ack(at(1), &OWNER, &[id]).unwrap(), 1);
+        assert!(s.send(at(2), msg("k", 10)).unwrap().duplicate);
+        // The tombstone lives as long as the message would have.
+        s.maintain(at(1000)).unwrap();
+        assert!(!s.send(at(1001), msg("k", 10)).unwrap().duplicate);
+    }
+    let (s, report) = MailboxStore::open(Config::durable(dir.path()), at(1002)).unwrap();
+    assert_eq!(report.messages, 1);
+    assert_eq!(peek_keys(&s, at(1002)), ["k"]);
+}
