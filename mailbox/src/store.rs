@@ -366,6 +366,9 @@ impl MailboxStore {
 
     /// Deletes the messages of `mailbox` named by `ids` (ids of other mailboxes, and ids not
     /// held, are ignored); returns how many were deleted, once the deletion is durable.
+    /// An ack deletes whether or not the message is still in flight: the owner has it.
+    /// `now` keeps every call's shape the same (time first); the ack itself does not
+    /// depend on it.
     pub fn ack(&self, now: Duration, mailbox: &NodeId, ids: &[MsgId]) -> Result<u32, StoreError> {
         let _ = now;
         let shard = self.shard(mailbox);
