@@ -81,6 +81,27 @@ def objects():
     write("object_messages", "resp_stored", b"\x01" + b"\x02")
 
 
+def mailbox():
+    def envelope(key, ttl, e2e, payload):
+        return (bytes([1]) * 32 + bytes([2]) * 32 + varint(len(key)) + key + varint(ttl)
+                + bytes([e2e]) + varint(len(payload)) + payload)
+
+    e = envelope(b"k1", 60000, 1, b"hi")
+    write("mailbox_messages", "req_send", b"\x00" + b"\x00" + e)
+    write("mailbox_messages", "req_send_64k", b"\x00" + b"\x00" + envelope(b"k" * 64, 0, 0, bytes(65536)))
+    write("mailbox_messages", "req_send_empty_key", b"\x00" + b"\x00" + envelope(b"", 1, 0, b"x"))
+    write("mailbox_messages", "req_fetch", b"\x00" + b"\x01" + bytes([1]) * 32 + varint(0) + varint(100)
+          + varint(65536) + varint(30000))
+    write("mailbox_messages", "req_fetch_count_zero", b"\x00" + b"\x01" + bytes([1]) * 32 + varint(0)
+          + varint(0) + varint(1) + varint(0))
+    write("mailbox_messages", "req_ack", b"\x00" + b"\x02" + bytes([1]) * 32 + varint(1) + bytes([3]) * 32)
+    write("mailbox_messages", "req_replicate", b"\x00" + b"\x03" + varint(2) + e + envelope(b"k2", 5, 0, b""))
+    write("mailbox_messages", "resp_refused", b"\x01" + b"\x01" + b"\x01" + varint(5000))
+    write("mailbox_messages", "resp_batch", b"\x01" + b"\x02" + varint(1) + varint(7) + varint(1) + e
+          + varint(7) + b"\x00")
+    write("mailbox_messages", "resp_stored", b"\x01" + b"\x00" + b"\x01")
+
+
 def hello_body(versions, max_frame, inflight, flags, protos, addrs):
     return (varint(len(versions)) + b"".join(varint(v) for v in versions) + varint(max_frame)
             + varint(inflight) + varint(flags) + varint(len(protos))
@@ -185,6 +206,7 @@ if __name__ == "__main__":
     frames()
     dht()
     objects()
+    mailbox()
     hello()
     ranges()
     caps()

@@ -6,6 +6,7 @@
 //! Layout (module: target, what a peer or a user controls):
 //! - [`frames`]: `decode`, OAP/1 frames and the incremental decoder.
 //! - [`messages`]: `dht_messages` and `object_messages`, app protocol bodies.
+//! - [`mailbox`]: `mailbox_messages`, app protocol 3 bodies.
 //! - [`hello`]: `hello`, HELLO statements and their negotiation.
 //! - [`range`]: `range_header`, the gateway's `Range` parser.
 //! - [`caps`]: `cap_token`, capability tokens.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod frames;
 pub mod hello;
 pub mod input;
+pub mod mailbox;
 pub mod messages;
 pub mod overlay_machine;
 pub mod range;

@@ -16,6 +16,7 @@
 //! - [`tree`]: the verified slice format object bytes travel in (BLAKE3 tree cut at 16 KiB).
 //! - [`control`]: app protocol 0, HELLO and PING, and HELLO negotiation.
 //! - [`dht`]: app protocol 1, the Kademlia RPCs on the wire, with bounds.
+//! - [`mailbox`]: app protocol 3, store-and-forward messages to a node id, with bounds.
 //! - [`id`]: [`NodeId`], a peer's public key and its text form.
 //! - [`json`]: the JSON form of a frame shared by the test vectors and `oap1-decode`.
 
@@ -27,6 +28,7 @@ pub mod error;
 pub mod frame;
 pub mod id;
 pub mod json;
+pub mod mailbox;
 pub mod message;
 pub mod object;
 pub mod sequence;

@@ -1,0 +1,86 @@
+//! The store's limits, each named and defaulted: the node fills a [`Config`] from its own
+//! configuration file. Every count and byte figure the store keeps is capped by one of them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Most shards a store may have.
+pub const SHARDS_MAX: usize = 256;
+
+/// How much one sender and one mailbox may hold (per holder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quotas {
+    /// Messages one mailbox holds at most.
+    pub mailbox_count_max: usize,
+    /// Payload bytes one mailbox holds at most.
+    pub mailbox_bytes_max: u64,
+    /// Messages one sender holds at most in any one mailbox.
+    pub sender_count_max: usize,
+    /// Payload bytes one sender holds at most in any one mailbox.
+    pub sender_bytes_max: u64,
+    /// Payload bytes the whole store holds at most.
+    pub store_bytes_max: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Quotas {
+        Quotas {
+            mailbox_count_max: 10_000,
+            mailbox_bytes_max: 64 << 20,
+            sender_count_max: 1_000,
+            sender_bytes_max: 16 << 20,
+            store_bytes_max: 1 << 30,
+        }
+    }
+}
+
+/// Where and how the store keeps its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Directory of the shard journals; `None` is amnesia mode: memory only, nothing written.
+    pub dir: Option<PathBuf>,
+    /// Number of shards (1 to [`SHARDS_MAX`]); fixed for a directory once created.
+    pub shards: usize,
+    /// TTL of a message that asks for none.
+    pub ttl_default: Duration,
+    /// Longest TTL; longer requests are cut to it.
+    pub ttl_max: Duration,
+    /// Count and byte quotas.
+    pub quotas: Quotas,
+    /// A message delivered this many times without an ack is dead-lettered on the next
+    /// fetch (a poison message must not loop for ever).
+    pub deliveries_max: u32,
+    /// Acknowledged ids remembered per shard (so a retried send or a late replica is not
+    /// stored again); past this the ones expiring first are forgotten.
+    pub tombstones_max: usize,
+    /// A shard's journal is compacted by `maintain` once it is over this size and over
+    /// twice what its live records need.
+    pub compact_min_bytes: u64,
+    /// The `Retry-After` advice on a quota refusal.
+    pub quota_retry_after: Duration,
+}
+
+impl Config {
+    /// Defaults, durable in `dir`.
+    pub fn durable(dir: impl Into<PathBuf>) -> Config {
+        Config {
+            dir: Some(dir.into()),
+            ..Config::amnesia()
+        }
+    }
+
+    /// Defaults, memory only.
+    pub fn amnesia() -> Config {
+        Config {
+            dir: None,
+            shards: 16,
+            ttl_default: Duration::from_secs(7 * 24 * 3600),
+            ttl_max: Duration::from_secs(7 * 24 * 3600),
+            quotas: Quotas::default(),
+            deliveries_max: 16,
+            tombstones_max: 100_000,
+            compact_min_bytes: 8 << 20,
+            quota_retry_after: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! A shard's append-only journal: every change to the shard's durable state is one
+//! checksummed record, and a send is acknowledged only once its record is fsynced.
+//!
+//! Record: `len: u32 LE` (body bytes, at most [`RECORD_MAX`]), `check: u64 LE` (the first 8
+//! bytes of BLAKE3 of the body), then the body: a tag byte and the fields, integers little
+//! endian ([`Record`]). Visibility (in flight or not) is not journaled: after a restart
+//! every held message is visible again, which at-least-once delivery allows.
+//!
+//! Group commit: appends go to an in-memory buffer under the shard's lock and get a
+//! sequence number (`lsn`); [`Journal::sync`] then makes everything up to that number
+//! durable. One caller at a time writes the buffer and fsyncs, outside every lock; the
+//! others wait for it, and one fsync covers every record appended before it started.
+//!
+//! Replay ([`replay`]) reads records until the end of the file. A torn last record (the
+//! header or body cut short, or a checksum failure in the final record, as a crash in the
+//! middle of a write leaves) is counted and cut off, and the file truncated to the last
+//! good record. Any other bad record is corruption and a [`StoreError::Corrupt`]: skipping
+//! it could drop an acknowledged message or resurrect an acknowledged one.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use wire::NodeId;
+use wire::mailbox::{IDEMPOTENCY_KEY_MAX, MsgId, PAYLOAD_MAX};
+
+use crate::error::StoreError;
+
+/// Record header: length and checksum.
+pub const HEADER: usize = 12;
+/// Largest record body: a full payload, the longest key and the fixed fields.
+pub const RECORD_MAX: usize = PAYLOAD_MAX + IDEMPOTENCY_KEY_MAX + 128;
+
+const TAG_PUT: u8 = 1;
+const TAG_REMOVE: u8 = 2;
+
+/// One change to a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A message was stored.
+    Put {
+        /// The shard's sequence number.
+        seq: u64,
+        /// Mailbox.
+        mailbox: NodeId,
+        /// Sender.
+        sender: NodeId,
+        /// Expiry, ms since the epoch.
+        expires_ms: u64,
+        /// End-to-end encrypted payload.
+        e2e: bool,
+        /// Idempotency key.
+        key: Vec<u8>,
+        /// Payload.
+        payload: Vec<u8>,
+    },
+    /// A message was acknowledged or dead-lettered; remember its id until `tombstone_ms`
+    /// (0: not at all).
+    Remove {
+        /// The message.
+        id: MsgId,
+        /// Tombstone expiry, ms since the epoch.
+        tombstone_ms: u64,
+    },
+}
+
+impl Record {
+    /// Encoded size, header included.
+    pub fn encoded_len(&self) -> usize {
+        HEADER
+            + match self {
+                Record::Put { key, payload, .. } => {
+                    1 + 8 + 32 + 32 + 8 + 1 + 1 + key.len() + 4 + payload.len()
+                }
+                Record::Remove { .. } => 1 + 32 + 8,
+            }
+    }
+
+    /// Appends the framed record to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; HEADER]);
+        match self {
+            Record::Put {
+                seq,
+                mailbox,
+                sender,
+                expires_ms,
+                e2e,
+                key,
+                payload,
+            } => {
+                out.push(TAG_PUT);
+                out.extend_from_slice(&seq.to_le_bytes());
+                out.extend_from_slice(&mailbox.0);
+                out.extend_from_slice(&sender.0);
+                out.extend_from_slice(&expires_ms.to_le_bytes());
+                out.push(u8::from(*e2e));
+                // Keys are at most 64 bytes and payloads 64 KiB (checked before a record
+                // is built), so the narrowing casts below cannot truncate.
+                out.push(key.len() as u8);
+                out.extend_from_slice(key);
+                out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                out.extend_from_slice(payload);
+            }
+            Record::Remove { id, tombstone_ms } => {
+                out.push(TAG_REMOVE);
+                out.extend_from_slice(&id.0);
+                out.extend_from_slice(&tombstone_ms.to_le_bytes());
+            }
+        }
+        let body_len = out.len() - start - HEADER;
+        let check = checksum(&out[start + HEADER..]);
+        out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        out[start + 4..start + HEADER].copy_from_slice(&check.to_le_bytes());
+    }
+
+    /// Parses a body whose checksum matched.
+    pub fn decode(body: &[u8]) -> Option<Record> {
+        let mut r = Cursor(body);
+        let rec = match r.u8()? {
+            TAG_PUT => {
+                let seq = r.u64()?;
+                let mailbox = NodeId(r.array()?);
+                let sender = NodeId(r.array()?);
+                let expires_ms = r.u64()?;
+                let e2e = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                };
+                let key_len = r.u8()? as usize;
+                if key_len == 0 || key_len > IDEMPOTENCY_KEY_MAX {
+                    return None;
+                }
+                let key = r.take(key_len)?.to_vec();
+                let len = u32::from_le_bytes(r.array()?) as usize;
+                if len > PAYLOAD_MAX {
+                    return None;
+                }
+                let payload = r.take(len)?.to_vec();
+                Record::Put {
+                    seq,
+                    mailbox,
+                    sender,
+                    expires_ms,
+                    e2e,
+                    key,
+                    payload,
+                }
+            }
+            TAG_REMOVE => Record::Remove {
+                id: MsgId(r.array()?),
+                tombstone_ms: r.u64()?,
+            },
+            _ => return None,
+        };
+        r.0.is_empty().then_some(rec)
+    }
+}
+
+fn checksum(body: &[u8]) -> u64 {
+    let h = blake3::hash(body);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b)
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.array()?))
+    }
+}
+
+/// What replaying a journal found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Good records applied.
+    pub records: u64,
+    /// Torn last records cut off (0 or 1).
+    pub torn: u64,
+    /// Bytes cut off with them.
+    pub torn_bytes: u64,
+    /// Length of the file after the cut.
+    pub len: u64,
+}
+
+/// Reads every record of the journal at `path` (a missing file is empty), handing each to
+/// `apply`, and truncates a torn tail.
+pub fn replay(path: &Path, mut apply: impl FnMut(Record)) -> Result<Replayed, StoreError> {
+    let io = |op, source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
+        Err(e) => return Err(io("open", e)),
+    };
+    let file_len = file.metadata().map_err(|e| io("stat", e))?.len();
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut out = Replayed::default();
+    let mut offset = 0u64;
+    let mut body = Vec::new();
+    let corrupt = |offset, why| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        why,
+    };
+    while offset < file_len {
+        let left = file_len - offset;
+        if left < HEADER as u64 {
+            break; // torn header
+        }
+        let mut header = [0u8; HEADER];
+        reader.read_exact(&mut header).map_err(|e| io("read", e))?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
+        let mut check = [0u8; 8];
+        check.copy_from_slice(&header[4..]);
+        let end = offset + HEADER as u64 + len;
+        if end > file_len {
+            break; // torn body (or a length garbled in the last record: same cut)
+        }
+        if len > RECORD_MAX as u64 {
+            return Err(corrupt(offset, "record length over RECORD_MAX"));
+        }
+        body.resize(len as usize, 0);
+        reader.read_exact(&mut body).map_err(|e| io("read", e))?;
+        if checksum(&body) != u64::from_le_bytes(check) {
+            if end == file_len {
+                break; // the last record, half written
+            }
+            return Err(corrupt(offset, "checksum mismatch before the last record"));
+        }
+        let Some(rec) = Record::decode(&body) else {
+            return Err(corrupt(offset, "record does not parse"));
+        };
+        apply(rec);
+        out.records += 1;
+        offset = end;
+    }
+    if offset < file_len {
+        out.torn = 1;
+        out.torn_bytes = file_len - offset;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| io("open", e))?;
+        f.set_len(offset).map_err(|e| io("truncate", e))?;
+        f.sync_all().map_err(|e| io("fsync", e))?;
+    }
+    out.len = offset;
+    Ok(out)
+}
+
+/// The open journal of one shard, with group commit.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+    synced: Condvar,
+}
+
+#[derive(Debug)]
+struct Inner {
+    file: Arc<File>,
+    /// Records appended and not yet written.
+    buf: Vec<u8>,
+    /// Number of the last record appended.
+    appended: u64,
+    /// Number of the last record durable.
+    durable: u64,
+    /// A caller is writing and fsyncing right now.
+    syncing: bool,
+    failed: bool,
+    /// Bytes in the file plus the buffer.
+    len: u64,
+}
+
+impl Journal {
+    /// Opens (creating) the journal at `path` for appending; `len` is its length after
+    /// replay.
+    pub fn open(path: &Path, len: u64) -> Result<Journal, StoreError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| StoreError::Io {
+                op: "open",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Journal {
+            path: path.to_path_buf(),
+            inner: Mutex::new(Inner {
+                file: Arc::new(file),
+                buf: Vec::with_capacity(64 * 1024),
+                appended: 0,
+                durable: 0,
+                syncing: false,
+                failed: false,
+                len,
+            }),
+            synced: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain counters and a byte buffer: nothing
+        // half-updated that later callers could misread, so a poisoned lock is taken over.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a record to the buffer; returns its number for [`Journal::sync`]. Called
+    /// under the shard's lock, so records are in the order of the changes.
+    pub fn append(&self, rec: &Record) -> u64 {
+        let mut g = self.lock();
+        let before = g.buf.len();
+        rec.encode(&mut g.buf);
+        g.len += (g.buf.len() - before) as u64;
+        g.appended += 1;
+        g.appended
+    }
+
+    /// The number of the last record appended (to sync a duplicate's answer).
+    pub fn appended(&self) -> u64 {
+        self.lock().appended
+    }
+
+    /// Bytes in the journal, buffered ones included.
+    pub fn len(&self) -> u64 {
+        self.lock().len
+    }
+
+    /// Whether the journal holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Returns once record `lsn` and all before it are durable.
+    pub fn sync(&self, lsn: u64) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        loop {
+            if g.failed {
+                return Err(StoreError::Failed(self.path.clone()));
+            }
+            if g.durable >= lsn {
+                return Ok(());
+            }
+            if g.syncing {
+                g = self.synced.wait(g).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // Become the writer for everything appended so far.
+            g.syncing = true;
+            let buf = std::mem::take(&mut g.buf);
+            let upto = g.appended;
+            let file = Arc::clone(&g.file);
+            drop(g);
+            let res = (&*file).write_all(&buf).and_then(|()| file.sync_data());
+            g = self.lock();
+            g.syncing = false;
+            // Give the allocation back for the next group.
+            if g.buf.is_empty() {
+                let mut buf = buf;
+                buf.clear();
+                g.buf = buf;
+            }
+            match res {
+                Ok(()) => g.durable = upto,
+                Err(source) => {
+                    g.failed = true;
+                    self.synced.notify_all();
+                    return Err(StoreError::Io {
+                        op: "append",
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    /// Replaces the journal by `records` (the shard's live state), durably: written to a
+    /// temporary file, fsynced, renamed over the journal, the directory fsynced. Called
+    /// under the shard's lock, so nothing is appended meanwhile; records buffered and not
+    /// yet written are covered by the new file, and their waiters released.
+    pub fn rewrite(&self, records: impl Iterator<Item = Record>) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        while g.syncing {
+            g = self.synced.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        if g.failed {
+            return Err(StoreError::Failed(self.path.clone()));
+        }
+        let tmp = self.path.with_extension("compact");
+        let io = |op, path: &Path, source| StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut out = Vec::with_capacity(1 << 20);
+        let mut len = 0u64;
+        {
+            let mut f = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+            for rec in records {
+                rec.encode(&mut out);
+                if out.len() >= 1 << 20 {
+                    f.write_all(&out).map_err(|e| io("write", &tmp, e))?;
+                    len += out.len() as u64;
+                    out.clear();
+                }
+            }
+            f.write_all(&out).map_err(|e| io("write", &tmp, e))?;
+            len += out.len() as u64;
+            f.sync_all().map_err(|e| io("fsync", &tmp, e))?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(|e| io("rename", &self.path, e))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("fsync", dir, e))?;
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| io("open", &self.path, e))?;
+        g.file = Arc::new(file);
+        g.buf.clear();
+        g.durable = g.appended;
+        g.len = len;
+        self.synced.notify_all();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_bad_bodies_do_not_parse() {
+        let recs = [
+            Record::Put {
+                seq: 9,
+                mailbox: NodeId([1; 32]),
+                sender: NodeId([2; 32]),
+                expires_ms: 1234,
+                e2e: true,
+                key: b"k".to_vec(),
+                payload: vec![5; 1000],
+            },
+            Record::Remove {
+                id: MsgId([3; 32]),
+                tombstone_ms: 77,
+            },
+        ];
+        for rec in recs {
+            let mut out = Vec::new();
+            rec.encode(&mut out);
+            assert_eq!(out.len(), rec.encoded_len());
+            assert_eq!(Record::decode(&out[HEADER..]), Some(rec));
+            assert_eq!(Record::decode(&out[HEADER..out.len() - 1]), None);
+            let mut longer = out[HEADER..].to_vec();
+            longer.push(0);
+            assert_eq!(Record::decode(&longer), None);
+        }
+        assert_eq!(Record::decode(&[9]), None);
+        assert_eq!(Record::decode(&[]), None);
+    }
+}

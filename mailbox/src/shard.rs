@@ -1,0 +1,418 @@
+//! One shard's mailboxes in memory, and every delivery rule: the store wraps each call in
+//! the shard's lock and journals the [`Record`]s it returns.
+//!
+//! The rules:
+//! - **Idempotency.** A message is known by its derived id; a send of an id held, or
+//!   tombstoned (acknowledged or dead-lettered, until the message would have expired), is a
+//!   duplicate: answered as success, nothing stored.
+//! - **Order.** Each mailbox keeps its messages by the shard's sequence number (arrival
+//!   order). A fetch returns visible messages in that order, skipping every sender that has
+//!   a message in flight (fetched, not acknowledged, not yet visible again): per-sender
+//!   FIFO, redeliveries included.
+//! - **At-least-once.** A fetched message is invisible until `now + visibility`, then
+//!   visible again; an ack deletes it. Delivered `deliveries_max` times without an ack, it
+//!   is dead-lettered.
+//! - **TTL.** A message expires at `received + ttl` (the default if none, cut to the
+//!   maximum); expired messages are never delivered and are dropped by `expire`.
+//! - **Quotas.** Per mailbox and per sender within a mailbox, in messages and in bytes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use wire::NodeId;
+use wire::mailbox::{Delivered, Envelope, MsgId};
+
+use crate::config::Config;
+use crate::error::QuotaScope;
+use crate::journal::Record;
+
+/// What one fetch may return and how long it hides what it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Only messages with a sequence number above this (0: from the start).
+    pub after: u64,
+    /// At most this many messages.
+    pub max_count: usize,
+    /// At most this many payload bytes (one message is returned whatever its size).
+    pub max_bytes: usize,
+    /// How long returned messages stay invisible; zero peeks.
+    pub visibility_ms: u64,
+}
+
+/// Messages dropped without an ack, by reason (`mailbox_dlq_total{reason}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeadLetters {
+    /// Their TTL ran out.
+    pub expired: u64,
+    /// Delivered `deliveries_max` times without an ack.
+    pub deliveries_exhausted: u64,
+}
+
+#[derive(Debug)]
+struct Stored {
+    id: MsgId,
+    sender: NodeId,
+    key: Vec<u8>,
+    e2e: bool,
+    payload: Vec<u8>,
+    expires_ms: u64,
+    /// In flight until then (`<= now`: visible).
+    visible_ms: u64,
+    deliveries: u32,
+}
+
+#[derive(Debug, Default)]
+struct Mailbox {
+    msgs: BTreeMap<u64, Stored>,
+    bytes: u64,
+    /// Per sender: messages and payload bytes held.
+    senders: HashMap<NodeId, (usize, u64)>,
+}
+
+/// The outcome of [`ShardState::insert`].
+#[derive(Debug)]
+pub enum Insert {
+    /// Stored; journal this record.
+    Stored(Record),
+    /// Already held or tombstoned.
+    Duplicate,
+    /// Over a quota.
+    Over(QuotaScope),
+}
+
+/// A shard's state.
+#[derive(Debug, Default)]
+pub struct ShardState {
+    mailboxes: HashMap<NodeId, Mailbox>,
+    /// Where each held message is: its mailbox and sequence number.
+    index: HashMap<MsgId, (NodeId, u64)>,
+    tombstones: HashMap<MsgId, u64>,
+    tomb_order: BTreeSet<(u64, MsgId)>,
+    expiry: BTreeSet<(u64, MsgId)>,
+    next_seq: u64,
+    payload_bytes: u64,
+    /// Bytes the live state takes as journal records (to decide compaction).
+    record_bytes: u64,
+    /// Dead letters since open.
+    pub dead: DeadLetters,
+}
+
+const TOMBSTONE_RECORD: u64 = (crate::journal::HEADER + 1 + 32 + 8) as u64;
+
+impl ShardState {
+    /// Stores a message received at `now_ms`, expiring at `expires_ms`, unless it is a
+    /// duplicate or over a quota. Pure bookkeeping: the caller checked sizes and the store
+    /// quota, and journals the record.
+    pub fn insert(
+        &mut self,
+        cfg: &Config,
+        env: Envelope,
+        id: MsgId,
+        expires_ms: u64,
+        replaying_seq: Option<u64>,
+    ) -> Insert {
+        if replaying_seq.is_some() {
+            // The journal's order is the truth: a Put after a Remove of the same id is a
+            // resend after the tombstone had expired (expiry is not journaled).
+            if let Some(until) = self.tombstones.remove(&id) {
+                self.tomb_order.remove(&(until, id));
+                self.record_bytes = self.record_bytes.saturating_sub(TOMBSTONE_RECORD);
+            }
+        }
+        if self.index.contains_key(&id) || self.tombstones.contains_key(&id) {
+            return Insert::Duplicate;
+        }
+        let mb = self.mailboxes.entry(env.mailbox).or_default();
+        let len = env.payload.len() as u64;
+        if replaying_seq.is_none() {
+            let q = &cfg.quotas;
+            let (s_count, s_bytes) = mb.senders.get(&env.sender).copied().unwrap_or((0, 0));
+            if mb.msgs.len() >= q.mailbox_count_max || mb.bytes + len > q.mailbox_bytes_max {
+                return Insert::Over(QuotaScope::Mailbox);
+            }
+            if s_count >= q.sender_count_max || s_bytes + len > q.sender_bytes_max {
+                return Insert::Over(QuotaScope::Sender);
+            }
+        }
+        let seq = match replaying_seq {
+            Some(s) => s,
+            None => self.next_seq + 1,
+        };
+        self.next_seq = self.next_seq.max(seq);
+        let rec = Record::Put {
+            seq,
+            mailbox: env.mailbox,
+            sender: env.sender,
+            expires_ms,
+            e2e: env.e2e,
+            key: env.idempotency_key,
+            payload: env.payload,
+        };
+        self.record_bytes += rec.encoded_len() as u64;
+        let Record::Put { key, payload, .. } = &rec else {
+            return Insert::Duplicate;
+        };
+        let usage = mb.senders.entry(env.sender).or_insert((0, 0));
+        usage.0 += 1;
+        usage.1 += len;
+        mb.bytes += len;
+        mb.msgs.insert(
+            seq,
+            Stored {
+                id,
+                sender: env.sender,
+                key: key.clone(),
+                e2e: env.e2e,
+                payload: payload.clone(),
+                expires_ms,
+                visible_ms: 0,
+                deliveries: 0,
+            },
+        );
+        self.payload_bytes += len;
+        self.index.insert(id, (env.mailbox, seq));
+        self.expiry.insert((expires_ms, id));
+        Insert::Stored(rec)
+    }
+
+    /// Removes a held message and remembers its id until it would have expired. Returns
+    /// its payload length and the record to journal, or `None` if not held.
+    pub fn remove(&mut self, cfg: &Config, id: &MsgId) -> Option<(u64, Record)> {
+        let (mailbox, seq) = self.index.remove(id)?;
+        let mb = self.mailboxes.get_mut(&mailbox)?;
+        let m = mb.msgs.remove(&seq)?;
+        let len = m.payload.len() as u64;
+        self.record_bytes = self
+            .record_bytes
+            .saturating_sub((crate::journal::HEADER + 87 + m.key.len() + m.payload.len()) as u64);
+        mb.bytes -= len;
+        if let Some(u) = mb.senders.get_mut(&m.sender) {
+            u.0 -= 1;
+            u.1 -= len;
+            if u.0 == 0 {
+                mb.senders.remove(&m.sender);
+            }
+        }
+        if mb.msgs.is_empty() {
+            self.mailboxes.remove(&mailbox);
+        }
+        self.payload_bytes -= len;
+        self.expiry.remove(&(m.expires_ms, *id));
+        self.add_tombstone(cfg, *id, m.expires_ms);
+        Some((
+            len,
+            Record::Remove {
+                id: *id,
+                tombstone_ms: m.expires_ms,
+            },
+        ))
+    }
+
+    /// Remembers `id` until `until_ms`, forgetting the tombstone expiring first when full.
+    pub fn add_tombstone(&mut self, cfg: &Config, id: MsgId, until_ms: u64) {
+        if cfg.tombstones_max == 0 || until_ms == 0 {
+            return;
+        }
+        if let Some(old) = self.tombstones.insert(id, until_ms) {
+            self.tomb_order.remove(&(old, id));
+        } else {
+            self.record_bytes += TOMBSTONE_RECORD;
+        }
+        self.tomb_order.insert((until_ms, id));
+        while self.tombstones.len() > cfg.tombstones_max {
+            let Some(first) = self.tomb_order.pop_first() else {
+                break;
+            };
+            self.tombstones.remove(&first.1);
+            self.record_bytes = self.record_bytes.saturating_sub(TOMBSTONE_RECORD);
+        }
+    }
+
+    /// Applies a replayed `Remove` (the message may be gone already).
+    pub fn replay_remove(&mut self, cfg: &Config, id: MsgId, tombstone_ms: u64) -> u64 {
+        match self.remove(cfg, &id) {
+            Some((len, _)) => len,
+            None => {
+                self.add_tombstone(cfg, id, tombstone_ms);
+                0
+            }
+        }
+    }
+
+    /// Drops messages and tombstones expired at `now_ms`; returns the payload bytes freed.
+    /// Not journaled: replay drops them again by their expiry.
+    pub fn expire(&mut self, now_ms: u64) -> u64 {
+        let mut freed = 0;
+        while let Some(&(at, id)) = self.expiry.first() {
+            if at > now_ms {
+                break;
+            }
+            self.expiry.pop_first();
+            let Some((mailbox, seq)) = self.index.remove(&id) else {
+                continue;
+            };
+            let Some(mb) = self.mailboxes.get_mut(&mailbox) else {
+                continue;
+            };
+            let Some(m) = mb.msgs.remove(&seq) else {
+                continue;
+            };
+            let len = m.payload.len() as u64;
+            self.record_bytes = self.record_bytes.saturating_sub(
+                (crate::journal::HEADER + 87 + m.key.len() + m.payload.len()) as u64,
+            );
+            mb.bytes -= len;
+            if let Some(u) = mb.senders.get_mut(&m.sender) {
+                u.0 -= 1;
+                u.1 -= len;
+                if u.0 == 0 {
+                    mb.senders.remove(&m.sender);
+                }
+            }
+            if mb.msgs.is_empty() {
+                self.mailboxes.remove(&mailbox);
+            }
+            self.payload_bytes -= len;
+            freed += len;
+            self.dead.expired += 1;
+        }
+        while let Some(&(at, id)) = self.tomb_order.first() {
+            if at > now_ms {
+                break;
+            }
+            self.tomb_order.pop_first();
+            self.tombstones.remove(&id);
+            self.record_bytes = self.record_bytes.saturating_sub(TOMBSTONE_RECORD);
+        }
+        freed
+    }
+
+    /// The oldest visible messages of `mailbox` within `limits`, hidden until
+    /// `now_ms + visibility`; returns them, whether more were visible, and the records of
+    /// messages dead-lettered on the way (with their payload bytes).
+    pub fn fetch(
+        &mut self,
+        cfg: &Config,
+        now_ms: u64,
+        mailbox: &NodeId,
+        limits: FetchLimits,
+    ) -> (Vec<Delivered>, bool, Vec<(u64, Record)>) {
+        let mut out = Vec::new();
+        let mut dead = Vec::new();
+        let mut more = false;
+        let Some(mb) = self.mailboxes.get_mut(mailbox) else {
+            return (out, false, dead);
+        };
+        let mut blocked: Vec<NodeId> = Vec::new();
+        let mut bytes = 0usize;
+        let mut exhausted = Vec::new();
+        for (&seq, m) in mb.msgs.iter_mut() {
+            if m.expires_ms <= now_ms {
+                continue;
+            }
+            if m.visible_ms > now_ms {
+                if !blocked.contains(&m.sender) {
+                    blocked.push(m.sender);
+                }
+                continue;
+            }
+            if seq <= limits.after || blocked.contains(&m.sender) {
+                continue;
+            }
+            if out.len() >= limits.max_count
+                || (!out.is_empty() && bytes + m.payload.len() > limits.max_bytes)
+            {
+                more = true;
+                break;
+            }
+            if limits.visibility_ms > 0 {
+                if m.deliveries >= cfg.deliveries_max {
+                    exhausted.push(m.id);
+                    continue;
+                }
+                m.deliveries += 1;
+                m.visible_ms = now_ms.saturating_add(limits.visibility_ms);
+            }
+            bytes += m.payload.len();
+            out.push(Delivered {
+                seq,
+                deliveries: m.deliveries,
+                message: Envelope {
+                    mailbox: *mailbox,
+                    sender: m.sender,
+                    idempotency_key: m.key.clone(),
+                    ttl_ms: m.expires_ms - now_ms,
+                    e2e: m.e2e,
+                    payload: m.payload.clone(),
+                },
+            });
+        }
+        for id in exhausted {
+            if let Some(r) = self.remove(cfg, &id) {
+                self.dead.deliveries_exhausted += 1;
+                dead.push(r);
+            }
+        }
+        (out, more, dead)
+    }
+
+    /// Whether `id` is held in `mailbox`.
+    pub fn holds(&self, mailbox: &NodeId, id: &MsgId) -> bool {
+        self.index.get(id).is_some_and(|(m, _)| m == mailbox)
+    }
+
+    /// Messages held in `mailbox`.
+    pub fn depth(&self, mailbox: &NodeId) -> usize {
+        self.mailboxes.get(mailbox).map_or(0, |m| m.msgs.len())
+    }
+
+    /// Payload bytes held.
+    pub fn payload_bytes(&self) -> u64 {
+        self.payload_bytes
+    }
+
+    /// Bytes the live state needs as journal records.
+    pub fn record_bytes(&self) -> u64 {
+        self.record_bytes
+    }
+
+    /// Figures for metrics: (messages, in flight at `now_ms`, mailboxes, tombstones).
+    pub fn figures(&self, now_ms: u64) -> (usize, usize, usize, usize) {
+        let inflight = self
+            .mailboxes
+            .values()
+            .flat_map(|mb| mb.msgs.values())
+            .filter(|m| m.visible_ms > now_ms && m.expires_ms > now_ms)
+            .count();
+        (
+            self.index.len(),
+            inflight,
+            self.mailboxes.len(),
+            self.tombstones.len(),
+        )
+    }
+
+    /// The live state as journal records: every message, then every tombstone.
+    pub fn snapshot(&self) -> Vec<Record> {
+        let mut out = Vec::with_capacity(self.index.len() + self.tombstones.len());
+        for (mailbox, mb) in &self.mailboxes {
+            for (&seq, m) in &mb.msgs {
+                out.push(Record::Put {
+                    seq,
+                    mailbox: *mailbox,
+                    sender: m.sender,
+                    expires_ms: m.expires_ms,
+                    e2e: m.e2e,
+                    key: m.key.clone(),
+                    payload: m.payload.clone(),
+                });
+            }
+        }
+        for &(until, id) in &self.tomb_order {
+            out.push(Record::Remove {
+                id,
+                tombstone_ms: until,
+            });
+        }
+        out
+    }
+}
