@@ -36,13 +36,16 @@ pub(crate) fn load(fs: &dyn Fs, path: &Path) -> Option<BTreeMap<Hash, u64>> {
     if entries.len() != count.checked_mul(ENTRY)? {
         return None;
     }
-    let mut index = BTreeMap::new();
+    let mut pairs = Vec::with_capacity(count);
     for e in entries.chunks_exact(ENTRY) {
         let mut h = [0u8; 32];
         h.copy_from_slice(&e[..32]);
-        index.insert(h, u64::from_le_bytes(e[32..].try_into().ok()?));
+        pairs.push((h, u64::from_le_bytes(e[32..].try_into().ok()?)));
     }
-    Some(index)
+    // Built in bulk from entries already in id order (a sort that finds them sorted, then
+    // one pass), not by a million inserts: a third of a second at 10^6 objects, before the
+    // node could answer anything.
+    Some(BTreeMap::from_iter(pairs))
 }
 
 /// Writes `index` as the snapshot at `path`, atomically. Blocking.
