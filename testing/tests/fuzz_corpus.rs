@@ -18,6 +18,8 @@ mod frames;
 mod hello;
 #[path = "../../fuzz/src/input.rs"]
 mod input;
+#[path = "../../fuzz/src/mailbox.rs"]
+mod mailbox;
 #[path = "../../fuzz/src/messages.rs"]
 mod messages;
 #[path = "../../fuzz/src/overlay_machine.rs"]
@@ -76,6 +78,7 @@ replays! {
     decode => frames::run,
     dht_messages => messages::run_dht,
     object_messages => messages::run_object,
+    mailbox_messages => mailbox::run,
     hello => hello::run,
     range_header => range::run,
     cap_token => caps::run,
