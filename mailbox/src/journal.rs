@@ -65,14 +65,18 @@ pub enum Record {
     },
 }
 
+/// The body of a `Put` record (header excluded) for a key and a payload of these lengths:
+/// tag, seq, mailbox, sender, expiry, e2e, key length, key, payload length, payload.
+pub fn put_body_len(key_len: usize, payload_len: usize) -> usize {
+    1 + 8 + 32 + 32 + 8 + 1 + 1 + key_len + 4 + payload_len
+}
+
 impl Record {
     /// Encoded size, header included.
     pub fn encoded_len(&self) -> usize {
         HEADER
             + match self {
-                Record::Put { key, payload, .. } => {
-                    1 + 8 + 32 + 32 + 8 + 1 + 1 + key.len() + 4 + payload.len()
-                }
+                Record::Put { key, payload, .. } => put_body_len(key.len(), payload.len()),
                 Record::Remove { .. } => 1 + 32 + 8,
             }
     }

@@ -174,16 +174,17 @@ impl ShardState {
         Insert::Stored(rec)
     }
 
-    /// Removes a held message and remembers its id until it would have expired. Returns
-    /// its payload length and the record to journal, or `None` if not held.
-    pub fn remove(&mut self, cfg: &Config, id: &MsgId) -> Option<(u64, Record)> {
+    /// Takes a held message out of its mailbox, the index and every count (its sender's,
+    /// its mailbox's, the shard's bytes and records); returns it and its payload length.
+    /// The expiry order and tombstones are the caller's.
+    fn take(&mut self, id: &MsgId) -> Option<(Stored, u64)> {
         let (mailbox, seq) = self.index.remove(id)?;
         let mb = self.mailboxes.get_mut(&mailbox)?;
         let m = mb.msgs.remove(&seq)?;
         let len = m.payload.len() as u64;
-        self.record_bytes = self
-            .record_bytes
-            .saturating_sub((crate::journal::HEADER + 87 + m.key.len() + m.payload.len()) as u64);
+        let record =
+            crate::journal::HEADER + crate::journal::put_body_len(m.key.len(), m.payload.len());
+        self.record_bytes = self.record_bytes.saturating_sub(record as u64);
         mb.bytes -= len;
         if let Some(u) = mb.senders.get_mut(&m.sender) {
             u.0 -= 1;
@@ -196,6 +197,13 @@ impl ShardState {
             self.mailboxes.remove(&mailbox);
         }
         self.payload_bytes -= len;
+        Some((m, len))
+    }
+
+    /// Removes a held message and remembers its id until it would have expired. Returns
+    /// its payload length and the record to journal, or `None` if not held.
+    pub fn remove(&mut self, cfg: &Config, id: &MsgId) -> Option<(u64, Record)> {
+        let (m, len) = self.take(id)?;
         self.expiry.remove(&(m.expires_ms, *id));
         self.add_tombstone(cfg, *id, m.expires_ms);
         Some((
@@ -247,31 +255,9 @@ impl ShardState {
                 break;
             }
             self.expiry.pop_first();
-            let Some((mailbox, seq)) = self.index.remove(&id) else {
+            let Some((_, len)) = self.take(&id) else {
                 continue;
             };
-            let Some(mb) = self.mailboxes.get_mut(&mailbox) else {
-                continue;
-            };
-            let Some(m) = mb.msgs.remove(&seq) else {
-                continue;
-            };
-            let len = m.payload.len() as u64;
-            self.record_bytes = self.record_bytes.saturating_sub(
-                (crate::journal::HEADER + 87 + m.key.len() + m.payload.len()) as u64,
-            );
-            mb.bytes -= len;
-            if let Some(u) = mb.senders.get_mut(&m.sender) {
-                u.0 -= 1;
-                u.1 -= len;
-                if u.0 == 0 {
-                    mb.senders.remove(&m.sender);
-                }
-            }
-            if mb.msgs.is_empty() {
-                self.mailboxes.remove(&mailbox);
-            }
-            self.payload_bytes -= len;
             freed += len;
             self.dead.expired += 1;
         }
