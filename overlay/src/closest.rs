@@ -2,18 +2,24 @@
 //!
 //! It knows nothing of RPCs, timers or messages (the shape of libp2p-kad's
 //! `ClosestPeersIter`): [`next`](ClosestPeersIter::next) says whom to ask,
-//! [`on_success`](ClosestPeersIter::on_success), [`on_unresponsive`](ClosestPeersIter::on_unresponsive)
-//! and [`on_failure`](ClosestPeersIter::on_failure) report what became of a request.
+//! [`on_success`](ClosestPeersIter::on_success), [`on_unresponsive`](ClosestPeersIter::on_unresponsive),
+//! [`on_given_up`](ClosestPeersIter::on_given_up) and [`on_failure`](ClosestPeersIter::on_failure)
+//! report what became of a request.
 //!
 //! Termination is by progress, as libp2p does it. The walk keeps α requests in flight while
 //! answers bring it closer to the target; once α answers in a row brought nothing closer
 //! (no new closest candidate, and k candidates known) it is *stalled*, and asks every
 //! candidate among the k closest at once (up to k in flight) instead of plodding through
 //! them α at a time; an answer that brings progress puts it back to α. It finishes when the
-//! k closest candidates still in the running have all answered, or nobody is left to ask.
-//! A request past its soft timeout (the driver decides when) is *unresponsive*: it no longer
-//! holds a slot nor blocks the finish, yet an answer that still comes before the finish is
-//! used; only the hard timeout (or a refusal) makes it *failed*.
+//! k closest candidates still in the running have all answered and none closer than the
+//! k-th of them is still awaited, or nobody is left to ask. A request past its soft timeout
+//! (the driver decides when) is *unresponsive*: it no longer holds a slot, and the walk asks
+//! the next candidates in its place, but it still holds the finish while it is among the k
+//! closest: the soft timeout is an estimate made for freeing slots, and a far peer's
+//! answer routinely comes after it (simnet's regions: a third of a lookup's k closest).
+//! Past a later *give-up* time (the driver's bound on any live round trip) the request is
+//! *given up*: it holds nothing, though an answer that still comes before the finish is
+//! used. Only the hard timeout (or a refusal) makes it *failed*.
 //!
 //! Among candidates equally useful for routing (the same number of leading bits in common
 //! with the target: Kademlia gives no reason to prefer one of them) the one with the
@@ -31,8 +37,11 @@ use crate::peer::Peer;
 enum State {
     NotContacted,
     Waiting,
-    /// Past its soft timeout, still pending: may yet answer.
+    /// Past its soft timeout, still pending: holds no slot, but holds the finish while it
+    /// is among the k closest.
     Unresponsive,
+    /// Past its give-up time, still pending: holds nothing, may yet answer.
+    GivenUp,
     Succeeded,
     Failed,
 }
@@ -78,7 +87,7 @@ pub struct ClosestPeersIter<P> {
     mode: Mode,
     /// Requests in state `Waiting`.
     in_flight: usize,
-    /// Requests in state `Unresponsive` (sent, not settled).
+    /// Requests in state `Unresponsive` or `GivenUp` (sent, not settled).
     unresponsive: usize,
     rpcs_sent: usize,
     failures: usize,
@@ -219,11 +228,14 @@ impl<P: Peer> ClosestPeersIter<P> {
         }
         let budget_left = self.rpcs_sent < self.rpcs_max;
         let at_capacity = self.in_flight >= self.capacity();
-        // Walk the k closest candidates still in the running (failed and unresponsive ones
-        // step aside): the first not contacted is the one to ask, unless an equally useful
+        // Walk the k closest candidates still in the running (failed, unresponsive and given
+        // up ones step aside): the first not contacted is the one to ask, unless an equally useful
         // one (same common prefix with the target) further on answers faster.
         let mut counted = 0;
         let mut succeeded = 0;
+        // Unresponsive requests closer than the k-th candidate still running: the finish
+        // waits for their answers or their give-up.
+        let mut held = 0;
         let mut pick: Option<(Distance, u32, u32)> = None; // (key, leading zeros, rtt)
         let default_rtt = self.default_rtt_us;
         for (d, c) in &self.candidates {
@@ -231,7 +243,8 @@ impl<P: Peer> ClosestPeersIter<P> {
                 break;
             }
             match c.state {
-                State::Failed | State::Unresponsive => continue,
+                State::Failed | State::GivenUp => continue,
+                State::Unresponsive => held += 1,
                 State::Succeeded => {
                     counted += 1;
                     succeeded += 1;
@@ -263,11 +276,11 @@ impl<P: Peer> ClosestPeersIter<P> {
                 return Next::Contact(c.peer.clone());
             }
         }
-        if succeeded == self.k {
+        if succeeded == self.k && held == 0 {
             self.finished = true;
             return Next::Finished;
         }
-        if self.in_flight > 0 {
+        if self.in_flight > 0 || held > 0 {
             return Next::Waiting;
         }
         // Fewer than α answered and requests past their soft timeout are still pending:
@@ -277,8 +290,8 @@ impl<P: Peer> ClosestPeersIter<P> {
         if self.unresponsive > 0 && succeeded < self.alpha.min(self.k) {
             return Next::Waiting;
         }
-        // Nothing in flight and nobody left to ask among the k closest still running (or
-        // no budget left): the walk ends with what answered. Unresponsive requests may
+        // Nothing in flight or held and nobody left to ask among the k closest still running
+        // (or no budget left): the walk ends with what answered. Given-up requests may
         // still be pending; their answers come too late.
         self.finished = true;
         Next::Finished
@@ -296,7 +309,7 @@ impl<P: Peer> ClosestPeersIter<P> {
         }
         let c = self.candidate_mut(peer)?;
         let was = c.state;
-        if !matches!(was, State::Waiting | State::Unresponsive) {
+        if !matches!(was, State::Waiting | State::Unresponsive | State::GivenUp) {
             return None;
         }
         c.state = to;
@@ -334,8 +347,9 @@ impl<P: Peer> ClosestPeersIter<P> {
         true
     }
 
-    /// `peer`'s request passed its soft timeout: it no longer holds a slot or blocks the
-    /// finish, but may still answer. Returns false if we were not waiting for it.
+    /// `peer`'s request passed its soft timeout: it no longer holds a slot, but holds the
+    /// finish while among the k closest, and may still answer. Returns false if we were
+    /// not waiting for it.
     pub fn on_unresponsive(&mut self, peer: &Key) -> bool {
         if self.finished {
             return false;
@@ -350,6 +364,28 @@ impl<P: Peer> ClosestPeersIter<P> {
         self.in_flight -= 1;
         self.unresponsive += 1;
         self.failures += 1;
+        true
+    }
+
+    /// `peer`'s request passed its give-up time: it holds neither a slot nor the finish,
+    /// but may still answer. Returns false if it was not pending, or the walk is over.
+    pub fn on_given_up(&mut self, peer: &Key) -> bool {
+        if self.finished {
+            return false;
+        }
+        let Some(c) = self.candidate_mut(peer) else {
+            return false;
+        };
+        match c.state {
+            State::Unresponsive => c.state = State::GivenUp,
+            State::Waiting => {
+                c.state = State::GivenUp;
+                self.in_flight -= 1;
+                self.unresponsive += 1;
+                self.failures += 1;
+            }
+            _ => return false,
+        }
         true
     }
 
@@ -490,7 +526,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unresponsive_request_does_not_hold_the_finish() {
+    fn a_given_up_request_does_not_hold_the_finish() {
         let target = key(0);
         let mut it = ClosestPeersIter::new(target, (1..=3).map(|b| P(key(b))), 2, 3, 100, 100);
         assert_eq!((contact(&mut it), contact(&mut it)), (key(1), key(2)));
@@ -502,14 +538,21 @@ mod tests {
             "1 steps aside, 3 enters the window"
         );
         it.on_success(&key(2), none());
-        assert_eq!(it.next(), Next::Waiting, "3 is in flight");
         it.on_success(&key(3), none());
+        assert_eq!(
+            it.next(),
+            Next::Waiting,
+            "1 is unresponsive: it holds the finish"
+        );
+        assert!(it.on_given_up(&key(1)));
+        assert!(!it.on_given_up(&key(1)), "once");
         assert_eq!(
             it.next(),
             Next::Finished,
             "the k = 2 closest still running answered"
         );
         assert_eq!(it.unresponsive(), 1, "1 is still pending");
+        assert_eq!(it.failures(), 1, "counted once");
         assert!(!it.on_success(&key(1), none()), "too late");
         assert!(!it.on_failure(&key(1)), "too late");
         // The hard timeout of an unresponsive request is a failure.
@@ -519,6 +562,39 @@ mod tests {
         assert!(it.on_failure(&key(1)));
         assert_eq!((it.failures(), it.unresponsive()), (1, 0));
         assert_eq!(it.next(), Next::Finished);
+        // A request may be given up straight from waiting (no soft timeout before its
+        // give-up time); a given-up request's answer before the finish is still used.
+        let mut it = ClosestPeersIter::new(target, (1..=2).map(|b| P(key(b))), 2, 1, 100, 100);
+        contact(&mut it);
+        assert!(it.on_given_up(&key(1)));
+        assert_eq!(
+            (it.in_flight(), it.unresponsive(), it.failures()),
+            (0, 1, 1)
+        );
+        assert_eq!(contact(&mut it), key(2));
+        assert!(it.on_success(&key(1), none()));
+        assert_eq!(it.unresponsive(), 0);
+    }
+
+    #[test]
+    fn an_unresponsive_request_among_the_k_closest_holds_the_finish() {
+        // k = 2: 1 passes its soft timeout (a far peer), 2 and 3 answer. 1 is still among
+        // the two closest known, so the walk waits for it rather than end with 2 and 3.
+        let target = key(0);
+        let mut it = ClosestPeersIter::new(target, (1..=3).map(|b| P(key(b))), 2, 3, 100, 100);
+        assert_eq!((contact(&mut it), contact(&mut it)), (key(1), key(2)));
+        it.on_unresponsive(&key(1));
+        assert_eq!(contact(&mut it), key(3), "its slot is freed");
+        it.on_success(&key(2), none());
+        it.on_success(&key(3), none());
+        assert_eq!(it.next(), Next::Waiting, "1 holds the finish");
+        assert!(it.on_success(&key(1), none()), "its late answer is used");
+        assert_eq!(it.next(), Next::Finished);
+        let (closest, _) = it.result();
+        assert_eq!(
+            closest.iter().map(|p| p.0).collect::<Vec<_>>(),
+            vec![key(1), key(2)]
+        );
     }
 
     #[test]

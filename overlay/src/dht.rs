@@ -16,7 +16,7 @@ use crate::peer::Peer;
 use crate::providers::ProviderStore;
 use crate::query::{Phase, Query, QueryId, QueryKind, QueryResult, QueryStats};
 use crate::routing::{Asked, Evicted, RoutingTable, Seen};
-use crate::rtt::{Rtt, RttTail};
+use crate::rtt::{Rtt, RttMax, RttTail};
 use crate::time::Instant;
 
 /// Names one outbound request, so its answer can find its way back.
@@ -165,10 +165,17 @@ struct Rpc<P> {
     sent: Instant,
     /// The hard timeout: past it the contact has failed.
     deadline: Instant,
-    /// The soft timeout of a lookup request: past it the walk stops waiting for it.
+    /// The soft timeout of a lookup request: past it the request frees its slot of the walk.
     soft: Option<Instant>,
+    /// The give-up time of a lookup request (after its soft timeout, before its hard one):
+    /// past it the request no longer holds the walk's finish.
+    give_up: Option<Instant>,
     purpose: Purpose,
 }
+
+/// Strangers' answers timed before their longest recent round trip is trusted as a bound:
+/// until then a request's give-up time is at least `soft_timeout_initial`.
+pub const RTT_SAMPLES_TRUSTED: u32 = 64;
 
 /// At most this many bootstrap contacts are remembered for re-joining.
 pub const BOOTSTRAP_MAX: usize = 64;
@@ -200,6 +207,8 @@ pub struct Dht<P: Peer> {
     deadlines: BTreeSet<(Instant, RpcId)>,
     /// Soft timeouts of lookup requests still counted as in flight by their walk.
     soft_deadlines: BTreeSet<(Instant, RpcId)>,
+    /// Give-up times of lookup requests not given up yet.
+    give_up_deadlines: BTreeSet<(Instant, RpcId)>,
     /// When each running query must finish.
     query_deadlines: BTreeSet<(Instant, QueryId)>,
     /// The 99th percentile of round trips of answers from strangers (peers not in our
@@ -209,6 +218,8 @@ pub struct Dht<P: Peer> {
     /// Round-trip times of every answer, for a stranger's soft timeout before any stranger
     /// answered.
     any_rtt: Rtt,
+    /// The longest round trip of strangers' answers lately, for give-up times.
+    stranger_max_rtt: RttMax,
     transmits: VecDeque<Transmit<P>>,
     events: VecDeque<Event<P>>,
     /// Keys we announce, with when to announce them next.
@@ -258,9 +269,11 @@ impl<P: Peer> Dht<P> {
             rpcs: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             soft_deadlines: BTreeSet::new(),
+            give_up_deadlines: BTreeSet::new(),
             query_deadlines: BTreeSet::new(),
             net_rtt: RttTail::UNKNOWN,
             any_rtt: Rtt::UNKNOWN,
+            stranger_max_rtt: RttMax::UNKNOWN,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             providing: BTreeMap::new(),
@@ -349,6 +362,7 @@ impl<P: Peer> Dht<P> {
         let candidates = [
             self.deadlines.first().map(|(d, _)| *d),
             self.soft_deadlines.first().map(|(d, _)| *d),
+            self.give_up_deadlines.first().map(|(d, _)| *d),
             self.query_deadlines.first().map(|(d, _)| *d),
             self.next_liveness,
             self.next_rejoin,
@@ -577,6 +591,7 @@ impl<P: Peer> Dht<P> {
         self.any_rtt.sample(rtt);
         if !self.table.contains(&key) {
             self.net_rtt.sample(rtt);
+            self.stranger_max_rtt.sample(rtt);
         }
         let seen = self.table.on_answered(now, r.to.clone(), rtt);
         self.on_table_seen(now, r.to.clone(), seen);
@@ -654,6 +669,13 @@ impl<P: Peer> Dht<P> {
             self.soft_deadlines.remove(&(soft, rpc));
             self.soft_timeout(now, rpc);
         }
+        while let Some(&(at, rpc)) = self.give_up_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.give_up_deadlines.remove(&(at, rpc));
+            self.give_up(now, rpc);
+        }
         while let Some(&(deadline, rpc)) = self.deadlines.first() {
             if deadline > now {
                 break;
@@ -718,6 +740,23 @@ impl<P: Peer> Dht<P> {
             if iter.on_unresponsive(&key) {
                 self.stats.soft_timeouts += 1;
             }
+        }
+        self.advance_query(now, q);
+    }
+
+    /// A lookup request passed its give-up time: it no longer holds its walk's finish.
+    fn give_up(&mut self, now: Instant, rpc: RpcId) {
+        let Some(r) = self.rpcs.get_mut(&rpc) else {
+            return;
+        };
+        r.give_up = None;
+        let (Purpose::Query(q), key) = (r.purpose, r.to.key()) else {
+            return;
+        };
+        if let Some(Some(Phase::AwaitingPeers(iter))) =
+            self.queries.get_mut(&q).map(|q| q.phase.as_mut())
+        {
+            iter.on_given_up(&key);
         }
         self.advance_query(now, q);
     }
@@ -856,6 +895,9 @@ impl<P: Peer> Dht<P> {
         if let Some(soft) = r.soft {
             self.soft_deadlines.remove(&(soft, rpc));
         }
+        if let Some(at) = r.give_up {
+            self.give_up_deadlines.remove(&(at, rpc));
+        }
         Some(r)
     }
 
@@ -879,6 +921,27 @@ impl<P: Peer> Dht<P> {
         .unwrap_or(self.config.soft_timeout_initial.clamp(min, max.max(min)))
     }
 
+    /// How long after sending a lookup request with soft timeout `soft` the walk gives up
+    /// on it: 5/4 of the longest round trip of a stranger lately (handshake included), if
+    /// that is longer. A soft timeout is an estimate that frees slots, over near and far
+    /// peers alike for a stranger, and a far peer answers after it as a matter of course;
+    /// the give-up time bounds any live round trip. Until strangers answered
+    /// [`RTT_SAMPLES_TRUSTED`] times, a request to anyone but a measured contact is not
+    /// given up before `soft_timeout_initial` (RFC 6298's initial timeout).
+    fn give_up_after(&self, to: &Key, soft: std::time::Duration) -> std::time::Duration {
+        let measured = self.table.get(to).is_some_and(|e| e.rtt.is_known());
+        let floor = if measured || self.stranger_max_rtt.samples() >= RTT_SAMPLES_TRUSTED {
+            std::time::Duration::ZERO
+        } else {
+            self.config.soft_timeout_initial
+        };
+        let bound = self
+            .stranger_max_rtt
+            .get()
+            .map_or(std::time::Duration::ZERO, |m| m + m / 4);
+        soft.max(bound).max(floor)
+    }
+
     /// Queues a request; `None` when the transmit queue is full (the caller treats that as
     /// a failure that is nobody's fault).
     fn send_rpc(
@@ -895,9 +958,12 @@ impl<P: Peer> Dht<P> {
         let rpc = RpcId(self.next_rpc);
         self.next_rpc += 1;
         let deadline = now + self.config.rpc_timeout;
-        let soft = matches!(purpose, Purpose::Query(_))
-            .then(|| now + self.soft_timeout_for(&to.key()))
-            .filter(|s| *s < deadline);
+        let soft_after =
+            matches!(purpose, Purpose::Query(_)).then(|| self.soft_timeout_for(&to.key()));
+        let soft = soft_after.map(|d| now + d).filter(|s| *s < deadline);
+        let give_up = soft_after
+            .map(|d| now + self.give_up_after(&to.key(), d))
+            .filter(|g| *g < deadline);
         self.rpcs.insert(
             rpc,
             Rpc {
@@ -906,12 +972,16 @@ impl<P: Peer> Dht<P> {
                 sent: now,
                 deadline,
                 soft,
+                give_up,
                 purpose,
             },
         );
         self.deadlines.insert((deadline, rpc));
         if let Some(s) = soft {
             self.soft_deadlines.insert((s, rpc));
+        }
+        if let Some(g) = give_up {
+            self.give_up_deadlines.insert((g, rpc));
         }
         self.transmits.push_back(Transmit { rpc, to, request });
         self.stats.rpcs_sent += 1;
@@ -1214,6 +1284,14 @@ impl<P: Peer> Dht<P> {
                 .any(|(s, id)| self.rpcs.get(id).is_none_or(|r| r.soft != Some(*s)))
         {
             return Err("a soft deadline has no matching rpc".into());
+        }
+        if self.give_up_deadlines.len() > self.rpcs.len()
+            || self
+                .give_up_deadlines
+                .iter()
+                .any(|(g, id)| self.rpcs.get(id).is_none_or(|r| r.give_up != Some(*g)))
+        {
+            return Err("a give-up time has no matching rpc".into());
         }
         if self.query_deadlines.len() != self.queries.len()
             || self

@@ -8,7 +8,12 @@
 //! needing a handshake, and an SRTT/RTTVAR over them collapses after a run of near ones
 //! (the first simnet runs gave up on one live far stranger in twenty). Their estimate is
 //! [`RttTail`], the 99th percentile of strangers' round trips. Samples are whole request
-//! round trips as the overlay sees them, handshakes included. Stored as microseconds in
+//! round trips as the overlay sees them, handshakes included.
+//!
+//! The soft timeout is made for freeing slots, and may pass before a far peer answers; a
+//! walk gives up on such a request only later, past [`RttMax`]: a bound on any live round
+//! trip seen lately (a maximum that decays), which follows the farthest peers of a mixed
+//! population at once where a quantile estimate lags behind them. Stored as microseconds in
 //! `u32`s: a routing table entry grows by 8 bytes, which 100k simulated tables can afford.
 
 use std::time::Duration;
@@ -111,6 +116,42 @@ impl RttTail {
     }
 }
 
+/// A decaying maximum of round trips: each sample first lowers the estimate by 1/128 of
+/// itself, then raises it to the sample if that is longer. A far peer's round trip sets it
+/// at once; without such samples it halves in about 90 samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RttMax {
+    /// The estimate in µs; 0 = no sample yet.
+    max_us: u32,
+    /// Samples folded in, up to `u32::MAX`.
+    samples: u32,
+}
+
+impl RttMax {
+    /// No sample yet.
+    pub const UNKNOWN: RttMax = RttMax {
+        max_us: 0,
+        samples: 0,
+    };
+
+    /// Folds in one round trip.
+    pub fn sample(&mut self, rtt: Duration) {
+        let decayed = self.max_us - self.max_us / 128;
+        self.max_us = decayed.max(micros(rtt));
+        self.samples = self.samples.saturating_add(1);
+    }
+
+    /// Samples folded in so far.
+    pub fn samples(&self) -> u32 {
+        self.samples
+    }
+
+    /// The estimate, if any sample came.
+    pub fn get(&self) -> Option<Duration> {
+        (self.max_us != 0).then(|| Duration::from_micros(u64::from(self.max_us)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +183,30 @@ mod tests {
             Some(ms(500)),
             "never past the hard bound"
         );
+    }
+
+    #[test]
+    fn the_decaying_maximum_follows_the_farthest_peers_at_once() {
+        let ms = Duration::from_millis;
+        let mut m = RttMax::UNKNOWN;
+        assert_eq!(m.get(), None);
+        // Near peers first, then one far answer in three: the far round trip is the bound
+        // from its first sample on, where the 99th-percentile estimate is still far below.
+        let mut tail = RttTail::UNKNOWN;
+        for i in 0..60u64 {
+            let r = if i >= 20 && i % 3 == 0 { 760 } else { 120 };
+            m.sample(ms(r));
+            tail.sample(ms(r));
+        }
+        let bound = m.get().map_or(0, |d| d.as_millis());
+        assert!((700..=760).contains(&bound), "{bound}");
+        let q = tail.timeout(ms(1), ms(5000)).map_or(0, |d| d.as_millis());
+        assert!(q < 600, "the quantile estimate lags: {q}");
+        // Without far answers it decays towards the near ones, never below them.
+        for _ in 0..1000 {
+            m.sample(ms(120));
+        }
+        assert_eq!(m.get(), Some(ms(120)));
     }
 
     #[test]

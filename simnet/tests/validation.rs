@@ -225,7 +225,9 @@ fn static_resilience_after_half_the_nodes_fail() {
     let (fin, s) = common::run(sc);
     let stopped = s.timeouts_per_lookup_mean / s.rpcs_per_lookup_mean;
     let rpcs = base.rpcs_per_lookup_mean / (1.0 - f);
-    let mean_max = (s.hops_mean + 3.0) * 0.1 + s.timeouts_per_lookup_mean / 3.0 * 0.2 + f;
+    // + 1 s: the finish waits for a dead candidate among the k closest until its give-up
+    // time, `soft_timeout_initial` while a node has timed few strangers (every node here).
+    let mean_max = (s.hops_mean + 3.0) * 0.1 + s.timeouts_per_lookup_mean / 3.0 * 0.2 + f + 1.0;
     println!(
         "failed {f}: success {}, exact {}, stopped waiting for {stopped:.4}, rpcs {:.2} (≤ 1.1 × \
          {rpcs:.2}), latency mean {:.0} ms (predicted ≤ {:.0} ms), p99 {:?} ms",
@@ -299,4 +301,30 @@ fn first_contacts_cost_one_round_trip_more() {
         off.lookup_latency_ms_mean
     );
     assert_eq!(on.lookup_exact_rate, 1.0, "(c)");
+}
+
+/// VALIDATION.md §8: near and far peers. Three regions whose round trips range from 38 to
+/// 347 ms, handshakes on: a stranger's soft timeout, an estimate over a population of near
+/// and far peers, often passes before a far peer's answer. No node fails and nothing is
+/// lost, so every peer answers long before its hard timeout: a walk that gives up on a peer
+/// only when it is past any live round trip is exact in every lookup.
+#[test]
+fn soft_timeouts_do_not_cost_exactness_where_round_trips_differ() {
+    let sc = common::scenario(
+        "nodes = 600\nseed = 5\nduration_s = 120\n\
+         [latency]\nmodel = \"regions\"\nnames = [\"a\", \"b\", \"c\"]\n\
+         rtt_ms = [[61.0, 131.0, 230.0], [131.0, 58.0, 347.0], [230.0, 347.0, 38.0]]\n\
+         [workload]\nlookups = 600\n",
+    );
+    let (_, s) = common::run(sc);
+    println!(
+        "exact {}, timeouts per lookup {:.2}, latency p50 {:?} ms",
+        s.lookup_exact_rate, s.timeouts_per_lookup_mean, s.lookup_latency_ms_p50
+    );
+    assert_eq!(s.lookups_finished, s.lookups);
+    assert!(
+        s.timeouts_per_lookup_mean > 0.5,
+        "soft timeouts do pass here"
+    );
+    assert!(s.lookup_exact_rate >= 0.99, "exact {}", s.lookup_exact_rate);
 }
