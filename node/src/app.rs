@@ -56,6 +56,8 @@ pub struct NodeContext {
     pub metrics: Option<PrometheusHandle>,
     /// The HTTP address actually bound.
     pub http: SocketAddr,
+    /// The admin plane's address actually bound (`None`: off).
+    pub admin: Option<SocketAddr>,
     /// Peers the routing table must hold before the node is ready.
     pub min_peers: usize,
     /// The negative cache and per-client search budgets for GETs of ids not held here.
@@ -164,7 +166,7 @@ pub struct RunningNode {
     pub ctx: Arc<NodeContext>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    http_task: JoinHandle<()>,
+    http_tasks: Vec<JoinHandle<()>>,
 }
 
 /// Errors that stop a node from starting.
@@ -201,6 +203,39 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The admin plane could not be bound, or its address not recorded.
+    #[error("admin plane on {addr}: {source}")]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The file in the data directory naming the admin plane's bound address, for the
+/// operator commands (`macronode status`, `token revoke`) to find a running node.
+pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+
+/// Admin requests served at once: a few operators, never a crowd.
+const ADMIN_REQUESTS_MAX: usize = 16;
+
+/// Binds the admin plane and records where it listens (or removes a stale record when it
+/// is off).
+async fn bind_admin(config: &NodeConfig) -> Result<Option<(TcpListener, SocketAddr)>, StartError> {
+    let record = config.data_dir.join(ADMIN_ADDR_FILE);
+    let Some(addr) = config.admin else {
+        let _ = std::fs::remove_file(&record);
+        return Ok(None);
+    };
+    let err = |source| StartError::Admin { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    let tmp = record.with_extension("addr.tmp");
+    std::fs::write(&tmp, format!("{bound}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &record))
+        .map_err(err)?;
+    Ok(Some((listener, bound)))
 }
 
 /// Starts a node from its configuration.
@@ -291,6 +326,7 @@ pub async fn start(
         addr: config.http,
         source,
     })?;
+    let admin = bind_admin(&config).await?;
     let gateway = GatewaySettings {
         open_writes: config.open_writes,
         cap_root,
@@ -306,13 +342,14 @@ pub async fn start(
         gateway,
         metrics,
         http,
+        admin: admin.as_ref().map(|(_, a)| *a),
         min_peers: config.min_peers,
         misses: gateway::misses::MissGuard::default(),
     });
     let router = gateway::admin::routes()
         .merge(gateway::objects::routes())
         .with_state(ctx.clone());
-    let http_task = tokio::spawn(gateway::serve(
+    let mut http_tasks = vec![tokio::spawn(gateway::serve(
         listener,
         router,
         GatewayLimits {
@@ -322,7 +359,23 @@ pub async fn start(
         },
         shutdown_rx.clone(),
         SHUTDOWN_GRACE,
-    ));
+    ))];
+    if let Some((listener, _)) = admin {
+        let router = gateway::operator::routes()
+            .merge(gateway::admin::routes())
+            .with_state(ctx.clone());
+        http_tasks.push(tokio::spawn(gateway::serve(
+            listener,
+            router,
+            GatewayLimits {
+                concurrent_requests_max: ADMIN_REQUESTS_MAX,
+                write_stall_timeout: config.write_stall_timeout,
+                ..GatewayLimits::default()
+            },
+            shutdown_rx.clone(),
+            SHUTDOWN_GRACE,
+        )));
+    }
     let mut tasks = vec![
         tokio::spawn(keep_joined(
             transport,
@@ -338,12 +391,15 @@ pub async fn start(
     if let Some(handle) = ctx.metrics.clone() {
         tasks.push(crate::telemetry::keep_up(handle));
     }
-    tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, amnesia = config.amnesia, "node started");
+    let admin = ctx
+        .admin
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, %admin, amnesia = config.amnesia, "node started");
     Ok(RunningNode {
         ctx,
         shutdown,
         tasks,
-        http_task,
+        http_tasks,
     })
 }
 
@@ -351,7 +407,12 @@ impl RunningNode {
     /// Stops the node: HTTP and DHT first, then the transport closes its connections.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.http_task).await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            for t in self.http_tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
         for t in self.tasks {
             t.abort();
         }

@@ -64,9 +64,13 @@ struct RunArgs {
     /// QUIC (UDP) listen address.
     #[arg(long, env = "MACRONODE_LISTEN")]
     listen: Option<std::net::SocketAddr>,
-    /// HTTP gateway and admin address.
+    /// HTTP gateway address: objects, health, metrics, status (the public edge).
     #[arg(long, env = "MACRONODE_HTTP")]
     http: Option<std::net::SocketAddr>,
+    /// Admin plane address (lookup, routing, repair, token revocation), or `off`; default
+    /// 127.0.0.1:0 (a free loopback port, written to DATA_DIR/admin.addr).
+    #[arg(long, env = "MACRONODE_ADMIN")]
+    admin: Option<String>,
     /// Bootstrap peer, `ID@HOST:PORT` or `HOST:PORT`, HOST an IP address or a DNS name
     /// (resolved again at each join attempt); repeatable (env: comma-separated).
     #[arg(long, env = "MACRONODE_BOOTSTRAP", value_delimiter = ',')]
@@ -142,6 +146,7 @@ impl RunArgs {
             data_dir: self.data_dir.clone(),
             listen: self.listen,
             http: self.http,
+            admin: self.admin.clone(),
             bootstrap: (!self.bootstrap.is_empty()).then(|| self.bootstrap.clone()),
             json_logs: self.json_logs,
             rpc_timeout_ms: self.rpc_timeout_ms,

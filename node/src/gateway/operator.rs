@@ -1,0 +1,68 @@
+//! The admin plane: what an operator may ask a node to do or reveal, on its own listener
+//! (`--admin`, loopback by default), never on the public edge.
+//!
+//! A lookup costs the mesh RPCs and the routing table names every peer's address: neither
+//! is for anyone who can reach the gateway. The public listener answers 404 for these
+//! paths. `/v1/routing` lists the table; `/v1/lookup/{key}` runs a FIND_NODE and reports
+//! its result and hops.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use overlay::{Key, QueryResult};
+use serde_json::{Value, json};
+
+use super::ApiError;
+use crate::app::NodeContext;
+
+/// The admin plane's routes, on the node's context.
+pub fn routes() -> Router<Arc<NodeContext>> {
+    Router::new()
+        .route("/v1/routing", get(routing))
+        .route("/v1/lookup/{key}", get(lookup))
+}
+
+/// The routing table: every contact's id and address.
+async fn routing(State(ctx): State<Arc<NodeContext>>) -> Result<Response, ApiError> {
+    let peers = ctx
+        .dht
+        .routing_table()
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let list: Vec<Value> = peers
+        .iter()
+        .map(|p| json!({"id": p.id.to_string(), "addr": p.addr.to_string()}))
+        .collect();
+    Ok(Json(json!({"peers": list})).into_response())
+}
+
+/// Runs an iterative FIND_NODE for a 64-hex-digit key and reports what it found and how.
+async fn lookup(
+    State(ctx): State<Arc<NodeContext>>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut k = [0u8; 32];
+    hex::decode_to_slice(&key, &mut k)
+        .map_err(|_| ApiError::bad_request("bad_key", "a key is 64 hex digits"))?;
+    let out = ctx
+        .dht
+        .find_node(Key(k))
+        .await
+        .map_err(|e| ApiError::overloaded(e.to_string()))?;
+    let closest: Vec<String> = match &out.result {
+        QueryResult::FindNode { closest } => closest.iter().map(|p| p.id.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    Ok(Json(json!({
+        "closest": closest,
+        "hops": out.stats.hops,
+        "rpcs": out.stats.rpcs,
+        "timeouts": out.stats.timeouts,
+        "duration_ms": out.stats.duration.as_secs_f64() * 1000.0,
+    }))
+    .into_response())
+}
