@@ -178,9 +178,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// The capability key file could not be read.
-    #[error("capability key: {0}")]
-    CapKey(std::io::Error),
+    /// The capability keys or the revocation list could not be read.
+    #[error("capability keys: {0}")]
+    CapKey(#[from] crate::keyring::KeyringError),
     /// The tenant accounts could not be read.
     #[error("tenant accounts: {0}")]
     Quotas(std::io::Error),
@@ -256,8 +256,13 @@ pub async fn start(
     } else {
         Store::open(&config.data_dir, config.store_quota_bytes)?
     };
-    let cap_root =
-        crate::caps::root_key(&identity, config.cap_key.as_deref()).map_err(StartError::CapKey)?;
+    let keyring = crate::keyring::Keyring::load(
+        crate::keyring::KeyFiles {
+            data_dir: config.data_dir.clone(),
+            cap_key: config.cap_key.clone(),
+        },
+        identity.clone(),
+    )?;
     let handler = Arc::new(NodeHandler {
         services: OnceLock::new(),
     });
@@ -287,7 +292,7 @@ pub async fn start(
         transport.clone(),
         dht.clone(),
         config.objects.clone(),
-        cap_root,
+        keyring.clone(),
         quotas.clone(),
     );
     let _ = handler
@@ -329,7 +334,7 @@ pub async fn start(
     let admin = bind_admin(&config).await?;
     let gateway = GatewaySettings {
         open_writes: config.open_writes,
-        cap_root,
+        keyring,
         body_idle_timeout: config.http_body_timeout,
         response_budget: Arc::new(tokio::sync::Semaphore::new(
             config.response_buffer_bytes as usize,

@@ -186,7 +186,10 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         quota_bytes: None,
         rate: None,
     })?;
-    println!("write token (any node, 7 days): {token}");
+    println!(
+        "write token (any node, 7 days): {}\n  its id (for `token revoke`): {}",
+        token.token, token.id
+    );
     println!(
         "try:  curl -X PUT --data-binary @FILE -H \"Authorization: Bearer $TOKEN\" http://{}/o",
         nodes[0].http

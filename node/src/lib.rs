@@ -17,7 +17,8 @@
 //! - [`devnet`]: N node processes on loopback, the newcomer's first command.
 //! - [`objects`]: the write path, the read path and repair across the mesh.
 //! - [`caps`]: capability tokens for gateway writes.
-//! - [`cli`]: `token mint`, `put` and `get` for operators.
+//! - [`keyring`]: the capability roots (current, rotated out) and the revocation list.
+//! - [`cli`]: `token mint|revoke|rotate`, `put` and `get` for operators.
 //! - [`store`]: the verified, crash-safe object store (or amnesia).
 //! - [`signals`]: waiting for SIGINT or SIGTERM.
 
@@ -30,6 +31,7 @@ pub mod dht;
 pub mod doctor;
 pub mod gateway;
 pub mod identity;
+pub mod keyring;
 pub mod objects;
 pub mod quota;
 pub mod signals;

@@ -49,8 +49,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Mint a token from a node's key (or a shared --cap-key file).
+    /// Mint a token from the capability root in force; prints the token on stdout and
+    /// its id on stderr.
     Mint(node::cli::MintArgs),
+    /// Revoke a token by id: the node refuses it from its next request on (and after
+    /// restarts).
+    Revoke(node::cli::RevokeArgs),
+    /// Replace the capability root; the old root's tokens are accepted for --grace seconds.
+    Rotate(node::cli::RotateArgs),
 }
 
 #[derive(Args)]
@@ -212,9 +218,13 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(node::devnet::run(args))
         }
         Command::Token(TokenCommand::Mint(args)) => {
-            println!("{}", node::cli::mint(&args)?);
+            let minted = node::cli::mint(&args)?;
+            println!("{}", minted.token);
+            eprintln!("token id: {}", minted.id);
             Ok(())
         }
+        Command::Token(TokenCommand::Revoke(args)) => node::cli::revoke(&args),
+        Command::Token(TokenCommand::Rotate(args)) => node::cli::rotate(&args),
         Command::Put(args) => node::cli::put(&args),
         Command::Get(args) => node::cli::get(&args),
         Command::Id { data_dir } => {

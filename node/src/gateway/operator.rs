@@ -4,7 +4,9 @@
 //! A lookup costs the mesh RPCs and the routing table names every peer's address: neither
 //! is for anyone who can reach the gateway. The public listener answers 404 for these
 //! paths. `/v1/routing` lists the table; `/v1/lookup/{key}` runs a FIND_NODE and reports
-//! its result and hops.
+//! its result and hops; `POST /v1/tokens/reload` re-reads the capability roots and the
+//! revocation list (`macronode token revoke` and `token rotate` call it), so a revocation
+//! holds from the next request on.
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use overlay::{Key, QueryResult};
 use serde_json::{Value, json};
 
@@ -24,6 +26,26 @@ pub fn routes() -> Router<Arc<NodeContext>> {
     Router::new()
         .route("/v1/routing", get(routing))
         .route("/v1/lookup/{key}", get(lookup))
+        .route("/v1/tokens/reload", post(reload_tokens))
+}
+
+/// Re-reads the capability files; a file that does not parse leaves the keys in force.
+async fn reload_tokens(State(ctx): State<Arc<NodeContext>>) -> Result<Response, ApiError> {
+    let keyring = ctx.gateway.keyring.clone();
+    let keys = tokio::task::spawn_blocking(move || keyring.reload())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    tracing::info!(
+        revoked = keys.revoked.len(),
+        previous_until = ?keys.previous.map(|p| p.1),
+        "capability keys reloaded"
+    );
+    Ok(Json(json!({
+        "revoked": keys.revoked.len(),
+        "previous_root_until": keys.previous.map(|p| p.1),
+    }))
+    .into_response())
 }
 
 /// The routing table: every contact's id and address.
