@@ -58,6 +58,8 @@ pub struct NodeContext {
     pub http: SocketAddr,
     /// The admin plane's address actually bound (`None`: off).
     pub admin: Option<SocketAddr>,
+    /// When the node started (uptime on the status page).
+    pub started: std::time::Instant,
     /// Peers the routing table must hold before the node is ready.
     pub min_peers: usize,
     /// The negative cache and per-client search budgets for GETs of ids not held here.
@@ -125,6 +127,15 @@ impl NodeContext {
                 "handshakes_failed": t.handshakes_failed,
             },
             "bytes_stored": self.objects.store.bytes(),
+            "store_quota_bytes": self.objects.store.quota(),
+            "rf_target": self.objects.limits.rf,
+            "rf_observed": s.replicas_mean_milli as f64 / 1000.0,
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "buckets": s.buckets.iter().map(|(b, n)| json!({"bucket": b, "peers": n})).collect::<Vec<_>>(),
+            "recent_lookups": s.recent_lookups.iter().map(|l| json!({
+                "hops": l.hops,
+                "ms": l.duration.as_secs_f64() * 1000.0,
+            })).collect::<Vec<_>>(),
             "ready": s.ready,
             "version": env!("CARGO_PKG_VERSION"),
         })
@@ -348,6 +359,7 @@ pub async fn start(
         metrics,
         http,
         admin: admin.as_ref().map(|(_, a)| *a),
+        started: std::time::Instant::now(),
         min_peers: config.min_peers,
         misses: gateway::misses::MissGuard::default(),
     });

@@ -1,4 +1,5 @@
-//! Health routes of the public edge: liveness, readiness, metrics, status.
+//! Health routes of the public edge: liveness, readiness, metrics, status, and the status
+//! page at `/` that draws `/v1/status` for a person.
 //!
 //! `/healthz` answers while the process serves; `/readyz` only once the node has joined the
 //! mesh, and otherwise lists what is missing, so an orchestrator (or `devnet`) can wait on
@@ -25,6 +26,22 @@ pub fn routes() -> Router<Arc<NodeContext>> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
+        .route("/", get(page))
+}
+
+/// The status page: one self-contained HTML file (inline CSS and JS, no external assets,
+/// works offline) that refreshes itself from `/v1/status`.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        STATUS_PAGE,
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {

@@ -10,7 +10,8 @@
 //! method and status and timed to its response head (`crate::telemetry`).
 //!
 //! Layout:
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/status` (public).
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/status`, the status page `/`
+//!   (public).
 //! - [`operator`]: the admin plane on its own listener: `/v1/routing`, `/v1/lookup/{key}`.
 //! - [`objects`]: `PUT /o`, `GET`/`HEAD /o/{id}`.
 //! - [`error`]: [`ApiError`], the JSON error body and its status codes.
