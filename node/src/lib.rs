@@ -19,9 +19,11 @@
 //! - [`caps`]: capability tokens for gateway writes.
 //! - [`keyring`]: the capability roots (current, rotated out) and the revocation list.
 //! - [`cli`]: `token mint|revoke|rotate`, `put` and `get` for operators.
+//! - [`admin_cli`]: `status` and `repair`, through a running node's admin plane.
 //! - [`store`]: the verified, crash-safe object store (or amnesia).
 //! - [`signals`]: waiting for SIGINT or SIGTERM.
 
+pub mod admin_cli;
 pub mod app;
 pub mod caps;
 pub mod cli;

@@ -3,6 +3,9 @@
 //! - `macronode run`: one node (flags > `MACRONODE_*` env > `--config` TOML file).
 //! - `macronode devnet --nodes N`: N node processes on loopback, joined, until Ctrl-C.
 //! - `macronode id --data-dir D`: the node id kept in a data directory.
+//! - `macronode token mint|revoke|rotate`: capability tokens and their root.
+//! - `macronode status`, `macronode repair [ID|--all]`: a running node, through its admin
+//!   plane.
 
 use std::path::PathBuf;
 
@@ -39,6 +42,11 @@ enum Command {
     Put(node::cli::PutArgs),
     /// Download an object through a gateway, verified against its id.
     Get(node::cli::GetArgs),
+    /// Print a running node's status for a person (through its admin plane).
+    Status(node::admin_cli::StatusArgs),
+    /// Repair an object (or --all) now: the RF closest nodes prove or receive a copy;
+    /// prints the holders against the RF closest.
+    Repair(node::admin_cli::RepairArgs),
     /// Print the node id kept in a data directory (creating the key if there is none).
     Id {
         /// The data directory.
@@ -226,6 +234,8 @@ fn main() -> anyhow::Result<()> {
         Command::Token(TokenCommand::Revoke(args)) => node::cli::revoke(&args),
         Command::Token(TokenCommand::Rotate(args)) => node::cli::rotate(&args),
         Command::Put(args) => node::cli::put(&args),
+        Command::Status(args) => node::admin_cli::status(&args),
+        Command::Repair(args) => node::admin_cli::repair(&args),
         Command::Get(args) => node::cli::get(&args),
         Command::Id { data_dir } => {
             let id = node::Identity::load_or_create(&data_dir)?;

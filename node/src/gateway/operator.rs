@@ -27,6 +27,54 @@ pub fn routes() -> Router<Arc<NodeContext>> {
         .route("/v1/routing", get(routing))
         .route("/v1/lookup/{key}", get(lookup))
         .route("/v1/tokens/reload", post(reload_tokens))
+        .route("/v1/repair/{id}", post(repair_one))
+        .route("/v1/repair", post(repair_all))
+}
+
+fn report_json(id: &str, r: &crate::objects::RepairReport) -> Value {
+    let closest: Vec<Value> = r
+        .closest
+        .iter()
+        .map(|p| json!({"id": p.id.to_string(), "holds": p.holds, "pushed": p.pushed, "error": p.error}))
+        .collect();
+    json!({
+        "id": id,
+        "rf": r.rf,
+        "copies": r.copies(),
+        "local_counts": r.local_counts,
+        "closest": closest,
+    })
+}
+
+/// Repairs one object now: the RF closest prove or receive a copy.
+async fn repair_one(
+    State(ctx): State<Arc<NodeContext>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let hash = crate::store::parse_id(&id)
+        .ok_or_else(|| ApiError::bad_request("bad_id", "an object id is b3:<64 hex>"))?;
+    let report =
+        ctx.objects.repair_now(hash).await.map_err(|e| {
+            ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_held", e.to_string())
+        })?;
+    Ok(Json(report_json(&crate::store::id_string(&hash), &report)).into_response())
+}
+
+/// Repairs every object this node holds (up to `REPAIR_ALL_MAX`), one at a time.
+async fn repair_all(State(ctx): State<Arc<NodeContext>>) -> Response {
+    let mut reports = Vec::new();
+    for (hash, _) in ctx
+        .objects
+        .store
+        .list()
+        .into_iter()
+        .take(crate::objects::REPAIR_ALL_MAX)
+    {
+        if let Ok(r) = ctx.objects.repair_now(hash).await {
+            reports.push(report_json(&crate::store::id_string(&hash), &r));
+        }
+    }
+    Json(json!({"objects": reports})).into_response()
 }
 
 /// Re-reads the capability files; a file that does not parse leaves the keys in force.

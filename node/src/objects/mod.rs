@@ -15,6 +15,7 @@
 
 mod fetch;
 mod pieces;
+mod repair_now;
 mod serve;
 
 use std::collections::BTreeSet;
@@ -29,6 +30,8 @@ use tokio::task::JoinSet;
 use wire::NodeId;
 use wire::Status;
 use wire::object::ByteRange;
+
+pub use repair_now::{Placement, REPAIR_ALL_MAX, RepairError, RepairReport};
 
 use crate::dht::{DhtError, DhtHandle, NetPeer};
 use crate::quota::Quotas;
