@@ -314,7 +314,7 @@ fn doctor_checks_a_host_before_a_run() {
     peer.wait_healthy(Duration::from_secs(10)).unwrap();
     let peer_id = peer.node_id().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let doctor = |listen: SocketAddr, bootstrap: String| {
+    let doctor = |listen: SocketAddr, bootstrap: String, extra: &[String]| {
         let mut cmd = macronode_command().unwrap();
         cmd.arg("doctor")
             .arg("--data-dir")
@@ -322,7 +322,8 @@ fn doctor_checks_a_host_before_a_run() {
             .args(["--listen", &listen.to_string()])
             .args(["--http", &ports::free_addr(Proto::Tcp).unwrap().to_string()])
             .args(["--bootstrap", &bootstrap])
-            .args(["--store-quota-bytes", "1048576"]);
+            .args(["--store-quota-bytes", "1048576"])
+            .args(extra);
         let out = cmd.output().unwrap();
         (
             out.status.success(),
@@ -330,7 +331,7 @@ fn doctor_checks_a_host_before_a_run() {
         )
     };
     let free = ports::free_addr(Proto::Udp).unwrap();
-    let (ok, said) = doctor(free, format!("{peer_id}@{}", peer.quic()));
+    let (ok, said) = doctor(free, format!("{peer_id}@{}", peer.quic()), &[]);
     assert!(said.contains("answered HELLO as"), "{said}");
     // The open-file limit is the host's: a low one fails here as it should, and is the
     // only failure this test tolerates.
@@ -343,7 +344,7 @@ fn doctor_checks_a_host_before_a_run() {
     );
 
     let wrong = NodeId([7; 32]);
-    let (ok, said) = doctor(peer.quic(), format!("{wrong}@{}", peer.quic()));
+    let (ok, said) = doctor(peer.quic(), format!("{wrong}@{}", peer.quic()), &[]);
     assert!(!ok, "{said}");
     let fails: Vec<&str> = said
         .lines()
@@ -355,4 +356,19 @@ fn doctor_checks_a_host_before_a_run() {
         "{said}"
     );
     assert!(fails[1].contains("bootstrap peer"), "{said}");
+
+    // A fixed admin plane port in use is named too.
+    let taken = peer.admin().unwrap().to_string();
+    let free = ports::free_addr(Proto::Udp).unwrap();
+    let (ok, said) = doctor(
+        free,
+        format!("{peer_id}@{}", peer.quic()),
+        &["--admin".into(), taken],
+    );
+    assert!(!ok, "{said}");
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("choose another --admin")),
+        "{said}"
+    );
 }
