@@ -11,7 +11,12 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::Value;
 
-use crate::cli::{admin_url, agent};
+use std::time::Duration;
+
+use crate::cli::{ADMIN_QUICK_WAIT, admin_agent, admin_url};
+
+/// How long `repair` waits for the node's answer (one object's transfers, or all).
+const REPAIR_WAIT: Duration = Duration::from_secs(3600);
 
 /// Options of `macronode status`.
 #[derive(Debug, Clone, Args)]
@@ -73,7 +78,7 @@ fn call_post(req: ureq::RequestBuilder<ureq::typestate::WithBody>) -> anyhow::Re
 /// Prints the node's status for a person.
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     let base = base(&args.data_dir, args.admin.as_deref())?;
-    let s = call(agent().get(format!("{base}/v1/status")))?;
+    let s = call(admin_agent(ADMIN_QUICK_WAIT).get(format!("{base}/v1/status")))?;
     let n = |v: &Value| v.as_u64().unwrap_or(0);
     println!("node      {}", s["node_id"].as_str().unwrap_or("?"));
     println!(
@@ -151,8 +156,10 @@ fn print_report(r: &Value) {
 pub fn repair(args: &RepairArgs) -> anyhow::Result<()> {
     let base = base(&args.data_dir, args.admin.as_deref())?;
     let reports = match &args.id {
-        Some(id) => vec![call_post(agent().post(format!("{base}/v1/repair/{id}")))?],
-        None => call_post(agent().post(format!("{base}/v1/repair")))?["objects"]
+        Some(id) => vec![call_post(
+            admin_agent(REPAIR_WAIT).post(format!("{base}/v1/repair/{id}")),
+        )?],
+        None => call_post(admin_agent(REPAIR_WAIT).post(format!("{base}/v1/repair")))?["objects"]
             .as_array()
             .cloned()
             .unwrap_or_default(),

@@ -195,7 +195,7 @@ fn reload_node(data_dir: &std::path::Path, admin: Option<&str>) -> anyhow::Resul
         ));
     };
     let url = format!("{base}/v1/tokens/reload");
-    match agent().post(&url).send_empty() {
+    match admin_agent(ADMIN_QUICK_WAIT).post(&url).send_empty() {
         Err(e) => Ok(format!(
             "the node at {base} did not answer ({e}): it applies this when it starts"
         )),
@@ -242,14 +242,27 @@ pub struct GetArgs {
     pub gateway: String,
 }
 
-pub(crate) fn agent() -> ureq::Agent {
+fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
         .build()
         .into()
 }
+
+/// An agent for the admin plane: its answer is bounded by `wait` (a reload or a status
+/// is quick; a repair waits for its transfers).
+pub(crate) fn admin_agent(wait: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(wait))
+        .build()
+        .into()
+}
+
+/// How long a reload or a status may take to answer.
+pub(crate) const ADMIN_QUICK_WAIT: Duration = Duration::from_secs(30);
 
 fn progress(len: u64) -> ProgressBar {
     // Small transfers finish before a bar would help; a pipe gets no bar at all.
