@@ -56,6 +56,10 @@ pub struct NodeContext {
     pub metrics: Option<PrometheusHandle>,
     /// The HTTP address actually bound.
     pub http: SocketAddr,
+    /// The admin plane's address actually bound (`None`: off).
+    pub admin: Option<SocketAddr>,
+    /// When the node started (uptime on the status page).
+    pub started: std::time::Instant,
     /// Peers the routing table must hold before the node is ready.
     pub min_peers: usize,
     /// The negative cache and per-client search budgets for GETs of ids not held here.
@@ -123,6 +127,15 @@ impl NodeContext {
                 "handshakes_failed": t.handshakes_failed,
             },
             "bytes_stored": self.objects.store.bytes(),
+            "store_quota_bytes": self.objects.store.quota(),
+            "rf_target": self.objects.limits.rf,
+            "rf_observed": s.replicas_mean_milli as f64 / 1000.0,
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "buckets": s.buckets.iter().map(|(b, n)| json!({"bucket": b, "peers": n})).collect::<Vec<_>>(),
+            "recent_lookups": s.recent_lookups.iter().map(|l| json!({
+                "hops": l.hops,
+                "ms": l.duration.as_secs_f64() * 1000.0,
+            })).collect::<Vec<_>>(),
             "ready": s.ready,
             "version": env!("CARGO_PKG_VERSION"),
         })
@@ -164,7 +177,7 @@ pub struct RunningNode {
     pub ctx: Arc<NodeContext>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    http_task: JoinHandle<()>,
+    http_tasks: Vec<JoinHandle<()>>,
 }
 
 /// Errors that stop a node from starting.
@@ -176,9 +189,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// The capability key file could not be read.
-    #[error("capability key: {0}")]
-    CapKey(std::io::Error),
+    /// The capability keys or the revocation list could not be read.
+    #[error("capability keys: {0}")]
+    CapKey(#[from] crate::keyring::KeyringError),
     /// The tenant accounts could not be read.
     #[error("tenant accounts: {0}")]
     Quotas(std::io::Error),
@@ -201,6 +214,39 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The admin plane could not be bound, or its address not recorded.
+    #[error("admin plane on {addr}: {source}")]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The file in the data directory naming the admin plane's bound address, for the
+/// operator commands (`macronode status`, `token revoke`) to find a running node.
+pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+
+/// Admin requests served at once: a few operators, never a crowd.
+const ADMIN_REQUESTS_MAX: usize = 16;
+
+/// Binds the admin plane and records where it listens (or removes a stale record when it
+/// is off).
+async fn bind_admin(config: &NodeConfig) -> Result<Option<(TcpListener, SocketAddr)>, StartError> {
+    let record = config.data_dir.join(ADMIN_ADDR_FILE);
+    let Some(addr) = config.admin else {
+        let _ = std::fs::remove_file(&record);
+        return Ok(None);
+    };
+    let err = |source| StartError::Admin { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    let tmp = record.with_extension("addr.tmp");
+    std::fs::write(&tmp, format!("{bound}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &record))
+        .map_err(err)?;
+    Ok(Some((listener, bound)))
 }
 
 /// Starts a node from its configuration.
@@ -221,8 +267,13 @@ pub async fn start(
     } else {
         Store::open(&config.data_dir, config.store_quota_bytes)?
     };
-    let cap_root =
-        crate::caps::root_key(&identity, config.cap_key.as_deref()).map_err(StartError::CapKey)?;
+    let keyring = crate::keyring::Keyring::load(
+        crate::keyring::KeyFiles {
+            data_dir: config.data_dir.clone(),
+            cap_key: config.cap_key.clone(),
+        },
+        identity.clone(),
+    )?;
     let handler = Arc::new(NodeHandler {
         services: OnceLock::new(),
     });
@@ -252,7 +303,7 @@ pub async fn start(
         transport.clone(),
         dht.clone(),
         config.objects.clone(),
-        cap_root,
+        keyring.clone(),
         quotas.clone(),
     );
     let _ = handler
@@ -291,9 +342,10 @@ pub async fn start(
         addr: config.http,
         source,
     })?;
+    let admin = bind_admin(&config).await?;
     let gateway = GatewaySettings {
         open_writes: config.open_writes,
-        cap_root,
+        keyring,
         body_idle_timeout: config.http_body_timeout,
         response_budget: Arc::new(tokio::sync::Semaphore::new(
             config.response_buffer_bytes as usize,
@@ -306,13 +358,15 @@ pub async fn start(
         gateway,
         metrics,
         http,
+        admin: admin.as_ref().map(|(_, a)| *a),
+        started: std::time::Instant::now(),
         min_peers: config.min_peers,
         misses: gateway::misses::MissGuard::default(),
     });
     let router = gateway::admin::routes()
         .merge(gateway::objects::routes())
         .with_state(ctx.clone());
-    let http_task = tokio::spawn(gateway::serve(
+    let mut http_tasks = vec![tokio::spawn(gateway::serve(
         listener,
         router,
         GatewayLimits {
@@ -322,7 +376,23 @@ pub async fn start(
         },
         shutdown_rx.clone(),
         SHUTDOWN_GRACE,
-    ));
+    ))];
+    if let Some((listener, _)) = admin {
+        let router = gateway::operator::routes()
+            .merge(gateway::admin::routes())
+            .with_state(ctx.clone());
+        http_tasks.push(tokio::spawn(gateway::serve(
+            listener,
+            router,
+            GatewayLimits {
+                concurrent_requests_max: ADMIN_REQUESTS_MAX,
+                write_stall_timeout: config.write_stall_timeout,
+                ..GatewayLimits::default()
+            },
+            shutdown_rx.clone(),
+            SHUTDOWN_GRACE,
+        )));
+    }
     let mut tasks = vec![
         tokio::spawn(keep_joined(
             transport,
@@ -338,12 +408,15 @@ pub async fn start(
     if let Some(handle) = ctx.metrics.clone() {
         tasks.push(crate::telemetry::keep_up(handle));
     }
-    tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, amnesia = config.amnesia, "node started");
+    let admin = ctx
+        .admin
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, %admin, amnesia = config.amnesia, "node started");
     Ok(RunningNode {
         ctx,
         shutdown,
         tasks,
-        http_task,
+        http_tasks,
     })
 }
 
@@ -351,7 +424,12 @@ impl RunningNode {
     /// Stops the node: HTTP and DHT first, then the transport closes its connections.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.http_task).await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            for t in self.http_tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
         for t in self.tasks {
             t.abort();
         }

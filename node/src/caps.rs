@@ -65,8 +65,9 @@ pub struct Token {
     tag: [u8; 32],
 }
 
-/// Why a token was refused. `Missing`/`Invalid` mean "not authenticated" (401); the rest
-/// mean "authenticated, not allowed" (403).
+/// Why a token was refused. `Missing`, `Invalid`, `Revoked` and `Rotated` mean "not
+/// authenticated" (401: the credential is no good); the rest mean "authenticated, not
+/// allowed" (403).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CapError {
     /// No token was presented.
@@ -81,6 +82,14 @@ pub enum CapError {
     /// The token does not allow this method.
     #[error("capability token does not allow {0}")]
     Method(String),
+    /// The token's id is on the node's revocation list.
+    #[error("capability token {0} has been revoked")]
+    Revoked(String),
+    /// The token was minted under a capability root rotated out, whose grace ended.
+    #[error(
+        "capability token's root was rotated out; its grace ended at {0} (unix seconds): mint a new one"
+    )]
+    Rotated(u64),
     /// The body is larger than the token allows.
     #[error("capability token allows at most {max} bytes, request has {got}")]
     TooLarge {
@@ -94,7 +103,10 @@ pub enum CapError {
 impl CapError {
     /// Whether this is an authentication failure (401) rather than a refusal (403).
     pub fn is_unauthenticated(&self) -> bool {
-        matches!(self, CapError::Missing | CapError::Invalid(_))
+        matches!(
+            self,
+            CapError::Missing | CapError::Invalid(_) | CapError::Revoked(_) | CapError::Rotated(_)
+        )
     }
 }
 
@@ -140,6 +152,12 @@ impl Token {
         self.tag = fold(self.tag, &caveat);
         self.caveats.push(caveat);
         self
+    }
+
+    /// The token's id: its random nonce, shown by `token mint` and named by `token revoke`.
+    /// Attenuations of a token keep its id.
+    pub fn id(&self) -> [u8; 16] {
+        self.nonce
     }
 
     /// The caveats, in order.
@@ -226,26 +244,12 @@ impl Token {
     }
 }
 
-/// The root key a node checks tokens with: from an operator's key file shared by a fleet of
-/// gateways, or else derived from the node's own Ed25519 key (a deterministic signature
-/// over a fixed context, hashed), so it needs no extra secret on disk.
-pub fn root_key(
-    identity: &crate::identity::Identity,
-    key_file: Option<&std::path::Path>,
-) -> std::io::Result<[u8; 32]> {
-    if let Some(path) = key_file {
-        let text = std::fs::read_to_string(path)?;
-        let mut k = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut k).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "cap key file must hold 64 hex digits",
-            )
-        })?;
-        return Ok(k);
-    }
+/// The capability root a node has before any `--cap-key` file or rotation: derived from
+/// its Ed25519 key (a deterministic signature over a fixed context, hashed), so it needs no
+/// extra secret on disk. `keyring` decides which root is in force.
+pub fn derived_root(identity: &crate::identity::Identity) -> [u8; 32] {
     let sig = identity.sign(b"macronode capability root v1");
-    Ok(blake3::derive_key("macronode capability root v1", &sig))
+    blake3::derive_key("macronode capability root v1", &sig)
 }
 
 #[cfg(test)]

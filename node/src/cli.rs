@@ -1,4 +1,10 @@
-//! Operator commands that talk to a gateway or a data directory: `token mint`, `put`, `get`.
+//! Operator commands that talk to a gateway or a data directory: `token mint`, `token
+//! revoke`, `token rotate`, `put`, `get`.
+//!
+//! `token revoke` and `token rotate` write the capability files in the data directory
+//! (`keyring`) and then ask the running node, through the admin plane address it recorded
+//! in `admin.addr`, to re-read them, so they hold from its next request; a node that is not
+//! running reads them when it starts.
 //!
 //! `put` streams a file to `PUT /o` and prints the id; `get` streams `GET /o/{id}` to a file
 //! or stdout and checks the bytes against the id itself before keeping them, so a client
@@ -14,6 +20,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::caps::{Caveat, Token};
+use crate::keyring::{KeyFiles, Keys};
 use crate::store::{id_string, parse_id};
 
 /// Options of `macronode token mint`.
@@ -46,11 +53,32 @@ pub struct MintArgs {
     pub rate: Option<u64>,
 }
 
-/// Makes a token from the node's key (or the shared key) with the requested caveats.
-pub fn mint(args: &MintArgs) -> anyhow::Result<String> {
+/// A token just minted.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    /// Its id (32 hex digits), for `token revoke`.
+    pub id: String,
+    /// Its text, for `Authorization: Bearer`.
+    pub token: String,
+}
+
+fn key_files(data_dir: &std::path::Path, cap_key: Option<&std::path::Path>) -> KeyFiles {
+    KeyFiles {
+        data_dir: data_dir.to_path_buf(),
+        cap_key: cap_key.map(std::path::Path::to_path_buf),
+    }
+}
+
+/// Makes a token from the capability root in force (see `keyring`) with the requested
+/// caveats.
+pub fn mint(args: &MintArgs) -> anyhow::Result<Minted> {
     let identity = crate::identity::Identity::load_or_create(&args.data_dir)?;
-    let root = crate::caps::root_key(&identity, args.cap_key.as_deref())
-        .context("reading the capability key")?;
+    let root = Keys::load(
+        &key_files(&args.data_dir, args.cap_key.as_deref()),
+        &identity,
+    )
+    .context("reading the capability key")?
+    .root;
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce)
         .map_err(|e| anyhow::anyhow!("no entropy for a token nonce: {e}"))?;
@@ -79,7 +107,105 @@ pub fn mint(args: &MintArgs) -> anyhow::Result<String> {
             bytes_per_second,
         }));
     }
-    Ok(Token::mint(&root, nonce, caveats).encode())
+    let token = Token::mint(&root, nonce, caveats);
+    Ok(Minted {
+        id: hex::encode(token.id()),
+        token: token.encode(),
+    })
+}
+
+/// Options of `macronode token revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct RevokeArgs {
+    /// The token's id (32 hex digits, printed by `token mint`).
+    pub id: String,
+    /// The node's data directory (the revocation list lives there).
+    #[arg(long, env = "MACRONODE_DATA_DIR", default_value = "macronode-data")]
+    pub data_dir: PathBuf,
+    /// The running node's admin plane (default: the address in DATA_DIR/admin.addr).
+    #[arg(long, env = "MACRONODE_ADMIN_URL")]
+    pub admin: Option<String>,
+}
+
+/// Options of `macronode token rotate`.
+#[derive(Debug, Clone, Args)]
+pub struct RotateArgs {
+    /// The node's data directory.
+    #[arg(long, env = "MACRONODE_DATA_DIR", default_value = "macronode-data")]
+    pub data_dir: PathBuf,
+    /// The shared capability key file to rotate (default: DATA_DIR/cap.key).
+    #[arg(long, env = "MACRONODE_CAP_KEY")]
+    pub cap_key: Option<PathBuf>,
+    /// Seconds the old root's tokens stay accepted (default one day, the default token
+    /// lifetime).
+    #[arg(long, default_value_t = 86_400)]
+    pub grace: u64,
+    /// The running node's admin plane (default: the address in DATA_DIR/admin.addr).
+    #[arg(long, env = "MACRONODE_ADMIN_URL")]
+    pub admin: Option<String>,
+}
+
+/// Adds a token id to the revocation list and has the running node re-read it.
+pub fn revoke(args: &RevokeArgs) -> anyhow::Result<()> {
+    let id = crate::keyring::parse_token_id(&args.id)
+        .with_context(|| format!("{:?} is not a token id (32 hex digits)", args.id))?;
+    crate::keyring::revoke(&key_files(&args.data_dir, None), id)?;
+    println!("revoked {}", hex::encode(id));
+    println!("{}", reload_node(&args.data_dir, args.admin.as_deref())?);
+    Ok(())
+}
+
+/// Makes a new capability root; the old one's tokens are accepted for `--grace` seconds.
+pub fn rotate(args: &RotateArgs) -> anyhow::Result<()> {
+    let identity = crate::identity::Identity::load_or_create(&args.data_dir)?;
+    let mut new = [0u8; 32];
+    getrandom::fill(&mut new).map_err(|e| anyhow::anyhow!("no entropy for a new root: {e}"))?;
+    let until = unix_now().saturating_add(args.grace);
+    let files = key_files(&args.data_dir, args.cap_key.as_deref());
+    let written = crate::keyring::rotate(&files, &identity, new, until)?;
+    println!(
+        "new capability root in {}; tokens of the old one are accepted until {until} (unix)",
+        written.display()
+    );
+    println!("{}", reload_node(&args.data_dir, args.admin.as_deref())?);
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The admin plane's base URL: given, or recorded by the running node in its data dir.
+pub fn admin_url(data_dir: &std::path::Path, given: Option<&str>) -> Option<String> {
+    if let Some(u) = given {
+        return Some(u.trim_end_matches('/').to_string());
+    }
+    let recorded = std::fs::read_to_string(data_dir.join(crate::app::ADMIN_ADDR_FILE)).ok()?;
+    Some(format!("http://{}", recorded.trim()))
+}
+
+/// Asks the running node to re-read its capability files; says what happened.
+fn reload_node(data_dir: &std::path::Path, admin: Option<&str>) -> anyhow::Result<String> {
+    let Some(base) = admin_url(data_dir, admin) else {
+        return Ok(format!(
+            "no running node recorded in {}: it applies this when it starts",
+            data_dir.join(crate::app::ADMIN_ADDR_FILE).display()
+        ));
+    };
+    let url = format!("{base}/v1/tokens/reload");
+    match admin_agent(ADMIN_QUICK_WAIT).post(&url).send_empty() {
+        Err(e) => Ok(format!(
+            "the node at {base} did not answer ({e}): it applies this when it starts"
+        )),
+        Ok(resp) if resp.status().as_u16() == 200 => Ok(format!("the node at {base} applied it")),
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let body = resp.body_mut().read_to_string().unwrap_or_default();
+            bail!("the node at {base} could not apply it ({status}): {body}")
+        }
+    }
 }
 
 /// Options of `macronode put`.
@@ -123,6 +249,20 @@ fn agent() -> ureq::Agent {
         .build()
         .into()
 }
+
+/// An agent for the admin plane: its answer is bounded by `wait` (a reload or a status
+/// is quick; a repair waits for its transfers).
+pub(crate) fn admin_agent(wait: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(wait))
+        .build()
+        .into()
+}
+
+/// How long a reload or a status may take to answer.
+pub(crate) const ADMIN_QUICK_WAIT: Duration = Duration::from_secs(30);
 
 fn progress(len: u64) -> ProgressBar {
     // Small transfers finish before a bar would help; a pipe gets no bar at all.

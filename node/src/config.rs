@@ -152,8 +152,10 @@ pub struct ConfigLayer {
     pub data_dir: Option<PathBuf>,
     /// QUIC (UDP) listen address.
     pub listen: Option<SocketAddr>,
-    /// HTTP gateway and admin listen address.
+    /// HTTP gateway (public edge) listen address.
     pub http: Option<SocketAddr>,
+    /// Admin plane listen address, or `off`.
+    pub admin: Option<String>,
     /// Bootstrap peers, `ID@HOST:PORT` or `HOST:PORT`.
     pub bootstrap: Option<Vec<String>>,
     /// Logs as JSON lines instead of text.
@@ -213,6 +215,7 @@ impl ConfigLayer {
             data_dir: over.data_dir.or(self.data_dir),
             listen: over.listen.or(self.listen),
             http: over.http.or(self.http),
+            admin: over.admin.or(self.admin),
             bootstrap: over.bootstrap.or(self.bootstrap),
             json_logs: over.json_logs.or(self.json_logs),
             k: over.k.or(self.k),
@@ -245,8 +248,12 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// QUIC listen address (default `127.0.0.1:4433`).
     pub listen: SocketAddr,
-    /// HTTP gateway and admin address (default `127.0.0.1:8080`).
+    /// HTTP gateway address, the public edge (default `127.0.0.1:8080`).
     pub http: SocketAddr,
+    /// Admin plane address (`None`: off). Default `127.0.0.1:0`: loopback, a port the
+    /// kernel picks, so any number of nodes share a host; the bound address is logged and
+    /// written to `data_dir/admin.addr`, where the operator commands find it.
+    pub admin: Option<SocketAddr>,
     /// Bootstrap peers (default none: start a new mesh).
     pub bootstrap: Vec<BootstrapPeer>,
     /// JSON logs (default off).
@@ -365,6 +372,7 @@ impl NodeConfig {
             http: layer
                 .http
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            admin: parse_admin(layer.admin.as_deref())?,
             json_logs: layer.json_logs.unwrap_or(false),
             dht,
             amnesia: layer.amnesia.unwrap_or(false),
@@ -400,6 +408,22 @@ impl NodeConfig {
                 .unwrap_or(if bootstrap.is_empty() { 0 } else { 1 }),
             bootstrap,
         })
+    }
+}
+
+/// The default admin plane address: loopback, any free port (see [`NodeConfig::admin`]).
+pub const ADMIN_DEFAULT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// `--admin`: an address, or `off` to serve no admin plane.
+fn parse_admin(value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+    match value.map(str::trim) {
+        None => Ok(Some(ADMIN_DEFAULT)),
+        Some(v) if v.eq_ignore_ascii_case("off") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| ConfigError::Invalid {
+            field: "admin",
+            why: format!("{v:?}: expected IP:PORT or off"),
+        }),
     }
 }
 
@@ -457,6 +481,26 @@ mod tests {
         assert_eq!(c.listen.port(), 2);
         assert_eq!(c.dht.k, 8);
         assert_eq!(c.http.port(), 8080);
+        assert_eq!(c.admin, Some(ADMIN_DEFAULT));
+    }
+
+    #[test]
+    fn admin_is_an_address_or_off() {
+        let with = |v: &str| {
+            NodeConfig::resolve(ConfigLayer {
+                admin: Some(v.into()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            with("127.0.0.1:9100").map(|c| c.admin).ok().flatten(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
+        );
+        assert!(with("OFF").is_ok_and(|c| c.admin.is_none()));
+        assert!(matches!(
+            with("nowhere"),
+            Err(ConfigError::Invalid { field: "admin", .. })
+        ));
     }
 
     #[test]

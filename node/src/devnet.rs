@@ -2,8 +2,8 @@
 //! for trying things out.
 //!
 //! Node 0 starts a new mesh; every other node bootstraps off node 0 by address (its id is
-//! learned from the handshake). Each node gets its own data directory, QUIC port and HTTP
-//! port. The command waits until every node answers `/readyz` 200, prints their URLs, and
+//! learned from the handshake). Each node gets its own data directory, QUIC port, HTTP
+//! port and admin port (9080 + i by default, clear of the HTTP ports 8080 + i). The command waits until every node answers `/readyz` 200, prints their URLs, and
 //! stops them all (SIGTERM, then SIGKILL after a grace period) on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
@@ -31,6 +31,9 @@ pub struct DevnetArgs {
     /// HTTP port of node 0; node i uses this + i.
     #[arg(long, default_value_t = 8080)]
     pub http_port: u16,
+    /// Admin plane port of node 0; node i uses this + i (loopback only).
+    #[arg(long, default_value_t = 9080)]
+    pub admin_port: u16,
     /// Seconds to wait for every node to be ready.
     #[arg(long, default_value_t = 30)]
     pub ready_timeout: u64,
@@ -59,12 +62,14 @@ pub async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Option
 struct DevNode {
     child: Child,
     http: SocketAddr,
+    admin: SocketAddr,
 }
 
 fn spawn_node(args: &DevnetArgs, i: u16, bootstrap: Option<SocketAddr>) -> anyhow::Result<DevNode> {
     let exe = std::env::current_exe().context("locating the macronode binary")?;
     let quic = SocketAddr::from(([127, 0, 0, 1], args.quic_port + i));
     let http = SocketAddr::from(([127, 0, 0, 1], args.http_port + i));
+    let admin = SocketAddr::from(([127, 0, 0, 1], args.admin_port + i));
     let dir = args.dir.join(format!("node-{i}"));
     let mut cmd = Command::new(exe);
     cmd.arg("run")
@@ -73,7 +78,9 @@ fn spawn_node(args: &DevnetArgs, i: u16, bootstrap: Option<SocketAddr>) -> anyho
         .arg("--listen")
         .arg(quic.to_string())
         .arg("--http")
-        .arg(http.to_string());
+        .arg(http.to_string())
+        .arg("--admin")
+        .arg(admin.to_string());
     if let Some(b) = bootstrap {
         cmd.arg("--bootstrap").arg(b.to_string());
     }
@@ -87,7 +94,7 @@ fn spawn_node(args: &DevnetArgs, i: u16, bootstrap: Option<SocketAddr>) -> anyho
         .stderr(log)
         .kill_on_drop(true);
     let child = cmd.spawn().with_context(|| format!("starting node {i}"))?;
-    Ok(DevNode { child, http })
+    Ok(DevNode { child, http, admin })
 }
 
 async fn stop_all(nodes: &mut [DevNode]) {
@@ -167,7 +174,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     }
     println!("devnet: {} nodes ready", nodes.len());
     for (i, n) in nodes.iter().enumerate() {
-        println!("  node {i}: http://{}", n.http);
+        println!("  node {i}: http://{}  admin http://{}", n.http, n.admin);
     }
     let token = crate::cli::mint(&crate::cli::MintArgs {
         data_dir: args.dir.join("node-0"),
@@ -179,7 +186,10 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         quota_bytes: None,
         rate: None,
     })?;
-    println!("write token (any node, 7 days): {token}");
+    println!(
+        "write token (any node, 7 days): {}\n  its id (for `token revoke`): {}",
+        token.token, token.id
+    );
     println!(
         "try:  curl -X PUT --data-binary @FILE -H \"Authorization: Bearer $TOKEN\" http://{}/o",
         nodes[0].http

@@ -49,6 +49,9 @@ pub async fn check(config: &NodeConfig) -> Vec<Finding> {
     }
     out.push(port_free(config));
     out.push(http_free(config));
+    if let Some(admin) = config.admin.filter(|a| a.port() != 0) {
+        out.push(admin_free(admin));
+    }
     out.push(open_files());
     out.push(clock());
     out.extend(bootstrap(config).await);
@@ -157,6 +160,18 @@ fn http_free(config: &NodeConfig) -> Finding {
                 "{} (TCP): {e}; stop what holds it or choose another --http",
                 config.http
             ),
+        ),
+    }
+}
+
+/// A fixed admin plane port must be free too (the default, port 0, always is).
+fn admin_free(admin: std::net::SocketAddr) -> Finding {
+    match TcpListener::bind(admin) {
+        Ok(_) => finding("admin port", true, format!("{admin} (TCP) is free")),
+        Err(e) => finding(
+            "admin port",
+            false,
+            format!("{admin} (TCP): {e}; stop what holds it or choose another --admin"),
         ),
     }
 }

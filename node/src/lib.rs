@@ -17,10 +17,13 @@
 //! - [`devnet`]: N node processes on loopback, the newcomer's first command.
 //! - [`objects`]: the write path, the read path and repair across the mesh.
 //! - [`caps`]: capability tokens for gateway writes.
-//! - [`cli`]: `token mint`, `put` and `get` for operators.
+//! - [`keyring`]: the capability roots (current, rotated out) and the revocation list.
+//! - [`cli`]: `token mint|revoke|rotate`, `put` and `get` for operators.
+//! - [`admin_cli`]: `status` and `repair`, through a running node's admin plane.
 //! - [`store`]: the verified, crash-safe object store (or amnesia).
 //! - [`signals`]: waiting for SIGINT or SIGTERM.
 
+pub mod admin_cli;
 pub mod app;
 pub mod caps;
 pub mod cli;
@@ -30,6 +33,7 @@ pub mod dht;
 pub mod doctor;
 pub mod gateway;
 pub mod identity;
+pub mod keyring;
 pub mod objects;
 pub mod quota;
 pub mod signals;

@@ -3,6 +3,9 @@
 //! - `macronode run`: one node (flags > `MACRONODE_*` env > `--config` TOML file).
 //! - `macronode devnet --nodes N`: N node processes on loopback, joined, until Ctrl-C.
 //! - `macronode id --data-dir D`: the node id kept in a data directory.
+//! - `macronode token mint|revoke|rotate`: capability tokens and their root.
+//! - `macronode status`, `macronode repair [ID|--all]`: a running node, through its admin
+//!   plane.
 
 use std::path::PathBuf;
 
@@ -39,6 +42,11 @@ enum Command {
     Put(node::cli::PutArgs),
     /// Download an object through a gateway, verified against its id.
     Get(node::cli::GetArgs),
+    /// Print a running node's status for a person (through its admin plane).
+    Status(node::admin_cli::StatusArgs),
+    /// Repair an object (or --all) now: the RF closest nodes prove or receive a copy;
+    /// prints the holders against the RF closest.
+    Repair(node::admin_cli::RepairArgs),
     /// Print the node id kept in a data directory (creating the key if there is none).
     Id {
         /// The data directory.
@@ -49,8 +57,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Mint a token from a node's key (or a shared --cap-key file).
+    /// Mint a token from the capability root in force; prints the token on stdout and
+    /// its id on stderr.
     Mint(node::cli::MintArgs),
+    /// Revoke a token by id: the node refuses it from its next request on (and after
+    /// restarts).
+    Revoke(node::cli::RevokeArgs),
+    /// Replace the capability root; the old root's tokens are accepted for --grace seconds.
+    Rotate(node::cli::RotateArgs),
 }
 
 #[derive(Args)]
@@ -64,9 +78,13 @@ struct RunArgs {
     /// QUIC (UDP) listen address.
     #[arg(long, env = "MACRONODE_LISTEN")]
     listen: Option<std::net::SocketAddr>,
-    /// HTTP gateway and admin address.
+    /// HTTP gateway address: objects, health, metrics, status (the public edge).
     #[arg(long, env = "MACRONODE_HTTP")]
     http: Option<std::net::SocketAddr>,
+    /// Admin plane address (lookup, routing, repair, token revocation), or `off`; default
+    /// 127.0.0.1:0 (a free loopback port, written to DATA_DIR/admin.addr).
+    #[arg(long, env = "MACRONODE_ADMIN")]
+    admin: Option<String>,
     /// Bootstrap peer, `ID@HOST:PORT` or `HOST:PORT`, HOST an IP address or a DNS name
     /// (resolved again at each join attempt); repeatable (env: comma-separated).
     #[arg(long, env = "MACRONODE_BOOTSTRAP", value_delimiter = ',')]
@@ -142,6 +160,7 @@ impl RunArgs {
             data_dir: self.data_dir.clone(),
             listen: self.listen,
             http: self.http,
+            admin: self.admin.clone(),
             bootstrap: (!self.bootstrap.is_empty()).then(|| self.bootstrap.clone()),
             json_logs: self.json_logs,
             rpc_timeout_ms: self.rpc_timeout_ms,
@@ -207,10 +226,16 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(node::devnet::run(args))
         }
         Command::Token(TokenCommand::Mint(args)) => {
-            println!("{}", node::cli::mint(&args)?);
+            let minted = node::cli::mint(&args)?;
+            println!("{}", minted.token);
+            eprintln!("token id: {}", minted.id);
             Ok(())
         }
+        Command::Token(TokenCommand::Revoke(args)) => node::cli::revoke(&args),
+        Command::Token(TokenCommand::Rotate(args)) => node::cli::rotate(&args),
         Command::Put(args) => node::cli::put(&args),
+        Command::Status(args) => node::admin_cli::status(&args),
+        Command::Repair(args) => node::admin_cli::repair(&args),
         Command::Get(args) => node::cli::get(&args),
         Command::Id { data_dir } => {
             let id = node::Identity::load_or_create(&data_dir)?;

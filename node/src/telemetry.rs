@@ -248,9 +248,12 @@ fn route_of(path: &str) -> &'static str {
         "/metrics" => "/metrics",
         "/v1/status" => "/v1/status",
         "/v1/routing" => "/v1/routing",
+        "/v1/repair" => "/v1/repair",
+        "/v1/tokens/reload" => "/v1/tokens/reload",
         "/" => "/",
         p if p.starts_with("/o/") => "/o/{id}",
         p if p.starts_with("/v1/lookup/") => "/v1/lookup/{key}",
+        p if p.starts_with("/v1/repair/") => "/v1/repair/{id}",
         _ => "other",
     }
 }

@@ -45,7 +45,7 @@ async fn tenants_are_held_to_their_quotas() {
     c.open_writes = false;
     let node = start_with(c).await;
     let identity = Identity::load_or_create(&dir.path().join("n0")).unwrap();
-    let root = node::caps::root_key(&identity, None).unwrap();
+    let root = node::caps::derived_root(&identity);
     let url = format!("http://{}/o", node.ctx.http);
 
     // Bytes in all: 1 MB for acme.

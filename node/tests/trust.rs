@@ -112,7 +112,7 @@ async fn push_paced(
 /// A capability for node `i` of a mesh under `dir` (its root key from its identity).
 fn capability(dir: &std::path::Path, i: usize) -> Bytes {
     let identity = Identity::load_or_create(&dir.join(format!("n{i}"))).unwrap();
-    let root = node::caps::root_key(&identity, None).unwrap();
+    let root = node::caps::derived_root(&identity);
     Token::mint(&root, [7; 16], vec![Caveat::Methods(vec!["PUT".into()])])
         .encode()
         .into()

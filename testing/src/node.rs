@@ -56,9 +56,23 @@ pub struct NodeSpec {
     pub listen_at: Option<SocketAddr>,
     /// `--http` at this address instead of a free loopback port (a namespace's address).
     pub http_at: Option<SocketAddr>,
+    /// Where the admin plane listens (`--admin`).
+    pub admin: AdminSpec,
     /// A command the node runs under, e.g. `["ip", "netns", "exec", "NS"]`: the chaos
     /// suite's namespaces. The wrapper must exec the node, so signals reach it.
     pub wrapper: Vec<String>,
+}
+
+/// Where a node's admin plane goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AdminSpec {
+    /// A free loopback port the harness picks and passes with `--admin`.
+    #[default]
+    Pick,
+    /// `--admin` at this address (a namespace's address).
+    At(SocketAddr),
+    /// No `--admin` flag: the spec's arguments, env or config file decide.
+    Unset,
 }
 
 impl NodeSpec {
@@ -107,6 +121,7 @@ pub struct NodeProcess {
     dir: tempfile::TempDir,
     quic: SocketAddr,
     http: SocketAddr,
+    admin: Option<SocketAddr>,
     id: Option<NodeId>,
 }
 
@@ -176,18 +191,23 @@ impl NodeProcess {
             (Some(a), _) | (None, Some(a)) => a,
             (None, None) => ports::free_addr(Proto::Tcp)?,
         };
+        let admin = match spec.admin {
+            AdminSpec::Pick => Some(ports::free_addr(Proto::Tcp)?),
+            AdminSpec::At(a) => Some(a),
+            AdminSpec::Unset => None,
+        };
         if let Some(toml) = &spec.config_toml {
             let path = dir.path().join("config.toml");
             std::fs::write(&path, toml)
                 .map_err(HarnessError::io(format!("writing {}", path.display())))?;
         }
         println!(
-            "harness: {} quic={quic} http={http} dir={} bootstrap={:?}",
+            "harness: {} quic={quic} http={http} admin={admin:?} dir={} bootstrap={:?}",
             spec.name,
             dir.path().display(),
             spec.bootstrap
         );
-        let cmd = Self::command(&spec, dir.path(), quic, http)?;
+        let cmd = Self::command(&spec, dir.path(), quic, http, admin)?;
         let proc = ChildProc::spawn(&spec.name, cmd, dir.path())?;
         Ok(NodeProcess {
             proc,
@@ -195,6 +215,7 @@ impl NodeProcess {
             dir,
             quic,
             http,
+            admin,
             id: None,
         })
     }
@@ -204,6 +225,7 @@ impl NodeProcess {
         dir: &Path,
         quic: SocketAddr,
         http: SocketAddr,
+        admin: Option<SocketAddr>,
     ) -> Result<Command, HarnessError> {
         let mut cmd = match spec.wrapper.split_first() {
             None => macronode_command()?,
@@ -227,6 +249,9 @@ impl NodeProcess {
             .arg(quic.to_string());
         if spec.http_elsewhere.is_none() {
             cmd.arg("--http").arg(http.to_string());
+        }
+        if let Some(a) = admin {
+            cmd.arg("--admin").arg(a.to_string());
         }
         for b in &spec.bootstrap {
             cmd.arg("--bootstrap").arg(b);
@@ -252,7 +277,13 @@ impl NodeProcess {
             self.proc.sigkill()?;
         }
         println!("harness: restarting {}", self.spec.name);
-        let cmd = Self::command(&self.spec, self.dir.path(), self.quic, self.http)?;
+        let cmd = Self::command(
+            &self.spec,
+            self.dir.path(),
+            self.quic,
+            self.http,
+            self.admin,
+        )?;
         self.proc = ChildProc::spawn(&self.spec.name, cmd, self.dir.path())?;
         Ok(())
     }
@@ -275,6 +306,11 @@ impl NodeProcess {
     /// The HTTP address.
     pub fn http(&self) -> SocketAddr {
         self.http
+    }
+
+    /// The admin plane's address, when the harness chose it (see [`AdminSpec`]).
+    pub fn admin(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// The data directory (key and store).
@@ -314,8 +350,36 @@ impl NodeProcess {
         self.get_json_within(path, HTTP_TIMEOUT)
     }
 
+    /// `GET path` on the node's admin plane.
+    pub fn admin_get(&self, path: &str) -> Result<HttpResponse, HarnessError> {
+        http::get(self.admin_addr()?, path, HTTP_TIMEOUT)
+    }
+
+    /// `GET path` on the admin plane, which must answer 200 with JSON.
+    pub fn admin_json(&self, path: &str) -> Result<Value, HarnessError> {
+        self.json_within(self.admin_addr()?, path, HTTP_TIMEOUT)
+    }
+
+    fn admin_addr(&self) -> Result<SocketAddr, HarnessError> {
+        self.admin.ok_or_else(|| {
+            unexpected(
+                &format!("{} admin plane", self.spec.name),
+                "the spec did not let the harness place it",
+            )
+        })
+    }
+
     fn get_json_within(&self, path: &str, timeout: Duration) -> Result<Value, HarnessError> {
-        let r = http::get(self.http, path, timeout)?;
+        self.json_within(self.http, path, timeout)
+    }
+
+    fn json_within(
+        &self,
+        at: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Value, HarnessError> {
+        let r = http::get(at, path, timeout)?;
         if r.status != 200 {
             return Err(unexpected(
                 &format!("{} GET {path}", self.spec.name),
@@ -354,9 +418,9 @@ impl NodeProcess {
         id_on_disk(&self.data_dir())
     }
 
-    /// The ids in the node's routing table (`/v1/routing`).
+    /// The ids in the node's routing table (`/v1/routing` on the admin plane).
     pub fn routing_ids(&self) -> Result<Vec<NodeId>, HarnessError> {
-        let v = self.get_json("/v1/routing")?;
+        let v = self.admin_json("/v1/routing")?;
         let peers = v["peers"]
             .as_array()
             .ok_or_else(|| unexpected("/v1/routing", format!("no peers list: {v}")))?;
@@ -366,10 +430,10 @@ impl NodeProcess {
             .collect()
     }
 
-    /// Runs `/v1/lookup/{key}`.
+    /// Runs `/v1/lookup/{key}` on the admin plane.
     pub fn lookup(&self, key: &Key) -> Result<Lookup, HarnessError> {
         let path = format!("/v1/lookup/{}", hex::encode(key.0));
-        let v = self.get_json_within(&path, LOOKUP_TIMEOUT)?;
+        let v = self.json_within(self.admin_addr()?, &path, LOOKUP_TIMEOUT)?;
         let closest = v["closest"]
             .as_array()
             .ok_or_else(|| unexpected(&path, format!("no closest list: {v}")))?

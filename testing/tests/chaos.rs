@@ -83,7 +83,7 @@ fn the_proxy_carries_all_traffic_and_the_mesh_moves_objects_through_loss() {
     let proxy = c.proxy().unwrap();
     let aliases: Vec<String> = (0..4).map(|i| proxy.alias(i).to_string()).collect();
     for i in 0..4 {
-        let v = c.nodes[i].get_json("/v1/routing").unwrap();
+        let v = c.nodes[i].admin_json("/v1/routing").unwrap();
         for p in v["peers"].as_array().unwrap() {
             let addr = p["addr"].as_str().unwrap().to_string();
             assert!(

@@ -26,8 +26,9 @@ fn devnet_starts_ready_nodes_and_sigterm_stops_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let quic = ports::free_range(n, Proto::Udp).unwrap();
     let http = ports::free_range(n, Proto::Tcp).unwrap();
+    let admin = ports::free_range(n, Proto::Tcp).unwrap();
     println!(
-        "devnet quic ports {quic}.., http ports {http}.., dir {}",
+        "devnet quic ports {quic}.., http ports {http}.., admin ports {admin}.., dir {}",
         dir.path().display()
     );
     let mut cmd = macronode_command().unwrap();
@@ -36,31 +37,43 @@ fn devnet_starts_ready_nodes_and_sigterm_stops_them_all() {
         .arg("--dir")
         .arg(dir.path().join("nodes"))
         .args(["--quic-port", &quic.to_string()])
-        .args(["--http-port", &http.to_string()]);
+        .args(["--http-port", &http.to_string()])
+        .args(["--admin-port", &admin.to_string()]);
     let started = Instant::now();
     let mut devnet = ChildProc::spawn("devnet", cmd, dir.path()).unwrap();
 
-    let urls: Vec<String> = poll_until_ok(
+    // Each line: `node I: http://HTTP  admin http://ADMIN`.
+    let urls: Vec<(String, String)> = poll_until_ok(
         "devnet to print its nodes' URLs",
         Duration::from_secs(10),
         Duration::from_millis(20),
         || {
             devnet.check_running()?;
             let out = devnet.stdout();
-            let urls: Vec<String> = out
+            let urls: Vec<(String, String)> = out
                 .lines()
                 .filter(|l| l.trim_start().starts_with("node "))
-                .filter_map(|l| l.split_once("http://").map(|(_, u)| u.trim().to_string()))
+                .filter_map(|l| {
+                    let mut u = l
+                        .split("http://")
+                        .skip(1)
+                        .map(|u| u.split_whitespace().next().unwrap_or_default().to_string());
+                    Some((u.next()?, u.next()?))
+                })
                 .collect();
             Ok((urls.len() == usize::from(n)).then_some(urls))
         },
     )
     .unwrap();
-    let addrs: Vec<SocketAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
+    let addrs: Vec<SocketAddr> = urls.iter().map(|u| u.0.parse().unwrap()).collect();
     assert_eq!(addrs, (0..n).map(|i| local(http + i)).collect::<Vec<_>>());
-    for addr in &addrs {
+    let admins: Vec<SocketAddr> = urls.iter().map(|u| u.1.parse().unwrap()).collect();
+    assert_eq!(admins, (0..n).map(|i| local(admin + i)).collect::<Vec<_>>());
+    for (addr, admin) in addrs.iter().zip(&admins) {
         let r = testing::http::get(*addr, "/readyz", Duration::from_secs(5)).unwrap();
         assert_eq!(r.status, 200, "{addr}: {}", r.body);
+        let r = testing::http::get(*admin, "/v1/routing", Duration::from_secs(5)).unwrap();
+        assert_eq!(r.status, 200, "{admin}: {}", r.body);
     }
     println!("devnet of {n} ready in {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -301,7 +314,7 @@ fn doctor_checks_a_host_before_a_run() {
     peer.wait_healthy(Duration::from_secs(10)).unwrap();
     let peer_id = peer.node_id().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let doctor = |listen: SocketAddr, bootstrap: String| {
+    let doctor = |listen: SocketAddr, bootstrap: String, extra: &[String]| {
         let mut cmd = macronode_command().unwrap();
         cmd.arg("doctor")
             .arg("--data-dir")
@@ -309,7 +322,8 @@ fn doctor_checks_a_host_before_a_run() {
             .args(["--listen", &listen.to_string()])
             .args(["--http", &ports::free_addr(Proto::Tcp).unwrap().to_string()])
             .args(["--bootstrap", &bootstrap])
-            .args(["--store-quota-bytes", "1048576"]);
+            .args(["--store-quota-bytes", "1048576"])
+            .args(extra);
         let out = cmd.output().unwrap();
         (
             out.status.success(),
@@ -317,7 +331,7 @@ fn doctor_checks_a_host_before_a_run() {
         )
     };
     let free = ports::free_addr(Proto::Udp).unwrap();
-    let (ok, said) = doctor(free, format!("{peer_id}@{}", peer.quic()));
+    let (ok, said) = doctor(free, format!("{peer_id}@{}", peer.quic()), &[]);
     assert!(said.contains("answered HELLO as"), "{said}");
     // The open-file limit is the host's: a low one fails here as it should, and is the
     // only failure this test tolerates.
@@ -330,7 +344,7 @@ fn doctor_checks_a_host_before_a_run() {
     );
 
     let wrong = NodeId([7; 32]);
-    let (ok, said) = doctor(peer.quic(), format!("{wrong}@{}", peer.quic()));
+    let (ok, said) = doctor(peer.quic(), format!("{wrong}@{}", peer.quic()), &[]);
     assert!(!ok, "{said}");
     let fails: Vec<&str> = said
         .lines()
@@ -342,4 +356,19 @@ fn doctor_checks_a_host_before_a_run() {
         "{said}"
     );
     assert!(fails[1].contains("bootstrap peer"), "{said}");
+
+    // A fixed admin plane port in use is named too.
+    let taken = peer.admin().unwrap().to_string();
+    let free = ports::free_addr(Proto::Udp).unwrap();
+    let (ok, said) = doctor(
+        free,
+        format!("{peer_id}@{}", peer.quic()),
+        &["--admin".into(), taken],
+    );
+    assert!(!ok, "{said}");
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("choose another --admin")),
+        "{said}"
+    );
 }

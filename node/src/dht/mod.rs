@@ -96,6 +96,18 @@ pub struct LookupOutcome {
     pub stats: QueryStats,
 }
 
+/// Finished lookups the status keeps, newest last.
+pub const RECENT_LOOKUPS_MAX: usize = 16;
+
+/// One finished lookup, for the status page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecentLookup {
+    /// Hops to the closest peer found.
+    pub hops: u32,
+    /// How long it took.
+    pub duration: Duration,
+}
+
 /// A snapshot of the DHT for health and status pages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DhtStatus {
@@ -117,6 +129,11 @@ pub struct DhtStatus {
     pub objects: usize,
     /// Mean copies known per local object, in thousandths (refreshed on timer turns).
     pub replicas_mean_milli: u64,
+    /// Contacts per non-empty bucket, `(bucket index, contacts)`, nearest bucket last
+    /// (the status page draws the table's fill).
+    pub buckets: Vec<(u16, u16)>,
+    /// The last lookups to finish, oldest first, at most [`RECENT_LOOKUPS_MAX`].
+    pub recent_lookups: Vec<RecentLookup>,
     /// Whether the routing table has ever held a peer. A node that never had one is alone
     /// by design (its writes need only its own copy); one that lost its peers is not.
     pub peers_seen: bool,
@@ -342,6 +359,7 @@ struct Driver {
     peers_seen: bool,
     plans: mpsc::Sender<PlanEvent<NetPeer>>,
     replicas_mean_milli: u64,
+    recent_lookups: std::collections::VecDeque<RecentLookup>,
     clock: Clock,
     transport: Transport,
     local_id: NodeId,
@@ -380,6 +398,7 @@ pub fn spawn(
         planner: Planner::new(clock.now(), local.key, replication),
         plans: plans_tx,
         replicas_mean_milli: 0,
+        recent_lookups: std::collections::VecDeque::with_capacity(RECENT_LOOKUPS_MAX),
         dht: Dht::new(clock.now(), local.clone(), config, seed),
         clock,
         local_id: transport.node_id(),
@@ -603,6 +622,8 @@ impl Driver {
             requests_handled: s.requests_handled,
             objects: self.planner.objects(),
             replicas_mean_milli: self.replicas_mean_milli,
+            buckets: self.bucket_fill(),
+            recent_lookups: self.recent_lookups.iter().copied().collect(),
             peers_seen: self.peers_seen,
         };
         self.table_gauge
@@ -615,11 +636,34 @@ impl Driver {
         });
     }
 
+    /// Contacts per non-empty bucket of the routing table.
+    fn bucket_fill(&self) -> Vec<(u16, u16)> {
+        let table = self.dht.routing_table();
+        let local = table.local_key();
+        let mut fill: BTreeMap<u16, u16> = BTreeMap::new();
+        for e in table.iter() {
+            if let Some(b) = local.bucket_of(&e.peer.key) {
+                let n = fill
+                    .entry(u16::try_from(b).unwrap_or(u16::MAX))
+                    .or_default();
+                *n = n.saturating_add(1);
+            }
+        }
+        fill.into_iter().collect()
+    }
+
     fn on_event(&mut self, ev: Event<NetPeer>) {
         match ev {
             Event::QueryFinished { id, result, stats } => {
                 metrics::histogram!("dht_lookup_hops").record(f64::from(stats.hops));
                 metrics::histogram!("dht_lookup_seconds").record(stats.duration.as_secs_f64());
+                if self.recent_lookups.len() == RECENT_LOOKUPS_MAX {
+                    self.recent_lookups.pop_front();
+                }
+                self.recent_lookups.push_back(RecentLookup {
+                    hops: stats.hops,
+                    duration: stats.duration,
+                });
                 if let Some(reply) = self.waiting.remove(&id) {
                     let _ = reply.send(Ok(LookupOutcome { result, stats }));
                 }

@@ -1,33 +1,47 @@
-//! Admin routes: liveness, readiness, metrics, status.
+//! Health routes of the public edge: liveness, readiness, metrics, status, and the status
+//! page at `/` that draws `/v1/status` for a person.
 //!
 //! `/healthz` answers while the process serves; `/readyz` only once the node has joined the
 //! mesh, and otherwise lists what is missing, so an orchestrator (or `devnet`) can wait on
-//! it. `/metrics` is the Prometheus text of every counter the node keeps. `/v1/routing` and
-//! `/v1/lookup/{key}` let an operator (and the mesh tests) see the DHT from this node.
+//! it. `/metrics` is the Prometheus text of every counter the node keeps. What an operator
+//! may *do* (lookups, routing, repair, revocation) is on the admin plane
+//! ([`super::operator`]), not here.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use overlay::{Key, QueryResult};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::ApiError;
 use crate::app::NodeContext;
 
-/// The admin routes, on the node's context.
+/// The health and status routes of the public edge, on the node's context.
 pub fn routes() -> Router<Arc<NodeContext>> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
-        .route("/v1/routing", get(routing))
-        .route("/v1/lookup/{key}", get(lookup))
+        .route("/", get(page))
+}
+
+/// The status page: one self-contained HTML file (inline CSS and JS, no external assets,
+/// works offline) that refreshes itself from `/v1/status`.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        STATUS_PAGE,
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {
@@ -55,45 +69,4 @@ async fn metrics(State(ctx): State<Arc<NodeContext>>) -> Response {
 
 async fn status(State(ctx): State<Arc<NodeContext>>) -> Response {
     Json(ctx.status_json()).into_response()
-}
-
-/// The routing table: every contact's id and address.
-async fn routing(State(ctx): State<Arc<NodeContext>>) -> Result<Response, ApiError> {
-    let peers = ctx
-        .dht
-        .routing_table()
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let list: Vec<Value> = peers
-        .iter()
-        .map(|p| json!({"id": p.id.to_string(), "addr": p.addr.to_string()}))
-        .collect();
-    Ok(Json(json!({"peers": list})).into_response())
-}
-
-/// Runs an iterative FIND_NODE for a 64-hex-digit key and reports what it found and how.
-async fn lookup(
-    State(ctx): State<Arc<NodeContext>>,
-    Path(key): Path<String>,
-) -> Result<Response, ApiError> {
-    let mut k = [0u8; 32];
-    hex::decode_to_slice(&key, &mut k)
-        .map_err(|_| ApiError::bad_request("bad_key", "a key is 64 hex digits"))?;
-    let out = ctx
-        .dht
-        .find_node(Key(k))
-        .await
-        .map_err(|e| ApiError::overloaded(e.to_string()))?;
-    let closest: Vec<String> = match &out.result {
-        QueryResult::FindNode { closest } => closest.iter().map(|p| p.id.to_string()).collect(),
-        _ => Vec::new(),
-    };
-    Ok(Json(json!({
-        "closest": closest,
-        "hops": out.stats.hops,
-        "rpcs": out.stats.rpcs,
-        "timeouts": out.stats.timeouts,
-        "duration_ms": out.stats.duration.as_secs_f64() * 1000.0,
-    }))
-    .into_response())
 }

@@ -10,7 +10,9 @@
 //! method and status and timed to its response head (`crate::telemetry`).
 //!
 //! Layout:
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/status`.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/status`, the status page `/`
+//!   (public).
+//! - [`operator`]: the admin plane on its own listener: `/v1/routing`, `/v1/lookup/{key}`.
 //! - [`objects`]: `PUT /o`, `GET`/`HEAD /o/{id}`.
 //! - [`error`]: [`ApiError`], the JSON error body and its status codes.
 //! - [`hold`]: response bodies that keep their slot and buffer until sent; the write stall
@@ -22,6 +24,7 @@ pub mod error;
 pub mod hold;
 pub mod misses;
 pub mod objects;
+pub mod operator;
 
 use std::sync::Arc;
 use std::time::Duration;

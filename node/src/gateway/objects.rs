@@ -91,9 +91,10 @@ fn authorize(ctx: &NodeContext, headers: &HeaderMap, size: Option<u64>) -> Resul
         .and_then(bearer)
         .ok_or_else(|| refuse(CapError::Missing))?;
     let token = Token::decode(text).map_err(refuse)?;
-    token
+    ctx.gateway
+        .keyring
         .grant(
-            &ctx.gateway.cap_root,
+            &token,
             &Intent {
                 method: "PUT",
                 size,
@@ -599,8 +600,8 @@ fn counted_body(rx: tokio::sync::mpsc::Receiver<Bytes>, len: u64) -> Body {
 pub struct GatewaySettings {
     /// Accept writes without a capability (the operator's explicit choice).
     pub open_writes: bool,
-    /// The key capability tokens are checked with.
-    pub cap_root: [u8; 32],
+    /// The keys and revocations capability tokens are checked against.
+    pub keyring: crate::keyring::Keyring,
     /// Longest pause allowed while a client sends a body (30 s).
     pub body_idle_timeout: Duration,
     /// Bytes of response bodies the gateway may hold waiting to be sent, across all

@@ -15,6 +15,7 @@
 
 mod fetch;
 mod pieces;
+mod repair_now;
 mod serve;
 
 use std::collections::BTreeSet;
@@ -29,6 +30,8 @@ use tokio::task::JoinSet;
 use wire::NodeId;
 use wire::Status;
 use wire::object::ByteRange;
+
+pub use repair_now::{Placement, REPAIR_ALL_MAX, RepairError, RepairReport};
 
 use crate::dht::{DhtError, DhtHandle, NetPeer};
 use crate::quota::Quotas;
@@ -123,8 +126,8 @@ pub struct Objects {
     pub(crate) dht: DhtHandle,
     /// Limits and replication parameters.
     pub limits: Arc<ObjectLimits>,
-    /// The key OAP/1 capabilities on replica pushes are checked with.
-    pub(crate) cap_root: Arc<[u8; 32]>,
+    /// The keys OAP/1 capabilities on replica pushes are checked against.
+    pub(crate) keyring: crate::keyring::Keyring,
     /// Tenant write quotas, for writes made with a token that names a tenant.
     pub quotas: Quotas,
     /// Objects being received right now: a second concurrent push of one is refused.
@@ -195,13 +198,13 @@ impl Drop for Receiving {
 
 impl Objects {
     /// The object layer over a store, transport and DHT; replica pushes with a capability
-    /// are checked against `cap_root`, and tenants' writes against `quotas`.
+    /// are checked against `keyring`, and tenants' writes against `quotas`.
     pub fn new(
         store: Store,
         transport: Transport,
         dht: DhtHandle,
         limits: ObjectLimits,
-        cap_root: [u8; 32],
+        keyring: crate::keyring::Keyring,
         quotas: Quotas,
     ) -> Objects {
         Objects {
@@ -210,7 +213,7 @@ impl Objects {
             dht,
             limits: Arc::new(limits),
             stats: Arc::default(),
-            cap_root: Arc::new(cap_root),
+            keyring,
             quotas,
             receiving: Arc::default(),
         }

@@ -175,7 +175,7 @@ async fn authorize(
             size: Some(size),
             now_unix,
         };
-        return match token.grant(&objects.cap_root, &intent) {
+        return match objects.keyring.grant(&token, &intent) {
             Ok(grant) => Ok(grant.tenant),
             Err(e) if e.is_unauthenticated() => Err(bad),
             Err(_) => Err((Status::Forbidden, "push_capability_refused")),

@@ -20,7 +20,7 @@ use super::netns::{self, NetnsLab};
 use super::proxy::{Impairment, UdpProxy};
 use super::seed::Seed;
 use crate::HarnessError;
-use crate::node::{NodeProcess, NodeSpec, macronode_command};
+use crate::node::{AdminSpec, NodeProcess, NodeSpec, macronode_command};
 use crate::ports::{self, Proto};
 use crate::process::orphans_with;
 
@@ -137,6 +137,7 @@ impl Cluster {
         // bootstrap address of node 0.
         let mut listen: Vec<SocketAddr> = Vec::new();
         let mut http: Vec<Option<SocketAddr>> = vec![None; spec.n];
+        let mut admins: Vec<Option<SocketAddr>> = vec![None; spec.n];
         let mut wrappers: Vec<Vec<String>> = vec![Vec::new(); spec.n];
         let bootstrap: SocketAddr;
         match spec.net {
@@ -162,6 +163,7 @@ impl Cluster {
                 for (i, h) in http.iter_mut().enumerate() {
                     listen.push(SocketAddr::from((lab.addr(i), netns::QUIC_PORT)));
                     *h = Some(SocketAddr::from((lab.addr(i), netns::HTTP_PORT)));
+                    admins[i] = Some(SocketAddr::from((lab.addr(i), netns::ADMIN_PORT)));
                     wrappers[i] = lab.wrapper(i);
                 }
                 bootstrap = listen[0];
@@ -178,6 +180,9 @@ impl Cluster {
             }
             s.listen_at = Some(listen[i]);
             s.http_at = http[i];
+            if let Some(a) = admins[i] {
+                s.admin = AdminSpec::At(a);
+            }
             s.wrapper = wrappers[i].clone();
             s.args = vec![
                 "--cap-key".into(),
@@ -256,6 +261,16 @@ impl Cluster {
     /// Node `i`'s HTTP address.
     pub fn http(&self, i: usize) -> SocketAddr {
         self.nodes[i].http()
+    }
+
+    /// Node `i`'s admin plane address (lookups, routing).
+    pub fn admin(&self, i: usize) -> Result<SocketAddr, HarnessError> {
+        self.nodes[i]
+            .admin()
+            .ok_or_else(|| HarnessError::Unexpected {
+                what: format!("node {i} admin plane"),
+                why: "not placed by the harness".into(),
+            })
     }
 
     /// The proxy, on [`NetKind::Proxy`].

@@ -36,6 +36,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 pub const QUIC_PORT: u16 = 7400;
 /// The HTTP port every node listens on inside its namespace.
 pub const HTTP_PORT: u16 = 8080;
+/// The admin plane port inside each namespace.
+pub const ADMIN_PORT: u16 = 9080;
 
 /// Serialises lab creation within this process (choosing `k`).
 static CREATE: Mutex<()> = Mutex::new(());

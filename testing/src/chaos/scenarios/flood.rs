@@ -136,12 +136,13 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
     let restarted = Instant::now();
     let mut rejoin: Option<Duration> = None;
     let mut keys = o.seed.rng("flood-lookups");
+    let admin1 = c.admin(1)?;
     while !flooding.is_finished()
         || rejoin.is_none() && restarted.elapsed() < Duration::from_secs(60)
     {
         let key: [u8; 32] = rand::Rng::r#gen(&mut keys);
         let t = client::get(
-            c.http(1),
+            admin1,
             &format!("/v1/lookup/{}", hex::encode(key)),
             Duration::from_secs(20),
         );

@@ -26,7 +26,7 @@ use crate::chaos::figures::{Goal, Report};
 use crate::chaos::load::{Acked, GET_TIMEOUT, Ledger, Tally, Verdict, verdict};
 use crate::chaos::proxy::Impairment;
 
-/// Bound on a `/v1/lookup` through the gateway.
+/// Bound on a `/v1/lookup` through the admin plane.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One PUT of 1 MiB through `via`, then a GET of it through a node that does not hold it.
@@ -120,7 +120,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
             remote_get(c.http((via + 1) % n), a, &gets20);
         }
         let key: [u8; 32] = rand::Rng::r#gen(&mut keys);
-        lookup(c.http(via), &key, &lookups20);
+        lookup(c.admin(via)?, &key, &lookups20);
     }
     let tallies = [&ledger20.puts, &gets20, &lookups20];
     let hangs: u64 = tallies.iter().map(|t| Tally::get(&t.timed_out)).sum();
@@ -164,7 +164,7 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
         let lookups_d = Tally::default();
         for k in 0..count {
             let key: [u8; 32] = rand::Rng::r#gen(&mut keys);
-            lookup(c.http(k % n), &key, &lookups_d);
+            lookup(c.admin(k % n)?, &key, &lookups_d);
             if let Some(a) = objects.get(k) {
                 let all: Vec<usize> = (0..n).collect();
                 let holders = c.holders(&all, &a.id);

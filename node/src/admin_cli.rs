@@ -1,0 +1,178 @@
+//! Operator commands that ask a running node's admin plane: `macronode status` (its
+//! `/v1/status` for a person) and `macronode repair` (repair an object, or all, now, and
+//! show its holders against the RF closest).
+//!
+//! The node is found as the token commands find it: `--admin URL`, or the address it
+//! recorded in `DATA_DIR/admin.addr`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::Value;
+
+use std::time::Duration;
+
+use crate::cli::{ADMIN_QUICK_WAIT, admin_agent, admin_url};
+
+/// How long `repair` waits for the node's answer (one object's transfers, or all).
+const REPAIR_WAIT: Duration = Duration::from_secs(3600);
+
+/// Options of `macronode status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The node's data directory (where it records its admin plane address).
+    #[arg(long, env = "MACRONODE_DATA_DIR", default_value = "macronode-data")]
+    pub data_dir: PathBuf,
+    /// The node's admin plane, e.g. http://127.0.0.1:9080 (default: DATA_DIR/admin.addr).
+    #[arg(long, env = "MACRONODE_ADMIN_URL")]
+    pub admin: Option<String>,
+}
+
+/// Options of `macronode repair`.
+#[derive(Debug, Clone, Args)]
+pub struct RepairArgs {
+    /// The object to repair, `b3:<64 hex>`.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub id: Option<String>,
+    /// Repair every object this node holds.
+    #[arg(long)]
+    pub all: bool,
+    /// The node's data directory (where it records its admin plane address).
+    #[arg(long, env = "MACRONODE_DATA_DIR", default_value = "macronode-data")]
+    pub data_dir: PathBuf,
+    /// The node's admin plane (default: DATA_DIR/admin.addr).
+    #[arg(long, env = "MACRONODE_ADMIN_URL")]
+    pub admin: Option<String>,
+}
+
+fn base(data_dir: &std::path::Path, admin: Option<&str>) -> anyhow::Result<String> {
+    admin_url(data_dir, admin).with_context(|| {
+        format!(
+            "no admin plane recorded in {} (is the node running, with --admin on?); give --admin URL",
+            data_dir.join(crate::app::ADMIN_ADDR_FILE).display()
+        )
+    })
+}
+
+fn call(req: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> anyhow::Result<Value> {
+    let mut resp = req.call().context("asking the node's admin plane")?;
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    if status != 200 {
+        bail!("the node answered {status}: {body}");
+    }
+    serde_json::from_str(&body).context("the node's answer is not JSON")
+}
+
+fn call_post(req: ureq::RequestBuilder<ureq::typestate::WithBody>) -> anyhow::Result<Value> {
+    let mut resp = req.send_empty().context("asking the node's admin plane")?;
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    if status != 200 {
+        bail!("the node answered {status}: {body}");
+    }
+    serde_json::from_str(&body).context("the node's answer is not JSON")
+}
+
+/// Prints the node's status for a person.
+pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let base = base(&args.data_dir, args.admin.as_deref())?;
+    let s = call(admin_agent(ADMIN_QUICK_WAIT).get(format!("{base}/v1/status")))?;
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    println!("node      {}", s["node_id"].as_str().unwrap_or("?"));
+    println!(
+        "version   {}   up {} s   {}",
+        s["version"].as_str().unwrap_or("?"),
+        n(&s["uptime_secs"]),
+        if s["ready"] == true {
+            "ready"
+        } else {
+            "NOT READY"
+        }
+    );
+    println!(
+        "listen    quic {}   http {}",
+        s["listen"].as_str().unwrap_or("?"),
+        s["http"].as_str().unwrap_or("?")
+    );
+    println!(
+        "peers     {} connected, {} in the routing table",
+        n(&s["peers"]),
+        n(&s["routing_table_size"])
+    );
+    println!(
+        "store     {} objects, {} of {} bytes",
+        n(&s["objects"]),
+        n(&s["bytes_stored"]),
+        n(&s["store_quota_bytes"])
+    );
+    println!(
+        "copies    {:.2} observed, {} target",
+        s["rf_observed"].as_f64().unwrap_or(0.0),
+        n(&s["rf_target"])
+    );
+    println!(
+        "repair    {} transfers, {} bytes",
+        n(&s["repair"]["transfers"]),
+        n(&s["repair"]["bytes"])
+    );
+    let f = &s["integrity_failures"];
+    println!(
+        "integrity store {}  peer {}  push {}  proof {}",
+        n(&f["store"]),
+        n(&f["peer"]),
+        n(&f["push"]),
+        n(&f["proof"])
+    );
+    Ok(())
+}
+
+fn print_report(r: &Value) {
+    println!(
+        "{}: {} of {} copies{}",
+        r["id"].as_str().unwrap_or("?"),
+        r["copies"].as_u64().unwrap_or(0),
+        r["rf"].as_u64().unwrap_or(0),
+        if r["local_counts"] == true {
+            " (this node holds one)"
+        } else {
+            ""
+        }
+    );
+    for p in r["closest"].as_array().into_iter().flatten() {
+        let what = if p["pushed"] == true {
+            "holds (copied now)".to_string()
+        } else if p["holds"] == true {
+            "holds".to_string()
+        } else {
+            format!("MISSING: {}", p["error"].as_str().unwrap_or("?"))
+        };
+        println!("  {}  {what}", p["id"].as_str().unwrap_or("?"));
+    }
+}
+
+/// Repairs one object or all now and prints their holders; fails if any stays short.
+pub fn repair(args: &RepairArgs) -> anyhow::Result<()> {
+    let base = base(&args.data_dir, args.admin.as_deref())?;
+    let reports = match &args.id {
+        Some(id) => vec![call_post(
+            admin_agent(REPAIR_WAIT).post(format!("{base}/v1/repair/{id}")),
+        )?],
+        None => call_post(admin_agent(REPAIR_WAIT).post(format!("{base}/v1/repair")))?["objects"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let mut short = 0;
+    for r in &reports {
+        print_report(r);
+        if r["copies"].as_u64() < r["rf"].as_u64() {
+            short += 1;
+        }
+    }
+    if short > 0 {
+        bail!("{short} object(s) still short of their copies");
+    }
+    Ok(())
+}
