@@ -10,7 +10,7 @@ use std::io::Read;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use wire::object::{APP_PROTO_OBJECT, ByteRange, CHUNK, ObjectRequest, ObjectResponse};
-use wire::{Limits, Status, message};
+use wire::{Status, message};
 
 use super::Objects;
 use super::pieces::PieceReader;
@@ -112,7 +112,7 @@ impl Objects {
             return Err(fail(FetchError::Status(status)));
         }
         let header = first
-            .body(&Limits::default())
+            .body(ex.limits())
             .map_err(|e| fail(TransportError::Decode(e).into()))?;
         match message::decode::<ObjectResponse>(&header).map_err(|e| fail(e.into()))? {
             ObjectResponse::Found { range: r, .. } if r == range => {}
@@ -161,7 +161,7 @@ impl Objects {
                 };
                 ended = frame.flags.contains(wire::Flags::END);
                 let body = frame
-                    .body(&Limits::default())
+                    .body(ex.limits())
                     .map_err(|e| FetchError::from(TransportError::Decode(e)))?;
                 if enc_tx.send(body).await.is_err() {
                     break; // the decoder stopped: the consumer reports why
@@ -287,9 +287,7 @@ impl Objects {
             return Err(FetchError::Status(status));
         }
         let ended = first.flags.contains(wire::Flags::END);
-        let header = first
-            .body(&Limits::default())
-            .map_err(TransportError::Decode)?;
+        let header = first.body(ex.limits()).map_err(TransportError::Decode)?;
         let ObjectResponse::Found { size, range } = message::decode::<ObjectResponse>(&header)?
         else {
             return Err(FetchError::Integrity);

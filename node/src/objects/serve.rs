@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use overlay::Key;
 use wire::object::{ByteRange, ObjectRequest, ObjectResponse};
-use wire::{Limits, Status, message};
+use wire::{Status, message};
 
 use super::{Ingest, Objects, PieceReader};
 use crate::caps::{Intent, TenantQuota, Token};
@@ -39,9 +39,7 @@ pub async fn serve_object(mut ex: InboundExchange, objects: Objects) -> Result<(
         return Ok(());
     };
     let ended = first.flags.contains(wire::Flags::END);
-    let header = first
-        .body(&Limits::default())
-        .map_err(TransportError::Decode)?;
+    let header = first.body(ex.limits()).map_err(TransportError::Decode)?;
     if header.len() > HEADER_MAX {
         return ex.respond(Status::PayloadTooLarge, Bytes::new()).await;
     }
@@ -226,9 +224,7 @@ async fn serve_put(
     let mut pace = Pace::new(objects);
     if !ended {
         while let Some(frame) = ex.recv().await? {
-            let body = frame
-                .body(&Limits::default())
-                .map_err(TransportError::Decode)?;
+            let body = frame.body(ex.limits()).map_err(TransportError::Decode)?;
             if ingest.len() + body.len() as u64 > size {
                 return ex.respond(Status::PayloadTooLarge, Bytes::new()).await;
             }

@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
-use wire::{Flags, Frame, HEADER_LEN, NodeId, Status};
+use wire::{Flags, Frame, HEADER_LEN, Limits, NodeId, Status};
 
 use super::error::TransportError;
 use super::stream::FramedStream;
@@ -72,6 +72,12 @@ impl Exchange {
     /// The app protocol of the exchange.
     pub fn app_proto_id(&self) -> u16 {
         self.app_proto_id
+    }
+
+    /// The terms agreed with this peer in HELLO: what a frame's body (COMP undone) is held
+    /// to.
+    pub fn limits(&self) -> &Limits {
+        self.fs.limits()
     }
 
     /// The largest payload the next [`send`](Self::send) accepts (the first frame also
@@ -191,6 +197,12 @@ impl InboundExchange {
     /// The capability token of the request's START frame (empty if none).
     pub fn cap(&self) -> &Bytes {
         &self.cap
+    }
+
+    /// The terms agreed with this peer in HELLO: what a frame's body (COMP undone) is held
+    /// to.
+    pub fn limits(&self) -> &Limits {
+        self.fs.limits()
     }
 
     /// The largest payload one response frame can carry.
