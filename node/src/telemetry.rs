@@ -46,6 +46,23 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Duration of DHT lookups this node ran.",
     ),
     (
+        "oap_exchange_duration_seconds",
+        Kind::Histogram,
+        "OAP/1 exchanges by app protocol and side: as client from opening the stream to the \
+         whole answer, as server from the first frame to the handler's end.",
+    ),
+    (
+        "object_locate_duration_seconds",
+        Kind::Histogram,
+        "Searches for the holders of an object this node does not hold, by outcome.",
+    ),
+    (
+        "object_fetch_duration_seconds",
+        Kind::Histogram,
+        "Verified transfers of an object (or range) from other holders, start to end, by \
+         outcome.",
+    ),
+    (
         "dht_lookup_hops",
         Kind::Histogram,
         "Hops of DHT lookups this node ran.",

@@ -108,6 +108,8 @@ fn metrics_pass_promtool_and_carry_the_golden_signals() {
         "http_request_duration_seconds",
         "http_requests_in_flight",
         "dht_lookup_seconds",
+        "oap_exchange_duration_seconds",
+        "object_locate_duration_seconds",
         "dht_routing_table_peers",
         "oap_frames_total",
         "oap_connections_total",

@@ -386,6 +386,21 @@ impl Objects {
     /// whose answer verifies count; the size is the one that verified. A holder whose
     /// answer does not verify is counted and skipped; the others are still tried.
     pub async fn find_holders(&self, hash: Hash) -> Result<Located, LocateError> {
+        let started = std::time::Instant::now();
+        let result = self.locate(hash).await;
+        let outcome = match &result {
+            Ok(_) => "found",
+            Err(LocateError::NotFound) => "not_found",
+            Err(LocateError::Timeout) => "timeout",
+            Err(LocateError::Overloaded(_) | LocateError::NoPeers) => "not_run",
+        };
+        metrics::histogram!("object_locate_duration_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// [`find_holders`](Self::find_holders) without its timing.
+    async fn locate(&self, hash: Hash) -> Result<Located, LocateError> {
         let deadline = tokio::time::Instant::now() + self.limits.search_timeout;
         let key = Key(hash);
         let status = self.dht.status();
@@ -500,7 +515,12 @@ impl Objects {
         let (tx, rx) = mpsc::channel(2);
         let objects = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = objects.fetch_failover(&holders, hash, range, tx).await {
+            let started = std::time::Instant::now();
+            let fetched = objects.fetch_failover(&holders, hash, range, tx).await;
+            let outcome = if fetched.is_ok() { "ok" } else { "failed" };
+            metrics::histogram!("object_fetch_duration_seconds", "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
+            if let Err(e) = fetched {
                 tracing::warn!(id = %crate::store::id_string(&hash), error = %e, "remote read failed");
             }
         });

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use wire::control::{APP_PROTO_CONTROL, ControlRequest, ControlResponse};
@@ -20,6 +21,7 @@ use super::Shared;
 use super::error::TransportError;
 use super::exchange::InboundExchange;
 use super::peers::PeerConn;
+use super::stats::Side;
 use super::stream::FramedStream;
 
 /// The future an [`InboundHandler`] returns for one exchange.
@@ -92,6 +94,7 @@ pub(crate) async fn serve_stream(
         let _ = fs.reply(Status::Unavailable, app, corr, Bytes::new()).await;
         return;
     };
+    let started = Instant::now();
     let exchange = InboundExchange::new(fs, pc.info.id, first, vec![share, slot]);
     let handled = shared.handler.handle(exchange);
     let outcome = if shared.handler.bounds_itself(app) {
@@ -99,6 +102,9 @@ pub(crate) async fn serve_stream(
     } else {
         tokio::time::timeout(shared.config.inbound_timeout, handled).await
     };
+    shared
+        .stats
+        .exchange_done(Side::Server, app, started.elapsed());
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(peer = %pc.info.id, app, error = %e, "handler failed"),

@@ -36,7 +36,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{Semaphore, broadcast};
@@ -55,6 +55,7 @@ pub use tls::{ALPN, node_id_from_cert};
 
 use crate::identity::Identity;
 use peers::PeerTable;
+use stats::Side;
 use stream::FramedStream;
 use tls::TlsSetup;
 
@@ -310,6 +311,7 @@ impl Transport {
     ) -> Result<(Status, Bytes), TransportError> {
         let t = self.shared.config.request_timeout;
         let max = self.shared.config.max_response_bytes;
+        let started = Instant::now();
         let exchange = async {
             let mut ex = self.open_exchange(peer, app_proto_id, cap).await?;
             match ex.send_body(payload).await {
@@ -319,13 +321,17 @@ impl Transport {
             }
             ex.read_response(max).await
         };
-        match tokio::time::timeout(t, exchange).await {
+        let result = match tokio::time::timeout(t, exchange).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout {
                 what: "request",
                 after: t,
             }),
-        }
+        };
+        self.shared
+            .stats
+            .exchange_done(Side::Client, app_proto_id, started.elapsed());
+        result
     }
 
     /// Opens a streaming exchange with a connected peer (large transfers); `cap` goes on the

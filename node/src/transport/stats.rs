@@ -30,6 +30,31 @@ pub struct TransportStats {
     // first use, after the process installed its recorder.
     frames_in_metric: OnceLock<metrics::Counter>,
     frames_out_metric: OnceLock<metrics::Counter>,
+    // `oap_exchange_duration_seconds{app,side}`, by side then app slot (see `app_slot`).
+    exchange_metric: [[OnceLock<metrics::Histogram>; APP_SLOTS]; 2],
+}
+
+/// Which end of an exchange a duration was measured at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// We asked: from opening the stream to the whole answer.
+    Client = 0,
+    /// We answered: from the first frame to the handler's end.
+    Server = 1,
+}
+
+/// App protocols with a label of their own; any other id is counted as "other".
+const APP_SLOTS: usize = 5;
+
+/// The slot and label of an app protocol id in `oap_exchange_duration_seconds`.
+fn app_slot(app: u16) -> (usize, &'static str) {
+    match app {
+        wire::control::APP_PROTO_CONTROL => (0, "control"),
+        wire::dht::APP_PROTO_DHT => (1, "dht"),
+        wire::object::APP_PROTO_OBJECT => (2, "object"),
+        wire::mailbox::APP_PROTO_MAILBOX => (3, "mailbox"),
+        _ => (4, "other"),
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -85,6 +110,24 @@ impl TransportStats {
         self.frames_out_metric
             .get_or_init(|| metrics::counter!("oap_frames_total", "dir" => "out"))
             .increment(1);
+    }
+
+    /// Records how long one exchange of app protocol `app` took at this end.
+    pub(crate) fn exchange_done(&self, side: Side, app: u16, took: std::time::Duration) {
+        let (slot, label) = app_slot(app);
+        let side_label = match side {
+            Side::Client => "client",
+            Side::Server => "server",
+        };
+        self.exchange_metric[side as usize][slot]
+            .get_or_init(|| {
+                metrics::histogram!(
+                    "oap_exchange_duration_seconds",
+                    "app" => label,
+                    "side" => side_label
+                )
+            })
+            .record(took.as_secs_f64());
     }
 
     pub(crate) fn reject(&self, reason: &'static str) {
