@@ -56,17 +56,18 @@ fn base(data_dir: &std::path::Path, admin: Option<&str>) -> anyhow::Result<Strin
 }
 
 fn call(req: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> anyhow::Result<Value> {
-    let mut resp = req.call().context("asking the node's admin plane")?;
-    let status = resp.status().as_u16();
-    let body = resp.body_mut().read_to_string().unwrap_or_default();
-    if status != 200 {
-        bail!("the node answered {status}: {body}");
-    }
-    serde_json::from_str(&body).context("the node's answer is not JSON")
+    json_answer(req.call())
 }
 
 fn call_post(req: ureq::RequestBuilder<ureq::typestate::WithBody>) -> anyhow::Result<Value> {
-    let mut resp = req.send_empty().context("asking the node's admin plane")?;
+    json_answer(req.send_empty())
+}
+
+/// The admin plane's JSON answer, or what went wrong (the node's own words on a non-200).
+fn json_answer(
+    resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> anyhow::Result<Value> {
+    let mut resp = resp.context("asking the node's admin plane")?;
     let status = resp.status().as_u16();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
     if status != 200 {
