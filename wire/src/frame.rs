@@ -167,7 +167,11 @@ impl Limits {
 }
 
 /// One OAP/1 frame. `len`, `ver` and `cap_len` are derived from the contents when encoding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Build one with [`Frame::new`] (or its shorthands) and set the public fields; a decoded
+/// COMP frame also keeps the body its validation inflated, so [`Frame::body`] does not
+/// inflate the same bytes a second time.
+#[derive(Debug, Clone)]
 pub struct Frame {
     /// Flag bits.
     pub flags: Flags,
@@ -183,7 +187,41 @@ pub struct Frame {
     pub cap: Bytes,
     /// The payload as it stands on the wire (zstd-compressed when COMP is set).
     pub payload: Bytes,
+    /// What decoding inflated from `payload`, kept with the payload it came from: a caller
+    /// that later replaces `payload` gets a fresh inflation, never a stale body.
+    inflated: Option<Inflated>,
 }
+
+/// A COMP payload's body, tied to the exact buffer it was inflated from.
+#[derive(Debug, Clone)]
+struct Inflated {
+    from: Bytes,
+    body: Bytes,
+}
+
+impl Inflated {
+    /// Whether this body belongs to `payload`: the same buffer, not merely equal bytes
+    /// (`Bytes` are immutable and `from` keeps the storage alive, so the address cannot be
+    /// reused for other contents while this exists).
+    fn belongs_to(&self, payload: &Bytes) -> bool {
+        self.from.as_ptr() == payload.as_ptr() && self.from.len() == payload.len()
+    }
+}
+
+/// Frames are equal when what goes on the wire is: the kept inflation is a cache.
+impl PartialEq for Frame {
+    fn eq(&self, other: &Frame) -> bool {
+        self.flags == other.flags
+            && self.code == other.code
+            && self.app_proto_id == other.app_proto_id
+            && self.tenant_id == other.tenant_id
+            && self.corr_id == other.corr_id
+            && self.cap == other.cap
+            && self.payload == other.payload
+    }
+}
+
+impl Eq for Frame {}
 
 impl Frame {
     /// A frame with the given flags, app protocol and correlation id, and nothing else.
@@ -196,6 +234,7 @@ impl Frame {
             corr_id,
             cap: Bytes::new(),
             payload,
+            inflated: None,
         }
     }
 
@@ -274,9 +313,22 @@ impl Frame {
         Status::from_code(self.code)
     }
 
-    /// The payload with COMP undone, inflating at most `limits.inflate_bound()` bytes.
+    /// The payload with COMP undone, inflating at most `limits.inflate_bound()` bytes (a
+    /// decoded frame hands back what its validation already inflated).
     pub fn body(&self, limits: &Limits) -> Result<Bytes, DecodeError> {
         if self.flags.contains(Flags::COMP) {
+            if let Some(kept) = self
+                .inflated
+                .as_ref()
+                .filter(|k| k.belongs_to(&self.payload))
+            {
+                if kept.body.len() <= limits.inflate_bound() {
+                    return Ok(kept.body.clone());
+                }
+                return Err(DecodeError::DecompressBoundExceeded {
+                    limit: limits.inflate_bound(),
+                });
+            }
             comp::inflate(&self.payload, limits.inflate_bound()).map(Bytes::from)
         } else {
             Ok(self.payload.clone())
@@ -327,9 +379,16 @@ impl Frame {
         buf.advance(HEADER_LEN);
         let cap = buf.split_to(cap_len as usize);
         let payload = buf;
-        if flags.contains(Flags::COMP) {
-            comp::validate(&payload, limits.inflate_bound())?;
-        }
+        // Validating a COMP payload means inflating it; the body is kept for `body`.
+        let inflated = if flags.contains(Flags::COMP) {
+            let body = Bytes::from(comp::inflate(&payload, limits.inflate_bound())?);
+            Some(Inflated {
+                from: payload.clone(),
+                body,
+            })
+        } else {
+            None
+        };
         Ok(Frame {
             flags,
             code,
@@ -338,6 +397,7 @@ impl Frame {
             corr_id,
             cap,
             payload,
+            inflated,
         })
     }
 }

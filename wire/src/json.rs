@@ -52,13 +52,14 @@ pub fn frame_from_json(v: &Value) -> Result<Frame, JsonFieldError> {
         .ok_or(JsonFieldError("tenant_id"))?;
     let u16_of =
         |k: &'static str| num(k).and_then(|n| u16::try_from(n).map_err(|_| JsonFieldError(k)));
-    Ok(Frame {
-        flags: Flags::from_bits_truncate(u16_of("flags")?),
-        code: u16_of("code")?,
-        app_proto_id: u16_of("app_proto_id")?,
-        tenant_id,
-        corr_id: num("corr_id")?,
-        cap: bytes("cap_hex")?.into(),
-        payload: bytes("payload_hex")?.into(),
-    })
+    let mut frame = Frame::new(
+        Flags::from_bits_truncate(u16_of("flags")?),
+        u16_of("app_proto_id")?,
+        num("corr_id")?,
+        bytes("payload_hex")?.into(),
+    );
+    frame.code = u16_of("code")?;
+    frame.tenant_id = tenant_id;
+    frame.cap = bytes("cap_hex")?.into();
+    Ok(frame)
 }

@@ -104,15 +104,11 @@ fn arb_frame(max_payload: usize, near_max: bool) -> impl Strategy<Value = Frame>
                     PayloadSize::Exact(n) => n,
                     PayloadSize::NearMax(k) => MAX_FRAME as usize - HEADER_LEN - cap_len - k,
                 };
-                Frame {
-                    flags,
-                    code: code_for(flags, pick, raw_code),
-                    app_proto_id: app,
-                    tenant_id: tenant,
-                    corr_id: corr,
-                    cap: pattern(cap_len, seed.rotate_left(32)),
-                    payload: pattern(payload_len, seed),
-                }
+                let mut f = Frame::new(flags, app, corr, pattern(payload_len, seed));
+                f.code = code_for(flags, pick, raw_code);
+                f.tenant_id = tenant;
+                f.cap = pattern(cap_len, seed.rotate_left(32));
+                f
             },
         )
 }
@@ -370,7 +366,25 @@ proptest! {
         let limits = Limits::default();
         let back = Frame::decode(frame.to_bytes(), &limits);
         prop_assert_eq!(back.as_ref(), Ok(&frame));
-        prop_assert_eq!(frame.body(&limits).map(|b| b.to_vec()), Ok(body));
+        prop_assert_eq!(frame.body(&limits).map(|b| b.to_vec()), Ok(body.clone()));
+        // The decoded frame hands back what decoding inflated: the same body.
+        let mut back = back.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(back.body(&limits).map(|b| b.to_vec()), Ok(body.clone()));
+        // A tighter bound at `body` still refuses a body over it, kept or not.
+        if !body.is_empty() {
+            let tight = Limits::new(64);
+            if body.len() > tight.inflate_bound() {
+                prop_assert_eq!(
+                    back.body(&tight).map_err(|e| e.reason()),
+                    Err("decompress_bound_exceeded")
+                );
+            }
+        }
+        // A payload replaced after decoding is inflated afresh, never answered from the
+        // body kept for the old one.
+        let other: Vec<u8> = body.iter().rev().copied().chain([1, 2, 3]).collect();
+        back.payload = Bytes::from(wire::comp::compress(&other, 3).map_err(|e| TestCaseError::fail(e.to_string()))?);
+        prop_assert_eq!(back.body(&limits).map(|b| b.to_vec()), Ok(other));
     }
 
     /// A COMP frame is accepted exactly when its body inflates within `8 × max_frame`, for
