@@ -669,16 +669,17 @@ impl<P: Peer> RoutingTable<P> {
         keep: impl Fn(&Entry<P>) -> bool,
     ) -> Vec<&'a Entry<P>> {
         let mut out: Vec<&Entry<P>> = Vec::with_capacity(n);
-        let take_sorted = |group: &mut Vec<&'a Entry<P>>, out: &mut Vec<&'a Entry<P>>| {
-            take_closest(group, out, target, n)
-        };
-        let mut group: Vec<&Entry<P>> = Vec::new();
+        let take_sorted =
+            |group: &mut Vec<Near<'a, P>>, out: &mut Vec<&'a Entry<P>>| take_closest(group, out, n);
+        // Each candidate with its distance, computed once as machine words.
+        let near = |e: &'a Entry<P>| (e.peer.key().distance_words(target), e);
+        let mut group: Vec<Near<'a, P>> = Vec::new();
         let start = self.local.bucket_of(target).unwrap_or(0);
         let at = |idx: usize| self.buckets.get(Self::position(idx));
         // The target's bucket (for the target = ourselves, every bucket is "above").
         if self.local.bucket_of(target).is_some() {
             if let Some(b) = at(start) {
-                group.extend(b.entries.iter().filter(|e| keep(e)));
+                group.extend(b.entries.iter().filter(|e| keep(e)).map(near));
             }
             take_sorted(&mut group, &mut out);
             if out.len() == n {
@@ -688,7 +689,7 @@ impl<P: Peer> RoutingTable<P> {
             let lowest = 256 - self.buckets.len();
             for idx in (lowest..start).rev() {
                 if let Some(b) = at(idx) {
-                    group.extend(b.entries.iter().filter(|e| keep(e)));
+                    group.extend(b.entries.iter().filter(|e| keep(e)).map(near));
                 }
             }
             take_sorted(&mut group, &mut out);
@@ -699,7 +700,7 @@ impl<P: Peer> RoutingTable<P> {
                     break;
                 }
                 if let Some(b) = at(idx) {
-                    group.extend(b.entries.iter().filter(|e| keep(e)));
+                    group.extend(b.entries.iter().filter(|e| keep(e)).map(near));
                 }
                 take_sorted(&mut group, &mut out);
             }
@@ -710,7 +711,7 @@ impl<P: Peer> RoutingTable<P> {
                 break;
             }
             if let Some(b) = at(idx) {
-                group.extend(b.entries.iter().filter(|e| keep(e)));
+                group.extend(b.entries.iter().filter(|e| keep(e)).map(near));
             }
             take_sorted(&mut group, &mut out);
         }
@@ -830,18 +831,21 @@ fn fresh_entry<P>(peer: P, now: Instant, rtt: Option<Duration>) -> Entry<P> {
     e
 }
 
-/// Moves the entries of `group`, closest to `target` first, to `out` until it holds `n`.
-fn take_closest<'a, P: Peer>(
-    group: &mut Vec<&'a Entry<P>>,
-    out: &mut Vec<&'a Entry<P>>,
-    target: &Key,
-    n: usize,
-) {
-    group.sort_by_key(|e| e.peer.key().distance(target));
-    for e in group.drain(..) {
-        if out.len() == n {
-            break;
+/// An entry with its distance to the target of a `closest_entries` call.
+type Near<'a, P> = ((u128, u128), &'a Entry<P>);
+
+/// Moves the entries of `group`, closest first, to `out` until it holds `n`, and empties
+/// `group`. Only the entries that make it are sorted: the band below the target's bucket
+/// can hold most of the table, of which a FIND_NODE wants a few. Keys in a table are
+/// distinct, so distances are too, and the unstable selection and sort give the one order.
+fn take_closest<'a, P>(group: &mut Vec<Near<'a, P>>, out: &mut Vec<&'a Entry<P>>, n: usize) {
+    let want = n.saturating_sub(out.len());
+    if group.len() > want {
+        if want > 0 {
+            group.select_nth_unstable_by_key(want - 1, |(d, _)| *d);
         }
-        out.push(e);
+        group.truncate(want);
     }
+    group.sort_unstable_by_key(|(d, _)| *d);
+    out.extend(group.drain(..).map(|(_, e)| e));
 }
