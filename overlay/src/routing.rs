@@ -825,7 +825,9 @@ impl<P: Peer> RoutingTable<P> {
 /// otherwise reserve 32 places, 40 % of a 100k-node simulation's tables left empty).
 fn grow_at_most_to<T>(entries: &mut Vec<T>, k: usize) {
     if entries.len() == entries.capacity() {
-        let cap = (entries.capacity() * 2).clamp(4, k.max(entries.len() + 1));
+        let cap = (entries.capacity() * 2)
+            .max(4)
+            .min(k.max(entries.len() + 1));
         entries.reserve_exact(cap - entries.len());
     }
 }
