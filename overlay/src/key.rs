@@ -35,33 +35,27 @@ pub fn words(bytes: &[u8; 32]) -> (u128, u128) {
     (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
 }
 
-impl Ord for Key {
-    #[inline]
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        words(&self.0).cmp(&words(&other.0))
-    }
+/// Orders a 32-byte newtype as its big-endian integer, through [`words`].
+macro_rules! word_order {
+    ($t:ty) => {
+        impl Ord for $t {
+            #[inline]
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                words(&self.0).cmp(&words(&other.0))
+            }
+        }
+
+        impl PartialOrd for $t {
+            #[inline]
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+    };
 }
 
-impl PartialOrd for Key {
-    #[inline]
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Distance {
-    #[inline]
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        words(&self.0).cmp(&words(&other.0))
-    }
-}
-
-impl PartialOrd for Distance {
-    #[inline]
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
+word_order!(Key);
+word_order!(Distance);
 
 impl Key {
     /// The key of a node: BLAKE3 of its public key.
