@@ -11,12 +11,51 @@ use rand::RngCore;
 use wire::NodeId;
 
 /// A point in the DHT key space.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Ordered as a big-endian integer, compared as machine words (see [`words`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key(pub [u8; 32]);
 
 /// The XOR distance between two keys; smaller is closer.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+///
+/// Ordered as a big-endian integer, compared as machine words (see [`words`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Distance(pub [u8; 32]);
+
+/// 32 bytes as two big-endian `u128`s, high half first: the pair orders exactly as the
+/// bytes do lexicographically, but compares in a few instructions instead of a call to
+/// `memcmp`. Every lookup, table query and walk step compares distances, so this is the
+/// overlay's hottest comparison (simnet's profile put `memcmp` first).
+#[inline]
+pub fn words(bytes: &[u8; 32]) -> (u128, u128) {
+    let mut hi = [0u8; 16];
+    let mut lo = [0u8; 16];
+    hi.copy_from_slice(&bytes[..16]);
+    lo.copy_from_slice(&bytes[16..]);
+    (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
+}
+
+/// Orders a 32-byte newtype as its big-endian integer, through [`words`].
+macro_rules! word_order {
+    ($t:ty) => {
+        impl Ord for $t {
+            #[inline]
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                words(&self.0).cmp(&words(&other.0))
+            }
+        }
+
+        impl PartialOrd for $t {
+            #[inline]
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+    };
+}
+
+word_order!(Key);
+word_order!(Distance);
 
 impl Key {
     /// The key of a node: BLAKE3 of its public key.
@@ -36,7 +75,16 @@ impl Key {
         Key(k)
     }
 
+    /// XOR distance to `other` as two big-endian words (see [`words`]): ordered as
+    /// [`distance`](Self::distance), computed and compared without byte loops.
+    #[inline]
+    pub fn distance_words(&self, other: &Key) -> (u128, u128) {
+        let (a, b) = (words(&self.0), words(&other.0));
+        (a.0 ^ b.0, a.1 ^ b.1)
+    }
+
     /// XOR distance to `other`.
+    #[inline]
     pub fn distance(&self, other: &Key) -> Distance {
         let mut d = [0u8; 32];
         for (i, b) in d.iter_mut().enumerate() {
@@ -46,6 +94,7 @@ impl Key {
     }
 
     /// Which of our buckets `other` falls in; `None` for ourselves.
+    #[inline]
     pub fn bucket_of(&self, other: &Key) -> Option<usize> {
         self.distance(other).bucket()
     }
@@ -84,16 +133,14 @@ impl Distance {
     }
 
     /// Number of leading zero bits (256 for distance zero).
+    #[inline]
     pub fn leading_zeros(&self) -> u32 {
-        let mut n = 0;
-        for b in self.0 {
-            if b == 0 {
-                n += 8;
-            } else {
-                return n + b.leading_zeros();
-            }
+        let (hi, lo) = words(&self.0);
+        if hi != 0 {
+            hi.leading_zeros()
+        } else {
+            128 + lo.leading_zeros()
         }
-        n
     }
 }
 
@@ -132,6 +179,34 @@ mod tests {
             }
         }
         assert_eq!(me.bucket_of(&me), None);
+    }
+
+    #[test]
+    fn word_order_is_byte_order() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let mut keys: Vec<Key> = (0..200).map(|_| Key::random(&mut rng)).collect();
+        // Keys that differ only late, and in single bytes, test the word boundaries.
+        for i in [0, 7, 8, 15, 16, 23, 24, 31] {
+            let mut k = [0u8; 32];
+            k[i] = 1;
+            keys.push(Key(k));
+        }
+        keys.push(Key([0; 32]));
+        keys.push(Key([0xff; 32]));
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(a.cmp(b), a.0.cmp(&b.0));
+                let t = keys[3];
+                let (da, db) = (a.distance(&t), b.distance(&t));
+                assert_eq!(da.cmp(&db), da.0.cmp(&db.0));
+                assert_eq!(a.distance_words(&t), words(&da.0));
+                let lz =
+                    da.0.iter()
+                        .position(|&x| x != 0)
+                        .map_or(256, |i| i as u32 * 8 + da.0[i].leading_zeros());
+                assert_eq!(da.leading_zeros(), lz);
+            }
+        }
     }
 
     #[test]

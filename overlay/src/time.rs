@@ -20,6 +20,12 @@ impl Instant {
         Instant(u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX))
     }
 
+    /// Nanoseconds since the epoch: the instant as one machine word, for drivers that key
+    /// their own structures by time (simnet's event queue).
+    pub fn as_nanos(self) -> u64 {
+        self.0
+    }
+
     /// Time since the epoch.
     pub fn as_duration(self) -> Duration {
         Duration::from_nanos(self.0)

@@ -7,17 +7,17 @@
 //! closes the least recently used connection of that node, at both ends, as the node's
 //! transport does with idle connections. A connection is usable from `ready` on (the end of
 //! its handshake): a message sent earlier waits for it, as concurrent requests wait behind
-//! one dial in the node. Per slot, links are one `Vec` sorted by peer, 20 bytes each; a
-//! node's links go with it when it stops.
+//! one dial in the node. Per slot, the message counts are one `Vec` of (peer, count) sorted
+//! by peer, 8 bytes a peer ever messaged (tens of millions of them in a 100k-node run), and
+//! the open connections another, short `Vec` (at most the cap) sorted by peer; a node's
+//! links go with it when it stops.
 
-/// One node's view of one peer.
+/// One end of an open connection.
 #[derive(Debug, Clone, Copy)]
-struct Link {
+struct Conn {
     peer: u32,
-    /// The peer's incarnation the connection is to; 0: not connected.
-    conn_inc: u32,
-    /// Messages sent to the peer by this incarnation.
-    sent: u32,
+    /// The peer's incarnation the connection is to (never 0).
+    inc: u32,
     /// Last use of the connection, ms of virtual time.
     last_used: u32,
     /// When the connection's handshake ends, ms of virtual time.
@@ -27,8 +27,10 @@ struct Link {
 /// The links of every slot.
 #[derive(Debug)]
 pub struct Links {
-    per_slot: Vec<Vec<Link>>,
-    connected: Vec<u32>,
+    /// Per slot: (peer, messages sent to it by this incarnation), sorted by peer.
+    sent: Vec<Vec<(u32, u32)>>,
+    /// Per slot: its open connections, sorted by peer.
+    conns: Vec<Vec<Conn>>,
     cap: u32,
 }
 
@@ -41,54 +43,42 @@ impl Links {
     /// No links yet, for `slots` slots with `cap` connections each.
     pub fn new(slots: u32, cap: u32) -> Links {
         Links {
-            per_slot: (0..slots).map(|_| Vec::new()).collect(),
-            connected: vec![0; slots as usize],
+            sent: (0..slots).map(|_| Vec::new()).collect(),
+            conns: (0..slots).map(|_| Vec::new()).collect(),
             cap: cap.max(1),
         }
     }
 
-    fn find(&self, slot: u32, peer: u32) -> Result<usize, usize> {
-        self.per_slot[slot as usize].binary_search_by_key(&peer, |l| l.peer)
-    }
-
-    fn link_mut(&mut self, slot: u32, peer: u32) -> &mut Link {
-        let i = match self.find(slot, peer) {
-            Ok(i) => i,
-            Err(i) => {
-                self.per_slot[slot as usize].insert(
-                    i,
-                    Link {
-                        peer,
-                        conn_inc: 0,
-                        sent: 0,
-                        last_used: 0,
-                        ready: 0,
-                    },
-                );
-                i
-            }
-        };
-        &mut self.per_slot[slot as usize][i]
+    fn find_conn(&self, slot: u32, peer: u32) -> Result<usize, usize> {
+        self.conns[slot as usize].binary_search_by_key(&peer, |c| c.peer)
     }
 
     /// The number of this message from `from` to `to` (0 for the first).
     pub fn next_message(&mut self, from: u32, to: u32) -> u32 {
-        let l = self.link_mut(from, to);
-        let n = l.sent;
-        l.sent = l.sent.wrapping_add(1);
-        n
+        let sent = &mut self.sent[from as usize];
+        match sent.binary_search_by_key(&to, |&(p, _)| p) {
+            Ok(i) => {
+                let n = sent[i].1;
+                sent[i].1 = n.wrapping_add(1);
+                n
+            }
+            Err(i) => {
+                sent.insert(i, (to, 1));
+                0
+            }
+        }
     }
 
     /// When `from`'s connection to incarnation `to_inc` of `to` is (or was) ready, if it
     /// has one; marks it used at `now_ms`.
     pub fn use_connection(&mut self, from: u32, to: u32, to_inc: u32, now_ms: u32) -> Option<u32> {
-        let i = self.find(from, to).ok()?;
-        let l = &mut self.per_slot[from as usize][i];
-        if l.conn_inc == 0 || l.conn_inc != to_inc {
+        let i = self.find_conn(from, to).ok()?;
+        let c = &mut self.conns[from as usize][i];
+        if c.inc != to_inc {
             return None;
         }
-        l.last_used = now_ms;
-        Some(l.ready)
+        c.last_used = now_ms;
+        Some(c.ready)
     }
 
     /// Opens a connection between incarnation `from_inc` of `from` and `to_inc` of `to`,
@@ -103,20 +93,19 @@ impl Links {
     ) -> Vec<(u32, u32)> {
         let mut closed = Vec::new();
         for (a, b, b_inc) in [(from, to, to_inc), (to, from, from_inc)] {
-            let was = {
-                let l = self.link_mut(a, b);
-                let was = l.conn_inc != 0;
-                l.conn_inc = b_inc;
-                l.last_used = now_ms;
-                l.ready = ready_ms;
-                was
+            let conn = Conn {
+                peer: b,
+                inc: b_inc,
+                last_used: now_ms,
+                ready: ready_ms,
             };
-            if !was {
-                self.connected[a as usize] += 1;
+            match self.find_conn(a, b) {
+                Ok(i) => self.conns[a as usize][i] = conn,
+                Err(i) => self.conns[a as usize].insert(i, conn),
             }
         }
         for a in [from, to] {
-            while self.connected[a as usize] > self.cap {
+            while self.connections(a) > self.cap {
                 let Some(victim) = self.least_recent(a, [from, to]) else {
                     break;
                 };
@@ -128,40 +117,32 @@ impl Links {
     }
 
     fn least_recent(&self, slot: u32, keep: [u32; 2]) -> Option<u32> {
-        self.per_slot[slot as usize]
+        self.conns[slot as usize]
             .iter()
-            .filter(|l| l.conn_inc != 0 && !keep.contains(&l.peer))
-            .min_by_key(|l| (l.last_used, l.peer))
-            .map(|l| l.peer)
+            .filter(|c| !keep.contains(&c.peer))
+            .min_by_key(|c| (c.last_used, c.peer))
+            .map(|c| c.peer)
     }
 
     /// Closes the connection between `a` and `b`, at both ends.
     pub fn close(&mut self, a: u32, b: u32) {
         for (x, y) in [(a, b), (b, a)] {
-            if let Ok(i) = self.find(x, y) {
-                let l = &mut self.per_slot[x as usize][i];
-                if l.conn_inc != 0 {
-                    l.conn_inc = 0;
-                    self.connected[x as usize] -= 1;
-                }
+            if let Ok(i) = self.find_conn(x, y) {
+                self.conns[x as usize].remove(i);
             }
         }
     }
 
     /// `slot`'s node stopped: its links go. Returns the peers that held a connection to it
-    /// (their end stays open until they notice), and closes their ends.
+    /// (their end stays open until they notice), in peer order, and closes their ends.
     pub fn stop(&mut self, slot: u32) -> Vec<u32> {
-        let links = std::mem::take(&mut self.per_slot[slot as usize]);
-        self.connected[slot as usize] = 0;
+        self.sent[slot as usize] = Vec::new();
+        let conns = std::mem::take(&mut self.conns[slot as usize]);
         let mut held = Vec::new();
-        for l in links.iter().filter(|l| l.conn_inc != 0) {
-            if let Ok(i) = self.find(l.peer, slot) {
-                let back = &mut self.per_slot[l.peer as usize][i];
-                if back.conn_inc != 0 {
-                    back.conn_inc = 0;
-                    self.connected[l.peer as usize] -= 1;
-                    held.push(l.peer);
-                }
+        for c in &conns {
+            if let Ok(i) = self.find_conn(c.peer, slot) {
+                self.conns[c.peer as usize].remove(i);
+                held.push(c.peer);
             }
         }
         held
@@ -169,22 +150,30 @@ impl Links {
 
     /// Connections `slot` holds.
     pub fn connections(&self, slot: u32) -> u32 {
-        self.connected[slot as usize]
+        self.conns[slot as usize].len() as u32
     }
 
-    /// Every node within its cap and the counts matching the links; `Err` names the first
-    /// slot that breaks it.
+    /// Every node within its cap, its connections and counts in peer order, and every
+    /// connection held at both ends; `Err` names the first slot that breaks it.
     pub fn check(&self) -> Result<(), String> {
-        for (slot, links) in self.per_slot.iter().enumerate() {
-            let n = links.iter().filter(|l| l.conn_inc != 0).count() as u32;
-            if n != self.connected[slot] || n > self.cap {
-                return Err(format!(
-                    "slot {slot}: {n} connections, counted {}, cap {}",
-                    self.connected[slot], self.cap
-                ));
+        for (slot, conns) in self.conns.iter().enumerate() {
+            let n = conns.len() as u32;
+            if n > self.cap {
+                return Err(format!("slot {slot}: {n} connections, cap {}", self.cap));
             }
-            if links.windows(2).any(|w| w[0].peer >= w[1].peer) {
+            if conns.windows(2).any(|w| w[0].peer >= w[1].peer)
+                || self.sent[slot].windows(2).any(|w| w[0].0 >= w[1].0)
+            {
                 return Err(format!("slot {slot}: links out of order"));
+            }
+            if let Some(c) = conns
+                .iter()
+                .find(|c| self.find_conn(c.peer, slot as u32).is_err())
+            {
+                return Err(format!(
+                    "slot {slot}: connection to {} open at one end",
+                    c.peer
+                ));
             }
         }
         Ok(())

@@ -65,6 +65,9 @@ enum Command {
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
+        /// Points run at once (default: one per core). Each run needs its own memory.
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Parse and validate scenario files, printing their parameters.
     Check {
@@ -139,6 +142,7 @@ fn execute(cli: Cli) -> Result<(), Error> {
             out,
             check_invariants,
             quiet,
+            jobs,
         } => {
             let axes = overrides(&sets, None)?;
             let common = single(overrides(&[], seed)?)?;
@@ -149,7 +153,8 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 preamble: !quiet,
                 check_invariants,
             };
-            simnet::sweep::sweep(&path, &grid, &common, &out, &opts)?;
+            let jobs = jobs.unwrap_or_else(simnet::sweep::default_jobs);
+            simnet::sweep::sweep(&path, &grid, &common, &out, &opts, jobs)?;
             eprintln!(
                 "done: {} runs; {}",
                 grid.len(),

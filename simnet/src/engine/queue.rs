@@ -1,12 +1,18 @@
-//! The one event queue: a binary heap of small entries ordered by (time, sequence), with
+//! The one event queue: a radix heap of small entries ordered by (time, sequence), with
 //! message bodies kept in a slab beside it.
 //!
 //! Ties at the same instant break by insertion order (the sequence number), never by
-//! anything a hash or a thread could change, so a run replays exactly. Heap entries are 24
-//! bytes (time, sequence, an 8-byte event naming a slot or a slab index): with 100k nodes
-//! each holding an armed timer the heap is large, and sifting small entries is what keeps
-//! it fast. Message bodies (which carry up to k contacts) live in the slab, their slots
-//! reused through a free list, so the queue's memory follows the messages in flight.
+//! anything a hash or a thread could change, so a run replays exactly. Entries are 24 bytes
+//! (time, sequence, an 8-byte event naming a slot or a slab index). Virtual time never goes
+//! back and sequence numbers only grow, so every key pushed is above the last one popped:
+//! that is what a radix heap needs (Ahuja, Mehlhorn, Orlin and Tarjan, 1990). Entries sit in
+//! 129 buckets by the highest bit in which their key differs from the last popped; a pop
+//! that finds the lowest bucket empty redistributes the next non-empty bucket, each move a
+//! sequential append. With 100k nodes each holding an armed timer, the binary heap's sift
+//! down through a dozen cache misses was 11 % of a static-100k run. The pop order is
+//! exactly the binary heap's: keys are unique, so there is one order. Message bodies
+//! (which carry up to k contacts) live in the slab, their slots reused through a free list,
+//! so the queue's memory follows the messages in flight.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -92,6 +98,13 @@ struct Entry {
     ev: Ev,
 }
 
+impl Entry {
+    /// (time, sequence) as one integer.
+    fn key(&self) -> u128 {
+        (u128::from(self.at.as_nanos()) << 64) | u128::from(self.seq)
+    }
+}
+
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> Ordering {
         // BinaryHeap is a max-heap: the earliest (time, sequence) must compare greatest.
@@ -105,24 +118,86 @@ impl PartialOrd for Entry {
     }
 }
 
+/// Buckets of a radix heap over 128-bit keys: bucket 0 holds the last popped key, bucket
+/// `b` the keys whose highest bit differing from it is bit `b - 1`.
+const BUCKETS: usize = 129;
+
 /// The event queue and the slab of message bodies.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Queue {
-    heap: BinaryHeap<Entry>,
+    /// The radix heap's buckets.
+    buckets: Vec<Vec<Entry>>,
+    /// The key every bucket is relative to: the last popped (or redistributed) minimum.
+    last: u128,
+    /// Entries in the buckets.
+    queued: usize,
+    /// Entries pushed below `last` (an event in the past: a bug the engine reports when it
+    /// pops it). A radix heap cannot hold them; they come out first, earliest first.
+    past: BinaryHeap<Entry>,
     seq: u64,
     slab: Vec<Option<Msg>>,
     free: Vec<u32>,
 }
 
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue {
+            buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            last: 0,
+            queued: 0,
+            past: BinaryHeap::new(),
+            seq: 0,
+            slab: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+/// The bucket of `key` relative to `last` (`key >= last`).
+fn bucket_of(key: u128, last: u128) -> usize {
+    (128 - (key ^ last).leading_zeros()) as usize
+}
+
 impl Queue {
     /// Schedules `ev` at `at`.
     pub fn push(&mut self, at: Instant, ev: Ev) {
-        self.heap.push(Entry {
+        let e = Entry {
             at,
             seq: self.seq,
             ev,
-        });
+        };
         self.seq += 1;
+        let key = e.key();
+        if key < self.last {
+            self.past.push(e);
+        } else {
+            self.buckets[bucket_of(key, self.last)].push(e);
+            self.queued += 1;
+        }
+    }
+
+    /// Brings the minimum into bucket 0 (redistributing the lowest non-empty bucket), so
+    /// that it is the last entry there; `false` if the buckets are empty.
+    fn settle(&mut self) -> bool {
+        if self.queued == 0 {
+            return false;
+        }
+        if !self.buckets[0].is_empty() {
+            return true;
+        }
+        let Some(b) = self.buckets.iter().position(|v| !v.is_empty()) else {
+            return false;
+        };
+        let mut moving = std::mem::take(&mut self.buckets[b]);
+        self.last = moving.iter().map(Entry::key).min().unwrap_or(self.last);
+        for e in moving.drain(..) {
+            self.buckets[bucket_of(e.key(), self.last)].push(e);
+        }
+        // Keep the emptied Vec's allocation for the bucket's next entries.
+        if self.buckets[b].is_empty() {
+            self.buckets[b] = moving;
+        }
+        true
     }
 
     /// Schedules the delivery of `msg` at `at`.
@@ -141,13 +216,27 @@ impl Queue {
     }
 
     /// When the next event is due.
-    pub fn peek_time(&self) -> Option<Instant> {
-        self.heap.peek().map(|e| e.at)
+    pub fn peek_time(&mut self) -> Option<Instant> {
+        if let Some(e) = self.past.peek() {
+            return Some(e.at);
+        }
+        if !self.settle() {
+            return None;
+        }
+        self.buckets[0].last().map(|e| e.at)
     }
 
     /// The next event.
     pub fn pop(&mut self) -> Option<(Instant, Ev)> {
-        self.heap.pop().map(|e| (e.at, e.ev))
+        if let Some(e) = self.past.pop() {
+            return Some((e.at, e.ev));
+        }
+        if !self.settle() {
+            return None;
+        }
+        let e = self.buckets[0].pop()?;
+        self.queued -= 1;
+        Some((e.at, e.ev))
     }
 
     /// Takes the body of message `idx` out of the slab.
@@ -161,7 +250,7 @@ impl Queue {
 
     /// Events pending.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.queued + self.past.len()
     }
 
     /// Messages in flight.
@@ -188,5 +277,42 @@ mod tests {
             order,
             [Ev::Timer(2), Ev::Timer(4), Ev::Timer(1), Ev::Timer(3)]
         );
+    }
+
+    #[test]
+    fn pops_as_a_binary_heap_would_with_pushes_between_pops() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut q = Queue::default();
+        let mut reference = BinaryHeap::new();
+        let mut seq = 0u64;
+        let mut now = 0u64;
+        for round in 0..20_000u32 {
+            // Pushes at or after the current time, some at the same instant.
+            for _ in 0..rng.gen_range(0..3) {
+                let at = Instant::ZERO
+                    + Duration::from_nanos(now + [0, 1, 1_000, 5_000_000_000][rng.gen_range(0..4)]);
+                q.push(at, Ev::Timer(round));
+                reference.push(Entry {
+                    at,
+                    seq,
+                    ev: Ev::Timer(round),
+                });
+                seq += 1;
+            }
+            if rng.gen_bool(0.5) {
+                let want = reference.pop().map(|e| (e.at, e.ev));
+                assert_eq!(q.peek_time(), want.map(|w| w.0));
+                let got = q.pop();
+                assert_eq!(got, want);
+                if let Some((at, _)) = got {
+                    now = at.as_nanos();
+                }
+            }
+        }
+        // An event pushed into the past comes out first, as the engine's check expects.
+        q.push(Instant::ZERO, Ev::Lookup);
+        assert_eq!(q.pop(), Some((Instant::ZERO, Ev::Lookup)));
+        assert_eq!(q.len(), reference.len());
     }
 }
