@@ -23,6 +23,8 @@
 //!   transfer does), hashing a PUT body into its id and outboard (`wire::tree::TreeHasher`,
 //!   what the store's writer does), and `blake3::hash` of the same MiB as the same-run
 //!   reference for both;
+//! - `gateway`: one `GET /o/{id}` of a 4 KiB local object through the node's axum router,
+//!   in-process, on a node started in setup;
 //! - `caps`: verifying a capability token with three caveats.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,17 +36,24 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io::{Cursor, Read};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request as HttpRequest, StatusCode};
 use bytes::Bytes;
 use gungraun::{Dhat, LibraryBenchmarkConfig, library_benchmark, library_benchmark_group, main};
+use node::app::RunningNode;
 use node::caps::{Caveat, Intent, Token};
-use node::store::{Hash, decode_slice};
+use node::config::{ConfigLayer, NodeConfig};
+use node::store::{Hash, decode_slice, id_string};
 use overlay::testnet::{TestNet, TestPeer};
 use overlay::{Config, Dht, Event, Instant, Key, QueryId, Request, Response, RoutingTable, RpcId};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tower::ServiceExt;
 use wire::object::CHUNK;
 use wire::tree::{SliceDecoder, TreeHasher};
 use wire::{Frame, FrameDecoder, HEADER_LEN, Limits, MAX_FRAME, Status};
@@ -582,6 +591,105 @@ library_benchmark_group!(
 );
 
 // ---------------------------------------------------------------------------------------
+// gateway: one request through the node's router
+// ---------------------------------------------------------------------------------------
+
+/// Size of the object the gateway benchmark GETs: the load harness's (and nginx's) 4 KiB.
+const GET_LEN: usize = 4 * 1024;
+
+/// A node running in this process, and the router its HTTP listener serves.
+struct Gateway {
+    router: Router,
+    /// Drives the node's tasks; only the measured request runs on it.
+    rt: tokio::runtime::Runtime,
+    _node: RunningNode,
+    /// The node's data directory (key, store).
+    _dir: tempfile::TempDir,
+}
+
+/// A whole node started in-process (`node::app::start`, QUIC and HTTP on 127.0.0.1:0, a
+/// store in a temporary directory, no peers) on a current-thread runtime, a `GET /o/{id}`
+/// for a 4 KiB object it holds, and the router `app::start` builds for the HTTP listener
+/// (admin and object routes over the node's context). One GET is made here first, so the
+/// measured one finds everything warm, as a serving node does.
+fn setup_get_local() -> (Gateway, HttpRequest<Body>) {
+    let dir = tempfile::tempdir().expect("a temporary directory for the node");
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let config = NodeConfig::resolve(ConfigLayer {
+        data_dir: Some(dir.path().join("data")),
+        listen: Some(loopback),
+        http: Some(loopback),
+        admin: Some("off".into()),
+        ..ConfigLayer::default()
+    })
+    .expect("the bench node's configuration");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let node = rt
+        .block_on(node::app::start(config, None))
+        .expect("the bench node starts");
+    let data: Vec<u8> = (0..GET_LEN).map(|i| (i * 131 + 17) as u8).collect();
+    let hash = node
+        .ctx
+        .objects
+        .store
+        .put(&data, None)
+        .expect("the 4 KiB object is stored");
+    let router = node::gateway::admin::routes()
+        .merge(node::gateway::objects::routes())
+        .with_state(node.ctx.clone());
+    let request = || {
+        HttpRequest::get(format!("/o/{}", id_string(&hash)))
+            .body(Body::empty())
+            .expect("a GET request")
+    };
+    let mut gw = Gateway {
+        router,
+        rt,
+        _node: node,
+        _dir: dir,
+    };
+    let warm = get_once(&mut gw, request());
+    assert_eq!(warm.len(), GET_LEN, "the warm-up GET");
+    (gw, request())
+}
+
+/// One request through the router and its whole body, on the node's runtime: what hyper
+/// does per request (`TowerToHyperService` clones the router and calls it once).
+fn get_once(gw: &mut Gateway, request: HttpRequest<Body>) -> Bytes {
+    let router = gw.router.clone();
+    gw.rt.block_on(async move {
+        let response = router.oneshot(request).await.unwrap_or_else(|e| match e {});
+        assert_eq!(response.status(), StatusCode::OK);
+        axum::body::to_bytes(response.into_body(), GET_LEN)
+            .await
+            .unwrap_or_else(|e| panic!("the GET body: {e}"))
+    })
+}
+
+// The local GET handler (issue 13: a gateway GET that costs less than nginx's): one
+// `GET /o/{id}` of a 4 KiB object this node holds, through the router its HTTP listener
+// serves, body collected, everything in-process on one thread. The object is in the
+// verified in-memory cache (it is after a PUT or a first read), so this is the path most
+// GETs of small objects take; the HTTP/1 parsing and writing, and the concurrency and
+// metrics layers `gateway::serve` adds, are not in it.
+#[library_benchmark]
+#[bench::kib_4(setup = setup_get_local)]
+fn get_local(input: (Gateway, HttpRequest<Body>)) -> (Gateway, Bytes) {
+    let (mut gw, request) = input;
+    let body = get_once(&mut gw, black_box(request));
+    assert_eq!(body.len(), GET_LEN);
+    black_box((gw, body))
+}
+
+library_benchmark_group!(
+    name = gateway;
+    benchmarks = get_local
+);
+
+// ---------------------------------------------------------------------------------------
 // caps: capability tokens
 // ---------------------------------------------------------------------------------------
 
@@ -623,5 +731,5 @@ library_benchmark_group!(
 
 main!(
     config = LibraryBenchmarkConfig::default().tool(Dhat::default());
-    library_benchmark_groups = oap1, routing, lookup, objects, caps
+    library_benchmark_groups = oap1, routing, lookup, objects, gateway, caps
 );
