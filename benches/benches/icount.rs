@@ -602,17 +602,18 @@ struct Gateway {
     router: Router,
     /// Drives the node's tasks; only the measured request runs on it.
     rt: tokio::runtime::Runtime,
-    _node: RunningNode,
+    node: RunningNode,
+    /// The path of the 4 KiB object the node holds.
+    path: String,
     /// The node's data directory (key, store).
     _dir: tempfile::TempDir,
 }
 
 /// A whole node started in-process (`node::app::start`, QUIC and HTTP on 127.0.0.1:0, a
-/// store in a temporary directory, no peers) on a current-thread runtime, a `GET /o/{id}`
-/// for a 4 KiB object it holds, and the router `app::start` builds for the HTTP listener
-/// (admin and object routes over the node's context). One GET is made here first, so the
-/// measured one finds everything warm, as a serving node does.
-fn setup_get_local() -> (Gateway, HttpRequest<Body>) {
+/// store in a temporary directory, no peers) on a current-thread runtime, holding a 4 KiB
+/// object, and the router `app::start` builds for the HTTP listener (admin and object
+/// routes over the node's context).
+fn start_gateway() -> Gateway {
     let dir = tempfile::tempdir().expect("a temporary directory for the node");
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let config = NodeConfig::resolve(ConfigLayer {
@@ -640,25 +641,33 @@ fn setup_get_local() -> (Gateway, HttpRequest<Body>) {
     let router = node::gateway::admin::routes()
         .merge(node::gateway::objects::routes())
         .with_state(node.ctx.clone());
-    let request = || {
-        HttpRequest::get(format!("/o/{}", id_string(&hash)))
+    Gateway {
+        router,
+        rt,
+        node,
+        path: format!("/o/{}", id_string(&hash)),
+        _dir: dir,
+    }
+}
+
+/// The gateway, and a `GET` of its object for the router. One GET is made here first, so
+/// the measured one finds everything warm, as a serving node does.
+fn setup_get_local() -> (Gateway, HttpRequest<Body>) {
+    let gw = start_gateway();
+    let request = |gw: &Gateway| {
+        HttpRequest::get(gw.path.as_str())
             .body(Body::empty())
             .expect("a GET request")
     };
-    let mut gw = Gateway {
-        router,
-        rt,
-        _node: node,
-        _dir: dir,
-    };
-    let warm = get_once(&mut gw, request());
+    let warm = get_once(&gw, request(&gw));
     assert_eq!(warm.len(), GET_LEN, "the warm-up GET");
-    (gw, request())
+    let measured = request(&gw);
+    (gw, measured)
 }
 
 /// One request through the router and its whole body, on the node's runtime: what hyper
 /// does per request (`TowerToHyperService` clones the router and calls it once).
-fn get_once(gw: &mut Gateway, request: HttpRequest<Body>) -> Bytes {
+fn get_once(gw: &Gateway, request: HttpRequest<Body>) -> Bytes {
     let router = gw.router.clone();
     gw.rt.block_on(async move {
         let response = router.oneshot(request).await.unwrap_or_else(|e| match e {});
@@ -674,19 +683,107 @@ fn get_once(gw: &mut Gateway, request: HttpRequest<Body>) -> Bytes {
 // serves, body collected, everything in-process on one thread. The object is in the
 // verified in-memory cache (it is after a PUT or a first read), so this is the path most
 // GETs of small objects take; the HTTP/1 parsing and writing, and the concurrency and
-// metrics layers `gateway::serve` adds, are not in it.
+// metrics layers `gateway::serve` adds, are not in it (`get_http` has them).
 #[library_benchmark]
 #[bench::kib_4(setup = setup_get_local)]
 fn get_local(input: (Gateway, HttpRequest<Body>)) -> (Gateway, Bytes) {
-    let (mut gw, request) = input;
-    let body = get_once(&mut gw, black_box(request));
+    let (gw, request) = input;
+    let body = get_once(&gw, black_box(request));
     assert_eq!(body.len(), GET_LEN);
     black_box((gw, body))
 }
 
+/// A keep-alive connection to the node's HTTP listener, the bytes of a GET of its object,
+/// and a buffer for the answer.
+struct Client {
+    stream: tokio::net::TcpStream,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+/// The gateway and a client connected to its HTTP listener, one GET already answered on
+/// that connection (accepted, warm), and the buffer emptied for the measured one.
+fn setup_get_http() -> (Gateway, Client) {
+    let gw = start_gateway();
+    let addr = gw.node.ctx.http;
+    let request = format!("GET {} HTTP/1.1\r\nHost: bench\r\n\r\n", gw.path).into_bytes();
+    let stream = gw
+        .rt
+        .block_on(tokio::net::TcpStream::connect(addr))
+        .expect("connecting to the node's HTTP listener");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    let mut client = Client {
+        stream,
+        request,
+        buf: Vec::with_capacity(2 * GET_LEN),
+    };
+    let body = http_get(&gw, &mut client);
+    assert_eq!(body, GET_LEN, "the warm-up GET");
+    client.buf.clear();
+    (gw, client)
+}
+
+/// Writes the request and reads until the whole answer is in; the body's length.
+fn http_get(gw: &Gateway, client: &mut Client) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    gw.rt.block_on(async {
+        client
+            .stream
+            .write_all(&client.request)
+            .await
+            .expect("writing the request");
+        loop {
+            if let Some(len) = whole_response(&client.buf) {
+                return len;
+            }
+            let n = client
+                .stream
+                .read_buf(&mut client.buf)
+                .await
+                .expect("reading the response");
+            assert!(n > 0, "the node closed the connection");
+        }
+    })
+}
+
+/// The body length of the 200 answer in `buf`, once all of it is there.
+fn whole_response(buf: &[u8]) -> Option<usize> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..head_end]).expect("an ASCII response head");
+    assert!(head.starts_with("HTTP/1.1 200 "), "not a 200: {head}");
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().expect("a numeric Content-Length"))
+        })
+        .expect("a Content-Length");
+    (buf.len() >= head_end + len).then_some(len)
+}
+
+// The same GET through the node's HTTP edge, in-process: the request written to a
+// keep-alive connection to the listener `gateway::serve` runs, the answer read back, on
+// the node's current-thread runtime. On top of `get_local`: hyper's HTTP/1 parsing and
+// writing, `gateway::serve`'s concurrency and metrics layers (no metrics recorder is
+// installed: each metric is a no-op), the write-stall guard, tokio's I/O driver and the
+// client's own few hundred instructions. What the kernel does is not counted.
+#[library_benchmark]
+#[bench::kib_4(setup = setup_get_http)]
+fn get_http(input: (Gateway, Client)) -> (Gateway, Client) {
+    let (gw, mut client) = input;
+    let body = http_get(&gw, black_box(&mut client));
+    assert_eq!(body, GET_LEN);
+    black_box((gw, client))
+}
+
 library_benchmark_group!(
     name = gateway;
-    benchmarks = get_local
+    // DHAT keeps 12 frames of each allocation's stack by default, and gungraun counts an
+    // allocation only if the benchmark function is among them: under the runtime, hyper
+    // and axum most are deeper than that, so they would not be counted at all.
+    config = LibraryBenchmarkConfig::default().tool(Dhat::with_args(["--num-callers=100"]));
+    benchmarks = get_local, get_http
 );
 
 // ---------------------------------------------------------------------------------------
