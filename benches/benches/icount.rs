@@ -23,8 +23,9 @@
 //!   transfer does), hashing a PUT body into its id and outboard (`wire::tree::TreeHasher`,
 //!   what the store's writer does), and `blake3::hash` of the same MiB as the same-run
 //!   reference for both;
-//! - `gateway`: one `GET /o/{id}` of a 4 KiB local object through the node's axum router,
-//!   in-process, on a node started in setup;
+//! - `gateway`: one `GET /o/{id}` of a 4 KiB local object on a node started in setup, through
+//!   its axum router (`get_local`) and through its HTTP listener over loopback TCP
+//!   (`get_http`), in-process;
 //! - `caps`: verifying a capability token with three caveats.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
