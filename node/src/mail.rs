@@ -1,0 +1,594 @@
+//! Mailboxes across the mesh (issue 17): app protocol 3 served over the node's
+//! [`mailbox::MailboxStore`], and the three things the node does for its users: send a
+//! message to a node id, receive its own mail, acknowledge it.
+//!
+//! Holders: the RF nodes closest to the mailbox's DHT key (`Key::for_node`), found like an
+//! object's (`Objects::closest_set`). A send goes from this node to each holder (SEND, the
+//! sender being this node, as its QUIC identity proves) and is acknowledged once W of them
+//! answered `Stored` after their fsync; short of W it is an error, never a success.
+//!
+//! Trust (who may do what, checked on every inbound exchange):
+//! - SEND: any authenticated peer, but `sender` must be that peer's id (else `BadSender`).
+//! - FETCH, ACK: only the peer whose authenticated id is the mailbox (else `NotOwner`).
+//! - REPLICATE: only a peer that our routing table puts among the RF closest to every
+//!   message's mailbox, we being among them too (else `NotHolder`); each message keeps its
+//!   original sender, which the holder cannot check, so REPLICATE is for holders only.
+//!
+//! The owner receives by asking every holder (and, as the closest set moves with churn, the
+//! next RF closest as well: twice RF in all), merging copies by message id, and long-polls
+//! within a bound. An ack goes to the same nodes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use mailbox::{FetchLimits, MailboxStore, SendError};
+use overlay::Key;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use wire::NodeId;
+use wire::Status;
+use wire::mailbox::{
+    APP_PROTO_MAILBOX, BATCH_BYTES_MAX, BODY_MAX, Envelope, FETCH_COUNT_MAX, MailboxRequest,
+    MailboxResponse, MsgId, Refusal,
+};
+use wire::message;
+
+use crate::dht::NetPeer;
+use crate::objects::Objects;
+use crate::transport::{InboundExchange, TransportError};
+
+/// How long a message stays hidden from the owner after a receive, unless acknowledged.
+pub const VISIBILITY: Duration = Duration::from_secs(30);
+/// Longest long-poll of a receive.
+pub const WAIT_MAX: Duration = Duration::from_secs(60);
+/// How often a long-poll asks the holders again.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+/// How long a send waits for its W copies.
+const SEND_WAIT: Duration = Duration::from_secs(10);
+/// How often expired messages are dropped and journals compacted.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// Time since the Unix epoch, as the mailbox store takes it.
+pub fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Why a send, receive or ack did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// A holder (or this node) is over a quota for this sender or mailbox.
+    #[error("over the mailbox quota ({reason})")]
+    Quota {
+        /// The refusal's stable name.
+        reason: &'static str,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The message is over its size limit.
+    #[error("message too large: {0}")]
+    TooLarge(String),
+    /// Fewer than W holders stored the message durably.
+    #[error("only {copies} of {want} durable copies")]
+    Insufficient {
+        /// Copies confirmed.
+        copies: usize,
+        /// Copies needed.
+        want: usize,
+    },
+    /// The local store failed.
+    #[error("mailbox store: {0}")]
+    Store(String),
+    /// No holder could be asked.
+    #[error("no holder answered: {0}")]
+    Unreachable(String),
+}
+
+/// The answer to a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The message's id.
+    pub id: MsgId,
+    /// Durable copies confirmed when the send returned.
+    pub copies: usize,
+    /// Copies needed (W).
+    pub want: usize,
+    /// Every copy confirmed was already held.
+    pub duplicate: bool,
+}
+
+/// One message as the owner receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Its id, for the ack.
+    pub id: MsgId,
+    /// The message.
+    pub message: Envelope,
+    /// The most deliveries any holder counted.
+    pub deliveries: u32,
+}
+
+/// The mailbox layer of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Mail {
+    /// The local store (this node as a holder).
+    pub store: Arc<MailboxStore>,
+    objects: Objects,
+}
+
+impl Mail {
+    /// The mailbox layer over `store`, placing copies through the object layer's closest
+    /// set and write quorum.
+    pub fn new(store: MailboxStore, objects: Objects) -> Mail {
+        Mail {
+            store: Arc::new(store),
+            objects,
+        }
+    }
+
+    fn me(&self) -> NodeId {
+        self.objects.dht.local().id
+    }
+
+    fn rf(&self) -> usize {
+        self.objects.limits.rf.max(1)
+    }
+
+    /// Runs a store call on the blocking pool (journal writes fsync).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&MailboxStore) -> T + Send + 'static,
+    ) -> Result<T, MailError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| MailError::Store(e.to_string()))
+    }
+
+    /// One request to one peer, connected first; its status and decoded answer.
+    async fn ask(
+        &self,
+        peer: &NetPeer,
+        req: &MailboxRequest,
+    ) -> Result<MailboxResponse, TransportError> {
+        let t = &self.objects.transport;
+        t.connect(peer.addr, Some(peer.id)).await?;
+        let (_, body) = t
+            .request(peer.id, APP_PROTO_MAILBOX, message::encode(req))
+            .await?;
+        message::decode::<MailboxResponse>(&body).map_err(TransportError::Message)
+    }
+
+    /// Sends `payload` from this node to `mailbox` under `key`; returns once W holders
+    /// (this node counting if it is one) hold it durably, or fails.
+    pub async fn send(
+        &self,
+        mailbox: NodeId,
+        key: Vec<u8>,
+        ttl: Option<Duration>,
+        payload: Vec<u8>,
+    ) -> Result<Sent, MailError> {
+        let started = std::time::Instant::now();
+        let env = Envelope {
+            mailbox,
+            sender: self.me(),
+            idempotency_key: key,
+            ttl_ms: ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            e2e: false,
+            payload,
+        };
+        let id = env.id();
+        let want = self.objects.write_quorum();
+        let (peers, self_in) = self
+            .objects
+            .closest_set(Key::for_node(&mailbox), self.rf())
+            .await;
+        let (tx, mut rx) = mpsc::channel(peers.len() + 1);
+        for peer in peers {
+            let mail = self.clone();
+            let tx = tx.clone();
+            let req = MailboxRequest::Send(env.clone());
+            tokio::spawn(async move {
+                let answer = tokio::time::timeout(SEND_WAIT, mail.ask(&peer, &req)).await;
+                let outcome = match answer {
+                    Ok(Ok(MailboxResponse::Stored { duplicate })) => Ok(duplicate),
+                    Ok(Ok(MailboxResponse::Refused {
+                        reason,
+                        retry_after_ms,
+                    })) => Err(Some((reason, retry_after_ms))),
+                    Ok(Ok(_)) | Ok(Err(_)) | Err(_) => Err(None),
+                };
+                if let Err(None) = &outcome {
+                    tracing::debug!(peer = %peer.id, "mailbox send to a holder failed");
+                }
+                let _ = tx.send(outcome).await;
+            });
+        }
+        drop(tx);
+        let mut copies = 0;
+        let mut duplicate = true;
+        let mut quota: Option<MailError> = None;
+        if self_in {
+            match self.blocking(move |s| s.send(now(), env)).await? {
+                Ok(s) => {
+                    copies += 1;
+                    duplicate &= s.duplicate;
+                }
+                Err(e) => match refused(&e) {
+                    Some(err) => return Err(err),
+                    None => tracing::warn!(error = %e, "storing a mailbox copy here failed"),
+                },
+            }
+        }
+        let deadline = tokio::time::Instant::now() + SEND_WAIT;
+        while copies < want {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Ok(dup))) => {
+                    copies += 1;
+                    duplicate &= dup;
+                }
+                Ok(Some(Err(Some((reason, retry_ms))))) => {
+                    quota = quota.or(Some(refusal_error(reason, retry_ms)));
+                }
+                Ok(Some(Err(None))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let outcome = if copies >= want { "ok" } else { "short" };
+        metrics::histogram!("mailbox_enqueue_duration_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        if copies < want {
+            return Err(quota.unwrap_or(MailError::Insufficient { copies, want }));
+        }
+        metrics::counter!("mailbox_sent_total").increment(1);
+        Ok(Sent {
+            id,
+            copies,
+            want,
+            duplicate: duplicate && copies > 0,
+        })
+    }
+
+    /// The nodes the owner asks for its mail: twice RF closest to its own key, so copies
+    /// placed while the closest set was another are found too.
+    async fn own_holders(&self) -> (Vec<NetPeer>, bool) {
+        let me = self.me();
+        self.objects
+            .closest_set(Key::for_node(&me), self.rf() * 2)
+            .await
+    }
+
+    /// This node's own mail: at most `max` messages from every holder, merged by id, each
+    /// hidden for [`VISIBILITY`] at its holders. Waits up to `wait` (at most [`WAIT_MAX`])
+    /// for a first message.
+    pub async fn recv(&self, wait: Duration, max: u32) -> Result<Vec<Received>, MailError> {
+        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + wait.min(WAIT_MAX);
+        let max = max.clamp(1, FETCH_COUNT_MAX);
+        loop {
+            let got = self.recv_once(max).await?;
+            if !got.is_empty() {
+                metrics::histogram!("mailbox_delivery_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                return Ok(got);
+            }
+            if tokio::time::Instant::now() + POLL_EVERY > deadline {
+                return Ok(got);
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    async fn recv_once(&self, max: u32) -> Result<Vec<Received>, MailError> {
+        let me = self.me();
+        let limits = FetchLimits {
+            after: 0,
+            max_count: max as usize,
+            max_bytes: BATCH_BYTES_MAX as usize,
+            visibility_ms: VISIBILITY.as_millis() as u64,
+        };
+        let (peers, self_in) = self.own_holders().await;
+        let mut asks = JoinSet::new();
+        for peer in peers {
+            let mail = self.clone();
+            let req = MailboxRequest::Fetch {
+                mailbox: me,
+                after: 0,
+                max_count: max,
+                max_bytes: BATCH_BYTES_MAX,
+                visibility_ms: limits.visibility_ms,
+            };
+            asks.spawn(async move {
+                match mail.ask(&peer, &req).await {
+                    Ok(MailboxResponse::Batch { messages, .. }) => Some(messages),
+                    _ => None,
+                }
+            });
+        }
+        let mut merged: BTreeMap<MsgId, Received> = BTreeMap::new();
+        let mut order = Vec::new();
+        let mut answered = 0;
+        let mut take = |batch: Vec<wire::mailbox::Delivered>| {
+            for d in batch {
+                let id = d.message.id();
+                // A copy at another holder is the same message: keep one, count the most
+                // deliveries any holder made.
+                if d.message.mailbox != me {
+                    continue;
+                }
+                match merged.get_mut(&id) {
+                    Some(r) => r.deliveries = r.deliveries.max(d.deliveries),
+                    None => {
+                        order.push(id);
+                        merged.insert(
+                            id,
+                            Received {
+                                id,
+                                message: d.message,
+                                deliveries: d.deliveries,
+                            },
+                        );
+                    }
+                }
+            }
+        };
+        if self_in {
+            match self.blocking(move |s| s.fetch(now(), &me, limits)).await? {
+                Ok(b) => {
+                    answered += 1;
+                    take(b.messages);
+                }
+                Err(e) => tracing::warn!(error = %e, "reading our own mailbox copy failed"),
+            }
+        }
+        let asked = asks.len() + usize::from(self_in);
+        while let Some(r) = asks.join_next().await {
+            if let Ok(Some(batch)) = r {
+                answered += 1;
+                take(batch);
+            }
+        }
+        if answered == 0 && asked > 0 {
+            return Err(MailError::Unreachable(format!(
+                "none of {asked} holders answered"
+            )));
+        }
+        let mut out: Vec<Received> = order
+            .into_iter()
+            .filter_map(|id| merged.remove(&id))
+            .collect();
+        out.truncate(max as usize);
+        metrics::counter!("mailbox_received_total").increment(out.len() as u64);
+        Ok(out)
+    }
+
+    /// Acknowledges `ids` of this node's own mail at every holder; returns the most copies
+    /// of them any one holder deleted (so 0 means no holder held any).
+    pub async fn ack(&self, ids: Vec<MsgId>) -> Result<u32, MailError> {
+        let me = self.me();
+        let (peers, self_in) = self.own_holders().await;
+        let mut asks = JoinSet::new();
+        for peer in peers {
+            let mail = self.clone();
+            let req = MailboxRequest::Ack {
+                mailbox: me,
+                ids: ids.clone(),
+            };
+            asks.spawn(async move {
+                match mail.ask(&peer, &req).await {
+                    Ok(MailboxResponse::Acked { deleted }) => Some(deleted),
+                    _ => None,
+                }
+            });
+        }
+        let mut deleted = 0;
+        if self_in {
+            let ids = ids.clone();
+            deleted = self
+                .blocking(move |s| s.ack(now(), &me, &ids))
+                .await?
+                .map_err(|e| MailError::Store(e.to_string()))?;
+        }
+        while let Some(r) = asks.join_next().await {
+            if let Ok(Some(d)) = r {
+                deleted = deleted.max(d);
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Whether `from` may REPLICATE messages of `mailbox` to us: both of us among the RF
+    /// closest to its key in our table.
+    async fn replica_source_ok(&self, from: &NodeId, mailbox: &NodeId) -> bool {
+        let key = Key::for_node(mailbox);
+        let rf = self.rf();
+        let Ok(closest) = self.objects.dht.closest_known(key, rf + 1).await else {
+            return false;
+        };
+        let me = self.objects.dht.local().clone();
+        let mut set: Vec<NetPeer> = closest;
+        set.retain(|p| p.id != me.id);
+        set.push(me);
+        set.sort_by_key(|p| p.key.distance(&key));
+        set.truncate(rf);
+        let me_id = self.me();
+        set.iter().any(|p| p.id == *from) && set.iter().any(|p| p.id == me_id)
+    }
+
+    /// Sets the mailbox gauges and dead-letter counters (for a scrape).
+    pub fn publish_gauges(&self) {
+        let s = self.store.stats(now());
+        metrics::gauge!("mailbox_queue_depth").set(s.messages as f64);
+        metrics::gauge!("mailbox_inflight").set(s.inflight as f64);
+        metrics::counter!("mailbox_dlq_total", "reason" => "expired").absolute(s.dead.expired);
+        metrics::counter!("mailbox_dlq_total", "reason" => "deliveries_exhausted")
+            .absolute(s.dead.deliveries_exhausted);
+    }
+
+    /// Drops expired messages and compacts journals every few seconds, for ever.
+    pub fn keep_maintained(&self) -> tokio::task::JoinHandle<()> {
+        let mail = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(MAINTAIN_EVERY).await;
+                match mail.blocking(|s| s.maintain(now())).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "mailbox maintenance failed"),
+                    Err(e) => tracing::warn!(error = %e, "mailbox maintenance failed"),
+                    Ok(Ok(_)) => {}
+                }
+            }
+        })
+    }
+}
+
+/// The error a store refusal of a send becomes, if it is the sender's to hear (quota,
+/// size); `None` for a failure of our own.
+fn refused(e: &SendError) -> Option<MailError> {
+    match e {
+        SendError::Quota { .. } => Some(MailError::Quota {
+            reason: e.refusal().reason(),
+            retry_after: e.retry_after().unwrap_or(Duration::from_secs(1)),
+        }),
+        SendError::TooLarge { .. } | SendError::BadKey(_) => {
+            Some(MailError::TooLarge(e.to_string()))
+        }
+        SendError::Store(_) => None,
+    }
+}
+
+fn refusal_error(reason: Refusal, retry_ms: u64) -> MailError {
+    match reason {
+        Refusal::SenderQuota | Refusal::MailboxQuota | Refusal::StoreFull => MailError::Quota {
+            reason: reason.reason(),
+            retry_after: Duration::from_millis(retry_ms.max(1000)),
+        },
+        Refusal::TooLarge => MailError::TooLarge(reason.reason().to_string()),
+        _ => MailError::Unreachable(reason.reason().to_string()),
+    }
+}
+
+fn status_of(reason: Refusal) -> Status {
+    Status::from_code(reason.status()).unwrap_or(Status::Internal)
+}
+
+/// Answers with a refusal, counted by reason.
+async fn refuse(
+    ex: InboundExchange,
+    mail: &Mail,
+    reason: Refusal,
+    retry_after: Option<Duration>,
+) -> Result<(), TransportError> {
+    mail.objects.transport.stats().reject(reason.reason());
+    tracing::debug!(peer = %ex.peer(), reason = reason.reason(), "mailbox request refused");
+    let body = MailboxResponse::Refused {
+        reason,
+        retry_after_ms: retry_after.map_or(0, |d| d.as_millis() as u64),
+    };
+    ex.respond(status_of(reason), message::encode(&body)).await
+}
+
+/// Serves one inbound exchange of app protocol 3 under the trust rules of this module.
+pub async fn serve_mailbox(mut ex: InboundExchange, mail: Mail) -> Result<(), TransportError> {
+    let body = match ex.read_body(BODY_MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            if let Some(reason) = e.reject_reason() {
+                mail.objects.transport.stats().reject(reason);
+            }
+            return ex.respond(Status::PayloadTooLarge, Bytes::new()).await;
+        }
+    };
+    let request = match message::decode::<MailboxRequest>(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            mail.objects.transport.stats().reject(e.reason());
+            return ex.respond(Status::BadRequest, Bytes::new()).await;
+        }
+    };
+    let peer = ex.peer();
+    let answer = match request {
+        MailboxRequest::Send(env) => {
+            if env.sender != peer {
+                return refuse(ex, &mail, Refusal::BadSender, None).await;
+            }
+            match mail.blocking(move |s| s.send(now(), env)).await {
+                Ok(Ok(s)) => MailboxResponse::Stored {
+                    duplicate: s.duplicate,
+                },
+                Ok(Err(e)) => {
+                    let retry = e.retry_after();
+                    return refuse(ex, &mail, e.refusal(), retry).await;
+                }
+                Err(_) => return refuse(ex, &mail, Refusal::Unavailable, None).await,
+            }
+        }
+        MailboxRequest::Fetch {
+            mailbox,
+            after,
+            max_count,
+            max_bytes,
+            visibility_ms,
+        } => {
+            if mailbox != peer {
+                return refuse(ex, &mail, Refusal::NotOwner, None).await;
+            }
+            let limits = FetchLimits {
+                after,
+                max_count: max_count as usize,
+                max_bytes: max_bytes as usize,
+                visibility_ms,
+            };
+            match mail
+                .blocking(move |s| s.fetch(now(), &mailbox, limits))
+                .await
+            {
+                Ok(Ok(b)) => MailboxResponse::Batch {
+                    messages: b.messages,
+                    next_cursor: b.next_cursor,
+                    more: b.more,
+                },
+                _ => return refuse(ex, &mail, Refusal::Unavailable, None).await,
+            }
+        }
+        MailboxRequest::Ack { mailbox, ids } => {
+            if mailbox != peer {
+                return refuse(ex, &mail, Refusal::NotOwner, None).await;
+            }
+            match mail.blocking(move |s| s.ack(now(), &mailbox, &ids)).await {
+                Ok(Ok(deleted)) => MailboxResponse::Acked { deleted },
+                _ => return refuse(ex, &mail, Refusal::Unavailable, None).await,
+            }
+        }
+        MailboxRequest::Replicate { messages } => {
+            let mut boxes: Vec<NodeId> = messages.iter().map(|m| m.mailbox).collect();
+            boxes.sort();
+            boxes.dedup();
+            for b in &boxes {
+                if !mail.replica_source_ok(&peer, b).await {
+                    return refuse(ex, &mail, Refusal::NotHolder, None).await;
+                }
+            }
+            match mail.blocking(move |s| s.send_batch(now(), messages)).await {
+                Ok(results) => {
+                    let mut stored = 0u32;
+                    for r in results {
+                        match r {
+                            Ok(s) if !s.duplicate => stored += 1,
+                            Ok(_) => {}
+                            Err(e) => {
+                                let retry = e.retry_after();
+                                return refuse(ex, &mail, e.refusal(), retry).await;
+                            }
+                        }
+                    }
+                    MailboxResponse::Replicated { stored }
+                }
+                Err(_) => return refuse(ex, &mail, Refusal::Unavailable, None).await,
+            }
+        }
+    };
+    ex.respond(Status::Ok, message::encode(&answer)).await
+}
