@@ -446,6 +446,8 @@ pub async fn start(
         quotas.keep_saved(QUOTA_SAVE_EVERY),
         keep_index_saved(store.clone()),
         mail.keep_maintained(),
+        mail.keep_repaired(),
+        drain_on_start(mail.clone(), ctx.dht.clone()),
     ];
     if let Some(handle) = ctx.metrics.clone() {
         tasks.push(crate::telemetry::keep_up(handle));
@@ -505,6 +507,15 @@ fn keep_index_saved(store: Store) -> JoinHandle<()> {
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.save_index()).await {
                 tracing::warn!(error = %e, "saving the store index failed");
             }
+        }
+    })
+}
+
+/// Once the node has joined (within a minute), pulls its own mail from its holders.
+fn drain_on_start(mail: Mail, dht: DhtHandle) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if dht.wait_ready(Duration::from_secs(60)).await {
+            mail.drain_own().await;
         }
     })
 }

@@ -10,9 +10,15 @@
 //! Trust (who may do what, checked on every inbound exchange):
 //! - SEND: any authenticated peer, but `sender` must be that peer's id (else `BadSender`).
 //! - FETCH, ACK: only the peer whose authenticated id is the mailbox (else `NotOwner`).
-//! - REPLICATE: only a peer that our routing table puts among the RF closest to every
-//!   message's mailbox, we being among them too (else `NotHolder`); each message keeps its
-//!   original sender, which the holder cannot check, so REPLICATE is for holders only.
+//! - REPLICATE: only from a peer that our routing table puts among the 2·RF closest to
+//!   every message's mailbox, we being among the RF closest (else `NotHolder`); each
+//!   message keeps its original sender, which the receiver cannot check, so REPLICATE is
+//!   for holders only.
+//!
+//! Repair: every few seconds each holder pushes the visible messages of the mailboxes it
+//! holds to the other RF closest its table knows (REPLICATE; copies already held, or
+//! whose ack is remembered, are duplicates). On start, a node pulls copies of its own
+//! mail from the holders (drain on start).
 //!
 //! The owner receives by asking every holder (and, as the closest set moves with churn, the
 //! next RF closest as well: twice RF in all), merging copies by message id, and long-polls
@@ -31,7 +37,7 @@ use wire::NodeId;
 use wire::Status;
 use wire::mailbox::{
     APP_PROTO_MAILBOX, BATCH_BYTES_MAX, BODY_MAX, Envelope, FETCH_COUNT_MAX, MailboxRequest,
-    MailboxResponse, MsgId, Refusal,
+    MailboxResponse, MsgId, REPLICATE_MAX, Refusal,
 };
 use wire::message;
 
@@ -47,6 +53,13 @@ pub const WAIT_MAX: Duration = Duration::from_secs(60);
 const POLL_EVERY: Duration = Duration::from_millis(200);
 /// How long a send waits for its W copies.
 const SEND_WAIT: Duration = Duration::from_secs(10);
+/// How long one holder may take to answer a FETCH or an ACK: a dead holder costs a receive
+/// this, not a connect timeout per poll.
+const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often held mailboxes are pushed to their other holders.
+const REPAIR_EVERY: Duration = Duration::from_secs(15);
+/// Most mailboxes one repair round walks.
+const REPAIR_MAILBOXES_MAX: usize = 4096;
 /// How often expired messages are dropped and journals compacted.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(5);
 
@@ -302,8 +315,8 @@ impl Mail {
                 visibility_ms: limits.visibility_ms,
             };
             asks.spawn(async move {
-                match mail.ask(&peer, &req).await {
-                    Ok(MailboxResponse::Batch { messages, .. }) => Some(messages),
+                match tokio::time::timeout(ASK_TIMEOUT, mail.ask(&peer, &req)).await {
+                    Ok(Ok(MailboxResponse::Batch { messages, .. })) => Some(messages),
                     _ => None,
                 }
             });
@@ -378,8 +391,8 @@ impl Mail {
                 ids: ids.clone(),
             };
             asks.spawn(async move {
-                match mail.ask(&peer, &req).await {
-                    Ok(MailboxResponse::Acked { deleted }) => Some(deleted),
+                match tokio::time::timeout(ASK_TIMEOUT, mail.ask(&peer, &req)).await {
+                    Ok(Ok(MailboxResponse::Acked { deleted })) => Some(deleted),
                     _ => None,
                 }
             });
@@ -400,22 +413,157 @@ impl Mail {
         Ok(deleted)
     }
 
-    /// Whether `from` may REPLICATE messages of `mailbox` to us: both of us among the RF
-    /// closest to its key in our table.
-    async fn replica_source_ok(&self, from: &NodeId, mailbox: &NodeId) -> bool {
+    /// The `n` closest nodes to `mailbox`'s key in our table, us included, nearest first
+    /// (no lookup: repair and the REPLICATE rule run on what we know).
+    async fn known_closest(&self, mailbox: &NodeId, n: usize) -> Vec<NetPeer> {
         let key = Key::for_node(mailbox);
-        let rf = self.rf();
-        let Ok(closest) = self.objects.dht.closest_known(key, rf + 1).await else {
-            return false;
-        };
         let me = self.objects.dht.local().clone();
-        let mut set: Vec<NetPeer> = closest;
+        let mut set = self
+            .objects
+            .dht
+            .closest_known(key, n)
+            .await
+            .unwrap_or_default();
         set.retain(|p| p.id != me.id);
         set.push(me);
         set.sort_by_key(|p| p.key.distance(&key));
-        set.truncate(rf);
-        let me_id = self.me();
-        set.iter().any(|p| p.id == *from) && set.iter().any(|p| p.id == me_id)
+        set.truncate(n);
+        set
+    }
+
+    /// Whether `from` may REPLICATE messages of `mailbox` to us: we are among the RF
+    /// closest to its key in our table, and `from` among the 2·RF closest (a holder the
+    /// closest set just moved past still hands its copies on).
+    async fn replica_source_ok(&self, from: &NodeId, mailbox: &NodeId) -> bool {
+        let rf = self.rf();
+        let set = self.known_closest(mailbox, rf * 2).await;
+        let me = self.me();
+        set.iter().take(rf).any(|p| p.id == me) && set.iter().any(|p| p.id == *from)
+    }
+
+    /// The messages of `mailbox` held here and visible, read without hiding them, at most
+    /// [`REPLICATE_MAX`] and [`BATCH_BYTES_MAX`] from the message after `after`.
+    async fn peek(&self, mailbox: NodeId, after: u64) -> Result<mailbox::Batch, MailError> {
+        let limits = FetchLimits {
+            after,
+            max_count: REPLICATE_MAX,
+            max_bytes: BATCH_BYTES_MAX as usize,
+            visibility_ms: 0,
+        };
+        self.blocking(move |s| s.fetch(now(), &mailbox, limits))
+            .await?
+            .map_err(|e| MailError::Store(e.to_string()))
+    }
+
+    /// One repair round: every mailbox held here (up to [`REPAIR_MAILBOXES_MAX`]) has its
+    /// visible messages pushed (REPLICATE) to the other RF closest nodes our table knows.
+    /// Holders take copies they hold, or whose ack they remember, as duplicates; so a
+    /// round after a change in the closest set fills the newcomer and costs the others
+    /// one answer each. Returns the copies that were new to their receivers.
+    pub async fn repair_round(&self) -> u64 {
+        let me = self.me();
+        let mut stored = 0u64;
+        for mailbox in self.store.mailboxes(REPAIR_MAILBOXES_MAX) {
+            let peers: Vec<NetPeer> = self
+                .known_closest(&mailbox, self.rf())
+                .await
+                .into_iter()
+                .filter(|p| p.id != me)
+                .collect();
+            if peers.is_empty() {
+                continue;
+            }
+            let mut after = 0;
+            loop {
+                let Ok(batch) = self.peek(mailbox, after).await else {
+                    break;
+                };
+                if batch.messages.is_empty() {
+                    break;
+                }
+                after = batch.next_cursor;
+                let messages: Vec<Envelope> =
+                    batch.messages.into_iter().map(|d| d.message).collect();
+                let req = MailboxRequest::Replicate { messages };
+                for peer in &peers {
+                    match tokio::time::timeout(ASK_TIMEOUT, self.ask(peer, &req)).await {
+                        Ok(Ok(MailboxResponse::Replicated { stored: n })) => stored += u64::from(n),
+                        _ => tracing::debug!(peer = %peer.id, "mailbox repair push failed"),
+                    }
+                }
+                if !batch.more {
+                    break;
+                }
+            }
+        }
+        if stored > 0 {
+            metrics::counter!("mailbox_repair_copies_total").increment(stored);
+        }
+        stored
+    }
+
+    /// Repair rounds every [`REPAIR_EVERY`], for ever.
+    pub fn keep_repaired(&self) -> tokio::task::JoinHandle<()> {
+        let mail = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REPAIR_EVERY).await;
+                mail.repair_round().await;
+            }
+        })
+    }
+
+    /// Drain on start: once the node has joined, copies of its own mail held elsewhere are
+    /// pulled here (read without hiding them, stored as replicas), so a node back from
+    /// an absence holds its mailbox itself again, the closest node to its own key.
+    /// Returns the copies that were new here.
+    pub async fn drain_own(&self) -> u64 {
+        let me = self.me();
+        let (peers, _) = self.own_holders().await;
+        let mut stored = 0u64;
+        for peer in peers {
+            let mut after = 0;
+            loop {
+                let req = MailboxRequest::Fetch {
+                    mailbox: me,
+                    after,
+                    max_count: REPLICATE_MAX as u32,
+                    max_bytes: BATCH_BYTES_MAX,
+                    visibility_ms: 0,
+                };
+                let Ok(Ok(MailboxResponse::Batch {
+                    messages,
+                    next_cursor,
+                    more,
+                })) = tokio::time::timeout(ASK_TIMEOUT, self.ask(&peer, &req)).await
+                else {
+                    break;
+                };
+                if messages.is_empty() {
+                    break;
+                }
+                after = next_cursor;
+                let envs: Vec<Envelope> = messages
+                    .into_iter()
+                    .map(|d| d.message)
+                    .filter(|m| m.mailbox == me)
+                    .collect();
+                let Ok(results) = self.blocking(move |s| s.send_batch(now(), envs)).await else {
+                    break;
+                };
+                stored += results
+                    .iter()
+                    .filter(|r| matches!(r, Ok(s) if !s.duplicate))
+                    .count() as u64;
+                if !more {
+                    break;
+                }
+            }
+        }
+        if stored > 0 {
+            tracing::info!(stored, "own mailbox drained from its holders");
+        }
+        stored
     }
 
     /// Sets the mailbox gauges and dead-letter counters (for a scrape).

@@ -183,6 +183,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
          messages gathered from the holders (long-poll waits included).",
     ),
     (
+        "mailbox_repair_copies_total",
+        Kind::Counter,
+        "Mailbox copies this node's repair pushed that were new to their receivers.",
+    ),
+    (
         "mailbox_sent_total",
         Kind::Counter,
         "Mailbox sends from this node acknowledged at W durable copies.",

@@ -372,6 +372,32 @@ fn mail_to_an_offline_node_survives_a_killed_holder_and_is_delivered_once() {
     mesh.nodes[4].restart().unwrap();
     mesh.nodes[4].wait_ready(START).unwrap();
 
+    // Drain on start: the recipient pulls copies of its mail from the holders.
+    testing::poll_until(
+        "drain on start",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || (queue_depth(&mesh.nodes[4]) >= 12.0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("the recipient did not drain its mail: {e}"));
+    // Repair: the holders push to the closest set as it is now, so besides the recipient
+    // at least two live nodes hold every message again.
+    let live: Vec<usize> = (0..4).filter(|&i| i != victim).collect();
+    testing::poll_until(
+        "mailbox repair",
+        Duration::from_secs(40),
+        Duration::from_millis(500),
+        || {
+            let holding = live
+                .iter()
+                .filter(|&&i| queue_depth(&mesh.nodes[i]) >= 12.0)
+                .count();
+            (holding >= 2).then_some(holding)
+        },
+    )
+    .unwrap_or_else(|e| panic!("copies were not repaired: {e}"));
+    println!("repaired after {:?}", started.elapsed());
+
     // Every message arrives, once, and is gone after its ack.
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(25);
