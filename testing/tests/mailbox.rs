@@ -222,6 +222,49 @@ fn a_lone_node_checks_tokens_dedupes_enforces_quotas_and_expires_mail() {
         400,
         "a bad wait"
     );
+
+    // The CLI, through the admin plane recorded in the data directory.
+    let dir = node.data_dir();
+    let out = mail_cli(
+        &["send", &me.to_string(), "--key", "cli", "-"],
+        &dir,
+        b"via the cli",
+    );
+    assert!(out.status.success(), "mail send: {out:?}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let out = mail_cli(&["recv", "--wait", "2"], &dir, b"");
+    assert!(out.status.success(), "mail recv: {out:?}");
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["id"].as_str(), Some(id.as_str()));
+    assert_eq!(line["payload"].as_str(), Some(b64("via the cli").as_str()));
+    assert!(mail_cli(&["ack", &id], &dir, b"").status.success());
+    let again = mail_cli(&["ack", &id], &dir, b"");
+    assert!(
+        !again.status.success(),
+        "a second ack finds nothing: {again:?}"
+    );
+}
+
+/// `macronode mail ARGS --data-dir DIR` with `stdin`, bounded.
+fn mail_cli(args: &[&str], dir: &std::path::Path, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = macronode_command()
+        .unwrap()
+        .arg("mail")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    out
 }
 
 /// A stranger's key for OAP/1, from a printed seed.
