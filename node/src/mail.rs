@@ -281,8 +281,11 @@ impl Mail {
         let started = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + wait.min(WAIT_MAX);
         let max = max.clamp(1, FETCH_COUNT_MAX);
+        // One lookup per receive, not one per poll: a 30 s long-poll would otherwise run
+        // 150 lookups.
+        let holders = self.own_holders().await;
         loop {
-            let got = self.recv_once(max).await?;
+            let got = self.recv_once(max, &holders).await?;
             if !got.is_empty() {
                 metrics::histogram!("mailbox_delivery_seconds")
                     .record(started.elapsed().as_secs_f64());
@@ -295,7 +298,11 @@ impl Mail {
         }
     }
 
-    async fn recv_once(&self, max: u32) -> Result<Vec<Received>, MailError> {
+    async fn recv_once(
+        &self,
+        max: u32,
+        holders: &(Vec<NetPeer>, bool),
+    ) -> Result<Vec<Received>, MailError> {
         let me = self.me();
         let limits = FetchLimits {
             after: 0,
@@ -303,7 +310,7 @@ impl Mail {
             max_bytes: BATCH_BYTES_MAX as usize,
             visibility_ms: VISIBILITY.as_millis() as u64,
         };
-        let (peers, self_in) = self.own_holders().await;
+        let (peers, self_in) = (holders.0.clone(), holders.1);
         let mut asks = JoinSet::new();
         for peer in peers {
             let mail = self.clone();

@@ -63,7 +63,13 @@ async fn send_public(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (_, token) = super::objects::authorize_for(&ctx, &headers, "send", None)?;
+    // A token's byte limit applies to the declared size (the body is capped at the
+    // payload limit whatever it declares).
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (_, token) = super::objects::authorize_for(&ctx, &headers, "send", declared)?;
     send(&ctx, &node_id, q, &headers, body, token).await
 }
 
