@@ -479,3 +479,42 @@ fn mail_to_an_offline_node_survives_a_killed_holder_and_is_delivered_once() {
     assert_eq!(peers.len(), 5);
     println!("mesh scenario took {:?}", started.elapsed());
 }
+
+#[test]
+fn an_amnesia_node_keeps_mail_in_memory_only() {
+    let mut spec = NodeSpec::new("mb-amnesia");
+    spec.args = vec!["--amnesia".into()];
+    let mut node = NodeProcess::start(spec).unwrap();
+    node.wait_ready(START).unwrap();
+    let me = node.node_id().unwrap();
+    // The admin plane sends as the operator: no token.
+    let r = send(node.admin().unwrap(), &me, "m", None, "", "kept in memory");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(recv(&node, "1s"), vec![(id, b64("kept in memory"))]);
+    assert!(
+        !node.data_dir().join("mailbox").exists(),
+        "an amnesia node wrote a mailbox journal"
+    );
+    node.restart().unwrap();
+    node.wait_ready(START).unwrap();
+    assert_eq!(
+        recv(&node, "500ms"),
+        vec![],
+        "mail outlived an amnesia node"
+    );
+}
+
+#[test]
+fn a_durable_node_keeps_acknowledged_mail_across_a_sigkill() {
+    let mut node = NodeProcess::start(NodeSpec::new("mb-durable")).unwrap();
+    node.wait_ready(START).unwrap();
+    let me = node.node_id().unwrap();
+    let r = send(node.admin().unwrap(), &me, "d", None, "", "on disk");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    node.sigkill().unwrap();
+    node.restart().unwrap();
+    node.wait_ready(START).unwrap();
+    assert_eq!(recv(&node, "1s"), vec![(id, b64("on disk"))]);
+}
