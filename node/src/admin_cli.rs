@@ -228,8 +228,9 @@ pub struct MailRecvArgs {
 /// Options of `macronode mail ack`.
 #[derive(Debug, Clone, Args)]
 pub struct MailAckArgs {
-    /// The message id (64 hex digits, printed by `mail recv`).
-    pub msg_id: String,
+    /// The message ids (64 hex digits each, printed by `mail recv`).
+    #[arg(required = true)]
+    pub msg_ids: Vec<String>,
     /// The receiving node.
     #[command(flatten)]
     pub at: AdminAt,
@@ -282,14 +283,23 @@ pub fn mail_recv(args: &MailRecvArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Acknowledges one message of this node's mailbox at every holder.
+/// Acknowledges messages of this node's mailbox at every holder: one `DELETE` for one id
+/// (404 when no holder holds it), one `POST /mb/ack` for several.
 pub fn mail_ack(args: &MailAckArgs) -> anyhow::Result<()> {
     let base = base(&args.at.data_dir, args.at.admin.as_deref())?;
-    let answer = json_answer(
-        admin_agent(MAIL_WAIT)
-            .delete(format!("{base}/mb/{}", args.msg_id))
-            .call(),
-    )?;
+    let agent = admin_agent(MAIL_WAIT);
+    let answer = match args.msg_ids.as_slice() {
+        [one] => json_answer(agent.delete(format!("{base}/mb/{one}")).call())?,
+        many => {
+            let body = serde_json::json!({ "ids": many }).to_string();
+            json_answer(
+                agent
+                    .post(format!("{base}/mb/ack"))
+                    .header("Content-Type", "application/json")
+                    .send(body.as_bytes()),
+            )?
+        }
+    };
     println!("deleted at {} holder(s)", answer["deleted"]);
     Ok(())
 }

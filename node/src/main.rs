@@ -77,7 +77,7 @@ enum MailCommand {
     Send(node::admin_cli::MailSendArgs),
     /// Receive this node's own mail: one JSON line per message.
     Recv(node::admin_cli::MailRecvArgs),
-    /// Acknowledge (delete at every holder) one message of this node's mailbox.
+    /// Acknowledge (delete at every holder) messages of this node's mailbox.
     Ack(node::admin_cli::MailAckArgs),
 }
 

@@ -1,8 +1,8 @@
 //! Mailbox routes: `POST /mb/{node_id}` sends a message (public edge, with a capability
 //! token allowing the method `send`; also on the admin plane, where the operator needs
 //! none), `GET /mb?wait=30s` receives this node's own mail and `DELETE /mb/{msg_id}`
-//! acknowledges it (admin plane only: only the owner's own node reads its mailbox, with
-//! its own QUIC identity).
+//! acknowledges it, `POST /mb/ack` with `{"ids": [...]}` many at once (admin plane only:
+//! only the owner's own node reads its mailbox, with its own QUIC identity).
 //!
 //! A send answers 201 with the message id only once W holders stored it durably; short of
 //! W it is 503 `insufficient_replicas`, over a quota 429 with `Retry-After`. The
@@ -48,6 +48,7 @@ pub fn admin_routes() -> Router<Arc<NodeContext>> {
         .route("/mb/{id}", post(send_admin))
         .route("/mb", get(recv))
         .route("/mb/{id}", delete(ack))
+        .route("/mb/ack", post(ack_many))
 }
 
 /// Query of a send.
@@ -274,6 +275,39 @@ async fn ack(
     }
     Ok(Json(json!({ "id": msg_id, "deleted": deleted })).into_response())
 }
+
+/// Body of `POST /mb/ack`.
+#[derive(Debug, Deserialize)]
+struct AckMany {
+    ids: Vec<String>,
+}
+
+/// Acknowledges up to `ACK_IDS_MAX` messages in one request (one ACK per holder).
+async fn ack_many(State(ctx): State<Arc<NodeContext>>, body: Body) -> Result<Response, ApiError> {
+    let bytes = axum::body::to_bytes(body, ACK_BODY_MAX)
+        .await
+        .map_err(|_| too_large())?;
+    let req: AckMany = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("bad_body", format!("{{\"ids\": [...]}}: {e}")))?;
+    if req.ids.len() > wire::mailbox::ACK_IDS_MAX {
+        return Err(ApiError::bad_request(
+            "too_many_ids",
+            format!("at most {} ids per ack", wire::mailbox::ACK_IDS_MAX),
+        ));
+    }
+    let mut ids = Vec::with_capacity(req.ids.len());
+    for text in &req.ids {
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(text, &mut id)
+            .map_err(|_| ApiError::bad_request("bad_msg_id", "a message id is 64 hex digits"))?;
+        ids.push(MsgId(id));
+    }
+    let deleted = ctx.mail.ack(ids).await.map_err(mail_error)?;
+    Ok(Json(json!({ "deleted": deleted })).into_response())
+}
+
+/// Largest body of `POST /mb/ack`: `ACK_IDS_MAX` quoted hex ids and their commas.
+const ACK_BODY_MAX: usize = wire::mailbox::ACK_IDS_MAX * 70 + 64;
 
 #[cfg(test)]
 mod tests {

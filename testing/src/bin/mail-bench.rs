@@ -6,8 +6,9 @@
 //! Phase 1: `--threads` HTTP clients (8) send `--messages` (20,000) messages of `--size`
 //! bytes (1,024) to the node's own mailbox, `POST /mb/{id}` each with its own idempotency
 //! key, timing every send to its 201 (a durable journal record). Phase 2: batches of up to
-//! 256 are received (`GET /mb?max=256`) and every message acknowledged (`DELETE /mb/{id}`,
-//! spread over the same clients) until the mailbox is empty. All of the node's sends come
+//! 256 are received (`GET /mb?max=256`) and acknowledged, one `DELETE /mb/{id}` per
+//! message spread over the same clients, or with `--batch-ack` one `POST /mb/ack` per
+//! batch, until the mailbox is empty. All of the node's sends come
 //! from one sender (the node), and a sender's messages are delivered in order, so batches
 //! are received one after another. Prints messages/s per phase and for the whole cycle,
 //! p50/p99 enqueue latency, and the load average.
@@ -55,6 +56,7 @@ fn main() -> Result<(), BoxError> {
     let messages = arg("--messages", 20_000)?;
     let threads = arg("--threads", 8)?.clamp(1, 15);
     let size = arg("--size", 1024)?;
+    let batch_ack = std::env::args().any(|a| a == "--batch-ack");
     let mut spec = NodeSpec::new("mail-bench");
     let cap = (messages + 1).to_string();
     spec.args = vec![
@@ -126,6 +128,17 @@ fn main() -> Result<(), BoxError> {
             break;
         }
         received += ids.len();
+        if batch_ack {
+            let body = serde_json::json!({ "ids": ids }).to_string();
+            let r = agents[0]
+                .post(format!("{base}/mb/ack"))
+                .header("Content-Type", "application/json")
+                .send(body.as_bytes())?;
+            if r.status().as_u16() != 200 {
+                return Err(format!("batch ack: {}", r.status()).into());
+            }
+            continue;
+        }
         let ids = Arc::new(ids);
         let cursor = Arc::new(AtomicUsize::new(0));
         let handles: Vec<_> = agents
