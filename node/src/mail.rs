@@ -100,6 +100,21 @@ pub enum MailError {
     Unreachable(String),
 }
 
+/// Most messages one [`Mail::send_many`] takes.
+pub const SEND_MANY_MAX: usize = 256;
+
+/// One message to send: its idempotency key, TTL (`None`: the holders' default) and
+/// payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Sender-chosen, 1 to 64 bytes: a retry with the same key is the same message.
+    pub key: Vec<u8>,
+    /// Time to live.
+    pub ttl: Option<Duration>,
+    /// The bytes, at most 64 KiB.
+    pub payload: Vec<u8>,
+}
+
 /// The answer to a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sent {
@@ -184,85 +199,129 @@ impl Mail {
         ttl: Option<Duration>,
         payload: Vec<u8>,
     ) -> Result<Sent, MailError> {
+        let one = Outgoing { key, ttl, payload };
+        let mut sent = self.send_many(mailbox, vec![one]).await?;
+        sent.pop()
+            .ok_or_else(|| MailError::Store("a send returned no result".into()))
+    }
+
+    /// Sends several messages from this node to `mailbox` (at most [`SEND_MANY_MAX`]):
+    /// this node stores its copies with one `send_batch` (one fsync per shard), each other
+    /// holder gets them as SENDs in order. Returns once every message has W durable
+    /// copies, or fails as a whole (a retry with the same keys stores nothing twice).
+    pub async fn send_many(
+        &self,
+        mailbox: NodeId,
+        msgs: Vec<Outgoing>,
+    ) -> Result<Vec<Sent>, MailError> {
         let started = std::time::Instant::now();
-        let env = Envelope {
-            mailbox,
-            sender: self.me(),
-            idempotency_key: key,
-            ttl_ms: ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            e2e: false,
-            payload,
-        };
-        let id = env.id();
+        if msgs.len() > SEND_MANY_MAX {
+            return Err(MailError::TooLarge(format!(
+                "{} messages in one send, at most {SEND_MANY_MAX}",
+                msgs.len()
+            )));
+        }
+        let me = self.me();
+        let envs: Vec<Envelope> = msgs
+            .into_iter()
+            .map(|m| Envelope {
+                mailbox,
+                sender: me,
+                idempotency_key: m.key,
+                ttl_ms: m
+                    .ttl
+                    .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                e2e: false,
+                payload: m.payload,
+            })
+            .collect();
+        let n = envs.len();
         let want = self.objects.write_quorum();
         let (peers, self_in) = self
             .objects
             .closest_set(Key::for_node(&mailbox), self.rf())
             .await;
-        let (tx, mut rx) = mpsc::channel(peers.len() + 1);
+        let (tx, mut rx) = mpsc::channel((peers.len() * n).max(1));
         for peer in peers {
             let mail = self.clone();
             let tx = tx.clone();
-            let req = MailboxRequest::Send(env.clone());
+            let envs = envs.clone();
             tokio::spawn(async move {
-                let answer = tokio::time::timeout(SEND_WAIT, mail.ask(&peer, &req)).await;
-                let outcome = match answer {
-                    Ok(Ok(MailboxResponse::Stored { duplicate })) => Ok(duplicate),
-                    Ok(Ok(MailboxResponse::Refused {
-                        reason,
-                        retry_after_ms,
-                    })) => Err(Some((reason, retry_after_ms))),
-                    Ok(Ok(_)) | Ok(Err(_)) | Err(_) => Err(None),
-                };
-                if let Err(None) = &outcome {
-                    tracing::debug!(peer = %peer.id, "mailbox send to a holder failed");
+                let deadline = tokio::time::Instant::now() + SEND_WAIT;
+                for (i, env) in envs.into_iter().enumerate() {
+                    let req = MailboxRequest::Send(env);
+                    let answer = tokio::time::timeout_at(deadline, mail.ask(&peer, &req)).await;
+                    let outcome = match answer {
+                        Ok(Ok(MailboxResponse::Stored { duplicate })) => Ok(duplicate),
+                        Ok(Ok(MailboxResponse::Refused {
+                            reason,
+                            retry_after_ms,
+                        })) => Err(Some((reason, retry_after_ms))),
+                        Ok(Ok(_)) | Ok(Err(_)) | Err(_) => Err(None),
+                    };
+                    let failed = matches!(outcome, Err(None));
+                    if tx.send((i, outcome)).await.is_err() || failed {
+                        // A holder that fails once is not asked for the rest: they would
+                        // wait out the same failure one by one.
+                        tracing::debug!(peer = %peer.id, "mailbox send to a holder failed");
+                        return;
+                    }
                 }
-                let _ = tx.send(outcome).await;
             });
         }
         drop(tx);
-        let mut copies = 0;
-        let mut duplicate = true;
+        let mut copies = vec![0usize; n];
+        let mut duplicate = vec![true; n];
         let mut quota: Option<MailError> = None;
+        let ids: Vec<MsgId> = envs.iter().map(Envelope::id).collect();
         if self_in {
-            match self.blocking(move |s| s.send(now(), env)).await? {
-                Ok(s) => {
-                    copies += 1;
-                    duplicate &= s.duplicate;
+            let results = self.blocking(move |s| s.send_batch(now(), envs)).await?;
+            for (i, r) in results.into_iter().enumerate() {
+                match r {
+                    Ok(s) => {
+                        copies[i] += 1;
+                        duplicate[i] &= s.duplicate;
+                    }
+                    Err(e) => match refused(&e) {
+                        Some(err) => return Err(err),
+                        None => tracing::warn!(error = %e, "storing a mailbox copy here failed"),
+                    },
                 }
-                Err(e) => match refused(&e) {
-                    Some(err) => return Err(err),
-                    None => tracing::warn!(error = %e, "storing a mailbox copy here failed"),
-                },
             }
         }
         let deadline = tokio::time::Instant::now() + SEND_WAIT;
-        while copies < want {
+        while copies.iter().any(|&c| c < want) {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Ok(dup))) => {
-                    copies += 1;
-                    duplicate &= dup;
+                Ok(Some((i, Ok(dup)))) => {
+                    copies[i] += 1;
+                    duplicate[i] &= dup;
                 }
-                Ok(Some(Err(Some((reason, retry_ms))))) => {
+                Ok(Some((_, Err(Some((reason, retry_ms)))))) => {
                     quota = quota.or(Some(refusal_error(reason, retry_ms)));
                 }
-                Ok(Some(Err(None))) => {}
+                Ok(Some((_, Err(None)))) => {}
                 Ok(None) | Err(_) => break,
             }
         }
-        let outcome = if copies >= want { "ok" } else { "short" };
+        let least = copies.iter().copied().min().unwrap_or(0);
+        let outcome = if least >= want { "ok" } else { "short" };
         metrics::histogram!("mailbox_enqueue_duration_seconds", "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
-        if copies < want {
-            return Err(quota.unwrap_or(MailError::Insufficient { copies, want }));
+        if least < want {
+            return Err(quota.unwrap_or(MailError::Insufficient {
+                copies: least,
+                want,
+            }));
         }
-        metrics::counter!("mailbox_sent_total").increment(1);
-        Ok(Sent {
-            id,
-            copies,
-            want,
-            duplicate: duplicate && copies > 0,
-        })
+        metrics::counter!("mailbox_sent_total").increment(n as u64);
+        Ok((0..n)
+            .map(|i| Sent {
+                id: ids[i],
+                copies: copies[i],
+                want,
+                duplicate: duplicate[i] && copies[i] > 0,
+            })
+            .collect())
     }
 
     /// The nodes the owner asks for its mail: twice RF closest to its own key, so copies

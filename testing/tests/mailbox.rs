@@ -499,7 +499,38 @@ fn an_amnesia_node_keeps_mail_in_memory_only() {
     let r = send(node.admin().unwrap(), &me, "m", None, "", "kept in memory");
     assert_eq!(r.status, 201, "{}", r.body);
     let id = r.json()["id"].as_str().unwrap().to_string();
-    assert_eq!(recv(&node, "1s"), vec![(id, b64("kept in memory"))]);
+    assert_eq!(recv(&node, "1s"), vec![(id.clone(), b64("kept in memory"))]);
+    assert_eq!(ack(&node, &id).status, 200);
+
+    // Several messages in one request, the second repeated: stored once, in order.
+    let batch = serde_json::json!({"messages": [
+        {"key": "b1", "payload": b64("first")},
+        {"key": "b2", "payload": b64("second")},
+        {"key": "b2", "payload": b64("second")},
+    ]});
+    let r = curl(&[
+        "-X".into(),
+        "POST".into(),
+        "--data-binary".into(),
+        batch.to_string(),
+        format!("http://{}/mb/{me}/batch", node.admin().unwrap()),
+    ]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["duplicates"], 1, "{}", r.body);
+    let ids: Vec<String> = r.json()["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids[1], ids[2]);
+    assert_eq!(
+        recv(&node, "1s"),
+        vec![
+            (ids[0].clone(), b64("first")),
+            (ids[1].clone(), b64("second"))
+        ]
+    );
     assert!(
         !node.data_dir().join("mailbox").exists(),
         "an amnesia node wrote a mailbox journal"

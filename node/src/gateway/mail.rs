@@ -2,7 +2,10 @@
 //! token allowing the method `send`; also on the admin plane, where the operator needs
 //! none), `GET /mb?wait=30s` receives this node's own mail and `DELETE /mb/{msg_id}`
 //! acknowledges it, `POST /mb/ack` with `{"ids": [...]}` many at once (admin plane only:
-//! only the owner's own node reads its mailbox, with its own QUIC identity).
+//! only the owner's own node reads its mailbox, with its own QUIC identity). On the admin
+//! plane, `POST /mb/{node_id}/batch` sends up to 256 messages in one request
+//! (`{"messages": [{"key", "payload" (base64), "ttl_ms"?}]}`, at most 2 MiB): the local
+//! copies take one fsync, and the answer (201 with every id) waits for W copies of each.
 //!
 //! A send answers 201 with the message id only once W holders stored it durably; short of
 //! W it is 503 `insufficient_replicas`, over a quota 429 with `Retry-After`. The
@@ -49,6 +52,7 @@ pub fn admin_routes() -> Router<Arc<NodeContext>> {
         .route("/mb", get(recv))
         .route("/mb/{id}", delete(ack))
         .route("/mb/ack", post(ack_many))
+        .route("/mb/{id}/batch", post(send_batch))
 }
 
 /// Query of a send.
@@ -274,6 +278,77 @@ async fn ack(
         )));
     }
     Ok(Json(json!({ "id": msg_id, "deleted": deleted })).into_response())
+}
+
+/// One message of `POST /mb/{node_id}/batch`.
+#[derive(Debug, Deserialize)]
+struct BatchItem {
+    key: String,
+    payload: String,
+    ttl_ms: Option<u64>,
+}
+
+/// Body of `POST /mb/{node_id}/batch`.
+#[derive(Debug, Deserialize)]
+struct Batch {
+    messages: Vec<BatchItem>,
+}
+
+/// Largest body of `POST /mb/{node_id}/batch`.
+const BATCH_BODY_MAX: usize = 2 << 20;
+
+/// Sends up to `SEND_MANY_MAX` messages to one mailbox in one request (admin plane).
+async fn send_batch(
+    State(ctx): State<Arc<NodeContext>>,
+    Path(node_id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mailbox: NodeId = node_id
+        .parse()
+        .map_err(|_| ApiError::bad_request("bad_node_id", "a node id is 64 hex digits"))?;
+    let bytes = axum::body::to_bytes(body, BATCH_BODY_MAX)
+        .await
+        .map_err(|_| too_large())?;
+    let batch: Batch = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("bad_body", format!("{{\"messages\": [...]}}: {e}")))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut msgs = Vec::with_capacity(batch.messages.len());
+    for m in batch.messages {
+        let key = m.key.into_bytes();
+        if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
+            return Err(ApiError::bad_request(
+                "bad_idempotency_key",
+                format!("a key must be 1 to {IDEMPOTENCY_KEY_MAX} bytes"),
+            ));
+        }
+        let payload = b64
+            .decode(m.payload.as_bytes())
+            .map_err(|_| ApiError::bad_request("bad_payload", "a payload is base64"))?;
+        if payload.len() > PAYLOAD_MAX {
+            return Err(too_large());
+        }
+        msgs.push(crate::mail::Outgoing {
+            key,
+            ttl: m.ttl_ms.map(Duration::from_millis),
+            payload,
+        });
+    }
+    let sent = ctx
+        .mail
+        .send_many(mailbox, msgs)
+        .await
+        .map_err(mail_error)?;
+    let ids: Vec<String> = sent.iter().map(|s| s.id.to_string()).collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "ids": ids,
+            "copies": sent.iter().map(|s| s.copies).min(),
+            "want": sent.first().map(|s| s.want),
+            "duplicates": sent.iter().filter(|s| s.duplicate).count(),
+        })),
+    )
+        .into_response())
 }
 
 /// Body of `POST /mb/ack`.

@@ -8,7 +8,8 @@
 //! key, timing every send to its 201 (a durable journal record). Phase 2: batches of up to
 //! 256 are received (`GET /mb?max=256`) and acknowledged, one `DELETE /mb/{id}` per
 //! message spread over the same clients, or with `--batch-ack` one `POST /mb/ack` per
-//! batch, until the mailbox is empty. All of the node's sends come
+//! batch, until the mailbox is empty. `--batch-send N` sends N messages per request
+//! (`POST /mb/{id}/batch`); every message's enqueue latency is then its request's. All of the node's sends come
 //! from one sender (the node), and a sender's messages are delivered in order, so batches
 //! are received one after another. Prints messages/s per phase and for the whole cycle,
 //! p50/p99 enqueue latency, and the load average.
@@ -57,6 +58,8 @@ fn main() -> Result<(), BoxError> {
     let threads = arg("--threads", 8)?.clamp(1, 15);
     let size = arg("--size", 1024)?;
     let batch_ack = std::env::args().any(|a| a == "--batch-ack");
+    // Messages per send request: 1 is `POST /mb/{id}`, more `POST /mb/{id}/batch`.
+    let per_send = arg("--batch-send", 1)?.clamp(1, 256);
     let mut spec = NodeSpec::new("mail-bench");
     let cap = (messages + 1).to_string();
     spec.args = vec![
@@ -86,6 +89,32 @@ fn main() -> Result<(), BoxError> {
             let body = vec![0x5au8; size];
             let mut lat = Vec::new();
             loop {
+                if per_send > 1 {
+                    let first = next.fetch_add(per_send, Ordering::Relaxed);
+                    if first >= messages {
+                        return Ok(lat);
+                    }
+                    let last = (first + per_send).min(messages);
+                    use base64::Engine;
+                    let payload = base64::engine::general_purpose::STANDARD.encode(&body);
+                    let items: Vec<serde_json::Value> = (first..last)
+                        .map(|i| serde_json::json!({"key": format!("bench-{i}"), "payload": payload}))
+                        .collect();
+                    let text = serde_json::json!({ "messages": items }).to_string();
+                    let t = Instant::now();
+                    let resp = agent
+                        .post(format!("{base}/mb/{me}/batch"))
+                        .header("Content-Type", "application/json")
+                        .send(text.as_bytes())
+                        .map_err(|e| e.to_string())?;
+                    if resp.status().as_u16() != 201 {
+                        return Err(format!("batch send {first}: {}", resp.status()));
+                    }
+                    // Each message of the batch waited as long as the request.
+                    let took = t.elapsed().as_secs_f64();
+                    lat.extend(std::iter::repeat_n(took, last - first));
+                    continue;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= messages {
                     return Ok(lat);
