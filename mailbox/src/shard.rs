@@ -346,6 +346,16 @@ impl ShardState {
         self.index.get(id).is_some_and(|(m, _)| m == mailbox)
     }
 
+    /// The mailboxes with at least one message, at most `max` of them.
+    pub fn mailbox_ids(&self, max: usize) -> Vec<NodeId> {
+        self.mailboxes
+            .iter()
+            .filter(|(_, m)| !m.msgs.is_empty())
+            .map(|(id, _)| *id)
+            .take(max)
+            .collect()
+    }
+
     /// Messages held in `mailbox`.
     pub fn depth(&self, mailbox: &NodeId) -> usize {
         self.mailboxes.get(mailbox).map_or(0, |m| m.msgs.len())

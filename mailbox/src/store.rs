@@ -394,6 +394,19 @@ impl MailboxStore {
         Ok(deleted)
     }
 
+    /// The mailboxes holding at least one message, at most `max` (the node's repair walks
+    /// them to push copies to the holders of each).
+    pub fn mailboxes(&self, max: usize) -> Vec<NodeId> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            if out.len() >= max {
+                break;
+            }
+            out.extend(shard.lock().mailbox_ids(max - out.len()));
+        }
+        out
+    }
+
     /// Messages held in `mailbox`.
     pub fn queue_depth(&self, mailbox: &NodeId) -> usize {
         self.shard(mailbox).lock().depth(mailbox)

@@ -1,11 +1,14 @@
 //! Operator commands that ask a running node's admin plane: `macronode status` (its
-//! `/v1/status` for a person) and `macronode repair` (repair an object, or all, now, and
-//! show its holders against the RF closest).
+//! `/v1/status` for a person), `macronode repair` (repair an object, or all, now, and
+//! show its holders against the RF closest) and `macronode mail send|recv|ack` (the node's
+//! mailbox).
 //!
 //! The node is found as the token commands find it: `--admin URL`, or the address it
 //! recorded in `DATA_DIR/admin.addr`.
 
 use std::path::PathBuf;
+
+use std::io::Read;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -63,14 +66,14 @@ fn call_post(req: ureq::RequestBuilder<ureq::typestate::WithBody>) -> anyhow::Re
     json_answer(req.send_empty())
 }
 
-/// The admin plane's JSON answer, or what went wrong (the node's own words on a non-200).
+/// The admin plane's JSON answer, or what went wrong (the node's own words on a non-2xx).
 fn json_answer(
     resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
 ) -> anyhow::Result<Value> {
     let mut resp = resp.context("asking the node's admin plane")?;
     let status = resp.status().as_u16();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
-    if status != 200 {
+    if !(200..300).contains(&status) {
         bail!("the node answered {status}: {body}");
     }
     serde_json::from_str(&body).context("the node's answer is not JSON")
@@ -175,5 +178,128 @@ pub fn repair(args: &RepairArgs) -> anyhow::Result<()> {
     if short > 0 {
         bail!("{short} object(s) still short of their copies");
     }
+    Ok(())
+}
+
+/// How long `mail send` and `mail ack` wait for the node (a send waits for W holders).
+const MAIL_WAIT: Duration = Duration::from_secs(60);
+
+/// Where a running node's admin plane is, for the `mail` commands.
+#[derive(Debug, Clone, Args)]
+pub struct AdminAt {
+    /// The node's data directory (where it records its admin plane address).
+    #[arg(long, env = "MACRONODE_DATA_DIR", default_value = "macronode-data")]
+    pub data_dir: PathBuf,
+    /// The node's admin plane (default: DATA_DIR/admin.addr).
+    #[arg(long, env = "MACRONODE_ADMIN_URL")]
+    pub admin: Option<String>,
+}
+
+/// Options of `macronode mail send`.
+#[derive(Debug, Clone, Args)]
+pub struct MailSendArgs {
+    /// The mailbox: the receiving node's id (64 hex digits).
+    pub node_id: String,
+    /// The idempotency key: a retried send with the same key is stored once (default: a
+    /// random one, so every call is a new message).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Time to live in seconds (default: the holders' default, 7 days).
+    #[arg(long)]
+    pub ttl: Option<u64>,
+    /// The message: a file, or `-` for stdin (at most 64 KiB).
+    pub file: PathBuf,
+    /// The sending node.
+    #[command(flatten)]
+    pub at: AdminAt,
+}
+
+/// Options of `macronode mail recv`.
+#[derive(Debug, Clone, Args)]
+pub struct MailRecvArgs {
+    /// Seconds to wait for a first message (at most 60).
+    #[arg(long, default_value_t = 0)]
+    pub wait: u64,
+    /// The receiving node (whose own mailbox is read).
+    #[command(flatten)]
+    pub at: AdminAt,
+}
+
+/// Options of `macronode mail ack`.
+#[derive(Debug, Clone, Args)]
+pub struct MailAckArgs {
+    /// The message ids (64 hex digits each, printed by `mail recv`).
+    #[arg(required = true)]
+    pub msg_ids: Vec<String>,
+    /// The receiving node.
+    #[command(flatten)]
+    pub at: AdminAt,
+}
+
+/// Sends a message through the node's admin plane; prints its id once W holders have it.
+pub fn mail_send(args: &MailSendArgs) -> anyhow::Result<()> {
+    let base = base(&args.at.data_dir, args.at.admin.as_deref())?;
+    let payload = if args.file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::take(std::io::stdin(), wire::mailbox::PAYLOAD_MAX as u64 + 1)
+            .read_to_end(&mut buf)
+            .context("reading stdin")?;
+        buf
+    } else {
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?
+    };
+    if payload.len() > wire::mailbox::PAYLOAD_MAX {
+        bail!("a message is at most {} bytes", wire::mailbox::PAYLOAD_MAX);
+    }
+    let mut url = format!("{base}/mb/{}", args.node_id);
+    if let Some(t) = args.ttl {
+        url.push_str(&format!("?ttl_ms={}", t.saturating_mul(1000)));
+    }
+    let mut req = admin_agent(MAIL_WAIT).post(url);
+    if let Some(k) = &args.key {
+        req = req.header(crate::gateway::mail::IDEMPOTENCY_HEADER, k);
+    }
+    let answer = json_answer(req.send(&payload[..]))?;
+    println!("{}", answer["id"].as_str().unwrap_or("?"));
+    if answer["duplicate"] == true {
+        eprintln!("already held: stored once");
+    }
+    Ok(())
+}
+
+/// Receives this node's own mail: one JSON object per message on stdout (`id`, `sender`,
+/// `payload` in base64, ...). Messages stay hidden for 30 s; ack them to delete them.
+pub fn mail_recv(args: &MailRecvArgs) -> anyhow::Result<()> {
+    let base = base(&args.at.data_dir, args.at.admin.as_deref())?;
+    let wait = args.wait.min(crate::mail::WAIT_MAX.as_secs());
+    let answer = json_answer(
+        admin_agent(Duration::from_secs(wait) + ADMIN_QUICK_WAIT)
+            .get(format!("{base}/mb?wait={wait}s"))
+            .call(),
+    )?;
+    for m in answer["messages"].as_array().into_iter().flatten() {
+        println!("{m}");
+    }
+    Ok(())
+}
+
+/// Acknowledges messages of this node's mailbox at every holder: one `DELETE` for one id
+/// (404 when no holder holds it), one `POST /mb/ack` for several.
+pub fn mail_ack(args: &MailAckArgs) -> anyhow::Result<()> {
+    let base = base(&args.at.data_dir, args.at.admin.as_deref())?;
+    let agent = admin_agent(MAIL_WAIT);
+    let answer = match args.msg_ids.as_slice() {
+        [one] => json_answer(agent.delete(format!("{base}/mb/{one}")).call())?,
+        many => {
+            let body = serde_json::json!({ "ids": many }).to_string();
+            json_answer(
+                agent
+                    .post(format!("{base}/mb/ack"))
+                    .header("Content-Type", "application/json")
+                    .send(body.as_bytes()),
+            )?
+        }
+    };
+    println!("deleted at {} holder(s)", answer["deleted"]);
     Ok(())
 }

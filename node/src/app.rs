@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use wire::Status;
 use wire::dht::APP_PROTO_DHT;
+use wire::mailbox::APP_PROTO_MAILBOX;
 use wire::object::APP_PROTO_OBJECT;
 
 use crate::config::{BootstrapPeer, NodeConfig};
@@ -24,6 +25,7 @@ use crate::dht::{self, DhtHandle, NetPeer};
 use crate::gateway::objects::GatewaySettings;
 use crate::gateway::{self, GatewayLimits};
 use crate::identity::Identity;
+use crate::mail::{Mail, serve_mailbox};
 use crate::objects::{Objects, serve_object};
 use crate::quota::Quotas;
 use crate::store::Store;
@@ -50,6 +52,8 @@ pub struct NodeContext {
     pub transport: Transport,
     /// The object layer (store, replication, fetch).
     pub objects: Objects,
+    /// The mailbox layer (this node's holder store; send, receive, ack).
+    pub mail: Mail,
     /// Gateway settings for writes.
     pub gateway: GatewaySettings,
     /// The Prometheus recorder's handle, if this process installed one.
@@ -90,6 +94,7 @@ impl NodeContext {
         metrics::gauge!("store_objects").set(self.objects.store.len() as f64);
         metrics::gauge!("rf_target").set(self.objects.limits.rf as f64);
         metrics::gauge!("rf_observed").set(s.replicas_mean_milli as f64 / 1000.0);
+        self.mail.publish_gauges();
     }
 
     /// The `/v1/status` document.
@@ -144,12 +149,12 @@ impl NodeContext {
 
 /// Routes inbound requests to the services above the transport.
 struct NodeHandler {
-    services: OnceLock<(DhtHandle, Transport, Objects)>,
+    services: OnceLock<(DhtHandle, Transport, Objects, Mail)>,
 }
 
 impl InboundHandler for NodeHandler {
     fn app_protos(&self) -> Vec<u16> {
-        vec![APP_PROTO_DHT, APP_PROTO_OBJECT]
+        vec![APP_PROTO_DHT, APP_PROTO_OBJECT, APP_PROTO_MAILBOX]
     }
 
     fn handle(&self, exchange: InboundExchange) -> HandlerFuture {
@@ -157,10 +162,13 @@ impl InboundHandler for NodeHandler {
         // as the object transfer's and be moved on every DHT request (18% of a DHT round
         // trip's instructions, measured with callgrind).
         match (exchange.app_proto_id(), self.services.get().cloned()) {
-            (APP_PROTO_DHT, Some((dht, transport, _))) => {
+            (APP_PROTO_DHT, Some((dht, transport, _, _))) => {
                 Box::pin(dht::serve_dht(exchange, dht, transport))
             }
-            (APP_PROTO_OBJECT, Some((_, _, objects))) => Box::pin(serve_object(exchange, objects)),
+            (APP_PROTO_OBJECT, Some((_, _, objects, _))) => {
+                Box::pin(serve_object(exchange, objects))
+            }
+            (APP_PROTO_MAILBOX, Some((_, _, _, mail))) => Box::pin(serve_mailbox(exchange, mail)),
             _ => Box::pin(exchange.respond(Status::Unavailable, bytes::Bytes::new())),
         }
     }
@@ -192,6 +200,9 @@ pub enum StartError {
     /// The capability keys or the revocation list could not be read.
     #[error("capability keys: {0}")]
     CapKey(#[from] crate::keyring::KeyringError),
+    /// The mailbox store could not be opened (its journals are corrupt, or unreadable).
+    #[error("mailbox store: {0}")]
+    Mailbox(#[from] mailbox::StoreError),
     /// The tenant accounts could not be read.
     #[error("tenant accounts: {0}")]
     Quotas(std::io::Error),
@@ -227,6 +238,9 @@ pub enum StartError {
 /// The file in the data directory naming the admin plane's bound address, for the
 /// operator commands (`macronode status`, `token revoke`) to find a running node.
 pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+
+/// The mailbox store's directory inside the data directory.
+pub const MAILBOX_DIR: &str = "mailbox";
 
 /// Admin requests served at once: a few operators, never a crowd.
 const ADMIN_REQUESTS_MAX: usize = 16;
@@ -306,9 +320,33 @@ pub async fn start(
         keyring.clone(),
         quotas.clone(),
     );
-    let _ = handler
-        .services
-        .set((dht.clone(), transport.clone(), objects.clone()));
+    let mut mb_config = if config.amnesia {
+        mailbox::Config::amnesia()
+    } else {
+        mailbox::Config::durable(config.data_dir.join(MAILBOX_DIR))
+    };
+    mb_config.quotas = config.mailbox_quotas.clone();
+    let (mb_store, opened) = {
+        let now = crate::mail::now();
+        tokio::task::spawn_blocking(move || mailbox::MailboxStore::open(mb_config, now))
+            .await
+            .map_err(|e| StartError::Mailbox(mailbox::StoreError::BadConfig(e.to_string())))??
+    };
+    if opened.records > 0 {
+        tracing::info!(
+            messages = opened.messages,
+            records = opened.records,
+            torn = opened.torn_records,
+            "mailbox journals replayed"
+        );
+    }
+    let mail = Mail::new(mb_store, objects.clone());
+    let _ = handler.services.set((
+        dht.clone(),
+        transport.clone(),
+        objects.clone(),
+        mail.clone(),
+    ));
     // Objects already on disk are ours to replicate and announce: in the background, a few
     // lookups at a time, so a large store neither delays start-up nor floods the mesh. A
     // store opened from its index snapshot first walks its files (it serves meanwhile).
@@ -355,6 +393,7 @@ pub async fn start(
         dht: dht.clone(),
         transport: transport.clone(),
         objects: objects.clone(),
+        mail: mail.clone(),
         gateway,
         metrics,
         http,
@@ -365,6 +404,7 @@ pub async fn start(
     });
     let router = gateway::admin::routes()
         .merge(gateway::objects::routes())
+        .merge(gateway::mail::public_routes())
         .with_state(ctx.clone());
     let mut http_tasks = vec![tokio::spawn(gateway::serve(
         listener,
@@ -380,6 +420,7 @@ pub async fn start(
     if let Some((listener, _)) = admin {
         let router = gateway::operator::routes()
             .merge(gateway::admin::routes())
+            .merge(gateway::mail::admin_routes())
             .with_state(ctx.clone());
         http_tasks.push(tokio::spawn(gateway::serve(
             listener,
@@ -404,6 +445,9 @@ pub async fn start(
         announcing,
         quotas.keep_saved(QUOTA_SAVE_EVERY),
         keep_index_saved(store.clone()),
+        mail.keep_maintained(),
+        mail.keep_repaired(),
+        drain_on_start(mail.clone(), ctx.dht.clone()),
     ];
     if let Some(handle) = ctx.metrics.clone() {
         tasks.push(crate::telemetry::keep_up(handle));
@@ -463,6 +507,15 @@ fn keep_index_saved(store: Store) -> JoinHandle<()> {
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.save_index()).await {
                 tracing::warn!(error = %e, "saving the store index failed");
             }
+        }
+    })
+}
+
+/// Once the node has joined (within a minute), pulls its own mail from its holders.
+fn drain_on_start(mail: Mail, dht: DhtHandle) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if dht.wait_ready(Duration::from_secs(60)).await {
+            mail.drain_own().await;
         }
     })
 }

@@ -194,6 +194,10 @@ pub struct ConfigLayer {
     pub write_stall_ms: Option<u64>,
     /// Peers the routing table must hold before `/readyz` says ready.
     pub min_peers: Option<usize>,
+    /// Messages one sender may hold in one mailbox at this node (mailbox quota).
+    pub mailbox_sender_count_max: Option<usize>,
+    /// Messages one mailbox may hold at this node (mailbox quota).
+    pub mailbox_count_max: Option<usize>,
 }
 
 impl ConfigLayer {
@@ -237,6 +241,10 @@ impl ConfigLayer {
             response_buffer_bytes: over.response_buffer_bytes.or(self.response_buffer_bytes),
             write_stall_ms: over.write_stall_ms.or(self.write_stall_ms),
             min_peers: over.min_peers.or(self.min_peers),
+            mailbox_sender_count_max: over
+                .mailbox_sender_count_max
+                .or(self.mailbox_sender_count_max),
+            mailbox_count_max: over.mailbox_count_max.or(self.mailbox_count_max),
         }
     }
 }
@@ -285,6 +293,9 @@ pub struct NodeConfig {
     /// bootstrap peers are configured, 0 for the first node of a new mesh, which is ready
     /// once it listens and its store is open).
     pub min_peers: usize,
+    /// What one sender and one mailbox may hold at this node (the mailbox store's
+    /// defaults unless set).
+    pub mailbox_quotas: mailbox::Quotas,
 }
 
 impl NodeConfig {
@@ -362,7 +373,21 @@ impl NodeConfig {
             .iter()
             .map(|s| s.parse())
             .collect::<Result<Vec<BootstrapPeer>, _>>()?;
+        let mut mailbox_quotas = mailbox::Quotas::default();
+        if let Some(n) = layer.mailbox_sender_count_max {
+            mailbox_quotas.sender_count_max = n;
+        }
+        if let Some(n) = layer.mailbox_count_max {
+            mailbox_quotas.mailbox_count_max = n;
+        }
+        if mailbox_quotas.sender_count_max == 0 || mailbox_quotas.mailbox_count_max == 0 {
+            return Err(ConfigError::Invalid {
+                field: "mailbox quotas",
+                why: "must be positive: a mailbox that holds nothing cannot work".into(),
+            });
+        }
         Ok(NodeConfig {
+            mailbox_quotas,
             data_dir: layer
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("macronode-data")),

@@ -21,6 +21,7 @@
 //! - [`cli`]: `token mint|revoke|rotate`, `put` and `get` for operators.
 //! - [`admin_cli`]: `status` and `repair`, through a running node's admin plane.
 //! - [`store`]: the verified, crash-safe object store (or amnesia).
+//! - [`mail`]: mailboxes across the mesh: app protocol 3, send, receive, ack.
 //! - [`signals`]: waiting for SIGINT or SIGTERM.
 
 pub mod admin_cli;
@@ -34,6 +35,7 @@ pub mod doctor;
 pub mod gateway;
 pub mod identity;
 pub mod keyring;
+pub mod mail;
 pub mod objects;
 pub mod quota;
 pub mod signals;

@@ -4,8 +4,8 @@
 //! - `macronode devnet --nodes N`: N node processes on loopback, joined, until Ctrl-C.
 //! - `macronode id --data-dir D`: the node id kept in a data directory.
 //! - `macronode token mint|revoke|rotate`: capability tokens and their root.
-//! - `macronode status`, `macronode repair [ID|--all]`: a running node, through its admin
-//!   plane.
+//! - `macronode status`, `macronode repair [ID|--all]`, `macronode mail send|recv|ack`: a
+//!   running node, through its admin plane.
 
 use std::path::PathBuf;
 
@@ -47,6 +47,9 @@ enum Command {
     /// Repair an object (or --all) now: the RF closest nodes prove or receive a copy;
     /// prints the holders against the RF closest.
     Repair(node::admin_cli::RepairArgs),
+    /// Mail to node ids, through a running node's admin plane.
+    #[command(subcommand)]
+    Mail(MailCommand),
     /// Print the node id kept in a data directory (creating the key if there is none).
     Id {
         /// The data directory.
@@ -65,6 +68,17 @@ enum TokenCommand {
     Revoke(node::cli::RevokeArgs),
     /// Replace the capability root; the old root's tokens are accepted for --grace seconds.
     Rotate(node::cli::RotateArgs),
+}
+
+#[derive(Subcommand)]
+enum MailCommand {
+    /// Send a message (a file, or - for stdin) to NODE_ID's mailbox; prints its id once W
+    /// holders have it.
+    Send(node::admin_cli::MailSendArgs),
+    /// Receive this node's own mail: one JSON line per message.
+    Recv(node::admin_cli::MailRecvArgs),
+    /// Acknowledge (delete at every holder) messages of this node's mailbox.
+    Ack(node::admin_cli::MailAckArgs),
 }
 
 #[derive(Args)]
@@ -143,6 +157,12 @@ struct RunArgs {
     /// bootstrap peers, 0 without).
     #[arg(long, env = "MACRONODE_MIN_PEERS")]
     min_peers: Option<usize>,
+    /// Messages one sender may hold in one mailbox at this node.
+    #[arg(long, env = "MACRONODE_MAILBOX_SENDER_COUNT_MAX")]
+    mailbox_sender_count_max: Option<usize>,
+    /// Messages one mailbox may hold at this node.
+    #[arg(long, env = "MACRONODE_MAILBOX_COUNT_MAX")]
+    mailbox_count_max: Option<usize>,
 }
 
 impl RunArgs {
@@ -178,6 +198,8 @@ impl RunArgs {
             response_buffer_bytes: self.response_buffer_bytes,
             write_stall_ms: self.write_stall_ms,
             min_peers: self.min_peers,
+            mailbox_sender_count_max: self.mailbox_sender_count_max,
+            mailbox_count_max: self.mailbox_count_max,
             ..ConfigLayer::default()
         }
     }
@@ -237,6 +259,9 @@ fn main() -> anyhow::Result<()> {
         Command::Status(args) => node::admin_cli::status(&args),
         Command::Repair(args) => node::admin_cli::repair(&args),
         Command::Get(args) => node::cli::get(&args),
+        Command::Mail(MailCommand::Send(args)) => node::admin_cli::mail_send(&args),
+        Command::Mail(MailCommand::Recv(args)) => node::admin_cli::mail_recv(&args),
+        Command::Mail(MailCommand::Ack(args)) => node::admin_cli::mail_ack(&args),
         Command::Id { data_dir } => {
             let id = node::Identity::load_or_create(&data_dir)?;
             println!("{}", id.node_id());

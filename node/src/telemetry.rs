@@ -154,6 +154,50 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     ("store_objects", Kind::Gauge, "Objects in the local store."),
     (
+        "mailbox_queue_depth",
+        Kind::Gauge,
+        "Mailbox messages this node holds (for any mailbox), not yet acknowledged nor expired.",
+    ),
+    (
+        "mailbox_inflight",
+        Kind::Gauge,
+        "Mailbox messages this node holds that were delivered and are hidden until acknowledged \
+         or their visibility timeout passes.",
+    ),
+    (
+        "mailbox_dlq_total",
+        Kind::Counter,
+        "Mailbox messages this node dropped without an acknowledgement, by reason (expired, \
+         deliveries_exhausted).",
+    ),
+    (
+        "mailbox_enqueue_duration_seconds",
+        Kind::Histogram,
+        "Mailbox sends from this node, from the request to W durable copies (or the give-up), \
+         by outcome: the enqueue latency.",
+    ),
+    (
+        "mailbox_delivery_seconds",
+        Kind::Histogram,
+        "Receives of this node's own mail that returned messages: from the request to the \
+         messages gathered from the holders (long-poll waits included).",
+    ),
+    (
+        "mailbox_repair_copies_total",
+        Kind::Counter,
+        "Mailbox copies this node's repair pushed that were new to their receivers.",
+    ),
+    (
+        "mailbox_sent_total",
+        Kind::Counter,
+        "Mailbox sends from this node acknowledged at W durable copies.",
+    ),
+    (
+        "mailbox_received_total",
+        Kind::Counter,
+        "Messages of this node's own mailbox handed to its owner (redeliveries included).",
+    ),
+    (
         "rf_target",
         Kind::Gauge,
         "The replication factor this node aims for.",

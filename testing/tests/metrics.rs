@@ -77,6 +77,24 @@ fn metrics_pass_promtool_and_carry_the_golden_signals() {
     let code = curl(&["-o", "/dev/null", "-w", "%{http_code}", &missing]);
     assert_eq!(code, "404", "an unknown id");
 
+    // Mail: b sends to a (open writes: no token), a receives it through its admin plane.
+    let a_id = a.node_id().unwrap().to_string();
+    let sent = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "--data-binary",
+        "hello",
+        &format!("{base}/mb/{a_id}"),
+    ]);
+    assert_eq!(sent, "201", "a mailbox send");
+    let got = curl(&[&format!("http://{}/mb?wait=5s", a.admin().unwrap())]);
+    assert!(got.contains("aGVsbG8="), "a's mail: {got}");
+    curl(&[&format!("http://{}/metrics", a.http()), "-o", "/dev/null"]);
+
     let page = curl(&[&format!("{base}/metrics")]);
     let mut promtool = match Command::new("promtool")
         .args(["check", "metrics"])
@@ -117,6 +135,10 @@ fn metrics_pass_promtool_and_carry_the_golden_signals() {
         "store_bytes",
         "store_objects",
         "rf_target",
+        "mailbox_queue_depth",
+        "mailbox_inflight",
+        "mailbox_dlq_total",
+        "mailbox_enqueue_duration_seconds",
     ];
     for name in expected {
         let (_, kind, _) = FAMILIES
@@ -148,6 +170,16 @@ fn metrics_pass_promtool_and_carry_the_golden_signals() {
         ),
         "latency is not a histogram with the node's buckets:\n{page}"
     );
+
+    // The receiving side's mailbox figures: its delivery latency and its held copy in flight.
+    let a_page = curl(&[&format!("http://{}/metrics", a.http())]);
+    for line in [
+        "# TYPE mailbox_delivery_seconds histogram",
+        "# TYPE mailbox_inflight gauge",
+        "mailbox_dlq_total{reason=\"expired\"} 0",
+    ] {
+        assert!(a_page.contains(line), "no `{line}` on a:\n{a_page}");
+    }
 
     // Every metric the shipped dashboard queries exists on this live node.
     let dashboard: serde_json::Value =

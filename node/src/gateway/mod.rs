@@ -14,6 +14,8 @@
 //!   (public).
 //! - [`operator`]: the admin plane on its own listener: `/v1/routing`, `/v1/lookup/{key}`.
 //! - [`objects`]: `PUT /o`, `GET`/`HEAD /o/{id}`.
+//! - [`mail`]: `POST /mb/{node_id}` (public, with a token; and on the admin plane), `GET
+//!   /mb`, `DELETE /mb/{msg_id}` and `POST /mb/ack` (admin plane: the node's own mailbox).
 //! - [`error`]: [`ApiError`], the JSON error body and its status codes.
 //! - [`hold`]: response bodies that keep their slot and buffer until sent; the write stall
 //!   guard.
@@ -22,6 +24,7 @@
 pub mod admin;
 pub mod error;
 pub mod hold;
+pub mod mail;
 pub mod misses;
 pub mod objects;
 pub mod operator;

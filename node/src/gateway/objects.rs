@@ -65,8 +65,20 @@ fn now_unix() -> u64 {
 /// Checks the write capability; returns what the token grants (its byte limit, its
 /// tenant), or nothing when the operator opened writes.
 fn authorize(ctx: &NodeContext, headers: &HeaderMap, size: Option<u64>) -> Result<Grant, ApiError> {
+    authorize_for(ctx, headers, "PUT", size).map(|(grant, _)| grant)
+}
+
+/// Checks the capability of a gateway write for `method` (`PUT` for objects, `send` for
+/// mail); returns what the token grants and the token's id, or nothing when the operator
+/// opened writes.
+pub(crate) fn authorize_for(
+    ctx: &NodeContext,
+    headers: &HeaderMap,
+    method: &str,
+    size: Option<u64>,
+) -> Result<(Grant, Option<[u8; 16]>), ApiError> {
     if ctx.gateway.open_writes {
-        return Ok(Grant::default());
+        return Ok((Grant::default(), None));
     }
     let refuse = |e: CapError| {
         metrics::counter!("rejected_total", "reason" => "capability").increment(1);
@@ -91,17 +103,19 @@ fn authorize(ctx: &NodeContext, headers: &HeaderMap, size: Option<u64>) -> Resul
         .and_then(bearer)
         .ok_or_else(|| refuse(CapError::Missing))?;
     let token = Token::decode(text).map_err(refuse)?;
-    ctx.gateway
+    let grant = ctx
+        .gateway
         .keyring
         .grant(
             &token,
             &Intent {
-                method: "PUT",
+                method,
                 size,
                 now_unix: now_unix(),
             },
         )
-        .map_err(refuse)
+        .map_err(refuse)?;
+    Ok((grant, Some(token.id())))
 }
 
 /// The credentials of an `Authorization: Bearer …` value (the scheme is case-insensitive,

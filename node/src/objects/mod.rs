@@ -276,9 +276,15 @@ impl Objects {
 
     /// The RF closest nodes to `hash` other than us, by a lookup (falling back to our table).
     async fn targets(&self, hash: Hash) -> Vec<NetPeer> {
-        let key = Key(hash);
+        self.closest_set(Key(hash), self.limits.rf).await.0
+    }
+
+    /// The `n` closest nodes to `key` (`n` at least 1), by a lookup (falling back to our
+    /// table): the peers among them, nearest first, and whether we are one of them (then
+    /// the peers are `n - 1`). The object and mailbox layers place copies with it.
+    pub(crate) async fn closest_set(&self, key: Key, n: usize) -> (Vec<NetPeer>, bool) {
         let me = self.dht.local().key;
-        let rf = self.limits.rf;
+        let rf = n.max(1);
         let mut peers = match self.dht.find_node(key).await {
             Ok(out) => match out.result {
                 QueryResult::FindNode { closest } => closest,
@@ -286,6 +292,8 @@ impl Objects {
             },
             Err(_) => self.dht.closest_known(key, rf).await.unwrap_or_default(),
         };
+        let me_id = self.dht.local().id;
+        peers.retain(|p| p.id != me_id);
         peers.sort_by_key(|p| p.key.distance(&key));
         // We count among the RF closest if we are closer than the RF-th peer.
         let self_in = peers.len() < rf
@@ -293,7 +301,7 @@ impl Objects {
                 .get(rf - 1)
                 .is_some_and(|p| p.key.distance(&key) > me.distance(&key));
         peers.truncate(if self_in { rf - 1 } else { rf });
-        peers
+        (peers, self_in)
     }
 
     /// How many durable copies a write needs: W, or 1 on a node that never had a peer (a

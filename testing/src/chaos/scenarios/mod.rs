@@ -17,6 +17,7 @@ pub mod content_encoding;
 pub mod flood;
 pub mod kill_loop;
 pub mod loss_delay;
+pub mod mail_soak;
 pub mod partition;
 pub mod pauses;
 pub mod quota_storm;
@@ -119,6 +120,11 @@ pub const ALL: &[Scenario] = &[
         name: "quota-storm",
         about: "1,000 tenants 10x over their write quotas beside honest ones, 2 gateways",
         run: quota_storm::run,
+    },
+    Scenario {
+        name: "mail-soak",
+        about: "4 nodes, two echoing mail through each other's mailboxes, a holder killed every 10 s",
+        run: mail_soak::run,
     },
     Scenario {
         name: "soak",

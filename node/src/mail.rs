@@ -1,0 +1,808 @@
+//! Mailboxes across the mesh (issue 17): app protocol 3 served over the node's
+//! [`mailbox::MailboxStore`], and the three things the node does for its users: send a
+//! message to a node id, receive its own mail, acknowledge it.
+//!
+//! Holders: the RF nodes closest to the mailbox's DHT key (`Key::for_node`), found like an
+//! object's (`Objects::closest_set`). A send goes from this node to each holder (SEND, the
+//! sender being this node, as its QUIC identity proves) and is acknowledged once W of them
+//! answered `Stored` after their fsync; short of W it is an error, never a success.
+//!
+//! Trust (who may do what, checked on every inbound exchange):
+//! - SEND: any authenticated peer, but `sender` must be that peer's id (else `BadSender`).
+//! - FETCH, ACK: only the peer whose authenticated id is the mailbox (else `NotOwner`).
+//! - REPLICATE: only from a peer that our routing table puts among the 2·RF closest to
+//!   every message's mailbox, we being among the RF closest (else `NotHolder`); each
+//!   message keeps its original sender, which the receiver cannot check, so REPLICATE is
+//!   for holders only.
+//!
+//! Repair: every few seconds each holder pushes the visible messages of the mailboxes it
+//! holds to the other RF closest its table knows (REPLICATE; copies already held, or
+//! whose ack is remembered, are duplicates). On start, a node pulls copies of its own
+//! mail from the holders (drain on start).
+//!
+//! The owner receives by asking every holder (and, as the closest set moves with churn, the
+//! next RF closest as well: twice RF in all), merging copies by message id, and long-polls
+//! within a bound. An ack goes to the same nodes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use mailbox::{FetchLimits, MailboxStore, SendError};
+use overlay::Key;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use wire::NodeId;
+use wire::Status;
+use wire::mailbox::{
+    APP_PROTO_MAILBOX, BATCH_BYTES_MAX, BODY_MAX, Envelope, FETCH_COUNT_MAX, MailboxRequest,
+    MailboxResponse, MsgId, REPLICATE_MAX, Refusal,
+};
+use wire::message;
+
+use crate::dht::NetPeer;
+use crate::objects::Objects;
+use crate::transport::{InboundExchange, TransportError};
+
+/// How long a message stays hidden from the owner after a receive, unless acknowledged.
+pub const VISIBILITY: Duration = Duration::from_secs(30);
+/// Longest long-poll of a receive.
+pub const WAIT_MAX: Duration = Duration::from_secs(60);
+/// How often a long-poll asks the holders again.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+/// How long a send waits for its W copies.
+const SEND_WAIT: Duration = Duration::from_secs(10);
+/// How long one holder may take to answer a FETCH or an ACK: a dead holder costs a receive
+/// this, not a connect timeout per poll.
+const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often held mailboxes are pushed to their other holders.
+const REPAIR_EVERY: Duration = Duration::from_secs(15);
+/// Most mailboxes one repair round walks.
+const REPAIR_MAILBOXES_MAX: usize = 4096;
+/// How often expired messages are dropped and journals compacted.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// Time since the Unix epoch, as the mailbox store takes it.
+pub fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Why a send, receive or ack did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// A holder (or this node) is over a quota for this sender or mailbox.
+    #[error("over the mailbox quota ({reason})")]
+    Quota {
+        /// The refusal's stable name.
+        reason: &'static str,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The message is over its size limit.
+    #[error("message too large: {0}")]
+    TooLarge(String),
+    /// Fewer than W holders stored the message durably.
+    #[error("only {copies} of {want} durable copies")]
+    Insufficient {
+        /// Copies confirmed.
+        copies: usize,
+        /// Copies needed.
+        want: usize,
+    },
+    /// The local store failed.
+    #[error("mailbox store: {0}")]
+    Store(String),
+    /// No holder could be asked.
+    #[error("no holder answered: {0}")]
+    Unreachable(String),
+}
+
+/// Most messages one [`Mail::send_many`] takes.
+pub const SEND_MANY_MAX: usize = 256;
+
+/// One message to send: its idempotency key, TTL (`None`: the holders' default) and
+/// payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Sender-chosen, 1 to 64 bytes: a retry with the same key is the same message.
+    pub key: Vec<u8>,
+    /// Time to live.
+    pub ttl: Option<Duration>,
+    /// The bytes, at most 64 KiB.
+    pub payload: Vec<u8>,
+}
+
+/// The answer to a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The message's id.
+    pub id: MsgId,
+    /// Durable copies confirmed when the send returned.
+    pub copies: usize,
+    /// Copies needed (W).
+    pub want: usize,
+    /// Every copy confirmed was already held.
+    pub duplicate: bool,
+}
+
+/// One message as the owner receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Its id, for the ack.
+    pub id: MsgId,
+    /// The message.
+    pub message: Envelope,
+    /// The most deliveries any holder counted.
+    pub deliveries: u32,
+}
+
+/// The mailbox layer of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Mail {
+    /// The local store (this node as a holder).
+    pub store: Arc<MailboxStore>,
+    objects: Objects,
+}
+
+impl Mail {
+    /// The mailbox layer over `store`, placing copies through the object layer's closest
+    /// set and write quorum.
+    pub fn new(store: MailboxStore, objects: Objects) -> Mail {
+        Mail {
+            store: Arc::new(store),
+            objects,
+        }
+    }
+
+    fn me(&self) -> NodeId {
+        self.objects.dht.local().id
+    }
+
+    fn rf(&self) -> usize {
+        self.objects.limits.rf.max(1)
+    }
+
+    /// Runs a store call on the blocking pool (journal writes fsync).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&MailboxStore) -> T + Send + 'static,
+    ) -> Result<T, MailError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| MailError::Store(e.to_string()))
+    }
+
+    /// One request to one peer, connected first; its status and decoded answer.
+    async fn ask(
+        &self,
+        peer: &NetPeer,
+        req: &MailboxRequest,
+    ) -> Result<MailboxResponse, TransportError> {
+        let t = &self.objects.transport;
+        t.connect(peer.addr, Some(peer.id)).await?;
+        let (_, body) = t
+            .request(peer.id, APP_PROTO_MAILBOX, message::encode(req))
+            .await?;
+        message::decode::<MailboxResponse>(&body).map_err(TransportError::Message)
+    }
+
+    /// Sends `payload` from this node to `mailbox` under `key`; returns once W holders
+    /// (this node counting if it is one) hold it durably, or fails.
+    pub async fn send(
+        &self,
+        mailbox: NodeId,
+        key: Vec<u8>,
+        ttl: Option<Duration>,
+        payload: Vec<u8>,
+    ) -> Result<Sent, MailError> {
+        let one = Outgoing { key, ttl, payload };
+        let mut sent = self.send_many(mailbox, vec![one]).await?;
+        sent.pop()
+            .ok_or_else(|| MailError::Store("a send returned no result".into()))
+    }
+
+    /// Sends several messages from this node to `mailbox` (at most [`SEND_MANY_MAX`]):
+    /// this node stores its copies with one `send_batch` (one fsync per shard), each other
+    /// holder gets them as SENDs in order. Returns once every message has W durable
+    /// copies, or fails as a whole (a retry with the same keys stores nothing twice).
+    pub async fn send_many(
+        &self,
+        mailbox: NodeId,
+        msgs: Vec<Outgoing>,
+    ) -> Result<Vec<Sent>, MailError> {
+        let started = std::time::Instant::now();
+        if msgs.len() > SEND_MANY_MAX {
+            return Err(MailError::TooLarge(format!(
+                "{} messages in one send, at most {SEND_MANY_MAX}",
+                msgs.len()
+            )));
+        }
+        let me = self.me();
+        let envs: Vec<Envelope> = msgs
+            .into_iter()
+            .map(|m| Envelope {
+                mailbox,
+                sender: me,
+                idempotency_key: m.key,
+                ttl_ms: m
+                    .ttl
+                    .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                e2e: false,
+                payload: m.payload,
+            })
+            .collect();
+        let n = envs.len();
+        let want = self.objects.write_quorum();
+        let (peers, self_in) = self
+            .objects
+            .closest_set(Key::for_node(&mailbox), self.rf())
+            .await;
+        let (tx, mut rx) = mpsc::channel((peers.len() * n).max(1));
+        for peer in peers {
+            let mail = self.clone();
+            let tx = tx.clone();
+            let envs = envs.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + SEND_WAIT;
+                for (i, env) in envs.into_iter().enumerate() {
+                    let req = MailboxRequest::Send(env);
+                    let answer = tokio::time::timeout_at(deadline, mail.ask(&peer, &req)).await;
+                    let outcome = match answer {
+                        Ok(Ok(MailboxResponse::Stored { duplicate })) => Ok(duplicate),
+                        Ok(Ok(MailboxResponse::Refused {
+                            reason,
+                            retry_after_ms,
+                        })) => Err(Some((reason, retry_after_ms))),
+                        Ok(Ok(_)) | Ok(Err(_)) | Err(_) => Err(None),
+                    };
+                    let failed = matches!(outcome, Err(None));
+                    if tx.send((i, outcome)).await.is_err() || failed {
+                        // A holder that fails once is not asked for the rest: they would
+                        // wait out the same failure one by one.
+                        tracing::debug!(peer = %peer.id, "mailbox send to a holder failed");
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut copies = vec![0usize; n];
+        let mut duplicate = vec![true; n];
+        let mut quota: Option<MailError> = None;
+        let ids: Vec<MsgId> = envs.iter().map(Envelope::id).collect();
+        if self_in {
+            let results = self.blocking(move |s| s.send_batch(now(), envs)).await?;
+            for (i, r) in results.into_iter().enumerate() {
+                match r {
+                    Ok(s) => {
+                        copies[i] += 1;
+                        duplicate[i] &= s.duplicate;
+                    }
+                    Err(e) => match refused(&e) {
+                        Some(err) => return Err(err),
+                        None => tracing::warn!(error = %e, "storing a mailbox copy here failed"),
+                    },
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + SEND_WAIT;
+        while copies.iter().any(|&c| c < want) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((i, Ok(dup)))) => {
+                    copies[i] += 1;
+                    duplicate[i] &= dup;
+                }
+                Ok(Some((_, Err(Some((reason, retry_ms)))))) => {
+                    quota = quota.or(Some(refusal_error(reason, retry_ms)));
+                }
+                Ok(Some((_, Err(None)))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let least = copies.iter().copied().min().unwrap_or(0);
+        let outcome = if least >= want { "ok" } else { "short" };
+        metrics::histogram!("mailbox_enqueue_duration_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        if least < want {
+            return Err(quota.unwrap_or(MailError::Insufficient {
+                copies: least,
+                want,
+            }));
+        }
+        metrics::counter!("mailbox_sent_total").increment(n as u64);
+        Ok((0..n)
+            .map(|i| Sent {
+                id: ids[i],
+                copies: copies[i],
+                want,
+                duplicate: duplicate[i] && copies[i] > 0,
+            })
+            .collect())
+    }
+
+    /// The nodes the owner asks for its mail: twice RF closest to its own key, so copies
+    /// placed while the closest set was another are found too.
+    async fn own_holders(&self) -> (Vec<NetPeer>, bool) {
+        let me = self.me();
+        self.objects
+            .closest_set(Key::for_node(&me), self.rf() * 2)
+            .await
+    }
+
+    /// This node's own mail: at most `max` messages from every holder, merged by id, each
+    /// hidden for [`VISIBILITY`] at its holders. Waits up to `wait` (at most [`WAIT_MAX`])
+    /// for a first message.
+    pub async fn recv(&self, wait: Duration, max: u32) -> Result<Vec<Received>, MailError> {
+        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + wait.min(WAIT_MAX);
+        let max = max.clamp(1, FETCH_COUNT_MAX);
+        // One lookup per receive, not one per poll: a 30 s long-poll would otherwise run
+        // 150 lookups.
+        let holders = self.own_holders().await;
+        loop {
+            let got = self.recv_once(max, &holders).await?;
+            if !got.is_empty() {
+                metrics::histogram!("mailbox_delivery_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                return Ok(got);
+            }
+            if tokio::time::Instant::now() + POLL_EVERY > deadline {
+                return Ok(got);
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    async fn recv_once(
+        &self,
+        max: u32,
+        holders: &(Vec<NetPeer>, bool),
+    ) -> Result<Vec<Received>, MailError> {
+        let me = self.me();
+        let limits = FetchLimits {
+            after: 0,
+            max_count: max as usize,
+            max_bytes: BATCH_BYTES_MAX as usize,
+            visibility_ms: VISIBILITY.as_millis() as u64,
+        };
+        let (peers, self_in) = (holders.0.clone(), holders.1);
+        let mut asks = JoinSet::new();
+        for peer in peers {
+            let mail = self.clone();
+            let req = MailboxRequest::Fetch {
+                mailbox: me,
+                after: 0,
+                max_count: max,
+                max_bytes: BATCH_BYTES_MAX,
+                visibility_ms: limits.visibility_ms,
+            };
+            asks.spawn(async move {
+                match tokio::time::timeout(ASK_TIMEOUT, mail.ask(&peer, &req)).await {
+                    Ok(Ok(MailboxResponse::Batch { messages, .. })) => Some(messages),
+                    _ => None,
+                }
+            });
+        }
+        let mut merged: BTreeMap<MsgId, Received> = BTreeMap::new();
+        let mut order = Vec::new();
+        let mut answered = 0;
+        let mut take = |batch: Vec<wire::mailbox::Delivered>| {
+            for d in batch {
+                let id = d.message.id();
+                // A copy at another holder is the same message: keep one, count the most
+                // deliveries any holder made.
+                if d.message.mailbox != me {
+                    continue;
+                }
+                match merged.get_mut(&id) {
+                    Some(r) => r.deliveries = r.deliveries.max(d.deliveries),
+                    None => {
+                        order.push(id);
+                        merged.insert(
+                            id,
+                            Received {
+                                id,
+                                message: d.message,
+                                deliveries: d.deliveries,
+                            },
+                        );
+                    }
+                }
+            }
+        };
+        if self_in {
+            match self.blocking(move |s| s.fetch(now(), &me, limits)).await? {
+                Ok(b) => {
+                    answered += 1;
+                    take(b.messages);
+                }
+                Err(e) => tracing::warn!(error = %e, "reading our own mailbox copy failed"),
+            }
+        }
+        let asked = asks.len() + usize::from(self_in);
+        while let Some(r) = asks.join_next().await {
+            if let Ok(Some(batch)) = r {
+                answered += 1;
+                take(batch);
+            }
+        }
+        if answered == 0 && asked > 0 {
+            return Err(MailError::Unreachable(format!(
+                "none of {asked} holders answered"
+            )));
+        }
+        let mut out: Vec<Received> = order
+            .into_iter()
+            .filter_map(|id| merged.remove(&id))
+            .collect();
+        out.truncate(max as usize);
+        metrics::counter!("mailbox_received_total").increment(out.len() as u64);
+        Ok(out)
+    }
+
+    /// Acknowledges `ids` of this node's own mail at every holder; returns the most copies
+    /// of them any one holder deleted (so 0 means no holder held any).
+    pub async fn ack(&self, ids: Vec<MsgId>) -> Result<u32, MailError> {
+        let me = self.me();
+        let (peers, self_in) = self.own_holders().await;
+        let mut asks = JoinSet::new();
+        for peer in peers {
+            let mail = self.clone();
+            let req = MailboxRequest::Ack {
+                mailbox: me,
+                ids: ids.clone(),
+            };
+            asks.spawn(async move {
+                match tokio::time::timeout(ASK_TIMEOUT, mail.ask(&peer, &req)).await {
+                    Ok(Ok(MailboxResponse::Acked { deleted })) => Some(deleted),
+                    _ => None,
+                }
+            });
+        }
+        let mut deleted = 0;
+        if self_in {
+            let ids = ids.clone();
+            deleted = self
+                .blocking(move |s| s.ack(now(), &me, &ids))
+                .await?
+                .map_err(|e| MailError::Store(e.to_string()))?;
+        }
+        while let Some(r) = asks.join_next().await {
+            if let Ok(Some(d)) = r {
+                deleted = deleted.max(d);
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The `n` closest nodes to `mailbox`'s key in our table, us included, nearest first
+    /// (no lookup: repair and the REPLICATE rule run on what we know).
+    async fn known_closest(&self, mailbox: &NodeId, n: usize) -> Vec<NetPeer> {
+        let key = Key::for_node(mailbox);
+        let me = self.objects.dht.local().clone();
+        let mut set = self
+            .objects
+            .dht
+            .closest_known(key, n)
+            .await
+            .unwrap_or_default();
+        set.retain(|p| p.id != me.id);
+        set.push(me);
+        set.sort_by_key(|p| p.key.distance(&key));
+        set.truncate(n);
+        set
+    }
+
+    /// Whether `from` may REPLICATE messages of `mailbox` to us: we are among the RF
+    /// closest to its key in our table, and `from` among the 2·RF closest (a holder the
+    /// closest set just moved past still hands its copies on).
+    async fn replica_source_ok(&self, from: &NodeId, mailbox: &NodeId) -> bool {
+        let rf = self.rf();
+        let set = self.known_closest(mailbox, rf * 2).await;
+        let me = self.me();
+        set.iter().take(rf).any(|p| p.id == me) && set.iter().any(|p| p.id == *from)
+    }
+
+    /// The messages of `mailbox` held here and visible, read without hiding them, at most
+    /// [`REPLICATE_MAX`] and [`BATCH_BYTES_MAX`] from the message after `after`.
+    async fn peek(&self, mailbox: NodeId, after: u64) -> Result<mailbox::Batch, MailError> {
+        let limits = FetchLimits {
+            after,
+            max_count: REPLICATE_MAX,
+            max_bytes: BATCH_BYTES_MAX as usize,
+            visibility_ms: 0,
+        };
+        self.blocking(move |s| s.fetch(now(), &mailbox, limits))
+            .await?
+            .map_err(|e| MailError::Store(e.to_string()))
+    }
+
+    /// One repair round: every mailbox held here (up to [`REPAIR_MAILBOXES_MAX`]) has its
+    /// visible messages pushed (REPLICATE) to the other RF closest nodes our table knows.
+    /// Holders take copies they hold, or whose ack they remember, as duplicates; so a
+    /// round after a change in the closest set fills the newcomer and costs the others
+    /// one answer each. Returns the copies that were new to their receivers.
+    pub async fn repair_round(&self) -> u64 {
+        let me = self.me();
+        let mut stored = 0u64;
+        for mailbox in self.store.mailboxes(REPAIR_MAILBOXES_MAX) {
+            let peers: Vec<NetPeer> = self
+                .known_closest(&mailbox, self.rf())
+                .await
+                .into_iter()
+                .filter(|p| p.id != me)
+                .collect();
+            if peers.is_empty() {
+                continue;
+            }
+            let mut after = 0;
+            loop {
+                let Ok(batch) = self.peek(mailbox, after).await else {
+                    break;
+                };
+                if batch.messages.is_empty() {
+                    break;
+                }
+                after = batch.next_cursor;
+                let messages: Vec<Envelope> =
+                    batch.messages.into_iter().map(|d| d.message).collect();
+                let req = MailboxRequest::Replicate { messages };
+                for peer in &peers {
+                    match tokio::time::timeout(ASK_TIMEOUT, self.ask(peer, &req)).await {
+                        Ok(Ok(MailboxResponse::Replicated { stored: n })) => stored += u64::from(n),
+                        _ => tracing::debug!(peer = %peer.id, "mailbox repair push failed"),
+                    }
+                }
+                if !batch.more {
+                    break;
+                }
+            }
+        }
+        if stored > 0 {
+            metrics::counter!("mailbox_repair_copies_total").increment(stored);
+        }
+        stored
+    }
+
+    /// Repair rounds every [`REPAIR_EVERY`], for ever.
+    pub fn keep_repaired(&self) -> tokio::task::JoinHandle<()> {
+        let mail = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REPAIR_EVERY).await;
+                mail.repair_round().await;
+            }
+        })
+    }
+
+    /// Drain on start: once the node has joined, copies of its own mail held elsewhere are
+    /// pulled here (read without hiding them, stored as replicas), so a node back from
+    /// an absence holds its mailbox itself again, the closest node to its own key.
+    /// Returns the copies that were new here.
+    pub async fn drain_own(&self) -> u64 {
+        let me = self.me();
+        let (peers, _) = self.own_holders().await;
+        let mut stored = 0u64;
+        for peer in peers {
+            let mut after = 0;
+            loop {
+                let req = MailboxRequest::Fetch {
+                    mailbox: me,
+                    after,
+                    max_count: REPLICATE_MAX as u32,
+                    max_bytes: BATCH_BYTES_MAX,
+                    visibility_ms: 0,
+                };
+                let Ok(Ok(MailboxResponse::Batch {
+                    messages,
+                    next_cursor,
+                    more,
+                })) = tokio::time::timeout(ASK_TIMEOUT, self.ask(&peer, &req)).await
+                else {
+                    break;
+                };
+                if messages.is_empty() {
+                    break;
+                }
+                after = next_cursor;
+                let envs: Vec<Envelope> = messages
+                    .into_iter()
+                    .map(|d| d.message)
+                    .filter(|m| m.mailbox == me)
+                    .collect();
+                let Ok(results) = self.blocking(move |s| s.send_batch(now(), envs)).await else {
+                    break;
+                };
+                stored += results
+                    .iter()
+                    .filter(|r| matches!(r, Ok(s) if !s.duplicate))
+                    .count() as u64;
+                if !more {
+                    break;
+                }
+            }
+        }
+        if stored > 0 {
+            tracing::info!(stored, "own mailbox drained from its holders");
+        }
+        stored
+    }
+
+    /// Sets the mailbox gauges and dead-letter counters (for a scrape).
+    pub fn publish_gauges(&self) {
+        let s = self.store.stats(now());
+        metrics::gauge!("mailbox_queue_depth").set(s.messages as f64);
+        metrics::gauge!("mailbox_inflight").set(s.inflight as f64);
+        metrics::counter!("mailbox_dlq_total", "reason" => "expired").absolute(s.dead.expired);
+        metrics::counter!("mailbox_dlq_total", "reason" => "deliveries_exhausted")
+            .absolute(s.dead.deliveries_exhausted);
+    }
+
+    /// Drops expired messages and compacts journals every few seconds, for ever.
+    pub fn keep_maintained(&self) -> tokio::task::JoinHandle<()> {
+        let mail = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(MAINTAIN_EVERY).await;
+                match mail.blocking(|s| s.maintain(now())).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "mailbox maintenance failed"),
+                    Err(e) => tracing::warn!(error = %e, "mailbox maintenance failed"),
+                    Ok(Ok(_)) => {}
+                }
+            }
+        })
+    }
+}
+
+/// The error a store refusal of a send becomes, if it is the sender's to hear (quota,
+/// size); `None` for a failure of our own.
+fn refused(e: &SendError) -> Option<MailError> {
+    match e {
+        SendError::Quota { .. } => Some(MailError::Quota {
+            reason: e.refusal().reason(),
+            retry_after: e.retry_after().unwrap_or(Duration::from_secs(1)),
+        }),
+        SendError::TooLarge { .. } | SendError::BadKey(_) => {
+            Some(MailError::TooLarge(e.to_string()))
+        }
+        SendError::Store(_) => None,
+    }
+}
+
+fn refusal_error(reason: Refusal, retry_ms: u64) -> MailError {
+    match reason {
+        Refusal::SenderQuota | Refusal::MailboxQuota | Refusal::StoreFull => MailError::Quota {
+            reason: reason.reason(),
+            retry_after: Duration::from_millis(retry_ms.max(1000)),
+        },
+        Refusal::TooLarge => MailError::TooLarge(reason.reason().to_string()),
+        _ => MailError::Unreachable(reason.reason().to_string()),
+    }
+}
+
+fn status_of(reason: Refusal) -> Status {
+    Status::from_code(reason.status()).unwrap_or(Status::Internal)
+}
+
+/// Answers with a refusal, counted by reason.
+async fn refuse(
+    ex: InboundExchange,
+    mail: &Mail,
+    reason: Refusal,
+    retry_after: Option<Duration>,
+) -> Result<(), TransportError> {
+    mail.objects.transport.stats().reject(reason.reason());
+    tracing::debug!(peer = %ex.peer(), reason = reason.reason(), "mailbox request refused");
+    let body = MailboxResponse::Refused {
+        reason,
+        retry_after_ms: retry_after.map_or(0, |d| d.as_millis() as u64),
+    };
+    ex.respond(status_of(reason), message::encode(&body)).await
+}
+
+/// Serves one inbound exchange of app protocol 3 under the trust rules of this module.
+pub async fn serve_mailbox(mut ex: InboundExchange, mail: Mail) -> Result<(), TransportError> {
+    let body = match ex.read_body(BODY_MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            if let Some(reason) = e.reject_reason() {
+                mail.objects.transport.stats().reject(reason);
+            }
+            return ex.respond(Status::PayloadTooLarge, Bytes::new()).await;
+        }
+    };
+    let request = match message::decode::<MailboxRequest>(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            mail.objects.transport.stats().reject(e.reason());
+            return ex.respond(Status::BadRequest, Bytes::new()).await;
+        }
+    };
+    let peer = ex.peer();
+    let answer = match request {
+        MailboxRequest::Send(env) => {
+            if env.sender != peer {
+                return refuse(ex, &mail, Refusal::BadSender, None).await;
+            }
+            match mail.blocking(move |s| s.send(now(), env)).await {
+                Ok(Ok(s)) => MailboxResponse::Stored {
+                    duplicate: s.duplicate,
+                },
+                Ok(Err(e)) => {
+                    let retry = e.retry_after();
+                    return refuse(ex, &mail, e.refusal(), retry).await;
+                }
+                Err(_) => return refuse(ex, &mail, Refusal::Unavailable, None).await,
+            }
+        }
+        MailboxRequest::Fetch {
+            mailbox,
+            after,
+            max_count,
+            max_bytes,
+            visibility_ms,
+        } => {
+            if mailbox != peer {
+                return refuse(ex, &mail, Refusal::NotOwner, None).await;
+            }
+            let limits = FetchLimits {
+                after,
+                max_count: max_count as usize,
+                max_bytes: max_bytes as usize,
+                visibility_ms,
+            };
+            match mail
+                .blocking(move |s| s.fetch(now(), &mailbox, limits))
+                .await
+            {
+                Ok(Ok(b)) => MailboxResponse::Batch {
+                    messages: b.messages,
+                    next_cursor: b.next_cursor,
+                    more: b.more,
+                },
+                _ => return refuse(ex, &mail, Refusal::Unavailable, None).await,
+            }
+        }
+        MailboxRequest::Ack { mailbox, ids } => {
+            if mailbox != peer {
+                return refuse(ex, &mail, Refusal::NotOwner, None).await;
+            }
+            match mail.blocking(move |s| s.ack(now(), &mailbox, &ids)).await {
+                Ok(Ok(deleted)) => MailboxResponse::Acked { deleted },
+                _ => return refuse(ex, &mail, Refusal::Unavailable, None).await,
+            }
+        }
+        MailboxRequest::Replicate { messages } => {
+            let mut boxes: Vec<NodeId> = messages.iter().map(|m| m.mailbox).collect();
+            boxes.sort();
+            boxes.dedup();
+            for b in &boxes {
+                if !mail.replica_source_ok(&peer, b).await {
+                    return refuse(ex, &mail, Refusal::NotHolder, None).await;
+                }
+            }
+            match mail.blocking(move |s| s.send_batch(now(), messages)).await {
+                Ok(results) => {
+                    let mut stored = 0u32;
+                    for r in results {
+                        match r {
+                            Ok(s) if !s.duplicate => stored += 1,
+                            Ok(_) => {}
+                            Err(e) => {
+                                let retry = e.retry_after();
+                                return refuse(ex, &mail, e.refusal(), retry).await;
+                            }
+                        }
+                    }
+                    MailboxResponse::Replicated { stored }
+                }
+                Err(_) => return refuse(ex, &mail, Refusal::Unavailable, None).await,
+            }
+        }
+    };
+    ex.respond(Status::Ok, message::encode(&answer)).await
+}

@@ -1,0 +1,559 @@
+//! Mailboxes with real node processes (issue 17): a lone node's sends (tokens, idempotency,
+//! quotas with `Retry-After`, TTL expiry, no mail on the public edge), and a five-node mesh
+//! where mail sent to an offline node survives a SIGKILLed holder and is delivered exactly
+//! once after acks, a stranger can neither read, ack, forge nor replicate another node's
+//! mail over OAP/1, and a send short of its W holders is refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use node::transport::NoApps;
+use node::{Identity, Transport, TransportConfig};
+use serde_json::Value;
+use testing::node::macronode_command;
+use testing::{Mesh, NodeProcess, NodeSpec};
+use wire::NodeId;
+use wire::mailbox::{APP_PROTO_MAILBOX, Envelope, MailboxRequest, MailboxResponse, MsgId, Refusal};
+use wire::message;
+
+const START: Duration = Duration::from_secs(20);
+
+/// One HTTP answer: status, lowercased header lines, body.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `curl -i` with `args`, bounded; the last response of the exchange.
+fn curl(args: &[String]) -> Reply {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "40"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// `POST http://{addr}/mb/{to}{query}` with `body`, an idempotency key and a token.
+fn send(
+    addr: SocketAddr,
+    to: &NodeId,
+    key: &str,
+    token: Option<&str>,
+    query: &str,
+    body: &str,
+) -> Reply {
+    let mut args = vec![
+        "-X".to_string(),
+        "POST".into(),
+        "-H".into(),
+        format!("Idempotency-Key: {key}"),
+        "--data-binary".into(),
+        body.to_string(),
+    ];
+    if let Some(t) = token {
+        args.push("-H".into());
+        args.push(format!("Authorization: Bearer {t}"));
+    }
+    args.push(format!("http://{addr}/mb/{to}{query}"));
+    curl(&args)
+}
+
+/// The node's own mail through its admin plane: (id, payload base64) in order.
+fn recv(node: &NodeProcess, wait: &str) -> Vec<(String, String)> {
+    let r = curl(&[format!("http://{}/mb?wait={wait}", node.admin().unwrap())]);
+    assert_eq!(r.status, 200, "GET /mb: {}", r.body);
+    r.json()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_string(),
+                m["payload"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn ack(node: &NodeProcess, id: &str) -> Reply {
+    curl(&[
+        "-X".into(),
+        "DELETE".into(),
+        format!("http://{}/mb/{id}", node.admin().unwrap()),
+    ])
+}
+
+fn mint(data_dir: &std::path::Path, methods: &str) -> String {
+    let out = macronode_command()
+        .unwrap()
+        .args(["token", "mint", "--methods", methods, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "token mint: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn a_lone_node_checks_tokens_dedupes_enforces_quotas_and_expires_mail() {
+    let mut spec = NodeSpec::new("mb-lone");
+    spec.args = vec!["--mailbox-sender-count-max".into(), "3".into()];
+    let mut node = NodeProcess::start(spec).unwrap();
+    node.wait_ready(START).unwrap();
+    let me = node.node_id().unwrap();
+    let http = node.http();
+    let admin = node.admin().unwrap();
+
+    // The public edge wants a token allowing `send`.
+    let r = send(http, &me, "k0", None, "", "no token");
+    assert_eq!(r.status, 401, "{}", r.body);
+    let put_only = mint(&node.data_dir(), "PUT");
+    let r = send(http, &me, "k0", Some(&put_only), "", "wrong method");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let token = mint(&node.data_dir(), "send");
+
+    // A retried send is the same message, stored once.
+    let first = send(http, &me, "a", Some(&token), "", "hello");
+    assert_eq!(first.status, 201, "{}", first.body);
+    let id = first.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(first.json()["duplicate"], false);
+    let again = send(http, &me, "a", Some(&token), "", "hello");
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.json()["id"].as_str(), Some(id.as_str()));
+    assert_eq!(again.json()["duplicate"], true);
+    let got = recv(&node, "2s");
+    assert_eq!(got, vec![(id.clone(), b64("hello"))]);
+
+    // The sender may hold 3 messages in this mailbox: the 4th is 429 with Retry-After.
+    for k in ["b", "c"] {
+        let r = send(http, &me, k, Some(&token), "", k);
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let over = send(http, &me, "d", Some(&token), "", "one too many");
+    assert_eq!(over.status, 429, "{}", over.body);
+    assert_eq!(over.json()["code"], "quota_exceeded", "{}", over.body);
+    let retry: u64 = over.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+
+    // Per-sender FIFO: while the first message is in flight (delivered, not acked), the
+    // same sender's later ones wait behind it.
+    assert_eq!(recv(&node, "0s"), vec![]);
+    // Acks free the quota; an id acked twice is 404 the second time.
+    assert_eq!(ack(&node, &id).status, 200);
+    assert_eq!(ack(&node, &id).status, 404);
+    let all = recv(&node, "0s");
+    assert_eq!(
+        all.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+        vec![b64("b"), b64("c")],
+        "in send order"
+    );
+    // Both at once.
+    let ids: Vec<&String> = all.iter().map(|(m, _)| m).collect();
+    let r = curl(&[
+        "-X".into(),
+        "POST".into(),
+        "--data-binary".into(),
+        serde_json::json!({ "ids": ids }).to_string(),
+        format!("http://{admin}/mb/ack"),
+    ]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["deleted"], 2, "{}", r.body);
+    let r = send(http, &me, "d", Some(&token), "", "fits now");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let d = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(recv(&node, "1s"), vec![(d.clone(), b64("fits now"))]);
+    assert_eq!(ack(&node, &d).status, 200);
+
+    // TTL: a message asked to live 1 s is gone 1.5 s later, never delivered.
+    let r = send(http, &me, "e", Some(&token), "?ttl_ms=1000", "short-lived");
+    assert_eq!(r.status, 201, "{}", r.body);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(recv(&node, "500ms"), vec![]);
+
+    // The public edge has no way to read mail: only the admin plane does.
+    let r = curl(&[format!("http://{http}/mb?wait=1s")]);
+    assert!(
+        r.status == 404 || r.status == 405,
+        "GET /mb on the public edge: {} {}",
+        r.status,
+        r.body
+    );
+    let r = curl(&[
+        "-X".into(),
+        "DELETE".into(),
+        format!("http://{http}/mb/{d}"),
+    ]);
+    assert!(r.status == 404 || r.status == 405, "{}", r.status);
+    assert_eq!(
+        curl(&[format!("http://{admin}/mb?wait=soon")]).status,
+        400,
+        "a bad wait"
+    );
+
+    // The CLI, through the admin plane recorded in the data directory.
+    let dir = node.data_dir();
+    let out = mail_cli(
+        &["send", &me.to_string(), "--key", "cli", "-"],
+        &dir,
+        b"via the cli",
+    );
+    assert!(out.status.success(), "mail send: {out:?}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let out = mail_cli(&["recv", "--wait", "2"], &dir, b"");
+    assert!(out.status.success(), "mail recv: {out:?}");
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["id"].as_str(), Some(id.as_str()));
+    assert_eq!(line["payload"].as_str(), Some(b64("via the cli").as_str()));
+    assert!(mail_cli(&["ack", &id], &dir, b"").status.success());
+    let again = mail_cli(&["ack", &id], &dir, b"");
+    assert!(
+        !again.status.success(),
+        "a second ack finds nothing: {again:?}"
+    );
+}
+
+/// `macronode mail ARGS --data-dir DIR` with `stdin`, bounded.
+fn mail_cli(args: &[&str], dir: &std::path::Path, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = macronode_command()
+        .unwrap()
+        .arg("mail")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    out
+}
+
+/// A stranger's key for OAP/1, from a printed seed.
+fn stranger() -> (Transport, tokio::runtime::Runtime) {
+    let seed = testing::seed::seed(testing::seed::MESH_SEED, "mailbox stranger key");
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = rt.block_on(async {
+        Transport::bind(
+            Arc::new(Identity::from_seed(key).unwrap()),
+            TransportConfig::with_listen("127.0.0.1:0".parse().unwrap()),
+            Arc::new(NoApps),
+        )
+        .unwrap()
+    });
+    (t, rt)
+}
+
+/// One mailbox request from the stranger to a node: (status, decoded answer).
+fn ask(
+    rt: &tokio::runtime::Runtime,
+    t: &Transport,
+    to: (SocketAddr, NodeId),
+    req: &MailboxRequest,
+) -> (u16, Option<MailboxResponse>) {
+    rt.block_on(async {
+        t.connect(to.0, Some(to.1)).await.unwrap();
+        let (status, body) = t
+            .request(to.1, APP_PROTO_MAILBOX, message::encode(req))
+            .await
+            .unwrap();
+        (status.code(), message::decode(&body).ok())
+    })
+}
+
+fn refused(answer: &(u16, Option<MailboxResponse>)) -> Option<Refusal> {
+    match answer {
+        (403, Some(MailboxResponse::Refused { reason, .. })) => Some(*reason),
+        _ => None,
+    }
+}
+
+fn queue_depth(node: &NodeProcess) -> f64 {
+    node.metric("mailbox_queue_depth").unwrap().unwrap_or(0.0)
+}
+
+#[test]
+fn mail_to_an_offline_node_survives_a_killed_holder_and_is_delivered_once() {
+    let mut mesh = Mesh::start(5, |_, spec| {
+        *spec = std::mem::take(spec).fast_liveness(Duration::from_millis(500));
+        spec.args.push("--open-writes".into());
+    })
+    .unwrap();
+    mesh.wait_ready(START).unwrap();
+    let ids = mesh.ids().unwrap();
+    let to = ids[4];
+    let started = Instant::now();
+
+    // The recipient goes offline; node 1 sends it 12 messages, 3 of them twice.
+    mesh.nodes[4].sigterm().unwrap();
+    mesh.nodes[4]
+        .process()
+        .wait_exit(Duration::from_secs(10))
+        .unwrap();
+    let via = mesh.nodes[1].http();
+    let mut sent: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..12 {
+        let body = format!("message {i}");
+        let r = send(via, &to, &format!("k{i}"), None, "", &body);
+        assert_eq!(r.status, 201, "send {i}: {}", r.body);
+        assert!(r.json()["copies"].as_u64() >= r.json()["want"].as_u64());
+        sent.insert(r.json()["id"].as_str().unwrap().to_string(), b64(&body));
+    }
+    for i in [0, 5, 11] {
+        let body = format!("message {i}");
+        let r = send(via, &to, &format!("k{i}"), None, "", &body);
+        assert_eq!(r.status, 201, "resend {i}: {}", r.body);
+        assert!(sent.contains_key(r.json()["id"].as_str().unwrap()));
+    }
+    assert_eq!(sent.len(), 12);
+
+    // A stranger reaches a holder over OAP/1: it can neither read nor ack the mail, nor
+    // send in another's name, nor push replicas.
+    let holder = (0..4)
+        .find(|&i| queue_depth(&mesh.nodes[i]) >= 12.0)
+        .expect("a node holds the mail");
+    let at = (mesh.nodes[holder].quic(), ids[holder]);
+    let (t, rt) = stranger();
+    let fetch = MailboxRequest::Fetch {
+        mailbox: to,
+        after: 0,
+        max_count: 16,
+        max_bytes: 1 << 16,
+        visibility_ms: 60_000,
+    };
+    assert_eq!(refused(&ask(&rt, &t, at, &fetch)), Some(Refusal::NotOwner));
+    let some: Vec<MsgId> = sent
+        .keys()
+        .map(|h| {
+            let mut b = [0u8; 32];
+            hex::decode_to_slice(h, &mut b).unwrap();
+            MsgId(b)
+        })
+        .collect();
+    let ack_req = MailboxRequest::Ack {
+        mailbox: to,
+        ids: some,
+    };
+    assert_eq!(
+        refused(&ask(&rt, &t, at, &ack_req)),
+        Some(Refusal::NotOwner)
+    );
+    let forged = Envelope {
+        mailbox: to,
+        sender: ids[1],
+        idempotency_key: b"forged".to_vec(),
+        ttl_ms: 0,
+        e2e: false,
+        payload: b"in node 1's name".to_vec(),
+    };
+    let r = ask(&rt, &t, at, &MailboxRequest::Send(forged.clone()));
+    assert_eq!(refused(&r), Some(Refusal::BadSender));
+    let r = ask(
+        &rt,
+        &t,
+        at,
+        &MailboxRequest::Replicate {
+            messages: vec![forged],
+        },
+    );
+    assert_eq!(refused(&r), Some(Refusal::NotHolder));
+    rt.block_on(t.close());
+    assert!(
+        queue_depth(&mesh.nodes[holder]) >= 12.0,
+        "the stranger deleted mail"
+    );
+
+    // A holder other than the bootstrap node is SIGKILLed; the recipient comes back.
+    let victim = (1..4)
+        .find(|&i| queue_depth(&mesh.nodes[i]) >= 12.0)
+        .expect("a holder besides node 0");
+    println!("killing holder node-{victim}");
+    mesh.nodes[victim].sigkill().unwrap();
+    mesh.nodes[4].restart().unwrap();
+    mesh.nodes[4].wait_ready(START).unwrap();
+
+    // Drain on start: the recipient pulls copies of its mail from the holders.
+    testing::poll_until(
+        "drain on start",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || (queue_depth(&mesh.nodes[4]) >= 12.0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("the recipient did not drain its mail: {e}"));
+    // Repair: the holders push to the closest set as it is now, so besides the recipient
+    // at least two live nodes hold every message again.
+    let live: Vec<usize> = (0..4).filter(|&i| i != victim).collect();
+    testing::poll_until(
+        "mailbox repair",
+        Duration::from_secs(40),
+        Duration::from_millis(500),
+        || {
+            let holding = live
+                .iter()
+                .filter(|&&i| queue_depth(&mesh.nodes[i]) >= 12.0)
+                .count();
+            (holding >= 2).then_some(holding)
+        },
+    )
+    .unwrap_or_else(|e| panic!("copies were not repaired: {e}"));
+    println!("repaired after {:?}", started.elapsed());
+
+    // Every message arrives, once, and is gone after its ack.
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while seen.len() < sent.len() && Instant::now() < deadline {
+        for (id, payload) in recv(&mesh.nodes[4], "2s") {
+            assert!(
+                seen.insert(id.clone(), payload).is_none(),
+                "{id} delivered twice before its visibility timeout"
+            );
+            let r = ack(&mesh.nodes[4], &id);
+            assert_eq!(r.status, 200, "ack {id}: {}", r.body);
+        }
+    }
+    assert_eq!(seen, sent, "mail lost or altered");
+    let left = recv(&mesh.nodes[4], "1500ms");
+    assert!(left.is_empty(), "delivered again after its ack: {left:?}");
+
+    // Fewer than W holders reachable: node 0 alone refuses the send, with its count.
+    for i in [1, 2, 3, 4] {
+        if i != victim {
+            mesh.nodes[i].sigkill().unwrap();
+        }
+    }
+    let r = send(
+        mesh.nodes[0].http(),
+        &to,
+        "alone",
+        None,
+        "",
+        "nobody to hold it",
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["code"], "insufficient_replicas", "{}", r.body);
+    assert!(r.json()["copies"].as_u64() < r.json()["want"].as_u64());
+    let peers: BTreeSet<_> = ids.iter().collect();
+    assert_eq!(peers.len(), 5);
+    println!("mesh scenario took {:?}", started.elapsed());
+}
+
+#[test]
+fn an_amnesia_node_keeps_mail_in_memory_only() {
+    let mut spec = NodeSpec::new("mb-amnesia");
+    spec.args = vec!["--amnesia".into()];
+    let mut node = NodeProcess::start(spec).unwrap();
+    node.wait_ready(START).unwrap();
+    let me = node.node_id().unwrap();
+    // The admin plane sends as the operator: no token.
+    let r = send(node.admin().unwrap(), &me, "m", None, "", "kept in memory");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(recv(&node, "1s"), vec![(id.clone(), b64("kept in memory"))]);
+    assert_eq!(ack(&node, &id).status, 200);
+
+    // Several messages in one request, the second repeated: stored once, in order.
+    let batch = serde_json::json!({"messages": [
+        {"key": "b1", "payload": b64("first")},
+        {"key": "b2", "payload": b64("second")},
+        {"key": "b2", "payload": b64("second")},
+    ]});
+    let r = curl(&[
+        "-X".into(),
+        "POST".into(),
+        "--data-binary".into(),
+        batch.to_string(),
+        format!("http://{}/mb/{me}/batch", node.admin().unwrap()),
+    ]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["duplicates"], 1, "{}", r.body);
+    let ids: Vec<String> = r.json()["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids[1], ids[2]);
+    assert_eq!(
+        recv(&node, "1s"),
+        vec![
+            (ids[0].clone(), b64("first")),
+            (ids[1].clone(), b64("second"))
+        ]
+    );
+    assert!(
+        !node.data_dir().join("mailbox").exists(),
+        "an amnesia node wrote a mailbox journal"
+    );
+    node.restart().unwrap();
+    node.wait_ready(START).unwrap();
+    assert_eq!(
+        recv(&node, "500ms"),
+        vec![],
+        "mail outlived an amnesia node"
+    );
+}
+
+#[test]
+fn a_durable_node_keeps_acknowledged_mail_across_a_sigkill() {
+    let mut node = NodeProcess::start(NodeSpec::new("mb-durable")).unwrap();
+    node.wait_ready(START).unwrap();
+    let me = node.node_id().unwrap();
+    let r = send(node.admin().unwrap(), &me, "d", None, "", "on disk");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    node.sigkill().unwrap();
+    node.restart().unwrap();
+    node.wait_ready(START).unwrap();
+    assert_eq!(recv(&node, "1s"), vec![(id, b64("on disk"))]);
+}
