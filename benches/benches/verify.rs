@@ -12,7 +12,7 @@
 //! - `verify_groups`: `wire::tree::SliceDecoder::next_verified` in 64 KiB pieces over the
 //!   same slice, as the node's fetcher runs it (one copy, from the input into the pieces);
 //! - `verify_bytes`: `wire::tree::SliceVerifier` fed the slice in 64 KiB frame bodies
-//!   (`Bytes`), handing out views of them (no copy but of groups split across frames);
+//!   (`Bytes`), handing out views of them (no copy);
 //! - `blake3_hash` (the b3sum reference): `blake3::hash` of the same bytes;
 //! - `memcpy`: `copy_from_slice` of the same bytes into a preallocated buffer.
 

@@ -14,7 +14,7 @@ use std::ops::Range;
 use blake3::hazmat::ChainingValue;
 
 use super::walk::{Node, Walk};
-use super::{GROUP, HEADER, Hash, LEN_MAX, PARENT, group_cv, left_len, parent_cv};
+use super::{GROUP, HEADER, Hash, LEN_MAX, PARENT, group_cv_parts, left_len, parent_cv};
 
 /// Why a slice was refused. Every variant but [`SliceError::Truncated`] means the sender
 /// lied (or the bytes were damaged); as an `io::Error` they are `InvalidData`, a truncation
@@ -179,15 +179,20 @@ impl Checker {
         Ok(())
     }
 
-    /// Checks the group [`Checker::need`] named (all of its bytes); returns the part of
-    /// `bytes` inside the requested range (empty for the group an empty range names).
-    pub(super) fn group(&mut self, bytes: &[u8]) -> Result<Range<usize>, SliceError> {
+    /// Checks the group [`Checker::need`] named (all of its bytes, in one or more parts as
+    /// they arrived); returns the part of the group inside the requested range, as offsets
+    /// into the group (empty for the group an empty range names).
+    pub(super) fn group<'a>(
+        &mut self,
+        parts: impl IntoIterator<Item = &'a [u8]> + Clone,
+    ) -> Result<Range<usize>, SliceError> {
         self.check_failed()?;
         let Some((Node::Group { start, len, root }, expected)) = self.current.take() else {
             return self.fail(SliceError::Group { start: 0 });
         };
         debug_assert!(len <= GROUP);
-        if bytes.len() as u64 != len || group_cv(start, bytes, root) != expected {
+        let got: u64 = parts.clone().into_iter().map(|p| p.len() as u64).sum();
+        if got != len || group_cv_parts(start, parts, root) != expected {
             return self.fail(SliceError::Group { start });
         }
         let from = self.start.max(start) - start;

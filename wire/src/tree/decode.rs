@@ -139,7 +139,7 @@ impl SliceDecoder {
             if got < len {
                 return Err(SliceError::Truncated.into());
             }
-            let keep = self.checker()?.group(&out[at..])?;
+            let keep = self.checker()?.group([&out[at..]])?;
             out.truncate(at + keep.end);
             out.drain(at..at + keep.start);
         }
@@ -162,7 +162,7 @@ impl SliceDecoder {
             .checker
             .as_mut()
             .ok_or(SliceError::Truncated)?
-            .group(group)?;
+            .group([&*group])?;
         self.pos = keep.start;
         self.end = keep.end;
         Ok(true)

@@ -86,13 +86,29 @@ pub fn outboard_len(len: u64) -> u64 {
 /// The chaining value of the group of `data` that starts at `offset`; for the only group
 /// of an object (`root`), the object's hash.
 pub(super) fn group_cv(offset: u64, data: &[u8], root: bool) -> ChainingValue {
-    if root {
-        return *blake3::hash(data).as_bytes();
-    }
+    group_cv_parts(offset, [data], root)
+}
+
+/// [`group_cv`] of a group that lies in several pieces (as it arrived), hashed where they
+/// lie: BLAKE3 does not need the group contiguous, and keeps its wide SIMD path for every
+/// whole run of chunks in a piece.
+pub(super) fn group_cv_parts<'a>(
+    offset: u64,
+    parts: impl IntoIterator<Item = &'a [u8]>,
+    root: bool,
+) -> ChainingValue {
     let mut h = blake3::Hasher::new();
-    h.set_input_offset(offset);
-    h.update(data);
-    h.finalize_non_root()
+    if !root {
+        h.set_input_offset(offset);
+    }
+    for part in parts {
+        h.update(part);
+    }
+    if root {
+        *h.finalize().as_bytes()
+    } else {
+        h.finalize_non_root()
+    }
 }
 
 pub(super) fn parent_cv(left: &ChainingValue, right: &ChainingValue, root: bool) -> ChainingValue {

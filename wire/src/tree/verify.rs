@@ -1,7 +1,7 @@
 //! Verifying a slice that arrives as `Bytes` (frame bodies off the network) without moving
-//! its bytes: a group that lies inside one fed piece is verified where it lies and handed
-//! out as a `Bytes` view of that piece; only a node split across two pieces is gathered
-//! (one copy of that node). Sans-IO, in the shape of [`crate::FrameDecoder`]: feed what
+//! its bytes: a group is hashed where it lies and handed out as `Bytes` views of the
+//! pieces it was fed in (two views for a group split across two pieces); only the 8-byte
+//! header and 64-byte parents are gathered when a piece boundary splits them. Sans-IO, in the shape of [`crate::FrameDecoder`]: feed what
 //! arrived, then poll until there is nothing more to take; "needs more bytes" is not an
 //! error. At the end of the input [`SliceVerifier::finish`] says whether the slice was
 //! whole (a truncated or over-long slice is refused there).
@@ -20,13 +20,15 @@ use super::{HEADER, Hash, PARENT};
 /// hands out the verified bytes of the range as views of what was fed (no copy).
 ///
 /// Bounded: feed one piece, then call [`SliceVerifier::poll_verified`] until it returns
-/// `Ok(None)`; the verifier then holds less than one node (16 KiB) beyond that piece.
+/// `Ok(None)`; the verifier then holds less than one node (16 KiB) of what was fed.
 pub struct SliceVerifier {
     hash: Hash,
     start: u64,
     count: u64,
     checker: Option<Checker>,
     input: Pieces,
+    /// Verified views of one group not handed out yet.
+    ready: VecDeque<Bytes>,
     /// The first failure, returned again by every later call.
     failed: Option<SliceError>,
 }
@@ -69,6 +71,45 @@ impl Pieces {
         }
         Some(out.freeze())
     }
+
+    /// The next `n` bytes as views of the pieces they lie in, if that many are here.
+    fn take_parts(&mut self, n: usize) -> Option<Parts> {
+        if self.buffered < n {
+            return None;
+        }
+        if n == 0 || self.queue.front().is_some_and(|f| f.len() >= n) {
+            return self.take(n).map(Parts::One);
+        }
+        self.buffered -= n;
+        let mut parts = Vec::new();
+        let mut left = n;
+        while left > 0 {
+            let front = self.queue.front_mut()?;
+            let k = front.len().min(left);
+            parts.push(front.split_to(k));
+            if front.is_empty() {
+                self.queue.pop_front();
+            }
+            left -= k;
+        }
+        Some(Parts::Many(parts))
+    }
+}
+
+/// A group's bytes as they arrived: in one piece (the common case, no allocation) or
+/// split across several.
+enum Parts {
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl Parts {
+    fn as_slice(&self) -> &[Bytes] {
+        match self {
+            Parts::One(b) => std::slice::from_ref(b),
+            Parts::Many(v) => v,
+        }
+    }
 }
 
 impl SliceVerifier {
@@ -80,6 +121,7 @@ impl SliceVerifier {
             count,
             checker: None,
             input: Pieces::default(),
+            ready: VecDeque::new(),
             failed: None,
         }
     }
@@ -97,26 +139,30 @@ impl SliceVerifier {
         }
     }
 
-    /// The next verified bytes of the range (a group's part in it, or all of a group);
+    /// The next verified bytes of the range (a view of all or part of a group);
     /// `Ok(None)` when what was fed holds no further whole node (feed more, or
     /// [`SliceVerifier::finish`] at the end of the input). After an error every call fails.
     pub fn poll_verified(&mut self) -> Result<Option<Bytes>, SliceError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        if let Some(b) = self.ready.pop_front() {
+            return Ok(Some(b));
+        }
         let r = self.advance();
         if let Err(e) = &r {
             self.failed = Some(e.clone());
         }
-        r
+        Ok(r?.then(|| self.ready.pop_front()).flatten())
     }
 
-    fn advance(&mut self) -> Result<Option<Bytes>, SliceError> {
+    /// Verifies nodes until one group puts bytes in `ready` (true) or the input runs out.
+    fn advance(&mut self) -> Result<bool, SliceError> {
         let checker = match &mut self.checker {
             Some(c) => c,
             None => {
                 let Some(header) = self.input.take(HEADER) else {
-                    return Ok(None);
+                    return Ok(false);
                 };
                 let mut len = [0u8; HEADER];
                 len.copy_from_slice(&header);
@@ -126,22 +172,33 @@ impl SliceVerifier {
         };
         loop {
             match checker.need()? {
-                None => return Ok(None),
+                None => return Ok(false),
                 Some(Need::Parent) => {
                     let Some(node) = self.input.take(PARENT) else {
-                        return Ok(None);
+                        return Ok(false);
                     };
                     let mut pair = [0u8; PARENT];
                     pair.copy_from_slice(&node);
                     checker.parent(&pair)?;
                 }
                 Some(Need::Group { len }) => {
-                    let Some(group) = self.input.take(len) else {
-                        return Ok(None);
+                    let Some(parts) = self.input.take_parts(len) else {
+                        return Ok(false);
                     };
-                    let keep = checker.group(&group)?;
-                    if !keep.is_empty() {
-                        return Ok(Some(group.slice(keep)));
+                    let parts = parts.as_slice();
+                    let keep = checker.group(parts.iter().map(|p| &p[..]))?;
+                    // Hand out each part's share of `keep`.
+                    let mut at = 0;
+                    for part in parts {
+                        let from = keep.start.max(at);
+                        let to = keep.end.min(at + part.len());
+                        if from < to {
+                            self.ready.push_back(part.slice(from - at..to - at));
+                        }
+                        at += part.len();
+                    }
+                    if !self.ready.is_empty() {
+                        return Ok(true);
                     }
                 }
             }
@@ -150,7 +207,9 @@ impl SliceVerifier {
 
     /// Whether every node of the slice verified (the whole range was handed out).
     pub fn is_done(&self) -> bool {
-        self.failed.is_none() && self.checker.as_ref().is_some_and(Checker::is_done)
+        self.failed.is_none()
+            && self.ready.is_empty()
+            && self.checker.as_ref().is_some_and(Checker::is_done)
     }
 
     /// Called at the end of the input: `Ok` only if the slice was whole and nothing
