@@ -1,7 +1,8 @@
 //! Verifying a slice that arrives as `Bytes` (frame bodies off the network) without moving
-//! its bytes: a group is hashed where it lies and handed out as `Bytes` views of the
-//! pieces it was fed in (two views for a group split across two pieces); only the 8-byte
-//! header and 64-byte parents are gathered when a piece boundary splits them. Sans-IO, in the shape of [`crate::FrameDecoder`]: feed what
+//! its bytes: a group is verified and handed out as `Bytes` views of the pieces it was fed
+//! in (two views for a group split across two pieces). A split group is copied once into a
+//! reused buffer to be hashed (BLAKE3 runs fastest over whole runs of chunks), a split
+//! header or parent gathered; what is handed out is never a copy. Sans-IO, in the shape of [`crate::FrameDecoder`]: feed what
 //! arrived, then poll until there is nothing more to take; "needs more bytes" is not an
 //! error. At the end of the input [`SliceVerifier::finish`] says whether the slice was
 //! whole (a truncated or over-long slice is refused there).
@@ -29,6 +30,8 @@ pub struct SliceVerifier {
     input: Pieces,
     /// Verified views of one group not handed out yet.
     ready: VecDeque<Bytes>,
+    /// Where a group split across pieces is put together to be hashed (reused).
+    scratch: Vec<u8>,
     /// The first failure, returned again by every later call.
     failed: Option<SliceError>,
 }
@@ -122,6 +125,7 @@ impl SliceVerifier {
             checker: None,
             input: Pieces::default(),
             ready: VecDeque::new(),
+            scratch: Vec::new(),
             failed: None,
         }
     }
@@ -186,7 +190,20 @@ impl SliceVerifier {
                         return Ok(false);
                     };
                     let parts = parts.as_slice();
-                    let keep = checker.group(parts.iter().map(|p| &p[..]))?;
+                    let keep = match parts {
+                        [one] => checker.group([&one[..]])?,
+                        _ => {
+                            // Hashed from one buffer: BLAKE3's wide path wants whole runs
+                            // of chunks, and a piece boundary falls mid-chunk (hashing the
+                            // parts where they lie measured 20 % slower than this copy).
+                            self.scratch.clear();
+                            self.scratch.reserve_exact(len);
+                            for part in parts {
+                                self.scratch.extend_from_slice(part);
+                            }
+                            checker.group([&self.scratch[..]])?
+                        }
+                    };
                     // Hand out each part's share of `keep`.
                     let mut at = 0;
                     for part in parts {
