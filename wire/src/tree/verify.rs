@@ -2,10 +2,12 @@
 //! its bytes: a group is verified and handed out as `Bytes` views of the pieces it was fed
 //! in (two views for a group split across two pieces). A split group is copied once into a
 //! reused buffer to be hashed (BLAKE3 runs fastest over whole runs of chunks), a split
-//! header or parent gathered; what is handed out is never a copy. Sans-IO, in the shape of [`crate::FrameDecoder`]: feed what
-//! arrived, then poll until there is nothing more to take; "needs more bytes" is not an
-//! error. At the end of the input [`SliceVerifier::finish`] says whether the slice was
-//! whole (a truncated or over-long slice is refused there).
+//! header or parent gathered; what is handed out is never a copy.
+//!
+//! Sans-IO, in the shape of [`crate::FrameDecoder`]: feed what arrived, then poll until
+//! there is nothing more to take; "needs more bytes" is not an error. At the end of the
+//! input [`SliceVerifier::finish`] says whether the slice was whole (a truncated or
+//! over-long slice is refused there).
 //!
 //! Every byte handed out has verified against the object's id first (through
 //! [`super::check::Checker`], the same rules as [`super::SliceDecoder`]).
