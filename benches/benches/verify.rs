@@ -11,6 +11,8 @@
 //!   before it is handed out);
 //! - `verify_groups`: `wire::tree::SliceDecoder::next_verified` in 64 KiB pieces over the
 //!   same slice, as the node's fetcher runs it (one copy, from the input into the pieces);
+//! - `verify_groups_plain_read`: the same through a reader that implements only `read`, as
+//!   the fetcher's channel adapter does (its pieces are zeroed before the read);
 //! - `verify_bytes`: `wire::tree::SliceVerifier` fed the slice in 64 KiB frame bodies
 //!   (`Bytes`), handing out views of them (no copy);
 //! - `blake3_hash` (the b3sum reference): `blake3::hash` of the same bytes;
@@ -30,6 +32,16 @@ const LEN: usize = 1 << 20;
 
 /// Frame body size a holder streams a slice in (`wire::object::CHUNK`).
 const FRAME: usize = wire::object::CHUNK;
+
+/// A reader with only `read`, as the node's channel adapter is (std's `read_buf` then
+/// zeroes what it reads into first).
+struct PlainRead<R>(R);
+
+impl<R: std::io::Read> std::io::Read for PlainRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
 
 fn bench_verify(c: &mut Criterion) {
     let data: Vec<u8> = (0..LEN).map(|i| (i * 131 + 17) as u8).collect();
@@ -67,6 +79,22 @@ fn bench_verify(c: &mut Criterion) {
                 0,
                 LEN as u64,
             );
+            let mut n = 0;
+            while let Some(piece) = dec
+                .next_verified(FRAME)
+                .unwrap_or_else(|e| panic!("verify: {e}"))
+            {
+                n += piece.len();
+            }
+            assert_eq!(n, LEN);
+        })
+    });
+    // The node's fetcher reads through an adapter that implements only `read` (no
+    // `read_buf`), handing out what each frame body holds: the same here.
+    group.bench_function("verify_groups_plain_read", |b| {
+        b.iter(|| {
+            let reader = PlainRead(std::io::Cursor::new(black_box(all.clone())));
+            let mut dec = wire::tree::SliceDecoder::new(reader, &hash, 0, LEN as u64);
             let mut n = 0;
             while let Some(piece) = dec
                 .next_verified(FRAME)
