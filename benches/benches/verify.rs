@@ -9,6 +9,12 @@
 //! - `verify_slice`: `node::store::decode_slice` of the slice of the whole object
 //!   (`wire::tree`: the read path, 16 KiB group by group, each checked against the tree
 //!   before it is handed out);
+//! - `verify_groups`: `wire::tree::SliceDecoder::next_verified` in 64 KiB pieces over the
+//!   same slice, as the node's fetcher runs it (one copy, from the input into the pieces);
+//! - `verify_groups_plain_read`: the same through a reader that implements only `read`, as
+//!   the fetcher's channel adapter does (its pieces are zeroed before the read);
+//! - `verify_bytes`: `wire::tree::SliceVerifier` fed the slice in 64 KiB frame bodies
+//!   (`Bytes`), handing out views of them (no copy);
 //! - `blake3_hash` (the b3sum reference): `blake3::hash` of the same bytes;
 //! - `memcpy`: `copy_from_slice` of the same bytes into a preallocated buffer.
 
@@ -23,6 +29,19 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Object size: 1 MiB.
 const LEN: usize = 1 << 20;
+
+/// Frame body size a holder streams a slice in (`wire::object::CHUNK`).
+const FRAME: usize = wire::object::CHUNK;
+
+/// A reader with only `read`, as the node's channel adapter is (std's `read_buf` then
+/// zeroes what it reads into first).
+struct PlainRead<R>(R);
+
+impl<R: std::io::Read> std::io::Read for PlainRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
 
 fn bench_verify(c: &mut Criterion) {
     let data: Vec<u8> = (0..LEN).map(|i| (i * 131 + 17) as u8).collect();
@@ -49,6 +68,59 @@ fn bench_verify(c: &mut Criterion) {
                 .unwrap_or_else(|e| panic!("verify: {e}"));
             debug_assert_eq!(out.len(), LEN);
             out
+        })
+    });
+    let all = bytes::Bytes::from(encoded.clone());
+    group.bench_function("verify_groups", |b| {
+        b.iter(|| {
+            let mut dec = wire::tree::SliceDecoder::new(
+                std::io::Cursor::new(black_box(all.clone())),
+                &hash,
+                0,
+                LEN as u64,
+            );
+            let mut n = 0;
+            while let Some(piece) = dec
+                .next_verified(FRAME)
+                .unwrap_or_else(|e| panic!("verify: {e}"))
+            {
+                n += piece.len();
+            }
+            assert_eq!(n, LEN);
+        })
+    });
+    // The node's fetcher reads through an adapter that implements only `read` (no
+    // `read_buf`), handing out what each frame body holds: the same here.
+    group.bench_function("verify_groups_plain_read", |b| {
+        b.iter(|| {
+            let reader = PlainRead(std::io::Cursor::new(black_box(all.clone())));
+            let mut dec = wire::tree::SliceDecoder::new(reader, &hash, 0, LEN as u64);
+            let mut n = 0;
+            while let Some(piece) = dec
+                .next_verified(FRAME)
+                .unwrap_or_else(|e| panic!("verify: {e}"))
+            {
+                n += piece.len();
+            }
+            assert_eq!(n, LEN);
+        })
+    });
+    let frames: Vec<bytes::Bytes> = (0..all.len())
+        .step_by(FRAME)
+        .map(|at| all.slice(at..(at + FRAME).min(all.len())))
+        .collect();
+    group.bench_function("verify_bytes", |b| {
+        b.iter(|| {
+            let mut v = wire::tree::SliceVerifier::new(&hash, 0, LEN as u64);
+            let mut n = 0;
+            for frame in black_box(&frames) {
+                v.feed(frame.clone());
+                while let Some(piece) = v.poll_verified().unwrap_or_else(|e| panic!("{e}")) {
+                    n += piece.len();
+                }
+            }
+            v.finish().unwrap_or_else(|e| panic!("verify: {e}"));
+            assert_eq!(n, LEN);
         })
     });
     group.bench_function("blake3_hash", |b| b.iter(|| blake3::hash(black_box(&data))));

@@ -1,0 +1,97 @@
+//! The sending side of a slice: reads an object's bytes and outboard (both seekable, a file
+//! or memory) in the walk's order and produces the slice a holder streams for a range.
+//! It trusts what it reads (the store verified it when it was written or scrubbed).
+
+use std::io::{self, Read, SeekFrom};
+
+use super::walk::{Node, Walk, check_range};
+use super::{PARENT, ReadSeek};
+
+/// Produces the slice of `start..start+count` of an object from its bytes and outboard.
+pub struct SliceEncoder {
+    data: Box<dyn ReadSeek>,
+    outboard: Box<dyn ReadSeek>,
+    /// Where each reader stands, so sequential reads do not seek (a seek drops a
+    /// `BufReader`'s buffer).
+    data_at: Option<u64>,
+    outboard_at: Option<u64>,
+    len: u64,
+    walk: Walk,
+    /// Bytes produced and not yet read out.
+    buf: Vec<u8>,
+    pos: usize,
+    header_sent: bool,
+}
+
+impl SliceEncoder {
+    /// An encoder for `start..start+count` of an object of `len` bytes.
+    pub fn new(
+        data: impl ReadSeek + 'static,
+        outboard: impl ReadSeek + 'static,
+        len: u64,
+        start: u64,
+        count: u64,
+    ) -> io::Result<SliceEncoder> {
+        let end = check_range(len, start, count)?;
+        Ok(SliceEncoder {
+            data: Box::new(data),
+            outboard: Box::new(outboard),
+            data_at: None,
+            outboard_at: None,
+            len,
+            walk: Walk::new(len, start, end),
+            buf: Vec::new(),
+            pos: 0,
+            header_sent: false,
+        })
+    }
+
+    /// Fills `buf` with the next piece of the slice; false at the end.
+    fn produce(&mut self) -> io::Result<bool> {
+        self.buf.clear();
+        self.pos = 0;
+        if !self.header_sent {
+            self.header_sent = true;
+            self.buf.extend_from_slice(&self.len.to_le_bytes());
+            return Ok(true);
+        }
+        match self.walk.next() {
+            None => Ok(false),
+            Some(Node::Parent { index, .. }) => {
+                let at = index * PARENT as u64;
+                if self.outboard_at != Some(at) {
+                    self.outboard.seek(SeekFrom::Start(at))?;
+                }
+                self.outboard_at = None;
+                self.buf.resize(PARENT, 0);
+                self.outboard.read_exact(&mut self.buf)?;
+                self.outboard_at = Some(at + PARENT as u64);
+                Ok(true)
+            }
+            Some(Node::Group { start, len, .. }) => {
+                if self.data_at != Some(start) {
+                    self.data.seek(SeekFrom::Start(start))?;
+                }
+                self.data_at = None;
+                self.buf.resize(len as usize, 0);
+                self.data.read_exact(&mut self.buf)?;
+                self.data_at = Some(start + len);
+                Ok(true)
+            }
+        }
+    }
+}
+
+impl Read for SliceEncoder {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if !self.produce()? {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
