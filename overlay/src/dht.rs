@@ -932,9 +932,9 @@ impl<P: Peer> Dht<P> {
     /// estimate that frees slots, over near and far peers alike for a stranger, and a far
     /// peer answers after it as a matter of course; the give-up time bounds any live round
     /// trip. The longest round trip is the strangers' (handshake included); until
-    /// [`RTT_SAMPLES_TRUSTED`] strangers answered, at least twice any answer's: a contact
+    /// [`RTT_SAMPLES_TRUSTED`] strangers answered, at least twice any answer's (a contact
     /// answers on an open connection, where a stranger first costs a handshake, about one
-    /// more round trip of the same path. Until
+    /// more round trip of the same path) but no more than `soft_timeout_initial`. Until
     /// [`RTT_SAMPLES_TRUSTED`] answers were timed, a request to anyone but a measured
     /// contact is not given up before `soft_timeout_initial` (RFC 6298's initial timeout):
     /// a node's first lookups have not seen a far peer yet.
@@ -951,13 +951,17 @@ impl<P: Peer> Dht<P> {
             self.config.soft_timeout_initial
         };
         let zero = std::time::Duration::ZERO;
-        let strangers = self.stranger_max_rtt.get().unwrap_or(zero);
-        let longest = if self.stranger_max_rtt.samples() >= RTT_SAMPLES_TRUSTED {
-            strangers
+        let strangers = self.stranger_max_rtt.get().map_or(zero, |m| m + m / 4);
+        // Never longer than the floor it replaces: with loss or a heavy tail, twice the
+        // longest answer (a retransmitted one) passes the hard timeout.
+        let anyone = if self.stranger_max_rtt.samples() >= RTT_SAMPLES_TRUSTED {
+            zero
         } else {
-            strangers.max(self.any_max_rtt.get().map_or(zero, |m| m * 2))
+            self.any_max_rtt.get().map_or(zero, |m| {
+                (m * 2 + m / 2).min(self.config.soft_timeout_initial)
+            })
         };
-        soft.max(longest + longest / 4).max(floor)
+        soft.max(strangers).max(anyone).max(floor)
     }
 
     /// Queues a request; `None` when the transmit queue is full (the caller treats that as

@@ -8,29 +8,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+mod common;
 
+use common::{P, at};
 use overlay::dht::{Dht, Event, RTT_SAMPLES_TRUSTED, Request, Response};
-use overlay::{Config, Instant, Key, Peer, QueryId, RpcId};
+use overlay::{Config, Key, QueryId, RpcId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct P(Key);
-
-impl Peer for P {
-    fn key(&self) -> Key {
-        self.0
-    }
-}
 
 const SEED: u64 = 0x617e;
 /// Every contact answers after this round trip.
 const RTT_MS: u64 = 100;
-
-fn at(ms: u64) -> Instant {
-    Instant::ZERO + Duration::from_millis(ms)
-}
 
 /// k of a small walk: the contacts all answer within two round trips, so the finish waits
 /// for nobody but the silent stranger.
