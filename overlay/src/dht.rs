@@ -173,8 +173,9 @@ struct Rpc<P> {
     purpose: Purpose,
 }
 
-/// Strangers' answers timed before their longest recent round trip is trusted as a bound:
-/// until then a request's give-up time is at least `soft_timeout_initial`.
+/// Answers timed (from anyone: contacts' pings and lookups count) before the longest recent
+/// round trips are trusted as a bound: until then a request's give-up time is at least
+/// `soft_timeout_initial`.
 pub const RTT_SAMPLES_TRUSTED: u32 = 64;
 
 /// At most this many bootstrap contacts are remembered for re-joining.
@@ -220,6 +221,9 @@ pub struct Dht<P: Peer> {
     any_rtt: Rtt,
     /// The longest round trip of strangers' answers lately, for give-up times.
     stranger_max_rtt: RttMax,
+    /// The longest round trip of any answer lately (contacts' included), for give-up times
+    /// before strangers answered: its samples say when the bounds are trusted.
+    any_max_rtt: RttMax,
     transmits: VecDeque<Transmit<P>>,
     events: VecDeque<Event<P>>,
     /// Keys we announce, with when to announce them next.
@@ -274,6 +278,7 @@ impl<P: Peer> Dht<P> {
             net_rtt: RttTail::UNKNOWN,
             any_rtt: Rtt::UNKNOWN,
             stranger_max_rtt: RttMax::UNKNOWN,
+            any_max_rtt: RttMax::UNKNOWN,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             providing: BTreeMap::new(),
@@ -589,6 +594,7 @@ impl<P: Peer> Dht<P> {
         }
         let rtt = now - r.sent;
         self.any_rtt.sample(rtt);
+        self.any_max_rtt.sample(rtt);
         if !self.table.contains(&key) {
             self.net_rtt.sample(rtt);
             self.stranger_max_rtt.sample(rtt);
@@ -922,24 +928,40 @@ impl<P: Peer> Dht<P> {
     }
 
     /// How long after sending a lookup request with soft timeout `soft` the walk gives up
-    /// on it: 5/4 of the longest round trip of a stranger lately (handshake included), if
-    /// that is longer. A soft timeout is an estimate that frees slots, over near and far
-    /// peers alike for a stranger, and a far peer answers after it as a matter of course;
-    /// the give-up time bounds any live round trip. Until strangers answered
-    /// [`RTT_SAMPLES_TRUSTED`] times, a request to anyone but a measured contact is not
-    /// given up before `soft_timeout_initial` (RFC 6298's initial timeout).
+    /// on it: 5/4 of the longest round trip lately, if that is longer. A soft timeout is an
+    /// estimate that frees slots, over near and far peers alike for a stranger, and a far
+    /// peer answers after it as a matter of course; the give-up time bounds any live round
+    /// trip. The longest round trip is the strangers' (handshake included); until
+    /// [`RTT_SAMPLES_TRUSTED`] strangers answered, at least twice any answer's (a contact
+    /// answers on an open connection, where a stranger first costs a handshake, about one
+    /// more round trip of the same path) but no more than `soft_timeout_initial`. Until
+    /// [`RTT_SAMPLES_TRUSTED`] answers were timed, a request to anyone but a measured
+    /// contact is not given up before `soft_timeout_initial` (RFC 6298's initial timeout):
+    /// a node's first lookups have not seen a far peer yet.
+    ///
+    /// Counting any answer there, not only strangers', matters under churn: a node with
+    /// ideal or long-lived contacts times few strangers (a lookup's answers from table
+    /// contacts are not theirs), and until it had timed 64 of them a dead candidate held
+    /// its walks' finish for the whole initial timeout (PERFORMANCE.md, "Issue 12").
     fn give_up_after(&self, to: &Key, soft: std::time::Duration) -> std::time::Duration {
         let measured = self.table.get(to).is_some_and(|e| e.rtt.is_known());
-        let floor = if measured || self.stranger_max_rtt.samples() >= RTT_SAMPLES_TRUSTED {
+        let floor = if measured || self.any_max_rtt.samples() >= RTT_SAMPLES_TRUSTED {
             std::time::Duration::ZERO
         } else {
             self.config.soft_timeout_initial
         };
-        let bound = self
-            .stranger_max_rtt
-            .get()
-            .map_or(std::time::Duration::ZERO, |m| m + m / 4);
-        soft.max(bound).max(floor)
+        let zero = std::time::Duration::ZERO;
+        let strangers = self.stranger_max_rtt.get().map_or(zero, |m| m + m / 4);
+        // Never longer than the floor it replaces: with loss or a heavy tail, twice the
+        // longest answer (a retransmitted one) passes the hard timeout.
+        let anyone = if self.stranger_max_rtt.samples() >= RTT_SAMPLES_TRUSTED {
+            zero
+        } else {
+            self.any_max_rtt.get().map_or(zero, |m| {
+                (m * 2 + m / 2).min(self.config.soft_timeout_initial)
+            })
+        };
+        soft.max(strangers).max(anyone).max(floor)
     }
 
     /// Queues a request; `None` when the transmit queue is full (the caller treats that as

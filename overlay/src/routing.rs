@@ -664,48 +664,49 @@ impl<P: Peer> RoutingTable<P> {
     ///
     /// Walks buckets in distance order instead of sorting the whole table: the target's own
     /// bucket holds everything closer than 2^i, the buckets below it everything in
-    /// [2^i, 2^(i+1)), and each bucket above it a band farther out.
+    /// [2^i, 2^(i+1)), and each bucket above it a band farther out. Every entry of a band
+    /// is closer than every entry of a later one, so each band's best are kept in sorted
+    /// order in the result itself (at most `n`, reserved once): no buffer per band, no
+    /// growth, one allocation per call on this per-FIND_NODE path.
     pub fn closest_entries<'a>(
         &'a self,
         target: &Key,
         n: usize,
         keep: impl Fn(&Entry<P>) -> bool,
     ) -> Vec<&'a Entry<P>> {
-        let mut out: Vec<&Entry<P>> = Vec::with_capacity(n);
-        let take_sorted =
-            |group: &mut Vec<Near<'a, P>>, out: &mut Vec<&'a Entry<P>>| take_closest(group, out, n);
-        // Each candidate with its distance, computed once as machine words.
-        let near = |e: &'a Entry<P>| (e.peer.key().distance_words(target), e);
-        let mut group: Vec<Near<'a, P>> = Vec::new();
+        let mut out: Vec<&Entry<P>> = Vec::with_capacity(n.min(self.len));
+        if n == 0 {
+            return out;
+        }
+        let band = |b: Option<&'a Bucket<P>>, out: &mut Vec<&'a Entry<P>>, from: usize| {
+            for e in b.into_iter().flat_map(|b| b.entries.iter()) {
+                if keep(e) {
+                    keep_closest(out, from, n, e, target);
+                }
+            }
+        };
         let start = self.local.bucket_of(target).unwrap_or(0);
         let at = |idx: usize| self.buckets.get(Self::position(idx));
         // The target's bucket (for the target = ourselves, every bucket is "above").
         if self.local.bucket_of(target).is_some() {
-            if let Some(b) = at(start) {
-                group.extend(b.entries.iter().filter(|e| keep(e)).map(near));
-            }
-            take_sorted(&mut group, &mut out);
+            band(at(start), &mut out, 0);
             if out.len() == n {
                 return out;
             }
             // All buckets below it form one band.
+            let from = out.len();
             let lowest = 256 - self.buckets.len();
             for idx in (lowest..start).rev() {
-                if let Some(b) = at(idx) {
-                    group.extend(b.entries.iter().filter(|e| keep(e)).map(near));
-                }
+                band(at(idx), &mut out, from);
             }
-            take_sorted(&mut group, &mut out);
         } else {
             let lowest = 256usize.saturating_sub(self.buckets.len());
             for idx in lowest..256 {
                 if out.len() == n {
                     break;
                 }
-                if let Some(b) = at(idx) {
-                    group.extend(b.entries.iter().filter(|e| keep(e)).map(near));
-                }
-                take_sorted(&mut group, &mut out);
+                let from = out.len();
+                band(at(idx), &mut out, from);
             }
             return out;
         }
@@ -713,10 +714,8 @@ impl<P: Peer> RoutingTable<P> {
             if out.len() == n {
                 break;
             }
-            if let Some(b) = at(idx) {
-                group.extend(b.entries.iter().filter(|e| keep(e)).map(near));
-            }
-            take_sorted(&mut group, &mut out);
+            let from = out.len();
+            band(at(idx), &mut out, from);
         }
         out
     }
@@ -846,21 +845,28 @@ fn fresh_entry<P>(peer: P, now: Instant, rtt: Option<Duration>) -> Entry<P> {
     e
 }
 
-/// An entry with its distance to the target of a `closest_entries` call.
-type Near<'a, P> = ((u128, u128), &'a Entry<P>);
-
-/// Moves the entries of `group`, closest first, to `out` until it holds `n`, and empties
-/// `group`. Only the entries that make it are sorted: the band below the target's bucket
-/// can hold most of the table, of which a FIND_NODE wants a few. Keys in a table are
-/// distinct, so distances are too, and the unstable selection and sort give the one order.
-fn take_closest<'a, P>(group: &mut Vec<Near<'a, P>>, out: &mut Vec<&'a Entry<P>>, n: usize) {
-    let want = n.saturating_sub(out.len());
-    if group.len() > want {
-        if want > 0 {
-            group.select_nth_unstable_by_key(want - 1, |(d, _)| *d);
+/// Puts `e` among `out[from..]`, the closest entries of the current band kept sorted by
+/// distance to `target`, with `out` never longer than `n` (the farthest drops out). Every
+/// entry before `from` is closer than any of this band. Distances are recomputed as
+/// machine words rather than stored: a few instructions each, and `out` stays the
+/// result. Keys in a table are distinct, so distances are too: the order is the one order.
+fn keep_closest<'a, P: Peer>(
+    out: &mut Vec<&'a Entry<P>>,
+    from: usize,
+    n: usize,
+    e: &'a Entry<P>,
+    target: &Key,
+) {
+    let dist = |x: &Entry<P>| x.peer.key().distance_words(target);
+    let d = dist(e);
+    if out.len() >= n {
+        match out.last() {
+            Some(last) if out.len() > from && d < dist(last) => {
+                out.pop();
+            }
+            _ => return,
         }
-        group.truncate(want);
     }
-    group.sort_unstable_by_key(|(d, _)| *d);
-    out.extend(group.drain(..).map(|(_, e)| e));
+    let pos = from + out[from..].partition_point(|x| dist(x) < d);
+    out.insert(pos, e);
 }

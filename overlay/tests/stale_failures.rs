@@ -6,27 +6,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::{P, at};
 use overlay::dht::{Dht, Request, RpcFailure};
-use overlay::{Config, Instant, Key, Peer};
+use overlay::{Config, Key, Peer};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct P(Key);
-
-impl Peer for P {
-    fn key(&self) -> Key {
-        self.0
-    }
-}
-
 const SEED: u64 = 0x5a1e;
-
-fn at(ms: u64) -> Instant {
-    Instant::ZERO + Duration::from_millis(ms)
-}
 
 /// A node with one contact, `x`, two lookups sent to it, and `x` silent since.
 fn with_two_requests_to(x: &P) -> (Dht<P>, Vec<overlay::dht::RpcId>) {
