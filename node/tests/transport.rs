@@ -619,3 +619,41 @@ async fn simultaneous_dials_settle_on_one_connection() {
     assert_eq!(echo(&b, a.id(), b"ba").await.unwrap(), &b"ba"[..]);
     assert_eq!(settled(), want, "the winner changed");
 }
+
+#[tokio::test]
+async fn request_to_dials_with_the_request_and_reuses_the_connection() {
+    let a = node();
+    let b = node();
+    let c = node();
+    // A new peer: the request goes with HELLO and the connection is the peer's afterwards.
+    let (status, body) = within(a.t.request_to(b.addr(), b.id(), ECHO, Bytes::from("one")))
+        .await
+        .unwrap();
+    assert_eq!((status, &body[..]), (Status::Ok, &b"one"[..]));
+    assert_eq!(a.t.peer(&b.id()).map(|p| p.role), Some(Role::Dialed));
+    assert_eq!(b.t.peer(&a.id()).map(|p| p.role), Some(Role::Accepted));
+    // Several at once to a new peer: one connection, every answer right.
+    let asks = (0..4u8).map(|i| {
+        a.t.request_to(c.addr(), c.id(), ECHO, Bytes::from(vec![i; 3]))
+    });
+    let answers = within(futures_util::future::join_all(asks)).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.unwrap().1, vec![i as u8; 3]);
+    }
+    // Known peers: the existing connections carry the requests, also one too large to go
+    // with HELLO.
+    let big: Vec<u8> = (0..2 * MAX_FRAME as usize).map(|i| i as u8).collect();
+    let (_, echoed) = within(a.t.request_to(b.addr(), b.id(), ECHO, Bytes::from(big.clone())))
+        .await
+        .unwrap();
+    assert_eq!(echoed, big);
+    // A new peer and a request too large to go with HELLO: it waits for the connection.
+    let d = node();
+    let (_, echoed) = within(a.t.request_to(d.addr(), d.id(), ECHO, Bytes::from(big.clone())))
+        .await
+        .unwrap();
+    assert_eq!(echoed, big);
+    assert_eq!(a.t.stats().snapshot().connections_dialed, 3);
+    assert_eq!(a.t.connection_count(), 3);
+    assert_eq!(*b.seen.lock().unwrap(), vec![a.id(), a.id()]);
+}
