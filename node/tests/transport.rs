@@ -657,3 +657,25 @@ async fn request_to_dials_with_the_request_and_reuses_the_connection() {
     assert_eq!(a.t.connection_count(), 3);
     assert_eq!(*b.seen.lock().unwrap(), vec![a.id(), a.id()]);
 }
+
+#[tokio::test]
+async fn before_hello_a_stranger_can_make_the_listener_buffer_only_a_little() {
+    let a = node();
+    let b = node();
+    let raw = within(a.t.dial_raw(b.addr(), Some(b.id()))).await.unwrap();
+    // No HELLO on the first stream: a request on the second, then bulk after it.
+    let (_hello, _) = within(raw.open_bi()).await.unwrap();
+    let (mut send, _recv) = within(raw.open_bi()).await.unwrap();
+    let request = Frame::request(ECHO, 1, Bytes::from_static(b"early")).to_bytes();
+    within(send.write_all(&request)).await.unwrap();
+    let bulk = vec![0u8; 1 << 20];
+    let wrote = tokio::time::timeout(Duration::from_millis(500), send.write_all(&bulk)).await;
+    // Flow control stops the stranger at the pre-HELLO window, well short of the megabyte.
+    assert!(wrote.is_err(), "the listener took 1 MiB before HELLO");
+    let sent = raw.stats().udp_tx.bytes;
+    let window = u64::from(node::transport::config::PRE_HELLO_RECEIVE_WINDOW);
+    assert!(sent < 2 * window, "{sent} bytes went out before HELLO");
+    // And nothing it sent was served.
+    assert!(b.seen.lock().unwrap().is_empty());
+    assert_eq!(b.t.connection_count(), 0);
+}

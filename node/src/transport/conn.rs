@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use quinn::VarInt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use wire::control::{Hello, Negotiated};
@@ -317,18 +318,22 @@ async fn handshake_in(
         });
     };
     match hello::accept(shared, &conn).await {
-        Ok((hello, terms)) => Ok((
-            peer_conn(
-                &shared.config,
-                conn,
-                id,
-                remote,
-                (Role::Accepted, opened),
-                hello,
-                terms,
-            ),
-            slot,
-        )),
+        Ok((hello, terms)) => {
+            // The peer said HELLO: the full window from now on (see `quic_before_hello`).
+            conn.set_receive_window(VarInt::from_u32(shared.config.connection_receive_window));
+            Ok((
+                peer_conn(
+                    &shared.config,
+                    conn,
+                    id,
+                    remote,
+                    (Role::Accepted, opened),
+                    hello,
+                    terms,
+                ),
+                slot,
+            ))
+        }
         Err(e) => {
             conn.close(codes::HELLO_FAILED, b"hello failed");
             Err(e)

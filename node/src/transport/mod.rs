@@ -209,7 +209,7 @@ impl Transport {
         }
         let quic = config.quic()?;
         let tls = TlsSetup::new(identity.clone())?;
-        let server = tls.server_config(quic.clone(), config.max_connections)?;
+        let server = tls.server_config(config.quic_before_hello()?, config.max_connections)?;
         let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
             TransportError::Bind {
                 addr: config.listen,
