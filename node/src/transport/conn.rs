@@ -2,13 +2,19 @@
 //!
 //! Both directions follow the same path: TLS proves the peer's key (see `tls`), HELLO settles
 //! the terms, and only then does the connection enter the peer table and start serving
-//! streams. A dial holds one of the `max_connections` slots from before its handshake; an
-//! inbound connection holds one of `max_pending_handshakes` during its handshake and takes
-//! a connection slot only after HELLO, so strangers that handshake in a burst cannot take
-//! every slot before a real peer gets one. At the limit, a new connection takes the slot
-//! of the idlest connection (`PeerTable::idlest`): a slot is kept by use. The handshake
-//! plus HELLO is bounded by `handshake_timeout`. Concurrent dials of one peer are coalesced
-//! behind a per-target lock, so a burst of requests to a new peer opens one connection.
+//! streams. A dial may carry a [`FirstRequest`]: sent on the stream after HELLO's, before
+//! HELLO's answer, so a first request to a new peer costs the handshake and one round trip;
+//! its exchange is handed back once HELLO succeeded, and fails with it otherwise.
+//!
+//! A dial holds one of the `max_connections` slots from before its handshake; an inbound
+//! connection holds one of `max_pending_handshakes` during its handshake and takes a
+//! connection slot only after HELLO, so strangers that handshake in a burst cannot take
+//! every slot before a real peer gets one; until then its receive window is the small
+//! pre-HELLO one (`TransportConfig::quic_before_hello`). At the limit, a new connection
+//! takes the slot of the idlest connection (`PeerTable::idlest`): a slot is kept by use.
+//! The handshake plus HELLO is bounded by `handshake_timeout`. Concurrent dials of one peer
+//! are coalesced behind a per-target lock, so a burst of requests to a new peer opens one
+//! connection (and only the first of them goes with HELLO).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

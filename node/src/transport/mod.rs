@@ -4,7 +4,9 @@
 //! It sits between the network and everything above it (the DHT driver, object transfer, the
 //! gateway): those name peers by [`NodeId`] and exchange frames; this module owns sockets,
 //! TLS, connection reuse, HELLO, limits and timeouts. Its invariants: a connection is used
-//! only after TLS proved the peer's key and HELLO settled the terms; every wait on a peer is
+//! only after TLS proved the peer's key, and only within terms HELLO cannot lower until
+//! HELLO settled them (a dialer's first request may go right behind its HELLO, see `hello`;
+//! a listener serves nothing before HELLO); every wait on a peer is
 //! bounded by a configured timeout; every byte a peer sends is decoded under a bound and a
 //! rule it breaks ends only its stream, counted by reason.
 //!
