@@ -176,16 +176,16 @@ impl Mail {
             .map_err(|e| MailError::Store(e.to_string()))
     }
 
-    /// One request to one peer, connected first; its status and decoded answer.
+    /// One request to one peer, connected first (with HELLO, on a new connection); its
+    /// decoded answer.
     async fn ask(
         &self,
         peer: &NetPeer,
         req: &MailboxRequest,
     ) -> Result<MailboxResponse, TransportError> {
         let t = &self.objects.transport;
-        t.connect(peer.addr, Some(peer.id)).await?;
         let (_, body) = t
-            .request(peer.id, APP_PROTO_MAILBOX, message::encode(req))
+            .request_to(peer.addr, peer.id, APP_PROTO_MAILBOX, message::encode(req))
             .await?;
         message::decode::<MailboxResponse>(&body).map_err(TransportError::Message)
     }

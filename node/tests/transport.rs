@@ -619,3 +619,63 @@ async fn simultaneous_dials_settle_on_one_connection() {
     assert_eq!(echo(&b, a.id(), b"ba").await.unwrap(), &b"ba"[..]);
     assert_eq!(settled(), want, "the winner changed");
 }
+
+#[tokio::test]
+async fn request_to_dials_with_the_request_and_reuses_the_connection() {
+    let a = node();
+    let b = node();
+    let c = node();
+    // A new peer: the request goes with HELLO and the connection is the peer's afterwards.
+    let (status, body) = within(a.t.request_to(b.addr(), b.id(), ECHO, Bytes::from("one")))
+        .await
+        .unwrap();
+    assert_eq!((status, &body[..]), (Status::Ok, &b"one"[..]));
+    assert_eq!(a.t.peer(&b.id()).map(|p| p.role), Some(Role::Dialed));
+    assert_eq!(b.t.peer(&a.id()).map(|p| p.role), Some(Role::Accepted));
+    // Several at once to a new peer: one connection, every answer right.
+    let asks = (0..4u8).map(|i| {
+        a.t.request_to(c.addr(), c.id(), ECHO, Bytes::from(vec![i; 3]))
+    });
+    let answers = within(futures_util::future::join_all(asks)).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.unwrap().1, vec![i as u8; 3]);
+    }
+    // Known peers: the existing connections carry the requests, also one too large to go
+    // with HELLO.
+    let big: Vec<u8> = (0..2 * MAX_FRAME as usize).map(|i| i as u8).collect();
+    let (_, echoed) = within(a.t.request_to(b.addr(), b.id(), ECHO, Bytes::from(big.clone())))
+        .await
+        .unwrap();
+    assert_eq!(echoed, big);
+    // A new peer and a request too large to go with HELLO: it waits for the connection.
+    let d = node();
+    let (_, echoed) = within(a.t.request_to(d.addr(), d.id(), ECHO, Bytes::from(big.clone())))
+        .await
+        .unwrap();
+    assert_eq!(echoed, big);
+    assert_eq!(a.t.stats().snapshot().connections_dialed, 3);
+    assert_eq!(a.t.connection_count(), 3);
+    assert_eq!(*b.seen.lock().unwrap(), vec![a.id(), a.id()]);
+}
+
+#[tokio::test]
+async fn before_hello_a_stranger_can_make_the_listener_buffer_only_a_little() {
+    let a = node();
+    let b = node();
+    let raw = within(a.t.dial_raw(b.addr(), Some(b.id()))).await.unwrap();
+    // No HELLO on the first stream: a request on the second, then bulk after it.
+    let (_hello, _) = within(raw.open_bi()).await.unwrap();
+    let (mut send, _recv) = within(raw.open_bi()).await.unwrap();
+    let request = Frame::request(ECHO, 1, Bytes::from_static(b"early")).to_bytes();
+    within(send.write_all(&request)).await.unwrap();
+    let bulk = vec![0u8; 1 << 20];
+    let wrote = tokio::time::timeout(Duration::from_millis(500), send.write_all(&bulk)).await;
+    // Flow control stops the stranger at the pre-HELLO window, well short of the megabyte.
+    assert!(wrote.is_err(), "the listener took 1 MiB before HELLO");
+    let sent = raw.stats().udp_tx.bytes;
+    let window = u64::from(node::transport::config::PRE_HELLO_RECEIVE_WINDOW);
+    assert!(sent < 2 * window, "{sent} bytes went out before HELLO");
+    // And nothing it sent was served.
+    assert!(b.seen.lock().unwrap().is_empty());
+    assert_eq!(b.t.connection_count(), 0);
+}

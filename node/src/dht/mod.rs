@@ -768,9 +768,9 @@ async fn rpc_once(
     request: &Request,
     local: &NodeId,
 ) -> Result<Response<NetPeer>, RpcError> {
-    t.connect(to.addr, Some(to.id)).await?;
     let body = message::encode(&peer::request_to_wire(request));
-    let (status, reply) = t.request(to.id, APP_PROTO_DHT, body).await?;
+    // To a peer we hold no connection to, the request goes out with HELLO.
+    let (status, reply) = t.request_to(to.addr, to.id, APP_PROTO_DHT, body).await?;
     match status {
         Status::Ok => {
             let r: DhtResponse = message::decode(&reply)?;

@@ -185,6 +185,21 @@ impl TransportConfig {
 
     /// quinn's transport parameters for these limits (shared by both directions).
     pub(crate) fn quic(&self) -> Result<Arc<quinn::TransportConfig>, TransportError> {
+        self.quic_with_window(self.connection_receive_window)
+            .map(Arc::new)
+    }
+
+    /// The listener's transport parameters: as [`quic`](Self::quic), but a connection
+    /// starts with [`PRE_HELLO_RECEIVE_WINDOW`], raised to `connection_receive_window` once
+    /// its HELLO is done. So a stranger that handshakes and never says HELLO holds at most
+    /// that many bytes of ours in QUIC's buffers, not the full window, for each of
+    /// `max_pending_handshakes`.
+    pub(crate) fn quic_before_hello(&self) -> Result<Arc<quinn::TransportConfig>, TransportError> {
+        let window = self.connection_receive_window.min(PRE_HELLO_RECEIVE_WINDOW);
+        self.quic_with_window(window).map(Arc::new)
+    }
+
+    fn quic_with_window(&self, window: u32) -> Result<quinn::TransportConfig, TransportError> {
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
             .map_err(|_| TransportError::Config("idle_timeout is too long for QUIC".into()))?;
         let mut t = quinn::TransportConfig::default();
@@ -194,7 +209,7 @@ impl TransportConfig {
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(Some(self.keep_alive))
             .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
-            .receive_window(VarInt::from_u32(self.connection_receive_window))
+            .receive_window(VarInt::from_u32(window))
             .send_window(self.send_window)
             // Loss by time, not by count: on a path that reorders (jitter, several routes)
             // dozens of later packets overtake one in flight, and the default threshold of
@@ -205,9 +220,14 @@ impl TransportConfig {
             .packet_threshold(REORDERING_PACKETS)
             .time_threshold(REORDERING_RTTS)
             .datagram_receive_buffer_size(None);
-        Ok(Arc::new(t))
+        Ok(t)
     }
 }
+
+/// Bytes a peer may send on all streams of a connection together before its HELLO is done
+/// (the listener's side): HELLO and one request sent with it, each at most
+/// [`MIN_MAX_FRAME`] (see `hello`).
+pub const PRE_HELLO_RECEIVE_WINDOW: u32 = 2 * MIN_MAX_FRAME;
 
 /// Packets that may overtake one in flight before it counts as lost (quinn's
 /// `packet_threshold`; RFC 9002's default is 3). High enough that loss is found by time.

@@ -2,32 +2,62 @@
 //!
 //! Both directions follow the same path: TLS proves the peer's key (see `tls`), HELLO settles
 //! the terms, and only then does the connection enter the peer table and start serving
-//! streams. A dial holds one of the `max_connections` slots from before its handshake; an
-//! inbound connection holds one of `max_pending_handshakes` during its handshake and takes
-//! a connection slot only after HELLO, so strangers that handshake in a burst cannot take
-//! every slot before a real peer gets one. At the limit, a new connection takes the slot
-//! of the idlest connection (`PeerTable::idlest`): a slot is kept by use. The handshake
-//! plus HELLO is bounded by `handshake_timeout`. Concurrent dials of one peer are coalesced
-//! behind a per-target lock, so a burst of requests to a new peer opens one connection.
+//! streams. A dial may carry a [`FirstRequest`]: sent on the stream after HELLO's, before
+//! HELLO's answer, so a first request to a new peer costs the handshake and one round trip;
+//! its exchange is handed back once HELLO succeeded, and fails with it otherwise.
+//!
+//! A dial holds one of the `max_connections` slots from before its handshake; an inbound
+//! connection holds one of `max_pending_handshakes` during its handshake and takes a
+//! connection slot only after HELLO, so strangers that handshake in a burst cannot take
+//! every slot before a real peer gets one; until then its receive window is the small
+//! pre-HELLO one (`TransportConfig::quic_before_hello`). At the limit, a new connection
+//! takes the slot of the idlest connection (`PeerTable::idlest`): a slot is kept by use.
+//! The handshake plus HELLO is bounded by `handshake_timeout`. Concurrent dials of one peer
+//! are coalesced behind a per-target lock, so a burst of requests to a new peer opens one
+//! connection (and only the first of them goes with HELLO).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use quinn::VarInt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use wire::control::{Hello, Negotiated};
-use wire::{Limits, NodeId};
+use wire::{Direction, HEADER_LEN, Limits, NodeId};
 
 use super::error::{TransportError, codes};
+use super::exchange::Exchange;
 use super::peers::{PeerConn, PeerEvent, PeerInfo, Registered, Role};
 use super::{DialKey, Shared, hello, inbound, tls};
 
+/// A request to send on a new connection right after HELLO, without waiting for HELLO's
+/// answer (see `hello`). Its single frame holds to `hello::PRE_HELLO_MAX_FRAME`.
+pub(crate) struct FirstRequest {
+    pub(crate) app_proto_id: u16,
+    pub(crate) payload: Bytes,
+}
+
+impl FirstRequest {
+    /// `payload` for `app_proto_id`, if it fits the one frame a request may send before
+    /// HELLO's answer; else it has to wait for the connection.
+    pub(crate) fn fitting(app_proto_id: u16, payload: &Bytes) -> Option<FirstRequest> {
+        (HEADER_LEN + payload.len() <= hello::PRE_HELLO_MAX_FRAME as usize).then(|| FirstRequest {
+            app_proto_id,
+            payload: payload.clone(),
+        })
+    }
+}
+
 /// Returns the connection to `expected` (or to whoever is at `addr`), dialing it if needed.
+/// A new connection carries `first`, if given, with its HELLO; its exchange comes back,
+/// waiting for the response. On an existing connection `first` is not sent.
 pub(crate) async fn connect(
     shared: &Arc<Shared>,
     addr: SocketAddr,
     expected: Option<NodeId>,
-) -> Result<PeerInfo, TransportError> {
+    first: Option<FirstRequest>,
+) -> Result<(PeerInfo, Option<Exchange>), TransportError> {
     if shared.is_closing() {
         return Err(TransportError::Closed);
     }
@@ -35,7 +65,7 @@ pub(crate) async fn connect(
         return Err(TransportError::SelfDial);
     }
     if let Some(pc) = existing(shared, addr, expected) {
-        return Ok((*pc.info).clone());
+        return Ok(((*pc.info).clone(), None));
     }
     let key = expected.map_or(DialKey::Addr(addr), DialKey::Id);
     let lock = shared.dial_lock(key);
@@ -46,8 +76,8 @@ pub(crate) async fn connect(
             after: t,
         }),
         Ok(_guard) => match existing(shared, addr, expected) {
-            Some(pc) => Ok((*pc.info).clone()),
-            None => dial(shared, addr, expected).await,
+            Some(pc) => Ok(((*pc.info).clone(), None)),
+            None => dial(shared, addr, expected, first).await,
         },
     };
     shared.release_dial_lock(key, lock);
@@ -65,7 +95,8 @@ async fn dial(
     shared: &Arc<Shared>,
     addr: SocketAddr,
     expected: Option<NodeId>,
-) -> Result<PeerInfo, TransportError> {
+    first: Option<FirstRequest>,
+) -> Result<(PeerInfo, Option<Exchange>), TransportError> {
     let slot = take_slot(shared)
         .await
         .ok_or(TransportError::TooManyConnections {
@@ -73,8 +104,8 @@ async fn dial(
         })?;
     let t = shared.config.handshake_timeout;
     let opened = Instant::now();
-    let outcome = tokio::time::timeout(t, handshake_out(shared, addr, expected)).await;
-    let (conn, id, hello, terms) = match outcome {
+    let outcome = tokio::time::timeout(t, handshake_out(shared, addr, expected, first)).await;
+    let (conn, id, (hello, terms), early) = match outcome {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
             shared.stats.handshake_failed();
@@ -98,22 +129,65 @@ async fn dial(
         hello,
         terms,
     );
-    Ok(install(shared, pc, slot))
+    let early = early.map(|ex| ex.joined(&pc));
+    Ok((install(shared, pc, slot), early))
 }
 
+/// What a dial settled: the connection, the peer's id, HELLO's outcome, and the exchange of
+/// the request sent with HELLO, if any.
+type Dialed = (
+    quinn::Connection,
+    NodeId,
+    (Hello, Negotiated),
+    Option<Exchange>,
+);
+
+/// TLS, then HELLO and `first` sent back to back, then HELLO's answer. A failure of either
+/// closes the connection as a failed HELLO: the request never outlives its connection's
+/// HELLO.
 async fn handshake_out(
     shared: &Shared,
     addr: SocketAddr,
     expected: Option<NodeId>,
-) -> Result<(quinn::Connection, NodeId, Hello, Negotiated), TransportError> {
+    first: Option<FirstRequest>,
+) -> Result<Dialed, TransportError> {
     let (conn, id) = quic_dial(shared, addr, expected).await?;
-    match hello::dial(shared, &conn).await {
-        Ok((hello, terms)) => Ok((conn, id, hello, terms)),
+    let settled = async {
+        let hello_stream = hello::send(shared, &conn).await?;
+        let Some(first) = first else {
+            return Ok((hello::answer(shared, hello_stream).await?, None));
+        };
+        // Both at once: the request's stream may need credit the peer grants as HELLO's
+        // stream closes, and a failed HELLO must not wait for the request.
+        let (terms, early) = tokio::try_join!(
+            hello::answer(shared, hello_stream),
+            send_first(shared, &conn, id, first)
+        )?;
+        Ok((terms, Some(early)))
+    };
+    match settled.await {
+        Ok((terms, early)) => Ok((conn, id, terms, early)),
         Err(e) => {
             conn.close(codes::HELLO_FAILED, b"hello failed");
             Err(e)
         }
     }
+}
+
+/// Opens the stream after HELLO's and sends `first` on it in one frame: under
+/// `PRE_HELLO_MAX_FRAME` ([`FirstRequest::fitting`]), so within any terms HELLO settles.
+/// The response is read with our own `max_frame`, which the terms never exceed.
+async fn send_first(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    peer: NodeId,
+    first: FirstRequest,
+) -> Result<Exchange, TransportError> {
+    let pair = conn.open_bi().await?;
+    let fs = shared.framed(pair, shared.base_limits(), Direction::Responses);
+    let mut ex = Exchange::new(fs, peer, first.app_proto_id, shared.corr_id(), Bytes::new());
+    ex.send_request(first.payload).await?;
+    Ok(ex)
 }
 
 /// TLS over QUIC to `addr`, refusing any key but `expected`. No HELLO, no registration.
@@ -250,18 +324,22 @@ async fn handshake_in(
         });
     };
     match hello::accept(shared, &conn).await {
-        Ok((hello, terms)) => Ok((
-            peer_conn(
-                &shared.config,
-                conn,
-                id,
-                remote,
-                (Role::Accepted, opened),
-                hello,
-                terms,
-            ),
-            slot,
-        )),
+        Ok((hello, terms)) => {
+            // The peer said HELLO: the full window from now on (see `quic_before_hello`).
+            conn.set_receive_window(VarInt::from_u32(shared.config.connection_receive_window));
+            Ok((
+                peer_conn(
+                    &shared.config,
+                    conn,
+                    id,
+                    remote,
+                    (Role::Accepted, opened),
+                    hello,
+                    terms,
+                ),
+                slot,
+            ))
+        }
         Err(e) => {
             conn.close(codes::HELLO_FAILED, b"hello failed");
             Err(e)

@@ -13,6 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use wire::{Flags, Frame, HEADER_LEN, Limits, NodeId, Status};
 
 use super::error::TransportError;
+use super::peers::PeerConn;
 use super::stream::FramedStream;
 
 /// Splits `body` into frame payloads: the first holds at most `first_room` bytes, the rest
@@ -119,6 +120,27 @@ impl Exchange {
             self.send(part, i == last).await?;
         }
         Ok(())
+    }
+
+    /// Sends a whole request body as [`send_body`](Self::send_body) does, but takes an
+    /// early answer's stop as success: the response is still there to read.
+    pub(crate) async fn send_request(&mut self, body: Bytes) -> Result<(), TransportError> {
+        match self.send_body(body).await {
+            Ok(()) | Err(TransportError::Write(quinn::WriteError::Stopped(_))) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Counts an exchange opened before its connection was registered (the request sent
+    /// with HELLO) as the connection's use and against its buffer budget, from now on.
+    pub(crate) fn joined(self, pc: &PeerConn) -> Exchange {
+        Exchange {
+            fs: self
+                .fs
+                .with_budget(pc.buffer.clone())
+                .with_activity(pc.usage.begin()),
+            ..self
+        }
     }
 
     /// The next `RESP` frame; `None` after the one with END.

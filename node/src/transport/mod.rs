@@ -4,7 +4,9 @@
 //! It sits between the network and everything above it (the DHT driver, object transfer, the
 //! gateway): those name peers by [`NodeId`] and exchange frames; this module owns sockets,
 //! TLS, connection reuse, HELLO, limits and timeouts. Its invariants: a connection is used
-//! only after TLS proved the peer's key and HELLO settled the terms; every wait on a peer is
+//! only after TLS proved the peer's key, and only within terms HELLO cannot lower until
+//! HELLO settled them (a dialer's first request may go right behind its HELLO, see `hello`;
+//! a listener serves nothing before HELLO); every wait on a peer is
 //! bounded by a configured timeout; every byte a peer sends is decoded under a bound and a
 //! rule it breaks ends only its stream, counted by reason.
 //!
@@ -31,8 +33,12 @@ pub mod stats;
 mod stream;
 mod tls;
 
+#[cfg(test)]
+mod pipeline_tests;
+
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -205,7 +211,7 @@ impl Transport {
         }
         let quic = config.quic()?;
         let tls = TlsSetup::new(identity.clone())?;
-        let server = tls.server_config(quic.clone(), config.max_connections)?;
+        let server = tls.server_config(config.quic_before_hello()?, config.max_connections)?;
         let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
             TransportError::Bind {
                 addr: config.listen,
@@ -286,7 +292,9 @@ impl Transport {
         addr: SocketAddr,
         expected: Option<NodeId>,
     ) -> Result<PeerInfo, TransportError> {
-        conn::connect(&self.shared, addr, expected).await
+        conn::connect(&self.shared, addr, expected, None)
+            .await
+            .map(|(info, _)| info)
     }
 
     /// Sends a one-frame-or-more request and returns the response's status and body, all
@@ -301,6 +309,33 @@ impl Transport {
             .await
     }
 
+    /// Connects to `peer` at `addr` if needed and sends it one request, as
+    /// [`connect`](Self::connect) then [`request`](Self::request) would, one round trip
+    /// sooner on a new connection: the request goes out right after HELLO, not after HELLO's
+    /// answer, when it fits the one frame every peer must accept before its answer
+    /// (64 KiB). If HELLO fails, so does the request. The handshake is bounded by
+    /// `handshake_timeout`, the response by `request_timeout`.
+    pub async fn request_to(
+        &self,
+        addr: SocketAddr,
+        peer: NodeId,
+        app_proto_id: u16,
+        payload: Bytes,
+    ) -> Result<(Status, Bytes), TransportError> {
+        let first = conn::FirstRequest::fitting(app_proto_id, &payload);
+        // Timed from the dial: on a new connection the request leaves with it.
+        let started = Instant::now();
+        let mut early = match conn::connect(&self.shared, addr, Some(peer), first).await? {
+            (_, Some(early)) => early,
+            // Connected already (or by a dial we queued behind), or too large to go with
+            // HELLO: an ordinary request on the connection.
+            (_, None) => return self.request(peer, app_proto_id, payload).await,
+        };
+        let max = self.shared.config.max_response_bytes;
+        self.bounded(app_proto_id, started, early.read_response(max))
+            .await
+    }
+
     /// [`request`](Self::request) with a capability token on the START frame.
     pub async fn request_with_cap(
         &self,
@@ -309,18 +344,25 @@ impl Transport {
         cap: Bytes,
         payload: Bytes,
     ) -> Result<(Status, Bytes), TransportError> {
-        let t = self.shared.config.request_timeout;
         let max = self.shared.config.max_response_bytes;
         let started = Instant::now();
         let exchange = async {
             let mut ex = self.open_exchange(peer, app_proto_id, cap).await?;
-            match ex.send_body(payload).await {
-                // The peer answered before taking the whole body: read what it said.
-                Ok(()) | Err(TransportError::Write(quinn::WriteError::Stopped(_))) => {}
-                Err(e) => return Err(e),
-            }
+            ex.send_request(payload).await?;
             ex.read_response(max).await
         };
+        self.bounded(app_proto_id, started, exchange).await
+    }
+
+    /// Runs what is left of a request's exchange within `request_timeout`, and counts the
+    /// exchange, from `started`, in the client-side stats.
+    async fn bounded(
+        &self,
+        app_proto_id: u16,
+        started: Instant,
+        exchange: impl Future<Output = Result<(Status, Bytes), TransportError>>,
+    ) -> Result<(Status, Bytes), TransportError> {
+        let t = self.shared.config.request_timeout;
         let result = match tokio::time::timeout(t, exchange).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout {
