@@ -208,12 +208,20 @@ fn a_failed_decoder_stays_failed() {
     }
 }
 
+/// Slices whose header claims a length no slice of 200 bytes can hold, or too large to be
+/// an object at all: both readers must refuse them.
+fn impossible_claims() -> impl Iterator<Item = Vec<u8>> {
+    [u64::MAX, LEN_MAX + 1, 5].into_iter().map(|claim| {
+        let mut s = claim.to_le_bytes().to_vec();
+        s.extend_from_slice(&[0u8; 200]);
+        s
+    })
+}
+
 #[test]
 fn impossible_claims_are_refused_without_panic() {
     let h = [0u8; 32];
-    for claim in [u64::MAX, LEN_MAX + 1, 5] {
-        let mut s = claim.to_le_bytes().to_vec();
-        s.extend_from_slice(&[0u8; 200]);
+    for s in impossible_claims() {
         assert!(decode(&s, &h, 10, 10).is_err());
     }
 }
@@ -345,9 +353,7 @@ fn the_verifier_hands_out_views_of_what_it_was_fed() {
 #[test]
 fn the_verifier_refuses_impossible_claims_and_stays_failed() {
     let h = [0u8; 32];
-    for claim in [u64::MAX, LEN_MAX + 1, 5] {
-        let mut s = claim.to_le_bytes().to_vec();
-        s.extend_from_slice(&[0u8; 200]);
+    for s in impossible_claims() {
         let (got, verdict) = verify(&s, &h, 10, 10, 64);
         assert!(got.is_empty());
         assert!(
@@ -355,7 +361,8 @@ fn the_verifier_refuses_impossible_claims_and_stays_failed() {
                 verdict,
                 Err(SliceError::LengthImpossible { .. } | SliceError::LengthShort { .. })
             ),
-            "{claim}: {verdict:?}"
+            "claim {:?}: {verdict:?}",
+            &s[..8]
         );
     }
     // A wrong id: the first node fails, and so does every later poll (`verify` checks).
