@@ -1,5 +1,6 @@
 //! Mailboxes with real node processes (issue 17): a lone node's sends (tokens, idempotency,
-//! quotas with `Retry-After`, TTL expiry, no mail on the public edge), and a five-node mesh
+//! quotas with `Retry-After`, TTL expiry, no mail on the public edge, a token's byte limit
+//! and tenant quota), and a five-node mesh
 //! where mail sent to an offline node survives a SIGKILLed holder and is delivered exactly
 //! once after acks, a stranger can neither read, ack, forge nor replicate another node's
 //! mail over OAP/1, and a send short of its W holders is refused.
@@ -120,14 +121,7 @@ fn ack(node: &NodeProcess, id: &str) -> Reply {
 }
 
 fn mint(data_dir: &std::path::Path, methods: &str) -> String {
-    let out = macronode_command()
-        .unwrap()
-        .args(["token", "mint", "--methods", methods, "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "token mint: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    mint_with(data_dir, &["--methods", methods])
 }
 
 fn b64(s: &str) -> String {
@@ -255,6 +249,95 @@ fn a_lone_node_checks_tokens_dedupes_enforces_quotas_and_expires_mail() {
 }
 
 /// `macronode mail ARGS --data-dir DIR` with `stdin`, bounded.
+/// `token mint` with these flags (methods, a byte limit, a tenant with its quota).
+fn mint_with(data_dir: &std::path::Path, flags: &[&str]) -> String {
+    let out = macronode_command()
+        .unwrap()
+        .args(["token", "mint"])
+        .args(flags)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "token mint: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_public_send_keeps_its_tokens_byte_limit_and_tenant_quota() {
+    let mut node = NodeProcess::start(NodeSpec::new("mb-token")).unwrap();
+    node.wait_ready(START).unwrap();
+    let me = node.node_id().unwrap();
+    let http = node.http();
+    let dir = node.data_dir();
+
+    // A byte limit holds for a body that declares no size (chunked), not only for a
+    // Content-Length checked before reading.
+    let small = mint_with(&dir, &["--methods", "send", "--max-bytes", "100"]);
+    let chunked = |key: &str, body: &str| {
+        curl(&[
+            "-X".into(),
+            "POST".into(),
+            "-H".into(),
+            "Transfer-Encoding: chunked".into(),
+            "-H".into(),
+            format!("Idempotency-Key: {key}"),
+            "-H".into(),
+            format!("Authorization: Bearer {small}"),
+            "--data-binary".into(),
+            body.to_string(),
+            format!("http://{http}/mb/{me}"),
+        ])
+    };
+    let r = chunked("big", &"x".repeat(200));
+    assert_eq!(
+        r.status, 403,
+        "a chunked 200-byte body under a 100-byte token: {}",
+        r.body
+    );
+    let r = send(
+        http,
+        &me,
+        "big-declared",
+        Some(&small),
+        "",
+        &"x".repeat(200),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = chunked("fits", &"x".repeat(100));
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // A tenant's sends count against its write quota, as its object PUTs do; a retried
+    // send (the same key) is not counted twice.
+    let tenant = mint_with(
+        &dir,
+        &[
+            "--methods",
+            "send",
+            "--tenant",
+            "mail-t",
+            "--quota-bytes",
+            "300",
+            "--rate",
+            "1000000",
+        ],
+    );
+    for key in ["t1", "t2", "t1", "t3"] {
+        let r = send(http, &me, key, Some(&tenant), "", &"y".repeat(100));
+        assert_eq!(r.status, 201, "send {key}: {}", r.body);
+    }
+    let r = send(http, &me, "t4", Some(&tenant), "", &"y".repeat(100));
+    assert_eq!(r.status, 429, "the tenant's 301st..400th byte: {}", r.body);
+    assert_eq!(r.json()["code"], "quota_exceeded", "{}", r.body);
+    assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+    let got = recv(&node, "1s");
+    assert_eq!(
+        got.len(),
+        4,
+        "fits, t1, t2, t3 delivered; the refused ones not: {got:?}"
+    );
+}
+
 fn mail_cli(args: &[&str], dir: &std::path::Path, stdin: &[u8]) -> std::process::Output {
     use std::io::Write;
     let mut child = macronode_command()

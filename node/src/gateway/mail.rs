@@ -12,7 +12,9 @@
 //! idempotency key comes from the `Idempotency-Key` header (1 to 64 bytes; a random one
 //! when absent). On the public edge it is mixed with the token's id, so two clients of one
 //! gateway (whose messages all come from the gateway's node id) cannot collide on a key.
-//! A TTL in milliseconds may be asked with `?ttl_ms=`.
+//! A TTL in milliseconds may be asked with `?ttl_ms=`. A public send keeps its token's
+//! byte limit whether or not the body declares its size, and a token's tenant pays for the
+//! message's bytes from its write quota, as for an object PUT.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,7 @@ use wire::mailbox::{IDEMPOTENCY_KEY_MAX, MsgId, PAYLOAD_MAX};
 
 use super::ApiError;
 use crate::app::NodeContext;
+use crate::caps::Grant;
 use crate::mail::{MailError, WAIT_MAX};
 
 /// The header carrying the sender's idempotency key.
@@ -74,8 +77,17 @@ async fn send_public(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let (_, token) = super::objects::authorize_for(&ctx, &headers, "send", declared)?;
-    send(&ctx, &node_id, q, &headers, body, token).await
+    let (grant, token) = super::objects::authorize_for(&ctx, &headers, "send", declared)?;
+    let sender = token.map(|id| TokenSender { id, grant });
+    send(&ctx, &node_id, q, &headers, body, sender).await
+}
+
+/// A public send's token: its id (mixed into the idempotency key) and what it grants
+/// (a byte limit that must also hold for a body of undeclared size; a tenant whose write
+/// quota the message counts against, as an object PUT's bytes do).
+struct TokenSender {
+    id: [u8; 16],
+    grant: Grant,
 }
 
 async fn send_admin(
@@ -134,15 +146,35 @@ async fn send(
     q: SendQuery,
     headers: &HeaderMap,
     body: Body,
-    token: Option<[u8; 16]>,
+    sender: Option<TokenSender>,
 ) -> Result<Response, ApiError> {
     let mailbox: NodeId = node_id
         .parse()
         .map_err(|_| ApiError::bad_request("bad_node_id", "a node id is 64 hex digits"))?;
-    let key = idempotency_key(headers, token)?;
+    let key = idempotency_key(headers, sender.as_ref().map(|s| s.id))?;
     let payload = axum::body::to_bytes(body, PAYLOAD_MAX)
         .await
         .map_err(|_| too_large())?;
+    let grant = sender.map(|s| s.grant).unwrap_or_default();
+    // The declared size was checked against the token's limit before reading; a chunked
+    // body declares none, so its real size is checked here.
+    if let Some(t) = grant.max_bytes.filter(|t| payload.len() as u64 > *t) {
+        metrics::counter!("rejected_total", "reason" => "capability").increment(1);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("capability token allows at most {t} bytes"),
+        ));
+    }
+    let reservation = match &grant.tenant {
+        Some(quota) => Some(
+            ctx.objects
+                .quotas
+                .reserve(quota, payload.len() as u64)
+                .map_err(|e| super::objects::over_quota(&e))?,
+        ),
+        None => None,
+    };
     let sent = ctx
         .mail
         .send(
@@ -153,6 +185,9 @@ async fn send(
         )
         .await
         .map_err(mail_error)?;
+    if let Some(r) = reservation.filter(|_| !sent.duplicate) {
+        r.commit();
+    }
     Ok((
         StatusCode::CREATED,
         Json(json!({
