@@ -341,6 +341,12 @@ impl ShardState {
         (out, more, dead)
     }
 
+    /// Whether `id` was removed here (acknowledged or dead-lettered) and is still
+    /// remembered at `now_ms`.
+    pub fn tombstoned(&self, id: &MsgId, now_ms: u64) -> bool {
+        self.tombstones.get(id).is_some_and(|until| *until > now_ms)
+    }
+
     /// Whether `id` is held in `mailbox`.
     pub fn holds(&self, mailbox: &NodeId, id: &MsgId) -> bool {
         self.index.get(id).is_some_and(|(m, _)| m == mailbox)

@@ -394,6 +394,17 @@ impl MailboxStore {
         Ok(deleted)
     }
 
+    /// Which of `ids` this store removed from `mailbox` (acknowledged or dead-lettered) and
+    /// still remembers: the owner's node uses it to recognise a copy a holder that missed
+    /// the ack delivers again, and to send that holder the ack it missed.
+    pub fn settled(&self, now: Duration, mailbox: &NodeId, ids: &[MsgId]) -> Vec<MsgId> {
+        let state = self.shard(mailbox).lock();
+        ids.iter()
+            .filter(|id| !state.holds(mailbox, id) && state.tombstoned(id, ms(now)))
+            .copied()
+            .collect()
+    }
+
     /// The mailboxes holding at least one message, at most `max` (the node's repair walks
     /// them to push copies to the holders of each).
     pub fn mailboxes(&self, max: usize) -> Vec<NodeId> {

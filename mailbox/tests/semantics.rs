@@ -89,6 +89,42 @@ fn a_send_retried_after_its_ack_is_not_delivered_again() {
 }
 
 #[test]
+fn an_acked_message_is_remembered_as_settled_until_it_would_have_expired() {
+    let cfg = || Config {
+        ttl_default: Duration::from_secs(60),
+        ..Config::amnesia()
+    };
+    both(cfg, |s| {
+        let acked = s.send(at(0), msg(ALICE, "acked", b"a")).unwrap().id;
+        let held = s.send(at(0), msg(ALICE, "held", b"b")).unwrap().id;
+        let never = MsgId([9; 32]);
+        assert_eq!(s.settled(at(1), &OWNER, &[acked, held, never]), vec![]);
+        assert_eq!(s.ack(at(2), &OWNER, &[acked]).unwrap(), 1);
+        // Settled: acked here. Not: still held, or never seen (an ack of an unknown id
+        // leaves nothing to remember), or asked under another mailbox.
+        assert_eq!(s.settled(at(3), &OWNER, &[acked, held, never]), vec![acked]);
+        assert_eq!(s.settled(at(3), &ALICE, &[acked]), vec![]);
+        // Forgotten once the message would have expired.
+        assert_eq!(s.settled(at(60_000), &OWNER, &[acked]), vec![]);
+    });
+}
+
+#[test]
+fn settled_messages_are_remembered_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || Config {
+        dir: Some(dir.path().to_path_buf()),
+        ..Config::amnesia()
+    };
+    let (s, _) = MailboxStore::open(cfg(), T0).unwrap();
+    let id = s.send(at(0), msg(ALICE, "k", b"a")).unwrap().id;
+    assert_eq!(s.ack(at(1), &OWNER, &[id]).unwrap(), 1);
+    drop(s);
+    let (s, _) = MailboxStore::open(cfg(), at(2)).unwrap();
+    assert_eq!(s.settled(at(3), &OWNER, &[id]), vec![id]);
+}
+
+#[test]
 fn messages_of_one_sender_come_in_order_and_an_unacked_one_holds_the_rest_back() {
     both(Config::amnesia, |s| {
         for k in ["a1", "a2", "a3"] {

@@ -22,7 +22,9 @@
 //!
 //! The owner receives by asking every holder (and, as the closest set moves with churn, the
 //! next RF closest as well: twice RF in all), merging copies by message id, and long-polls
-//! within a bound. An ack goes to the same nodes.
+//! within a bound. An ack goes to the same nodes; a holder that missed it (down at the
+//! time) and later delivers the message again is sent it once more, the owner's own store
+//! remembering its acks until the messages would have expired.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -382,7 +384,7 @@ impl Mail {
             };
             asks.spawn(async move {
                 match tokio::time::timeout(ASK_TIMEOUT, mail.ask(&peer, &req)).await {
-                    Ok(Ok(MailboxResponse::Batch { messages, .. })) => Some(messages),
+                    Ok(Ok(MailboxResponse::Batch { messages, .. })) => Some((peer, messages)),
                     _ => None,
                 }
             });
@@ -390,13 +392,19 @@ impl Mail {
         let mut merged: BTreeMap<MsgId, Received> = BTreeMap::new();
         let mut order = Vec::new();
         let mut answered = 0;
-        let mut take = |batch: Vec<wire::mailbox::Delivered>| {
+        // Which remote holders delivered each message: one that missed an ack (it was down)
+        // delivers it again, and is sent the ack it missed.
+        let mut from: BTreeMap<MsgId, Vec<NetPeer>> = BTreeMap::new();
+        let mut take = |batch: Vec<wire::mailbox::Delivered>, peer: Option<&NetPeer>| {
             for d in batch {
                 let id = d.message.id();
                 // A copy at another holder is the same message: keep one, count the most
                 // deliveries any holder made.
                 if d.message.mailbox != me {
                     continue;
+                }
+                if let Some(p) = peer {
+                    from.entry(id).or_default().push(p.clone());
                 }
                 match merged.get_mut(&id) {
                     Some(r) => r.deliveries = r.deliveries.max(d.deliveries),
@@ -418,18 +426,19 @@ impl Mail {
             match self.blocking(move |s| s.fetch(now(), &me, limits)).await? {
                 Ok(b) => {
                     answered += 1;
-                    take(b.messages);
+                    take(b.messages, None);
                 }
                 Err(e) => tracing::warn!(error = %e, "reading our own mailbox copy failed"),
             }
         }
         let asked = asks.len() + usize::from(self_in);
         while let Some(r) = asks.join_next().await {
-            if let Ok(Some(batch)) = r {
+            if let Ok(Some((peer, batch))) = r {
                 answered += 1;
-                take(batch);
+                take(batch, Some(&peer));
             }
         }
+        self.drop_settled(&mut merged, &mut order, from).await?;
         if answered == 0 && asked > 0 {
             return Err(MailError::Unreachable(format!(
                 "none of {asked} holders answered"
@@ -442,6 +451,51 @@ impl Mail {
         out.truncate(max as usize);
         metrics::counter!("mailbox_received_total").increment(out.len() as u64);
         Ok(out)
+    }
+
+    /// Takes out of a receive the messages this node already acknowledged (its own store
+    /// remembers each ack until the message would have expired), and sends their acks
+    /// again to the holders that delivered them: a holder down when the ack was given
+    /// would otherwise deliver its copy again, and keep it, after it returns.
+    async fn drop_settled(
+        &self,
+        merged: &mut BTreeMap<MsgId, Received>,
+        order: &mut Vec<MsgId>,
+        mut from: BTreeMap<MsgId, Vec<NetPeer>>,
+    ) -> Result<(), MailError> {
+        if merged.is_empty() {
+            return Ok(());
+        }
+        let me = self.me();
+        let ids: Vec<MsgId> = merged.keys().copied().collect();
+        let settled = self.blocking(move |s| s.settled(now(), &me, &ids)).await?;
+        if settled.is_empty() {
+            return Ok(());
+        }
+        let mut missed: BTreeMap<NodeId, (NetPeer, Vec<MsgId>)> = BTreeMap::new();
+        for id in &settled {
+            merged.remove(id);
+            for peer in from.remove(id).unwrap_or_default() {
+                missed
+                    .entry(peer.id)
+                    .or_insert_with(|| (peer, Vec::new()))
+                    .1
+                    .push(*id);
+            }
+        }
+        order.retain(|id| merged.contains_key(id));
+        metrics::counter!("mailbox_acks_resent_total").increment(settled.len() as u64);
+        for (peer, ids) in missed.into_values() {
+            let mail = self.clone();
+            let req = MailboxRequest::Ack { mailbox: me, ids };
+            tokio::spawn(async move {
+                match tokio::time::timeout(ASK_TIMEOUT, mail.ask(&peer, &req)).await {
+                    Ok(Ok(MailboxResponse::Acked { .. })) => {}
+                    _ => tracing::debug!(peer = %peer.id, "a missed mailbox ack was not taken"),
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Acknowledges `ids` of this node's own mail at every holder; returns the most copies

@@ -549,11 +549,32 @@ fn mail_to_an_offline_node_survives_a_killed_holder_and_is_delivered_once() {
     let left = recv(&mesh.nodes[4], "1500ms");
     assert!(left.is_empty(), "delivered again after its ack: {left:?}");
 
+    // The killed holder missed the acks: it comes back still holding all 12 copies. The
+    // recipient does not take them as new mail, and sends that holder the acks it missed.
+    mesh.nodes[victim].restart().unwrap();
+    mesh.nodes[victim].wait_ready(START).unwrap();
+    assert!(
+        queue_depth(&mesh.nodes[victim]) >= 12.0,
+        "the killed holder's copies survived its restart"
+    );
+    testing::poll_until(
+        "the missed acks reach the returned holder",
+        Duration::from_secs(40),
+        Duration::from_millis(100),
+        || {
+            let again = recv(&mesh.nodes[4], "500ms");
+            assert!(
+                again.is_empty(),
+                "a holder that missed the acks delivered again: {again:?}"
+            );
+            (queue_depth(&mesh.nodes[victim]) == 0.0).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("the returned holder kept acknowledged mail: {e}"));
+
     // Fewer than W holders reachable: node 0 alone refuses the send, with its count.
-    for i in [1, 2, 3, 4] {
-        if i != victim {
-            mesh.nodes[i].sigkill().unwrap();
-        }
+    for i in 1..5 {
+        mesh.nodes[i].sigkill().unwrap();
     }
     let r = send(
         mesh.nodes[0].http(),
