@@ -207,6 +207,10 @@ pub struct MailSendArgs {
     /// Time to live in seconds (default: the holders' default, 7 days).
     #[arg(long)]
     pub ttl: Option<u64>,
+    /// Mark the message as end-to-end encrypted for the owner (APP_E2E): the caller
+    /// encrypted the file; holders keep the mark and the owner's receive reports it.
+    #[arg(long)]
+    pub e2e: bool,
     /// The message: a file, or `-` for stdin (at most 64 KiB).
     pub file: PathBuf,
     /// The sending node.
@@ -251,9 +255,16 @@ pub fn mail_send(args: &MailSendArgs) -> anyhow::Result<()> {
     if payload.len() > wire::mailbox::PAYLOAD_MAX {
         bail!("a message is at most {} bytes", wire::mailbox::PAYLOAD_MAX);
     }
-    let mut url = format!("{base}/mb/{}", args.node_id);
+    let mut query = Vec::new();
     if let Some(t) = args.ttl {
-        url.push_str(&format!("?ttl_ms={}", t.saturating_mul(1000)));
+        query.push(format!("ttl_ms={}", t.saturating_mul(1000)));
+    }
+    if args.e2e {
+        query.push("e2e=true".to_string());
+    }
+    let mut url = format!("{base}/mb/{}", args.node_id);
+    if !query.is_empty() {
+        url.push_str(&format!("?{}", query.join("&")));
     }
     let mut req = admin_agent(MAIL_WAIT).post(url);
     if let Some(k) = &args.key {

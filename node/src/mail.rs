@@ -105,8 +105,8 @@ pub enum MailError {
 /// Most messages one [`Mail::send_many`] takes.
 pub const SEND_MANY_MAX: usize = 256;
 
-/// One message to send: its idempotency key, TTL (`None`: the holders' default) and
-/// payload.
+/// One message to send: its idempotency key, TTL (`None`: the holders' default),
+/// payload, and whether the sender encrypted it for the owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     /// Sender-chosen, 1 to 64 bytes: a retry with the same key is the same message.
@@ -115,6 +115,9 @@ pub struct Outgoing {
     pub ttl: Option<Duration>,
     /// The bytes, at most 64 KiB.
     pub payload: Vec<u8>,
+    /// The payload is end-to-end encrypted for the owner (OAP/1's APP_E2E): holders
+    /// keep the mark with the message and hand it to the owner, who alone can read it.
+    pub e2e: bool,
 }
 
 /// The answer to a send.
@@ -200,8 +203,14 @@ impl Mail {
         key: Vec<u8>,
         ttl: Option<Duration>,
         payload: Vec<u8>,
+        e2e: bool,
     ) -> Result<Sent, MailError> {
-        let one = Outgoing { key, ttl, payload };
+        let one = Outgoing {
+            key,
+            ttl,
+            payload,
+            e2e,
+        };
         let mut sent = self.send_many(mailbox, vec![one]).await?;
         sent.pop()
             .ok_or_else(|| MailError::Store("a send returned no result".into()))
@@ -233,7 +242,7 @@ impl Mail {
                 ttl_ms: m
                     .ttl
                     .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-                e2e: false,
+                e2e: m.e2e,
                 payload: m.payload,
             })
             .collect();

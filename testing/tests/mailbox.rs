@@ -264,7 +264,7 @@ fn mint_with(data_dir: &std::path::Path, flags: &[&str]) -> String {
 }
 
 #[test]
-fn a_public_send_keeps_its_tokens_byte_limit_and_tenant_quota() {
+fn a_public_send_keeps_its_tokens_limits_and_its_e2e_mark() {
     let mut node = NodeProcess::start(NodeSpec::new("mb-token")).unwrap();
     node.wait_ready(START).unwrap();
     let me = node.node_id().unwrap();
@@ -335,6 +335,45 @@ fn a_public_send_keeps_its_tokens_byte_limit_and_tenant_quota() {
         got.len(),
         4,
         "fits, t1, t2, t3 delivered; the refused ones not: {got:?}"
+    );
+    for (id, _) in got {
+        assert_eq!(ack(&node, &id).status, 200);
+    }
+
+    // The APP_E2E mark a sender sets (`?e2e=true`, `mail send --e2e`) reaches the owner
+    // with the message; a message without it is not marked.
+    let e2e = mint(&dir, "send");
+    let r = send(http, &me, "sealed", Some(&e2e), "?e2e=true", "ciphertext");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = send(http, &me, "plain", Some(&e2e), "", "plaintext");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let out = mail_cli(
+        &["send", &me.to_string(), "--e2e", "-"],
+        &dir,
+        b"sealed too",
+    );
+    assert!(out.status.success(), "mail send --e2e: {out:?}");
+    let r = curl(&[format!("http://{}/mb?wait=1s", node.admin().unwrap())]);
+    let marks: Vec<(String, bool)> = r.json()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["payload"].as_str().unwrap().to_string(),
+                m["e2e"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        marks,
+        vec![
+            (b64("ciphertext"), true),
+            (b64("plaintext"), false),
+            (b64("sealed too"), true)
+        ],
+        "{}",
+        r.body
     );
 }
 

@@ -4,7 +4,7 @@
 //! acknowledges it, `POST /mb/ack` with `{"ids": [...]}` many at once (admin plane only:
 //! only the owner's own node reads its mailbox, with its own QUIC identity). On the admin
 //! plane, `POST /mb/{node_id}/batch` sends up to 256 messages in one request
-//! (`{"messages": [{"key", "payload" (base64), "ttl_ms"?}]}`, at most 2 MiB): the local
+//! (`{"messages": [{"key", "payload" (base64), "ttl_ms"?, "e2e"?}]}`, at most 2 MiB): the local
 //! copies take one fsync, and the answer (201 with every id) waits for W copies of each.
 //!
 //! A send answers 201 with the message id only once W holders stored it durably; short of
@@ -12,7 +12,8 @@
 //! idempotency key comes from the `Idempotency-Key` header (1 to 64 bytes; a random one
 //! when absent). On the public edge it is mixed with the token's id, so two clients of one
 //! gateway (whose messages all come from the gateway's node id) cannot collide on a key.
-//! A TTL in milliseconds may be asked with `?ttl_ms=`. A public send keeps its token's
+//! A TTL in milliseconds may be asked with `?ttl_ms=`; `?e2e=true` marks a payload the
+//! sender encrypted for the owner (OAP/1's APP_E2E), which the receive reports as `e2e`. A public send keeps its token's
 //! byte limit whether or not the body declares its size, and a token's tenant pays for the
 //! message's bytes from its write quota, as for an object PUT.
 
@@ -62,6 +63,9 @@ pub fn admin_routes() -> Router<Arc<NodeContext>> {
 #[derive(Debug, Deserialize)]
 struct SendQuery {
     ttl_ms: Option<u64>,
+    /// The payload is end-to-end encrypted for the owner (APP_E2E).
+    #[serde(default)]
+    e2e: bool,
 }
 
 async fn send_public(
@@ -182,6 +186,7 @@ async fn send(
             key,
             q.ttl_ms.map(Duration::from_millis),
             payload.to_vec(),
+            q.e2e,
         )
         .await
         .map_err(mail_error)?;
@@ -321,6 +326,8 @@ struct BatchItem {
     key: String,
     payload: String,
     ttl_ms: Option<u64>,
+    #[serde(default)]
+    e2e: bool,
 }
 
 /// Body of `POST /mb/{node_id}/batch`.
@@ -366,6 +373,7 @@ async fn send_batch(
             key,
             ttl: m.ttl_ms.map(Duration::from_millis),
             payload,
+            e2e: m.e2e,
         });
     }
     let sent = ctx
