@@ -340,7 +340,7 @@ pub async fn start(
             "mailbox journals replayed"
         );
     }
-    let mail = Mail::new(mb_store, objects.clone());
+    let mail = Mail::new(mb_store, objects.clone(), config.mailbox_repair_every);
     let _ = handler.services.set((
         dht.clone(),
         transport.clone(),

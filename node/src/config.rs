@@ -198,6 +198,8 @@ pub struct ConfigLayer {
     pub mailbox_sender_count_max: Option<usize>,
     /// Messages one mailbox may hold at this node (mailbox quota).
     pub mailbox_count_max: Option<usize>,
+    /// How often held mail is pushed to the mailbox's other holders, ms.
+    pub mailbox_repair_ms: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -245,6 +247,7 @@ impl ConfigLayer {
                 .mailbox_sender_count_max
                 .or(self.mailbox_sender_count_max),
             mailbox_count_max: over.mailbox_count_max.or(self.mailbox_count_max),
+            mailbox_repair_ms: over.mailbox_repair_ms.or(self.mailbox_repair_ms),
         }
     }
 }
@@ -296,6 +299,8 @@ pub struct NodeConfig {
     /// What one sender and one mailbox may hold at this node (the mailbox store's
     /// defaults unless set).
     pub mailbox_quotas: mailbox::Quotas,
+    /// How often held mail is pushed to the mailbox's other holders (default 15 s).
+    pub mailbox_repair_every: Duration,
 }
 
 impl NodeConfig {
@@ -386,8 +391,17 @@ impl NodeConfig {
                 why: "must be positive: a mailbox that holds nothing cannot work".into(),
             });
         }
+        let mailbox_repair_every = Duration::from_millis(layer.mailbox_repair_ms.unwrap_or(15_000));
+        if mailbox_repair_every < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid {
+                field: "mailbox_repair_ms",
+                why: "must be at least 100: repair rounds back to back would starve the node"
+                    .into(),
+            });
+        }
         Ok(NodeConfig {
             mailbox_quotas,
+            mailbox_repair_every,
             data_dir: layer
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("macronode-data")),
@@ -548,5 +562,16 @@ mod tests {
         let err =
             toml::from_str::<ConfigLayer>("listn = \"127.0.0.1:1\"").map_err(|e| e.to_string());
         assert!(err.is_err_and(|e| e.contains("listn")));
+        let err = NodeConfig::resolve(ConfigLayer {
+            mailbox_repair_ms: Some(10),
+            ..Default::default()
+        });
+        assert!(matches!(
+            err,
+            Err(ConfigError::Invalid {
+                field: "mailbox_repair_ms",
+                ..
+            })
+        ));
     }
 }

@@ -15,9 +15,10 @@
 //!   message keeps its original sender, which the receiver cannot check, so REPLICATE is
 //!   for holders only.
 //!
-//! Repair: every few seconds each holder pushes the visible messages of the mailboxes it
-//! holds to the other RF closest its table knows (REPLICATE; copies already held, or
-//! whose ack is remembered, are duplicates). On start, a node pulls copies of its own
+//! Repair: every `--mailbox-repair-ms` (15 s) each holder pushes the visible messages of
+//! the mailboxes it holds to the other RF closest its table knows (REPLICATE; copies
+//! already held, or whose ack is remembered, are duplicates), each holder only what came
+//! after what it confirmed, and everything again every few minutes. On start, a node pulls copies of its own
 //! mail from the holders (drain on start).
 //!
 //! The owner receives by asking every holder (and, as the closest set moves with churn, the
@@ -58,8 +59,8 @@ const SEND_WAIT: Duration = Duration::from_secs(10);
 /// How long one holder may take to answer a FETCH or an ACK: a dead holder costs a receive
 /// this, not a connect timeout per poll.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often held mailboxes are pushed to their other holders.
-const REPAIR_EVERY: Duration = Duration::from_secs(15);
+/// This often, repair pushes everything held again, whatever was confirmed.
+const FULL_PUSH_EVERY: Duration = Duration::from_secs(300);
 /// Most mailboxes one repair round walks.
 const REPAIR_MAILBOXES_MAX: usize = 4096;
 /// How often expired messages are dropped and journals compacted.
@@ -150,15 +151,33 @@ pub struct Mail {
     /// The local store (this node as a holder).
     pub store: Arc<MailboxStore>,
     objects: Objects,
+    repair_every: Duration,
+    pushed: Arc<std::sync::Mutex<PushLog>>,
+}
+
+/// What repair already pushed: per (mailbox, holder), the local sequence number up to
+/// which that holder confirmed our messages. A round pushes each holder only what came
+/// after it, so a steady mailbox costs nothing; a holder new to the closest set starts
+/// from 0 and gets everything. Every [`FULL_PUSH_EVERY`] the log is forgotten and
+/// everything is pushed again (a holder that lost its disk under the same id, messages
+/// hidden while in flight when they were passed over).
+#[derive(Debug, Default)]
+struct PushLog {
+    /// When the log was last forgotten.
+    since: Option<std::time::Instant>,
+    confirmed: std::collections::HashMap<(NodeId, NodeId), u64>,
 }
 
 impl Mail {
     /// The mailbox layer over `store`, placing copies through the object layer's closest
     /// set and write quorum.
-    pub fn new(store: MailboxStore, objects: Objects) -> Mail {
+    /// Repair runs every `repair_every`.
+    pub fn new(store: MailboxStore, objects: Objects, repair_every: Duration) -> Mail {
         Mail {
             store: Arc::new(store),
             objects,
+            repair_every,
+            pushed: Arc::default(),
         }
     }
 
@@ -585,24 +604,40 @@ impl Mail {
     }
 
     /// One repair round: every mailbox held here (up to [`REPAIR_MAILBOXES_MAX`]) has its
-    /// visible messages pushed (REPLICATE) to the other RF closest nodes our table knows.
+    /// visible messages pushed (REPLICATE) to the other RF closest nodes our table knows,
+    /// each holder only the messages after those it already confirmed ([`PushLog`]).
     /// Holders take copies they hold, or whose ack they remember, as duplicates; so a
-    /// round after a change in the closest set fills the newcomer and costs the others
-    /// one answer each. Returns the copies that were new to their receivers.
+    /// round after a change in the closest set fills the newcomer, and a round with no
+    /// change and no new mail sends nothing. Returns the copies that were new to their
+    /// receivers.
     pub async fn repair_round(&self) -> u64 {
         let me = self.me();
+        let mut confirmed = {
+            let mut log = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
+            if log.since.is_none_or(|t| t.elapsed() >= FULL_PUSH_EVERY) {
+                log.since = Some(std::time::Instant::now());
+                log.confirmed.clear();
+            }
+            std::mem::take(&mut log.confirmed)
+        };
+        // Only pairs walked this round are kept: the log stays as large as what is held.
+        let mut kept = std::collections::HashMap::new();
         let mut stored = 0u64;
+        let mut pushed = 0u64;
         for mailbox in self.store.mailboxes(REPAIR_MAILBOXES_MAX) {
-            let peers: Vec<NetPeer> = self
+            let mut peers: Vec<(NetPeer, u64)> = self
                 .known_closest(&mailbox, self.rf())
                 .await
                 .into_iter()
                 .filter(|p| p.id != me)
+                .map(|p| {
+                    let upto = confirmed.remove(&(mailbox, p.id)).unwrap_or(0);
+                    (p, upto)
+                })
                 .collect();
-            if peers.is_empty() {
+            let Some(mut after) = peers.iter().map(|(_, upto)| *upto).min() else {
                 continue;
-            }
-            let mut after = 0;
+            };
             loop {
                 let Ok(batch) = self.peek(mailbox, after).await else {
                     break;
@@ -611,12 +646,24 @@ impl Mail {
                     break;
                 }
                 after = batch.next_cursor;
-                let messages: Vec<Envelope> =
-                    batch.messages.into_iter().map(|d| d.message).collect();
-                let req = MailboxRequest::Replicate { messages };
-                for peer in &peers {
+                for (peer, upto) in peers.iter_mut() {
+                    let messages: Vec<Envelope> = batch
+                        .messages
+                        .iter()
+                        .filter(|d| d.seq > *upto)
+                        .map(|d| d.message.clone())
+                        .collect();
+                    if messages.is_empty() {
+                        continue;
+                    }
+                    let n = messages.len() as u64;
+                    let req = MailboxRequest::Replicate { messages };
                     match tokio::time::timeout(ASK_TIMEOUT, self.ask(peer, &req)).await {
-                        Ok(Ok(MailboxResponse::Replicated { stored: n })) => stored += u64::from(n),
+                        Ok(Ok(MailboxResponse::Replicated { stored: s })) => {
+                            stored += u64::from(s);
+                            pushed += n;
+                            *upto = batch.next_cursor;
+                        }
                         _ => tracing::debug!(peer = %peer.id, "mailbox repair push failed"),
                     }
                 }
@@ -624,19 +671,27 @@ impl Mail {
                     break;
                 }
             }
+            for (peer, upto) in peers {
+                if upto > 0 {
+                    kept.insert((mailbox, peer.id), upto);
+                }
+            }
         }
-        if stored > 0 {
-            metrics::counter!("mailbox_repair_copies_total").increment(stored);
-        }
+        self.pushed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .confirmed = kept;
+        metrics::counter!("mailbox_repair_pushed_total").increment(pushed);
+        metrics::counter!("mailbox_repair_copies_total").increment(stored);
         stored
     }
 
-    /// Repair rounds every [`REPAIR_EVERY`], for ever.
+    /// Repair rounds every `repair_every` (see [`Mail::new`]), for ever.
     pub fn keep_repaired(&self) -> tokio::task::JoinHandle<()> {
         let mail = self.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(REPAIR_EVERY).await;
+                tokio::time::sleep(mail.repair_every).await;
                 mail.repair_round().await;
             }
         })

@@ -163,6 +163,9 @@ struct RunArgs {
     /// Messages one mailbox may hold at this node.
     #[arg(long, env = "MACRONODE_MAILBOX_COUNT_MAX")]
     mailbox_count_max: Option<usize>,
+    /// How often held mail is pushed to the mailbox's other holders, ms (default 15,000).
+    #[arg(long, env = "MACRONODE_MAILBOX_REPAIR_MS")]
+    mailbox_repair_ms: Option<u64>,
 }
 
 impl RunArgs {
@@ -200,6 +203,7 @@ impl RunArgs {
             min_peers: self.min_peers,
             mailbox_sender_count_max: self.mailbox_sender_count_max,
             mailbox_count_max: self.mailbox_count_max,
+            mailbox_repair_ms: self.mailbox_repair_ms,
             ..ConfigLayer::default()
         }
     }

@@ -631,6 +631,77 @@ fn mail_to_an_offline_node_survives_a_killed_holder_and_is_delivered_once() {
     println!("mesh scenario took {:?}", started.elapsed());
 }
 
+/// Messages all nodes pushed in repair rounds so far.
+fn repair_pushed(mesh: &Mesh) -> f64 {
+    mesh.nodes
+        .iter()
+        .map(|n| {
+            n.metric("mailbox_repair_pushed_total")
+                .unwrap()
+                .unwrap_or(0.0)
+        })
+        .sum()
+}
+
+#[test]
+fn repair_pushes_a_holder_only_what_it_lacks() {
+    // Rounds every 300 ms, so a few seconds hold many of them.
+    let mut mesh = Mesh::start(4, |_, spec| {
+        *spec = std::mem::take(spec).fast_liveness(Duration::from_millis(500));
+        spec.args
+            .extend(["--open-writes", "--mailbox-repair-ms", "300"].map(String::from));
+    })
+    .unwrap();
+    mesh.wait_ready(START).unwrap();
+    let ids = mesh.ids().unwrap();
+    let to = ids[3];
+    for i in 0..20 {
+        let r = send(mesh.nodes[1].http(), &to, &format!("r{i}"), None, "", "x");
+        assert_eq!(r.status, 201, "send {i}: {}", r.body);
+    }
+    let holders = |mesh: &Mesh| {
+        (0..4)
+            .filter(|&i| queue_depth(&mesh.nodes[i]) >= 20.0)
+            .count()
+    };
+    assert!(holders(&mesh) >= 2, "W holders after the sends");
+    // Repair settles: every holder confirmed, the counters stop moving.
+    let settled = testing::poll_until(
+        "repair settles",
+        Duration::from_secs(20),
+        Duration::from_millis(1500),
+        {
+            let mut last = -1.0;
+            let mesh = &mesh;
+            move || {
+                let now = repair_pushed(mesh);
+                let done = now == last;
+                last = now;
+                done.then_some(now)
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("repair kept pushing the same mail: {e}"));
+    assert_eq!(holders(&mesh), 3, "all RF holders hold the mail");
+    // Ten more rounds with nothing new push nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        repair_pushed(&mesh),
+        settled,
+        "a steady mailbox cost pushes"
+    );
+    // New mail is pushed, and only it: at most once per other holder per holder.
+    let r = send(mesh.nodes[1].http(), &to, "new", None, "", "y");
+    assert_eq!(r.status, 201, "{}", r.body);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = repair_pushed(&mesh);
+    assert!(
+        after - settled <= 6.0,
+        "one new message pushed {} times",
+        after - settled
+    );
+}
+
 #[test]
 fn an_amnesia_node_keeps_mail_in_memory_only() {
     let mut spec = NodeSpec::new("mb-amnesia");
