@@ -198,6 +198,10 @@ pub struct ConfigLayer {
     pub mailbox_sender_count_max: Option<usize>,
     /// Messages one mailbox may hold at this node (mailbox quota).
     pub mailbox_count_max: Option<usize>,
+    /// Payload bytes one sender may hold in one mailbox at this node (mailbox quota).
+    pub mailbox_sender_bytes_max: Option<u64>,
+    /// Payload bytes one mailbox may hold at this node (mailbox quota).
+    pub mailbox_bytes_max: Option<u64>,
     /// How often held mail is pushed to the mailbox's other holders, ms.
     pub mailbox_repair_ms: Option<u64>,
 }
@@ -248,6 +252,10 @@ impl ConfigLayer {
                 .or(self.mailbox_sender_count_max),
             mailbox_count_max: over.mailbox_count_max.or(self.mailbox_count_max),
             mailbox_repair_ms: over.mailbox_repair_ms.or(self.mailbox_repair_ms),
+            mailbox_sender_bytes_max: over
+                .mailbox_sender_bytes_max
+                .or(self.mailbox_sender_bytes_max),
+            mailbox_bytes_max: over.mailbox_bytes_max.or(self.mailbox_bytes_max),
         }
     }
 }
@@ -385,7 +393,17 @@ impl NodeConfig {
         if let Some(n) = layer.mailbox_count_max {
             mailbox_quotas.mailbox_count_max = n;
         }
-        if mailbox_quotas.sender_count_max == 0 || mailbox_quotas.mailbox_count_max == 0 {
+        if let Some(n) = layer.mailbox_sender_bytes_max {
+            mailbox_quotas.sender_bytes_max = n;
+        }
+        if let Some(n) = layer.mailbox_bytes_max {
+            mailbox_quotas.mailbox_bytes_max = n;
+        }
+        if mailbox_quotas.sender_count_max == 0
+            || mailbox_quotas.mailbox_count_max == 0
+            || mailbox_quotas.sender_bytes_max == 0
+            || mailbox_quotas.mailbox_bytes_max == 0
+        {
             return Err(ConfigError::Invalid {
                 field: "mailbox quotas",
                 why: "must be positive: a mailbox that holds nothing cannot work".into(),

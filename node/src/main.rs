@@ -163,6 +163,12 @@ struct RunArgs {
     /// Messages one mailbox may hold at this node.
     #[arg(long, env = "MACRONODE_MAILBOX_COUNT_MAX")]
     mailbox_count_max: Option<usize>,
+    /// Payload bytes one sender may hold in one mailbox at this node (default 16 MiB).
+    #[arg(long, env = "MACRONODE_MAILBOX_SENDER_BYTES_MAX")]
+    mailbox_sender_bytes_max: Option<u64>,
+    /// Payload bytes one mailbox may hold at this node (default 64 MiB).
+    #[arg(long, env = "MACRONODE_MAILBOX_BYTES_MAX")]
+    mailbox_bytes_max: Option<u64>,
     /// How often held mail is pushed to the mailbox's other holders, ms (default 15,000).
     #[arg(long, env = "MACRONODE_MAILBOX_REPAIR_MS")]
     mailbox_repair_ms: Option<u64>,
@@ -204,6 +210,8 @@ impl RunArgs {
             mailbox_sender_count_max: self.mailbox_sender_count_max,
             mailbox_count_max: self.mailbox_count_max,
             mailbox_repair_ms: self.mailbox_repair_ms,
+            mailbox_sender_bytes_max: self.mailbox_sender_bytes_max,
+            mailbox_bytes_max: self.mailbox_bytes_max,
             ..ConfigLayer::default()
         }
     }

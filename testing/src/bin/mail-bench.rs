@@ -62,11 +62,18 @@ fn main() -> Result<(), BoxError> {
     let per_send = arg("--batch-send", 1)?.clamp(1, 256);
     let mut spec = NodeSpec::new("mail-bench");
     let cap = (messages + 1).to_string();
+    let bytes = (messages as u64 + 1)
+        .saturating_mul(size as u64)
+        .to_string();
     spec.args = vec![
         "--mailbox-sender-count-max".into(),
         cap.clone(),
         "--mailbox-count-max".into(),
         cap,
+        "--mailbox-sender-bytes-max".into(),
+        bytes.clone(),
+        "--mailbox-bytes-max".into(),
+        bytes,
     ];
     let mut node = NodeProcess::start(spec)?;
     node.wait_ready(Duration::from_secs(30))?;
