@@ -200,6 +200,24 @@ summary! {
     /// 95th percentile of gets served from another region, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     object_get_inter_ms_p95: Option<f64>,
+    /// Median of the provider-walk part of successful gets, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_search_ms_p50: Option<f64>,
+    /// 95th percentile of the provider-walk part of successful gets, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_search_ms_p95: Option<f64>,
+    /// Median of the holder-wait (TAIL probes) part of successful gets, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_probe_ms_p50: Option<f64>,
+    /// 95th percentile of the holder-wait part of successful gets, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_probe_ms_p95: Option<f64>,
+    /// Median of the fetch part of successful gets, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_fetch_ms_p50: Option<f64>,
+    /// 95th percentile of the fetch part of successful gets, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_fetch_ms_p95: Option<f64>,
     /// Mean live copies per placed object at the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     replicas_mean: Option<f64>,
@@ -318,6 +336,24 @@ impl Summary {
                 .flatten(),
             object_get_inter_ms_p95: regions
                 .then(|| percentile(&m.get_latencies_inter, 0.95).map(ms))
+                .flatten(),
+            object_get_search_ms_p50: objects
+                .then(|| percentile(&m.get_search, 0.5).map(ms))
+                .flatten(),
+            object_get_search_ms_p95: objects
+                .then(|| percentile(&m.get_search, 0.95).map(ms))
+                .flatten(),
+            object_get_probe_ms_p50: objects
+                .then(|| percentile(&m.get_probe, 0.5).map(ms))
+                .flatten(),
+            object_get_probe_ms_p95: objects
+                .then(|| percentile(&m.get_probe, 0.95).map(ms))
+                .flatten(),
+            object_get_fetch_ms_p50: objects
+                .then(|| percentile(&m.get_fetch, 0.5).map(ms))
+                .flatten(),
+            object_get_fetch_ms_p95: objects
+                .then(|| percentile(&m.get_fetch, 0.95).map(ms))
                 .flatten(),
             replicas_mean: objects.then_some(m.replicas_end),
             objects_available: objects.then_some(m.objects_available_end),

@@ -35,7 +35,7 @@ use rand::Rng;
 use super::Sim;
 use super::nodes::Slot;
 use super::queue::{Ev, Msg};
-use crate::metrics::{GetOutcome, LookupOutcome};
+use crate::metrics::{GetOutcome, GetParts, LookupOutcome};
 use crate::oracle::LiveSet;
 use crate::scenario::{Rate, Scenario, Target};
 use crate::seed::{self, SimRng, Stream};
@@ -269,6 +269,7 @@ impl Sim {
                     GetOutcome::Served {
                         latency: Duration::ZERO,
                         intra: true,
+                        parts: GetParts::default(),
                     },
                 );
                 let w = &self.sc.workload;
@@ -410,7 +411,7 @@ impl Sim {
         // Each probe ends with an answer (holder or not) or silence at the probe timeout.
         let mut ends: Vec<(Duration, Option<u32>)> = Vec::new();
         for c in candidates {
-            let answer = self.exchange(slot, c).filter(|rt| *rt < PROBE_TIMEOUT);
+            let answer = self.exchange(slot, c, now).filter(|rt| *rt < PROBE_TIMEOUT);
             match answer {
                 Some(rt) => ends.push((rt, self.holds(c, &key).then_some(c))),
                 None => ends.push((PROBE_TIMEOUT, None)),
@@ -434,7 +435,7 @@ impl Sim {
         let Some(&fastest) = holders.first() else {
             return GetOutcome::Failed;
         };
-        let Some(fetch) = self.exchange(slot, fastest) else {
+        let Some(fetch) = self.exchange(slot, fastest, now + done) else {
             return GetOutcome::Failed;
         };
         let intra = match (self.net.region(slot), self.net.region(fastest)) {
@@ -444,6 +445,11 @@ impl Sim {
         GetOutcome::Served {
             latency: (now - started) + done + fetch,
             intra,
+            parts: GetParts {
+                search: now - started,
+                probe: done,
+                fetch,
+            },
         }
     }
 
