@@ -135,6 +135,9 @@ pub struct Metrics {
     pub handshakes: u64,
     /// Connections closed because a node was at its connection cap.
     pub connections_closed: u64,
+    /// Of those, connections used within the node's `idle_evict_after` (1 s): the node
+    /// would have refused the new connection instead.
+    pub connections_closed_busy: u64,
     /// `PeerMisbehaved` events: every simulated node is honest, so anything but 0 is a bug.
     pub misbehaved: u64,
     alive: u64,
@@ -203,6 +206,7 @@ impl Metrics {
             retransmissions: 0,
             handshakes: 0,
             connections_closed: 0,
+            connections_closed_busy: 0,
             misbehaved: 0,
             alive: 0,
             alive_at: Instant::ZERO,

@@ -165,6 +165,9 @@ summary! {
     handshakes: u64,
     /// Connections closed at a node's connection cap (least recently used first).
     connections_closed: u64,
+    /// Of those, connections used within the last second, which the node would not have
+    /// closed for room (it refuses the new connection then): where simnet is kinder.
+    connections_closed_busy: u64,
     /// PeerMisbehaved events (all nodes are honest: anything but 0 is a bug).
     misbehaved_events: u64,
     /// Objects put.
@@ -313,6 +316,7 @@ impl Summary {
             retransmissions: m.retransmissions,
             handshakes: m.handshakes,
             connections_closed: m.connections_closed,
+            connections_closed_busy: m.connections_closed_busy,
             misbehaved_events: m.misbehaved,
             object_puts: objects.then_some(m.puts),
             object_gets: objects.then_some(m.gets),

@@ -421,6 +421,7 @@ impl Sim {
                         links::ms_of(leaves),
                     );
                     self.metrics.connections_closed += closed.len() as u64;
+                    self.metrics.connections_closed_busy = self.links.closed_busy();
                 }
             }
         }
@@ -467,6 +468,7 @@ impl Sim {
                         .links
                         .open((from, from_inc), (to, to_inc), now_ms, ready);
                     self.metrics.connections_closed += closed.len() as u64;
+                    self.metrics.connections_closed_busy = self.links.closed_busy();
                 }
             }
         }

@@ -7,12 +7,13 @@
 //! moment the query finishes. A put looks up the object's key and sends a copy to the RF
 //! closest nodes found; from then on those nodes' planners keep it on its RF closest nodes.
 //! A get runs as the node's does: a node that holds the object serves it at once; else it
-//! asks for providers (wanting `rf`), then sends a TAIL probe to every provider and to the
-//! 2·rf closest nodes found, all at once, each bounded by [`PROBE_TIMEOUT`]; it waits for
-//! `get_holders_wanted` holders to answer (or every probe to end, or the
-//! [`SEARCH_TIMEOUT`] from the start to pass: a dead provider costs a probe timeout only
-//! when too few live holders answer), then fetches from the fastest holder, one more round
-//! trip. Its latency ends there (the first verified byte). A get whose fastest holder is in
+//! asks for `get_holders_wanted` providers (`rf` by default, as the node), then sends a
+//! TAIL probe to every provider and to the 2·rf closest nodes found, all at once, each
+//! bounded by [`PROBE_TIMEOUT`]; it waits for `get_holders_wanted` holders to answer (or
+//! every probe to end, or the [`SEARCH_TIMEOUT`] from the start to pass: a dead provider
+//! costs a probe timeout only when too few live holders answer), then fetches from the
+//! fastest holder (the nearest live one by measured round trip), one more round trip, sent
+//! when the last awaited answer came. Its latency ends there (the first verified byte). A get whose fastest holder is in
 //! the getter's own region (or that was served locally) is intra-region, any other
 //! inter-region (regions models only).
 //!
@@ -261,7 +262,7 @@ impl Sim {
         let source = pick_ready(&self.live, &self.slots, rng);
         if let Some(object) = pick {
             let key = self.work.objects[object as usize];
-            let wanted = self.sc.workload.replication.rf;
+            let wanted = self.holders_wanted();
             if source.is_some_and(|slot| self.holds(slot, &key)) {
                 // The node serves its own copy: no search.
                 self.metrics.get_done(
@@ -378,6 +379,14 @@ impl Sim {
         }
     }
 
+    /// Holders a get waits for before it fetches; its provider walk asks for as many
+    /// providers, and may finish as soon as it has them (the node's `find_holders` asks
+    /// for and waits for `rf`).
+    fn holders_wanted(&self) -> usize {
+        let w = &self.sc.workload;
+        w.get_holders_wanted.unwrap_or(w.replication.rf).max(1)
+    }
+
     /// Whether the node up at `slot` holds `key`.
     fn holds(&self, slot: u32, key: &Key) -> bool {
         let s = &self.slots[slot as usize];
@@ -403,7 +412,7 @@ impl Sim {
             return GetOutcome::Failed;
         }
         let rf = self.sc.workload.replication.rf;
-        let wanted = self.sc.workload.get_holders_wanted.unwrap_or(rf).max(1);
+        let wanted = self.holders_wanted();
         let mut candidates: Vec<u32> = providers.iter().map(|p| p.slot).collect();
         candidates.extend(closest.iter().take(2 * rf).map(|p| p.slot));
         let mut seen = std::collections::BTreeSet::new();
