@@ -1106,12 +1106,23 @@ impl<P: Peer> Dht<P> {
             default_rtt,
         );
         let deadline = now + c.query_timeout;
+        // A provider lookup starts from the records we store ourselves (we may be among the
+        // k closest to the key): claims like any answer's, and it finishes at once when
+        // they are all it wants. Our own record is no holder to fetch from.
+        let providers = match kind {
+            QueryKind::GetProviders { .. } => {
+                let mut local = self.providers.get(now, &target, c.k);
+                local.retain(|p| p.key() != self.local_key);
+                local
+            }
+            _ => Vec::new(),
+        };
         let query = Query {
             kind,
             target,
             started: now,
             deadline,
-            providers: Vec::new(),
+            providers,
             phase: Some(Phase::AwaitingPeers(iter)),
         };
         self.queries.insert(id, query);

@@ -32,7 +32,15 @@ pub struct Links {
     /// Per slot: its open connections, sorted by peer.
     conns: Vec<Vec<Conn>>,
     cap: u32,
+    /// Connections closed for room though used within [`IDLE_EVICT_AFTER_MS`]: the node
+    /// would have refused the new connection instead (its `idle_evict_after`), so each is
+    /// a place where simnet is kinder than the node.
+    closed_busy: u64,
 }
+
+/// The node's `idle_evict_after` (1 s): a connection used more recently than this is not
+/// closed for room there.
+pub const IDLE_EVICT_AFTER_MS: u32 = 1000;
 
 /// Virtual time as the links keep it (ms; runs are far shorter than 49 days).
 pub fn ms_of(t: overlay::Instant) -> u32 {
@@ -46,6 +54,7 @@ impl Links {
             sent: (0..slots).map(|_| Vec::new()).collect(),
             conns: (0..slots).map(|_| Vec::new()).collect(),
             cap: cap.max(1),
+            closed_busy: 0,
         }
     }
 
@@ -106,9 +115,12 @@ impl Links {
         }
         for a in [from, to] {
             while self.connections(a) > self.cap {
-                let Some(victim) = self.least_recent(a, [from, to]) else {
+                let Some((victim, last_used)) = self.least_recent(a, [from, to]) else {
                     break;
                 };
+                if last_used.saturating_add(IDLE_EVICT_AFTER_MS) > now_ms {
+                    self.closed_busy += 1;
+                }
                 self.close(a, victim);
                 closed.push((a, victim));
             }
@@ -116,12 +128,18 @@ impl Links {
         closed
     }
 
-    fn least_recent(&self, slot: u32, keep: [u32; 2]) -> Option<u32> {
+    fn least_recent(&self, slot: u32, keep: [u32; 2]) -> Option<(u32, u32)> {
         self.conns[slot as usize]
             .iter()
             .filter(|c| !keep.contains(&c.peer))
             .min_by_key(|c| (c.last_used, c.peer))
-            .map(|c| c.peer)
+            .map(|c| (c.peer, c.last_used))
+    }
+
+    /// Connections closed for room though used within the last
+    /// [`IDLE_EVICT_AFTER_MS`] (the node would have refused the new one).
+    pub fn closed_busy(&self) -> u64 {
+        self.closed_busy
     }
 
     /// Closes the connection between `a` and `b`, at both ends.
@@ -196,6 +214,11 @@ mod tests {
         l.use_connection(0, 1, 1, 40);
         // Node 0 is at its cap: a third connection closes its least recently used (to 2).
         assert_eq!(l.open((0, 1), (3, 1), 50, 60), vec![(0, 2)]);
+        assert_eq!(
+            l.closed_busy(),
+            1,
+            "used 30 ms before, within the node's 1 s"
+        );
         assert_eq!(l.use_connection(2, 0, 1, 51), None, "closed at both ends");
         assert_eq!((l.connections(0), l.connections(2)), (2, 0));
         assert_eq!(l.stop(0), vec![1, 3]);

@@ -41,9 +41,24 @@ pub enum GetOutcome {
         latency: Duration,
         /// Served from within the getter's region.
         intra: bool,
+        /// What the latency is made of.
+        parts: GetParts,
     },
     /// No holder was found in time, or the getter died.
     Failed,
+}
+
+/// The phases of a served get, which add up to its latency: the provider walk, the wait
+/// for holders' TAIL answers, and the fetch from the holder chosen. A get served from the
+/// getter's own copy has all three zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GetParts {
+    /// The provider lookup, from the get to its walk's finish.
+    pub search: Duration,
+    /// From the walk's finish to the last TAIL answer the get waited for.
+    pub probe: Duration,
+    /// The fetch's round trip (and handshake, if the connection was gone).
+    pub fetch: Duration,
 }
 
 /// One timeseries interval.
@@ -120,6 +135,9 @@ pub struct Metrics {
     pub handshakes: u64,
     /// Connections closed because a node was at its connection cap.
     pub connections_closed: u64,
+    /// Of those, connections used within the node's `idle_evict_after` (1 s): the node
+    /// would have refused the new connection instead.
+    pub connections_closed_busy: u64,
     /// `PeerMisbehaved` events: every simulated node is honest, so anything but 0 is a bug.
     pub misbehaved: u64,
     alive: u64,
@@ -140,6 +158,12 @@ pub struct Metrics {
     pub get_latencies_intra: Vec<u64>,
     /// Latencies of successful gets served from another region, ns.
     pub get_latencies_inter: Vec<u64>,
+    /// Provider-walk part of each successful get, ns.
+    pub get_search: Vec<u64>,
+    /// Holder-wait part of each successful get, ns.
+    pub get_probe: Vec<u64>,
+    /// Fetch part of each successful get, ns.
+    pub get_fetch: Vec<u64>,
     /// Bytes of object copies stored by puts.
     pub put_bytes: u64,
     /// Bytes of object copies stored by repair (copies that moved, not HAS checks).
@@ -182,6 +206,7 @@ impl Metrics {
             retransmissions: 0,
             handshakes: 0,
             connections_closed: 0,
+            connections_closed_busy: 0,
             misbehaved: 0,
             alive: 0,
             alive_at: Instant::ZERO,
@@ -193,6 +218,9 @@ impl Metrics {
             get_latencies: Vec::new(),
             get_latencies_intra: Vec::new(),
             get_latencies_inter: Vec::new(),
+            get_search: Vec::new(),
+            get_probe: Vec::new(),
+            get_fetch: Vec::new(),
             put_bytes: 0,
             repair_bytes: 0,
             transfers_failed: 0,
@@ -313,9 +341,17 @@ impl Metrics {
         self.gets += 1;
         let row = self.row(started);
         row.gets += 1;
-        if let GetOutcome::Served { latency, intra } = outcome {
+        if let GetOutcome::Served {
+            latency,
+            intra,
+            parts,
+        } = outcome
+        {
             row.gets_ok += 1;
             self.gets_ok += 1;
+            self.get_search.push(parts.search.as_nanos() as u64);
+            self.get_probe.push(parts.probe.as_nanos() as u64);
+            self.get_fetch.push(parts.fetch.as_nanos() as u64);
             let ns = latency.as_nanos() as u64;
             self.get_latencies.push(ns);
             if intra {
@@ -338,6 +374,9 @@ impl Metrics {
         self.get_latencies.sort_unstable();
         self.get_latencies_intra.sort_unstable();
         self.get_latencies_inter.sort_unstable();
+        self.get_search.sort_unstable();
+        self.get_probe.sort_unstable();
+        self.get_fetch.sort_unstable();
         for r in &mut self.rows {
             r.latencies.sort_unstable();
         }

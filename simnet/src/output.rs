@@ -165,6 +165,9 @@ summary! {
     handshakes: u64,
     /// Connections closed at a node's connection cap (least recently used first).
     connections_closed: u64,
+    /// Of those, connections used within the last second, which the node would not have
+    /// closed for room (it refuses the new connection then): where simnet is kinder.
+    connections_closed_busy: u64,
     /// PeerMisbehaved events (all nodes are honest: anything but 0 is a bug).
     misbehaved_events: u64,
     /// Objects put.
@@ -200,6 +203,24 @@ summary! {
     /// 95th percentile of gets served from another region, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     object_get_inter_ms_p95: Option<f64>,
+    /// Median of the provider-walk part of successful gets, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_search_ms_p50: Option<f64>,
+    /// 95th percentile of the provider-walk part of successful gets, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_search_ms_p95: Option<f64>,
+    /// Median of the holder-wait (TAIL probes) part of successful gets, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_probe_ms_p50: Option<f64>,
+    /// 95th percentile of the holder-wait part of successful gets, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_probe_ms_p95: Option<f64>,
+    /// Median of the fetch part of successful gets, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_fetch_ms_p50: Option<f64>,
+    /// 95th percentile of the fetch part of successful gets, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_get_fetch_ms_p95: Option<f64>,
     /// Mean live copies per placed object at the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     replicas_mean: Option<f64>,
@@ -295,6 +316,7 @@ impl Summary {
             retransmissions: m.retransmissions,
             handshakes: m.handshakes,
             connections_closed: m.connections_closed,
+            connections_closed_busy: m.connections_closed_busy,
             misbehaved_events: m.misbehaved,
             object_puts: objects.then_some(m.puts),
             object_gets: objects.then_some(m.gets),
@@ -318,6 +340,24 @@ impl Summary {
                 .flatten(),
             object_get_inter_ms_p95: regions
                 .then(|| percentile(&m.get_latencies_inter, 0.95).map(ms))
+                .flatten(),
+            object_get_search_ms_p50: objects
+                .then(|| percentile(&m.get_search, 0.5).map(ms))
+                .flatten(),
+            object_get_search_ms_p95: objects
+                .then(|| percentile(&m.get_search, 0.95).map(ms))
+                .flatten(),
+            object_get_probe_ms_p50: objects
+                .then(|| percentile(&m.get_probe, 0.5).map(ms))
+                .flatten(),
+            object_get_probe_ms_p95: objects
+                .then(|| percentile(&m.get_probe, 0.95).map(ms))
+                .flatten(),
+            object_get_fetch_ms_p50: objects
+                .then(|| percentile(&m.get_fetch, 0.5).map(ms))
+                .flatten(),
+            object_get_fetch_ms_p95: objects
+                .then(|| percentile(&m.get_fetch, 0.95).map(ms))
                 .flatten(),
             replicas_mean: objects.then_some(m.replicas_end),
             objects_available: objects.then_some(m.objects_available_end),

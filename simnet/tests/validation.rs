@@ -328,3 +328,91 @@ fn soft_timeouts_do_not_cost_exactness_where_round_trips_differ() {
     );
     assert!(s.lookup_exact_rate >= 0.99, "exact {}", s.lookup_exact_rate);
 }
+
+/// VALIDATION.md §9: gets on constant links, handshakes on. A get fetches from the holder
+/// that answered its TAIL probe first, over the connection that probe opened: exactly one
+/// round trip, never a second handshake.
+#[test]
+fn a_get_fetches_once_over_the_connection_its_probe_opened() {
+    let net = |wanted: &str| {
+        common::scenario(&format!(
+            "nodes = 200\nseed = 11\nduration_s = 75\n\
+             [dht]\nliveness_interval_s = 0\n\
+             [latency]\nmodel = \"constant\"\nms = 50\nconnections_max = 32\n\
+             [workload]\nlookups = 0\nobjects = 20\nobject_bytes = 4096\nputs_window_s = 15\ngets = 200\n{wanted}"
+        ))
+    };
+    let (f, s) = common::run(net(""));
+    let (f1, s1) = common::run(net("get_holders_wanted = 1\n"));
+    let rtt = RTT.as_nanos() as u64;
+    let m = &f.metrics;
+    let remote: Vec<usize> = (0..m.get_fetch.len())
+        .filter(|&i| m.get_fetch[i] > 0)
+        .collect();
+    println!(
+        "{} gets, {} served, {} remote; fetch p50/p95 {:?}/{:?} ms, probe {:?}/{:?} ms; \
+         with one holder wanted: probe {:?}/{:?} ms, search p95 {:?} / {:?} ms",
+        s.object_gets.unwrap_or(0),
+        m.gets_ok,
+        remote.len(),
+        s.object_get_fetch_ms_p50,
+        s.object_get_fetch_ms_p95,
+        s.object_get_probe_ms_p50,
+        s.object_get_probe_ms_p95,
+        s1.object_get_probe_ms_p50,
+        s1.object_get_probe_ms_p95,
+        s.object_get_search_ms_p95,
+        s1.object_get_search_ms_p95,
+    );
+    println!(
+        "connections closed while in use: {}",
+        s.connections_closed_busy
+    );
+    assert!(
+        remote.len() > 150,
+        "(c) most gets are remote: {}",
+        remote.len()
+    );
+    assert_eq!(m.gets_ok, m.gets, "(c) every get served");
+    // The parts are sorted separately, so (a) and (b) hold for every get when they hold
+    // for the extremes of the remote ones.
+    assert!(
+        m.get_fetch.iter().all(|&t| t == 0 || t == rtt),
+        "(a) a fetch took {:?} ms",
+        m.get_fetch
+            .iter()
+            .find(|&&t| t != 0 && t != rtt)
+            .map(|t| t / 1_000_000)
+    );
+    assert!(
+        m.get_probe
+            .iter()
+            .all(|&t| t == 0 || (rtt..=2 * rtt).contains(&t)),
+        "(b) a wait for holders outside [1, 2] RTT"
+    );
+    let sum: u64 = m.get_latencies.iter().sum();
+    let parts: u64 = m
+        .get_search
+        .iter()
+        .chain(&m.get_probe)
+        .chain(&m.get_fetch)
+        .sum();
+    assert_eq!(sum, parts, "(c) latency = walk + wait + fetch");
+    assert_eq!(m.gets_ok, f1.metrics.gets_ok, "(d) the same gets served");
+    assert_eq!(
+        m.get_search, f1.metrics.get_search,
+        "(d) the walk's part is the same"
+    );
+    assert!(
+        f1.metrics.get_probe.iter().sum::<u64>() < m.get_probe.iter().sum::<u64>(),
+        "(d) one holder is found sooner than three"
+    );
+    assert!(
+        f1.metrics
+            .get_probe
+            .iter()
+            .zip(&m.get_probe)
+            .all(|(a, b)| a <= b),
+        "(d) no quantile of the wait grows"
+    );
+}

@@ -421,6 +421,7 @@ impl Sim {
                         links::ms_of(leaves),
                     );
                     self.metrics.connections_closed += closed.len() as u64;
+                    self.metrics.connections_closed_busy = self.links.closed_busy();
                 }
             }
         }
@@ -439,8 +440,11 @@ impl Sim {
     /// opened if needed, both messages with their delays and retransmissions): its round
     /// trip, or `None` if `to` is down or a message was lost for good. For exchanges whose
     /// answer the engine computes rather than simulates (a get's TAIL probes and fetch).
-    pub(super) fn exchange(&mut self, from: u32, to: u32) -> Option<Duration> {
-        let now = self.now;
+    /// The request leaves at `at` (now or later: a fetch follows its probes' answers), so a
+    /// connection whose handshake ended by then costs nothing more; whether `to` is up is
+    /// judged now.
+    pub(super) fn exchange(&mut self, from: u32, to: u32, at: Instant) -> Option<Duration> {
+        let now = at.max(self.now);
         let to_inc = self.slots[to as usize]
             .dht
             .as_ref()
@@ -464,6 +468,7 @@ impl Sim {
                         .links
                         .open((from, from_inc), (to, to_inc), now_ms, ready);
                     self.metrics.connections_closed += closed.len() as u64;
+                    self.metrics.connections_closed_busy = self.links.closed_busy();
                 }
             }
         }

@@ -7,12 +7,13 @@
 //! moment the query finishes. A put looks up the object's key and sends a copy to the RF
 //! closest nodes found; from then on those nodes' planners keep it on its RF closest nodes.
 //! A get runs as the node's does: a node that holds the object serves it at once; else it
-//! asks for providers (wanting `rf`), then sends a TAIL probe to every provider and to the
-//! 2·rf closest nodes found, all at once, each bounded by [`PROBE_TIMEOUT`]; it waits for
-//! `get_holders_wanted` holders to answer (or every probe to end, or the
-//! [`SEARCH_TIMEOUT`] from the start to pass: a dead provider costs a probe timeout only
-//! when too few live holders answer), then fetches from the fastest holder, one more round
-//! trip. Its latency ends there (the first verified byte). A get whose fastest holder is in
+//! asks for `get_holders_wanted` providers (`rf` by default, as the node), then sends a
+//! TAIL probe to every provider and to the 2·rf closest nodes found, all at once, each
+//! bounded by [`PROBE_TIMEOUT`]; it waits for `get_holders_wanted` holders to answer (or
+//! every probe to end, or the [`SEARCH_TIMEOUT`] from the start to pass: a dead provider
+//! costs a probe timeout only when too few live holders answer), then fetches from the
+//! fastest holder (the nearest live one by measured round trip), one more round trip, sent
+//! when the last awaited answer came. Its latency ends there (the first verified byte). A get whose fastest holder is in
 //! the getter's own region (or that was served locally) is intra-region, any other
 //! inter-region (regions models only).
 //!
@@ -35,7 +36,7 @@ use rand::Rng;
 use super::Sim;
 use super::nodes::Slot;
 use super::queue::{Ev, Msg};
-use crate::metrics::{GetOutcome, LookupOutcome};
+use crate::metrics::{GetOutcome, GetParts, LookupOutcome};
 use crate::oracle::LiveSet;
 use crate::scenario::{Rate, Scenario, Target};
 use crate::seed::{self, SimRng, Stream};
@@ -261,7 +262,7 @@ impl Sim {
         let source = pick_ready(&self.live, &self.slots, rng);
         if let Some(object) = pick {
             let key = self.work.objects[object as usize];
-            let wanted = self.sc.workload.replication.rf;
+            let wanted = self.holders_wanted();
             if source.is_some_and(|slot| self.holds(slot, &key)) {
                 // The node serves its own copy: no search.
                 self.metrics.get_done(
@@ -269,6 +270,7 @@ impl Sim {
                     GetOutcome::Served {
                         latency: Duration::ZERO,
                         intra: true,
+                        parts: GetParts::default(),
                     },
                 );
                 let w = &self.sc.workload;
@@ -377,6 +379,14 @@ impl Sim {
         }
     }
 
+    /// Holders a get waits for before it fetches; its provider walk asks for as many
+    /// providers, and may finish as soon as it has them (the node's `find_holders` asks
+    /// for and waits for `rf`).
+    fn holders_wanted(&self) -> usize {
+        let w = &self.sc.workload;
+        w.get_holders_wanted.unwrap_or(w.replication.rf).max(1)
+    }
+
     /// Whether the node up at `slot` holds `key`.
     fn holds(&self, slot: u32, key: &Key) -> bool {
         let s = &self.slots[slot as usize];
@@ -402,7 +412,7 @@ impl Sim {
             return GetOutcome::Failed;
         }
         let rf = self.sc.workload.replication.rf;
-        let wanted = self.sc.workload.get_holders_wanted.unwrap_or(rf).max(1);
+        let wanted = self.holders_wanted();
         let mut candidates: Vec<u32> = providers.iter().map(|p| p.slot).collect();
         candidates.extend(closest.iter().take(2 * rf).map(|p| p.slot));
         let mut seen = std::collections::BTreeSet::new();
@@ -410,7 +420,7 @@ impl Sim {
         // Each probe ends with an answer (holder or not) or silence at the probe timeout.
         let mut ends: Vec<(Duration, Option<u32>)> = Vec::new();
         for c in candidates {
-            let answer = self.exchange(slot, c).filter(|rt| *rt < PROBE_TIMEOUT);
+            let answer = self.exchange(slot, c, now).filter(|rt| *rt < PROBE_TIMEOUT);
             match answer {
                 Some(rt) => ends.push((rt, self.holds(c, &key).then_some(c))),
                 None => ends.push((PROBE_TIMEOUT, None)),
@@ -434,7 +444,7 @@ impl Sim {
         let Some(&fastest) = holders.first() else {
             return GetOutcome::Failed;
         };
-        let Some(fetch) = self.exchange(slot, fastest) else {
+        let Some(fetch) = self.exchange(slot, fastest, now + done) else {
             return GetOutcome::Failed;
         };
         let intra = match (self.net.region(slot), self.net.region(fastest)) {
@@ -444,6 +454,11 @@ impl Sim {
         GetOutcome::Served {
             latency: (now - started) + done + fetch,
             intra,
+            parts: GetParts {
+                search: now - started,
+                probe: done,
+                fetch,
+            },
         }
     }
 
