@@ -4,8 +4,10 @@
 
 use std::io::{self, Read, SeekFrom};
 
+use bytes::{Bytes, BytesMut};
+
 use super::walk::{Node, Walk, check_range};
-use super::{PARENT, ReadSeek};
+use super::{HEADER, PARENT, ReadSeek};
 
 /// Produces the slice of `start..start+count` of an object from its bytes and outboard.
 pub struct SliceEncoder {
@@ -79,6 +81,74 @@ impl SliceEncoder {
                 Ok(true)
             }
         }
+    }
+}
+
+impl SliceEncoder {
+    /// The next piece of the slice, at most `max` bytes (but at least one whole node), cut
+    /// only between nodes: a piece holds whole groups, so the receiver hashes each group
+    /// where it lies, never gathering one split across two frames. Groups are read from
+    /// the data straight into the piece handed out. `None` at the end.
+    ///
+    /// Meant to be the only way a given encoder is read (mixing it with `Read` works, but
+    /// a piece then starts with what `read` left of a node).
+    pub fn next_piece(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        let mut piece = BytesMut::new();
+        // What a `read` left of the node it was producing.
+        if self.pos < self.buf.len() {
+            piece.extend_from_slice(&self.buf[self.pos..]);
+            self.pos = self.buf.len();
+        }
+        if !self.header_sent {
+            self.header_sent = true;
+            piece.reserve(max.max(HEADER));
+            piece.extend_from_slice(&self.len.to_le_bytes());
+        }
+        loop {
+            let size = match self.walk.peek() {
+                None => break,
+                Some(Node::Parent { .. }) => PARENT,
+                Some(Node::Group { len, .. }) => *len as usize,
+            };
+            if !piece.is_empty() && piece.len() + size > max {
+                break;
+            }
+            if piece.capacity() == 0 {
+                piece.reserve(max.max(size));
+            }
+            match self.walk.next() {
+                None => break,
+                Some(Node::Parent { index, .. }) => {
+                    let at = index * PARENT as u64;
+                    if self.outboard_at != Some(at) {
+                        self.outboard.seek(SeekFrom::Start(at))?;
+                    }
+                    self.outboard_at = None;
+                    let from = piece.len();
+                    piece.resize(from + PARENT, 0);
+                    self.outboard.read_exact(&mut piece[from..])?;
+                    self.outboard_at = Some(at + PARENT as u64);
+                }
+                Some(Node::Group { start, len, .. }) => {
+                    if self.data_at != Some(start) {
+                        self.data.seek(SeekFrom::Start(start))?;
+                    }
+                    self.data_at = None;
+                    let from = piece.len();
+                    piece.resize(from + len as usize, 0);
+                    self.data.read_exact(&mut piece[from..])?;
+                    self.data_at = Some(start + len);
+                }
+            }
+        }
+        Ok((!piece.is_empty()).then(|| piece.freeze()))
+    }
+}
+
+impl SliceEncoder {
+    /// Whether every byte of the slice has been produced and read out.
+    pub fn is_done(&self) -> bool {
+        self.header_sent && self.pos == self.buf.len() && self.walk.is_done()
     }
 }
 
