@@ -8,7 +8,9 @@
 //!    with a raw quinn bulk stream (rustls + ring, the node's flow-control windows) as the
 //!    physical reference, reporting per-round ratios and their median.
 //!
-//! Run it optimised: `cargo run --release -p testing --bin obj-bench`.
+//! Run it optimised: `cargo run --release -p testing --bin obj-bench`. Options:
+//! `--rounds N` (bulk rounds of each kind, default 2), `--bulk-only` (skip 1. and 2.; the
+//! bulk transfer then runs between two fresh nodes).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,6 +31,32 @@ const SMALL: usize = 4 << 10;
 const COUNT: usize = 300;
 const BULK: usize = 256 << 20;
 const ROUNDS: usize = 2;
+
+/// What the command line asked for.
+struct Args {
+    rounds: usize,
+    bulk_only: bool,
+}
+
+fn args() -> Result<Args, BoxError> {
+    let mut a = Args {
+        rounds: ROUNDS,
+        bulk_only: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--rounds" => a.rounds = it.next().ok_or("--rounds needs a number")?.parse()?,
+            "--bulk-only" => a.bulk_only = true,
+            "-h" | "--help" => {
+                println!("obj-bench [--rounds N] [--bulk-only]: see the source's header");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    Ok(a)
+}
 
 async fn start(
     dir: &std::path::Path,
@@ -309,10 +337,17 @@ async fn quinn_once(conn: &quinn::Connection, server_conn: &quinn::Connection) -
     BULK as f64 / (1 << 20) as f64 / secs
 }
 
-async fn run() -> Result<(), BoxError> {
+async fn run(args: Args) -> Result<(), BoxError> {
     println!("obj-bench: load avg {} at start", loadavg());
-    let put = put_latency().await;
-    let (remote, local, nodes, _dir) = get_latency().await;
+    let (latencies, nodes, _dir) = if args.bulk_only {
+        let dir = tempfile::tempdir()?;
+        let nodes = mesh(dir.path(), 2, Some(1), Some(1)).await;
+        (None, nodes, dir)
+    } else {
+        let put = put_latency().await;
+        let (remote, local, nodes, dir) = get_latency().await;
+        (Some((put, remote, local)), nodes, dir)
+    };
 
     // 3. Bulk: a 256 MiB object stored on node 0 only (directly, no replication), fetched
     // verified by node 1; raw quinn in the same process as the reference.
@@ -323,7 +358,7 @@ async fn run() -> Result<(), BoxError> {
     drop(bulk);
     let (conn, server_conn, _server, _client) = quinn_pair().await?;
     let (mut fa, mut qb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    for _ in 0..args.rounds {
         let a = fetch_once(&nodes, hash).await;
         let b = quinn_once(&conn, &server_conn).await;
         fa.push(a);
@@ -331,14 +366,16 @@ async fn run() -> Result<(), BoxError> {
         ratios.push(a / b);
     }
 
-    println!();
-    println!(
-        "{:<44} {:>5} {:>9} {:>9} {:>9}",
-        "latency (ms)", "n", "p50", "p95", "p99"
-    );
-    row("PUT 4 KiB, RF=3, 3 nodes (gateway node 0)", put, COUNT);
-    row("GET 4 KiB, remote (RF=1, W=1, 4 nodes)", remote, COUNT);
-    row("GET 4 KiB, local (holder's gateway)", local, COUNT);
+    if let Some((put, remote, local)) = latencies {
+        println!();
+        println!(
+            "{:<44} {:>5} {:>9} {:>9} {:>9}",
+            "latency (ms)", "n", "p50", "p95", "p99"
+        );
+        row("PUT 4 KiB, RF=3, 3 nodes (gateway node 0)", put, COUNT);
+        row("GET 4 KiB, remote (RF=1, W=1, 4 nodes)", remote, COUNT);
+        row("GET 4 KiB, local (holder's gateway)", local, COUNT);
+    }
     println!();
     let shown = |v: &[f64], p: usize| {
         v.iter()
@@ -364,9 +401,10 @@ async fn run() -> Result<(), BoxError> {
 }
 
 fn main() -> Result<(), BoxError> {
+    let args = args()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run())
+    rt.block_on(run(args))
 }
