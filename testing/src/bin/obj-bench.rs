@@ -22,7 +22,7 @@ use node::app::{self, RunningNode};
 use node::config::{ConfigLayer, NodeConfig};
 use node::dht::NetPeer;
 use node::store::id_string;
-use testing::benchkit::{loadavg, loopback, median};
+use testing::benchkit::{cpu_seconds, loadavg, loopback, median};
 use wire::object::ByteRange;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -232,8 +232,9 @@ async fn get_latency() -> (
     (pct(&mut remote), pct(&mut local), nodes, dir)
 }
 
-/// One verified `fetch_from` of the whole bulk object, B from A; MiB/s.
-async fn fetch_once(nodes: &[RunningNode], hash: [u8; 32]) -> f64 {
+/// One verified `fetch_from` of the whole bulk object, B from A; MiB/s and the CPU
+/// seconds the process spent (both nodes).
+async fn fetch_once(nodes: &[RunningNode], hash: [u8; 32]) -> (f64, f64) {
     let a = NetPeer::new(
         nodes[0].ctx.transport.node_id(),
         nodes[0].ctx.transport.local_addr(),
@@ -251,13 +252,13 @@ async fn fetch_once(nodes: &[RunningNode], hash: [u8; 32]) -> f64 {
         start: 0,
         len: BULK as u64,
     };
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let sent = objects.fetch_from(&a, hash, range, &tx).await.unwrap();
     drop(tx);
     let got = drain.await.unwrap();
     let secs = t.elapsed().as_secs_f64();
     assert_eq!((sent, got), (BULK as u64, BULK as u64));
-    BULK as f64 / (1 << 20) as f64 / secs
+    (BULK as f64 / (1 << 20) as f64 / secs, cpu_seconds() - cpu)
 }
 
 /// A raw quinn connection with the node's windows (2 MiB stream, 8 MiB connection/send).
@@ -314,9 +315,9 @@ async fn quinn_pair() -> Result<
     Ok((conn, server_conn, server, client))
 }
 
-/// One raw quinn bulk stream of `BULK` bytes, client → server; MiB/s.
-async fn quinn_once(conn: &quinn::Connection, server_conn: &quinn::Connection) -> f64 {
-    let t = Instant::now();
+/// One raw quinn bulk stream of `BULK` bytes, client → server; MiB/s and CPU seconds.
+async fn quinn_once(conn: &quinn::Connection, server_conn: &quinn::Connection) -> (f64, f64) {
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let mut send = conn.open_uni().await.unwrap();
     let writer = tokio::spawn(async move {
         let buf = vec![0x5au8; 1 << 20];
@@ -334,7 +335,7 @@ async fn quinn_once(conn: &quinn::Connection, server_conn: &quinn::Connection) -
     writer.await.unwrap();
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(n, BULK);
-    BULK as f64 / (1 << 20) as f64 / secs
+    (BULK as f64 / (1 << 20) as f64 / secs, cpu_seconds() - cpu)
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
@@ -358,12 +359,16 @@ async fn run(args: Args) -> Result<(), BoxError> {
     drop(bulk);
     let (conn, server_conn, _server, _client) = quinn_pair().await?;
     let (mut fa, mut qb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_a, mut cpu_b, mut cpu_ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.rounds {
-        let a = fetch_once(&nodes, hash).await;
-        let b = quinn_once(&conn, &server_conn).await;
+        let (a, ca) = fetch_once(&nodes, hash).await;
+        let (b, cb) = quinn_once(&conn, &server_conn).await;
         fa.push(a);
         qb.push(b);
         ratios.push(a / b);
+        cpu_a.push(ca * 1000.0);
+        cpu_b.push(cb * 1000.0);
+        cpu_ratios.push(ca / cb);
     }
 
     if let Some((put, remote, local)) = latencies {
@@ -388,10 +393,17 @@ async fn run(args: Args) -> Result<(), BoxError> {
     println!("  B raw quinn MiB/s:   {}", shown(&qb, 0));
     println!("  A/B per round:       {}", shown(&ratios, 2));
     println!(
-        "  median: A {:.0} MiB/s, B {:.0} MiB/s, ratio {:.2} (target >= 0.80)",
+        "  median: A {:.0} MiB/s, B {:.0} MiB/s, ratio {:.2} (target >= 0.90, floor 0.80)",
         median(&mut fa),
         median(&mut qb),
         median(&mut ratios)
+    );
+    println!("  CPU ms (both ends), A: {}", shown(&cpu_a, 0));
+    println!("  CPU ms (both ends), B: {}", shown(&cpu_b, 0));
+    println!(
+        "  CPU A/B per round:   {} (median {:.2})",
+        shown(&cpu_ratios, 2),
+        median(&mut cpu_ratios.clone())
     );
     println!("obj-bench: load avg {} at end", loadavg());
     for n in nodes {
