@@ -495,7 +495,9 @@ impl Store {
                     }
                     other => other?,
                 };
-                let data = io::BufReader::with_capacity(CHUNK_READ, data);
+                // No larger than a group: a whole group is read past the buffer, straight
+                // into the buffer it goes out or is verified in.
+                let data = io::BufReader::with_capacity(GROUP as usize, data);
                 if size <= GROUP {
                     // One group: no parents, no outboard file.
                     SliceEncoder::new(data, Cursor::new(Vec::new()), size, start, len)?

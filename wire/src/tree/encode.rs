@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, SeekFrom};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::walk::{Node, Walk, check_range};
 use super::{HEADER, PARENT, ReadSeek};
@@ -93,7 +93,7 @@ impl SliceEncoder {
     /// Meant to be the only way a given encoder is read (mixing it with `Read` works, but
     /// a piece then starts with what `read` left of a node).
     pub fn next_piece(&mut self, max: usize) -> io::Result<Option<Bytes>> {
-        let mut piece = BytesMut::new();
+        let mut piece = Vec::new();
         // What a `read` left of the node it was producing.
         if self.pos < self.buf.len() {
             piece.extend_from_slice(&self.buf[self.pos..]);
@@ -101,7 +101,7 @@ impl SliceEncoder {
         }
         if !self.header_sent {
             self.header_sent = true;
-            piece.reserve(max.max(HEADER));
+            piece.reserve_exact(max.max(HEADER));
             piece.extend_from_slice(&self.len.to_le_bytes());
         }
         loop {
@@ -114,34 +114,32 @@ impl SliceEncoder {
                 break;
             }
             if piece.capacity() == 0 {
-                piece.reserve(max.max(size));
+                piece.reserve_exact(max.max(size));
             }
-            match self.walk.next() {
+            // Nodes are read into the piece's spare capacity (not zeroed first when the
+            // input implements `read_buf`, as `File` and `Cursor` do).
+            let (input, at, len, pos) = match self.walk.next() {
                 None => break,
-                Some(Node::Parent { index, .. }) => {
-                    let at = index * PARENT as u64;
-                    if self.outboard_at != Some(at) {
-                        self.outboard.seek(SeekFrom::Start(at))?;
-                    }
-                    self.outboard_at = None;
-                    let from = piece.len();
-                    piece.resize(from + PARENT, 0);
-                    self.outboard.read_exact(&mut piece[from..])?;
-                    self.outboard_at = Some(at + PARENT as u64);
-                }
+                Some(Node::Parent { index, .. }) => (
+                    &mut self.outboard,
+                    index * PARENT as u64,
+                    PARENT as u64,
+                    &mut self.outboard_at,
+                ),
                 Some(Node::Group { start, len, .. }) => {
-                    if self.data_at != Some(start) {
-                        self.data.seek(SeekFrom::Start(start))?;
-                    }
-                    self.data_at = None;
-                    let from = piece.len();
-                    piece.resize(from + len as usize, 0);
-                    self.data.read_exact(&mut piece[from..])?;
-                    self.data_at = Some(start + len);
+                    (&mut self.data, start, len, &mut self.data_at)
                 }
+            };
+            if pos.take() != Some(at) {
+                input.seek(SeekFrom::Start(at))?;
             }
+            let got = Read::by_ref(input).take(len).read_to_end(&mut piece)?;
+            if got as u64 != len {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            *pos = Some(at + len);
         }
-        Ok((!piece.is_empty()).then(|| piece.freeze()))
+        Ok((!piece.is_empty()).then(|| Bytes::from(piece)))
     }
 }
 
