@@ -694,3 +694,139 @@ async fn searches_for_missing_ids_are_remembered_and_budgeted() {
         n.shutdown().await;
     }
 }
+
+/// How a lying holder bends the slice it serves for a GET.
+#[derive(Clone, Copy, Debug)]
+enum SliceLie {
+    /// One byte of a group deep in the slice flipped.
+    Flipped,
+    /// The slice cut short by a few bytes, END sent as if it were whole.
+    Truncated,
+    /// The whole, genuine slice, then bytes that belong to nothing.
+    Trailing,
+    /// The length header off by one.
+    WrongLength,
+}
+
+/// A holder that serves GET from a real copy, bent by its lie, in 64 KiB frames (cut
+/// without regard to groups, so the asker also meets groups split across frames).
+struct SliceLiar {
+    store: Store,
+    lie: SliceLie,
+}
+
+impl SliceLiar {
+    async fn answer(
+        store: Store,
+        lie: SliceLie,
+        mut ex: InboundExchange,
+    ) -> Result<(), node::TransportError> {
+        let body = ex.read_body(1024).await?;
+        let Ok(ObjectRequest::Get {
+            hash,
+            range: Some(range),
+        }) = message::decode::<ObjectRequest>(&body)
+        else {
+            return ex.respond(Status::BadRequest, Bytes::new()).await;
+        };
+        let Some(size) = store.size(&hash) else {
+            return ex.respond(Status::NotFound, Bytes::new()).await;
+        };
+        let mut enc = store.encode_slice(&hash, range.start, range.len).unwrap();
+        match lie {
+            SliceLie::Flipped => {
+                let at = enc.len() * 3 / 4;
+                enc[at] ^= 0x20;
+            }
+            SliceLie::Truncated => enc.truncate(enc.len() - 3),
+            SliceLie::Trailing => enc.extend_from_slice(&[7u8; 100]),
+            SliceLie::WrongLength => enc[..8].copy_from_slice(&(size + 1).to_le_bytes()),
+        }
+        let found = ObjectResponse::Found { size, range };
+        ex.send(Status::Ok, message::encode(&found), false).await?;
+        let enc = Bytes::from(enc);
+        let frames = enc.len().div_ceil(64 << 10);
+        for i in 0..frames {
+            let part = enc.slice(i * (64 << 10)..((i + 1) * (64 << 10)).min(enc.len()));
+            ex.send(Status::Ok, part, i + 1 == frames).await?;
+        }
+        Ok(())
+    }
+}
+
+impl InboundHandler for SliceLiar {
+    fn app_protos(&self) -> Vec<u16> {
+        vec![APP_PROTO_OBJECT]
+    }
+
+    fn handle(&self, ex: InboundExchange) -> HandlerFuture {
+        Box::pin(SliceLiar::answer(self.store.clone(), self.lie, ex))
+    }
+}
+
+/// Every way a holder can bend a slice is caught (counted against it), and the fetch fails
+/// over to an honest holder from the last verified byte: the reader gets the object, whole
+/// and correct. Extra bytes after a whole slice are a lie too, even though every byte of
+/// the range already verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bent_slice_is_caught_and_the_fetch_fails_over() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("bent slices"));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 2).await;
+    let (reader, honest) = (&nodes[0], &nodes[1]);
+    let data = bytes(&mut rng, (1 << 20) + 5_000);
+    let hash = honest.ctx.objects.store.put(&data, None).unwrap();
+    for lie in [
+        SliceLie::Flipped,
+        SliceLie::Truncated,
+        SliceLie::Trailing,
+        SliceLie::WrongLength,
+    ] {
+        let handler = Arc::new(SliceLiar {
+            store: Store::amnesia(1 << 30),
+            lie,
+        });
+        handler.store.put(&data, None).unwrap();
+        let t = Transport::bind(
+            Arc::new(Identity::generate().unwrap()),
+            TransportConfig::with_listen("127.0.0.1:0".parse().unwrap()),
+            handler,
+        )
+        .unwrap();
+        let liar = NetPeer::new(t.node_id(), t.local_addr());
+        let caught_before = reader
+            .ctx
+            .objects
+            .stats
+            .integrity_fail_peer
+            .load(Ordering::Relaxed);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let objects = reader.ctx.objects.clone();
+        let order = vec![liar, peer(honest)];
+        let range = ByteRange {
+            start: 0,
+            len: data.len() as u64,
+        };
+        let fetch =
+            tokio::spawn(async move { objects.fetch_failover(&order, hash, range, tx).await });
+        let mut got = Vec::new();
+        while let Some(piece) = rx.recv().await {
+            got.extend_from_slice(&piece);
+        }
+        let fetched = fetch.await.unwrap();
+        assert!(fetched.is_ok(), "{lie:?}: {fetched:?}");
+        assert!(got == data, "{lie:?}: the stream differs");
+        let caught = reader
+            .ctx
+            .objects
+            .stats
+            .integrity_fail_peer
+            .load(Ordering::Relaxed);
+        assert_eq!(caught, caught_before + 1, "{lie:?}: the liar was counted");
+        t.close().await;
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -13,17 +13,66 @@ use tokio::sync::mpsc;
 
 use crate::store::{Hash, ObjectWriter, Store, StoreError};
 
-/// A blocking reader consumed piece by piece from async code.
+/// A blocking source of pieces: a reader cut into pieces of a size ([`Cut`]), or a slice
+/// encoder cutting its pieces between groups.
+pub(crate) trait PieceSource: Send + 'static {
+    /// The next piece of at most `max` bytes (a source may go over for a node that does
+    /// not fit); `None` at the end.
+    fn next_piece(&mut self, max: usize) -> std::io::Result<Option<Bytes>>;
+
+    /// Whether the source is known to have nothing left (saves a trip for `None`).
+    fn is_done(&self) -> bool;
+}
+
+/// A reader cut into pieces of the size asked for; a short piece is its last.
+pub(crate) struct Cut {
+    reader: Box<dyn Read + Send>,
+    done: bool,
+}
+
+impl Cut {
+    /// Cuts `reader` into pieces.
+    pub(crate) fn new(reader: impl Read + Send + 'static) -> Cut {
+        Cut {
+            reader: Box::new(reader),
+            done: false,
+        }
+    }
+}
+
+impl PieceSource for Cut {
+    fn next_piece(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
+        let got = read_piece(&mut self.reader, max)?;
+        self.done = got.as_ref().is_none_or(|b| b.len() < max);
+        Ok(got)
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+impl PieceSource for wire::tree::SliceEncoder {
+    fn next_piece(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
+        wire::tree::SliceEncoder::next_piece(self, max)
+    }
+
+    fn is_done(&self) -> bool {
+        wire::tree::SliceEncoder::is_done(self)
+    }
+}
+
+/// A blocking source consumed piece by piece from async code.
 pub(crate) struct PieceReader {
-    reader: Option<Box<dyn Read + Send>>,
+    reader: Option<Box<dyn PieceSource>>,
     piece: usize,
 }
 
 impl PieceReader {
-    /// Reads `reader` in pieces of `piece` bytes (the last may be shorter).
-    pub(crate) fn new(reader: Box<dyn Read + Send>, piece: usize) -> PieceReader {
+    /// Reads `source` in pieces of (about) `piece` bytes.
+    pub(crate) fn new(source: impl PieceSource, piece: usize) -> PieceReader {
         PieceReader {
-            reader: Some(reader),
+            reader: Some(Box::new(source)),
             piece: piece.max(1),
         }
     }
@@ -33,13 +82,13 @@ impl PieceReader {
         let mut reader = self.reader.take()?;
         let piece = self.piece;
         let trip = tokio::task::spawn_blocking(move || {
-            let got = read_piece(&mut reader, piece);
+            let got = reader.next_piece(piece);
             (reader, got)
         })
         .await;
         match trip {
             Ok((reader, Ok(Some(b)))) => {
-                if b.len() == piece {
+                if !reader.is_done() {
                     self.reader = Some(reader);
                 }
                 Some(Ok(b))

@@ -96,7 +96,9 @@ async fn serve_get(
         Status::Partial
     };
     // The slice encoding is produced on the blocking pool a piece per trip and sent as it
-    // comes, so a 1 GiB object costs a few pieces of memory and no parked thread.
+    // comes, so a 1 GiB object costs a few pieces of memory and no parked thread. Pieces
+    // are cut between groups (each frame carries whole groups, read from the file straight
+    // into the frame's buffer), so the asker verifies each group where it lies.
     let store = objects.store.clone();
     let opened =
         tokio::task::spawn_blocking(move || store.slice_reader(&hash, range.start, range.len))

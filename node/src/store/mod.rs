@@ -462,14 +462,15 @@ impl Store {
         Ok(out)
     }
 
-    /// The slice of a range as a reader, for streaming large ranges without holding them in
-    /// memory. Blocking reads.
+    /// The slice of a range as an encoder, for streaming large ranges without holding them
+    /// in memory: read it (`Read`), or take it in pieces cut between groups
+    /// (`SliceEncoder::next_piece`, what a holder serves). Blocking reads.
     pub fn slice_reader(
         &self,
         hash: &Hash,
         start: u64,
         len: u64,
-    ) -> Result<Box<dyn Read + Send>, StoreError> {
+    ) -> Result<SliceEncoder, StoreError> {
         let size = self.size(hash).ok_or(StoreError::NotFound)?;
         if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(StoreError::BadRange { start, len, size });
@@ -494,19 +495,15 @@ impl Store {
                     }
                     other => other?,
                 };
-                let data = io::BufReader::with_capacity(CHUNK_READ, data);
+                // No larger than a group: a whole group is read past the buffer, straight
+                // into the buffer it goes out or is verified in.
+                let data = io::BufReader::with_capacity(GROUP as usize, data);
                 if size <= GROUP {
                     // One group: no parents, no outboard file.
-                    Box::new(SliceEncoder::new(
-                        data,
-                        Cursor::new(Vec::new()),
-                        size,
-                        start,
-                        len,
-                    )?)
+                    SliceEncoder::new(data, Cursor::new(Vec::new()), size, start, len)?
                 } else {
                     let ob = io::BufReader::new(open(outboard_path(dir, hash))?);
-                    Box::new(SliceEncoder::new(data, ob, size, start, len)?)
+                    SliceEncoder::new(data, ob, size, start, len)?
                 }
             }
             Backend::Memory { objects } => {
@@ -514,13 +511,7 @@ impl Store {
                     .get(hash)
                     .cloned()
                     .ok_or(StoreError::NotFound)?;
-                Box::new(SliceEncoder::new(
-                    Cursor::new(data),
-                    Cursor::new(ob),
-                    size,
-                    start,
-                    len,
-                )?)
+                SliceEncoder::new(Cursor::new(data), Cursor::new(ob), size, start, len)?
             }
         })
     }

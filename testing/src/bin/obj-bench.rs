@@ -8,7 +8,9 @@
 //!    with a raw quinn bulk stream (rustls + ring, the node's flow-control windows) as the
 //!    physical reference, reporting per-round ratios and their median.
 //!
-//! Run it optimised: `cargo run --release -p testing --bin obj-bench`.
+//! Run it optimised: `cargo run --release -p testing --bin obj-bench`. Options:
+//! `--rounds N` (bulk rounds of each kind, default 2), `--bulk-only` (skip 1. and 2.; the
+//! bulk transfer then runs between two fresh nodes).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,7 +22,7 @@ use node::app::{self, RunningNode};
 use node::config::{ConfigLayer, NodeConfig};
 use node::dht::NetPeer;
 use node::store::id_string;
-use testing::benchkit::{loadavg, loopback, median};
+use testing::benchkit::{cpu_seconds, loadavg, loopback, median};
 use wire::object::ByteRange;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -29,6 +31,32 @@ const SMALL: usize = 4 << 10;
 const COUNT: usize = 300;
 const BULK: usize = 256 << 20;
 const ROUNDS: usize = 2;
+
+/// What the command line asked for.
+struct Args {
+    rounds: usize,
+    bulk_only: bool,
+}
+
+fn args() -> Result<Args, BoxError> {
+    let mut a = Args {
+        rounds: ROUNDS,
+        bulk_only: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--rounds" => a.rounds = it.next().ok_or("--rounds needs a number")?.parse()?,
+            "--bulk-only" => a.bulk_only = true,
+            "-h" | "--help" => {
+                println!("obj-bench [--rounds N] [--bulk-only]: see the source's header");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    Ok(a)
+}
 
 async fn start(
     dir: &std::path::Path,
@@ -204,8 +232,9 @@ async fn get_latency() -> (
     (pct(&mut remote), pct(&mut local), nodes, dir)
 }
 
-/// One verified `fetch_from` of the whole bulk object, B from A; MiB/s.
-async fn fetch_once(nodes: &[RunningNode], hash: [u8; 32]) -> f64 {
+/// One verified `fetch_from` of the whole bulk object, B from A; MiB/s and the CPU
+/// seconds the process spent (both nodes).
+async fn fetch_once(nodes: &[RunningNode], hash: [u8; 32]) -> (f64, f64) {
     let a = NetPeer::new(
         nodes[0].ctx.transport.node_id(),
         nodes[0].ctx.transport.local_addr(),
@@ -223,13 +252,13 @@ async fn fetch_once(nodes: &[RunningNode], hash: [u8; 32]) -> f64 {
         start: 0,
         len: BULK as u64,
     };
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let sent = objects.fetch_from(&a, hash, range, &tx).await.unwrap();
     drop(tx);
     let got = drain.await.unwrap();
     let secs = t.elapsed().as_secs_f64();
     assert_eq!((sent, got), (BULK as u64, BULK as u64));
-    BULK as f64 / (1 << 20) as f64 / secs
+    (BULK as f64 / (1 << 20) as f64 / secs, cpu_seconds() - cpu)
 }
 
 /// A raw quinn connection with the node's windows (2 MiB stream, 8 MiB connection/send).
@@ -286,9 +315,9 @@ async fn quinn_pair() -> Result<
     Ok((conn, server_conn, server, client))
 }
 
-/// One raw quinn bulk stream of `BULK` bytes, client → server; MiB/s.
-async fn quinn_once(conn: &quinn::Connection, server_conn: &quinn::Connection) -> f64 {
-    let t = Instant::now();
+/// One raw quinn bulk stream of `BULK` bytes, client → server; MiB/s and CPU seconds.
+async fn quinn_once(conn: &quinn::Connection, server_conn: &quinn::Connection) -> (f64, f64) {
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let mut send = conn.open_uni().await.unwrap();
     let writer = tokio::spawn(async move {
         let buf = vec![0x5au8; 1 << 20];
@@ -306,13 +335,20 @@ async fn quinn_once(conn: &quinn::Connection, server_conn: &quinn::Connection) -
     writer.await.unwrap();
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(n, BULK);
-    BULK as f64 / (1 << 20) as f64 / secs
+    (BULK as f64 / (1 << 20) as f64 / secs, cpu_seconds() - cpu)
 }
 
-async fn run() -> Result<(), BoxError> {
+async fn run(args: Args) -> Result<(), BoxError> {
     println!("obj-bench: load avg {} at start", loadavg());
-    let put = put_latency().await;
-    let (remote, local, nodes, _dir) = get_latency().await;
+    let (latencies, nodes, _dir) = if args.bulk_only {
+        let dir = tempfile::tempdir()?;
+        let nodes = mesh(dir.path(), 2, Some(1), Some(1)).await;
+        (None, nodes, dir)
+    } else {
+        let put = put_latency().await;
+        let (remote, local, nodes, dir) = get_latency().await;
+        (Some((put, remote, local)), nodes, dir)
+    };
 
     // 3. Bulk: a 256 MiB object stored on node 0 only (directly, no replication), fetched
     // verified by node 1; raw quinn in the same process as the reference.
@@ -323,22 +359,28 @@ async fn run() -> Result<(), BoxError> {
     drop(bulk);
     let (conn, server_conn, _server, _client) = quinn_pair().await?;
     let (mut fa, mut qb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let a = fetch_once(&nodes, hash).await;
-        let b = quinn_once(&conn, &server_conn).await;
+    let (mut cpu_a, mut cpu_b, mut cpu_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        let (a, ca) = fetch_once(&nodes, hash).await;
+        let (b, cb) = quinn_once(&conn, &server_conn).await;
         fa.push(a);
         qb.push(b);
         ratios.push(a / b);
+        cpu_a.push(ca * 1000.0);
+        cpu_b.push(cb * 1000.0);
+        cpu_ratios.push(ca / cb);
     }
 
-    println!();
-    println!(
-        "{:<44} {:>5} {:>9} {:>9} {:>9}",
-        "latency (ms)", "n", "p50", "p95", "p99"
-    );
-    row("PUT 4 KiB, RF=3, 3 nodes (gateway node 0)", put, COUNT);
-    row("GET 4 KiB, remote (RF=1, W=1, 4 nodes)", remote, COUNT);
-    row("GET 4 KiB, local (holder's gateway)", local, COUNT);
+    if let Some((put, remote, local)) = latencies {
+        println!();
+        println!(
+            "{:<44} {:>5} {:>9} {:>9} {:>9}",
+            "latency (ms)", "n", "p50", "p95", "p99"
+        );
+        row("PUT 4 KiB, RF=3, 3 nodes (gateway node 0)", put, COUNT);
+        row("GET 4 KiB, remote (RF=1, W=1, 4 nodes)", remote, COUNT);
+        row("GET 4 KiB, local (holder's gateway)", local, COUNT);
+    }
     println!();
     let shown = |v: &[f64], p: usize| {
         v.iter()
@@ -351,10 +393,17 @@ async fn run() -> Result<(), BoxError> {
     println!("  B raw quinn MiB/s:   {}", shown(&qb, 0));
     println!("  A/B per round:       {}", shown(&ratios, 2));
     println!(
-        "  median: A {:.0} MiB/s, B {:.0} MiB/s, ratio {:.2} (target >= 0.80)",
+        "  median: A {:.0} MiB/s, B {:.0} MiB/s, ratio {:.2} (target >= 0.90, floor 0.80)",
         median(&mut fa),
         median(&mut qb),
         median(&mut ratios)
+    );
+    println!("  CPU ms (both ends), A: {}", shown(&cpu_a, 0));
+    println!("  CPU ms (both ends), B: {}", shown(&cpu_b, 0));
+    println!(
+        "  CPU A/B per round:   {} (median {:.2})",
+        shown(&cpu_ratios, 2),
+        median(&mut cpu_ratios.clone())
     );
     println!("obj-bench: load avg {} at end", loadavg());
     for n in nodes {
@@ -364,9 +413,10 @@ async fn run() -> Result<(), BoxError> {
 }
 
 fn main() -> Result<(), BoxError> {
+    let args = args()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run())
+    rt.block_on(run(args))
 }

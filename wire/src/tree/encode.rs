@@ -4,8 +4,10 @@
 
 use std::io::{self, Read, SeekFrom};
 
+use bytes::Bytes;
+
 use super::walk::{Node, Walk, check_range};
-use super::{PARENT, ReadSeek};
+use super::{HEADER, PARENT, ReadSeek};
 
 /// Produces the slice of `start..start+count` of an object from its bytes and outboard.
 pub struct SliceEncoder {
@@ -79,6 +81,72 @@ impl SliceEncoder {
                 Ok(true)
             }
         }
+    }
+}
+
+impl SliceEncoder {
+    /// The next piece of the slice, at most `max` bytes (but at least one whole node), cut
+    /// only between nodes: a piece holds whole groups, so the receiver hashes each group
+    /// where it lies, never gathering one split across two frames. Groups are read from
+    /// the data straight into the piece handed out. `None` at the end.
+    ///
+    /// Meant to be the only way a given encoder is read (mixing it with `Read` works, but
+    /// a piece then starts with what `read` left of a node).
+    pub fn next_piece(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        let mut piece = Vec::new();
+        // What a `read` left of the node it was producing.
+        if self.pos < self.buf.len() {
+            piece.extend_from_slice(&self.buf[self.pos..]);
+            self.pos = self.buf.len();
+        }
+        if !self.header_sent {
+            self.header_sent = true;
+            piece.reserve_exact(max.max(HEADER));
+            piece.extend_from_slice(&self.len.to_le_bytes());
+        }
+        loop {
+            let size = match self.walk.peek() {
+                None => break,
+                Some(Node::Parent { .. }) => PARENT,
+                Some(Node::Group { len, .. }) => *len as usize,
+            };
+            if !piece.is_empty() && piece.len() + size > max {
+                break;
+            }
+            if piece.capacity() == 0 {
+                piece.reserve_exact(max.max(size));
+            }
+            // Nodes are read into the piece's spare capacity (not zeroed first when the
+            // input implements `read_buf`, as `File` and `Cursor` do).
+            let (input, at, len, pos) = match self.walk.next() {
+                None => break,
+                Some(Node::Parent { index, .. }) => (
+                    &mut self.outboard,
+                    index * PARENT as u64,
+                    PARENT as u64,
+                    &mut self.outboard_at,
+                ),
+                Some(Node::Group { start, len, .. }) => {
+                    (&mut self.data, start, len, &mut self.data_at)
+                }
+            };
+            if pos.take() != Some(at) {
+                input.seek(SeekFrom::Start(at))?;
+            }
+            let got = Read::by_ref(input).take(len).read_to_end(&mut piece)?;
+            if got as u64 != len {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            *pos = Some(at + len);
+        }
+        Ok((!piece.is_empty()).then(|| Bytes::from(piece)))
+    }
+}
+
+impl SliceEncoder {
+    /// Whether every byte of the slice has been produced and read out.
+    pub fn is_done(&self) -> bool {
+        self.header_sent && self.pos == self.buf.len() && self.walk.is_done()
     }
 }
 

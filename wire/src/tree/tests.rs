@@ -99,6 +99,16 @@ fn the_root_is_what_blake3_says_and_the_outboard_has_its_length() {
     }
 }
 
+/// The ranges every size class is tried with: all of it, the first and last byte, the
+/// second half, a third from a third in.
+fn ranges(l: u64) -> Vec<(u64, u64)> {
+    let mut ranges = vec![(0, l)];
+    if l > 0 {
+        ranges.extend([(0, 1), (l - 1, 1), (l / 2, l - l / 2), (l / 3, l / 3)]);
+    }
+    ranges
+}
+
 /// Every range of every size class round-trips through both readers (the verifier fed in
 /// pieces of every size that matters: bytes, parents, groups, frames, all at once).
 #[test]
@@ -107,11 +117,7 @@ fn every_range_round_trips_verified() {
         let d = data(len);
         let (h, ob) = outboard(&d);
         let l = len as u64;
-        let mut ranges = vec![(0, l)];
-        if l > 0 {
-            ranges.extend([(0, 1), (l - 1, 1), (l / 2, l - l / 2), (l / 3, l / 3)]);
-        }
-        for (s, c) in ranges {
+        for (s, c) in ranges(l) {
             let enc = slice(&d, &ob, s, c);
             let want = &d[s as usize..(s + c) as usize];
             let got = decode(&enc, &h, s, c).unwrap_or_else(|e| panic!("{len} {s}+{c}: {e}"));
@@ -372,4 +378,48 @@ fn the_verifier_refuses_impossible_claims_and_stays_failed() {
     let (got, verdict) = verify(&enc, &[7; 32], 0, 100_000, 100);
     assert!(got.is_empty());
     assert_eq!(verdict, Err(SliceError::Parent { start: 0 }));
+}
+
+/// `next_piece` produces the same slice as `Read`, in pieces of at most `max` bytes (one
+/// node when a node alone is larger) cut between nodes: fed piece by piece, the verifier
+/// never gathers a group across two pieces (every view it hands out lies in the piece
+/// just fed), for every size class, range and piece size.
+#[test]
+fn pieces_are_cut_between_nodes() {
+    for len in SIZES {
+        let d = data(len);
+        let (h, ob) = outboard(&d);
+        let l = len as u64;
+        for (s, c) in ranges(l) {
+            let want = slice(&d, &ob, s, c);
+            for max in [1, 100, 16_384, 16_384 + 64, 65_536, 256 << 10] {
+                let mut enc =
+                    SliceEncoder::new(Cursor::new(d.clone()), Cursor::new(ob.clone()), l, s, c)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                let mut v = SliceVerifier::new(&h, s, c);
+                let (mut joined, mut got) = (Vec::new(), Vec::new());
+                while let Some(p) = enc.next_piece(max).unwrap_or_else(|e| panic!("{e}")) {
+                    assert!(
+                        p.len() <= max.max(GROUP as usize),
+                        "{len} {s}+{c}: a piece of {} for max {max}",
+                        p.len()
+                    );
+                    joined.extend_from_slice(&p);
+                    let span = p.as_ptr() as usize..p.as_ptr() as usize + p.len();
+                    v.feed(p);
+                    while let Some(b) = v.poll_verified().unwrap_or_else(|e| panic!("{e}")) {
+                        let at = b.as_ptr() as usize;
+                        assert!(
+                            span.contains(&at) && span.contains(&(at + b.len() - 1)),
+                            "{len} {s}+{c} max {max}: a group split across pieces"
+                        );
+                        got.extend_from_slice(&b);
+                    }
+                }
+                assert!(joined == want, "{len} {s}+{c} max {max}: not the slice");
+                assert_eq!(v.finish(), Ok(()), "{len} {s}+{c} max {max}");
+                assert!(got == d[s as usize..(s + c) as usize], "{len} {s}+{c}");
+            }
+        }
+    }
 }

@@ -95,6 +95,11 @@ impl Walk {
         Some(node)
     }
 
+    /// The node [`Walk::next`] returns next, without moving on.
+    pub(super) fn peek(&self) -> Option<&Node> {
+        self.stack.last()
+    }
+
     /// Whether the walk has visited every node.
     pub(super) fn is_done(&self) -> bool {
         self.stack.is_empty()
