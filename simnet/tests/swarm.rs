@@ -161,12 +161,13 @@ fn an_object_without_a_record_at_its_closest_is_reported() {
     let mut holder = view(0, 1, &[2, 3]);
     holder.objects = vec![key(9)];
     let mut near = view(1, 2, &[1, 3]);
+    near.records = vec![(key(8), key(1))]; // a record, but for another key
     let far = {
         let mut f = view(2, 3, &[1, 2]);
         f.records = vec![(key(9), key(1))];
         f
     };
-    // Only node 2 counts as close to key 9; the record sits at node 3.
+    // Only node 2 counts as close to key 9; key 9's record sits at node 3.
     let closest = |_: &Key| vec![key(2)];
     let views = [holder.clone(), near.clone(), far.clone()];
     assert_eq!(
