@@ -2,8 +2,8 @@
 //! seeds of random faults, `check` that scenario files parse.
 //!
 //! Exit codes tell failures apart (the checkers report through them): 0 success, 2 a
-//! scenario or argument error, 3 a broken invariant (a bug in overlay or simnet), 4 an output
-//! that could not be written, 1 anything else.
+//! scenario or argument error, 3 a broken invariant (a bug in overlay or simnet; also a
+//! failed swarm seed), 4 an output that could not be written, 1 anything else.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
