@@ -321,6 +321,12 @@ impl<P: Peer> Dht<P> {
         self.providers.len()
     }
 
+    /// The provider records held for others, read-only: simulation checkers verify that
+    /// each names a provider that really announced its key.
+    pub fn provider_store(&self) -> &ProviderStore<P> {
+        &self.providers
+    }
+
     /// Counters.
     pub fn stats(&self) -> DhtStats {
         self.stats

@@ -83,6 +83,14 @@ impl<P: Peer> ProviderStore<P> {
         Ok(())
     }
 
+    /// Every record held, `(key, provider)` in key order, expired or not (for checkers
+    /// outside the node that judge where records came from).
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &P)> {
+        self.records
+            .iter()
+            .flat_map(|(k, recs)| recs.iter().map(move |r| (k, &r.provider)))
+    }
+
     /// Live providers of `key`, most recently announced first, at most `max`.
     pub fn get(&self, now: Instant, key: &Key, max: usize) -> Vec<P> {
         self.records

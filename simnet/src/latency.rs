@@ -124,6 +124,11 @@ impl Network {
         }
     }
 
+    /// Changes the loss rate from now on (the swarm heals its lossy phase with 0).
+    pub fn set_loss(&mut self, loss: f64) {
+        self.loss = loss.clamp(0.0, 1.0);
+    }
+
     /// The region of a slot (regions model only).
     pub fn region(&self, slot: u32) -> Option<u32> {
         (self.regions > 0).then(|| slot % self.regions)

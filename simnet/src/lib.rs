@@ -22,6 +22,7 @@
 //! - [`engine`]: [`Sim`], the event loop, nodes, setup and workload.
 //! - [`metrics`], [`output`], [`plots`]: what a run measured, and the files it writes.
 //! - [`run`], [`sweep`]: a whole run with progress, and parameter grids.
+//! - [`swarm`]: many seeds of random faults over small networks, judged by checkers.
 //! - [`measure`]: wall time and peak memory, the only run-dependent numbers.
 
 pub mod churn;
@@ -37,8 +38,10 @@ pub mod plots;
 pub mod run;
 pub mod scenario;
 pub mod seed;
+pub mod swarm;
 pub mod sweep;
 
+pub use engine::faults::{Cut, NodeView};
 pub use engine::{Finished, Sim, SimError};
 pub use output::{OutputError, Summary};
 pub use peer::SimPeer;
@@ -57,4 +60,13 @@ pub enum Error {
     /// An output could not be written.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// A swarm seed could not be set up.
+    #[error(transparent)]
+    Swarm(#[from] swarm::SwarmError),
+    /// Swarm seeds broke a checked property (each printed its replay command).
+    #[error("{failed} swarm seeds failed")]
+    SwarmFailed {
+        /// How many.
+        failed: u64,
+    },
 }

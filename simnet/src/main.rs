@@ -1,9 +1,9 @@
-//! The `simnet` command line: `run` one scenario, `sweep` a parameter grid, `check` that
-//! scenario files parse.
+//! The `simnet` command line: `run` one scenario, `sweep` a parameter grid, `swarm` many
+//! seeds of random faults, `check` that scenario files parse.
 //!
 //! Exit codes tell failures apart (the checkers report through them): 0 success, 2 a
-//! scenario or argument error, 3 a broken invariant (a bug in overlay or simnet), 4 an output
-//! that could not be written, 1 anything else.
+//! scenario or argument error, 3 a broken invariant (a bug in overlay or simnet; also a
+//! failed swarm seed), 4 an output that could not be written, 1 anything else.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use simnet::scenario::{self, Override};
+use simnet::swarm::profile::Bounds;
 use simnet::{Error, RunOptions};
 
 #[derive(Debug, Parser)]
@@ -68,6 +69,22 @@ enum Command {
         /// Points run at once (default: one per core). Each run needs its own memory.
         #[arg(long)]
         jobs: Option<usize>,
+    },
+    /// Run many seeds of random faults over small networks, judged by checkers outside the
+    /// nodes; one line per seed, exit status 3 if any seed failed.
+    Swarm {
+        /// Seeds to run.
+        #[arg(long, default_value_t = 200)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Fewest nodes per seed.
+        #[arg(long, default_value_t = 20)]
+        nodes_min: u32,
+        /// Most nodes per seed.
+        #[arg(long, default_value_t = 50)]
+        nodes_max: u32,
     },
     /// Parse and validate scenario files, printing their parameters.
     Check {
@@ -161,6 +178,31 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 out.join("sweep.csv").display()
             );
         }
+        Command::Swarm {
+            seeds,
+            from,
+            nodes_min,
+            nodes_max,
+        } => {
+            let bounds = Bounds {
+                nodes_min,
+                nodes_max,
+            };
+            let (mut failed, mut lookups, mut exact) = (0u64, 0u64, 0u64);
+            for seed in from..from.saturating_add(seeds) {
+                let report = simnet::swarm::run_seed(seed, bounds)?;
+                println!("{}", report.line(bounds));
+                failed += u64::from(!report.passed());
+                lookups += report.lookups;
+                exact += report.exact;
+            }
+            eprintln!(
+                "swarm: {seeds} seeds, {failed} failed; liveness lookups exact {exact}/{lookups}"
+            );
+            if failed > 0 {
+                return Err(Error::SwarmFailed { failed });
+            }
+        }
         Command::Check { scenarios } => {
             for path in scenarios {
                 let sc = scenario::load(&path, &[])?;
@@ -180,8 +222,9 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             let code = match e.downcast_ref::<Error>() {
                 Some(Error::Scenario(_)) => 2,
-                Some(Error::Sim(_)) => 3,
+                Some(Error::Sim(_) | Error::SwarmFailed { .. }) => 3,
                 Some(Error::Output(_)) => 4,
+                Some(Error::Swarm(_)) => 2,
                 None => 1,
             };
             ExitCode::from(code)

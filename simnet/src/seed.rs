@@ -40,6 +40,9 @@ pub enum Stream {
     Objects = 10,
     /// Each pair of slots' stable base delay.
     Pairs = 11,
+    /// The swarm's fault profile of a seed (not in a scenario's preamble: the swarm prints
+    /// its profile itself).
+    Swarm = 12,
 }
 
 /// Every stream with its name, for the run's preamble (each printed at indices 0, 0; a

@@ -16,16 +16,18 @@
 //!
 //! Layout: `queue` (events and message bodies), `nodes` (slots, start and stop,
 //! draining, timers, delivery), `setup` (time zero: churn state, ideal tables or joins,
-//! the schedule), `workload` (lookups, puts, gets, and scoring them).
+//! the schedule), `workload` (lookups, puts, gets, and scoring them), `faults` (the swarm's
+//! partition and loss changes, and the views its checkers read).
 
+pub mod faults;
 pub(crate) mod nodes;
 pub(crate) mod queue;
 pub(crate) mod setup;
 pub(crate) mod workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use overlay::Instant;
+use overlay::{Instant, Key};
 
 use crate::churn::Schedule;
 use crate::latency::Network;
@@ -72,6 +74,10 @@ pub struct Sim {
     events: u64,
     check: bool,
     violation: Option<SimError>,
+    /// The swarm's partition, if any.
+    cut: Option<faults::Cut>,
+    /// Every (object key, provider id) announced, once the swarm asks for the log.
+    announced: Option<BTreeSet<(Key, Key)>>,
 }
 
 /// What a finished run hands to the outputs.

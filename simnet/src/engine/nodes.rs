@@ -240,6 +240,10 @@ impl Sim {
         }
         store.planner.add_object(now, key, size);
         let _ = dht.start_providing(now, key);
+        let me = dht.local().key;
+        if let Some(log) = self.announced.as_mut() {
+            log.insert((key, me));
+        }
         true
     }
 
@@ -388,6 +392,10 @@ impl Sim {
     /// the connection their request came on.
     pub(super) fn send(&mut self, from: u32, to: u32, msg: Msg) {
         let now = self.now;
+        if self.cut_blocks(from, to, now) {
+            self.metrics.message_sent(now, true);
+            return;
+        }
         let reply = matches!(msg, Msg::Response { .. } | Msg::TransferDone { .. });
         let n = self.links.next_message(from, to);
         let from_inc = self.slots[from as usize].inc;
@@ -449,6 +457,9 @@ impl Sim {
             .dht
             .as_ref()
             .map(|_| self.slots[to as usize].inc)?;
+        if self.cut_blocks(from, to, now) {
+            return None;
+        }
         let from_inc = self.slots[from as usize].inc;
         let now_ms = links::ms_of(now);
         let n = self.links.next_message(from, to);

@@ -63,6 +63,8 @@ pub(super) fn build(sc: Scenario, check: bool) -> Sim {
         events: 0,
         check,
         violation: None,
+        cut: None,
+        announced: None,
         sc,
     };
     sim.initial_churn_state();

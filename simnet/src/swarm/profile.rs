@@ -1,0 +1,202 @@
+//! A seed's fault profile: drawn from the seed alone, so the seed is the whole replay.
+//!
+//! Timeline of every run: nodes join by the real protocol over the first 30 s; puts run
+//! from 35 s for a minute, lookups and gets all along; faults (loss, crashes with restarts
+//! under the same id and data, one partition) fall in `[FAULTS_FROM, HEAL_AT)`; at
+//! `HEAL_AT` loss is set to zero and every crashed node is back; lookups started from
+//! `MEASURE_FROM` to `END` are the liveness sample.
+
+use std::time::Duration;
+
+use overlay::Instant;
+use rand::Rng;
+
+use crate::engine::faults::Cut;
+use crate::scenario::{self, ChurnModel, Scenario, ScenarioError, TraceEvent};
+use crate::seed::{self, Stream};
+
+/// Faults start here, s.
+pub const FAULTS_FROM: f64 = 60.0;
+/// Faults heal here, s (loss to zero; the last crashed node is back by then).
+pub const HEAL_AT: f64 = 240.0;
+/// Lookups started from here on are the liveness sample, s.
+pub const MEASURE_FROM: f64 = 300.0;
+/// The run ends here, s.
+pub const END: f64 = 360.0;
+
+/// Bounds a profile is drawn within.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Fewest nodes.
+    pub nodes_min: u32,
+    /// Most nodes.
+    pub nodes_max: u32,
+}
+
+impl Default for Bounds {
+    fn default() -> Bounds {
+        Bounds {
+            nodes_min: 20,
+            nodes_max: 50,
+        }
+    }
+}
+
+/// One crash: the slot goes down at `down_s` and comes back (same id, contacts and
+/// objects) at `up_s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Crash {
+    /// The slot.
+    pub slot: u32,
+    /// Down at, s.
+    pub down_s: f64,
+    /// Back at, s.
+    pub up_s: f64,
+}
+
+/// A partition: `groups` random groups, cut from `from_s` to `until_s`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partition {
+    /// Each slot's group.
+    pub group: Vec<u8>,
+    /// Number of groups.
+    pub groups: u8,
+    /// Cut at, s.
+    pub from_s: f64,
+    /// Healed at, s.
+    pub until_s: f64,
+}
+
+/// Everything a seed's run depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// The seed.
+    pub seed: u64,
+    /// Nodes.
+    pub nodes: u32,
+    /// Message loss during the fault phase (each try, before QUIC retransmits).
+    pub loss: f64,
+    /// Crashes and restarts.
+    pub crashes: Vec<Crash>,
+    /// The partition, if any.
+    pub partition: Option<Partition>,
+    /// Objects put (each announced by its holders).
+    pub objects: u32,
+}
+
+impl Profile {
+    /// The profile of `seed` within `bounds`.
+    pub fn draw(seed: u64, bounds: Bounds) -> Profile {
+        let mut rng = seed::rng(seed, Stream::Swarm, 0, 0);
+        let lo = bounds.nodes_min.max(2);
+        let hi = bounds.nodes_max.max(lo);
+        let nodes = rng.gen_range(lo..=hi);
+        let loss = f64::from(rng.gen_range(0..=30u32)) / 100.0;
+        let mut crashes = Vec::new();
+        for _ in 0..rng.gen_range(0..=nodes / 5) {
+            let slot = rng.gen_range(0..nodes);
+            if crashes.iter().any(|c: &Crash| c.slot == slot) {
+                continue;
+            }
+            let down_s = rng.gen_range(FAULTS_FROM..HEAL_AT - 10.0);
+            let up_s = (down_s + rng.gen_range(5.0..90.0)).min(HEAL_AT);
+            crashes.push(Crash {
+                slot,
+                down_s: down_s.round(),
+                up_s: up_s.round(),
+            });
+        }
+        let partition = rng.gen_bool(0.75).then(|| {
+            let groups = rng.gen_range(2..=3u8);
+            let group = (0..nodes).map(|_| rng.gen_range(0..groups)).collect();
+            let from_s = rng.gen_range(FAULTS_FROM..HEAL_AT - 10.0).round();
+            let until_s = (from_s + rng.gen_range(10.0..120.0)).min(HEAL_AT).round();
+            Partition {
+                group,
+                groups,
+                from_s,
+                until_s,
+            }
+        });
+        let objects = rng.gen_range(5..=30);
+        Profile {
+            seed,
+            nodes,
+            loss,
+            crashes,
+            partition,
+            objects,
+        }
+    }
+
+    /// One line: nodes, loss, crashes, partition, objects.
+    pub fn describe(&self) -> String {
+        let cut = match &self.partition {
+            Some(p) => format!("cut{}@{:.0}-{:.0}s", p.groups, p.from_s, p.until_s),
+            None => "nocut".into(),
+        };
+        format!(
+            "n={} loss={:.2} crashes={} {} objects={}",
+            self.nodes,
+            self.loss,
+            self.crashes.len(),
+            cut,
+            self.objects
+        )
+    }
+
+    /// The scenario this profile runs (loss off: the run switches it on for the fault
+    /// phase), and its partition as the engine's [`Cut`].
+    pub fn scenario(&self) -> Result<(Scenario, Option<Cut>), ScenarioError> {
+        let text = format!(
+            r#"
+name = "swarm"
+nodes = {nodes}
+seed = {seed}
+duration_s = {END}
+drain_s = 30
+
+[bootstrap]
+mode = "join"
+join_window_s = 30
+
+[latency]
+model = "coordinates"
+base_ms = 5
+side_ms = 100
+
+[workload]
+lookups_per_s = 2
+start_s = 35
+objects = {objects}
+object_bytes = 4096
+rf = 3
+puts_window_s = 60
+gets_per_s = 1
+"#,
+            nodes = self.nodes,
+            seed = self.seed,
+            objects = self.objects,
+        );
+        let mut sc = scenario::parse_str(&text, std::path::Path::new("."), "swarm")?;
+        let mut events = Vec::new();
+        for c in &self.crashes {
+            for (at, up) in [(c.down_s, false), (c.up_s, true)] {
+                events.push(TraceEvent {
+                    at: Duration::from_secs_f64(at),
+                    slot: c.slot,
+                    up,
+                });
+            }
+        }
+        events.sort_by_key(|e| e.at);
+        sc.churn.model = ChurnModel::Trace { events };
+        sc.churn.rejoin_same_id = true;
+        let cut = self.partition.as_ref().map(|p| Cut {
+            group: p.group.clone(),
+            from: Instant::ZERO + Duration::from_secs_f64(p.from_s),
+            until: Instant::ZERO + Duration::from_secs_f64(p.until_s),
+        });
+        Ok((sc, cut))
+    }
+}
