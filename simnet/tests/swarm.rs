@@ -72,6 +72,8 @@ fn a_long_partition_splits_the_network_for_good() {
         .expect("seed 3 draws a partition");
     assert!(cut.until_s - cut.from_s >= 100.0, "{cut:?}");
     assert!(!r.passed());
+    assert_eq!(r.known, Some(simnet::swarm::KNOWN_PARTITION_SPLIT));
+    assert!(!r.failed_unknown());
     assert_eq!(r.exact, 0, "{} of {} exact", r.exact, r.lookups);
     assert!(
         r.violations.iter().all(|v| v.contains("lookups exact")),
