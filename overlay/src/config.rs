@@ -67,6 +67,12 @@ pub struct Config {
     pub events_max: usize,
     /// With no peers left, retry the bootstrap contacts this often (30 s).
     pub rejoin_interval: Duration,
+    /// This often, one bootstrap contact missing from the table is pinged, and enters it
+    /// if it answers (10 min; `None`: never). A network split by a partition long enough
+    /// for each side's liveness probes to evict the other has no other way back together:
+    /// lookups and refreshes only ask nodes already known. One ping per node per period,
+    /// so a bootstrap node of a large mesh is not pinged by everyone at once.
+    pub bootstrap_check_interval: Option<Duration>,
     /// Bucket refresh lookups started after a join, at most (16).
     pub refresh_on_join_max: usize,
 }
@@ -116,6 +122,7 @@ impl Default for Config {
             transmits_max: 4096,
             events_max: 4096,
             rejoin_interval: Duration::from_secs(30),
+            bootstrap_check_interval: Some(Duration::from_secs(600)),
             refresh_on_join_max: 16,
         }
     }

@@ -146,6 +146,8 @@ pub struct DhtStats {
     pub probes_sent: u64,
     /// Verification pings of strangers sent.
     pub verifications_sent: u64,
+    /// Bootstrap contacts missing from the table that were pinged (`bootstrap_check_interval`).
+    pub bootstrap_checks: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +241,9 @@ pub struct Dht<P: Peer> {
     next_liveness: Option<Instant>,
     next_expiry: Instant,
     next_rejoin: Option<Instant>,
+    /// When to ping a bootstrap contact missing from the table next, and which is next.
+    next_bootstrap_check: Option<Instant>,
+    bootstrap_turn: usize,
     stats: DhtStats,
     last_now: Instant,
     /// Strangers being verified (a PING of ours in flight).
@@ -292,6 +297,8 @@ impl<P: Peer> Dht<P> {
             next_liveness: config.liveness_interval.map(|d| now + d),
             next_expiry: now + config.provider_ttl / 8,
             next_rejoin: None,
+            next_bootstrap_check: None,
+            bootstrap_turn: 0,
             stats: DhtStats::default(),
             last_now: now,
             verifying: BTreeSet::new(),
@@ -377,6 +384,7 @@ impl<P: Peer> Dht<P> {
             self.query_deadlines.first().map(|(d, _)| *d),
             self.next_liveness,
             self.next_rejoin,
+            self.next_bootstrap_check,
             self.provide_due.first().map(|(t, _)| *t),
         ];
         for c in candidates.into_iter().flatten() {
@@ -404,6 +412,9 @@ impl<P: Peer> Dht<P> {
             }
         }
         self.bootstrap.truncate(BOOTSTRAP_MAX);
+        if !self.bootstrap.is_empty() {
+            self.next_bootstrap_check = self.config.bootstrap_check_interval.map(|d| now + d);
+        }
         if self.bootstrap.is_empty() && self.table.is_empty() {
             self.joined = true;
             return Ok(None);
@@ -723,6 +734,10 @@ impl<P: Peer> Dht<P> {
             self.providers.expire(now);
         }
         self.republish(now);
+        if self.next_bootstrap_check.is_some_and(|t| now >= t) {
+            self.next_bootstrap_check = self.config.bootstrap_check_interval.map(|d| now + d);
+            self.check_bootstrap(now);
+        }
         if self.next_rejoin.is_some_and(|t| now >= t) {
             self.next_rejoin = None;
             if self.table.is_empty() && !self.bootstrap.is_empty() {
@@ -734,6 +749,28 @@ impl<P: Peer> Dht<P> {
                     self.next_rejoin = Some(now + self.config.rejoin_interval);
                 }
             }
+        }
+    }
+
+    /// Pings the next bootstrap contact the table does not hold (nor a verified
+    /// replacement): if it answers it enters the table, and lookups through it find the
+    /// rest of its side of a healed partition. With an empty table, rejoining does more.
+    fn check_bootstrap(&mut self, now: Instant) {
+        if self.table.is_empty() {
+            return;
+        }
+        let n = self.bootstrap.len();
+        for i in 0..n {
+            let c = &self.bootstrap[(self.bootstrap_turn + i) % n];
+            let key = c.key();
+            if self.table.contains(&key) || self.table.replacement(&key) == Some(true) {
+                continue;
+            }
+            let c = c.clone();
+            self.bootstrap_turn = (self.bootstrap_turn + i + 1) % n;
+            self.stats.bootstrap_checks += 1;
+            self.verify_stranger(now, c);
+            return;
         }
     }
 

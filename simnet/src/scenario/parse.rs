@@ -46,6 +46,7 @@ struct RawDht {
     replacement_cache_size: Option<usize>,
     evict_after_failures: Option<u32>,
     liveness_interval_s: Option<f64>,
+    bootstrap_check_s: Option<f64>,
     liveness_probes_max: Option<usize>,
     provider_ttl_s: Option<f64>,
     provider_republish_s: Option<f64>,
@@ -314,6 +315,10 @@ fn convert_dht(r: RawDht) -> Result<overlay::Config, ScenarioError> {
     if let Some(v) = r.liveness_interval_s {
         let d = duration("dht.liveness_interval_s", v, 1.0, false)?;
         c.liveness_interval = (!d.is_zero()).then_some(d);
+    }
+    if let Some(v) = r.bootstrap_check_s {
+        let d = duration("dht.bootstrap_check_s", v, 1.0, false)?;
+        c.bootstrap_check_interval = (!d.is_zero()).then_some(d);
     }
     if let Some(v) = r.provider_ttl_s {
         c.provider_ttl = duration("dht.provider_ttl_s", v, 1.0, true)?;

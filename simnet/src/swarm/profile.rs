@@ -165,6 +165,9 @@ model = "coordinates"
 base_ms = 5
 side_ms = 100
 
+[dht]
+bootstrap_check_s = 30
+
 [workload]
 lookups_per_s = 2
 start_s = 35
