@@ -99,6 +99,7 @@ fn parsed_default(section: &str, key: &str) -> Option<String> {
         ("dht", "replacement_cache_size") => symbolic(d.replacement_cache_size, d.k),
         ("dht", "evict_after_failures") => d.evict_after_failures.to_string(),
         ("dht", "liveness_interval_s") => d.liveness_interval.map_or("0".into(), secs),
+        ("dht", "bootstrap_check_s") => d.bootstrap_check_interval.map_or("0".into(), secs),
         ("dht", "liveness_probes_max") => d.liveness_probes_max.to_string(),
         ("dht", "soft_timeout_min_ms") => d.soft_timeout_min.as_millis().to_string(),
         ("dht", "soft_timeout_initial_ms") => d.soft_timeout_initial.as_millis().to_string(),
