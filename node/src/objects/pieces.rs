@@ -138,13 +138,19 @@ fn read_piece(reader: &mut Box<dyn Read + Send>, piece: usize) -> std::io::Resul
 /// Bytes gathered before one trip to the blocking pool.
 const BATCH: usize = 1 << 20;
 
+/// A batch being written and hashed on the blocking pool; it gives the writer back.
+type Trip = tokio::task::JoinHandle<Result<ObjectWriter, StoreError>>;
+
 /// An object being written from async code: pieces are batched and written, hashed and
-/// finally made durable on the blocking pool. The temporary file is created on the first
-/// trip, so a small object costs one trip in all.
+/// finally made durable on the blocking pool. One batch is on the pool while the next one
+/// fills, so receiving the bytes and hashing them overlap; no thread is held between
+/// batches, so a slow sender costs none. The temporary file is created on the first trip,
+/// so a small object costs one trip in all.
 pub(crate) struct Ingest {
     store: Store,
     size_hint: u64,
-    writer: Option<ObjectWriter>,
+    /// The trip in flight; `None` before the first (which creates the temporary file).
+    trip: Option<Trip>,
     batch: BytesMut,
     len: u64,
 }
@@ -156,21 +162,30 @@ impl Ingest {
         Ok(Ingest {
             store: store.clone(),
             size_hint,
-            writer: None,
+            trip: None,
             batch: BytesMut::new(),
             len: 0,
         })
     }
 
-    /// The writer, created if this is the first trip (on the blocking pool).
-    fn writer_for_trip(&mut self) -> impl FnOnce() -> Result<ObjectWriter, StoreError> + use<> {
-        let existing = self.writer.take();
+    /// The writer once the trip in flight (if any) is back, or a way to create it on the
+    /// blocking pool if there was none yet.
+    async fn writer_for_trip(
+        &mut self,
+    ) -> Result<impl FnOnce() -> Result<ObjectWriter, StoreError> + use<>, StoreError> {
+        let existing = match self.trip.take() {
+            None => None,
+            Some(trip) => Some(
+                trip.await
+                    .map_err(|e| StoreError::Io(std::io::Error::other(e)))??,
+            ),
+        };
         let store = self.store.clone();
         let hint = self.size_hint;
-        move || match existing {
+        Ok(move || match existing {
             Some(w) => Ok(w),
             None => store.writer(hint),
-        }
+        })
     }
 
     /// Bytes received so far.
@@ -178,7 +193,8 @@ impl Ingest {
         self.len
     }
 
-    /// Appends bytes; they reach the file once a batch is full.
+    /// Appends bytes; they reach the file once a batch is full. An error of an earlier
+    /// batch's trip (a full disk, the quota) is returned here.
     pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.batch.extend_from_slice(bytes);
         self.len += bytes.len() as u64;
@@ -188,24 +204,23 @@ impl Ingest {
         Ok(())
     }
 
+    /// Sends the full batch on its trip once the previous one is back, without waiting
+    /// for it.
     async fn flush(&mut self) -> Result<(), StoreError> {
-        let writer = self.writer_for_trip();
+        let writer = self.writer_for_trip().await?;
         let batch = self.batch.split().freeze();
-        let writer = tokio::task::spawn_blocking(move || {
+        self.trip = Some(tokio::task::spawn_blocking(move || {
             let mut w = writer()?;
             w.write(&batch)?;
             Ok::<_, StoreError>(w)
-        })
-        .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
-        self.writer = Some(writer);
+        }));
         Ok(())
     }
 
     /// Writes the rest, verifies the hash (against `expected`, if given), makes the object
     /// durable and indexes it, all off the async workers.
     pub(crate) async fn finish(mut self, expected: Option<Hash>) -> Result<Hash, StoreError> {
-        let writer = self.writer_for_trip();
+        let writer = self.writer_for_trip().await?;
         let batch = self.batch.split().freeze();
         tokio::task::spawn_blocking(move || {
             let mut w = writer()?;
