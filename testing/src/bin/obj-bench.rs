@@ -10,7 +10,11 @@
 //!
 //! Run it optimised: `cargo run --release -p testing --bin obj-bench`. Options:
 //! `--rounds N` (bulk rounds of each kind, default 2), `--bulk-only` (skip 1. and 2.; the
-//! bulk transfer then runs between two fresh nodes).
+//! bulk transfer then runs between two fresh nodes), `--put` (instead of all of the above,
+//! issue 13's two PUT targets, each against its reference in the same run, rounds
+//! alternated: a 256 MiB PUT to a lone node's gateway against `b3sum` of the same file plus
+//! one write of it with one fsync; a 1 GiB PUT at RF = 3 / W = 2 on a 3-node mesh, time to
+//! 201, against raw quinn moving 1 GiB between two endpoints).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,20 +40,23 @@ const ROUNDS: usize = 2;
 struct Args {
     rounds: usize,
     bulk_only: bool,
+    put: bool,
 }
 
 fn args() -> Result<Args, BoxError> {
     let mut a = Args {
         rounds: ROUNDS,
         bulk_only: false,
+        put: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--rounds" => a.rounds = it.next().ok_or("--rounds needs a number")?.parse()?,
             "--bulk-only" => a.bulk_only = true,
+            "--put" => a.put = true,
             "-h" | "--help" => {
-                println!("obj-bench [--rounds N] [--bulk-only]: see the source's header");
+                println!("obj-bench [--rounds N] [--bulk-only | --put]: see the source's header");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}").into()),
@@ -317,11 +324,21 @@ async fn quinn_pair() -> Result<
 
 /// One raw quinn bulk stream of `BULK` bytes, client → server; MiB/s and CPU seconds.
 async fn quinn_once(conn: &quinn::Connection, server_conn: &quinn::Connection) -> (f64, f64) {
+    quinn_bytes(conn, server_conn, BULK).await
+}
+
+/// One raw quinn bulk stream of `size` bytes (whole MiB), client → server; MiB/s and CPU
+/// seconds.
+async fn quinn_bytes(
+    conn: &quinn::Connection,
+    server_conn: &quinn::Connection,
+    size: usize,
+) -> (f64, f64) {
     let (t, cpu) = (Instant::now(), cpu_seconds());
     let mut send = conn.open_uni().await.unwrap();
     let writer = tokio::spawn(async move {
         let buf = vec![0x5au8; 1 << 20];
-        for _ in 0..BULK >> 20 {
+        for _ in 0..size >> 20 {
             send.write_all(&buf).await.unwrap();
         }
         send.finish().unwrap();
@@ -334,12 +351,144 @@ async fn quinn_once(conn: &quinn::Connection, server_conn: &quinn::Connection) -
     }
     writer.await.unwrap();
     let secs = t.elapsed().as_secs_f64();
-    assert_eq!(n, BULK);
-    (BULK as f64 / (1 << 20) as f64 / secs, cpu_seconds() - cpu)
+    assert_eq!(n, size);
+    (size as f64 / (1 << 20) as f64 / secs, cpu_seconds() - cpu)
+}
+
+/// `size` pseudo-random bytes, distinct for each `tag` (so every round's PUT is a new object).
+fn bulk_bytes(size: usize, tag: u32) -> Vec<u8> {
+    (0..size)
+        .map(|i| {
+            (i as u32 ^ tag.rotate_left(7))
+                .wrapping_mul(2_654_435_761)
+                .to_le_bytes()[3]
+        })
+        .collect()
+}
+
+/// One PUT of `body` through `node`'s gateway, timed to its answer; seconds and the process's
+/// CPU seconds (every node of the run is in this process).
+async fn put_timed(node: &RunningNode, body: Vec<u8>) -> (f64, f64) {
+    let url = format!("http://{}/o", node.ctx.http);
+    let (t, cpu) = (Instant::now(), cpu_seconds());
+    let (status, reply) = http(agent(), "PUT", url, body).await;
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+    (secs, cpu_seconds() - cpu)
+}
+
+/// The local PUT's reference: one write of the bytes to a file on the same disk with one
+/// fsync, then `b3sum` of that file; seconds for each.
+fn write_and_b3sum(path: &std::path::Path, body: &[u8]) -> (f64, f64) {
+    use std::io::Write;
+    let t = Instant::now();
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(body).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let write = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let out = std::process::Command::new("b3sum")
+        .arg(path)
+        .output()
+        .expect("b3sum on PATH (scripts/install-test-deps.sh installs it)");
+    let hash = t.elapsed().as_secs_f64();
+    assert!(out.status.success(), "b3sum failed");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.starts_with(&blake3::hash(body).to_hex().to_string()),
+        "b3sum printed {printed}"
+    );
+    (write, hash)
+}
+
+/// `--put`: issue 13 item 4's targets, rounds alternated with their references.
+async fn put_targets(rounds: usize) -> Result<(), BoxError> {
+    const LOCAL: usize = 256 << 20;
+    const MESH: usize = 1 << 30;
+    let dir = tempfile::tempdir()?;
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+
+    // A 256 MiB PUT to a lone node (RF = 1, W = 1) against write + fsync + b3sum.
+    // A lone node is never "ready" (it has no peer), and needs not be to store.
+    let lone = vec![start(&dir.path().join("lone"), 0, None, Some(1), Some(1)).await];
+    let (mut put, mut reference, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let body = bulk_bytes(LOCAL, round as u32);
+        let (write, hash) = write_and_b3sum(&dir.path().join("ref.bin"), &body);
+        let (secs, _) = put_timed(&lone[0], body).await;
+        put.push(secs);
+        reference.push(write + hash);
+        ratio.push((write + hash) / secs);
+        println!(
+            "  local round {round}: PUT {secs:.3} s; write+fsync {write:.3} s + b3sum {hash:.3} s"
+        );
+    }
+    for n in lone {
+        n.shutdown().await;
+    }
+    println!("256 MiB PUT, lone node, against one write + fsync + b3sum of the same bytes");
+    println!("  PUT s:               {}", fmt(&put));
+    println!("  write+b3sum s:       {}", fmt(&reference));
+    println!(
+        "  reference/PUT:       {} (median {:.2}; target >= 0.90)",
+        fmt(&ratio),
+        median(&mut ratio.clone())
+    );
+
+    // A 1 GiB PUT at RF = 3 / W = 2, 3 nodes, against raw quinn moving 1 GiB.
+    let nodes = mesh(&dir.path().join("mesh"), 3, Some(3), Some(2)).await;
+    let (conn, server_conn, _server, _client) = quinn_pair().await?;
+    let (mut put, mut raw, mut ratio, mut cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        if round > 0 {
+            // Each receiver takes 1 GiB of replicas from a peer at once, then 64 MiB/s
+            // (overlay's `accept_bytes_per_second`): wait for node 0's budget to refill.
+            tokio::time::sleep(Duration::from_secs(17)).await;
+        }
+        let body = bulk_bytes(MESH, 1000 + round as u32);
+        let (secs, cpu_put) = put_timed(&nodes[0], body).await;
+        let (mib_s, cpu_raw) = quinn_bytes(&conn, &server_conn, MESH).await;
+        let raw_secs = (MESH >> 20) as f64 / mib_s;
+        put.push(secs);
+        raw.push(raw_secs);
+        ratio.push(secs / raw_secs);
+        cpu.push(cpu_put / cpu_raw);
+        println!(
+            "  mesh round {round}: PUT to 201 {secs:.3} s ({cpu_put:.2} CPU s); raw quinn {raw_secs:.3} s ({cpu_raw:.2} CPU s)"
+        );
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+    println!("1 GiB PUT, RF = 3 / W = 2, 3 nodes, time to 201, against raw quinn 1 GiB");
+    println!("  PUT s:               {}", fmt(&put));
+    println!("  raw quinn s:         {}", fmt(&raw));
+    println!(
+        "  PUT/raw per round:   {} (median {:.2}; target <= 1.5)",
+        fmt(&ratio),
+        median(&mut ratio.clone())
+    );
+    println!(
+        "  CPU PUT/raw:         {} (median {:.2})",
+        fmt(&cpu),
+        median(&mut cpu.clone())
+    );
+    Ok(())
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
     println!("obj-bench: load avg {} at start", loadavg());
+    if args.put {
+        put_targets(args.rounds).await?;
+        println!("obj-bench: load avg {} at end", loadavg());
+        return Ok(());
+    }
     let (latencies, nodes, _dir) = if args.bulk_only {
         let dir = tempfile::tempdir()?;
         let nodes = mesh(dir.path(), 2, Some(1), Some(1)).await;
