@@ -3,7 +3,8 @@
 //! so the holders count them per principal (the token's tenant, else the token) and not
 //! as one sender: one client filling its share must not starve another. A token's
 //! `--mail-messages-max` caps what its principal holds in one mailbox, and holders other
-//! than the gateway enforce it.
+//! than the gateway enforce it. A holder repaired after missing the sends counts each
+//! copy in its principal's share, so copies admitted elsewhere are not refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -295,4 +296,72 @@ fn remote_holders_enforce_a_tokens_mail_quota() {
         "{over:?}"
     );
     assert!(stored(&ask(&rt, &t, at, &send_for("p2", 2))));
+}
+
+fn queue_depth(node: &NodeProcess) -> f64 {
+    node.metric("mailbox_queue_depth").unwrap().unwrap_or(0.0)
+}
+
+#[test]
+fn a_repaired_copy_keeps_its_principal() {
+    // Every holder lets one sender (or one principal) hold 3 messages per mailbox, and
+    // repairs every 300 ms.
+    let mut mesh = Mesh::start(4, |_, spec| {
+        *spec = std::mem::take(spec).fast_liveness(Duration::from_millis(500));
+        spec.args.extend(
+            [
+                "--mailbox-sender-count-max",
+                "3",
+                "--mailbox-repair-ms",
+                "300",
+            ]
+            .map(String::from),
+        );
+    })
+    .unwrap();
+    mesh.wait_ready(START).unwrap();
+    let ids = mesh.ids().unwrap();
+    mesh.wait_tables_hold(&[0, 1, 2, 3], &ids, Duration::from_secs(30))
+        .unwrap();
+    let owner = 3;
+    let to = ids[owner];
+    let key = Key::for_node(&to);
+    let mut by_distance: Vec<usize> = (0..4).collect();
+    by_distance.sort_by_key(|&i| Key::for_node(&ids[i]).distance(&key));
+    let gateway = by_distance[3];
+    let victim = by_distance[..3]
+        .iter()
+        .copied()
+        .find(|&i| i != owner)
+        .unwrap();
+    println!("gateway node {gateway}, missing holder node {victim}");
+
+    // A holder is down while two clients of the gateway each fill their share (3).
+    mesh.nodes[victim].sigkill().unwrap();
+    let via = mesh.nodes[gateway].http();
+    let a = mint(&mesh.nodes[gateway].data_dir(), &[]);
+    let b = mint(&mesh.nodes[gateway].data_dir(), &[]);
+    for (name, token) in [("a", &a), ("b", &b)] {
+        for i in 0..3 {
+            let r = send(via, &to, &format!("{name}{i}"), token, "copy me");
+            assert_eq!(r.status, 201, "{name}{i}: {}", r.body);
+        }
+    }
+
+    // Back, it gets all six by repair: each copy in its principal's share. Counted as
+    // the gateway's own (3), three would be refused.
+    mesh.nodes[victim].restart().unwrap();
+    mesh.nodes[victim].wait_ready(START).unwrap();
+    testing::poll_until(
+        "the returned holder is repaired",
+        Duration::from_secs(40),
+        Duration::from_millis(300),
+        || (queue_depth(&mesh.nodes[victim]) >= 6.0).then_some(()),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "the returned holder holds {} of 6: {e}",
+            queue_depth(&mesh.nodes[victim])
+        )
+    });
 }
