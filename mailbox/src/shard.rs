@@ -69,13 +69,52 @@ struct Stored {
 struct Mailbox {
     msgs: BTreeMap<u64, Stored>,
     bytes: u64,
-    /// Per sender and principal (`None`: the sender's own share): messages and payload
-    /// bytes held.
-    senders: HashMap<Share, (usize, u64)>,
+    /// Per sender, its own share: messages and payload bytes held.
+    senders: HashMap<NodeId, (usize, u64)>,
+    /// Per sender and principal behind it, that principal's share (kept apart so a
+    /// principal-less send hashes no more than a sender id).
+    principals: HashMap<(NodeId, [u8; 32]), (usize, u64)>,
 }
 
 /// Whose share of a mailbox a message counts against.
 type Share = (NodeId, Option<[u8; 32]>);
+
+impl Mailbox {
+    /// The usage of a share, if it holds anything.
+    fn usage(&self, share: &Share) -> Option<(usize, u64)> {
+        match share.1 {
+            None => self.senders.get(&share.0).copied(),
+            Some(p) => self.principals.get(&(share.0, p)).copied(),
+        }
+    }
+
+    /// Adds (`add`) or takes away one message of `len` bytes to a share's usage,
+    /// forgetting a share that holds nothing.
+    fn count(&mut self, share: Share, len: u64, add: bool) {
+        fn apply<K: std::hash::Hash + Eq>(
+            map: &mut HashMap<K, (usize, u64)>,
+            k: K,
+            len: u64,
+            add: bool,
+        ) {
+            if add {
+                let u = map.entry(k).or_insert((0, 0));
+                u.0 += 1;
+                u.1 += len;
+            } else if let Some(u) = map.get_mut(&k) {
+                u.0 -= 1;
+                u.1 -= len;
+                if u.0 == 0 {
+                    map.remove(&k);
+                }
+            }
+        }
+        match share.1 {
+            None => apply(&mut self.senders, share.0, len, add),
+            Some(p) => apply(&mut self.principals, (share.0, p), len, add),
+        }
+    }
+}
 
 /// The outcome of [`ShardState::insert`].
 #[derive(Debug)]
@@ -136,7 +175,7 @@ impl ShardState {
         if replaying_seq.is_none() {
             let q = &cfg.quotas;
             let share = (env.sender, principal.map(|p| p.id));
-            let (s_count, s_bytes) = mb.senders.get(&share).copied().unwrap_or((0, 0));
+            let (s_count, s_bytes) = mb.usage(&share).unwrap_or((0, 0));
             if mb.msgs.len() >= q.mailbox_count_max || mb.bytes + len > q.mailbox_bytes_max {
                 return Insert::Over(QuotaScope::Mailbox);
             }
@@ -171,12 +210,7 @@ impl ShardState {
         let Record::Put { key, payload, .. } = &rec else {
             return Insert::Duplicate;
         };
-        let usage = mb
-            .senders
-            .entry((env.sender, principal.map(|p| p.id)))
-            .or_insert((0, 0));
-        usage.0 += 1;
-        usage.1 += len;
+        mb.count((env.sender, principal.map(|p| p.id)), len, true);
         mb.bytes += len;
         mb.msgs.insert(
             seq,
@@ -210,14 +244,7 @@ impl ShardState {
             + crate::journal::put_body_len(m.key.len(), m.payload.len(), m.principal.is_some());
         self.record_bytes = self.record_bytes.saturating_sub(record as u64);
         mb.bytes -= len;
-        let share = (m.sender, m.principal);
-        if let Some(u) = mb.senders.get_mut(&share) {
-            u.0 -= 1;
-            u.1 -= len;
-            if u.0 == 0 {
-                mb.senders.remove(&share);
-            }
-        }
+        mb.count((m.sender, m.principal), len, false);
         if mb.msgs.is_empty() {
             self.mailboxes.remove(&mailbox);
         }
@@ -388,7 +415,7 @@ impl ShardState {
     ) -> (usize, u64) {
         self.mailboxes
             .get(mailbox)
-            .and_then(|mb| mb.senders.get(&(*sender, principal)).copied())
+            .and_then(|mb| mb.usage(&(*sender, principal)))
             .unwrap_or((0, 0))
     }
 
