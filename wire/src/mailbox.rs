@@ -188,7 +188,8 @@ pub enum MailboxRequest {
 /// Why a holder refused a request: each maps to one status code ([`Refusal::status`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refusal {
-    /// The sender holds too many messages or bytes in this mailbox (429).
+    /// The sender (for `SendFor`, its principal) holds too many messages or bytes in this
+    /// mailbox (429).
     SenderQuota,
     /// The mailbox holds too many messages or bytes (429).
     MailboxQuota,
