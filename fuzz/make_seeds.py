@@ -96,6 +96,9 @@ def mailbox():
           + varint(0) + varint(1) + varint(0))
     write("mailbox_messages", "req_ack", b"\x00" + b"\x02" + bytes([1]) * 32 + varint(1) + bytes([3]) * 32)
     write("mailbox_messages", "req_replicate", b"\x00" + b"\x03" + varint(2) + e + envelope(b"k2", 5, 0, b""))
+    write("mailbox_messages", "req_send_for", b"\x00" + b"\x04" + e + bytes([4]) * 32 + varint(3) + varint(1000))
+    write("mailbox_messages", "req_replicate_for", b"\x00" + b"\x05" + varint(2) + e + b"\x01" + bytes([4]) * 32
+          + envelope(b"k2", 5, 0, b"") + b"\x00")
     write("mailbox_messages", "resp_refused", b"\x01" + b"\x01" + b"\x01" + varint(5000))
     write("mailbox_messages", "resp_batch", b"\x01" + b"\x02" + varint(1) + varint(7) + varint(1) + e
           + varint(7) + b"\x00")

@@ -49,6 +49,13 @@ pub fn run(data: &[u8]) {
         match round_trip::<MailboxRequest>(body) {
             Some(MailboxRequest::Send(e)) => check_envelopes(std::iter::once(&e)),
             Some(MailboxRequest::Replicate { messages }) => check_envelopes(messages.iter()),
+            Some(MailboxRequest::SendFor { message, .. }) => {
+                check_envelopes(std::iter::once(&message))
+            }
+            Some(MailboxRequest::ReplicateFor { messages }) => {
+                assert!(messages.len() <= wire::mailbox::REPLICATE_MAX);
+                check_envelopes(messages.iter().map(|(m, _)| m))
+            }
             Some(MailboxRequest::Fetch { max_count, .. }) => {
                 assert!((1..=FETCH_COUNT_MAX).contains(&max_count))
             }

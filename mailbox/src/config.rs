@@ -34,6 +34,33 @@ impl Default for Quotas {
     }
 }
 
+/// Someone behind a sender that the sender stores mail for (a gateway's public client, by
+/// its token or tenant), and the most it may hold in one mailbox. Its messages count
+/// against its own share of the mailbox, capped at the smaller of these limits and the
+/// store's sender quota, and not against the sender's own share: one client of a gateway
+/// filling its share leaves the others theirs. The mailbox quota bounds them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    /// An opaque name (the gateway hashes it).
+    pub id: [u8; 32],
+    /// Messages it may hold in one mailbox.
+    pub count_max: usize,
+    /// Payload bytes it may hold in one mailbox.
+    pub bytes_max: u64,
+}
+
+impl Principal {
+    /// A principal with no limits of its own (a replicated copy: its limits were checked
+    /// where it was first admitted); the sender quota still caps it.
+    pub fn unlimited(id: [u8; 32]) -> Principal {
+        Principal {
+            id,
+            count_max: usize::MAX,
+            bytes_max: u64::MAX,
+        }
+    }
+}
+
 /// Where and how the store keeps its messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

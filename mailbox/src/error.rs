@@ -12,6 +12,8 @@ use wire::mailbox::Refusal;
 pub enum QuotaScope {
     /// The sender's share of this mailbox.
     Sender,
+    /// The share of this mailbox of a principal behind the sender (`Principal`).
+    Principal,
     /// The mailbox as a whole.
     Mailbox,
     /// The whole store.
@@ -52,8 +54,9 @@ impl SendError {
             SendError::TooLarge { .. } => Refusal::TooLarge,
             // The wire refuses an invalid key on decode; one reaching us is the caller's.
             SendError::BadKey(_) => Refusal::TooLarge,
+            // To the sender, a principal is a sender behind it: the same refusal.
             SendError::Quota {
-                scope: QuotaScope::Sender,
+                scope: QuotaScope::Sender | QuotaScope::Principal,
                 ..
             } => Refusal::SenderQuota,
             SendError::Quota {

@@ -34,6 +34,9 @@ pub const RECORD_MAX: usize = PAYLOAD_MAX + IDEMPOTENCY_KEY_MAX + 128;
 
 const TAG_PUT: u8 = 1;
 const TAG_REMOVE: u8 = 2;
+/// A `Put` with a principal: the `Put` fields, then the principal's 32 bytes. Journals
+/// written before principals existed have none of these and read as before.
+const TAG_PUT_FOR: u8 = 3;
 
 /// One change to a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +57,8 @@ pub enum Record {
         key: Vec<u8>,
         /// Payload.
         payload: Vec<u8>,
+        /// Whom behind the sender it was sent for (`None`: the sender itself).
+        principal: Option<[u8; 32]>,
     },
     /// A message was acknowledged or dead-lettered; remember its id until `tombstone_ms`
     /// (0: not at all).
@@ -66,9 +71,10 @@ pub enum Record {
 }
 
 /// The body of a `Put` record (header excluded) for a key and a payload of these lengths:
-/// tag, seq, mailbox, sender, expiry, e2e, key length, key, payload length, payload.
-pub fn put_body_len(key_len: usize, payload_len: usize) -> usize {
-    1 + 8 + 32 + 32 + 8 + 1 + 1 + key_len + 4 + payload_len
+/// tag, seq, mailbox, sender, expiry, e2e, key length, key, payload length, payload, and
+/// the principal if there is one.
+pub fn put_body_len(key_len: usize, payload_len: usize, principal: bool) -> usize {
+    1 + 8 + 32 + 32 + 8 + 1 + 1 + key_len + 4 + payload_len + if principal { 32 } else { 0 }
 }
 
 impl Record {
@@ -76,7 +82,12 @@ impl Record {
     pub fn encoded_len(&self) -> usize {
         HEADER
             + match self {
-                Record::Put { key, payload, .. } => put_body_len(key.len(), payload.len()),
+                Record::Put {
+                    key,
+                    payload,
+                    principal,
+                    ..
+                } => put_body_len(key.len(), payload.len(), principal.is_some()),
                 Record::Remove { .. } => 1 + 32 + 8,
             }
     }
@@ -94,8 +105,13 @@ impl Record {
                 e2e,
                 key,
                 payload,
+                principal,
             } => {
-                out.push(TAG_PUT);
+                out.push(if principal.is_some() {
+                    TAG_PUT_FOR
+                } else {
+                    TAG_PUT
+                });
                 out.extend_from_slice(&seq.to_le_bytes());
                 out.extend_from_slice(&mailbox.0);
                 out.extend_from_slice(&sender.0);
@@ -107,6 +123,9 @@ impl Record {
                 out.extend_from_slice(key);
                 out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
                 out.extend_from_slice(payload);
+                if let Some(p) = principal {
+                    out.extend_from_slice(p);
+                }
             }
             Record::Remove { id, tombstone_ms } => {
                 out.push(TAG_REMOVE);
@@ -124,7 +143,7 @@ impl Record {
     pub fn decode(body: &[u8]) -> Option<Record> {
         let mut r = Cursor(body);
         let rec = match r.u8()? {
-            TAG_PUT => {
+            tag @ (TAG_PUT | TAG_PUT_FOR) => {
                 let seq = r.u64()?;
                 let mailbox = NodeId(r.array()?);
                 let sender = NodeId(r.array()?);
@@ -144,6 +163,10 @@ impl Record {
                     return None;
                 }
                 let payload = r.take(len)?.to_vec();
+                let principal = match tag {
+                    TAG_PUT_FOR => Some(r.array()?),
+                    _ => None,
+                };
                 Record::Put {
                     seq,
                     mailbox,
@@ -152,6 +175,7 @@ impl Record {
                     e2e,
                     key,
                     payload,
+                    principal,
                 }
             }
             TAG_REMOVE => Record::Remove {
@@ -461,6 +485,19 @@ impl Journal {
 mod tests {
     use super::*;
 
+    fn recs_old() -> Record {
+        Record::Put {
+            seq: 1,
+            mailbox: NodeId([1; 32]),
+            sender: NodeId([2; 32]),
+            expires_ms: 5,
+            e2e: false,
+            key: b"k".to_vec(),
+            payload: vec![],
+            principal: None,
+        }
+    }
+
     #[test]
     fn records_round_trip_and_bad_bodies_do_not_parse() {
         let recs = [
@@ -472,6 +509,17 @@ mod tests {
                 e2e: true,
                 key: b"k".to_vec(),
                 payload: vec![5; 1000],
+                principal: None,
+            },
+            Record::Put {
+                seq: 10,
+                mailbox: NodeId([1; 32]),
+                sender: NodeId([2; 32]),
+                expires_ms: 1234,
+                e2e: false,
+                key: b"k2".to_vec(),
+                payload: vec![6; 10],
+                principal: Some([4; 32]),
             },
             Record::Remove {
                 id: MsgId([3; 32]),
@@ -488,6 +536,10 @@ mod tests {
             longer.push(0);
             assert_eq!(Record::decode(&longer), None);
         }
+        // A principal-less Put is the record journals held before principals existed.
+        let mut out = Vec::new();
+        recs_old().encode(&mut out);
+        assert_eq!(out[HEADER], TAG_PUT);
         assert_eq!(Record::decode(&[9]), None);
         assert_eq!(Record::decode(&[]), None);
     }

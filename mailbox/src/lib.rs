@@ -9,7 +9,8 @@
 //! builds, tests and benches without the node's transport.
 //!
 //! Layout:
-//! - [`config`]: [`Config`] and [`Quotas`], every limit with its default.
+//! - [`config`]: [`Config`] and [`Quotas`], every limit with its default; [`Principal`],
+//!   a sender's client with its own share of a mailbox.
 //! - [`error`]: [`SendError`] and [`StoreError`], typed, each mapping to a wire refusal.
 //! - [`shard`]: one shard's mailboxes in memory and the semantics (idempotency, per-sender
 //!   FIFO, visibility timeout, TTL, quotas, tombstones, dead letters).
@@ -22,7 +23,7 @@ pub mod journal;
 pub mod shard;
 pub mod store;
 
-pub use config::{Config, Quotas};
+pub use config::{Config, Principal, Quotas};
 pub use error::{QuotaScope, SendError, StoreError};
 pub use shard::{DeadLetters, FetchLimits};
 pub use store::{Batch, MailboxStore, Maintenance, OpenReport, Sent, Stats};

@@ -14,14 +14,18 @@
 //!   is dead-lettered.
 //! - **TTL.** A message expires at `received + ttl` (the default if none, cut to the
 //!   maximum); expired messages are never delivered and are dropped by `expire`.
-//! - **Quotas.** Per mailbox and per sender within a mailbox, in messages and in bytes.
+//! - **Quotas.** Per mailbox and per sender within a mailbox, in messages and in bytes. A
+//!   message sent for a principal behind its sender ([`Principal`]) counts against that
+//!   principal's share (the smaller of its limits and the sender quota) instead of the
+//!   sender's own: a gateway's clients do not starve each other. Per-sender FIFO is per
+//!   (sender, principal) for the same reason.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use wire::NodeId;
 use wire::mailbox::{Delivered, Envelope, MsgId};
 
-use crate::config::Config;
+use crate::config::{Config, Principal};
 use crate::error::QuotaScope;
 use crate::journal::Record;
 
@@ -54,6 +58,7 @@ struct Stored {
     key: Vec<u8>,
     e2e: bool,
     payload: Vec<u8>,
+    principal: Option<[u8; 32]>,
     expires_ms: u64,
     /// In flight until then (`<= now`: visible).
     visible_ms: u64,
@@ -64,8 +69,51 @@ struct Stored {
 struct Mailbox {
     msgs: BTreeMap<u64, Stored>,
     bytes: u64,
-    /// Per sender: messages and payload bytes held.
+    /// Per sender, its own share: messages and payload bytes held.
     senders: HashMap<NodeId, (usize, u64)>,
+    /// Per sender and principal behind it, that principal's share (kept apart so a
+    /// principal-less send hashes no more than a sender id).
+    principals: HashMap<(NodeId, [u8; 32]), (usize, u64)>,
+}
+
+/// Whose share of a mailbox a message counts against.
+type Share = (NodeId, Option<[u8; 32]>);
+
+impl Mailbox {
+    /// The usage of a share, if it holds anything.
+    fn usage(&self, share: &Share) -> Option<(usize, u64)> {
+        match share.1 {
+            None => self.senders.get(&share.0).copied(),
+            Some(p) => self.principals.get(&(share.0, p)).copied(),
+        }
+    }
+
+    /// Adds (`add`) or takes away one message of `len` bytes to a share's usage,
+    /// forgetting a share that holds nothing.
+    fn count(&mut self, share: Share, len: u64, add: bool) {
+        fn apply<K: std::hash::Hash + Eq>(
+            map: &mut HashMap<K, (usize, u64)>,
+            k: K,
+            len: u64,
+            add: bool,
+        ) {
+            if add {
+                let u = map.entry(k).or_insert((0, 0));
+                u.0 += 1;
+                u.1 += len;
+            } else if let Some(u) = map.get_mut(&k) {
+                u.0 -= 1;
+                u.1 -= len;
+                if u.0 == 0 {
+                    map.remove(&k);
+                }
+            }
+        }
+        match share.1 {
+            None => apply(&mut self.senders, share.0, len, add),
+            Some(p) => apply(&mut self.principals, (share.0, p), len, add),
+        }
+    }
 }
 
 /// The outcome of [`ShardState::insert`].
@@ -99,15 +147,16 @@ pub struct ShardState {
 const TOMBSTONE_RECORD: u64 = (crate::journal::HEADER + 1 + 32 + 8) as u64;
 
 impl ShardState {
-    /// Stores a message received at `now_ms`, expiring at `expires_ms`, unless it is a
-    /// duplicate or over a quota. Pure bookkeeping: the caller checked sizes and the store
-    /// quota, and journals the record.
+    /// Stores a message received at `now_ms`, expiring at `expires_ms`, for `principal`
+    /// behind its sender if any, unless it is a duplicate or over a quota. Pure
+    /// bookkeeping: the caller checked sizes and the store quota, and journals the record.
     pub fn insert(
         &mut self,
         cfg: &Config,
         env: Envelope,
         id: MsgId,
         expires_ms: u64,
+        principal: Option<Principal>,
         replaying_seq: Option<u64>,
     ) -> Insert {
         if replaying_seq.is_some() {
@@ -125,12 +174,21 @@ impl ShardState {
         let len = env.payload.len() as u64;
         if replaying_seq.is_none() {
             let q = &cfg.quotas;
-            let (s_count, s_bytes) = mb.senders.get(&env.sender).copied().unwrap_or((0, 0));
+            let share = (env.sender, principal.map(|p| p.id));
+            let (s_count, s_bytes) = mb.usage(&share).unwrap_or((0, 0));
             if mb.msgs.len() >= q.mailbox_count_max || mb.bytes + len > q.mailbox_bytes_max {
                 return Insert::Over(QuotaScope::Mailbox);
             }
-            if s_count >= q.sender_count_max || s_bytes + len > q.sender_bytes_max {
-                return Insert::Over(QuotaScope::Sender);
+            let (count_max, bytes_max, scope) = match principal {
+                None => (q.sender_count_max, q.sender_bytes_max, QuotaScope::Sender),
+                Some(p) => (
+                    p.count_max.min(q.sender_count_max),
+                    p.bytes_max.min(q.sender_bytes_max),
+                    QuotaScope::Principal,
+                ),
+            };
+            if s_count >= count_max || s_bytes.saturating_add(len) > bytes_max {
+                return Insert::Over(scope);
             }
         }
         let seq = match replaying_seq {
@@ -146,14 +204,13 @@ impl ShardState {
             e2e: env.e2e,
             key: env.idempotency_key,
             payload: env.payload,
+            principal: principal.map(|p| p.id),
         };
         self.record_bytes += rec.encoded_len() as u64;
         let Record::Put { key, payload, .. } = &rec else {
             return Insert::Duplicate;
         };
-        let usage = mb.senders.entry(env.sender).or_insert((0, 0));
-        usage.0 += 1;
-        usage.1 += len;
+        mb.count((env.sender, principal.map(|p| p.id)), len, true);
         mb.bytes += len;
         mb.msgs.insert(
             seq,
@@ -163,6 +220,7 @@ impl ShardState {
                 key: key.clone(),
                 e2e: env.e2e,
                 payload: payload.clone(),
+                principal: principal.map(|p| p.id),
                 expires_ms,
                 visible_ms: 0,
                 deliveries: 0,
@@ -182,17 +240,11 @@ impl ShardState {
         let mb = self.mailboxes.get_mut(&mailbox)?;
         let m = mb.msgs.remove(&seq)?;
         let len = m.payload.len() as u64;
-        let record =
-            crate::journal::HEADER + crate::journal::put_body_len(m.key.len(), m.payload.len());
+        let record = crate::journal::HEADER
+            + crate::journal::put_body_len(m.key.len(), m.payload.len(), m.principal.is_some());
         self.record_bytes = self.record_bytes.saturating_sub(record as u64);
         mb.bytes -= len;
-        if let Some(u) = mb.senders.get_mut(&m.sender) {
-            u.0 -= 1;
-            u.1 -= len;
-            if u.0 == 0 {
-                mb.senders.remove(&m.sender);
-            }
-        }
+        mb.count((m.sender, m.principal), len, false);
         if mb.msgs.is_empty() {
             self.mailboxes.remove(&mailbox);
         }
@@ -288,20 +340,21 @@ impl ShardState {
         let Some(mb) = self.mailboxes.get_mut(mailbox) else {
             return (out, false, dead);
         };
-        let mut blocked: Vec<NodeId> = Vec::new();
+        let mut blocked: Vec<Share> = Vec::new();
         let mut bytes = 0usize;
         let mut exhausted = Vec::new();
         for (&seq, m) in mb.msgs.iter_mut() {
             if m.expires_ms <= now_ms {
                 continue;
             }
+            let share = (m.sender, m.principal);
             if m.visible_ms > now_ms {
-                if !blocked.contains(&m.sender) {
-                    blocked.push(m.sender);
+                if !blocked.contains(&share) {
+                    blocked.push(share);
                 }
                 continue;
             }
-            if seq <= limits.after || blocked.contains(&m.sender) {
+            if seq <= limits.after || blocked.contains(&share) {
                 continue;
             }
             if out.len() >= limits.max_count
@@ -345,6 +398,25 @@ impl ShardState {
     /// remembered at `now_ms`.
     pub fn tombstoned(&self, id: &MsgId, now_ms: u64) -> bool {
         self.tombstones.get(id).is_some_and(|until| *until > now_ms)
+    }
+
+    /// The principal `id` was stored for, if it is held and had one.
+    pub fn principal(&self, id: &MsgId) -> Option<[u8; 32]> {
+        let (mailbox, seq) = self.index.get(id)?;
+        self.mailboxes.get(mailbox)?.msgs.get(seq)?.principal
+    }
+
+    /// What `sender` (for `principal`, if any) holds in `mailbox`: messages and bytes.
+    pub fn usage(
+        &self,
+        mailbox: &NodeId,
+        sender: &NodeId,
+        principal: Option<[u8; 32]>,
+    ) -> (usize, u64) {
+        self.mailboxes
+            .get(mailbox)
+            .and_then(|mb| mb.usage(&(*sender, principal)))
+            .unwrap_or((0, 0))
     }
 
     /// Whether `id` is held in `mailbox`.
@@ -406,6 +478,7 @@ impl ShardState {
                     e2e: m.e2e,
                     key: m.key.clone(),
                     payload: m.payload.clone(),
+                    principal: m.principal,
                 });
             }
         }

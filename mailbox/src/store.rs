@@ -15,7 +15,7 @@ use std::time::Duration;
 use wire::NodeId;
 use wire::mailbox::{Delivered, Envelope, IDEMPOTENCY_KEY_MAX, MsgId, PAYLOAD_MAX};
 
-use crate::config::{Config, SHARDS_MAX};
+use crate::config::{Config, Principal, SHARDS_MAX};
 use crate::error::{QuotaScope, SendError, StoreError};
 use crate::journal::{self, Journal, Record};
 use crate::shard::{DeadLetters, FetchLimits, Insert, ShardState};
@@ -149,6 +149,7 @@ impl MailboxStore {
                             e2e,
                             key,
                             payload,
+                            principal,
                         } => {
                             let id = MsgId::derive(&mailbox, &sender, &key);
                             let env = Envelope {
@@ -159,7 +160,8 @@ impl MailboxStore {
                                 e2e,
                                 payload,
                             };
-                            state.insert(&cfg, env, id, expires_ms, Some(seq));
+                            let principal = principal.map(Principal::unlimited);
+                            state.insert(&cfg, env, id, expires_ms, principal, Some(seq));
                         }
                         Record::Remove { id, tombstone_ms } => {
                             state.replay_remove(&cfg, id, tombstone_ms);
@@ -208,10 +210,21 @@ impl MailboxStore {
     /// earlier copy is durable) and not stored again. Also the way to take a REPLICATE:
     /// one call per message, `ttl_ms` being the time left.
     pub fn send(&self, now: Duration, msg: Envelope) -> Result<Sent, SendError> {
+        self.send_for(now, msg, None)
+    }
+
+    /// As [`send`](Self::send), for `principal` behind the sender if any: the message
+    /// counts against the principal's share of the mailbox ([`Principal`]).
+    pub fn send_for(
+        &self,
+        now: Duration,
+        msg: Envelope,
+        principal: Option<Principal>,
+    ) -> Result<Sent, SendError> {
         let shard = self.shard(&msg.mailbox);
         let (res, lsn) = {
             let mut state = shard.lock();
-            self.insert_locked(now, &mut state, shard, msg)
+            self.insert_locked(now, &mut state, shard, msg, principal)
         };
         let sent = res?;
         if let Some(j) = &shard.journal {
@@ -225,10 +238,20 @@ impl MailboxStore {
     /// message, in order; all the stored ones are durable when it returns (if a journal
     /// fails, the messages of that shard get its error).
     pub fn send_batch(&self, now: Duration, msgs: Vec<Envelope>) -> Vec<Result<Sent, SendError>> {
-        let mut by_shard: Vec<Vec<(usize, Envelope)>> = vec![Vec::new(); self.shards.len()];
+        self.send_batch_for(now, msgs.into_iter().map(|m| (m, None)).collect())
+    }
+
+    /// As [`send_batch`](Self::send_batch), each message for its principal if any.
+    pub fn send_batch_for(
+        &self,
+        now: Duration,
+        msgs: Vec<(Envelope, Option<Principal>)>,
+    ) -> Vec<Result<Sent, SendError>> {
+        type Item = (usize, (Envelope, Option<Principal>));
+        let mut by_shard: Vec<Vec<Item>> = vec![Vec::new(); self.shards.len()];
         let n = msgs.len();
         for (i, m) in msgs.into_iter().enumerate() {
-            let s = self.shard_index(&m.mailbox);
+            let s = self.shard_index(&m.0.mailbox);
             by_shard[s].push((i, m));
         }
         let mut out: Vec<Option<Result<Sent, SendError>>> = (0..n).map(|_| None).collect();
@@ -241,8 +264,8 @@ impl MailboxStore {
             let mut done = Vec::with_capacity(group.len());
             {
                 let mut state = shard.lock();
-                for (i, m) in group {
-                    let (res, l) = self.insert_locked(now, &mut state, shard, m);
+                for (i, (m, p)) in group {
+                    let (res, l) = self.insert_locked(now, &mut state, shard, m, p);
                     lsn = lsn.max(l);
                     done.push((i, res));
                 }
@@ -273,6 +296,7 @@ impl MailboxStore {
         state: &mut ShardState,
         shard: &Shard,
         msg: Envelope,
+        principal: Option<Principal>,
     ) -> (Result<Sent, SendError>, u64) {
         if msg.payload.len() > PAYLOAD_MAX {
             let e = SendError::TooLarge {
@@ -305,7 +329,7 @@ impl MailboxStore {
             self.bytes.fetch_sub(len, Ordering::Relaxed);
             return (Err(self.over(QuotaScope::Store)), 0);
         }
-        match state.insert(&self.cfg, msg, id, expires_ms, None) {
+        match state.insert(&self.cfg, msg, id, expires_ms, principal, None) {
             Insert::Stored(rec) => {
                 let lsn = shard.journal.as_ref().map_or(0, |j| j.append(&rec));
                 (
@@ -332,6 +356,24 @@ impl MailboxStore {
             scope,
             retry_after: self.cfg.quota_retry_after,
         }
+    }
+
+    /// The principals `ids` of `mailbox` were stored for (`None`: not held, or none), in
+    /// order: what a repair push must carry so the receiver counts each copy as we do.
+    pub fn principals(&self, mailbox: &NodeId, ids: &[MsgId]) -> Vec<Option<[u8; 32]>> {
+        let state = self.shard(mailbox).lock();
+        ids.iter().map(|id| state.principal(id)).collect()
+    }
+
+    /// What `sender` holds in `mailbox` for `principal` (`None`: its own share), as
+    /// (messages, payload bytes).
+    pub fn usage(
+        &self,
+        mailbox: &NodeId,
+        sender: &NodeId,
+        principal: Option<[u8; 32]>,
+    ) -> (usize, u64) {
+        self.shard(mailbox).lock().usage(mailbox, sender, principal)
     }
 
     /// The oldest visible messages of `mailbox` (see [`FetchLimits`]), hidden for the

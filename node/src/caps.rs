@@ -5,8 +5,10 @@
 //! `tag = keyed_blake3(tag, caveat)`. Anyone holding a token can add a caveat (attenuate it:
 //! narrower, never wider) without the root key; only the node that knows the root key can
 //! check it, in constant time. Caveats: expiry (unix seconds), allowed methods, max bytes,
-//! and a tenant with its write quota (bytes stored, bytes per second), which the node
-//! enforces across all of that tenant's tokens (`quota.rs`).
+//! a tenant with its write quota (bytes stored, bytes per second), which the node
+//! enforces across all of that tenant's tokens (`quota.rs`), and a mail quota (messages
+//! and payload bytes the token's principal may hold in any one mailbox), which every
+//! holder of the mailbox enforces (`mail.rs`, `MailboxRequest::SendFor`).
 //!
 //! Text form: `mn1.` followed by unpadded base64url of the postcard-encoded token.
 
@@ -35,6 +37,35 @@ pub enum Caveat {
     MaxBytes(u64),
     /// Writes count against this tenant's quota.
     Tenant(TenantQuota),
+    /// Mail sent with this token holds at most this much in any one mailbox. Appended
+    /// last: postcard encodes the variant's index, so tokens minted before it still verify.
+    Mailbox(MailQuota),
+}
+
+/// The most a token's principal (its tenant, else the token) may hold in any one mailbox,
+/// at each holder. Holders cut it further to their own sender quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailQuota {
+    /// Messages held at once.
+    pub messages_max: u32,
+    /// Payload bytes held at once.
+    pub bytes_max: u64,
+}
+
+impl MailQuota {
+    /// No limit of its own: the holders' sender quota alone applies.
+    pub const UNLIMITED: MailQuota = MailQuota {
+        messages_max: u32::MAX,
+        bytes_max: u64::MAX,
+    };
+
+    /// The tighter of each limit.
+    pub fn min(self, other: MailQuota) -> MailQuota {
+        MailQuota {
+            messages_max: self.messages_max.min(other.messages_max),
+            bytes_max: self.bytes_max.min(other.bytes_max),
+        }
+    }
 }
 
 /// A tenant and the write quota its tokens carry.
@@ -55,6 +86,31 @@ pub struct Grant {
     pub max_bytes: Option<u64>,
     /// The tenant it writes as, with the tightest quota its caveats set.
     pub tenant: Option<TenantQuota>,
+    /// The tightest mail quota its caveats set.
+    pub mail: Option<MailQuota>,
+}
+
+/// The BLAKE3 derive-key context of a mail principal.
+const PRINCIPAL_CONTEXT: &str = "macronode mailbox principal v1";
+
+impl Grant {
+    /// Who, behind a gateway, sends mail with this token: the tenant if the token names
+    /// one (all its tokens share one quota), else the token itself; hashed, so holders
+    /// count it without learning a name or an id they could use.
+    pub fn principal(&self, token_id: &[u8; 16]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key(PRINCIPAL_CONTEXT);
+        match &self.tenant {
+            Some(t) => {
+                h.update(b"tenant:");
+                h.update(t.name.as_bytes());
+            }
+            None => {
+                h.update(b"token:");
+                h.update(token_id);
+            }
+        }
+        *h.finalize().as_bytes()
+    }
 }
 
 /// A capability token.
@@ -237,6 +293,9 @@ impl Token {
                         Some(_) => return Err(CapError::Invalid("caveats name two tenants")),
                     });
                 }
+                Caveat::Mailbox(q) => {
+                    grant.mail = Some(grant.mail.map_or(*q, |m| m.min(*q)));
+                }
                 _ => {}
             }
         }
@@ -358,6 +417,93 @@ mod tests {
             switched.grant(&ROOT, &put(None, 5)),
             Err(CapError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn mail_quota_caveats_narrow_and_never_loosen() {
+        let mq = |messages_max, bytes_max| {
+            Caveat::Mailbox(MailQuota {
+                messages_max,
+                bytes_max,
+            })
+        };
+        let t = Token::mint(&ROOT, [1; 16], vec![mq(3, 1000)]);
+        let g = t
+            .grant(&ROOT, &put(None, 5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            g.mail,
+            Some(MailQuota {
+                messages_max: 3,
+                bytes_max: 1000
+            })
+        );
+        // A later caveat asking for more is no wider; one asking less narrows.
+        let later = t.attenuate(mq(100, 10)).attenuate(mq(u32::MAX, u64::MAX));
+        let g = later
+            .grant(&ROOT, &put(None, 5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            g.mail,
+            Some(MailQuota {
+                messages_max: 3,
+                bytes_max: 10
+            })
+        );
+        let back = Token::decode(&later.encode()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, later, "the new caveat round-trips");
+    }
+
+    #[test]
+    fn tokens_without_a_mail_caveat_encode_and_verify_as_before() {
+        // A token minted before the caveat existed, as bytes: postcard's variant indices
+        // of the older caveats did not move.
+        let t = Token::mint(
+            &ROOT,
+            [9; 16],
+            vec![Caveat::ExpiresAt(1000), Caveat::MaxBytes(7)],
+        );
+        let bytes = postcard::to_allocvec(&t).unwrap_or_default();
+        assert_eq!(
+            &bytes[..18],
+            &[9; 16].iter().copied().chain([2, 0]).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(
+            bytes[18..21],
+            [0xe8, 0x07, 2],
+            "ExpiresAt(1000) is variant 0, MaxBytes 2"
+        );
+        let g = t
+            .grant(&ROOT, &put(None, 5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(g.mail, None);
+        assert_eq!(g.max_bytes, Some(7));
+    }
+
+    #[test]
+    fn the_principal_is_the_tenant_else_the_token() {
+        let tenant = |name: &str| TenantQuota {
+            name: name.into(),
+            bytes_max: 1,
+            bytes_per_second: 1,
+        };
+        let plain = Grant::default();
+        assert_ne!(plain.principal(&[1; 16]), plain.principal(&[2; 16]));
+        let acme = Grant {
+            tenant: Some(tenant("acme")),
+            ..Grant::default()
+        };
+        assert_eq!(
+            acme.principal(&[1; 16]),
+            acme.principal(&[2; 16]),
+            "one tenant"
+        );
+        let other = Grant {
+            tenant: Some(tenant("other")),
+            ..Grant::default()
+        };
+        assert_ne!(acme.principal(&[1; 16]), other.principal(&[1; 16]));
+        assert_ne!(acme.principal(&[1; 16]), plain.principal(&[1; 16]));
     }
 
     #[test]

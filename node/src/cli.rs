@@ -51,6 +51,14 @@ pub struct MintArgs {
     /// The tenant's quota: bytes per second it may write on average.
     #[arg(long, requires = "tenant")]
     pub rate: Option<u64>,
+    /// Mail sent with the token (its tenant's, if it names one) holds at most this many
+    /// messages in any one mailbox at a time; over it, 429 with Retry-After until the
+    /// owner acks some.
+    #[arg(long)]
+    pub mail_messages_max: Option<u32>,
+    /// Mail sent with the token holds at most this many payload bytes in any one mailbox.
+    #[arg(long)]
+    pub mail_bytes_max: Option<u64>,
 }
 
 /// A token just minted.
@@ -105,6 +113,12 @@ pub fn mint(args: &MintArgs) -> anyhow::Result<Minted> {
             name: name.clone(),
             bytes_max,
             bytes_per_second,
+        }));
+    }
+    if args.mail_messages_max.is_some() || args.mail_bytes_max.is_some() {
+        caveats.push(Caveat::Mailbox(crate::caps::MailQuota {
+            messages_max: args.mail_messages_max.unwrap_or(u32::MAX),
+            bytes_max: args.mail_bytes_max.unwrap_or(u64::MAX),
         }));
     }
     let token = Token::mint(&root, nonce, caveats);

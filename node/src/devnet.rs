@@ -185,6 +185,8 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         tenant: None,
         quota_bytes: None,
         rate: None,
+        mail_messages_max: None,
+        mail_bytes_max: None,
     })?;
     println!(
         "write token (any node, 7 days): {}\n  its id (for `token revoke`): {}",

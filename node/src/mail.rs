@@ -9,11 +9,19 @@
 //!
 //! Trust (who may do what, checked on every inbound exchange):
 //! - SEND: any authenticated peer, but `sender` must be that peer's id (else `BadSender`).
+//!   SEND_FOR is a SEND on behalf of a principal behind the sender (a public client of its
+//!   gateway, named by a hash of its tenant or token): the same check, and the message
+//!   counts against that principal's share of the mailbox, at most the limits the request
+//!   carries (the token's mail caveat) and the holder's sender quota. A node could name
+//!   many principals to get many shares, but it could as well make many node ids: the
+//!   sender quota is fairness, not a Sybil defence; the mailbox quota bounds them all.
 //! - FETCH, ACK: only the peer whose authenticated id is the mailbox (else `NotOwner`).
 //! - REPLICATE: only from a peer that our routing table puts among the 2·RF closest to
 //!   every message's mailbox, we being among the RF closest (else `NotHolder`); each
 //!   message keeps its original sender, which the receiver cannot check, so REPLICATE is
-//!   for holders only.
+//!   for holders only. REPLICATE_FOR carries each copy's principal too, so the receiver
+//!   counts it in the same share; a copy is checked against the receiver's own quotas
+//!   only, as any replica is, never again against the token limits it was admitted under.
 //!
 //! Repair: every `--mailbox-repair-ms` (15 s) each holder pushes the visible messages of
 //! the mailboxes it holds to the other RF closest its table knows (REPLICATE; copies
@@ -32,7 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use mailbox::{FetchLimits, MailboxStore, SendError};
+use mailbox::{FetchLimits, MailboxStore, Principal, SendError};
 use overlay::Key;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -216,6 +224,8 @@ impl Mail {
 
     /// Sends `payload` from this node to `mailbox` under `key`; returns once W holders
     /// (this node counting if it is one) hold it durably, or fails.
+    /// With a `principal`, the message is sent on behalf of it (a public client of this
+    /// gateway): every holder counts it against that principal's share (SEND_FOR).
     pub async fn send(
         &self,
         mailbox: NodeId,
@@ -223,6 +233,7 @@ impl Mail {
         ttl: Option<Duration>,
         payload: Vec<u8>,
         e2e: bool,
+        principal: Option<Principal>,
     ) -> Result<Sent, MailError> {
         let one = Outgoing {
             key,
@@ -230,7 +241,7 @@ impl Mail {
             payload,
             e2e,
         };
-        let mut sent = self.send_many(mailbox, vec![one]).await?;
+        let mut sent = self.send_many(mailbox, vec![one], principal).await?;
         sent.pop()
             .ok_or_else(|| MailError::Store("a send returned no result".into()))
     }
@@ -243,6 +254,7 @@ impl Mail {
         &self,
         mailbox: NodeId,
         msgs: Vec<Outgoing>,
+        principal: Option<Principal>,
     ) -> Result<Vec<Sent>, MailError> {
         let started = std::time::Instant::now();
         if msgs.len() > SEND_MANY_MAX {
@@ -279,7 +291,15 @@ impl Mail {
             tokio::spawn(async move {
                 let deadline = tokio::time::Instant::now() + SEND_WAIT;
                 for (i, env) in envs.into_iter().enumerate() {
-                    let req = MailboxRequest::Send(env);
+                    let req = match principal {
+                        None => MailboxRequest::Send(env),
+                        Some(p) => MailboxRequest::SendFor {
+                            message: env,
+                            principal: p.id,
+                            messages_max: u32::try_from(p.count_max).unwrap_or(u32::MAX),
+                            bytes_max: p.bytes_max,
+                        },
+                    };
                     let answer = tokio::time::timeout_at(deadline, mail.ask(&peer, &req)).await;
                     let outcome = match answer {
                         Ok(Ok(MailboxResponse::Stored { duplicate })) => Ok(duplicate),
@@ -305,7 +325,10 @@ impl Mail {
         let mut quota: Option<MailError> = None;
         let ids: Vec<MsgId> = envs.iter().map(Envelope::id).collect();
         if self_in {
-            let results = self.blocking(move |s| s.send_batch(now(), envs)).await?;
+            let envs = envs.into_iter().map(|e| (e, principal)).collect();
+            let results = self
+                .blocking(move |s| s.send_batch_for(now(), envs))
+                .await?;
             for (i, r) in results.into_iter().enumerate() {
                 match r {
                     Ok(s) => {
@@ -646,18 +669,31 @@ impl Mail {
                     break;
                 }
                 after = batch.next_cursor;
+                let ids: Vec<MsgId> = batch.messages.iter().map(|d| d.message.id()).collect();
+                let principals = match self.blocking(move |s| s.principals(&mailbox, &ids)).await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                };
                 for (peer, upto) in peers.iter_mut() {
-                    let messages: Vec<Envelope> = batch
+                    let messages: Vec<(Envelope, Option<[u8; 32]>)> = batch
                         .messages
                         .iter()
-                        .filter(|d| d.seq > *upto)
-                        .map(|d| d.message.clone())
+                        .zip(&principals)
+                        .filter(|(d, _)| d.seq > *upto)
+                        .map(|(d, p)| (d.message.clone(), *p))
                         .collect();
                     if messages.is_empty() {
                         continue;
                     }
                     let n = messages.len() as u64;
-                    let req = MailboxRequest::Replicate { messages };
+                    // Copies without principals go as REPLICATE, which every version reads.
+                    let req = if messages.iter().any(|(_, p)| p.is_some()) {
+                        MailboxRequest::ReplicateFor { messages }
+                    } else {
+                        MailboxRequest::Replicate {
+                            messages: messages.into_iter().map(|(m, _)| m).collect(),
+                        }
+                    };
                     match tokio::time::timeout(ASK_TIMEOUT, self.ask(peer, &req)).await {
                         Ok(Ok(MailboxResponse::Replicated { stored: s })) => {
                             stored += u64::from(s);
@@ -842,20 +878,19 @@ pub async fn serve_mailbox(mut ex: InboundExchange, mail: Mail) -> Result<(), Tr
     };
     let peer = ex.peer();
     let answer = match request {
-        MailboxRequest::Send(env) => {
-            if env.sender != peer {
-                return refuse(ex, &mail, Refusal::BadSender, None).await;
-            }
-            match mail.blocking(move |s| s.send(now(), env)).await {
-                Ok(Ok(s)) => MailboxResponse::Stored {
-                    duplicate: s.duplicate,
-                },
-                Ok(Err(e)) => {
-                    let retry = e.retry_after();
-                    return refuse(ex, &mail, e.refusal(), retry).await;
-                }
-                Err(_) => return refuse(ex, &mail, Refusal::Unavailable, None).await,
-            }
+        MailboxRequest::Send(env) => send_here(&mail, peer, env, None).await,
+        MailboxRequest::SendFor {
+            message,
+            principal,
+            messages_max,
+            bytes_max,
+        } => {
+            let p = Principal {
+                id: principal,
+                count_max: messages_max as usize,
+                bytes_max,
+            };
+            send_here(&mail, peer, message, Some(p)).await
         }
         MailboxRequest::Fetch {
             mailbox,
@@ -877,12 +912,12 @@ pub async fn serve_mailbox(mut ex: InboundExchange, mail: Mail) -> Result<(), Tr
                 .blocking(move |s| s.fetch(now(), &mailbox, limits))
                 .await
             {
-                Ok(Ok(b)) => MailboxResponse::Batch {
+                Ok(Ok(b)) => Ok(MailboxResponse::Batch {
                     messages: b.messages,
                     next_cursor: b.next_cursor,
                     more: b.more,
-                },
-                _ => return refuse(ex, &mail, Refusal::Unavailable, None).await,
+                }),
+                _ => Err((Refusal::Unavailable, None)),
             }
         }
         MailboxRequest::Ack { mailbox, ids } => {
@@ -890,37 +925,82 @@ pub async fn serve_mailbox(mut ex: InboundExchange, mail: Mail) -> Result<(), Tr
                 return refuse(ex, &mail, Refusal::NotOwner, None).await;
             }
             match mail.blocking(move |s| s.ack(now(), &mailbox, &ids)).await {
-                Ok(Ok(deleted)) => MailboxResponse::Acked { deleted },
-                _ => return refuse(ex, &mail, Refusal::Unavailable, None).await,
+                Ok(Ok(deleted)) => Ok(MailboxResponse::Acked { deleted }),
+                _ => Err((Refusal::Unavailable, None)),
             }
         }
         MailboxRequest::Replicate { messages } => {
-            let mut boxes: Vec<NodeId> = messages.iter().map(|m| m.mailbox).collect();
-            boxes.sort();
-            boxes.dedup();
-            for b in &boxes {
-                if !mail.replica_source_ok(&peer, b).await {
-                    return refuse(ex, &mail, Refusal::NotHolder, None).await;
-                }
-            }
-            match mail.blocking(move |s| s.send_batch(now(), messages)).await {
-                Ok(results) => {
-                    let mut stored = 0u32;
-                    for r in results {
-                        match r {
-                            Ok(s) if !s.duplicate => stored += 1,
-                            Ok(_) => {}
-                            Err(e) => {
-                                let retry = e.retry_after();
-                                return refuse(ex, &mail, e.refusal(), retry).await;
-                            }
-                        }
-                    }
-                    MailboxResponse::Replicated { stored }
-                }
-                Err(_) => return refuse(ex, &mail, Refusal::Unavailable, None).await,
-            }
+            let messages = messages.into_iter().map(|m| (m, None)).collect();
+            replicate_here(&mail, peer, messages).await
         }
+        MailboxRequest::ReplicateFor { messages } => replicate_here(&mail, peer, messages).await,
     };
-    ex.respond(Status::Ok, message::encode(&answer)).await
+    match answer {
+        Ok(answer) => ex.respond(Status::Ok, message::encode(&answer)).await,
+        Err((reason, retry)) => refuse(ex, &mail, reason, retry).await,
+    }
+}
+
+/// A refusal and its retry advice, for [`refuse`].
+type Refused = (Refusal, Option<Duration>);
+
+/// What a SEND or SEND_FOR (for `principal`) is answered.
+async fn send_here(
+    mail: &Mail,
+    peer: NodeId,
+    env: Envelope,
+    principal: Option<Principal>,
+) -> Result<MailboxResponse, Refused> {
+    if env.sender != peer {
+        return Err((Refusal::BadSender, None));
+    }
+    match mail
+        .blocking(move |s| s.send_for(now(), env, principal))
+        .await
+    {
+        Ok(Ok(s)) => Ok(MailboxResponse::Stored {
+            duplicate: s.duplicate,
+        }),
+        Ok(Err(e)) => Err((e.refusal(), e.retry_after())),
+        Err(_) => Err((Refusal::Unavailable, None)),
+    }
+}
+
+/// What a REPLICATE or REPLICATE_FOR is answered. Copies count against their principal's
+/// share with no limits of their own: those were checked where the message was first
+/// admitted, and the receiver's own quotas apply to every copy as before.
+async fn replicate_here(
+    mail: &Mail,
+    peer: NodeId,
+    messages: Vec<(Envelope, Option<[u8; 32]>)>,
+) -> Result<MailboxResponse, Refused> {
+    let mut boxes: Vec<NodeId> = messages.iter().map(|(m, _)| m.mailbox).collect();
+    boxes.sort();
+    boxes.dedup();
+    for b in &boxes {
+        if !mail.replica_source_ok(&peer, b).await {
+            return Err((Refusal::NotHolder, None));
+        }
+    }
+    let messages = messages
+        .into_iter()
+        .map(|(m, p)| (m, p.map(Principal::unlimited)))
+        .collect();
+    match mail
+        .blocking(move |s| s.send_batch_for(now(), messages))
+        .await
+    {
+        Ok(results) => {
+            let mut stored = 0u32;
+            for r in results {
+                match r {
+                    Ok(s) if !s.duplicate => stored += 1,
+                    Ok(_) => {}
+                    Err(e) => return Err((e.refusal(), e.retry_after())),
+                }
+            }
+            Ok(MailboxResponse::Replicated { stored })
+        }
+        Err(_) => Err((Refusal::Unavailable, None)),
+    }
 }

@@ -160,12 +160,36 @@ pub enum MailboxRequest {
         /// [`BATCH_BYTES_MAX`] in all).
         messages: Vec<Envelope>,
     },
+    /// Store a message a gateway sends on behalf of a principal behind it (a public
+    /// client's token or tenant): checked and answered like `Send`, and counted against
+    /// the principal's share of the mailbox, at most `messages_max` messages and
+    /// `bytes_max` payload bytes (each cut to the holder's own sender quota), instead of
+    /// the sender's own share. Appended last, so older encodings keep their meaning.
+    SendFor {
+        /// The message; `sender` is the authenticated peer, as for `Send`.
+        message: Envelope,
+        /// An opaque 32-byte name of the principal (the gateway hashes it).
+        principal: [u8; 32],
+        /// Most messages the principal may hold in this mailbox.
+        messages_max: u32,
+        /// Most payload bytes the principal may hold in this mailbox.
+        bytes_max: u64,
+    },
+    /// `Replicate` for messages sent on behalf of principals: each keeps its principal
+    /// (`None`: the sender's own), so the receiver counts it where the first holder did.
+    /// A copy is checked against the receiver's own quotas only, as `Replicate`'s are:
+    /// the principal's token limits were checked when the message was first admitted.
+    ReplicateFor {
+        /// The messages and their principals (bounds as `Replicate`'s).
+        messages: Vec<(Envelope, Option<[u8; 32]>)>,
+    },
 }
 
 /// Why a holder refused a request: each maps to one status code ([`Refusal::status`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refusal {
-    /// The sender holds too many messages or bytes in this mailbox (429).
+    /// The sender (for `SendFor`, its principal) holds too many messages or bytes in this
+    /// mailbox (429).
     SenderQuota,
     /// The mailbox holds too many messages or bytes (429).
     MailboxQuota,
@@ -260,7 +284,7 @@ fn check_batch<'a>(
 impl Bounded for MailboxRequest {
     fn check_bounds(&self) -> Result<(), MessageError> {
         match self {
-            MailboxRequest::Send(env) => env.check(),
+            MailboxRequest::Send(env) | MailboxRequest::SendFor { message: env, .. } => env.check(),
             MailboxRequest::Fetch {
                 max_count,
                 max_bytes,
@@ -286,6 +310,10 @@ impl Bounded for MailboxRequest {
             MailboxRequest::Replicate { messages } => {
                 check_count("messages", messages, REPLICATE_MAX)?;
                 check_batch("messages.payload", messages.iter())
+            }
+            MailboxRequest::ReplicateFor { messages } => {
+                check_count("messages", messages, REPLICATE_MAX)?;
+                check_batch("messages.payload", messages.iter().map(|(m, _)| m))
             }
         }
     }
@@ -419,6 +447,22 @@ mod tests {
             messages: vec![env(vec![0; PAYLOAD_MAX]); 13],
         };
         assert!(decode::<MailboxRequest>(&encode(&rep)).is_err());
+        let send_for = |payload| MailboxRequest::SendFor {
+            message: env(payload),
+            principal: [4; 32],
+            messages_max: 1,
+            bytes_max: 1,
+        };
+        assert!(decode::<MailboxRequest>(&encode(&send_for(vec![0; PAYLOAD_MAX + 1]))).is_err());
+        let ok = send_for(vec![0; PAYLOAD_MAX]);
+        assert_eq!(decode::<MailboxRequest>(&encode(&ok)), Ok(ok));
+        let rep_for = |n, len| MailboxRequest::ReplicateFor {
+            messages: vec![(env(vec![0; len]), Some([4; 32])); n],
+        };
+        assert!(decode::<MailboxRequest>(&encode(&rep_for(REPLICATE_MAX + 1, 16))).is_err());
+        assert!(decode::<MailboxRequest>(&encode(&rep_for(13, PAYLOAD_MAX))).is_err());
+        let ok = rep_for(REPLICATE_MAX, 16);
+        assert_eq!(decode::<MailboxRequest>(&encode(&ok)), Ok(ok));
         let batch = MailboxResponse::Batch {
             messages: vec![
                 Delivered {
@@ -504,6 +548,21 @@ mod tests {
                     messages: vec![e.clone()],
                 },
                 format!("0301{env_hex}"),
+            ),
+            (
+                MailboxRequest::SendFor {
+                    message: e.clone(),
+                    principal: [4; 32],
+                    messages_max: 3,
+                    bytes_max: 1000,
+                },
+                format!("04{env_hex}{}03e807", rep("04")),
+            ),
+            (
+                MailboxRequest::ReplicateFor {
+                    messages: vec![(e.clone(), Some([4; 32])), (e.clone(), None)],
+                },
+                format!("0502{env_hex}01{}{env_hex}00", rep("04")),
             ),
         ];
         let responses: Vec<(MailboxResponse, String)> = vec![

@@ -78,6 +78,21 @@ fn request() -> impl Strategy<Value = MailboxRequest> {
         )
             .prop_map(|(mailbox, ids)| MailboxRequest::Ack { mailbox, ids }),
         envelopes(REPLICATE_MAX).prop_map(|messages| MailboxRequest::Replicate { messages }),
+        (envelope(), any::<[u8; 32]>(), any::<u32>(), any::<u64>()).prop_map(
+            |(message, principal, messages_max, bytes_max)| MailboxRequest::SendFor {
+                message,
+                principal,
+                messages_max,
+                bytes_max,
+            }
+        ),
+        (
+            envelopes(REPLICATE_MAX),
+            proptest::collection::vec(any::<Option<[u8; 32]>>(), REPLICATE_MAX)
+        )
+            .prop_map(|(messages, principals)| MailboxRequest::ReplicateFor {
+                messages: messages.into_iter().zip(principals).collect(),
+            }),
     ]
 }
 

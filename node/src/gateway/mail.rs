@@ -15,7 +15,11 @@
 //! A TTL in milliseconds may be asked with `?ttl_ms=`; `?e2e=true` marks a payload the
 //! sender encrypted for the owner (OAP/1's APP_E2E), which the receive reports as `e2e`. A public send keeps its token's
 //! byte limit whether or not the body declares its size, and a token's tenant pays for the
-//! message's bytes from its write quota, as for an object PUT.
+//! message's bytes from its write quota, as for an object PUT. A public send goes out for
+//! its principal (the token's tenant, else the token, hashed): every holder counts it
+//! against that principal's share of the mailbox, within the token's mail caveat
+//! (`token mint --mail-messages-max/--mail-bytes-max`), not against this gateway's share,
+//! so one client cannot starve the gateway's others.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +32,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use base64::Engine;
+use mailbox::Principal;
 use serde::Deserialize;
 use serde_json::json;
 use wire::NodeId;
@@ -35,7 +40,7 @@ use wire::mailbox::{IDEMPOTENCY_KEY_MAX, MsgId, PAYLOAD_MAX};
 
 use super::ApiError;
 use crate::app::NodeContext;
-use crate::caps::Grant;
+use crate::caps::{Grant, MailQuota};
 use crate::mail::{MailError, WAIT_MAX};
 
 /// The header carrying the sender's idempotency key.
@@ -159,6 +164,16 @@ async fn send(
     let payload = axum::body::to_bytes(body, PAYLOAD_MAX)
         .await
         .map_err(|_| too_large())?;
+    // A public client's mail counts against its own share at every holder (its tenant's,
+    // else its token's), within its token's mail caveat: not against this gateway's.
+    let principal = sender.as_ref().map(|s| {
+        let quota = s.grant.mail.unwrap_or(MailQuota::UNLIMITED);
+        Principal {
+            id: s.grant.principal(&s.id),
+            count_max: usize::try_from(quota.messages_max).unwrap_or(usize::MAX),
+            bytes_max: quota.bytes_max,
+        }
+    });
     let grant = sender.map(|s| s.grant).unwrap_or_default();
     // The declared size was checked against the token's limit before reading; a chunked
     // body declares none, so its real size is checked here.
@@ -187,6 +202,7 @@ async fn send(
             q.ttl_ms.map(Duration::from_millis),
             payload.to_vec(),
             q.e2e,
+            principal,
         )
         .await
         .map_err(mail_error)?;
@@ -378,7 +394,7 @@ async fn send_batch(
     }
     let sent = ctx
         .mail
-        .send_many(mailbox, msgs)
+        .send_many(mailbox, msgs, None)
         .await
         .map_err(mail_error)?;
     let ids: Vec<String> = sent.iter().map(|s| s.id.to_string()).collect();
