@@ -6,7 +6,8 @@
 //! outside, through [`NodeView`]s built from the real state machines' accessors, and through
 //! the log of every announcement the engine made on a node's behalf.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use overlay::{Instant, Key};
 
@@ -50,6 +51,33 @@ impl Sim {
     /// Changes the loss rate from now on.
     pub fn set_loss(&mut self, loss: f64) {
         self.net.set_loss(loss);
+    }
+
+    /// Changes the message faults from now on: the probability a DHT message is
+    /// delivered twice, and the most extra delay each takes (ms).
+    pub fn set_message_faults(&mut self, dup: f64, reorder_ms: f64) {
+        self.sc.faults.dup = dup.clamp(0.0, 1.0);
+        self.sc.faults.reorder_ms = reorder_ms.max(0.0);
+    }
+
+    /// From now on, these slots lie in their answers (replacing any others).
+    pub fn set_liars(&mut self, liars: BTreeSet<u32>) {
+        self.sc.faults.liars = liars;
+    }
+
+    /// The ids of the swarm's liars (up or down).
+    pub fn liar_keys(&self) -> Vec<Key> {
+        self.sc
+            .faults
+            .liars
+            .iter()
+            .filter_map(|&s| self.slots.get(s as usize).map(|s| s.key))
+            .collect()
+    }
+
+    /// Whether `slot` is one of the swarm's liars.
+    pub fn lies(&self, slot: u32) -> bool {
+        self.sc.faults.liars.contains(&slot)
     }
 
     /// Installs a partition (replacing any other).
@@ -105,5 +133,83 @@ impl Sim {
             .into_iter()
             .map(|(k, _)| k)
             .collect()
+    }
+}
+
+/// A node's clock: it reads `offset + rate × t` when the true time is `t`, so its timers
+/// (deadlines in its own time) fire early or late by the same skew, consistently.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clock {
+    /// How fast the clock runs (1.0: true time).
+    pub rate: f64,
+    /// What it reads at true time zero.
+    pub offset: Duration,
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock {
+            rate: 1.0,
+            offset: Duration::ZERO,
+        }
+    }
+}
+
+impl Clock {
+    fn is_true(&self) -> bool {
+        self.rate == 1.0 && self.offset.is_zero()
+    }
+
+    /// What the clock reads at true time `t`.
+    pub fn local(&self, t: Instant) -> Instant {
+        if self.is_true() {
+            return t;
+        }
+        let ns = (t.as_nanos() as f64 * self.rate).floor() as u64;
+        Instant::ZERO + self.offset + Duration::from_nanos(ns)
+    }
+
+    /// The earliest true time at which the clock reads `local` or later.
+    pub fn true_of(&self, local: Instant) -> Instant {
+        if self.is_true() {
+            return local;
+        }
+        let since = local.as_duration().saturating_sub(self.offset).as_nanos() as f64;
+        let mut t = Instant::ZERO + Duration::from_nanos((since / self.rate).ceil() as u64);
+        while self.local(t) < local {
+            t = t + Duration::from_nanos(1);
+        }
+        t
+    }
+}
+
+/// Faults beyond a scenario file's loss and churn, for the swarm (all off by default, so
+/// a scenario runs exactly as before): duplicated and reordered messages, skewed clocks,
+/// lying nodes and ids chosen by the swarm (its Sybils).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extra {
+    /// Probability that a DHT request or answer is delivered twice.
+    pub dup: f64,
+    /// The second copy arrives up to this much later than the first, ms (uniform).
+    pub dup_delay_ms: f64,
+    /// Each DHT message takes up to this much longer, ms (uniform), so messages between a
+    /// pair overtake each other.
+    pub reorder_ms: f64,
+    /// Per slot, its clock (slots past the end run on true time).
+    pub clocks: Vec<Clock>,
+    /// Slots that lie in their answers.
+    pub liars: BTreeSet<u32>,
+    /// Slots whose id the swarm chose (Sybils), instead of the seed's draw.
+    pub keys: BTreeMap<u32, Key>,
+}
+
+impl Extra {
+    /// Whether any fault here is on.
+    pub fn any(&self) -> bool {
+        self.dup > 0.0
+            || self.reorder_ms > 0.0
+            || self.clocks.iter().any(|c| !c.is_true())
+            || !self.liars.is_empty()
+            || !self.keys.is_empty()
     }
 }

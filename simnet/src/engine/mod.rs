@@ -20,6 +20,7 @@
 //! partition and loss changes, and the views its checkers read).
 
 pub mod faults;
+pub(crate) mod liars;
 pub(crate) mod nodes;
 pub(crate) mod queue;
 pub(crate) mod setup;
