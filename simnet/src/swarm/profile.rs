@@ -2,9 +2,10 @@
 //!
 //! Timeline of every run: nodes join by the real protocol over the first 30 s; puts run
 //! from 35 s for a minute, lookups and gets all along; faults (loss, crashes with restarts
-//! under the same id and data, one partition) fall in `[FAULTS_FROM, HEAL_AT)`; at
-//! `HEAL_AT` loss is set to zero and every crashed node is back; lookups started from
-//! `MEASURE_FROM` to `END` are the liveness sample.
+//! under the same id and data, one partition, duplicated and reordered messages) fall in
+//! `[FAULTS_FROM, HEAL_AT)`; at `HEAL_AT` they heal and every crashed node is back; lookups
+//! started from `MEASURE_FROM` to `END` are the liveness sample. Skewed clocks and Sybils
+//! last the whole run, liars from `FAULTS_FROM` to the end.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
