@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use overlay::Instant;
+use overlay::{Instant, Key};
 
 /// How one lookup ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,10 @@ pub struct LookupOutcome {
     pub timeouts: u32,
     /// Start to finish, in virtual time.
     pub latency: Duration,
+    /// What it looked for.
+    pub target: Key,
+    /// Its source is honest (not one of the swarm's liars).
+    pub honest: bool,
 }
 
 /// How one get ended.
@@ -138,8 +142,11 @@ pub struct Metrics {
     /// Of those, connections used within the node's `idle_evict_after` (1 s): the node
     /// would have refused the new connection instead.
     pub connections_closed_busy: u64,
-    /// `PeerMisbehaved` events: every simulated node is honest, so anything but 0 is a bug.
+    /// `PeerMisbehaved` events: every simulated node is honest unless the swarm made some
+    /// liars, so without liars anything but 0 is a bug.
     pub misbehaved: u64,
+    /// DHT messages the swarm's duplication fault delivered twice.
+    pub duplicated: u64,
     alive: u64,
     alive_at: Instant,
     /// Live-node nanoseconds over [0, end].
@@ -208,6 +215,7 @@ impl Metrics {
             connections_closed: 0,
             connections_closed_busy: 0,
             misbehaved: 0,
+            duplicated: 0,
             alive: 0,
             alive_at: Instant::ZERO,
             alive_integral: 0,

@@ -43,6 +43,8 @@ pub enum Stream {
     /// The swarm's fault profile of a seed (not in a scenario's preamble: the swarm prints
     /// its profile itself).
     Swarm = 12,
+    /// A swarm liar's made-up answers, per (slot, event number).
+    Liar = 13,
 }
 
 /// Every stream with its name, for the run's preamble (each printed at indices 0, 0; a

@@ -17,9 +17,11 @@
 //! Layout: `queue` (events and message bodies), `nodes` (slots, start and stop,
 //! draining, timers, delivery), `setup` (time zero: churn state, ideal tables or joins,
 //! the schedule), `workload` (lookups, puts, gets, and scoring them), `faults` (the swarm's
-//! partition and loss changes, and the views its checkers read).
+//! partition, loss and message-fault changes, skewed clocks, and the views its checkers
+//! read), `liars` (what a lying node answers).
 
 pub mod faults;
+pub(crate) mod liars;
 pub(crate) mod nodes;
 pub(crate) mod queue;
 pub(crate) mod setup;

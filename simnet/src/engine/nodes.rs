@@ -90,6 +90,28 @@ impl Default for Slot {
 }
 
 impl Sim {
+    /// What `slot`'s own clock reads now (the swarm's skewed clocks; true time otherwise):
+    /// every input handed to its state machines carries this time.
+    pub(super) fn local_now(&self, slot: u32) -> Instant {
+        match self.sc.faults.clocks.get(slot as usize) {
+            Some(c) => c.local(self.now),
+            None => self.now,
+        }
+    }
+
+    /// The true time at which `slot`'s clock reads `local`.
+    fn true_time(&self, slot: u32, local: Instant) -> Instant {
+        match self.sc.faults.clocks.get(slot as usize) {
+            Some(c) => c.true_of(local),
+            None => local,
+        }
+    }
+
+    /// Whether `slot` lies in its answers (the swarm's liars).
+    pub(super) fn is_liar(&self, slot: u32) -> bool {
+        self.sc.faults.liars.contains(&slot)
+    }
+
     pub(super) fn peer_of(&self, slot: u32) -> SimPeer {
         SimPeer {
             key: self.slots[slot as usize].key,
@@ -100,7 +122,8 @@ impl Sim {
     /// Starts a new incarnation at `slot`: identity, state machine, live set. The caller
     /// bootstraps it (or fills its table) and then drains it. `false` if it cannot start.
     pub(super) fn spawn(&mut self, slot: u32) -> bool {
-        let now = self.now;
+        let now = self.local_now(slot);
+        let chosen = self.sc.faults.keys.get(&slot).copied();
         let master = self.sc.seed;
         let same_id = self.sc.churn.rejoin_same_id;
         let s = &mut self.slots[slot as usize];
@@ -110,7 +133,7 @@ impl Sim {
         s.join_pending = false;
         s.inc += 1;
         if !same_id || s.inc == 1 {
-            s.key = seed::node_key(master, slot, s.inc);
+            s.key = chosen.unwrap_or_else(|| seed::node_key(master, slot, s.inc));
         }
         let peer = SimPeer { key: s.key, slot };
         let dht_seed = seed::derive(master, Stream::DhtSeed, slot.into(), s.inc.into());
@@ -131,7 +154,7 @@ impl Sim {
         } else {
             s.dht = Some(Box::new(dht));
         }
-        self.metrics.set_alive(now, self.live.len() as u64);
+        self.metrics.set_alive(self.now, self.live.len() as u64);
         true
     }
 
@@ -167,7 +190,7 @@ impl Sim {
             return;
         }
         let contacts: Vec<SimPeer> = self.bootstrap_contact(slot).into_iter().collect();
-        let now = self.now;
+        let now = self.local_now(slot);
         if let Some(d) = self.slots[slot as usize].dht.as_mut() {
             let _ = d.bootstrap(now, contacts);
         }
@@ -223,7 +246,7 @@ impl Sim {
 
     /// The node at `slot` now holds `key`: store it, plan its copies, announce it.
     pub(super) fn store_object(&mut self, slot: u32, key: Key, size: u64) -> bool {
-        let now = self.now;
+        let now = self.local_now(slot);
         let rc = &self.sc.workload.replication;
         let s = &mut self.slots[slot as usize];
         let Some(dht) = s.dht.as_mut() else {
@@ -283,7 +306,7 @@ impl Sim {
 
     fn arm(&mut self, slot: u32, after_timer: bool) {
         let now = self.now;
-        let s = &mut self.slots[slot as usize];
+        let s = &self.slots[slot as usize];
         let Some(dht) = s.dht.as_ref() else {
             return;
         };
@@ -294,6 +317,8 @@ impl Sim {
         let Some(t) = next else {
             return;
         };
+        let t = self.true_time(slot, t);
+        let s = &mut self.slots[slot as usize];
         let earliest = if after_timer {
             now + TIMER_GRANULARITY
         } else {
@@ -307,7 +332,7 @@ impl Sim {
     }
 
     pub(super) fn on_timer(&mut self, slot: u32, at: Instant) {
-        let now = self.now;
+        let now = self.local_now(slot);
         let s = &mut self.slots[slot as usize];
         if s.armed != Some(at) {
             return; // superseded by an earlier entry that already fired
@@ -329,7 +354,7 @@ impl Sim {
                 self.on_query_finished(slot, id, result, stats);
             }
             Event::PeerAdded(_) | Event::PeerRemoved(_) => {
-                let now = self.now;
+                let now = self.local_now(slot);
                 if let Some(st) = self.slots[slot as usize].store.as_mut() {
                     st.planner.handle_table_changed(now);
                 }
@@ -397,6 +422,7 @@ impl Sim {
             return;
         }
         let reply = matches!(msg, Msg::Response { .. } | Msg::TransferDone { .. });
+        let dht_msg = matches!(msg, Msg::Request { .. } | Msg::Response { .. });
         let n = self.links.next_message(from, to);
         let from_inc = self.slots[from as usize].inc;
         let mut rng = self.net.rng(from, from_inc, to, n);
@@ -438,7 +464,18 @@ impl Sim {
         match delay {
             Some(d) => {
                 self.metrics.message_sent(now, false);
-                self.queue.push_msg(leaves + d, msg);
+                let f = &self.sc.faults;
+                let (dup, dup_delay_ms, reorder_ms) = (f.dup, f.dup_delay_ms, f.reorder_ms);
+                let mut at = leaves + d;
+                if dht_msg && reorder_ms > 0.0 {
+                    at = at + Duration::from_secs_f64(reorder_ms * rng.uniform() / 1e3);
+                }
+                if dht_msg && dup > 0.0 && rng.uniform() < dup {
+                    let later = Duration::from_secs_f64(dup_delay_ms * rng.uniform() / 1e3);
+                    self.metrics.duplicated += 1;
+                    self.queue.push_msg(at + later, msg.clone());
+                }
+                self.queue.push_msg(at, msg);
             }
             None => self.metrics.message_sent(now, true),
         }
@@ -531,7 +568,6 @@ impl Sim {
 
     /// A message arrives.
     pub(super) fn deliver(&mut self, msg: Msg) {
-        let now = self.now;
         match msg {
             Msg::Request {
                 from,
@@ -544,11 +580,14 @@ impl Sim {
                     self.metrics.messages_undeliverable += 1;
                     return;
                 }
+                let local = self.local_now(to.slot);
+                let lie = self.is_liar(to.slot).then(|| self.lie(to.slot, &request));
                 let Some(d) = self.slots[to.slot as usize].dht.as_mut() else {
                     return;
                 };
-                let response = d.handle_request(now, from, request);
+                let honest = d.handle_request(local, from, request);
                 self.after_input(to.slot, false);
+                let response = lie.unwrap_or(honest);
                 self.send(
                     to.slot,
                     from.slot,
@@ -570,8 +609,9 @@ impl Sim {
                     self.metrics.messages_undeliverable += 1;
                     return;
                 }
+                let local = self.local_now(to_slot);
                 if let Some(d) = self.slots[to_slot as usize].dht.as_mut() {
-                    d.handle_response(now, rpc, response);
+                    d.handle_response(local, rpc, response);
                     self.after_input(to_slot, false);
                 }
             }
@@ -592,8 +632,9 @@ impl Sim {
                 if !self.is_incarnation(to_slot, to_inc) {
                     return;
                 }
+                let local = self.local_now(to_slot);
                 if let Some(d) = self.slots[to_slot as usize].dht.as_mut() {
-                    d.peer_lost(now, &peer);
+                    d.peer_lost(local, &peer);
                     self.after_input(to_slot, false);
                 }
             }
@@ -606,9 +647,10 @@ impl Sim {
                 if !self.is_incarnation(to_slot, to_inc) {
                     return;
                 }
+                let local = self.local_now(to_slot);
                 if let Some(st) = self.slots[to_slot as usize].store.as_mut() {
                     let failed = st.planner.stats().transfers_failed;
-                    st.planner.handle_transfer_done(now, id, outcome);
+                    st.planner.handle_transfer_done(local, id, outcome);
                     if st.planner.stats().transfers_failed > failed {
                         self.metrics.transfers_failed += 1;
                     }
@@ -644,8 +686,9 @@ impl Sim {
                     None => self.metrics.put_bytes += size,
                 }
             }
+            let local = self.local_now(to.slot);
             if let Some(st) = self.slots[to.slot as usize].store.as_mut() {
-                st.planner.handle_holder_confirmed(now, &key, &from.key);
+                st.planner.handle_holder_confirmed(local, &key, &from.key);
             }
             self.after_input(to.slot, false);
             TransferOutcome::Verified

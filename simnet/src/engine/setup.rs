@@ -128,8 +128,8 @@ impl Sim {
             self.spawn(slot);
         }
         let k = self.sc.dht.k;
-        let now = self.now;
         for &slot in &up {
+            let now = self.local_now(slot);
             let me = self.slots[slot as usize].key;
             let mut rng = seed::rng(self.sc.seed, Stream::Ideal, slot.into(), 0);
             let buckets = self.live.buckets_of(&me);

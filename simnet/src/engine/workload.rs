@@ -202,13 +202,20 @@ impl Sim {
         self.next_op(rate, from, self.work.lookups_issued, Ev::Lookup, true);
     }
 
+    /// Starts a lookup for `target` at `slot`, scored like the workload's; `false` if the
+    /// node is down or cannot start one (the swarm aims lookups at its Sybils' key).
+    pub fn lookup_from(&mut self, slot: u32, target: Key) -> bool {
+        self.start_lookup(slot, target)
+    }
+
     fn start_lookup(&mut self, slot: u32, target: Key) -> bool {
         let now = self.now;
+        let local = self.local_now(slot);
         let s = &mut self.slots[slot as usize];
         let Some(dht) = s.dht.as_mut() else {
             return false;
         };
-        let Ok(id) = dht.find_node(now, target) else {
+        let Ok(id) = dht.find_node(local, target) else {
             return false;
         };
         let source = s.key;
@@ -231,8 +238,9 @@ impl Sim {
         self.metrics.puts += 1;
         let source = pick_ready(&self.live, &self.slots, &mut self.work.object_rng);
         if let (Some(slot), Some(&key)) = (source, self.work.objects.get(object as usize)) {
+            let local = self.local_now(slot);
             let s = &mut self.slots[slot as usize];
-            if let Some(Ok(id)) = s.dht.as_mut().map(|d| d.find_node(now, key)) {
+            if let Some(Ok(id)) = s.dht.as_mut().map(|d| d.find_node(local, key)) {
                 self.pending
                     .insert((slot, s.inc, id.0), Pending::Put { object });
                 self.after_input(slot, false);
@@ -279,8 +287,9 @@ impl Sim {
                 return;
             }
             let started = source.and_then(|slot| {
+                let local = self.local_now(slot);
                 let s = &mut self.slots[slot as usize];
-                let id = s.dht.as_mut()?.get_providers(now, key, wanted).ok()?;
+                let id = s.dht.as_mut()?.get_providers(local, key, wanted).ok()?;
                 Some((slot, s.inc, id))
             });
             match started {
@@ -327,13 +336,31 @@ impl Sim {
                 source,
             } => {
                 let k = self.sc.dht.k;
-                let truth = self.live.closest(&target, k, Some(&source));
-                let success = match (closest.first(), truth.first()) {
-                    (Some(a), Some(b)) => a.key == b.0,
+                let mut truth: Vec<Key> = self
+                    .live
+                    .closest(&target, k, Some(&source))
+                    .into_iter()
+                    .map(|(key, _)| key)
+                    .collect();
+                let mut found: Vec<Key> = closest.iter().map(|p| p.key).collect();
+                // With liars, the lookup must find every honest node among the true k
+                // closest, in order; a liar it also returns is neither credit nor blame.
+                if !self.sc.faults.liars.is_empty() {
+                    let liars: Vec<Key> = self
+                        .sc
+                        .faults
+                        .liars
+                        .iter()
+                        .filter_map(|&s| self.slots.get(s as usize).map(|s| s.key))
+                        .collect();
+                    truth.retain(|key| !liars.contains(key));
+                    found.retain(|key| !liars.contains(key));
+                }
+                let success = match (found.first(), truth.first()) {
+                    (Some(a), Some(b)) => a == b,
                     _ => false,
                 };
-                let exact = closest.len() == truth.len()
-                    && closest.iter().zip(&truth).all(|(a, b)| a.key == b.0);
+                let exact = found == truth;
                 self.metrics.lookup_finished(LookupOutcome {
                     started,
                     success,
@@ -342,6 +369,8 @@ impl Sim {
                     rpcs: stats.rpcs,
                     timeouts: stats.timeouts,
                     latency: stats.duration,
+                    target,
+                    honest: !self.is_liar(slot),
                 });
             }
             Pending::Put { object } => {

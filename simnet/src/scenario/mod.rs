@@ -91,6 +91,8 @@ pub struct Scenario {
     pub workload: Workload,
     /// Sampling and plots.
     pub output: Output,
+    /// Faults only the swarm sets (no scenario-file key; off by default).
+    pub faults: crate::engine::faults::Extra,
 }
 
 /// How the network forms at time zero.

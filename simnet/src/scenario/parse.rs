@@ -266,6 +266,7 @@ fn convert(
         failure,
         workload: convert_workload(raw.workload)?,
         output,
+        faults: Default::default(),
     })
 }
 

@@ -112,3 +112,19 @@ pub fn records_reachable(
     }
     out
 }
+
+/// The honest nodes eclipsed by liars: each knows only liars (`liars` holds their ids) and
+/// no other node in `views` knows it. Such a node hears only made-up contacts, so nothing
+/// the protocol does can bring it back (known defect D8).
+pub fn eclipsed(views: &[NodeView], liars: &[Key]) -> Vec<u32> {
+    views
+        .iter()
+        .filter(|v| !v.table.is_empty() && v.table.iter().all(|id| liars.contains(id)))
+        .filter(|v| {
+            !views
+                .iter()
+                .any(|w| w.slot != v.slot && w.table.contains(&v.key))
+        })
+        .map(|v| v.slot)
+        .collect()
+}

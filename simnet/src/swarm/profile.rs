@@ -2,16 +2,18 @@
 //!
 //! Timeline of every run: nodes join by the real protocol over the first 30 s; puts run
 //! from 35 s for a minute, lookups and gets all along; faults (loss, crashes with restarts
-//! under the same id and data, one partition) fall in `[FAULTS_FROM, HEAL_AT)`; at
-//! `HEAL_AT` loss is set to zero and every crashed node is back; lookups started from
-//! `MEASURE_FROM` to `END` are the liveness sample.
+//! under the same id and data, one partition, duplicated and reordered messages) fall in
+//! `[FAULTS_FROM, HEAL_AT)`; at `HEAL_AT` they heal and every crashed node is back; lookups
+//! started from `MEASURE_FROM` to `END` are the liveness sample. Skewed clocks and Sybils
+//! last the whole run, liars from `FAULTS_FROM` to the end.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use overlay::Instant;
+use overlay::{Instant, Key};
 use rand::Rng;
 
-use crate::engine::faults::Cut;
+use crate::engine::faults::{Clock, Cut, Extra};
 use crate::scenario::{self, ChurnModel, Scenario, ScenarioError, TraceEvent};
 use crate::seed::{self, Stream};
 
@@ -82,7 +84,29 @@ pub struct Profile {
     pub partition: Option<Partition>,
     /// Objects put (each announced by its holders).
     pub objects: u32,
+    /// Probability a DHT message is delivered twice during the fault phase (0: off).
+    pub dup: f64,
+    /// Extra per-message delay, uniform up to this, during the fault phase, ms (0: off).
+    pub reorder_ms: f64,
+    /// Each node's clock runs at a rate within `1 ± skew` and reads up to
+    /// [`OFFSET_MAX_S`] ahead (0: true clocks), for the whole run.
+    pub skew: f64,
+    /// Slots that lie in their answers from [`FAULTS_FROM`] to the end (among the first
+    /// `nodes`).
+    pub liars: Vec<u32>,
+    /// Sybil nodes added after the first `nodes` slots, their ids sharing the first
+    /// [`SYBIL_PREFIX_BITS`] bits with object 0's key.
+    pub sybils: u32,
+    /// Whether the Sybils lie too.
+    pub sybils_lie: bool,
 }
+
+/// The most a skewed clock reads ahead of true time, s.
+pub const OFFSET_MAX_S: f64 = 10.0;
+/// Bits a Sybil's id shares with its target key.
+pub const SYBIL_PREFIX_BITS: usize = 16;
+/// A duplicate arrives up to this much after the original, ms.
+pub const DUP_DELAY_MS: f64 = 500.0;
 
 impl Profile {
     /// The profile of `seed` within `bounds`.
@@ -119,6 +143,38 @@ impl Profile {
             }
         });
         let objects = rng.gen_range(5..=30);
+        // The newer fault kinds draw from their own stream, so the kinds above stay what
+        // they were for every seed.
+        let mut rng = seed::rng(seed, Stream::Swarm, 1, 0);
+        let dup = if rng.gen_bool(0.5) {
+            f64::from(rng.gen_range(1..=10u32)) / 100.0
+        } else {
+            0.0
+        };
+        let reorder_ms = if rng.gen_bool(0.5) {
+            f64::from(rng.gen_range(10..=300u32))
+        } else {
+            0.0
+        };
+        let skew = if rng.gen_bool(0.5) {
+            f64::from(rng.gen_range(1..=5u32)) / 100.0
+        } else {
+            0.0
+        };
+        let mut liars = Vec::new();
+        for _ in 0..rng.gen_range(0..=3u32) {
+            let slot = rng.gen_range(0..nodes);
+            if !liars.contains(&slot) {
+                liars.push(slot);
+            }
+        }
+        liars.sort_unstable();
+        let sybils = if rng.gen_bool(0.25) {
+            rng.gen_range(3..=8)
+        } else {
+            0
+        };
+        let sybils_lie = sybils > 0 && rng.gen_bool(0.5);
         Profile {
             seed,
             nodes,
@@ -126,6 +182,66 @@ impl Profile {
             crashes,
             partition,
             objects,
+            dup,
+            reorder_ms,
+            skew,
+            liars,
+            sybils,
+            sybils_lie,
+        }
+    }
+
+    /// Every slot, Sybils included.
+    pub fn slots(&self) -> u32 {
+        self.nodes + self.sybils
+    }
+
+    /// The key the Sybils crowd (object 0's key, as the workload draws it).
+    pub fn sybil_target(&self) -> Key {
+        Key::random(&mut seed::rng(self.seed, Stream::Objects, 0, 0))
+    }
+
+    /// Every lying slot: the drawn liars, and the Sybils if they lie.
+    pub fn lying_slots(&self) -> BTreeSet<u32> {
+        let mut out: BTreeSet<u32> = self.liars.iter().copied().collect();
+        if self.sybils_lie {
+            out.extend(self.nodes..self.slots());
+        }
+        out
+    }
+
+    /// The faults the engine applies for the whole run (clocks, Sybil ids); the run
+    /// switches the message faults ([`Profile::dup`], [`Profile::reorder_ms`]) on for the
+    /// fault phase, and the liars ([`Profile::lying_slots`]) on from [`FAULTS_FROM`] to
+    /// the end: a liar is honest while the network forms (a node joining through a liar
+    /// alone is eclipsed for good, known defect D8, pinned by its own test).
+    pub fn extra(&self) -> Extra {
+        let mut rng = seed::rng(self.seed, Stream::Swarm, 2, 0);
+        let clocks = if self.skew > 0.0 {
+            (0..self.slots())
+                .map(|_| Clock {
+                    rate: 1.0 + rng.gen_range(-self.skew..=self.skew),
+                    offset: Duration::from_secs_f64(rng.gen_range(0.0..OFFSET_MAX_S)),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let target = self.sybil_target();
+        let keys = (self.nodes..self.slots())
+            .map(|slot| {
+                let mut k = Key::random(&mut rng);
+                k.0[..SYBIL_PREFIX_BITS / 8].copy_from_slice(&target.0[..SYBIL_PREFIX_BITS / 8]);
+                (slot, k)
+            })
+            .collect();
+        Extra {
+            dup: 0.0,
+            dup_delay_ms: DUP_DELAY_MS,
+            reorder_ms: 0.0,
+            clocks,
+            liars: BTreeSet::new(),
+            keys,
         }
     }
 
@@ -135,14 +251,31 @@ impl Profile {
             Some(p) => format!("cut{}@{:.0}-{:.0}s", p.groups, p.from_s, p.until_s),
             None => "nocut".into(),
         };
-        format!(
+        let mut s = format!(
             "n={} loss={:.2} crashes={} {} objects={}",
             self.nodes,
             self.loss,
             self.crashes.len(),
             cut,
             self.objects
-        )
+        );
+        if self.dup > 0.0 {
+            s.push_str(&format!(" dup={:.2}", self.dup));
+        }
+        if self.reorder_ms > 0.0 {
+            s.push_str(&format!(" reorder={:.0}ms", self.reorder_ms));
+        }
+        if self.skew > 0.0 {
+            s.push_str(&format!(" skew={:.0}%", self.skew * 100.0));
+        }
+        if !self.liars.is_empty() {
+            s.push_str(&format!(" liars={}", self.liars.len()));
+        }
+        if self.sybils > 0 {
+            let how = if self.sybils_lie { "lying" } else { "honest" };
+            s.push_str(&format!(" sybils={}({how})", self.sybils));
+        }
+        s
     }
 
     /// The scenario this profile runs (loss off: the run switches it on for the fault
@@ -177,7 +310,7 @@ rf = 3
 puts_window_s = 60
 gets_per_s = 1
 "#,
-            nodes = self.nodes,
+            nodes = self.slots(),
             seed = self.seed,
             objects = self.objects,
         );
@@ -195,8 +328,12 @@ gets_per_s = 1
         events.sort_by_key(|e| e.at);
         sc.churn.model = ChurnModel::Trace { events };
         sc.churn.rejoin_same_id = true;
+        sc.faults = self.extra();
+        // Sybils sit in group 0 of a partition.
         let cut = self.partition.as_ref().map(|p| Cut {
-            group: p.group.clone(),
+            group: (0..self.slots())
+                .map(|i| p.group.get(i as usize).copied().unwrap_or(0))
+                .collect(),
             from: Instant::ZERO + Duration::from_secs_f64(p.from_s),
             until: Instant::ZERO + Duration::from_secs_f64(p.until_s),
         });
