@@ -10,6 +10,9 @@
 //! sequence number (`lsn`); [`Journal::sync`] then makes everything up to that number
 //! durable. One caller at a time writes the buffer and fsyncs, outside every lock; the
 //! others wait for it, and one fsync covers every record appended before it started.
+//! [`Journal::flush`] writes without the fsync, for acknowledgements: a process crash
+//! keeps them (they are in the OS's cache), a power loss may undo them, and an undone ack
+//! only delivers its message again.
 //!
 //! Replay ([`replay`]) reads records until the end of the file. A torn last record (the
 //! header or body cut short, or a checksum failure in the final record, as a crash in the
@@ -316,7 +319,9 @@ struct Inner {
     appended: u64,
     /// Number of the last record durable.
     durable: u64,
-    /// A caller is writing and fsyncing right now.
+    /// Number of the last record written to the file (durable or in the OS's cache).
+    written: u64,
+    /// A caller is writing (and perhaps fsyncing) right now.
     syncing: bool,
     failed: bool,
     /// Bytes in the file plus the buffer.
@@ -343,6 +348,7 @@ impl Journal {
                 buf: Vec::with_capacity(64 * 1024),
                 appended: 0,
                 durable: 0,
+                written: 0,
                 syncing: false,
                 failed: false,
                 len,
@@ -385,12 +391,25 @@ impl Journal {
 
     /// Returns once record `lsn` and all before it are durable.
     pub fn sync(&self, lsn: u64) -> Result<(), StoreError> {
+        self.persist(lsn, true)
+    }
+
+    /// Returns once record `lsn` and all before it are written to the file, without an
+    /// fsync: they survive the process (a crash, a SIGKILL), not the machine losing power.
+    /// For changes whose loss only repeats work, such as an acknowledgement (the message
+    /// is delivered again, as at-least-once allows); the next [`Journal::sync`] makes
+    /// them durable too.
+    pub fn flush(&self, lsn: u64) -> Result<(), StoreError> {
+        self.persist(lsn, false)
+    }
+
+    fn persist(&self, lsn: u64, fsync: bool) -> Result<(), StoreError> {
         let mut g = self.lock();
         loop {
             if g.failed {
                 return Err(StoreError::Failed(self.path.clone()));
             }
-            if g.durable >= lsn {
+            if (if fsync { g.durable } else { g.written }) >= lsn {
                 return Ok(());
             }
             if g.syncing {
@@ -403,7 +422,9 @@ impl Journal {
             let upto = g.appended;
             let file = Arc::clone(&g.file);
             drop(g);
-            let res = (&*file).write_all(&buf).and_then(|()| file.sync_data());
+            let res = (&*file)
+                .write_all(&buf)
+                .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
             g = self.lock();
             g.syncing = false;
             // Give the allocation back for the next group.
@@ -413,7 +434,12 @@ impl Journal {
                 g.buf = buf;
             }
             match res {
-                Ok(()) => g.durable = upto,
+                Ok(()) => {
+                    g.written = upto;
+                    if fsync {
+                        g.durable = upto;
+                    }
+                }
                 Err(source) => {
                     g.failed = true;
                     self.synced.notify_all();
@@ -475,6 +501,7 @@ impl Journal {
         g.file = Arc::new(file);
         g.buf.clear();
         g.durable = g.appended;
+        g.written = g.appended;
         g.len = len;
         self.synced.notify_all();
         Ok(())

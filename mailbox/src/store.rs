@@ -407,8 +407,12 @@ impl MailboxStore {
     }
 
     /// Deletes the messages of `mailbox` named by `ids` (ids of other mailboxes, and ids not
-    /// held, are ignored); returns how many were deleted, once the deletion is durable.
-    /// An ack deletes whether or not the message is still in flight: the owner has it.
+    /// held, are ignored); returns how many were deleted, once the deletion is written to
+    /// the journal. It is not fsynced ([`crate::journal::Journal::flush`]): a crash of the
+    /// process keeps it, a power loss may bring the messages back, to be delivered again
+    /// as at-least-once allows; the fsync an ack would wait for is the receive loop's
+    /// largest cost. An ack deletes whether or not the message is still in flight: the
+    /// owner has it.
     /// `now` keeps every call's shape the same (time first); the ack itself does not
     /// depend on it.
     pub fn ack(&self, now: Duration, mailbox: &NodeId, ids: &[MsgId]) -> Result<u32, StoreError> {
@@ -431,7 +435,7 @@ impl MailboxStore {
             lsn
         };
         if let (Some(j), Some(lsn)) = (&shard.journal, lsn) {
-            j.sync(lsn)?;
+            j.flush(lsn)?;
         }
         Ok(deleted)
     }
