@@ -33,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use base64::Engine;
 use mailbox::Principal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wire::NodeId;
 use wire::mailbox::{IDEMPOTENCY_KEY_MAX, MsgId, PAYLOAD_MAX};
@@ -304,20 +304,36 @@ async fn recv(
         .await
         .map_err(mail_error)?;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let messages: Vec<serde_json::Value> = got
+    let messages: Vec<Received> = got
         .iter()
-        .map(|r| {
-            json!({
-                "id": r.id.to_string(),
-                "sender": r.message.sender.to_string(),
-                "payload": b64.encode(&r.message.payload),
-                "e2e": r.message.e2e,
-                "deliveries": r.deliveries,
-                "ttl_ms": r.message.ttl_ms,
-            })
+        .map(|r| Received {
+            id: r.id.to_string(),
+            sender: r.message.sender.to_string(),
+            payload: b64.encode(&r.message.payload),
+            e2e: r.message.e2e,
+            deliveries: r.deliveries,
+            ttl_ms: r.message.ttl_ms,
         })
         .collect();
-    Ok(Json(json!({ "messages": messages })).into_response())
+    Ok(Json(ReceivedBatch { messages }).into_response())
+}
+
+/// One message of a receive's answer (typed, not a `serde_json::Value` per message: the
+/// receive loop's answers are its largest per-message cost).
+#[derive(Serialize)]
+struct Received {
+    id: String,
+    sender: String,
+    payload: String,
+    e2e: bool,
+    deliveries: u32,
+    ttl_ms: u64,
+}
+
+/// A receive's answer: `{"messages": [...]}`.
+#[derive(Serialize)]
+struct ReceivedBatch {
+    messages: Vec<Received>,
 }
 
 async fn ack(
