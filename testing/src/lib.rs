@@ -26,6 +26,7 @@
 pub mod benchkit;
 pub mod binary;
 pub mod chaos;
+pub mod curl;
 pub mod error;
 pub mod http;
 pub mod mesh;

@@ -9,13 +9,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use node::transport::NoApps;
 use node::{Identity, Transport, TransportConfig};
 use serde_json::Value;
+use testing::curl::{Reply, curl};
 use testing::node::macronode_command;
 use testing::{Mesh, NodeProcess, NodeSpec};
 use wire::NodeId;
@@ -23,52 +23,6 @@ use wire::mailbox::{APP_PROTO_MAILBOX, Envelope, MailboxRequest, MailboxResponse
 use wire::message;
 
 const START: Duration = Duration::from_secs(20);
-
-/// One HTTP answer: status, lowercased header lines, body.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// `curl -i` with `args`, bounded; the last response of the exchange.
-fn curl(args: &[String]) -> Reply {
-    let out = Command::new("curl")
-        .args(["-s", "-i", "--max-time", "40"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
 
 /// `POST http://{addr}/mb/{to}{query}` with `body`, an idempotency key and a token.
 fn send(
