@@ -34,6 +34,7 @@ pub mod node;
 pub mod ports;
 pub mod process;
 pub mod seed;
+pub mod stranger;
 pub mod wait;
 
 pub use error::HarnessError;

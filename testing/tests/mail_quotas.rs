@@ -9,18 +9,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use node::transport::NoApps;
-use node::{Identity, Transport, TransportConfig};
+use node::{Identity, Transport};
 use overlay::Key;
 use testing::curl::{Reply, curl};
 use testing::node::macronode_command;
 use testing::{Mesh, NodeProcess, NodeSpec};
 use wire::NodeId;
-use wire::mailbox::{APP_PROTO_MAILBOX, Envelope, MailboxRequest, MailboxResponse, Refusal};
-use wire::message;
+use wire::mailbox::{Envelope, MailboxRequest, MailboxResponse, Refusal};
 
 const START: Duration = Duration::from_secs(20);
 
@@ -128,19 +125,7 @@ fn a_tokens_mail_quota_binds_it_alone_on_a_shared_gateway() {
 
 /// A stranger's key for OAP/1.
 fn stranger() -> (Transport, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let t = rt.block_on(async {
-        Transport::bind(
-            Arc::new(Identity::from_seed([7; 32]).unwrap()),
-            TransportConfig::with_listen("127.0.0.1:0".parse().unwrap()),
-            Arc::new(NoApps),
-        )
-        .unwrap()
-    });
-    (t, rt)
+    testing::stranger::stranger([7; 32]).unwrap()
 }
 
 /// One mailbox request from the stranger to a node: (status, decoded answer).
@@ -150,14 +135,7 @@ fn ask(
     to: (SocketAddr, NodeId),
     req: &MailboxRequest,
 ) -> (u16, Option<MailboxResponse>) {
-    rt.block_on(async {
-        t.connect(to.0, Some(to.1)).await.unwrap();
-        let (status, body) = t
-            .request(to.1, APP_PROTO_MAILBOX, message::encode(req))
-            .await
-            .unwrap();
-        (status.code(), message::decode(&body).ok())
-    })
+    testing::stranger::ask_mailbox(rt, t, to, req).unwrap()
 }
 
 #[test]

@@ -9,18 +9,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use node::transport::NoApps;
-use node::{Identity, Transport, TransportConfig};
+use node::Transport;
 use serde_json::Value;
 use testing::curl::{Reply, curl};
 use testing::node::macronode_command;
 use testing::{Mesh, NodeProcess, NodeSpec};
 use wire::NodeId;
-use wire::mailbox::{APP_PROTO_MAILBOX, Envelope, MailboxRequest, MailboxResponse, MsgId, Refusal};
-use wire::message;
+use wire::mailbox::{Envelope, MailboxRequest, MailboxResponse, MsgId, Refusal};
 
 const START: Duration = Duration::from_secs(20);
 
@@ -356,19 +353,7 @@ fn stranger() -> (Transport, tokio::runtime::Runtime) {
     let seed = testing::seed::seed(testing::seed::MESH_SEED, "mailbox stranger key");
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let t = rt.block_on(async {
-        Transport::bind(
-            Arc::new(Identity::from_seed(key).unwrap()),
-            TransportConfig::with_listen("127.0.0.1:0".parse().unwrap()),
-            Arc::new(NoApps),
-        )
-        .unwrap()
-    });
-    (t, rt)
+    testing::stranger::stranger(key).unwrap()
 }
 
 /// One mailbox request from the stranger to a node: (status, decoded answer).
@@ -378,14 +363,7 @@ fn ask(
     to: (SocketAddr, NodeId),
     req: &MailboxRequest,
 ) -> (u16, Option<MailboxResponse>) {
-    rt.block_on(async {
-        t.connect(to.0, Some(to.1)).await.unwrap();
-        let (status, body) = t
-            .request(to.1, APP_PROTO_MAILBOX, message::encode(req))
-            .await
-            .unwrap();
-        (status.code(), message::decode(&body).ok())
-    })
+    testing::stranger::ask_mailbox(rt, t, to, req).unwrap()
 }
 
 fn refused(answer: &(u16, Option<MailboxResponse>)) -> Option<Refusal> {
