@@ -1476,3 +1476,58 @@ fn an_open_writes_node_takes_puts_without_a_token() {
     assert_eq!(r.status, 200);
     assert_same_bytes(&r.body, &data, "GET from the open node");
 }
+
+// ---------------------------------------------------------------------------------------
+// A paused holder (SIGSTOP: a VM pause, a long GC) must not hold up a GET the other
+// holders can serve: the search stops at the first holder that proves the object.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_paused_holder_does_not_hold_up_a_get() {
+    use nix::sys::signal::Signal;
+    let mut c = start_cluster("paused", |_| {});
+    let s = c.scratch().to_path_buf();
+    // Larger than one group, so the TAIL answer is not the whole object.
+    let data = pseudo_random(c.seed, (2 << 20) + 7);
+    let file = write_file(&s, "paused", &data);
+    let all = [0, 1, 2, 3, 4];
+    let order = closest(&c.ids, &all, &b3sum(&file), all.len());
+    let (via, gateway) = (order[0], order[RF]);
+    let paused = order[1];
+    let token = c.token(via, &[]);
+    let (id, _) = c.put_ok(via, &file, &token);
+    let held = c.wait_settled(&all, &id, Duration::from_secs(20));
+    assert!(!held.contains(&gateway), "{held:?}");
+    let path = format!("/o/{id}");
+    // Warm: the gateway's connections to the holders exist before the pause.
+    let warm = get(&s, c.node(gateway), &path, &[]);
+    assert_eq!(warm.status, 200, "{}", warm.text());
+
+    c.mesh.nodes[paused]
+        .process()
+        .signal(Signal::SIGSTOP)
+        .unwrap();
+    println!("SIGSTOP node-{paused} (a holder of {held:?}); GETs via node-{gateway}");
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let r = get(&s, c.node(gateway), &path, &[]);
+        took.push(asked.elapsed());
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_same_bytes(&r.body, &data, "GET with a holder paused");
+    }
+    c.mesh.nodes[paused]
+        .process()
+        .signal(Signal::SIGCONT)
+        .unwrap();
+    took.sort();
+    println!("GET times with node-{paused} paused: {took:?}");
+    // Waiting for the paused holder costs the probe timeout (1.5 s) every time; the
+    // median stays far below it when the first proof ends the search.
+    assert!(
+        took[2] < Duration::from_millis(1000),
+        "median GET {:?} with one of {RF} holders paused: {took:?}",
+        took[2]
+    );
+    c.finish();
+}

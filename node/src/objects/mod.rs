@@ -142,12 +142,12 @@ pub enum Located {
         /// Object size.
         size: u64,
     },
-    /// At these holders (fastest first), each of which proved the size with a verified
-    /// final group.
+    /// At remote holders: the first proved the size with a verified final group.
     Remote {
         /// Object size, verified.
         size: u64,
-        /// Peers that hold it.
+        /// The order to fetch from: the holder that proved it, then candidates that had
+        /// not answered when it did (each fetch verifies every byte it reads).
         holders: Vec<NetPeer>,
         /// The whole object, verified, when it fits in the final group its TAIL carried
         /// (16 KiB or less): nothing more to fetch.
@@ -170,6 +170,25 @@ pub enum LocateError {
     /// This node has lost every peer: there is nobody to ask.
     #[error("this node has no peers to search")]
     NoPeers,
+}
+
+/// How one pass of [`Objects::locate`] ended without a proven holder: for good, or with
+/// provider records that the candidates it asked could not back up (worth a full pass).
+enum Unproven {
+    /// Records named providers; none of the candidates proved the object.
+    AfterRecords,
+    /// The answer, whatever another pass would find.
+    Final(LocateError),
+}
+
+impl Unproven {
+    /// What the caller is told when no pass is left.
+    fn into_error(self) -> LocateError {
+        match self {
+            Unproven::AfterRecords => LocateError::Timeout,
+            Unproven::Final(e) => e,
+        }
+    }
 }
 
 /// What a write achieved.
@@ -389,10 +408,11 @@ impl Objects {
         }
     }
 
-    /// Finds other nodes that hold `hash`: providers and the closest nodes, each asked for
-    /// the object's final chunk at once (TAIL), within the search timeout. Only holders
-    /// whose answer verifies count; the size is the one that verified. A holder whose
-    /// answer does not verify is counted and skipped; the others are still tried.
+    /// Finds another node that holds `hash`: providers and the closest nodes, each asked
+    /// for the object's final chunk at once (TAIL), within the search timeout; the first
+    /// answer that verifies ends the search (a slow or paused holder does not hold up a
+    /// GET the others can serve). A holder whose answer does not verify is counted and
+    /// skipped; the others are still tried.
     pub async fn find_holders(&self, hash: Hash) -> Result<Located, LocateError> {
         let started = std::time::Instant::now();
         let result = self.locate(hash).await;
@@ -407,13 +427,36 @@ impl Objects {
         result
     }
 
-    /// [`find_holders`](Self::find_holders) without its timing.
+    /// [`find_holders`](Self::find_holders) without its timing. A GET needs one holder
+    /// that proves the object, so the first pass asks the DHT for one provider and stops
+    /// at the first verified answer; only when records named providers and none of the
+    /// candidates could prove the object (stale records, a walk cut short by the first
+    /// record) does a second, full pass ask for RF providers, within the same deadline.
     async fn locate(&self, hash: Hash) -> Result<Located, LocateError> {
         let deadline = tokio::time::Instant::now() + self.limits.search_timeout;
+        match self.locate_pass(hash, 1, deadline).await {
+            Err(Unproven::AfterRecords) => self
+                .locate_pass(hash, self.limits.rf, deadline)
+                .await
+                .map_err(Unproven::into_error),
+            other => other.map_err(Unproven::into_error),
+        }
+    }
+
+    /// One search: a provider walk that finishes once `wanted` providers are known, then
+    /// every candidate (the providers, then the closest nodes the walk saw) asked for the
+    /// object's final group at once, until one verifies. The failover list is the verified
+    /// holder, then the candidates that had not answered yet (a fetch verifies every byte,
+    /// so an unproven candidate can cost time, never correctness).
+    async fn locate_pass(
+        &self,
+        hash: Hash,
+        wanted: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<Located, Unproven> {
         let key = Key(hash);
         let status = self.dht.status();
-        let lookup =
-            tokio::time::timeout_at(deadline, self.dht.get_providers(key, self.limits.rf)).await;
+        let lookup = tokio::time::timeout_at(deadline, self.dht.get_providers(key, wanted)).await;
         let (providers, closest) = match lookup {
             Ok(Ok(out)) => match out.result {
                 // Requests went out and nobody answered, even late: nothing was learned,
@@ -422,20 +465,20 @@ impl Objects {
                 QueryResult::GetProviders { providers, closest }
                     if out.stats.rpcs > 0 && providers.is_empty() && closest.is_empty() =>
                 {
-                    return Err(LocateError::Timeout);
+                    return Err(Unproven::Final(LocateError::Timeout));
                 }
                 QueryResult::GetProviders { providers, closest } => (providers, closest),
                 _ => (Vec::new(), Vec::new()),
             },
             Ok(Err(DhtError::Command(overlay::CommandError::NoPeers))) => {
-                return Err(if status.peers_seen {
+                return Err(Unproven::Final(if status.peers_seen {
                     LocateError::NoPeers
                 } else {
                     LocateError::NotFound // a lone node: the search over nobody ran
-                });
+                }));
             }
-            Ok(Err(e)) => return Err(LocateError::Overloaded(e.to_string())),
-            Err(_) => return Err(LocateError::Timeout),
+            Ok(Err(e)) => return Err(Unproven::Final(LocateError::Overloaded(e.to_string()))),
+            Err(_) => return Err(Unproven::Final(LocateError::Timeout)),
         };
         let provider_count = providers.len();
         let mut candidates: Vec<NetPeer> = providers;
@@ -447,22 +490,20 @@ impl Objects {
         // Ask every candidate at once, each bounded by the probe timeout: a dead holder (its
         // provider record outlives it) costs one probe timeout, not the whole search.
         let mut probes = JoinSet::new();
-        for c in candidates {
+        for c in &candidates {
             let objects = self.clone();
             let t = self.limits.probe_timeout;
+            let c = c.clone();
             probes.spawn(async move {
                 let answer = tokio::time::timeout(t, objects.probe_tail(&c, hash)).await;
                 (c, answer)
             });
         }
-        let mut holders = Vec::new();
-        let mut size = None;
-        let mut whole = None;
+        let mut found: Option<(NetPeer, Tail)> = None;
+        let mut settled = BTreeSet::new();
         let mut silent = 0;
         let mut answered = 0;
-        // A small object's first verified answer is the object itself: done. A larger one
-        // waits for up to RF holders, its failover list.
-        while holders.len() < self.limits.rf && whole.is_none() {
+        while found.is_none() {
             let (c, answer) = match tokio::time::timeout_at(deadline, probes.join_next()).await {
                 Ok(Some(Ok(n))) => n,
                 Ok(Some(Err(_))) => continue,
@@ -475,15 +516,9 @@ impl Objects {
             if matches!(answer, Ok(Ok(_) | Err(FetchError::Status(_)))) {
                 answered += 1;
             }
+            settled.insert(c.id);
             match answer {
-                Ok(Ok(t)) => {
-                    // Verified sizes cannot disagree; keep the first, fastest first.
-                    size.get_or_insert(t.size);
-                    if size == Some(t.size) {
-                        holders.push(c);
-                        whole = whole.or(t.whole);
-                    }
-                }
+                Ok(Ok(t)) => found = Some((c, t)),
                 Ok(Err(FetchError::Status(Status::NotFound))) => {}
                 Ok(Err(e @ (FetchError::Integrity | FetchError::Message(_)))) => {
                     self.note_failure(&c, &e);
@@ -492,24 +527,29 @@ impl Objects {
             }
         }
         probes.abort_all();
-        match size {
-            Some(size) => {
+        match found {
+            Some((first, Tail { size, whole })) => {
                 if let Some(w) = &whole {
                     // Verified against its id: as good as a local small object for reads.
                     self.store.remember_verified(hash, w.clone());
                 }
+                let mut holders = vec![first];
+                holders.extend(candidates.into_iter().filter(|c| !settled.contains(&c.id)));
                 Ok(Located::Remote {
                     size,
                     holders,
                     whole,
                 })
             }
+            // Records named holders and none proved it: the walk may have stopped at a
+            // stale record before it reached the nodes that hold it.
+            None if provider_count > 0 && wanted < self.limits.rf => Err(Unproven::AfterRecords),
             // Records say someone holds it, or nobody we asked could answer: the search did
             // not finish. Try again later.
             None if silent > 0 && (provider_count > 0 || answered == 0) => {
-                Err(LocateError::Timeout)
+                Err(Unproven::Final(LocateError::Timeout))
             }
-            None => Err(LocateError::NotFound),
+            None => Err(Unproven::Final(LocateError::NotFound)),
         }
     }
 
