@@ -342,8 +342,10 @@ fn a_get_fetches_once_over_the_connection_its_probe_opened() {
              [workload]\nlookups = 0\nobjects = 20\nobject_bytes = 4096\nputs_window_s = 15\ngets = 200\n{wanted}"
         ))
     };
-    let (f, s) = common::run(net(""));
-    let (f1, s1) = common::run(net("get_holders_wanted = 1\n"));
+    // Waiting for every copy (as the node did before it stopped at the first proof)
+    // against the default, one holder wanted.
+    let (f, s) = common::run(net("get_holders_wanted = 3\n"));
+    let (f1, s1) = common::run(net(""));
     let rtt = RTT.as_nanos() as u64;
     let m = &f.metrics;
     let remote: Vec<usize> = (0..m.get_fetch.len())

@@ -7,7 +7,7 @@
 //! moment the query finishes. A put looks up the object's key and sends a copy to the RF
 //! closest nodes found; from then on those nodes' planners keep it on its RF closest nodes.
 //! A get runs as the node's does: a node that holds the object serves it at once; else it
-//! asks for `get_holders_wanted` providers (`rf` by default, as the node), then sends a
+//! asks for `get_holders_wanted` providers (1 by default, as the node), then sends a
 //! TAIL probe to every provider and to the 2·rf closest nodes found, all at once, each
 //! bounded by [`PROBE_TIMEOUT`]; it waits for `get_holders_wanted` holders to answer (or
 //! every probe to end, or the [`SEARCH_TIMEOUT`] from the start to pass: a dead provider
@@ -410,10 +410,10 @@ impl Sim {
 
     /// Holders a get waits for before it fetches; its provider walk asks for as many
     /// providers, and may finish as soon as it has them (the node's `find_holders` asks
-    /// for and waits for `rf`).
+    /// for one and stops at the first verified holder).
     fn holders_wanted(&self) -> usize {
         let w = &self.sc.workload;
-        w.get_holders_wanted.unwrap_or(w.replication.rf).max(1)
+        w.get_holders_wanted.unwrap_or(1).max(1)
     }
 
     /// Whether the node up at `slot` holds `key`.

@@ -274,8 +274,8 @@ pub struct Workload {
     /// Gets of random placed objects, from `start + puts_window` on.
     pub gets: Rate,
     /// Holders a get waits for before it fetches from the fastest, and providers its walk
-    /// asks for (`None`: rf, as the node's `Objects::find_holders` does; 1 models a node
-    /// that fetches from the first verified holder).
+    /// asks for (`None`: 1, as the node's `Objects::find_holders` does: it fetches from the
+    /// first verified holder; `rf` models a node that waits for every copy).
     pub get_holders_wanted: Option<usize>,
     /// Replication parameters of every node's planner (rf, repair pacing, re-planning).
     pub replication: overlay::ReplicationConfig,
