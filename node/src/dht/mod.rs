@@ -145,6 +145,10 @@ enum Command {
         request: Request,
         reply: oneshot::Sender<Response<NetPeer>>,
     },
+    /// A PING already answered (by `serve_dht`): only its effect on the table is left.
+    Pinged {
+        from: NetPeer,
+    },
     FindNode {
         target: Key,
         reply: oneshot::Sender<Result<LookupOutcome, DhtError>>,
@@ -331,6 +335,12 @@ impl DhtHandle {
             .map_err(|_| DhtError::Stopped)
     }
 
+    /// `from` pinged us and was answered already: the driver refreshes its contact. Waits
+    /// only for room in the command queue, not for the driver to run.
+    pub async fn pinged(&self, from: NetPeer) -> Result<(), DhtError> {
+        self.send(Command::Pinged { from }).await
+    }
+
     /// Hands an inbound request to the state machine and returns its answer.
     pub async fn inbound(
         &self,
@@ -476,6 +486,10 @@ impl Driver {
             } => {
                 self.requests_handled.increment(&request);
                 let _ = reply.send(self.dht.handle_request(now, from, request));
+            }
+            Command::Pinged { from } => {
+                self.requests_handled.increment(&Request::Ping);
+                let _ = self.dht.handle_request(now, from, Request::Ping);
             }
             Command::FindNode { target, reply } => {
                 let started = self.dht.find_node(now, target);

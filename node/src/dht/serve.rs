@@ -2,10 +2,13 @@
 //!
 //! The transport authenticated the sender and checked the frames; here the body is decoded
 //! under its bounds, handed to the driver, and the answer encoded back. A body that does not
-//! decode is answered 400 and counted by reason; the driver never sees it.
+//! decode is answered 400 and counted by reason; the driver never sees it. A PING, whose
+//! answer never depends on the table, is answered here and the driver told afterwards (it
+//! refreshes the contact): the most frequent request (every liveness probe is one) costs no
+//! round trip through the driver task.
 
 use bytes::Bytes;
-use wire::dht::DhtRequest;
+use wire::dht::{DhtRequest, DhtResponse};
 use wire::{Status, message};
 
 use super::DhtHandle;
@@ -33,10 +36,16 @@ pub async fn serve_dht(
     let Some(addr) = transport.peer_dial_addr(&from) else {
         return ex.respond(Status::Unavailable, Bytes::new()).await;
     };
-    let answer = match dht
-        .inbound(NetPeer::new(from, addr), request_from_wire(&request))
-        .await
-    {
+    let peer = NetPeer::new(from, addr);
+    if request == DhtRequest::Ping {
+        if dht.pinged(peer).await.is_err() {
+            return ex.respond(Status::Unavailable, Bytes::new()).await;
+        }
+        return ex
+            .respond(Status::Ok, message::encode(&DhtResponse::Pong))
+            .await;
+    }
+    let answer = match dht.inbound(peer, request_from_wire(&request)).await {
         Ok(a) => a,
         Err(_) => return ex.respond(Status::Unavailable, Bytes::new()).await,
     };
