@@ -173,7 +173,7 @@ fn parsed_default(section: &str, key: &str) -> Option<String> {
         },
         ("workload", "get_holders_wanted") => match sc.workload.get_holders_wanted {
             Some(n) => n.to_string(),
-            None => "rf".into(),
+            None => "1".into(), // the workload's `holders_wanted()` default
         },
         ("churn", "mean_up_s") | ("churn", "mean_down_s") => {
             match model("churn", "exponential").churn.model {
