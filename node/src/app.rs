@@ -21,6 +21,7 @@ use wire::mailbox::APP_PROTO_MAILBOX;
 use wire::object::APP_PROTO_OBJECT;
 
 use crate::config::{BootstrapPeer, NodeConfig};
+use crate::dht::contacts::{self, ContactBook};
 use crate::dht::{self, DhtHandle, NetPeer};
 use crate::gateway::objects::GatewaySettings;
 use crate::gateway::{self, GatewayLimits};
@@ -43,6 +44,11 @@ const INDEX_SAVE_EVERY: Duration = Duration::from_secs(60);
 const QUOTA_SAVE_EVERY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits to save the routing table's contacts.
+const CONTACTS_SAVE_GRACE: Duration = Duration::from_secs(2);
+/// Join attempts that dial the saved contacts, until one joins: past these, a mesh that
+/// is gone is not dialed again and again (the configured peers still are).
+const SAVED_CONTACT_ROUNDS: u32 = 5;
 
 /// What the HTTP handlers need to know about the node.
 pub struct NodeContext {
@@ -183,6 +189,8 @@ impl InboundHandler for NodeHandler {
 pub struct RunningNode {
     /// Shared with the HTTP handlers.
     pub ctx: Arc<NodeContext>,
+    /// The saved contacts file (`None` with `--amnesia`).
+    contacts: Option<Arc<ContactBook>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     http_tasks: Vec<JoinHandle<()>>,
@@ -269,6 +277,16 @@ pub async fn start(
     metrics: Option<PrometheusHandle>,
 ) -> Result<RunningNode, StartError> {
     let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
+    // The contacts of the last run's table: extra bootstrap peers (D9). Memory-only nodes
+    // neither read nor write them.
+    let (contacts, saved) = if config.amnesia {
+        (None, Vec::new())
+    } else {
+        let path = config.data_dir.join(contacts::CONTACTS_FILE);
+        let saved = contacts::load_for_start(&path, &identity.node_id());
+        let key = overlay::Key::for_node(&identity.node_id());
+        (Some(Arc::new(ContactBook::new(path, key, &saved))), saved)
+    };
     // A name that does not resolve now is a typo more often than an outage: say so at once.
     for p in &config.bootstrap {
         resolve(p).await.map_err(|source| StartError::Bootstrap {
@@ -437,9 +455,10 @@ pub async fn start(
     let mut tasks = vec![
         tokio::spawn(keep_joined(
             transport,
-            dht,
+            dht.clone(),
             config.bootstrap.clone(),
-            shutdown_rx,
+            saved,
+            shutdown_rx.clone(),
         )),
         tokio::spawn(objects.run_repair(plans)),
         announcing,
@@ -452,12 +471,16 @@ pub async fn start(
     if let Some(handle) = ctx.metrics.clone() {
         tasks.push(crate::telemetry::keep_up(handle));
     }
+    if let Some(book) = &contacts {
+        tasks.push(contacts::keep_saved(book.clone(), dht, shutdown_rx));
+    }
     let admin = ctx
         .admin
         .map_or_else(|| "off".to_string(), |a| a.to_string());
     tracing::info!(node_id = %identity.node_id(), quic = %ctx.transport.local_addr(), %http, %admin, amnesia = config.amnesia, "node started");
     Ok(RunningNode {
         ctx,
+        contacts,
         shutdown,
         tasks,
         http_tasks,
@@ -467,6 +490,12 @@ pub async fn start(
 impl RunningNode {
     /// Stops the node: HTTP and DHT first, then the transport closes its connections.
     pub async fn shutdown(self) {
+        // The table as it is now, before the driver stops and the peers say goodbye.
+        if let Some(book) = &self.contacts {
+            let _ =
+                tokio::time::timeout(CONTACTS_SAVE_GRACE, contacts::save_now(book, &self.ctx.dht))
+                    .await;
+        }
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             for t in self.http_tasks {
@@ -535,43 +564,45 @@ async fn resolve(peer: &BootstrapPeer) -> std::io::Result<Vec<SocketAddr>> {
         })
 }
 
-/// Dials the bootstrap peers (names resolved again at each attempt) until the node has joined, and again whenever it loses all
-/// peers; waits back off exponentially up to 30 s.
+/// Dials the bootstrap peers (names resolved again at each attempt) until the node has
+/// joined, and again whenever it loses all peers; waits back off exponentially up to 30 s.
+/// The contacts saved by the last run are dialed too (with the ids they must prove), in the
+/// first [`SAVED_CONTACT_ROUNDS`] attempts until one joins: a node without bootstrap peers
+/// (the seed of its mesh) rejoins through them.
 async fn keep_joined(
     transport: Transport,
     dht: DhtHandle,
     peers: Vec<BootstrapPeer>,
+    saved: Vec<NetPeer>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     if peers.is_empty() {
-        // The first node of a mesh: nothing to dial; it becomes ready when a peer joins.
+        // The first node of a mesh: nothing to dial; it becomes ready when a peer joins, or
+        // when it reaches one of its saved contacts.
         let _ = dht.bootstrap(Vec::new()).await;
-        return;
+        if saved.is_empty() {
+            return;
+        }
     }
+    let mut saved_rounds = if saved.is_empty() {
+        0
+    } else {
+        SAVED_CONTACT_ROUNDS
+    };
     let mut backoff = Duration::from_millis(200);
     loop {
         if dht.status().routing_table_size == 0 {
-            let mut reached = Vec::new();
-            for p in &peers {
-                let addrs = match resolve(p).await {
-                    Ok(addrs) => addrs,
-                    Err(e) => {
-                        metrics::counter!("bootstrap_resolve_failures_total").increment(1);
-                        tracing::warn!(peer = %p, error = %e, "bootstrap peer does not resolve");
-                        continue;
-                    }
-                };
-                // Every address of a name, until one answers.
-                for addr in addrs {
-                    match transport.connect(addr, p.id).await {
-                        Ok(info) => {
-                            reached.push(NetPeer::new(info.id, addr));
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(peer = %p, %addr, error = %e, "bootstrap peer unreachable");
-                        }
-                    }
+            // The configured peers and the saved contacts at once: dead saved contacts
+            // delay a join through a live bootstrap peer by `contacts::DIAL_WAIT` at most.
+            let saved_now: &[NetPeer] = if saved_rounds > 0 { &saved } else { &[] };
+            saved_rounds = saved_rounds.saturating_sub(1);
+            let (mut reached, from_saved) = tokio::join!(
+                dial_bootstrap(&transport, &peers),
+                contacts::dial(&transport, saved_now)
+            );
+            for p in from_saved {
+                if !reached.iter().any(|r: &NetPeer| r.id == p.id) {
+                    reached.push(p);
                 }
             }
             if !reached.is_empty()
@@ -579,13 +610,50 @@ async fn keep_joined(
                 && dht.wait_ready(Duration::from_secs(10)).await
             {
                 backoff = Duration::from_millis(200);
+                // Joined: from now on the configured peers (and the overlay's own
+                // bootstrap contacts) bring the node back.
+                saved_rounds = 0;
             } else {
                 backoff = (backoff * 2).min(BOOTSTRAP_BACKOFF_MAX);
             }
+        } else {
+            // In the mesh (a peer found us meanwhile): the saved contacts did their part.
+            saved_rounds = 0;
+        }
+        if peers.is_empty() && saved_rounds == 0 {
+            return;
         }
         tokio::select! {
             _ = shutdown.changed() => return,
             () = tokio::time::sleep(backoff) => {}
         }
     }
+}
+
+/// Dials each configured bootstrap peer (every address of a name, until one answers);
+/// returns those reached.
+async fn dial_bootstrap(transport: &Transport, peers: &[BootstrapPeer]) -> Vec<NetPeer> {
+    let mut reached = Vec::new();
+    for p in peers {
+        let addrs = match resolve(p).await {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                metrics::counter!("bootstrap_resolve_failures_total").increment(1);
+                tracing::warn!(peer = %p, error = %e, "bootstrap peer does not resolve");
+                continue;
+            }
+        };
+        for addr in addrs {
+            match transport.connect(addr, p.id).await {
+                Ok(info) => {
+                    reached.push(NetPeer::new(info.id, addr));
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %p, %addr, error = %e, "bootstrap peer unreachable");
+                }
+            }
+        }
+    }
+    reached
 }

@@ -128,6 +128,16 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Bootstrap peer names that did not resolve at a join attempt.",
     ),
     (
+        "contacts_file_rejected_total",
+        Kind::Counter,
+        "Saved contacts files refused at start, by reason; the node started without them.",
+    ),
+    (
+        "contacts_file_save_failures_total",
+        Kind::Counter,
+        "Writes of the routing table's saved contacts that failed.",
+    ),
+    (
         "transport_connections",
         Kind::Gauge,
         "Peers with a live connection.",
@@ -241,11 +251,15 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         "repair_transfers_total",
         "oap_handshake_failures_total",
         "bootstrap_resolve_failures_total",
+        "contacts_file_save_failures_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
     for source in ["store", "peer", "push", "proof"] {
         metrics::counter!("integrity_fail_total", "source" => source).absolute(0);
+    }
+    for reason in crate::dht::contacts::ContactsError::REASONS {
+        metrics::counter!("contacts_file_rejected_total", "reason" => reason).absolute(0);
     }
     // The frame rules' reasons are a fixed list (the OAP/1 contract's): each starts at 0.
     for reason in wire::DecodeError::REASONS {

@@ -260,8 +260,9 @@ fn a_repaired_copy_keeps_its_principal() {
     let mut by_distance: Vec<usize> = (0..4).collect();
     by_distance.sort_by_key(|&i| Key::for_node(&ids[i]).distance(&key));
     let gateway = by_distance[3];
-    // Not node 0: the others joined through it and it through none, so restarted it would
-    // wait for their bootstrap check (10 min) to be found again (RELIABILITY.md D9).
+    // Not node 0: the others joined through it and it through none, so before D9 was fixed
+    // (RELIABILITY.md) it waited, restarted, for their bootstrap check (10 min) to be found
+    // again; it now rejoins through its saved contacts, but this test is about quotas.
     let victim = by_distance[..3]
         .iter()
         .copied()

@@ -11,8 +11,11 @@
 //! - [`peer`]: [`NetPeer`] and the overlay ⇄ wire message mapping.
 //! - `serve`: answering inbound app-protocol-1 requests through the driver.
 //! - `blame`: whose failure a failed RPC or a closed connection is (ours never counts).
+//! - [`contacts`]: the routing table's contacts saved in the data directory and dialed again
+//!   at start, so a restarted node finds its way back without a bootstrap peer.
 
 mod blame;
+pub mod contacts;
 pub mod peer;
 mod serve;
 

@@ -116,6 +116,16 @@ pub fn run(o: &Opts) -> Result<Report, HarnessError> {
             why: ledger.puts.examples().join("; "),
         })?;
     c.kill(2)?;
+    // Node 0 must stay node 2's only way back in: without this, node 2 would rejoin through
+    // the contacts it saved (node 1 among them), round the flood.
+    let saved = c.nodes[2]
+        .data_dir()
+        .join(node::dht::contacts::CONTACTS_FILE);
+    if let Err(e) = std::fs::remove_file(&saved) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(HarnessError::io(format!("removing {}", saved.display()))(e));
+        }
+    }
     let quic = c.nodes[0].quic();
     let id = c.ids()[0];
     let pid = c.pid(0);
