@@ -11,11 +11,13 @@
 //! - [`range`]: `range_header`, the gateway's `Range` parser.
 //! - [`caps`]: `cap_token`, capability tokens.
 //! - [`config`]: `config_toml`, the node's configuration file.
+//! - [`contacts`]: `contacts_file`, the saved contacts file in the data directory.
 //! - [`overlay_machine`]: `overlay_machine`, the DHT state machine under arbitrary inputs.
 //! - [`input`]: a cursor over the input bytes.
 
 pub mod caps;
 pub mod config;
+pub mod contacts;
 pub mod frames;
 pub mod hello;
 pub mod input;

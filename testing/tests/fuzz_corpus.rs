@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 mod caps;
 #[path = "../../fuzz/src/config.rs"]
 mod config;
+#[path = "../../fuzz/src/contacts.rs"]
+mod contacts;
 #[path = "../../fuzz/src/frames.rs"]
 mod frames;
 #[path = "../../fuzz/src/hello.rs"]
@@ -83,6 +85,7 @@ replays! {
     range_header => range::run,
     cap_token => caps::run,
     config_toml => config::run,
+    contacts_file => contacts::run,
     overlay_machine => overlay_machine::run,
 }
 
