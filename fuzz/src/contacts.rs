@@ -22,7 +22,11 @@ fn check(bytes: &[u8]) {
     let Ok(peers) = decode(bytes) else {
         return;
     };
-    assert!(peers.len() <= CONTACTS_MAX, "{} contacts accepted", peers.len());
+    assert!(
+        peers.len() <= CONTACTS_MAX,
+        "{} contacts accepted",
+        peers.len()
+    );
     assert_eq!(
         encode(&peers),
         bytes,
