@@ -233,6 +233,16 @@ fn d9_a_restarted_seed_is_found_again() {
         .unwrap();
 }
 
+/// Two nodes, ready, each in the other's table.
+fn two_joined_nodes() -> (Mesh, Vec<NodeId>) {
+    let mut mesh = Mesh::start(2, |_, _| {}).unwrap();
+    mesh.wait_ready(Duration::from_secs(20)).unwrap();
+    let ids = mesh.ids().unwrap();
+    mesh.wait_tables_hold(&[0, 1], &ids, Duration::from_secs(30))
+        .unwrap();
+    (mesh, ids)
+}
+
 /// A graceful stop, waited for: the node has said goodbye and saved its contacts.
 fn stop(node: &mut NodeProcess) {
     node.sigterm().unwrap();
@@ -243,11 +253,7 @@ fn stop(node: &mut NodeProcess) {
 /// another key is refused, as a `--bootstrap ID@HOST:PORT` would be; the right id joins.
 #[test]
 fn a_saved_contact_must_prove_its_id() {
-    let mut mesh = Mesh::start(2, |_, _| {}).unwrap();
-    mesh.wait_ready(Duration::from_secs(20)).unwrap();
-    let ids = mesh.ids().unwrap();
-    mesh.wait_tables_hold(&[0, 1], &ids, Duration::from_secs(30))
-        .unwrap();
+    let (mut mesh, ids) = two_joined_nodes();
     let seed_addr = mesh.nodes[0].quic();
     let file = mesh.nodes[1].data_dir().join(contacts::CONTACTS_FILE);
     // Node 1 now depends on its saved contacts alone.
@@ -282,11 +288,7 @@ fn a_saved_contact_must_prove_its_id() {
 /// leaves a valid file holding the peer.
 #[test]
 fn a_node_with_a_garbage_contacts_file_still_starts() {
-    let mut mesh = Mesh::start(2, |_, _| {}).unwrap();
-    mesh.wait_ready(Duration::from_secs(20)).unwrap();
-    let ids = mesh.ids().unwrap();
-    mesh.wait_tables_hold(&[0, 1], &ids, Duration::from_secs(30))
-        .unwrap();
+    let (mut mesh, ids) = two_joined_nodes();
     let file = mesh.nodes[1].data_dir().join(contacts::CONTACTS_FILE);
     stop(&mut mesh.nodes[1]);
     let good = std::fs::read(&file).unwrap();
