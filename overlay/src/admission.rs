@@ -138,13 +138,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::testnet::TestPeer;
-
-    fn key(first: u8) -> Key {
-        let mut k = [0u8; 32];
-        k[0] = first;
-        Key(k)
-    }
+    use crate::testnet::{TestPeer, key_from_first as key};
 
     fn table(now: Instant, peers: &[u8]) -> RoutingTable<TestPeer> {
         let mut t = RoutingTable::new(key(0), 20, 20, 2, None, now);

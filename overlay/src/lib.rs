@@ -19,6 +19,7 @@
 //! - [`dht`]: [`Dht`], the state machine that ties them together.
 //! - [`replication`]: [`Planner`], which keeps each object on its RF closest nodes.
 //! - [`admission`]: [`Admission`], who may push us a replica without a capability.
+//! - [`write`]: [`Write`], one write's targets, quorum and retries of busy targets.
 //! - [`testnet`]: an in-memory network of `Dht`s on a deterministic scheduler, for tests
 //!   and benchmarks.
 
@@ -35,6 +36,7 @@ pub mod routing;
 pub mod rtt;
 pub mod testnet;
 pub mod time;
+pub mod write;
 
 pub use admission::{Admission, Refusal};
 pub use config::{Config, IpDiversity, ReplicationConfig};
@@ -45,3 +47,4 @@ pub use query::{QueryId, QueryKind, QueryResult, QueryStats};
 pub use replication::{PlanEvent, Planner, TransferId, TransferOutcome};
 pub use routing::RoutingTable;
 pub use time::Instant;
+pub use write::{PlaceResult, Write, WriteAnswer, placement_targets};

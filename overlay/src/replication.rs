@@ -442,15 +442,9 @@ impl<P: Peer> Planner<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testnet::TestPeer;
+    use crate::testnet::{TestPeer, key_from_first as key};
 
     const MIB: u64 = 1 << 20;
-
-    fn key(first: u8) -> Key {
-        let mut k = [0u8; 32];
-        k[0] = first;
-        Key(k)
-    }
 
     fn peer(first: u8, idx: u32) -> TestPeer {
         TestPeer {

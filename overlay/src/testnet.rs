@@ -32,6 +32,14 @@ pub struct TestPeer {
     pub idx: u32,
 }
 
+/// A key whose first byte is `first` and the rest zero: keys whose order and distances a
+/// test can read at a glance.
+pub fn key_from_first(first: u8) -> Key {
+    let mut k = [0u8; 32];
+    k[0] = first;
+    Key(k)
+}
+
 impl Peer for TestPeer {
     fn key(&self) -> Key {
         self.key

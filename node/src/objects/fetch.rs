@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use wire::object::{APP_PROTO_OBJECT, ByteRange, ObjectRequest, ObjectResponse};
 use wire::{Status, message};
 
-use super::Objects;
 use super::pieces::{Cut, PieceReader};
+use super::{DurableTo, Objects};
 use crate::dht::NetPeer;
 use crate::store::{Hash, StoreError};
 use crate::transport::TransportError;
@@ -455,7 +455,7 @@ impl Objects {
         size: u64,
         push: bool,
         eager: bool,
-        durable: Option<mpsc::Sender<()>>,
+        durable: Option<&DurableTo>,
     ) -> Placed {
         let proven = if eager && push {
             None
@@ -464,8 +464,8 @@ impl Objects {
         };
         let pushed = match proven {
             Some(Ok(())) => {
-                if let Some(d) = &durable {
-                    let _ = d.send(()).await;
+                if let Some(d) = durable {
+                    d.report().await;
                 }
                 return Placed::Verified { moved: false };
             }
@@ -487,17 +487,13 @@ impl Objects {
             }
         };
         // `Stored` is durable by the holder's word after its fsync; `Held` only once proven.
-        if moved {
-            if let Some(d) = &durable {
-                let _ = d.send(()).await;
-            }
+        if moved && let Some(d) = durable {
+            d.report().await;
         }
         match self.prove(peer, hash, size).await {
             Ok(()) => {
-                if !moved {
-                    if let Some(d) = &durable {
-                        let _ = d.send(()).await;
-                    }
+                if !moved && let Some(d) = durable {
+                    d.report().await;
                 }
                 Placed::Verified { moved }
             }

@@ -18,13 +18,13 @@ mod pieces;
 mod repair_now;
 mod serve;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use overlay::{Key, PlanEvent, QueryResult, TransferOutcome};
+use overlay::{Key, PlaceResult, PlanEvent, QueryResult, TransferOutcome, Write};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use wire::NodeId;
@@ -300,27 +300,21 @@ impl Objects {
 
     /// The `n` closest nodes to `key` (`n` at least 1), by a lookup (falling back to our
     /// table): the peers among them, nearest first, and whether we are one of them (then
-    /// the peers are `n - 1`). The object and mailbox layers place copies with it.
+    /// the peers are `n - 1`; the rule is `overlay::placement_targets`). The object and
+    /// mailbox layers place copies with it.
     pub(crate) async fn closest_set(&self, key: Key, n: usize) -> (Vec<NetPeer>, bool) {
-        let me = self.dht.local().key;
-        let rf = n.max(1);
-        let mut peers = match self.dht.find_node(key).await {
+        let peers = match self.dht.find_node(key).await {
             Ok(out) => match out.result {
                 QueryResult::FindNode { closest } => closest,
                 _ => Vec::new(),
             },
-            Err(_) => self.dht.closest_known(key, rf).await.unwrap_or_default(),
+            Err(_) => self
+                .dht
+                .closest_known(key, n.max(1))
+                .await
+                .unwrap_or_default(),
         };
-        let me_id = self.dht.local().id;
-        peers.retain(|p| p.id != me_id);
-        peers.sort_by_key(|p| p.key.distance(&key));
-        // We count among the RF closest if we are closer than the RF-th peer.
-        let self_in = peers.len() < rf
-            || peers
-                .get(rf - 1)
-                .is_some_and(|p| p.key.distance(&key) > me.distance(&key));
-        peers.truncate(if self_in { rf - 1 } else { rf });
-        (peers, self_in)
+        overlay::placement_targets(self.dht.local().key, key, peers, n)
     }
 
     /// How many durable copies a write needs: W, or 1 on a node that never had a peer (a
@@ -335,76 +329,52 @@ impl Objects {
 
     /// After a local durable write: place copies at the RF closest and return once `want`
     /// copies in all are durable (ours counts), every placement has finished, or the
-    /// write's wait ran out. A copy counts when its holder answered `Stored` after its
-    /// fsync, or proved it already held the object with a verified read; a peer's word
-    /// alone does not count. Placements still running go on in the background and report
-    /// to the planner, which also repairs what the write could not place.
+    /// write's wait ran out; `overlay::Write` decides each of these, and when a target busy
+    /// with another pusher's copy is asked again. A copy counts when its holder answered
+    /// `Stored` after its fsync, or proved it already held the object with a verified read;
+    /// a peer's word alone does not count. Placements still running go on in the background
+    /// and report to the planner, which also repairs what the write could not place.
     pub async fn replicate(&self, hash: Hash, size: u64) -> Replicated {
         let want = self.write_quorum();
         let targets = self.targets(hash).await;
-        let deadline = tokio::time::Instant::now() + self.limits.put_wait(size);
+        let clock = WriteClock(tokio::time::Instant::now());
+        let mut write = Write::new(clock.now(), targets, want, self.limits.put_wait(size));
         // The write's pushes are registered with the planner before it hears of the object,
         // or its own repair pushes to the same targets race ours (each receiver takes one
         // push of an object at a time).
-        let mut pushes = Vec::with_capacity(targets.len());
-        for peer in targets {
-            let id = self
-                .dht
-                .begin_external(Key(hash), peer.key)
-                .await
-                .ok()
-                .flatten();
-            pushes.push((peer, id));
+        let mut planned = BTreeMap::new();
+        for peer in write.targets() {
+            if let Ok(Some(id)) = self.dht.begin_external(Key(hash), peer.key).await {
+                planned.insert(peer.key, id);
+            }
         }
         self.announce(hash, size).await;
-        let (durable_tx, mut durable) = mpsc::channel(pushes.len().max(1));
-        for (peer, id) in pushes {
-            let objects = self.clone();
-            let tx = durable_tx.clone();
+        let mut run = WriteRun {
+            objects: self.clone(),
+            hash,
+            size,
+            clock,
+            planned,
+            reports: mpsc::channel(write.targets().count() * 2 + 1),
+        };
+        let answer = loop {
+            run.start_placements(&mut write);
+            if let Some(answer) = write.answer(clock.now()) {
+                break answer;
+            }
+            run.next_report(&mut write).await;
+        };
+        if !write.finished(clock.now()) {
             tokio::spawn(async move {
-                let placed = objects.place_in_time(&peer, hash, size, tx, deadline).await;
-                if let Some(id) = id {
-                    let _ = objects.dht.transfer_done(id, outcome(&placed)).await;
+                while !write.finished(clock.now()) {
+                    run.start_placements(&mut write);
+                    run.next_report(&mut write).await;
                 }
             });
         }
-        drop(durable_tx);
-        let mut copies = 1;
-        while copies < want {
-            match tokio::time::timeout_at(deadline, durable.recv()).await {
-                Ok(Some(())) => copies += 1,
-                Ok(None) | Err(_) => break,
-            }
-        }
-        Replicated { copies, want }
-    }
-
-    /// Places the write's copy at `peer`. A target already receiving the object from
-    /// another pusher (a concurrent write of the same bytes, or a repair) is asked again,
-    /// backing off, until `deadline`: its copy is on its way and, once landed, is proven
-    /// like any other.
-    async fn place_in_time(
-        &self,
-        peer: &NetPeer,
-        hash: Hash,
-        size: u64,
-        durable: mpsc::Sender<()>,
-        deadline: tokio::time::Instant,
-    ) -> Placed {
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            let placed = self
-                .place_copy(peer, hash, size, true, true, Some(durable.clone()))
-                .await;
-            match placed {
-                Placed::Failed(FetchError::InProgress)
-                    if tokio::time::Instant::now() + backoff < deadline =>
-                {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-                other => return other,
-            }
+        Replicated {
+            copies: answer.copies,
+            want: answer.want,
         }
     }
 
@@ -670,6 +640,99 @@ impl Objects {
 }
 
 /// The planner's reading of a placement.
+/// A write's own time line, as `overlay::Write` counts time.
+#[derive(Debug, Clone, Copy)]
+struct WriteClock(tokio::time::Instant);
+
+impl WriteClock {
+    fn now(&self) -> overlay::Instant {
+        overlay::Instant::from_duration(self.0.elapsed())
+    }
+
+    fn deadline(&self, t: overlay::Instant) -> tokio::time::Instant {
+        self.0 + t.as_duration()
+    }
+}
+
+/// What a write's placements tell it.
+enum WriteReport {
+    /// The peer's copy is durable.
+    Durable(Key),
+    /// The placement at the peer ended.
+    Placed(Key, Placed),
+}
+
+/// Where a placement reports its copy durable, the moment it is: a write counts it then,
+/// not when the placement's proof is done.
+pub(crate) struct DurableTo {
+    tx: mpsc::Sender<WriteReport>,
+    peer: Key,
+}
+
+impl DurableTo {
+    async fn report(&self) {
+        let _ = self.tx.send(WriteReport::Durable(self.peer)).await;
+    }
+}
+
+/// The I/O side of one write: starts the placements `overlay::Write` asks for and feeds
+/// back what they report.
+struct WriteRun {
+    objects: Objects,
+    hash: Hash,
+    size: u64,
+    clock: WriteClock,
+    /// The planner's id for each target's transfer, reported once it is over for good.
+    planned: BTreeMap<Key, overlay::TransferId>,
+    reports: (mpsc::Sender<WriteReport>, mpsc::Receiver<WriteReport>),
+}
+
+impl WriteRun {
+    fn start_placements(&self, write: &mut Write<NetPeer>) {
+        while let Some(peer) = write.poll_place(self.clock.now()) {
+            let objects = self.objects.clone();
+            let (hash, size) = (self.hash, self.size);
+            let tx = self.reports.0.clone();
+            tokio::spawn(async move {
+                let durable = DurableTo {
+                    tx: tx.clone(),
+                    peer: peer.key,
+                };
+                let placed = objects
+                    .place_copy(&peer, hash, size, true, true, Some(&durable))
+                    .await;
+                let _ = tx.send(WriteReport::Placed(peer.key, placed)).await;
+            });
+        }
+    }
+
+    /// Waits for the next report (or the write's next timer) and applies it.
+    async fn next_report(&mut self, write: &mut Write<NetPeer>) {
+        let report = match write.poll_timeout() {
+            Some(t) => tokio::time::timeout_at(self.clock.deadline(t), self.reports.1.recv())
+                .await
+                .ok()
+                .flatten(),
+            None => self.reports.1.recv().await,
+        };
+        match report {
+            Some(WriteReport::Durable(peer)) => write.handle_durable(&peer),
+            Some(WriteReport::Placed(peer, placed)) => {
+                let result = match placed {
+                    Placed::Failed(FetchError::InProgress) => PlaceResult::Busy,
+                    _ => PlaceResult::Done,
+                };
+                if write.handle_placed(self.clock.now(), &peer, result)
+                    && let Some(id) = self.planned.get(&peer)
+                {
+                    let _ = self.objects.dht.transfer_done(*id, outcome(&placed)).await;
+                }
+            }
+            None => {}
+        }
+    }
+}
+
 fn outcome(placed: &Placed) -> TransferOutcome {
     match placed {
         Placed::Verified { .. } => TransferOutcome::Verified,
