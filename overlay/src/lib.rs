@@ -19,6 +19,7 @@
 //! - [`dht`]: [`Dht`], the state machine that ties them together.
 //! - [`replication`]: [`Planner`], which keeps each object on its RF closest nodes.
 //! - [`admission`]: [`Admission`], who may push us a replica without a capability.
+//! - [`locate`]: [`Search`], one pass of a GET's search for a holder.
 //! - [`write`]: [`Write`], one write's targets, quorum and retries of busy targets.
 //! - [`testnet`]: an in-memory network of `Dht`s on a deterministic scheduler, for tests
 //!   and benchmarks.
@@ -28,6 +29,7 @@ pub mod closest;
 pub mod config;
 pub mod dht;
 pub mod key;
+pub mod locate;
 pub mod peer;
 pub mod providers;
 pub mod query;
@@ -42,6 +44,7 @@ pub use admission::{Admission, Refusal};
 pub use config::{Config, IpDiversity, ReplicationConfig};
 pub use dht::{CommandError, Dht, DhtStats, Event, Request, Response, RpcFailure, RpcId, Transmit};
 pub use key::{Distance, Key};
+pub use locate::{ProbeAnswer, Search, SearchOutcome};
 pub use peer::{IpGroup, Peer};
 pub use query::{QueryId, QueryKind, QueryResult, QueryStats};
 pub use replication::{PlanEvent, Planner, TransferId, TransferOutcome};

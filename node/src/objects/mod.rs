@@ -24,7 +24,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use overlay::{Key, PlaceResult, PlanEvent, QueryResult, TransferOutcome, Write};
+use overlay::{
+    Key, PlaceResult, PlanEvent, ProbeAnswer, QueryResult, Search, SearchOutcome, TransferOutcome,
+    Write,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use wire::NodeId;
@@ -450,17 +453,17 @@ impl Objects {
             Ok(Err(e)) => return Err(Unproven::Final(LocateError::Overloaded(e.to_string()))),
             Err(_) => return Err(Unproven::Final(LocateError::Timeout)),
         };
-        let provider_count = providers.len();
-        let mut candidates: Vec<NetPeer> = providers;
-        candidates.extend(closest.into_iter().take(self.limits.rf * 2));
-        let me = self.dht.local().id;
-        candidates.retain(|p| p.id != me);
-        let mut seen = BTreeSet::new();
-        candidates.retain(|p| seen.insert(p.id));
+        let mut search = Search::new(
+            self.dht.local().key,
+            providers,
+            closest,
+            self.limits.rf,
+            wanted,
+        );
         // Ask every candidate at once, each bounded by the probe timeout: a dead holder (its
         // provider record outlives it) costs one probe timeout, not the whole search.
         let mut probes = JoinSet::new();
-        for c in &candidates {
+        for c in search.candidates() {
             let objects = self.clone();
             let t = self.limits.probe_timeout;
             let c = c.clone();
@@ -469,57 +472,51 @@ impl Objects {
                 (c, answer)
             });
         }
-        let mut found: Option<(NetPeer, Tail)> = None;
-        let mut settled = BTreeSet::new();
-        let mut silent = 0;
-        let mut answered = 0;
-        while found.is_none() {
+        let mut tail = None;
+        while !search.is_over() {
             let (c, answer) = match tokio::time::timeout_at(deadline, probes.join_next()).await {
                 Ok(Some(Ok(n))) => n,
                 Ok(Some(Err(_))) => continue,
                 Ok(None) => break,
                 Err(_) => {
-                    silent += probes.len();
+                    search.handle_deadline();
                     break;
                 }
             };
-            if matches!(answer, Ok(Ok(_) | Err(FetchError::Status(_)))) {
-                answered += 1;
-            }
-            settled.insert(c.id);
-            match answer {
-                Ok(Ok(t)) => found = Some((c, t)),
-                Ok(Err(FetchError::Status(Status::NotFound))) => {}
+            let judged = match answer {
+                Ok(Ok(t)) => {
+                    tail = Some(t);
+                    ProbeAnswer::Holds
+                }
+                Ok(Err(FetchError::Status(Status::NotFound))) => ProbeAnswer::Lacks,
+                Ok(Err(FetchError::Status(_))) => ProbeAnswer::Declined,
                 Ok(Err(e @ (FetchError::Integrity | FetchError::Message(_)))) => {
                     self.note_failure(&c, &e);
+                    ProbeAnswer::Invalid
                 }
-                Ok(Err(_)) | Err(_) => silent += 1,
-            }
+                Ok(Err(_)) | Err(_) => ProbeAnswer::Silent,
+            };
+            search.handle_answer(&c.key, judged);
         }
         probes.abort_all();
-        match found {
-            Some((first, Tail { size, whole })) => {
+        match (search.outcome(), tail) {
+            (SearchOutcome::Found { holders }, Some(Tail { size, whole })) => {
                 if let Some(w) = &whole {
                     // Verified against its id: as good as a local small object for reads.
                     self.store.remember_verified(hash, w.clone());
                 }
-                let mut holders = vec![first];
-                holders.extend(candidates.into_iter().filter(|c| !settled.contains(&c.id)));
                 Ok(Located::Remote {
                     size,
                     holders,
                     whole,
                 })
             }
-            // Records named holders and none proved it: the walk may have stopped at a
-            // stale record before it reached the nodes that hold it.
-            None if provider_count > 0 && wanted < self.limits.rf => Err(Unproven::AfterRecords),
-            // Records say someone holds it, or nobody we asked could answer: the search did
-            // not finish. Try again later.
-            None if silent > 0 && (provider_count > 0 || answered == 0) => {
-                Err(Unproven::Final(LocateError::Timeout))
+            (SearchOutcome::SearchAgain, _) => Err(Unproven::AfterRecords),
+            (SearchOutcome::Unfinished, _) => Err(Unproven::Final(LocateError::Timeout)),
+            // Found without a tail cannot happen: a holder is judged by its verified tail.
+            (SearchOutcome::NotFound | SearchOutcome::Found { .. }, _) => {
+                Err(Unproven::Final(LocateError::NotFound))
             }
-            None => Err(Unproven::Final(LocateError::NotFound)),
         }
     }
 

@@ -1,0 +1,263 @@
+//! One pass of a GET's search for a holder, the decisions the read path makes wherever it
+//! runs: whom to ask, when to stop, the order to fetch in, and what a search that proved
+//! nothing means.
+//!
+//! The candidates are the providers the walk returned, then the `2·rf` closest nodes it
+//! saw, ourselves and duplicates left out. The driver asks them all at once for the
+//! object's final group (a dead holder whose record outlives it costs one probe timeout,
+//! not the search) and reports each answer; the first holder whose answer verified ends the
+//! search. The failover order is that holder, then the candidates that had not answered
+//! when it did (a fetch verifies every byte it reads, so an unproven candidate can cost
+//! time, never correctness). A search that proved nothing is final only when it learned
+//! enough: records whose providers all failed to prove the object, in a pass that asked
+//! for fewer than rf providers, are worth a second pass for rf of them (the walk may have
+//! stopped at a stale record); records, or silence from everyone, with some candidates
+//! silent, mean the search did not finish; anything else is a miss.
+
+use std::collections::BTreeSet;
+
+use crate::key::Key;
+use crate::peer::Peer;
+
+/// What one candidate's probe came to, as the driver judged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    /// It holds the object: its final group verified against the id.
+    Holds,
+    /// It answered that it lacks the object.
+    Lacks,
+    /// It answered, but with a refusal (busy, say): neither holder nor proof of absence.
+    Declined,
+    /// Its answer did not verify or did not decode (counted against it by the driver).
+    Invalid,
+    /// No answer: unreachable, reset, or the probe timed out.
+    Silent,
+}
+
+/// How a search ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchOutcome<P> {
+    /// A holder proved the object: fetch from these, in this order.
+    Found {
+        /// The holder that proved it, then the candidates still silent when it did.
+        holders: Vec<P>,
+    },
+    /// Records named providers and none proved the object: search again for rf providers.
+    SearchAgain,
+    /// The search did not finish (records exist, or nobody could answer): try later.
+    Unfinished,
+    /// Everyone asked answered and nobody holds it.
+    NotFound,
+}
+
+/// One pass's search for a holder.
+#[derive(Debug, Clone)]
+pub struct Search<P> {
+    candidates: Vec<P>,
+    providers: usize,
+    /// Whether a second pass for rf providers is still possible.
+    may_search_again: bool,
+    settled: BTreeSet<Key>,
+    found: Option<Key>,
+    answered: usize,
+    silent: usize,
+}
+
+impl<P: Peer> Search<P> {
+    /// A search among what a provider walk that asked for `wanted` providers returned, for
+    /// an object kept on `rf` nodes, run by `local`.
+    pub fn new(
+        local: Key,
+        providers: Vec<P>,
+        closest: Vec<P>,
+        rf: usize,
+        wanted: usize,
+    ) -> Search<P> {
+        let providers_count = providers.len();
+        let mut candidates = providers;
+        candidates.extend(closest.into_iter().take(rf.saturating_mul(2)));
+        let mut seen = BTreeSet::new();
+        candidates.retain(|p| p.key() != local && seen.insert(p.key()));
+        Search {
+            candidates,
+            providers: providers_count,
+            may_search_again: wanted < rf,
+            settled: BTreeSet::new(),
+            found: None,
+            answered: 0,
+            silent: 0,
+        }
+    }
+
+    /// Everyone to probe, at once.
+    pub fn candidates(&self) -> &[P] {
+        &self.candidates
+    }
+
+    /// `peer`'s probe came to `answer`. Returns whether the search is over (a holder
+    /// proved the object, or every candidate has answered).
+    pub fn handle_answer(&mut self, peer: &Key, answer: ProbeAnswer) -> bool {
+        if self.found.is_some()
+            || !self.candidates.iter().any(|c| c.key() == *peer)
+            || !self.settled.insert(*peer)
+        {
+            return self.is_over();
+        }
+        match answer {
+            ProbeAnswer::Holds => {
+                self.answered += 1;
+                self.found = Some(*peer);
+            }
+            ProbeAnswer::Lacks | ProbeAnswer::Declined => self.answered += 1,
+            ProbeAnswer::Invalid => {}
+            ProbeAnswer::Silent => self.silent += 1,
+        }
+        self.is_over()
+    }
+
+    /// The search's time ran out: whoever has not answered was silent.
+    pub fn handle_deadline(&mut self) {
+        if self.found.is_none() {
+            self.silent += self.candidates.len() - self.settled.len();
+            let all: Vec<Key> = self.candidates.iter().map(Peer::key).collect();
+            self.settled.extend(all);
+        }
+    }
+
+    /// Whether a holder proved the object or every candidate is settled.
+    pub fn is_over(&self) -> bool {
+        self.found.is_some() || self.settled.len() == self.candidates.len()
+    }
+
+    /// What the search came to.
+    pub fn outcome(self) -> SearchOutcome<P> {
+        if let Some(first) = self.found {
+            let mut holders = Vec::with_capacity(self.candidates.len());
+            let mut rest = Vec::new();
+            for c in self.candidates {
+                let k = c.key();
+                if k == first {
+                    holders.push(c);
+                } else if !self.settled.contains(&k) {
+                    rest.push(c);
+                }
+            }
+            holders.extend(rest);
+            return SearchOutcome::Found { holders };
+        }
+        if self.providers > 0 && self.may_search_again {
+            SearchOutcome::SearchAgain
+        } else if self.silent > 0 && (self.providers > 0 || self.answered == 0) {
+            SearchOutcome::Unfinished
+        } else {
+            SearchOutcome::NotFound
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testnet::{TestPeer, key_from_first as key};
+
+    fn peer(first: u8) -> TestPeer {
+        TestPeer {
+            key: key(first),
+            idx: u32::from(first),
+        }
+    }
+
+    fn firsts(ps: &[TestPeer]) -> Vec<u8> {
+        ps.iter().map(|p| p.key.0[0]).collect()
+    }
+
+    #[test]
+    fn candidates_are_providers_then_closest_without_us_or_duplicates() {
+        let s = Search::new(
+            key(9),
+            vec![peer(5), peer(9)],
+            vec![
+                peer(1),
+                peer(5),
+                peer(2),
+                peer(3),
+                peer(4),
+                peer(6),
+                peer(7),
+                peer(8),
+            ],
+            3,
+            1,
+        );
+        // Providers first; then the 2·rf = 6 closest, of which 5 was already there.
+        assert_eq!(firsts(s.candidates()), vec![5, 1, 2, 3, 4, 6]);
+    }
+
+    #[test]
+    fn the_first_holder_ends_the_search_and_leads_the_failover_list() {
+        let mut s = Search::new(key(0), vec![peer(1)], vec![peer(2), peer(3), peer(4)], 3, 1);
+        assert!(!s.handle_answer(&key(2), ProbeAnswer::Lacks));
+        assert!(!s.handle_answer(&key(1), ProbeAnswer::Silent));
+        assert!(s.handle_answer(&key(3), ProbeAnswer::Holds));
+        // Later answers change nothing.
+        assert!(s.handle_answer(&key(4), ProbeAnswer::Lacks));
+        // 3 proved it; 4 had not answered when it did; 1 was silent, 2 lacks it.
+        assert_eq!(
+            s.outcome(),
+            SearchOutcome::Found {
+                holders: vec![peer(3), peer(4)]
+            }
+        );
+    }
+
+    #[test]
+    fn records_that_prove_nothing_are_worth_a_second_pass_once() {
+        let answer_all = |mut s: Search<TestPeer>| {
+            for k in [1, 2] {
+                s.handle_answer(&key(k), ProbeAnswer::Lacks);
+            }
+            assert!(s.is_over());
+            s.outcome()
+        };
+        let first = Search::new(key(0), vec![peer(1)], vec![peer(2)], 3, 1);
+        assert_eq!(answer_all(first), SearchOutcome::SearchAgain);
+        // The second pass asked for rf providers: its verdict is final.
+        let second = Search::new(key(0), vec![peer(1)], vec![peer(2)], 3, 3);
+        assert_eq!(answer_all(second), SearchOutcome::NotFound);
+    }
+
+    #[test]
+    fn silence_is_no_proof_of_absence() {
+        // Records exist and a candidate was silent: not finished.
+        let mut s = Search::new(key(0), vec![peer(1)], vec![peer(2)], 3, 3);
+        s.handle_answer(&key(2), ProbeAnswer::Lacks);
+        s.handle_deadline();
+        assert_eq!(s.outcome(), SearchOutcome::Unfinished);
+        // No records, nobody answered (refusals and lies are no answers of absence).
+        let mut s = Search::new(key(0), vec![], vec![peer(1), peer(2)], 3, 1);
+        s.handle_answer(&key(1), ProbeAnswer::Invalid);
+        s.handle_answer(&key(2), ProbeAnswer::Silent);
+        assert_eq!(s.outcome(), SearchOutcome::Unfinished);
+        // No records, some silent but someone answered that it lacks it: a miss.
+        let mut s = Search::new(key(0), vec![], vec![peer(1), peer(2)], 3, 1);
+        s.handle_answer(&key(1), ProbeAnswer::Lacks);
+        s.handle_answer(&key(2), ProbeAnswer::Silent);
+        assert_eq!(s.outcome(), SearchOutcome::NotFound);
+    }
+
+    #[test]
+    fn answers_from_strangers_or_twice_do_not_count() {
+        let mut s = Search::new(key(0), vec![], vec![peer(1)], 3, 1);
+        assert!(!s.handle_answer(&key(7), ProbeAnswer::Holds));
+        assert!(s.handle_answer(&key(1), ProbeAnswer::Lacks));
+        assert!(s.handle_answer(&key(1), ProbeAnswer::Holds));
+        assert_eq!(s.outcome(), SearchOutcome::NotFound);
+    }
+
+    #[test]
+    fn a_search_with_no_candidates_is_over_at_once() {
+        let s: Search<TestPeer> = Search::new(key(0), vec![], vec![], 3, 1);
+        assert!(s.is_over());
+        assert_eq!(s.outcome(), SearchOutcome::NotFound);
+    }
+}
