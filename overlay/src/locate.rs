@@ -158,14 +158,7 @@ impl<P: Peer> Search<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testnet::{TestPeer, key_from_first as key};
-
-    fn peer(first: u8) -> TestPeer {
-        TestPeer {
-            key: key(first),
-            idx: u32::from(first),
-        }
-    }
+    use crate::testnet::{TestPeer, key_from_first as key, peer_from_first as peer};
 
     fn firsts(ps: &[TestPeer]) -> Vec<u8> {
         ps.iter().map(|p| p.key.0[0]).collect()

@@ -40,6 +40,14 @@ pub fn key_from_first(first: u8) -> Key {
     Key(k)
 }
 
+/// A test peer at [`key_from_first`]`(first)`, its index the same byte.
+pub fn peer_from_first(first: u8) -> TestPeer {
+    TestPeer {
+        key: key_from_first(first),
+        idx: u32::from(first),
+    }
+}
+
 impl Peer for TestPeer {
     fn key(&self) -> Key {
         self.key

@@ -225,14 +225,7 @@ impl<P: Peer> Write<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testnet::{TestPeer, key_from_first as key};
-
-    fn peer(first: u8) -> TestPeer {
-        TestPeer {
-            key: key(first),
-            idx: u32::from(first),
-        }
-    }
+    use crate::testnet::{TestPeer, key_from_first as key, peer_from_first as peer};
 
     fn at(ms: u64) -> Instant {
         Instant::from_duration(Duration::from_millis(ms))
