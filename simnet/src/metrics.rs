@@ -121,7 +121,7 @@ pub const STATE_FIELDS: [&str; 7] = [
 
 /// Which fields of [`STATE_FIELDS`] the soak's tolerance applies to: every node's own state.
 /// `engine_events` (the shared queue over the live nodes) is reported, not bounded: it is
-/// dominated by the 30 s connection timeouts a crash leaves at each of its ~130 peers, so
+/// dominated by the 30 s connection timeouts a crash leaves at each of its peers (130–230), so
 /// a snapshot swings by tens of percent with the number of crashes in the last 30 s.
 pub const STATE_BOUNDED: [bool; 7] = [true, true, true, true, true, true, false];
 
