@@ -17,15 +17,18 @@
 //!   handshakes.
 //! - [`links`]: each node's connections (capped, least recently used closed first) and
 //!   message counters.
+//! - [`durability`]: live copies per object, time below RF, failure-to-restore times.
 //! - [`churn`]: renewal churn with equilibrium starts, and lifetime distributions.
 //! - [`oracle`]: the sorted global view (true closest nodes, ideal-table ranges).
 //! - [`engine`]: [`Sim`], the event loop, nodes, setup and workload.
 //! - [`metrics`], [`output`], [`plots`]: what a run measured, and the files it writes.
 //! - [`run`], [`sweep`]: a whole run with progress, and parameter grids.
+//! - [`soak`]: a soak's verdict: per-node state at two checkpoints, safety over the run.
 //! - [`swarm`]: many seeds of random faults over small networks, judged by checkers.
 //! - [`measure`]: wall time and peak memory, the only run-dependent numbers.
 
 pub mod churn;
+pub mod durability;
 pub mod engine;
 pub mod latency;
 pub mod links;
@@ -38,6 +41,7 @@ pub mod plots;
 pub mod run;
 pub mod scenario;
 pub mod seed;
+pub mod soak;
 pub mod swarm;
 pub mod sweep;
 
@@ -63,6 +67,14 @@ pub enum Error {
     /// A swarm seed could not be set up.
     #[error(transparent)]
     Swarm(#[from] swarm::SwarmError),
+    /// A soak broke a safety check or its state bound (its summary line says which).
+    #[error("soak failed: {violations} safety violations, worst state change {worst_pct:+.2} %")]
+    SoakFailed {
+        /// Safety violations found.
+        violations: u64,
+        /// The largest relative change of a bounded per-node mean, %.
+        worst_pct: f64,
+    },
     /// Swarm seeds broke a checked property (each printed its replay command).
     #[error("{failed} swarm seeds failed")]
     SwarmFailed {

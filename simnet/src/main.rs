@@ -4,7 +4,7 @@
 //! Exit codes tell failures apart (the checkers report through them): 0 success, 2 a
 //! scenario or argument error, 3 a broken invariant (a bug in overlay or simnet; also a
 //! swarm seed that failed in a way no known defect explains, or any failed seed with
-//! `--strict`), 4 an output that could not be written, 1 anything else.
+//! `--strict`, or a soak that failed its checks or its state bound), 4 an output that could not be written, 1 anything else.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -155,6 +155,15 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 summary.wall_seconds,
                 out.display()
             );
+            if let Some(soak) = &summary.soak {
+                println!("{}", soak.line());
+                if !soak.pass {
+                    return Err(Error::SoakFailed {
+                        violations: soak.violations,
+                        worst_pct: soak.worst_change * 100.0,
+                    });
+                }
+            }
         }
         Command::Sweep {
             scenario: path,
@@ -228,7 +237,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             let code = match e.downcast_ref::<Error>() {
                 Some(Error::Scenario(_)) => 2,
-                Some(Error::Sim(_) | Error::SwarmFailed { .. }) => 3,
+                Some(Error::Sim(_) | Error::SwarmFailed { .. } | Error::SoakFailed { .. }) => 3,
                 Some(Error::Output(_)) => 4,
                 Some(Error::Swarm(_)) => 2,
                 None => 1,

@@ -96,6 +96,72 @@ pub struct Row {
     pub replicas_mean: f64,
     /// Repair bytes that arrived in the interval.
     pub repair_bytes: u64,
+    /// Per-node state at the end of the interval (soaks only).
+    pub state: Option<StateSample>,
+    /// Safety violations the soak's checkers found at the end of the interval.
+    pub violations: u64,
+    /// Objects with fewer than RF live copies at the end of the interval.
+    pub below_rf: u64,
+    /// Objects with no live copy at the end of the interval.
+    pub unavailable: u64,
+}
+
+/// The per-node quantities a soak samples: whatever a node keeps that would grow if
+/// something leaked. Each is read from the node's own state machine (`overlay::Dht`,
+/// `overlay::Planner`) or, where overlay has no accessor, from what simnet keeps for it.
+pub const STATE_FIELDS: [&str; 7] = [
+    "table",
+    "records",
+    "queries",
+    "objects",
+    "pending_ops",
+    "connections",
+    "engine_events",
+];
+
+/// Which fields of [`STATE_FIELDS`] the soak's tolerance applies to: every node's own state.
+/// `engine_events` (the shared queue over the live nodes) is reported, not bounded: it is
+/// dominated by the 30 s connection timeouts a crash leaves at each of its peers (130–230), so
+/// a snapshot swings by tens of percent with the number of crashes in the last 30 s.
+pub const STATE_BOUNDED: [bool; 7] = [true, true, true, true, true, true, false];
+
+/// One sample of every live node's state: sums and maxima over the live nodes, exact
+/// integers, so the means reported are the same for the same run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateSample {
+    /// Live nodes sampled.
+    pub live: u64,
+    /// Per field of [`STATE_FIELDS`]: the sum over live nodes.
+    pub sum: [u64; 7],
+    /// Per field: the largest value at one node.
+    pub max: [u64; 7],
+}
+
+impl StateSample {
+    /// Adds one node's values.
+    pub fn add(&mut self, values: [u64; 7]) {
+        self.live += 1;
+        for (i, v) in values.into_iter().enumerate() {
+            self.sum[i] += v;
+            self.max[i] = self.max[i].max(v);
+        }
+    }
+
+    /// The mean of field `i` per live node (0 without live nodes).
+    pub fn mean(&self, i: usize) -> f64 {
+        if self.live == 0 {
+            0.0
+        } else {
+            self.sum[i] as f64 / self.live as f64
+        }
+    }
+}
+
+/// The relative change of a per-node mean from `from` to `to`, against `from` or 1,
+/// whichever is larger: a queue that holds 0.02 entries per node and later 0.03 has not
+/// grown by half, it has stayed empty.
+pub fn state_change(from: f64, to: f64) -> f64 {
+    (to - from) / from.max(1.0)
 }
 
 /// The run's accumulators.
@@ -183,7 +249,21 @@ pub struct Metrics {
     pub objects_available_end: f64,
     /// Every finished lookup's outcome, in finishing order, when recording (tests).
     pub outcomes: Option<Vec<LookupOutcome>>,
+    /// Safety violations the soak's checkers found (the first [`VIOLATIONS_KEPT`], with
+    /// time), and how many in all.
+    pub violations: Vec<String>,
+    /// All violations found, kept or not.
+    pub violations_total: u64,
+    /// Live copies per object, time below RF, restore times.
+    pub durability: crate::durability::Durability,
+    /// Objects whose put stored a first copy (acknowledged writes).
+    pub acked: u64,
+    /// Of those, objects with no copy left on any node, live or down, at the end.
+    pub acked_lost: u64,
 }
+
+/// Violations kept with their description; the rest are only counted.
+pub const VIOLATIONS_KEPT: usize = 20;
 
 impl Metrics {
     /// Accumulators for a run of `duration`, `interval` per row.
@@ -235,6 +315,20 @@ impl Metrics {
             replicas_end: 0.0,
             objects_available_end: 0.0,
             outcomes: None,
+            violations: Vec::new(),
+            violations_total: 0,
+            durability: Default::default(),
+            acked: 0,
+            acked_lost: 0,
+        }
+    }
+
+    /// A soak checker found `what` at `now`.
+    pub fn violation(&mut self, now: Instant, what: String) {
+        self.violations_total += 1;
+        if self.violations.len() < VIOLATIONS_KEPT {
+            let t = now.as_duration().as_secs_f64();
+            self.violations.push(format!("t={t:.0}s {what}"));
         }
     }
 
@@ -338,9 +432,12 @@ impl Metrics {
     /// End of row `i`: record the live count and object replication there.
     pub fn close_row(&mut self, i: usize, replicas_mean: f64) {
         let alive = self.alive;
+        let (below_rf, unavailable) = (self.durability.below_rf(), self.durability.unavailable());
         if let Some(r) = self.rows.get_mut(i) {
             r.alive_end = alive;
             r.replicas_mean = replicas_mean;
+            r.below_rf = below_rf;
+            r.unavailable = unavailable;
         }
     }
 
@@ -385,6 +482,7 @@ impl Metrics {
         self.get_search.sort_unstable();
         self.get_probe.sort_unstable();
         self.get_fetch.sort_unstable();
+        self.durability.restore_ns.sort_unstable();
         for r in &mut self.rows {
             r.latencies.sort_unstable();
         }

@@ -233,6 +233,42 @@ summary! {
     /// Bytes of copies made by repair.
     #[serde(skip_serializing_if = "Option::is_none")]
     repair_bytes: Option<u64>,
+    /// Objects tracked for durability (each from its first stored copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    objects_stored: Option<u64>,
+    /// Objects with no live copy left at the end (lost, or waiting on a down holder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    objects_lost: Option<u64>,
+    /// Object-seconds spent below RF live copies, over the run and its drain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_seconds_below_rf: Option<f64>,
+    /// Crashes of nodes that held at least one object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holder_failures: Option<u64>,
+    /// RF restored after a holder's crash took an object below it: how many times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restores: Option<u64>,
+    /// Median time from a holder's crash to RF live copies again, s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restore_s_p50: Option<f64>,
+    /// 95th percentile of the same, s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restore_s_p95: Option<f64>,
+    /// Objects still below RF at the end, since a holder's crash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unrestored_end: Option<u64>,
+    /// Repair bytes per holder failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repair_bytes_per_failure: Option<f64>,
+    /// Acknowledged writes: puts whose first copy was stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acked_writes: Option<u64>,
+    /// Of those, with no copy left on any node, live or down, at the end (must be 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acked_writes_lost: Option<u64>,
+    /// A soak's verdict (`[soak]`): state at the checkpoints, violations, pass or fail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    soak: Option<crate::soak::SoakReport>,
     /// Events processed.
     events: u64,
     /// Virtual seconds simulated (the run plus its drain).
@@ -363,6 +399,23 @@ impl Summary {
             objects_available: objects.then_some(m.objects_available_end),
             put_bytes: objects.then_some(m.put_bytes),
             repair_bytes: objects.then_some(m.repair_bytes),
+            objects_stored: objects.then_some(m.durability.objects() as u64),
+            objects_lost: objects.then_some(m.durability.unavailable()),
+            object_seconds_below_rf: objects.then_some(m.durability.below_ns as f64 / 1e9),
+            holder_failures: objects.then_some(m.durability.holder_failures),
+            restores: objects.then_some(m.durability.restore_ns.len() as u64),
+            restore_s_p50: objects
+                .then(|| percentile(&m.durability.restore_ns, 0.5).map(|ns| ns as f64 / 1e9))
+                .flatten(),
+            restore_s_p95: objects
+                .then(|| percentile(&m.durability.restore_ns, 0.95).map(|ns| ns as f64 / 1e9))
+                .flatten(),
+            unrestored_end: objects.then_some(m.durability.unrestored() as u64),
+            repair_bytes_per_failure: objects
+                .then(|| ratio(m.repair_bytes, m.durability.holder_failures)),
+            acked_writes: objects.then_some(m.acked),
+            acked_writes_lost: objects.then_some(m.acked_lost),
+            soak: crate::soak::SoakReport::new(f),
             events: f.events,
             sim_seconds: f.sim_seconds,
             wall_seconds,
@@ -390,7 +443,16 @@ pub fn timeseries_csv(f: &Finished) -> String {
          exact_rate,hops_mean,latency_ms_p50,latency_ms_p95,latency_ms_p99,messages,messages_lost",
     );
     if objects {
-        s.push_str(",gets,get_success_rate,replicas_mean,repair_bytes");
+        s.push_str(
+            ",gets,get_success_rate,replicas_mean,repair_bytes,objects_below_rf,objects_unavailable",
+        );
+    }
+    let soak = f.scenario.soak.is_some();
+    if soak {
+        for name in crate::metrics::STATE_FIELDS {
+            let _ = write!(s, ",{name}_mean,{name}_max");
+        }
+        s.push_str(",live_sampled,violations");
     }
     s.push('\n');
     for (i, r) in m.rows.iter().enumerate() {
@@ -416,12 +478,22 @@ pub fn timeseries_csv(f: &Finished) -> String {
         if objects {
             let _ = write!(
                 s,
-                ",{},{},{},{}",
+                ",{},{},{},{},{},{}",
                 r.gets,
                 fixed(ratio(r.gets_ok, r.gets)),
                 fixed(r.replicas_mean),
-                r.repair_bytes
+                r.repair_bytes,
+                r.below_rf,
+                r.unavailable
             );
+        }
+        if soak {
+            let empty = crate::metrics::StateSample::default();
+            let st = r.state.as_ref().unwrap_or(&empty);
+            for i in 0..crate::metrics::STATE_FIELDS.len() {
+                let _ = write!(s, ",{},{}", fixed(st.mean(i)), st.max[i]);
+            }
+            let _ = write!(s, ",{},{}", st.live, r.violations);
         }
         s.push('\n');
     }

@@ -225,6 +225,18 @@ fn parsed_default(section: &str, key: &str) -> Option<String> {
         ("workload", "transfers_max") => sc.workload.replication.transfers_max.to_string(),
         ("output", "interval_s") => secs(sc.output.interval),
         ("output", "plots") => sc.output.plots.to_string(),
+        ("soak", _) => {
+            let sc = common::scenario("duration_s = 86400\n[soak]");
+            let soak = sc.soak.expect("an empty [soak] section is a soak");
+            match key {
+                "from_s" => secs(soak.from),
+                "to_s" if soak.to == sc.duration => "duration_s".into(),
+                "to_s" => secs(soak.to),
+                "tolerance" => soak.tolerance.to_string(),
+                "leak_records" => soak.leak_records.to_string(),
+                _ => return None,
+            }
+        }
         _ => return None,
     };
     Some(v)

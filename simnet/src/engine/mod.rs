@@ -25,6 +25,7 @@ pub(crate) mod liars;
 pub(crate) mod nodes;
 pub(crate) mod queue;
 pub(crate) mod setup;
+pub(crate) mod soak;
 pub(crate) mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,6 +81,8 @@ pub struct Sim {
     cut: Option<faults::Cut>,
     /// Every (object key, provider id) announced, once the swarm asks for the log.
     announced: Option<BTreeSet<(Key, Key)>>,
+    /// Objects whose put stored a first copy (acknowledged writes): none may ever be lost.
+    acked: BTreeSet<Key>,
 }
 
 /// What a finished run hands to the outputs.
@@ -176,6 +179,11 @@ impl Sim {
         for (_, p) in pending {
             self.abandon(p);
         }
+        let held = self.held_anywhere();
+        self.metrics.acked = self.acked.len() as u64;
+        self.metrics.acked_lost = self.acked.iter().filter(|k| !held.contains(k)).count() as u64;
+        let end = self.now.max(self.end);
+        self.metrics.durability.close(end);
         self.metrics.seal();
         Finished {
             sim_seconds: self.now.max(self.end).as_duration().as_secs_f64(),
@@ -220,6 +228,7 @@ impl Sim {
         self.metrics.advance_alive(self.now);
         let (replicas, _) = self.replication_state();
         self.metrics.close_row(row, replicas);
+        self.soak_row(row);
         if self.check {
             self.check_engine();
         }

@@ -50,6 +50,13 @@ pub(crate) struct Saved {
     objects: Vec<(Key, u64)>,
 }
 
+impl Saved {
+    /// The objects the node will come back with.
+    pub fn object_keys(&self) -> impl Iterator<Item = Key> + '_ {
+        self.objects.iter().map(|(k, _)| *k)
+    }
+}
+
 /// One node slot.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -209,6 +216,12 @@ impl Sim {
         };
         s.armed = None;
         let store = s.store.take();
+        if let Some(st) = store.as_ref() {
+            for key in st.objects.keys() {
+                self.metrics.durability.dropped(now, *key, true);
+            }
+            self.metrics.durability.holder_failures += u64::from(!st.objects.is_empty());
+        }
         if keep {
             s.saved = Some(Box::new(Saved {
                 contacts: dht.routing_table().iter().map(|e| e.peer).collect(),
@@ -261,6 +274,7 @@ impl Sim {
         if store.objects.insert(key, size).is_some() {
             return false;
         }
+        self.metrics.durability.stored(self.now, key);
         store.planner.add_object(now, key, size);
         let _ = dht.start_providing(now, key);
         let me = dht.local().key;
@@ -401,7 +415,9 @@ impl Sim {
             PlanEvent::Release { key } => {
                 let s = &mut self.slots[slot as usize];
                 if let Some(st) = s.store.as_mut() {
-                    st.objects.remove(&key);
+                    if st.objects.remove(&key).is_some() {
+                        self.metrics.durability.dropped(now, key, false);
+                    }
                     st.planner.remove_object(&key);
                 }
                 if let Some(d) = s.dht.as_mut() {
@@ -683,7 +699,10 @@ impl Sim {
             if self.store_object(to.slot, key, size) {
                 match id {
                     Some(_) => self.metrics.repair_arrived(now, size),
-                    None => self.metrics.put_bytes += size,
+                    None => {
+                        self.metrics.put_bytes += size;
+                        self.acked.insert(key);
+                    }
                 }
             }
             let local = self.local_now(to.slot);

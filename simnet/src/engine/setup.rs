@@ -65,8 +65,14 @@ pub(super) fn build(sc: Scenario, check: bool) -> Sim {
         violation: None,
         cut: None,
         announced: None,
+        acked: Default::default(),
         sc,
     };
+    sim.metrics.durability = crate::durability::Durability::new(sim.sc.workload.replication.rf);
+    if sim.sc.soak.is_some() {
+        // The record checker needs every (key, provider) announced since time zero.
+        sim.record_announcements();
+    }
     sim.initial_churn_state();
     match sim.sc.bootstrap {
         Bootstrap::Ideal => sim.ideal_network(),

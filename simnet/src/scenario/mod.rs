@@ -91,6 +91,9 @@ pub struct Scenario {
     pub workload: Workload,
     /// Sampling and plots.
     pub output: Output,
+    /// The long-run checks of a soak (`[soak]`): per-node state sampled and bounded, safety
+    /// checked at every sample; `None` without the section.
+    pub soak: Option<Soak>,
     /// Faults only the swarm sets (no scenario-file key; off by default).
     pub faults: crate::engine::faults::Extra,
 }
@@ -290,6 +293,22 @@ pub struct Output {
     pub plots: bool,
 }
 
+/// A soak's checks (issue 14 item 5): at every `timeseries.csv` row the engine samples each
+/// live node's state and runs the safety checkers; the run passes when no check failed and
+/// every bounded per-node mean at `to` is within `tolerance` of its value at `from`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Soak {
+    /// The baseline checkpoint (a row boundary), once the network has settled.
+    pub from: Duration,
+    /// The final checkpoint (a row boundary, at most the run's duration).
+    pub to: Duration,
+    /// Largest relative change of a bounded mean between the checkpoints (0.05: 5 %).
+    pub tolerance: f64,
+    /// Test knob: provider records never expire (overlay's TTL set past any run), a leak the
+    /// state bound must catch.
+    pub leak_records: bool,
+}
+
 impl Scenario {
     /// Every parameter of the run, one `key = value` per line, for the stderr preamble.
     pub fn describe(&self) -> String {
@@ -331,6 +350,9 @@ impl Scenario {
         line("failure", format!("{:?}", self.failure));
         line("workload", format!("{:?}", self.workload));
         line("output", format!("{:?}", self.output));
+        if let Some(soak) = &self.soak {
+            line("soak", format!("{soak:?}"));
+        }
         for (name, stream) in crate::seed::STREAMS {
             line(
                 &format!("stream.{name}"),

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::models;
 use super::set::{Override, apply_overrides};
-use super::{Bootstrap, Failure, Output, Rate, Scenario, ScenarioError, Target, Workload};
+use super::{Bootstrap, Failure, Output, Rate, Scenario, ScenarioError, Soak, Target, Workload};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -31,6 +31,16 @@ struct RawScenario {
     failure: RawFailure,
     workload: RawWorkload,
     output: RawOutput,
+    soak: Option<RawSoak>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSoak {
+    from_s: Option<f64>,
+    to_s: Option<f64>,
+    tolerance: Option<f64>,
+    leak_records: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +263,15 @@ fn convert(
             "gives more than 1,000,000 rows",
         ));
     }
+    let soak = match raw.soak {
+        Some(r) => Some(convert_soak(r, run_for, output.interval)?),
+        None => None,
+    };
+    let mut dht = dht;
+    if soak.is_some_and(|s| s.leak_records) {
+        // About 116 days, longer than any run: records of providers that left or released are never dropped.
+        dht.provider_ttl = Duration::from_secs(10_000_000);
+    }
     Ok(Scenario {
         name: raw.name.unwrap_or_else(|| default_name.to_string()),
         nodes,
@@ -266,7 +285,36 @@ fn convert(
         failure,
         workload: convert_workload(raw.workload)?,
         output,
+        soak,
         faults: Default::default(),
+    })
+}
+
+fn convert_soak(r: RawSoak, run_for: Duration, interval: Duration) -> Result<Soak, ScenarioError> {
+    let from = duration("soak.from_s", r.from_s.unwrap_or(7200.0), 1.0, true)?;
+    let to = match r.to_s {
+        Some(v) => duration("soak.to_s", v, 1.0, true)?,
+        None => run_for,
+    };
+    for (key, t) in [("soak.from_s", from), ("soak.to_s", to)] {
+        if t > run_for {
+            return Err(invalid(key, "must be at most duration_s"));
+        }
+        if t.as_nanos() % interval.as_nanos() != 0 {
+            return Err(invalid(
+                key,
+                "must be a multiple of output.interval_s (a row boundary)",
+            ));
+        }
+    }
+    if from >= to {
+        return Err(invalid("soak.to_s", "must be after soak.from_s"));
+    }
+    Ok(Soak {
+        from,
+        to,
+        tolerance: number("soak.tolerance", r.tolerance.unwrap_or(0.05), 0.0, 10.0)?,
+        leak_records: r.leak_records.unwrap_or(false),
     })
 }
 
