@@ -11,23 +11,29 @@
 //! ## Resumption and 0-RTT (`TransportConfig::zero_rtt`)
 //!
 //! Off, every connection proves its key afresh: no tickets are issued or kept. On, a
-//! listener issues session tickets (stateless, sealed with its own rotating ticket key) and
-//! accepts 0-RTT; a dialer keeps at most [`SESSION_CACHE`] tickets, filed under a server
-//! name made of the node id it dialed ([`server_name`]), so a ticket is only ever offered to
-//! the node it came from. What that keeps true:
+//! listener issues session tickets and accepts 0-RTT. A ticket is an id into the
+//! listener's in-memory table of [`SERVER_SESSIONS`] sessions, taken on use (single use:
+//! rustls accepts 0-RTT only with such tickets, RFC 8446 §8.1; a restart forgets them, and
+//! the next dial is a full handshake). A dialer keeps the tickets of at most
+//! [`SESSION_CACHE`] peers, filed under a server name made of the node id it dialed
+//! ([`server_name`]), so a ticket is only ever offered to the node it came from; one shared
+//! dialer configuration serves every such dial (rustls resumes only under the
+//! configuration a session was made with). What that keeps true:
 //!
 //! - **Identity.** A resumed session does not show certificates again; rustls carries the
 //!   peer's certificate from the session it resumes (the dialer's stored session, the
-//!   listener's decrypted ticket), and [`peer_id`] reads the id from it as before. That
+//!   listener's ticket table), and [`peer_id`] reads the id from it as before. That
 //!   session is one where the verifier checked the key and the handshake signature, and the
 //!   PSK binder proves the other end holds that session's resumption secret, which only the
 //!   two original ends know: a ticket cannot be used to claim another id. A dialer files a
 //!   ticket only under the id its verifier accepted, and still compares [`peer_id`] with the
-//!   id it dialed once the handshake completes. A ticket the listener cannot open (another
-//!   node, or one restarted with a new ticket key) means a full handshake, with both
+//!   id it dialed once the handshake completes. A ticket the listener does not hold
+//!   (another node, a restart, a ticket used already) means a full handshake, with both
 //!   certificates verified.
-//! - **Replay.** 0-RTT data can be replayed by anyone who recorded it, to the same node, for
-//!   the ticket's lifetime. So only requests that are safe to repeat go early: HELLO, PING,
+//! - **Replay.** A recorded first flight replayed to the same node finds its ticket taken
+//!   (single use) and gets a full handshake, its early data refused; a replay that wins the
+//!   race against the real flight, or a future change of ticket store, must still be
+//!   harmless. So only requests that are safe to repeat go early: HELLO, PING,
 //!   and what the application declares with `InboundHandler::replay_safe` (the node: DHT
 //!   PING, FIND_NODE, GET_PROVIDERS; never ADD_PROVIDER, objects or mail). A dialer sends
 //!   anything else only after its handshake completed; a listener that receives anything
@@ -37,8 +43,9 @@
 //!   connection enters the peer table only once its handshake completed, so a replay cannot
 //!   displace the peer's real connection either.
 //! - **Forward secrecy.** 0-RTT data is keyed by the PSK alone: whoever later learns a
-//!   listener's ticket key can read early data sent under it. Early data is DHT reads (keys
-//!   sought, our HELLO terms), never content, capabilities or mail.
+//!   session's resumption secret (from either end's memory) can read early data sent under
+//!   it. Early data is DHT reads (keys sought, our HELLO terms), never content,
+//!   capabilities or mail.
 //! - **0.5-RTT.** The listener answers early requests before the dialer's Finished arrives,
 //!   keyed by the handshake (with fresh ECDHE): a request to a known peer costs one round trip.
 //!   Its identity is the ticket's (above), not yet confirmed by the dialer's Finished; an
@@ -69,6 +76,10 @@ pub(crate) const SERVER_NAME: &str = "macronode";
 /// Most peers whose session tickets a transport keeps (rustls's in-memory store; the least
 /// recently used goes first).
 pub const SESSION_CACHE: usize = 1024;
+
+/// Most sessions a listener keeps for its dialers to resume (rustls's in-memory table, about
+/// 1 KiB each with the dialer's certificate); each connection is issued two.
+pub const SERVER_SESSIONS: usize = 4096;
 
 /// The server name a resumable dial to `id` sends: the session store files tickets under it,
 /// so a ticket is offered only to the node it came from. Two DNS labels (a label holds 63
@@ -195,8 +206,8 @@ impl TlsSetup {
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         if self.zero_rtt {
-            // Stateless tickets: nothing kept per client here; the key rotates (6 h).
-            cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(tls_err)?;
+            // Stateful tickets, taken on use: rustls accepts 0-RTT only so (RFC 8446 §8.1).
+            cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(SERVER_SESSIONS);
             cfg.send_tls13_tickets = 2;
             // quinn takes 0 or u32::MAX: QUIC flow control bounds early data, not TLS.
             cfg.max_early_data_size = u32::MAX;
