@@ -134,8 +134,7 @@ async fn dial(
         id,
         addr,
         (Role::Dialed, opened),
-        hello,
-        terms,
+        (hello, terms),
         done(),
     );
     let early = early.map(|ex| ex.joined(&pc));
@@ -483,8 +482,7 @@ async fn handshake_in(
                     id,
                     remote,
                     (Role::Accepted, opened),
-                    hello,
-                    terms,
+                    (hello, terms),
                     handshake,
                 ),
                 slot,
@@ -505,8 +503,7 @@ fn peer_conn(
     id: NodeId,
     remote_addr: SocketAddr,
     (role, opened): (Role, Instant),
-    hello: Hello,
-    negotiated: Negotiated,
+    (hello, negotiated): (Hello, Negotiated),
     handshake: tokio::sync::watch::Receiver<bool>,
 ) -> PeerConn {
     let info = PeerInfo {
