@@ -330,6 +330,7 @@ async fn a_resumed_connection_keeps_the_peers_identity_and_a_ticket_claims_no_ot
         .await
         .unwrap();
     assert_eq!(b.t.stats().snapshot().resumed_in, 1, "not resumed");
+    assert_eq!(a.t.stats().snapshot().zero_rtt_accepted, 1, "not 0-RTT");
     assert_eq!(a.t.peer(&b.id()).map(|p| p.id), Some(b.id()));
     assert_eq!(*b.seen.lock().unwrap(), vec![a.id(), a.id()]);
     within(async {
