@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use wire::Status;
-use wire::dht::APP_PROTO_DHT;
+use wire::dht::{APP_PROTO_DHT, DhtRequest};
 use wire::mailbox::APP_PROTO_MAILBOX;
 use wire::object::APP_PROTO_OBJECT;
 
@@ -183,6 +183,19 @@ impl InboundHandler for NodeHandler {
         // Object transfers end on idleness or a too-low rate, not after a fixed time.
         app_proto == APP_PROTO_OBJECT
     }
+
+    fn replay_safe(&self, app_proto: u16, body: &[u8]) -> bool {
+        // DHT reads: answered from the table, changing nothing but the sender's last-seen
+        // time. Writes (ADD_PROVIDER), objects and mail wait for the handshake (see
+        // `transport::tls`).
+        app_proto == APP_PROTO_DHT
+            && matches!(
+                wire::message::decode::<DhtRequest>(body),
+                Ok(DhtRequest::Ping
+                    | DhtRequest::FindNode { .. }
+                    | DhtRequest::GetProviders { .. })
+            )
+    }
 }
 
 /// A node that is up.
@@ -311,6 +324,7 @@ pub async fn start(
     });
     let tconfig = TransportConfig {
         listen: config.listen,
+        zero_rtt: config.zero_rtt,
         ..TransportConfig::default()
     };
     let transport = Transport::bind(identity.clone(), tconfig, handler.clone())?;

@@ -172,6 +172,8 @@ pub struct ConfigLayer {
     pub amnesia: Option<bool>,
     /// Accept gateway writes without a capability token.
     pub open_writes: Option<bool>,
+    /// TLS session resumption and 0-RTT DHT reads between nodes.
+    pub zero_rtt: Option<bool>,
     /// File with the 64-hex-digit key capability tokens are checked with.
     pub cap_key: Option<PathBuf>,
     /// Store quota in bytes.
@@ -234,6 +236,7 @@ impl ConfigLayer {
             liveness_ms: over.liveness_ms.or(self.liveness_ms),
             amnesia: over.amnesia.or(self.amnesia),
             open_writes: over.open_writes.or(self.open_writes),
+            zero_rtt: over.zero_rtt.or(self.zero_rtt),
             cap_key: over.cap_key.or(self.cap_key),
             store_quota_bytes: over.store_quota_bytes.or(self.store_quota_bytes),
             object_max_bytes: over.object_max_bytes.or(self.object_max_bytes),
@@ -283,6 +286,9 @@ pub struct NodeConfig {
     pub amnesia: bool,
     /// Writes without a capability (default off: writes need a token).
     pub open_writes: bool,
+    /// Session resumption and 0-RTT DHT reads between nodes (default off;
+    /// `TransportConfig::zero_rtt`).
+    pub zero_rtt: bool,
     /// Key file for capability tokens (default: derived from the node key).
     pub cap_key: Option<PathBuf>,
     /// Store quota (default 10 GiB).
@@ -434,6 +440,7 @@ impl NodeConfig {
             dht,
             amnesia: layer.amnesia.unwrap_or(false),
             open_writes: layer.open_writes.unwrap_or(false),
+            zero_rtt: layer.zero_rtt.unwrap_or(false),
             cap_key: layer.cap_key,
             store_quota_bytes: layer.store_quota_bytes.unwrap_or(10 << 30),
             objects,

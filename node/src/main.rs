@@ -122,6 +122,11 @@ struct RunArgs {
     #[arg(long, env = "MACRONODE_OPEN_WRITES", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     open_writes: Option<bool>,
+    /// Resume TLS sessions with peers met before and send DHT reads as 0-RTT data: a first
+    /// request to a known peer costs one round trip, not two.
+    #[arg(long, env = "MACRONODE_ZERO_RTT", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    zero_rtt: Option<bool>,
     /// File holding the 64-hex-digit key capability tokens are checked with (shared by a
     /// fleet of gateways); default: derived from the node key.
     #[arg(long, env = "MACRONODE_CAP_KEY")]
@@ -196,6 +201,7 @@ impl RunArgs {
             liveness_ms: self.liveness_ms,
             amnesia: self.amnesia,
             open_writes: self.open_writes,
+            zero_rtt: self.zero_rtt,
             cap_key: self.cap_key.clone(),
             store_quota_bytes: self.store_quota_bytes,
             object_max_bytes: self.object_max_bytes,

@@ -115,7 +115,19 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "oap_connections_total",
         Kind::Counter,
-        "QUIC connections dialed, accepted, refused, or closed idle to make room, by event.",
+        "QUIC connections dialed, accepted, refused, closed idle to make room, or resumed \
+         from 0-RTT data (inbound), by event.",
+    ),
+    (
+        "oap_zero_rtt_total",
+        Kind::Counter,
+        "Dials that sent 0-RTT data (transport.zero_rtt), by whether the peer accepted it.",
+    ),
+    (
+        "oap_early_requests_held_total",
+        Kind::Counter,
+        "Inbound requests received as 0-RTT data that are not safe to replay, held until \
+         the handshake completed.",
     ),
     (
         "oap_handshake_failures_total",

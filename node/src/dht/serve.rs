@@ -32,11 +32,9 @@ pub async fn serve_dht(
             return ex.respond(Status::BadRequest, Bytes::new()).await;
         }
     };
-    let from = ex.peer();
-    let Some(addr) = transport.peer_dial_addr(&from) else {
-        return ex.respond(Status::Unavailable, Bytes::new()).await;
-    };
-    let peer = NetPeer::new(from, addr);
+    // The connection that carried the request, whether or not it is in the peer table yet
+    // (a read served from 0-RTT data enters it when its handshake completes).
+    let peer = NetPeer::new(ex.peer(), ex.peer_dial_addr());
     if request == DhtRequest::Ping {
         if dht.pinged(peer).await.is_err() {
             return ex.respond(Status::Unavailable, Bytes::new()).await;

@@ -84,6 +84,15 @@ pub struct TransportConfig {
     pub shutdown_grace: Duration,
     /// Capacity of the peer event channel (default 256); slow subscribers lag, never block.
     pub events_capacity: usize,
+    /// TLS session resumption and QUIC 0-RTT between nodes (default off). On: we issue
+    /// session tickets and keep up to [`SESSION_CACHE`](super::tls::SESSION_CACHE) of the
+    /// peers' tickets; a dial to a peer whose ticket we hold sends HELLO and a first request
+    /// that is safe to replay (a DHT read, see [`InboundHandler::replay_safe`]) in its first
+    /// flight, and the peer answers before the handshake completes: one round trip in all.
+    /// Anything else waits for the handshake on both ends (see `tls`).
+    ///
+    /// [`InboundHandler::replay_safe`]: super::InboundHandler::replay_safe
+    pub zero_rtt: bool,
 }
 
 impl Default for TransportConfig {
@@ -111,6 +120,7 @@ impl Default for TransportConfig {
             send_window: 8 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(2),
             events_capacity: 256,
+            zero_rtt: false,
         }
     }
 }

@@ -33,18 +33,26 @@ use super::{DialKey, Shared, hello, inbound, tls};
 
 /// A request to send on a new connection right after HELLO, without waiting for HELLO's
 /// answer (see `hello`). Its single frame holds to `hello::PRE_HELLO_MAX_FRAME`.
+#[derive(Clone)]
 pub(crate) struct FirstRequest {
     pub(crate) app_proto_id: u16,
     pub(crate) payload: Bytes,
+    /// It may go out as 0-RTT data (`InboundHandler::replay_safe`).
+    pub(crate) replay_safe: bool,
 }
 
 impl FirstRequest {
     /// `payload` for `app_proto_id`, if it fits the one frame a request may send before
     /// HELLO's answer; else it has to wait for the connection.
-    pub(crate) fn fitting(app_proto_id: u16, payload: &Bytes) -> Option<FirstRequest> {
+    pub(crate) fn fitting(
+        shared: &Shared,
+        app_proto_id: u16,
+        payload: &Bytes,
+    ) -> Option<FirstRequest> {
         (HEADER_LEN + payload.len() <= hello::PRE_HELLO_MAX_FRAME as usize).then(|| FirstRequest {
             app_proto_id,
             payload: payload.clone(),
+            replay_safe: shared.handler.replay_safe(app_proto_id, payload),
         })
     }
 }
@@ -126,8 +134,8 @@ async fn dial(
         id,
         addr,
         (Role::Dialed, opened),
-        hello,
-        terms,
+        (hello, terms),
+        done(),
     );
     let early = early.map(|ex| ex.joined(&pc));
     Ok((install(shared, pc, slot), early))
@@ -142,36 +150,79 @@ type Dialed = (
     Option<Exchange>,
 );
 
+/// A handshake state that is complete (see `PeerConn::handshake`).
+fn done() -> tokio::sync::watch::Receiver<bool> {
+    tokio::sync::watch::channel(true).1
+}
+
 /// TLS, then HELLO and `first` sent back to back, then HELLO's answer. A failure of either
 /// closes the connection as a failed HELLO: the request never outlives its connection's
-/// HELLO.
+/// HELLO. With a session ticket for the peer, HELLO and a replay-safe `first` go as 0-RTT
+/// data; if the peer refuses it, they are sent again once the handshake completed.
 async fn handshake_out(
     shared: &Shared,
     addr: SocketAddr,
     expected: Option<NodeId>,
     first: Option<FirstRequest>,
 ) -> Result<Dialed, TransportError> {
-    let (conn, id) = quic_dial(shared, addr, expected).await?;
-    let settled = async {
-        let hello_stream = hello::send(shared, &conn).await?;
-        let Some(first) = first else {
-            return Ok((hello::answer(shared, hello_stream).await?, None));
+    let replay_safe = first.as_ref().is_none_or(|f| f.replay_safe);
+    let (conn, id, zero_rtt) = quic_dial(shared, addr, expected, replay_safe).await?;
+    let mut outcome = settle(shared, &conn, id, first.clone()).await;
+    if let Some((accepted, seen)) = zero_rtt {
+        // Our handshake completes with the answers to early data (the peer's Finished comes
+        // with them): nothing to wait for but the verdict.
+        let accepted = accepted.await;
+        if let Some(e) = conn.close_reason() {
+            // A full handshake the verifier refused (the address is another node's now).
+            return Err(dial_failed(shared, addr, expected, &seen, &e));
+        }
+        shared.stats.zero_rtt(accepted);
+        if !accepted {
+            outcome = settle(shared, &conn, id, first).await;
+        }
+        // The session's certificate, now confirmed by the handshake, must be the id dialed.
+        let proven = match tls::peer_id(&conn) {
+            Ok(proven) => proven,
+            Err(e) => {
+                conn.close(codes::BAD_PEER, b"bad peer");
+                return Err(e);
+            }
         };
-        // Both at once: the request's stream may need credit the peer grants as HELLO's
-        // stream closes, and a failed HELLO must not wait for the request.
-        let (terms, early) = tokio::try_join!(
-            hello::answer(shared, hello_stream),
-            send_first(shared, &conn, id, first)
-        )?;
-        Ok((terms, Some(early)))
-    };
-    match settled.await {
+        if proven != id {
+            conn.close(codes::BAD_PEER, b"wrong node id");
+            return Err(TransportError::PeerIdMismatch {
+                expected: id,
+                got: proven,
+            });
+        }
+    }
+    match outcome {
         Ok((terms, early)) => Ok((conn, id, terms, early)),
         Err(e) => {
             conn.close(codes::HELLO_FAILED, b"hello failed");
             Err(e)
         }
     }
+}
+
+/// HELLO and `first` sent back to back, then HELLO's answer.
+async fn settle(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    id: NodeId,
+    first: Option<FirstRequest>,
+) -> Result<((Hello, Negotiated), Option<Exchange>), TransportError> {
+    let hello_stream = hello::send(shared, conn).await?;
+    let Some(first) = first else {
+        return Ok((hello::answer(shared, hello_stream).await?, None));
+    };
+    // Both at once: the request's stream may need credit the peer grants as HELLO's
+    // stream closes, and a failed HELLO must not wait for the request.
+    let (terms, early) = tokio::try_join!(
+        hello::answer(shared, hello_stream),
+        send_first(shared, conn, id, first)
+    )?;
+    Ok((terms, Some(early)))
 }
 
 /// Opens the stream after HELLO's and sends `first` on it in one frame: under
@@ -190,31 +241,67 @@ async fn send_first(
     Ok(ex)
 }
 
+/// A dial in 0-RTT: its handshake's end (`true`: the peer took the early data), and what
+/// its verifier saw if the handshake was a full one.
+pub(crate) type EarlyDial = (quinn::ZeroRttAccepted, tls::SeenId);
+
+/// The error of a dial whose handshake failed. The verifier saw the key before refusing it:
+/// name the mismatch precisely.
+fn dial_failed(
+    shared: &Shared,
+    addr: SocketAddr,
+    expected: Option<NodeId>,
+    seen: &tls::SeenId,
+    e: &dyn std::fmt::Display,
+) -> TransportError {
+    let got = seen
+        .get()
+        .copied()
+        .or_else(|| expected.and_then(|want| shared.tls.refused(&want)));
+    match (expected, got) {
+        (Some(want), Some(got)) if want != got => TransportError::PeerIdMismatch {
+            expected: want,
+            got,
+        },
+        (_, Some(got)) if got == shared.local_id => TransportError::SelfDial,
+        _ => TransportError::Connect {
+            addr,
+            reason: e.to_string(),
+        },
+    }
+}
+
 /// TLS over QUIC to `addr`, refusing any key but `expected`. No HELLO, no registration.
+///
+/// With `early`, `zero_rtt` on and a session ticket from `expected`, it returns at once
+/// with the connection in 0-RTT (the third value: resolves once the handshake completes,
+/// `true` if the peer took the early data); its id is then `expected`, which the ticket
+/// was filed under, and the caller confirms it with [`tls::peer_id`] after the handshake.
 pub(crate) async fn quic_dial(
     shared: &Shared,
     addr: SocketAddr,
     expected: Option<NodeId>,
-) -> Result<(quinn::Connection, NodeId), TransportError> {
+    early: bool,
+) -> Result<(quinn::Connection, NodeId, Option<EarlyDial>), TransportError> {
     let (cfg, seen) = shared.tls.client_config(expected, shared.quic.clone())?;
     let connect_err = |reason: String| TransportError::Connect { addr, reason };
-    let connecting = shared
+    let name = match expected {
+        Some(id) if shared.config.zero_rtt => tls::server_name(&id),
+        _ => tls::SERVER_NAME.to_string(),
+    };
+    let mut connecting = shared
         .endpoint
-        .connect_with(cfg, addr, tls::SERVER_NAME)
+        .connect_with(cfg, addr, &name)
         .map_err(|e| connect_err(e.to_string()))?;
+    if let Some(want) = expected.filter(|_| early && shared.config.zero_rtt) {
+        match connecting.into_0rtt() {
+            Ok((conn, accepted)) => return Ok((conn, want, Some((accepted, seen)))),
+            Err(full) => connecting = full,
+        }
+    }
     let conn = match connecting.await {
         Ok(conn) => conn,
-        Err(e) => {
-            // The verifier saw the key before refusing it: name the mismatch precisely.
-            return Err(match (expected, seen.get().copied()) {
-                (Some(want), Some(got)) if want != got => TransportError::PeerIdMismatch {
-                    expected: want,
-                    got,
-                },
-                (_, Some(got)) if got == shared.local_id => TransportError::SelfDial,
-                _ => connect_err(e.to_string()),
-            });
-        }
+        Err(e) => return Err(dial_failed(shared, addr, expected, &seen, &e)),
     };
     let id = tls::peer_id(&conn).inspect_err(|_| conn.close(codes::BAD_PEER, b"bad peer"))?;
     if let Some(want) = expected.filter(|want| *want != id) {
@@ -228,7 +315,7 @@ pub(crate) async fn quic_dial(
         conn.close(codes::BAD_PEER, b"self");
         return Err(TransportError::SelfDial);
     }
-    Ok((conn, id))
+    Ok((conn, id, None))
 }
 
 /// Accepts inbound connections until the endpoint closes.
@@ -284,9 +371,14 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, pending: Own
     let outcome = tokio::time::timeout(t, handshake_in(&shared, incoming, opened)).await;
     drop(pending);
     match outcome {
-        Ok(Ok((pc, slot))) => {
+        Ok(Ok((pc, slot, None))) => {
             shared.stats.connection_accepted();
             install(&shared, pc, slot);
+        }
+        Ok(Ok((pc, slot, Some((finished, tx))))) => {
+            shared.stats.resumed_in();
+            tokio::spawn(confirm(shared.clone(), pc.clone(), finished, tx));
+            tokio::spawn(drive(shared, pc, slot));
         }
         Ok(Err(TransportError::TooManyConnections { .. })) => {
             shared.stats.connection_refused();
@@ -303,15 +395,71 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, pending: Own
     }
 }
 
+/// An inbound connection served before its handshake completed: the handshake's end, and
+/// where to announce it to the connection's streams.
+type Unconfirmed = (quinn::ZeroRttAccepted, tokio::sync::watch::Sender<bool>);
+
+/// An inbound connection resumed from 0-RTT data enters the peer table once its handshake
+/// completes (a replayed flight never does); until then its streams are served as `tls`
+/// describes. Closed if the handshake does not complete within `handshake_timeout`.
+async fn confirm(
+    shared: Arc<Shared>,
+    pc: PeerConn,
+    finished: quinn::ZeroRttAccepted,
+    tx: tokio::sync::watch::Sender<bool>,
+) {
+    let t = shared.config.handshake_timeout;
+    // A listener's verdict is meaningless (quinn): the connection's state tells.
+    let completed = tokio::time::timeout(t, finished).await.is_ok();
+    if !completed || pc.conn.close_reason().is_some() {
+        shared.stats.handshake_failed();
+        pc.conn
+            .close(codes::HELLO_FAILED, b"handshake not completed");
+        return;
+    }
+    shared.stats.connection_accepted();
+    // In the table first: a request held for the handshake may look its peer up.
+    register(&shared, &pc);
+    tx.send_replace(true);
+}
+
 /// TLS, a connection slot, then HELLO: a connection refused for room is closed before its
 /// HELLO is answered, so the dialer sees a failed handshake, not a connection that dies.
+/// A connection that resumes a session of ours goes on from the dialer's first flight, its
+/// handshake not yet complete (the third value; see `tls`).
 async fn handshake_in(
     shared: &Shared,
     incoming: quinn::Incoming,
     opened: Instant,
-) -> Result<(PeerConn, OwnedSemaphorePermit), TransportError> {
+) -> Result<(PeerConn, OwnedSemaphorePermit, Option<Unconfirmed>), TransportError> {
     let remote = incoming.remote_address();
-    let conn = incoming.accept()?.await?;
+    let connecting = incoming.accept()?;
+    let (conn, unconfirmed) = if shared.config.zero_rtt {
+        match connecting.into_0rtt() {
+            // A resumed session knows the peer's certificate from its ticket at once; a full
+            // handshake shows it only with the dialer's second flight.
+            Ok((conn, finished)) if tls::peer_id(&conn).is_ok() => {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                (conn, Some(((finished, tx), rx)))
+            }
+            Ok((conn, finished)) => {
+                // A listener's verdict is meaningless (quinn): the connection's state tells.
+                finished.await;
+                if let Some(e) = conn.close_reason() {
+                    return Err(e.into());
+                }
+                (conn, None)
+            }
+            // Never for a listener (quinn); kept total.
+            Err(connecting) => (connecting.await?, None),
+        }
+    } else {
+        (connecting.await?, None)
+    };
+    let (unconfirmed, handshake) = match unconfirmed {
+        Some((u, rx)) => (Some(u), rx),
+        None => (None, done()),
+    };
     let id = tls::peer_id(&conn).inspect_err(|_| conn.close(codes::BAD_PEER, b"bad peer"))?;
     if id == shared.local_id {
         conn.close(codes::BAD_PEER, b"self");
@@ -334,10 +482,11 @@ async fn handshake_in(
                     id,
                     remote,
                     (Role::Accepted, opened),
-                    hello,
-                    terms,
+                    (hello, terms),
+                    handshake,
                 ),
                 slot,
+                unconfirmed,
             ))
         }
         Err(e) => {
@@ -354,8 +503,8 @@ fn peer_conn(
     id: NodeId,
     remote_addr: SocketAddr,
     (role, opened): (Role, Instant),
-    hello: Hello,
-    negotiated: Negotiated,
+    (hello, negotiated): (Hello, Negotiated),
+    handshake: tokio::sync::watch::Receiver<bool>,
 ) -> PeerConn {
     let info = PeerInfo {
         id,
@@ -375,12 +524,21 @@ fn peer_conn(
         established: Instant::now(),
         usage: super::peers::Usage::new(Instant::now()),
         info: Arc::new(info),
+        handshake,
     }
 }
 
 /// Registers a connection that finished HELLO, starts serving it, and returns the peer's
 /// connection in use (this one, or the one it lost to).
 fn install(shared: &Arc<Shared>, pc: PeerConn, slot: OwnedSemaphorePermit) -> PeerInfo {
+    let winner = register(shared, &pc);
+    tokio::spawn(drive(shared.clone(), pc, slot));
+    winner
+}
+
+/// Enters a connection that finished HELLO (and its handshake) in the peer table; returns
+/// the peer's connection in use (this one, or the one it lost to).
+fn register(shared: &Arc<Shared>, pc: &PeerConn) -> PeerInfo {
     let winner = match shared.peers.register(pc.clone()) {
         Registered::Installed => {
             // No subscriber is not an error: events are for whoever listens.
@@ -397,7 +555,6 @@ fn install(shared: &Arc<Shared>, pc: PeerConn, slot: OwnedSemaphorePermit) -> Pe
         }
     };
     tracing::debug!(peer = %pc.info.id, role = ?pc.info.role, "connection ready");
-    tokio::spawn(drive(shared.clone(), pc, slot));
     (*winner.info).clone()
 }
 

@@ -8,6 +8,8 @@
 //! negotiated `max_frame`. Every wait is bounded by the transport's `io_timeout`, and an end
 //! dropped before it sent END resets its stream.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 use wire::{Flags, Frame, HEADER_LEN, Limits, NodeId, Status};
@@ -167,6 +169,7 @@ impl Exchange {
 pub struct InboundExchange {
     fs: FramedStream,
     peer: NodeId,
+    dial_addr: SocketAddr,
     first: Option<Frame>,
     app_proto_id: u16,
     corr_id: u64,
@@ -180,13 +183,14 @@ pub struct InboundExchange {
 impl InboundExchange {
     pub(crate) fn new(
         fs: FramedStream,
-        peer: NodeId,
+        (peer, dial_addr): (NodeId, SocketAddr),
         first: Frame,
         slots: Vec<OwnedSemaphorePermit>,
     ) -> InboundExchange {
         InboundExchange {
             fs,
             peer,
+            dial_addr,
             app_proto_id: first.app_proto_id,
             corr_id: first.corr_id,
             tenant_id: first.tenant_id,
@@ -199,6 +203,13 @@ impl InboundExchange {
     /// The peer that sent the request, as proven in its TLS handshake.
     pub fn peer(&self) -> NodeId {
         self.peer
+    }
+
+    /// Where to dial the peer back (`PeerInfo::dial_addr` of the connection that carried
+    /// the request). Known even before that connection enters the peer table, as a request
+    /// served from 0-RTT data is.
+    pub fn peer_dial_addr(&self) -> SocketAddr {
+        self.dial_addr
     }
 
     /// The request's app protocol.

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use wire::control::{APP_PROTO_CONTROL, ControlRequest, ControlResponse};
-use wire::{Direction, Frame, Status, message};
+use wire::{Direction, Flags, Frame, Status, message};
 
 use super::Shared;
 use super::error::TransportError;
@@ -44,6 +44,15 @@ pub trait InboundHandler: Send + Sync + 'static {
     /// within `io_timeout`, a minimum rate) and so are not cut at `inbound_timeout`: a
     /// large transfer may take longer than any fixed bound and still be healthy.
     fn bounds_itself(&self, _app_proto: u16) -> bool {
+        false
+    }
+
+    /// Whether a request of `app_proto` whose whole body is `body` may be served from 0-RTT
+    /// data: serving it twice (an attacker may replay early data) changes nothing but load.
+    /// Only such a request goes out in a dial's first flight, and a listener serves only
+    /// such a request before the handshake completes; others wait for it (see `tls`).
+    /// Default: none.
+    fn replay_safe(&self, _app_proto: u16, _body: &[u8]) -> bool {
         false
     }
 }
@@ -76,6 +85,9 @@ pub(crate) async fn serve_stream(
     };
     shared.stats.request_served();
     let (app, corr) = (first.app_proto_id, first.corr_id);
+    if !confirmed(&shared, &pc, &first).await {
+        return;
+    }
     if app == APP_PROTO_CONTROL {
         control(&shared, fs, first).await;
         return;
@@ -95,7 +107,7 @@ pub(crate) async fn serve_stream(
         return;
     };
     let started = Instant::now();
-    let exchange = InboundExchange::new(fs, pc.info.id, first, vec![share, slot]);
+    let exchange = InboundExchange::new(fs, (pc.info.id, pc.dial_addr), first, vec![share, slot]);
     let handled = shared.handler.handle(exchange);
     let outcome = if shared.handler.bounds_itself(app) {
         Ok(handled.await)
@@ -110,6 +122,33 @@ pub(crate) async fn serve_stream(
         Ok(Err(e)) => tracing::debug!(peer = %pc.info.id, app, error = %e, "handler failed"),
         Err(_) => tracing::debug!(peer = %pc.info.id, app, "handler timed out"),
     }
+}
+
+/// Whether `first`'s request may be served now: at once when the connection's handshake
+/// completed or the request is safe to replay (control, or all in this frame and
+/// [`InboundHandler::replay_safe`]); else once the handshake completes, `false` if it
+/// never does (a replayed flight) within `handshake_timeout`.
+async fn confirmed(shared: &Shared, pc: &PeerConn, first: &Frame) -> bool {
+    let mut handshake = pc.handshake.clone();
+    if *handshake.borrow() {
+        return true;
+    }
+    let whole = first.flags.contains(Flags::END) && !first.flags.contains(Flags::COMP);
+    let safe = first.app_proto_id == APP_PROTO_CONTROL
+        || (whole
+            && shared.served.contains(&first.app_proto_id)
+            && shared
+                .handler
+                .replay_safe(first.app_proto_id, &first.payload));
+    if safe {
+        return true;
+    }
+    shared.stats.early_held();
+    let t = shared.config.handshake_timeout;
+    matches!(
+        tokio::time::timeout(t, handshake.wait_for(|done| *done)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Answers app protocol 0 on an established connection.

@@ -210,7 +210,7 @@ impl Transport {
             )));
         }
         let quic = config.quic()?;
-        let tls = TlsSetup::new(identity.clone())?;
+        let tls = TlsSetup::new(identity.clone(), config.zero_rtt)?;
         let server = tls.server_config(config.quic_before_hello()?, config.max_connections)?;
         let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
             TransportError::Bind {
@@ -322,7 +322,7 @@ impl Transport {
         app_proto_id: u16,
         payload: Bytes,
     ) -> Result<(Status, Bytes), TransportError> {
-        let first = conn::FirstRequest::fitting(app_proto_id, &payload);
+        let first = conn::FirstRequest::fitting(&self.shared, app_proto_id, &payload);
         // Timed from the dial: on a new connection the request leaves with it.
         let started = Instant::now();
         let mut early = match conn::connect(&self.shared, addr, Some(peer), first).await? {
@@ -493,8 +493,30 @@ impl Transport {
         expected: Option<NodeId>,
     ) -> Result<quinn::Connection, TransportError> {
         let t = self.shared.config.handshake_timeout;
-        match tokio::time::timeout(t, conn::quic_dial(&self.shared, addr, expected)).await {
-            Ok(result) => result.map(|(conn, _)| conn),
+        match tokio::time::timeout(t, conn::quic_dial(&self.shared, addr, expected, false)).await {
+            Ok(result) => result.map(|(conn, _, _)| conn),
+            Err(_) => Err(TransportError::Timeout {
+                what: "handshake",
+                after: t,
+            }),
+        }
+    }
+
+    /// For tests and tools: [`dial_raw`](Self::dial_raw), but in 0-RTT when `zero_rtt` is on
+    /// and we hold a session ticket from `expected`: returned before the handshake completes,
+    /// with the future of its completion (`true`: the peer took the early data), so a caller
+    /// can send raw early data, replay-safe or not, and see what the listener does with it.
+    pub async fn dial_raw_early(
+        &self,
+        addr: SocketAddr,
+        expected: NodeId,
+    ) -> Result<(quinn::Connection, Option<quinn::ZeroRttAccepted>), TransportError> {
+        let t = self.shared.config.handshake_timeout;
+        let dial = conn::quic_dial(&self.shared, addr, Some(expected), true);
+        match tokio::time::timeout(t, dial).await {
+            Ok(result) => {
+                result.map(|(conn, _, early)| (conn, early.map(|(accepted, _)| accepted)))
+            }
             Err(_) => Err(TransportError::Timeout {
                 what: "handshake",
                 after: t,

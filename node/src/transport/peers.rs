@@ -106,6 +106,9 @@ pub(crate) struct PeerConn {
     pub(crate) established: Instant,
     /// Streams open on it and when it was last used.
     pub(crate) usage: Arc<Usage>,
+    /// Whether its TLS handshake completed: `false` only on an inbound resumed connection
+    /// served from 0-RTT data, until the dialer's Finished arrives (see `tls`).
+    pub(crate) handshake: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How a connection is used: the streams open on it now and when one last began or

@@ -42,7 +42,7 @@ fn scripted_listener(answer: Answer) -> (SocketAddr, NodeId, JoinHandle<Option<D
     let identity = Arc::new(Identity::generate().unwrap_or_else(|e| panic!("test identity: {e}")));
     let id = identity.node_id();
     let config = local();
-    let tls = TlsSetup::new(identity).unwrap_or_else(|e| panic!("test TLS: {e}"));
+    let tls = TlsSetup::new(identity, false).unwrap_or_else(|e| panic!("test TLS: {e}"));
     let server = tls
         .server_config(
             config

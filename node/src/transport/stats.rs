@@ -22,6 +22,10 @@ pub struct TransportStats {
     connections_refused: AtomicU64,
     handshakes_failed: AtomicU64,
     requests_served: AtomicU64,
+    zero_rtt_accepted: AtomicU64,
+    zero_rtt_rejected: AtomicU64,
+    resumed_in: AtomicU64,
+    early_held: AtomicU64,
     // Rejections are rare (they end a stream), so a lock is cheaper than it looks and keeps
     // any reason string countable without a fixed list.
     rejects: Mutex<BTreeMap<&'static str, u64>>,
@@ -74,6 +78,18 @@ pub struct StatsSnapshot {
     pub handshakes_failed: u64,
     /// Inbound exchanges that reached a handler, control, or a 404.
     pub requests_served: u64,
+    /// Dials whose HELLO (and first request) went out as 0-RTT data and the peer accepted
+    /// it (`oap_zero_rtt_total{outcome="accepted"}`).
+    pub zero_rtt_accepted: u64,
+    /// Dials that sent 0-RTT data the peer refused, and so sent HELLO again after the
+    /// handshake (`oap_zero_rtt_total{outcome="rejected"}`).
+    pub zero_rtt_rejected: u64,
+    /// Inbound connections that resumed a session we issued a ticket for and were served
+    /// before their handshake completed (`oap_connections_total{event="resumed"}`).
+    pub resumed_in: u64,
+    /// Inbound requests that arrived before the handshake completed and were not safe to
+    /// replay, so waited for it (`oap_rejects_total` is not touched: nothing was refused).
+    pub early_held: u64,
     /// Rejections by reason (`oap_rejects_total{reason}`).
     pub rejects: BTreeMap<&'static str, u64>,
 }
@@ -94,6 +110,10 @@ impl TransportStats {
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
             handshakes_failed: self.handshakes_failed.load(Ordering::Relaxed),
             requests_served: self.requests_served.load(Ordering::Relaxed),
+            zero_rtt_accepted: self.zero_rtt_accepted.load(Ordering::Relaxed),
+            zero_rtt_rejected: self.zero_rtt_rejected.load(Ordering::Relaxed),
+            resumed_in: self.resumed_in.load(Ordering::Relaxed),
+            early_held: self.early_held.load(Ordering::Relaxed),
             rejects: self.lock_rejects().clone(),
         }
     }
@@ -153,6 +173,27 @@ impl TransportStats {
     pub(crate) fn handshake_failed(&self) {
         self.handshakes_failed.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("oap_handshake_failures_total").increment(1);
+    }
+
+    /// The outcome of a dial that sent 0-RTT data.
+    pub(crate) fn zero_rtt(&self, accepted: bool) {
+        let (counter, outcome) = if accepted {
+            (&self.zero_rtt_accepted, "accepted")
+        } else {
+            (&self.zero_rtt_rejected, "rejected")
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("oap_zero_rtt_total", "outcome" => outcome).increment(1);
+    }
+
+    pub(crate) fn resumed_in(&self) {
+        self.resumed_in.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("oap_connections_total", "event" => "resumed").increment(1);
+    }
+
+    pub(crate) fn early_held(&self) {
+        self.early_held.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("oap_early_requests_held_total").increment(1);
     }
 
     pub(crate) fn request_served(&self) {

@@ -6,10 +6,53 @@
 //! that key (so the peer holds the private key, not just a copy of the certificate), and then:
 //! the dialer compares the key with the node id it dialed and refuses any other; the listener
 //! learns the peer's id from it. No CA, no names, no validity dates: identity is the key.
-//! Session resumption and 0-RTT are off, so every connection proves its key afresh. The
-//! crypto provider is `ring`, chosen explicitly, never a process-wide default.
+//! The crypto provider is `ring`, chosen explicitly, never a process-wide default.
+//!
+//! ## Resumption and 0-RTT (`TransportConfig::zero_rtt`)
+//!
+//! Off, every connection proves its key afresh: no tickets are issued or kept. On, a
+//! listener issues session tickets and accepts 0-RTT. A ticket is an id into the
+//! listener's in-memory table of [`SERVER_SESSIONS`] sessions, taken on use (single use:
+//! rustls accepts 0-RTT only with such tickets, RFC 8446 §8.1; a restart forgets them, and
+//! the next dial is a full handshake). A dialer keeps the tickets of at most
+//! [`SESSION_CACHE`] peers, filed under a server name made of the node id it dialed
+//! ([`server_name`]), so a ticket is only ever offered to the node it came from; one shared
+//! dialer configuration serves every such dial (rustls resumes only under the
+//! configuration a session was made with). What that keeps true:
+//!
+//! - **Identity.** A resumed session does not show certificates again; rustls carries the
+//!   peer's certificate from the session it resumes (the dialer's stored session, the
+//!   listener's ticket table), and [`peer_id`] reads the id from it as before. That
+//!   session is one where the verifier checked the key and the handshake signature, and the
+//!   PSK binder proves the other end holds that session's resumption secret, which only the
+//!   two original ends know: a ticket cannot be used to claim another id. A dialer files a
+//!   ticket only under the id its verifier accepted, and still compares [`peer_id`] with the
+//!   id it dialed once the handshake completes. A ticket the listener does not hold
+//!   (another node, a restart, a ticket used already) means a full handshake, with both
+//!   certificates verified.
+//! - **Replay.** A recorded first flight replayed to the same node finds its ticket taken
+//!   (single use) and gets a full handshake, its early data refused; a replay that wins the
+//!   race against the real flight, or a future change of ticket store, must still be
+//!   harmless. So only requests that are safe to repeat go early: HELLO, PING,
+//!   and what the application declares with `InboundHandler::replay_safe` (the node: DHT
+//!   PING, FIND_NODE, GET_PROVIDERS; never ADD_PROVIDER, objects or mail). A dialer sends
+//!   anything else only after its handshake completed; a listener that receives anything
+//!   else before the handshake completed holds it until it has, and a replayed flight never
+//!   completes a handshake (that takes the client's Finished, keyed by the fresh ECDHE
+//!   exchange and the PSK): held requests of a replay are never executed. An early
+//!   connection enters the peer table only once its handshake completed, so a replay cannot
+//!   displace the peer's real connection either.
+//! - **Forward secrecy.** 0-RTT data is keyed by the PSK alone: whoever later learns a
+//!   session's resumption secret (from either end's memory) can read early data sent under
+//!   it. Early data is DHT reads (keys sought, our HELLO terms), never content,
+//!   capabilities or mail.
+//! - **0.5-RTT.** The listener answers early requests before the dialer's Finished arrives,
+//!   keyed by the handshake (with fresh ECDHE): a request to a known peer costs one round trip.
+//!   Its identity is the ticket's (above), not yet confirmed by the dialer's Finished; an
+//!   answer to a replay goes to whoever sent it, encrypted under keys a replayer lacks.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -27,16 +70,53 @@ use crate::identity::Identity;
 
 /// The ALPN protocol id of OAP/1.
 pub const ALPN: &[u8] = b"oap/1";
-/// The server name we send; verifiers ignore it (identity is the key, not a name).
+/// The server name we send when no session may be resumed; verifiers ignore it (identity
+/// is the key, not a name).
 pub(crate) const SERVER_NAME: &str = "macronode";
+/// Most peers whose session tickets a transport keeps (rustls's in-memory store; the least
+/// recently used goes first).
+pub const SESSION_CACHE: usize = 1024;
+
+/// Most sessions a listener keeps for its dialers to resume (rustls's in-memory table, about
+/// 1 KiB each with the dialer's certificate); each connection is issued two.
+pub const SERVER_SESSIONS: usize = 4096;
+
+/// The server name a resumable dial to `id` sends: the session store files tickets under it,
+/// so a ticket is offered only to the node it came from. Two DNS labels (a label holds 63
+/// characters, the id is 64 hex digits) under `oap`.
+pub(crate) fn server_name(id: &NodeId) -> String {
+    let hex = id.to_string();
+    let (a, b) = hex.split_at(hex.len() / 2);
+    format!("{a}.{b}.oap")
+}
 
 /// Our certificate and the provider, built once per transport.
-#[derive(Debug)]
 pub(crate) struct TlsSetup {
     provider: Arc<CryptoProvider>,
     identity: Arc<Identity>,
     cert: CertificateDer<'static>,
+    /// Resumption and 0-RTT on (`TransportConfig::zero_rtt`).
+    zero_rtt: bool,
+    /// With `zero_rtt`: the one dialer configuration of every dial by id. rustls resumes a
+    /// session only under the configuration (verifier and client certificate, compared by
+    /// pointer) it was made with, so this one is built once; its verifier takes the id to
+    /// accept from the server name ([`server_name`]).
+    resumable: Option<Arc<QuicClientConfig>>,
+    /// Ids the shared verifier refused, by the id dialed: read once by the failed dial.
+    refused: Refused,
 }
+
+impl std::fmt::Debug for TlsSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSetup")
+            .field("node_id", &self.identity.node_id())
+            .field("zero_rtt", &self.zero_rtt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a name-keyed verifier refused: dialed id → id presented.
+type Refused = Arc<Mutex<BTreeMap<NodeId, NodeId>>>;
 
 /// What the dialer's verifier saw, read after a failed handshake to tell a wrong peer from a
 /// network failure.
@@ -44,7 +124,7 @@ pub(crate) type SeenId = Arc<OnceLock<NodeId>>;
 
 impl TlsSetup {
     /// Makes our self-signed certificate.
-    pub(crate) fn new(identity: Arc<Identity>) -> Result<TlsSetup, TransportError> {
+    pub(crate) fn new(identity: Arc<Identity>, zero_rtt: bool) -> Result<TlsSetup, TransportError> {
         let tls = |e: &dyn std::fmt::Display| TransportError::Tls(e.to_string());
         let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
             &identity.pkcs8_der(),
@@ -58,11 +138,51 @@ impl TlsSetup {
             .distinguished_name
             .push(rcgen::DnType::CommonName, identity.node_id().to_string());
         let cert = params.self_signed(&key).map_err(|e| tls(&e))?;
-        Ok(TlsSetup {
+        let mut setup = TlsSetup {
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             identity,
             cert: cert.der().clone(),
-        })
+            zero_rtt,
+            resumable: None,
+            refused: Arc::default(),
+        };
+        if zero_rtt {
+            let verifier = PeerVerifier {
+                local: setup.identity.node_id(),
+                expected: Expect::Named(setup.refused.clone()),
+                seen: Arc::new(OnceLock::new()),
+                algs: setup.provider.signature_verification_algorithms,
+            };
+            let mut cfg = setup.client_tls(verifier)?;
+            cfg.resumption = rustls::client::Resumption::in_memory_sessions(SESSION_CACHE);
+            cfg.enable_early_data = true;
+            let quic = QuicClientConfig::try_from(cfg).map_err(|e| tls(&e))?;
+            setup.resumable = Some(Arc::new(quic));
+        }
+        Ok(setup)
+    }
+
+    /// The id a resumable dial to `dialed` was refused for presenting, if it was.
+    pub(crate) fn refused(&self, dialed: &NodeId) -> Option<NodeId> {
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(dialed)
+    }
+
+    /// rustls's dialer configuration with `verifier`, our certificate and ALPN.
+    fn client_tls(&self, verifier: PeerVerifier) -> Result<rustls::ClientConfig, TransportError> {
+        let mut cfg = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_auth_cert(vec![self.cert.clone()], self.private_key())
+            .map_err(tls_err)?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        cfg.resumption = rustls::client::Resumption::disabled();
+        cfg.enable_early_data = false;
+        Ok(cfg)
     }
 
     /// The listener's configuration: requires a client certificate, learns its id.
@@ -73,7 +193,7 @@ impl TlsSetup {
     ) -> Result<quinn::ServerConfig, TransportError> {
         let verifier = Arc::new(PeerVerifier {
             local: self.identity.node_id(),
-            expected: None,
+            expected: Expect::Any,
             seen: Arc::new(OnceLock::new()),
             algs: self.provider.signature_verification_algorithms,
         });
@@ -85,7 +205,16 @@ impl TlsSetup {
             .map_err(tls_err)?;
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        cfg.send_tls13_tickets = 0;
+        if self.zero_rtt {
+            // Stateful tickets, taken on use: rustls accepts 0-RTT only so (RFC 8446 §8.1).
+            cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(SERVER_SESSIONS);
+            cfg.send_tls13_tickets = 2;
+            // quinn takes 0 or u32::MAX: QUIC flow control bounds early data, not TLS.
+            cfg.max_early_data_size = u32::MAX;
+            cfg.send_half_rtt_data = true;
+        } else {
+            cfg.send_tls13_tickets = 0;
+        }
         let quic =
             QuicServerConfig::try_from(cfg).map_err(|e| TransportError::Tls(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -95,32 +224,34 @@ impl TlsSetup {
     }
 
     /// A dialer's configuration that accepts only `expected` (any valid key when `None`), and
-    /// the slot where its verifier records the id the peer presented.
+    /// the slot where its verifier records the id the peer presented. With `zero_rtt` on and
+    /// `expected` known it is the shared resumable configuration (the dial must then use
+    /// [`server_name`]`(expected)`, and a refused id is found with [`refused`](Self::refused)):
+    /// the ticket store is keyed by that name, and a dial by address alone has no id to key
+    /// it by.
     pub(crate) fn client_config(
         &self,
         expected: Option<NodeId>,
         transport: Arc<quinn::TransportConfig>,
     ) -> Result<(quinn::ClientConfig, SeenId), TransportError> {
         let seen: SeenId = Arc::new(OnceLock::new());
-        let verifier = Arc::new(PeerVerifier {
-            local: self.identity.node_id(),
-            expected,
-            seen: seen.clone(),
-            algs: self.provider.signature_verification_algorithms,
-        });
-        let mut cfg = rustls::ClientConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(tls_err)?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_auth_cert(vec![self.cert.clone()], self.private_key())
-            .map_err(tls_err)?;
-        cfg.alpn_protocols = vec![ALPN.to_vec()];
-        cfg.resumption = rustls::client::Resumption::disabled();
-        cfg.enable_early_data = false;
-        let quic =
-            QuicClientConfig::try_from(cfg).map_err(|e| TransportError::Tls(e.to_string()))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(quic));
+        let quic = match (&self.resumable, expected) {
+            (Some(resumable), Some(_)) => resumable.clone(),
+            _ => {
+                let verifier = PeerVerifier {
+                    local: self.identity.node_id(),
+                    expected: expected.map_or(Expect::Any, Expect::Id),
+                    seen: seen.clone(),
+                    algs: self.provider.signature_verification_algorithms,
+                };
+                let cfg = self.client_tls(verifier)?;
+                Arc::new(
+                    QuicClientConfig::try_from(cfg)
+                        .map_err(|e| TransportError::Tls(e.to_string()))?,
+                )
+            }
+        };
+        let mut client = quinn::ClientConfig::new(quic);
         client.transport_config(transport);
         Ok((client, seen))
     }
@@ -150,11 +281,32 @@ pub(crate) fn peer_id(conn: &quinn::Connection) -> Result<NodeId, TransportError
         .ok_or_else(|| TransportError::Handshake("peer presented no Ed25519 certificate".into()))
 }
 
+/// Which peer a verifier accepts.
+#[derive(Debug)]
+enum Expect {
+    /// Any key but ours (the listener; a dial by address).
+    Any,
+    /// This id only (a dial by id without resumption).
+    Id(NodeId),
+    /// The id in the server name (the shared resumable dialer); refusals are recorded.
+    Named(Refused),
+}
+
+/// The node id a resumable dial's server name carries (see [`server_name`]).
+fn id_from_server_name(name: &ServerName<'_>) -> Option<NodeId> {
+    let ServerName::DnsName(dns) = name else {
+        return None;
+    };
+    let (a, rest) = dns.as_ref().split_once('.')?;
+    let b = rest.strip_suffix(".oap")?;
+    format!("{a}{b}").parse().ok()
+}
+
 /// The verifier both sides run. `expected` is set on a dialer only.
 #[derive(Debug)]
 struct PeerVerifier {
     local: NodeId,
-    expected: Option<NodeId>,
+    expected: Expect,
     seen: SeenId,
     algs: WebPkiSupportedAlgorithms,
 }
@@ -164,7 +316,10 @@ impl PeerVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
+        server_name: Option<&ServerName<'_>>,
     ) -> Result<NodeId, TlsError> {
+        let refuse =
+            || TlsError::InvalidCertificate(CertificateError::ApplicationVerificationFailure);
         if !intermediates.is_empty() {
             return Err(TlsError::InvalidCertificate(
                 CertificateError::UnknownIssuer,
@@ -172,11 +327,29 @@ impl PeerVerifier {
         }
         let id = node_id_from_cert(end_entity)
             .ok_or(TlsError::InvalidCertificate(CertificateError::BadEncoding))?;
-        let _ = self.seen.set(id);
-        if id == self.local || self.expected.is_some_and(|want| want != id) {
-            return Err(TlsError::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ));
+        let want = match &self.expected {
+            Expect::Any => None,
+            Expect::Id(want) => Some(*want),
+            Expect::Named(_) => Some(
+                server_name
+                    .and_then(id_from_server_name)
+                    .ok_or_else(refuse)?,
+            ),
+        };
+        if let Expect::Named(refused) = &self.expected {
+            if let Some(want) = want.filter(|want| id == self.local || *want != id) {
+                let mut map = refused.lock().unwrap_or_else(PoisonError::into_inner);
+                // Each entry is taken by its failed dial; a dial cut short leaves one behind.
+                if map.len() >= SESSION_CACHE {
+                    map.clear();
+                }
+                map.insert(want, id);
+            }
+        } else {
+            let _ = self.seen.set(id);
+        }
+        if id == self.local || want.is_some_and(|want| want != id) {
+            return Err(refuse());
         }
         Ok(id)
     }
@@ -199,11 +372,11 @@ impl ServerCertVerifier for PeerVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        self.check_cert(end_entity, intermediates)?;
+        self.check_cert(end_entity, intermediates, Some(server_name))?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -249,7 +422,7 @@ impl ClientCertVerifier for PeerVerifier {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, TlsError> {
-        self.check_cert(end_entity, intermediates)?;
+        self.check_cert(end_entity, intermediates, None)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -351,7 +524,7 @@ mod tests {
             panic!("identity");
         };
         let want = identity.node_id();
-        let Ok(setup) = TlsSetup::new(Arc::new(identity)) else {
+        let Ok(setup) = TlsSetup::new(Arc::new(identity), false) else {
             panic!("tls setup");
         };
         assert_eq!(node_id_from_cert(&setup.cert), Some(want));
@@ -363,5 +536,15 @@ mod tests {
         let mut cut = setup.cert.to_vec();
         cut.truncate(cut.len() / 2);
         assert_eq!(node_id_from_cert(&cut), None);
+    }
+
+    #[test]
+    fn every_node_id_makes_a_valid_server_name() {
+        for id in [NodeId([0; 32]), NodeId([0xff; 32]), NodeId([0x5a; 32])] {
+            let name = server_name(&id);
+            let parsed = ServerName::try_from(name.clone());
+            assert!(parsed.is_ok(), "{name}");
+            assert_eq!(parsed.ok().as_ref().and_then(id_from_server_name), Some(id));
+        }
     }
 }
