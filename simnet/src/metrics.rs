@@ -221,6 +221,10 @@ pub struct Metrics {
     pub puts: u64,
     /// Puts whose lookup finished and whose copies were sent.
     pub puts_placed: u64,
+    /// Puts answered with W durable copies (`workload.put_w`).
+    pub puts_acked: u64,
+    /// Puts answered with fewer than W copies when their wait ran out (the node's 503).
+    pub puts_short: u64,
     /// Gets issued.
     pub gets: u64,
     /// Gets that found a live holder.
@@ -301,6 +305,8 @@ impl Metrics {
             alive_integral: 0,
             puts: 0,
             puts_placed: 0,
+            puts_acked: 0,
+            puts_short: 0,
             gets: 0,
             gets_ok: 0,
             get_latencies: Vec::new(),

@@ -173,6 +173,12 @@ summary! {
     /// Objects put.
     #[serde(skip_serializing_if = "Option::is_none")]
     object_puts: Option<u64>,
+    /// Puts answered with W durable copies (with `workload.put_w`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_puts_acked: Option<u64>,
+    /// Puts answered with fewer than W copies (with `workload.put_w`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_puts_short: Option<u64>,
     /// Gets issued.
     #[serde(skip_serializing_if = "Option::is_none")]
     object_gets: Option<u64>,
@@ -355,6 +361,8 @@ impl Summary {
             connections_closed_busy: m.connections_closed_busy,
             misbehaved_events: m.misbehaved,
             object_puts: objects.then_some(m.puts),
+            object_puts_acked: (objects && sc.workload.put_w.is_some()).then_some(m.puts_acked),
+            object_puts_short: (objects && sc.workload.put_w.is_some()).then_some(m.puts_short),
             object_gets: objects.then_some(m.gets),
             object_get_success_rate: objects.then(|| ratio(m.gets_ok, m.gets)),
             object_get_latency_ms_p50: objects

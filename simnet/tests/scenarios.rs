@@ -171,6 +171,10 @@ fn parsed_default(section: &str, key: &str) -> Option<String> {
             Rate::PerSecond(r) => r.to_string(),
             Rate::Total(_) => "(none)".into(),
         },
+        ("workload", "put_w") => match sc.workload.put_w {
+            Some(w) => w.to_string(),
+            None => "(none)".into(),
+        },
         ("workload", "get_holders_wanted") => match sc.workload.get_holders_wanted {
             Some(n) => n.to_string(),
             None => "1".into(), // the workload's `holders_wanted()` default

@@ -27,6 +27,7 @@ pub(crate) mod queue;
 pub(crate) mod setup;
 pub(crate) mod soak;
 pub(crate) mod workload;
+pub(crate) mod writes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -216,6 +217,7 @@ impl Sim {
             Ev::Lookup => self.on_lookup(),
             Ev::Put => self.on_put(),
             Ev::Get => self.on_get(),
+            Ev::WriteTimer(n) => self.on_write_timer(n),
             Ev::Sample => {
                 let row = self.metrics.row_of(at).saturating_sub(1);
                 self.close_interval(row);

@@ -398,6 +398,7 @@ impl Sim {
                         from_inc,
                         to,
                         id: Some(id),
+                        write: None,
                         key,
                         size,
                         push,
@@ -437,7 +438,10 @@ impl Sim {
             self.metrics.message_sent(now, true);
             return;
         }
-        let reply = matches!(msg, Msg::Response { .. } | Msg::TransferDone { .. });
+        let reply = matches!(
+            msg,
+            Msg::Response { .. } | Msg::TransferDone { .. } | Msg::Stored { .. }
+        );
         let dht_msg = matches!(msg, Msg::Request { .. } | Msg::Response { .. });
         let n = self.links.next_message(from, to);
         let from_inc = self.slots[from as usize].inc;
@@ -576,7 +580,7 @@ impl Sim {
             .is_some_and(|s| s.dht.is_some() && s.key == peer.key)
     }
 
-    fn is_incarnation(&self, slot: u32, inc: u32) -> bool {
+    pub(super) fn is_incarnation(&self, slot: u32, inc: u32) -> bool {
         self.slots
             .get(slot as usize)
             .is_some_and(|s| s.dht.is_some() && s.inc == inc)
@@ -636,10 +640,17 @@ impl Sim {
                 from_inc,
                 to,
                 id,
+                write,
                 key,
                 size,
                 push,
-            } => self.deliver_transfer(from, from_inc, to, id, key, size, push),
+            } => self.deliver_transfer(from, from_inc, to, (id, write), key, size, push),
+            Msg::Stored {
+                to_slot,
+                to_inc,
+                write,
+                from,
+            } => self.on_stored(to_slot, to_inc, write, from),
             Msg::Lost {
                 to_slot,
                 to_inc,
@@ -677,15 +688,16 @@ impl Sim {
     }
 
     /// An object copy arrives: stored if new (counted as put or repair bytes), the sender
-    /// confirmed as a holder, and a repair transfer acknowledged. A verify-only transfer
-    /// stores nothing and only answers whether the target holds the object.
+    /// confirmed as a holder, and a repair transfer (`id`) or a put waiting for its copies
+    /// (`write`) answered. A verify-only transfer stores nothing and only answers whether
+    /// the target holds the object.
     #[allow(clippy::too_many_arguments)]
     fn deliver_transfer(
         &mut self,
         from: SimPeer,
         from_inc: u32,
         to: SimPeer,
-        id: Option<TransferId>,
+        (id, write): (Option<TransferId>, Option<u32>),
         key: Key,
         size: u64,
         push: bool,
@@ -697,9 +709,11 @@ impl Sim {
         }
         let outcome = if push {
             if self.store_object(to.slot, key, size) {
-                match id {
-                    Some(_) => self.metrics.repair_arrived(now, size),
-                    None => {
+                match (id, write) {
+                    (Some(_), _) => self.metrics.repair_arrived(now, size),
+                    (None, Some(_)) => self.metrics.put_bytes += size,
+                    // A put that waits for nothing: its first copy is its acknowledgement.
+                    (None, None) => {
                         self.metrics.put_bytes += size;
                         self.acked.insert(key);
                     }
@@ -722,6 +736,15 @@ impl Sim {
                 TransferOutcome::Absent
             }
         };
+        if let Some(write) = write.filter(|_| push) {
+            let stored = Msg::Stored {
+                to_slot: from.slot,
+                to_inc: from_inc,
+                write,
+                from: to.key,
+            };
+            self.send(to.slot, from.slot, stored);
+        }
         if let Some(id) = id {
             let done = Msg::TransferDone {
                 to_slot: from.slot,

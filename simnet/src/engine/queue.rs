@@ -40,6 +40,8 @@ pub(crate) enum Ev {
     Put,
     /// The workload's next get.
     Get,
+    /// Put number `n`'s timer (`engine::writes`).
+    WriteTimer(u32),
     /// End of a timeseries interval.
     Sample,
     /// The mass failure.
@@ -64,16 +66,25 @@ pub(crate) enum Msg {
         rpc: RpcId,
         response: Response<SimPeer>,
     },
-    /// An object copy. `id` is the planner's transfer (repair); `None` for a put.
+    /// An object copy. `id` is the planner's transfer (repair); `None` for a put, whose
+    /// `write` names it when it waits for acknowledgements.
     Transfer {
         from: SimPeer,
         from_inc: u32,
         to: SimPeer,
         id: Option<TransferId>,
+        write: Option<u32>,
         key: Key,
         size: u64,
         /// False for the planner's verify-only transfers: ask whether `to` holds it.
         push: bool,
+    },
+    /// A put's copy is durable at `from`: the answer to its writer (`engine::writes`).
+    Stored {
+        to_slot: u32,
+        to_inc: u32,
+        write: u32,
+        from: Key,
     },
     /// The outcome of a repair transfer, for the planner that started it.
     TransferDone {

@@ -66,6 +66,9 @@ pub(crate) struct Work {
     puts_issued: u32,
     placed: Vec<u32>,
     gets_issued: u64,
+    /// Puts waiting for their copies (`workload.put_w`), by number.
+    pub(super) writes: BTreeMap<u32, super::writes::Writing>,
+    pub(super) next_write: u32,
 }
 
 impl Work {
@@ -82,6 +85,8 @@ impl Work {
             puts_issued: 0,
             placed: Vec::new(),
             gets_issued: 0,
+            writes: BTreeMap::new(),
+            next_write: 0,
         }
     }
 }
@@ -378,20 +383,26 @@ impl Sim {
                 let size = self.sc.workload.object_bytes;
                 let from = self.peer_of(slot);
                 let rf = self.sc.workload.replication.rf;
-                for to in closest.iter().take(rf).copied().collect::<Vec<_>>() {
-                    self.send(
-                        slot,
-                        to.slot,
-                        Msg::Transfer {
-                            from,
-                            from_inc: inc,
-                            to,
-                            id: None,
-                            key,
-                            size,
-                            push: true,
-                        },
-                    );
+                if let Some(w) = self.sc.workload.put_w {
+                    let closest = closest.to_vec();
+                    self.start_write(slot, key, &closest, w);
+                } else {
+                    for to in closest.iter().take(rf).copied().collect::<Vec<_>>() {
+                        self.send(
+                            slot,
+                            to.slot,
+                            Msg::Transfer {
+                                from,
+                                from_inc: inc,
+                                to,
+                                id: None,
+                                write: None,
+                                key,
+                                size,
+                                push: true,
+                            },
+                        );
+                    }
                 }
                 self.metrics.puts_placed += 1;
                 self.work.placed.push(object);

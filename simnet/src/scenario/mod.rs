@@ -280,6 +280,10 @@ pub struct Workload {
     /// asks for (`None`: 1, as the node's `Objects::find_holders` does: it fetches from the
     /// first verified holder; `rf` models a node that waits for every copy).
     pub get_holders_wanted: Option<usize>,
+    /// Durable copies a put waits for before it answers (`None`: a put counts as placed
+    /// when its copies are sent, waiting for nothing): with `Some(w)` a put runs the node's
+    /// own decisions (`overlay::Write`; `engine::writes`).
+    pub put_w: Option<usize>,
     /// Replication parameters of every node's planner (rf, repair pacing, re-planning).
     pub replication: overlay::ReplicationConfig,
 }

@@ -98,6 +98,7 @@ struct RawWorkload {
     gets: Option<u64>,
     gets_per_s: Option<f64>,
     get_holders_wanted: Option<usize>,
+    put_w: Option<usize>,
     rf: Option<usize>,
     repair_bytes_per_s: Option<u64>,
     repair_burst_bytes: Option<u64>,
@@ -494,6 +495,15 @@ fn convert_workload(r: RawWorkload) -> Result<Workload, ScenarioError> {
         gets: rate("workload", "gets", r.gets, r.gets_per_s, 0)?,
         get_holders_wanted: match r.get_holders_wanted {
             Some(0) => return Err(invalid("workload.get_holders_wanted", "must be >= 1")),
+            w => w,
+        },
+        put_w: match r.put_w {
+            Some(w) if w == 0 || w > replication.rf => {
+                return Err(invalid(
+                    "workload.put_w",
+                    format!("must be in [1, rf = {}], got {w}", replication.rf),
+                ));
+            }
             w => w,
         },
         replication,

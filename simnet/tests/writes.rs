@@ -1,0 +1,111 @@
+//! Puts through the node's own write decisions (`workload.put_w`: `overlay::Write` and
+//! `overlay::placement_targets`, driven by `engine::writes`): a put is acknowledged only
+//! with W durable copies and answers short when it cannot reach them. Without `put_w` a
+//! put waits for nothing, as before.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use simnet::engine::Finished;
+use simnet::{Scenario, Sim};
+
+/// 300 nodes, 150 objects of 64 KiB at RF 3 put in the first 5 minutes, with `workload`
+/// lines added and `faults` (a section) appended.
+fn scenario(workload: &str, faults: &str) -> Scenario {
+    common::scenario(&format!(
+        r#"
+name = "writes"
+nodes = 300
+seed = 11
+duration_s = 900
+
+[latency]
+model = "coordinates"
+base_ms = 5
+side_ms = 100
+
+{faults}
+
+[workload]
+lookups = 0
+objects = 150
+object_bytes = 65536
+rf = 3
+puts_window_s = 300
+gets = 0
+{workload}
+
+[output]
+plots = false
+"#
+    ))
+}
+
+fn run(sc: Scenario) -> Finished {
+    println!("seed = {}, nodes = {}", sc.seed, sc.nodes);
+    let mut sim = Sim::new(sc, false);
+    sim.run()
+        .unwrap_or_else(|e| panic!("invariant broken: {e}"));
+    sim.finish()
+}
+
+#[test]
+fn in_a_still_network_every_put_is_acknowledged_with_w_copies() {
+    let f = run(scenario("put_w = 3", ""));
+    let m = &f.metrics;
+    println!(
+        "puts {} placed {} acked {} short {}",
+        m.puts, m.puts_placed, m.puts_acked, m.puts_short
+    );
+    assert_eq!(m.puts, 150);
+    assert_eq!(m.puts_acked, 150, "every put reached its 3 copies");
+    assert_eq!(m.puts_short, 0);
+    assert_eq!(m.acked, 150);
+    assert_eq!(m.acked_lost, 0);
+}
+
+#[test]
+fn puts_that_cannot_reach_w_copies_answer_short() {
+    // 98 % of the nodes fail for good at 100 s, a third of the way through the puts: a put
+    // after it finds one or two live peers at most, too few for 3 copies.
+    let failure = "[failure]\nfraction = 0.98\nat_s = 100";
+    let f = run(scenario("put_w = 3", failure));
+    let m = &f.metrics;
+    println!(
+        "puts {} placed {} acked {} short {} lost {}",
+        m.puts, m.puts_placed, m.puts_acked, m.puts_short, m.acked_lost
+    );
+    assert!(
+        m.puts_short > 0,
+        "puts after the failure must miss their 3 copies"
+    );
+    assert!(m.puts_acked > 0, "puts before it reach them");
+    // A writer that fails loses its write unanswered: answered puts are at most those placed.
+    assert!(m.puts_acked + m.puts_short <= m.puts_placed);
+    assert_eq!(
+        m.acked, m.puts_acked,
+        "acknowledged means W copies, nothing less"
+    );
+}
+
+#[test]
+fn without_put_w_a_put_waits_for_nothing() {
+    let f = run(scenario("", ""));
+    let m = &f.metrics;
+    assert_eq!(m.puts_placed, 150);
+    assert_eq!((m.puts_acked, m.puts_short), (0, 0));
+    // Its first stored copy is its acknowledgement.
+    assert_eq!(m.acked, 150);
+}
+
+#[test]
+fn put_w_must_be_between_one_and_rf() {
+    for bad in ["put_w = 0", "put_w = 4"] {
+        let text = format!(
+            "name = \"t\"\nnodes = 10\nduration_s = 10\n[workload]\nobjects = 1\nrf = 3\n{bad}\n"
+        );
+        let err = simnet::scenario::parse_str(&text, &common::scenarios_dir(), "t").unwrap_err();
+        assert!(err.to_string().contains("workload.put_w"), "{err}");
+    }
+}
