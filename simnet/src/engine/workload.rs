@@ -384,8 +384,7 @@ impl Sim {
                 let from = self.peer_of(slot);
                 let rf = self.sc.workload.replication.rf;
                 if let Some(w) = self.sc.workload.put_w {
-                    let closest = closest.to_vec();
-                    self.start_write(slot, key, &closest, w);
+                    self.start_write(slot, key, closest.to_vec(), w);
                 } else {
                     for to in closest.iter().take(rf).copied().collect::<Vec<_>>() {
                         self.send(

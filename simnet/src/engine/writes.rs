@@ -44,11 +44,11 @@ pub(crate) struct Writing {
 impl Sim {
     /// The put of `key` at `slot` found `closest`: store it here, place it at the `rf`
     /// closest, and answer at `w` durable copies.
-    pub(super) fn start_write(&mut self, slot: u32, key: Key, closest: &[SimPeer], w: usize) {
+    pub(super) fn start_write(&mut self, slot: u32, key: Key, closest: Vec<SimPeer>, w: usize) {
         let size = self.sc.workload.object_bytes;
         let rf = self.sc.workload.replication.rf;
         let me = self.peer_of(slot);
-        let (targets, _) = overlay::placement_targets(me.key, key, closest.to_vec(), rf);
+        let (targets, _) = overlay::placement_targets(me.key, key, closest, rf);
         if self.store_object(slot, key, size) {
             self.metrics.put_bytes += size;
         }
