@@ -1,8 +1,10 @@
 //! Replication planning: which object goes to which node, so each sits on its RF closest.
 //!
 //! The planner holds the objects this node stores and what it knows of other copies; from
-//! the routing table it computes, for each object, the RF nodes closest to its key (counting
-//! ourselves). Every one of them that is not known to hold a copy gets a
+//! the routing table and the holders it knows it computes, for each object, the RF nodes
+//! closest to its key (counting ourselves). A known holder counts even when the table lacks
+//! it (a gateway far from the key placed the object by a lookup), until it leaves the table
+//! ([`Planner::handle_peer_removed`]) or its confirmation expires. Every one of them that is not known to hold a copy gets a
 //! [`PlanEvent::Transfer`]; once all RF targets hold copies and we are not among them, our
 //! own copy is released.
 //!
@@ -207,6 +209,15 @@ impl<P: Peer> Planner<P> {
         }
     }
 
+    /// `peer` left the routing table (it failed its probes or closed): its copies no longer
+    /// count, so repair need not wait for their confirmations to expire.
+    pub fn handle_peer_removed(&mut self, now: Instant, peer: &Key) {
+        for o in self.objects.values_mut() {
+            o.confirmed.remove(peer);
+        }
+        self.schedule_replan(now);
+    }
+
     /// The routing table changed; re-plan after the debounce.
     pub fn handle_table_changed(&mut self, now: Instant) {
         self.schedule_replan(now);
@@ -301,28 +312,35 @@ impl<P: Peer> Planner<P> {
         let rf = self.config.rf.max(1);
         let keys: Vec<Key> = self.objects.keys().copied().collect();
         for key in keys {
-            // The RF closest among the table and ourselves: if we are among them, the others
-            // are the RF - 1 closest peers.
-            let mut targets: Vec<P> = table.closest(&key, rf);
-            let local_d = self.local.distance(&key);
-            let self_in = targets.len() < rf
-                || targets
-                    .last()
-                    .is_some_and(|p| p.key().distance(&key) > local_d);
-            if self_in {
-                targets.truncate(rf - 1);
-            }
             let Some(obj) = self.objects.get_mut(&key) else {
                 continue;
             };
             let ttl = self.config.confirm_ttl;
-            let target_keys: BTreeSet<Key> = targets.iter().map(Peer::key).collect();
-            obj.confirmed
-                .retain(|k, at| target_keys.contains(k) && now - *at < ttl);
-            let missing: Vec<P> = targets
+            obj.confirmed.retain(|_, at| now - *at < ttl);
+            // The RF closest among the table, the holders we know and ourselves. Known holders
+            // count even when the table lacks them: a writer far from the key found the key's
+            // neighbourhood by a lookup, and its own table need not reach there.
+            let mut ranked: Vec<(Key, Option<P>)> = table
+                .closest(&key, rf)
                 .into_iter()
-                .filter(|p| !obj.confirmed.contains_key(&p.key()))
+                .map(|p| (p.key(), Some(p)))
                 .collect();
+            for k in obj.confirmed.keys() {
+                if !ranked.iter().any(|(r, _)| r == k) {
+                    ranked.push((*k, None));
+                }
+            }
+            ranked.push((self.local, None));
+            ranked.sort_by_key(|(k, _)| k.distance(&key));
+            ranked.truncate(rf);
+            let self_in = ranked.iter().any(|(k, _)| *k == self.local);
+            obj.confirmed
+                .retain(|k, _| ranked.iter().any(|(r, _)| r == k));
+            let missing: Vec<P> = ranked
+                .into_iter()
+                .filter_map(|(k, p)| p.filter(|_| !obj.confirmed.contains_key(&k)))
+                .collect();
+            let local_d = self.local.distance(&key);
             if missing.is_empty() && !self_in && !obj.released {
                 obj.released = true;
                 self.stats.releases += 1;
@@ -579,5 +597,67 @@ mod tests {
             "confirmed: nothing to do"
         );
         assert_eq!(p.known_copies(&obj), Some(3));
+    }
+
+    fn releases(evs: &[PlanEvent<TestPeer>]) -> usize {
+        evs.iter()
+            .filter(|e| matches!(e, PlanEvent::Release { .. }))
+            .count()
+    }
+
+    #[test]
+    fn a_far_writer_keeps_the_holders_its_table_lacks_and_releases() {
+        let config = ReplicationConfig {
+            rf: 3,
+            ..ReplicationConfig::default()
+        };
+        // We are 0x00..; the object is 0xf0..: every peer of our table (0x01, 0x02, 0x04) is
+        // farther from it than we are. The write found its true closest, 0xf0, 0xf1 and 0xf2,
+        // through a lookup, and pushed to them; none is in our table.
+        let (mut p, table, t0) = setup(config);
+        let obj = key(0xf0);
+        p.add_object(t0, obj, MIB);
+        let ids: Vec<TransferId> = [0xf0, 0xf1, 0xf2]
+            .into_iter()
+            .filter_map(|first| p.begin_external(obj, key(first)))
+            .collect();
+        assert_eq!(ids.len(), 3);
+        for id in ids {
+            p.handle_transfer_done(t0, id, TransferOutcome::Verified);
+        }
+        p.handle_timeout(t0 + Duration::from_secs(2), &table);
+        let evs = drain(&mut p);
+        assert!(
+            transfers(&evs).is_empty(),
+            "the RF closest hold it: nothing to send to our table's nearest: {evs:?}"
+        );
+        assert_eq!(releases(&evs), 1, "and our copy is not needed: {evs:?}");
+        assert_eq!(p.stats().bytes_started, 0);
+    }
+
+    #[test]
+    fn a_holder_that_left_the_table_is_replaced_at_once() {
+        let config = ReplicationConfig {
+            rf: 3,
+            ..ReplicationConfig::default()
+        };
+        let (mut p, mut table, t0) = setup(config);
+        // Object 0x01..: its RF closest are 0x01, us and 0x02; both peers hold it.
+        let obj = key(0x01);
+        p.add_object(t0, obj, MIB);
+        p.handle_holder_confirmed(t0, &obj, &key(0x01));
+        p.handle_holder_confirmed(t0, &obj, &key(0x02));
+        let t1 = t0 + Duration::from_secs(2);
+        p.handle_timeout(t1, &table);
+        assert!(transfers(&drain(&mut p)).is_empty());
+        // 0x02 fails its probes and leaves the table: 0x04 takes its place at once, not
+        // when the confirmation expires an hour later.
+        table.remove(&key(0x02));
+        p.handle_peer_removed(t1, &key(0x02));
+        p.handle_timeout(t1 + Duration::from_secs(2), &table);
+        let planned = transfers(&drain(&mut p));
+        assert_eq!(planned.len(), 1, "{planned:?}");
+        assert_eq!(planned[0].1, key(0x04));
+        assert_eq!(p.known_copies(&obj), Some(2));
     }
 }

@@ -94,6 +94,8 @@ pub struct TestNet {
     rng: ChaCha8Rng,
     finished: BTreeMap<(u32, QueryId), Finished>,
     ready: Vec<bool>,
+    /// Peers each node's table dropped since [`TestNet::take_removed`] last asked.
+    removed: Vec<Vec<Key>>,
     events_handled: u64,
     trace: Option<blake3::Hasher>,
 }
@@ -122,6 +124,7 @@ impl TestNet {
             rng,
             finished: BTreeMap::new(),
             ready: vec![false; n],
+            removed: vec![Vec::new(); n],
             events_handled: 0,
             trace: None,
         }
@@ -261,6 +264,7 @@ impl TestNet {
                 }
                 Event::Ready => self.ready[idx] = true,
                 Event::Isolated => self.ready[idx] = false,
+                Event::PeerRemoved(p) => self.removed[idx].push(p.key),
                 _ => {}
             }
         }
@@ -272,6 +276,12 @@ impl TestNet {
                 self.push(t, Ev::Timer { node: i });
             }
         }
+    }
+
+    /// The peers node `i`'s table dropped since the last call, for drivers that keep state
+    /// per peer (the replication planner).
+    pub fn take_removed(&mut self, i: usize) -> Vec<Key> {
+        std::mem::take(&mut self.removed[i])
     }
 
     /// Delivers the next event; false when the queue is empty or the next event is past

@@ -56,6 +56,9 @@ impl Cluster {
                     continue;
                 }
                 self.planners[i].handle_table_changed(now);
+                for gone in self.net.take_removed(i) {
+                    self.planners[i].handle_peer_removed(now, &gone);
+                }
                 self.planners[i].handle_timeout(now, self.net.node(i).routing_table());
                 while let Some(ev) = self.planners[i].poll_event() {
                     match ev {

@@ -695,7 +695,7 @@ impl Driver {
             }
             Event::PeerRemoved(p) => {
                 tracing::debug!(peer = %p.id, "routing table -");
-                self.planner.handle_table_changed(self.clock.now());
+                self.planner.handle_peer_removed(self.clock.now(), &p.key);
             }
             Event::PeerMisbehaved { peer, reason } => {
                 metrics::counter!("dht_misbehaved_total", "reason" => reason).increment(1);

@@ -367,10 +367,16 @@ impl Sim {
             Event::QueryFinished { id, result, stats } => {
                 self.on_query_finished(slot, id, result, stats);
             }
-            Event::PeerAdded(_) | Event::PeerRemoved(_) => {
+            Event::PeerAdded(_) => {
                 let now = self.local_now(slot);
                 if let Some(st) = self.slots[slot as usize].store.as_mut() {
                     st.planner.handle_table_changed(now);
+                }
+            }
+            Event::PeerRemoved(p) => {
+                let now = self.local_now(slot);
+                if let Some(st) = self.slots[slot as usize].store.as_mut() {
+                    st.planner.handle_peer_removed(now, &p.key);
                 }
             }
             Event::PeerMisbehaved { .. } => self.metrics.misbehaved += 1,
