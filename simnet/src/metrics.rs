@@ -227,6 +227,10 @@ pub struct Metrics {
     pub puts_short: u64,
     /// Gets issued.
     pub gets: u64,
+    /// Gets whose first pass found only records that proved nothing, and walked again.
+    pub gets_searched_again: u64,
+    /// Gets served by their second walk.
+    pub gets_served_again: u64,
     /// Gets that found a live holder.
     pub gets_ok: u64,
     /// Latencies of successful gets, ns.
@@ -306,6 +310,8 @@ impl Metrics {
             puts: 0,
             puts_placed: 0,
             puts_acked: 0,
+            gets_searched_again: 0,
+            gets_served_again: 0,
             puts_short: 0,
             gets: 0,
             gets_ok: 0,

@@ -182,6 +182,12 @@ summary! {
     /// Gets issued.
     #[serde(skip_serializing_if = "Option::is_none")]
     object_gets: Option<u64>,
+    /// Gets that walked a second time for rf providers (stale records in the first pass).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_gets_searched_again: Option<u64>,
+    /// Gets served by their second walk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_gets_served_again: Option<u64>,
     /// Gets that found a live holder, over gets issued.
     #[serde(skip_serializing_if = "Option::is_none")]
     object_get_success_rate: Option<f64>,
@@ -364,6 +370,8 @@ impl Summary {
             object_puts_acked: (objects && sc.workload.put_w.is_some()).then_some(m.puts_acked),
             object_puts_short: (objects && sc.workload.put_w.is_some()).then_some(m.puts_short),
             object_gets: objects.then_some(m.gets),
+            object_gets_searched_again: objects.then_some(m.gets_searched_again),
+            object_gets_served_again: objects.then_some(m.gets_served_again),
             object_get_success_rate: objects.then(|| ratio(m.gets_ok, m.gets)),
             object_get_latency_ms_p50: objects
                 .then(|| percentile(&m.get_latencies, 0.5).map(ms))

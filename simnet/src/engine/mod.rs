@@ -24,6 +24,7 @@ pub mod faults;
 pub(crate) mod liars;
 pub(crate) mod nodes;
 pub(crate) mod queue;
+pub(crate) mod reads;
 pub(crate) mod setup;
 pub(crate) mod soak;
 pub(crate) mod workload;
@@ -180,6 +181,7 @@ impl Sim {
         for (_, p) in pending {
             self.abandon(p);
         }
+        self.abandon_again();
         let held = self.held_anywhere();
         self.metrics.acked = self.acked.len() as u64;
         self.metrics.acked_lost = self.acked.iter().filter(|k| !held.contains(k)).count() as u64;
@@ -217,6 +219,7 @@ impl Sim {
             Ev::Lookup => self.on_lookup(),
             Ev::Put => self.on_put(),
             Ev::Get => self.on_get(),
+            Ev::GetAgain(n) => self.on_get_again(n),
             Ev::WriteTimer(n) => self.on_write_timer(n),
             Ev::Sample => {
                 let row = self.metrics.row_of(at).saturating_sub(1);

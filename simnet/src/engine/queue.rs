@@ -40,6 +40,8 @@ pub(crate) enum Ev {
     Put,
     /// The workload's next get.
     Get,
+    /// Get number `n`'s second walk (`engine::reads`).
+    GetAgain(u32),
     /// Put number `n`'s timer (`engine::writes`).
     WriteTimer(u32),
     /// End of a timeseries interval.

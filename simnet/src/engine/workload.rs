@@ -7,28 +7,14 @@
 //! moment the query finishes. A put looks up the object's key and sends a copy to the RF
 //! closest nodes found; from then on those nodes' planners keep it on its RF closest nodes.
 //! A get runs as the node's does: a node that holds the object serves it at once; else it
-//! asks for `get_holders_wanted` providers (1 by default, as the node), then sends a
-//! TAIL probe to every provider and to the 2·rf closest nodes found, all at once, each
-//! bounded by [`PROBE_TIMEOUT`]; it waits for `get_holders_wanted` holders to answer (or
-//! every probe to end, or the [`SEARCH_TIMEOUT`] from the start to pass: a dead provider
-//! costs a probe timeout only when too few live holders answer), then fetches from the
-//! fastest holder (the nearest live one by measured round trip), one more round trip, sent
-//! when the last awaited answer came. Its latency ends there (the first verified byte). A get whose fastest holder is in
-//! the getter's own region (or that was served locally) is intra-region, any other
-//! inter-region (regions models only).
+//! asks for `get_holders_wanted` providers (1 by default, as the node) and searches them
+//! through `overlay::Search` (`engine::reads`).
 //!
 //! Operation times and targets come from the workload's own streams, so they stay the same
 //! when a sweep changes, say, k.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// A get's TAIL probe to one candidate holder gives up after this (the node's
-/// `probe_timeout`).
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
-/// A get's whole search (lookup and probes) gives up after this (the node's
-/// `search_timeout`).
-pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 use overlay::{Instant, Key, QueryId, QueryResult, QueryStats};
 use rand::Rng;
@@ -52,8 +38,12 @@ pub(crate) enum Pending {
     },
     /// The lookup of a put.
     Put { object: u32 },
-    /// The provider lookup of a get.
-    Get { started: Instant, object: u32 },
+    /// The provider lookup of a get; `again` for its second pass (`engine::reads`).
+    Get {
+        started: Instant,
+        object: u32,
+        again: bool,
+    },
 }
 
 /// Workload state: streams and progress.
@@ -62,13 +52,16 @@ pub(crate) struct Work {
     lookup_rng: SimRng,
     lookups_issued: u64,
     object_rng: SimRng,
-    objects: Vec<Key>,
+    pub(super) objects: Vec<Key>,
     puts_issued: u32,
     placed: Vec<u32>,
     gets_issued: u64,
     /// Puts waiting for their copies (`workload.put_w`), by number.
     pub(super) writes: BTreeMap<u32, super::writes::Writing>,
     pub(super) next_write: u32,
+    /// Gets waiting to walk again for rf providers (`engine::reads`), by number.
+    pub(super) again: BTreeMap<u32, super::reads::Again>,
+    pub(super) next_again: u32,
 }
 
 impl Work {
@@ -87,6 +80,8 @@ impl Work {
             gets_issued: 0,
             writes: BTreeMap::new(),
             next_write: 0,
+            again: BTreeMap::new(),
+            next_again: 0,
         }
     }
 }
@@ -304,6 +299,7 @@ impl Sim {
                         Pending::Get {
                             started: now,
                             object,
+                            again: false,
                         },
                     );
                     self.after_input(slot, false);
@@ -406,14 +402,16 @@ impl Sim {
                 self.metrics.puts_placed += 1;
                 self.work.placed.push(object);
             }
-            Pending::Get { started, object } => {
-                let key = self.work.objects[object as usize];
+            Pending::Get {
+                started,
+                object,
+                again,
+            } => {
                 let (providers, closest) = match result {
                     QueryResult::GetProviders { providers, closest } => (providers, closest),
                     _ => (Vec::new(), Vec::new()),
                 };
-                let outcome = self.finish_get(slot, key, started, providers, closest);
-                self.metrics.get_done(started, outcome);
+                self.search_holders(slot, object, started, again, providers, closest);
             }
         }
     }
@@ -421,84 +419,18 @@ impl Sim {
     /// Holders a get waits for before it fetches; its provider walk asks for as many
     /// providers, and may finish as soon as it has them (the node's `find_holders` asks
     /// for one and stops at the first verified holder).
-    fn holders_wanted(&self) -> usize {
+    pub(super) fn holders_wanted(&self) -> usize {
         let w = &self.sc.workload;
         w.get_holders_wanted.unwrap_or(1).max(1)
     }
 
     /// Whether the node up at `slot` holds `key`.
-    fn holds(&self, slot: u32, key: &Key) -> bool {
+    pub(super) fn holds(&self, slot: u32, key: &Key) -> bool {
         let s = &self.slots[slot as usize];
         s.dht.is_some()
             && s.store
                 .as_ref()
                 .is_some_and(|st| st.objects.contains_key(key))
-    }
-
-    /// The rest of a get whose provider lookup just finished: the TAIL probes, the wait for
-    /// holders, and the fetch from the fastest.
-    fn finish_get(
-        &mut self,
-        slot: u32,
-        key: Key,
-        started: Instant,
-        providers: Vec<crate::peer::SimPeer>,
-        closest: Vec<crate::peer::SimPeer>,
-    ) -> GetOutcome {
-        let now = self.now;
-        let deadline = started + SEARCH_TIMEOUT;
-        if now >= deadline {
-            return GetOutcome::Failed;
-        }
-        let rf = self.sc.workload.replication.rf;
-        let wanted = self.holders_wanted();
-        let mut candidates: Vec<u32> = providers.iter().map(|p| p.slot).collect();
-        candidates.extend(closest.iter().take(2 * rf).map(|p| p.slot));
-        let mut seen = std::collections::BTreeSet::new();
-        candidates.retain(|&c| c != slot && seen.insert(c));
-        // Each probe ends with an answer (holder or not) or silence at the probe timeout.
-        let mut ends: Vec<(Duration, Option<u32>)> = Vec::new();
-        for c in candidates {
-            let answer = self.exchange(slot, c, now).filter(|rt| *rt < PROBE_TIMEOUT);
-            match answer {
-                Some(rt) => ends.push((rt, self.holds(c, &key).then_some(c))),
-                None => ends.push((PROBE_TIMEOUT, None)),
-            }
-        }
-        ends.sort_by_key(|(t, h)| (*t, *h));
-        let mut holders = Vec::new();
-        let mut done = Duration::ZERO;
-        for (t, h) in &ends {
-            if now + *t > deadline {
-                break;
-            }
-            done = *t;
-            if let Some(h) = h {
-                holders.push(*h);
-                if holders.len() >= wanted {
-                    break;
-                }
-            }
-        }
-        let Some(&fastest) = holders.first() else {
-            return GetOutcome::Failed;
-        };
-        let Some(fetch) = self.exchange(slot, fastest, now + done) else {
-            return GetOutcome::Failed;
-        };
-        let intra = match (self.net.region(slot), self.net.region(fastest)) {
-            (Some(a), Some(b)) => a == b,
-            _ => false,
-        };
-        GetOutcome::Served {
-            latency: (now - started) + done + fetch,
-            intra,
-            parts: GetParts {
-                search: now - started,
-                probe: done,
-                fetch,
-            },
-        }
     }
 
     /// An operation that will never finish counts as a failure.

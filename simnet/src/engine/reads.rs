@@ -1,0 +1,197 @@
+//! A get's search for a holder, through the node's own decisions: `overlay::Search` says
+//! whom to probe, when the search is over, the order to fetch in and whether a second pass
+//! is due, as `Objects::locate_pass` does in the node.
+//!
+//! Every candidate is probed at once for the object's final group, each probe ending with
+//! an answer (holds it, lacks it) one round trip later or with silence at
+//! [`PROBE_TIMEOUT`]; answers reach the search in the order they arrive, and the first
+//! holder ends it (the node does not wait for more; `workload.get_holders_wanted` > 1, a
+//! research knob, waits for that many holders and asks the walk for as many providers). The fetch goes to the holders in the
+//! search's order: a holder that cannot be reached costs a probe timeout and the next one
+//! is tried, one that turns out to lack the object costs its round trip. A pass whose
+//! records all failed to prove the object walks again for rf providers, from when its last
+//! probe ended, within the same [`SEARCH_TIMEOUT`] (the node's second pass).
+
+use std::time::Duration;
+
+use overlay::{Instant, ProbeAnswer, Search, SearchOutcome};
+
+use super::Sim;
+use super::queue::Ev;
+use super::workload::Pending;
+use crate::metrics::{GetOutcome, GetParts};
+use crate::peer::SimPeer;
+
+/// A get's TAIL probe to one candidate holder gives up after this (the node's
+/// `probe_timeout`).
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A get's whole search (walks and probes) gives up after this (the node's
+/// `search_timeout`).
+pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A get waiting to walk again for rf providers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Again {
+    slot: u32,
+    inc: u32,
+    object: u32,
+    started: Instant,
+}
+
+impl Sim {
+    /// The provider walk of a get at `slot` found `providers` and `closest`: search them
+    /// for a holder and fetch from it, or walk again.
+    pub(super) fn search_holders(
+        &mut self,
+        slot: u32,
+        object: u32,
+        started: Instant,
+        again: bool,
+        providers: Vec<SimPeer>,
+        closest: Vec<SimPeer>,
+    ) {
+        let key = self.work.objects[object as usize];
+        let now = self.now;
+        let deadline = started + SEARCH_TIMEOUT;
+        if now >= deadline {
+            self.metrics.get_done(started, GetOutcome::Failed);
+            return;
+        }
+        let rf = self.sc.workload.replication.rf;
+        let wanted = if again { rf } else { self.holders_wanted() };
+        let me = self.slots[slot as usize].key;
+        let mut search = Search::new(me, providers, closest, rf, wanted);
+        let mut ends: Vec<(Duration, SimPeer, ProbeAnswer)> = Vec::new();
+        for c in search.candidates().to_vec() {
+            let answer = self
+                .exchange(slot, c.slot, now)
+                .filter(|rt| *rt < PROBE_TIMEOUT);
+            ends.push(match answer {
+                Some(rt) if self.holds(c.slot, &key) => (rt, c, ProbeAnswer::Holds),
+                Some(rt) => (rt, c, ProbeAnswer::Lacks),
+                None => (PROBE_TIMEOUT, c, ProbeAnswer::Silent),
+            });
+        }
+        ends.sort_by_key(|(t, c, _)| (*t, c.slot));
+        // The node stops at the first holder; `get_holders_wanted` > 1 (a research knob)
+        // waits for that many before fetching from the first.
+        let mut done = Duration::ZERO;
+        let mut holders = 0;
+        for (t, c, answer) in &ends {
+            if now + *t > deadline {
+                search.handle_deadline();
+                done = deadline - now;
+                break;
+            }
+            done = *t;
+            holders += usize::from(*answer == ProbeAnswer::Holds);
+            if search.handle_answer(&c.key, *answer) && (holders == 0 || holders >= wanted) {
+                break;
+            }
+        }
+        match search.outcome() {
+            SearchOutcome::Found { holders } => {
+                let outcome = self.fetch(slot, &key, &holders, started, now, done);
+                if again && matches!(outcome, GetOutcome::Served { .. }) {
+                    self.metrics.gets_served_again += 1;
+                }
+                self.metrics.get_done(started, outcome);
+            }
+            SearchOutcome::SearchAgain => {
+                let n = self.work.next_again;
+                self.work.next_again += 1;
+                let inc = self.slots[slot as usize].inc;
+                self.work.again.insert(
+                    n,
+                    Again {
+                        slot,
+                        inc,
+                        object,
+                        started,
+                    },
+                );
+                self.metrics.gets_searched_again += 1;
+                self.queue.push(now + done, Ev::GetAgain(n));
+            }
+            SearchOutcome::Unfinished | SearchOutcome::NotFound => {
+                self.metrics.get_done(started, GetOutcome::Failed);
+            }
+        }
+    }
+
+    /// Fetches from `holders` in order, from when the search ended (`walked` after the
+    /// get's walk finished).
+    fn fetch(
+        &mut self,
+        slot: u32,
+        key: &overlay::Key,
+        holders: &[SimPeer],
+        started: Instant,
+        walked: Instant,
+        probed: Duration,
+    ) -> GetOutcome {
+        let from = walked + probed;
+        let mut at = from;
+        for h in holders {
+            match self.exchange(slot, h.slot, at) {
+                Some(rt) if self.holds(h.slot, key) => {
+                    let intra = match (self.net.region(slot), self.net.region(h.slot)) {
+                        (Some(a), Some(b)) => a == b,
+                        _ => false,
+                    };
+                    let end = at + rt;
+                    return GetOutcome::Served {
+                        latency: end - started,
+                        intra,
+                        parts: GetParts {
+                            search: walked - started,
+                            probe: probed,
+                            fetch: end - from,
+                        },
+                    };
+                }
+                Some(rt) => at = at + rt,
+                None => at = at + PROBE_TIMEOUT,
+            }
+        }
+        GetOutcome::Failed
+    }
+
+    /// Get number `n` walks again, for rf providers.
+    pub(super) fn on_get_again(&mut self, n: u32) {
+        let Some(a) = self.work.again.remove(&n) else {
+            return;
+        };
+        let key = self.work.objects[a.object as usize];
+        let rf = self.sc.workload.replication.rf;
+        let local = self.local_now(a.slot);
+        let s = &mut self.slots[a.slot as usize];
+        let alive = s.inc == a.inc && self.now < a.started + SEARCH_TIMEOUT;
+        let id = s
+            .dht
+            .as_mut()
+            .filter(|_| alive)
+            .and_then(|dht| dht.get_providers(local, key, rf).ok());
+        match id {
+            Some(id) => {
+                self.pending.insert(
+                    (a.slot, a.inc, id.0),
+                    Pending::Get {
+                        started: a.started,
+                        object: a.object,
+                        again: true,
+                    },
+                );
+                self.after_input(a.slot, false);
+            }
+            None => self.metrics.get_done(a.started, GetOutcome::Failed),
+        }
+    }
+
+    /// Gets still waiting to walk again when the run ends count as failed.
+    pub(super) fn abandon_again(&mut self) {
+        for (_, a) in std::mem::take(&mut self.work.again) {
+            self.metrics.get_done(a.started, GetOutcome::Failed);
+        }
+    }
+}
