@@ -75,6 +75,7 @@ impl Sim {
         ends.sort_by_key(|(t, c, _)| (*t, c.slot));
         // The node stops at the first holder; `get_holders_wanted` > 1 (a research knob)
         // waits for that many before fetching from the first.
+        let wait_for = self.holders_wanted();
         let mut done = Duration::ZERO;
         let mut holders = 0;
         for (t, c, answer) in &ends {
@@ -85,7 +86,7 @@ impl Sim {
             }
             done = *t;
             holders += usize::from(*answer == ProbeAnswer::Holds);
-            if search.handle_answer(&c.key, *answer) && (holders == 0 || holders >= wanted) {
+            if search.handle_answer(&c.key, *answer) && (holders == 0 || holders >= wait_for) {
                 break;
             }
         }
