@@ -172,6 +172,7 @@ fn failures(seed: u64) -> Vec<TraceEvent> {
     events
 }
 
+/// The scenario of the module doc, for `seed` and `rf`, with its failure trace.
 fn scenario(seed: u64, rf: usize) -> Scenario {
     let mut sc = common::scenario(&format!(
         r#"
@@ -204,6 +205,7 @@ plots = false
     sc
 }
 
+/// Runs to the end (no invariant checks after every step: they would take minutes here).
 fn run(sc: Scenario) -> Finished {
     println!("seed = {}, nodes = {}", sc.seed, sc.nodes);
     let mut sim = Sim::new(sc, false);
@@ -273,6 +275,8 @@ fn judge(f: &Finished, rf: i32, p: &Prediction) -> Option<String> {
     (!missed.is_empty()).then(|| missed.join(", "))
 }
 
+/// The prediction for `rf`: for RF = 3 the loss hazard's bracket [ℓ, 2ℓ] (the lead's
+/// wait), its spread in the lost objects' tails added to the time-below-RF σ.
 fn predict_rf(rf: i32, d: f64) -> Prediction {
     let lo = predict(rf, d, 1.0);
     if rf < 3 {
