@@ -1,4 +1,4 @@
-//! Durability against an analytic model (issue 14 item 3; `simnet/VALIDATION.md` §13):
+//! Durability against an analytic model (issue 14 item 3; `simnet/VALIDATION.md` §14):
 //! independent exponential node failures, a deterministic repair delay, and the chain of
 //! copy counts c = RF, RF − 1, …, 0 predict the object-time below RF, the objects lost and
 //! the crash → RF restored time. Every band here was derived, and written into this file,
@@ -72,7 +72,7 @@
 //! **Measured** (seed 7): RF = 3: 184,942 object-s below RF (−1.7σ), 8 lost, restore p50
 //! 36.060 s; RF = 2: 176,648 (−1.4σ), 104 lost, p50 36.051 s. Both times below RF are 10 %
 //! under the prediction because D is not constant: a third of the crashes are noticed early,
-//! by a failed liveness ping (mean crash → restored 33.8 s, p10 19.4 s); VALIDATION.md §13.
+//! by a failed liveness ping (mean crash → restored 33.8 s, p10 19.4 s); VALIDATION.md §14.
 //!
 //! Breaking it: `repair_slower_than_predicted_is_caught` runs the RF = 3 scenario with the
 //! planner's debounce at 30 s instead of 1 s (D ≈ 65 s): the prediction for D = 36.1 s must
