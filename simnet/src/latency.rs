@@ -228,6 +228,7 @@ mod tests {
             loss,
             jitter,
             handshake: true,
+            zero_rtt: false,
             connections_max: 256,
             region_names: Vec::new(),
             rtt_ms: Vec::new(),

@@ -11,6 +11,14 @@
 //! by peer, 8 bytes a peer ever messaged (tens of millions of them in a 100k-node run), and
 //! the open connections another, short `Vec` (at most the cap) sorted by peer; a node's
 //! links go with it when it stops.
+//!
+//! Session tickets (`latency.zero_rtt`, the node's `transport.zero_rtt`): a node that
+//! completes a handshake it dialed holds a ticket for that incarnation of the peer, as the
+//! node's dialer cache does: at most [`TICKETS_MAX`] per node, least recently issued out
+//! first, good for [`TICKET_LIFETIME_MS`]. A ticket is single-use and each connection issues
+//! a fresh one, so using it and receiving the next come to renewing it. A restarted peer
+//! lost the server-side state its tickets named (a new incarnation: the ticket is refused and
+//! the dial costs its full handshake); a restarted node lost its cache.
 
 /// One end of an open connection.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +32,20 @@ struct Conn {
     ready: u32,
 }
 
+/// A session ticket for one incarnation of a peer.
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    peer: u32,
+    inc: u32,
+    /// When it was issued, ms of virtual time.
+    issued: u32,
+}
+
+/// Tickets a node keeps (the node's dialer session cache).
+pub const TICKETS_MAX: usize = 1024;
+/// How long a ticket stays good (the node's ticket lifetime, 12 h).
+pub const TICKET_LIFETIME_MS: u32 = 12 * 3600 * 1000;
+
 /// The links of every slot.
 #[derive(Debug)]
 pub struct Links {
@@ -31,6 +53,9 @@ pub struct Links {
     sent: Vec<Vec<(u32, u32)>>,
     /// Per slot: its open connections, sorted by peer.
     conns: Vec<Vec<Conn>>,
+    /// Per slot: its session tickets, sorted by peer (empty unless tickets are on).
+    tickets: Vec<Vec<Ticket>>,
+    tickets_on: bool,
     cap: u32,
     /// Connections closed for room though used within [`IDLE_EVICT_AFTER_MS`]: the node
     /// would have refused the new connection instead (its `idle_evict_after`), so each is
@@ -53,8 +78,56 @@ impl Links {
         Links {
             sent: (0..slots).map(|_| Vec::new()).collect(),
             conns: (0..slots).map(|_| Vec::new()).collect(),
+            tickets: (0..slots).map(|_| Vec::new()).collect(),
+            tickets_on: false,
             cap: cap.max(1),
             closed_busy: 0,
+        }
+    }
+
+    /// Nodes keep session tickets from the handshakes they dial (`latency.zero_rtt`).
+    pub fn keep_tickets(&mut self) {
+        self.tickets_on = true;
+    }
+
+    /// Whether `from` holds a good ticket for incarnation `to_inc` of `to`, so a request
+    /// may go with the handshake. A ticket for an earlier incarnation, or expired, is
+    /// dropped.
+    pub fn resume(&mut self, from: u32, to: u32, to_inc: u32, now_ms: u32) -> bool {
+        let held = &mut self.tickets[from as usize];
+        let Ok(i) = held.binary_search_by_key(&to, |t| t.peer) else {
+            return false;
+        };
+        let t = held[i];
+        if t.inc == to_inc && now_ms.saturating_sub(t.issued) <= TICKET_LIFETIME_MS {
+            return true;
+        }
+        held.remove(i);
+        false
+    }
+
+    /// `from`'s dial of incarnation `to_inc` of `to` completed at `now_ms`: it holds a fresh
+    /// ticket for it (when tickets are on), the least recently issued going past the cap.
+    pub fn ticket_issued(&mut self, from: u32, to: u32, to_inc: u32, now_ms: u32) {
+        if !self.tickets_on {
+            return;
+        }
+        let held = &mut self.tickets[from as usize];
+        let t = Ticket {
+            peer: to,
+            inc: to_inc,
+            issued: now_ms,
+        };
+        match held.binary_search_by_key(&to, |t| t.peer) {
+            Ok(i) => held[i] = t,
+            Err(i) => {
+                held.insert(i, t);
+                if held.len() > TICKETS_MAX {
+                    if let Some(oldest) = (0..held.len()).min_by_key(|&j| (held[j].issued, j)) {
+                        held.remove(oldest);
+                    }
+                }
+            }
         }
     }
 
@@ -155,6 +228,7 @@ impl Links {
     /// (their end stays open until they notice), in peer order, and closes their ends.
     pub fn stop(&mut self, slot: u32) -> Vec<u32> {
         self.sent[slot as usize] = Vec::new();
+        self.tickets[slot as usize] = Vec::new();
         let conns = std::mem::take(&mut self.conns[slot as usize]);
         let mut held = Vec::new();
         for c in &conns {
@@ -226,5 +300,44 @@ mod tests {
         l.check().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(l.next_message(4, 0), 0);
         assert_eq!(l.next_message(4, 0), 1);
+    }
+
+    #[test]
+    fn a_ticket_resumes_the_incarnation_it_came_from_until_it_expires() {
+        let mut l = Links::new(3, 8);
+        l.ticket_issued(0, 1, 1, 100);
+        assert!(!l.resume(0, 1, 1, 200), "tickets are off unless asked for");
+        l.keep_tickets();
+        l.ticket_issued(0, 1, 1, 100);
+        assert!(l.resume(0, 1, 1, 200));
+        assert!(!l.resume(1, 0, 1, 200), "only the dialer holds one");
+        assert!(l.resume(0, 1, 1, 100 + TICKET_LIFETIME_MS));
+        assert!(!l.resume(0, 1, 1, 101 + TICKET_LIFETIME_MS), "expired");
+        assert!(!l.resume(0, 1, 1, 200), "and dropped");
+        l.ticket_issued(0, 1, 1, 300);
+        assert!(
+            !l.resume(0, 1, 2, 400),
+            "the peer restarted: its ticket table is gone"
+        );
+        assert!(!l.resume(0, 1, 1, 400), "the stale ticket was dropped");
+        l.ticket_issued(0, 2, 1, 500);
+        l.stop(0);
+        assert!(!l.resume(0, 2, 1, 600), "a restarted node lost its cache");
+    }
+
+    #[test]
+    fn past_the_cap_the_least_recently_issued_ticket_goes() {
+        let n = TICKETS_MAX as u32 + 2;
+        let mut l = Links::new(n, 8);
+        l.keep_tickets();
+        for peer in 1..=TICKETS_MAX as u32 {
+            l.ticket_issued(0, peer, 1, peer);
+        }
+        l.ticket_issued(0, 1, 1, 5000); // renewed by a reconnection: now the freshest
+        l.ticket_issued(0, n - 1, 1, 5001);
+        assert!(l.resume(0, 1, 1, 6000));
+        assert!(!l.resume(0, 2, 1, 6000), "the oldest went");
+        assert!(l.resume(0, 3, 1, 6000));
+        assert!(l.resume(0, n - 1, 1, 6000));
     }
 }

@@ -203,6 +203,8 @@ pub struct Metrics {
     pub retransmissions: u64,
     /// Connections opened (first contacts, each a handshake).
     pub handshakes: u64,
+    /// Requests sent with their connection's handshake (0-RTT, `latency.zero_rtt`).
+    pub zero_rtt_sends: u64,
     /// Connections closed because a node was at its connection cap.
     pub connections_closed: u64,
     /// Of those, connections used within the node's `idle_evict_after` (1 s): the node
@@ -300,6 +302,7 @@ impl Metrics {
             messages_undeliverable: 0,
             retransmissions: 0,
             handshakes: 0,
+            zero_rtt_sends: 0,
             connections_closed: 0,
             connections_closed_busy: 0,
             misbehaved: 0,

@@ -163,6 +163,9 @@ summary! {
     retransmissions: u64,
     /// Connections opened (first contacts: a handshake each).
     handshakes: u64,
+    /// Of those, dials whose first request went with the handshake (`latency.zero_rtt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zero_rtt_sends: Option<u64>,
     /// Connections closed at a node's connection cap (least recently used first).
     connections_closed: u64,
     /// Of those, connections used within the last second, which the node would not have
@@ -363,6 +366,7 @@ impl Summary {
             messages_undeliverable: m.messages_undeliverable,
             retransmissions: m.retransmissions,
             handshakes: m.handshakes,
+            zero_rtt_sends: sc.latency.zero_rtt.then_some(m.zero_rtt_sends),
             connections_closed: m.connections_closed,
             connections_closed_busy: m.connections_closed_busy,
             misbehaved_events: m.misbehaved,

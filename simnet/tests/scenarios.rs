@@ -133,6 +133,7 @@ fn parsed_default(section: &str, key: &str) -> Option<String> {
         // Documented as `0.1` (`0` with `constant`): the constant default is checked apart.
         ("latency", "jitter") => model("latency", "uniform").latency.jitter.to_string(),
         ("latency", "handshake") => sc.latency.handshake.to_string(),
+        ("latency", "zero_rtt") => sc.latency.zero_rtt.to_string(),
         ("latency", "connections_max") => sc.latency.connections_max.to_string(),
         ("latency", "names") | ("latency", "rtt_ms") => {
             let r = model("latency", "regions").latency;
@@ -439,6 +440,11 @@ fn parameters_of_another_model_are_refused() {
     assert!(e.contains("churn.mean_up_s") && e.contains("none"), "{e}");
     let e = error_of("[bootstrap]\njoin_window_s = 20");
     assert!(e.contains("bootstrap.join_window_s"), "{e}");
+    let e = error_of("[latency]\nhandshake = false\nzero_rtt = true");
+    assert!(
+        e.contains("latency.zero_rtt") && e.contains("handshake"),
+        "0-RTT saves a handshake there is none of: {e}"
+    );
 }
 
 #[test]

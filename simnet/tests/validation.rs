@@ -418,3 +418,60 @@ fn a_get_fetches_once_over_the_connection_its_probe_opened() {
         "(d) no quantile of the wait grows"
     );
 }
+
+/// VALIDATION.md §15: 0-RTT resumption (`latency.zero_rtt`). 200 nodes on constant 50 ms
+/// links with room for 16 connections each, so nodes keep dialing peers they dialed before.
+/// A DHT read to a peer whose ticket the dialer holds goes with the handshake: that first
+/// contact costs one round trip instead of two, and nothing else changes.
+#[test]
+fn a_resumed_first_contact_saves_the_handshake_round_trip() {
+    let net = |zero_rtt: &str| {
+        common::scenario(&format!(
+            "nodes = 200\nseed = 3\nduration_s = 600\n\
+             [latency]\nmodel = \"constant\"\nms = 50\nconnections_max = 16\n{zero_rtt}\n\
+             [workload]\nlookups = 4000\n"
+        ))
+    };
+    let (_, plain) = common::run(net(""));
+    let (_, off) = common::run(net("zero_rtt = false"));
+    let (_, on) = common::run(net("zero_rtt = true"));
+    let sends = on.zero_rtt_sends.unwrap_or(0);
+    println!(
+        "handshakes {} / {}, 0-RTT sends {sends}; lookup mean {:.1} -> {:.1} ms, p50 {:?} -> {:?}, \
+         exact {} / {}",
+        off.handshakes,
+        on.handshakes,
+        off.lookup_latency_ms_mean,
+        on.lookup_latency_ms_mean,
+        off.lookup_latency_ms_p50,
+        on.lookup_latency_ms_p50,
+        off.lookup_exact_rate,
+        on.lookup_exact_rate,
+    );
+    // (d) Off is the default, to the byte.
+    let columns = |s: &simnet::output::Summary| {
+        s.columns()
+            .into_iter()
+            .filter(|(name, _)| !name.contains("wall") && !name.contains("rss"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(columns(&plain), columns(&off), "(d) off changes nothing");
+    assert_eq!(off.zero_rtt_sends, None);
+    // (a) Tickets are used, at most once per dial.
+    assert!(
+        sends > 0 && sends <= on.handshakes,
+        "(a) {sends} of {}",
+        on.handshakes
+    );
+    // (b) The walk is the same: every lookup still exact.
+    assert_eq!(off.lookup_exact_rate, 1.0);
+    assert_eq!(on.lookup_exact_rate, 1.0, "(b) faster, not wronger");
+    // (c) A resumed dial saves one round trip (100 ms) of a round that cost at least two,
+    // so a lookup gets faster, by at most half its time.
+    let saved = off.lookup_latency_ms_mean - on.lookup_latency_ms_mean;
+    assert!(
+        saved > 0.0 && saved <= off.lookup_latency_ms_mean / 2.0,
+        "(c) saved {saved:.1} ms of {:.1}",
+        off.lookup_latency_ms_mean
+    );
+}

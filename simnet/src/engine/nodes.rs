@@ -473,13 +473,27 @@ impl Sim {
                         self.metrics.message_sent(now, true);
                         return;
                     };
-                    leaves = now + hs;
-                    let closed = self.links.open(
-                        (from, from_inc),
-                        (to, to_inc),
-                        now_ms,
-                        links::ms_of(leaves),
+                    // A DHT read to a peer whose ticket we hold goes with the handshake
+                    // (0-RTT); anything else waits for it, as in the node.
+                    let replay_safe = matches!(
+                        msg,
+                        Msg::Request {
+                            request: Request::Ping
+                                | Request::FindNode(_)
+                                | Request::GetProviders(_),
+                            ..
+                        }
                     );
+                    let early = self.sc.latency.zero_rtt
+                        && replay_safe
+                        && self.links.resume(from, to, to_inc, now_ms);
+                    let ready = links::ms_of(now + hs);
+                    leaves = if early { now } else { now + hs };
+                    self.metrics.zero_rtt_sends += u64::from(early);
+                    let closed = self
+                        .links
+                        .open((from, from_inc), (to, to_inc), now_ms, ready);
+                    self.links.ticket_issued(from, to, to_inc, ready);
                     self.metrics.connections_closed += closed.len() as u64;
                     self.metrics.connections_closed_busy = self.links.closed_busy();
                 }
@@ -541,6 +555,7 @@ impl Sim {
                     let closed = self
                         .links
                         .open((from, from_inc), (to, to_inc), now_ms, ready);
+                    self.links.ticket_issued(from, to, to_inc, ready);
                     self.metrics.connections_closed += closed.len() as u64;
                     self.metrics.connections_closed_busy = self.links.closed_busy();
                 }

@@ -54,7 +54,13 @@ pub(super) fn build(sc: Scenario, check: bool) -> Sim {
         slots: (0..n).map(|_| Slot::default()).collect(),
         live: LiveSet::new(),
         net: Network::new(&sc.latency, n, master),
-        links: Links::new(n, sc.latency.connections_max),
+        links: {
+            let mut links = Links::new(n, sc.latency.connections_max);
+            if sc.latency.zero_rtt {
+                links.keep_tickets();
+            }
+            links
+        },
         churn: Schedule::new(&sc.churn.model, n, master),
         join_rng: seed::rng(master, Stream::Join, 0, 0),
         work: Work::new(&sc),

@@ -166,6 +166,10 @@ pub struct Latency {
     /// Whether a first contact pays for its connection: a handshake round trip before the
     /// request (HELLO rides with the request, as the node sends it).
     pub handshake: bool,
+    /// Whether a node resumes with 0-RTT (the node's `transport.zero_rtt`, off by default):
+    /// a DHT read (PING, FIND_NODE, GET_PROVIDERS) to a peer whose session ticket it holds
+    /// leaves with the handshake instead of after it (`links.rs`, "Session tickets").
+    pub zero_rtt: bool,
     /// Connections a node keeps open (the node's cap); past it the least recently used closes.
     pub connections_max: u32,
     /// With `regions`: the region names, for outputs.

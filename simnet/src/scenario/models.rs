@@ -33,6 +33,7 @@ pub(super) struct RawLatency {
     loss: Option<f64>,
     jitter: Option<f64>,
     handshake: Option<bool>,
+    zero_rtt: Option<bool>,
     connections_max: Option<u32>,
 }
 
@@ -192,11 +193,20 @@ pub(super) fn convert_latency(r: RawLatency) -> Result<Latency, ScenarioError> {
     if connections_max == 0 {
         return Err(invalid("latency.connections_max", "must be at least 1"));
     }
+    let handshake = r.handshake.unwrap_or(true);
+    let zero_rtt = r.zero_rtt.unwrap_or(false);
+    if zero_rtt && !handshake {
+        return Err(invalid(
+            "latency.zero_rtt",
+            "needs latency.handshake = true (without handshakes there is nothing to save)",
+        ));
+    }
     Ok(Latency {
         model,
         loss,
         jitter,
-        handshake: r.handshake.unwrap_or(true),
+        handshake,
+        zero_rtt,
         connections_max,
         region_names,
         rtt_ms,
