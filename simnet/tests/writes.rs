@@ -99,6 +99,23 @@ fn without_put_w_a_put_waits_for_nothing() {
     assert_eq!(m.acked, 150);
 }
 
+/// The writer of a put that waits for nothing sends the copies without keeping one: no
+/// target may count it as a holder, or a real holder releases its copy for a writer that
+/// has none and the object sits below RF until the confirmation expires (an hour).
+#[test]
+fn without_put_w_every_object_ends_on_rf_copies() {
+    let f = run(scenario("", ""));
+    let d = &f.metrics.durability;
+    println!(
+        "objects {} below RF at the end {}, object-s below RF {:.0}",
+        d.objects(),
+        d.below_rf(),
+        d.below_ns as f64 / 1e9
+    );
+    assert_eq!(d.objects(), 150);
+    assert_eq!(d.below_rf(), 0, "a still network keeps every object at RF");
+}
+
 #[test]
 fn put_w_must_be_between_one_and_rf() {
     for bad in ["put_w = 0", "put_w = 4"] {

@@ -709,7 +709,7 @@ impl Sim {
     }
 
     /// An object copy arrives: stored if new (counted as put or repair bytes), the sender
-    /// confirmed as a holder, and a repair transfer (`id`) or a put waiting for its copies
+    /// confirmed as a holder (unless it is the writer of a put that waits for nothing), and a repair transfer (`id`) or a put waiting for its copies
     /// (`write`) answered. A verify-only transfer stores nothing and only answers whether
     /// the target holds the object.
     #[allow(clippy::too_many_arguments)]
@@ -740,8 +740,15 @@ impl Sim {
                     }
                 }
             }
+            // A pusher holds what it pushed (it read the bytes from its store), except the
+            // writer of a put that waits for nothing, which keeps no copy.
+            let from_holds = id.is_some() || write.is_some();
             let local = self.local_now(to.slot);
-            if let Some(st) = self.slots[to.slot as usize].store.as_mut() {
+            if let Some(st) = self.slots[to.slot as usize]
+                .store
+                .as_mut()
+                .filter(|_| from_holds)
+            {
                 st.planner.handle_holder_confirmed(local, &key, &from.key);
             }
             self.after_input(to.slot, false);
