@@ -167,6 +167,10 @@ pub struct ReplicationConfig {
     pub replan_interval: Duration,
     /// A confirmed copy is re-checked after this long (1 h).
     pub confirm_ttl: Duration,
+    /// A holder outside our routing table counts only on our own proof and only for this
+    /// long (60 s): the table no longer vouches that it is alive, and a gateway far from a
+    /// key releases its copy within a second of proving the key's closest hold it.
+    pub off_table_proof_ttl: Duration,
     /// Planned transfers queued at most; past this the plan waits for the next round (65,536).
     pub queue_max: usize,
     /// A holder that is not the lead pushes a copy itself once it has seen it missing for
@@ -190,6 +194,7 @@ impl Default for ReplicationConfig {
             replan_debounce: Duration::from_secs(1),
             replan_interval: Duration::from_secs(600),
             confirm_ttl: Duration::from_secs(3600),
+            off_table_proof_ttl: Duration::from_secs(60),
             queue_max: 65_536,
             takeover_after: Duration::from_secs(60),
             accept_bytes_per_second: 64 << 20,

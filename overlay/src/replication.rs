@@ -2,9 +2,12 @@
 //!
 //! The planner holds the objects this node stores and what it knows of other copies; from
 //! the routing table and the holders it knows it computes, for each object, the RF nodes
-//! closest to its key (counting ourselves). A known holder counts even when the table lacks
-//! it (a gateway far from the key placed the object by a lookup), until it leaves the table
-//! ([`Planner::handle_peer_removed`]) or its confirmation expires. Every one of them that is not known to hold a copy gets a
+//! closest to its key (counting ourselves). A holder in the table counts while its
+//! confirmation lasts (`confirm_ttl`). A holder outside it counts only on our own fresh
+//! proof (`off_table_proof_ttl`, a minute) and not once it has left the table
+//! ([`Planner::handle_peer_removed`]): a gateway far from the key places the object by a
+//! lookup and releases its copy as soon as it proved the key's closest hold it, but nothing
+//! vouches for such a holder later, and a push alone never makes one count. Every one of them that is not known to hold a copy gets a
 //! [`PlanEvent::Transfer`]; once all RF targets hold copies and we are not among them, our
 //! own copy is released.
 //!
@@ -104,11 +107,20 @@ struct Queued<P> {
     push: bool,
 }
 
+/// How we know a node holds a copy.
+#[derive(Debug, Clone, Copy)]
+struct Confirmed {
+    at: Instant,
+    /// We read bytes of it back from the node and they verified (our transfer's
+    /// `Verified`); otherwise it pushed the object to us.
+    proven: bool,
+}
+
 #[derive(Debug, Clone)]
 struct Object {
     size: u64,
-    /// Nodes known to hold a copy, with when we learned it.
-    confirmed: BTreeMap<Key, Instant>,
+    /// Nodes known to hold a copy.
+    confirmed: BTreeMap<Key, Confirmed>,
     released: bool,
 }
 
@@ -124,6 +136,9 @@ pub struct Planner<P> {
     in_flight: BTreeMap<TransferId, InFlight>,
     /// (object, target) pairs a verify-only transfer found missing, and since when.
     missing_since: BTreeMap<(Key, Key), Instant>,
+    /// Peers that left the routing table, and when; their proofs no longer count off the
+    /// table (kept for `off_table_proof_ttl`).
+    removed: BTreeMap<Key, Instant>,
     events: VecDeque<PlanEvent<P>>,
     /// The pacing bucket; negative after a transfer larger than the burst (debt).
     tokens: i128,
@@ -149,6 +164,7 @@ impl<P: Peer> Planner<P> {
             planned: BTreeSet::new(),
             in_flight: BTreeMap::new(),
             missing_since: BTreeMap::new(),
+            removed: BTreeMap::new(),
             events: VecDeque::new(),
             next_id: 0,
             stats: PlanStats::default(),
@@ -200,21 +216,30 @@ impl<P: Peer> Planner<P> {
         self.missing_since.retain(|(k, _), _| k != key);
     }
 
-    /// `peer` proved it holds `key`: it served bytes of it that verified, or pushed it to us.
+    /// `peer` pushed `key` to us (its bytes verified as we stored them): it holds a copy.
+    /// Counts while `peer` is in the routing table.
     pub fn handle_holder_confirmed(&mut self, now: Instant, key: &Key, peer: &Key) {
+        self.confirm(now, key, peer, false);
+    }
+
+    fn confirm(&mut self, now: Instant, key: &Key, peer: &Key, proven: bool) {
+        if *peer == self.local {
+            return;
+        }
         if let Some(o) = self.objects.get_mut(key) {
-            if *peer != self.local {
-                o.confirmed.insert(*peer, now);
-            }
+            let c = o
+                .confirmed
+                .entry(*peer)
+                .or_insert(Confirmed { at: now, proven });
+            c.at = now;
+            c.proven = proven;
         }
     }
 
     /// `peer` left the routing table (it failed its probes or closed): its copies no longer
     /// count, so repair need not wait for their confirmations to expire.
     pub fn handle_peer_removed(&mut self, now: Instant, peer: &Key) {
-        for o in self.objects.values_mut() {
-            o.confirmed.remove(peer);
-        }
+        self.removed.insert(*peer, now);
         self.schedule_replan(now);
     }
 
@@ -255,7 +280,7 @@ impl<P: Peer> Planner<P> {
         match outcome {
             TransferOutcome::Verified => {
                 self.missing_since.remove(&(f.key, f.to));
-                self.handle_holder_confirmed(now, &f.key, &f.to);
+                self.confirm(now, &f.key, &f.to, true);
             }
             TransferOutcome::Absent => {
                 self.missing_since.entry((f.key, f.to)).or_insert(now);
@@ -310,13 +335,23 @@ impl<P: Peer> Planner<P> {
 
     fn replan(&mut self, now: Instant, table: &RoutingTable<P>) {
         let rf = self.config.rf.max(1);
+        let (ttl, off_ttl) = (self.config.confirm_ttl, self.config.off_table_proof_ttl);
+        self.removed.retain(|_, at| now - *at < off_ttl);
         let keys: Vec<Key> = self.objects.keys().copied().collect();
         for key in keys {
             let Some(obj) = self.objects.get_mut(&key) else {
                 continue;
             };
-            let ttl = self.config.confirm_ttl;
-            obj.confirmed.retain(|_, at| now - *at < ttl);
+            // In the table: while the confirmation lasts. Off it: only our own fresh proof,
+            // and not from a peer that just left the table (a late proof of a departed peer).
+            let removed = &self.removed;
+            obj.confirmed.retain(|k, c| {
+                if table.contains(k) {
+                    now - c.at < ttl
+                } else {
+                    c.proven && now - c.at < off_ttl && !removed.contains_key(k)
+                }
+            });
             // The RF closest among the table, the holders we know and ourselves. Known holders
             // count even when the table lacks them: a writer far from the key found the key's
             // neighbourhood by a lookup, and its own table need not reach there.
@@ -347,8 +382,13 @@ impl<P: Peer> Planner<P> {
                 self.events.push_back(PlanEvent::Release { key });
                 continue;
             }
-            // The lead is the known holder closest to the key; only it pushes.
-            let lead = !obj.confirmed.keys().any(|k| k.distance(&key) < local_d);
+            // The lead is the known holder closest to the key; only it pushes. A holder off
+            // our table does not count here: its own RF closest need not include our
+            // targets, so it may never push to them.
+            let lead = !obj
+                .confirmed
+                .keys()
+                .any(|k| k.distance(&key) < local_d && table.contains(k));
             for p in missing {
                 let pair = (key, p.key());
                 let overdue = self
@@ -633,6 +673,78 @@ mod tests {
         );
         assert_eq!(releases(&evs), 1, "and our copy is not needed: {evs:?}");
         assert_eq!(p.stats().bytes_started, 0);
+    }
+
+    #[test]
+    fn off_the_table_only_our_fresh_proofs_count() {
+        let config = ReplicationConfig {
+            rf: 3,
+            ..ReplicationConfig::default()
+        };
+        let (mut p, table, t0) = setup(config.clone());
+        let obj = key(0xf0);
+        p.add_object(t0, obj, MIB);
+        // Two of the key's closest proved at t0; the third only ten minutes later (paced
+        // behind a mass upload, say). By then the first two proofs are stale: nothing
+        // vouches that those nodes are still up, so our copy stays.
+        for first in [0xf0, 0xf1] {
+            let id = p.begin_external(obj, key(first));
+            p.handle_transfer_done(
+                t0,
+                id.unwrap_or(TransferId(u64::MAX)),
+                TransferOutcome::Verified,
+            );
+        }
+        let late = t0 + Duration::from_secs(600);
+        let id = p.begin_external(obj, key(0xf2));
+        p.handle_transfer_done(
+            late,
+            id.unwrap_or(TransferId(u64::MAX)),
+            TransferOutcome::Verified,
+        );
+        p.handle_timeout(late + Duration::from_secs(2), &table);
+        let evs = drain(&mut p);
+        assert_eq!(releases(&evs), 0, "released on stale proofs: {evs:?}");
+
+        // Pushes to us from off-table peers are their word, not our proof: they never
+        // count, however fresh.
+        let (mut q, table, t0) = setup(config);
+        q.add_object(t0, obj, MIB);
+        for first in [0xf0, 0xf1, 0xf2] {
+            q.handle_holder_confirmed(t0, &obj, &key(first));
+        }
+        q.handle_timeout(t0 + Duration::from_secs(2), &table);
+        let evs = drain(&mut q);
+        assert_eq!(releases(&evs), 0, "released on pushes: {evs:?}");
+        assert_eq!(
+            transfers(&evs).len(),
+            2,
+            "we are among the table's RF closest and place the other two: {evs:?}"
+        );
+    }
+
+    #[test]
+    fn a_late_proof_of_a_peer_that_left_does_not_count() {
+        let config = ReplicationConfig {
+            rf: 3,
+            ..ReplicationConfig::default()
+        };
+        let (mut p, table, t0) = setup(config);
+        let obj = key(0xf0);
+        p.add_object(t0, obj, MIB);
+        // 0xf2 proved its copy and said goodbye; the proof is handled after the removal.
+        p.handle_peer_removed(t0, &key(0xf2));
+        for first in [0xf0, 0xf1, 0xf2] {
+            let id = p.begin_external(obj, key(first));
+            p.handle_transfer_done(
+                t0,
+                id.unwrap_or(TransferId(u64::MAX)),
+                TransferOutcome::Verified,
+            );
+        }
+        p.handle_timeout(t0 + Duration::from_secs(2), &table);
+        let evs = drain(&mut p);
+        assert_eq!(releases(&evs), 0, "{evs:?}");
     }
 
     #[test]

@@ -94,8 +94,10 @@ pub struct TestNet {
     rng: ChaCha8Rng,
     finished: BTreeMap<(u32, QueryId), Finished>,
     ready: Vec<bool>,
-    /// Peers each node's table dropped since [`TestNet::take_removed`] last asked.
+    /// Peers each node's table dropped since [`TestNet::take_removed`] last asked (kept
+    /// only after [`TestNet::record_removals`]).
     removed: Vec<Vec<Key>>,
+    record_removals: bool,
     events_handled: u64,
     trace: Option<blake3::Hasher>,
 }
@@ -125,6 +127,7 @@ impl TestNet {
             finished: BTreeMap::new(),
             ready: vec![false; n],
             removed: vec![Vec::new(); n],
+            record_removals: false,
             events_handled: 0,
             trace: None,
         }
@@ -264,7 +267,7 @@ impl TestNet {
                 }
                 Event::Ready => self.ready[idx] = true,
                 Event::Isolated => self.ready[idx] = false,
-                Event::PeerRemoved(p) => self.removed[idx].push(p.key),
+                Event::PeerRemoved(p) if self.record_removals => self.removed[idx].push(p.key),
                 _ => {}
             }
         }
@@ -276,6 +279,11 @@ impl TestNet {
                 self.push(t, Ev::Timer { node: i });
             }
         }
+    }
+
+    /// Keep the peers each table drops, for [`TestNet::take_removed`].
+    pub fn record_removals(&mut self) {
+        self.record_removals = true;
     }
 
     /// The peers node `i`'s table dropped since the last call, for drivers that keep state

@@ -26,6 +26,7 @@ impl Cluster {
         };
         let mut net = TestNet::new(n, config, Duration::from_millis(5), SEED);
         net.ideal_tables();
+        net.record_removals();
         let rc = ReplicationConfig {
             replan_interval: Duration::from_secs(30),
             ..ReplicationConfig::default()

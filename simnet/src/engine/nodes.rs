@@ -709,7 +709,7 @@ impl Sim {
     }
 
     /// An object copy arrives: stored if new (counted as put or repair bytes), the sender
-    /// confirmed as a holder (unless it is the writer of a put that waits for nothing), and a repair transfer (`id`) or a put waiting for its copies
+    /// confirmed as a holder (when the copy is new here and the sender keeps one), and a repair transfer (`id`) or a put waiting for its copies
     /// (`write`) answered. A verify-only transfer stores nothing and only answers whether
     /// the target holds the object.
     #[allow(clippy::too_many_arguments)]
@@ -729,7 +729,8 @@ impl Sim {
             return;
         }
         let outcome = if push {
-            if self.store_object(to.slot, key, size) {
+            let fresh = self.store_object(to.slot, key, size);
+            if fresh {
                 match (id, write) {
                     (Some(_), _) => self.metrics.repair_arrived(now, size),
                     (None, Some(_)) => self.metrics.put_bytes += size,
@@ -741,8 +742,9 @@ impl Sim {
                 }
             }
             // A pusher holds what it pushed (it read the bytes from its store), except the
-            // writer of a put that waits for nothing, which keeps no copy.
-            let from_holds = id.is_some() || write.is_some();
+            // writer of a put that waits for nothing, which keeps no copy. A target that
+            // already held the object answers Held and learns nothing, as in the node.
+            let from_holds = fresh && (id.is_some() || write.is_some());
             let local = self.local_now(to.slot);
             if let Some(st) = self.slots[to.slot as usize]
                 .store

@@ -6,11 +6,12 @@
 //! an answer (holds it, lacks it) one round trip later or with silence at
 //! [`PROBE_TIMEOUT`]; answers reach the search in the order they arrive, and the first
 //! holder ends it (the node does not wait for more; `workload.get_holders_wanted` > 1, a
-//! research knob, waits for that many holders and asks the walk for as many providers). The fetch goes to the holders in the
-//! search's order: a holder that cannot be reached costs a probe timeout and the next one
-//! is tried, one that turns out to lack the object costs its round trip. A pass whose
-//! records all failed to prove the object walks again for rf providers, from when its last
-//! probe ended, within the same [`SEARCH_TIMEOUT`] (the node's second pass).
+//! research knob, waits for that many holders and asks the walk for as many providers).
+//! The fetch goes to the holders in the search's order: a holder that cannot be reached
+//! costs a dial timeout ([`FETCH_FAILOVER`]) and the next one is tried, one that turns out
+//! to lack the object costs its round trip. A pass whose records all failed to prove the
+//! object walks again for rf providers, from when its last probe ended, within the same
+//! [`SEARCH_TIMEOUT`] (the node's second pass); a pass that ended at the deadline fails.
 
 use std::time::Duration;
 
@@ -28,6 +29,9 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// A get's whole search (walks and probes) gives up after this (the node's
 /// `search_timeout`).
 pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A fetch from a holder that cannot be reached gives up after this (the node's
+/// `handshake_timeout`: the holder went away since its probe answered, so the dial fails).
+pub const FETCH_FAILOVER: Duration = Duration::from_secs(5);
 
 /// A get waiting to walk again for rf providers.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +102,10 @@ impl Sim {
                 }
                 self.metrics.get_done(started, outcome);
             }
+            SearchOutcome::SearchAgain if now + done >= deadline => {
+                // Out of time: the second walk would fail at once (as in the node).
+                self.metrics.get_done(started, GetOutcome::Failed);
+            }
             SearchOutcome::SearchAgain => {
                 let n = self.work.next_again;
                 self.work.next_again += 1;
@@ -152,7 +160,7 @@ impl Sim {
                     };
                 }
                 Some(rt) => at = at + rt,
-                None => at = at + PROBE_TIMEOUT,
+                None => at = at + FETCH_FAILOVER,
             }
         }
         GetOutcome::Failed
