@@ -574,10 +574,7 @@ mod tests {
 
     #[test]
     fn only_the_lead_holder_pushes_and_a_silent_lead_is_taken_over() {
-        let config = ReplicationConfig {
-            rf: 3,
-            ..ReplicationConfig::default()
-        };
+        let config = ReplicationConfig::default();
         let (mut p, table, t0) = setup(config.clone());
         // Object 0x01..: its RF = 3 closest are peer 0x01 (distance 0), us (0x01..) and peer
         // 0x02 (0x03..); peer 0x04 (0x05..) is not a target.
@@ -612,10 +609,7 @@ mod tests {
 
     #[test]
     fn pushes_of_the_write_path_are_not_planned_again() {
-        let config = ReplicationConfig {
-            rf: 3,
-            ..ReplicationConfig::default()
-        };
+        let config = ReplicationConfig::default();
         let (mut p, table, t0) = setup(config);
         let obj = object(7);
         p.add_object(t0, obj, MIB);
@@ -639,6 +633,13 @@ mod tests {
         assert_eq!(p.known_copies(&obj), Some(3));
     }
 
+    /// Our transfer of `obj` to the peer at `first` verified at `at` (the write path's own).
+    fn prove(p: &mut Planner<TestPeer>, at: Instant, obj: Key, first: u8) {
+        if let Some(id) = p.begin_external(obj, key(first)) {
+            p.handle_transfer_done(at, id, TransferOutcome::Verified);
+        }
+    }
+
     fn releases(evs: &[PlanEvent<TestPeer>]) -> usize {
         evs.iter()
             .filter(|e| matches!(e, PlanEvent::Release { .. }))
@@ -647,24 +648,17 @@ mod tests {
 
     #[test]
     fn a_far_writer_keeps_the_holders_its_table_lacks_and_releases() {
-        let config = ReplicationConfig {
-            rf: 3,
-            ..ReplicationConfig::default()
-        };
+        let config = ReplicationConfig::default();
         // We are 0x00..; the object is 0xf0..: every peer of our table (0x01, 0x02, 0x04) is
         // farther from it than we are. The write found its true closest, 0xf0, 0xf1 and 0xf2,
         // through a lookup, and pushed to them; none is in our table.
         let (mut p, table, t0) = setup(config);
         let obj = key(0xf0);
         p.add_object(t0, obj, MIB);
-        let ids: Vec<TransferId> = [0xf0, 0xf1, 0xf2]
-            .into_iter()
-            .filter_map(|first| p.begin_external(obj, key(first)))
-            .collect();
-        assert_eq!(ids.len(), 3);
-        for id in ids {
-            p.handle_transfer_done(t0, id, TransferOutcome::Verified);
+        for first in [0xf0, 0xf1, 0xf2] {
+            prove(&mut p, t0, obj, first);
         }
+        assert_eq!(p.known_copies(&obj), Some(4));
         p.handle_timeout(t0 + Duration::from_secs(2), &table);
         let evs = drain(&mut p);
         assert!(
@@ -677,10 +671,7 @@ mod tests {
 
     #[test]
     fn off_the_table_only_our_fresh_proofs_count() {
-        let config = ReplicationConfig {
-            rf: 3,
-            ..ReplicationConfig::default()
-        };
+        let config = ReplicationConfig::default();
         let (mut p, table, t0) = setup(config.clone());
         let obj = key(0xf0);
         p.add_object(t0, obj, MIB);
@@ -688,20 +679,10 @@ mod tests {
         // behind a mass upload, say). By then the first two proofs are stale: nothing
         // vouches that those nodes are still up, so our copy stays.
         for first in [0xf0, 0xf1] {
-            let id = p.begin_external(obj, key(first));
-            p.handle_transfer_done(
-                t0,
-                id.unwrap_or(TransferId(u64::MAX)),
-                TransferOutcome::Verified,
-            );
+            prove(&mut p, t0, obj, first);
         }
         let late = t0 + Duration::from_secs(600);
-        let id = p.begin_external(obj, key(0xf2));
-        p.handle_transfer_done(
-            late,
-            id.unwrap_or(TransferId(u64::MAX)),
-            TransferOutcome::Verified,
-        );
+        prove(&mut p, late, obj, 0xf2);
         p.handle_timeout(late + Duration::from_secs(2), &table);
         let evs = drain(&mut p);
         assert_eq!(releases(&evs), 0, "released on stale proofs: {evs:?}");
@@ -725,22 +706,14 @@ mod tests {
 
     #[test]
     fn a_late_proof_of_a_peer_that_left_does_not_count() {
-        let config = ReplicationConfig {
-            rf: 3,
-            ..ReplicationConfig::default()
-        };
+        let config = ReplicationConfig::default();
         let (mut p, table, t0) = setup(config);
         let obj = key(0xf0);
         p.add_object(t0, obj, MIB);
         // 0xf2 proved its copy and said goodbye; the proof is handled after the removal.
         p.handle_peer_removed(t0, &key(0xf2));
         for first in [0xf0, 0xf1, 0xf2] {
-            let id = p.begin_external(obj, key(first));
-            p.handle_transfer_done(
-                t0,
-                id.unwrap_or(TransferId(u64::MAX)),
-                TransferOutcome::Verified,
-            );
+            prove(&mut p, t0, obj, first);
         }
         p.handle_timeout(t0 + Duration::from_secs(2), &table);
         let evs = drain(&mut p);
@@ -749,10 +722,7 @@ mod tests {
 
     #[test]
     fn a_holder_that_left_the_table_is_replaced_at_once() {
-        let config = ReplicationConfig {
-            rf: 3,
-            ..ReplicationConfig::default()
-        };
+        let config = ReplicationConfig::default();
         let (mut p, mut table, t0) = setup(config);
         // Object 0x01..: its RF closest are 0x01, us and 0x02; both peers hold it.
         let obj = key(0x01);

@@ -87,7 +87,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use simnet::scenario::{ChurnModel, TraceEvent};
-use simnet::{Finished, Scenario, Sim};
+use simnet::{Finished, Scenario};
 
 const NODES: u32 = 2000;
 const OBJECTS: u32 = 2000;
@@ -207,11 +207,7 @@ plots = false
 
 /// Runs to the end (no invariant checks after every step: they would take minutes here).
 fn run(sc: Scenario) -> Finished {
-    println!("seed = {}, nodes = {}", sc.seed, sc.nodes);
-    let mut sim = Sim::new(sc, false);
-    sim.run()
-        .unwrap_or_else(|e| panic!("invariant broken: {e}"));
-    sim.finish()
+    common::run_fast(sc)
 }
 
 /// The measured figures, printed next to the prediction; `None` when all are in the band,

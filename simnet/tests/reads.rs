@@ -7,8 +7,6 @@
 
 mod common;
 
-use simnet::Sim;
-
 /// 300 nodes with exponential churn (1 h up, 20 min down, fresh ids) holding 200 objects
 /// of 1 MiB at RF 3, 5 gets/s for 15 minutes.
 #[test]
@@ -42,11 +40,7 @@ gets_per_s = 5
 plots = false
 "#,
     );
-    println!("seed = {}, nodes = {}", sc.seed, sc.nodes);
-    let mut sim = Sim::new(sc, false);
-    sim.run()
-        .unwrap_or_else(|e| panic!("invariant broken: {e}"));
-    let m = sim.finish().metrics;
+    let m = common::run_fast(sc).metrics;
     println!(
         "gets {} served {} walked again {} served by the second walk {}",
         m.gets, m.gets_ok, m.gets_searched_again, m.gets_served_again

@@ -7,8 +7,8 @@
 
 mod common;
 
+use simnet::Scenario;
 use simnet::engine::Finished;
-use simnet::{Scenario, Sim};
 
 /// 300 nodes, 150 objects of 64 KiB at RF 3 put in the first 5 minutes, with `workload`
 /// lines added and `faults` (a section) appended.
@@ -43,11 +43,7 @@ plots = false
 }
 
 fn run(sc: Scenario) -> Finished {
-    println!("seed = {}, nodes = {}", sc.seed, sc.nodes);
-    let mut sim = Sim::new(sc, false);
-    sim.run()
-        .unwrap_or_else(|e| panic!("invariant broken: {e}"));
-    sim.finish()
+    common::run_fast(sc)
 }
 
 #[test]

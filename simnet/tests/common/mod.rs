@@ -42,3 +42,13 @@ pub fn run(sc: Scenario) -> (Finished, Summary) {
     );
     (f, s)
 }
+
+/// Runs a scenario to the end without the per-step invariant checks (they would take
+/// minutes in the larger tests); the engine's own invariants still stop a broken run.
+pub fn run_fast(sc: Scenario) -> Finished {
+    println!("seed = {}, nodes = {}", sc.seed, sc.nodes);
+    let mut sim = Sim::new(sc, false);
+    sim.run()
+        .unwrap_or_else(|e| panic!("invariant broken: {e}"));
+    sim.finish()
+}
