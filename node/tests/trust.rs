@@ -462,6 +462,57 @@ async fn an_unreadable_file_is_unavailable_and_never_deleted() {
     node.shutdown().await;
 }
 
+/// Our own copy rotting on disk is our fault: a push that finds it mid-stream stops at once,
+/// says it is local, and never counts the receiver as a liar or waits for its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_of_our_own_rotten_copy_is_our_failure_not_the_peers() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("rotten push"));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Three transfer pieces; the flip sits in the last, so the push is under way when the
+    // store finds it.
+    let data = bytes(&mut rng, 700_000);
+    let hash = *blake3::hash(&data).as_bytes();
+    a.ctx.objects.store.put(&data, None).unwrap();
+    let path = a.ctx.objects.store.data_file(&hash).unwrap();
+    let mut on_disk = std::fs::read(&path).unwrap();
+    let at = on_disk.len() - 1000;
+    on_disk[at] ^= 0x40;
+    std::fs::write(&path, &on_disk).unwrap();
+
+    let began = std::time::Instant::now();
+    let pushed = a
+        .ctx
+        .objects
+        .push_bytes(&peer(b), hash, data.len() as u64)
+        .await;
+    let took = began.elapsed();
+    assert!(
+        matches!(pushed, Err(node::objects::FetchError::LocalCorrupt)),
+        "our rot, typed as ours: {pushed:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "no wait for an answer: {took:?}"
+    );
+    assert_eq!(
+        a.ctx.objects.store.size(&hash),
+        None,
+        "the rotten copy dropped"
+    );
+    assert!(a.ctx.objects.store.corrupt_found() >= 1);
+    assert_eq!(
+        b.ctx.objects.store.size(&hash),
+        None,
+        "nothing half-sent kept"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 /// Serves the DHT protocol by never answering: every lookup through it hangs until the RPC
 /// timeout.
 struct BlackHole;

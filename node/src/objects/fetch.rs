@@ -43,6 +43,10 @@ pub enum FetchError {
     /// Our own side failed (the store could not read our copy).
     #[error("local failure: {0}")]
     Local(String),
+    /// Our own copy failed verification as we read it to send (the store has dropped it):
+    /// our fault, never the receiver's.
+    #[error("our copy failed verification (dropped from the store)")]
+    LocalCorrupt,
 }
 
 /// Joins the verified views one frame body yields (a view per 16 KiB group) back into
@@ -373,6 +377,11 @@ impl Objects {
             .open_exchange(peer.id, APP_PROTO_OBJECT, Bytes::new())
             .await?;
         let sent = self.send_put(&mut ex, hash, size).await;
+        // Our own store failed: the receiver's answer can only be about the bytes we cut
+        // short; dropping the exchange resets the stream, so it keeps nothing.
+        if let Err(e @ (FetchError::Local(_) | FetchError::LocalCorrupt)) = sent {
+            return Err(e);
+        }
         // A receiver that refuses (403, 413, 429) answers early and stops our side: its
         // answer says why better than our failed write does.
         let wait = self.limits.io_timeout * 4;
@@ -420,7 +429,7 @@ impl Objects {
             .store
             .verified_reader(&hash, 0, size)
             .map_err(|e| match e {
-                StoreError::Corrupt => FetchError::Integrity,
+                StoreError::Corrupt => FetchError::LocalCorrupt,
                 other => FetchError::Local(other.to_string()),
             })?;
         let piece = super::serve::TRANSFER_PIECE.min(ex.max_payload());
@@ -428,7 +437,7 @@ impl Objects {
         let mut sent = 0u64;
         while let Some(piece) = pieces.recv().await {
             let piece = piece.map_err(|e| match StoreError::from_read(e) {
-                StoreError::Corrupt => FetchError::Integrity,
+                StoreError::Corrupt => FetchError::LocalCorrupt,
                 other => FetchError::Local(other.to_string()),
             })?;
             sent += piece.len() as u64;

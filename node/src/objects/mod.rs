@@ -18,7 +18,7 @@ mod pieces;
 mod repair_now;
 mod serve;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -463,20 +463,30 @@ impl Objects {
         // Ask every candidate at once, each bounded by the probe timeout: a dead holder (its
         // provider record outlives it) costs one probe timeout, not the whole search.
         let mut probes = JoinSet::new();
+        // Whose probe each task is, so a probe that panicked still settles its candidate
+        // (as silent) instead of holding the search open until its deadline.
+        let mut probing = HashMap::new();
         for c in search.candidates() {
             let objects = self.clone();
             let t = self.limits.probe_timeout;
             let c = c.clone();
-            probes.spawn(async move {
+            let key = c.key;
+            let task = probes.spawn(async move {
                 let answer = tokio::time::timeout(t, objects.probe_tail(&c, hash)).await;
                 (c, answer)
             });
+            probing.insert(task.id(), key);
         }
         let mut tail = None;
         while !search.is_over() {
             let (c, answer) = match tokio::time::timeout_at(deadline, probes.join_next()).await {
                 Ok(Some(Ok(n))) => n,
-                Ok(Some(Err(_))) => continue,
+                Ok(Some(Err(e))) => {
+                    if let Some(key) = probing.get(&e.id()) {
+                        search.handle_answer(key, ProbeAnswer::Silent);
+                    }
+                    continue;
+                }
                 Ok(None) => break,
                 Err(_) => {
                     search.handle_deadline();
