@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::cause::ConnectionEvent;
 use crate::closest::{ClosestPeersIter, Next};
 use crate::config::Config;
 use crate::key::Key;
@@ -433,6 +434,17 @@ impl<P: Peer> Dht<P> {
         self.on_table_seen(now, peer, seen);
     }
 
+    /// What happened to a connection with a peer (the transport's one input to the table;
+    /// the rules are [`ConnectionEvent`]'s).
+    pub fn handle_connection(&mut self, now: Instant, event: ConnectionEvent<P>) {
+        match event {
+            ConnectionEvent::Dialed(peer) => self.insert_peer(now, peer),
+            ConnectionEvent::PeerLeft(key) => self.remove_peer(now, &key),
+            ConnectionEvent::Lost(key) => self.peer_lost(now, &key),
+            ConnectionEvent::Accepted(_) | ConnectionEvent::Closed(_) => {}
+        }
+    }
+
     /// The connection to a peer was lost without a goodbye (a timeout, a reset): its entry
     /// becomes questionable, and is pinged before it is trusted again.
     pub fn peer_lost(&mut self, now: Instant, key: &Key) {
@@ -674,10 +686,11 @@ impl<P: Peer> Dht<P> {
 
     /// The request sent as `rpc` got no answer, for the reason given: the driver reports a
     /// refused, reset or unreachable peer at once, without waiting for the timeout.
-    pub fn handle_rpc_failure(&mut self, now: Instant, rpc: RpcId, why: RpcFailure) {
+    /// `why` is a [`FailureCause`](crate::FailureCause) from a driver, or a blame it already decided.
+    pub fn handle_rpc_failure(&mut self, now: Instant, rpc: RpcId, why: impl Into<RpcFailure>) {
         self.advance_clock(now);
         if let Some(r) = self.take_rpc(rpc) {
-            self.rpc_failed(now, r, why);
+            self.rpc_failed(now, r, why.into());
         }
     }
 

@@ -17,6 +17,7 @@
 //! - [`providers`]: provider records with TTL and caps.
 //! - [`query`]: query kinds, phases, results and per-lookup stats.
 //! - [`dht`]: [`Dht`], the state machine that ties them together.
+//! - [`cause`]: [`FailureCause`] and [`ConnectionEvent`], whose failure a driver's event is.
 //! - [`replication`]: [`Planner`], which keeps each object on its RF closest nodes.
 //! - [`admission`]: [`Admission`], who may push us a replica without a capability.
 //! - [`locate`]: [`Search`], one pass of a GET's search for a holder.
@@ -25,6 +26,7 @@
 //!   and benchmarks.
 
 pub mod admission;
+pub mod cause;
 pub mod closest;
 pub mod config;
 pub mod dht;
@@ -41,6 +43,7 @@ pub mod time;
 pub mod write;
 
 pub use admission::{Admission, Refusal};
+pub use cause::{ConnectionEvent, FailureCause};
 pub use config::{Config, IpDiversity, ReplicationConfig};
 pub use dht::{CommandError, Dht, DhtStats, Event, Request, Response, RpcFailure, RpcId, Transmit};
 pub use key::{Distance, Key};

@@ -1,14 +1,8 @@
-//! Whose failure is it: the driver's map from what went wrong on a connection to what the
-//! overlay may hold against a peer.
-//!
-//! The overlay evicts contacts on failures ([`RpcFailure::Peer`]) and pings questionable
-//! ones; a failure wrongly blamed on a peer evicts a healthy contact, and a disconnect
-//! wrongly read as a loss starts a probe. So the rule is: only what the peer did, or what
-//! the network did to it, counts. Our own shortages (the RPC semaphore, the connection cap,
-//! a dial queued behind another, a connection we closed ourselves, our shutdown) never do;
-//! a peer that is there but declined (busy, closed an idle connection under a request) is
-//! a refusal. A connection lost without a goodbye (timeout, reset, abort) makes the peer
-//! questionable: it is pinged before it is trusted again, at most one probe per bucket.
+//! What went wrong, in the overlay's terms: the driver's map from quinn's errors and the
+//! transport's disconnects to [`FailureCause`] and [`ConnectionEvent`]. Whose failure each
+//! is (a local shortage never counts against a peer; a peer that is there but declined is
+//! a refusal) is the overlay's rule (`overlay::cause`), which simnet runs too; this file
+//! only names what happened.
 //!
 //! The transport says whether it closed a connection itself (`closed_here`) or the peer
 //! left (`peer_left`); a peer's other orderly closes (of an idle connection, say) show
@@ -17,9 +11,11 @@
 
 use wire::Status;
 
-use overlay::RpcFailure;
+use overlay::{ConnectionEvent, FailureCause, Key};
 
 use crate::transport::TransportError;
+
+use super::NetPeer;
 
 /// Why one RPC produced no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -36,36 +32,28 @@ pub(super) enum RpcError {
 }
 
 impl RpcError {
-    /// Whose failure it is, for the overlay.
-    pub(super) fn blame(&self) -> RpcFailure {
+    /// What went wrong, for the overlay to judge.
+    pub(super) fn cause(&self) -> FailureCause {
+        use FailureCause as C;
         use TransportError as T;
         match self {
-            // Our limits and our shutdown.
-            RpcError::Transport(T::TooManyConnections { .. } | T::Closed | T::SelfDial) => {
-                RpcFailure::Local
-            }
-            // Queued behind another dial of the same peer: that dial's own outcome is the
-            // one that counts, once, not once per request that waited for it.
+            RpcError::Transport(T::TooManyConnections { .. }) => C::ConnectionCap,
+            RpcError::Transport(T::Closed | T::SelfDial) => C::OursClosing,
             RpcError::Transport(T::Timeout {
                 what: "concurrent dial",
                 ..
-            }) => RpcFailure::Local,
-            // Connected a moment ago and gone before the request: a connection we closed
-            // (idle closing, a duplicate) as likely as one the peer lost; a dead peer fails
-            // the next dial anyway.
-            RpcError::Transport(T::NotConnected(_)) => RpcFailure::Local,
+            }) => C::DialQueued,
+            RpcError::Transport(T::NotConnected(_)) => C::NotConnected,
             RpcError::Transport(e) => match connection_error(e) {
-                Some(quinn::ConnectionError::LocallyClosed) => RpcFailure::Local,
-                // Closed by the peer in good order but not because it shuts down (the
-                // transport's `peer_left` rule): it is there, it closed an idle
-                // connection or a duplicate under our request.
-                Some(quinn::ConnectionError::ApplicationClosed(c)) if !is_shutdown(c) => {
-                    RpcFailure::Refused
+                Some(quinn::ConnectionError::LocallyClosed) => C::ClosedHere,
+                Some(quinn::ConnectionError::ApplicationClosed(c)) if is_shutdown(c) => {
+                    C::PeerShutdown
                 }
-                _ => RpcFailure::Peer,
+                Some(quinn::ConnectionError::ApplicationClosed(_)) => C::PeerClosed,
+                _ => C::Silent,
             },
-            RpcError::Status(Status::Unavailable) => RpcFailure::Refused,
-            RpcError::Status(_) | RpcError::Message(_) => RpcFailure::Peer,
+            RpcError::Status(Status::Unavailable) => C::Unavailable,
+            RpcError::Status(_) | RpcError::Message(_) => C::BadAnswer,
         }
     }
 }
@@ -85,28 +73,21 @@ fn is_shutdown(c: &quinn::ApplicationClose) -> bool {
     c.error_code == crate::transport::codes::SHUTDOWN && c.reason.as_ref() == b"shutdown"
 }
 
-/// How a connection to a peer ended, as far as the routing table cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Ended {
-    /// The peer said it is shutting down: it leaves the table now.
-    PeerLeft,
-    /// Closed in good order, by us (idle closing, a duplicate, our shutdown) or by the peer
-    /// (its own idle closing): nothing is known against the peer.
-    Closed,
-    /// Lost without a goodbye (idle timeout, reset, abort): the peer is questionable.
-    Lost,
-}
-
-/// Reads a `PeerEvent::Disconnected`: `peer_left` and `closed_here` as the transport
-/// decided them, `reason` the display text of quinn's `ConnectionError` (the only sign of
-/// a peer's own orderly close, e.g. of an idle connection).
-pub(super) fn ended(peer_left: bool, closed_here: bool, reason: &str) -> Ended {
+/// Reads a `PeerEvent::Disconnected` of `peer`: `peer_left` and `closed_here` as the
+/// transport decided them, `reason` the display text of quinn's `ConnectionError` (the only
+/// sign of a peer's own orderly close, e.g. of an idle connection).
+pub(super) fn ended(
+    peer: Key,
+    peer_left: bool,
+    closed_here: bool,
+    reason: &str,
+) -> ConnectionEvent<NetPeer> {
     if peer_left {
-        Ended::PeerLeft
+        ConnectionEvent::PeerLeft(peer)
     } else if closed_here || reason.starts_with(CLOSED_BY_PEER) {
-        Ended::Closed
+        ConnectionEvent::Closed(peer)
     } else {
-        Ended::Lost
+        ConnectionEvent::Lost(peer)
     }
 }
 
@@ -116,6 +97,7 @@ const CLOSED_BY_PEER: &str = "closed by peer";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use overlay::RpcFailure;
     use quinn::ConnectionError as C;
     use quinn::VarInt;
 
@@ -129,23 +111,31 @@ mod tests {
     #[test]
     fn disconnects_are_read_from_quinns_own_texts() {
         let idle = crate::transport::codes::IDLE;
+        let k = Key([3; 32]);
+        let ended = |left, here, reason: &str| ended(k, left, here, reason);
         assert_eq!(
             ended(false, true, &C::LocallyClosed.to_string()),
-            Ended::Closed
+            ConnectionEvent::Closed(k)
         );
         assert_eq!(
             ended(false, false, &app_close(idle, b"idle").to_string()),
-            Ended::Closed
+            ConnectionEvent::Closed(k)
         );
-        assert_eq!(ended(false, false, &C::TimedOut.to_string()), Ended::Lost);
-        assert_eq!(ended(false, false, &C::Reset.to_string()), Ended::Lost);
+        assert_eq!(
+            ended(false, false, &C::TimedOut.to_string()),
+            ConnectionEvent::Lost(k)
+        );
+        assert_eq!(
+            ended(false, false, &C::Reset.to_string()),
+            ConnectionEvent::Lost(k)
+        );
         assert_eq!(
             ended(false, false, &C::CidsExhausted.to_string()),
-            Ended::Lost
+            ConnectionEvent::Lost(k)
         );
         assert_eq!(
             ended(true, false, &C::TimedOut.to_string()),
-            Ended::PeerLeft
+            ConnectionEvent::PeerLeft(k)
         );
     }
 
@@ -167,7 +157,11 @@ mod tests {
         ];
         for e in local {
             let why = e.to_string();
-            assert_eq!(RpcError::from(e).blame(), RpcFailure::Local, "{why}");
+            assert_eq!(
+                RpcError::from(e).cause().blame(),
+                RpcFailure::Local,
+                "{why}"
+            );
         }
     }
 
@@ -181,14 +175,14 @@ mod tests {
             app_close(shutdown, b"disconnect"),
         ] {
             let refused = RpcError::Transport(T::Connection(close));
-            assert_eq!(refused.blame(), RpcFailure::Refused, "{refused}");
+            assert_eq!(refused.cause().blame(), RpcFailure::Refused, "{refused}");
         }
         assert_eq!(
-            RpcError::Status(Status::Unavailable).blame(),
+            RpcError::Status(Status::Unavailable).cause().blame(),
             RpcFailure::Refused
         );
         let gone = RpcError::Transport(T::Connection(app_close(shutdown, b"shutdown")));
-        assert_eq!(gone.blame(), RpcFailure::Peer);
+        assert_eq!(gone.cause().blame(), RpcFailure::Peer);
         let failed = [
             T::Timeout {
                 what: "request",
@@ -199,7 +193,7 @@ mod tests {
         ];
         for e in failed {
             let why = e.to_string();
-            assert_eq!(RpcError::from(e).blame(), RpcFailure::Peer, "{why}");
+            assert_eq!(RpcError::from(e).cause().blame(), RpcFailure::Peer, "{why}");
         }
     }
 }

@@ -26,15 +26,16 @@ use std::time::Duration;
 
 use overlay::replication::TransferId;
 use overlay::{
-    Admission, Config, Dht, Event, Key, PlanEvent, Planner, QueryId, QueryResult, QueryStats,
-    Refusal, ReplicationConfig, Request, Response, RpcFailure, RpcId, TransferOutcome,
+    Admission, Config, ConnectionEvent, Dht, Event, FailureCause, Key, PlanEvent, Planner, QueryId,
+    QueryResult, QueryStats, Refusal, ReplicationConfig, Request, Response, RpcFailure, RpcId,
+    TransferOutcome,
 };
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use wire::dht::{APP_PROTO_DHT, DhtResponse};
 use wire::{NodeId, Status, message};
 
 use crate::transport::{PeerEvent, Role, Transport};
-use blame::{Ended, RpcError};
+use blame::RpcError;
 pub use peer::NetPeer;
 pub use serve::serve_dht;
 
@@ -565,15 +566,14 @@ impl Driver {
 
     fn on_peer_event(&mut self, ev: Result<PeerEvent, broadcast::error::RecvError>) {
         match ev {
-            Ok(PeerEvent::Connected(info)) if info.role == Role::Dialed => {
-                // A connection we dialed is an answer to us (its TLS proved the key we
-                // asked for, its HELLO answered ours): the peer is alive. In a full bucket
-                // it only waits as a replacement: a new connection never probes (that was
-                // a probe cascade: one ping per connection, whatever the traffic). A peer
-                // that dialed us is a stranger until it answers a request of ours: the
-                // overlay verifies it when it first asks something.
-                self.dht
-                    .insert_peer(self.clock.now(), NetPeer::new(info.id, info.dial_addr()));
+            // What the connection means for the table is the overlay's rule.
+            Ok(PeerEvent::Connected(info)) => {
+                let peer = NetPeer::new(info.id, info.dial_addr());
+                let event = match info.role {
+                    Role::Dialed => ConnectionEvent::Dialed(peer),
+                    Role::Accepted => ConnectionEvent::Accepted(peer),
+                };
+                self.dht.handle_connection(self.clock.now(), event);
             }
             Ok(PeerEvent::Disconnected {
                 id,
@@ -581,19 +581,12 @@ impl Driver {
                 peer_left,
                 closed_here,
             }) => {
-                let key = Key::for_node(&id);
-                match blame::ended(peer_left, closed_here, &reason) {
-                    // A peer that said goodbye leaves the table now, not after failed probes.
-                    Ended::PeerLeft => self.dht.remove_peer(self.clock.now(), &key),
-                    // Lost without a goodbye: questionable, pinged before it is trusted.
-                    Ended::Lost => {
-                        metrics::counter!("dht_connections_lost_total").increment(1);
-                        self.dht.peer_lost(self.clock.now(), &key);
-                    }
-                    Ended::Closed => {}
+                let event = blame::ended(Key::for_node(&id), peer_left, closed_here, &reason);
+                if matches!(event, ConnectionEvent::Lost(_)) {
+                    metrics::counter!("dht_connections_lost_total").increment(1);
                 }
+                self.dht.handle_connection(self.clock.now(), event);
             }
-            Ok(PeerEvent::Connected(_)) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 metrics::counter!("bus_lagged_total", "bus" => "peer_events").increment(n);
             }
@@ -712,7 +705,7 @@ impl Driver {
             // shortage of ours, never counted against the peer.
             metrics::counter!("dht_rpcs_failed_total", "blame" => "local").increment(1);
             self.dht
-                .handle_rpc_failure(self.clock.now(), rpc, RpcFailure::Local);
+                .handle_rpc_failure(self.clock.now(), rpc, FailureCause::RequestSlots);
             return;
         };
         let transport = self.transport.clone();
@@ -724,7 +717,7 @@ impl Driver {
                 tracing::debug!(peer = %to.id, error = %e, "dht rpc failed");
             }
             let response = response.map_err(|e| {
-                let blame = e.blame();
+                let blame = e.cause().blame();
                 metrics::counter!("dht_rpcs_failed_total", "blame" => blame_label(blame))
                     .increment(1);
                 blame

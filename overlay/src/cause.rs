@@ -1,0 +1,116 @@
+//! Whose failure it is: what a driver saw happen to a request or a connection, and what the
+//! table may hold against the peer for it.
+//!
+//! The table evicts contacts on failures and pings questionable ones. A failure wrongly
+//! blamed on a peer evicts a healthy contact; a disconnect wrongly read as a loss starts a
+//! probe. So the rule lives here, where simnet runs it too: only what the peer did, or what
+//! the network did to it, counts. Our own shortages (request slots, the connection cap, a
+//! dial queued behind another, a connection we closed, our shutdown) never do; a peer that
+//! is there but declined (busy, an idle connection closed under a request, "unavailable")
+//! is a refusal. The driver's part is only to name what happened in these terms (the node
+//! reads quinn's errors, simnet its own events).
+
+use crate::dht::RpcFailure;
+use crate::key::Key;
+
+/// What went wrong with one request, in the driver's words, before anyone is blamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCause {
+    /// Our own cap on requests in flight was reached: the request never left.
+    RequestSlots,
+    /// Our own connection cap was reached: no connection for it.
+    ConnectionCap,
+    /// We are shutting down, or the request was addressed to ourselves.
+    OursClosing,
+    /// The request waited behind another dial of the same peer, which failed: that dial's
+    /// own outcome is the one that counts, once, not once per request that waited for it.
+    DialQueued,
+    /// The connection was there a moment ago and gone before the request: one we closed
+    /// (idle closing, a duplicate) as likely as one the peer lost; a dead peer fails the next
+    /// dial anyway.
+    NotConnected,
+    /// A connection we closed ourselves.
+    ClosedHere,
+    /// The peer closed the connection in good order and is not shutting down (its idle
+    /// closing, a duplicate, busy): it is there.
+    PeerClosed,
+    /// The peer answered that it cannot serve the request now ("unavailable").
+    Unavailable,
+    /// The peer closed its connection because it shuts down.
+    PeerShutdown,
+    /// No answer in time, a reset or a lost connection, a dial nobody answered.
+    Silent,
+    /// The peer answered, with a status that is no answer or bytes that do not decode.
+    BadAnswer,
+}
+
+impl FailureCause {
+    /// Whose failure it is, for the table.
+    pub fn blame(self) -> RpcFailure {
+        match self {
+            FailureCause::RequestSlots
+            | FailureCause::ConnectionCap
+            | FailureCause::OursClosing
+            | FailureCause::DialQueued
+            | FailureCause::NotConnected
+            | FailureCause::ClosedHere => RpcFailure::Local,
+            FailureCause::PeerClosed | FailureCause::Unavailable => RpcFailure::Refused,
+            FailureCause::PeerShutdown | FailureCause::Silent | FailureCause::BadAnswer => {
+                RpcFailure::Peer
+            }
+        }
+    }
+}
+
+impl From<FailureCause> for RpcFailure {
+    fn from(cause: FailureCause) -> RpcFailure {
+        cause.blame()
+    }
+}
+
+/// What happened to a connection with a peer, as the driver saw it: the table's one input
+/// from the transport ([`Dht::handle_connection`](crate::Dht::handle_connection)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionEvent<P> {
+    /// We dialed the peer and it answered as the key we asked for (its handshake proved the
+    /// key, its HELLO answered ours): alive. In a full bucket it only waits as a
+    /// replacement: a new connection never probes anyone.
+    Dialed(P),
+    /// The peer dialed us: a stranger until it answers a request of ours, so nothing yet.
+    Accepted(P),
+    /// The peer said it is shutting down: it leaves the table now, not after failed probes.
+    PeerLeft(Key),
+    /// Closed in good order, by us (idle closing, a duplicate, our shutdown) or by the peer
+    /// (its own idle closing): nothing is known against the peer.
+    Closed(Key),
+    /// Lost without a goodbye (idle timeout, reset, abort): the peer is questionable, pinged
+    /// before it is trusted again (at most one probe per bucket).
+    Lost(Key),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_the_peer_did_counts_against_it() {
+        use FailureCause as C;
+        let local = [
+            C::RequestSlots,
+            C::ConnectionCap,
+            C::OursClosing,
+            C::DialQueued,
+            C::NotConnected,
+            C::ClosedHere,
+        ];
+        for c in local {
+            assert_eq!(RpcFailure::from(c), RpcFailure::Local, "{c:?}");
+        }
+        for c in [C::PeerClosed, C::Unavailable] {
+            assert_eq!(RpcFailure::from(c), RpcFailure::Refused, "{c:?}");
+        }
+        for c in [C::PeerShutdown, C::Silent, C::BadAnswer] {
+            assert_eq!(RpcFailure::from(c), RpcFailure::Peer, "{c:?}");
+        }
+    }
+}
