@@ -6,8 +6,14 @@
 # fuzz/artifacts/<target>/ and printed.
 # Used by .ci/run; PERFORMANCE.md ("Fuzzing") has its cost and the longer runs.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
+#   scripts/fuzz.sh --build-only     (.ci/run builds beside other steps, then runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=false
+if [ "${1:-}" = "--build-only" ]; then
+  build_only=true
+  shift
+fi
 secs=${1:-30}
 shift || true
 cargo_fuzz_version=0.13.2
@@ -22,6 +28,9 @@ fi
 start=$(date +%s)
 cargo +nightly fuzz build --debug-assertions
 echo "fuzz: built every target in $(( $(date +%s) - start ))s"
+if $build_only; then
+  exit 0
+fi
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
 work=$(mktemp -d)
