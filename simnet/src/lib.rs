@@ -15,6 +15,8 @@
 //! - [`peer`]: [`SimPeer`], the 36-byte handle the overlay stores for each contact.
 //! - [`latency`]: the link model: per-pair delays, jitter, loss with retransmission,
 //!   handshakes.
+//! - [`bandwidth`]: per-node uplink and downlink calendars (`[bandwidth]`): object bytes
+//!   queue for them and take time in proportion to their size.
 //! - [`links`]: each node's connections (capped, least recently used closed first) and
 //!   message counters.
 //! - [`durability`]: live copies per object, time below RF, failure-to-restore times.
@@ -27,6 +29,7 @@
 //! - [`swarm`]: many seeds of random faults over small networks, judged by checkers.
 //! - [`measure`]: wall time and peak memory, the only run-dependent numbers.
 
+pub mod bandwidth;
 pub mod churn;
 pub mod durability;
 pub mod engine;

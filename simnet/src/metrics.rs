@@ -253,6 +253,15 @@ pub struct Metrics {
     pub repair_bytes: u64,
     /// Repair transfers that failed.
     pub transfers_failed: u64,
+    /// With `[bandwidth]`: how long each object transfer (put push, repair, get fetch)
+    /// waited for its sender's uplink and receiver's downlink, ns.
+    pub transfer_waits: Vec<u64>,
+    /// Of those, the repair transfers' waits, ns.
+    pub repair_waits: Vec<u64>,
+    /// Of those, the get fetches' waits, ns.
+    pub get_waits: Vec<u64>,
+    /// With `[bandwidth]`: object bytes that went through the links.
+    pub bytes_moved: u64,
     /// Mean live copies per placed object at the end of the run.
     pub replicas_end: f64,
     /// Placed objects with a live copy at the end of the run, as a fraction.
@@ -327,6 +336,10 @@ impl Metrics {
             put_bytes: 0,
             repair_bytes: 0,
             transfers_failed: 0,
+            transfer_waits: Vec::new(),
+            repair_waits: Vec::new(),
+            get_waits: Vec::new(),
+            bytes_moved: 0,
             replicas_end: 0.0,
             objects_available_end: 0.0,
             outcomes: None,
@@ -497,6 +510,9 @@ impl Metrics {
         self.get_search.sort_unstable();
         self.get_probe.sort_unstable();
         self.get_fetch.sort_unstable();
+        self.transfer_waits.sort_unstable();
+        self.repair_waits.sort_unstable();
+        self.get_waits.sort_unstable();
         self.durability.restore_ns.sort_unstable();
         for r in &mut self.rows {
             r.latencies.sort_unstable();

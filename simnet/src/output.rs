@@ -275,6 +275,22 @@ summary! {
     /// Repair bytes per holder failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     repair_bytes_per_failure: Option<f64>,
+    /// With `[bandwidth]`: object bytes moved through the nodes' links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bandwidth_bytes_moved: Option<u64>,
+    /// With `[bandwidth]`: median wait of an object transfer (put, repair, get fetch) for
+    /// its sender's uplink and receiver's downlink, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transfer_queue_wait_ms_p50: Option<f64>,
+    /// 95th percentile of the same, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transfer_queue_wait_ms_p95: Option<f64>,
+    /// 95th percentile of the repair transfers' waits, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repair_queue_wait_ms_p95: Option<f64>,
+    /// 95th percentile of the get fetches' waits, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    get_queue_wait_ms_p95: Option<f64>,
     /// Acknowledged writes: puts whose first copy was stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     acked_writes: Option<u64>,
@@ -320,6 +336,7 @@ impl Summary {
             .map(|(h, c)| h as u64 * c)
             .sum();
         let objects = sc.workload.objects > 0;
+        let bw = sc.bandwidth.is_some();
         let regions = objects
             && matches!(
                 sc.latency.model,
@@ -433,6 +450,17 @@ impl Summary {
             unrestored_end: objects.then_some(m.durability.unrestored() as u64),
             repair_bytes_per_failure: objects
                 .then(|| ratio(m.repair_bytes, m.durability.holder_failures)),
+            bandwidth_bytes_moved: bw.then_some(m.bytes_moved),
+            transfer_queue_wait_ms_p50: bw
+                .then(|| percentile(&m.transfer_waits, 0.5).map(ms))
+                .flatten(),
+            transfer_queue_wait_ms_p95: bw
+                .then(|| percentile(&m.transfer_waits, 0.95).map(ms))
+                .flatten(),
+            repair_queue_wait_ms_p95: bw
+                .then(|| percentile(&m.repair_waits, 0.95).map(ms))
+                .flatten(),
+            get_queue_wait_ms_p95: bw.then(|| percentile(&m.get_waits, 0.95).map(ms)).flatten(),
             acked_writes: objects.then_some(m.acked),
             acked_writes_lost: objects.then_some(m.acked_lost),
             soak: crate::soak::SoakReport::new(f),

@@ -230,6 +230,11 @@ fn parsed_default(section: &str, key: &str) -> Option<String> {
         ("workload", "transfers_max") => sc.workload.replication.transfers_max.to_string(),
         ("output", "interval_s") => secs(sc.output.interval),
         ("output", "plots") => sc.output.plots.to_string(),
+        // Required in the section, so documented without a default: without the section
+        // there is no limit.
+        ("bandwidth", "uplink_mbps" | "downlink_mbps") if sc.bandwidth.is_none() => {
+            "(required)".into()
+        }
         ("soak", _) => {
             let sc = common::scenario("duration_s = 86400\n[soak]");
             let soak = sc.soak.expect("an empty [soak] section is a soak");

@@ -85,6 +85,8 @@ pub struct Sim {
     announced: Option<BTreeSet<(Key, Key)>>,
     /// Objects whose put stored a first copy (acknowledged writes): none may ever be lost.
     acked: BTreeSet<Key>,
+    /// Every node's uplink and downlink (`[bandwidth]`); `None` without the section.
+    pipes: Option<crate::bandwidth::Pipes>,
 }
 
 /// What a finished run hands to the outputs.

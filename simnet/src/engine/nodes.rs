@@ -232,6 +232,9 @@ impl Sim {
         }
         let (key, inc) = (s.key, s.inc);
         self.live.remove(&key);
+        if let Some(p) = self.pipes.as_mut() {
+            p.clear(slot);
+        }
         // Its peers' ends of its connections go silent and time out, unannounced.
         for peer in self.links.stop(slot) {
             let to_inc = self.slots[peer as usize].inc;
@@ -396,7 +399,7 @@ impl Sim {
             } => {
                 let from = self.peer_of(slot);
                 let from_inc = self.slots[slot as usize].inc;
-                self.send(
+                let sent = self.send(
                     slot,
                     to.slot,
                     Msg::Transfer {
@@ -411,13 +414,16 @@ impl Sim {
                     },
                 );
                 // The transfer's own timeout; a success reported first makes it a no-op.
+                // With `[bandwidth]` it counts from the last byte sent (the node's transfer
+                // times out on silence, not while its bytes flow or wait their turn).
                 let timeout = Msg::TransferDone {
                     to_slot: slot,
                     to_inc: from_inc,
                     id,
                     outcome: TransferOutcome::Failed,
                 };
-                self.queue.push_msg(now + self.sc.dht.rpc_timeout, timeout);
+                let from = sent.map_or(now, |end| end.max(now));
+                self.queue.push_msg(from + self.sc.dht.rpc_timeout, timeout);
             }
             PlanEvent::Release { key } => {
                 let s = &mut self.slots[slot as usize];
@@ -437,12 +443,14 @@ impl Sim {
     /// Sends a message from `from` to `to` through the link model: a first contact opens
     /// a connection (a handshake round trip before the message leaves), then the message
     /// takes its pair's delay, its jitter, and its retransmissions. Answers travel back on
-    /// the connection their request came on.
-    pub(super) fn send(&mut self, from: u32, to: u32, msg: Msg) {
+    /// the connection their request came on. With `[bandwidth]` an object push also waits
+    /// for the sender's uplink and the receiver's downlink and takes its bytes' time there
+    /// (`bandwidth`); its last byte's send time is returned (`None` for anything else).
+    pub(super) fn send(&mut self, from: u32, to: u32, msg: Msg) -> Option<Instant> {
         let now = self.now;
         if self.cut_blocks(from, to, now) {
             self.metrics.message_sent(now, true);
-            return;
+            return None;
         }
         let reply = matches!(
             msg,
@@ -471,7 +479,7 @@ impl Sim {
                         .flatten();
                     let Some(hs) = hs else {
                         self.metrics.message_sent(now, true);
-                        return;
+                        return None;
                     };
                     // A DHT read to a peer whose ticket we hold goes with the handshake
                     // (0-RTT); anything else waits for it, as in the node.
@@ -507,6 +515,18 @@ impl Sim {
                 let f = &self.sc.faults;
                 let (dup, dup_delay_ms, reorder_ms) = (f.dup, f.dup_delay_ms, f.reorder_ms);
                 let mut at = leaves + d;
+                let mut sent = None;
+                if let Msg::Transfer {
+                    push: true,
+                    size,
+                    id,
+                    ..
+                } = &msg
+                    && let Some(end) = self.through_pipes(from, to, leaves, *size, id.is_some())
+                {
+                    at = end + d;
+                    sent = Some(end);
+                }
                 if dht_msg && reorder_ms > 0.0 {
                     at = at + Duration::from_secs_f64(reorder_ms * rng.uniform() / 1e3);
                 }
@@ -516,9 +536,35 @@ impl Sim {
                     self.queue.push_msg(at + later, msg.clone());
                 }
                 self.queue.push_msg(at, msg);
+                sent
             }
-            None => self.metrics.message_sent(now, true),
+            None => {
+                self.metrics.message_sent(now, true);
+                None
+            }
         }
+    }
+
+    /// With `[bandwidth]`: `bytes` ready to leave `from` for `to` at `ready` take the
+    /// earliest free time on both links; the wait is recorded (as a repair's when
+    /// `repair`) and the last byte's send time returned. `None` without the model.
+    pub(super) fn through_pipes(
+        &mut self,
+        from: u32,
+        to: u32,
+        ready: Instant,
+        bytes: u64,
+        repair: bool,
+    ) -> Option<Instant> {
+        let pipes = self.pipes.as_mut()?;
+        let (start, end) = pipes.reserve(self.now, from, to, ready, bytes);
+        let wait = u64::try_from((start - ready).as_nanos()).unwrap_or(u64::MAX);
+        self.metrics.transfer_waits.push(wait);
+        if repair {
+            self.metrics.repair_waits.push(wait);
+        }
+        self.metrics.bytes_moved += bytes;
+        Some(end)
     }
 
     /// A request from `from` answered by `to` at once, through the link model (a connection
@@ -529,6 +575,17 @@ impl Sim {
     /// connection whose handshake ended by then costs nothing more; whether `to` is up is
     /// judged now.
     pub(super) fn exchange(&mut self, from: u32, to: u32, at: Instant) -> Option<Duration> {
+        self.exchange_legs(from, to, at).map(|(go, back)| go + back)
+    }
+
+    /// [`Sim::exchange`] in its two legs: from `at` until the request reaches `to` (the
+    /// connection's handshake included), and the answer's way back.
+    pub(super) fn exchange_legs(
+        &mut self,
+        from: u32,
+        to: u32,
+        at: Instant,
+    ) -> Option<(Duration, Duration)> {
         let now = at.max(self.now);
         let to_inc = self.slots[to as usize]
             .dht
@@ -568,7 +625,7 @@ impl Sim {
         self.metrics.retransmissions += u64::from(r1 + r2);
         self.metrics.message_sent(now, there.is_none());
         self.metrics.message_sent(now, back.is_none());
-        Some(leaves + there? + back?)
+        Some((leaves + there?, back?))
     }
 
     fn send_request(&mut self, slot: u32, t: Transmit<SimPeer>) {
@@ -725,6 +782,13 @@ impl Sim {
     ) {
         let now = self.now;
         if !self.is_current(&to) {
+            self.metrics.messages_undeliverable += 1;
+            return;
+        }
+        // With `[bandwidth]` the bytes take time to leave: a sender that crashed before its
+        // copy arrived never finished sending it (judged at arrival, so up to one one-way
+        // delay stricter than the last byte's send time).
+        if push && self.pipes.is_some() && !self.is_incarnation(from.slot, from_inc) {
             self.metrics.messages_undeliverable += 1;
             return;
         }

@@ -142,13 +142,24 @@ impl Sim {
         let from = walked + probed;
         let mut at = from;
         for h in holders {
-            match self.exchange(slot, h.slot, at) {
-                Some(rt) if self.holds(h.slot, key) => {
+            match self.exchange_legs(slot, h.slot, at) {
+                Some((go, back)) if self.holds(h.slot, key) => {
                     let intra = match (self.net.region(slot), self.net.region(h.slot)) {
                         (Some(a), Some(b)) => a == b,
                         _ => false,
                     };
-                    let end = at + rt;
+                    // With `[bandwidth]` the object's bytes leave the holder once the request
+                    // reached it, when its uplink and the getter's downlink are free.
+                    let size = self.object_size(h.slot, key);
+                    let end = match self.through_pipes(h.slot, slot, at + go, size, false) {
+                        Some(sent) => {
+                            if let Some(w) = self.metrics.transfer_waits.last() {
+                                self.metrics.get_waits.push(*w);
+                            }
+                            sent + back
+                        }
+                        None => at + go + back,
+                    };
                     return GetOutcome::Served {
                         latency: end - started,
                         intra,
@@ -159,7 +170,7 @@ impl Sim {
                         },
                     };
                 }
-                Some(rt) => at = at + rt,
+                Some((go, back)) => at = at + go + back,
                 None => at = at + FETCH_FAILOVER,
             }
         }

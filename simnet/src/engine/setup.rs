@@ -72,6 +72,7 @@ pub(super) fn build(sc: Scenario, check: bool) -> Sim {
         cut: None,
         announced: None,
         acked: Default::default(),
+        pipes: sc.bandwidth.map(|b| crate::bandwidth::Pipes::new(b, n)),
         sc,
     };
     sim.metrics.durability = crate::durability::Durability::new(sim.sc.workload.replication.rf);

@@ -433,6 +433,15 @@ impl Sim {
                 .is_some_and(|st| st.objects.contains_key(key))
     }
 
+    /// The size of `key` as stored at `slot` (the workload's object size if it is not).
+    pub(super) fn object_size(&self, slot: u32, key: &Key) -> u64 {
+        self.slots[slot as usize]
+            .store
+            .as_ref()
+            .and_then(|st| st.objects.get(key).copied())
+            .unwrap_or(self.sc.workload.object_bytes)
+    }
+
     /// An operation that will never finish counts as a failure.
     pub(super) fn abandon(&mut self, p: Pending) {
         match p {

@@ -94,6 +94,10 @@ pub struct Scenario {
     /// The long-run checks of a soak (`[soak]`): per-node state sampled and bounded, safety
     /// checked at every sample; `None` without the section.
     pub soak: Option<Soak>,
+    /// Per-node uplink and downlink capacities (`[bandwidth]`): object bytes queue for
+    /// them and take time in proportion to their size; `None` (the default) moves them in
+    /// their one-way delay alone.
+    pub bandwidth: Option<crate::bandwidth::Bandwidth>,
     /// Faults only the swarm sets (no scenario-file key; off by default).
     pub faults: crate::engine::faults::Extra,
 }
@@ -360,6 +364,9 @@ impl Scenario {
         line("output", format!("{:?}", self.output));
         if let Some(soak) = &self.soak {
             line("soak", format!("{soak:?}"));
+        }
+        if let Some(bw) = &self.bandwidth {
+            line("bandwidth", format!("{bw:?}"));
         }
         for (name, stream) in crate::seed::STREAMS {
             line(

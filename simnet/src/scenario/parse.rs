@@ -32,6 +32,14 @@ struct RawScenario {
     workload: RawWorkload,
     output: RawOutput,
     soak: Option<RawSoak>,
+    bandwidth: Option<RawBandwidth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBandwidth {
+    uplink_mbps: Option<f64>,
+    downlink_mbps: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,7 +295,41 @@ fn convert(
         workload: convert_workload(raw.workload)?,
         output,
         soak,
+        bandwidth: match raw.bandwidth {
+            Some(r) => Some(convert_bandwidth(r)?),
+            None => None,
+        },
         faults: Default::default(),
+    })
+}
+
+/// `[bandwidth]`: both capacities, in Mbit/s (10^6 bits), finite and at least 1 byte/s.
+fn convert_bandwidth(r: RawBandwidth) -> Result<crate::bandwidth::Bandwidth, ScenarioError> {
+    let one = |key: &str, v: Option<f64>| {
+        let Some(v) = v else {
+            return Err(invalid(
+                key,
+                "is required in [bandwidth] (Mbit/s; leave the section out for no bandwidth limit)",
+            ));
+        };
+        let v = positive(key, v)?;
+        if v > 1e7 {
+            return Err(invalid(
+                key,
+                format!("{v} Mbit/s is too large (at most 1e7)"),
+            ));
+        }
+        match crate::bandwidth::bytes_per_s(v) {
+            0 => Err(invalid(
+                key,
+                format!("{v} Mbit/s is below 1 byte/s (at least 0.000008)"),
+            )),
+            b => Ok(b),
+        }
+    };
+    Ok(crate::bandwidth::Bandwidth {
+        uplink: one("bandwidth.uplink_mbps", r.uplink_mbps)?,
+        downlink: one("bandwidth.downlink_mbps", r.downlink_mbps)?,
     })
 }
 
