@@ -3,12 +3,13 @@
 //!
 //! The table evicts contacts on failures and pings questionable ones. A failure wrongly
 //! blamed on a peer evicts a healthy contact; a disconnect wrongly read as a loss starts a
-//! probe. So the rule lives here, where simnet runs it too: only what the peer did, or what
-//! the network did to it, counts. Our own shortages (request slots, the connection cap, a
+//! probe. So the rule lives here, where a simulator can run it too (simnet sends its lost
+//! connections through [`Dht::handle_connection`](crate::Dht::handle_connection)): only
+//! what the peer did, or what the network did to it, counts. Our own shortages (request slots, the connection cap, a
 //! dial queued behind another, a connection we closed, our shutdown) never do; a peer that
 //! is there but declined (busy, an idle connection closed under a request, "unavailable")
 //! is a refusal. The driver's part is only to name what happened in these terms (the node
-//! reads quinn's errors, simnet its own events).
+//! reads quinn's errors).
 
 use crate::dht::RpcFailure;
 use crate::key::Key;
@@ -38,7 +39,8 @@ pub enum FailureCause {
     Unavailable,
     /// The peer closed its connection because it shuts down.
     PeerShutdown,
-    /// No answer in time, a reset or a lost connection, a dial nobody answered.
+    /// Anything else the peer's side of the exchange did: no answer in time, a reset or a
+    /// lost connection, a dial or a handshake that failed, broken framing.
     Silent,
     /// The peer answered, with a status that is no answer or bytes that do not decode.
     BadAnswer,

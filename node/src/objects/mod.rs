@@ -464,7 +464,7 @@ impl Objects {
         // provider record outlives it) costs one probe timeout, not the whole search.
         let mut probes = JoinSet::new();
         // Whose probe each task is, so a probe that panicked still settles its candidate
-        // (as silent) instead of holding the search open until its deadline.
+        // (as silent): unsettled, the search would end as NotFound, not Unfinished.
         let mut probing = HashMap::new();
         for c in search.candidates() {
             let objects = self.clone();

@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use overlay::{
-    Dht, Event, Instant, Key, PlanEvent, Planner, Request, TransferId, TransferOutcome, Transmit,
+    ConnectionEvent, Dht, Event, Instant, Key, PlanEvent, Planner, Request, TransferId,
+    TransferOutcome, Transmit,
 };
 
 use super::Sim;
@@ -739,7 +740,7 @@ impl Sim {
                 }
                 let local = self.local_now(to_slot);
                 if let Some(d) = self.slots[to_slot as usize].dht.as_mut() {
-                    d.peer_lost(local, &peer);
+                    d.handle_connection(local, ConnectionEvent::Lost(peer));
                     self.after_input(to_slot, false);
                 }
             }
