@@ -13,6 +13,7 @@ build_only=false
 if [ "${1:-}" = "--build-only" ]; then
   build_only=true
   shift
+  [ $# -eq 0 ] || { echo "fuzz: --build-only takes no other argument" >&2; exit 2; }
 fi
 secs=${1:-30}
 shift || true
