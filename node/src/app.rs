@@ -474,7 +474,7 @@ pub async fn start(
             saved,
             shutdown_rx.clone(),
         )),
-        tokio::spawn(objects.run_repair(plans)),
+        tokio::spawn(objects.clone().run_repair(plans)),
         announcing,
         quotas.keep_saved(QUOTA_SAVE_EVERY),
         keep_index_saved(store.clone()),
@@ -482,6 +482,9 @@ pub async fn start(
         mail.keep_repaired(),
         drain_on_start(mail.clone(), ctx.dht.clone()),
     ];
+    if let Some(dropped) = store.watch_dropped() {
+        tasks.push(tokio::spawn(objects.forget_dropped(dropped)));
+    }
     if let Some(handle) = ctx.metrics.clone() {
         tasks.push(crate::telemetry::keep_up(handle));
     }

@@ -513,6 +513,67 @@ async fn a_push_of_our_own_rotten_copy_is_our_failure_not_the_peers() {
     }
 }
 
+/// A copy that rots on our disk is dropped when a read finds it; the planner stops counting
+/// it and the node fetches a verified copy back from the other holders at once (their
+/// proof of ours would otherwise keep them from repairing it for an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotten_copy_is_dropped_replanned_and_fetched_back() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("rotten copy back"));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 3).await;
+    let a = &nodes[0];
+    let data = bytes(&mut rng, 300_000);
+    let hash = *blake3::hash(&data).as_bytes();
+    let url = format!("http://{}/o/{}", a.ctx.http, id_string(&hash));
+    let (status, reply) = http("PUT", format!("http://{}/o", a.ctx.http), data.clone()).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+    let held = |n: &node::app::RunningNode| n.ctx.objects.store.size(&hash).is_some();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !nodes.iter().all(held) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RF 3 copies on 3 nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let path = a.ctx.objects.store.data_file(&hash).unwrap();
+    let mut on_disk = std::fs::read(&path).unwrap();
+    on_disk[150_000] ^= 0x01;
+    std::fs::write(&path, &on_disk).unwrap();
+    // The read that finds the rot still answers, from the mesh.
+    let r = request("GET", url.clone(), vec![], vec![]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.body == data, "the good bytes, from another holder");
+    assert!(
+        a.ctx.objects.store.corrupt_found() >= 1,
+        "the rot was found"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(held(a) && std::fs::read(&path).is_ok_and(|b| b != on_disk)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a good copy fetched back into the store"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let found = a.ctx.objects.store.corrupt_found();
+    let r = request("GET", url, vec![], vec![]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == data);
+    assert_eq!(
+        a.ctx.objects.store.corrupt_found(),
+        found,
+        "the copy back verifies"
+    );
+    assert_eq!(a.ctx.dht.status().objects, 1, "and is ours to plan again");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 /// Serves the DHT protocol by never answering: every lookup through it hangs until the RPC
 /// timeout.
 struct BlackHole;

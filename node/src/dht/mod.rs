@@ -516,7 +516,11 @@ impl Driver {
                 let _ = reply.send(self.dht.closest_known(&key, n));
             }
             Command::ObjectAdded { key, size } => self.planner.add_object(now, key, size),
-            Command::ObjectRemoved { key } => self.planner.remove_object(&key),
+            // Gone from our store: no longer one of its copies, and no longer announced.
+            Command::ObjectRemoved { key } => {
+                self.planner.remove_object(&key);
+                self.dht.stop_providing(&key);
+            }
             Command::HolderConfirmed { key, holder } => {
                 self.planner.handle_holder_confirmed(now, &key, &holder)
             }

@@ -592,6 +592,63 @@ impl Objects {
         rx
     }
 
+    /// Tells the DHT of every object the store drops as corrupt (`Store::watch_dropped`):
+    /// its planner stops counting our copy, so the RF closest get a new one, and the node
+    /// stops announcing it. Runs until the node stops.
+    ///
+    /// The other holders counted our copy and will not repair it until their proof of it
+    /// lapses, so we fetch a good one back from them at once (verified, as every fetch).
+    pub async fn forget_dropped(self, mut dropped: mpsc::Receiver<Hash>) {
+        while let Some(hash) = dropped.recv().await {
+            let id = crate::store::id_string(&hash);
+            tracing::warn!(%id, "our copy failed verification: fetching it back");
+            let _ = self.dht.object_removed(Key(hash)).await;
+            match self.pull(hash).await {
+                Ok(size) => {
+                    tracing::info!(%id, size, "a good copy fetched back");
+                    self.announce(hash, size).await;
+                }
+                Err(e) => tracing::warn!(%id, error = %e, "fetching our copy back failed"),
+            }
+        }
+    }
+
+    /// Fetches `hash` whole from the mesh into our store, verified; its size.
+    async fn pull(&self, hash: Hash) -> Result<u64, PullError> {
+        let (size, holders, whole) = match self.find_holders(hash).await? {
+            Located::Remote {
+                size,
+                holders,
+                whole,
+            } => (size, holders, whole),
+            Located::Local { size } => return Ok(size), // stored again meanwhile
+        };
+        let store = self.store.clone();
+        if let Some(bytes) = whole {
+            tokio::task::spawn_blocking(move || store.put(&bytes, Some(&hash)))
+                .await
+                .map_err(|e| PullError::Local(e.to_string()))??;
+            return Ok(size);
+        }
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let write = tokio::task::spawn_blocking(move || {
+            let mut w = store.writer(size)?;
+            while let Some(piece) = rx.blocking_recv() {
+                w.write(&piece)?;
+            }
+            w.finish(Some(&hash))
+        });
+        let range = ByteRange {
+            start: 0,
+            len: size,
+        };
+        let fetched = self.fetch_failover(&holders, hash, range, tx).await;
+        let written = write.await.map_err(|e| PullError::Local(e.to_string()))?;
+        fetched?;
+        written?;
+        Ok(size)
+    }
+
     /// Carries out the planner's work: transfers (prove, push if we lead), releases of
     /// surplus copies.
     pub async fn run_repair(self, mut plans: mpsc::Receiver<PlanEvent<NetPeer>>) {
@@ -644,6 +701,19 @@ impl Objects {
             }
         }
     }
+}
+
+/// Why a copy could not be fetched back into our store.
+#[derive(Debug, thiserror::Error)]
+enum PullError {
+    #[error("no holder found: {0}")]
+    Locate(#[from] LocateError),
+    #[error("fetch: {0}")]
+    Fetch(#[from] FetchError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("local: {0}")]
+    Local(String),
 }
 
 /// The planner's reading of a placement.

@@ -126,6 +126,8 @@ struct Inner {
     quota: u64,
     /// Stored objects found corrupt (and dropped).
     corrupt: std::sync::atomic::AtomicU64,
+    /// Who hears of each object dropped as corrupt ([`Store::watch_dropped`]).
+    dropped: std::sync::OnceLock<tokio::sync::mpsc::Sender<Hash>>,
     /// Small objects whose bytes were verified, in memory.
     hot: HotCache,
     /// The index matches the files (no walk pending since a snapshot was loaded).
@@ -133,6 +135,9 @@ struct Inner {
     /// The index changed since the last snapshot.
     changed: std::sync::atomic::AtomicBool,
 }
+
+/// Drops of corrupt objects queued for [`Store::watch_dropped`]'s listener.
+pub const DROPPED_QUEUE: usize = 1024;
 
 /// The index snapshot's file name in the objects directory.
 const SNAPSHOT: &str = "index.snap";
@@ -203,6 +208,7 @@ impl Store {
                 index: Mutex::new(index),
                 quota,
                 corrupt: Default::default(),
+                dropped: Default::default(),
                 hot: HotCache::new(HOT_CACHE_BYTES),
                 reconciled: reconciled.into(),
                 // After a walk, the next snapshot saves the next start from walking again.
@@ -308,6 +314,7 @@ impl Store {
                 total: 0.into(),
                 quota,
                 corrupt: Default::default(),
+                dropped: Default::default(),
                 hot: HotCache::new(HOT_CACHE_BYTES),
                 reconciled: true.into(),
                 changed: false.into(),
@@ -335,6 +342,16 @@ impl Store {
         self.inner
             .corrupt
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The ids of objects this store drops because they failed verification, as it drops
+    /// them, for the one caller that asks first (`None` after): the node tells the
+    /// replication planner and stops announcing the copy, which would otherwise count as
+    /// one of the RF until its confirmations lapsed. A drop that finds the queue full
+    /// ([`DROPPED_QUEUE`]) is counted in `store_drops_unheard_total` and not heard.
+    pub fn watch_dropped(&self) -> Option<tokio::sync::mpsc::Receiver<Hash>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(DROPPED_QUEUE);
+        self.inner.dropped.set(tx).ok().map(|()| rx)
     }
 
     /// The quota in bytes.
@@ -560,6 +577,11 @@ impl Store {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::error!(id = %id_string(hash), "stored object failed verification; dropping it");
         self.remove_files(hash, true);
+        if let Some(tx) = self.inner.dropped.get()
+            && tx.try_send(*hash).is_err()
+        {
+            metrics::counter!("store_drops_unheard_total").increment(1);
+        }
         StoreError::Corrupt
     }
 
