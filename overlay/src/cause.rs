@@ -89,30 +89,3 @@ pub enum ConnectionEvent<P> {
     /// before it is trusted again (at most one probe per bucket).
     Lost(Key),
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_what_the_peer_did_counts_against_it() {
-        use FailureCause as C;
-        let local = [
-            C::RequestSlots,
-            C::ConnectionCap,
-            C::OursClosing,
-            C::DialQueued,
-            C::NotConnected,
-            C::ClosedHere,
-        ];
-        for c in local {
-            assert_eq!(RpcFailure::from(c), RpcFailure::Local, "{c:?}");
-        }
-        for c in [C::PeerClosed, C::Unavailable] {
-            assert_eq!(RpcFailure::from(c), RpcFailure::Refused, "{c:?}");
-        }
-        for c in [C::PeerShutdown, C::Silent, C::BadAnswer] {
-            assert_eq!(RpcFailure::from(c), RpcFailure::Peer, "{c:?}");
-        }
-    }
-}

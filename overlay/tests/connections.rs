@@ -1,6 +1,6 @@
 //! What a driver's connection events and failure causes do to the table, through the one
 //! entry each has (`Dht::handle_connection`, `Dht::handle_rpc_failure` with a
-//! `FailureCause`): the node and simnet both name what happened, the overlay decides.
+//! `FailureCause`): a driver names what happened, the overlay decides.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
