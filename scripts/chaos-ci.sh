@@ -36,8 +36,9 @@ profile=${CHAOS_PROFILE:-release}
 target=${CARGO_TARGET_DIR:-target}
 dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
 step "build ($profile, --locked)"
-cargo build --profile "$profile" --locked -p node --bin macronode
-cargo build --profile "$profile" --locked -p testing --bin chaos
+# One invocation, so the node is built once, with the features both packages unify to
+# (two builds compiled it twice: 6 min, then 1 min 47 s more).
+cargo build --profile "$profile" --locked -p node -p testing --bin macronode --bin chaos
 
 seed=${CHAOS_SEED:-$(date +%s)}
 step "chaos all (short), seed $seed"
