@@ -462,6 +462,16 @@ async fn an_unreadable_file_is_unavailable_and_never_deleted() {
     node.shutdown().await;
 }
 
+/// Flips one bit of byte `at` of `hash`'s file in `store`, as a disk's rot would: the
+/// file's path and its rotten bytes.
+fn rot(store: &Store, hash: &[u8; 32], at: usize) -> (std::path::PathBuf, Vec<u8>) {
+    let path = store.data_file(hash).unwrap();
+    let mut on_disk = std::fs::read(&path).unwrap();
+    on_disk[at] ^= 0x40;
+    std::fs::write(&path, &on_disk).unwrap();
+    (path, on_disk)
+}
+
 /// Our own copy rotting on disk is our fault: a push that finds it mid-stream stops at once,
 /// says it is local, and never counts the receiver as a liar or waits for its answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -476,11 +486,7 @@ async fn a_push_of_our_own_rotten_copy_is_our_failure_not_the_peers() {
     let data = bytes(&mut rng, 700_000);
     let hash = *blake3::hash(&data).as_bytes();
     a.ctx.objects.store.put(&data, None).unwrap();
-    let path = a.ctx.objects.store.data_file(&hash).unwrap();
-    let mut on_disk = std::fs::read(&path).unwrap();
-    let at = on_disk.len() - 1000;
-    on_disk[at] ^= 0x40;
-    std::fs::write(&path, &on_disk).unwrap();
+    rot(&a.ctx.objects.store, &hash, 700_000 - 1000);
 
     let began = std::time::Instant::now();
     let pushed = a
@@ -538,10 +544,7 @@ async fn a_rotten_copy_is_dropped_replanned_and_fetched_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let path = a.ctx.objects.store.data_file(&hash).unwrap();
-    let mut on_disk = std::fs::read(&path).unwrap();
-    on_disk[150_000] ^= 0x01;
-    std::fs::write(&path, &on_disk).unwrap();
+    let (path, on_disk) = rot(&a.ctx.objects.store, &hash, 150_000);
     // The read that finds the rot still answers, from the mesh.
     let r = request("GET", url.clone(), vec![], vec![]).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
