@@ -316,6 +316,15 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
+/// The `p` percentile of `sorted` nanoseconds in ms, when the figure applies (`on`).
+fn pct_ms(on: bool, sorted: &[u64], p: f64) -> Option<f64> {
+    if on {
+        percentile(sorted, p).map(ms)
+    } else {
+        None
+    }
+}
+
 fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 {
         f64::NAN
@@ -394,44 +403,20 @@ impl Summary {
             object_gets_searched_again: objects.then_some(m.gets_searched_again),
             object_gets_served_again: objects.then_some(m.gets_served_again),
             object_get_success_rate: objects.then(|| ratio(m.gets_ok, m.gets)),
-            object_get_latency_ms_p50: objects
-                .then(|| percentile(&m.get_latencies, 0.5).map(ms))
-                .flatten(),
-            object_get_latency_ms_p95: objects
-                .then(|| percentile(&m.get_latencies, 0.95).map(ms))
-                .flatten(),
+            object_get_latency_ms_p50: pct_ms(objects, &m.get_latencies, 0.5),
+            object_get_latency_ms_p95: pct_ms(objects, &m.get_latencies, 0.95),
             object_gets_intra: regions.then_some(m.get_latencies_intra.len() as u64),
-            object_get_intra_ms_p50: regions
-                .then(|| percentile(&m.get_latencies_intra, 0.5).map(ms))
-                .flatten(),
-            object_get_intra_ms_p95: regions
-                .then(|| percentile(&m.get_latencies_intra, 0.95).map(ms))
-                .flatten(),
+            object_get_intra_ms_p50: pct_ms(regions, &m.get_latencies_intra, 0.5),
+            object_get_intra_ms_p95: pct_ms(regions, &m.get_latencies_intra, 0.95),
             object_gets_inter: regions.then_some(m.get_latencies_inter.len() as u64),
-            object_get_inter_ms_p50: regions
-                .then(|| percentile(&m.get_latencies_inter, 0.5).map(ms))
-                .flatten(),
-            object_get_inter_ms_p95: regions
-                .then(|| percentile(&m.get_latencies_inter, 0.95).map(ms))
-                .flatten(),
-            object_get_search_ms_p50: objects
-                .then(|| percentile(&m.get_search, 0.5).map(ms))
-                .flatten(),
-            object_get_search_ms_p95: objects
-                .then(|| percentile(&m.get_search, 0.95).map(ms))
-                .flatten(),
-            object_get_probe_ms_p50: objects
-                .then(|| percentile(&m.get_probe, 0.5).map(ms))
-                .flatten(),
-            object_get_probe_ms_p95: objects
-                .then(|| percentile(&m.get_probe, 0.95).map(ms))
-                .flatten(),
-            object_get_fetch_ms_p50: objects
-                .then(|| percentile(&m.get_fetch, 0.5).map(ms))
-                .flatten(),
-            object_get_fetch_ms_p95: objects
-                .then(|| percentile(&m.get_fetch, 0.95).map(ms))
-                .flatten(),
+            object_get_inter_ms_p50: pct_ms(regions, &m.get_latencies_inter, 0.5),
+            object_get_inter_ms_p95: pct_ms(regions, &m.get_latencies_inter, 0.95),
+            object_get_search_ms_p50: pct_ms(objects, &m.get_search, 0.5),
+            object_get_search_ms_p95: pct_ms(objects, &m.get_search, 0.95),
+            object_get_probe_ms_p50: pct_ms(objects, &m.get_probe, 0.5),
+            object_get_probe_ms_p95: pct_ms(objects, &m.get_probe, 0.95),
+            object_get_fetch_ms_p50: pct_ms(objects, &m.get_fetch, 0.5),
+            object_get_fetch_ms_p95: pct_ms(objects, &m.get_fetch, 0.95),
             replicas_mean: objects.then_some(m.replicas_end),
             objects_available: objects.then_some(m.objects_available_end),
             put_bytes: objects.then_some(m.put_bytes),
@@ -451,16 +436,10 @@ impl Summary {
             repair_bytes_per_failure: objects
                 .then(|| ratio(m.repair_bytes, m.durability.holder_failures)),
             bandwidth_bytes_moved: bw.then_some(m.bytes_moved),
-            transfer_queue_wait_ms_p50: bw
-                .then(|| percentile(&m.transfer_waits, 0.5).map(ms))
-                .flatten(),
-            transfer_queue_wait_ms_p95: bw
-                .then(|| percentile(&m.transfer_waits, 0.95).map(ms))
-                .flatten(),
-            repair_queue_wait_ms_p95: bw
-                .then(|| percentile(&m.repair_waits, 0.95).map(ms))
-                .flatten(),
-            get_queue_wait_ms_p95: bw.then(|| percentile(&m.get_waits, 0.95).map(ms)).flatten(),
+            transfer_queue_wait_ms_p50: pct_ms(bw, &m.transfer_waits, 0.5),
+            transfer_queue_wait_ms_p95: pct_ms(bw, &m.transfer_waits, 0.95),
+            repair_queue_wait_ms_p95: pct_ms(bw, &m.repair_waits, 0.95),
+            get_queue_wait_ms_p95: pct_ms(bw, &m.get_waits, 0.95),
             acked_writes: objects.then_some(m.acked),
             acked_writes_lost: objects.then_some(m.acked_lost),
             soak: crate::soak::SoakReport::new(f),
