@@ -75,6 +75,12 @@ pub struct Config {
     pub bootstrap_check_interval: Option<Duration>,
     /// Bucket refresh lookups started after a join, at most (16).
     pub refresh_on_join_max: usize,
+    /// While the table holds fewer than k peers after a join, the self-lookup is repeated
+    /// this long after it (1 s; `None`: never), the wait doubling each time up to a
+    /// quarter of `bucket_refresh_interval`. A seed answers a joiner only with peers it has
+    /// verified, so the joiners of a small mesh that arrive together learn only the seed;
+    /// without a second look they stay strangers to each other until a bucket refresh.
+    pub thin_table_lookup: Option<Duration>,
 }
 
 /// Limits on how many contacts may share an address group.
@@ -124,6 +130,7 @@ impl Default for Config {
             rejoin_interval: Duration::from_secs(30),
             bootstrap_check_interval: Some(Duration::from_secs(600)),
             refresh_on_join_max: 16,
+            thin_table_lookup: Some(Duration::from_secs(1)),
         }
     }
 }

@@ -149,6 +149,8 @@ pub struct DhtStats {
     pub verifications_sent: u64,
     /// Bootstrap contacts missing from the table that were pinged (`bootstrap_check_interval`).
     pub bootstrap_checks: u64,
+    /// Self-lookups repeated because the table held fewer than k peers.
+    pub thin_table_lookups: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +244,8 @@ pub struct Dht<P: Peer> {
     next_liveness: Option<Instant>,
     next_expiry: Instant,
     next_rejoin: Option<Instant>,
+    /// When to repeat the self-lookup of a thin table, and the wait after that one.
+    next_thin_lookup: Option<(Instant, std::time::Duration)>,
     /// When to ping a bootstrap contact missing from the table next, and which is next.
     next_bootstrap_check: Option<Instant>,
     bootstrap_turn: usize,
@@ -298,6 +302,7 @@ impl<P: Peer> Dht<P> {
             next_liveness: config.liveness_interval.map(|d| now + d),
             next_expiry: now + config.provider_ttl / 8,
             next_rejoin: None,
+            next_thin_lookup: None,
             next_bootstrap_check: None,
             bootstrap_turn: 0,
             stats: DhtStats::default(),
@@ -385,6 +390,7 @@ impl<P: Peer> Dht<P> {
             self.query_deadlines.first().map(|(d, _)| *d),
             self.next_liveness,
             self.next_rejoin,
+            self.next_thin_lookup.map(|(t, _)| t),
             self.next_bootstrap_check,
             self.provide_due.first().map(|(t, _)| *t),
         ];
@@ -751,6 +757,7 @@ impl<P: Peer> Dht<P> {
             self.next_bootstrap_check = self.config.bootstrap_check_interval.map(|d| now + d);
             self.check_bootstrap(now);
         }
+        self.thin_table_lookup(now);
         if self.next_rejoin.is_some_and(|t| now >= t) {
             self.next_rejoin = None;
             if self.table.is_empty() && !self.bootstrap.is_empty() {
@@ -762,6 +769,31 @@ impl<P: Peer> Dht<P> {
                     self.next_rejoin = Some(now + self.config.rejoin_interval);
                 }
             }
+        }
+    }
+
+    /// Repeats the self-lookup while the table holds fewer than k peers (see
+    /// `Config::thin_table_lookup`), backing off to a quarter of the bucket refresh
+    /// interval; a table that filled, or emptied (rejoining does more), stops it.
+    fn thin_table_lookup(&mut self, now: Instant) {
+        let Some((due, wait)) = self.next_thin_lookup else {
+            return;
+        };
+        if now < due {
+            return;
+        }
+        let len = self.table.len();
+        if len == 0 || len >= self.config.k {
+            self.next_thin_lookup = None;
+            return;
+        }
+        let wait = (wait * 2).min(self.config.bucket_refresh_interval / 4);
+        self.next_thin_lookup = Some((now + wait, wait));
+        if self
+            .start_query(now, QueryKind::Refresh, self.local_key, Vec::new())
+            .is_ok()
+        {
+            self.stats.thin_table_lookups += 1;
         }
     }
 
@@ -1283,6 +1315,7 @@ impl<P: Peer> Dht<P> {
                 self.next_rejoin = Some(now + self.config.rejoin_interval);
             } else {
                 self.refresh_buckets(now, std::time::Duration::ZERO);
+                self.next_thin_lookup = self.config.thin_table_lookup.map(|d| (now + d, d));
             }
         }
         self.push_event(Event::QueryFinished { id, result, stats });

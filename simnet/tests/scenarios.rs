@@ -114,6 +114,7 @@ fn parsed_default(section: &str, key: &str) -> Option<String> {
         ("dht", "transmits_max") => d.transmits_max.to_string(),
         ("dht", "events_max") => d.events_max.to_string(),
         ("dht", "rejoin_interval_s") => secs(d.rejoin_interval),
+        ("dht", "thin_table_lookup_s") => d.thin_table_lookup.map_or("0".into(), secs),
         ("dht", "refresh_on_join_max") => d.refresh_on_join_max.to_string(),
         ("bootstrap", "mode") => match sc.bootstrap {
             Bootstrap::Ideal => "ideal".into(),

@@ -77,6 +77,7 @@ struct RawDht {
     events_max: Option<usize>,
     rejoin_interval_s: Option<f64>,
     refresh_on_join_max: Option<usize>,
+    thin_table_lookup_s: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -420,6 +421,10 @@ fn convert_dht(r: RawDht) -> Result<overlay::Config, ScenarioError> {
     }
     if let Some(v) = r.rejoin_interval_s {
         c.rejoin_interval = duration("dht.rejoin_interval_s", v, 1.0, true)?;
+    }
+    if let Some(v) = r.thin_table_lookup_s {
+        let d = duration("dht.thin_table_lookup_s", v, 1.0, false)?;
+        c.thin_table_lookup = (!d.is_zero()).then_some(d);
     }
     c.validate().map_err(|reason| invalid("dht", reason))?;
     if c.queries_max == 0 || c.transmits_max == 0 || c.events_max == 0 {
