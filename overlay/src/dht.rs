@@ -238,6 +238,8 @@ pub struct Dht<P: Peer> {
     bootstrap: Vec<P>,
     joined: bool,
     ready: bool,
+    /// The table has held a peer at some time.
+    had_peers: bool,
     next_query: u64,
     next_rpc: u64,
     next_refresh: Instant,
@@ -296,6 +298,7 @@ impl<P: Peer> Dht<P> {
             bootstrap: Vec::new(),
             joined: false,
             ready: false,
+            had_peers: false,
             next_query: 0,
             next_rpc: 0,
             next_refresh: now + config.bucket_refresh_interval / 4,
@@ -343,6 +346,12 @@ impl<P: Peer> Dht<P> {
     /// Counters.
     pub fn stats(&self) -> DhtStats {
         self.stats
+    }
+
+    /// Whether the table has ever held a peer: a node that never had one is alone by
+    /// design, one that lost its peers is cut off ([`write_quorum`](crate::write_quorum)).
+    pub fn had_peers(&self) -> bool {
+        self.had_peers
     }
 
     /// Joined and with peers in the table.
@@ -937,6 +946,7 @@ impl<P: Peer> Dht<P> {
     fn on_table_seen(&mut self, now: Instant, peer: P, seen: Seen<P>) {
         match seen {
             Seen::Inserted => {
+                self.had_peers = true;
                 self.push_event(Event::PeerAdded(peer));
                 self.update_ready();
             }

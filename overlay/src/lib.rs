@@ -53,4 +53,4 @@ pub use query::{QueryId, QueryKind, QueryResult, QueryStats};
 pub use replication::{PlanEvent, Planner, TransferId, TransferOutcome};
 pub use routing::RoutingTable;
 pub use time::Instant;
-pub use write::{PlaceResult, Write, WriteAnswer, placement_targets};
+pub use write::{PlaceResult, Write, WriteAnswer, placement_targets, write_quorum};

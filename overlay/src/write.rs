@@ -48,6 +48,15 @@ pub fn placement_targets<P: Peer>(
     (closest, self_in)
 }
 
+/// How many durable copies a write waits for: W, at least 1 and at most RF; but on a node
+/// that has never had a peer, one. Such a node is a mesh of one by design (the first node of
+/// a new mesh, or a single-node deployment), and its own copy is all the mesh there is. A
+/// node that had peers and lost them still waits for W, and says it could not reach it,
+/// rather than acknowledge a copy nobody else holds.
+pub fn write_quorum(w: usize, rf: usize, had_peers: bool) -> usize {
+    if had_peers { w.clamp(1, rf.max(1)) } else { 1 }
+}
+
 /// How one placement ended, as far as the write is concerned (its durable copy, if any,
 /// was reported on its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +238,14 @@ mod tests {
 
     fn at(ms: u64) -> Instant {
         Instant::from_duration(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn a_node_that_never_had_a_peer_is_its_own_quorum() {
+        assert_eq!(write_quorum(2, 3, false), 1, "a mesh of one");
+        assert_eq!(write_quorum(2, 3, true), 2, "W, once it had peers");
+        assert_eq!(write_quorum(5, 3, true), 3, "never more than RF");
+        assert_eq!(write_quorum(0, 3, true), 1, "never less than our own copy");
     }
 
     fn placed_all(w: &mut Write<TestPeer>, now: Instant) -> Vec<u8> {

@@ -42,6 +42,7 @@ fn a_connection_event_says_what_the_table_does() {
     // A peer that dialed us is a stranger until it answers a request of ours.
     dht.handle_connection(at(1), ConnectionEvent::Accepted(x.clone()));
     assert!(!dht.routing_table().contains(&x.key()), "accepted: not yet");
+    assert!(!dht.had_peers(), "a stranger is not a peer we had");
     // One we dialed answered as the key we asked for.
     dht.handle_connection(at(2), ConnectionEvent::Dialed(x.clone()));
     assert!(dht.routing_table().contains(&x.key()), "dialed: in");
@@ -63,6 +64,7 @@ fn a_connection_event_says_what_the_table_does() {
     // A goodbye takes it out at once.
     dht.handle_connection(at(7), ConnectionEvent::PeerLeft(x.key()));
     assert!(!dht.routing_table().contains(&x.key()), "left: out");
+    assert!(dht.had_peers(), "alone now, but not by design");
     dht.check_invariants().unwrap();
 }
 

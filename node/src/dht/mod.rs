@@ -370,7 +370,6 @@ struct Driver {
     dht: Dht<NetPeer>,
     planner: Planner<NetPeer>,
     admission: Admission,
-    peers_seen: bool,
     plans: mpsc::Sender<PlanEvent<NetPeer>>,
     replicas_mean_milli: u64,
     recent_lookups: std::collections::VecDeque<RecentLookup>,
@@ -408,7 +407,6 @@ pub fn spawn(
     let (plans_tx, plans) = mpsc::channel(PLANS_MAX);
     let mut driver = Driver {
         admission: Admission::new(local.key, &replication),
-        peers_seen: false,
         planner: Planner::new(clock.now(), local.key, replication),
         plans: plans_tx,
         replicas_mean_milli: 0,
@@ -625,7 +623,6 @@ impl Driver {
             }
         }
         let s = self.dht.stats();
-        self.peers_seen |= !self.dht.routing_table().is_empty();
         let status = DhtStatus {
             ready: self.dht.is_ready(),
             routing_table_size: self.dht.routing_table().len(),
@@ -638,7 +635,7 @@ impl Driver {
             replicas_mean_milli: self.replicas_mean_milli,
             buckets: self.bucket_fill(),
             recent_lookups: self.recent_lookups.iter().copied().collect(),
-            peers_seen: self.peers_seen,
+            peers_seen: self.dht.had_peers(),
         };
         self.table_gauge
             .get_or_init(|| metrics::gauge!("dht_routing_table_peers"))

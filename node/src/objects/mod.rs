@@ -320,14 +320,9 @@ impl Objects {
         overlay::placement_targets(self.dht.local().key, key, peers, n)
     }
 
-    /// How many durable copies a write needs: W, or 1 on a node that never had a peer (a
-    /// lone node by design, not one that lost its peers).
+    /// How many durable copies a write needs (`overlay::write_quorum`'s rule).
     pub fn write_quorum(&self) -> usize {
-        if self.dht.status().peers_seen {
-            self.limits.w.clamp(1, self.limits.rf.max(1))
-        } else {
-            1
-        }
+        overlay::write_quorum(self.limits.w, self.limits.rf, self.dht.status().peers_seen)
     }
 
     /// After a local durable write: place copies at the RF closest and return once `want`

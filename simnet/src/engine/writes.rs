@@ -43,10 +43,16 @@ pub(crate) struct Writing {
 
 impl Sim {
     /// The put of `key` at `slot` found `closest`: store it here, place it at the `rf`
-    /// closest, and answer at `w` durable copies.
+    /// closest, and answer at `w` durable copies (by the node's rule,
+    /// `overlay::write_quorum`).
     pub(super) fn start_write(&mut self, slot: u32, key: Key, closest: Vec<SimPeer>, w: usize) {
         let size = self.sc.workload.object_bytes;
         let rf = self.sc.workload.replication.rf;
+        let had_peers = self.slots[slot as usize]
+            .dht
+            .as_ref()
+            .is_some_and(|d| d.had_peers());
+        let w = overlay::write_quorum(w, rf, had_peers);
         let me = self.peer_of(slot);
         let (targets, _) = overlay::placement_targets(me.key, key, closest, rf);
         if self.store_object(slot, key, size) {
