@@ -47,7 +47,7 @@ pub use cause::{ConnectionEvent, FailureCause};
 pub use config::{Config, IpDiversity, ReplicationConfig};
 pub use dht::{CommandError, Dht, DhtStats, Event, Request, Response, RpcFailure, RpcId, Transmit};
 pub use key::{Distance, Key};
-pub use locate::{ProbeAnswer, Search, SearchOutcome};
+pub use locate::{ProbeAnswer, Search, SearchOutcome, WalkEnd, WalkVerdict};
 pub use peer::{IpGroup, Peer};
 pub use query::{QueryId, QueryKind, QueryResult, QueryStats};
 pub use replication::{PlanEvent, Planner, TransferId, TransferOutcome};

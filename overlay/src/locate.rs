@@ -12,7 +12,9 @@
 //! enough: records whose providers all failed to prove the object, in a pass that asked
 //! for fewer than rf providers, are worth a second pass for rf of them (the walk may have
 //! stopped at a stale record); records, or silence from everyone, with some candidates
-//! silent, mean the search did not finish; anything else is a miss.
+//! silent, mean the search did not finish; anything else is a miss. A walk can end the
+//! search before any probe ([`WalkEnd::judge`]): silence from everyone it asked, or no
+//! peers to ask, proves nothing, except on a node that never had a peer.
 
 use std::collections::BTreeSet;
 
@@ -32,6 +34,65 @@ pub enum ProbeAnswer {
     Invalid,
     /// No answer: unreachable, reset, or the probe timed out.
     Silent,
+}
+
+/// How a GET's provider walk ended, as the driver saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalkEnd<P> {
+    /// It finished: the providers it found, the closest nodes it saw, and how many
+    /// requests it sent.
+    Finished {
+        /// Providers of the key.
+        providers: Vec<P>,
+        /// The closest nodes it saw.
+        closest: Vec<P>,
+        /// Requests it sent.
+        rpcs: u32,
+    },
+    /// It could not start: the table is empty.
+    NoPeers,
+    /// It could not start for a reason of ours (too many queries running).
+    Refused,
+    /// The search's deadline passed before it finished.
+    TimedOut,
+}
+
+/// A walk that ends the search before any candidate is probed, and what that means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkVerdict {
+    /// Requests went out and nothing came back, even late, or the time ran out: nothing
+    /// was learned, which is no proof of absence. Try later.
+    Unfinished,
+    /// Nobody to ask, on a node that never had a peer: a mesh of one lacks what it does
+    /// not hold.
+    NotFound,
+    /// Nobody to ask, on a node that lost its peers: it cannot tell.
+    NoPeers,
+    /// The walk could not start (our own limits): nothing was searched.
+    NotRun,
+}
+
+impl<P> WalkEnd<P> {
+    /// The providers and closest nodes to search among, or why the search is over
+    /// already. `had_peers`: whether the table ever held a peer (`Dht::had_peers`).
+    pub fn judge(self, had_peers: bool) -> Result<(Vec<P>, Vec<P>), WalkVerdict> {
+        match self {
+            WalkEnd::Finished {
+                providers,
+                closest,
+                rpcs,
+            } if rpcs > 0 && providers.is_empty() && closest.is_empty() => {
+                Err(WalkVerdict::Unfinished)
+            }
+            WalkEnd::Finished {
+                providers, closest, ..
+            } => Ok((providers, closest)),
+            WalkEnd::NoPeers if had_peers => Err(WalkVerdict::NoPeers),
+            WalkEnd::NoPeers => Err(WalkVerdict::NotFound),
+            WalkEnd::Refused => Err(WalkVerdict::NotRun),
+            WalkEnd::TimedOut => Err(WalkVerdict::Unfinished),
+        }
+    }
 }
 
 /// How a search ended.
@@ -162,6 +223,39 @@ mod tests {
 
     fn firsts(ps: &[TestPeer]) -> Vec<u8> {
         ps.iter().map(|p| p.key.0[0]).collect()
+    }
+
+    #[test]
+    fn a_walk_that_learned_nothing_proves_nothing_except_on_a_lone_node() {
+        let finished = |providers: Vec<TestPeer>, closest: Vec<TestPeer>, rpcs| WalkEnd::Finished {
+            providers,
+            closest,
+            rpcs,
+        };
+        // Asked, and nobody answered: no proof of absence.
+        assert_eq!(
+            finished(vec![], vec![], 3).judge(true),
+            Err(WalkVerdict::Unfinished)
+        );
+        // Asked nobody: the search runs over what came back (here nothing: a miss).
+        assert_eq!(
+            finished(vec![], vec![], 0).judge(true),
+            Ok((vec![], vec![]))
+        );
+        let judged = finished(vec![peer(1)], vec![peer(2)], 2).judge(true);
+        let firsts_of = judged.map(|(p, c)| (firsts(&p), firsts(&c)));
+        assert_eq!(firsts_of, Ok((vec![1], vec![2])));
+        let no_peers = || WalkEnd::<TestPeer>::NoPeers;
+        assert_eq!(no_peers().judge(false), Err(WalkVerdict::NotFound));
+        assert_eq!(no_peers().judge(true), Err(WalkVerdict::NoPeers));
+        assert_eq!(
+            WalkEnd::<TestPeer>::Refused.judge(true),
+            Err(WalkVerdict::NotRun)
+        );
+        assert_eq!(
+            WalkEnd::<TestPeer>::TimedOut.judge(false),
+            Err(WalkVerdict::Unfinished)
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use overlay::{
     Key, PlaceResult, PlanEvent, ProbeAnswer, QueryResult, Search, SearchOutcome, TransferOutcome,
-    Write,
+    WalkEnd, WalkVerdict, Write,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -425,29 +425,35 @@ impl Objects {
         let key = Key(hash);
         let status = self.dht.status();
         let lookup = tokio::time::timeout_at(deadline, self.dht.get_providers(key, wanted)).await;
-        let (providers, closest) = match lookup {
+        let mut refused = None;
+        let walk = match lookup {
             Ok(Ok(out)) => match out.result {
-                // Requests went out and nobody answered, even late: nothing was learned,
-                // which is no proof of absence. (`stats.timeouts` counts soft timeouts
-                // too, whose answers may still have come and been used.)
-                QueryResult::GetProviders { providers, closest }
-                    if out.stats.rpcs > 0 && providers.is_empty() && closest.is_empty() =>
-                {
-                    return Err(Unproven::Final(LocateError::Timeout));
-                }
-                QueryResult::GetProviders { providers, closest } => (providers, closest),
-                _ => (Vec::new(), Vec::new()),
+                QueryResult::GetProviders { providers, closest } => WalkEnd::Finished {
+                    providers,
+                    closest,
+                    rpcs: out.stats.rpcs,
+                },
+                _ => WalkEnd::Finished {
+                    providers: Vec::new(),
+                    closest: Vec::new(),
+                    rpcs: out.stats.rpcs,
+                },
             },
-            Ok(Err(DhtError::Command(overlay::CommandError::NoPeers))) => {
-                return Err(Unproven::Final(if status.peers_seen {
-                    LocateError::NoPeers
-                } else {
-                    LocateError::NotFound // a lone node: the search over nobody ran
-                }));
+            Ok(Err(DhtError::Command(overlay::CommandError::NoPeers))) => WalkEnd::NoPeers,
+            Ok(Err(e)) => {
+                refused = Some(e.to_string());
+                WalkEnd::Refused
             }
-            Ok(Err(e)) => return Err(Unproven::Final(LocateError::Overloaded(e.to_string()))),
-            Err(_) => return Err(Unproven::Final(LocateError::Timeout)),
+            Err(_) => WalkEnd::TimedOut,
         };
+        let (providers, closest) = walk.judge(status.peers_seen).map_err(|verdict| {
+            Unproven::Final(match verdict {
+                WalkVerdict::Unfinished => LocateError::Timeout,
+                WalkVerdict::NotFound => LocateError::NotFound,
+                WalkVerdict::NoPeers => LocateError::NoPeers,
+                WalkVerdict::NotRun => LocateError::Overloaded(refused.unwrap_or_default()),
+            })
+        })?;
         let mut search = Search::new(
             self.dht.local().key,
             providers,

@@ -411,7 +411,19 @@ impl Sim {
                     QueryResult::GetProviders { providers, closest } => (providers, closest),
                     _ => (Vec::new(), Vec::new()),
                 };
-                self.search_holders(slot, object, started, again, providers, closest);
+                let walk = overlay::WalkEnd::Finished {
+                    providers,
+                    closest,
+                    rpcs: stats.rpcs,
+                };
+                // The node's rule for a walk that learned nothing; a node with a walk
+                // behind it had peers.
+                match walk.judge(true) {
+                    Ok((providers, closest)) => {
+                        self.search_holders(slot, object, started, again, providers, closest);
+                    }
+                    Err(_) => self.metrics.get_done(started, GetOutcome::Failed),
+                }
             }
         }
     }
