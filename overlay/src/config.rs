@@ -153,6 +153,9 @@ impl Config {
         if self.lookup_candidates_max < self.k {
             return Err("lookup_candidates_max must be at least k");
         }
+        if self.thin_table_lookup.is_some_and(|d| d.is_zero()) {
+            return Err("thin_table_lookup must be positive (None turns it off)");
+        }
         Ok(())
     }
 }

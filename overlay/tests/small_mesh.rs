@@ -53,3 +53,19 @@ fn a_joiner_whose_seed_knew_nobody_asks_again_soon() {
     assert!(joiner.routing_table().contains(&other.0));
     joiner.check_invariants().unwrap();
 }
+
+/// A zero first wait would never grow (it doubles): a node would start a self-lookup at
+/// every timer turn. The configuration refuses it.
+#[test]
+fn a_zero_thin_table_wait_is_refused() {
+    let zero = Config {
+        thin_table_lookup: Some(std::time::Duration::ZERO),
+        ..Config::default()
+    };
+    assert!(zero.validate().is_err());
+    let off = Config {
+        thin_table_lookup: None,
+        ..Config::default()
+    };
+    assert_eq!(off.validate(), Ok(()));
+}
