@@ -337,6 +337,7 @@ pub async fn start(
         config.dht.clone(),
         replication,
         seed,
+        !config.bootstrap.is_empty() || !saved.is_empty(),
         shutdown_rx.clone(),
     );
     let quotas = if config.amnesia {

@@ -334,6 +334,7 @@ async fn liar(
         config,
         overlay::ReplicationConfig::default(),
         7,
+        true,
         stop_rx,
     );
     let _ = handler.services.set((dht.clone(), t.clone()));

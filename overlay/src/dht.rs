@@ -238,7 +238,7 @@ pub struct Dht<P: Peer> {
     bootstrap: Vec<P>,
     joined: bool,
     ready: bool,
-    /// The table has held a peer at some time.
+    /// The table has held a peer at some time, or peers were expected (`expect_peers`).
     had_peers: bool,
     next_query: u64,
     next_rpc: u64,
@@ -348,10 +348,21 @@ impl<P: Peer> Dht<P> {
         self.stats
     }
 
-    /// Whether the table has ever held a peer: a node that never had one is alone by
-    /// design, one that lost its peers is cut off ([`write_quorum`](crate::write_quorum)).
+    /// Whether the table has ever held a peer, or the node was told to expect some
+    /// ([`expect_peers`](Self::expect_peers)): a node that never had one is alone by
+    /// design, one that lost its peers (or has not reached them yet) is cut off
+    /// ([`write_quorum`](crate::write_quorum), [`WalkEnd::judge`](crate::WalkEnd::judge)).
     pub fn had_peers(&self) -> bool {
         self.had_peers
+    }
+
+    /// Declares that this node belongs to a mesh before it has reached anyone (it was given
+    /// peers to join, or remembers some from its last run): it is never taken for a mesh
+    /// of one, so its writes wait for W copies and a search over its empty table says it
+    /// cannot tell rather than that the object is absent. Without this, a restarted node
+    /// whose peers were not reachable yet acknowledged writes with its own copy alone.
+    pub fn expect_peers(&mut self) {
+        self.had_peers = true;
     }
 
     /// Joined and with peers in the table.

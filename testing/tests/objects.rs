@@ -1477,6 +1477,44 @@ fn an_open_writes_node_takes_puts_without_a_token() {
     assert_same_bytes(&r.body, &data, "GET from the open node");
 }
 
+/// A node started with a bootstrap peer it cannot reach yet belongs to a mesh: it is not a
+/// mesh of one, so a PUT waits for W copies (503 with its own copy kept) and a GET of what
+/// it lacks says it cannot search (503), not 404. Before, it acknowledged writes with its
+/// own copy alone until it reached a peer: a restarted node whose peers were down answered
+/// 201 with one copy.
+#[test]
+fn a_node_that_has_not_reached_its_peers_yet_is_not_a_mesh_of_one() {
+    require_tools();
+    let seed = seed("unreached");
+    let work = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound, then released.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut spec = NodeSpec::new("unreached");
+    spec.args.push("--open-writes".into());
+    spec.args.push("--bootstrap".into());
+    spec.args.push(dead.to_string());
+    let mut node = NodeProcess::start(spec).unwrap();
+    node.wait_healthy(Duration::from_secs(10)).unwrap();
+    let data = pseudo_random(seed, 5000);
+    let file = write_file(work.path(), "unreached", &data);
+    let r = put(work.path(), &node, &file, None).unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["code"], "insufficient_replicas", "{v}");
+    assert_eq!(v["replicas"], 1, "{v}");
+    let id = b3sum(&file);
+    let r = get(work.path(), &node, &format!("/o/{id}"), &[]);
+    assert_eq!(r.status, 200, "its own copy stays readable");
+    assert_same_bytes(&r.body, &data, "GET of the kept copy");
+    let absent = blake3::hash(b"never put anywhere").to_hex();
+    let r = get(work.path(), &node, &format!("/o/b3:{absent}"), &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["code"], "no_peers", "{}", r.text());
+}
+
 // ---------------------------------------------------------------------------------------
 // A paused holder (SIGSTOP: a VM pause, a long GC) must not hold up a GET the other
 // holders can serve: the search stops at the first holder that proves the object.

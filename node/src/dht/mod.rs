@@ -138,8 +138,9 @@ pub struct DhtStatus {
     pub buckets: Vec<(u16, u16)>,
     /// The last lookups to finish, oldest first, at most [`RECENT_LOOKUPS_MAX`].
     pub recent_lookups: Vec<RecentLookup>,
-    /// Whether the routing table has ever held a peer. A node that never had one is alone
-    /// by design (its writes need only its own copy); one that lost its peers is not.
+    /// Whether the routing table has ever held a peer, or the node was started with peers
+    /// to join (`Dht::had_peers`). A node that never had one is alone by design (its writes
+    /// need only its own copy); one that lost its peers, or has not reached them yet, is not.
     pub peers_seen: bool,
 }
 
@@ -390,19 +391,29 @@ struct Driver {
 }
 
 /// Starts the driver for `transport`'s node; it runs until `shutdown` flips to true.
+/// `expect_peers`: the node was given peers to join or remembers some, so it is never taken
+/// for a mesh of one (`overlay::Dht::expect_peers`).
 pub fn spawn(
     transport: Transport,
     listen: SocketAddr,
     config: Config,
     replication: ReplicationConfig,
     seed: u64,
+    expect_peers: bool,
     mut shutdown: watch::Receiver<bool>,
 ) -> (DhtHandle, mpsc::Receiver<PlanEvent<NetPeer>>) {
     let clock = Clock::new();
     let local = NetPeer::new(transport.node_id(), listen);
     let (tx, commands) = mpsc::channel(COMMANDS_MAX);
     let (outcomes_tx, outcomes) = mpsc::channel(RPCS_IN_FLIGHT_MAX);
-    let (status_tx, status) = watch::channel(DhtStatus::default());
+    let (status_tx, status) = watch::channel(DhtStatus {
+        peers_seen: expect_peers,
+        ..DhtStatus::default()
+    });
+    let mut dht = Dht::new(clock.now(), local.clone(), config, seed);
+    if expect_peers {
+        dht.expect_peers();
+    }
     let peer_events = transport.subscribe();
     let (plans_tx, plans) = mpsc::channel(PLANS_MAX);
     let mut driver = Driver {
@@ -411,7 +422,7 @@ pub fn spawn(
         plans: plans_tx,
         replicas_mean_milli: 0,
         recent_lookups: std::collections::VecDeque::with_capacity(RECENT_LOOKUPS_MAX),
-        dht: Dht::new(clock.now(), local.clone(), config, seed),
+        dht,
         clock,
         local_id: transport.node_id(),
         transport,

@@ -434,7 +434,7 @@ async fn get_object(
         LocateError::NoPeers => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_peers",
-            "this node has lost its peers and cannot search the mesh; retry",
+            "this node has no peers (lost, or not reached yet) and cannot search the mesh; retry",
         )
         .retry_after(5),
     })?;
