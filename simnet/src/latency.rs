@@ -24,6 +24,11 @@ pub const RETRANSMISSIONS_MAX: u32 = 8;
 /// QUIC's probe timeout before any RTT sample (RFC 9002: initial RTT 333 ms): a lost
 /// handshake packet is resent after this, doubling.
 pub const HANDSHAKE_PTO: Duration = Duration::from_secs(1);
+/// The node gives up a dial whose handshake has not completed after this
+/// (`handshake_timeout`); a later request dials again. Without it, a handshake drawn in a
+/// lossy moment (retransmissions doubling from 1 s) held a pair's every message for tens
+/// of seconds, long after the loss had healed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One message's own random numbers: SplitMix64 over its stream's seed.
 #[derive(Debug, Clone)]
@@ -200,8 +205,8 @@ impl Network {
     }
 
     /// A QUIC handshake from `from` to `to`: one round trip, each of whose packets may be
-    /// lost and is then resent after [`HANDSHAKE_PTO`] (doubling); `None` if it never
-    /// completes within the retransmission budget.
+    /// lost and is then resent after [`HANDSHAKE_PTO`] (doubling); `None` if it does not
+    /// complete within [`HANDSHAKE_TIMEOUT`], where the node gives the dial up.
     pub fn handshake(&self, from: u32, to: u32, rng: &mut MsgRng) -> Option<Duration> {
         let base = self.base(from, to);
         let mut waited = Duration::ZERO;
@@ -209,9 +214,13 @@ impl Network {
             let there = self.loss == 0.0 || rng.uniform() >= self.loss;
             let back = self.loss == 0.0 || rng.uniform() >= self.loss;
             if there && back {
-                return Some(waited + self.one_way(base, rng) + self.one_way(base, rng));
+                let took = waited + self.one_way(base, rng) + self.one_way(base, rng);
+                return (took <= HANDSHAKE_TIMEOUT).then_some(took);
             }
             waited += HANDSHAKE_PTO * (1 << tries.min(16));
+            if waited > HANDSHAKE_TIMEOUT {
+                return None;
+            }
         }
         None
     }
@@ -347,6 +356,24 @@ mod tests {
         assert!(
             (frac - 0.19).abs() < 0.015,
             "1 − 0.9² of handshakes retry: {frac}"
+        );
+    }
+
+    /// A handshake that would need its third retransmission (1 + 2 + 4 s of waiting) is
+    /// given up, as the node gives up a dial after 5 s: with 50 % loss each try gets
+    /// through with probability 1/4, so (3/4)³ of handshakes fail, and none that completes
+    /// took longer than the timeout.
+    #[test]
+    fn a_handshake_is_given_up_at_the_nodes_timeout() {
+        let lossy = net(LatencyModel::Constant { ms: 50.0 }, 0.5, 0.0);
+        let drawn: Vec<Option<Duration>> = (0..10_000)
+            .map(|i| lossy.handshake(1, 2, &mut lossy.rng(1, 1, 2, i)))
+            .collect();
+        assert!(drawn.iter().flatten().all(|d| *d <= HANDSHAKE_TIMEOUT));
+        let failed = drawn.iter().filter(|d| d.is_none()).count() as f64 / 10_000.0;
+        assert!(
+            (failed - 0.75f64.powi(3)).abs() < 0.02,
+            "(3/4)³ of handshakes fail: {failed}"
         );
     }
 }
