@@ -427,18 +427,17 @@ impl Objects {
         let lookup = tokio::time::timeout_at(deadline, self.dht.get_providers(key, wanted)).await;
         let mut refused = None;
         let walk = match lookup {
-            Ok(Ok(out)) => match out.result {
-                QueryResult::GetProviders { providers, closest } => WalkEnd::Finished {
+            Ok(Ok(out)) => {
+                let (providers, closest) = match out.result {
+                    QueryResult::GetProviders { providers, closest } => (providers, closest),
+                    _ => (Vec::new(), Vec::new()),
+                };
+                WalkEnd::Finished {
                     providers,
                     closest,
                     rpcs: out.stats.rpcs,
-                },
-                _ => WalkEnd::Finished {
-                    providers: Vec::new(),
-                    closest: Vec::new(),
-                    rpcs: out.stats.rpcs,
-                },
-            },
+                }
+            }
             Ok(Err(DhtError::Command(overlay::CommandError::NoPeers))) => WalkEnd::NoPeers,
             Ok(Err(e)) => {
                 refused = Some(e.to_string());
