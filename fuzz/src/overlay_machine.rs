@@ -76,6 +76,7 @@ fn config(flags: u8) -> Config {
         lookup_rpcs_max: 12,
         lookup_candidates_max: 8,
         transmits_max: 16,
+        rpcs_in_flight_max: 4,
         events_max: 16,
         rejoin_interval: Duration::from_secs(3),
         refresh_on_join_max: 2,

@@ -93,6 +93,12 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "DHT requests that got no usable answer, by whose failure (peer, refused, local).",
     ),
     (
+        "dht_rpcs_held_total",
+        Kind::Counter,
+        "DHT requests that waited for a slot: the node had rpcs_in_flight_max requests \
+         in flight (lookup requests until their soft timeout).",
+    ),
+    (
         "dht_connections_lost_total",
         Kind::Counter,
         "Connections lost without a goodbye, whose peers became questionable.",

@@ -61,8 +61,15 @@ pub struct Config {
     pub lookup_rpcs_max: usize,
     /// Candidates one lookup remembers (k × 8); farther ones are forgotten.
     pub lookup_candidates_max: usize,
-    /// Outbound messages queued before new work is refused (4,096).
+    /// Outbound messages queued before new work is refused (4,096); requests held for a
+    /// slot (`rpcs_in_flight_max`) count.
     pub transmits_max: usize,
+    /// Requests holding a slot at most (256): sent and not yet answered, failed or timed
+    /// out, and for a lookup request not yet past its soft timeout (its walk no longer waits
+    /// for it then). One more waits for a slot, its timeouts starting when it is sent: a
+    /// shortage of ours delays a walk, it neither fails the request nor counts against the
+    /// peer.
+    pub rpcs_in_flight_max: usize,
     /// Events queued before the oldest are dropped and counted (4,096).
     pub events_max: usize,
     /// With no peers left, retry the bootstrap contacts this often (30 s).
@@ -126,6 +133,7 @@ impl Default for Config {
             lookup_rpcs_max: k * 8,
             lookup_candidates_max: k * 8,
             transmits_max: 4096,
+            rpcs_in_flight_max: 256,
             events_max: 4096,
             rejoin_interval: Duration::from_secs(30),
             bootstrap_check_interval: Some(Duration::from_secs(600)),
@@ -152,6 +160,9 @@ impl Config {
         }
         if self.lookup_candidates_max < self.k {
             return Err("lookup_candidates_max must be at least k");
+        }
+        if self.rpcs_in_flight_max == 0 {
+            return Err("rpcs_in_flight_max must be at least 1");
         }
         if self.thin_table_lookup.is_some_and(|d| d.is_zero()) {
             return Err("thin_table_lookup must be positive (None turns it off)");

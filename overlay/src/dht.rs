@@ -137,6 +137,10 @@ pub struct DhtStats {
     pub events_dropped: u64,
     /// Requests not sent because the transmit queue was full.
     pub transmits_refused: u64,
+    /// Requests that waited for a slot (`rpcs_in_flight_max` were in flight).
+    pub rpcs_held: u64,
+    /// Of those, lookup requests dropped unsent: their walk had finished while they waited.
+    pub held_dropped: u64,
     /// Lookup requests that passed their soft timeout (their slot was freed).
     pub soft_timeouts: u64,
     /// Answers to lookup requests that came after their soft timeout.
@@ -163,6 +167,15 @@ enum Purpose {
     Verify,
 }
 
+/// A request waiting for a slot: `rpcs_in_flight_max` were in flight when it was made.
+#[derive(Debug, Clone)]
+struct Held<P> {
+    rpc: RpcId,
+    to: P,
+    request: Request,
+    purpose: Purpose,
+}
+
 #[derive(Debug, Clone)]
 struct Rpc<P> {
     to: P,
@@ -175,6 +188,9 @@ struct Rpc<P> {
     /// The give-up time of a lookup request (after its soft timeout, before its hard one):
     /// past it the request no longer holds the walk's finish.
     give_up: Option<Instant>,
+    /// It counts against `rpcs_in_flight_max`: until it ends, or, for a lookup request,
+    /// until its soft timeout (past it nobody waits for it; it is still timed for blame).
+    slot: bool,
     purpose: Purpose,
 }
 
@@ -230,6 +246,10 @@ pub struct Dht<P: Peer> {
     /// before strangers answered: its samples say when the bounds are trusted.
     any_max_rtt: RttMax,
     transmits: VecDeque<Transmit<P>>,
+    /// Requests waiting for a slot, oldest first; sent as slots free.
+    held: VecDeque<Held<P>>,
+    /// Requests in flight holding a slot (`Rpc::slot`).
+    slots_used: usize,
     events: VecDeque<Event<P>>,
     /// Keys we announce, with when to announce them next.
     providing: BTreeMap<Key, Instant>,
@@ -292,6 +312,8 @@ impl<P: Peer> Dht<P> {
             stranger_max_rtt: RttMax::UNKNOWN,
             any_max_rtt: RttMax::UNKNOWN,
             transmits: VecDeque::new(),
+            held: VecDeque::new(),
+            slots_used: 0,
             events: VecDeque::new(),
             providing: BTreeMap::new(),
             provide_due: BTreeSet::new(),
@@ -624,6 +646,12 @@ impl<P: Peer> Dht<P> {
     pub fn handle_response(&mut self, now: Instant, rpc: RpcId, response: Response<P>) {
         self.advance_clock(now);
         let Some(r) = self.take_rpc(rpc) else { return };
+        self.on_response(now, r, response);
+        self.release_held(now);
+    }
+
+    /// What an answer to a request of ours (`r`, already ended) does.
+    fn on_response(&mut self, now: Instant, r: Rpc<P>, response: Response<P>) {
         let fits = matches!(
             (&r.request, &response),
             (Request::Ping, Response::Pong)
@@ -717,6 +745,7 @@ impl<P: Peer> Dht<P> {
         self.advance_clock(now);
         if let Some(r) = self.take_rpc(rpc) {
             self.rpc_failed(now, r, why.into());
+            self.release_held(now);
         }
     }
 
@@ -790,6 +819,7 @@ impl<P: Peer> Dht<P> {
                 }
             }
         }
+        self.release_held(now);
     }
 
     /// Repeats the self-lookup while the table holds fewer than k peers (see
@@ -845,6 +875,9 @@ impl<P: Peer> Dht<P> {
             return;
         };
         r.soft = None;
+        if std::mem::take(&mut r.slot) {
+            self.slots_used -= 1;
+        }
         let (Purpose::Query(q), key) = (r.purpose, r.to.key()) else {
             return;
         };
@@ -1004,8 +1037,13 @@ impl<P: Peer> Dht<P> {
         }
     }
 
+    /// Ends a request in flight (answered, failed or timed out), freeing its slot; the
+    /// handler sends held requests once it is done (`release_held`).
     fn take_rpc(&mut self, rpc: RpcId) -> Option<Rpc<P>> {
         let r = self.rpcs.remove(&rpc)?;
+        if r.slot {
+            self.slots_used -= 1;
+        }
         self.deadlines.remove(&(r.deadline, rpc));
         if let Some(soft) = r.soft {
             self.soft_deadlines.remove(&(soft, rpc));
@@ -1014,6 +1052,30 @@ impl<P: Peer> Dht<P> {
             self.give_up_deadlines.remove(&(at, rpc));
         }
         Some(r)
+    }
+
+    /// Sends held requests, oldest first, while slots are free; a lookup request whose walk
+    /// has finished is dropped: nobody waits for its answer any more. Run at the end of
+    /// every handler that can free a slot, after the walks heard what freed it.
+    fn release_held(&mut self, now: Instant) {
+        while self.slots_used < self.config.rpcs_in_flight_max {
+            let Some(h) = self.held.pop_front() else {
+                return;
+            };
+            let wanted = match h.purpose {
+                Purpose::Query(id) => self
+                    .queries
+                    .get(&id)
+                    .is_some_and(|q| matches!(q.phase, Some(Phase::AwaitingPeers(_)))),
+                // An announcement stores our record whether or not its ack is awaited.
+                Purpose::Announce(_) | Purpose::Probe | Purpose::Verify => true,
+            };
+            if wanted {
+                self.start_rpc(now, h.rpc, h.to, h.request, h.purpose);
+            } else {
+                self.stats.held_dropped += 1;
+            }
+        }
     }
 
     /// The soft timeout of a request to `to`: for a contact, its own timeout (at least
@@ -1073,8 +1135,9 @@ impl<P: Peer> Dht<P> {
         soft.max(strangers).max(anyone).max(floor)
     }
 
-    /// Queues a request; `None` when the transmit queue is full (the caller treats that as
-    /// a failure that is nobody's fault).
+    /// Queues a request, or holds it until a slot is free (`rpcs_in_flight_max`); `None`
+    /// when the transmit queue is full (the caller treats that as a failure that is nobody's
+    /// fault).
     fn send_rpc(
         &mut self,
         now: Instant,
@@ -1082,12 +1145,29 @@ impl<P: Peer> Dht<P> {
         request: Request,
         purpose: Purpose,
     ) -> Option<RpcId> {
-        if self.transmits.len() >= self.config.transmits_max {
+        if self.transmits.len() + self.held.len() >= self.config.transmits_max {
             self.stats.transmits_refused += 1;
             return None;
         }
         let rpc = RpcId(self.next_rpc);
         self.next_rpc += 1;
+        if self.slots_used >= self.config.rpcs_in_flight_max || !self.held.is_empty() {
+            self.stats.rpcs_held += 1;
+            self.held.push_back(Held {
+                rpc,
+                to,
+                request,
+                purpose,
+            });
+        } else {
+            self.start_rpc(now, rpc, to, request, purpose);
+        }
+        Some(rpc)
+    }
+
+    /// Puts a request in flight: its timeouts run from `now`, and it goes out with the next
+    /// `poll_transmit`.
+    fn start_rpc(&mut self, now: Instant, rpc: RpcId, to: P, request: Request, purpose: Purpose) {
         let deadline = now + self.config.rpc_timeout;
         let soft_after =
             matches!(purpose, Purpose::Query(_)).then(|| self.soft_timeout_for(&to.key()));
@@ -1104,9 +1184,11 @@ impl<P: Peer> Dht<P> {
                 deadline,
                 soft,
                 give_up,
+                slot: true,
                 purpose,
             },
         );
+        self.slots_used += 1;
         self.deadlines.insert((deadline, rpc));
         if let Some(s) = soft {
             self.soft_deadlines.insert((s, rpc));
@@ -1116,7 +1198,6 @@ impl<P: Peer> Dht<P> {
         }
         self.transmits.push_back(Transmit { rpc, to, request });
         self.stats.rpcs_sent += 1;
-        Some(rpc)
     }
 
     fn rpc_failed(&mut self, now: Instant, r: Rpc<P>, why: RpcFailure) {
@@ -1283,6 +1364,11 @@ impl<P: Peer> Dht<P> {
         let Some(mut query) = self.queries.remove(&id) else {
             return;
         };
+        if !self.held.is_empty() {
+            let before = self.held.len();
+            self.held.retain(|h| h.purpose != Purpose::Query(id));
+            self.stats.held_dropped += (before - self.held.len()) as u64;
+        }
         let Some(Phase::AwaitingPeers(iter)) = query.phase.take() else {
             return;
         };
@@ -1451,14 +1537,20 @@ impl<P: Peer> Dht<P> {
                 .filter(|r| r.purpose == Purpose::Query(*id))
                 .collect();
             let soft_pending = pending.iter().filter(|r| r.soft.is_some()).count();
+            // A request held for a slot is in flight for its walk (with no soft timeout yet).
+            let held = self
+                .held
+                .iter()
+                .filter(|h| h.purpose == Purpose::Query(*id))
+                .count();
             match &q.phase {
                 Some(Phase::AwaitingPeers(iter))
-                    if iter.in_flight() + iter.unresponsive() != pending.len()
-                        || iter.in_flight() < soft_pending =>
+                    if iter.in_flight() + iter.unresponsive() != pending.len() + held
+                        || iter.in_flight() < soft_pending + held =>
                 {
                     return Err(format!(
                         "{id:?} thinks {} in flight and {} unresponsive, {} rpcs exist \
-                         ({soft_pending} within their soft timeout)",
+                         ({soft_pending} within their soft timeout), {held} held",
                         iter.in_flight(),
                         iter.unresponsive(),
                         pending.len()
@@ -1471,10 +1563,35 @@ impl<P: Peer> Dht<P> {
         if self.ready && (self.table.is_empty() || !self.joined) {
             return Err("ready without peers or without joining".into());
         }
-        if self.transmits.len() > self.config.transmits_max
+        if self.transmits.len() + self.held.len() > self.config.transmits_max
             || self.events.len() > self.config.events_max
         {
             return Err("an output queue is over its bound".into());
+        }
+        let slots = self.rpcs.values().filter(|r| r.slot).count();
+        if slots != self.slots_used || slots > self.config.rpcs_in_flight_max {
+            return Err(format!(
+                "{slots} requests hold a slot, {} counted, {} allowed",
+                self.slots_used, self.config.rpcs_in_flight_max
+            ));
+        }
+        if !self.held.is_empty() && slots < self.config.rpcs_in_flight_max {
+            return Err(format!(
+                "{} requests held with {slots} of {} slots used",
+                self.held.len(),
+                self.config.rpcs_in_flight_max
+            ));
+        }
+        if let Some(h) = self.held.iter().find(|h| self.rpcs.contains_key(&h.rpc)) {
+            return Err(format!("held request {:?} also in flight", h.rpc));
+        }
+        if self
+            .held
+            .iter()
+            .zip(self.held.iter().skip(1))
+            .any(|(a, b)| a.rpc >= b.rpc)
+        {
+            return Err("held requests out of order".into());
         }
         Ok(())
     }

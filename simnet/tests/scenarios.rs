@@ -112,6 +112,7 @@ fn parsed_default(section: &str, key: &str) -> Option<String> {
         ("dht", "lookup_rpcs_max") => symbolic(d.lookup_rpcs_max, d.k),
         ("dht", "lookup_candidates_max") => symbolic(d.lookup_candidates_max, d.k),
         ("dht", "transmits_max") => d.transmits_max.to_string(),
+        ("dht", "rpcs_in_flight_max") => d.rpcs_in_flight_max.to_string(),
         ("dht", "events_max") => d.events_max.to_string(),
         ("dht", "rejoin_interval_s") => secs(d.rejoin_interval),
         ("dht", "thin_table_lookup_s") => d.thin_table_lookup.map_or("0".into(), secs),

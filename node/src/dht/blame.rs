@@ -29,6 +29,10 @@ pub(super) enum RpcError {
     /// The peer's answer did not decode.
     #[error("malformed answer: {0}")]
     Message(#[from] wire::message::MessageError),
+    /// No outcome within the DHT's `rpc_timeout` and a grace: the DHT failed the request
+    /// at its own deadline already, and the task stops holding its slot.
+    #[error("no outcome within the request's timeout")]
+    TimedOut,
 }
 
 impl RpcError {
@@ -52,6 +56,7 @@ impl RpcError {
                 Some(quinn::ConnectionError::ApplicationClosed(_)) => C::PeerClosed,
                 _ => C::Silent,
             },
+            RpcError::TimedOut => C::Silent,
             RpcError::Status(Status::Unavailable) => C::Unavailable,
             RpcError::Status(_) | RpcError::Message(_) => C::BadAnswer,
         }

@@ -43,8 +43,15 @@ pub use serve::serve_dht;
 pub const COMMANDS_MAX: usize = 1024;
 /// Outputs drained per turn of the loop, so one burst cannot starve the inputs.
 pub const DRAIN_MAX: usize = 256;
-/// DHT RPCs in flight at once; past this a transmit fails at once instead of queueing.
-pub const RPCS_IN_FLIGHT_MAX: usize = 256;
+/// RPC tasks alive at once, per slot of `overlay::Config::rpcs_in_flight_max`: the DHT
+/// holds requests past its own cap, so this is a backstop, for lookup requests past their
+/// soft timeout (they free their slot but are still timed) and tasks within their grace;
+/// past it a transmit fails at once, as a shortage of ours.
+const RPC_TASKS_PER_SLOT: usize = 2;
+/// How long an RPC task may outlive the DHT's `rpc_timeout` for its request: a dial queued
+/// behind another plus a request timeout could otherwise keep it (and its backstop slot)
+/// for twice as long as the DHT waits for the answer.
+const RPC_TASK_GRACE: Duration = Duration::from_secs(1);
 /// Planned transfers queued for the repair worker; past this a transfer counts as failed
 /// and is planned again later.
 pub const PLANS_MAX: usize = 1024;
@@ -388,6 +395,8 @@ struct Driver {
     rpcs_sent: CountByKind,
     /// `dht_routing_table_peers`, set after every input: its handle is looked up once.
     table_gauge: OnceLock<metrics::Gauge>,
+    /// `dht_rpcs_held_total`, likewise.
+    held_counter: OnceLock<metrics::Counter>,
 }
 
 /// Starts the driver for `transport`'s node; it runs until `shutdown` flips to true.
@@ -405,7 +414,8 @@ pub fn spawn(
     let clock = Clock::new();
     let local = NetPeer::new(transport.node_id(), listen);
     let (tx, commands) = mpsc::channel(COMMANDS_MAX);
-    let (outcomes_tx, outcomes) = mpsc::channel(RPCS_IN_FLIGHT_MAX);
+    let rpc_tasks_max = config.rpcs_in_flight_max.saturating_mul(RPC_TASKS_PER_SLOT);
+    let (outcomes_tx, outcomes) = mpsc::channel(rpc_tasks_max);
     let (status_tx, status) = watch::channel(DhtStatus {
         peers_seen: expect_peers,
         ..DhtStatus::default()
@@ -431,11 +441,12 @@ pub fn spawn(
         outcomes,
         peer_events,
         waiting: BTreeMap::new(),
-        rpc_slots: Arc::new(Semaphore::new(RPCS_IN_FLIGHT_MAX)),
+        rpc_slots: Arc::new(Semaphore::new(rpc_tasks_max)),
         status: status_tx,
         requests_handled: CountByKind::new("dht_requests_handled_total"),
         rpcs_sent: CountByKind::new("dht_rpcs_sent_total"),
         table_gauge: OnceLock::new(),
+        held_counter: OnceLock::new(),
     };
     tokio::spawn(async move {
         loop {
@@ -651,6 +662,9 @@ impl Driver {
         self.table_gauge
             .get_or_init(|| metrics::gauge!("dht_routing_table_peers"))
             .set(status.routing_table_size as f64);
+        self.held_counter
+            .get_or_init(|| metrics::counter!("dht_rpcs_held_total"))
+            .absolute(s.rpcs_held);
         self.status.send_if_modified(|old| {
             let changed = *old != status;
             *old = status;
@@ -713,8 +727,9 @@ impl Driver {
     fn send(&mut self, rpc: RpcId, to: NetPeer, request: Request) {
         self.rpcs_sent.increment(&request);
         let Ok(permit) = self.rpc_slots.clone().try_acquire_owned() else {
-            // Over our own in-flight cap: fail it now rather than queue without bound. A
-            // shortage of ours, never counted against the peer.
+            // Tasks outlived their requests in the DHT (which holds requests past its own
+            // cap): fail it now rather than queue without bound. A shortage of ours, never
+            // counted against the peer.
             metrics::counter!("dht_rpcs_failed_total", "blame" => "local").increment(1);
             self.dht
                 .handle_rpc_failure(self.clock.now(), rpc, FailureCause::RequestSlots);
@@ -723,8 +738,11 @@ impl Driver {
         let transport = self.transport.clone();
         let outcomes = self.outcomes_tx.clone();
         let local = self.local_id;
+        let wait = self.dht.config().rpc_timeout + RPC_TASK_GRACE;
         tokio::spawn(async move {
-            let response = rpc_once(&transport, &to, &request, &local).await;
+            let response = tokio::time::timeout(wait, rpc_once(&transport, &to, &request, &local))
+                .await
+                .unwrap_or(Err(RpcError::TimedOut));
             if let Err(e) = &response {
                 tracing::debug!(peer = %to.id, error = %e, "dht rpc failed");
             }

@@ -74,6 +74,7 @@ struct RawDht {
     lookup_rpcs_max: Option<usize>,
     lookup_candidates_max: Option<usize>,
     transmits_max: Option<usize>,
+    rpcs_in_flight_max: Option<usize>,
     events_max: Option<usize>,
     rejoin_interval_s: Option<f64>,
     refresh_on_join_max: Option<usize>,
@@ -385,6 +386,7 @@ fn convert_dht(r: RawDht) -> Result<overlay::Config, ScenarioError> {
     set(r.lookup_rpcs_max, &mut c.lookup_rpcs_max);
     set(r.lookup_candidates_max, &mut c.lookup_candidates_max);
     set(r.transmits_max, &mut c.transmits_max);
+    set(r.rpcs_in_flight_max, &mut c.rpcs_in_flight_max);
     set(r.events_max, &mut c.events_max);
     set(r.refresh_on_join_max, &mut c.refresh_on_join_max);
     if let Some(v) = r.evict_after_failures {
