@@ -414,7 +414,11 @@ pub fn spawn(
     let clock = Clock::new();
     let local = NetPeer::new(transport.node_id(), listen);
     let (tx, commands) = mpsc::channel(COMMANDS_MAX);
-    let rpc_tasks_max = config.rpcs_in_flight_max.saturating_mul(RPC_TASKS_PER_SLOT);
+    // Within what a channel and a semaphore accept, whatever the configuration says.
+    let rpc_tasks_max = config
+        .rpcs_in_flight_max
+        .saturating_mul(RPC_TASKS_PER_SLOT)
+        .clamp(1, Semaphore::MAX_PERMITS);
     let (outcomes_tx, outcomes) = mpsc::channel(rpc_tasks_max);
     let (status_tx, status) = watch::channel(DhtStatus {
         peers_seen: expect_peers,
