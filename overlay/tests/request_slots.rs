@@ -12,7 +12,7 @@
 mod common;
 
 use common::{P, at};
-use overlay::dht::{Dht, Event, Request, Response};
+use overlay::dht::{Dht, Event, Request, Response, Transmit};
 use overlay::{Config, Key};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -34,15 +34,13 @@ fn node(rng: &mut ChaCha8Rng, peers: usize, config: Config) -> (Dht<P>, Vec<P>) 
     (dht, peers)
 }
 
-#[test]
-fn a_request_past_the_cap_waits_for_a_slot_and_its_timeout_starts_when_sent() {
+/// A node with one slot that started a lookup at 0 ms, and the one request that went out:
+/// alpha = 3 wants three out, the other two are held.
+fn lookup_with_one_slot() -> (Dht<P>, Transmit<P>) {
     println!("seed {SEED}");
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
     let (mut dht, _) = node(&mut rng, 4, Config::default());
-    let rpc_timeout = dht.config().rpc_timeout.as_millis() as u64;
     dht.find_node(at(0), Key::random(&mut rng)).unwrap();
-
-    // alpha = 3 wants three requests out; one slot lets one go.
     let first = dht.poll_transmit().expect("the first request goes out");
     assert!(
         dht.poll_transmit().is_none(),
@@ -50,6 +48,13 @@ fn a_request_past_the_cap_waits_for_a_slot_and_its_timeout_starts_when_sent() {
     );
     assert_eq!(dht.stats().rpcs_held, 2);
     dht.check_invariants().unwrap();
+    (dht, first)
+}
+
+#[test]
+fn a_request_past_the_cap_waits_for_a_slot_and_its_timeout_starts_when_sent() {
+    let (mut dht, first) = lookup_with_one_slot();
+    let rpc_timeout = dht.config().rpc_timeout.as_millis() as u64;
 
     // Its answer frees the slot: the next request goes out now, at 50 ms.
     dht.handle_response(at(50), first.rpc, Response::Nodes(Vec::new()));
@@ -114,13 +119,8 @@ fn a_lookup_request_still_held_when_its_walk_ends_is_never_sent() {
 
 #[test]
 fn a_silent_peer_holds_a_slot_only_until_its_soft_timeout() {
-    println!("seed {SEED}");
-    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let (mut dht, _) = node(&mut rng, 4, Config::default());
+    let (mut dht, first) = lookup_with_one_slot();
     let soft = dht.config().soft_timeout_initial.as_millis() as u64;
-    dht.find_node(at(0), Key::random(&mut rng)).unwrap();
-    let first = dht.poll_transmit().expect("the first request goes out");
-    assert!(dht.poll_transmit().is_none());
     // Nobody answers. At the first request's soft timeout its walk stops waiting for it,
     // and its slot goes to the next request, long before its hard timeout.
     dht.handle_timeout(at(soft));
