@@ -108,6 +108,15 @@ pub enum CommandError {
     NoPeers,
 }
 
+/// Where a placement's candidates come from ([`Dht::find_placement`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlacementWalk<P> {
+    /// A lookup started: its closest nodes are the candidates when it finishes.
+    Started(QueryId),
+    /// No lookup could start: these, the table's closest, are the candidates.
+    Table(Vec<P>),
+}
+
 /// Why a request got no answer, as the driver saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RpcFailure {
@@ -520,6 +529,17 @@ impl<P: Peer> Dht<P> {
     pub fn find_node(&mut self, now: Instant, target: Key) -> Result<QueryId, CommandError> {
         self.advance_clock(now);
         self.start_query(now, QueryKind::FindNode, target, Vec::new())
+    }
+
+    /// Starts the lookup a placement of `n` copies of `key` takes its targets from. When no
+    /// lookup can start (too many running, or nobody to ask) the `n` closest in the table are
+    /// the candidates at once: a node at its query cap still places copies where it knows
+    /// best, rather than dropping the write (`placement_targets` then picks among them).
+    pub fn find_placement(&mut self, now: Instant, key: Key, n: usize) -> PlacementWalk<P> {
+        match self.find_node(now, key) {
+            Ok(id) => PlacementWalk::Started(id),
+            Err(_) => PlacementWalk::Table(self.closest_known(&key, n.max(1))),
+        }
     }
 
     /// Starts a lookup of providers of `key`; it finishes once `wanted` are found or the

@@ -45,7 +45,10 @@ pub mod write;
 pub use admission::{Admission, Refusal};
 pub use cause::{ConnectionEvent, FailureCause};
 pub use config::{Config, IpDiversity, ReplicationConfig};
-pub use dht::{CommandError, Dht, DhtStats, Event, Request, Response, RpcFailure, RpcId, Transmit};
+pub use dht::{
+    CommandError, Dht, DhtStats, Event, PlacementWalk, Request, Response, RpcFailure, RpcId,
+    Transmit,
+};
 pub use key::{Distance, Key};
 pub use locate::{ProbeAnswer, Search, SearchOutcome, WalkEnd, WalkVerdict};
 pub use peer::{IpGroup, Peer};

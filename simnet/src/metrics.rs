@@ -227,6 +227,8 @@ pub struct Metrics {
     pub puts_acked: u64,
     /// Puts answered with fewer than W copies when their wait ran out (the node's 503).
     pub puts_short: u64,
+    /// Pushes (a put's copies and repairs) their receiver refused by its admission rule.
+    pub pushes_refused: u64,
     /// Gets issued.
     pub gets: u64,
     /// Gets whose first pass found only records that proved nothing, and walked again.
@@ -321,6 +323,7 @@ impl Metrics {
             alive_integral: 0,
             puts: 0,
             puts_placed: 0,
+            pushes_refused: 0,
             puts_acked: 0,
             gets_searched_again: 0,
             gets_served_again: 0,

@@ -182,6 +182,9 @@ summary! {
     /// Puts answered with fewer than W copies (with `workload.put_w`).
     #[serde(skip_serializing_if = "Option::is_none")]
     object_puts_short: Option<u64>,
+    /// Pushes (a put's copies, repairs) their receiver's admission rule refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_pushes_refused: Option<u64>,
     /// Gets issued.
     #[serde(skip_serializing_if = "Option::is_none")]
     object_gets: Option<u64>,
@@ -399,6 +402,7 @@ impl Summary {
             object_puts: objects.then_some(m.puts),
             object_puts_acked: (objects && sc.workload.put_w.is_some()).then_some(m.puts_acked),
             object_puts_short: (objects && sc.workload.put_w.is_some()).then_some(m.puts_short),
+            object_pushes_refused: objects.then_some(m.pushes_refused),
             object_gets: objects.then_some(m.gets),
             object_gets_searched_again: objects.then_some(m.gets_searched_again),
             object_gets_served_again: objects.then_some(m.gets_served_again),

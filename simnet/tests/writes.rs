@@ -1,7 +1,8 @@
 //! Puts through the node's own write decisions (`workload.put_w`: `overlay::Write` and
 //! `overlay::placement_targets`, driven by `engine::writes`): a put is acknowledged only
 //! with W durable copies and answers short when it cannot reach them. Without `put_w` a
-//! put waits for nothing, as before.
+//! put waits for nothing, as before. Either way each copy passes its receiver's admission
+//! rule (`overlay::Admission`), as a pushed copy does in the node.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -54,8 +55,17 @@ fn in_a_still_network_every_put_is_acknowledged_with_w_copies() {
         "puts {} placed {} acked {} short {}",
         m.puts, m.puts_placed, m.puts_acked, m.puts_short
     );
+    println!("pushes refused {}", m.pushes_refused);
     assert_eq!(m.puts, 150);
     assert_eq!(m.puts_acked, 150, "every put reached its 3 copies");
+    // Each target runs the node's admission rule: a writer far from the key is known to
+    // the key's closest only as a replacement (it asked them in its lookup), and refusing
+    // it refused most copies, then the writers' repairs, again and again.
+    assert!(
+        m.pushes_refused < 150,
+        "{} pushes refused in a still network",
+        m.pushes_refused
+    );
     assert_eq!(m.puts_short, 0);
     assert_eq!(m.acked, 150);
     assert_eq!(m.acked_lost, 0);
@@ -83,6 +93,51 @@ fn puts_that_cannot_reach_w_copies_answer_short() {
         m.acked, m.puts_acked,
         "acknowledged means W copies, nothing less"
     );
+}
+
+/// A node whose queries are all taken (its own refreshes and announcements) places a put's
+/// copies at its table's closest, as the node's `closest_set` does, instead of dropping it.
+#[test]
+fn a_put_at_the_query_cap_places_at_the_table_closest() {
+    // 30 nodes, each running about three lookups a second with room for one query: most
+    // puts find their node's only query taken.
+    let f = run(common::scenario(
+        r#"
+name = "writes-at-the-query-cap"
+nodes = 30
+seed = 11
+duration_s = 400
+
+[latency]
+model = "coordinates"
+base_ms = 5
+side_ms = 100
+
+[dht]
+queries_max = 1
+
+[workload]
+lookups = 100000
+objects = 100
+object_bytes = 65536
+rf = 3
+puts_window_s = 300
+gets = 0
+put_w = 3
+
+[output]
+plots = false
+"#,
+    ));
+    let m = &f.metrics;
+    println!(
+        "puts {} placed {} acked {} short {} lost {}; lookups refused {}",
+        m.puts, m.puts_placed, m.puts_acked, m.puts_short, m.acked_lost, m.lookups_refused
+    );
+    assert_eq!(m.puts, 100);
+    assert_eq!(m.puts_placed, 100, "no put is dropped for want of a lookup");
+    assert_eq!(m.puts_acked, 100, "the table's closest take the copies");
+    assert_eq!(m.acked_lost, 0);
 }
 
 #[test]

@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use overlay::replication::TransferId;
 use overlay::{
-    Admission, Config, ConnectionEvent, Dht, Event, FailureCause, Key, PlanEvent, Planner, QueryId,
-    QueryResult, QueryStats, Refusal, ReplicationConfig, Request, Response, RpcFailure, RpcId,
-    TransferOutcome,
+    Admission, Config, ConnectionEvent, Dht, Event, FailureCause, Key, PlacementWalk, PlanEvent,
+    Planner, QueryId, QueryKind, QueryResult, QueryStats, Refusal, ReplicationConfig, Request,
+    Response, RpcFailure, RpcId, TransferOutcome,
 };
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use wire::dht::{APP_PROTO_DHT, DhtResponse};
@@ -165,6 +165,11 @@ enum Command {
         target: Key,
         reply: oneshot::Sender<Result<LookupOutcome, DhtError>>,
     },
+    FindPlacement {
+        key: Key,
+        n: usize,
+        reply: oneshot::Sender<Result<LookupOutcome, DhtError>>,
+    },
     GetProviders {
         key: Key,
         wanted: usize,
@@ -264,6 +269,18 @@ impl DhtHandle {
     pub async fn find_node(&self, target: Key) -> Result<LookupOutcome, DhtError> {
         self.ask(|reply| Command::FindNode { target, reply })
             .await?
+    }
+
+    /// The candidates to place `n` copies of `key` at: a lookup's closest nodes, or the
+    /// table's when no lookup can start (`overlay::Dht::find_placement`'s rule).
+    pub async fn find_placement(&self, key: Key, n: usize) -> Result<Vec<NetPeer>, DhtError> {
+        let out = self
+            .ask(|reply| Command::FindPlacement { key, n, reply })
+            .await??;
+        Ok(match out.result {
+            QueryResult::FindNode { closest } => closest,
+            _ => Vec::new(),
+        })
     }
 
     /// Providers of `key`; finishes once `wanted` are known.
@@ -522,6 +539,25 @@ impl Driver {
             Command::FindNode { target, reply } => {
                 let started = self.dht.find_node(now, target);
                 self.track(started, reply);
+            }
+            Command::FindPlacement { key, n, reply } => {
+                match self.dht.find_placement(now, key, n) {
+                    PlacementWalk::Started(id) => self.track(Ok(id), reply),
+                    // No lookup ran: the table's closest, with a walk of nothing.
+                    PlacementWalk::Table(closest) => {
+                        let _ = reply.send(Ok(LookupOutcome {
+                            result: QueryResult::FindNode { closest },
+                            stats: QueryStats {
+                                kind: QueryKind::FindNode,
+                                target: key,
+                                hops: 0,
+                                rpcs: 0,
+                                timeouts: 0,
+                                duration: Duration::ZERO,
+                            },
+                        }));
+                    }
+                }
             }
             Command::GetProviders { key, wanted, reply } => {
                 let started = self.dht.get_providers(now, key, wanted);

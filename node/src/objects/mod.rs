@@ -301,22 +301,12 @@ impl Objects {
         self.closest_set(Key(hash), self.limits.rf).await.0
     }
 
-    /// The `n` closest nodes to `key` (`n` at least 1), by a lookup (falling back to our
-    /// table): the peers among them, nearest first, and whether we are one of them (then
+    /// The `n` closest nodes to `key` (`n` at least 1), by a lookup (or our table when
+    /// none can start): the peers among them, nearest first, and whether we are one of them (then
     /// the peers are `n - 1`; the rule is `overlay::placement_targets`). The object and
     /// mailbox layers place copies with it.
     pub(crate) async fn closest_set(&self, key: Key, n: usize) -> (Vec<NetPeer>, bool) {
-        let peers = match self.dht.find_node(key).await {
-            Ok(out) => match out.result {
-                QueryResult::FindNode { closest } => closest,
-                _ => Vec::new(),
-            },
-            Err(_) => self
-                .dht
-                .closest_known(key, n.max(1))
-                .await
-                .unwrap_or_default(),
-        };
+        let peers = self.dht.find_placement(key, n).await.unwrap_or_default();
         overlay::placement_targets(self.dht.local().key, key, peers, n)
     }
 

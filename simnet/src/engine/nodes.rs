@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use overlay::{
-    ConnectionEvent, Dht, Event, Instant, Key, PlanEvent, Planner, Request, TransferId,
-    TransferOutcome, Transmit,
+    Admission, ConnectionEvent, Dht, Event, Instant, Key, PlanEvent, Planner, ReplicationConfig,
+    Request, TransferId, TransferOutcome, Transmit,
 };
 
 use super::Sim;
@@ -40,8 +40,20 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub(crate) struct Store {
     pub planner: Planner<SimPeer>,
+    /// Who may push this node a copy: the node's rule (`overlay::Admission`).
+    pub admission: Admission,
     /// Object key to size.
     pub objects: BTreeMap<Key, u64>,
+}
+
+impl Store {
+    fn new(now: Instant, local: Key, rc: &ReplicationConfig) -> Box<Store> {
+        Box::new(Store {
+            planner: Planner::new(now, local, rc.clone()),
+            admission: Admission::new(local, rc),
+            objects: BTreeMap::new(),
+        })
+    }
 }
 
 /// What a node keeps while down, with `rejoin_same_id`.
@@ -94,6 +106,21 @@ impl Default for Slot {
             join_pending: false,
             removed: false,
         }
+    }
+}
+
+impl Slot {
+    /// The running node and its store (made on first use), or `None` while it is down.
+    fn up_with_store(
+        &mut self,
+        now: Instant,
+        rc: &ReplicationConfig,
+    ) -> Option<(&mut Dht<SimPeer>, &mut Store)> {
+        let dht = self.dht.as_deref_mut()?;
+        let store = self
+            .store
+            .get_or_insert_with(|| Store::new(now, dht.local().key, rc));
+        Some((dht, store))
     }
 }
 
@@ -265,16 +292,9 @@ impl Sim {
     pub(super) fn store_object(&mut self, slot: u32, key: Key, size: u64) -> bool {
         let now = self.local_now(slot);
         let rc = &self.sc.workload.replication;
-        let s = &mut self.slots[slot as usize];
-        let Some(dht) = s.dht.as_mut() else {
+        let Some((dht, store)) = self.slots[slot as usize].up_with_store(now, rc) else {
             return false;
         };
-        let store = s.store.get_or_insert_with(|| {
-            Box::new(Store {
-                planner: Planner::new(now, dht.local().key, rc.clone()),
-                objects: BTreeMap::new(),
-            })
-        });
         if store.objects.insert(key, size).is_some() {
             return false;
         }
@@ -398,28 +418,13 @@ impl Sim {
                 to,
                 push,
             } => {
-                let from = self.peer_of(slot);
-                let from_inc = self.slots[slot as usize].inc;
-                let sent = self.send(
-                    slot,
-                    to.slot,
-                    Msg::Transfer {
-                        from,
-                        from_inc,
-                        to,
-                        id: Some(id),
-                        write: None,
-                        key,
-                        size,
-                        push,
-                    },
-                );
+                let sent = self.send_transfer(slot, to, (Some(id), None), key, size, push);
                 // The transfer's own timeout; a success reported first makes it a no-op.
                 // With `[bandwidth]` it counts from the last byte sent (the node's transfer
                 // times out on silence, not while its bytes flow or wait their turn).
                 let timeout = Msg::TransferDone {
                     to_slot: slot,
-                    to_inc: from_inc,
+                    to_inc: self.slots[slot as usize].inc,
                     id,
                     outcome: TransferOutcome::Failed,
                 };
@@ -447,6 +452,31 @@ impl Sim {
     /// the connection their request came on. With `[bandwidth]` an object push also waits
     /// for the sender's uplink and the receiver's downlink and takes its bytes' time there
     /// (`bandwidth`); its last byte's send time is returned (`None` for anything else).
+    /// Sends `slot`'s transfer of `key` to `to`: its bytes (`push`), or only a request for
+    /// proof, for repair transfer `id` or write `write` (neither: a put that waits for
+    /// nothing). What [`send`](Self::send) returns.
+    pub(super) fn send_transfer(
+        &mut self,
+        slot: u32,
+        to: SimPeer,
+        (id, write): (Option<TransferId>, Option<u32>),
+        key: Key,
+        size: u64,
+        push: bool,
+    ) -> Option<Instant> {
+        let msg = Msg::Transfer {
+            from: self.peer_of(slot),
+            from_inc: self.slots[slot as usize].inc,
+            to,
+            id,
+            write,
+            key,
+            size,
+            push,
+        };
+        self.send(slot, to.slot, msg)
+    }
+
     pub(super) fn send(&mut self, from: u32, to: u32, msg: Msg) -> Option<Instant> {
         let now = self.now;
         if self.cut_blocks(from, to, now) {
@@ -729,7 +759,8 @@ impl Sim {
                 to_inc,
                 write,
                 from,
-            } => self.on_stored(to_slot, to_inc, write, from),
+                stored,
+            } => self.on_stored(to_slot, to_inc, write, from, stored),
             Msg::Lost {
                 to_slot,
                 to_inc,
@@ -766,9 +797,24 @@ impl Sim {
         }
     }
 
-    /// An object copy arrives: stored if new (counted as put or repair bytes), the sender
-    /// confirmed as a holder (when the copy is new here and the sender keeps one), and a repair transfer (`id`) or a put waiting for its copies
-    /// (`write`) answered. A verify-only transfer stores nothing and only answers whether
+    /// Whether the node up at `slot` admits a push of `size` bytes of `key` from `from`
+    /// (`overlay::Admission::check` against its own table, charging `from`'s budget).
+    fn admit(&mut self, slot: u32, from: &Key, key: &Key, size: u64) -> bool {
+        let now = self.local_now(slot);
+        let rc = &self.sc.workload.replication;
+        let Some((dht, store)) = self.slots[slot as usize].up_with_store(now, rc) else {
+            return false;
+        };
+        store
+            .admission
+            .check(now, dht.routing_table(), from, key, size)
+            .is_ok()
+    }
+
+    /// An object copy arrives: admitted by the receiver's rule or refused, stored if new
+    /// (counted as put or repair bytes), the sender confirmed as a holder (when the copy is
+    /// new here and the sender keeps one), and a repair transfer (`id`) or a put waiting
+    /// for its copies (`write`) answered. A verify-only transfer stores nothing and only answers whether
     /// the target holds the object.
     #[allow(clippy::too_many_arguments)]
     fn deliver_transfer(
@@ -793,7 +839,14 @@ impl Sim {
             self.metrics.messages_undeliverable += 1;
             return;
         }
-        let outcome = if push {
+        // A push is admitted by the receiver's rule before anything else (the node answers
+        // 403 before it looks at its store): a pusher its table does not hold, or an object
+        // it does not think it should hold, is refused.
+        let admitted = !push || self.admit(to.slot, &from.key, &key, size);
+        let outcome = if !admitted {
+            self.metrics.pushes_refused += 1;
+            TransferOutcome::Failed
+        } else if push {
             let fresh = self.store_object(to.slot, key, size);
             if fresh {
                 match (id, write) {
@@ -837,6 +890,7 @@ impl Sim {
                 to_inc: from_inc,
                 write,
                 from: to.key,
+                stored: admitted,
             };
             self.send(to.slot, from.slot, stored);
         }

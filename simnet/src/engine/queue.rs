@@ -81,12 +81,14 @@ pub(crate) enum Msg {
         /// False for the planner's verify-only transfers: ask whether `to` holds it.
         push: bool,
     },
-    /// A put's copy is durable at `from`: the answer to its writer (`engine::writes`).
+    /// A put's copy is durable at `from` (`stored`), or `from` refused it: the answer to
+    /// its writer (`engine::writes`).
     Stored {
         to_slot: u32,
         to_inc: u32,
         write: u32,
         from: Key,
+        stored: bool,
     },
     /// The outcome of a repair transfer, for the planner that started it.
     TransferDone {

@@ -16,12 +16,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use overlay::{Instant, Key, QueryId, QueryResult, QueryStats};
+use overlay::{Instant, Key, PlacementWalk, QueryId, QueryResult, QueryStats};
 use rand::Rng;
 
 use super::Sim;
 use super::nodes::Slot;
-use super::queue::{Ev, Msg};
+use super::queue::Ev;
 use crate::metrics::{GetOutcome, GetParts, LookupOutcome};
 use crate::oracle::LiveSet;
 use crate::scenario::{Rate, Scenario, Target};
@@ -239,11 +239,20 @@ impl Sim {
         let source = pick_ready(&self.live, &self.slots, &mut self.work.object_rng);
         if let (Some(slot), Some(&key)) = (source, self.work.objects.get(object as usize)) {
             let local = self.local_now(slot);
+            let rf = self.sc.workload.replication.rf;
             let s = &mut self.slots[slot as usize];
-            if let Some(Ok(id)) = s.dht.as_mut().map(|d| d.find_node(local, key)) {
-                self.pending
-                    .insert((slot, s.inc, id.0), Pending::Put { object });
-                self.after_input(slot, false);
+            match s.dht.as_mut().map(|d| d.find_placement(local, key, rf)) {
+                Some(PlacementWalk::Started(id)) => {
+                    self.pending
+                        .insert((slot, s.inc, id.0), Pending::Put { object });
+                    self.after_input(slot, false);
+                }
+                // No lookup could start: the node places at its table's closest at once.
+                Some(PlacementWalk::Table(closest)) => {
+                    self.after_input(slot, false);
+                    self.place_put(slot, object, closest);
+                }
+                None => {}
             }
         }
         let w = &self.sc.workload;
@@ -374,34 +383,7 @@ impl Sim {
                     honest: !self.is_liar(slot),
                 });
             }
-            Pending::Put { object } => {
-                let key = self.work.objects[object as usize];
-                let size = self.sc.workload.object_bytes;
-                let from = self.peer_of(slot);
-                let rf = self.sc.workload.replication.rf;
-                if let Some(w) = self.sc.workload.put_w {
-                    self.start_write(slot, key, closest.to_vec(), w);
-                } else {
-                    for to in closest.iter().take(rf).copied().collect::<Vec<_>>() {
-                        self.send(
-                            slot,
-                            to.slot,
-                            Msg::Transfer {
-                                from,
-                                from_inc: inc,
-                                to,
-                                id: None,
-                                write: None,
-                                key,
-                                size,
-                                push: true,
-                            },
-                        );
-                    }
-                }
-                self.metrics.puts_placed += 1;
-                self.work.placed.push(object);
-            }
+            Pending::Put { object } => self.place_put(slot, object, closest.to_vec()),
             Pending::Get {
                 started,
                 object,
@@ -426,6 +408,26 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// The put of `object` at `slot` has its candidates: place its copies (through the
+    /// node's write path when the workload waits for W, else one push to each of the rf
+    /// closest).
+    fn place_put(&mut self, slot: u32, object: u32, closest: Vec<crate::peer::SimPeer>) {
+        let key = self.work.objects[object as usize];
+        if let Some(w) = self.sc.workload.put_w {
+            self.start_write(slot, key, closest, w);
+        } else {
+            let (size, rf) = (
+                self.sc.workload.object_bytes,
+                self.sc.workload.replication.rf,
+            );
+            for to in closest.into_iter().take(rf) {
+                self.send_transfer(slot, to, (None, None), key, size, true);
+            }
+        }
+        self.metrics.puts_placed += 1;
+        self.work.placed.push(object);
     }
 
     /// Holders a get waits for before it fetches; its provider walk asks for as many

@@ -17,7 +17,7 @@ use std::time::Duration;
 use overlay::{Instant, Key, PlaceResult, TransferId, TransferOutcome, Write};
 
 use super::Sim;
-use super::queue::{Ev, Msg};
+use super::queue::Ev;
 use crate::peer::SimPeer;
 
 /// How long a put of `size` bytes waits for its copies (the node's `put_wait`: 10 s plus
@@ -82,8 +82,16 @@ impl Sim {
         self.drive_write(no);
     }
 
-    /// A target stored write `no`'s copy.
-    pub(super) fn on_stored(&mut self, to_slot: u32, to_inc: u32, no: u32, from: Key) {
+    /// A target stored write `no`'s copy, or refused it (`stored` false: the placement is
+    /// over without a copy, as the node's is on a 403).
+    pub(super) fn on_stored(
+        &mut self,
+        to_slot: u32,
+        to_inc: u32,
+        no: u32,
+        from: Key,
+        stored: bool,
+    ) {
         if !self.is_incarnation(to_slot, to_inc) {
             return;
         }
@@ -91,12 +99,19 @@ impl Sim {
         let Some(w) = self.work.writes.get_mut(&no) else {
             return;
         };
-        w.write.handle_durable(&from);
+        if stored {
+            w.write.handle_durable(&from);
+        }
         if w.write.handle_placed(now, &from, PlaceResult::Done)
             && let Some(i) = w.planned.iter().position(|(k, _)| *k == from)
         {
             let (slot, (_, id)) = (w.slot, w.planned.remove(i));
-            self.placement_over(slot, id, TransferOutcome::Verified);
+            let outcome = if stored {
+                TransferOutcome::Verified
+            } else {
+                TransferOutcome::Failed
+            };
+            self.placement_over(slot, id, outcome);
         }
         self.drive_write(no);
     }
@@ -122,19 +137,8 @@ impl Sim {
             return;
         }
         let now = self.now;
-        let from = self.peer_of(w.slot);
         while let Some(to) = w.write.poll_place(now) {
-            let msg = Msg::Transfer {
-                from,
-                from_inc: w.inc,
-                to,
-                id: None,
-                write: Some(no),
-                key: w.key,
-                size: w.size,
-                push: true,
-            };
-            self.send(w.slot, to.slot, msg);
+            self.send_transfer(w.slot, to, (None, Some(no)), w.key, w.size, true);
         }
         if !w.answered
             && let Some(answer) = w.write.answer(now)
