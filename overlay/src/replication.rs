@@ -21,6 +21,14 @@
 //! lead that cannot reach a target does not stall repair. Transfers the write path starts
 //! itself are registered with [`Planner::begin_external`], so repair does not repeat them.
 //!
+//! A pair (object, target) whose transfer failed (unreachable, refused, timed out) is not
+//! planned again before a wait that doubles with each failure in a row, from
+//! `replan_debounce` up to `replan_interval`; an answer from the target, or its leaving the
+//! table (it comes back a new chance), ends it. Without it a
+//! target that refuses (its table does not know us, or it does not think the object is its
+//! to hold) was asked again at every replan, a second apart, for as long as the disagreement
+//! lasted.
+//!
 //! Transfers are paced by a fanout quota: at most `transfers_max` in flight and a token
 //! bucket of `bytes_per_second` with `burst_bytes` depth. Every transfer is charged its whole
 //! size: one larger than the burst may start when the bucket is full and leaves it in debt,
@@ -107,6 +115,14 @@ struct Queued<P> {
     push: bool,
 }
 
+/// When a pair whose transfers keep failing may be planned again.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at: Instant,
+    /// The wait that gave `at`; the next failure doubles it.
+    wait: Duration,
+}
+
 /// How we know a node holds a copy.
 #[derive(Debug, Clone, Copy)]
 struct Confirmed {
@@ -136,6 +152,8 @@ pub struct Planner<P> {
     in_flight: BTreeMap<TransferId, InFlight>,
     /// (object, target) pairs a verify-only transfer found missing, and since when.
     missing_since: BTreeMap<(Key, Key), Instant>,
+    /// (object, target) pairs whose last transfer failed, and when to try again.
+    retry: BTreeMap<(Key, Key), Retry>,
     /// Peers that left the routing table, and when; their proofs no longer count off the
     /// table (kept for `off_table_proof_ttl`).
     removed: BTreeMap<Key, Instant>,
@@ -164,6 +182,7 @@ impl<P: Peer> Planner<P> {
             planned: BTreeSet::new(),
             in_flight: BTreeMap::new(),
             missing_since: BTreeMap::new(),
+            retry: BTreeMap::new(),
             removed: BTreeMap::new(),
             events: VecDeque::new(),
             next_id: 0,
@@ -214,6 +233,7 @@ impl<P: Peer> Planner<P> {
         self.queue.retain(|q| q.key != *key);
         self.planned.retain(|(k, _)| k != key);
         self.missing_since.retain(|(k, _), _| k != key);
+        self.retry.retain(|(k, _), _| k != key);
     }
 
     /// `peer` pushed `key` to us (its bytes verified as we stored them): it holds a copy.
@@ -240,6 +260,8 @@ impl<P: Peer> Planner<P> {
     /// count, so repair need not wait for their confirmations to expire.
     pub fn handle_peer_removed(&mut self, now: Instant, peer: &Key) {
         self.removed.insert(*peer, now);
+        // Should it come back, it is a new chance, not the next failure in a row.
+        self.retry.retain(|(_, to), _| to != peer);
         self.schedule_replan(now);
     }
 
@@ -276,19 +298,35 @@ impl<P: Peer> Planner<P> {
         let Some(f) = self.in_flight.remove(&id) else {
             return;
         };
-        self.planned.remove(&(f.key, f.to));
+        let pair = (f.key, f.to);
+        self.planned.remove(&pair);
         match outcome {
             TransferOutcome::Verified => {
-                self.missing_since.remove(&(f.key, f.to));
+                self.retry.remove(&pair);
+                self.missing_since.remove(&pair);
                 self.confirm(now, &f.key, &f.to, true);
             }
             TransferOutcome::Absent => {
-                self.missing_since.entry((f.key, f.to)).or_insert(now);
+                self.retry.remove(&pair);
+                self.missing_since.entry(pair).or_insert(now);
             }
             TransferOutcome::Failed => {
                 if !f.external {
                     self.stats.transfers_failed += 1;
                 }
+                let (first, max) = (self.config.replan_debounce, self.config.replan_interval);
+                let wait = self
+                    .retry
+                    .get(&pair)
+                    .map_or(first, |r| r.wait.saturating_mul(2))
+                    .min(max.max(first));
+                self.retry.insert(
+                    pair,
+                    Retry {
+                        at: now + wait,
+                        wait,
+                    },
+                );
             }
         }
         // Either way the picture changed: a release may now be possible, or a retry due.
@@ -337,6 +375,11 @@ impl<P: Peer> Planner<P> {
         let rf = self.config.rf.max(1);
         let (ttl, off_ttl) = (self.config.confirm_ttl, self.config.off_table_proof_ttl);
         self.removed.retain(|_, at| now - *at < off_ttl);
+        // A retry long past its time belongs to a pair nobody planned again: forget it.
+        let stale = self.config.replan_interval.saturating_mul(2);
+        self.retry.retain(|_, r| now < r.at || now - r.at < stale);
+        // The earliest retry this plan skipped: plan again then.
+        let mut retry_at: Option<Instant> = None;
         let keys: Vec<Key> = self.objects.keys().copied().collect();
         for key in keys {
             let Some(obj) = self.objects.get_mut(&key) else {
@@ -391,6 +434,10 @@ impl<P: Peer> Planner<P> {
                 .any(|k| k.distance(&key) < local_d && table.contains(k));
             for p in missing {
                 let pair = (key, p.key());
+                if let Some(r) = self.retry.get(&pair).filter(|r| now < r.at) {
+                    retry_at = Some(retry_at.map_or(r.at, |t| t.min(r.at)));
+                    continue;
+                }
                 let overdue = self
                     .missing_since
                     .get(&pair)
@@ -403,6 +450,9 @@ impl<P: Peer> Planner<P> {
                     self.queue.push_back(Queued { key, to: p, push });
                 }
             }
+        }
+        if let Some(at) = retry_at {
+            self.replan_at = Some(self.replan_at.map_or(at, |t| t.min(at)));
         }
     }
 
@@ -631,6 +681,60 @@ mod tests {
             "confirmed: nothing to do"
         );
         assert_eq!(p.known_copies(&obj), Some(3));
+    }
+
+    /// A target that keeps refusing (our transfers to it fail) is asked again after 1 s,
+    /// 2 s, 4 s, ... up to `replan_interval`, not at every replan; an answer ends the wait.
+    #[test]
+    fn a_failing_target_is_asked_again_after_a_doubling_wait() {
+        let config = ReplicationConfig {
+            rf: 2,
+            replan_interval: Duration::from_secs(5),
+            ..ReplicationConfig::default()
+        };
+        let (mut p, table, t0) = setup(config);
+        let obj = object(1);
+        p.add_object(t0, obj, MIB);
+        let mut now = t0 + Duration::from_secs(1);
+        p.handle_timeout(now, &table);
+        let mut asked = Vec::new();
+        // Fail every transfer to 0x01 at once; step time by 100 ms for 30 s.
+        for _ in 0..300 {
+            for (id, to, _) in transfers(&drain(&mut p)) {
+                assert_eq!(to, key(0x01));
+                asked.push((now - t0).as_millis() as u64);
+                p.handle_transfer_done(now, id, TransferOutcome::Failed);
+            }
+            now = now + Duration::from_millis(100);
+            if p.poll_timeout().is_some_and(|t| t <= now) {
+                p.handle_timeout(now, &table);
+            }
+        }
+        let gaps: Vec<u64> = asked.windows(2).map(|w| w[1] - w[0]).collect();
+        println!("asked at {asked:?}, gaps {gaps:?}");
+        // 1 s, 2 s, 4 s, then the 5 s cap (each rounded up to the 100 ms step).
+        assert_eq!(&gaps[..4], &[1000, 2000, 4000, 5000], "{gaps:?}");
+        assert!(gaps[4..].iter().all(|g| *g == 5000), "{gaps:?}");
+
+        // It answers at last: that ends the wait.
+        now = now + Duration::from_secs(5);
+        p.handle_timeout(now, &table);
+        let again = transfers(&drain(&mut p));
+        assert_eq!(again.len(), 1, "{again:?}");
+        p.handle_transfer_done(now, again[0].0, TransferOutcome::Absent);
+        assert!(p.retry.is_empty(), "an answer ends the wait");
+
+        // So does leaving the table.
+        now = now + Duration::from_secs(5);
+        p.handle_timeout(now, &table);
+        let again = transfers(&drain(&mut p));
+        p.handle_transfer_done(now, again[0].0, TransferOutcome::Failed);
+        assert_eq!(p.retry.len(), 1);
+        p.handle_peer_removed(now, &key(0x01));
+        assert!(
+            p.retry.is_empty(),
+            "a peer that left comes back a new chance"
+        );
     }
 
     /// Our transfer of `obj` to the peer at `first` verified at `at` (the write path's own).
