@@ -235,6 +235,8 @@ pub struct Metrics {
     pub gets_searched_again: u64,
     /// Gets served by their second walk.
     pub gets_served_again: u64,
+    /// Probes answered with bytes that did not verify (a liar claiming what it lacks).
+    pub probes_invalid: u64,
     /// Gets that found a live holder.
     pub gets_ok: u64,
     /// Latencies of successful gets, ns.
@@ -327,6 +329,7 @@ impl Metrics {
             puts_acked: 0,
             gets_searched_again: 0,
             gets_served_again: 0,
+            probes_invalid: 0,
             puts_short: 0,
             gets: 0,
             gets_ok: 0,

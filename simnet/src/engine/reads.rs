@@ -3,8 +3,8 @@
 //! is due, as `Objects::locate_pass` does in the node.
 //!
 //! Every candidate is probed at once for the object's final group, each probe ending with
-//! an answer (holds it, lacks it) one round trip later or with silence at
-//! [`PROBE_TIMEOUT`]; answers reach the search in the order they arrive, and the first
+//! an answer (holds it, lacks it, or, from one of the swarm's liars that lacks it, a tail
+//! that does not verify) one round trip later or with silence at [`PROBE_TIMEOUT`]; answers reach the search in the order they arrive, and the first
 //! holder ends it (the node does not wait for more; `workload.get_holders_wanted` > 1, a
 //! research knob, waits for that many holders and asks the walk for as many providers).
 //! The fetch goes to the holders in the search's order: a holder that cannot be reached
@@ -72,10 +72,16 @@ impl Sim {
                 .filter(|rt| *rt < PROBE_TIMEOUT);
             ends.push(match answer {
                 Some(rt) if self.holds(c.slot, &key) => (rt, c, ProbeAnswer::Holds),
+                // A liar claims what it lacks: its tail does not verify against the id.
+                Some(rt) if self.lies(c.slot) => (rt, c, ProbeAnswer::Invalid),
                 Some(rt) => (rt, c, ProbeAnswer::Lacks),
                 None => (PROBE_TIMEOUT, c, ProbeAnswer::Silent),
             });
         }
+        self.metrics.probes_invalid += ends
+            .iter()
+            .filter(|(_, _, a)| *a == ProbeAnswer::Invalid)
+            .count() as u64;
         ends.sort_by_key(|(t, c, _)| (*t, c.slot));
         // The node stops at the first holder; `get_holders_wanted` > 1 (a research knob)
         // waits for that many before fetching from the first.
