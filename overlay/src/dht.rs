@@ -726,9 +726,7 @@ impl<P: Peer> Dht<P> {
                     return;
                 };
                 for p in providers {
-                    if !query.providers.iter().any(|x| x.key() == p.key()) {
-                        query.providers.push(p);
-                    }
+                    keep_provider(&mut query.providers, &query.target, p);
                 }
                 if let Some(Phase::AwaitingPeers(iter)) = query.phase.as_mut() {
                     iter.on_success(&key, hinted);
@@ -1614,5 +1612,69 @@ impl<P: Peer> Dht<P> {
             return Err("held requests out of order".into());
         }
         Ok(())
+    }
+}
+
+/// Provider records a walk keeps at most: what one answer may carry (OAP/1's cap). A walk
+/// that runs to the end (a GET's second pass) may meet many more, and a liar's are made up.
+pub const PROVIDERS_PER_WALK_MAX: usize = 32;
+
+/// Adds `p` to a walk's `providers` for `target` unless known; past
+/// [`PROVIDERS_PER_WALK_MAX`], only in place of the one farthest from the key, and only if
+/// nearer: the records held at the key's closest nodes name its holders, who are near it,
+/// while made-up ones, met earlier in the walk, need not be.
+fn keep_provider<P: Peer>(providers: &mut Vec<P>, target: &Key, p: P) {
+    if providers.iter().any(|x| x.key() == p.key()) {
+        return;
+    }
+    if providers.len() < PROVIDERS_PER_WALK_MAX {
+        providers.push(p);
+        return;
+    }
+    let d = p.key().distance(target);
+    if let Some((i, far)) = providers
+        .iter()
+        .map(|x| x.key().distance(target))
+        .enumerate()
+        .max_by_key(|(_, dist)| *dist)
+        && d < far
+    {
+        providers[i] = p;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testnet::{TestPeer, key_from_first as key, peer_from_first as peer};
+
+    /// A walk that meets more records than it keeps keeps those nearest the key: made-up
+    /// ones met early give way to the holders' own, met at the key's closest nodes.
+    #[test]
+    fn a_walk_keeps_the_provider_records_nearest_the_key() {
+        let target = key(0x00);
+        let mut kept: Vec<TestPeer> = Vec::new();
+        // Far records first (first bytes 0x80..0x9f), as a liar would make them up.
+        for first in 0x80..0x80 + PROVIDERS_PER_WALK_MAX as u8 {
+            keep_provider(&mut kept, &target, peer(first));
+        }
+        keep_provider(&mut kept, &target, peer(0x80));
+        assert_eq!(
+            kept.len(),
+            PROVIDERS_PER_WALK_MAX,
+            "a known one is not added twice"
+        );
+        // Farther than everything kept: dropped.
+        keep_provider(&mut kept, &target, peer(0xf0));
+        assert!(!kept.iter().any(|p| p.key == key(0xf0)));
+        // The holders near the key replace the farthest.
+        keep_provider(&mut kept, &target, peer(0x01));
+        keep_provider(&mut kept, &target, peer(0x02));
+        assert_eq!(kept.len(), PROVIDERS_PER_WALK_MAX);
+        assert!(kept.iter().any(|p| p.key == key(0x01)));
+        assert!(kept.iter().any(|p| p.key == key(0x02)));
+        let farthest = 0x80 + PROVIDERS_PER_WALK_MAX as u8 - 1;
+        assert!(!kept.iter().any(|p| p.key == key(farthest)));
+        assert!(!kept.iter().any(|p| p.key == key(farthest - 1)));
     }
 }

@@ -10,16 +10,24 @@
 //! when it did (a fetch verifies every byte it reads, so an unproven candidate can cost
 //! time, never correctness). A search that proved nothing is final only when it learned
 //! enough: records whose providers all failed to prove the object, in a pass that asked
-//! for fewer than rf providers, are worth a second pass for rf of them (the walk may have
-//! stopped at a stale record); records, or silence from everyone, with some candidates
-//! silent, mean the search did not finish; anything else is a miss. A walk can end the
-//! search before any probe ([`WalkEnd::judge`]): silence from everyone it asked, or no
+//! for fewer than rf providers, are worth a second pass that walks to the key's closest
+//! nodes whatever records it meets ([`SECOND_PASS_WANTED`]: the first walk may have
+//! stopped at a stale or made-up record); records, or silence from everyone, with some
+//! candidates silent, mean the search did not finish; anything else is a miss. A walk can
+//! end the search before any probe ([`WalkEnd::judge`]): silence from everyone it asked, or no
 //! peers to ask, proves nothing, except on a node that never had a peer.
 
 use std::collections::BTreeSet;
 
 use crate::key::Key;
 use crate::peer::Peer;
+
+/// Providers a GET's second pass asks its walk for: every record it meets, so the walk runs
+/// to the key's closest nodes instead of stopping at the first few records, which may be
+/// made up (a liar's) or outlive their holder; the search then probes those closest, who
+/// should hold the object. The walk keeps the records nearest the key
+/// (`dht::PROVIDERS_PER_WALK_MAX`). A first pass asks for one.
+pub const SECOND_PASS_WANTED: usize = usize::MAX;
 
 /// What one candidate's probe came to, as the driver judged it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +111,8 @@ pub enum SearchOutcome<P> {
         /// The holder that proved it, then the candidates still silent when it did.
         holders: Vec<P>,
     },
-    /// Records named providers and none proved the object: search again for rf providers.
+    /// Records named providers and none proved the object: search again, walking to the
+    /// key's closest nodes ([`SECOND_PASS_WANTED`]).
     SearchAgain,
     /// The search did not finish (records exist, or nobody could answer): try later.
     Unfinished,
@@ -116,7 +125,7 @@ pub enum SearchOutcome<P> {
 pub struct Search<P> {
     candidates: Vec<P>,
     providers: usize,
-    /// Whether a second pass for rf providers is still possible.
+    /// Whether a second pass is still possible (this one asked for fewer than rf).
     may_search_again: bool,
     settled: BTreeSet<Key>,
     found: Option<Key>,
@@ -308,8 +317,8 @@ mod tests {
         };
         let first = Search::new(key(0), vec![peer(1)], vec![peer(2)], 3, 1);
         assert_eq!(answer_all(first), SearchOutcome::SearchAgain);
-        // The second pass asked for rf providers: its verdict is final.
-        let second = Search::new(key(0), vec![peer(1)], vec![peer(2)], 3, 3);
+        // The second pass walked to the end: its verdict is final.
+        let second = Search::new(key(0), vec![peer(1)], vec![peer(2)], 3, SECOND_PASS_WANTED);
         assert_eq!(answer_all(second), SearchOutcome::NotFound);
     }
 

@@ -42,7 +42,8 @@ pub enum QueryResult<P> {
     },
     /// GET_PROVIDERS: providers found, and the closest peers that answered.
     GetProviders {
-        /// Distinct providers, in the order they were learned.
+        /// Distinct providers, in the order they were learned; at most
+        /// `PROVIDERS_PER_WALK_MAX`, past which a nearer one replaces the farthest.
         providers: Vec<P>,
         /// Closest first, at most k.
         closest: Vec<P>,

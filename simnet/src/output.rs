@@ -188,7 +188,7 @@ summary! {
     /// Gets issued.
     #[serde(skip_serializing_if = "Option::is_none")]
     object_gets: Option<u64>,
-    /// Gets that walked a second time for rf providers (stale records in the first pass).
+    /// Gets that walked a second time (records in the first pass proved nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
     object_gets_searched_again: Option<u64>,
     /// Gets served by their second walk.

@@ -1,7 +1,8 @@
 //! Gets through the node's own read decisions (`overlay::Search`, driven by
 //! `engine::reads`): a first pass asks for one provider and stops at the first holder that
 //! proves the object; a pass whose records proved nothing (a stale record, a walk stopped at
-//! the first record far from the holders) walks again for rf providers, as the node does.
+//! the first record far from the holders, a liar's made-up one) walks again, to the key's
+//! closest nodes, as the node does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -62,7 +63,8 @@ plots = false
 
 /// Liars claim provider records for objects they lack and answer a probe with a tail that
 /// does not verify: the search counts no such answer as a holder's or as proof of absence
-/// (`ProbeAnswer::Invalid`), never fetches from the liar, and finds the real holders.
+/// (`ProbeAnswer::Invalid`), never fetches from the liar, and finds the real holders, by a
+/// second walk if the first stopped at a made-up record.
 #[test]
 fn a_liar_that_claims_an_object_is_never_its_holder() {
     let sc = common::scenario(
@@ -93,18 +95,19 @@ plots = false
     let mut sim = simnet::Sim::new(sc, false);
     // One node in ten lies from the start.
     sim.set_liars((0..200).step_by(10).collect());
-    sim.run().unwrap_or_else(|e| panic!("invariant broken: {e}"));
+    sim.run()
+        .unwrap_or_else(|e| panic!("invariant broken: {e}"));
     let m = sim.finish().metrics;
     println!(
         "gets {} served {} probes that did not verify {}",
         m.gets, m.gets_ok, m.probes_invalid
     );
     assert!(m.probes_invalid > 0, "the liars were asked and lied");
-    // 2,703 of 2,740 here, the same as when liars answered their probes truthfully: what
-    // fails is the walks the liars poisoned with made-up provider records (2,727 of 2,727
-    // without liars; RELIABILITY.md, observations), not the probes' lies.
+    // A first pass stops at the first record, often a liar's made-up one; the second walks
+    // to the key's closest nodes whatever records it meets (`SECOND_PASS_WANTED`). When it
+    // stopped at rf records, 2,703 of 2,740 gets were served here (RELIABILITY.md D12).
     assert!(
-        m.gets_ok as f64 >= 0.98 * m.gets as f64,
+        m.gets_ok as f64 >= 0.999 * m.gets as f64,
         "{} of {} gets served",
         m.gets_ok,
         m.gets

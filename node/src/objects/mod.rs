@@ -388,13 +388,14 @@ impl Objects {
     /// [`find_holders`](Self::find_holders) without its timing. A GET needs one holder
     /// that proves the object, so the first pass asks the DHT for one provider and stops
     /// at the first verified answer; only when records named providers and none of the
-    /// candidates could prove the object (stale records, a walk cut short by the first
-    /// record) does a second, full pass ask for RF providers, within the same deadline.
+    /// candidates could prove the object (a walk cut short by its first record, a stale or
+    /// made-up one) does a second pass walk to the key's closest nodes whatever
+    /// records it meets (`overlay::SECOND_PASS_WANTED`), within the same deadline.
     async fn locate(&self, hash: Hash) -> Result<Located, LocateError> {
         let deadline = tokio::time::Instant::now() + self.limits.search_timeout;
         match self.locate_pass(hash, 1, deadline).await {
             Err(Unproven::AfterRecords) => self
-                .locate_pass(hash, self.limits.rf, deadline)
+                .locate_pass(hash, overlay::SECOND_PASS_WANTED, deadline)
                 .await
                 .map_err(Unproven::into_error),
             other => other.map_err(Unproven::into_error),

@@ -4,18 +4,19 @@
 //!
 //! Every candidate is probed at once for the object's final group, each probe ending with
 //! an answer (holds it, lacks it, or, from one of the swarm's liars that lacks it, a tail
-//! that does not verify) one round trip later or with silence at [`PROBE_TIMEOUT`]; answers reach the search in the order they arrive, and the first
-//! holder ends it (the node does not wait for more; `workload.get_holders_wanted` > 1, a
+//! that does not verify) one round trip later or with silence at [`PROBE_TIMEOUT`];
+//! answers reach the search in the order they arrive, and the first holder ends it (the node does not wait for more; `workload.get_holders_wanted` > 1, a
 //! research knob, waits for that many holders and asks the walk for as many providers).
 //! The fetch goes to the holders in the search's order: a holder that cannot be reached
 //! costs a dial timeout ([`FETCH_FAILOVER`]) and the next one is tried, one that turns out
 //! to lack the object costs its round trip. A pass whose records all failed to prove the
-//! object walks again for rf providers, from when its last probe ended, within the same
+//! object walks again, to the key's closest nodes whatever records it meets
+//! (`overlay::SECOND_PASS_WANTED`), from when its last probe ended, within the same
 //! [`SEARCH_TIMEOUT`] (the node's second pass); a pass that ended at the deadline fails.
 
 use std::time::Duration;
 
-use overlay::{Instant, ProbeAnswer, Search, SearchOutcome};
+use overlay::{Instant, ProbeAnswer, SECOND_PASS_WANTED, Search, SearchOutcome};
 
 use super::Sim;
 use super::queue::Ev;
@@ -33,7 +34,7 @@ pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// `handshake_timeout`: the holder went away since its probe answered, so the dial fails).
 pub const FETCH_FAILOVER: Duration = Duration::from_secs(5);
 
-/// A get waiting to walk again for rf providers.
+/// A get waiting to walk again.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Again {
     slot: u32,
@@ -62,7 +63,11 @@ impl Sim {
             return;
         }
         let rf = self.sc.workload.replication.rf;
-        let wanted = if again { rf } else { self.holders_wanted() };
+        let wanted = if again {
+            SECOND_PASS_WANTED
+        } else {
+            self.holders_wanted()
+        };
         let me = self.slots[slot as usize].key;
         let mut search = Search::new(me, providers, closest, rf, wanted);
         let mut ends: Vec<(Duration, SimPeer, ProbeAnswer)> = Vec::new();
@@ -183,13 +188,12 @@ impl Sim {
         GetOutcome::Failed
     }
 
-    /// Get number `n` walks again, for rf providers.
+    /// Get number `n` walks again, to the key's closest nodes (`SECOND_PASS_WANTED`).
     pub(super) fn on_get_again(&mut self, n: u32) {
         let Some(a) = self.work.again.remove(&n) else {
             return;
         };
         let key = self.work.objects[a.object as usize];
-        let rf = self.sc.workload.replication.rf;
         let local = self.local_now(a.slot);
         let s = &mut self.slots[a.slot as usize];
         let alive = s.inc == a.inc && self.now < a.started + SEARCH_TIMEOUT;
@@ -197,7 +201,7 @@ impl Sim {
             .dht
             .as_mut()
             .filter(|_| alive)
-            .and_then(|dht| dht.get_providers(local, key, rf).ok());
+            .and_then(|dht| dht.get_providers(local, key, SECOND_PASS_WANTED).ok());
         match id {
             Some(id) => {
                 self.pending.insert(

@@ -59,7 +59,7 @@ pub(crate) struct Work {
     /// Puts waiting for their copies (`workload.put_w`), by number.
     pub(super) writes: BTreeMap<u32, super::writes::Writing>,
     pub(super) next_write: u32,
-    /// Gets waiting to walk again for rf providers (`engine::reads`), by number.
+    /// Gets waiting to walk again (`engine::reads`), by number.
     pub(super) again: BTreeMap<u32, super::reads::Again>,
     pub(super) next_again: u32,
 }
