@@ -4,7 +4,7 @@
 //! mesh: we accept a pushed object only when (1) the sender is known to our routing table,
 //! (2) we are among the RF nodes closest to the object's key as our table sees it (entries
 //! with recent failures do not count as closer: they may be dead), and (3) the sender is
-//! within its byte budget, a token bucket per peer. Everything else is refused with a
+//! within its byte budget, a token bucket per contact (and one for all replacements). Everything else is refused with a
 //! [`Refusal`] whose reason the driver counts. A stranger with a fresh key that never spoke
 //! to us therefore cannot write into a node, and a known peer can write only what the node
 //! would have to hold anyway, at a bounded rate.
@@ -14,10 +14,12 @@
 //! a mesh outgrows a few buckets: a gateway far from an object's key sends its lookup to the
 //! key's closest nodes and then pushes them the copies, but in their tables its bucket is
 //! the far half of the mesh, long full, so it waits as a replacement. Refusing it there
-//! refused most writes' copies (simnet, 300 nodes: 33 of 150 puts reached W = 3, and the
-//! writers' repairs were refused 254,000 times in 15 minutes). Being a contact was never
-//! more than having answered a ping; the responsibility rule and the budget are what bound
-//! a peer that joined on purpose.
+//! refused most writes' copies (simnet, 300 nodes: 33 of 150 puts reached W = 3). A
+//! replacement costs a stranger one request, so all of them share one byte budget: fresh
+//! keys gain nothing over one key, and far gateways together write at one peer's rate.
+//! Contacts keep a budget each. The responsibility rule and the budgets are what bound a
+//! peer that joined on purpose; a capability forwarded with a write's copies would be the
+//! stronger rule (not built).
 
 use std::collections::BTreeMap;
 
@@ -98,8 +100,8 @@ impl Admission {
     }
 
     /// Decides a push of `size` bytes of `object` from `from`, charging its budget when
-    /// admitted. `from` must be a contact in `table` or wait in one of its replacement
-    /// caches.
+    /// admitted. `from` must be a contact in `table` (charged its own budget) or wait in
+    /// one of its replacement caches (charged the budget all replacements share).
     pub fn check<P: Peer>(
         &mut self,
         now: Instant,
@@ -108,7 +110,8 @@ impl Admission {
         object: &Key,
         size: u64,
     ) -> Result<(), Refusal> {
-        if !table.contains(from) && table.replacement(from).is_none() {
+        let contact = table.contains(from);
+        if !contact && table.replacement(from).is_none() {
             return Err(Refusal::UnknownSender);
         }
         if !self.is_responsible(table, object) {
@@ -116,7 +119,9 @@ impl Admission {
         }
         self.forget_idle(now);
         let burst = i128::from(self.burst);
-        let b = self.budgets.entry(*from).or_insert(Budget {
+        // Every replacement charges the one budget kept under our own key.
+        let payer = if contact { *from } else { self.local };
+        let b = self.budgets.entry(payer).or_insert(Budget {
             tokens: burst,
             refilled: now,
         });
@@ -203,6 +208,44 @@ mod tests {
         );
         // Object 0x01..: only peer 0x01 is closer: we are among the RF = 2 closest.
         assert_eq!(a.check(t0, &t, &key(0x02), &key(0x01), 10), Ok(()));
+    }
+
+    #[test]
+    fn replacements_share_one_budget_and_contacts_keep_their_own() {
+        let t0 = Instant::from_duration(Duration::ZERO);
+        let config = ReplicationConfig {
+            rf: 3,
+            accept_bytes_per_second: 1000,
+            accept_burst_bytes: 10_000,
+            ..ReplicationConfig::default()
+        };
+        let mut a = Admission::new(key(0), &config);
+        // Bucket 0x80.. holds one contact (k = 1); 0x81.. and 0x82.. asked us something and
+        // wait as replacements, as a stranger's fresh keys would.
+        let mut t = RoutingTable::new(key(0), 1, 4, 2, None, t0);
+        for (i, first) in [0x80u8, 0x81, 0x82].into_iter().enumerate() {
+            let peer = TestPeer {
+                key: key(first),
+                idx: i as u32,
+            };
+            if i == 0 {
+                t.on_seen(t0, peer);
+            } else {
+                t.on_asked(t0, peer);
+            }
+        }
+        let obj = key(0x00);
+        assert_eq!(a.check(t0, &t, &key(0x81), &obj, 9_000), Ok(()));
+        assert_eq!(
+            a.check(t0, &t, &key(0x82), &obj, 2_000),
+            Err(Refusal::OverBudget),
+            "a second fresh key gains nothing"
+        );
+        assert_eq!(
+            a.check(t0, &t, &key(0x80), &obj, 9_000),
+            Ok(()),
+            "a contact has its own budget"
+        );
     }
 
     #[test]

@@ -726,7 +726,7 @@ impl<P: Peer> Dht<P> {
                     return;
                 };
                 for p in providers {
-                    keep_provider(&mut query.providers, &query.target, p);
+                    keep_provider(query, p, key);
                 }
                 if let Some(Phase::AwaitingPeers(iter)) = query.phase.as_mut() {
                     iter.on_success(&key, hinted);
@@ -1317,22 +1317,22 @@ impl<P: Peer> Dht<P> {
         // A provider lookup starts from the records we store ourselves (we may be among the
         // k closest to the key): claims like any answer's, and it finishes at once when
         // they are all it wants. Our own record is no holder to fetch from.
-        let providers = match kind {
-            QueryKind::GetProviders { .. } => {
-                let mut local = self.providers.get(now, &target, c.k);
-                local.retain(|p| p.key() != self.local_key);
-                local
-            }
-            _ => Vec::new(),
-        };
-        let query = Query {
+        let mut query = Query {
             kind,
             target,
             started: now,
             deadline,
-            providers,
+            providers: Vec::new(),
+            reporters: Vec::new(),
             phase: Some(Phase::AwaitingPeers(iter)),
         };
+        if let QueryKind::GetProviders { .. } = kind {
+            for p in self.providers.get(now, &target, c.k) {
+                if p.key() != self.local_key {
+                    keep_provider(&mut query, p, self.local_key);
+                }
+            }
+        }
         self.queries.insert(id, query);
         self.query_deadlines.insert((deadline, id));
         self.advance_query(now, id);
@@ -1619,27 +1619,39 @@ impl<P: Peer> Dht<P> {
 /// that runs to the end (a GET's second pass) may meet many more, and a liar's are made up.
 pub const PROVIDERS_PER_WALK_MAX: usize = 32;
 
-/// Adds `p` to a walk's `providers` for `target` unless known; past
-/// [`PROVIDERS_PER_WALK_MAX`], only in place of the one farthest from the key, and only if
-/// nearer: the records held at the key's closest nodes name its holders, who are near it,
-/// while made-up ones, met earlier in the walk, need not be.
-fn keep_provider<P: Peer>(providers: &mut Vec<P>, target: &Key, p: P) {
-    if providers.iter().any(|x| x.key() == p.key()) {
-        return;
-    }
-    if providers.len() < PROVIDERS_PER_WALK_MAX {
-        providers.push(p);
-        return;
-    }
-    let d = p.key().distance(target);
-    if let Some((i, far)) = providers
-        .iter()
-        .map(|x| x.key().distance(target))
-        .enumerate()
-        .max_by_key(|(_, dist)| *dist)
-        && d < far
+/// Provider records a walk keeps from one reporter: an object has about rf holders, so
+/// more from one node are stale or made up, and they would crowd out the others'.
+pub const PROVIDERS_PER_REPORTER_MAX: usize = 8;
+
+/// Adds `p`, reported by `reporter`, to `query`'s providers unless known or its reporter
+/// already gave [`PROVIDERS_PER_REPORTER_MAX`]; past [`PROVIDERS_PER_WALK_MAX`], only in
+/// place of a record whose reporter is farther from the key. Records are held at the key's
+/// closest nodes, so the nearest reporters' are the ones that name its holders, while a
+/// liar's, met earlier in the walk, are not; a record's own id proves nothing (a liar
+/// makes up ids next to the key for free), its reporter's place in the walk does.
+fn keep_provider<P: Peer>(query: &mut Query<P>, p: P, reporter: Key) {
+    let key = p.key();
+    if query.providers.iter().any(|x| x.key() == key)
+        || query.reporters.iter().filter(|r| **r == reporter).count() >= PROVIDERS_PER_REPORTER_MAX
     {
-        providers[i] = p;
+        return;
+    }
+    if query.providers.len() < PROVIDERS_PER_WALK_MAX {
+        query.providers.push(p);
+        query.reporters.push(reporter);
+        return;
+    }
+    let target = query.target;
+    if let Some((i, far)) = query
+        .reporters
+        .iter()
+        .map(|r| r.distance(&target))
+        .enumerate()
+        .max_by_key(|(_, d)| *d)
+        && reporter.distance(&target) < far
+    {
+        query.providers[i] = p;
+        query.reporters[i] = reporter;
     }
 }
 
@@ -1648,33 +1660,61 @@ mod tests {
     use super::*;
     use crate::testnet::{TestPeer, key_from_first as key, peer_from_first as peer};
 
-    /// A walk that meets more records than it keeps keeps those nearest the key: made-up
-    /// ones met early give way to the holders' own, met at the key's closest nodes.
-    #[test]
-    fn a_walk_keeps_the_provider_records_nearest_the_key() {
-        let target = key(0x00);
-        let mut kept: Vec<TestPeer> = Vec::new();
-        // Far records first (first bytes 0x80..0x9f), as a liar would make them up.
-        for first in 0x80..0x80 + PROVIDERS_PER_WALK_MAX as u8 {
-            keep_provider(&mut kept, &target, peer(first));
+    fn walk(target: Key) -> Query<TestPeer> {
+        Query {
+            kind: QueryKind::GetProviders { wanted: usize::MAX },
+            target,
+            started: Instant::ZERO,
+            deadline: Instant::ZERO,
+            providers: Vec::new(),
+            reporters: Vec::new(),
+            phase: None,
         }
-        keep_provider(&mut kept, &target, peer(0x80));
+    }
+
+    /// A walk that meets more records than it keeps keeps those its nearest reporters gave,
+    /// at most eight from each: liars far from the key, met early, give way to the key's
+    /// closest nodes, whatever ids the liars made up (next to the key, here).
+    #[test]
+    fn a_walk_keeps_the_records_of_the_reporters_nearest_the_key() {
+        let target = key(0x00);
+        let mut q = walk(target);
+        // Four liars far from the key (0x80.., 0x90.., ...) each report ten made-up ids
+        // right next to it: eight of each are kept.
+        let mut made_up = 0u8;
+        for liar in [0x80u8, 0x90, 0xa0, 0xb0] {
+            for _ in 0..10 {
+                made_up += 1;
+                let mut id = [0u8; 32];
+                id[31] = made_up;
+                keep_provider(
+                    &mut q,
+                    TestPeer {
+                        key: Key(id),
+                        idx: 0,
+                    },
+                    key(liar),
+                );
+            }
+        }
         assert_eq!(
-            kept.len(),
+            q.providers.len(),
             PROVIDERS_PER_WALK_MAX,
-            "a known one is not added twice"
+            "8 from each of 4"
         );
-        // Farther than everything kept: dropped.
-        keep_provider(&mut kept, &target, peer(0xf0));
-        assert!(!kept.iter().any(|p| p.key == key(0xf0)));
-        // The holders near the key replace the farthest.
-        keep_provider(&mut kept, &target, peer(0x01));
-        keep_provider(&mut kept, &target, peer(0x02));
-        assert_eq!(kept.len(), PROVIDERS_PER_WALK_MAX);
-        assert!(kept.iter().any(|p| p.key == key(0x01)));
-        assert!(kept.iter().any(|p| p.key == key(0x02)));
-        let farthest = 0x80 + PROVIDERS_PER_WALK_MAX as u8 - 1;
-        assert!(!kept.iter().any(|p| p.key == key(farthest)));
-        assert!(!kept.iter().any(|p| p.key == key(farthest - 1)));
+        let before = q.providers.clone();
+        keep_provider(&mut q, before[0], key(0x01));
+        assert_eq!(q.providers, before, "a known record is not added twice");
+        // A farther reporter does not displace anyone.
+        keep_provider(&mut q, peer(0x42), key(0xf0));
+        assert!(!q.providers.contains(&peer(0x42)));
+        // The key's closest nodes report the holders: their records replace the farthest
+        // reporter's.
+        keep_provider(&mut q, peer(0x41), key(0x01));
+        keep_provider(&mut q, peer(0x43), key(0x02));
+        assert_eq!(q.providers.len(), PROVIDERS_PER_WALK_MAX);
+        assert!(q.providers.contains(&peer(0x41)) && q.providers.contains(&peer(0x43)));
+        let from_b0 = q.reporters.iter().filter(|r| **r == key(0xb0)).count();
+        assert_eq!(from_b0, 6, "the farthest liar lost two of its eight");
     }
 }

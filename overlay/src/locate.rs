@@ -25,8 +25,8 @@ use crate::peer::Peer;
 /// Providers a GET's second pass asks its walk for: every record it meets, so the walk runs
 /// to the key's closest nodes instead of stopping at the first few records, which may be
 /// made up (a liar's) or outlive their holder; the search then probes those closest, who
-/// should hold the object. The walk keeps the records nearest the key
-/// (`dht::PROVIDERS_PER_WALK_MAX`). A first pass asks for one.
+/// should hold the object. The walk keeps the records its reporters nearest the key gave
+/// (`dht::PROVIDERS_PER_WALK_MAX`, `PROVIDERS_PER_REPORTER_MAX`). A first pass asks for one.
 pub const SECOND_PASS_WANTED: usize = usize::MAX;
 
 /// What one candidate's probe came to, as the driver judged it.

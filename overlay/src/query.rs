@@ -101,6 +101,9 @@ pub(crate) struct Query<P> {
     pub deadline: Instant,
     /// Providers found so far (GET_PROVIDERS only), deduplicated by key.
     pub providers: Vec<P>,
+    /// Who reported each of `providers` (the same index): the walk keeps the records of
+    /// the reporters nearest the key (`dht::keep_provider`).
+    pub reporters: Vec<Key>,
     /// `None` only transiently, while a transition takes the old phase.
     pub phase: Option<Phase<P>>,
 }

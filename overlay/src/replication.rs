@@ -23,8 +23,10 @@
 //!
 //! A pair (object, target) whose transfer failed (unreachable, refused, timed out) is not
 //! planned again before a wait that doubles with each failure in a row, from
-//! `replan_debounce` up to `replan_interval`; an answer from the target, or its leaving the
-//! table (it comes back a new chance), ends it. Without it a
+//! `replan_debounce` up to `takeover_after` (a target back from a restart, still in the
+//! table, waits at most that); an answer from the target, or its leaving the table (it
+//! comes back a new chance), ends it. A transfer we could not run ourselves
+//! ([`TransferOutcome::NotRun`]) starts no wait. Without it a
 //! target that refuses (its table does not know us, or it does not think the object is its
 //! to hold) was asked again at every replan, a second apart, for as long as the disagreement
 //! lasted.
@@ -57,6 +59,9 @@ pub enum TransferOutcome {
     Absent,
     /// The transfer failed (unreachable, refused, timed out, or the proof did not verify).
     Failed,
+    /// We could not run it, for a reason of ours (our queue was full, our store failed,
+    /// we are shutting down): the target is not to blame, and waits for nothing.
+    NotRun,
 }
 
 /// Work for the driver.
@@ -310,11 +315,12 @@ impl<P: Peer> Planner<P> {
                 self.retry.remove(&pair);
                 self.missing_since.entry(pair).or_insert(now);
             }
+            TransferOutcome::NotRun => {}
             TransferOutcome::Failed => {
                 if !f.external {
                     self.stats.transfers_failed += 1;
                 }
-                let (first, max) = (self.config.replan_debounce, self.config.replan_interval);
+                let (first, max) = (self.config.replan_debounce, self.config.takeover_after);
                 let wait = self
                     .retry
                     .get(&pair)
@@ -684,12 +690,13 @@ mod tests {
     }
 
     /// A target that keeps refusing (our transfers to it fail) is asked again after 1 s,
-    /// 2 s, 4 s, ... up to `replan_interval`, not at every replan; an answer ends the wait.
+    /// 2 s, 4 s, ... up to `takeover_after`, not at every replan; an answer ends the wait,
+    /// and a transfer we could not run ourselves starts none.
     #[test]
     fn a_failing_target_is_asked_again_after_a_doubling_wait() {
         let config = ReplicationConfig {
             rf: 2,
-            replan_interval: Duration::from_secs(5),
+            takeover_after: Duration::from_secs(5),
             ..ReplicationConfig::default()
         };
         let (mut p, table, t0) = setup(config);
@@ -735,6 +742,16 @@ mod tests {
             p.retry.is_empty(),
             "a peer that left comes back a new chance"
         );
+
+        // Our own shortage: planned again at the next replan, a second later.
+        now = now + Duration::from_secs(1);
+        p.handle_timeout(now, &table);
+        let again = transfers(&drain(&mut p));
+        p.handle_transfer_done(now, again[0].0, TransferOutcome::NotRun);
+        assert!(p.retry.is_empty(), "not the target's doing");
+        now = now + Duration::from_secs(1);
+        p.handle_timeout(now, &table);
+        assert_eq!(transfers(&drain(&mut p)).len(), 1);
     }
 
     /// Our transfer of `obj` to the peer at `first` verified at `at` (the write path's own).

@@ -237,6 +237,9 @@ pub struct Metrics {
     pub gets_served_again: u64,
     /// Probes answered with bytes that did not verify (a liar claiming what it lacks).
     pub probes_invalid: u64,
+    /// Fetches a get tried at a liar that lacked the object (the search must never put
+    /// one in its failover order).
+    pub fetches_at_liars: u64,
     /// Gets that found a live holder.
     pub gets_ok: u64,
     /// Latencies of successful gets, ns.
@@ -330,6 +333,7 @@ impl Metrics {
             gets_searched_again: 0,
             gets_served_again: 0,
             probes_invalid: 0,
+            fetches_at_liars: 0,
             puts_short: 0,
             gets: 0,
             gets_ok: 0,

@@ -99,10 +99,14 @@ plots = false
         .unwrap_or_else(|e| panic!("invariant broken: {e}"));
     let m = sim.finish().metrics;
     println!(
-        "gets {} served {} probes that did not verify {}",
-        m.gets, m.gets_ok, m.probes_invalid
+        "gets {} served {} probes that did not verify {} fetches at liars {}",
+        m.gets, m.gets_ok, m.probes_invalid, m.fetches_at_liars
     );
     assert!(m.probes_invalid > 0, "the liars were asked and lied");
+    assert_eq!(
+        m.fetches_at_liars, 0,
+        "a liar that lacks the object is never fetched from"
+    );
     // A first pass stops at the first record, often a liar's made-up one; the second walks
     // to the key's closest nodes whatever records it meets (`SECOND_PASS_WANTED`). When it
     // stopped at rf records, 2,703 of 2,740 gets were served here (RELIABILITY.md D12).

@@ -679,9 +679,10 @@ impl Driver {
             if let Err(mpsc::error::TrySendError::Full(PlanEvent::Transfer { id, .. })) =
                 self.plans.try_send(plan)
             {
-                // The worker is saturated: this transfer is planned again on the next round.
+                // The worker is saturated: this transfer is planned again on the next round,
+                // and its target is not to blame.
                 self.planner
-                    .handle_transfer_done(self.clock.now(), id, TransferOutcome::Failed);
+                    .handle_transfer_done(self.clock.now(), id, TransferOutcome::NotRun);
             }
         }
         let s = self.dht.stats();

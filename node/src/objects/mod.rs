@@ -39,7 +39,7 @@ pub use repair_now::{Placement, REPAIR_ALL_MAX, RepairError, RepairReport};
 use crate::dht::{DhtError, DhtHandle, NetPeer};
 use crate::quota::Quotas;
 use crate::store::{Hash, Store};
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 pub(crate) use fetch::Placed;
 pub use fetch::{FetchError, Tail};
 pub(crate) use pieces::{Cut, Ingest, PieceReader};
@@ -805,6 +805,17 @@ fn outcome(placed: &Placed) -> TransferOutcome {
     match placed {
         Placed::Verified { .. } => TransferOutcome::Verified,
         Placed::Absent => TransferOutcome::Absent,
+        // Ours, not the target's: our store, our connection cap, our shutdown. The planner
+        // tries again at its next round without making the target wait.
+        Placed::Failed(
+            FetchError::Local(_)
+            | FetchError::LocalCorrupt
+            | FetchError::Transport(
+                TransportError::TooManyConnections { .. }
+                | TransportError::Closed
+                | TransportError::SelfDial,
+            ),
+        ) => TransferOutcome::NotRun,
         Placed::Failed(_) => TransferOutcome::Failed,
     }
 }

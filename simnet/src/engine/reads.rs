@@ -76,6 +76,9 @@ impl Sim {
                 .exchange(slot, c.slot, now)
                 .filter(|rt| *rt < PROBE_TIMEOUT);
             ends.push(match answer {
+                // Someone else at that address (a made-up record, a restarted node): the
+                // handshake fails on the id, as the node's dial does.
+                Some(rt) if !self.is_current(&c) => (rt, c, ProbeAnswer::Silent),
                 Some(rt) if self.holds(c.slot, &key) => (rt, c, ProbeAnswer::Holds),
                 // A liar claims what it lacks: its tail does not verify against the id.
                 Some(rt) if self.lies(c.slot) => (rt, c, ProbeAnswer::Invalid),
@@ -153,8 +156,11 @@ impl Sim {
         let from = walked + probed;
         let mut at = from;
         for h in holders {
+            if self.lies(h.slot) && !self.holds(h.slot, key) {
+                self.metrics.fetches_at_liars += 1;
+            }
             match self.exchange_legs(slot, h.slot, at) {
-                Some((go, back)) if self.holds(h.slot, key) => {
+                Some((go, back)) if self.is_current(h) && self.holds(h.slot, key) => {
                     let intra = match (self.net.region(slot), self.net.region(h.slot)) {
                         (Some(a), Some(b)) => a == b,
                         _ => false,
