@@ -170,6 +170,29 @@ mod tests {
         t
     }
 
+    /// A table whose bucket 0x80.. holds one contact (k = 1), 0x80..; the `asked` keys of
+    /// that bucket asked us something and wait as replacements.
+    fn full_bucket(now: Instant, asked: &[u8]) -> RoutingTable<TestPeer> {
+        let mut t = RoutingTable::new(key(0), 1, 4, 2, None, now);
+        t.on_seen(
+            now,
+            TestPeer {
+                key: key(0x80),
+                idx: 0,
+            },
+        );
+        for (i, first) in asked.iter().enumerate() {
+            t.on_asked(
+                now,
+                TestPeer {
+                    key: key(*first),
+                    idx: i as u32 + 1,
+                },
+            );
+        }
+        t
+    }
+
     #[test]
     fn strangers_and_objects_we_are_not_responsible_for_are_refused() {
         let t0 = Instant::from_duration(Duration::ZERO);
@@ -186,18 +209,7 @@ mod tests {
         );
         // A key the table knows only as a replacement (it asked us something, its bucket
         // is full) is known.
-        let mut full = RoutingTable::new(key(0), 1, 1, 2, None, t0);
-        for (i, first) in [0x80u8, 0x81].into_iter().enumerate() {
-            let peer = TestPeer {
-                key: key(first),
-                idx: i as u32,
-            };
-            if i == 0 {
-                full.on_seen(t0, peer);
-            } else {
-                full.on_asked(t0, peer);
-            }
-        }
+        let full = full_bucket(t0, &[0x81]);
         assert!(!full.contains(&key(0x81)) && full.replacement(&key(0x81)).is_some());
         assert_eq!(a.check(t0, &full, &key(0x81), &key(0x00), 10), Ok(()));
         // Object 0x03..: peers 0x02 (distance 0x01..) and 0x01 (0x02..) are closer than us
@@ -220,20 +232,8 @@ mod tests {
             ..ReplicationConfig::default()
         };
         let mut a = Admission::new(key(0), &config);
-        // Bucket 0x80.. holds one contact (k = 1); 0x81.. and 0x82.. asked us something and
-        // wait as replacements, as a stranger's fresh keys would.
-        let mut t = RoutingTable::new(key(0), 1, 4, 2, None, t0);
-        for (i, first) in [0x80u8, 0x81, 0x82].into_iter().enumerate() {
-            let peer = TestPeer {
-                key: key(first),
-                idx: i as u32,
-            };
-            if i == 0 {
-                t.on_seen(t0, peer);
-            } else {
-                t.on_asked(t0, peer);
-            }
-        }
+        // 0x81.. and 0x82.. wait as replacements, as a stranger's fresh keys would.
+        let t = full_bucket(t0, &[0x81, 0x82]);
         let obj = key(0x00);
         assert_eq!(a.check(t0, &t, &key(0x81), &obj, 9_000), Ok(()));
         assert_eq!(
