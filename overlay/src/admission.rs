@@ -170,6 +170,17 @@ mod tests {
         t
     }
 
+    /// Our admission at RF 3 with a small budget: 1,000 bytes a second, 10,000 deep.
+    fn budgeted() -> Admission {
+        let config = ReplicationConfig {
+            rf: 3,
+            accept_bytes_per_second: 1000,
+            accept_burst_bytes: 10_000,
+            ..ReplicationConfig::default()
+        };
+        Admission::new(key(0), &config)
+    }
+
     /// A table whose bucket 0x80.. holds one contact (k = 1), 0x80..; the `asked` keys of
     /// that bucket asked us something and wait as replacements.
     fn full_bucket(now: Instant, asked: &[u8]) -> RoutingTable<TestPeer> {
@@ -225,13 +236,7 @@ mod tests {
     #[test]
     fn replacements_share_one_budget_and_contacts_keep_their_own() {
         let t0 = Instant::from_duration(Duration::ZERO);
-        let config = ReplicationConfig {
-            rf: 3,
-            accept_bytes_per_second: 1000,
-            accept_burst_bytes: 10_000,
-            ..ReplicationConfig::default()
-        };
-        let mut a = Admission::new(key(0), &config);
+        let mut a = budgeted();
         // 0x81.. and 0x82.. wait as replacements, as a stranger's fresh keys would.
         let t = full_bucket(t0, &[0x81, 0x82]);
         let obj = key(0x00);
@@ -266,13 +271,7 @@ mod tests {
     #[test]
     fn each_peer_has_a_byte_budget_that_refills() {
         let t0 = Instant::from_duration(Duration::ZERO);
-        let config = ReplicationConfig {
-            rf: 3,
-            accept_bytes_per_second: 1000,
-            accept_burst_bytes: 10_000,
-            ..ReplicationConfig::default()
-        };
-        let mut a = Admission::new(key(0), &config);
+        let mut a = budgeted();
         let t = table(t0, &[0x01, 0x02]);
         let obj = key(0x00);
         assert_eq!(a.check(t0, &t, &key(0x01), &obj, 9_000), Ok(()));
