@@ -8,7 +8,10 @@
 //! answered `Stored` after their fsync; short of W it is an error, never a success.
 //!
 //! Trust (who may do what, checked on every inbound exchange):
-//! - SEND: any authenticated peer, but `sender` must be that peer's id (else `BadSender`).
+//! - SEND: any authenticated peer, but `sender` must be that peer's id (else `BadSender`),
+//!   and only at a node whose table puts it among the 2·RF closest to the mailbox, the
+//!   set the owner's receive asks (else `NotHolder`, which the sender counts as no copy):
+//!   a copy elsewhere would count toward W and never be delivered.
 //!   SEND_FOR is a SEND on behalf of a principal behind the sender (a public client of its
 //!   gateway, named by a hash of its tenant or token): the same check, and the message
 //!   counts against that principal's share of the mailbox, at most the limits the request
@@ -163,6 +166,42 @@ pub struct Mail {
     pushed: Arc<std::sync::Mutex<PushLog>>,
 }
 
+/// How far one holder confirmed one mailbox's messages in a repair round. A push that
+/// fails leaves the holder out for the rest of the round with its cursor where it was:
+/// were it sent the next batch, that batch's success would move the cursor past the
+/// messages of the failed one, and they would not be pushed again until the log is
+/// forgotten ([`FULL_PUSH_EVERY`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    /// The last sequence number the holder confirmed.
+    upto: u64,
+    /// A push to it failed this round.
+    failed: bool,
+}
+
+impl Cursor {
+    fn at(upto: u64) -> Cursor {
+        Cursor {
+            upto,
+            failed: false,
+        }
+    }
+
+    /// Whether the message numbered `seq` goes to this holder in this round.
+    fn wants(&self, seq: u64) -> bool {
+        !self.failed && seq > self.upto
+    }
+
+    /// The holder took every message up to `upto`.
+    fn pushed(&mut self, upto: u64) {
+        self.upto = self.upto.max(upto);
+    }
+
+    fn failed(&mut self) {
+        self.failed = true;
+    }
+}
+
 /// What repair already pushed: per (mailbox, holder), the local sequence number up to
 /// which that holder confirmed our messages. A round pushes each holder only what came
 /// after it, so a steady mailbox costs nothing; a holder new to the closest set starts
@@ -279,10 +318,11 @@ impl Mail {
             .collect();
         let n = envs.len();
         let want = self.objects.write_quorum();
-        let (peers, self_in) = self
-            .objects
-            .closest_set(Key::for_node(&mailbox), self.rf())
-            .await;
+        let key = Key::for_node(&mailbox);
+        let (peers, self_in) = self.objects.closest_set(key, self.rf()).await;
+        // A walk that failed or came back short puts us in the set; our own copy counts
+        // only where a receiving holder's would (the rule `send_here` applies).
+        let self_in = self_in && self.objects.dht.holds_mailbox(key).await.unwrap_or(false);
         let (tx, mut rx) = mpsc::channel((peers.len() * n).max(1));
         for peer in peers {
             let mail = self.clone();
@@ -303,6 +343,12 @@ impl Mail {
                     let answer = tokio::time::timeout_at(deadline, mail.ask(&peer, &req)).await;
                     let outcome = match answer {
                         Ok(Ok(MailboxResponse::Stored { duplicate })) => Ok(duplicate),
+                        // Not a holder in its own view: no copy, and no advice for the
+                        // client (a quota or size refusal is).
+                        Ok(Ok(MailboxResponse::Refused {
+                            reason: Refusal::NotHolder,
+                            ..
+                        })) => Err(None),
                         Ok(Ok(MailboxResponse::Refused {
                             reason,
                             retry_after_ms,
@@ -568,20 +614,24 @@ impl Mail {
                 }
             });
         }
-        let mut deleted = 0;
-        if self_in {
+        // Our own copy is acked beside the others, and its failure (a full disk) waits
+        // for them: returning early would drop `asks` and abort the acks in flight, and
+        // every holder would deliver the read mail again until it dead-letters it.
+        let local = if self_in {
             let ids = ids.clone();
-            deleted = self
-                .blocking(move |s| s.ack(now(), &me, &ids))
-                .await?
-                .map_err(|e| MailError::Store(e.to_string()))?;
-        }
+            self.blocking(move |s| s.ack(now(), &me, &ids))
+                .await
+                .and_then(|r| r.map_err(|e| MailError::Store(e.to_string())))
+        } else {
+            Ok(0)
+        };
+        let mut deleted = 0;
         while let Some(r) = asks.join_next().await {
             if let Ok(Some(d)) = r {
                 deleted = deleted.max(d);
             }
         }
-        Ok(deleted)
+        Ok(deleted.max(local?))
     }
 
     /// The `n` closest nodes to `mailbox`'s key in our table, us included, nearest first
@@ -648,17 +698,17 @@ impl Mail {
         let mut stored = 0u64;
         let mut pushed = 0u64;
         for mailbox in self.store.mailboxes(REPAIR_MAILBOXES_MAX) {
-            let mut peers: Vec<(NetPeer, u64)> = self
+            let mut peers: Vec<(NetPeer, Cursor)> = self
                 .known_closest(&mailbox, self.rf())
                 .await
                 .into_iter()
                 .filter(|p| p.id != me)
                 .map(|p| {
                     let upto = confirmed.remove(&(mailbox, p.id)).unwrap_or(0);
-                    (p, upto)
+                    (p, Cursor::at(upto))
                 })
                 .collect();
-            let Some(mut after) = peers.iter().map(|(_, upto)| *upto).min() else {
+            let Some(mut after) = peers.iter().map(|(_, c)| c.upto).min() else {
                 continue;
             };
             loop {
@@ -674,12 +724,12 @@ impl Mail {
                     Ok(p) => p,
                     Err(_) => break,
                 };
-                for (peer, upto) in peers.iter_mut() {
+                for (peer, cursor) in peers.iter_mut() {
                     let messages: Vec<(Envelope, Option<[u8; 32]>)> = batch
                         .messages
                         .iter()
                         .zip(&principals)
-                        .filter(|(d, _)| d.seq > *upto)
+                        .filter(|(d, _)| cursor.wants(d.seq))
                         .map(|(d, p)| (d.message.clone(), *p))
                         .collect();
                     if messages.is_empty() {
@@ -698,18 +748,21 @@ impl Mail {
                         Ok(Ok(MailboxResponse::Replicated { stored: s })) => {
                             stored += u64::from(s);
                             pushed += n;
-                            *upto = batch.next_cursor;
+                            cursor.pushed(batch.next_cursor);
                         }
-                        _ => tracing::debug!(peer = %peer.id, "mailbox repair push failed"),
+                        _ => {
+                            tracing::debug!(peer = %peer.id, "mailbox repair push failed");
+                            cursor.failed();
+                        }
                     }
                 }
-                if !batch.more {
+                if !batch.more || peers.iter().all(|(_, c)| c.failed) {
                     break;
                 }
             }
-            for (peer, upto) in peers {
-                if upto > 0 {
-                    kept.insert((mailbox, peer.id), upto);
+            for (peer, cursor) in peers {
+                if cursor.upto > 0 {
+                    kept.insert((mailbox, peer.id), cursor.upto);
                 }
             }
         }
@@ -954,6 +1007,18 @@ async fn send_here(
     if env.sender != peer {
         return Err((Refusal::BadSender, None));
     }
+    // A copy here must be one the owner's receive asks for, or it counts toward the
+    // sender's W and is never delivered.
+    match mail
+        .objects
+        .dht
+        .holds_mailbox(Key::for_node(&env.mailbox))
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err((Refusal::NotHolder, None)),
+        Err(_) => return Err((Refusal::Unavailable, None)),
+    }
     match mail
         .blocking(move |s| s.send_for(now(), env, principal))
         .await
@@ -1002,5 +1067,32 @@ async fn replicate_here(
             Ok(MailboxResponse::Replicated { stored })
         }
         Err(_) => Err((Refusal::Unavailable, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    /// Batch 1 fails at a holder, batch 2 would succeed: the holder must not be sent batch
+    /// 2 in that round, or its success confirms batch 1's messages too (they were never
+    /// taken, and would wait for the full push minutes later).
+    #[test]
+    fn a_failed_push_keeps_the_holder_cursor_for_the_round() {
+        let mut c = Cursor::at(0);
+        assert!(c.wants(1));
+        c.failed();
+        assert!(
+            !c.wants(65),
+            "a later batch goes to a holder that failed this round"
+        );
+        assert_eq!(c.upto, 0, "a failure moved the cursor");
+
+        let mut c = Cursor::at(10);
+        assert!(!c.wants(10) && c.wants(11));
+        c.pushed(64);
+        assert!(!c.wants(64) && c.wants(65));
+        c.pushed(3);
+        assert_eq!(c.upto, 64, "a cursor never moves back");
     }
 }

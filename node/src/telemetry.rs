@@ -235,6 +235,21 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Mean copies per object this node leads, as last proven.",
     ),
+    (
+        "holders_too_slow_total",
+        Kind::Counter,
+        "Fetches left for the next holder because the holder moved less than the minimum rate.",
+    ),
+    (
+        "copies_fetched_back_total",
+        Kind::Counter,
+        "Tries to fetch back a copy of ours dropped as corrupt, by outcome (ok, failed; gave_up and not_tried per object).",
+    ),
+    (
+        "repair_transfers_in_flight",
+        Kind::Gauge,
+        "Object transfers (repairs and writes' copies) started and not reported done yet.",
+    ),
 ];
 
 /// The kind of a metric family.

@@ -120,6 +120,23 @@ async fn put_get_and_integrity_across_the_mesh() {
             .load(Ordering::Relaxed),
         1
     );
+    // The reader asked the "liar" for the chunk that failed: an honest node with a rotten
+    // disk finds its rot that way (it served the long range unchecked), drops the copy and
+    // fetches a good one back.
+    let store = &nodes[liar].ctx.objects.store;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(store.corrupt_found() == 1
+        && store
+            .read_verified(&hash, 0, body.len() as u64)
+            .is_ok_and(|b| b == body))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the holder found its rot and healed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    flip_byte(&nodes[liar], &hash, 9 << 20);
 
     // The liar's own gateway never serves its corrupt copy: the bad chunk (at 9 MiB, deep in
     // the stream, after the headers went out) is caught, the copy dropped and counted, and
@@ -128,8 +145,7 @@ async fn put_get_and_integrity_across_the_mesh() {
     let (status, got) = http("GET", url.clone(), vec![]).await;
     assert_eq!(status, 200);
     assert!(got == body, "the stream continued from the mesh");
-    assert_eq!(nodes[liar].ctx.objects.store.corrupt_found(), 1);
-    assert_eq!(nodes[liar].ctx.objects.store.size(&hash), None, "dropped");
+    assert_eq!(store.corrupt_found(), 2, "found and dropped");
     // A bad first chunk on another holder: caught before a byte of it goes out, same recovery.
     let reader_store = &nodes[honest].ctx.objects.store;
     flip_byte(&nodes[honest], &hash, 100);
@@ -142,6 +158,61 @@ async fn put_get_and_integrity_across_the_mesh() {
     assert_eq!(status, 200);
     assert!(got == body);
     assert_eq!(reader_store.corrupt_found(), 1);
+
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A PUT whose client hangs up while its copies are being placed: the write goes on, every
+/// copy it registered with the planner is reported, and the object reaches its holders.
+/// When the write ran inside the HTTP handler, dropping the handler dropped the write, and
+/// the planner waited for ever on its (object, target) pairs: never planned again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_client_hangs_up_still_reports_every_copy() {
+    println!("seed = {SEED:#x}");
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = tokio::time::timeout(Duration::from_secs(30), mesh(dir.path(), 3))
+        .await
+        .unwrap();
+    let gateway = nodes[0].ctx.clone();
+    let body = data(32 << 20);
+    let hash = gateway.objects.store.put(&body, None).unwrap();
+    let in_flight = || gateway.dht.status().transfers_in_flight;
+    assert_eq!(in_flight(), 0);
+
+    // Drive the write until the planner holds its copies' transfers, then drop it, as a
+    // server drops the handler of a client that went away.
+    let mut write = Box::pin(gateway.objects.replicate(hash, body.len() as u64));
+    let registered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            tokio::select! {
+                r = &mut write => panic!("the write answered ({r:?}) before it could be dropped"),
+                () = tokio::time::sleep(Duration::from_millis(2)) => {}
+            }
+            if in_flight() > 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(registered.is_ok(), "the write never registered its copies");
+    drop(write);
+
+    // The copies land and are reported: nothing is left in flight.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while (in_flight() > 0 || holders(&nodes, &hash).len() < 3)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        in_flight(),
+        0,
+        "a transfer of the dropped write was never reported"
+    );
+    assert_eq!(holders(&nodes, &hash), vec![0, 1, 2]);
 
     for n in nodes {
         n.shutdown().await;

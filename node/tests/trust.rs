@@ -465,6 +465,25 @@ async fn an_unreadable_file_is_unavailable_and_never_deleted() {
 
 /// Flips one bit of byte `at` of `hash`'s file in `store`, as a disk's rot would: the
 /// file's path and its rotten bytes.
+/// PUTs `data` through the first of `nodes` (201) and waits until every node holds a copy
+/// (RF 3 on 3 nodes); returns its hash.
+async fn put_on_every_node(nodes: &[node::app::RunningNode], data: &[u8]) -> [u8; 32] {
+    let a = &nodes[0];
+    let (status, reply) = http("PUT", format!("http://{}/o", a.ctx.http), data.to_vec()).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+    let hash = *blake3::hash(data).as_bytes();
+    let held = |n: &node::app::RunningNode| n.ctx.objects.store.size(&hash).is_some();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !nodes.iter().all(held) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RF 3 copies on 3 nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hash
+}
+
 fn rot(store: &Store, hash: &[u8; 32], at: usize) -> (std::path::PathBuf, Vec<u8>) {
     let path = store.data_file(hash).unwrap();
     let mut on_disk = std::fs::read(&path).unwrap();
@@ -531,19 +550,9 @@ async fn a_rotten_copy_is_dropped_replanned_and_fetched_back() {
     let nodes = mesh(dir.path(), 3).await;
     let a = &nodes[0];
     let data = bytes(&mut rng, 300_000);
-    let hash = *blake3::hash(&data).as_bytes();
+    let hash = put_on_every_node(&nodes, &data).await;
     let url = format!("http://{}/o/{}", a.ctx.http, id_string(&hash));
-    let (status, reply) = http("PUT", format!("http://{}/o", a.ctx.http), data.clone()).await;
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
     let held = |n: &node::app::RunningNode| n.ctx.objects.store.size(&hash).is_some();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !nodes.iter().all(held) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "RF 3 copies on 3 nodes"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let (path, on_disk) = rot(&a.ctx.objects.store, &hash, 150_000);
     // The read that finds the rot still answers, from the mesh.
@@ -824,6 +833,9 @@ enum SliceLie {
     Trailing,
     /// The length header off by one.
     WrongLength,
+    /// The genuine slice, 16 KiB every 300 ms (about 53 KiB/s): every frame well within
+    /// the 10 s silence bound, the whole below the 64 KiB/s minimum rate.
+    Trickle,
 }
 
 /// A holder that serves GET from a real copy, bent by its lie, in 64 KiB frames (cut
@@ -859,10 +871,20 @@ impl SliceLiar {
             SliceLie::Truncated => enc.truncate(enc.len() - 3),
             SliceLie::Trailing => enc.extend_from_slice(&[7u8; 100]),
             SliceLie::WrongLength => enc[..8].copy_from_slice(&(size + 1).to_le_bytes()),
+            SliceLie::Trickle => {}
         }
         let found = ObjectResponse::Found { size, range };
         ex.send(Status::Ok, message::encode(&found), false).await?;
         let enc = Bytes::from(enc);
+        if let SliceLie::Trickle = lie {
+            let frames = enc.len().div_ceil(16 << 10);
+            for i in 0..frames {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let part = enc.slice(i * (16 << 10)..((i + 1) * (16 << 10)).min(enc.len()));
+                ex.send(Status::Ok, part, i + 1 == frames).await?;
+            }
+            return Ok(());
+        }
         let frames = enc.len().div_ceil(64 << 10);
         for i in 0..frames {
             let part = enc.slice(i * (64 << 10)..((i + 1) * (64 << 10)).min(enc.len()));
@@ -880,6 +902,46 @@ impl InboundHandler for SliceLiar {
     fn handle(&self, ex: InboundExchange) -> HandlerFuture {
         Box::pin(SliceLiar::answer(self.store.clone(), self.lie, ex))
     }
+}
+
+/// A holder serving `data` bent by `lie`, on its own endpoint.
+fn slice_liar(data: &[u8], lie: SliceLie) -> (Transport, NetPeer) {
+    let handler = Arc::new(SliceLiar {
+        store: Store::amnesia(1 << 30),
+        lie,
+    });
+    handler.store.put(data, None).unwrap();
+    let t = Transport::bind(
+        Arc::new(Identity::generate().unwrap()),
+        TransportConfig::with_listen("127.0.0.1:0".parse().unwrap()),
+        handler,
+    )
+    .unwrap();
+    let peer = NetPeer::new(t.node_id(), t.local_addr());
+    (t, peer)
+}
+
+/// The whole of `hash` (`len` bytes) fetched by `objects` from `order` with failover, read
+/// by a client that waits `pause` after each piece: what the fetch returned, and the bytes.
+async fn fetch_all(
+    objects: &node::objects::Objects,
+    order: Vec<NetPeer>,
+    hash: [u8; 32],
+    len: u64,
+    pause: Duration,
+) -> (Result<(), node::objects::FetchError>, Vec<u8>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let range = ByteRange { start: 0, len };
+    let fetch = {
+        let objects = objects.clone();
+        tokio::spawn(async move { objects.fetch_failover(&order, hash, range, tx).await })
+    };
+    let mut got = Vec::new();
+    while let Some(piece) = rx.recv().await {
+        got.extend_from_slice(&piece);
+        tokio::time::sleep(pause).await;
+    }
+    (fetch.await.unwrap(), got)
 }
 
 /// Every way a holder can bend a slice is caught (counted against it), and the fetch fails
@@ -901,38 +963,16 @@ async fn a_bent_slice_is_caught_and_the_fetch_fails_over() {
         SliceLie::Trailing,
         SliceLie::WrongLength,
     ] {
-        let handler = Arc::new(SliceLiar {
-            store: Store::amnesia(1 << 30),
-            lie,
-        });
-        handler.store.put(&data, None).unwrap();
-        let t = Transport::bind(
-            Arc::new(Identity::generate().unwrap()),
-            TransportConfig::with_listen("127.0.0.1:0".parse().unwrap()),
-            handler,
-        )
-        .unwrap();
-        let liar = NetPeer::new(t.node_id(), t.local_addr());
+        let (t, liar) = slice_liar(&data, lie);
         let caught_before = reader
             .ctx
             .objects
             .stats
             .integrity_fail_peer
             .load(Ordering::Relaxed);
-        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        let objects = reader.ctx.objects.clone();
         let order = vec![liar, peer(honest)];
-        let range = ByteRange {
-            start: 0,
-            len: data.len() as u64,
-        };
-        let fetch =
-            tokio::spawn(async move { objects.fetch_failover(&order, hash, range, tx).await });
-        let mut got = Vec::new();
-        while let Some(piece) = rx.recv().await {
-            got.extend_from_slice(&piece);
-        }
-        let fetched = fetch.await.unwrap();
+        let len = data.len() as u64;
+        let (fetched, got) = fetch_all(&reader.ctx.objects, order, hash, len, Duration::ZERO).await;
         assert!(fetched.is_ok(), "{lie:?}: {fetched:?}");
         assert!(got == data, "{lie:?}: the stream differs");
         let caught = reader
@@ -944,6 +984,111 @@ async fn a_bent_slice_is_caught_and_the_fetch_fails_over() {
         assert_eq!(caught, caught_before + 1, "{lie:?}: the liar was counted");
         t.close().await;
     }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A holder that keeps each frame within the silence bound but moves less than the minimum
+/// rate is left, past the grace, for the next holder, from the last verified byte: a read
+/// never hangs on a trickle. Before, a fetch kept waiting as long as frames came (1 MiB at
+/// 53 KiB/s: 20 s; a 1 GiB object: hours).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_trickles_is_left_for_the_next() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("trickling holder"));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 2).await;
+    let (reader, honest) = (&nodes[0], &nodes[1]);
+    let data = bytes(&mut rng, 1 << 20);
+    let len = data.len() as u64;
+    let hash = honest.ctx.objects.store.put(&data, None).unwrap();
+    let (t, slow) = slice_liar(&data, SliceLie::Trickle);
+    // The reader's grace cut to 1 s (10 s by default) to keep the test short.
+    let mut objects = reader.ctx.objects.clone();
+    let mut limits = (*objects.limits).clone();
+    limits.transfer_rate_grace = Duration::from_secs(1);
+    objects.limits = Arc::new(limits);
+    let too_slow = || objects.stats.holders_too_slow.load(Ordering::Relaxed);
+
+    let started = tokio::time::Instant::now();
+    let order = vec![slow, peer(honest)];
+    let (fetched, got) = fetch_all(&objects, order, hash, len, Duration::ZERO).await;
+    let took = started.elapsed();
+    println!("1 MiB with a trickling first holder: {took:?}");
+    assert!(fetched.is_ok(), "{fetched:?}");
+    assert!(got == data, "one verified stream across both holders");
+    assert_eq!(too_slow(), 1, "the trickle was left");
+    assert!(
+        took < Duration::from_secs(8),
+        "left after the grace, not read to its end: {took:?}"
+    );
+
+    // A slow client of ours is not the holder's fault: the honest holder alone, read at
+    // one piece per 150 ms (longer than the 1 s grace in all), is never left.
+    let started = tokio::time::Instant::now();
+    let pause = Duration::from_millis(150);
+    let (fetched, got) = fetch_all(&objects, vec![peer(honest)], hash, len, pause).await;
+    println!("1 MiB to a slow client: {:?}", started.elapsed());
+    assert!(fetched.is_ok(), "{fetched:?}");
+    assert!(got == data);
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "slower than the grace"
+    );
+    assert_eq!(too_slow(), 1, "the honest holder was not left");
+    t.close().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A copy that rotted on one of the RF closest is found by the next proof (the holder
+/// checks a short range in its own store before serving it), dropped there, and replaced:
+/// repair pushes a good copy, or the holder fetches one back first. Before, the rotten
+/// holder served the bad group, the proof failed as if the holder lied, and repair backed
+/// off and tried again for ever with the object one copy short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotten_copy_at_a_holder_is_found_by_a_proof_and_replaced() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("rotten holder"));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 3).await;
+    let a = &nodes[0];
+    // One 16 KiB group: every proof reads the rotten byte.
+    let data = bytes(&mut rng, 12_000);
+    let hash = put_on_every_node(&nodes, &data).await;
+    let rotten = &nodes[2];
+    rot(&rotten.ctx.objects.store, &hash, 5_000);
+    let lied_before = a.ctx.objects.stats.holders_lied.load(Ordering::Relaxed);
+
+    let report = a.ctx.objects.repair_now(hash).await.unwrap();
+    println!("{report:?}");
+    let at_rotten = report
+        .closest
+        .iter()
+        .find(|p| p.id == rotten.ctx.transport.node_id())
+        .expect("the rotten holder is among the closest");
+    // Pushed by this repair, or fetched back by the holder itself once it dropped the rot
+    // (whichever came first); proven either way.
+    assert!(at_rotten.holds, "a good copy proven: {at_rotten:?}");
+    assert_eq!(report.copies(), 3);
+    assert_eq!(
+        rotten.ctx.objects.store.corrupt_found(),
+        1,
+        "found by itself"
+    );
+    assert_eq!(
+        a.ctx.objects.stats.holders_lied.load(Ordering::Relaxed),
+        lied_before,
+        "an honest holder with a rotten disk is not a liar"
+    );
+    let got = rotten
+        .ctx
+        .objects
+        .store
+        .read_verified(&hash, 0, data.len() as u64);
+    assert!(got.is_ok_and(|b| b == data), "the copy now verifies");
     for n in nodes {
         n.shutdown().await;
     }

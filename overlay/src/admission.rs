@@ -20,6 +20,11 @@
 //! Contacts keep a budget each. The responsibility rule and the budgets are what bound a
 //! peer that joined on purpose; a capability forwarded with a write's copies would be the
 //! stronger rule (not built).
+//!
+//! Mail follows the same table rule, widened: a node stores a message for a mailbox only
+//! when it is among the 2·RF closest to the mailbox's key ([`Admission::holds_mailbox`]),
+//! the nodes its owner's receive asks, so a copy that counts toward a send's W is one the
+//! owner can find.
 
 use std::collections::BTreeMap;
 
@@ -89,14 +94,28 @@ impl Admission {
     /// Whether we are among the RF closest to `object` in `table`, counting only contacts
     /// without recent failures as closer.
     pub fn is_responsible<P: Peer>(&self, table: &RoutingTable<P>, object: &Key) -> bool {
-        let ours = self.local.distance(object);
+        self.among_closest(table, object, self.rf)
+    }
+
+    /// Whether a message for the mailbox whose key is `mailbox` may be stored here: we are
+    /// among the 2·RF closest to it in `table`, the set its owner's receive asks (twice RF,
+    /// so copies placed while the closest set was another are still found). A copy stored
+    /// anywhere else is one the owner never asks for: it must not count toward a send's W.
+    pub fn holds_mailbox<P: Peer>(&self, table: &RoutingTable<P>, mailbox: &Key) -> bool {
+        self.among_closest(table, mailbox, 2 * self.rf)
+    }
+
+    /// Whether fewer than `n` contacts of `table` without recent failures are closer to
+    /// `key` than we are.
+    fn among_closest<P: Peer>(&self, table: &RoutingTable<P>, key: &Key, n: usize) -> bool {
+        let ours = self.local.distance(key);
         let closer = table
-            .closest(object, self.rf + 8)
+            .closest(key, n + 8)
             .iter()
-            .filter(|p| p.key().distance(object) < ours)
+            .filter(|p| p.key().distance(key) < ours)
             .filter(|p| table.get(&p.key()).is_some_and(|e| e.failures == 0))
             .count();
-        closer < self.rf
+        closer < n
     }
 
     /// Decides a push of `size` bytes of `object` from `from`, charging its budget when
@@ -266,6 +285,28 @@ mod tests {
         assert!(!a.is_responsible(&t, &obj), "peer 0x01 is closer");
         t.on_failure(&key(0x01));
         assert!(a.is_responsible(&t, &obj), "a failing contact may be dead");
+    }
+
+    #[test]
+    fn a_mailbox_is_held_by_the_twice_rf_closest() {
+        let t0 = Instant::from_duration(Duration::ZERO);
+        let config = ReplicationConfig {
+            rf: 1,
+            ..ReplicationConfig::default()
+        };
+        let a = Admission::new(key(0), &config);
+        let mut t = table(t0, &[0x01, 0x02, 0x04]);
+        // Mailbox 0x03..: 0x02 (distance 0x01..) and 0x01 (0x02..) are closer than we are
+        // (0x03..): with RF 1 the owner asks the 2 closest, and we are third.
+        let mailbox = key(0x03);
+        assert!(!a.holds_mailbox(&t, &mailbox));
+        // Mailbox 0x01..: only 0x01 itself is closer; we are second of the two asked, though
+        // not the RF closest that an object of that key would go to.
+        assert!(a.holds_mailbox(&t, &key(0x01)));
+        assert!(!a.is_responsible(&t, &key(0x01)));
+        // A failing contact may be dead: it does not count as closer.
+        t.on_failure(&key(0x02));
+        assert!(a.holds_mailbox(&t, &mailbox));
     }
 
     #[test]

@@ -223,3 +223,38 @@ impl Default for ReplicationConfig {
         }
     }
 }
+
+/// How long a node's object reads and writes wait: a GET's search for a holder and each
+/// holder's answer to its probe, a PUT's wait for its copies. The node and simnet read
+/// these same numbers, so a simulated GET or PUT gives up where a real one does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectTimings {
+    /// How long a GET may search for holders, every pass included (5 s).
+    pub search_timeout: Duration,
+    /// How long one holder may take to answer a probe during a search (1.5 s).
+    pub probe_timeout: Duration,
+    /// A PUT waits for its W copies at most this plus the object's size at
+    /// `put_wait_rate` (10 s); then it answers 503 and repair goes on.
+    pub put_wait_base: Duration,
+    /// Bytes per second of the object's size added to `put_wait_base` (4 MiB/s).
+    pub put_wait_rate: u64,
+}
+
+impl Default for ObjectTimings {
+    fn default() -> Self {
+        ObjectTimings {
+            search_timeout: Duration::from_secs(5),
+            probe_timeout: Duration::from_millis(1500),
+            put_wait_base: Duration::from_secs(10),
+            put_wait_rate: 4 << 20,
+        }
+    }
+}
+
+impl ObjectTimings {
+    /// How long a PUT of `size` bytes waits for its quorum.
+    pub fn put_wait(&self, size: u64) -> Duration {
+        let rate = self.put_wait_rate.max(1);
+        self.put_wait_base + Duration::from_secs_f64(size as f64 / rate as f64)
+    }
+}

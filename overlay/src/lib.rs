@@ -44,7 +44,7 @@ pub mod write;
 
 pub use admission::{Admission, Refusal};
 pub use cause::{ConnectionEvent, FailureCause};
-pub use config::{Config, IpDiversity, ReplicationConfig};
+pub use config::{Config, IpDiversity, ObjectTimings, ReplicationConfig};
 pub use dht::{
     CommandError, Dht, DhtStats, Event, PlacementWalk, Request, Response, RpcFailure, RpcId,
     Transmit,

@@ -200,6 +200,13 @@ impl<P: Peer> Planner<P> {
         self.stats
     }
 
+    /// Transfers handed out (planned or registered by a write) and not reported done yet.
+    /// One that is never reported blocks its (object, target) pair for good, so a driver
+    /// that loses one has a bug this count shows.
+    pub fn transfers_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
     /// Objects held locally.
     pub fn objects(&self) -> usize {
         self.objects.len()

@@ -3,7 +3,8 @@
 //! and tenant quota), and a five-node mesh
 //! where mail sent to an offline node survives a SIGKILLed holder and is delivered exactly
 //! once after acks, a stranger can neither read, ack, forge nor replicate another node's
-//! mail over OAP/1, and a send short of its W holders is refused.
+//! mail over OAP/1, and a send short of its W holders is refused; a node far from a
+//! mailbox refuses to hold its mail (no copy where the owner's receive never asks).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -702,4 +703,80 @@ fn a_durable_node_keeps_acknowledged_mail_across_a_sigkill() {
     node.restart().unwrap();
     node.wait_ready(START).unwrap();
     assert_eq!(recv(&node, "1s"), vec![(id, b64("on disk"))]);
+}
+
+/// A SEND is a copy only where the owner's receive will look: a node stores mail for a
+/// mailbox only when its table puts it among the 2·RF closest to the mailbox's key (the
+/// set a receive asks). A sender with a stale view got `Stored` from any node, counted it
+/// toward W, and the acknowledged message sat where its owner never asked (audit A6).
+#[test]
+fn a_send_to_a_node_far_from_the_mailbox_is_refused() {
+    let mut mesh = Mesh::start(4, |_, spec| {
+        spec.args
+            .extend(["--rf", "1", "--w", "1", "--open-writes"].map(String::from));
+    })
+    .unwrap();
+    mesh.wait_ready(START).unwrap();
+    let ids = mesh.ids().unwrap();
+    let all: Vec<usize> = (0..4).collect();
+    mesh.wait_tables_hold(&all, &ids, START).unwrap();
+    // The mailbox is node 0's; with RF 1 the receive asks the 2 closest to its key, so the
+    // node farthest from it (4th of 4 in every table) is no holder, the nearest other one is.
+    let key = |id: &NodeId| overlay::Key::for_node(id);
+    let mailbox = ids[0];
+    let mut by_distance: Vec<usize> = (1..4).collect();
+    by_distance.sort_by_key(|&i| key(&ids[i]).distance(&key(&mailbox)));
+    let (near, far) = (by_distance[0], by_distance[2]);
+    println!("mailbox of node-0: nearest other node-{near}, farthest node-{far}");
+
+    let (t, rt) = stranger();
+    let me = t.node_id();
+    let letter = |k: &str| Envelope {
+        mailbox,
+        sender: me,
+        idempotency_key: k.as_bytes().to_vec(),
+        ttl_ms: 0,
+        e2e: false,
+        payload: b"for node 0".to_vec(),
+    };
+    let at = |i: usize| (mesh.nodes[i].quic(), ids[i]);
+    let r = ask(&rt, &t, at(far), &MailboxRequest::Send(letter("far")));
+    assert_eq!(
+        refused(&r),
+        Some(Refusal::NotHolder),
+        "node-{far}, 4th closest of 4 to the mailbox, answered {r:?}"
+    );
+    assert_eq!(
+        queue_depth(&mesh.nodes[far]),
+        0.0,
+        "node-{far} kept the copy"
+    );
+    let r = ask(&rt, &t, at(near), &MailboxRequest::Send(letter("near")));
+    assert!(
+        matches!(r, (200, Some(MailboxResponse::Stored { duplicate: false }))),
+        "node-{near}, 2nd closest to the mailbox, answered {r:?}"
+    );
+    rt.block_on(t.close());
+
+    // A control, not the fix: through the far node's own gateway the send goes to the
+    // holders its walk finds, and the owner receives it.
+    let r = send(
+        mesh.nodes[far].http(),
+        &mailbox,
+        "via-far",
+        None,
+        "",
+        "hello",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        queue_depth(&mesh.nodes[far]),
+        0.0,
+        "node-{far} holds mail it is far from"
+    );
+    let got = recv(&mesh.nodes[0], "2s");
+    assert!(
+        got.iter().any(|(_, p)| *p == b64("hello")),
+        "node-0 did not receive the message: {got:?}"
+    );
 }

@@ -39,27 +39,35 @@ impl RpcError {
     /// What went wrong, for the overlay to judge.
     pub(super) fn cause(&self) -> FailureCause {
         use FailureCause as C;
-        use TransportError as T;
         match self {
-            RpcError::Transport(T::TooManyConnections { .. }) => C::ConnectionCap,
-            RpcError::Transport(T::Closed | T::SelfDial) => C::OursClosing,
-            RpcError::Transport(T::Timeout {
-                what: "concurrent dial",
-                ..
-            }) => C::DialQueued,
-            RpcError::Transport(T::NotConnected(_)) => C::NotConnected,
-            RpcError::Transport(e) => match connection_error(e) {
-                Some(quinn::ConnectionError::LocallyClosed) => C::ClosedHere,
-                Some(quinn::ConnectionError::ApplicationClosed(c)) if is_shutdown(c) => {
-                    C::PeerShutdown
-                }
-                Some(quinn::ConnectionError::ApplicationClosed(_)) => C::PeerClosed,
-                _ => C::Silent,
-            },
+            RpcError::Transport(e) => transport_cause(e),
             RpcError::TimedOut => C::Silent,
             RpcError::Status(Status::Unavailable) => C::Unavailable,
             RpcError::Status(_) | RpcError::Message(_) => C::BadAnswer,
         }
+    }
+}
+
+/// What a transport failure was, in the overlay's terms: the one reading of the transport's
+/// errors for every exchange with a peer (DHT requests and object transfers), so a local
+/// shortage never counts against a peer on one path and for it on another.
+pub(crate) fn transport_cause(e: &TransportError) -> FailureCause {
+    use FailureCause as C;
+    use TransportError as T;
+    match e {
+        T::TooManyConnections { .. } => C::ConnectionCap,
+        T::Closed | T::SelfDial => C::OursClosing,
+        T::Timeout {
+            what: "concurrent dial",
+            ..
+        } => C::DialQueued,
+        T::NotConnected(_) => C::NotConnected,
+        e => match connection_error(e) {
+            Some(quinn::ConnectionError::LocallyClosed) => C::ClosedHere,
+            Some(quinn::ConnectionError::ApplicationClosed(c)) if is_shutdown(c) => C::PeerShutdown,
+            Some(quinn::ConnectionError::ApplicationClosed(_)) => C::PeerClosed,
+            _ => C::Silent,
+        },
     }
 }
 

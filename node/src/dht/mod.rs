@@ -36,6 +36,7 @@ use wire::{NodeId, Status, message};
 
 use crate::transport::{PeerEvent, Role, Transport};
 use blame::RpcError;
+pub(crate) use blame::transport_cause;
 pub use peer::NetPeer;
 pub use serve::serve_dht;
 
@@ -140,6 +141,9 @@ pub struct DhtStatus {
     pub objects: usize,
     /// Mean copies known per local object, in thousandths (refreshed on timer turns).
     pub replicas_mean_milli: u64,
+    /// Object transfers the planner handed out (repairs and writes' copies) and has not
+    /// heard the end of yet.
+    pub transfers_in_flight: usize,
     /// Contacts per non-empty bucket, `(bucket index, contacts)`, nearest bucket last
     /// (the status page draws the table's fill).
     pub buckets: Vec<(u16, u16)>,
@@ -215,6 +219,10 @@ enum Command {
         key: Key,
         size: u64,
         reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    HoldsMailbox {
+        key: Key,
+        reply: oneshot::Sender<bool>,
     },
 }
 
@@ -345,6 +353,12 @@ impl DhtHandle {
             reply,
         })
         .await
+    }
+
+    /// Whether mail for the mailbox with key `key` may be stored here (the overlay's rule:
+    /// us among the 2·RF closest in our table, the set the owner's receive asks).
+    pub async fn holds_mailbox(&self, key: Key) -> Result<bool, DhtError> {
+        self.ask(|reply| Command::HoldsMailbox { key, reply }).await
     }
 
     async fn send(&self, cmd: Command) -> Result<(), DhtError> {
@@ -601,6 +615,9 @@ impl Driver {
                         .check(now, self.dht.routing_table(), &from, &key, size);
                 let _ = reply.send(verdict);
             }
+            Command::HoldsMailbox { key, reply } => {
+                let _ = reply.send(self.admission.holds_mailbox(self.dht.routing_table(), &key));
+            }
             Command::Table { reply } => {
                 let table = self
                     .dht
@@ -696,6 +713,7 @@ impl Driver {
             requests_handled: s.requests_handled,
             objects: self.planner.objects(),
             replicas_mean_milli: self.replicas_mean_milli,
+            transfers_in_flight: self.planner.transfers_in_flight(),
             buckets: self.bucket_fill(),
             recent_lookups: self.recent_lookups.iter().copied().collect(),
             peers_seen: self.dht.had_peers(),

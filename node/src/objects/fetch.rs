@@ -7,6 +7,8 @@
 //! long, a wrong length) is caught within one group; the fetch then resumes from the last
 //! verified byte at the next holder, so the client sees one continuous, verified stream.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use wire::object::{APP_PROTO_OBJECT, ByteRange, ObjectRequest, ObjectResponse};
@@ -148,11 +150,19 @@ impl Objects {
         let mut verifier = wire::tree::SliceVerifier::new(&hash, range.start, range.len);
         let mut delivered = 0u64;
         let mut ended = first.flags.contains(wire::Flags::END);
+        // A holder that keeps a frame coming within `io` but moves less than the minimum
+        // rate would hold the read for ever: past the grace it is left for the next holder.
+        // Only the time spent waiting on the holder counts, not on our own slow client.
+        let mut pace = super::pace::Pace::new(self);
+        let mut waited = Duration::ZERO;
         let outcome: Result<(), FetchError> = loop {
             if ended {
                 break verifier.finish().map_err(|_| FetchError::Integrity);
             }
-            let frame = match tokio::time::timeout(io, ex.recv()).await {
+            let asked = tokio::time::Instant::now();
+            let received = tokio::time::timeout(io, ex.recv()).await;
+            waited += asked.elapsed();
+            let frame = match received {
                 Ok(Ok(Some(f))) => f,
                 // The stream ended without END: whatever verified went out, the rest is
                 // missing, which `finish` reports.
@@ -173,6 +183,14 @@ impl Objects {
                 Ok(b) => b,
                 Err(e) => break Err(TransportError::Decode(e).into()),
             };
+            if let Err(e) = pace.progress_over(body.len(), waited) {
+                tracing::debug!(peer = %holder.id, error = %e, "holder too slow; leaving it");
+                metrics::counter!("holders_too_slow_total").increment(1);
+                self.stats
+                    .holders_too_slow
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                break Err(e.into());
+            }
             verifier.feed(body.clone());
             let mut joined = Joined::new(body);
             let verified = loop {
@@ -208,10 +226,29 @@ impl Objects {
                         .integrity_fail_peer
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(peer = %holder.id, "holder sent bytes that fail verification");
+                    self.ask_to_check(holder, hash, range.start + delivered);
                 }
                 Err((delivered, e))
             }
         }
+    }
+
+    /// Asks `holder`, in the background, for the one chunk at `at` whose group failed our
+    /// check: a holder verifies a short range in its own store before serving it, so an
+    /// honest holder whose disk rotted finds the rot and drops its copy (repair then
+    /// replaces it), where a long range it serves unverified would never tell it. A liar
+    /// learns nothing; the answer is not used.
+    fn ask_to_check(&self, holder: &NetPeer, hash: Hash, at: u64) {
+        let (objects, holder) = (self.clone(), holder.clone());
+        tokio::spawn(async move {
+            let range = ByteRange { start: at, len: 1 };
+            let request = ObjectRequest::Get {
+                hash,
+                range: Some(range),
+            };
+            let asked = objects.small_slice(&holder, hash, request, |_| range);
+            let _ = tokio::time::timeout(objects.limits.io_timeout, asked).await;
+        });
     }
 
     /// Streams `range` of `hash` from the first holder that serves it, resuming at the next
@@ -435,12 +472,16 @@ impl Objects {
         let piece = super::serve::TRANSFER_PIECE.min(ex.max_payload());
         let mut pieces = PieceReader::new(Cut::new(reader), piece).prefetch(super::serve::PREFETCH);
         let mut sent = 0u64;
+        let mut pace = super::pace::Pace::new(self);
         while let Some(piece) = pieces.recv().await {
             let piece = piece.map_err(|e| match StoreError::from_read(e) {
                 StoreError::Corrupt => FetchError::LocalCorrupt,
                 other => FetchError::Local(other.to_string()),
             })?;
             sent += piece.len() as u64;
+            // A receiver that reads slower than the minimum rate is left: its copy is not
+            // worth holding our send for hours.
+            pace.progress(piece.len())?;
             ex.send(piece, sent == size).await?;
         }
         if sent != size {

@@ -14,6 +14,7 @@
 //! - `pieces`: blocking file I/O and hashing driven from async code, a piece per trip.
 
 mod fetch;
+mod pace;
 mod pieces;
 mod repair_now;
 mod serve;
@@ -25,10 +26,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use overlay::{
-    Key, PlaceResult, PlanEvent, ProbeAnswer, QueryResult, Search, SearchOutcome, TransferOutcome,
-    WalkEnd, WalkVerdict, Write,
+    Key, PlaceResult, PlanEvent, ProbeAnswer, QueryResult, RpcFailure, Search, SearchOutcome,
+    TransferOutcome, WalkEnd, WalkVerdict, Write,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use wire::NodeId;
 use wire::Status;
@@ -36,14 +37,32 @@ use wire::object::ByteRange;
 
 pub use repair_now::{Placement, REPAIR_ALL_MAX, RepairError, RepairReport};
 
-use crate::dht::{DhtError, DhtHandle, NetPeer};
+use crate::dht::{DhtError, DhtHandle, NetPeer, transport_cause};
 use crate::quota::Quotas;
 use crate::store::{Hash, Store};
-use crate::transport::{Transport, TransportError};
+use crate::transport::Transport;
 pub(crate) use fetch::Placed;
 pub use fetch::{FetchError, Tail};
 pub(crate) use pieces::{Cut, Ingest, PieceReader};
 pub use serve::serve_object;
+
+/// How long after a failed fetch of a dropped copy the next is tried: well within the hour
+/// after which the other holders' proof of our copy lapses and their repair takes over.
+const FETCH_BACK_AGAIN: [Duration; 5] = [
+    Duration::from_secs(5),
+    Duration::from_secs(20),
+    Duration::from_secs(60),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(20 * 60),
+];
+
+/// Dropped copies fetched back at once (a disk that rots many at a time must not start a
+/// fetch of each).
+const FETCH_BACK_AT_ONCE: usize = 4;
+
+/// Dropped copies whose fetch back may be on (running or waiting to try again) at once;
+/// past it a dropped copy is left to the other holders' repair.
+const FETCH_BACK_WAITING_MAX: usize = 256;
 
 /// Limits and replication parameters of the object layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,20 +76,14 @@ pub struct ObjectLimits {
     pub w: usize,
     /// Longest silence from a peer in the middle of a transfer (10 s).
     pub io_timeout: Duration,
-    /// How long a GET may search for holders (5 s).
-    pub search_timeout: Duration,
-    /// How long one holder may take to answer a probe during a search (1.5 s).
-    pub probe_timeout: Duration,
+    /// How long a GET searches and a PUT waits (`overlay::ObjectTimings`, which simnet
+    /// runs with too).
+    pub timings: overlay::ObjectTimings,
     /// Slowest average rate an inbound transfer may keep up once `transfer_rate_grace` has
     /// passed (64 KiB/s): a transfer is bounded by its progress, never by a fixed time.
     pub transfer_min_rate: u64,
     /// How long a transfer may run before `transfer_min_rate` applies (10 s).
     pub transfer_rate_grace: Duration,
-    /// A PUT waits for its W copies at most `put_wait_base` plus the object's size at
-    /// `put_wait_rate` (10 s + size at 4 MiB/s); then it answers 503 and repair goes on.
-    pub put_wait_base: Duration,
-    /// See `put_wait_base`.
-    pub put_wait_rate: u64,
 }
 
 impl Default for ObjectLimits {
@@ -80,12 +93,9 @@ impl Default for ObjectLimits {
             rf: 3,
             w: 2,
             io_timeout: Duration::from_secs(10),
-            search_timeout: Duration::from_secs(5),
-            probe_timeout: Duration::from_millis(1500),
+            timings: overlay::ObjectTimings::default(),
             transfer_min_rate: 64 << 10,
             transfer_rate_grace: Duration::from_secs(10),
-            put_wait_base: Duration::from_secs(10),
-            put_wait_rate: 4 << 20,
         }
     }
 }
@@ -93,8 +103,7 @@ impl Default for ObjectLimits {
 impl ObjectLimits {
     /// How long a PUT of `size` bytes waits for its quorum.
     pub fn put_wait(&self, size: u64) -> Duration {
-        let rate = self.put_wait_rate.max(1);
-        self.put_wait_base + Duration::from_secs_f64(size as f64 / rate as f64)
+        self.timings.put_wait(size)
     }
 }
 
@@ -107,6 +116,9 @@ pub struct ObjectStats {
     pub integrity_fail_push: AtomicU64,
     /// Holders whose proof (a size or a chunk we asked for) did not verify.
     pub holders_lied: AtomicU64,
+    /// Fetches left for the next holder because the holder moved less than the minimum
+    /// rate.
+    pub holders_too_slow: AtomicU64,
     /// Repair transfers that moved bytes.
     pub repair_transfers: AtomicU64,
     /// Bytes moved by repair.
@@ -322,7 +334,21 @@ impl Objects {
     /// `Stored` after its fsync, or proved it already held the object with a verified read;
     /// a peer's word alone does not count. Placements still running go on in the background
     /// and report to the planner, which also repairs what the write could not place.
+    ///
+    /// The write runs on a task of its own: a client that hangs up (or a server that drops
+    /// the handler) must not cut it short, or the planner never hears how the copies it
+    /// registered ended and never plans that object at those targets again.
     pub async fn replicate(&self, hash: Hash, size: u64) -> Replicated {
+        let (answer_tx, answer) = oneshot::channel();
+        let objects = self.clone();
+        tokio::spawn(async move { objects.run_write(hash, size, answer_tx).await });
+        answer.await.unwrap_or(Replicated {
+            copies: 1,
+            want: self.write_quorum(),
+        })
+    }
+
+    async fn run_write(self, hash: Hash, size: u64, answer_tx: oneshot::Sender<Replicated>) {
         let want = self.write_quorum();
         let targets = self.targets(hash).await;
         let clock = WriteClock(tokio::time::Instant::now());
@@ -338,31 +364,28 @@ impl Objects {
         }
         self.announce(hash, size).await;
         let mut run = WriteRun {
-            objects: self.clone(),
+            objects: self,
             hash,
             size,
             clock,
             planned,
             reports: mpsc::channel(write.targets().count() * 2 + 1),
         };
-        let answer = loop {
+        let mut answer_tx = Some(answer_tx);
+        loop {
             run.start_placements(&mut write);
-            if let Some(answer) = write.answer(clock.now()) {
-                break answer;
+            if let Some(answer) = write.answer(clock.now())
+                && let Some(tx) = answer_tx.take()
+            {
+                let _ = tx.send(Replicated {
+                    copies: answer.copies,
+                    want: answer.want,
+                });
+            }
+            if write.finished() {
+                break;
             }
             run.next_report(&mut write).await;
-        };
-        if !write.finished(clock.now()) {
-            tokio::spawn(async move {
-                while !write.finished(clock.now()) {
-                    run.start_placements(&mut write);
-                    run.next_report(&mut write).await;
-                }
-            });
-        }
-        Replicated {
-            copies: answer.copies,
-            want: answer.want,
         }
     }
 
@@ -392,7 +415,7 @@ impl Objects {
     /// made-up one) does a second pass walk to the key's closest nodes whatever
     /// records it meets (`overlay::SECOND_PASS_WANTED`), within the same deadline.
     async fn locate(&self, hash: Hash) -> Result<Located, LocateError> {
-        let deadline = tokio::time::Instant::now() + self.limits.search_timeout;
+        let deadline = tokio::time::Instant::now() + self.limits.timings.search_timeout;
         match self.locate_pass(hash, 1, deadline).await {
             Err(Unproven::AfterRecords) => self
                 .locate_pass(hash, overlay::SECOND_PASS_WANTED, deadline)
@@ -459,7 +482,7 @@ impl Objects {
         let mut probing = HashMap::new();
         for c in search.candidates() {
             let objects = self.clone();
-            let t = self.limits.probe_timeout;
+            let t = self.limits.timings.probe_timeout;
             let c = c.clone();
             let key = c.key;
             let task = probes.spawn(async move {
@@ -588,20 +611,78 @@ impl Objects {
     /// stops announcing it. Runs until the node stops.
     ///
     /// The other holders counted our copy and will not repair it until their proof of it
-    /// lapses, so we fetch a good one back from them at once (verified, as every fetch).
+    /// lapses (an hour), so we fetch a good one back from them (verified, as every fetch):
+    /// at once, then again after each of [`FETCH_BACK_AGAIN`] while it fails (the holders
+    /// paused, partitioned, restarting), at most [`FETCH_BACK_AT_ONCE`] objects at a time.
     pub async fn forget_dropped(self, mut dropped: mpsc::Receiver<Hash>) {
-        while let Some(hash) = dropped.recv().await {
+        let slots = Arc::new(tokio::sync::Semaphore::new(FETCH_BACK_AT_ONCE));
+        // Owned here, so the fetches back are aborted with this task at shutdown (a pull's
+        // blocking write may still finish: it writes a temporary file and renames it).
+        let mut fetching: JoinSet<()> = JoinSet::new();
+        let mut on: HashMap<Hash, tokio::task::AbortHandle> = HashMap::new();
+        loop {
+            let hash = tokio::select! {
+                next = dropped.recv() => match next {
+                    Some(hash) => hash,
+                    None => break,
+                },
+                Some(done) = fetching.join_next_with_id(), if !fetching.is_empty() => {
+                    let task = match done {
+                        Ok((task, ())) => task,
+                        Err(e) => e.id(),
+                    };
+                    on.retain(|_, h| h.id() != task);
+                    continue;
+                }
+            };
             let id = crate::store::id_string(&hash);
-            tracing::warn!(%id, "our copy failed verification: fetching it back");
+            // The planner hears of every drop, whether or not we fetch the copy back.
             let _ = self.dht.object_removed(Key(hash)).await;
+            if on.get(&hash).is_some_and(|h| !h.is_finished()) {
+                continue; // dropped again while its fetch back is still on
+            }
+            if on.len() >= FETCH_BACK_WAITING_MAX {
+                // A disk that rots this many at once is one to replace; the other holders'
+                // repair restores these copies when their proof of ours lapses.
+                tracing::warn!(%id, "too many copies to fetch back; leaving this one to repair");
+                metrics::counter!("copies_fetched_back_total", "outcome" => "not_tried")
+                    .increment(1);
+                continue;
+            }
+            tracing::warn!(%id, "our copy failed verification: fetching it back");
+            let (objects, slots) = (self.clone(), slots.clone());
+            let task = fetching.spawn(async move { objects.fetch_back(hash, &slots).await });
+            on.insert(hash, task);
+        }
+    }
+
+    /// Pulls our dropped copy of `hash` back, trying again on the [`FETCH_BACK_AGAIN`]
+    /// schedule; gives up after the last (the other holders' repair takes over once their
+    /// proof of our copy lapses).
+    async fn fetch_back(&self, hash: Hash, slots: &tokio::sync::Semaphore) {
+        let id = crate::store::id_string(&hash);
+        let waits = std::iter::once(Duration::ZERO).chain(FETCH_BACK_AGAIN);
+        for (attempt, wait) in waits.enumerate() {
+            tokio::time::sleep(wait).await;
+            let Ok(_slot) = slots.acquire().await else {
+                return;
+            };
             match self.pull(hash).await {
                 Ok(size) => {
-                    tracing::info!(%id, size, "a good copy fetched back");
+                    tracing::info!(%id, size, attempt, "a good copy fetched back");
+                    metrics::counter!("copies_fetched_back_total", "outcome" => "ok").increment(1);
                     self.announce(hash, size).await;
+                    return;
                 }
-                Err(e) => tracing::warn!(%id, error = %e, "fetching our copy back failed"),
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, attempt, "fetching our copy back failed");
+                    metrics::counter!("copies_fetched_back_total", "outcome" => "failed")
+                        .increment(1);
+                }
             }
         }
+        metrics::counter!("copies_fetched_back_total", "outcome" => "gave_up").increment(1);
+        tracing::warn!(%id, "gave up fetching our copy back; the other holders' repair restores it");
     }
 
     /// Fetches `hash` whole from the mesh into our store, verified; its size.
@@ -776,7 +857,10 @@ impl WriteRun {
 
     /// Waits for the next report (or the write's next timer) and applies it.
     async fn next_report(&mut self, write: &mut Write<NetPeer>) {
-        let report = match write.poll_timeout() {
+        // Past the deadline the write has answered: a time not in the future (the deadline
+        // itself) is nothing to wait for, or the loop would spin until the last placement
+        // ends.
+        let report = match write.poll_timeout().filter(|&t| t > self.clock.now()) {
             Some(t) => tokio::time::timeout_at(self.clock.deadline(t), self.reports.1.recv())
                 .await
                 .ok()
@@ -805,17 +889,63 @@ fn outcome(placed: &Placed) -> TransferOutcome {
     match placed {
         Placed::Verified { .. } => TransferOutcome::Verified,
         Placed::Absent => TransferOutcome::Absent,
-        // Ours, not the target's: our store, our connection cap, our shutdown. The planner
-        // tries again at its next round without making the target wait.
-        Placed::Failed(
-            FetchError::Local(_)
-            | FetchError::LocalCorrupt
-            | FetchError::Transport(
-                TransportError::TooManyConnections { .. }
-                | TransportError::Closed
-                | TransportError::SelfDial,
-            ),
-        ) => TransferOutcome::NotRun,
+        // Ours, not the target's: our store, and whatever the DHT's reading of the transport
+        // calls local (our connection cap, our shutdown, a dial queued behind one that
+        // failed, a connection we closed). The planner tries again at its next round
+        // without making the target wait.
+        Placed::Failed(FetchError::Local(_) | FetchError::LocalCorrupt) => TransferOutcome::NotRun,
+        Placed::Failed(FetchError::Transport(e))
+            if transport_cause(e).blame() == RpcFailure::Local =>
+        {
+            TransferOutcome::NotRun
+        }
         Placed::Failed(_) => TransferOutcome::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::TransportError;
+
+    fn failed(e: TransportError) -> TransferOutcome {
+        outcome(&Placed::Failed(FetchError::Transport(e)))
+    }
+
+    #[test]
+    fn a_shortage_of_ours_never_makes_the_target_wait() {
+        // The same reading as the DHT's: a dial queued behind one that failed, our
+        // connection cap, our shutdown are ours.
+        let queued = TransportError::Timeout {
+            what: "concurrent dial",
+            after: Duration::from_secs(5),
+        };
+        assert_eq!(failed(queued), TransferOutcome::NotRun);
+        assert_eq!(failed(TransportError::Closed), TransferOutcome::NotRun);
+        assert_eq!(
+            failed(TransportError::Connection(
+                quinn::ConnectionError::LocallyClosed
+            )),
+            TransferOutcome::NotRun,
+            "a connection we closed"
+        );
+        assert_eq!(
+            outcome(&Placed::Failed(FetchError::LocalCorrupt)),
+            TransferOutcome::NotRun
+        );
+        // The target's: silence, a failed dial, a reset, bytes that do not verify.
+        let silent = TransportError::Timeout {
+            what: "connect",
+            after: Duration::from_secs(5),
+        };
+        assert_eq!(failed(silent), TransferOutcome::Failed);
+        assert_eq!(
+            failed(TransportError::Connection(quinn::ConnectionError::Reset)),
+            TransferOutcome::Failed
+        );
+        assert_eq!(
+            outcome(&Placed::Failed(FetchError::Integrity)),
+            TransferOutcome::Failed
+        );
     }
 }

@@ -66,7 +66,10 @@ impl Objects {
         let mut running = JoinSet::new();
         for (i, peer) in targets.iter().cloned().enumerate() {
             let objects = self.clone();
-            running.spawn(async move {
+            // Each placement runs on a task of its own, which an operator who hangs up
+            // (dropping this future and the set) does not abort: the planner hears how
+            // every transfer it registered ended.
+            let placement = tokio::spawn(async move {
                 let id = objects
                     .dht
                     .begin_external(Key(hash), peer.key)
@@ -86,6 +89,7 @@ impl Objects {
                 }
                 (i, placed.ok())
             });
+            running.spawn(placement);
         }
         let mut closest: Vec<Placement> = targets
             .iter()
@@ -97,7 +101,7 @@ impl Objects {
             })
             .collect();
         while let Some(done) = running.join_next().await {
-            let Ok((i, placed)) = done else { continue };
+            let Ok(Ok((i, placed))) = done else { continue };
             let Some(p) = closest.get_mut(i) else {
                 continue;
             };

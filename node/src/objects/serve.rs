@@ -20,6 +20,7 @@ use overlay::Key;
 use wire::object::{ByteRange, ObjectRequest, ObjectResponse};
 use wire::{Status, message};
 
+use super::pace::Pace;
 use super::{Ingest, Objects, PieceReader};
 use crate::caps::{Intent, TenantQuota, Token};
 use crate::store::{Hash, StoreError};
@@ -70,6 +71,10 @@ pub async fn serve_object(mut ex: InboundExchange, objects: Objects) -> Result<(
     }
 }
 
+/// The longest range a holder verifies in its own store before serving it (four 16 KiB
+/// groups: every proof and TAIL, and small objects whole).
+const VERIFY_BEFORE_SERVING_MAX: u64 = 64 << 10;
+
 async fn serve_get(
     mut ex: InboundExchange,
     objects: &Objects,
@@ -99,14 +104,25 @@ async fn serve_get(
     // comes, so a 1 GiB object costs a few pieces of memory and no parked thread. Pieces
     // are cut between groups (each frame carries whole groups, read from the file straight
     // into the frame's buffer), so the asker verifies each group where it lies.
+    //
+    // A short range (a proof, a TAIL, a small object) is verified here first: a copy that
+    // rotted on our disk is then dropped and answered as missing, so the prover pushes us
+    // a good one, rather than failing our proof and waiting for ever (its bytes, not ours,
+    // would look like the liar's). Long ranges are verified by the asker alone.
     let store = objects.store.clone();
-    let opened =
-        tokio::task::spawn_blocking(move || store.slice_reader(&hash, range.start, range.len))
-            .await
-            .map_err(|_| TransportError::UnexpectedEnd)?;
+    let opened = tokio::task::spawn_blocking(move || {
+        if range.len <= VERIFY_BEFORE_SERVING_MAX {
+            store.read_verified(&hash, range.start, range.len)?;
+        }
+        store.slice_reader(&hash, range.start, range.len)
+    })
+    .await
+    .map_err(|_| TransportError::UnexpectedEnd)?;
     let reader = match opened {
         Ok(r) => r,
-        Err(StoreError::NotFound) => return ex.respond(Status::NotFound, Bytes::new()).await,
+        Err(StoreError::NotFound | StoreError::Corrupt) => {
+            return ex.respond(Status::NotFound, Bytes::new()).await;
+        }
         // An unreadable file is not a verdict on the object: ask again later.
         Err(_) => return ex.respond(Status::Unavailable, Bytes::new()).await,
     };
@@ -264,39 +280,5 @@ async fn serve_put(
         }
         Err(StoreError::Full { .. }) => ex.respond(Status::Unavailable, Bytes::new()).await,
         Err(_) => ex.respond(Status::Internal, Bytes::new()).await,
-    }
-}
-
-/// A transfer's progress against the minimum average rate: past the grace period, a
-/// transfer that moved less than `transfer_min_rate` per second on average is ended.
-struct Pace {
-    started: tokio::time::Instant,
-    bytes: u64,
-    min_rate: u64,
-    grace: std::time::Duration,
-}
-
-impl Pace {
-    fn new(objects: &Objects) -> Pace {
-        Pace {
-            started: tokio::time::Instant::now(),
-            bytes: 0,
-            min_rate: objects.limits.transfer_min_rate,
-            grace: objects.limits.transfer_rate_grace,
-        }
-    }
-
-    fn progress(&mut self, n: usize) -> Result<(), TransportError> {
-        self.bytes += n as u64;
-        let elapsed = self.started.elapsed();
-        if elapsed > self.grace
-            && (self.bytes as f64) < self.min_rate as f64 * elapsed.as_secs_f64()
-        {
-            return Err(TransportError::Timeout {
-                what: "transfer below its minimum rate",
-                after: elapsed,
-            });
-        }
-        Ok(())
     }
 }

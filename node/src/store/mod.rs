@@ -436,9 +436,11 @@ impl Store {
     }
 
     /// Drops an object from the index (its file is gone) without touching the disk.
-    fn forget(&self, hash: &Hash) {
+    /// Takes an object out of the index; returns whether it was there.
+    fn forget(&self, hash: &Hash) -> bool {
         let mut index = lock(&self.inner.index);
-        if let Some(size) = index.remove(hash) {
+        let held = index.remove(hash);
+        if let Some(size) = held {
             self.inner
                 .total
                 .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
@@ -448,6 +450,7 @@ impl Store {
         }
         drop(index);
         self.inner.hot.remove(hash);
+        held.is_some()
     }
 
     /// Removes an object's files: the data first (an outboard left alone is swept at open),
@@ -571,6 +574,11 @@ impl Store {
     }
 
     fn corrupt(&self, hash: &Hash) -> StoreError {
+        // Two readers of one rotten copy (a GET and a push of it, say) both find it: the
+        // first drops it, and it is one corrupt copy, counted and reported once.
+        if !self.forget(hash) {
+            return StoreError::Corrupt;
+        }
         metrics::counter!("integrity_fail_total", "source" => "store").increment(1);
         self.inner
             .corrupt

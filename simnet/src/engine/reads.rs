@@ -4,7 +4,7 @@
 //!
 //! Every candidate is probed at once for the object's final group, each probe ending with
 //! an answer (holds it, lacks it, or, from one of the swarm's liars that lacks it, a tail
-//! that does not verify) one round trip later or with silence at [`PROBE_TIMEOUT`];
+//! that does not verify) one round trip later or with silence at the probe timeout (`overlay::ObjectTimings`);
 //! answers reach the search in the order they arrive, and the first holder ends it (the node does not wait for more; `workload.get_holders_wanted` > 1, a
 //! research knob, waits for that many holders and asks the walk for as many providers).
 //! The fetch goes to the holders in the search's order: a holder that cannot be reached
@@ -12,7 +12,7 @@
 //! to lack the object costs its round trip. A pass whose records all failed to prove the
 //! object walks again, to the key's closest nodes whatever records it meets
 //! (`overlay::SECOND_PASS_WANTED`), from when its last probe ended, within the same
-//! [`SEARCH_TIMEOUT`] (the node's second pass); a pass that ended at the deadline fails.
+//! search timeout (the node's second pass); a pass that ended at the deadline fails.
 
 use std::time::Duration;
 
@@ -24,12 +24,11 @@ use super::workload::Pending;
 use crate::metrics::{GetOutcome, GetParts};
 use crate::peer::SimPeer;
 
-/// A get's TAIL probe to one candidate holder gives up after this (the node's
-/// `probe_timeout`).
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
-/// A get's whole search (walks and probes) gives up after this (the node's
-/// `search_timeout`).
-pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A get's TAIL probe to one candidate holder gives up after this, and its whole search
+/// (walks and probes) after this: the node's numbers (`overlay::ObjectTimings`).
+fn timings() -> overlay::ObjectTimings {
+    overlay::ObjectTimings::default()
+}
 /// A fetch from a holder that cannot be reached gives up after this (the node's
 /// `handshake_timeout`: the holder went away since its probe answered, so the dial fails).
 pub const FETCH_FAILOVER: Duration = Duration::from_secs(5);
@@ -57,7 +56,7 @@ impl Sim {
     ) {
         let key = self.work.objects[object as usize];
         let now = self.now;
-        let deadline = started + SEARCH_TIMEOUT;
+        let deadline = started + timings().search_timeout;
         if now >= deadline {
             self.metrics.get_done(started, GetOutcome::Failed);
             return;
@@ -74,7 +73,7 @@ impl Sim {
         for c in search.candidates().to_vec() {
             let answer = self
                 .exchange(slot, c.slot, now)
-                .filter(|rt| *rt < PROBE_TIMEOUT);
+                .filter(|rt| *rt < timings().probe_timeout);
             ends.push(match answer {
                 // Someone else at that address (a made-up record, a restarted node): the
                 // handshake fails on the id, as the node's dial does.
@@ -83,7 +82,7 @@ impl Sim {
                 // A liar claims what it lacks: its tail does not verify against the id.
                 Some(rt) if self.lies(c.slot) => (rt, c, ProbeAnswer::Invalid),
                 Some(rt) => (rt, c, ProbeAnswer::Lacks),
-                None => (PROBE_TIMEOUT, c, ProbeAnswer::Silent),
+                None => (timings().probe_timeout, c, ProbeAnswer::Silent),
             });
         }
         self.metrics.probes_invalid += ends
@@ -202,7 +201,7 @@ impl Sim {
         let key = self.work.objects[a.object as usize];
         let local = self.local_now(a.slot);
         let s = &mut self.slots[a.slot as usize];
-        let alive = s.inc == a.inc && self.now < a.started + SEARCH_TIMEOUT;
+        let alive = s.inc == a.inc && self.now < a.started + timings().search_timeout;
         let id = s
             .dht
             .as_mut()

@@ -20,10 +20,10 @@ use super::Sim;
 use super::queue::Ev;
 use crate::peer::SimPeer;
 
-/// How long a put of `size` bytes waits for its copies (the node's `put_wait`: 10 s plus
-/// the size at 4 MiB/s).
+/// How long a put of `size` bytes waits for its copies: the node's rule
+/// (`overlay::ObjectTimings::put_wait`, 10 s plus the size at 4 MiB/s).
 pub fn put_wait(size: u64) -> Duration {
-    Duration::from_secs(10) + Duration::from_secs_f64(size as f64 / f64::from(4u32 << 20))
+    overlay::ObjectTimings::default().put_wait(size)
 }
 
 /// One put waiting for its copies.
@@ -152,7 +152,7 @@ impl Sim {
             }
         }
         let deadline = w.write.deadline();
-        if w.write.finished(now) || now >= deadline {
+        if w.write.finished() || now >= deadline {
             // Placements that never reported (their target was down) end with the wait.
             for (_, id) in w.planned {
                 self.placement_over(w.slot, id, TransferOutcome::Failed);
