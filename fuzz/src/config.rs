@@ -30,6 +30,7 @@ pub fn run(data: &[u8]) {
         o.w
     );
     assert!(config.http_requests_max >= 1);
+    assert!((1..=1 << 16).contains(&o.writes_max));
     assert!(!config.http_body_timeout.is_zero());
     let again = NodeConfig::resolve(layer.clone().overlay(layer))
         .unwrap_or_else(|e| panic!("a layer over itself fails: {e}"));

@@ -186,6 +186,9 @@ pub struct ConfigLayer {
     pub w: Option<usize>,
     /// HTTP requests served at once; more are answered 503 with `Retry-After`.
     pub http_requests_max: Option<usize>,
+    /// Gateway writes run at once, each until its last copy's placement reported; more
+    /// are answered 503 `writes_busy`.
+    pub writes_max: Option<usize>,
     /// Longest silence of a client in the middle of a request body before 408, milliseconds.
     pub http_body_timeout_ms: Option<u64>,
     /// Repair bandwidth this node may use to push copies, bytes per second.
@@ -243,6 +246,7 @@ impl ConfigLayer {
             rf: over.rf.or(self.rf),
             w: over.w.or(self.w),
             http_requests_max: over.http_requests_max.or(self.http_requests_max),
+            writes_max: over.writes_max.or(self.writes_max),
             http_body_timeout_ms: over.http_body_timeout_ms.or(self.http_body_timeout_ms),
             repair_bytes_per_second: over
                 .repair_bytes_per_second
@@ -345,6 +349,15 @@ impl NodeConfig {
         let mut objects = crate::objects::ObjectLimits::default();
         if let Some(max) = layer.object_max_bytes {
             objects.object_max = max;
+        }
+        if let Some(n) = layer.writes_max {
+            if !(1..=1 << 16).contains(&n) {
+                return Err(ConfigError::Invalid {
+                    field: "writes_max",
+                    why: format!("{n} is outside 1 ..= 65536"),
+                });
+            }
+            objects.writes_max = n;
         }
         objects.rf = layer.rf.unwrap_or(objects.rf);
         objects.w = layer.w.unwrap_or(objects.w);
@@ -587,6 +600,21 @@ mod tests {
         let err =
             toml::from_str::<ConfigLayer>("listn = \"127.0.0.1:1\"").map_err(|e| e.to_string());
         assert!(err.is_err_and(|e| e.contains("listn")));
+        // No write could run (a node that answers every PUT 503), or more than a
+        // semaphore holds.
+        for n in [0, 1 << 20] {
+            let err = NodeConfig::resolve(ConfigLayer {
+                writes_max: Some(n),
+                ..Default::default()
+            });
+            assert!(matches!(
+                err,
+                Err(ConfigError::Invalid {
+                    field: "writes_max",
+                    ..
+                })
+            ));
+        }
         let err = NodeConfig::resolve(ConfigLayer {
             mailbox_repair_ms: Some(10),
             ..Default::default()

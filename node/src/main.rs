@@ -146,6 +146,9 @@ struct RunArgs {
     /// HTTP requests served at once; more are answered 503 with Retry-After.
     #[arg(long, env = "MACRONODE_HTTP_REQUESTS_MAX")]
     http_requests_max: Option<usize>,
+    /// Gateway writes run at once, each until its last copy is placed; more get 503.
+    #[arg(long, env = "MACRONODE_WRITES_MAX")]
+    writes_max: Option<usize>,
     /// Longest client silence in the middle of a request body before 408, in milliseconds.
     #[arg(long, env = "MACRONODE_HTTP_BODY_TIMEOUT_MS")]
     http_body_timeout_ms: Option<u64>,
@@ -208,6 +211,7 @@ impl RunArgs {
             rf: self.rf,
             w: self.w,
             http_requests_max: self.http_requests_max,
+            writes_max: self.writes_max,
             http_body_timeout_ms: self.http_body_timeout_ms,
             repair_bytes_per_second: self.repair_bytes_per_second,
             response_buffer_bytes: self.response_buffer_bytes,

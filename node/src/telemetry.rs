@@ -250,6 +250,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Object transfers (repairs and writes' copies) started and not reported done yet.",
     ),
+    (
+        "writes_in_flight",
+        Kind::Gauge,
+        "Gateway writes running, each until its last copy's placement reported (at most writes_max).",
+    ),
 ];
 
 /// The kind of a metric family.

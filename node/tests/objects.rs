@@ -184,7 +184,8 @@ async fn a_write_whose_client_hangs_up_still_reports_every_copy() {
 
     // Drive the write until the planner holds its copies' transfers, then drop it, as a
     // server drops the handler of a client that went away.
-    let mut write = Box::pin(gateway.objects.replicate(hash, body.len() as u64));
+    let slot = gateway.objects.write_slot().unwrap();
+    let mut write = Box::pin(gateway.objects.replicate(hash, body.len() as u64, slot));
     let registered = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             tokio::select! {
@@ -213,6 +214,16 @@ async fn a_write_whose_client_hangs_up_still_reports_every_copy() {
         "a transfer of the dropped write was never reported"
     );
     assert_eq!(holders(&nodes, &hash), vec![0, 1, 2]);
+    // The write's slot is given back when its last placement has reported.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while gateway.objects.writes_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        gateway.objects.writes_in_flight(),
+        0,
+        "the write's slot was not given back"
+    );
 
     for n in nodes {
         n.shutdown().await;

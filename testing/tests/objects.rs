@@ -1671,3 +1671,76 @@ fn a_dropped_copy_is_fetched_back_when_the_holders_answer_again() {
     );
     c.finish();
 }
+
+// ---------------------------------------------------------------------------------------
+// A write holds its slot until its last copy is placed: after its 201 and after its
+// client hung up, so the background work of writes stays bounded when a target is slow.
+// ---------------------------------------------------------------------------------------
+
+/// With `--writes-max 1`, a PUT answered 201 whose third copy is stuck at a paused holder
+/// keeps the node's one write slot: the next PUT is 503 `writes_busy` with `Retry-After`
+/// until the stuck placement gives up, then a PUT succeeds again. Before, an answered
+/// write's placements were counted nowhere, and clients could start them faster than a
+/// slow holder ended them.
+#[test]
+fn a_write_keeps_its_slot_until_its_last_copy_is_placed() {
+    use nix::sys::signal::Signal;
+    let mut c = start_cluster_of("writes-max", 3, 3, |spec| {
+        spec.args.push("--writes-max".into());
+        spec.args.push("1".into());
+    });
+    let s = c.scratch().to_path_buf();
+    let token = c.token(0, &[]);
+    let first = write_file(&s, "first", &pseudo_random(c.seed, (300 << 10) + 1));
+    let second = write_file(&s, "second", &pseudo_random(c.seed + 1, (300 << 10) + 2));
+
+    c.mesh.nodes[2].process().signal(Signal::SIGSTOP).unwrap();
+    println!("SIGSTOP node-2: node-0's writes place their third copy there");
+    let asked = Instant::now();
+    // W = 2: node-0's copy and node-1's.
+    c.put_ok(0, &first, &token);
+    println!("first PUT: 201 after {:?}", asked.elapsed());
+    let busy = "writes_in_flight";
+    c.check(metric(c.node(0), busy) == 1.0, || {
+        format!(
+            "the answered write holds its slot: writes_in_flight {}",
+            metric(c.node(0), busy)
+        )
+    });
+    let r = put(&s, c.node(0), &second, Some(&token)).unwrap();
+    r.assert_error(
+        503,
+        "writes_busy",
+        "a PUT while the first write's copy is stuck",
+    );
+    c.check(r.header("retry-after").is_some(), || {
+        format!("503 writes_busy without Retry-After: {:?}", r.headers)
+    });
+    c.check(
+        metric(c.node(0), "rejected_total{reason=\"writes\"}") == 1.0,
+        || "the refusal is counted under rejected_total{reason=\"writes\"}".into(),
+    );
+
+    // The stuck placement gives up (the holder is silent past the transfer timeouts) and
+    // the slot comes back, with the holder still paused.
+    let stuck = Instant::now();
+    poll_until(
+        "node-0's write slot to come back",
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || (metric(c.node(0), busy) == 0.0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    println!("the slot came back {:?} after the refusal", stuck.elapsed());
+    c.mesh.nodes[2].process().signal(Signal::SIGCONT).unwrap();
+    let (id, _) = c.put_ok(0, &second, &token);
+    c.wait_settled(&[0, 1, 2], &id, Duration::from_secs(30));
+    poll_until(
+        "the second write's slot to come back",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (metric(c.node(0), busy) == 0.0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    c.finish();
+}

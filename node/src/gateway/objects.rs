@@ -174,6 +174,20 @@ async fn put_object(
     let grant = authorize(&ctx, &headers, declared)?;
     let token_max = grant.max_bytes;
     let objects = &ctx.objects;
+    // The write's slot is taken before a byte of the body is read and kept until its
+    // last copy's placement reports, after the answer and after a hang-up too.
+    let Some(slot) = objects.write_slot() else {
+        metrics::counter!("rejected_total", "reason" => "writes").increment(1);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "writes_busy",
+            format!(
+                "this node runs {} writes at once, counting the copies still being placed for writes already answered; retry later",
+                objects.limits.writes_max
+            ),
+        )
+        .retry_after(1));
+    };
     // A tenant's write holds its bytes in the tenant's account from the start: the whole
     // declared size, or each piece of a body of unknown size as it comes.
     let mut reservation = match &grant.tenant {
@@ -247,7 +261,7 @@ async fn put_object(
     if let Some(r) = reservation {
         r.commit();
     }
-    let Replicated { copies, want } = objects.replicate(hash, size).await;
+    let Replicated { copies, want } = objects.replicate(hash, size, slot).await;
     let id = id_string(&hash);
     if copies < want {
         metrics::counter!("rejected_total", "reason" => "insufficient_replicas").increment(1);

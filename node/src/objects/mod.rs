@@ -84,6 +84,11 @@ pub struct ObjectLimits {
     pub transfer_min_rate: u64,
     /// How long a transfer may run before `transfer_min_rate` applies (10 s).
     pub transfer_rate_grace: Duration,
+    /// Writes (gateway PUTs) this node runs at once (256), each from its first body byte
+    /// until every copy's placement has reported: a write goes on after its answer and
+    /// after its client hangs up, so without this bound a client could start background
+    /// work faster than slow targets end it. Past it a PUT is answered 503 `writes_busy`.
+    pub writes_max: usize,
 }
 
 impl Default for ObjectLimits {
@@ -96,6 +101,7 @@ impl Default for ObjectLimits {
             timings: overlay::ObjectTimings::default(),
             transfer_min_rate: 64 << 10,
             transfer_rate_grace: Duration::from_secs(10),
+            writes_max: 256,
         }
     }
 }
@@ -147,6 +153,16 @@ pub struct Objects {
     pub quotas: Quotas,
     /// Objects being received right now: a second concurrent push of one is refused.
     receiving: Arc<Mutex<BTreeSet<Hash>>>,
+    /// One permit per write running (`ObjectLimits::writes_max`).
+    writes: Arc<tokio::sync::Semaphore>,
+}
+
+/// One of the node's writes in flight ([`ObjectLimits::writes_max`]): taken before a
+/// PUT's body is read, handed to [`Objects::replicate`], and given back when the last of
+/// the write's placements has reported, whether or not its client is still there.
+#[derive(Debug)]
+pub struct WriteSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Where a GET found its bytes.
@@ -241,6 +257,7 @@ impl Objects {
         keyring: crate::keyring::Keyring,
         quotas: Quotas,
     ) -> Objects {
+        let writes = Arc::new(tokio::sync::Semaphore::new(limits.writes_max));
         Objects {
             store,
             transport,
@@ -250,7 +267,24 @@ impl Objects {
             keyring,
             quotas,
             receiving: Arc::default(),
+            writes,
         }
+    }
+
+    /// A slot for one more write, or `None` while `writes_max` writes are running.
+    pub fn write_slot(&self) -> Option<WriteSlot> {
+        self.writes
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(|p| WriteSlot { _permit: p })
+    }
+
+    /// Writes running now (their slots taken), for the gauge.
+    pub fn writes_in_flight(&self) -> usize {
+        self.limits
+            .writes_max
+            .saturating_sub(self.writes.available_permits())
     }
 
     /// Claims `hash` for one inbound transfer; `None` while another is running.
@@ -337,11 +371,15 @@ impl Objects {
     ///
     /// The write runs on a task of its own: a client that hangs up (or a server that drops
     /// the handler) must not cut it short, or the planner never hears how the copies it
-    /// registered ended and never plans that object at those targets again.
-    pub async fn replicate(&self, hash: Hash, size: u64) -> Replicated {
+    /// registered ended and never plans that object at those targets again. The task holds
+    /// `slot` to its end, so the writes running in the background stay counted.
+    pub async fn replicate(&self, hash: Hash, size: u64, slot: WriteSlot) -> Replicated {
         let (answer_tx, answer) = oneshot::channel();
         let objects = self.clone();
-        tokio::spawn(async move { objects.run_write(hash, size, answer_tx).await });
+        tokio::spawn(async move {
+            objects.run_write(hash, size, answer_tx).await;
+            drop(slot);
+        });
         answer.await.unwrap_or(Replicated {
             copies: 1,
             want: self.write_quorum(),
