@@ -65,6 +65,39 @@ struct Stored {
     deliveries: u32,
 }
 
+impl Stored {
+    /// The message as a fetch returns it.
+    fn delivered(&self, seq: u64, mailbox: &NodeId, now_ms: u64) -> Delivered {
+        Delivered {
+            seq,
+            deliveries: self.deliveries,
+            message: Envelope {
+                mailbox: *mailbox,
+                sender: self.sender,
+                idempotency_key: self.key.clone(),
+                ttl_ms: self.expires_ms - now_ms,
+                e2e: self.e2e,
+                payload: self.payload.clone(),
+            },
+        }
+    }
+}
+
+/// What [`ShardState::fetch`] found.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// The messages, oldest first.
+    pub messages: Vec<Delivered>,
+    /// Visible messages were left out for the limits.
+    pub more: bool,
+    /// Records of the messages dead-lettered on the way, with their payload bytes.
+    pub dead: Vec<(u64, Record)>,
+    /// Numbers of held messages below the last one returned that were left out because
+    /// they were in flight, or behind an earlier message of their share that was: a
+    /// cursor moved to the last message passes them.
+    pub passed: Vec<u64>,
+}
+
 #[derive(Debug, Default)]
 struct Mailbox {
     msgs: BTreeMap<u64, Stored>,
@@ -325,20 +358,21 @@ impl ShardState {
     }
 
     /// The oldest visible messages of `mailbox` within `limits`, hidden until
-    /// `now_ms + visibility`; returns them, whether more were visible, and the records of
-    /// messages dead-lettered on the way (with their payload bytes).
+    /// `now_ms + visibility`: them, whether more were visible, the records of messages
+    /// dead-lettered on the way (with their payload bytes), and the messages passed over.
     pub fn fetch(
         &mut self,
         cfg: &Config,
         now_ms: u64,
         mailbox: &NodeId,
         limits: FetchLimits,
-    ) -> (Vec<Delivered>, bool, Vec<(u64, Record)>) {
+    ) -> Fetched {
         let mut out = Vec::new();
         let mut dead = Vec::new();
         let mut more = false;
+        let mut passed = Vec::new();
         let Some(mb) = self.mailboxes.get_mut(mailbox) else {
-            return (out, false, dead);
+            return Fetched::default();
         };
         let mut blocked: Vec<Share> = Vec::new();
         let mut bytes = 0usize;
@@ -352,9 +386,16 @@ impl ShardState {
                 if !blocked.contains(&share) {
                     blocked.push(share);
                 }
+                if seq > limits.after {
+                    passed.push(seq);
+                }
                 continue;
             }
-            if seq <= limits.after || blocked.contains(&share) {
+            if seq <= limits.after {
+                continue;
+            }
+            if blocked.contains(&share) {
+                passed.push(seq);
                 continue;
             }
             if out.len() >= limits.max_count
@@ -372,18 +413,7 @@ impl ShardState {
                 m.visible_ms = now_ms.saturating_add(limits.visibility_ms);
             }
             bytes += m.payload.len();
-            out.push(Delivered {
-                seq,
-                deliveries: m.deliveries,
-                message: Envelope {
-                    mailbox: *mailbox,
-                    sender: m.sender,
-                    idempotency_key: m.key.clone(),
-                    ttl_ms: m.expires_ms - now_ms,
-                    e2e: m.e2e,
-                    payload: m.payload.clone(),
-                },
-            });
+            out.push(m.delivered(seq, mailbox, now_ms));
         }
         for id in exhausted {
             if let Some(r) = self.remove(cfg, &id) {
@@ -391,7 +421,51 @@ impl ShardState {
                 dead.push(r);
             }
         }
-        (out, more, dead)
+        // Only what lies below the last message returned was passed over: a caller's
+        // cursor moves to that message, not beyond.
+        let last = out.last().map_or(limits.after, |d| d.seq);
+        passed.retain(|&seq| seq < last);
+        Fetched {
+            messages: out,
+            more,
+            dead,
+            passed,
+        }
+    }
+
+    /// Of the messages of `mailbox` numbered `seqs`, those visible now (in order, their
+    /// visibility untouched), and the numbers of those still held but in flight or behind
+    /// an earlier message of their share that is; messages gone or expired are in neither.
+    pub fn visible(
+        &self,
+        now_ms: u64,
+        mailbox: &NodeId,
+        seqs: &[u64],
+    ) -> (Vec<Delivered>, Vec<u64>) {
+        let (mut out, mut waiting) = (Vec::new(), Vec::new());
+        let (Some(mb), Some(&last)) = (self.mailboxes.get(mailbox), seqs.iter().max()) else {
+            return (out, waiting);
+        };
+        let mut blocked: Vec<Share> = Vec::new();
+        for (&seq, m) in mb.msgs.range(..=last) {
+            if m.expires_ms <= now_ms {
+                continue;
+            }
+            let share = (m.sender, m.principal);
+            let hidden = m.visible_ms > now_ms;
+            if hidden && !blocked.contains(&share) {
+                blocked.push(share);
+            }
+            if !seqs.contains(&seq) {
+                continue;
+            }
+            if hidden || blocked.contains(&share) {
+                waiting.push(seq);
+            } else {
+                out.push(m.delivered(seq, mailbox, now_ms));
+            }
+        }
+        (out, waiting)
     }
 
     /// Whether `id` was removed here (acknowledged or dead-lettered) and is still

@@ -38,6 +38,10 @@ pub struct Batch {
     pub next_cursor: u64,
     /// Visible messages were left out.
     pub more: bool,
+    /// Held messages after the request's `after` and below `next_cursor` that were left
+    /// out, in flight to the owner or behind one of their share that is (a repair whose
+    /// cursor moves to `next_cursor` pushes them once they are visible, [`MailboxStore::visible`]).
+    pub passed_over: Vec<u64>,
 }
 
 /// What opening the store found in its journals.
@@ -385,15 +389,15 @@ impl MailboxStore {
         limits: FetchLimits,
     ) -> Result<Batch, StoreError> {
         let shard = self.shard(mailbox);
-        let (messages, more, lsn) = {
+        let (messages, more, passed_over, lsn) = {
             let mut state = shard.lock();
-            let (messages, more, dead) = state.fetch(&self.cfg, ms(now), mailbox, limits);
+            let f = state.fetch(&self.cfg, ms(now), mailbox, limits);
             let mut lsn = None;
-            for (len, rec) in dead {
+            for (len, rec) in f.dead {
                 self.bytes.fetch_sub(len, Ordering::Relaxed);
                 lsn = shard.journal.as_ref().map(|j| j.append(&rec));
             }
-            (messages, more, lsn)
+            (f.messages, f.more, f.passed, lsn)
         };
         if let (Some(j), Some(lsn)) = (&shard.journal, lsn) {
             j.sync(lsn)?;
@@ -403,7 +407,21 @@ impl MailboxStore {
             messages,
             next_cursor,
             more,
+            passed_over,
         })
+    }
+
+    /// Of the messages of `mailbox` numbered `seqs` (sequence numbers a fetch passed
+    /// over), those visible now, oldest first, without touching their visibility; and the
+    /// numbers of those still in flight (or behind one of their share that is). Messages
+    /// acknowledged or expired since are in neither list.
+    pub fn visible(
+        &self,
+        now: Duration,
+        mailbox: &NodeId,
+        seqs: &[u64],
+    ) -> (Vec<Delivered>, Vec<u64>) {
+        self.shard(mailbox).lock().visible(ms(now), mailbox, seqs)
     }
 
     /// Deletes the messages of `mailbox` named by `ids` (ids of other mailboxes, and ids not

@@ -441,3 +441,62 @@ fn a_batch_send_answers_each_message_as_a_single_send_would() {
         },
     );
 }
+
+/// A repair's peek (visibility 0) leaves out what is in flight and what waits behind it
+/// in its share; the batch names what its cursor passes over, and `visible` hands those
+/// over once they are visible, so a repair never loses them by moving its cursor on.
+#[test]
+fn a_peek_names_what_it_passed_over_and_hands_it_over_once_visible() {
+    both(Config::amnesia, |s| {
+        let seq = |b: &mailbox::Batch| b.messages.iter().map(|d| d.seq).collect::<Vec<_>>();
+        s.send(at(0), msg(ALICE, "a1", b"1")).unwrap();
+        s.send(at(0), msg(ALICE, "a2", b"2")).unwrap();
+        s.send(at(0), msg(BOB, "b1", b"3")).unwrap();
+        s.send(at(0), msg(BOB, "b2", b"4")).unwrap();
+        let all = seq(&s.fetch(at(0), &OWNER, limits(0)).unwrap());
+        let (a1, a2) = (all[0], all[1]);
+        // The owner takes one message: ALICE's first, in flight for 10 s.
+        let one = FetchLimits {
+            max_count: 1,
+            ..limits(10_000)
+        };
+        let taken = s.fetch(at(1), &OWNER, one).unwrap();
+        assert_eq!(keys(&taken), ["a1"]);
+
+        // A peek returns BOB's two; ALICE's are passed over (a2 waits behind a1).
+        let peek = s.fetch(at(2), &OWNER, limits(0)).unwrap();
+        assert_eq!(keys(&peek), ["b1", "b2"]);
+        assert_eq!(peek.passed_over, vec![a1, a2]);
+        // A peek that ends before them passes over nothing.
+        let after_all = FetchLimits {
+            after: peek.next_cursor,
+            ..limits(0)
+        };
+        assert!(
+            s.fetch(at(2), &OWNER, after_all)
+                .unwrap()
+                .passed_over
+                .is_empty()
+        );
+
+        // While a1 is in flight both still wait; once it is visible again both are handed
+        // over, in order, and a peek does not hide them.
+        let (now, waiting) = s.visible(at(3), &OWNER, &[a1, a2]);
+        assert!(now.is_empty());
+        assert_eq!(waiting, vec![a1, a2]);
+        let (now, waiting) = s.visible(at(10_002), &OWNER, &[a1, a2]);
+        assert_eq!(now.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![a1, a2]);
+        assert!(waiting.is_empty());
+        assert_eq!(
+            seq(&s.fetch(at(10_003), &OWNER, limits(0)).unwrap()).len(),
+            4
+        );
+
+        // An acknowledged message is in neither list.
+        let id = MsgId::derive(&OWNER, &ALICE, b"a1");
+        assert_eq!(s.ack(at(10_004), &OWNER, &[id]).unwrap(), 1);
+        let (now, waiting) = s.visible(at(10_005), &OWNER, &[a1, a2]);
+        assert_eq!(now.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![a2]);
+        assert!(waiting.is_empty());
+    });
+}

@@ -50,8 +50,8 @@ use tokio::task::JoinSet;
 use wire::NodeId;
 use wire::Status;
 use wire::mailbox::{
-    APP_PROTO_MAILBOX, BATCH_BYTES_MAX, BODY_MAX, Envelope, FETCH_COUNT_MAX, MailboxRequest,
-    MailboxResponse, MsgId, REPLICATE_MAX, Refusal,
+    APP_PROTO_MAILBOX, BATCH_BYTES_MAX, BODY_MAX, Delivered, Envelope, FETCH_COUNT_MAX,
+    MailboxRequest, MailboxResponse, MsgId, REPLICATE_MAX, Refusal,
 };
 use wire::message;
 
@@ -166,23 +166,31 @@ pub struct Mail {
     pushed: Arc<std::sync::Mutex<PushLog>>,
 }
 
-/// How far one holder confirmed one mailbox's messages in a repair round. A push that
-/// fails leaves the holder out for the rest of the round with its cursor where it was:
-/// were it sent the next batch, that batch's success would move the cursor past the
-/// messages of the failed one, and they would not be pushed again until the log is
-/// forgotten ([`FULL_PUSH_EVERY`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How far one holder confirmed one mailbox's messages. A push that fails leaves the
+/// holder out for the rest of the round with its cursor where it was: were it sent the
+/// next batch, that batch's success would move the cursor past the messages of the failed
+/// one. Messages a batch passed over because they were in flight to the owner (a repair
+/// reads only visible ones) are kept as `pending` and pushed once visible, so the cursor
+/// moving on does not skip them either.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Cursor {
     /// The last sequence number the holder confirmed.
     upto: u64,
+    /// Messages at or below `upto` not pushed to it yet, in flight when passed over.
+    pending: Vec<u64>,
     /// A push to it failed this round.
     failed: bool,
 }
 
+/// Most messages one holder's cursor keeps waiting to be pushed; past it the oldest are
+/// left to the next full push ([`FULL_PUSH_EVERY`]).
+const PENDING_MAX: usize = 4096;
+
 impl Cursor {
-    fn at(upto: u64) -> Cursor {
+    fn at(upto: u64, pending: Vec<u64>) -> Cursor {
         Cursor {
             upto,
+            pending,
             failed: false,
         }
     }
@@ -192,8 +200,19 @@ impl Cursor {
         !self.failed && seq > self.upto
     }
 
-    /// The holder took every message up to `upto`.
-    fn pushed(&mut self, upto: u64) {
+    /// The holder took every message up to `upto` but those of `passed` (numbers a batch
+    /// passed over), which now wait to be pushed.
+    fn pushed(&mut self, upto: u64, passed: &[u64]) {
+        for &seq in passed {
+            if seq > self.upto && !self.pending.contains(&seq) {
+                self.pending.push(seq);
+            }
+        }
+        if self.pending.len() > PENDING_MAX {
+            self.pending.sort_unstable();
+            let extra = self.pending.len() - PENDING_MAX;
+            self.pending.drain(..extra);
+        }
         self.upto = self.upto.max(upto);
     }
 
@@ -203,16 +222,16 @@ impl Cursor {
 }
 
 /// What repair already pushed: per (mailbox, holder), the local sequence number up to
-/// which that holder confirmed our messages. A round pushes each holder only what came
-/// after it, so a steady mailbox costs nothing; a holder new to the closest set starts
-/// from 0 and gets everything. Every [`FULL_PUSH_EVERY`] the log is forgotten and
-/// everything is pushed again (a holder that lost its disk under the same id, messages
-/// hidden while in flight when they were passed over).
+/// which that holder confirmed our messages, and those below it still to push once
+/// visible ([`Cursor`]). A round pushes each holder only what came after it, so a steady
+/// mailbox costs nothing; a holder new to the closest set starts from 0 and gets
+/// everything. Every [`FULL_PUSH_EVERY`] the log is forgotten and everything is pushed
+/// again (a holder that lost its disk under the same id).
 #[derive(Debug, Default)]
 struct PushLog {
     /// When the log was last forgotten.
     since: Option<std::time::Instant>,
-    confirmed: std::collections::HashMap<(NodeId, NodeId), u64>,
+    confirmed: std::collections::HashMap<(NodeId, NodeId), Cursor>,
 }
 
 impl Mail {
@@ -704,10 +723,31 @@ impl Mail {
                 .into_iter()
                 .filter(|p| p.id != me)
                 .map(|p| {
-                    let upto = confirmed.remove(&(mailbox, p.id)).unwrap_or(0);
-                    (p, Cursor::at(upto))
+                    let c = confirmed.remove(&(mailbox, p.id)).unwrap_or_default();
+                    (p, Cursor::at(c.upto, c.pending))
                 })
                 .collect();
+            // First what earlier batches passed over while it was in flight.
+            for (peer, cursor) in peers.iter_mut() {
+                if cursor.pending.is_empty() {
+                    continue;
+                }
+                let seqs = cursor.pending.clone();
+                let Ok((ready, waiting)) = self
+                    .blocking(move |s| s.visible(now(), &mailbox, &seqs))
+                    .await
+                else {
+                    continue;
+                };
+                match self.push_copies(peer, mailbox, &ready).await {
+                    Ok(s) => {
+                        stored += s;
+                        pushed += ready.len() as u64;
+                        cursor.pending = waiting;
+                    }
+                    Err(()) => cursor.failed(),
+                }
+            }
             let Some(mut after) = peers.iter().map(|(_, c)| c.upto).min() else {
                 continue;
             };
@@ -719,50 +759,33 @@ impl Mail {
                     break;
                 }
                 after = batch.next_cursor;
-                let ids: Vec<MsgId> = batch.messages.iter().map(|d| d.message.id()).collect();
-                let principals = match self.blocking(move |s| s.principals(&mailbox, &ids)).await {
-                    Ok(p) => p,
-                    Err(_) => break,
-                };
                 for (peer, cursor) in peers.iter_mut() {
-                    let messages: Vec<(Envelope, Option<[u8; 32]>)> = batch
+                    let messages: Vec<Delivered> = batch
                         .messages
                         .iter()
-                        .zip(&principals)
-                        .filter(|(d, _)| cursor.wants(d.seq))
-                        .map(|(d, p)| (d.message.clone(), *p))
+                        .filter(|d| cursor.wants(d.seq))
+                        .cloned()
                         .collect();
                     if messages.is_empty() {
                         continue;
                     }
-                    let n = messages.len() as u64;
-                    // Copies without principals go as REPLICATE, which every version reads.
-                    let req = if messages.iter().any(|(_, p)| p.is_some()) {
-                        MailboxRequest::ReplicateFor { messages }
-                    } else {
-                        MailboxRequest::Replicate {
-                            messages: messages.into_iter().map(|(m, _)| m).collect(),
+                    match self.push_copies(peer, mailbox, &messages).await {
+                        Ok(s) => {
+                            stored += s;
+                            pushed += messages.len() as u64;
+                            cursor.pushed(batch.next_cursor, &batch.passed_over);
                         }
-                    };
-                    match tokio::time::timeout(ASK_TIMEOUT, self.ask(peer, &req)).await {
-                        Ok(Ok(MailboxResponse::Replicated { stored: s })) => {
-                            stored += u64::from(s);
-                            pushed += n;
-                            cursor.pushed(batch.next_cursor);
-                        }
-                        _ => {
-                            tracing::debug!(peer = %peer.id, "mailbox repair push failed");
-                            cursor.failed();
-                        }
+                        Err(()) => cursor.failed(),
                     }
                 }
                 if !batch.more || peers.iter().all(|(_, c)| c.failed) {
                     break;
                 }
             }
-            for (peer, cursor) in peers {
-                if cursor.upto > 0 {
-                    kept.insert((mailbox, peer.id), cursor.upto);
+            for (peer, mut cursor) in peers {
+                if cursor.upto > 0 || !cursor.pending.is_empty() {
+                    cursor.failed = false;
+                    kept.insert((mailbox, peer.id), cursor);
                 }
             }
         }
@@ -773,6 +796,47 @@ impl Mail {
         metrics::counter!("mailbox_repair_pushed_total").increment(pushed);
         metrics::counter!("mailbox_repair_copies_total").increment(stored);
         stored
+    }
+
+    /// Pushes `messages` of `mailbox` to `peer` (REPLICATE; REPLICATE_FOR when one of
+    /// them was stored for a principal, so the receiver counts each copy as we do), in
+    /// requests within the batch limits; the copies that were new to it, or `Err` at the
+    /// first request that failed.
+    async fn push_copies(
+        &self,
+        peer: &NetPeer,
+        mailbox: NodeId,
+        messages: &[Delivered],
+    ) -> Result<u64, ()> {
+        let mut stored = 0;
+        for part in batches(messages) {
+            let ids: Vec<MsgId> = part.iter().map(|d| d.message.id()).collect();
+            let principals = self
+                .blocking(move |s| s.principals(&mailbox, &ids))
+                .await
+                .map_err(|_| ())?;
+            let messages: Vec<(Envelope, Option<[u8; 32]>)> = part
+                .iter()
+                .zip(principals)
+                .map(|(d, p)| (d.message.clone(), p))
+                .collect();
+            // Copies without principals go as REPLICATE, which every version reads.
+            let req = if messages.iter().any(|(_, p)| p.is_some()) {
+                MailboxRequest::ReplicateFor { messages }
+            } else {
+                MailboxRequest::Replicate {
+                    messages: messages.into_iter().map(|(m, _)| m).collect(),
+                }
+            };
+            match tokio::time::timeout(ASK_TIMEOUT, self.ask(peer, &req)).await {
+                Ok(Ok(MailboxResponse::Replicated { stored: s })) => stored += u64::from(s),
+                _ => {
+                    tracing::debug!(peer = %peer.id, "mailbox repair push failed");
+                    return Err(());
+                }
+            }
+        }
+        Ok(stored)
     }
 
     /// Repair rounds every `repair_every` (see [`Mail::new`]), for ever.
@@ -1070,6 +1134,25 @@ async fn replicate_here(
     }
 }
 
+/// `messages` cut into runs that one REPLICATE carries: at most [`REPLICATE_MAX`] each,
+/// and [`BATCH_BYTES_MAX`] of payload unless one message alone is more.
+fn batches(messages: &[Delivered]) -> Vec<&[Delivered]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, d) in messages.iter().enumerate() {
+        let len = d.message.payload.len();
+        if i > start && (i - start >= REPLICATE_MAX || bytes + len > BATCH_BYTES_MAX as usize) {
+            out.push(&messages[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < messages.len() {
+        out.push(&messages[start..]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::Cursor;
@@ -1079,7 +1162,7 @@ mod tests {
     /// taken, and would wait for the full push minutes later).
     #[test]
     fn a_failed_push_keeps_the_holder_cursor_for_the_round() {
-        let mut c = Cursor::at(0);
+        let mut c = Cursor::at(0, vec![]);
         assert!(c.wants(1));
         c.failed();
         assert!(
@@ -1088,11 +1171,53 @@ mod tests {
         );
         assert_eq!(c.upto, 0, "a failure moved the cursor");
 
-        let mut c = Cursor::at(10);
+        let mut c = Cursor::at(10, vec![]);
         assert!(!c.wants(10) && c.wants(11));
-        c.pushed(64);
+        c.pushed(64, &[]);
         assert!(!c.wants(64) && c.wants(65));
-        c.pushed(3);
+        c.pushed(3, &[]);
         assert_eq!(c.upto, 64, "a cursor never moves back");
+    }
+
+    /// A batch that passed over messages in flight moves the cursor past them; they wait
+    /// in `pending` (once each), and numbers the holder already confirmed are not added.
+    #[test]
+    fn messages_passed_over_wait_to_be_pushed() {
+        let mut c = Cursor::at(10, vec![]);
+        c.pushed(30, &[5, 12, 20]);
+        assert_eq!(c.upto, 30);
+        assert_eq!(c.pending, vec![12, 20], "5 was confirmed before");
+        c.pushed(40, &[20, 35]);
+        assert_eq!(c.pending, vec![12, 20, 35]);
+        let many: Vec<u64> = (41..41 + super::PENDING_MAX as u64).collect();
+        c.pushed(50_000, &many);
+        assert_eq!(c.pending.len(), super::PENDING_MAX, "bounded");
+        assert!(!c.pending.contains(&12), "the oldest go first");
+    }
+
+    /// One REPLICATE carries at most REPLICATE_MAX messages and BATCH_BYTES_MAX bytes.
+    #[test]
+    fn pushes_are_cut_within_the_batch_limits() {
+        use wire::mailbox::{BATCH_BYTES_MAX, Delivered, Envelope, REPLICATE_MAX};
+        let msg = |len: usize| Delivered {
+            seq: 1,
+            deliveries: 0,
+            message: Envelope {
+                mailbox: wire::NodeId([1; 32]),
+                sender: wire::NodeId([2; 32]),
+                idempotency_key: vec![1],
+                ttl_ms: 0,
+                e2e: false,
+                payload: vec![0; len],
+            },
+        };
+        let small: Vec<Delivered> = (0..REPLICATE_MAX * 2 + 1).map(|_| msg(1)).collect();
+        let cut: Vec<usize> = super::batches(&small).iter().map(|b| b.len()).collect();
+        assert_eq!(cut, vec![REPLICATE_MAX, REPLICATE_MAX, 1]);
+        let half = BATCH_BYTES_MAX as usize / 2;
+        let big = vec![msg(half), msg(half), msg(half + 1)];
+        let cut: Vec<usize> = super::batches(&big).iter().map(|b| b.len()).collect();
+        assert_eq!(cut, vec![2, 1]);
+        assert!(super::batches(&[]).is_empty());
     }
 }

@@ -4,7 +4,8 @@
 //! where mail sent to an offline node survives a SIGKILLed holder and is delivered exactly
 //! once after acks, a stranger can neither read, ack, forge nor replicate another node's
 //! mail over OAP/1, and a send short of its W holders is refused; a node far from a
-//! mailbox refuses to hold its mail (no copy where the owner's receive never asks).
+//! mailbox refuses to hold its mail (no copy where the owner's receive never asks); repair
+//! pushes a message it passed over while in flight to its owner once it is visible again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -778,5 +779,72 @@ fn a_send_to_a_node_far_from_the_mailbox_is_refused() {
     assert!(
         got.iter().any(|(_, p)| *p == b64("hello")),
         "node-0 did not receive the message: {got:?}"
+    );
+}
+
+/// A message in flight to its owner (hidden by a receive) when a repair batch passed it
+/// over is pushed to the holder that lacks it once it is visible again. Before, the batch's
+/// other messages moved that holder's cursor past it, and it went unpushed until the next
+/// full push, five minutes on, one holder short all the while.
+#[test]
+fn repair_pushes_a_message_it_passed_over_in_flight_once_visible() {
+    let mut mesh = Mesh::start(4, |_, spec| {
+        *spec = std::mem::take(spec).fast_liveness(Duration::from_millis(500));
+        spec.args
+            .extend(["--open-writes", "--mailbox-repair-ms", "300"].map(String::from));
+    })
+    .unwrap();
+    mesh.wait_ready(START).unwrap();
+    let ids = mesh.ids().unwrap();
+    let all: Vec<usize> = (0..4).collect();
+    mesh.wait_tables_hold(&all, &ids, START).unwrap();
+    // The RF = 3 holders of node-3's mail: node-3 itself and the two others nearest it.
+    let owner = 3;
+    let key = |id: &NodeId| overlay::Key::for_node(id);
+    let mut others: Vec<usize> = (0..3).collect();
+    others.sort_by_key(|&i| key(&ids[i]).distance(&key(&ids[owner])));
+    let (lagging, holder, far) = (others[0], others[1], others[2]);
+    println!("holders of node-{owner}'s mail: node-{owner}, node-{lagging} (down), node-{holder}");
+
+    // Down, not paused: a paused process would still read the sends queued for it.
+    mesh.nodes[lagging].sigkill().unwrap();
+    let r = send(mesh.nodes[far].http(), &ids[owner], "m1", None, "", "first");
+    assert_eq!(r.status, 201, "m1 with a holder down: {}", r.body);
+    // The owner takes m1: it is in flight (hidden for 30 s) at node-{owner} and node-{holder}.
+    let got = recv(&mesh.nodes[owner], "2s");
+    assert!(got.iter().any(|(_, p)| *p == b64("first")), "{got:?}");
+    let taken = Instant::now();
+    // m2 from another sender (another share: not held back behind m1).
+    let r = send(
+        mesh.nodes[holder].http(),
+        &ids[owner],
+        "m2",
+        None,
+        "",
+        "second",
+    );
+    assert_eq!(r.status, 201, "m2: {}", r.body);
+    mesh.nodes[lagging].restart().unwrap();
+    mesh.nodes[lagging].wait_ready(START).unwrap();
+    let depth = |i: usize| queue_depth(&mesh.nodes[i]);
+
+    // Repair pushes m2 at once; m1 once its visibility ends (30 s after the receive).
+    testing::poll_until(
+        "the returned holder to get m2",
+        Duration::from_secs(25),
+        Duration::from_millis(200),
+        || (depth(lagging) >= 1.0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    testing::poll_until(
+        "the returned holder to get m1, passed over in flight",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || (depth(lagging) >= 2.0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}; node-{lagging} holds {}", depth(lagging)));
+    println!(
+        "node-{lagging} held both {:?} after the receive hid m1",
+        taken.elapsed()
     );
 }
