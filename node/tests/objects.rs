@@ -1,7 +1,8 @@
 //! Objects across five in-process nodes over real QUIC on loopback, with real on-disk
 //! stores: PUT through one gateway, GET through another, and the integrity paths — a holder
 //! serving corrupted bytes is caught and the fetch resumes at the next holder; a corrupt
-//! local copy is dropped, never served, and the object is still readable from the mesh.
+//! local copy is dropped, never served, and the object is still readable from the mesh;
+//! a write keeps its slot until its last copy is placed, and PUTs past the bound are 503.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -224,6 +225,125 @@ async fn a_write_whose_client_hangs_up_still_reports_every_copy() {
         0,
         "the write's slot was not given back"
     );
+
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// Waits up to `within` for `done`, polling every 20 ms; whether it came true.
+async fn eventually(within: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// A write holds its slot (`writes_max`) until its last copy is placed, after its answer
+/// too: past the bound a PUT is 503 `writes_busy` with `Retry-After`, before its body is
+/// read; a PUT whose body was being sent when the last slot went is 503 after it, its copy
+/// kept here for repair to place. Before, a write's background placements were counted
+/// nowhere, and clients could start them faster than slow targets ended them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_keeps_its_slot_until_its_last_copy_is_placed() {
+    use std::io::{Read, Write};
+    println!("seed = {SEED:#x}");
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = tokio::time::timeout(
+        Duration::from_secs(30),
+        mesh_with(dir.path(), 3, |c| {
+            c.objects.writes_max = 1;
+            c.objects.w = 1;
+        }),
+    )
+    .await
+    .unwrap();
+    let gateway = nodes[0].ctx.clone();
+    let objects = gateway.objects.clone();
+    let url = format!("http://{}/o", gateway.http);
+
+    // With W = 1 the write answers at once, both of its copies still being placed.
+    let body = data(32 << 20);
+    let hash = objects.store.put(&body, None).unwrap();
+    let slot = objects.write_slot().unwrap();
+    let answer = objects.replicate(hash, body.len() as u64, slot).await;
+    assert_eq!((answer.copies, answer.want), (1, 1));
+    assert_eq!(
+        objects.writes_in_flight(),
+        1,
+        "the answered write let its slot go"
+    );
+    let r = request("PUT", url.clone(), vec![], b"a small object".to_vec()).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["code"], "writes_busy");
+    assert!(
+        r.json().get("id").is_none(),
+        "refused before its body was read"
+    );
+    assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+    // The slot comes back once both copies are placed; then a PUT runs.
+    assert!(
+        eventually(Duration::from_secs(30), || objects.writes_in_flight() == 0).await,
+        "the write's slot never came back"
+    );
+    assert_eq!(holders(&nodes, &hash), vec![0, 1, 2]);
+    let r = request("PUT", url.clone(), vec![], b"a small object".to_vec()).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert!(eventually(Duration::from_secs(30), || objects.writes_in_flight() == 0).await);
+
+    // A body half sent when the last slot goes: 503 once it is stored, with its id; the
+    // copy stays and repair places it without a write slot.
+    let late = b"sent while the slots ran out".repeat(1000);
+    let late_hash = *blake3::hash(&late).as_bytes();
+    let addr = gateway.http;
+    let (half_sent, half_rx) = std::sync::mpsc::channel();
+    let (go_on, go_rx) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "PUT /o HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            late.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&late[..late.len() / 2]).unwrap();
+        half_sent.send(()).unwrap();
+        go_rx.recv().unwrap();
+        s.write_all(&late[late.len() / 2..]).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    });
+    half_rx.recv().unwrap();
+    // The handler is past its check once the first half is being stored.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = objects.write_slot().expect("a free slot");
+    go_on.send(()).unwrap();
+    let reply = tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(
+        reply.contains("writes_busy") && reply.contains(&id_string(&late_hash)),
+        "{reply}"
+    );
+    assert!(
+        objects.store.size(&late_hash).is_some(),
+        "the stored body was dropped"
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || holders(&nodes, &late_hash)
+            .len()
+            == 3)
+        .await,
+        "repair did not place the copies: held by {:?}",
+        holders(&nodes, &late_hash)
+    );
+    drop(held);
 
     for n in nodes {
         n.shutdown().await;

@@ -136,6 +136,32 @@ pub(crate) fn over_quota(e: &QuotaError) -> ApiError {
     .retry_after(e.retry_after_secs())
 }
 
+/// 503 `writes_busy`: `writes_max` writes are running. With `id`, the body was already
+/// stored: it stays here and repair places its copies at its own pace.
+fn writes_busy(objects: &crate::objects::Objects, id: Option<&str>) -> ApiError {
+    metrics::counter!("rejected_total", "reason" => "writes").increment(1);
+    let max = objects.limits.writes_max;
+    let running = format!(
+        "this node runs {max} writes at once, counting the copies still being placed for writes already answered"
+    );
+    let e = match id {
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "writes_busy",
+            format!("{running}; retry later"),
+        ),
+        Some(id) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "writes_busy",
+            format!(
+                "{id} is durable on this node only: {running}; repair places its copies, retry the PUT later"
+            ),
+        )
+        .with("id", id.to_string()),
+    };
+    e.retry_after(1)
+}
+
 async fn put_object(
     State(ctx): State<Arc<NodeContext>>,
     headers: HeaderMap,
@@ -174,20 +200,11 @@ async fn put_object(
     let grant = authorize(&ctx, &headers, declared)?;
     let token_max = grant.max_bytes;
     let objects = &ctx.objects;
-    // The write's slot is taken before a byte of the body is read and kept until its
-    // last copy's placement reports, after the answer and after a hang-up too.
-    let Some(slot) = objects.write_slot() else {
-        metrics::counter!("rejected_total", "reason" => "writes").increment(1);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "writes_busy",
-            format!(
-                "this node runs {} writes at once, counting the copies still being placed for writes already answered; retry later",
-                objects.limits.writes_max
-            ),
-        )
-        .retry_after(1));
-    };
+    // A node running all the writes it may answers at once, before the body is sent (the
+    // slot itself is taken after it, so a client trickling its body holds none).
+    if objects.writes_running_all() {
+        return Err(writes_busy(objects, None));
+    }
     // A tenant's write holds its bytes in the tenant's account from the start: the whole
     // declared size, or each piece of a body of unknown size as it comes.
     let mut reservation = match &grant.tenant {
@@ -261,8 +278,13 @@ async fn put_object(
     if let Some(r) = reservation {
         r.commit();
     }
-    let Replicated { copies, want } = objects.replicate(hash, size, slot).await;
     let id = id_string(&hash);
+    // The write holds its slot until its last copy is placed, after the answer too.
+    let Some(slot) = objects.write_slot() else {
+        objects.announce(hash, size).await;
+        return Err(writes_busy(objects, Some(&id)));
+    };
+    let Replicated { copies, want } = objects.replicate(hash, size, slot).await;
     if copies < want {
         metrics::counter!("rejected_total", "reason" => "insufficient_replicas").increment(1);
         return Err(ApiError::new(

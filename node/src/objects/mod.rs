@@ -84,10 +84,11 @@ pub struct ObjectLimits {
     pub transfer_min_rate: u64,
     /// How long a transfer may run before `transfer_min_rate` applies (10 s).
     pub transfer_rate_grace: Duration,
-    /// Writes (gateway PUTs) this node runs at once (256), each from its first body byte
+    /// Writes (gateway PUTs) this node runs at once (256), each from its stored body
     /// until every copy's placement has reported: a write goes on after its answer and
     /// after its client hangs up, so without this bound a client could start background
-    /// work faster than slow targets end it. Past it a PUT is answered 503 `writes_busy`.
+    /// work faster than slow targets end it. Past it a PUT is answered 503 `writes_busy`
+    /// (before its body is read when it can be; after, the copy stays for repair).
     pub writes_max: usize,
 }
 
@@ -157,9 +158,10 @@ pub struct Objects {
     writes: Arc<tokio::sync::Semaphore>,
 }
 
-/// One of the node's writes in flight ([`ObjectLimits::writes_max`]): taken before a
-/// PUT's body is read, handed to [`Objects::replicate`], and given back when the last of
-/// the write's placements has reported, whether or not its client is still there.
+/// One of the node's writes in flight ([`ObjectLimits::writes_max`]): taken once a PUT's
+/// body is stored (a client slow to send it holds none), handed to [`Objects::replicate`],
+/// and given back when the last of the write's placements has reported, whether or not
+/// its client is still there.
 #[derive(Debug)]
 pub struct WriteSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -278,6 +280,11 @@ impl Objects {
             .try_acquire_owned()
             .ok()
             .map(|p| WriteSlot { _permit: p })
+    }
+
+    /// Whether every write slot is taken (a PUT is refused before its body is read).
+    pub fn writes_running_all(&self) -> bool {
+        self.writes.available_permits() == 0
     }
 
     /// Writes running now (their slots taken), for the gauge.
@@ -411,7 +418,7 @@ impl Objects {
         };
         let mut answer_tx = Some(answer_tx);
         loop {
-            run.start_placements(&mut write);
+            run.start_placements(&mut write, clock.now());
             if let Some(answer) = write.answer(clock.now())
                 && let Some(tx) = answer_tx.take()
             {
@@ -875,30 +882,42 @@ struct WriteRun {
 }
 
 impl WriteRun {
-    fn start_placements(&self, write: &mut Write<NetPeer>) {
-        while let Some(peer) = write.poll_place(self.clock.now()) {
+    /// Starts every placement due at `now`. Each reports how it ended, a placement whose
+    /// task panicked included (as a local failure): the write waits for every report.
+    fn start_placements(&self, write: &mut Write<NetPeer>, now: overlay::Instant) {
+        while let Some(peer) = write.poll_place(now) {
             let objects = self.objects.clone();
             let (hash, size) = (self.hash, self.size);
             let tx = self.reports.0.clone();
+            let key = peer.key;
             tokio::spawn(async move {
                 let durable = DurableTo {
                     tx: tx.clone(),
                     peer: peer.key,
                 };
-                let placed = objects
-                    .place_copy(&peer, hash, size, true, true, Some(&durable))
-                    .await;
-                let _ = tx.send(WriteReport::Placed(peer.key, placed)).await;
+                let placing = tokio::spawn(async move {
+                    objects
+                        .place_copy(&peer, hash, size, true, true, Some(&durable))
+                        .await
+                });
+                let placed = placing.await.unwrap_or_else(|_| {
+                    Placed::Failed(FetchError::Local("the placement task panicked".into()))
+                });
+                let _ = tx.send(WriteReport::Placed(key, placed)).await;
             });
         }
     }
 
     /// Waits for the next report (or the write's next timer) and applies it.
     async fn next_report(&mut self, write: &mut Write<NetPeer>) {
+        // Retries due now start first, read at the same instant as the wait below: one
+        // that came due in between would otherwise be neither started nor waited for.
+        let now = self.clock.now();
+        self.start_placements(write, now);
         // Past the deadline the write has answered: a time not in the future (the deadline
         // itself) is nothing to wait for, or the loop would spin until the last placement
         // ends.
-        let report = match write.poll_timeout().filter(|&t| t > self.clock.now()) {
+        let report = match write.poll_timeout().filter(|&t| t > now) {
             Some(t) => tokio::time::timeout_at(self.clock.deadline(t), self.reports.1.recv())
                 .await
                 .ok()
