@@ -185,6 +185,8 @@ struct Cursor {
 /// Most messages one holder's cursor keeps waiting to be pushed; past it the oldest are
 /// left to the next full push ([`FULL_PUSH_EVERY`]).
 const PENDING_MAX: usize = 4096;
+/// Most pending messages one round reads for one holder (4 full REPLICATEs).
+const PENDING_PER_ROUND: usize = 4 * REPLICATE_MAX;
 
 impl Cursor {
     fn at(upto: u64, pending: Vec<u64>) -> Cursor {
@@ -732,17 +734,24 @@ impl Mail {
                 if cursor.pending.is_empty() {
                     continue;
                 }
-                let seqs = cursor.pending.clone();
-                let Ok((ready, waiting)) = self
+                // The oldest first, a bounded number a round (their payloads are read at
+                // once); a holder whose pending ones cannot be read or pushed gets nothing
+                // newer this round, so it never holds a later message without an earlier.
+                let mut seqs = cursor.pending.clone();
+                seqs.sort_unstable();
+                let later = seqs.split_off(seqs.len().min(PENDING_PER_ROUND));
+                let Ok((ready, mut waiting)) = self
                     .blocking(move |s| s.visible(now(), &mailbox, &seqs))
                     .await
                 else {
+                    cursor.failed();
                     continue;
                 };
                 match self.push_copies(peer, mailbox, &ready).await {
                     Ok(s) => {
                         stored += s;
                         pushed += ready.len() as u64;
+                        waiting.extend(later);
                         cursor.pending = waiting;
                     }
                     Err(()) => cursor.failed(),

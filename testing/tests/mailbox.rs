@@ -798,10 +798,13 @@ fn repair_pushes_a_message_it_passed_over_in_flight_once_visible() {
     let ids = mesh.ids().unwrap();
     let all: Vec<usize> = (0..4).collect();
     mesh.wait_tables_hold(&all, &ids, START).unwrap();
-    // The RF = 3 holders of node-3's mail: node-3 itself and the two others nearest it.
-    let owner = 3;
+    // The mailbox is node-0's: node-0 holds it, and the node brought down is one of the
+    // others (it returns through node-0, every node's bootstrap). Its RF = 3 holders are
+    // node-0 and the two others nearest it; the farthest holds copies too while one of
+    // those is down (its sends find it among the closest).
+    let owner = 0;
     let key = |id: &NodeId| overlay::Key::for_node(id);
-    let mut others: Vec<usize> = (0..3).collect();
+    let mut others: Vec<usize> = (1..4).collect();
     others.sort_by_key(|&i| key(&ids[i]).distance(&key(&ids[owner])));
     let (lagging, holder, far) = (others[0], others[1], others[2]);
     println!("holders of node-{owner}'s mail: node-{owner}, node-{lagging} (down), node-{holder}");
@@ -810,7 +813,7 @@ fn repair_pushes_a_message_it_passed_over_in_flight_once_visible() {
     mesh.nodes[lagging].sigkill().unwrap();
     let r = send(mesh.nodes[far].http(), &ids[owner], "m1", None, "", "first");
     assert_eq!(r.status, 201, "m1 with a holder down: {}", r.body);
-    // The owner takes m1: it is in flight (hidden for 30 s) at node-{owner} and node-{holder}.
+    // The owner takes m1: it is in flight (hidden for 30 s) at every holder.
     let got = recv(&mesh.nodes[owner], "2s");
     assert!(got.iter().any(|(_, p)| *p == b64("first")), "{got:?}");
     let taken = Instant::now();
@@ -836,6 +839,14 @@ fn repair_pushes_a_message_it_passed_over_in_flight_once_visible() {
         || (depth(lagging) >= 1.0).then_some(()),
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    // The test means something only if m2 came while m1 was still in flight: a batch with
+    // m2 then passed m1 over.
+    assert!(
+        taken.elapsed() < Duration::from_secs(28) && depth(lagging) == 1.0,
+        "node-{lagging} holds {} {:?} after the receive: the case was not reached",
+        depth(lagging),
+        taken.elapsed()
+    );
     testing::poll_until(
         "the returned holder to get m1, passed over in flight",
         Duration::from_secs(60),
