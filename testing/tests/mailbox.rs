@@ -577,9 +577,9 @@ fn repair_pushed(mesh: &Mesh) -> f64 {
         .sum()
 }
 
-#[test]
-fn repair_pushes_a_holder_only_what_it_lacks() {
-    // Rounds every 300 ms, so a few seconds hold many of them.
+/// Four open nodes whose mail repair runs every 300 ms (a few seconds hold many rounds),
+/// ready, with their ids.
+fn repairing_mesh() -> (Mesh, Vec<NodeId>) {
     let mut mesh = Mesh::start(4, |_, spec| {
         *spec = std::mem::take(spec).fast_liveness(Duration::from_millis(500));
         spec.args
@@ -588,6 +588,12 @@ fn repair_pushes_a_holder_only_what_it_lacks() {
     .unwrap();
     mesh.wait_ready(START).unwrap();
     let ids = mesh.ids().unwrap();
+    (mesh, ids)
+}
+
+#[test]
+fn repair_pushes_a_holder_only_what_it_lacks() {
+    let (mesh, ids) = repairing_mesh();
     let to = ids[3];
     for i in 0..20 {
         let r = send(mesh.nodes[1].http(), &to, &format!("r{i}"), None, "", "x");
@@ -788,14 +794,7 @@ fn a_send_to_a_node_far_from_the_mailbox_is_refused() {
 /// full push, five minutes on, one holder short all the while.
 #[test]
 fn repair_pushes_a_message_it_passed_over_in_flight_once_visible() {
-    let mut mesh = Mesh::start(4, |_, spec| {
-        *spec = std::mem::take(spec).fast_liveness(Duration::from_millis(500));
-        spec.args
-            .extend(["--open-writes", "--mailbox-repair-ms", "300"].map(String::from));
-    })
-    .unwrap();
-    mesh.wait_ready(START).unwrap();
-    let ids = mesh.ids().unwrap();
+    let (mut mesh, ids) = repairing_mesh();
     let all: Vec<usize> = (0..4).collect();
     mesh.wait_tables_hold(&all, &ids, START).unwrap();
     // The mailbox is node-0's: node-0 holds it, and the node brought down is one of the
