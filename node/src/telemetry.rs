@@ -251,6 +251,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Object transfers (repairs and writes' copies) started and not reported done yet.",
     ),
     (
+        "write_placements_cut_total",
+        Kind::Counter,
+        "Placements of a write still running at twice its wait, stopped and left to repair.",
+    ),
+    (
         "writes_in_flight",
         Kind::Gauge,
         "Gateway writes running, each until its last copy's placement reported (at most writes_max).",

@@ -349,3 +349,50 @@ async fn a_write_keeps_its_slot_until_its_last_copy_is_placed() {
         n.shutdown().await;
     }
 }
+
+/// A write's placements still running at twice its wait are cut and left to repair: a
+/// target that takes a copy in more slowly than the wait allows does not hold the write
+/// (and its slot) for hours. The planner hears each cut placement as failed, so repair
+/// places the copies later; were it never told, it would wait on those transfers for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_cuts_placements_slower_than_twice_its_wait() {
+    println!("seed = {SEED:#x}");
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = tokio::time::timeout(
+        Duration::from_secs(30),
+        mesh_with(dir.path(), 3, |c| {
+            c.objects.w = 1;
+            // A wait of 5 ms whatever the size: no 32 MiB copy lands within 10 ms.
+            c.objects.timings.put_wait_base = Duration::from_millis(5);
+            c.objects.timings.put_wait_rate = u64::MAX;
+        }),
+    )
+    .await
+    .unwrap();
+    let objects = nodes[0].ctx.objects.clone();
+    let body = data(32 << 20);
+    let hash = objects.store.put(&body, None).unwrap();
+    let slot = objects.write_slot().unwrap();
+    let answer = objects.replicate(hash, body.len() as u64, slot).await;
+    assert_eq!((answer.copies, answer.want), (1, 1));
+    assert!(
+        eventually(Duration::from_secs(5), || objects.writes_in_flight() == 0).await,
+        "the write was not cut"
+    );
+    // Both pushes were stopped, not left to run on their own.
+    assert_eq!(objects.stats.placements_cut.load(Ordering::Relaxed), 2);
+    assert_ne!(holders(&nodes, &hash), vec![0, 1, 2], "a cut push landed");
+    // Repair places what the write could not.
+    assert!(
+        eventually(Duration::from_secs(60), || holders(&nodes, &hash)
+            == vec![0, 1, 2])
+        .await,
+        "repair never placed the cut copies: held by {:?}, {} transfers in flight",
+        holders(&nodes, &hash),
+        nodes[0].ctx.dht.status().transfers_in_flight
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -56,4 +56,4 @@ pub use query::{QueryId, QueryKind, QueryResult, QueryStats};
 pub use replication::{PlanEvent, Planner, TransferId, TransferOutcome};
 pub use routing::RoutingTable;
 pub use time::Instant;
-pub use write::{PlaceResult, Write, WriteAnswer, placement_targets, write_quorum};
+pub use write::{PlaceResult, PlacementCut, Write, WriteAnswer, placement_targets, write_quorum};

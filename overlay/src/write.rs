@@ -7,8 +7,12 @@
 //! its fsync, or proved a copy it already held with bytes that verified; a peer's word alone
 //! never counts. The write answers ([`Write::answer`]) once W copies are durable, or every
 //! placement has finished, or its wait ran out. Placements still running after the answer
-//! go on (the driver keeps polling until [`Write::finished`]), and the replication planner
-//! repairs what the write could not place.
+//! go on (the driver keeps polling until [`Write::finished`]) for as long again as the
+//! wait, then are cut ([`Write::cut`]): a target that takes in a copy more slowly than the
+//! wait allows (a slow link, or a peer that reads just fast enough not to be dropped) does
+//! not keep the write, and what it holds on the node, for hours. The replication planner
+//! repairs what the write could not place. (simnet runs these decisions but ends a write
+//! at its wait: it models neither the node's write slots nor the placements after it.)
 //!
 //! A target that is receiving the object from someone else (a concurrent write of the same
 //! bytes, or a repair) refuses a second push; its copy is on its way, so it is asked again
@@ -67,6 +71,17 @@ pub enum PlaceResult {
     Busy,
 }
 
+/// Why [`Write::cut`] gave a target up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementCut {
+    /// Its placement was still moving the copy: the target takes it in more slowly than
+    /// the write's wait allows (the planner hears a failure).
+    TooSlow,
+    /// Its copy was durable and still being proven, or it was waiting to be asked again:
+    /// nothing against the target (the planner hears the transfer did not run).
+    Unfinished,
+}
+
 /// What a write achieved when it answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteAnswer {
@@ -100,6 +115,8 @@ pub struct Write<P> {
     want: usize,
     copies: usize,
     deadline: Instant,
+    /// Placements still running then are cut: the deadline plus the wait again.
+    cut_at: Instant,
     targets: Vec<Target<P>>,
 }
 
@@ -112,6 +129,7 @@ impl<P: Peer> Write<P> {
             want: want.max(1),
             copies: 1,
             deadline: now + wait,
+            cut_at: now + wait + wait,
             targets: targets
                 .into_iter()
                 .map(|peer| Target {
@@ -137,6 +155,9 @@ impl<P: Peer> Write<P> {
     /// The next placement to start now, if any: the driver places a copy at the peer and
     /// reports [`Write::handle_placed`] (and [`Write::handle_durable`] as soon as it knows).
     pub fn poll_place(&mut self, now: Instant) -> Option<P> {
+        if now >= self.cut_at {
+            return None;
+        }
         let t = self
             .targets
             .iter_mut()
@@ -209,6 +230,35 @@ impl<P: Peer> Write<P> {
                 want: self.want,
             },
         )
+    }
+
+    /// When what is left of the write will be cut ([`Write::cut`]), while anything is;
+    /// the driver calls in then if nothing else came first.
+    pub fn cut_at(&self) -> Option<Instant> {
+        (!self.finished()).then_some(self.cut_at)
+    }
+
+    /// At or after [`Write::cut_at`], every target not finished, now given up, with why:
+    /// the driver stops their placements and reports each to the planner (a target that
+    /// took in its copy more slowly than the write's wait allows as failed; one whose copy
+    /// is durable, still proving it, or one only waiting to be asked again, as not run);
+    /// their own reports, if any come, are ignored.
+    pub fn cut(&mut self, now: Instant) -> Vec<(P, PlacementCut)> {
+        if now < self.cut_at {
+            return Vec::new();
+        }
+        self.targets
+            .iter_mut()
+            .filter(|t| t.stage != Stage::Finished)
+            .map(|t| {
+                let why = match t.stage {
+                    Stage::Placing if !t.durable => PlacementCut::TooSlow,
+                    _ => PlacementCut::Unfinished,
+                };
+                t.stage = Stage::Finished;
+                (t.peer.clone(), why)
+            })
+            .collect()
     }
 
     /// Whether nothing is left to do: every placement reported. A busy target's retry is
@@ -353,6 +403,55 @@ mod tests {
             w.handle_placed(at(600), &key(1), PlaceResult::Busy),
             "past the deadline a busy answer ends it"
         );
+        assert!(w.finished());
+    }
+
+    #[test]
+    fn a_placement_slower_than_twice_the_wait_is_cut() {
+        // Wait 100 ms: the answer at once (W = 1), the cut at 200 ms.
+        let mut w = Write::new(
+            at(0),
+            vec![peer(1), peer(2), peer(3)],
+            1,
+            Duration::from_millis(100),
+        );
+        assert_eq!(placed_all(&mut w, at(0)), vec![1, 2, 3]);
+        assert_eq!(w.answer(at(0)), Some(WriteAnswer { copies: 1, want: 1 }));
+        assert_eq!(w.cut_at(), Some(at(200)));
+        assert!(w.handle_placed(at(50), &key(1), PlaceResult::Done));
+        w.handle_durable(&key(2));
+        assert!(w.cut(at(199)).is_empty(), "not before its time");
+        let cut: Vec<(u8, PlacementCut)> = w
+            .cut(at(200))
+            .into_iter()
+            .map(|(p, why)| (p.key.0[0], why))
+            .collect();
+        assert_eq!(
+            cut,
+            vec![(2, PlacementCut::Unfinished), (3, PlacementCut::TooSlow)],
+            "a durable copy still being proven is nothing against its target"
+        );
+        assert_eq!(w.cut_at(), None, "nothing left to cut");
+        assert!(w.finished());
+        assert!(
+            !w.handle_placed(at(250), &key(3), PlaceResult::Done),
+            "cut: its report is ignored"
+        );
+    }
+
+    #[test]
+    fn a_retry_not_started_by_the_cut_is_cut_and_never_started() {
+        let mut w = Write::new(at(0), vec![peer(1)], 2, Duration::from_millis(100));
+        placed_all(&mut w, at(0));
+        assert!(!w.handle_placed(at(1), &key(1), PlaceResult::Busy));
+        // The driver calls in only after the cut: the retry is not started, and is cut.
+        assert_eq!(w.poll_place(at(300)), None);
+        let cut: Vec<(u8, PlacementCut)> = w
+            .cut(at(300))
+            .into_iter()
+            .map(|(p, why)| (p.key.0[0], why))
+            .collect();
+        assert_eq!(cut, vec![(1, PlacementCut::Unfinished)]);
         assert!(w.finished());
     }
 

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use overlay::{
-    Key, PlaceResult, PlanEvent, ProbeAnswer, QueryResult, RpcFailure, Search, SearchOutcome,
-    TransferOutcome, WalkEnd, WalkVerdict, Write,
+    Key, PlaceResult, PlacementCut, PlanEvent, ProbeAnswer, QueryResult, RpcFailure, Search,
+    SearchOutcome, TransferOutcome, WalkEnd, WalkVerdict, Write,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -126,6 +126,8 @@ pub struct ObjectStats {
     /// Fetches left for the next holder because the holder moved less than the minimum
     /// rate.
     pub holders_too_slow: AtomicU64,
+    /// Placements of a write cut at twice its wait, their target still taking the copy in.
+    pub placements_cut: AtomicU64,
     /// Repair transfers that moved bytes.
     pub repair_transfers: AtomicU64,
     /// Bytes moved by repair.
@@ -414,6 +416,7 @@ impl Objects {
             size,
             clock,
             planned,
+            running: BTreeMap::new(),
             reports: mpsc::channel(write.targets().count() * 2 + 1),
         };
         let mut answer_tx = Some(answer_tx);
@@ -878,55 +881,106 @@ struct WriteRun {
     clock: WriteClock,
     /// The planner's id for each target's transfer, reported once it is over for good.
     planned: BTreeMap<Key, overlay::TransferId>,
+    /// The placements running, to stop those the write cuts.
+    running: BTreeMap<Key, tokio::task::AbortHandle>,
     reports: (mpsc::Sender<WriteReport>, mpsc::Receiver<WriteReport>),
 }
 
 impl WriteRun {
     /// Starts every placement due at `now`. Each reports how it ended, a placement whose
     /// task panicked included (as a local failure): the write waits for every report.
-    fn start_placements(&self, write: &mut Write<NetPeer>, now: overlay::Instant) {
+    fn start_placements(&mut self, write: &mut Write<NetPeer>, now: overlay::Instant) {
         while let Some(peer) = write.poll_place(now) {
             let objects = self.objects.clone();
             let (hash, size) = (self.hash, self.size);
             let tx = self.reports.0.clone();
             let key = peer.key;
+            let durable = DurableTo {
+                tx: tx.clone(),
+                peer: peer.key,
+            };
+            let placing = tokio::spawn(async move {
+                objects
+                    .place_copy(&peer, hash, size, true, true, Some(&durable))
+                    .await
+            });
+            self.running.insert(key, placing.abort_handle());
             tokio::spawn(async move {
-                let durable = DurableTo {
-                    tx: tx.clone(),
-                    peer: peer.key,
-                };
-                let placing = tokio::spawn(async move {
-                    objects
-                        .place_copy(&peer, hash, size, true, true, Some(&durable))
-                        .await
-                });
-                let placed = placing.await.unwrap_or_else(|_| {
-                    Placed::Failed(FetchError::Local("the placement task panicked".into()))
+                let placed = placing.await.unwrap_or_else(|e| {
+                    let why = if e.is_cancelled() { "cut" } else { "panicked" };
+                    Placed::Failed(FetchError::Local(format!("the placement task {why}")))
                 });
                 let _ = tx.send(WriteReport::Placed(key, placed)).await;
             });
         }
     }
 
+    /// Stops what the write cut at `now` (`overlay::Write::cut`: past twice its wait) and
+    /// reports each to the planner: a target still taking in its copy as failed (slower
+    /// than the wait allows), any other as not run.
+    async fn cut_placements(&mut self, write: &mut Write<NetPeer>, now: overlay::Instant) {
+        for (peer, why) in write.cut(now) {
+            if let Some(task) = self.running.remove(&peer.key) {
+                task.abort();
+            }
+            let outcome = match why {
+                PlacementCut::TooSlow => {
+                    tracing::debug!(peer = %peer.id, "write's placement cut: slower than its wait allows");
+                    metrics::counter!("write_placements_cut_total").increment(1);
+                    self.objects
+                        .stats
+                        .placements_cut
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    TransferOutcome::Failed
+                }
+                PlacementCut::Unfinished => TransferOutcome::NotRun,
+            };
+            if let Some(id) = self.planned.get(&peer.key) {
+                let _ = self.objects.dht.transfer_done(*id, outcome).await;
+            }
+        }
+    }
+
     /// Waits for the next report (or the write's next timer) and applies it.
     async fn next_report(&mut self, write: &mut Write<NetPeer>) {
+        // Reports already in count before anything is cut: a copy proven a moment ago
+        // is not cut as slow.
+        while let Ok(report) = self.reports.1.try_recv() {
+            self.apply(write, Some(report)).await;
+        }
         // Retries due now start first, read at the same instant as the wait below: one
         // that came due in between would otherwise be neither started nor waited for.
         let now = self.clock.now();
         self.start_placements(write, now);
+        self.cut_placements(write, now).await;
+        if write.finished() {
+            return;
+        }
         // Past the deadline the write has answered: a time not in the future (the deadline
         // itself) is nothing to wait for, or the loop would spin until the last placement
         // ends.
-        let report = match write.poll_timeout().filter(|&t| t > now) {
+        let wake = [write.poll_timeout(), write.cut_at()]
+            .into_iter()
+            .flatten()
+            .filter(|&t| t > now)
+            .min();
+        let report = match wake {
             Some(t) => tokio::time::timeout_at(self.clock.deadline(t), self.reports.1.recv())
                 .await
                 .ok()
                 .flatten(),
             None => self.reports.1.recv().await,
         };
+        self.apply(write, report).await;
+    }
+
+    /// Applies one report (`None`: a timer fired) to the write, and tells the planner of
+    /// each placement over for good.
+    async fn apply(&mut self, write: &mut Write<NetPeer>, report: Option<WriteReport>) {
         match report {
             Some(WriteReport::Durable(peer)) => write.handle_durable(&peer),
             Some(WriteReport::Placed(peer, placed)) => {
+                self.running.remove(&peer);
                 let result = match placed {
                     Placed::Failed(FetchError::InProgress) => PlaceResult::Busy,
                     _ => PlaceResult::Done,
