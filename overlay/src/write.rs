@@ -390,17 +390,18 @@ mod tests {
     #[test]
     fn a_retry_whose_timer_fires_after_the_deadline_still_runs_and_reports() {
         // The retry is due at 21 ms, before the 100 ms deadline; a loaded driver calls in
-        // at 500 ms. The write is not finished until that placement ran and reported, so
-        // the driver never drops a target its planner is waiting to hear about.
+        // at 150 ms (before the cut at 200 ms). The write is not finished until that
+        // placement ran and reported, so the driver never drops a target its planner is
+        // waiting to hear about (past the cut, `a_retry_not_started_by_the_cut_...`).
         let mut w = Write::new(at(0), vec![peer(1)], 2, Duration::from_millis(100));
         placed_all(&mut w, at(0));
         assert!(!w.handle_placed(at(1), &key(1), PlaceResult::Busy));
         assert!(!w.finished(), "a retry is due");
-        assert_eq!(w.answer(at(500)), Some(WriteAnswer { copies: 1, want: 2 }));
-        assert!(w.poll_place(at(500)).is_some(), "the late retry still runs");
+        assert_eq!(w.answer(at(150)), Some(WriteAnswer { copies: 1, want: 2 }));
+        assert!(w.poll_place(at(150)).is_some(), "the late retry still runs");
         assert!(!w.finished());
         assert!(
-            w.handle_placed(at(600), &key(1), PlaceResult::Busy),
+            w.handle_placed(at(160), &key(1), PlaceResult::Busy),
             "past the deadline a busy answer ends it"
         );
         assert!(w.finished());
