@@ -243,6 +243,30 @@ async fn eventually(within: Duration, done: impl Fn() -> bool) -> bool {
     true
 }
 
+/// Three nodes with W = 1 (and `tweak`), and a write of a 32 MiB object through node 0,
+/// answered at once with its two copies still being placed; the object's hash.
+async fn answered_write(
+    dir: &std::path::Path,
+    tweak: impl Fn(&mut node::config::NodeConfig),
+) -> (Vec<RunningNode>, [u8; 32]) {
+    let nodes = tokio::time::timeout(
+        Duration::from_secs(30),
+        mesh_with(dir, 3, |c| {
+            c.objects.w = 1;
+            tweak(c);
+        }),
+    )
+    .await
+    .unwrap();
+    let objects = &nodes[0].ctx.objects;
+    let body = data(32 << 20);
+    let hash = objects.store.put(&body, None).unwrap();
+    let slot = objects.write_slot().unwrap();
+    let answer = objects.replicate(hash, body.len() as u64, slot).await;
+    assert_eq!((answer.copies, answer.want), (1, 1));
+    (nodes, hash)
+}
+
 /// A write holds its slot (`writes_max`) until its last copy is placed, after its answer
 /// too: past the bound a PUT is 503 `writes_busy` with `Retry-After`, before its body is
 /// read; a PUT whose body was being sent when the last slot went is 503 after it, its copy
@@ -254,25 +278,11 @@ async fn a_write_keeps_its_slot_until_its_last_copy_is_placed() {
     println!("seed = {SEED:#x}");
     logs();
     let dir = tempfile::tempdir().unwrap();
-    let nodes = tokio::time::timeout(
-        Duration::from_secs(30),
-        mesh_with(dir.path(), 3, |c| {
-            c.objects.writes_max = 1;
-            c.objects.w = 1;
-        }),
-    )
-    .await
-    .unwrap();
+    // With W = 1 the write answers at once, both of its copies still being placed.
+    let (nodes, hash) = answered_write(dir.path(), |c| c.objects.writes_max = 1).await;
     let gateway = nodes[0].ctx.clone();
     let objects = gateway.objects.clone();
     let url = format!("http://{}/o", gateway.http);
-
-    // With W = 1 the write answers at once, both of its copies still being placed.
-    let body = data(32 << 20);
-    let hash = objects.store.put(&body, None).unwrap();
-    let slot = objects.write_slot().unwrap();
-    let answer = objects.replicate(hash, body.len() as u64, slot).await;
-    assert_eq!((answer.copies, answer.want), (1, 1));
     assert_eq!(
         objects.writes_in_flight(),
         1,
@@ -359,23 +369,13 @@ async fn a_write_cuts_placements_slower_than_twice_its_wait() {
     println!("seed = {SEED:#x}");
     logs();
     let dir = tempfile::tempdir().unwrap();
-    let nodes = tokio::time::timeout(
-        Duration::from_secs(30),
-        mesh_with(dir.path(), 3, |c| {
-            c.objects.w = 1;
-            // A wait of 5 ms whatever the size: no 32 MiB copy lands within 10 ms.
-            c.objects.timings.put_wait_base = Duration::from_millis(5);
-            c.objects.timings.put_wait_rate = u64::MAX;
-        }),
-    )
-    .await
-    .unwrap();
+    // A wait of 5 ms whatever the size: no 32 MiB copy lands within 10 ms.
+    let (nodes, hash) = answered_write(dir.path(), |c| {
+        c.objects.timings.put_wait_base = Duration::from_millis(5);
+        c.objects.timings.put_wait_rate = u64::MAX;
+    })
+    .await;
     let objects = nodes[0].ctx.objects.clone();
-    let body = data(32 << 20);
-    let hash = objects.store.put(&body, None).unwrap();
-    let slot = objects.write_slot().unwrap();
-    let answer = objects.replicate(hash, body.len() as u64, slot).await;
-    assert_eq!((answer.copies, answer.want), (1, 1));
     assert!(
         eventually(Duration::from_secs(5), || objects.writes_in_flight() == 0).await,
         "the write was not cut"
