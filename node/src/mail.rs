@@ -178,8 +178,9 @@ struct Cursor {
     upto: u64,
     /// Messages at or below `upto` not pushed to it yet, in flight when passed over.
     pending: Vec<u64>,
-    /// A push to it failed this round.
-    failed: bool,
+    /// Left out for the rest of this round: a push to it failed, or older messages wait
+    /// for it that this round could not push.
+    out: bool,
 }
 
 /// Most messages one holder's cursor keeps waiting to be pushed; past it the oldest are
@@ -193,13 +194,13 @@ impl Cursor {
         Cursor {
             upto,
             pending,
-            failed: false,
+            out: false,
         }
     }
 
     /// Whether the message numbered `seq` goes to this holder in this round.
     fn wants(&self, seq: u64) -> bool {
-        !self.failed && seq > self.upto
+        !self.out && seq > self.upto
     }
 
     /// The holder took every message up to `upto` but those of `passed` (numbers a batch
@@ -218,8 +219,8 @@ impl Cursor {
         self.upto = self.upto.max(upto);
     }
 
-    fn failed(&mut self) {
-        self.failed = true;
+    fn leave_out(&mut self) {
+        self.out = true;
     }
 }
 
@@ -735,8 +736,9 @@ impl Mail {
                     continue;
                 }
                 // The oldest first, a bounded number a round (their payloads are read at
-                // once); a holder whose pending ones cannot be read or pushed gets nothing
-                // newer this round, so it never holds a later message without an earlier.
+                // once); a holder whose pending ones cannot be read or pushed, or that has
+                // more than a round pushes, gets nothing newer this round: it is never sent
+                // a later message ahead of an earlier one.
                 let mut seqs = cursor.pending.clone();
                 seqs.sort_unstable();
                 let later = seqs.split_off(seqs.len().min(PENDING_PER_ROUND));
@@ -744,17 +746,20 @@ impl Mail {
                     .blocking(move |s| s.visible(now(), &mailbox, &seqs))
                     .await
                 else {
-                    cursor.failed();
+                    cursor.leave_out();
                     continue;
                 };
                 match self.push_copies(peer, mailbox, &ready).await {
                     Ok(s) => {
                         stored += s;
                         pushed += ready.len() as u64;
+                        if !later.is_empty() {
+                            cursor.leave_out();
+                        }
                         waiting.extend(later);
                         cursor.pending = waiting;
                     }
-                    Err(()) => cursor.failed(),
+                    Err(()) => cursor.leave_out(),
                 }
             }
             let Some(mut after) = peers.iter().map(|(_, c)| c.upto).min() else {
@@ -784,16 +789,16 @@ impl Mail {
                             pushed += messages.len() as u64;
                             cursor.pushed(batch.next_cursor, &batch.passed_over);
                         }
-                        Err(()) => cursor.failed(),
+                        Err(()) => cursor.leave_out(),
                     }
                 }
-                if !batch.more || peers.iter().all(|(_, c)| c.failed) {
+                if !batch.more || peers.iter().all(|(_, c)| c.out) {
                     break;
                 }
             }
             for (peer, mut cursor) in peers {
                 if cursor.upto > 0 || !cursor.pending.is_empty() {
-                    cursor.failed = false;
+                    cursor.out = false;
                     kept.insert((mailbox, peer.id), cursor);
                 }
             }
@@ -1173,7 +1178,7 @@ mod tests {
     fn a_failed_push_keeps_the_holder_cursor_for_the_round() {
         let mut c = Cursor::at(0, vec![]);
         assert!(c.wants(1));
-        c.failed();
+        c.leave_out();
         assert!(
             !c.wants(65),
             "a later batch goes to a holder that failed this round"
