@@ -241,6 +241,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Fetches left for the next holder because the holder moved less than the minimum rate.",
     ),
     (
+        "fetch_failover_given_up_total",
+        Kind::Counter,
+        "Fetches that stopped with holders left untried, four in a row having sent no verified byte.",
+    ),
+    (
         "copies_fetched_back_total",
         Kind::Counter,
         "Tries to fetch back a copy of ours dropped as corrupt, by outcome (ok, failed; gave_up and not_tried per object).",

@@ -989,6 +989,64 @@ async fn a_bent_slice_is_caught_and_the_fetch_fails_over() {
     }
 }
 
+/// A fetch's failover list past its verified holder is unproven candidates, each costing
+/// up to a dial or an I/O timeout: four in a row that give nothing end the fetch (a list
+/// of twenty dead ones must not hold a GET for minutes), while a holder that delivered
+/// verified bytes before it failed starts the count again. The barren holders here are
+/// impostors (the honest node's address under another id: the handshake refuses them at
+/// once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_gives_up_after_four_holders_in_a_row_gave_nothing() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("barren holders"));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 2).await;
+    let (reader, honest) = (&nodes[0], &nodes[1]);
+    let data = bytes(&mut rng, (1 << 20) + 5_000);
+    let len = data.len() as u64;
+    let hash = honest.ctx.objects.store.put(&data, None).unwrap();
+    let impostor = || NetPeer::new(Identity::generate().unwrap().node_id(), peer(honest).addr);
+    let impostors = |n: usize| (0..n).map(|_| impostor()).collect::<Vec<_>>();
+    let given_up = || {
+        reader
+            .ctx
+            .objects
+            .stats
+            .failovers_given_up
+            .load(Ordering::Relaxed)
+    };
+
+    // Three barren holders, then the honest one: served.
+    let order = [impostors(3), vec![peer(honest)]].concat();
+    let (fetched, got) = fetch_all(&reader.ctx.objects, order, hash, len, Duration::ZERO).await;
+    assert!(fetched.is_ok(), "{fetched:?}");
+    assert!(got == data);
+    assert_eq!(given_up(), 0);
+
+    // Four barren holders: the fetch ends there, the honest one behind them untried.
+    let order = [impostors(4), vec![peer(honest)]].concat();
+    let (fetched, got) = fetch_all(&reader.ctx.objects, order, hash, len, Duration::ZERO).await;
+    assert!(fetched.is_err(), "gave up before the honest holder");
+    assert!(got.is_empty());
+    assert_eq!(given_up(), 1);
+
+    // A holder that delivered most of the object before its lie was caught counts as
+    // progress: three barren ones after it, and the honest one finishes the stream.
+    let (t, liar) = slice_liar(&data, SliceLie::Truncated);
+    let order = [vec![impostor(), liar], impostors(3), vec![peer(honest)]].concat();
+    let (fetched, got) = fetch_all(&reader.ctx.objects, order, hash, len, Duration::ZERO).await;
+    assert!(fetched.is_ok(), "{fetched:?}");
+    assert!(
+        got == data,
+        "one verified stream across the liar and the honest holder"
+    );
+    assert_eq!(given_up(), 1);
+    t.close().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 /// A holder that keeps each frame within the silence bound but moves less than the minimum
 /// rate is left, past the grace, for the next holder, from the last verified byte: a read
 /// never hangs on a trickle. Before, a fetch kept waiting as long as frames came (1 MiB at

@@ -50,7 +50,10 @@ pub use dht::{
     Transmit,
 };
 pub use key::{Distance, Key};
-pub use locate::{ProbeAnswer, SECOND_PASS_WANTED, Search, SearchOutcome, WalkEnd, WalkVerdict};
+pub use locate::{
+    FAILOVER_BARREN_MAX, Failover, ProbeAnswer, SECOND_PASS_WANTED, Search, SearchOutcome, WalkEnd,
+    WalkVerdict,
+};
 pub use peer::{IpGroup, Peer};
 pub use query::{QueryId, QueryKind, QueryResult, QueryStats};
 pub use replication::{PlanEvent, Planner, TransferId, TransferOutcome};

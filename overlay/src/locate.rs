@@ -225,6 +225,51 @@ impl<P: Peer> Search<P> {
     }
 }
 
+/// Holders in a row a fetch tries that give it no verified byte before it gives up: past
+/// the verified holder, the failover list is candidates that had not answered (dead
+/// nodes whose records outlive them, slow ones, liars), each costing up to a dial or an
+/// I/O timeout, and a list of twenty such must not hold a GET for minutes. A holder that
+/// delivered anything resets the count: progress is progress, whoever makes it.
+pub const FAILOVER_BARREN_MAX: usize = 4;
+
+/// A fetch's way through its failover list: which holder to ask next, and when to stop
+/// asking. The driver reports how each holder's fetch ended; the list's order is the
+/// search's ([`SearchOutcome::Found`]).
+#[derive(Debug, Clone)]
+pub struct Failover<P> {
+    holders: std::vec::IntoIter<P>,
+    barren: usize,
+}
+
+impl<P> Failover<P> {
+    /// A failover over `holders`, in their order.
+    pub fn new(holders: Vec<P>) -> Self {
+        Failover {
+            holders: holders.into_iter(),
+            barren: 0,
+        }
+    }
+
+    /// The next holder to fetch from; `None` once the list ran out or
+    /// [`FAILOVER_BARREN_MAX`] holders in a row gave nothing.
+    pub fn next_holder(&mut self) -> Option<P> {
+        if self.gave_up() {
+            return None;
+        }
+        self.holders.next()
+    }
+
+    /// How the last holder's fetch ended: whether it delivered any verified byte.
+    pub fn report(&mut self, progress: bool) {
+        self.barren = if progress { 0 } else { self.barren + 1 };
+    }
+
+    /// Whether it stopped with holders left untried (too many in a row gave nothing).
+    pub fn gave_up(&self) -> bool {
+        self.barren >= FAILOVER_BARREN_MAX && self.holders.len() > 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +400,34 @@ mod tests {
         let s: Search<TestPeer> = Search::new(key(0), vec![], vec![], 3, 1);
         assert!(s.is_over());
         assert_eq!(s.outcome(), SearchOutcome::NotFound);
+    }
+    #[test]
+    fn a_failover_stops_after_the_barren_max_in_a_row() {
+        let mut f = Failover::new((1..=10).collect::<Vec<u8>>());
+        let mut asked = Vec::new();
+        while let Some(h) = f.next_holder() {
+            asked.push(h);
+            f.report(false);
+        }
+        assert_eq!(asked, (1..=FAILOVER_BARREN_MAX as u8).collect::<Vec<_>>());
+        assert!(f.gave_up());
+    }
+
+    #[test]
+    fn progress_resets_the_count_and_a_short_list_is_no_giving_up() {
+        let mut f = Failover::new((1..=10).collect::<Vec<u8>>());
+        let mut asked = Vec::new();
+        while let Some(h) = f.next_holder() {
+            asked.push(h);
+            // Holder 3 moved some bytes before it failed: 4..=7 are tried after it.
+            f.report(h == 3);
+        }
+        assert_eq!(asked, (1..=7).collect::<Vec<_>>());
+        assert!(f.gave_up());
+        let mut f = Failover::new(vec![1u8, 2]);
+        while f.next_holder().is_some() {
+            f.report(false);
+        }
+        assert!(!f.gave_up(), "every holder was tried");
     }
 }

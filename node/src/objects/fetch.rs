@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use overlay::Failover;
 use tokio::sync::mpsc;
 use wire::object::{APP_PROTO_OBJECT, ByteRange, ObjectRequest, ObjectResponse};
 use wire::{Status, message};
@@ -252,7 +253,8 @@ impl Objects {
     }
 
     /// Streams `range` of `hash` from the first holder that serves it, resuming at the next
-    /// holder after a failure, from the last verified byte.
+    /// holder after a failure, from the last verified byte; it gives up once
+    /// `overlay::FAILOVER_BARREN_MAX` holders in a row gave nothing, or the reader left.
     pub async fn fetch_failover(
         &self,
         holders: &[NetPeer],
@@ -262,20 +264,25 @@ impl Objects {
     ) -> Result<(), FetchError> {
         let mut done = 0u64;
         let mut last = FetchError::NoHolder;
-        for h in holders {
+        let mut failover = Failover::new(holders.to_vec());
+        while let Some(h) = failover.next_holder() {
+            if out.is_closed() {
+                return Ok(()); // nobody left to read what the next holder would send
+            }
             let rest = ByteRange {
                 start: range.start + done,
                 len: range.len - done,
             };
-            match self.fetch_from(h, hash, rest, &out).await {
-                Ok(n) => {
-                    done += n;
-                    if done == range.len || out.is_closed() {
-                        return Ok(());
-                    }
-                }
-                Err((n, e)) => {
-                    done += n;
+            let (n, failed) = match self.fetch_from(&h, hash, rest, &out).await {
+                Ok(n) => (n, None),
+                Err((n, e)) => (n, Some(e)),
+            };
+            done += n;
+            failover.report(n > 0);
+            match failed {
+                None if done == range.len || out.is_closed() => return Ok(()),
+                None => {}
+                Some(e) => {
                     tracing::debug!(peer = %h.id, error = %e, "fetch failed; trying the next holder");
                     if done == range.len {
                         // It failed after its last byte (it sent more than the slice):
@@ -285,6 +292,12 @@ impl Objects {
                     last = e;
                 }
             }
+        }
+        if failover.gave_up() {
+            metrics::counter!("fetch_failover_given_up_total").increment(1);
+            self.stats
+                .failovers_given_up
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Err(last)
     }

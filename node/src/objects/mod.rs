@@ -126,6 +126,9 @@ pub struct ObjectStats {
     /// Fetches left for the next holder because the holder moved less than the minimum
     /// rate.
     pub holders_too_slow: AtomicU64,
+    /// Fetches that stopped with holders left untried, `overlay::FAILOVER_BARREN_MAX` in a
+    /// row having given nothing.
+    pub failovers_given_up: AtomicU64,
     /// Placements of a write cut at twice its wait, their target still taking the copy in.
     pub placements_cut: AtomicU64,
     /// Repair transfers that moved bytes.

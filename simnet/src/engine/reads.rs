@@ -9,14 +9,15 @@
 //! research knob, waits for that many holders and asks the walk for as many providers).
 //! The fetch goes to the holders in the search's order: a holder that cannot be reached
 //! costs a dial timeout ([`FETCH_FAILOVER`]) and the next one is tried, one that turns out
-//! to lack the object costs its round trip. A pass whose records all failed to prove the
+//! to lack the object costs its round trip, and the get fails once
+//! `overlay::FAILOVER_BARREN_MAX` in a row gave nothing (`overlay::Failover`, as the node). A pass whose records all failed to prove the
 //! object walks again, to the key's closest nodes whatever records it meets
 //! (`overlay::SECOND_PASS_WANTED`), from when its last probe ended, within the same
 //! search timeout (the node's second pass); a pass that ended at the deadline fails.
 
 use std::time::Duration;
 
-use overlay::{Instant, ProbeAnswer, SECOND_PASS_WANTED, Search, SearchOutcome};
+use overlay::{Failover, Instant, ProbeAnswer, SECOND_PASS_WANTED, Search, SearchOutcome};
 
 use super::Sim;
 use super::queue::Ev;
@@ -154,12 +155,13 @@ impl Sim {
     ) -> GetOutcome {
         let from = walked + probed;
         let mut at = from;
-        for h in holders {
+        let mut failover = Failover::new(holders.to_vec());
+        while let Some(h) = failover.next_holder() {
             if self.lies(h.slot) && !self.holds(h.slot, key) {
                 self.metrics.fetches_at_liars += 1;
             }
             match self.exchange_legs(slot, h.slot, at) {
-                Some((go, back)) if self.is_current(h) && self.holds(h.slot, key) => {
+                Some((go, back)) if self.is_current(&h) && self.holds(h.slot, key) => {
                     let intra = match (self.net.region(slot), self.net.region(h.slot)) {
                         (Some(a), Some(b)) => a == b,
                         _ => false,
@@ -189,6 +191,7 @@ impl Sim {
                 Some((go, back)) => at = at + go + back,
                 None => at = at + FETCH_FAILOVER,
             }
+            failover.report(false);
         }
         GetOutcome::Failed
     }
