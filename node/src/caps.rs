@@ -94,9 +94,10 @@ pub struct Grant {
 const PRINCIPAL_CONTEXT: &str = "macronode mailbox principal v1";
 
 impl Grant {
-    /// Who, behind a gateway, sends mail with this token: the tenant if the token names
-    /// one (all its tokens share one quota), else the token itself; hashed, so holders
-    /// count it without learning a name or an id they could use.
+    /// Who, behind a gateway, writes with this token: the tenant if the token names one
+    /// (all its tokens share one quota), else the token itself; hashed, so holders count
+    /// it without learning a name or an id they could use. Mail counts against it at every
+    /// holder, gateway PUTs for their share of the node's write slots.
     pub fn principal(&self, token_id: &[u8; 16]) -> [u8; 32] {
         let mut h = blake3::Hasher::new_derive_key(PRINCIPAL_CONTEXT);
         match &self.tenant {

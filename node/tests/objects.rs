@@ -185,7 +185,7 @@ async fn a_write_whose_client_hangs_up_still_reports_every_copy() {
 
     // Drive the write until the planner holds its copies' transfers, then drop it, as a
     // server drops the handler of a client that went away.
-    let slot = gateway.objects.write_slot().unwrap();
+    let slot = gateway.objects.write_slot(None).unwrap();
     let mut write = Box::pin(gateway.objects.replicate(hash, body.len() as u64, slot));
     let registered = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -261,7 +261,7 @@ async fn answered_write(
     let objects = &nodes[0].ctx.objects;
     let body = data(32 << 20);
     let hash = objects.store.put(&body, None).unwrap();
-    let slot = objects.write_slot().unwrap();
+    let slot = objects.write_slot(None).unwrap();
     let answer = objects.replicate(hash, body.len() as u64, slot).await;
     assert_eq!((answer.copies, answer.want), (1, 1));
     (nodes, hash)
@@ -331,7 +331,7 @@ async fn a_write_keeps_its_slot_until_its_last_copy_is_placed() {
     half_rx.recv().unwrap();
     // The handler is past its check once the first half is being stored.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let held = objects.write_slot().expect("a free slot");
+    let held = objects.write_slot(None).expect("a free slot");
     go_on.send(()).unwrap();
     let reply = tokio::task::spawn_blocking(move || client.join().unwrap())
         .await
@@ -406,4 +406,65 @@ async fn a_write_cuts_placements_slower_than_twice_its_wait() {
     for n in nodes {
         n.shutdown().await;
     }
+}
+
+/// One token holder runs at most a quarter of the node's writes at once (its tenant's
+/// share, else its token's): past it its PUTs are 429 `writes_busy` before their body is
+/// read, while another token's PUT still runs. Before, one holder writing to slow targets
+/// could take every slot (`writes_max`) and make the node refuse everybody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_holder_takes_only_its_share_of_the_write_slots() {
+    use node::caps::{Caveat, Grant, Token};
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 0, None);
+    c.open_writes = false;
+    c.objects.writes_max = 8;
+    let lone = start_with(c).await;
+    let gateway = lone.ctx.clone();
+    let objects = gateway.objects.clone();
+    assert_eq!(objects.writes_per_principal_max(), 2);
+    let identity = node::Identity::load_or_create(&dir.path().join("n0")).unwrap();
+    let root = node::caps::derived_root(&identity);
+    let token = |nonce: u8| {
+        Token::mint(
+            &root,
+            [nonce; 16],
+            vec![Caveat::Methods(vec!["PUT".into()])],
+        )
+    };
+    let (a, b) = (token(1), token(2));
+    let principal = |t: &Token| Grant::default().principal(&t.id());
+    let put = |t: &Token, body: &[u8]| {
+        request(
+            "PUT",
+            format!("http://{}/o", gateway.http),
+            vec![("authorization", format!("Bearer {}", t.encode()))],
+            body.to_vec(),
+        )
+    };
+
+    // A's share taken (two writes still placing their copies, say).
+    let mut held: Vec<_> = (0..2)
+        .map(|_| objects.write_slot(Some(&principal(&a))).unwrap())
+        .collect();
+    assert!(
+        objects.write_slot(Some(&principal(&a))).is_err(),
+        "a third slot for A"
+    );
+    let r = put(&a, b"from A").await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["code"], "writes_busy");
+    assert!(r.json().get("id").is_none(), "refused before its body");
+    assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+    // B is not held up by A.
+    let r = put(&b, b"from B").await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // One of A's writes ends: A writes again.
+    held.pop();
+    let r = put(&a, b"from A").await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    drop(held);
+    assert!(eventually(Duration::from_secs(5), || objects.writes_in_flight() == 0).await);
+    lone.shutdown().await;
 }

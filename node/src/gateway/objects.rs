@@ -33,7 +33,7 @@ use super::hold::Holding;
 use super::misses::{ClientAddr, Refused};
 use crate::app::NodeContext;
 use crate::caps::{CapError, Grant, Intent, Token};
-use crate::objects::{Ingest, LocateError, Located, Replicated};
+use crate::objects::{Ingest, LocateError, Located, Replicated, WritesBusy};
 use crate::quota::QuotaError;
 use crate::store::{Hash, StoreError, id_string, parse_id};
 
@@ -60,12 +60,6 @@ fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Checks the write capability; returns what the token grants (its byte limit, its
-/// tenant), or nothing when the operator opened writes.
-fn authorize(ctx: &NodeContext, headers: &HeaderMap, size: Option<u64>) -> Result<Grant, ApiError> {
-    authorize_for(ctx, headers, "PUT", size).map(|(grant, _)| grant)
 }
 
 /// Checks the capability of a gateway write for `method` (`PUT` for objects, `send` for
@@ -136,22 +130,33 @@ pub(crate) fn over_quota(e: &QuotaError) -> ApiError {
     .retry_after(e.retry_after_secs())
 }
 
-/// 503 `writes_busy`: `writes_max` writes are running. With `id`, the body was already
-/// stored: it stays here and repair places its copies at its own pace.
-fn writes_busy(objects: &crate::objects::Objects, id: Option<&str>) -> ApiError {
-    metrics::counter!("rejected_total", "reason" => "writes").increment(1);
-    let max = objects.limits.writes_max;
-    let running = format!(
-        "this node runs {max} writes at once, counting the copies still being placed for writes already answered"
-    );
-    let e = match id {
-        None => ApiError::new(
+/// `writes_busy`: 503 when `writes_max` writes are running, 429 when the writer's
+/// principal (its token's tenant, else its token) runs its share of them. With `id`, the
+/// body was already stored: it stays here and repair places its copies at its own pace.
+fn writes_busy(objects: &crate::objects::Objects, busy: WritesBusy, id: Option<&str>) -> ApiError {
+    let (status, reason, running) = match busy {
+        WritesBusy::Node => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "writes_busy",
-            format!("{running}; retry later"),
+            "writes",
+            format!(
+                "this node runs {} writes at once, counting the copies still being placed for writes already answered",
+                objects.limits.writes_max
+            ),
         ),
+        WritesBusy::Principal => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "principal_writes",
+            format!(
+                "this token's writes (its tenant's, if it names one) run {} at once on this node, counting the copies still being placed for writes already answered",
+                objects.writes_per_principal_max()
+            ),
+        ),
+    };
+    metrics::counter!("rejected_total", "reason" => reason).increment(1);
+    let e = match id {
+        None => ApiError::new(status, "writes_busy", format!("{running}; retry later")),
         Some(id) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            status,
             "writes_busy",
             format!(
                 "{id} is durable on this node only: {running}; repair places its copies, retry the PUT later"
@@ -197,13 +202,15 @@ async fn put_object(
             ),
         ));
     }
-    let grant = authorize(&ctx, &headers, declared)?;
+    let (grant, token) = authorize_for(&ctx, &headers, "PUT", declared)?;
+    let principal = token.map(|t| grant.principal(&t));
     let token_max = grant.max_bytes;
     let objects = &ctx.objects;
-    // A node running all the writes it may answers at once, before the body is sent (the
-    // slot itself is taken after it, so a client trickling its body holds none).
-    if objects.writes_running_all() {
-        return Err(writes_busy(objects, None));
+    // A node running all the writes it may (or the writer's share of them) answers at
+    // once, before the body is sent (the slot itself is taken after it, so a client
+    // trickling its body holds none).
+    if let Some(busy) = objects.writes_busy(principal.as_ref()) {
+        return Err(writes_busy(objects, busy, None));
     }
     // A tenant's write holds its bytes in the tenant's account from the start: the whole
     // declared size, or each piece of a body of unknown size as it comes.
@@ -280,9 +287,12 @@ async fn put_object(
     }
     let id = id_string(&hash);
     // The write holds its slot until its last copy is placed, after the answer too.
-    let Some(slot) = objects.write_slot() else {
-        objects.announce(hash, size).await;
-        return Err(writes_busy(objects, Some(&id)));
+    let slot = match objects.write_slot(principal.as_ref()) {
+        Ok(slot) => slot,
+        Err(busy) => {
+            objects.announce(hash, size).await;
+            return Err(writes_busy(objects, busy, Some(&id)));
+        }
     };
     let Replicated { copies, want } = objects.replicate(hash, size, slot).await;
     if copies < want {

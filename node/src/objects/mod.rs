@@ -88,7 +88,9 @@ pub struct ObjectLimits {
     /// until every copy's placement has reported: a write goes on after its answer and
     /// after its client hangs up, so without this bound a client could start background
     /// work faster than slow targets end it. Past it a PUT is answered 503 `writes_busy`
-    /// (before its body is read when it can be; after, the copy stays for repair).
+    /// (before its body is read when it can be; after, the copy stays for repair). One
+    /// principal (a token's tenant, else the token) runs at most a quarter of them
+    /// ([`Objects::writes_per_principal_max`]).
     pub writes_max: usize,
 }
 
@@ -161,6 +163,21 @@ pub struct Objects {
     receiving: Arc<Mutex<BTreeSet<Hash>>>,
     /// One permit per write running (`ObjectLimits::writes_max`).
     writes: Arc<tokio::sync::Semaphore>,
+    /// Writes running per principal, each at most [`Objects::writes_per_principal_max`].
+    principal_writes: Arc<Mutex<HashMap<Principal, usize>>>,
+}
+
+/// Whom a gateway write counts against for its share of the write slots: a token's tenant,
+/// else the token (`caps::Grant::principal`, hashed). Writes the operator opened have none.
+pub type Principal = [u8; 32];
+
+/// Why no write slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritesBusy {
+    /// The node runs `writes_max` writes.
+    Node,
+    /// The writer's principal runs its share of them.
+    Principal,
 }
 
 /// One of the node's writes in flight ([`ObjectLimits::writes_max`]): taken once a PUT's
@@ -170,6 +187,26 @@ pub struct Objects {
 #[derive(Debug)]
 pub struct WriteSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _share: Option<PrincipalShare>,
+}
+
+/// One of a principal's writes in flight, counted off when it ends.
+#[derive(Debug)]
+struct PrincipalShare {
+    running: Arc<Mutex<HashMap<Principal, usize>>>,
+    principal: Principal,
+}
+
+impl Drop for PrincipalShare {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = running.get_mut(&self.principal) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.principal);
+            }
+        }
+    }
 }
 
 /// Where a GET found its bytes.
@@ -275,21 +312,63 @@ impl Objects {
             quotas,
             receiving: Arc::default(),
             writes,
+            principal_writes: Arc::default(),
         }
     }
 
-    /// A slot for one more write, or `None` while `writes_max` writes are running.
-    pub fn write_slot(&self) -> Option<WriteSlot> {
-        self.writes
+    /// A slot for one more write of `principal`'s (none: writes the operator opened), or
+    /// why not: `writes_max` writes are running, or the principal's share of them.
+    pub fn write_slot(&self, principal: Option<&Principal>) -> Result<WriteSlot, WritesBusy> {
+        let share = match principal {
+            Some(p) => {
+                let mut running = self
+                    .principal_writes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let n = running.entry(*p).or_insert(0);
+                if *n >= self.writes_per_principal_max() {
+                    return Err(WritesBusy::Principal);
+                }
+                *n += 1;
+                Some(PrincipalShare {
+                    running: self.principal_writes.clone(),
+                    principal: *p,
+                })
+            }
+            None => None,
+        };
+        // A refusal here drops `share`, which counts it off again.
+        let permit = self
+            .writes
             .clone()
             .try_acquire_owned()
-            .ok()
-            .map(|p| WriteSlot { _permit: p })
+            .map_err(|_| WritesBusy::Node)?;
+        Ok(WriteSlot {
+            _permit: permit,
+            _share: share,
+        })
     }
 
-    /// Whether every write slot is taken (a PUT is refused before its body is read).
-    pub fn writes_running_all(&self) -> bool {
-        self.writes.available_permits() == 0
+    /// Why a write of `principal`'s would be refused a slot right now, if it would (a PUT
+    /// is refused before its body is read).
+    pub fn writes_busy(&self, principal: Option<&Principal>) -> Option<WritesBusy> {
+        if self.writes.available_permits() == 0 {
+            return Some(WritesBusy::Node);
+        }
+        let running = self
+            .principal_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        principal
+            .and_then(|p| running.get(p))
+            .is_some_and(|n| *n >= self.writes_per_principal_max())
+            .then_some(WritesBusy::Principal)
+    }
+
+    /// The most writes one principal may run at once: a quarter of `writes_max` (at least
+    /// one), so a single token holder writing to slow targets cannot take every slot.
+    pub fn writes_per_principal_max(&self) -> usize {
+        (self.limits.writes_max / 4).max(1)
     }
 
     /// Writes running now (their slots taken), for the gauge.
