@@ -168,7 +168,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "repair_transfers_total",
         Kind::Counter,
-        "Repair copies placed by this node.",
+        "Repair transfers this node ran, by outcome (copied, already_held, absent, failed, cut: still running at the repair cut).",
     ),
     (
         "repair_bytes_total",

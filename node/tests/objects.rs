@@ -468,3 +468,51 @@ async fn one_token_holder_takes_only_its_share_of_the_write_slots() {
     assert!(eventually(Duration::from_secs(5), || objects.writes_in_flight() == 0).await);
     lone.shutdown().await;
 }
+
+/// A repair transfer still running at its cut (twice a PUT's wait for the size, at least
+/// `repair_cut_min`) is stopped and reported failed, its planner slot free again: a target
+/// that takes a copy in just above the transfers' minimum rate does not hold one of the
+/// planner's few transfers for hours. Here the cut is 10 ms, so no 32 MiB copy makes it;
+/// before, every transfer ran to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_transfer_slower_than_its_cut_is_stopped_and_reported() {
+    println!("seed = {SEED:#x}");
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = tokio::time::timeout(
+        Duration::from_secs(30),
+        mesh_with(dir.path(), 3, |c| {
+            c.objects.timings.put_wait_base = Duration::from_millis(5);
+            c.objects.timings.put_wait_rate = u64::MAX;
+            c.objects.timings.repair_cut_min = Duration::from_millis(5);
+        }),
+    )
+    .await
+    .unwrap();
+    let objects = nodes[0].ctx.objects.clone();
+    let body = data(32 << 20);
+    let hash = objects.store.put(&body, None).unwrap();
+    // Known to the planner as ours alone: it plans a copy at each of the others.
+    objects.announce(hash, body.len() as u64).await;
+    let cut = || objects.stats.repair_cut.load(Ordering::Relaxed);
+    assert!(
+        eventually(Duration::from_secs(60), || cut() >= 2).await,
+        "repair transfers were not cut: {} cut, held by {:?}",
+        cut(),
+        holders(&nodes, &hash)
+    );
+    assert_eq!(holders(&nodes, &hash), vec![0], "a cut push landed");
+    assert!(
+        eventually(Duration::from_secs(5), || nodes[0]
+            .ctx
+            .dht
+            .status()
+            .transfers_in_flight
+            == 0)
+        .await,
+        "the cut transfers still hold the planner's slots"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -238,6 +238,10 @@ pub struct ObjectTimings {
     pub put_wait_base: Duration,
     /// Bytes per second of the object's size added to `put_wait_base` (4 MiB/s).
     pub put_wait_rate: u64,
+    /// The shortest time a repair transfer may run before it is cut (60 s; see
+    /// [`ObjectTimings::repair_cut`]): repair is no one's wait, so a small copy behind a
+    /// brief stall is not given up early.
+    pub repair_cut_min: Duration,
 }
 
 impl Default for ObjectTimings {
@@ -247,6 +251,7 @@ impl Default for ObjectTimings {
             probe_timeout: Duration::from_millis(1500),
             put_wait_base: Duration::from_secs(10),
             put_wait_rate: 4 << 20,
+            repair_cut_min: Duration::from_secs(60),
         }
     }
 }
@@ -256,5 +261,28 @@ impl ObjectTimings {
     pub fn put_wait(&self, size: u64) -> Duration {
         let rate = self.put_wait_rate.max(1);
         self.put_wait_base + Duration::from_secs_f64(size as f64 / rate as f64)
+    }
+
+    /// How long one repair transfer of `size` bytes (the proof, and the push when it is
+    /// ours) may run before it is cut and reported failed: twice a PUT's wait, as a
+    /// write's placements, and at least `repair_cut_min`. The planner runs a few
+    /// transfers at a time; without the cut a target reading just above the transfers'
+    /// minimum rate would hold one of them for hours (a 1 GiB copy at 64 KiB/s: 4.5 h).
+    pub fn repair_cut(&self, size: u64) -> Duration {
+        (self.put_wait(size) * 2).max(self.repair_cut_min)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repair_transfer_is_cut_at_twice_a_puts_wait_never_under_the_floor() {
+        let t = ObjectTimings::default();
+        // 1 KiB: twice 10 s is under the 60 s floor.
+        assert_eq!(t.repair_cut(1 << 10), Duration::from_secs(60));
+        // 1 GiB: twice (10 s + 256 s at 4 MiB/s).
+        assert_eq!(t.repair_cut(1 << 30), Duration::from_secs(532));
     }
 }

@@ -40,7 +40,7 @@ pub use repair_now::{Placement, REPAIR_ALL_MAX, RepairError, RepairReport};
 use crate::dht::{DhtError, DhtHandle, NetPeer, transport_cause};
 use crate::quota::Quotas;
 use crate::store::{Hash, Store};
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 pub(crate) use fetch::Placed;
 pub use fetch::{FetchError, Tail};
 pub(crate) use pieces::{Cut, Ingest, PieceReader};
@@ -135,6 +135,9 @@ pub struct ObjectStats {
     pub placements_cut: AtomicU64,
     /// Repair transfers that moved bytes.
     pub repair_transfers: AtomicU64,
+    /// Repair transfers cut at `ObjectTimings::repair_cut`, their target still taking the
+    /// copy in (or proving it).
+    pub repair_cut: AtomicU64,
     /// Bytes moved by repair.
     pub repair_bytes: AtomicU64,
     /// Replica pushes we refused (no capability and not justified, over budget, a second
@@ -865,13 +868,26 @@ impl Objects {
                 } => {
                     let objects = self.clone();
                     tokio::spawn(async move {
-                        let placed = objects
-                            .place_copy(&to, key.0, size, push, false, None)
-                            .await;
+                        let cut = objects.limits.timings.repair_cut(size);
+                        let placing = objects.place_copy(&to, key.0, size, push, false, None);
+                        let placed = match tokio::time::timeout(cut, placing).await {
+                            Ok(placed) => placed,
+                            Err(_) => {
+                                objects.stats.repair_cut.fetch_add(1, Ordering::Relaxed);
+                                Placed::Failed(FetchError::Transport(TransportError::Timeout {
+                                    what: "repair transfer",
+                                    after: cut,
+                                }))
+                            }
+                        };
                         let label = match &placed {
                             Placed::Verified { moved: true } => "copied",
                             Placed::Verified { moved: false } => "already_held",
                             Placed::Absent => "absent",
+                            Placed::Failed(FetchError::Transport(TransportError::Timeout {
+                                what: "repair transfer",
+                                ..
+                            })) => "cut",
                             Placed::Failed(e) => {
                                 tracing::debug!(peer = %to.id, error = %e, "repair transfer failed");
                                 "failed"
