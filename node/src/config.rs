@@ -187,7 +187,7 @@ pub struct ConfigLayer {
     /// HTTP requests served at once; more are answered 503 with `Retry-After`.
     pub http_requests_max: Option<usize>,
     /// Gateway writes run at once, each until its last copy's placement reported; more
-    /// are answered 503 `writes_busy`.
+    /// are answered 503 `writes_busy` (429 past a token's share, a quarter of them).
     pub writes_max: Option<usize>,
     /// Longest silence of a client in the middle of a request body before 408, milliseconds.
     pub http_body_timeout_ms: Option<u64>,

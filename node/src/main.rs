@@ -146,7 +146,8 @@ struct RunArgs {
     /// HTTP requests served at once; more are answered 503 with Retry-After.
     #[arg(long, env = "MACRONODE_HTTP_REQUESTS_MAX")]
     http_requests_max: Option<usize>,
-    /// Gateway writes run at once, each until its last copy is placed; more get 503.
+    /// Gateway writes run at once, each until its last copy is placed; more get 503 (429 past
+    /// one token's or tenant's share, a quarter of them).
     #[arg(long, env = "MACRONODE_WRITES_MAX")]
     writes_max: Option<usize>,
     /// Longest client silence in the middle of a request body before 408, in milliseconds.

@@ -243,7 +243,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "fetch_failover_given_up_total",
         Kind::Counter,
-        "Fetches that stopped with holders left untried, four in a row having sent no verified byte.",
+        "Fetches that stopped with holders left untried, 40 s (failover_idle) having passed without a verified byte.",
     ),
     (
         "copies_fetched_back_total",

@@ -836,6 +836,8 @@ enum SliceLie {
     /// The genuine slice, 16 KiB every 300 ms (about 53 KiB/s): every frame well within
     /// the 10 s silence bound, the whole below the 64 KiB/s minimum rate.
     Trickle,
+    /// Nothing at all: the request is read and never answered.
+    Silent,
 }
 
 /// A holder that serves GET from a real copy, bent by its lie, in 64 KiB frames (cut
@@ -852,6 +854,10 @@ impl SliceLiar {
         mut ex: InboundExchange,
     ) -> Result<(), node::TransportError> {
         let body = ex.read_body(1024).await?;
+        if let SliceLie::Silent = lie {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return Ok(());
+        }
         let Ok(ObjectRequest::Get {
             hash,
             range: Some(range),
@@ -871,7 +877,7 @@ impl SliceLiar {
             SliceLie::Truncated => enc.truncate(enc.len() - 3),
             SliceLie::Trailing => enc.extend_from_slice(&[7u8; 100]),
             SliceLie::WrongLength => enc[..8].copy_from_slice(&(size + 1).to_le_bytes()),
-            SliceLie::Trickle => {}
+            SliceLie::Trickle | SliceLie::Silent => {}
         }
         let found = ObjectResponse::Found { size, range };
         ex.send(Status::Ok, message::encode(&found), false).await?;
@@ -990,13 +996,15 @@ async fn a_bent_slice_is_caught_and_the_fetch_fails_over() {
 }
 
 /// A fetch's failover list past its verified holder is unproven candidates, each costing
-/// up to a dial or an I/O timeout: four in a row that give nothing end the fetch (a list
-/// of twenty dead ones must not hold a GET for minutes), while a holder that delivered
-/// verified bytes before it failed starts the count again. The barren holders here are
-/// impostors (the honest node's address under another id: the handshake refuses them at
-/// once).
+/// up to a dial or an I/O timeout: once `failover_idle` passed without a verified byte no
+/// further holder is asked (a list of thirty silent ones must not hold a GET for minutes),
+/// while holders that refuse at once cost nothing and stop nothing, and one that delivered
+/// verified bytes before it failed starts the wait again. A reader that leaves ends the
+/// fetch at once, even while a holder keeps it waiting. Here the I/O timeout is 250 ms and
+/// the idle bound 1 s; silent holders answer nothing, impostors (the honest node's address
+/// under another id) are refused by the handshake at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fetch_gives_up_after_four_holders_in_a_row_gave_nothing() {
+async fn a_fetch_gives_up_once_its_holders_gave_nothing_for_the_idle_time() {
     logs();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("barren holders"));
     let dir = tempfile::tempdir().unwrap();
@@ -1005,36 +1013,54 @@ async fn a_fetch_gives_up_after_four_holders_in_a_row_gave_nothing() {
     let data = bytes(&mut rng, (1 << 20) + 5_000);
     let len = data.len() as u64;
     let hash = honest.ctx.objects.store.put(&data, None).unwrap();
+    let mut objects = reader.ctx.objects.clone();
+    let mut limits = (*objects.limits).clone();
+    limits.io_timeout = Duration::from_millis(250);
+    limits.timings.failover_idle = Duration::from_secs(1);
+    objects.limits = Arc::new(limits);
     let impostor = || NetPeer::new(Identity::generate().unwrap().node_id(), peer(honest).addr);
-    let impostors = |n: usize| (0..n).map(|_| impostor()).collect::<Vec<_>>();
-    let given_up = || {
-        reader
-            .ctx
-            .objects
-            .stats
-            .failovers_given_up
-            .load(Ordering::Relaxed)
+    let silent: Vec<_> = (0..6)
+        .map(|_| slice_liar(&data, SliceLie::Silent))
+        .collect();
+    let silent_peers = |n: usize| {
+        silent[..n]
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect::<Vec<_>>()
     };
+    let given_up = || objects.stats.failovers_given_up.load(Ordering::Relaxed);
 
-    // Three barren holders, then the honest one: served.
-    let order = [impostors(3), vec![peer(honest)]].concat();
-    let (fetched, got) = fetch_all(&reader.ctx.objects, order, hash, len, Duration::ZERO).await;
+    // Ten refusals that cost nothing, then the honest holder: served.
+    let order = [(0..10).map(|_| impostor()).collect(), vec![peer(honest)]].concat();
+    let (fetched, got) = fetch_all(&objects, order, hash, len, Duration::ZERO).await;
     assert!(fetched.is_ok(), "{fetched:?}");
     assert!(got == data);
     assert_eq!(given_up(), 0);
 
-    // Four barren holders: the fetch ends there, the honest one behind them untried.
-    let order = [impostors(4), vec![peer(honest)]].concat();
-    let (fetched, got) = fetch_all(&reader.ctx.objects, order, hash, len, Duration::ZERO).await;
+    // Six silent holders (250 ms each): the fetch ends after four, the rest untried.
+    let started = tokio::time::Instant::now();
+    let order = [silent_peers(6), vec![peer(honest)]].concat();
+    let (fetched, got) = fetch_all(&objects, order, hash, len, Duration::ZERO).await;
+    let took = started.elapsed();
     assert!(fetched.is_err(), "gave up before the honest holder");
     assert!(got.is_empty());
     assert_eq!(given_up(), 1);
+    assert!(
+        took < Duration::from_millis(1400),
+        "{took:?}: waited out every holder"
+    );
 
-    // A holder that delivered most of the object before its lie was caught counts as
-    // progress: three barren ones after it, and the honest one finishes the stream.
+    // A holder that delivered most of the object before its lie was caught is progress:
+    // two silent ones after it fit in the idle time, and the honest one finishes.
     let (t, liar) = slice_liar(&data, SliceLie::Truncated);
-    let order = [vec![impostor(), liar], impostors(3), vec![peer(honest)]].concat();
-    let (fetched, got) = fetch_all(&reader.ctx.objects, order, hash, len, Duration::ZERO).await;
+    let order = [
+        silent_peers(2),
+        vec![liar],
+        silent_peers(2),
+        vec![peer(honest)],
+    ]
+    .concat();
+    let (fetched, got) = fetch_all(&objects, order, hash, len, Duration::ZERO).await;
     assert!(fetched.is_ok(), "{fetched:?}");
     assert!(
         got == data,
@@ -1042,6 +1068,29 @@ async fn a_fetch_gives_up_after_four_holders_in_a_row_gave_nothing() {
     );
     assert_eq!(given_up(), 1);
     t.close().await;
+
+    // The reader leaves while a silent holder keeps the fetch waiting (an I/O timeout of
+    // 5 s here): the fetch ends at once, not at the timeout.
+    let mut patient = objects.clone();
+    let mut limits = (*patient.limits).clone();
+    limits.io_timeout = Duration::from_secs(5);
+    patient.limits = Arc::new(limits);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let range = ByteRange { start: 0, len };
+    let order = [silent_peers(1), vec![peer(honest)]].concat();
+    let fetch = tokio::spawn(async move { patient.fetch_failover(&order, hash, range, tx).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = tokio::time::Instant::now();
+    drop(rx);
+    let fetched = tokio::time::timeout(Duration::from_secs(2), fetch).await;
+    assert!(
+        matches!(fetched, Ok(Ok(Ok(())))),
+        "the fetch went on after its reader left: {fetched:?}"
+    );
+    println!("ended {:?} after the reader left", left.elapsed());
+    for (t, _) in silent {
+        t.close().await;
+    }
     for n in nodes {
         n.shutdown().await;
     }

@@ -242,6 +242,11 @@ pub struct ObjectTimings {
     /// [`ObjectTimings::repair_cut`]): repair is no one's wait, so a small copy behind a
     /// brief stall is not given up early.
     pub repair_cut_min: Duration,
+    /// How long a fetch with failover (a GET's, a copy fetched back) goes on without a
+    /// verified byte from any holder before it gives up (40 s: four of the node's I/O
+    /// timeouts, or eight dial timeouts): a few dead or silent candidates are passed,
+    /// thirty are not waited out one by one (`locate::Failover`).
+    pub failover_idle: Duration,
 }
 
 impl Default for ObjectTimings {
@@ -252,6 +257,7 @@ impl Default for ObjectTimings {
             put_wait_base: Duration::from_secs(10),
             put_wait_rate: 4 << 20,
             repair_cut_min: Duration::from_secs(60),
+            failover_idle: Duration::from_secs(40),
         }
     }
 }

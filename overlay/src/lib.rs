@@ -51,8 +51,7 @@ pub use dht::{
 };
 pub use key::{Distance, Key};
 pub use locate::{
-    FAILOVER_BARREN_MAX, Failover, ProbeAnswer, SECOND_PASS_WANTED, Search, SearchOutcome, WalkEnd,
-    WalkVerdict,
+    Failover, ProbeAnswer, SECOND_PASS_WANTED, Search, SearchOutcome, WalkEnd, WalkVerdict,
 };
 pub use peer::{IpGroup, Peer};
 pub use query::{QueryId, QueryKind, QueryResult, QueryStats};

@@ -18,9 +18,11 @@
 //! peers to ask, proves nothing, except on a node that never had a peer.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use crate::key::Key;
 use crate::peer::Peer;
+use crate::time::Instant;
 
 /// Providers a GET's second pass asks its walk for: every record it meets, so the walk runs
 /// to the key's closest nodes instead of stopping at the first few records, which may be
@@ -225,48 +227,55 @@ impl<P: Peer> Search<P> {
     }
 }
 
-/// Holders in a row a fetch tries that give it no verified byte before it gives up: past
-/// the verified holder, the failover list is candidates that had not answered (dead
-/// nodes whose records outlive them, slow ones, liars), each costing up to a dial or an
-/// I/O timeout, and a list of twenty such must not hold a GET for minutes. A holder that
-/// delivered anything resets the count: progress is progress, whoever makes it.
-pub const FAILOVER_BARREN_MAX: usize = 4;
-
 /// A fetch's way through its failover list: which holder to ask next, and when to stop
-/// asking. The driver reports how each holder's fetch ended; the list's order is the
-/// search's ([`SearchOutcome::Found`]).
+/// asking. Past the verified holder the list is candidates that had not answered the
+/// search's probes (dead nodes whose records outlive them, slow ones, liars), each costing
+/// up to a dial or an I/O timeout, and a list of thirty such must not hold a GET for
+/// minutes: once `idle_max` has passed since the fetch started or last moved a verified
+/// byte, no further holder is asked. A holder that refuses at once (lacks the object,
+/// fails the handshake) costs no time and stops nothing; one that delivered anything
+/// starts the wait again: progress is progress, whoever makes it. The driver reports how
+/// each holder's fetch ended; the list's order is the search's ([`SearchOutcome::Found`]).
 #[derive(Debug, Clone)]
 pub struct Failover<P> {
     holders: std::vec::IntoIter<P>,
-    barren: usize,
+    idle_max: Duration,
+    last_progress: Instant,
+    idle: bool,
 }
 
 impl<P> Failover<P> {
-    /// A failover over `holders`, in their order.
-    pub fn new(holders: Vec<P>) -> Self {
+    /// A failover over `holders`, in their order, for a fetch starting at `now` that gives
+    /// up after `idle_max` without a verified byte (`ObjectTimings::failover_idle`).
+    pub fn new(holders: Vec<P>, now: Instant, idle_max: Duration) -> Self {
         Failover {
             holders: holders.into_iter(),
-            barren: 0,
+            idle_max,
+            last_progress: now,
+            idle: false,
         }
     }
 
-    /// The next holder to fetch from; `None` once the list ran out or
-    /// [`FAILOVER_BARREN_MAX`] holders in a row gave nothing.
-    pub fn next_holder(&mut self) -> Option<P> {
-        if self.gave_up() {
+    /// The next holder to fetch from at `now`; `None` once the list ran out or `idle_max`
+    /// passed without a verified byte.
+    pub fn next_holder(&mut self, now: Instant) -> Option<P> {
+        if now.saturating_duration_since(self.last_progress) >= self.idle_max {
+            self.idle = true;
             return None;
         }
         self.holders.next()
     }
 
-    /// How the last holder's fetch ended: whether it delivered any verified byte.
-    pub fn report(&mut self, progress: bool) {
-        self.barren = if progress { 0 } else { self.barren + 1 };
+    /// How the last holder's fetch ended at `now`: whether it delivered any verified byte.
+    pub fn report(&mut self, progress: bool, now: Instant) {
+        if progress {
+            self.last_progress = now;
+        }
     }
 
-    /// Whether it stopped with holders left untried (too many in a row gave nothing).
+    /// Whether it stopped with holders left untried (too long without a verified byte).
     pub fn gave_up(&self) -> bool {
-        self.barren >= FAILOVER_BARREN_MAX && self.holders.len() > 0
+        self.idle && self.holders.len() > 0
     }
 }
 
@@ -401,33 +410,49 @@ mod tests {
         assert!(s.is_over());
         assert_eq!(s.outcome(), SearchOutcome::NotFound);
     }
+
     #[test]
-    fn a_failover_stops_after_the_barren_max_in_a_row() {
-        let mut f = Failover::new((1..=10).collect::<Vec<u8>>());
-        let mut asked = Vec::new();
-        while let Some(h) = f.next_holder() {
+    fn a_failover_stops_once_its_idle_time_passed_without_progress() {
+        let at = |ms: u64| Instant::from_duration(Duration::from_millis(ms));
+        let idle = Duration::from_millis(1000);
+        // Holders that each take 300 ms to fail: the fourth is not asked (900 ms, then
+        // 1,200 ms since the start).
+        let mut f = Failover::new((1..=10).collect::<Vec<u8>>(), at(0), idle);
+        let (mut asked, mut now) = (Vec::new(), 0);
+        while let Some(h) = f.next_holder(at(now)) {
             asked.push(h);
-            f.report(false);
+            now += 300;
+            f.report(false, at(now));
         }
-        assert_eq!(asked, (1..=FAILOVER_BARREN_MAX as u8).collect::<Vec<_>>());
+        assert_eq!(asked, vec![1, 2, 3, 4]);
         assert!(f.gave_up());
+        // Refusals that cost nothing stop nothing: every holder is asked.
+        let mut f = Failover::new((1..=10).collect::<Vec<u8>>(), at(0), idle);
+        let mut asked = 0;
+        while f.next_holder(at(5)).is_some() {
+            asked += 1;
+            f.report(false, at(5));
+        }
+        assert_eq!(asked, 10);
+        assert!(!f.gave_up(), "every holder was tried");
     }
 
     #[test]
-    fn progress_resets_the_count_and_a_short_list_is_no_giving_up() {
-        let mut f = Failover::new((1..=10).collect::<Vec<u8>>());
-        let mut asked = Vec::new();
-        while let Some(h) = f.next_holder() {
+    fn progress_starts_the_idle_time_again() {
+        let at = |ms: u64| Instant::from_duration(Duration::from_millis(ms));
+        let mut f = Failover::new(
+            (1..=10).collect::<Vec<u8>>(),
+            at(0),
+            Duration::from_millis(1000),
+        );
+        let (mut asked, mut now) = (Vec::new(), 0);
+        while let Some(h) = f.next_holder(at(now)) {
             asked.push(h);
-            // Holder 3 moved some bytes before it failed: 4..=7 are tried after it.
-            f.report(h == 3);
+            now += 300;
+            // Holder 3 moved some bytes before it failed (at 900 ms): the wait starts again.
+            f.report(h == 3, at(now));
         }
         assert_eq!(asked, (1..=7).collect::<Vec<_>>());
         assert!(f.gave_up());
-        let mut f = Failover::new(vec![1u8, 2]);
-        while f.next_holder().is_some() {
-            f.report(false);
-        }
-        assert!(!f.gave_up(), "every holder was tried");
     }
 }

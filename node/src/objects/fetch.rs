@@ -253,8 +253,10 @@ impl Objects {
     }
 
     /// Streams `range` of `hash` from the first holder that serves it, resuming at the next
-    /// holder after a failure, from the last verified byte; it gives up once
-    /// `overlay::FAILOVER_BARREN_MAX` holders in a row gave nothing, or the reader left.
+    /// holder after a failure, from the last verified byte. It gives up once
+    /// `ObjectTimings::failover_idle` (40 s) passed without a verified byte
+    /// (`overlay::Failover`), and as soon as the reader leaves, even mid-way through a
+    /// holder's dial or first answer.
     pub async fn fetch_failover(
         &self,
         holders: &[NetPeer],
@@ -262,23 +264,28 @@ impl Objects {
         range: ByteRange,
         out: mpsc::Sender<Bytes>,
     ) -> Result<(), FetchError> {
+        let started = tokio::time::Instant::now();
+        let now = || overlay::Instant::from_duration(started.elapsed());
+        let idle = self.limits.timings.failover_idle;
+        let mut failover = Failover::new(holders.to_vec(), now(), idle);
         let mut done = 0u64;
         let mut last = FetchError::NoHolder;
-        let mut failover = Failover::new(holders.to_vec());
-        while let Some(h) = failover.next_holder() {
-            if out.is_closed() {
-                return Ok(()); // nobody left to read what the next holder would send
-            }
+        while let Some(h) = failover.next_holder(now()) {
             let rest = ByteRange {
                 start: range.start + done,
                 len: range.len - done,
             };
-            let (n, failed) = match self.fetch_from(&h, hash, rest, &out).await {
+            let fetched = tokio::select! {
+                fetched = self.fetch_from(&h, hash, rest, &out) => fetched,
+                // Nobody is left to read what this holder would send.
+                () = out.closed() => return Ok(()),
+            };
+            let (n, failed) = match fetched {
                 Ok(n) => (n, None),
                 Err((n, e)) => (n, Some(e)),
             };
             done += n;
-            failover.report(n > 0);
+            failover.report(n > 0, now());
             match failed {
                 None if done == range.len || out.is_closed() => return Ok(()),
                 None => {}

@@ -128,8 +128,8 @@ pub struct ObjectStats {
     /// Fetches left for the next holder because the holder moved less than the minimum
     /// rate.
     pub holders_too_slow: AtomicU64,
-    /// Fetches that stopped with holders left untried, `overlay::FAILOVER_BARREN_MAX` in a
-    /// row having given nothing.
+    /// Fetches that stopped with holders left untried, `ObjectTimings::failover_idle`
+    /// having passed without a verified byte.
     pub failovers_given_up: AtomicU64,
     /// Placements of a write cut at twice its wait, their target still taking the copy in.
     pub placements_cut: AtomicU64,
@@ -322,6 +322,12 @@ impl Objects {
     /// A slot for one more write of `principal`'s (none: writes the operator opened), or
     /// why not: `writes_max` writes are running, or the principal's share of them.
     pub fn write_slot(&self, principal: Option<&Principal>) -> Result<WriteSlot, WritesBusy> {
+        // The node's bound first, as `writes_busy` asks: a refusal then gives the permit back.
+        let permit = self
+            .writes
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| WritesBusy::Node)?;
         let share = match principal {
             Some(p) => {
                 let mut running = self
@@ -340,12 +346,6 @@ impl Objects {
             }
             None => None,
         };
-        // A refusal here drops `share`, which counts it off again.
-        let permit = self
-            .writes
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| WritesBusy::Node)?;
         Ok(WriteSlot {
             _permit: permit,
             _share: share,

@@ -10,7 +10,7 @@
 //! The fetch goes to the holders in the search's order: a holder that cannot be reached
 //! costs a dial timeout ([`FETCH_FAILOVER`]) and the next one is tried, one that turns out
 //! to lack the object costs its round trip, and the get fails once
-//! `overlay::FAILOVER_BARREN_MAX` in a row gave nothing (`overlay::Failover`, as the node). A pass whose records all failed to prove the
+//! `failover_idle` passed without a holder serving it (`overlay::Failover`, as the node). A pass whose records all failed to prove the
 //! object walks again, to the key's closest nodes whatever records it meets
 //! (`overlay::SECOND_PASS_WANTED`), from when its last probe ended, within the same
 //! search timeout (the node's second pass); a pass that ended at the deadline fails.
@@ -155,8 +155,8 @@ impl Sim {
     ) -> GetOutcome {
         let from = walked + probed;
         let mut at = from;
-        let mut failover = Failover::new(holders.to_vec());
-        while let Some(h) = failover.next_holder() {
+        let mut failover = Failover::new(holders.to_vec(), at, timings().failover_idle);
+        while let Some(h) = failover.next_holder(at) {
             if self.lies(h.slot) && !self.holds(h.slot, key) {
                 self.metrics.fetches_at_liars += 1;
             }
@@ -191,7 +191,7 @@ impl Sim {
                 Some((go, back)) => at = at + go + back,
                 None => at = at + FETCH_FAILOVER,
             }
-            failover.report(false);
+            failover.report(false, at);
         }
         GetOutcome::Failed
     }
