@@ -10,6 +10,11 @@
 //! and payload bytes the token's principal may hold in any one mailbox), which every
 //! holder of the mailbox enforces (`mail.rs`, `MailboxRequest::SendFor`).
 //!
+//! A tenant is who pays: unlike the other caveats, naming one is not a narrowing a holder
+//! may add. A tenant caveat counts only on a token whose nonce the root key's holder bound
+//! to that tenant at mint ([`tenant_nonce`]); else anyone holding any token could write as
+//! any tenant, spending its quota and its share of the write slots.
+//!
 //! Text form: `mn1.` followed by unpadded base64url of the postcard-encoded token.
 
 use base64::Engine;
@@ -25,6 +30,38 @@ pub const CAVEATS_MAX: usize = 32;
 /// Longest tenant name.
 pub const TENANT_NAME_MAX: usize = 64;
 const CONTEXT: &[u8] = b"macronode-cap-v1";
+const TENANT_CONTEXT: &[u8] = b"macronode-cap-v1 tenant";
+
+/// The nonce of a token that names `tenant`: `salt` (8 random bytes, which keep tokens
+/// apart) and 8 bytes of a MAC under `root` over the salt and the name, so only the root
+/// key's holder can make a token a tenant's (a forger has one chance in 2^64 per try, each
+/// try a request the node refuses).
+pub fn tenant_nonce(root: &[u8; 32], salt: [u8; 8], tenant: &str) -> [u8; 16] {
+    let mut nonce = [0u8; 16];
+    nonce[..8].copy_from_slice(&salt);
+    nonce[8..].copy_from_slice(&tenant_tag(root, &salt, tenant));
+    nonce
+}
+
+fn tenant_tag(root: &[u8; 32], salt: &[u8], tenant: &str) -> [u8; 8] {
+    let mut h = blake3::Hasher::new_keyed(root);
+    h.update(TENANT_CONTEXT);
+    h.update(salt);
+    h.update(tenant.as_bytes());
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    tag
+}
+
+/// Whether `nonce` was bound to `tenant` under `root` ([`tenant_nonce`]), compared without
+/// an early exit.
+fn names_tenant(root: &[u8; 32], nonce: &[u8; 16], tenant: &str) -> bool {
+    let want = tenant_tag(root, &nonce[..8], tenant);
+    want.iter()
+        .zip(&nonce[8..])
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
 
 /// A restriction a token carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,8 +293,9 @@ impl Token {
     }
 
     /// As [`verify`](Self::verify), returning everything the token grants: its byte limit
-    /// and its tenant. Tenant caveats may only narrow: a second one must name the same
-    /// tenant, and the tightest limits hold.
+    /// and its tenant. A tenant caveat counts only on a token minted for that tenant
+    /// ([`tenant_nonce`]); more may only narrow: they must name the same tenant, and the
+    /// tightest limits hold.
     pub fn grant(&self, root: &[u8; 32], intent: &Intent<'_>) -> Result<Grant, CapError> {
         let mut tag = start(root, &self.nonce);
         for c in &self.caveats {
@@ -283,6 +321,11 @@ impl Token {
                 Caveat::Tenant(t) => {
                     if t.name.is_empty() || t.name.len() > TENANT_NAME_MAX {
                         return Err(CapError::Invalid("tenant name empty or too long"));
+                    }
+                    if !names_tenant(root, &self.nonce, &t.name) {
+                        return Err(CapError::Invalid(
+                            "the token names a tenant it was not minted for",
+                        ));
                     }
                     grant.tenant = Some(match grant.tenant.take() {
                         None => t.clone(),
@@ -395,7 +438,11 @@ mod tests {
                 bytes_per_second: rate,
             })
         };
-        let t = Token::mint(&ROOT, [1; 16], vec![quota("acme", 1000, 100)]);
+        let t = Token::mint(
+            &ROOT,
+            tenant_nonce(&ROOT, [1; 8], "acme"),
+            vec![quota("acme", 1000, 100)],
+        );
         let g = t
             .grant(&ROOT, &put(None, 5))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -418,6 +465,49 @@ mod tests {
             switched.grant(&ROOT, &put(None, 5)),
             Err(CapError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn only_the_root_key_names_a_tenant() {
+        let acme = Caveat::Tenant(TenantQuota {
+            name: "acme".into(),
+            bytes_max: u64::MAX,
+            bytes_per_second: u64::MAX,
+        });
+        let refused = |t: &Token| {
+            matches!(
+                t.grant(&ROOT, &put(None, 5)),
+                Err(CapError::Invalid(why)) if why.contains("not minted for")
+            )
+        };
+        // A holder of a token that names no tenant adds one: it verifies as a chain, but
+        // its tenant is refused (else it would spend acme's quota and share).
+        let plain = Token::mint(&ROOT, [1; 16], vec![Caveat::Methods(vec!["PUT".into()])]);
+        assert!(plain.grant(&ROOT, &put(None, 5)).is_ok());
+        assert!(refused(&plain.attenuate(acme.clone())));
+        // Minted for another tenant's name, or under another root, or with its salt
+        // changed: refused too.
+        let zed = Token::mint(
+            &ROOT,
+            tenant_nonce(&ROOT, [2; 8], "zed"),
+            vec![acme.clone()],
+        );
+        assert!(refused(&zed));
+        let elsewhere = Token::mint(
+            &ROOT,
+            tenant_nonce(&[9; 32], [2; 8], "acme"),
+            vec![acme.clone()],
+        );
+        assert!(refused(&elsewhere));
+        let mut nonce = tenant_nonce(&ROOT, [2; 8], "acme");
+        nonce[0] ^= 1;
+        assert!(refused(&Token::mint(&ROOT, nonce, vec![acme.clone()])));
+        // Minted for acme by the root key's holder: granted.
+        let t = Token::mint(&ROOT, tenant_nonce(&ROOT, [2; 8], "acme"), vec![acme]);
+        let g = t
+            .grant(&ROOT, &put(None, 5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(g.tenant.map(|q| q.name), Some("acme".to_string()));
     }
 
     #[test]

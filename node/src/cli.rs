@@ -109,6 +109,10 @@ pub fn mint(args: &MintArgs) -> anyhow::Result<Minted> {
                 crate::caps::TENANT_NAME_MAX
             );
         }
+        // Only the root key's holder can make a token a tenant's: its nonce says so.
+        let mut salt = [0u8; 8];
+        salt.copy_from_slice(&nonce[..8]);
+        nonce = crate::caps::tenant_nonce(&root, salt, name);
         caveats.push(Caveat::Tenant(crate::caps::TenantQuota {
             name: name.clone(),
             bytes_max,

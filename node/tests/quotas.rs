@@ -20,7 +20,7 @@ use wire::{Status, message};
 fn token(root: &[u8; 32], tenant: &str, bytes_max: u64, rate: u64) -> String {
     Token::mint(
         root,
-        [3; 16],
+        node::caps::tenant_nonce(root, [3; 8], tenant),
         vec![
             Caveat::Methods(vec!["PUT".into()]),
             Caveat::Tenant(TenantQuota {
@@ -135,4 +135,38 @@ async fn tenants_are_held_to_their_quotas() {
     let again = node::quota::Quotas::open(dir.path().join("n0").join("tenants.json")).unwrap();
     assert_eq!(again.used("acme"), 600_000);
     assert_eq!(again.used("zed"), 600_000);
+}
+
+/// Naming a tenant is not a narrowing a token's holder may add (attenuation needs no key):
+/// a token minted without one, with acme's tenant caveat appended, is refused (401) and
+/// charges acme nothing. Before, it wrote as acme: any token holder could spend any
+/// tenant's quota and its share of the write slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_holder_cannot_name_a_tenant() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 0, None);
+    c.open_writes = false;
+    let node = start_with(c).await;
+    let identity = Identity::load_or_create(&dir.path().join("n0")).unwrap();
+    let root = node::caps::derived_root(&identity);
+    let url = format!("http://{}/o", node.ctx.http);
+    let plain = Token::mint(&root, [5; 16], vec![Caveat::Methods(vec!["PUT".into()])]);
+    let r = put_as(&url, format!("Bearer {}", plain.encode()), vec![1; 1000]).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let posing = plain.attenuate(Caveat::Tenant(TenantQuota {
+        name: "acme".into(),
+        bytes_max: u64::MAX,
+        bytes_per_second: u64::MAX,
+    }));
+    let r = put_as(&url, format!("Bearer {}", posing.encode()), vec![2; 1000]).await;
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("not minted for"));
+    assert_eq!(node.ctx.objects.quotas.used("acme"), 0);
+    // acme's own token, minted for it, writes as acme.
+    let acme = token(&root, "acme", 1_000_000, 1 << 30);
+    let r = put_as(&url, format!("Bearer {acme}"), vec![3; 1000]).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(node.ctx.objects.quotas.used("acme"), 1000);
+    node.shutdown().await;
 }

@@ -116,11 +116,10 @@ fn tenant(
     rate: u64,
     kind: Kind,
 ) -> Tenant {
-    let mut nonce = [0u8; 16];
-    nonce[..8].copy_from_slice(&o.seed.derive(&format!("nonce {name}")).to_le_bytes());
+    let salt = o.seed.derive(&format!("nonce {name}")).to_le_bytes();
     let token = Token::mint(
         root,
-        nonce,
+        node::caps::tenant_nonce(root, salt, &name),
         vec![
             Caveat::Methods(vec!["PUT".into()]),
             Caveat::Tenant(TenantQuota {
