@@ -30,7 +30,9 @@ pub const CAVEATS_MAX: usize = 32;
 /// Longest tenant name.
 pub const TENANT_NAME_MAX: usize = 64;
 const CONTEXT: &[u8] = b"macronode-cap-v1";
-const TENANT_CONTEXT: &[u8] = b"macronode-cap-v1 tenant";
+/// The BLAKE3 key-derivation context of the subkey tenant bindings are made under, apart
+/// from the token chain's own use of the root key.
+const TENANT_KEY_CONTEXT: &str = "macronode capability tenant binding v1";
 
 /// The nonce of a token that names `tenant`: `salt` (8 random bytes, which keep tokens
 /// apart) and 8 bytes of a MAC under `root` over the salt and the name, so only the root
@@ -44,8 +46,8 @@ pub fn tenant_nonce(root: &[u8; 32], salt: [u8; 8], tenant: &str) -> [u8; 16] {
 }
 
 fn tenant_tag(root: &[u8; 32], salt: &[u8], tenant: &str) -> [u8; 8] {
-    let mut h = blake3::Hasher::new_keyed(root);
-    h.update(TENANT_CONTEXT);
+    let key = blake3::derive_key(TENANT_KEY_CONTEXT, root);
+    let mut h = blake3::Hasher::new_keyed(&key);
     h.update(salt);
     h.update(tenant.as_bytes());
     let mut tag = [0u8; 8];
@@ -248,7 +250,8 @@ impl Token {
         self
     }
 
-    /// The token's id: its random nonce, shown by `token mint` and named by `token revoke`.
+    /// The token's id: its nonce (random; for a tenant's token, 8 random bytes and 8 that
+    /// bind the tenant), shown by `token mint` and named by `token revoke`.
     /// Attenuations of a token keep its id.
     pub fn id(&self) -> [u8; 16] {
         self.nonce

@@ -1000,8 +1000,8 @@ async fn a_bent_slice_is_caught_and_the_fetch_fails_over() {
 /// further holder is asked (a list of thirty silent ones must not hold a GET for minutes),
 /// while holders that refuse at once cost nothing and stop nothing, and one that delivered
 /// verified bytes before it failed starts the wait again. A reader that leaves ends the
-/// fetch at once, even while a holder keeps it waiting. Here the I/O timeout is 250 ms and
-/// the idle bound 1 s; silent holders answer nothing, impostors (the honest node's address
+/// fetch at once, even while a holder keeps it waiting. Here the I/O timeout is 1 s and
+/// the idle bound 4 s; silent holders answer nothing, impostors (the honest node's address
 /// under another id) are refused by the handshake at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_gives_up_once_its_holders_gave_nothing_for_the_idle_time() {
@@ -1015,8 +1015,8 @@ async fn a_fetch_gives_up_once_its_holders_gave_nothing_for_the_idle_time() {
     let hash = honest.ctx.objects.store.put(&data, None).unwrap();
     let mut objects = reader.ctx.objects.clone();
     let mut limits = (*objects.limits).clone();
-    limits.io_timeout = Duration::from_millis(250);
-    limits.timings.failover_idle = Duration::from_secs(1);
+    limits.io_timeout = Duration::from_secs(1);
+    limits.timings.failover_idle = Duration::from_secs(4);
     objects.limits = Arc::new(limits);
     let impostor = || NetPeer::new(Identity::generate().unwrap().node_id(), peer(honest).addr);
     let silent: Vec<_> = (0..6)
@@ -1037,18 +1037,13 @@ async fn a_fetch_gives_up_once_its_holders_gave_nothing_for_the_idle_time() {
     assert!(got == data);
     assert_eq!(given_up(), 0);
 
-    // Six silent holders (250 ms each): the fetch ends after four, the rest untried.
-    let started = tokio::time::Instant::now();
+    // Six silent holders (1 s each): the fetch ends after four, the rest untried (with
+    // the bound off it reaches the honest holder after six seconds).
     let order = [silent_peers(6), vec![peer(honest)]].concat();
     let (fetched, got) = fetch_all(&objects, order, hash, len, Duration::ZERO).await;
-    let took = started.elapsed();
     assert!(fetched.is_err(), "gave up before the honest holder");
     assert!(got.is_empty());
     assert_eq!(given_up(), 1);
-    assert!(
-        took < Duration::from_millis(1400),
-        "{took:?}: waited out every holder"
-    );
 
     // A holder that delivered most of the object before its lie was caught is progress:
     // two silent ones after it fit in the idle time, and the honest one finishes.

@@ -7,8 +7,8 @@
 //! object's final group (a dead holder whose record outlives it costs one probe timeout,
 //! not the search) and reports each answer; the first holder whose answer verified ends the
 //! search. The failover order is that holder, then the candidates that had not answered
-//! when it did (a fetch verifies every byte it reads, so an unproven candidate can cost
-//! time, never correctness). A search that proved nothing is final only when it learned
+//! when it did, the key's closest before records (a fetch verifies every byte it reads, so
+//! an unproven candidate can cost time, never correctness). A search that proved nothing is final only when it learned
 //! enough: records whose providers all failed to prove the object, in a pass that asked
 //! for fewer than rf providers, are worth a second pass that walks to the key's closest
 //! nodes whatever records it meets ([`SECOND_PASS_WANTED`]: the first walk may have
@@ -110,7 +110,8 @@ impl<P> WalkEnd<P> {
 pub enum SearchOutcome<P> {
     /// A holder proved the object: fetch from these, in this order.
     Found {
-        /// The holder that proved it, then the candidates still silent when it did.
+        /// The holder that proved it, then the candidates still silent when it did: the
+        /// key's closest nodes first, then the providers.
         holders: Vec<P>,
     },
     /// Records named providers and none proved the object: search again, walking to the
@@ -126,7 +127,10 @@ pub enum SearchOutcome<P> {
 #[derive(Debug, Clone)]
 pub struct Search<P> {
     candidates: Vec<P>,
+    /// Records the walk returned (ourselves and repeats included).
     providers: usize,
+    /// How many of `candidates`, at their front, came from records.
+    from_records: usize,
     /// Whether a second pass is still possible (this one asked for fewer than rf).
     may_search_again: bool,
     settled: BTreeSet<Key>,
@@ -146,13 +150,20 @@ impl<P: Peer> Search<P> {
         wanted: usize,
     ) -> Search<P> {
         let providers_count = providers.len();
-        let mut candidates = providers;
-        candidates.extend(closest.into_iter().take(rf.saturating_mul(2)));
         let mut seen = BTreeSet::new();
-        candidates.retain(|p| p.key() != local && seen.insert(p.key()));
+        let mut fresh = |p: &P| p.key() != local && seen.insert(p.key());
+        let mut candidates: Vec<P> = providers.into_iter().filter(&mut fresh).collect();
+        let from_records = candidates.len();
+        candidates.extend(
+            closest
+                .into_iter()
+                .take(rf.saturating_mul(2))
+                .filter(&mut fresh),
+        );
         Search {
             candidates,
             providers: providers_count,
+            from_records,
             may_search_again: wanted < rf,
             settled: BTreeSet::new(),
             found: None,
@@ -204,17 +215,26 @@ impl<P: Peer> Search<P> {
     /// What the search came to.
     pub fn outcome(self) -> SearchOutcome<P> {
         if let Some(first) = self.found {
+            // After the holder: the key's closest nodes still silent, then the providers
+            // still silent. Repair keeps copies at the closest, while a record can outlive
+            // its holder (a second pass comes after records that proved nothing), and a
+            // dead provider costs a dial timeout of the fetch's idle time.
             let mut holders = Vec::with_capacity(self.candidates.len());
-            let mut rest = Vec::new();
-            for c in self.candidates {
+            let (mut closest, mut providers) = (Vec::new(), Vec::new());
+            for (i, c) in self.candidates.into_iter().enumerate() {
                 let k = c.key();
                 if k == first {
                     holders.push(c);
                 } else if !self.settled.contains(&k) {
-                    rest.push(c);
+                    if i < self.from_records {
+                        providers.push(c);
+                    } else {
+                        closest.push(c);
+                    }
                 }
             }
-            holders.extend(rest);
+            holders.extend(closest);
+            holders.extend(providers);
             return SearchOutcome::Found { holders };
         }
         if self.providers > 0 && self.may_search_again {
@@ -356,6 +376,25 @@ mod tests {
             s.outcome(),
             SearchOutcome::Found {
                 holders: vec![peer(3), peer(4)]
+            }
+        );
+    }
+
+    #[test]
+    fn the_failover_list_puts_the_closest_before_records() {
+        // Providers 1 and 2 (a stale record or two), closest 3, 4, 5; 4 proves it first.
+        let mut s = Search::new(
+            key(0),
+            vec![peer(1), peer(2)],
+            vec![peer(3), peer(4), peer(5)],
+            3,
+            SECOND_PASS_WANTED,
+        );
+        assert!(s.handle_answer(&key(4), ProbeAnswer::Holds));
+        assert_eq!(
+            s.outcome(),
+            SearchOutcome::Found {
+                holders: vec![peer(4), peer(3), peer(5), peer(1), peer(2)]
             }
         );
     }

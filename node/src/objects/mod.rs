@@ -189,8 +189,9 @@ pub enum WritesBusy {
 /// its client is still there.
 #[derive(Debug)]
 pub struct WriteSlot {
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    // Given back in the reverse order of taking: the principal's count, then the permit.
     _share: Option<PrincipalShare>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// One of a principal's writes in flight, counted off when it ends.
@@ -347,8 +348,8 @@ impl Objects {
             None => None,
         };
         Ok(WriteSlot {
-            _permit: permit,
             _share: share,
+            _permit: permit,
         })
     }
 
