@@ -60,7 +60,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "object_fetch_duration_seconds",
         Kind::Histogram,
         "Verified transfers of an object (or range) from other holders, start to end, by \
-         outcome.",
+         outcome (ok, failed, abandoned: the reader left first).",
     ),
     (
         "dht_lookup_hops",

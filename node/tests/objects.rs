@@ -110,7 +110,7 @@ async fn put_get_and_integrity_across_the_mesh() {
     while let Some(piece) = rx.recv().await {
         got.extend_from_slice(&piece);
     }
-    fetch.await.unwrap().unwrap();
+    assert_eq!(fetch.await.unwrap().unwrap(), node::objects::Fetched::Whole);
     assert!(got == body, "failover stream differs");
     assert_eq!(
         nodes[reader]

@@ -52,6 +52,15 @@ pub enum FetchError {
     LocalCorrupt,
 }
 
+/// How a fetch with failover ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// Every byte of the range went out, verified.
+    Whole,
+    /// The reader left first; what it took was verified.
+    ReaderLeft,
+}
+
 /// Joins the verified views one frame body yields (a view per 16 KiB group) back into
 /// views of as few runs of the body as they cover, so a frame goes on as one piece, not
 /// sixteen. A view of an earlier body (the first part of a group split across frames)
@@ -263,7 +272,7 @@ impl Objects {
         hash: Hash,
         range: ByteRange,
         out: mpsc::Sender<Bytes>,
-    ) -> Result<(), FetchError> {
+    ) -> Result<Fetched, FetchError> {
         let started = tokio::time::Instant::now();
         let now = || overlay::Instant::from_duration(started.elapsed());
         let idle = self.limits.timings.failover_idle;
@@ -278,7 +287,7 @@ impl Objects {
             let fetched = tokio::select! {
                 fetched = self.fetch_from(&h, hash, rest, &out) => fetched,
                 // Nobody is left to read what this holder would send.
-                () = out.closed() => return Ok(()),
+                () = out.closed() => return Ok(Fetched::ReaderLeft),
             };
             let (n, failed) = match fetched {
                 Ok(n) => (n, None),
@@ -287,14 +296,15 @@ impl Objects {
             done += n;
             failover.report(n > 0, now());
             match failed {
-                None if done == range.len || out.is_closed() => return Ok(()),
+                None if done == range.len => return Ok(Fetched::Whole),
+                None if out.is_closed() => return Ok(Fetched::ReaderLeft),
                 None => {}
                 Some(e) => {
                     tracing::debug!(peer = %h.id, error = %e, "fetch failed; trying the next holder");
                     if done == range.len {
                         // It failed after its last byte (it sent more than the slice):
                         // counted, but every byte of the range went out verified.
-                        return Ok(());
+                        return Ok(Fetched::Whole);
                     }
                     last = e;
                 }

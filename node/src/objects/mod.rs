@@ -42,7 +42,7 @@ use crate::quota::Quotas;
 use crate::store::{Hash, Store};
 use crate::transport::{Transport, TransportError};
 pub(crate) use fetch::Placed;
-pub use fetch::{FetchError, Tail};
+pub use fetch::{FetchError, Fetched, Tail};
 pub(crate) use pieces::{Cut, Ingest, PieceReader};
 pub use serve::serve_object;
 
@@ -690,7 +690,11 @@ impl Objects {
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let fetched = objects.fetch_failover(&holders, hash, range, tx).await;
-            let outcome = if fetched.is_ok() { "ok" } else { "failed" };
+            let outcome = match &fetched {
+                Ok(Fetched::Whole) => "ok",
+                Ok(Fetched::ReaderLeft) => "abandoned",
+                Err(_) => "failed",
+            };
             metrics::histogram!("object_fetch_duration_seconds", "outcome" => outcome)
                 .record(started.elapsed().as_secs_f64());
             if let Err(e) = fetched {
@@ -850,9 +854,13 @@ impl Objects {
         };
         let fetched = self.fetch_failover(&holders, hash, range, tx).await;
         let written = write.await.map_err(|e| PullError::Local(e.to_string()))?;
-        fetched?;
+        let fetched = fetched?;
         written?;
-        Ok(size)
+        match fetched {
+            Fetched::Whole => Ok(size),
+            // Our writer stopped reading: it failed, and said so above, or cannot have.
+            Fetched::ReaderLeft => Err(PullError::Local("the copy's writer stopped".into())),
+        }
     }
 
     /// Carries out the planner's work: transfers (prove, push if we lead), releases of
