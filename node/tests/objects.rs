@@ -460,6 +460,16 @@ async fn one_token_holder_takes_only_its_share_of_the_write_slots() {
     // B is not held up by A.
     let r = put(&b, b"from B").await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // Bodies still being received count toward the share: with two of B's admitted, its
+    // next PUT is refused before its body; once they end, it runs.
+    let receiving: Vec<_> = (0..2)
+        .map(|_| objects.admit_write(Some(&principal(&b))).unwrap())
+        .collect();
+    let r = put(&b, b"from B again").await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    drop(receiving);
+    let r = put(&b, b"from B again").await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     // One of A's writes ends: A writes again.
     held.pop();
     let r = put(&a, b"from A").await;

@@ -206,12 +206,12 @@ async fn put_object(
     let principal = token.map(|t| grant.principal(&t));
     let token_max = grant.max_bytes;
     let objects = &ctx.objects;
-    // A node running all the writes it may (or the writer's share of them) answers at
-    // once, before the body is sent (the slot itself is taken after it, so a client
-    // trickling its body holds none).
-    if let Some(busy) = objects.writes_busy(principal.as_ref()) {
-        return Err(writes_busy(objects, busy, None));
-    }
+    // A node running all the writes it may (or the writer's share of them, bodies being
+    // received included) answers at once, before the body is sent (the node's slot itself
+    // is taken after it, so a client trickling its body holds none of the node's).
+    let admitted = objects
+        .admit_write(principal.as_ref())
+        .map_err(|busy| writes_busy(objects, busy, None))?;
     // A tenant's write holds its bytes in the tenant's account from the start: the whole
     // declared size, or each piece of a body of unknown size as it comes.
     let mut reservation = match &grant.tenant {
@@ -287,7 +287,7 @@ async fn put_object(
     }
     let id = id_string(&hash);
     // The write holds its slot until its last copy is placed, after the answer too.
-    let slot = match objects.write_slot(principal.as_ref()) {
+    let slot = match objects.slot_for(admitted) {
         Ok(slot) => slot,
         Err(busy) => {
             objects.announce(hash, size).await;

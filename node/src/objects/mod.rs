@@ -194,6 +194,13 @@ pub struct WriteSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// A write admitted before its body was read ([`Objects::admit_write`]): it counts toward
+/// its principal's share until it ends or gets its [`WriteSlot`].
+#[derive(Debug)]
+pub struct Admitted {
+    share: Option<PrincipalShare>,
+}
+
 /// One of a principal's writes in flight, counted off when it ends.
 #[derive(Debug)]
 struct PrincipalShare {
@@ -320,15 +327,15 @@ impl Objects {
         }
     }
 
-    /// A slot for one more write of `principal`'s (none: writes the operator opened), or
-    /// why not: `writes_max` writes are running, or the principal's share of them.
-    pub fn write_slot(&self, principal: Option<&Principal>) -> Result<WriteSlot, WritesBusy> {
-        // The node's bound first, as `writes_busy` asks: a refusal then gives the permit back.
-        let permit = self
-            .writes
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| WritesBusy::Node)?;
+    /// Admits one more write of `principal`'s (none: writes the operator opened) before its
+    /// body is read, or says why not: `writes_max` writes are running (nothing is reserved
+    /// for that: a client slow to send its body holds no slot of the node's), or the
+    /// principal runs its share of them, bodies still being received included (a client
+    /// trickling bodies holds only its own share).
+    pub fn admit_write(&self, principal: Option<&Principal>) -> Result<Admitted, WritesBusy> {
+        if self.writes.available_permits() == 0 {
+            return Err(WritesBusy::Node);
+        }
         let share = match principal {
             Some(p) => {
                 let mut running = self
@@ -347,26 +354,27 @@ impl Objects {
             }
             None => None,
         };
+        Ok(Admitted { share })
+    }
+
+    /// The slot of an admitted write whose body is stored, or `Node` when `writes_max`
+    /// writes took them all meanwhile.
+    pub fn slot_for(&self, admitted: Admitted) -> Result<WriteSlot, WritesBusy> {
+        let permit = self
+            .writes
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| WritesBusy::Node)?;
         Ok(WriteSlot {
-            _share: share,
+            _share: admitted.share,
             _permit: permit,
         })
     }
 
-    /// Why a write of `principal`'s would be refused a slot right now, if it would (a PUT
-    /// is refused before its body is read).
-    pub fn writes_busy(&self, principal: Option<&Principal>) -> Option<WritesBusy> {
-        if self.writes.available_permits() == 0 {
-            return Some(WritesBusy::Node);
-        }
-        let running = self
-            .principal_writes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        principal
-            .and_then(|p| running.get(p))
-            .is_some_and(|n| *n >= self.writes_per_principal_max())
-            .then_some(WritesBusy::Principal)
+    /// A slot for one more write of `principal`'s at once ([`admit_write`](Self::admit_write),
+    /// then [`slot_for`](Self::slot_for)).
+    pub fn write_slot(&self, principal: Option<&Principal>) -> Result<WriteSlot, WritesBusy> {
+        self.slot_for(self.admit_write(principal)?)
     }
 
     /// The most writes one principal may run at once: a quarter of `writes_max` (at least
