@@ -935,7 +935,10 @@ async fn fetch_all(
     hash: [u8; 32],
     len: u64,
     pause: Duration,
-) -> (Result<node::objects::Fetched, node::objects::FetchError>, Vec<u8>) {
+) -> (
+    Result<node::objects::Fetched, node::objects::FetchError>,
+    Vec<u8>,
+) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let range = ByteRange { start: 0, len };
     let fetch = {
@@ -979,7 +982,10 @@ async fn a_bent_slice_is_caught_and_the_fetch_fails_over() {
         let order = vec![liar, peer(honest)];
         let len = data.len() as u64;
         let (fetched, got) = fetch_all(&reader.ctx.objects, order, hash, len, Duration::ZERO).await;
-        assert!(matches!(fetched, Ok(node::objects::Fetched::Whole)), "{lie:?}: {fetched:?}");
+        assert!(
+            matches!(fetched, Ok(node::objects::Fetched::Whole)),
+            "{lie:?}: {fetched:?}"
+        );
         assert!(got == data, "{lie:?}: the stream differs");
         let caught = reader
             .ctx
@@ -1033,7 +1039,10 @@ async fn a_fetch_gives_up_once_its_holders_gave_nothing_for_the_idle_time() {
     // Ten refusals that cost nothing, then the honest holder: served.
     let order = [(0..10).map(|_| impostor()).collect(), vec![peer(honest)]].concat();
     let (fetched, got) = fetch_all(&objects, order, hash, len, Duration::ZERO).await;
-    assert!(matches!(fetched, Ok(node::objects::Fetched::Whole)), "{fetched:?}");
+    assert!(
+        matches!(fetched, Ok(node::objects::Fetched::Whole)),
+        "{fetched:?}"
+    );
     assert!(got == data);
     assert_eq!(given_up(), 0);
 
@@ -1056,7 +1065,10 @@ async fn a_fetch_gives_up_once_its_holders_gave_nothing_for_the_idle_time() {
     ]
     .concat();
     let (fetched, got) = fetch_all(&objects, order, hash, len, Duration::ZERO).await;
-    assert!(matches!(fetched, Ok(node::objects::Fetched::Whole)), "{fetched:?}");
+    assert!(
+        matches!(fetched, Ok(node::objects::Fetched::Whole)),
+        "{fetched:?}"
+    );
     assert!(
         got == data,
         "one verified stream across the liar and the honest holder"
@@ -1118,7 +1130,10 @@ async fn a_holder_that_trickles_is_left_for_the_next() {
     let (fetched, got) = fetch_all(&objects, order, hash, len, Duration::ZERO).await;
     let took = started.elapsed();
     println!("1 MiB with a trickling first holder: {took:?}");
-    assert!(matches!(fetched, Ok(node::objects::Fetched::Whole)), "{fetched:?}");
+    assert!(
+        matches!(fetched, Ok(node::objects::Fetched::Whole)),
+        "{fetched:?}"
+    );
     assert!(got == data, "one verified stream across both holders");
     assert_eq!(too_slow(), 1, "the trickle was left");
     assert!(
@@ -1132,7 +1147,10 @@ async fn a_holder_that_trickles_is_left_for_the_next() {
     let pause = Duration::from_millis(150);
     let (fetched, got) = fetch_all(&objects, vec![peer(honest)], hash, len, pause).await;
     println!("1 MiB to a slow client: {:?}", started.elapsed());
-    assert!(matches!(fetched, Ok(node::objects::Fetched::Whole)), "{fetched:?}");
+    assert!(
+        matches!(fetched, Ok(node::objects::Fetched::Whole)),
+        "{fetched:?}"
+    );
     assert!(got == data);
     assert!(
         started.elapsed() > Duration::from_secs(1),
