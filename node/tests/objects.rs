@@ -417,15 +417,10 @@ async fn one_token_holder_takes_only_its_share_of_the_write_slots() {
     use node::caps::{Caveat, Grant, Token};
     logs();
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path(), 0, None);
-    c.open_writes = false;
-    c.objects.writes_max = 8;
-    let lone = start_with(c).await;
+    let (lone, root) = gated_node(dir.path(), |c| c.objects.writes_max = 8).await;
     let gateway = lone.ctx.clone();
     let objects = gateway.objects.clone();
     assert_eq!(objects.writes_per_principal_max(), 2);
-    let identity = node::Identity::load_or_create(&dir.path().join("n0")).unwrap();
-    let root = node::caps::derived_root(&identity);
     let token = |nonce: u8| {
         Token::mint(
             &root,

@@ -41,11 +41,7 @@ async fn put_as(url: &str, auth: String, body: Vec<u8>) -> Reply {
 async fn tenants_are_held_to_their_quotas() {
     logs();
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path(), 0, None);
-    c.open_writes = false;
-    let node = start_with(c).await;
-    let identity = Identity::load_or_create(&dir.path().join("n0")).unwrap();
-    let root = node::caps::derived_root(&identity);
+    let (node, root) = gated_node(dir.path(), |_| {}).await;
     let url = format!("http://{}/o", node.ctx.http);
 
     // Bytes in all: 1 MB for acme.
@@ -145,11 +141,7 @@ async fn tenants_are_held_to_their_quotas() {
 async fn a_token_holder_cannot_name_a_tenant() {
     logs();
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path(), 0, None);
-    c.open_writes = false;
-    let node = start_with(c).await;
-    let identity = Identity::load_or_create(&dir.path().join("n0")).unwrap();
-    let root = node::caps::derived_root(&identity);
+    let (node, root) = gated_node(dir.path(), |_| {}).await;
     let url = format!("http://{}/o", node.ctx.http);
     let plain = Token::mint(&root, [5; 16], vec![Caveat::Methods(vec!["PUT".into()])]);
     let r = put_as(&url, format!("Bearer {}", plain.encode()), vec![1; 1000]).await;

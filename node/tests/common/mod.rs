@@ -31,6 +31,17 @@ pub async fn start_with(config: NodeConfig) -> RunningNode {
     app::start(config, None).await.unwrap()
 }
 
+/// A lone node under `dir` whose gateway needs a capability for writes (adjusted by
+/// `tweak`), and the root key its tokens are minted under.
+pub async fn gated_node(dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> (RunningNode, [u8; 32]) {
+    let mut c = config(dir, 0, None);
+    c.open_writes = false;
+    tweak(&mut c);
+    let node = start_with(c).await;
+    let identity = node::Identity::load_or_create(&dir.join("n0")).unwrap();
+    (node, node::caps::derived_root(&identity))
+}
+
 /// Starts node `i` with the default test configuration.
 pub async fn start(dir: &Path, i: usize, bootstrap: Option<SocketAddr>) -> RunningNode {
     start_with(config(dir, i, bootstrap)).await
