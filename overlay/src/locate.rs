@@ -7,7 +7,8 @@
 //! object's final group (a dead holder whose record outlives it costs one probe timeout,
 //! not the search) and reports each answer; the first holder whose answer verified ends the
 //! search. The failover order is that holder, then the candidates that had not answered
-//! when it did, the key's closest before records (a fetch verifies every byte it reads, so
+//! when it did, those both named by a record and among the key's closest first, and in a
+//! second pass the other closest before the other records (a fetch verifies every byte it reads, so
 //! an unproven candidate can cost time, never correctness). A search that proved nothing is final only when it learned
 //! enough: records whose providers all failed to prove the object, in a pass that asked
 //! for fewer than rf providers, are worth a second pass that walks to the key's closest
@@ -110,8 +111,8 @@ impl<P> WalkEnd<P> {
 pub enum SearchOutcome<P> {
     /// A holder proved the object: fetch from these, in this order.
     Found {
-        /// The holder that proved it, then the candidates still silent when it did: the
-        /// key's closest nodes first, then the providers.
+        /// The holder that proved it, then the candidates still silent when it did: those
+        /// both named by a record and among the key's closest first (see `Search::outcome`).
         holders: Vec<P>,
     },
     /// Records named providers and none proved the object: search again, walking to the
@@ -131,6 +132,8 @@ pub struct Search<P> {
     providers: usize,
     /// How many of `candidates`, at their front, came from records.
     from_records: usize,
+    /// The candidates among the key's closest nodes the walk saw (records or not).
+    near: BTreeSet<Key>,
     /// Whether a second pass is still possible (this one asked for fewer than rf).
     may_search_again: bool,
     settled: BTreeSet<Key>,
@@ -154,16 +157,14 @@ impl<P: Peer> Search<P> {
         let mut fresh = |p: &P| p.key() != local && seen.insert(p.key());
         let mut candidates: Vec<P> = providers.into_iter().filter(&mut fresh).collect();
         let from_records = candidates.len();
-        candidates.extend(
-            closest
-                .into_iter()
-                .take(rf.saturating_mul(2))
-                .filter(&mut fresh),
-        );
+        let closest: Vec<P> = closest.into_iter().take(rf.saturating_mul(2)).collect();
+        let near = closest.iter().map(Peer::key).collect();
+        candidates.extend(closest.into_iter().filter(&mut fresh));
         Search {
             candidates,
             providers: providers_count,
             from_records,
+            near,
             may_search_again: wanted < rf,
             settled: BTreeSet::new(),
             found: None,
@@ -215,26 +216,37 @@ impl<P: Peer> Search<P> {
     /// What the search came to.
     pub fn outcome(self) -> SearchOutcome<P> {
         if let Some(first) = self.found {
-            // After the holder: the key's closest nodes still silent, then the providers
-            // still silent. Repair keeps copies at the closest, while a record can outlive
-            // its holder (a second pass comes after records that proved nothing), and a
-            // dead provider costs a dial timeout of the fetch's idle time.
+            // After the holder, the candidates still silent: first those both named by a
+            // record and among the key's closest (repair keeps copies there), then, in a
+            // first pass, the other records (siblings of a record that just proved itself)
+            // before the other closest; in a second pass, which follows records that proved
+            // nothing, the other closest before the other records (a record can outlive its
+            // holder, and a dead one costs a dial timeout of the fetch's idle time).
             let mut holders = Vec::with_capacity(self.candidates.len());
-            let (mut closest, mut providers) = (Vec::new(), Vec::new());
+            let (mut both, mut records, mut near) = (Vec::new(), Vec::new(), Vec::new());
             for (i, c) in self.candidates.into_iter().enumerate() {
                 let k = c.key();
+                let (record, close) = (i < self.from_records, self.near.contains(&k));
                 if k == first {
                     holders.push(c);
-                } else if !self.settled.contains(&k) {
-                    if i < self.from_records {
-                        providers.push(c);
-                    } else {
-                        closest.push(c);
-                    }
+                } else if self.settled.contains(&k) {
+                    continue;
+                } else if record && close {
+                    both.push(c);
+                } else if record {
+                    records.push(c);
+                } else {
+                    near.push(c);
                 }
             }
-            holders.extend(closest);
-            holders.extend(providers);
+            holders.extend(both);
+            if self.may_search_again {
+                holders.extend(records);
+                holders.extend(near);
+            } else {
+                holders.extend(near);
+                holders.extend(records);
+            }
             return SearchOutcome::Found { holders };
         }
         if self.providers > 0 && self.may_search_again {
@@ -381,22 +393,27 @@ mod tests {
     }
 
     #[test]
-    fn the_failover_list_puts_the_closest_before_records() {
-        // Providers 1 and 2 (a stale record or two), closest 3, 4, 5; 4 proves it first.
-        let mut s = Search::new(
-            key(0),
-            vec![peer(1), peer(2)],
-            vec![peer(3), peer(4), peer(5)],
-            3,
-            SECOND_PASS_WANTED,
-        );
-        assert!(s.handle_answer(&key(4), ProbeAnswer::Holds));
-        assert_eq!(
-            s.outcome(),
-            SearchOutcome::Found {
-                holders: vec![peer(4), peer(3), peer(5), peer(1), peer(2)]
+    fn the_failover_list_puts_the_closest_holders_first_and_stale_records_last() {
+        // Records 1, 4, 2, 5 (1 and 2 stale; 4 and 5 also among the closest), closest 3, 4,
+        // 5, 6; 3 proves it first.
+        let search = |wanted| {
+            let mut s = Search::new(
+                key(0),
+                vec![peer(1), peer(4), peer(2), peer(5)],
+                vec![peer(3), peer(4), peer(5), peer(6)],
+                3,
+                wanted,
+            );
+            assert!(s.handle_answer(&key(3), ProbeAnswer::Holds));
+            match s.outcome() {
+                SearchOutcome::Found { holders } => firsts(&holders),
+                other => panic!("{other:?}"),
             }
-        );
+        };
+        // A second pass follows records that proved nothing: the other closest before them.
+        assert_eq!(search(SECOND_PASS_WANTED), vec![3, 4, 5, 6, 1, 2]);
+        // A first pass: the records (siblings of one that just proved itself) first.
+        assert_eq!(search(1), vec![3, 4, 5, 1, 2, 6]);
     }
 
     #[test]

@@ -147,7 +147,7 @@ fn writes_busy(objects: &crate::objects::Objects, busy: WritesBusy, id: Option<&
             StatusCode::TOO_MANY_REQUESTS,
             "principal_writes",
             format!(
-                "this token's writes (its tenant's, if it names one) run {} at once on this node, counting the copies still being placed for writes already answered",
+                "this token's writes (its tenant's, if it names one) run {} at once on this node, counting bodies being received and the copies still being placed for writes already answered",
                 objects.writes_per_principal_max()
             ),
         ),

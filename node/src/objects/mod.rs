@@ -166,7 +166,8 @@ pub struct Objects {
     receiving: Arc<Mutex<BTreeSet<Hash>>>,
     /// One permit per write running (`ObjectLimits::writes_max`).
     writes: Arc<tokio::sync::Semaphore>,
-    /// Writes running per principal, each at most [`Objects::writes_per_principal_max`].
+    /// Writes admitted per principal (bodies being received and writes running), each at
+    /// most [`Objects::writes_per_principal_max`].
     principal_writes: Arc<Mutex<HashMap<Principal, usize>>>,
 }
 
