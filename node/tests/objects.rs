@@ -465,6 +465,41 @@ async fn one_token_holder_takes_only_its_share_of_the_write_slots() {
     drop(receiving);
     let r = put(&b, b"from B again").await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // The gateway holds a PUT's admission while its body comes: with one of C's bodies
+    // half sent and one more admitted, C's next PUT is refused; the half-sent one is 201.
+    let c = token(3);
+    let body = vec![7u8; 64 << 10];
+    let (addr, auth) = (gateway.http, c.encode());
+    let (half_sent, half_rx) = std::sync::mpsc::channel();
+    let (go_on, go_rx) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "PUT /o HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body[..body.len() / 2]).unwrap();
+        half_sent.send(()).unwrap();
+        go_rx.recv().unwrap();
+        s.write_all(&body[body.len() / 2..]).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    });
+    half_rx.recv().unwrap();
+    // The handler is past its admission once the first half is being stored.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = objects.admit_write(Some(&principal(&c))).unwrap();
+    let r = put(&c, b"from C").await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    drop(other);
+    go_on.send(()).unwrap();
+    let reply = tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 201"), "{reply}");
     // One of A's writes ends: A writes again.
     held.pop();
     let r = put(&a, b"from A").await;
