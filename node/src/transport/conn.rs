@@ -76,9 +76,9 @@ pub(crate) async fn connect(
         return Ok(((*pc.info).clone(), None));
     }
     let key = expected.map_or(DialKey::Addr(addr), DialKey::Id);
-    let lock = shared.dial_lock(key);
+    let claim = shared.claim_dial(key);
     let t = shared.config.handshake_timeout;
-    let result = match tokio::time::timeout(t, lock.lock()).await {
+    match tokio::time::timeout(t, claim.lock.lock()).await {
         Err(_) => Err(TransportError::Timeout {
             what: "concurrent dial",
             after: t,
@@ -87,9 +87,7 @@ pub(crate) async fn connect(
             Some(pc) => Ok(((*pc.info).clone(), None)),
             None => dial(shared, addr, expected, first).await,
         },
-    };
-    shared.release_dial_lock(key, lock);
-    result
+    }
 }
 
 fn existing(shared: &Shared, addr: SocketAddr, expected: Option<NodeId>) -> Option<PeerConn> {

@@ -170,17 +170,40 @@ impl Shared {
             .with_activity(pc.usage.begin())
     }
 
-    pub(crate) fn dial_lock(&self, key: DialKey) -> Arc<tokio::sync::Mutex<()>> {
+    /// A claim on the lock that coalesces dials of `key`; see [`DialClaim`].
+    pub(crate) fn claim_dial(&self, key: DialKey) -> DialClaim<'_> {
         let mut dials = self.dials.lock().unwrap_or_else(PoisonError::into_inner);
-        dials.entry(key).or_default().clone()
+        DialClaim {
+            shared: self,
+            key,
+            lock: dials.entry(key).or_default().clone(),
+        }
     }
+}
 
-    /// Drops our reference to a dial lock and forgets the lock once nobody else holds it.
-    pub(crate) fn release_dial_lock(&self, key: DialKey, lock: Arc<tokio::sync::Mutex<()>>) {
-        drop(lock);
-        let mut dials = self.dials.lock().unwrap_or_else(PoisonError::into_inner);
-        if dials.get(&key).is_some_and(|l| Arc::strong_count(l) == 1) {
-            dials.remove(&key);
+/// A dialer's claim on the per-target dial lock: the lock is forgotten once its last
+/// claim is dropped, also when a dial is cancelled midway (a probe's timeout, a reader
+/// that left), or the map would keep an entry for every target ever dialed and given up.
+pub(crate) struct DialClaim<'a> {
+    shared: &'a Shared,
+    key: DialKey,
+    /// The lock the dialers of `key` take in turn.
+    pub(crate) lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for DialClaim<'_> {
+    fn drop(&mut self) {
+        let mut dials = self
+            .shared
+            .dials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The map's reference and ours: nobody else claims it.
+        if dials
+            .get(&self.key)
+            .is_some_and(|l| Arc::ptr_eq(l, &self.lock) && Arc::strong_count(l) == 2)
+        {
+            dials.remove(&self.key);
         }
     }
 }

@@ -169,3 +169,43 @@ async fn a_refused_hello_fails_the_pipelined_request_cleanly() {
     let _ = listener.await;
     a.close().await;
 }
+
+/// A dial dropped midway (a probe's timeout, a reader that left) forgets its dial lock, as a
+/// finished one does: before, the map kept an entry for every target whose dial was
+/// cancelled, for the node's lifetime.
+#[tokio::test]
+async fn a_cancelled_dial_leaves_no_lock_behind() {
+    let t = Transport::bind(
+        Arc::new(Identity::generate().unwrap_or_else(|e| panic!("{e}"))),
+        local(),
+        Arc::new(NoApps),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // A UDP socket that never answers: the handshake waits until it is dropped.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = silent.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let stranger = Identity::generate()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .node_id();
+    let dials = |t: &Transport| {
+        t.shared
+            .dials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    };
+    let cut = tokio::time::timeout(Duration::from_millis(200), t.connect(addr, Some(stranger)));
+    assert!(cut.await.is_err(), "the dial was not cut");
+    assert_eq!(dials(&t), 0, "the cancelled dial's lock stayed");
+    // Two dials of one peer at once share one lock while they run.
+    let (a, b) = (t.clone(), t.clone());
+    let first = tokio::spawn(async move { a.connect(addr, Some(stranger)).await });
+    let second = tokio::spawn(async move { b.connect(addr, Some(stranger)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(dials(&t), 1);
+    first.abort();
+    second.abort();
+    let _ = (first.await, second.await);
+    assert_eq!(dials(&t), 0);
+    t.close().await;
+}
