@@ -267,6 +267,40 @@ async fn answered_write(
     (nodes, hash)
 }
 
+/// A PUT of `body` over a raw connection that stops halfway: returned once the first half
+/// is sent and the handler had time to store it (past its checks). Sending on the returned
+/// channel sends the rest; the task gives the raw reply.
+async fn half_sent_put(
+    addr: std::net::SocketAddr,
+    auth: Option<String>,
+    body: Vec<u8>,
+) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let (half_sent, half_rx) = std::sync::mpsc::channel();
+    let (go_on, go_rx) = std::sync::mpsc::channel::<()>();
+    let client = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: Bearer {a}\r\n"));
+        let head = format!(
+            "PUT /o HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body[..body.len() / 2]).unwrap();
+        half_sent.send(()).unwrap();
+        go_rx.recv().unwrap();
+        s.write_all(&body[body.len() / 2..]).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    });
+    tokio::task::spawn_blocking(move || half_rx.recv().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (go_on, client)
+}
+
 /// A write holds its slot (`writes_max`) until its last copy is placed, after its answer
 /// too: past the bound a PUT is 503 `writes_busy` with `Retry-After`, before its body is
 /// read; a PUT whose body was being sent when the last slot went is 503 after it, its copy
@@ -274,7 +308,6 @@ async fn answered_write(
 /// nowhere, and clients could start them faster than slow targets ended them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_keeps_its_slot_until_its_last_copy_is_placed() {
-    use std::io::{Read, Write};
     println!("seed = {SEED:#x}");
     logs();
     let dir = tempfile::tempdir().unwrap();
@@ -310,32 +343,10 @@ async fn a_write_keeps_its_slot_until_its_last_copy_is_placed() {
     // copy stays and repair places it without a write slot.
     let late = b"sent while the slots ran out".repeat(1000);
     let late_hash = *blake3::hash(&late).as_bytes();
-    let addr = gateway.http;
-    let (half_sent, half_rx) = std::sync::mpsc::channel();
-    let (go_on, go_rx) = std::sync::mpsc::channel::<()>();
-    let client = std::thread::spawn(move || {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        let head = format!(
-            "PUT /o HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            late.len()
-        );
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(&late[..late.len() / 2]).unwrap();
-        half_sent.send(()).unwrap();
-        go_rx.recv().unwrap();
-        s.write_all(&late[late.len() / 2..]).unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        reply
-    });
-    half_rx.recv().unwrap();
-    // The handler is past its check once the first half is being stored.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (go_on, client) = half_sent_put(gateway.http, None, late).await;
     let held = objects.write_slot(None).expect("a free slot");
     go_on.send(()).unwrap();
-    let reply = tokio::task::spawn_blocking(move || client.join().unwrap())
-        .await
-        .unwrap();
+    let reply = client.await.unwrap();
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     assert!(
         reply.contains("writes_busy") && reply.contains(&id_string(&late_hash)),
@@ -468,37 +479,13 @@ async fn one_token_holder_takes_only_its_share_of_the_write_slots() {
     // The gateway holds a PUT's admission while its body comes: with one of C's bodies
     // half sent and one more admitted, C's next PUT is refused; the half-sent one is 201.
     let c = token(3);
-    let body = vec![7u8; 64 << 10];
-    let (addr, auth) = (gateway.http, c.encode());
-    let (half_sent, half_rx) = std::sync::mpsc::channel();
-    let (go_on, go_rx) = std::sync::mpsc::channel::<()>();
-    let client = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        let head = format!(
-            "PUT /o HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(&body[..body.len() / 2]).unwrap();
-        half_sent.send(()).unwrap();
-        go_rx.recv().unwrap();
-        s.write_all(&body[body.len() / 2..]).unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        reply
-    });
-    half_rx.recv().unwrap();
-    // The handler is past its admission once the first half is being stored.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (go_on, client) = half_sent_put(gateway.http, Some(c.encode()), vec![7u8; 64 << 10]).await;
     let other = objects.admit_write(Some(&principal(&c))).unwrap();
     let r = put(&c, b"from C").await;
     assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
     drop(other);
     go_on.send(()).unwrap();
-    let reply = tokio::task::spawn_blocking(move || client.join().unwrap())
-        .await
-        .unwrap();
+    let reply = client.await.unwrap();
     assert!(reply.starts_with("HTTP/1.1 201"), "{reply}");
     // One of A's writes ends: A writes again.
     held.pop();
