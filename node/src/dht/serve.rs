@@ -25,30 +25,40 @@ pub async fn serve_dht(
     transport: Transport,
 ) -> Result<(), TransportError> {
     let body = ex.read_body(REQUEST_MAX).await?;
-    let request = match message::decode::<DhtRequest>(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            transport.stats().reject(e.reason());
-            return ex.respond(Status::BadRequest, Bytes::new()).await;
-        }
-    };
     // The connection that carried the request, whether or not it is in the peer table yet
     // (a read served from 0-RTT data enters it when its handshake completes).
     let peer = NetPeer::new(ex.peer(), ex.peer_dial_addr());
+    // One answer, sent from one place: each `respond` future holds the whole exchange, so
+    // one per outcome would multiply this future's size, copied on every request.
+    let (status, answer) = answer(&body, peer, &dht, &transport).await;
+    ex.respond(status, answer).await
+}
+
+/// The status and body that answer `body` from `peer`.
+async fn answer(
+    body: &[u8],
+    peer: NetPeer,
+    dht: &DhtHandle,
+    transport: &Transport,
+) -> (Status, Bytes) {
+    let request = match message::decode::<DhtRequest>(body) {
+        Ok(r) => r,
+        Err(e) => {
+            transport.stats().reject(e.reason());
+            return (Status::BadRequest, Bytes::new());
+        }
+    };
     if request == DhtRequest::Ping {
         if dht.pinged(peer).await.is_err() {
-            return ex.respond(Status::Unavailable, Bytes::new()).await;
+            return (Status::Unavailable, Bytes::new());
         }
-        return ex
-            .respond(Status::Ok, message::encode(&DhtResponse::Pong))
-            .await;
+        return (Status::Ok, message::encode(&DhtResponse::Pong));
     }
-    let answer = match dht.inbound(peer, request_from_wire(&request)).await {
-        Ok(a) => a,
-        Err(_) => return ex.respond(Status::Unavailable, Bytes::new()).await,
-    };
-    match response_to_wire(&answer) {
-        Some(r) => ex.respond(Status::Ok, message::encode(&r)).await,
-        None => ex.respond(Status::Unavailable, Bytes::new()).await,
+    match dht.inbound(peer, request_from_wire(&request)).await {
+        Ok(a) => match response_to_wire(&a) {
+            Some(r) => (Status::Ok, message::encode(&r)),
+            None => (Status::Unavailable, Bytes::new()),
+        },
+        Err(_) => (Status::Unavailable, Bytes::new()),
     }
 }

@@ -570,7 +570,13 @@ async fn drive(shared: Arc<Shared>, pc: PeerConn, _slot: OwnedSemaphorePermit) {
     let reason = loop {
         match pc.conn.accept_bi().await {
             Ok(pair) => {
-                tokio::spawn(inbound::serve_stream(shared.clone(), pc.clone(), pair));
+                // Boxed: a task's future is copied whole on spawn and on completion, so
+                // a pointer is cheaper to carry than the stream's state (~1 KiB).
+                tokio::spawn(Box::pin(inbound::serve_stream(
+                    shared.clone(),
+                    pc.clone(),
+                    pair,
+                )));
             }
             Err(e) => break e,
         }

@@ -18,22 +18,6 @@ use super::error::TransportError;
 use super::peers::PeerConn;
 use super::stream::FramedStream;
 
-/// Splits `body` into frame payloads: the first holds at most `first_room` bytes, the rest
-/// `room`. An empty body is one empty payload.
-fn split(body: Bytes, first_room: usize, room: usize) -> Vec<Bytes> {
-    let mut parts = Vec::new();
-    let mut rest = body;
-    let mut limit = first_room.max(1);
-    loop {
-        let n = rest.len().min(limit);
-        parts.push(rest.split_to(n));
-        if rest.is_empty() {
-            return parts;
-        }
-        limit = room.max(1);
-    }
-}
-
 /// The requester's end of an exchange opened with
 /// [`Transport::open_exchange`](super::Transport::open_exchange).
 #[derive(Debug)]
@@ -114,14 +98,16 @@ impl Exchange {
     /// one with END. A responder that answers early (say 413 before the body is in) stops
     /// our side: that is `Err(TransportError::Write(Stopped))`, and
     /// [`read_response`](Self::read_response) still returns its answer.
-    pub async fn send_body(&mut self, body: Bytes) -> Result<(), TransportError> {
-        let room = (self.fs.limits().max_frame as usize).saturating_sub(HEADER_LEN);
-        let parts = split(body, self.max_payload(), room);
-        let last = parts.len() - 1;
-        for (i, part) in parts.into_iter().enumerate() {
-            self.send(part, i == last).await?;
+    pub async fn send_body(&mut self, mut body: Bytes) -> Result<(), TransportError> {
+        loop {
+            // The first frame's room is less the capability's (`max_payload` knows).
+            let part = body.split_to(body.len().min(self.max_payload().max(1)));
+            let end = body.is_empty();
+            self.send(part, end).await?;
+            if end {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Sends a whole request body as [`send_body`](Self::send_body) does, but takes an
@@ -141,6 +127,14 @@ impl Exchange {
                 .fs
                 .with_budget(pc.buffer.clone())
                 .with_activity(pc.usage.begin()),
+            ..self
+        }
+    }
+
+    /// Leaves the bound on time to the caller (see `FramedStream::timed_by_caller`).
+    pub(crate) fn timed_by_caller(self) -> Exchange {
+        Exchange {
+            fs: self.fs.timed_by_caller(),
             ..self
         }
     }
@@ -279,33 +273,20 @@ impl InboundExchange {
     }
 
     /// Sends a whole response, split into as many frames as `max_frame` needs.
-    pub async fn respond(mut self, status: Status, body: Bytes) -> Result<(), TransportError> {
-        let room = self.max_payload();
-        let parts = split(body, room, room);
-        let last = parts.len() - 1;
-        for (i, part) in parts.into_iter().enumerate() {
-            self.send(status, part, i == last).await?;
+    pub async fn respond(mut self, status: Status, mut body: Bytes) -> Result<(), TransportError> {
+        let room = self.max_payload().max(1);
+        loop {
+            let part = body.split_to(body.len().min(room));
+            let end = body.is_empty();
+            self.send(status, part, end).await?;
+            if end {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Whether the response is complete (END sent).
     pub fn is_answered(&self) -> bool {
         self.fs.has_sent_end()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_respects_room_and_keeps_every_byte() {
-        let body = Bytes::from((0..100u8).collect::<Vec<_>>());
-        let parts = split(body.clone(), 10, 40);
-        let lens: Vec<_> = parts.iter().map(Bytes::len).collect();
-        assert_eq!(lens, vec![10, 40, 40, 10]);
-        assert_eq!(parts.concat(), body.to_vec());
-        assert_eq!(split(Bytes::new(), 10, 10), vec![Bytes::new()]);
     }
 }

@@ -85,25 +85,27 @@ pub(crate) async fn serve_stream(
     };
     shared.stats.request_served();
     let (app, corr) = (first.app_proto_id, first.corr_id);
-    if !confirmed(&shared, &pc, &first).await {
+    // The rare paths below are boxed: a spawned task's future is copied whole on spawn and
+    // on completion, so its size is paid on every request.
+    if !*pc.handshake.borrow() && !Box::pin(confirmed(&shared, &pc, &first)).await {
         return;
     }
     if app == APP_PROTO_CONTROL {
-        control(&shared, fs, first).await;
+        Box::pin(control(&shared, fs, first)).await;
         return;
     }
     if !shared.served.contains(&app) {
-        let _ = fs.reply(Status::NotFound, app, corr, Bytes::new()).await;
+        let _ = Box::pin(fs.reply(Status::NotFound, app, corr, Bytes::new())).await;
         return;
     }
     // The peer's share first, then the node's: a few identities cannot take every slot.
     let Ok(share) = pc.inbound.clone().try_acquire_owned() else {
         shared.stats.reject("inbound_per_peer");
-        let _ = fs.reply(Status::Unavailable, app, corr, Bytes::new()).await;
+        let _ = Box::pin(fs.reply(Status::Unavailable, app, corr, Bytes::new())).await;
         return;
     };
     let Ok(slot) = shared.inbound_slots.clone().try_acquire_owned() else {
-        let _ = fs.reply(Status::Unavailable, app, corr, Bytes::new()).await;
+        let _ = Box::pin(fs.reply(Status::Unavailable, app, corr, Bytes::new())).await;
         return;
     };
     let started = Instant::now();

@@ -38,7 +38,6 @@ mod pipeline_tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -355,8 +354,9 @@ impl Transport {
             (_, None) => return self.request(peer, app_proto_id, payload).await,
         };
         let max = self.shared.config.max_response_bytes;
-        self.bounded(app_proto_id, started, early.read_response(max))
-            .await
+        let t = self.shared.config.request_timeout;
+        let outcome = tokio::time::timeout(t, early.read_response(max)).await;
+        self.request_done(app_proto_id, started, outcome)
     }
 
     /// [`request`](Self::request) with a capability token on the START frame.
@@ -367,36 +367,40 @@ impl Transport {
         cap: Bytes,
         payload: Bytes,
     ) -> Result<(Status, Bytes), TransportError> {
-        let max = self.shared.config.max_response_bytes;
         let started = Instant::now();
+        let config = &self.shared.config;
         let exchange = async {
             let mut ex = self.open_exchange(peer, app_proto_id, cap).await?;
+            if config.request_timeout <= config.io_timeout {
+                // The bound below ends the exchange first: a timer per wait would only cost.
+                ex = ex.timed_by_caller();
+            }
             ex.send_request(payload).await?;
-            ex.read_response(max).await
+            ex.read_response(config.max_response_bytes).await
         };
-        self.bounded(app_proto_id, started, exchange).await
+        let outcome = tokio::time::timeout(config.request_timeout, exchange).await;
+        self.request_done(app_proto_id, started, outcome)
     }
 
-    /// Runs what is left of a request's exchange within `request_timeout`, and counts the
-    /// exchange, from `started`, in the client-side stats.
-    async fn bounded(
+    /// Ends a request bounded by `request_timeout`: a timeout becomes its error, and the
+    /// exchange is counted, from `started`, in the client-side stats. (Not an async fn
+    /// taking the exchange's future: that would hold the future twice in the caller's state,
+    /// once as an argument and once inside the timeout, and every request would copy both.)
+    fn request_done(
         &self,
         app_proto_id: u16,
         started: Instant,
-        exchange: impl Future<Output = Result<(Status, Bytes), TransportError>>,
+        outcome: Result<Result<(Status, Bytes), TransportError>, tokio::time::error::Elapsed>,
     ) -> Result<(Status, Bytes), TransportError> {
-        let t = self.shared.config.request_timeout;
-        let result = match tokio::time::timeout(t, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(TransportError::Timeout {
-                what: "request",
-                after: t,
-            }),
-        };
         self.shared
             .stats
             .exchange_done(Side::Client, app_proto_id, started.elapsed());
-        result
+        outcome.unwrap_or_else(|_| {
+            Err(TransportError::Timeout {
+                what: "request",
+                after: self.shared.config.request_timeout,
+            })
+        })
     }
 
     /// Opens a streaming exchange with a connected peer (large transfers); `cap` goes on the

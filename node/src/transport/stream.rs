@@ -8,12 +8,16 @@
 //! then stops reading; a requester resets its side. Dropping a stream that has not sent END
 //! resets it, so a peer never mistakes an abandoned exchange for a complete one.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use quinn::{RecvStream, SendStream, VarInt};
 use tokio::sync::Semaphore;
+use tokio::time::error::Elapsed;
 use wire::{DecodeError, Direction, Flags, Frame, FrameDecoder, Limits, SequenceChecker, Status};
 
 use super::error::{TransportError, codes};
@@ -30,6 +34,19 @@ const COPY_BELOW: usize = 4 * 1024;
 /// Bound on writing the 400 that explains a rejected stream; it is one 38-byte frame.
 const FAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// `fut` within `limit` if there is one; without, no timer is armed. A plain function
+/// returning one enum, so the future is held once (not once per branch, nor once more as
+/// an async fn's argument).
+fn within<F: Future>(
+    limit: Option<Duration>,
+    fut: F,
+) -> impl Future<Output = Result<F::Output, Elapsed>> {
+    match limit {
+        Some(t) => Either::Left(tokio::time::timeout(t, fut)),
+        None => Either::Right(fut.map(Ok)),
+    }
+}
+
 /// A bidirectional stream carrying frames one way and checked frames the other.
 #[derive(Debug)]
 pub(crate) struct FramedStream {
@@ -39,7 +56,9 @@ pub(crate) struct FramedStream {
     checker: SequenceChecker,
     direction: Direction,
     stats: Arc<TransportStats>,
-    io_timeout: Duration,
+    /// The bound on each read and write; `None` when the caller bounds the whole exchange
+    /// more tightly (a request within `request_timeout`), which saves a timer per wait.
+    io_timeout: Option<Duration>,
     /// The app protocol and corr_id of the peer's START frame, once seen.
     start: Option<(u16, u64)>,
     recv_fin: bool,
@@ -71,7 +90,7 @@ impl FramedStream {
             checker: SequenceChecker::new(direction),
             direction,
             stats,
-            io_timeout,
+            io_timeout: Some(io_timeout),
             start: None,
             recv_fin: false,
             send_stopped: false,
@@ -88,6 +107,13 @@ impl FramedStream {
     /// streams: reads wait for room in it (within `io_timeout`).
     pub(crate) fn with_budget(mut self, budget: Arc<Semaphore>) -> FramedStream {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Leaves the bound on time to the caller, which holds the whole exchange to a tighter
+    /// one than `io_timeout`.
+    pub(crate) fn timed_by_caller(mut self) -> FramedStream {
+        self.io_timeout = None;
         self
     }
 
@@ -129,29 +155,41 @@ impl FramedStream {
         if self.aborted {
             return Err(TransportError::Closed);
         }
-        let result = match tokio::time::timeout(self.io_timeout, self.read_frame()).await {
-            Ok(r) => r,
-            Err(_) => Err(TransportError::Timeout {
+        let limit = self.io_timeout;
+        let result = within(limit, self.read_frame()).await.unwrap_or_else(|_| {
+            Err(TransportError::Timeout {
                 what: "frame from peer",
-                after: self.io_timeout,
-            }),
-        };
+                after: limit.unwrap_or_default(),
+            })
+        });
         if let Err(e) = &result {
-            self.fail(e).await;
+            // Boxed: the rare path's future (an answer to send) would otherwise triple the
+            // size of every read's.
+            Box::pin(self.fail(e)).await;
         }
         result
     }
 
+    /// The next whole frame already in the decoder, checked.
+    fn decoded(&mut self) -> Result<Option<Frame>, TransportError> {
+        let next = self.decoder.next_frame();
+        self.release_budget();
+        let Some(frame) = next? else {
+            return Ok(None);
+        };
+        // Even a first frame that breaks sequencing names the exchange its 400 answers.
+        self.start
+            .get_or_insert((frame.app_proto_id, frame.corr_id));
+        self.checker.check(&frame)?;
+        self.stats.frame_in();
+        Ok(Some(frame))
+    }
+
     async fn read_frame(&mut self) -> Result<Option<Frame>, TransportError> {
         loop {
-            let next = self.decoder.next_frame();
-            self.release_budget();
-            if let Some(frame) = next? {
-                // Even a first frame that breaks sequencing names the exchange its 400 answers.
-                self.start
-                    .get_or_insert((frame.app_proto_id, frame.corr_id));
-                self.checker.check(&frame)?;
-                self.stats.frame_in();
+            // Decoded outside the awaits below, so no frame is kept in this future's state
+            // (a spawned task's future is copied whole).
+            if let Some(frame) = self.decoded()? {
                 return Ok(Some(frame));
             }
             if self.recv_fin {
@@ -218,7 +256,8 @@ impl FramedStream {
                 self.send.write_all_chunks(&mut chunks).await
             }
         };
-        match tokio::time::timeout(self.io_timeout, write).await {
+        let limit = self.io_timeout;
+        match within(limit, write).await {
             Ok(Ok(())) => {}
             Ok(Err(quinn::WriteError::Stopped(code))) => {
                 // The peer has answered (or given up) and wants no more of our side; what it
@@ -235,7 +274,7 @@ impl FramedStream {
                 self.abort(codes::STREAM_CANCELLED);
                 return Err(TransportError::Timeout {
                     what: "frame to peer",
-                    after: self.io_timeout,
+                    after: limit.unwrap_or_default(),
                 });
             }
         }
@@ -279,8 +318,7 @@ impl FramedStream {
                 let _ = self.recv.stop(codes::STREAM_PROTOCOL);
                 if self.direction == Direction::Requests && !self.sent_start {
                     let (app, corr) = self.start.unwrap_or((0, 0));
-                    let _ = self
-                        .reply(Status::PayloadTooLarge, app, corr, Bytes::new())
+                    let _ = Box::pin(self.reply(Status::PayloadTooLarge, app, corr, Bytes::new()))
                         .await;
                 }
                 self.abort(codes::STREAM_CANCELLED);
