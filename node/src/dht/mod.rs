@@ -20,7 +20,9 @@ pub mod peer;
 mod serve;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -428,6 +430,14 @@ struct Driver {
     table_gauge: OnceLock<metrics::Gauge>,
     /// `dht_rpcs_held_total`, likewise.
     held_counter: OnceLock<metrics::Counter>,
+    /// The state machines' next deadline, armed once and moved only when it changes (a
+    /// new timer per input cost a registration and a removal on every DHT request).
+    timer: Pin<Box<tokio::time::Sleep>>,
+    timer_at: Option<tokio::time::Instant>,
+    /// The status's bucket fill and the table size it was counted at: counted again when
+    /// the size changes and on every timer turn, not after every input (it is a pass over
+    /// the whole table).
+    fill: Option<(usize, Vec<(u16, u16)>)>,
 }
 
 /// Starts the driver for `transport`'s node; it runs until `shutdown` flips to true.
@@ -482,12 +492,16 @@ pub fn spawn(
         rpcs_sent: CountByKind::new("dht_rpcs_sent_total"),
         table_gauge: OnceLock::new(),
         held_counter: OnceLock::new(),
+        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        timer_at: None,
+        fill: None,
     };
     tokio::spawn(async move {
-        loop {
-            if !driver.turn(&mut shutdown).await {
-                break;
-            }
+        // One wait for shutdown across turns (any change, or its sender gone): a new
+        // `changed()` per turn registered and dropped a waiter on every input.
+        let stop = shutdown.changed();
+        tokio::pin!(stop);
+        while driver.turn(stop.as_mut()).await {
             driver.drain();
         }
         tracing::debug!("dht driver stopped");
@@ -497,21 +511,22 @@ pub fn spawn(
 
 impl Driver {
     /// Waits for one input and feeds it in; false when it is time to stop.
-    async fn turn(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+    async fn turn(&mut self, stop: Pin<&mut impl Future>) -> bool {
         let next = match (self.dht.poll_timeout(), self.planner.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let deadline = next.map(|t| self.clock.deadline(t));
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
+        if deadline != self.timer_at {
+            if let Some(d) = deadline {
+                self.timer.as_mut().reset(d);
             }
-        };
+            self.timer_at = deadline;
+        }
+        let armed = deadline.is_some();
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return false,
+            _ = stop => return false,
             cmd = self.commands.recv() => match cmd {
                 Some(cmd) => self.on_command(cmd),
                 None => return false,
@@ -524,7 +539,10 @@ impl Driver {
                 }
             }
             ev = self.peer_events.recv() => self.on_peer_event(ev),
-            () = sleep => {
+            () = self.timer.as_mut(), if armed => {
+                // Fired: the next turn arms it again, whatever its deadline.
+                self.timer_at = None;
+                self.fill = None;
                 let now = self.clock.now();
                 self.dht.handle_timeout(now);
                 self.planner.handle_timeout(now, self.dht.routing_table());
@@ -714,7 +732,7 @@ impl Driver {
             objects: self.planner.objects(),
             replicas_mean_milli: self.replicas_mean_milli,
             transfers_in_flight: self.planner.transfers_in_flight(),
-            buckets: self.bucket_fill(),
+            buckets: self.fill_now(),
             recent_lookups: self.recent_lookups.iter().copied().collect(),
             peers_seen: self.dht.had_peers(),
         };
@@ -729,6 +747,20 @@ impl Driver {
             *old = status;
             changed
         });
+    }
+
+    /// The bucket fill, counted again only when the table's size changed since (see
+    /// `fill`).
+    fn fill_now(&mut self) -> Vec<(u16, u16)> {
+        let len = self.dht.routing_table().len();
+        match &self.fill {
+            Some((at, fill)) if *at == len => fill.clone(),
+            _ => {
+                let fill = self.bucket_fill();
+                self.fill = Some((len, fill.clone()));
+                fill
+            }
+        }
     }
 
     /// Contacts per non-empty bucket of the routing table.
