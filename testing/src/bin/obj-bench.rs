@@ -14,7 +14,8 @@
 //! issue 13's two PUT targets, each against its reference in the same run, rounds
 //! alternated: a 256 MiB PUT to a lone node's gateway against `b3sum` of the same file plus
 //! one write of it with one fsync; a 1 GiB PUT at RF = 3 / W = 2 on a 3-node mesh, time to
-//! 201, against raw quinn moving 1 GiB between two endpoints).
+//! 201, against raw quinn moving 1 GiB between two endpoints), `--put-local` (the first of
+//! those alone).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,6 +42,8 @@ struct Args {
     rounds: usize,
     bulk_only: bool,
     put: bool,
+    /// `--put-local`: the 256 MiB local PUT of `--put` alone, without the 1 GiB mesh PUT.
+    put_local: bool,
 }
 
 fn args() -> Result<Args, BoxError> {
@@ -48,6 +51,7 @@ fn args() -> Result<Args, BoxError> {
         rounds: ROUNDS,
         bulk_only: false,
         put: false,
+        put_local: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -55,8 +59,11 @@ fn args() -> Result<Args, BoxError> {
             "--rounds" => a.rounds = it.next().ok_or("--rounds needs a number")?.parse()?,
             "--bulk-only" => a.bulk_only = true,
             "--put" => a.put = true,
+            "--put-local" => (a.put, a.put_local) = (true, true),
             "-h" | "--help" => {
-                println!("obj-bench [--rounds N] [--bulk-only | --put]: see the source's header");
+                println!(
+                    "obj-bench [--rounds N] [--bulk-only | --put | --put-local]: see the source's header"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}").into()),
@@ -403,7 +410,7 @@ fn write_and_b3sum(path: &std::path::Path, body: &[u8]) -> (f64, f64) {
 }
 
 /// `--put`: issue 13 item 4's targets, rounds alternated with their references.
-async fn put_targets(rounds: usize) -> Result<(), BoxError> {
+async fn put_targets(rounds: usize, local_only: bool) -> Result<(), BoxError> {
     const LOCAL: usize = 256 << 20;
     const MESH: usize = 1 << 30;
     let dir = tempfile::tempdir()?;
@@ -440,6 +447,9 @@ async fn put_targets(rounds: usize) -> Result<(), BoxError> {
         fmt(&ratio),
         median(&mut ratio.clone())
     );
+    if local_only {
+        return Ok(());
+    }
 
     // A 1 GiB PUT at RF = 3 / W = 2, 3 nodes, against raw quinn moving 1 GiB.
     let nodes = mesh(&dir.path().join("mesh"), 3, Some(3), Some(2)).await;
@@ -485,7 +495,7 @@ async fn put_targets(rounds: usize) -> Result<(), BoxError> {
 async fn run(args: Args) -> Result<(), BoxError> {
     println!("obj-bench: load avg {} at start", loadavg());
     if args.put {
-        put_targets(args.rounds).await?;
+        put_targets(args.rounds, args.put_local).await?;
         println!("obj-bench: load avg {} at end", loadavg());
         return Ok(());
     }
