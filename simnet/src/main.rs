@@ -229,7 +229,43 @@ fn execute(cli: Cli) -> Result<(), Error> {
     Ok(())
 }
 
+/// The glibc tunable that backs malloc's heap with transparent huge pages where the
+/// kernel offers them only on request (`madvise` mode, the common default).
+#[cfg(target_os = "linux")]
+const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
+
+/// Re-executes simnet with [`HUGE_PAGES_TUNABLE`] unless `GLIBC_TUNABLES` is already set
+/// (by the user, or by this re-exec: so it happens at most once). A large run reads its
+/// gigabytes of tables and links at random, and with 4 KiB pages nearly every such read
+/// also misses the TLB: huge pages took a quarter off the CPU of a 100k-node run
+/// (PERFORMANCE.md, "Issue 14 item 6: simnet speed"). Nothing simulated changes, only
+/// how the memory is mapped. glibc reads its tunables once, at start, hence the exec
+/// rather than a call; where the tunable is unknown (another libc, an older glibc) it is
+/// ignored, and where the exec fails simnet simply goes on with normal pages.
+#[cfg(target_os = "linux")]
+fn with_huge_pages() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+    // `exec` returns only if it failed; then the run goes on as it is.
+    let _ = std::process::Command::new(exe)
+        .arg0(arg0)
+        .args(args)
+        .env("GLIBC_TUNABLES", HUGE_PAGES_TUNABLE)
+        .exec();
+}
+
+#[cfg(not(target_os = "linux"))]
+fn with_huge_pages() {}
+
 fn main() -> ExitCode {
+    with_huge_pages();
     let cli = Cli::parse();
     match execute(cli).context("simnet failed") {
         Ok(()) => ExitCode::SUCCESS,
