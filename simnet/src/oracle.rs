@@ -4,10 +4,11 @@
 //! The nodes sharing a prefix with a key form one contiguous range of the sorted array, so
 //! both questions are answered by binary partitions instead of scans: the members of bucket
 //! i of node x are the keys that agree with x on the first 255 − i bits and differ at the
-//! next (one range), and the n XOR-closest keys to a target are found by descending the
-//! implicit binary trie, taking the target's side of each split first (every key on that
-//! side is closer than every key on the other). Both cost O(log n) per level touched, never
-//! O(n). The array is kept sorted on every change; changes (churn) are rare next to queries.
+//! next (one range), and the n XOR-closest keys to a target lie in the run of keys around
+//! the target's place that share the most leading bits with it (every key in such a run is
+//! closer than every key outside), found by one binary search and a short walk outwards.
+//! Neither is ever O(n). The array is kept sorted on every change; changes (churn) are rare
+//! next to queries.
 
 use std::ops::Range;
 
@@ -16,11 +17,6 @@ use overlay::Key;
 /// Bit `depth` of `key`, counting from the most significant.
 fn bit(key: &Key, depth: u32) -> u8 {
     (key.0[(depth / 8) as usize] >> (7 - depth % 8)) & 1
-}
-
-fn flip(mut key: Key, depth: u32) -> Key {
-    key.0[(depth / 8) as usize] ^= 1 << (7 - depth % 8);
-    key
 }
 
 /// The live nodes, sorted by key.
@@ -112,47 +108,69 @@ impl LiveSet {
     }
 
     /// The `n` live nodes XOR-closest to `target`, closest first, leaving out `exclude`.
+    ///
+    /// The keys sharing at least d leading bits with the target are one run of the sorted
+    /// array around the target's place, and every key in it is closer than every key
+    /// outside. So one binary search finds that place, and a walk outwards, always to the
+    /// side whose next key shares more bits, widens the run to the deepest prefix holding
+    /// enough keys (plus the keys that tie with its last one); only that run, a few dozen
+    /// keys, is ranked. The descent through the implicit trie this replaces did a binary
+    /// partition per level, a dozen cache misses each in a 100k-node set: 3.5 % of a
+    /// static-100k run.
     pub fn closest(&self, target: &Key, n: usize, exclude: Option<&Key>) -> Vec<(Key, u32)> {
         let want = n + usize::from(exclude.is_some());
-        let mut out = Vec::with_capacity(want);
-        self.collect(*target, 0, 0..self.nodes.len(), want, &mut out);
-        out.sort_by_key(|(k, _)| k.distance(target));
+        let nodes = &self.nodes;
+        let shared = |i: usize| common_bits(&nodes[i].0, target);
+        let p = nodes.partition_point(|(k, _)| k < target);
+        // The run is nodes[l..r]. Left of p, shared bits only grow towards p; right of p,
+        // they only shrink away from it: taking the larger side first takes keys in order
+        // of shared bits, most first.
+        let (mut l, mut r) = (p, p);
+        let mut least = u32::MAX;
+        while r - l < want && (l > 0 || r < nodes.len()) {
+            let left = (l > 0).then(|| shared(l - 1));
+            let right = (r < nodes.len()).then(|| shared(r));
+            match (left, right) {
+                (Some(a), Some(b)) if a >= b => {
+                    l -= 1;
+                    least = a;
+                }
+                (Some(a), None) => {
+                    l -= 1;
+                    least = a;
+                }
+                (_, Some(b)) => {
+                    r += 1;
+                    least = b;
+                }
+                (None, None) => break,
+            }
+        }
+        // Keys that share as many bits as the last one taken are as close a band: all in.
+        while l > 0 && shared(l - 1) >= least {
+            l -= 1;
+        }
+        while r < nodes.len() && shared(r) >= least {
+            r += 1;
+        }
+        let mut out = nodes[l..r].to_vec();
+        out.sort_unstable_by_key(|(k, _)| k.distance_words(target));
+        out.truncate(want);
         if let Some(x) = exclude {
             out.retain(|(k, _)| k != x);
         }
         out.truncate(n);
         out
     }
+}
 
-    /// The `need` keys of `range` (all sharing `depth` bits with `t`) closest to `t`.
-    fn collect(
-        &self,
-        t: Key,
-        depth: u32,
-        range: Range<usize>,
-        need: usize,
-        out: &mut Vec<(Key, u32)>,
-    ) {
-        if need == 0 || range.is_empty() {
-            return;
-        }
-        if range.len() <= need || depth >= 256 {
-            out.extend_from_slice(self.slice(range));
-            return;
-        }
-        let (zero, one) = self.split(range, depth);
-        let (same, other) = if bit(&t, depth) == 0 {
-            (zero, one)
-        } else {
-            (one, zero)
-        };
-        let took = same.len().min(need);
-        self.collect(t, depth + 1, same, need, out);
-        if took < need {
-            // On the other side every key has this bit flipped relative to t: rank them
-            // against t with that bit flipped, which orders them as t does.
-            self.collect(flip(t, depth), depth + 1, other, need - took, out);
-        }
+/// Leading bits `a` and `b` share (256 if equal).
+fn common_bits(a: &Key, b: &Key) -> u32 {
+    let (hi, lo) = a.distance_words(b);
+    if hi != 0 {
+        hi.leading_zeros()
+    } else {
+        128 + lo.leading_zeros()
     }
 }
 
@@ -197,6 +215,35 @@ mod tests {
                 .map(|p| p.0)
                 .collect();
             assert_eq!(got, all[1..6]);
+        }
+    }
+
+    #[test]
+    fn closest_matches_a_full_sort_in_small_sets_and_past_their_size() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+        for size in [0, 1, 2, 3, 7, 20, 21, 22, 41, 64] {
+            let (live, keys) = set(size);
+            for i in 0..40 {
+                let target = match keys.get(i) {
+                    Some(k) if i % 3 == 0 => *k,
+                    _ => Key::random(&mut rng),
+                };
+                let mut all = keys.clone();
+                all.sort_by_key(|k| k.distance(&target));
+                for n in [0, 1, 5, 20, 21, 100] {
+                    let got: Vec<Key> =
+                        live.closest(&target, n, None).iter().map(|p| p.0).collect();
+                    assert_eq!(got, all[..n.min(size)], "size {size}, n {n}");
+                    if let Some(x) = all.first() {
+                        let got: Vec<Key> = live
+                            .closest(&target, n, Some(x))
+                            .iter()
+                            .map(|p| p.0)
+                            .collect();
+                        assert_eq!(got, all[1..(n + 1).min(size)], "size {size}, n {n}");
+                    }
+                }
+            }
         }
     }
 
