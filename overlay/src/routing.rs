@@ -212,6 +212,12 @@ impl<P: Peer> RoutingTable<P> {
 
     fn bucket_mut_or_create(&mut self, idx: usize) -> &mut Bucket<P> {
         let pos = Self::position(idx);
+        // Buckets are only ever added, and a table needs about log2(n) of them: reserve
+        // exactly, or a doubling `Vec` of ~96-byte buckets leaves up to half of its places
+        // empty in every one of a simulation's 100k tables.
+        if self.buckets.len() <= pos {
+            self.buckets.reserve_exact(pos + 1 - self.buckets.len());
+        }
         while self.buckets.len() <= pos {
             self.buckets.push(Bucket::new(self.created));
         }
