@@ -237,11 +237,13 @@ const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
 /// Re-executes simnet with [`HUGE_PAGES_TUNABLE`] unless `GLIBC_TUNABLES` is already set
 /// (by the user, or by this re-exec: so it happens at most once). A large run reads its
 /// gigabytes of tables and links at random, and with 4 KiB pages nearly every such read
-/// also misses the TLB: huge pages took a quarter off the CPU of a 100k-node run
-/// (PERFORMANCE.md, "Issue 14 item 6: simnet speed"). Nothing simulated changes, only
-/// how the memory is mapped. glibc reads its tunables once, at start, hence the exec
-/// rather than a call; where the tunable is unknown (another libc, an older glibc) it is
-/// ignored, and where the exec fails simnet simply goes on with normal pages.
+/// also misses the TLB: huge pages took 15–25 % off the user CPU of the static-100k proxy,
+/// for a few seconds of the kernel zeroing 2 MiB pages (PERFORMANCE.md, "Issue 14 item 6:
+/// simnet speed"); `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` turns them off. Nothing
+/// simulated changes, only how the memory is mapped. glibc reads its tunables once, at
+/// start, hence the exec rather than a call; where the tunable is unknown (another libc,
+/// an older glibc) it is ignored, and where the exec fails simnet goes on with normal
+/// pages.
 #[cfg(target_os = "linux")]
 fn with_huge_pages() {
     use std::os::unix::process::CommandExt;
