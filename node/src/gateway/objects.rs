@@ -272,7 +272,7 @@ async fn put_object(
         if let (Some(r), None) = (reservation.as_mut(), declared) {
             r.grow(chunk.len() as u64).map_err(|e| over_quota(&e))?;
         }
-        ingest.write(chunk).await.map_err(store_error)?;
+        ingest.write(&chunk).await.map_err(store_error)?;
     }
     let size = ingest.len();
     if declared.is_some_and(|d| d != size) {

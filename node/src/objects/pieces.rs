@@ -138,16 +138,11 @@ fn read_piece(reader: &mut Box<dyn Read + Send>, piece: usize) -> std::io::Resul
 /// Bytes gathered before one trip to the blocking pool.
 const BATCH: usize = 1 << 20;
 
-/// Pieces shorter than this are copied together into one buffer in the batch; longer ones
-/// join it as they came, without a copy. (Keeping every piece would let a sender of tiny
-/// pieces make a batch of a million buffers.)
-const COPY_BELOW: usize = 16 * 1024;
-
 /// A batch being written and hashed on the blocking pool; it gives the writer back.
 type Trip = tokio::task::JoinHandle<Result<ObjectWriter, StoreError>>;
 
-/// An object being written from async code: pieces are batched (without a copy, but for
-/// small ones) and written, hashed and finally made durable on the blocking pool. One batch is on the pool while the next one
+/// An object being written from async code: pieces are batched and written, hashed and
+/// finally made durable on the blocking pool. One batch is on the pool while the next one
 /// fills, so receiving the bytes and hashing them overlap; no thread is held between
 /// batches, so a slow sender costs none. The temporary file is created on the first trip,
 /// so a small object costs one trip in all.
@@ -156,10 +151,7 @@ pub(crate) struct Ingest {
     size_hint: u64,
     /// The trip in flight; `None` before the first (which creates the temporary file).
     trip: Option<Trip>,
-    /// The batch: pieces as received, small ones gathered into `small` first.
-    batch: Vec<Bytes>,
-    batched: usize,
-    small: BytesMut,
+    batch: BytesMut,
     len: u64,
 }
 
@@ -171,9 +163,7 @@ impl Ingest {
             store: store.clone(),
             size_hint,
             trip: None,
-            batch: Vec::new(),
-            batched: 0,
-            small: BytesMut::new(),
+            batch: BytesMut::new(),
             len: 0,
         })
     }
@@ -203,45 +193,25 @@ impl Ingest {
         self.len
     }
 
-    /// Appends a piece; it reaches the file once a batch is full. An error of an earlier
+    /// Appends bytes; they reach the file once a batch is full. An error of an earlier
     /// batch's trip (a full disk, the quota) is returned here.
-    pub(crate) async fn write(&mut self, piece: Bytes) -> Result<(), StoreError> {
-        self.len += piece.len() as u64;
-        self.batched += piece.len();
-        if piece.len() < COPY_BELOW {
-            self.small.extend_from_slice(&piece);
-        } else {
-            self.close_small();
-            self.batch.push(piece);
-        }
-        if self.batched >= BATCH {
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.batch.extend_from_slice(bytes);
+        self.len += bytes.len() as u64;
+        if self.batch.len() >= BATCH {
             self.flush().await?;
         }
         Ok(())
-    }
-
-    /// Ends the run of small pieces gathered so far, keeping the order of the bytes.
-    fn close_small(&mut self) {
-        if !self.small.is_empty() {
-            self.batch.push(self.small.split().freeze());
-        }
-    }
-
-    /// The batch so far, to take on a trip.
-    fn take_batch(&mut self) -> Vec<Bytes> {
-        self.close_small();
-        self.batched = 0;
-        std::mem::take(&mut self.batch)
     }
 
     /// Sends the full batch on its trip once the previous one is back, without waiting
     /// for it.
     async fn flush(&mut self) -> Result<(), StoreError> {
         let writer = self.writer_for_trip().await?;
-        let batch = self.take_batch();
+        let batch = self.batch.split().freeze();
         self.trip = Some(tokio::task::spawn_blocking(move || {
             let mut w = writer()?;
-            batch.iter().try_for_each(|piece| w.write(piece))?;
+            w.write(&batch)?;
             Ok::<_, StoreError>(w)
         }));
         Ok(())
@@ -251,57 +221,13 @@ impl Ingest {
     /// durable and indexes it, all off the async workers.
     pub(crate) async fn finish(mut self, expected: Option<Hash>) -> Result<Hash, StoreError> {
         let writer = self.writer_for_trip().await?;
-        let batch = self.take_batch();
+        let batch = self.batch.split().freeze();
         tokio::task::spawn_blocking(move || {
             let mut w = writer()?;
-            batch.iter().try_for_each(|piece| w.write(piece))?;
+            w.write(&batch)?;
             w.finish(expected.as_ref())
         })
         .await
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    /// Small pieces are gathered, large ones kept as they came, batches cut anywhere: the
-    /// object is still the bytes in their order, and its id their BLAKE3.
-    #[tokio::test]
-    async fn pieces_of_every_size_make_the_object_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 30).unwrap();
-        let sizes = [
-            1,
-            3,
-            COPY_BELOW,
-            7,
-            COPY_BELOW - 1,
-            BATCH + 5,
-            2,
-            300_000,
-            1,
-            900_000,
-        ];
-        let total: usize = sizes.iter().sum();
-        let bytes: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
-        let mut ingest = Ingest::open(&store, total as u64).await.unwrap();
-        let mut at = 0;
-        for n in sizes {
-            ingest
-                .write(Bytes::copy_from_slice(&bytes[at..at + n]))
-                .await
-                .unwrap();
-            at += n;
-        }
-        let hash = ingest.finish(None).await.unwrap();
-        assert_eq!(&hash, blake3::hash(&bytes).as_bytes());
-        let back = store.read_verified(&hash, 0, total as u64).unwrap();
-        assert!(
-            back == bytes,
-            "the stored object differs from the bytes written"
-        );
     }
 }

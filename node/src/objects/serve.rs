@@ -249,7 +249,7 @@ async fn serve_put(
             if pace.progress(body.len()).is_err() {
                 return refuse(ex, objects, Status::TooManyRequests, "push_too_slow").await;
             }
-            if ingest.write(body).await.is_err() {
+            if ingest.write(&body).await.is_err() {
                 return ex.respond(Status::Unavailable, Bytes::new()).await;
             }
         }
