@@ -231,3 +231,33 @@ impl Ingest {
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Pieces of every size, batches cut anywhere: the object is the bytes in their order,
+    /// and its id their BLAKE3.
+    #[tokio::test]
+    async fn pieces_of_every_size_make_the_object_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 30).unwrap();
+        let sizes = [1, 3, 16_384, 7, 16_383, BATCH + 5, 2, 300_000, 1, 900_000];
+        let total: usize = sizes.iter().sum();
+        let bytes: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
+        let mut ingest = Ingest::open(&store, total as u64).await.unwrap();
+        let mut at = 0;
+        for n in sizes {
+            ingest.write(&bytes[at..at + n]).await.unwrap();
+            at += n;
+        }
+        let hash = ingest.finish(None).await.unwrap();
+        assert_eq!(&hash, blake3::hash(&bytes).as_bytes());
+        let back = store.read_verified(&hash, 0, total as u64).unwrap();
+        assert!(
+            back == bytes,
+            "the stored object differs from the bytes written"
+        );
+    }
+}
