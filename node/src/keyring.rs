@@ -190,18 +190,21 @@ impl Keys {
         if self.revoked.contains(&token.id()) {
             return Err(CapError::Revoked(hex::encode(token.id())));
         }
-        match token.grant(&self.root, intent) {
-            Err(CapError::Invalid(why)) => match self.previous {
-                Some((old, until)) if token.grant(&old, intent).is_ok() => {
-                    if intent.now_unix < until {
-                        token.grant(&old, intent)
-                    } else {
-                        Err(CapError::Rotated(until))
-                    }
+        if token.signed_by(&self.root) {
+            return token.judge(&self.root, intent);
+        }
+        match self.previous {
+            // A token of the previous root is judged by that root during its grace: what is
+            // wrong with it is its caveats' verdict (expired, too large, a tenant it was not
+            // minted for), not "signature does not verify" under the new root.
+            Some((old, until)) if token.signed_by(&old) => {
+                if intent.now_unix < until {
+                    token.judge(&old, intent)
+                } else {
+                    Err(CapError::Rotated(until))
                 }
-                _ => Err(CapError::Invalid(why)),
-            },
-            other => other,
+            }
+            _ => Err(CapError::Invalid("signature does not verify")),
         }
     }
 }
@@ -346,6 +349,28 @@ mod tests {
         };
         assert!(keys.grant(&t_old, &put(99)).is_ok());
         assert_eq!(keys.grant(&t_old, &put(100)), Err(CapError::Rotated(100)));
+        // During the grace, the previous root's token gets its caveats' own verdict.
+        let too_big = Intent {
+            size: Some(11),
+            ..put(99)
+        };
+        assert_eq!(
+            keys.grant(&t_old, &too_big),
+            Err(CapError::TooLarge { max: 10, got: 11 })
+        );
+        let posing = t_old
+            .clone()
+            .attenuate(Caveat::Tenant(crate::caps::TenantQuota {
+                name: "acme".into(),
+                bytes_max: 1,
+                bytes_per_second: 1,
+            }));
+        assert_eq!(
+            keys.grant(&posing, &put(99)),
+            Err(CapError::Invalid(
+                "the token names a tenant it was not minted for"
+            ))
+        );
         assert!(keys.grant(&t_new, &put(1000)).is_ok());
         keys.revoked.insert([8; 16]);
         assert_eq!(
