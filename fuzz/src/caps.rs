@@ -3,12 +3,14 @@
 //!
 //! The first byte picks the mode. Text mode: the rest is the `Authorization` token text;
 //! decoding never panics, a decoded token re-encodes to itself, and no token verifies under
-//! two different root keys. Built mode: caveats, a nonce and a request drawn from the input;
-//! a minted token decodes to itself (or is refused for too many caveats), verifies under its
-//! root except for a caveat's own refusal, never under another root, stops verifying when a
-//! caveat is dropped, and an added caveat only narrows what it allows.
+//! two different root keys. Built mode: caveats (tenant and mailbox quotas among them), a
+//! nonce (sometimes bound by the root to a tenant) and a request drawn from the input; a
+//! minted token decodes to itself (or is refused for too many caveats), is signed by its
+//! root and never another, stops verifying when a caveat is dropped, counts a tenant only
+//! if its root bound the nonce to that tenant, and an added caveat only narrows what it
+//! allows (bytes, tenant quota, mail quota).
 
-use node::caps::{CAVEATS_MAX, CapError, Caveat, Intent, Token};
+use node::caps::{CAVEATS_MAX, Caveat, Grant, Intent, MailQuota, TenantQuota, Token, tenant_nonce};
 
 use super::input::Input;
 
@@ -39,10 +41,6 @@ pub fn run(data: &[u8]) {
     }
 }
 
-fn mac_ok(r: &Result<Option<u64>, CapError>) -> bool {
-    !matches!(r, Err(CapError::Invalid(_)))
-}
-
 fn from_text(text: &str, intent: &Intent<'_>) {
     let Ok(t) = Token::decode(text) else { return };
     assert!(t.caveats().len() <= CAVEATS_MAX);
@@ -51,15 +49,36 @@ fn from_text(text: &str, intent: &Intent<'_>) {
         Some(t.clone()),
         "re-encoding changed it"
     );
-    let (a, b) = (t.verify(&ROOT, intent), t.verify(&OTHER_ROOT, intent));
     assert!(
-        !(mac_ok(&a) && mac_ok(&b)),
+        !(t.signed_by(&ROOT) && t.signed_by(&OTHER_ROOT)),
         "one token verifies under two roots"
     );
+    if let Ok(g) = t.grant(&ROOT, intent) {
+        bound_tenant_only(&t, &g);
+    }
+}
+
+/// Tenant names a token may carry: two real ones, the empty name, one too long.
+fn tenant_name(input: &mut Input<'_>) -> String {
+    match input.byte() % 4 {
+        0 => "acme".to_string(),
+        1 => "beta".to_string(),
+        2 => String::new(),
+        _ => "x".repeat(65),
+    }
 }
 
 fn caveat(input: &mut Input<'_>) -> Caveat {
-    match input.byte() % 3 {
+    match input.byte() % 5 {
+        3 => Caveat::Tenant(TenantQuota {
+            name: tenant_name(input),
+            bytes_max: input.u64() % 8192,
+            bytes_per_second: input.u64() % 8192,
+        }),
+        4 => Caveat::Mailbox(MailQuota {
+            messages_max: u32::from(input.u16()),
+            bytes_max: input.u64() % 8192,
+        }),
         0 => Caveat::ExpiresAt(input.u64() % 8192),
         1 => {
             let n = usize::from(input.byte() % 3);
@@ -81,6 +100,12 @@ fn built(input: &mut Input<'_>, intent: &Intent<'_>) {
     for x in &mut nonce {
         *x = input.byte();
     }
+    if input.byte() & 1 == 1 {
+        // As `token mint --tenant` does: the root binds the nonce to the tenant.
+        let mut salt = [0u8; 8];
+        salt.copy_from_slice(&nonce[..8]);
+        nonce = tenant_nonce(&ROOT, salt, &tenant_name(input));
+    }
     let n = usize::from(input.byte()) % (CAVEATS_MAX + 4);
     let caveats: Vec<Caveat> = (0..n).map(|_| caveat(input)).collect();
     let t = Token::mint(&ROOT, nonce, caveats.clone());
@@ -92,35 +117,71 @@ fn built(input: &mut Input<'_>, intent: &Intent<'_>) {
             "a minted token was refused: {e}"
         ),
     }
-    let verdict = t.verify(&ROOT, intent);
-    assert!(
-        mac_ok(&verdict),
-        "a minted token fails its own root: {verdict:?}"
-    );
-    assert!(
-        !mac_ok(&t.verify(&OTHER_ROOT, intent)),
-        "verifies under another root"
-    );
+    assert!(t.signed_by(&ROOT), "a minted token fails its own root");
+    assert!(!t.signed_by(&OTHER_ROOT), "verifies under another root");
+    let verdict = t.grant(&ROOT, intent);
+    if let Ok(g) = &verdict {
+        bound_tenant_only(&t, g);
+    }
     if let Some((_, fewer)) = caveats.split_last() {
         let dropped = Token::mint(&ROOT, nonce, fewer.to_vec());
         // Same caveats but the last, with the longer token's tag: a forged widening.
         if let Some(forged) = with_tag_of(&dropped, &t) {
-            assert!(
-                !mac_ok(&forged.verify(&ROOT, intent)),
-                "a dropped caveat still verifies"
-            );
+            assert!(!forged.signed_by(&ROOT), "a dropped caveat still verifies");
         }
     }
     let narrower = t.clone().attenuate(caveat(input));
-    let after = narrower.verify(&ROOT, intent);
-    assert!(mac_ok(&after), "attenuation broke the chain: {after:?}");
-    if let Ok(limit) = after {
+    assert!(narrower.signed_by(&ROOT), "attenuation broke the chain");
+    if let Ok(after) = narrower.grant(&ROOT, intent) {
         let before = verdict.unwrap_or_else(|e| panic!("a caveat widened a refusal ({e})"));
-        match (before, limit) {
-            (Some(b), Some(a)) => assert!(a <= b, "attenuation raised the byte limit"),
-            (Some(b), None) => panic!("attenuation removed the byte limit {b}"),
-            _ => {}
+        narrows(&before, &after);
+    }
+}
+
+/// A granted tenant is one the token's root bound its nonce to, and every tenant caveat
+/// names it with a quota no tighter than the grant's.
+fn bound_tenant_only(t: &Token, g: &Grant) {
+    let Some(q) = &g.tenant else { return };
+    let mut salt = [0u8; 8];
+    salt.copy_from_slice(&t.id()[..8]);
+    assert_eq!(
+        tenant_nonce(&ROOT, salt, &q.name),
+        t.id(),
+        "a tenant counted on a token not minted for it"
+    );
+    for c in t.caveats() {
+        if let Caveat::Tenant(c) = c {
+            assert_eq!(c.name, q.name, "a second tenant was granted");
+            assert!(q.bytes_max <= c.bytes_max && q.bytes_per_second <= c.bytes_per_second);
         }
+    }
+}
+
+/// What `after` (one caveat more) grants is within what `before` granted.
+fn narrows(before: &Grant, after: &Grant) {
+    match (before.max_bytes, after.max_bytes) {
+        (Some(b), Some(a)) => assert!(a <= b, "attenuation raised the byte limit"),
+        (Some(b), None) => panic!("attenuation removed the byte limit {b}"),
+        _ => {}
+    }
+    match (&before.tenant, &after.tenant) {
+        (Some(b), Some(a)) => {
+            assert_eq!(a.name, b.name, "attenuation changed the tenant");
+            assert!(
+                a.bytes_max <= b.bytes_max && a.bytes_per_second <= b.bytes_per_second,
+                "attenuation raised the tenant's quota"
+            );
+        }
+        (Some(b), None) => panic!("attenuation removed the tenant {}", b.name),
+        _ => {}
+    }
+    match (before.mail, after.mail) {
+        (Some(b), Some(a)) => assert!(
+            a.messages_max <= b.messages_max && a.bytes_max <= b.bytes_max,
+            "attenuation raised the mail quota"
+        ),
+        (Some(_), None) => panic!("attenuation removed the mail quota"),
+        _ => {}
     }
 }
 
