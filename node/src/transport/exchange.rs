@@ -5,7 +5,8 @@
 //! responder's end, handed to an [`InboundHandler`](super::InboundHandler) with the request's
 //! START frame already read and routed. Both stream frame by frame for large transfers and
 //! offer whole-body helpers for small messages; bodies larger than one frame are split at the
-//! negotiated `max_frame`. Every wait is bounded by the transport's `io_timeout`, and an end
+//! negotiated `max_frame`. Every wait is bounded by the transport's `io_timeout` (within a
+//! whole request, by its `request_timeout` instead when that is the shorter), and an end
 //! dropped before it sent END resets its stream.
 
 use std::net::SocketAddr;
