@@ -1,6 +1,7 @@
 //! Tokens an operator manages, with real node processes: `token mint` prints an id,
 //! `token revoke ID` makes the running node refuse the token at once (and after a restart),
-//! and `token rotate --grace S` keeps the old root's tokens working for S seconds only.
+//! and `token rotate --grace S` keeps the old root's tokens working for S seconds only
+//! (judged by their own caveats meanwhile).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,7 +29,12 @@ fn macronode(args: &[&str], data_dir: &Path) -> Output {
 
 /// `token mint`: (token, id).
 fn mint(data_dir: &Path) -> (String, String) {
-    let out = macronode(&["token", "mint"], data_dir);
+    mint_with(data_dir, &[])
+}
+
+/// `token mint` with more arguments (caveats): (token, id).
+fn mint_with(data_dir: &Path, more: &[&str]) -> (String, String) {
+    let out = macronode(&[&["token", "mint"], more].concat(), data_dir);
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let id = stderr
@@ -81,6 +87,7 @@ fn a_rotated_root_keeps_old_tokens_for_the_grace_only() {
     let dir = node.data_dir();
     let id_before = node.node_id().unwrap();
     let (old, _) = mint(&dir);
+    let (old_small, _) = mint_with(&dir, &["--max-bytes", "4"]);
     assert_eq!(put(&node, &old, b"old root").0, 201);
 
     let grace = 3;
@@ -92,6 +99,11 @@ fn a_rotated_root_keeps_old_tokens_for_the_grace_only() {
     assert_ne!(new, old);
     assert_eq!(put(&node, &new, b"new root").0, 201);
     assert_eq!(put(&node, &old, b"old root in its grace").0, 201);
+    // In its grace an old token is judged by its own caveats (D24), not refused as a key
+    // that does not verify.
+    let (status, body) = put(&node, &old_small, b"more than four bytes");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("at most 4 bytes"), "{body}");
     assert!(
         rotated.elapsed() < Duration::from_secs(grace - 1),
         "too slow to test"
