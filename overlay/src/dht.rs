@@ -654,7 +654,7 @@ impl<P: Peer> Dht<P> {
     fn closest_for(&self, target: &Key, asker: &Key) -> Vec<P> {
         self.table
             .closest_entries(target, self.config.k, |e| {
-                e.failures == 0 && e.peer.key() != *asker
+                e.failures == 0 && !e.has_key(asker)
             })
             .into_iter()
             .map(|e| e.peer.clone())

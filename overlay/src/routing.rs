@@ -20,6 +20,7 @@
 //! tables small.
 
 use std::collections::BTreeMap;
+use std::cmp::Ordering;
 use std::time::Duration;
 
 use crate::config::IpDiversity;
@@ -47,6 +48,31 @@ pub struct Entry<P> {
     pub suspect: bool,
     /// Its round-trip times, once it answered a request whose time we took.
     pub rtt: Rtt,
+    /// The first eight bytes of its key ([`first_word`]), kept beside the peer: a search
+    /// by key and a ranking by distance decide on this word and read the key itself (which
+    /// a driver's handle may keep elsewhere, out of cache) only when it ties.
+    word: u64,
+}
+
+impl<P: Peer> Entry<P> {
+    fn is(&self, key: &Key, word: u64) -> bool {
+        self.word == word && self.peer.key() == *key
+    }
+
+    /// Whether this is `key`'s entry; cheaper than comparing `peer.key()`, which most
+    /// entries are told apart from without reading.
+    pub fn has_key(&self, key: &Key) -> bool {
+        self.is(key, first_word(key))
+    }
+}
+
+/// A key's first eight bytes, big-endian: the high word of every distance to it, so two
+/// keys whose words differ are ordered by any target's distance without more reading.
+/// Entries of one bucket share their first bits with us, but at any population a table
+/// can hold, not 64 of them.
+fn first_word(key: &Key) -> u64 {
+    let [a, b, c, d, e, f, g, h, ..] = key.0;
+    u64::from_be_bytes([a, b, c, d, e, f, g, h])
 }
 
 /// A peer waiting for a place in a full bucket.
@@ -56,6 +82,15 @@ struct Replacement<P> {
     last_seen: Instant,
     /// It answered a request of ours; an unverified one asked us something only.
     verified: bool,
+    /// The low 16 bits of its key's [`first_word`], compared before the key (see
+    /// [`Entry`]); with a 4-byte handle the replacement stays 16 bytes.
+    tag: u16,
+}
+
+impl<P: Peer> Replacement<P> {
+    fn is(&self, key: &Key, word: u64) -> bool {
+        self.tag == word as u16 && self.peer.key() == *key
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -252,10 +287,8 @@ impl<P: Peer> RoutingTable<P> {
 
     /// The entry for a key, if present.
     pub fn get(&self, key: &Key) -> Option<&Entry<P>> {
-        self.bucket(key)?
-            .entries
-            .iter()
-            .find(|e| e.peer.key() == *key)
+        let t = first_word(key);
+        self.bucket(key)?.entries.iter().find(|e| e.is(key, t))
     }
 
     /// Whether a key is in the table.
@@ -265,10 +298,11 @@ impl<P: Peer> RoutingTable<P> {
 
     /// Whether a key waits in a replacement cache, and if so whether it is verified.
     pub fn replacement(&self, key: &Key) -> Option<bool> {
+        let t = first_word(key);
         self.bucket(key)?
             .replacements
             .iter()
-            .find(|r| r.peer.key() == *key)
+            .find(|r| r.is(key, t))
             .map(|r| r.verified)
     }
 
@@ -339,11 +373,12 @@ impl<P: Peer> RoutingTable<P> {
         self.advance(now);
         let k = self.k;
         let bpos = Self::position(idx);
+        let t = first_word(&key);
         let known = self
             .bucket_mut_or_create(idx)
             .entries
             .iter()
-            .position(|e| e.peer.key() == key);
+            .position(|e| e.is(&key, t));
         if let Some(pos) = known {
             self.refresh(bpos, pos, now, peer, rtt);
             return Seen::Refreshed;
@@ -357,7 +392,7 @@ impl<P: Peer> RoutingTable<P> {
             let bucket = &mut self.buckets[bpos];
             grow_at_most_to(&mut bucket.entries, k);
             bucket.entries.push(entry);
-            bucket.replacements.retain(|r| r.peer.key() != key);
+            bucket.replacements.retain(|r| !r.is(&key, t));
             self.count_group(group, true);
             self.len += 1;
             return Seen::Inserted;
@@ -381,7 +416,7 @@ impl<P: Peer> RoutingTable<P> {
                     bucket.probe = None;
                 }
                 bucket.entries.push(fresh_entry(peer, now, rtt));
-                bucket.replacements.retain(|r| r.peer.key() != key);
+                bucket.replacements.retain(|r| !r.is(&key, t));
                 self.count_group(group, true);
                 return Seen::Replaced(old.peer);
             }
@@ -439,7 +474,8 @@ impl<P: Peer> RoutingTable<P> {
         let key = peer.key();
         let bucket = &mut self.buckets[bpos];
         let mut verified = verified;
-        if let Some(i) = bucket.replacements.iter().position(|r| r.peer.key() == key) {
+        let t = first_word(&key);
+        if let Some(i) = bucket.replacements.iter().position(|r| r.is(&key, t)) {
             verified |= bucket.replacements.remove(i).verified;
         }
         if max == 0 {
@@ -454,6 +490,7 @@ impl<P: Peer> RoutingTable<P> {
             peer,
             last_seen: now,
             verified,
+            tag: t as u16,
         });
     }
 
@@ -467,11 +504,12 @@ impl<P: Peer> RoutingTable<P> {
         };
         self.advance(now);
         let bpos = Self::position(idx);
+        let t = first_word(&key);
         let known = self
             .bucket_mut_or_create(idx)
             .entries
             .iter()
-            .position(|e| e.peer.key() == key);
+            .position(|e| e.is(&key, t));
         if let Some(pos) = known {
             self.refresh(bpos, pos, now, peer, None);
             return Asked::Known;
@@ -496,12 +534,13 @@ impl<P: Peer> RoutingTable<P> {
         self.advance(now);
         let idx = self.local.bucket_of(key)?;
         let bpos = Self::position(idx);
+        let t = first_word(key);
         let pos = self
             .buckets
             .get(bpos)?
             .entries
             .iter()
-            .position(|e| e.peer.key() == *key)?;
+            .position(|e| e.is(key, t))?;
         let questionable = {
             let b = &self.buckets[bpos];
             b.probe == Some(*key) || self.is_questionable(&b.entries[pos], now)
@@ -524,7 +563,8 @@ impl<P: Peer> RoutingTable<P> {
         };
         let sweep = self.questionable_after.is_some();
         if let Some(b) = self.buckets.get_mut(Self::position(idx)) {
-            if let Some(e) = b.entries.iter_mut().find(|e| e.peer.key() == *key) {
+            let t = first_word(key);
+            if let Some(e) = b.entries.iter_mut().find(|e| e.is(key, t)) {
                 e.suspect = true;
                 if sweep && !b.sweeping {
                     b.sweeping = true;
@@ -605,7 +645,8 @@ impl<P: Peer> RoutingTable<P> {
     pub fn remove(&mut self, key: &Key) -> Option<Evicted<P>> {
         let idx = self.local.bucket_of(key)?;
         let bucket = self.buckets.get(Self::position(idx))?;
-        let pos = bucket.entries.iter().position(|e| e.peer.key() == *key)?;
+        let t = first_word(key);
+        let pos = bucket.entries.iter().position(|e| e.is(key, t))?;
         self.evict(idx, pos)
     }
 
@@ -673,21 +714,28 @@ impl<P: Peer> RoutingTable<P> {
     /// [2^i, 2^(i+1)), and each bucket above it a band farther out. Every entry of a band
     /// is closer than every entry of a later one, so each band's best are kept in sorted
     /// order in the result itself (at most `n`, reserved once): no buffer per band, no
-    /// growth, one allocation per call on this per-FIND_NODE path.
+    /// growth. Entries are ranked by the first word of their keys, kept in the entry, so a
+    /// key (which a driver's handle may read through a table of its own) is read only
+    /// when two words tie.
     pub fn closest_entries<'a>(
         &'a self,
         target: &Key,
         n: usize,
         keep: impl Fn(&Entry<P>) -> bool,
     ) -> Vec<&'a Entry<P>> {
-        let mut out: Vec<&Entry<P>> = Vec::with_capacity(n.min(self.len));
+        let cap = n.min(self.len);
+        let mut out = Closest {
+            entries: Vec::with_capacity(cap),
+            words: Vec::with_capacity(cap),
+        };
         if n == 0 {
-            return out;
+            return out.entries;
         }
-        let band = |b: Option<&'a Bucket<P>>, out: &mut Vec<&'a Entry<P>>, from: usize| {
+        let word = first_word(target);
+        let band = |b: Option<&'a Bucket<P>>, out: &mut Closest<'a, P>, from: usize| {
             for e in b.into_iter().flat_map(|b| b.entries.iter()) {
                 if keep(e) {
-                    keep_closest(out, from, n, e, target);
+                    out.keep(from, n, e, target, word);
                 }
             }
         };
@@ -696,11 +744,11 @@ impl<P: Peer> RoutingTable<P> {
         // The target's bucket (for the target = ourselves, every bucket is "above").
         if self.local.bucket_of(target).is_some() {
             band(at(start), &mut out, 0);
-            if out.len() == n {
-                return out;
+            if out.entries.len() == n {
+                return out.entries;
             }
             // All buckets below it form one band.
-            let from = out.len();
+            let from = out.entries.len();
             let lowest = 256 - self.buckets.len();
             for idx in (lowest..start).rev() {
                 band(at(idx), &mut out, from);
@@ -708,22 +756,22 @@ impl<P: Peer> RoutingTable<P> {
         } else {
             let lowest = 256usize.saturating_sub(self.buckets.len());
             for idx in lowest..256 {
-                if out.len() == n {
+                if out.entries.len() == n {
                     break;
                 }
-                let from = out.len();
+                let from = out.entries.len();
                 band(at(idx), &mut out, from);
             }
-            return out;
+            return out.entries;
         }
         for idx in start + 1..256 {
-            if out.len() == n {
+            if out.entries.len() == n {
                 break;
             }
-            let from = out.len();
+            let from = out.entries.len();
             band(at(idx), &mut out, from);
         }
-        out
+        out.entries
     }
 
     /// Buckets, from the closest non-empty one outwards, that no lookup touched for
@@ -782,6 +830,9 @@ impl<P: Peer> RoutingTable<P> {
                 if self.local.bucket_of(&key) != Some(idx) {
                     return Err(format!("{key:?} sits in bucket {idx}, belongs elsewhere"));
                 }
+                if e.word != first_word(&key) {
+                    return Err(format!("{key:?}'s entry has a stale first word"));
+                }
                 if b.entries[..i].iter().any(|o| o.peer.key() == key) {
                     return Err(format!("{key:?} appears twice in bucket {idx}"));
                 }
@@ -799,6 +850,9 @@ impl<P: Peer> RoutingTable<P> {
             }
             for (i, r) in b.replacements.iter().enumerate() {
                 let key = r.peer.key();
+                if r.tag != first_word(&key) as u16 {
+                    return Err(format!("replacement {key:?} has a stale tag"));
+                }
                 if self.local.bucket_of(&key) != Some(idx) {
                     return Err(format!("replacement {key:?} cached in bucket {idx}"));
                 }
@@ -837,13 +891,15 @@ fn grow_at_most_to<T>(entries: &mut Vec<T>, k: usize) {
     }
 }
 
-fn fresh_entry<P>(peer: P, now: Instant, rtt: Option<Duration>) -> Entry<P> {
+fn fresh_entry<P: Peer>(peer: P, now: Instant, rtt: Option<Duration>) -> Entry<P> {
+    let word = first_word(&peer.key());
     let mut e = Entry {
         peer,
         last_seen: now,
         failures: 0,
         suspect: false,
         rtt: Rtt::UNKNOWN,
+        word,
     };
     if let Some(r) = rtt {
         e.rtt.sample(r);
@@ -851,28 +907,48 @@ fn fresh_entry<P>(peer: P, now: Instant, rtt: Option<Duration>) -> Entry<P> {
     e
 }
 
-/// Puts `e` among `out[from..]`, the closest entries of the current band kept sorted by
-/// distance to `target`, with `out` never longer than `n` (the farthest drops out). Every
-/// entry before `from` is closer than any of this band. Distances are recomputed as
-/// machine words rather than stored: a few instructions each, and `out` stays the
-/// result. Keys in a table are distinct, so distances are too: the order is the one order.
-fn keep_closest<'a, P: Peer>(
-    out: &mut Vec<&'a Entry<P>>,
-    from: usize,
-    n: usize,
-    e: &'a Entry<P>,
-    target: &Key,
-) {
-    let dist = |x: &Entry<P>| x.peer.key().distance_words(target);
-    let d = dist(e);
-    if out.len() >= n {
-        match out.last() {
-            Some(last) if out.len() > from && d < dist(last) => {
-                out.pop();
+/// The closest entries found so far, each with the high word of its distance to the
+/// target beside it.
+struct Closest<'a, P> {
+    entries: Vec<&'a Entry<P>>,
+    words: Vec<u64>,
+}
+
+impl<'a, P: Peer> Closest<'a, P> {
+    /// Puts `e` among `entries[from..]`, the closest entries of the current band kept
+    /// sorted by distance to `target`, never more than `n` (the farthest drops out). Every
+    /// entry before `from` is closer than any of this band. Keys in a table are distinct,
+    /// so distances are too: the order is the one order. Distances are compared on their
+    /// high words (`word` is the target's); keys are read only when those tie.
+    fn keep(&mut self, from: usize, n: usize, e: &'a Entry<P>, target: &Key, word: u64) {
+        let w = e.word ^ word;
+        let closer = |entries: &[&Entry<P>], words: &[u64], i: usize| match words[i].cmp(&w) {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => {
+                entries[i].peer.key().distance_words(target)
+                    < e.peer.key().distance_words(target)
             }
-            _ => return,
+        };
+        let len = self.entries.len();
+        if len >= n {
+            if len > from && !closer(&self.entries, &self.words, len - 1) {
+                self.entries.pop();
+                self.words.pop();
+            } else {
+                return;
+            }
         }
+        let (mut lo, mut hi) = (from, self.entries.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if closer(&self.entries, &self.words, mid) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        self.entries.insert(lo, e);
+        self.words.insert(lo, w);
     }
-    let pos = from + out[from..].partition_point(|x| dist(x) < d);
-    out.insert(pos, e);
 }

@@ -12,7 +12,8 @@
 //! Layout:
 //! - [`scenario`]: the TOML scenario, its validation, `--set` overrides and sweep grids.
 //! - [`seed`]: every random stream, derived from the master seed.
-//! - [`peer`]: [`SimPeer`], the 36-byte handle the overlay stores for each contact.
+//! - [`peer`]: [`SimPeer`], the 4-byte handle the overlay stores for each contact (its key
+//!   and slot live in a per-thread arena).
 //! - [`latency`]: the link model: per-pair delays, jitter, loss with retransmission,
 //!   handshakes.
 //! - [`bandwidth`]: per-node uplink and downlink calendars (`[bandwidth]`): object bytes

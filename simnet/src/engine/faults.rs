@@ -109,12 +109,12 @@ impl Sim {
             };
             out.push(NodeView {
                 slot: slot as u32,
-                key: dht.local().key,
-                table: dht.routing_table().iter().map(|e| e.peer.key).collect(),
+                key: dht.local().key(),
+                table: dht.routing_table().iter().map(|e| e.peer.key()).collect(),
                 records: dht
                     .provider_store()
                     .iter()
-                    .map(|(k, p)| (*k, p.key))
+                    .map(|(k, p)| (*k, p.key()))
                     .collect(),
                 objects: s
                     .store

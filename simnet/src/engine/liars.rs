@@ -25,20 +25,17 @@ impl Sim {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.dht.is_none() && s.inc > 0)
-            .map(|(i, s)| SimPeer {
-                key: s.key,
-                slot: i as u32,
-            })
+            .map(|(i, s)| s.handle.unwrap_or_else(|| SimPeer::new(s.key, i as u32)))
             .collect();
         let n = self.slots.len().max(1) as u32;
         let k = self.sc.dht.k;
         let contacts = |rng: &mut seed::SimRng| -> Vec<SimPeer> {
             (0..rng.gen_range(1..=k))
                 .map(|_| match rng.gen_range(0..3) {
-                    0 => SimPeer {
-                        key: Key::random(rng),
-                        slot: rng.gen_range(0..n),
-                    },
+                    0 => {
+                        let key = Key::random(rng);
+                        SimPeer::new(key, rng.gen_range(0..n))
+                    }
                     1 if !crashed.is_empty() => crashed[rng.gen_range(0..crashed.len())],
                     _ => me,
                 })
@@ -52,10 +49,8 @@ impl Sim {
                 let closer = contacts(&mut rng);
                 let mut providers = vec![me];
                 for _ in 0..rng.gen_range(0..3) {
-                    providers.push(SimPeer {
-                        key: Key::random(&mut rng),
-                        slot: rng.gen_range(0..n),
-                    });
+                    let key = Key::random(&mut rng);
+                    providers.push(SimPeer::new(key, rng.gen_range(0..n)));
                 }
                 Response::Providers { closer, providers }
             }

@@ -81,6 +81,9 @@ pub(crate) struct Slot {
     pub saved: Option<Box<Saved>>,
     /// The current (or last) incarnation's key.
     pub key: Key,
+    /// The current (or last) incarnation's peer handle, once it started: every message
+    /// and table entry naming it copies this one (a handle costs arena space).
+    pub handle: Option<SimPeer>,
     /// Incarnations started so far; the current one's number.
     pub inc: u32,
     /// The earliest timer entry in the queue for this slot.
@@ -100,6 +103,7 @@ impl Default for Slot {
             store: None,
             saved: None,
             key: Key([0; 32]),
+            handle: None,
             inc: 0,
             armed: None,
             churn_up: false,
@@ -119,7 +123,7 @@ impl Slot {
         let dht = self.dht.as_deref_mut()?;
         let store = self
             .store
-            .get_or_insert_with(|| Store::new(now, dht.local().key, rc));
+            .get_or_insert_with(|| Store::new(now, dht.local().key(), rc));
         Some((dht, store))
     }
 }
@@ -147,11 +151,10 @@ impl Sim {
         self.sc.faults.liars.contains(&slot)
     }
 
+    /// The handle of `slot`'s current (or last) incarnation.
     pub(super) fn peer_of(&self, slot: u32) -> SimPeer {
-        SimPeer {
-            key: self.slots[slot as usize].key,
-            slot,
-        }
+        let s = &self.slots[slot as usize];
+        s.handle.unwrap_or_else(|| SimPeer::new(s.key, slot))
     }
 
     /// Starts a new incarnation at `slot`: identity, state machine, live set. The caller
@@ -170,9 +173,14 @@ impl Sim {
         if !same_id || s.inc == 1 {
             s.key = chosen.unwrap_or_else(|| seed::node_key(master, slot, s.inc));
         }
-        let peer = SimPeer { key: s.key, slot };
+        // The same id back (`rejoin_same_id`) keeps its handle; a new id needs a new one.
+        let peer = match s.handle {
+            Some(h) if h.key() == s.key => h,
+            _ => SimPeer::new(s.key, slot),
+        };
+        s.handle = Some(peer);
         let dht_seed = seed::derive(master, Stream::DhtSeed, slot.into(), s.inc.into());
-        if !self.live.insert(peer.key, slot) {
+        if !self.live.insert(s.key, slot) {
             return false; // a 256-bit id collision: the slot stays down
         }
         let s = &mut self.slots[slot as usize];
@@ -206,7 +214,9 @@ impl Sim {
             if slot == not {
                 continue;
             }
-            let peer = SimPeer { key, slot };
+            let peer = self.slots[slot as usize]
+                .handle
+                .unwrap_or_else(|| SimPeer::new(key, slot));
             if self.slots[slot as usize]
                 .dht
                 .as_ref()
@@ -301,7 +311,7 @@ impl Sim {
         self.metrics.durability.stored(self.now, key);
         store.planner.add_object(now, key, size);
         let _ = dht.start_providing(now, key);
-        let me = dht.local().key;
+        let me = dht.local().key();
         if let Some(log) = self.announced.as_mut() {
             log.insert((key, me));
         }
@@ -400,7 +410,7 @@ impl Sim {
             Event::PeerRemoved(p) => {
                 let now = self.local_now(slot);
                 if let Some(st) = self.slots[slot as usize].store.as_mut() {
-                    st.planner.handle_peer_removed(now, &p.key);
+                    st.planner.handle_peer_removed(now, &p.key());
                 }
             }
             Event::PeerMisbehaved { .. } => self.metrics.misbehaved += 1,
@@ -474,7 +484,7 @@ impl Sim {
             size,
             push,
         };
-        self.send(slot, to.slot, msg)
+        self.send(slot, to.slot(), msg)
     }
 
     pub(super) fn send(&mut self, from: u32, to: u32, msg: Msg) -> Option<Instant> {
@@ -671,7 +681,7 @@ impl Sim {
         let from_inc = self.slots[slot as usize].inc;
         self.send(
             slot,
-            t.to.slot,
+            t.to.slot(),
             Msg::Request {
                 from,
                 from_inc,
@@ -684,9 +694,10 @@ impl Sim {
 
     /// Whether `peer` names the node now up at its slot.
     pub(super) fn is_current(&self, peer: &SimPeer) -> bool {
+        let (key, slot) = peer.pair();
         self.slots
-            .get(peer.slot as usize)
-            .is_some_and(|s| s.dht.is_some() && s.key == peer.key)
+            .get(slot as usize)
+            .is_some_and(|s| s.dht.is_some() && s.key == key)
     }
 
     pub(super) fn is_incarnation(&self, slot: u32, inc: u32) -> bool {
@@ -709,19 +720,20 @@ impl Sim {
                     self.metrics.messages_undeliverable += 1;
                     return;
                 }
-                let local = self.local_now(to.slot);
-                let lie = self.is_liar(to.slot).then(|| self.lie(to.slot, &request));
-                let Some(d) = self.slots[to.slot as usize].dht.as_mut() else {
+                let (to_slot, from_slot) = (to.slot(), from.slot());
+                let local = self.local_now(to_slot);
+                let lie = self.is_liar(to_slot).then(|| self.lie(to_slot, &request));
+                let Some(d) = self.slots[to_slot as usize].dht.as_mut() else {
                     return;
                 };
                 let honest = d.handle_request(local, from, request);
-                self.after_input(to.slot, false);
+                self.after_input(to_slot, false);
                 let response = lie.unwrap_or(honest);
                 self.send(
-                    to.slot,
-                    from.slot,
+                    to_slot,
+                    from_slot,
                     Msg::Response {
-                        to_slot: from.slot,
+                        to_slot: from_slot,
                         to_inc: from_inc,
                         rpc,
                         response,
@@ -835,19 +847,19 @@ impl Sim {
         // With `[bandwidth]` the bytes take time to leave: a sender that crashed before its
         // copy arrived never finished sending it (judged at arrival, so up to one one-way
         // delay stricter than the last byte's send time).
-        if push && self.pipes.is_some() && !self.is_incarnation(from.slot, from_inc) {
+        if push && self.pipes.is_some() && !self.is_incarnation(from.slot(), from_inc) {
             self.metrics.messages_undeliverable += 1;
             return;
         }
         // A push is admitted by the receiver's rule before anything else (the node answers
         // 403 before it looks at its store): a pusher its table does not hold, or an object
         // it does not think it should hold, is refused.
-        let admitted = !push || self.admit(to.slot, &from.key, &key, size);
+        let admitted = !push || self.admit(to.slot(), &from.key(), &key, size);
         let outcome = if !admitted {
             self.metrics.pushes_refused += 1;
             TransferOutcome::Failed
         } else if push {
-            let fresh = self.store_object(to.slot, key, size);
+            let fresh = self.store_object(to.slot(), key, size);
             if fresh {
                 match (id, write) {
                     (Some(_), _) => self.metrics.repair_arrived(now, size),
@@ -863,18 +875,18 @@ impl Sim {
             // writer of a put that waits for nothing, which keeps no copy. A target that
             // already held the object answers Held and learns nothing, as in the node.
             let from_holds = fresh && (id.is_some() || write.is_some());
-            let local = self.local_now(to.slot);
-            if let Some(st) = self.slots[to.slot as usize]
+            let local = self.local_now(to.slot());
+            if let Some(st) = self.slots[to.slot() as usize]
                 .store
                 .as_mut()
                 .filter(|_| from_holds)
             {
-                st.planner.handle_holder_confirmed(local, &key, &from.key);
+                st.planner.handle_holder_confirmed(local, &key, &from.key());
             }
-            self.after_input(to.slot, false);
+            self.after_input(to.slot(), false);
             TransferOutcome::Verified
         } else {
-            let holds = self.slots[to.slot as usize]
+            let holds = self.slots[to.slot() as usize]
                 .store
                 .as_ref()
                 .is_some_and(|st| st.objects.contains_key(&key));
@@ -886,22 +898,22 @@ impl Sim {
         };
         if let Some(write) = write.filter(|_| push) {
             let stored = Msg::Stored {
-                to_slot: from.slot,
+                to_slot: from.slot(),
                 to_inc: from_inc,
                 write,
-                from: to.key,
+                from: to.key(),
                 stored: admitted,
             };
-            self.send(to.slot, from.slot, stored);
+            self.send(to.slot(), from.slot(), stored);
         }
         if let Some(id) = id {
             let done = Msg::TransferDone {
-                to_slot: from.slot,
+                to_slot: from.slot(),
                 to_inc: from_inc,
                 id,
                 outcome,
             };
-            self.send(to.slot, from.slot, done);
+            self.send(to.slot(), from.slot(), done);
         }
     }
 }

@@ -73,15 +73,15 @@ impl Sim {
         let mut ends: Vec<(Duration, SimPeer, ProbeAnswer)> = Vec::new();
         for c in search.candidates().to_vec() {
             let answer = self
-                .exchange(slot, c.slot, now)
+                .exchange(slot, c.slot(), now)
                 .filter(|rt| *rt < timings().probe_timeout);
             ends.push(match answer {
                 // Someone else at that address (a made-up record, a restarted node): the
                 // handshake fails on the id, as the node's dial does.
                 Some(rt) if !self.is_current(&c) => (rt, c, ProbeAnswer::Silent),
-                Some(rt) if self.holds(c.slot, &key) => (rt, c, ProbeAnswer::Holds),
+                Some(rt) if self.holds(c.slot(), &key) => (rt, c, ProbeAnswer::Holds),
                 // A liar claims what it lacks: its tail does not verify against the id.
-                Some(rt) if self.lies(c.slot) => (rt, c, ProbeAnswer::Invalid),
+                Some(rt) if self.lies(c.slot()) => (rt, c, ProbeAnswer::Invalid),
                 Some(rt) => (rt, c, ProbeAnswer::Lacks),
                 None => (timings().probe_timeout, c, ProbeAnswer::Silent),
             });
@@ -90,7 +90,7 @@ impl Sim {
             .iter()
             .filter(|(_, _, a)| *a == ProbeAnswer::Invalid)
             .count() as u64;
-        ends.sort_by_key(|(t, c, _)| (*t, c.slot));
+        ends.sort_by_key(|(t, c, _)| (*t, c.slot()));
         // The node stops at the first holder; `get_holders_wanted` > 1 (a research knob)
         // waits for that many before fetching from the first.
         let wait_for = self.holders_wanted();
@@ -104,7 +104,7 @@ impl Sim {
             }
             done = *t;
             holders += usize::from(*answer == ProbeAnswer::Holds);
-            if search.handle_answer(&c.key, *answer) && (holders == 0 || holders >= wait_for) {
+            if search.handle_answer(&c.key(), *answer) && (holders == 0 || holders >= wait_for) {
                 break;
             }
         }
@@ -157,19 +157,19 @@ impl Sim {
         let mut at = from;
         let mut failover = Failover::new(holders.to_vec(), at, timings().failover_idle);
         while let Some(h) = failover.next_holder(at) {
-            if self.lies(h.slot) && !self.holds(h.slot, key) {
+            if self.lies(h.slot()) && !self.holds(h.slot(), key) {
                 self.metrics.fetches_at_liars += 1;
             }
-            match self.exchange_legs(slot, h.slot, at) {
-                Some((go, back)) if self.is_current(&h) && self.holds(h.slot, key) => {
-                    let intra = match (self.net.region(slot), self.net.region(h.slot)) {
+            match self.exchange_legs(slot, h.slot(), at) {
+                Some((go, back)) if self.is_current(&h) && self.holds(h.slot(), key) => {
+                    let intra = match (self.net.region(slot), self.net.region(h.slot())) {
                         (Some(a), Some(b)) => a == b,
                         _ => false,
                     };
                     // With `[bandwidth]` the object's bytes leave the holder once the request
                     // reached it, when its uplink and the getter's downlink are free.
-                    let size = self.object_size(h.slot, key);
-                    let end = match self.through_pipes(h.slot, slot, at + go, size, false) {
+                    let size = self.object_size(h.slot(), key);
+                    let end = match self.through_pipes(h.slot(), slot, at + go, size, false) {
                         Some(sent) => {
                             if let Some(w) = self.metrics.transfer_waits.last() {
                                 self.metrics.get_waits.push(*w);

@@ -352,7 +352,7 @@ impl Sim {
                     .into_iter()
                     .map(|(key, _)| key)
                     .collect();
-                let mut found: Vec<Key> = closest.iter().map(|p| p.key).collect();
+                let mut found: Vec<Key> = closest.iter().map(|p| p.key()).collect();
                 // With liars, the lookup must find every honest node among the true k
                 // closest, in order; a liar it also returns is neither credit nor blame.
                 if !self.sc.faults.liars.is_empty() {

@@ -54,14 +54,14 @@ impl Sim {
             .is_some_and(|d| d.had_peers());
         let w = overlay::write_quorum(w, rf, had_peers);
         let me = self.peer_of(slot);
-        let (targets, _) = overlay::placement_targets(me.key, key, closest, rf);
+        let (targets, _) = overlay::placement_targets(me.key(), key, closest, rf);
         if self.store_object(slot, key, size) {
             self.metrics.put_bytes += size;
         }
         let planned = match self.slots[slot as usize].store.as_mut() {
             Some(st) => targets
                 .iter()
-                .filter_map(|p| Some((p.key, st.planner.begin_external(key, p.key)?)))
+                .filter_map(|p| Some((p.key(), st.planner.begin_external(key, p.key())?)))
                 .collect(),
             None => Vec::new(),
         };
