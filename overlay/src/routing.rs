@@ -41,8 +41,10 @@ pub struct Entry<P> {
     pub peer: P,
     /// When it last answered or asked us something.
     pub last_seen: Instant,
-    /// RPCs that failed since it was last seen.
-    pub failures: u32,
+    /// RPCs that failed since it was last seen (an entry is evicted at
+    /// `evict_after_failures`, at most `u16::MAX`; two bytes keep a compact driver's entry
+    /// within 32).
+    pub failures: u16,
     /// Its connection was lost without a goodbye since it was last seen: questionable
     /// whatever its age.
     pub suspect: bool,
@@ -205,7 +207,7 @@ impl<P: Peer> RoutingTable<P> {
             local,
             k,
             replacements_max,
-            evict_after_failures: evict_after_failures.max(1),
+            evict_after_failures: evict_after_failures.clamp(1, u32::from(u16::MAX)),
             diversity,
             questionable_after: None,
             buckets: Vec::new(),
@@ -546,10 +548,10 @@ impl<P: Peer> RoutingTable<P> {
             b.probe == Some(*key) || self.is_questionable(&b.entries[pos], now)
         };
         let bucket = &mut self.buckets[bpos];
-        bucket.entries[pos].failures += 1;
+        bucket.entries[pos].failures = bucket.entries[pos].failures.saturating_add(1);
         bucket.sweeping = self.questionable_after.is_some();
         bucket.good_run = 0;
-        if !questionable && bucket.entries[pos].failures < self.evict_after_failures {
+        if !questionable && u32::from(bucket.entries[pos].failures) < self.evict_after_failures {
             return None;
         }
         self.evict(idx, pos)
