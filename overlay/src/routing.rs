@@ -19,8 +19,8 @@
 //! network of n peers only ever fills about log2(n) buckets, which keeps 100k simulated
 //! tables small.
 
-use std::collections::BTreeMap;
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::config::IpDiversity;
@@ -728,7 +728,6 @@ impl<P: Peer> RoutingTable<P> {
         let cap = n.min(self.len);
         let mut out = Closest {
             entries: Vec::with_capacity(cap),
-            words: Vec::with_capacity(cap),
         };
         if n == 0 {
             return out.entries;
@@ -909,11 +908,9 @@ fn fresh_entry<P: Peer>(peer: P, now: Instant, rtt: Option<Duration>) -> Entry<P
     e
 }
 
-/// The closest entries found so far, each with the high word of its distance to the
-/// target beside it.
+/// The closest entries found so far, sorted by distance to the target.
 struct Closest<'a, P> {
     entries: Vec<&'a Entry<P>>,
-    words: Vec<u64>,
 }
 
 impl<'a, P: Peer> Closest<'a, P> {
@@ -921,36 +918,26 @@ impl<'a, P: Peer> Closest<'a, P> {
     /// sorted by distance to `target`, never more than `n` (the farthest drops out). Every
     /// entry before `from` is closer than any of this band. Keys in a table are distinct,
     /// so distances are too: the order is the one order. Distances are compared on their
-    /// high words (`word` is the target's); keys are read only when those tie.
+    /// high words (an entry's `word` XOR `word`, the target's); keys are read only when
+    /// those tie.
     fn keep(&mut self, from: usize, n: usize, e: &'a Entry<P>, target: &Key, word: u64) {
         let w = e.word ^ word;
-        let closer = |entries: &[&Entry<P>], words: &[u64], i: usize| match words[i].cmp(&w) {
+        let closer = |o: &Entry<P>| match (o.word ^ word).cmp(&w) {
             Ordering::Less => true,
             Ordering::Greater => false,
             Ordering::Equal => {
-                entries[i].peer.key().distance_words(target)
-                    < e.peer.key().distance_words(target)
+                o.peer.key().distance_words(target) < e.peer.key().distance_words(target)
             }
         };
         let len = self.entries.len();
         if len >= n {
-            if len > from && !closer(&self.entries, &self.words, len - 1) {
+            if len > from && !closer(self.entries[len - 1]) {
                 self.entries.pop();
-                self.words.pop();
             } else {
                 return;
             }
         }
-        let (mut lo, mut hi) = (from, self.entries.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if closer(&self.entries, &self.words, mid) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        self.entries.insert(lo, e);
-        self.words.insert(lo, w);
+        let pos = from + self.entries[from..].partition_point(|o| closer(o));
+        self.entries.insert(pos, e);
     }
 }
