@@ -157,6 +157,16 @@ impl Sim {
         s.handle.unwrap_or_else(|| SimPeer::new(s.key, slot))
     }
 
+    /// The key `slot`'s first incarnation takes (see [`Sim::spawn`]).
+    pub(super) fn first_key(&self, slot: u32) -> Key {
+        self.sc
+            .faults
+            .keys
+            .get(&slot)
+            .copied()
+            .unwrap_or_else(|| seed::node_key(self.sc.seed, slot, 1))
+    }
+
     /// Starts a new incarnation at `slot`: identity, state machine, live set. The caller
     /// bootstraps it (or fills its table) and then drains it. `false` if it cannot start.
     pub(super) fn spawn(&mut self, slot: u32) -> bool {

@@ -134,12 +134,19 @@ impl Sim {
 
     /// Every initially-up node, with ideal tables.
     fn ideal_network(&mut self) {
-        let up: Vec<u32> = (0..self.sc.nodes)
+        let mut up: Vec<u32> = (0..self.sc.nodes)
             .filter(|&s| self.slots[s as usize].churn_up)
             .collect();
+        // Spawned in the order of the keys they will take, so that each joins the sorted
+        // live set at its end: in slot order each insert moved half the set, 9 TB of
+        // memmove at 10^6 nodes. The sort is stable, so of two slots given the same key
+        // (a scenario's chosen keys) the lower slot still takes it and the other stays down,
+        // as in slot order; nothing else in a spawn depends on the order.
+        up.sort_by_cached_key(|&slot| self.first_key(slot));
         for &slot in &up {
             self.spawn(slot);
         }
+        up.sort_unstable();
         let k = self.sc.dht.k;
         // A handle per live node again, made in key order: the i-th live node's handle is
         // `ranked[i]`, found from its index in the sorted live set without reading the
