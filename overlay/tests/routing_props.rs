@@ -95,6 +95,30 @@ proptest! {
         prop_assert_eq!(got_self, all_self);
     }
 
+    /// `closest` agrees with a full sort when keys share their first eight bytes, the word
+    /// the table ranks by: the rest of the keys decide.
+    #[test]
+    fn closest_matches_a_full_sort_when_first_words_tie(ids in prop::collection::vec(0u16..2000, 1..300), words in 1u8..4, target in any::<[u8; 32]>(), n in 1usize..40) {
+        let me = key_from(b"me");
+        let mut t: RoutingTable<P> = RoutingTable::new(me, 300, 20, 2, None, Instant::ZERO);
+        for i in ids {
+            let mut k = key_from(&i.to_be_bytes());
+            k.0[..8].fill(0x40 + (i % u16::from(words)) as u8);
+            t.on_seen(Instant::ZERO, P(k));
+        }
+        // Any target, and one that shares the first word of a group of keys.
+        let mut near = Key(target);
+        near.0[..8].fill(0x40);
+        for target in [Key(target), near] {
+            let mut all: Vec<Key> = t.iter().map(|e| e.peer.0).collect();
+            all.sort_by_key(|k| k.distance(&target));
+            all.truncate(n);
+            let got: Vec<Key> = t.closest(&target, n).into_iter().map(|p| p.0).collect();
+            prop_assert_eq!(got, all);
+        }
+        t.check_invariants().map_err(TestCaseError::fail)?;
+    }
+
     /// Whatever peers answer or fail, a walk ends within its RPC budget.
     #[test]
     fn lookups_terminate(universe in 1usize..300, outcomes in prop::collection::vec(any::<(bool, u8)>(), 0..400), alpha in 1usize..5) {
