@@ -15,8 +15,8 @@
 //! handle and ranks and matches on them, reading the key only on a tie. A
 //! simulation runs on one thread from start to end (a sweep's points each run on one
 //! worker thread), so its handles never meet another thread's arena. The arena only grows
-//! (36 bytes per incarnation or made-up peer on the thread): a handle stays valid as long
-//! as the thread lives.
+//! (36 bytes per incarnation, and per peer a lying node makes up, on the thread; a sweep's
+//! worker keeps every point's): a handle stays valid as long as the thread lives.
 //!
 //! Equality, order and `Debug` are those of the (key, slot) pair, exactly as when the
 //! handle held the pair: two handles made separately for the same pair are equal.

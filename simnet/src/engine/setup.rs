@@ -148,18 +148,15 @@ impl Sim {
         }
         up.sort_unstable();
         let k = self.sc.dht.k;
-        // A handle per live node again, made in key order: the i-th live node's handle is
-        // `ranked[i]`, found from its index in the sorted live set without reading the
-        // set (or the slot), and the keys sit in the arena in the order the tables'
-        // buckets take them. At 100k nodes, reading each contact's handle from its slot
-        // instead cost two cache misses per contact, 26 M of them.
+        // The live nodes' handles in key order: the i-th live node's handle is `ranked[i]`,
+        // found from its index in the sorted live set without reading the set (or the slot)
+        // per contact. Spawned in key order, the handles also sit in the arena in the order
+        // the tables' buckets take them. At 100k nodes, reading each contact's handle from
+        // its slot instead cost two cache misses per contact, 26 M of them.
         let ranked: Vec<SimPeer> = (0..self.live.len())
             .filter_map(|i| self.live.get(i))
-            .map(|(key, slot)| SimPeer::new(key, slot))
+            .map(|(_, slot)| self.peer_of(slot))
             .collect();
-        for h in &ranked {
-            self.slots[h.slot() as usize].handle = Some(*h);
-        }
         for &slot in &up {
             let now = self.local_now(slot);
             let me = self.slots[slot as usize].key;
