@@ -394,6 +394,10 @@ fn wrong_types_and_impossible_values_name_the_key() {
         ("[dht]\nk = 0", "k must be"),
         ("[dht]\nk = 40", "k must be"),
         ("[dht]\nalpha = 0", "alpha"),
+        (
+            "[dht]\nevict_after_failures = 65536",
+            "dht.evict_after_failures",
+        ),
         ("[latency]\nloss = 1.5", "latency.loss"),
         ("[latency]\nloss = 1.0", "latency.loss"),
         (

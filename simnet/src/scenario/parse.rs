@@ -390,6 +390,13 @@ fn convert_dht(r: RawDht) -> Result<overlay::Config, ScenarioError> {
     set(r.events_max, &mut c.events_max);
     set(r.refresh_on_join_max, &mut c.refresh_on_join_max);
     if let Some(v) = r.evict_after_failures {
+        // A routing entry counts its failures in two bytes.
+        if v > u32::from(u16::MAX) {
+            return Err(invalid(
+                "dht.evict_after_failures",
+                format!("must be at most 65535, got {v}"),
+            ));
+        }
         c.evict_after_failures = v;
     }
     if let Some(v) = r.rpc_timeout_ms {
