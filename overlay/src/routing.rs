@@ -289,8 +289,8 @@ impl<P: Peer> RoutingTable<P> {
 
     /// The entry for a key, if present.
     pub fn get(&self, key: &Key) -> Option<&Entry<P>> {
-        let t = first_word(key);
-        self.bucket(key)?.entries.iter().find(|e| e.is(key, t))
+        let word = first_word(key);
+        self.bucket(key)?.entries.iter().find(|e| e.is(key, word))
     }
 
     /// Whether a key is in the table.
@@ -300,11 +300,11 @@ impl<P: Peer> RoutingTable<P> {
 
     /// Whether a key waits in a replacement cache, and if so whether it is verified.
     pub fn replacement(&self, key: &Key) -> Option<bool> {
-        let t = first_word(key);
+        let word = first_word(key);
         self.bucket(key)?
             .replacements
             .iter()
-            .find(|r| r.is(key, t))
+            .find(|r| r.is(key, word))
             .map(|r| r.verified)
     }
 
@@ -375,12 +375,12 @@ impl<P: Peer> RoutingTable<P> {
         self.advance(now);
         let k = self.k;
         let bpos = Self::position(idx);
-        let t = first_word(&key);
+        let word = first_word(&key);
         let known = self
             .bucket_mut_or_create(idx)
             .entries
             .iter()
-            .position(|e| e.is(&key, t));
+            .position(|e| e.is(&key, word));
         if let Some(pos) = known {
             self.refresh(bpos, pos, now, peer, rtt);
             return Seen::Refreshed;
@@ -394,7 +394,7 @@ impl<P: Peer> RoutingTable<P> {
             let bucket = &mut self.buckets[bpos];
             grow_at_most_to(&mut bucket.entries, k);
             bucket.entries.push(entry);
-            bucket.replacements.retain(|r| !r.is(&key, t));
+            bucket.replacements.retain(|r| !r.is(&key, word));
             self.count_group(group, true);
             self.len += 1;
             return Seen::Inserted;
@@ -418,7 +418,7 @@ impl<P: Peer> RoutingTable<P> {
                     bucket.probe = None;
                 }
                 bucket.entries.push(fresh_entry(peer, now, rtt));
-                bucket.replacements.retain(|r| !r.is(&key, t));
+                bucket.replacements.retain(|r| !r.is(&key, word));
                 self.count_group(group, true);
                 return Seen::Replaced(old.peer);
             }
@@ -476,8 +476,8 @@ impl<P: Peer> RoutingTable<P> {
         let key = peer.key();
         let bucket = &mut self.buckets[bpos];
         let mut verified = verified;
-        let t = first_word(&key);
-        if let Some(i) = bucket.replacements.iter().position(|r| r.is(&key, t)) {
+        let word = first_word(&key);
+        if let Some(i) = bucket.replacements.iter().position(|r| r.is(&key, word)) {
             verified |= bucket.replacements.remove(i).verified;
         }
         if max == 0 {
@@ -492,7 +492,7 @@ impl<P: Peer> RoutingTable<P> {
             peer,
             last_seen: now,
             verified,
-            tag: t as u16,
+            tag: word as u16,
         });
     }
 
@@ -506,12 +506,12 @@ impl<P: Peer> RoutingTable<P> {
         };
         self.advance(now);
         let bpos = Self::position(idx);
-        let t = first_word(&key);
+        let word = first_word(&key);
         let known = self
             .bucket_mut_or_create(idx)
             .entries
             .iter()
-            .position(|e| e.is(&key, t));
+            .position(|e| e.is(&key, word));
         if let Some(pos) = known {
             self.refresh(bpos, pos, now, peer, None);
             return Asked::Known;
@@ -536,13 +536,13 @@ impl<P: Peer> RoutingTable<P> {
         self.advance(now);
         let idx = self.local.bucket_of(key)?;
         let bpos = Self::position(idx);
-        let t = first_word(key);
+        let word = first_word(key);
         let pos = self
             .buckets
             .get(bpos)?
             .entries
             .iter()
-            .position(|e| e.is(key, t))?;
+            .position(|e| e.is(key, word))?;
         let questionable = {
             let b = &self.buckets[bpos];
             b.probe == Some(*key) || self.is_questionable(&b.entries[pos], now)
@@ -565,8 +565,8 @@ impl<P: Peer> RoutingTable<P> {
         };
         let sweep = self.questionable_after.is_some();
         if let Some(b) = self.buckets.get_mut(Self::position(idx)) {
-            let t = first_word(key);
-            if let Some(e) = b.entries.iter_mut().find(|e| e.is(key, t)) {
+            let word = first_word(key);
+            if let Some(e) = b.entries.iter_mut().find(|e| e.is(key, word)) {
                 e.suspect = true;
                 if sweep && !b.sweeping {
                     b.sweeping = true;
@@ -647,8 +647,8 @@ impl<P: Peer> RoutingTable<P> {
     pub fn remove(&mut self, key: &Key) -> Option<Evicted<P>> {
         let idx = self.local.bucket_of(key)?;
         let bucket = self.buckets.get(Self::position(idx))?;
-        let t = first_word(key);
-        let pos = bucket.entries.iter().position(|e| e.is(key, t))?;
+        let word = first_word(key);
+        let pos = bucket.entries.iter().position(|e| e.is(key, word))?;
         self.evict(idx, pos)
     }
 
@@ -725,18 +725,15 @@ impl<P: Peer> RoutingTable<P> {
         n: usize,
         keep: impl Fn(&Entry<P>) -> bool,
     ) -> Vec<&'a Entry<P>> {
-        let cap = n.min(self.len);
-        let mut out = Closest {
-            entries: Vec::with_capacity(cap),
-        };
+        let mut out: Vec<&Entry<P>> = Vec::with_capacity(n.min(self.len));
         if n == 0 {
-            return out.entries;
+            return out;
         }
         let word = first_word(target);
-        let band = |b: Option<&'a Bucket<P>>, out: &mut Closest<'a, P>, from: usize| {
+        let band = |b: Option<&'a Bucket<P>>, out: &mut Vec<&'a Entry<P>>, from: usize| {
             for e in b.into_iter().flat_map(|b| b.entries.iter()) {
                 if keep(e) {
-                    out.keep(from, n, e, target, word);
+                    keep_closest(out, from, n, e, target, word);
                 }
             }
         };
@@ -745,11 +742,11 @@ impl<P: Peer> RoutingTable<P> {
         // The target's bucket (for the target = ourselves, every bucket is "above").
         if self.local.bucket_of(target).is_some() {
             band(at(start), &mut out, 0);
-            if out.entries.len() == n {
-                return out.entries;
+            if out.len() == n {
+                return out;
             }
             // All buckets below it form one band.
-            let from = out.entries.len();
+            let from = out.len();
             let lowest = 256 - self.buckets.len();
             for idx in (lowest..start).rev() {
                 band(at(idx), &mut out, from);
@@ -757,22 +754,22 @@ impl<P: Peer> RoutingTable<P> {
         } else {
             let lowest = 256usize.saturating_sub(self.buckets.len());
             for idx in lowest..256 {
-                if out.entries.len() == n {
+                if out.len() == n {
                     break;
                 }
-                let from = out.entries.len();
+                let from = out.len();
                 band(at(idx), &mut out, from);
             }
-            return out.entries;
+            return out;
         }
         for idx in start + 1..256 {
-            if out.entries.len() == n {
+            if out.len() == n {
                 break;
             }
-            let from = out.entries.len();
+            let from = out.len();
             band(at(idx), &mut out, from);
         }
-        out.entries
+        out
     }
 
     /// Buckets, from the closest non-empty one outwards, that no lookup touched for
@@ -908,36 +905,35 @@ fn fresh_entry<P: Peer>(peer: P, now: Instant, rtt: Option<Duration>) -> Entry<P
     e
 }
 
-/// The closest entries found so far, sorted by distance to the target.
-struct Closest<'a, P> {
-    entries: Vec<&'a Entry<P>>,
-}
-
-impl<'a, P: Peer> Closest<'a, P> {
-    /// Puts `e` among `entries[from..]`, the closest entries of the current band kept
-    /// sorted by distance to `target`, never more than `n` (the farthest drops out). Every
-    /// entry before `from` is closer than any of this band. Keys in a table are distinct,
-    /// so distances are too: the order is the one order. Distances are compared on their
-    /// high words (an entry's `word` XOR `word`, the target's); keys are read only when
-    /// those tie.
-    fn keep(&mut self, from: usize, n: usize, e: &'a Entry<P>, target: &Key, word: u64) {
-        let w = e.word ^ word;
-        let closer = |o: &Entry<P>| match (o.word ^ word).cmp(&w) {
-            Ordering::Less => true,
-            Ordering::Greater => false,
-            Ordering::Equal => {
-                o.peer.key().distance_words(target) < e.peer.key().distance_words(target)
-            }
-        };
-        let len = self.entries.len();
-        if len >= n {
-            if len > from && !closer(self.entries[len - 1]) {
-                self.entries.pop();
-            } else {
-                return;
-            }
+/// Puts `e` among `out[from..]`, the closest entries of the current band kept sorted by
+/// distance to `target`, with `out` never longer than `n` (the farthest drops out). Every
+/// entry before `from` is closer than any of this band. Keys in a table are distinct, so
+/// distances are too: the order is the one order. Distances are compared on their high
+/// words (an entry's `word` XOR `word`, the target's); keys are read only when those tie.
+fn keep_closest<'a, P: Peer>(
+    out: &mut Vec<&'a Entry<P>>,
+    from: usize,
+    n: usize,
+    e: &'a Entry<P>,
+    target: &Key,
+    word: u64,
+) {
+    let w = e.word ^ word;
+    let closer = |o: &Entry<P>| match (o.word ^ word).cmp(&w) {
+        Ordering::Less => true,
+        Ordering::Greater => false,
+        Ordering::Equal => {
+            o.peer.key().distance_words(target) < e.peer.key().distance_words(target)
         }
-        let pos = from + self.entries[from..].partition_point(|o| closer(o));
-        self.entries.insert(pos, e);
+    };
+    if out.len() >= n {
+        match out.last() {
+            Some(last) if out.len() > from && !closer(last) => {
+                out.pop();
+            }
+            _ => return,
+        }
     }
+    let pos = from + out[from..].partition_point(|o| closer(o));
+    out.insert(pos, e);
 }
