@@ -20,12 +20,12 @@ impl Sim {
     pub(super) fn lie(&self, slot: u32, request: &Request) -> Response<SimPeer> {
         let mut rng = seed::rng(self.sc.seed, Stream::Liar, slot.into(), self.events);
         let me = self.peer_of(slot);
-        let crashed: Vec<SimPeer> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.dht.is_none() && s.inc > 0)
-            .map(|(i, s)| s.handle.unwrap_or_else(|| SimPeer::new(s.key, i as u32)))
+        let crashed: Vec<SimPeer> = (0..self.slots.len() as u32)
+            .filter(|&i| {
+                let s = &self.slots[i as usize];
+                s.dht.is_none() && s.inc > 0
+            })
+            .map(|i| self.peer_of(i))
             .collect();
         let n = self.slots.len().max(1) as u32;
         let k = self.sc.dht.k;

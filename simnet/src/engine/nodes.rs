@@ -220,13 +220,11 @@ impl Sim {
         }
         let mut fallback = None;
         for _ in 0..32 {
-            let (key, slot) = self.live.get(self.join_rng.gen_range(0..n))?;
+            let (_, slot) = self.live.get(self.join_rng.gen_range(0..n))?;
             if slot == not {
                 continue;
             }
-            let peer = self.slots[slot as usize]
-                .handle
-                .unwrap_or_else(|| SimPeer::new(key, slot));
+            let peer = self.peer_of(slot);
             if self.slots[slot as usize]
                 .dht
                 .as_ref()
