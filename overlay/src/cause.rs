@@ -1,5 +1,5 @@
-//! Whose failure it is: what a driver saw happen to a request or a connection, and what the
-//! table may hold against the peer for it.
+//! Whose failure it is: what a driver saw happen to a request, a transfer or a connection,
+//! and what the table or the replication planner may hold against the peer for it.
 //!
 //! The table evicts contacts on failures and pings questionable ones. A failure wrongly
 //! blamed on a peer evicts a healthy contact; a disconnect wrongly read as a loss starts a
@@ -67,6 +67,46 @@ impl FailureCause {
 impl From<FailureCause> for RpcFailure {
     fn from(cause: FailureCause) -> RpcFailure {
         cause.blame()
+    }
+}
+
+/// Why a transfer ended without the target's proof or answer, in the driver's words: the
+/// planner, not the driver, decides from it whether the target waits before it is asked
+/// again ([`TransferFault::blame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferFault {
+    /// The exchange failed the way a request can, named in the same terms.
+    Exchange(FailureCause),
+    /// The target answered with a status that declines the transfer (not close enough to
+    /// hold it, full, refusing the pusher).
+    Declined,
+    /// The target is taking in the object from another pusher right now.
+    InProgress,
+    /// The target's answer broke the protocol, or its bytes failed verification.
+    BadAnswer,
+    /// The target took longer than the wait its caller gave it (a write's cut, an
+    /// operator's repair).
+    TooSlow,
+    /// Our own copy could not be read, or failed verification as we read it to send.
+    OurStore,
+    /// Our queue of transfers was full: it never started.
+    OurQueue,
+    /// The write that ran it no longer needed it and stopped it unfinished.
+    Stopped,
+}
+
+impl TransferFault {
+    /// Whose failure it is. [`RpcFailure::Local`] costs the target nothing; a refusal or a
+    /// fault of the peer's makes the planner wait before it asks the target again.
+    pub fn blame(self) -> RpcFailure {
+        match self {
+            TransferFault::Exchange(cause) => cause.blame(),
+            TransferFault::Declined | TransferFault::InProgress => RpcFailure::Refused,
+            TransferFault::BadAnswer | TransferFault::TooSlow => RpcFailure::Peer,
+            TransferFault::OurStore | TransferFault::OurQueue | TransferFault::Stopped => {
+                RpcFailure::Local
+            }
+        }
     }
 }
 

@@ -43,7 +43,7 @@ pub mod time;
 pub mod write;
 
 pub use admission::{Admission, Refusal};
-pub use cause::{ConnectionEvent, FailureCause};
+pub use cause::{ConnectionEvent, FailureCause, TransferFault};
 pub use config::{Config, IpDiversity, ObjectTimings, ReplicationConfig};
 pub use dht::{
     CommandError, Dht, DhtStats, Event, PlacementWalk, Request, Response, RpcFailure, RpcId,

@@ -25,8 +25,8 @@
 //! planned again before a wait that doubles with each failure in a row, from
 //! `replan_debounce` up to `takeover_after` (a target back from a restart, still in the
 //! table, waits at most that); an answer from the target, or its leaving the table (it
-//! comes back a new chance), ends it. A transfer we could not run ourselves
-//! ([`TransferOutcome::NotRun`]) starts no wait. Without it a
+//! comes back a new chance), ends it. A transfer that failed for a reason of ours (its
+//! [`TransferFault`] blames us: our store, our queue, our connection cap) starts no wait. Without it a
 //! target that refuses (its table does not know us, or it does not think the object is its
 //! to hold) was asked again at every replan, a second apart, for as long as the disagreement
 //! lasted.
@@ -40,7 +40,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+use crate::cause::TransferFault;
 use crate::config::ReplicationConfig;
+use crate::dht::RpcFailure;
 use crate::key::Key;
 use crate::peer::Peer;
 use crate::routing::RoutingTable;
@@ -57,11 +59,9 @@ pub enum TransferOutcome {
     Verified,
     /// The target answered that it lacks the object, and this transfer was not to push it.
     Absent,
-    /// The transfer failed (unreachable, refused, timed out, or the proof did not verify).
-    Failed,
-    /// We could not run it, for a reason of ours (our queue was full, our store failed,
-    /// we are shutting down): the target is not to blame, and waits for nothing.
-    NotRun,
+    /// The transfer failed, and the driver says what happened; the planner judges whose
+    /// fault it is ([`TransferFault::blame`]).
+    Failed(TransferFault),
 }
 
 /// Work for the driver.
@@ -322,8 +322,8 @@ impl<P: Peer> Planner<P> {
                 self.retry.remove(&pair);
                 self.missing_since.entry(pair).or_insert(now);
             }
-            TransferOutcome::NotRun => {}
-            TransferOutcome::Failed => {
+            TransferOutcome::Failed(fault) if fault.blame() == RpcFailure::Local => {}
+            TransferOutcome::Failed(_) => {
                 if !f.external {
                     self.stats.transfers_failed += 1;
                 }
@@ -566,6 +566,7 @@ mod tests {
     use crate::testnet::{TestPeer, key_from_first as key};
 
     const MIB: u64 = 1 << 20;
+    const SILENT: TransferFault = TransferFault::Exchange(crate::FailureCause::Silent);
 
     fn peer(first: u8, idx: u32) -> TestPeer {
         TestPeer {
@@ -717,7 +718,7 @@ mod tests {
             for (id, to, _) in transfers(&drain(&mut p)) {
                 assert_eq!(to, key(0x01));
                 asked.push((now - t0).as_millis() as u64);
-                p.handle_transfer_done(now, id, TransferOutcome::Failed);
+                p.handle_transfer_done(now, id, TransferOutcome::Failed(SILENT));
             }
             now = now + Duration::from_millis(100);
             if p.poll_timeout().is_some_and(|t| t <= now) {
@@ -742,7 +743,7 @@ mod tests {
         now = now + Duration::from_secs(5);
         p.handle_timeout(now, &table);
         let again = transfers(&drain(&mut p));
-        p.handle_transfer_done(now, again[0].0, TransferOutcome::Failed);
+        p.handle_transfer_done(now, again[0].0, TransferOutcome::Failed(SILENT));
         assert_eq!(p.retry.len(), 1);
         p.handle_peer_removed(now, &key(0x01));
         assert!(
@@ -750,15 +751,30 @@ mod tests {
             "a peer that left comes back a new chance"
         );
 
-        // Our own shortage: planned again at the next replan, a second later.
+        // Our own shortages: planned again at the next replan, a second later.
+        for ours in [
+            TransferFault::OurQueue,
+            TransferFault::OurStore,
+            TransferFault::Stopped,
+            TransferFault::Exchange(crate::FailureCause::ConnectionCap),
+        ] {
+            now = now + Duration::from_secs(1);
+            p.handle_timeout(now, &table);
+            let again = transfers(&drain(&mut p));
+            assert_eq!(again.len(), 1, "{ours:?}: {again:?}");
+            p.handle_transfer_done(now, again[0].0, TransferOutcome::Failed(ours));
+            assert!(p.retry.is_empty(), "{ours:?} is not the target's doing");
+        }
+        // A refusal is the target's: it waits.
         now = now + Duration::from_secs(1);
         p.handle_timeout(now, &table);
         let again = transfers(&drain(&mut p));
-        p.handle_transfer_done(now, again[0].0, TransferOutcome::NotRun);
-        assert!(p.retry.is_empty(), "not the target's doing");
-        now = now + Duration::from_secs(1);
-        p.handle_timeout(now, &table);
-        assert_eq!(transfers(&drain(&mut p)).len(), 1);
+        p.handle_transfer_done(
+            now,
+            again[0].0,
+            TransferOutcome::Failed(TransferFault::Declined),
+        );
+        assert_eq!(p.retry.len(), 1, "a refusal makes the target wait");
     }
 
     /// Our transfer of `obj` to the peer at `first` verified at `at` (the write path's own).

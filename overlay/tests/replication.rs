@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use overlay::testnet::TestNet;
-use overlay::{Config, Key, PlanEvent, Planner, ReplicationConfig, TransferOutcome};
+use overlay::{
+    Config, FailureCause, Key, PlanEvent, Planner, ReplicationConfig, TransferFault,
+    TransferOutcome,
+};
 
 const SEED: u64 = 0x5eed_0007;
 
@@ -73,7 +76,9 @@ impl Cluster {
                             let j = to.idx as usize;
                             let alive = self.net.is_alive(j);
                             let outcome = if !alive {
-                                TransferOutcome::Failed
+                                TransferOutcome::Failed(TransferFault::Exchange(
+                                    FailureCause::Silent,
+                                ))
                             } else if push {
                                 self.pushes += 1;
                                 if self.stores[j].insert(key) {

@@ -30,7 +30,7 @@ use overlay::replication::TransferId;
 use overlay::{
     Admission, Config, ConnectionEvent, Dht, Event, FailureCause, Key, PlacementWalk, PlanEvent,
     Planner, QueryId, QueryKind, QueryResult, QueryStats, Refusal, ReplicationConfig, Request,
-    Response, RpcFailure, RpcId, TransferOutcome,
+    Response, RpcFailure, RpcId, TransferFault, TransferOutcome,
 };
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use wire::dht::{APP_PROTO_DHT, DhtResponse};
@@ -716,8 +716,11 @@ impl Driver {
             {
                 // The worker is saturated: this transfer is planned again on the next round,
                 // and its target is not to blame.
-                self.planner
-                    .handle_transfer_done(self.clock.now(), id, TransferOutcome::NotRun);
+                self.planner.handle_transfer_done(
+                    self.clock.now(),
+                    id,
+                    TransferOutcome::Failed(TransferFault::OurQueue),
+                );
             }
         }
         let s = self.dht.stats();

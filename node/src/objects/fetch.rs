@@ -10,14 +10,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use overlay::Failover;
+use overlay::{Failover, FailureCause, TransferFault};
 use tokio::sync::mpsc;
 use wire::object::{APP_PROTO_OBJECT, ByteRange, ObjectRequest, ObjectResponse};
 use wire::{Status, message};
 
 use super::pieces::{Cut, PieceReader};
 use super::{DurableTo, Objects};
-use crate::dht::NetPeer;
+use crate::dht::{NetPeer, transport_cause};
 use crate::store::{Hash, StoreError};
 use crate::transport::TransportError;
 
@@ -50,6 +50,22 @@ pub enum FetchError {
     /// our fault, never the receiver's.
     #[error("our copy failed verification (dropped from the store)")]
     LocalCorrupt,
+}
+
+impl FetchError {
+    /// What went wrong, in the overlay's terms: the replication planner judges from it
+    /// whether the target waits before it is asked again (`overlay::TransferFault::blame`).
+    pub(crate) fn fault(&self) -> TransferFault {
+        match self {
+            FetchError::Transport(e) => TransferFault::Exchange(transport_cause(e)),
+            FetchError::Status(_) => TransferFault::Declined,
+            FetchError::InProgress => TransferFault::InProgress,
+            FetchError::Message(_) | FetchError::Integrity => TransferFault::BadAnswer,
+            // No holder was there to ask: nobody answered.
+            FetchError::NoHolder => TransferFault::Exchange(FailureCause::Silent),
+            FetchError::Local(_) | FetchError::LocalCorrupt => TransferFault::OurStore,
+        }
+    }
 }
 
 /// How a fetch with failover ended without an error.

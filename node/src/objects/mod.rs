@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use overlay::{
-    Key, PlaceResult, PlacementCut, PlanEvent, ProbeAnswer, QueryResult, RpcFailure, Search,
-    SearchOutcome, TransferOutcome, WalkEnd, WalkVerdict, Write,
+    Key, PlaceResult, PlacementCut, PlanEvent, ProbeAnswer, QueryResult, Search, SearchOutcome,
+    TransferFault, TransferOutcome, WalkEnd, WalkVerdict, Write,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -37,7 +37,7 @@ use wire::object::ByteRange;
 
 pub use repair_now::{Placement, REPAIR_ALL_MAX, RepairError, RepairReport};
 
-use crate::dht::{DhtError, DhtHandle, NetPeer, transport_cause};
+use crate::dht::{DhtError, DhtHandle, NetPeer};
 use crate::quota::Quotas;
 use crate::store::{Hash, Store};
 use crate::transport::{Transport, TransportError};
@@ -1047,9 +1047,9 @@ impl WriteRun {
                         .stats
                         .placements_cut
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    TransferOutcome::Failed
+                    TransferOutcome::Failed(TransferFault::TooSlow)
                 }
-                PlacementCut::Unfinished => TransferOutcome::NotRun,
+                PlacementCut::Unfinished => TransferOutcome::Failed(TransferFault::Stopped),
             };
             if let Some(id) = self.planned.get(&peer.key) {
                 let _ = self.objects.dht.transfer_done(*id, outcome).await;
@@ -1112,21 +1112,14 @@ impl WriteRun {
     }
 }
 
+/// What became of a placement, for the planner: the driver names a failure
+/// ([`FetchError::fault`]); whose it is, and so whether the target waits, is the overlay's
+/// judgment.
 fn outcome(placed: &Placed) -> TransferOutcome {
     match placed {
         Placed::Verified { .. } => TransferOutcome::Verified,
         Placed::Absent => TransferOutcome::Absent,
-        // Ours, not the target's: our store, and whatever the DHT's reading of the transport
-        // calls local (our connection cap, our shutdown, a dial queued behind one that
-        // failed, a connection we closed). The planner tries again at its next round
-        // without making the target wait.
-        Placed::Failed(FetchError::Local(_) | FetchError::LocalCorrupt) => TransferOutcome::NotRun,
-        Placed::Failed(FetchError::Transport(e))
-            if transport_cause(e).blame() == RpcFailure::Local =>
-        {
-            TransferOutcome::NotRun
-        }
-        Placed::Failed(_) => TransferOutcome::Failed,
+        Placed::Failed(e) => TransferOutcome::Failed(e.fault()),
     }
 }
 
@@ -1134,9 +1127,18 @@ fn outcome(placed: &Placed) -> TransferOutcome {
 mod tests {
     use super::*;
     use crate::transport::TransportError;
+    use overlay::RpcFailure;
 
-    fn failed(e: TransportError) -> TransferOutcome {
-        outcome(&Placed::Failed(FetchError::Transport(e)))
+    /// Whose fault the planner finds a failed placement to be.
+    fn blame(e: FetchError) -> RpcFailure {
+        match outcome(&Placed::Failed(e)) {
+            TransferOutcome::Failed(fault) => fault.blame(),
+            other => panic!("a failure read as {other:?}"),
+        }
+    }
+
+    fn failed(e: TransportError) -> RpcFailure {
+        blame(FetchError::Transport(e))
     }
 
     #[test]
@@ -1147,32 +1149,34 @@ mod tests {
             what: "concurrent dial",
             after: Duration::from_secs(5),
         };
-        assert_eq!(failed(queued), TransferOutcome::NotRun);
-        assert_eq!(failed(TransportError::Closed), TransferOutcome::NotRun);
+        assert_eq!(failed(queued), RpcFailure::Local);
+        assert_eq!(failed(TransportError::Closed), RpcFailure::Local);
         assert_eq!(
             failed(TransportError::Connection(
                 quinn::ConnectionError::LocallyClosed
             )),
-            TransferOutcome::NotRun,
+            RpcFailure::Local,
             "a connection we closed"
         );
-        assert_eq!(
-            outcome(&Placed::Failed(FetchError::LocalCorrupt)),
-            TransferOutcome::NotRun
-        );
+        assert_eq!(blame(FetchError::LocalCorrupt), RpcFailure::Local);
+        assert_eq!(blame(FetchError::Local("disk".into())), RpcFailure::Local);
         // The target's: silence, a failed dial, a reset, bytes that do not verify.
         let silent = TransportError::Timeout {
             what: "connect",
             after: Duration::from_secs(5),
         };
-        assert_eq!(failed(silent), TransferOutcome::Failed);
+        assert_eq!(failed(silent), RpcFailure::Peer);
         assert_eq!(
             failed(TransportError::Connection(quinn::ConnectionError::Reset)),
-            TransferOutcome::Failed
+            RpcFailure::Peer
         );
+        assert_eq!(blame(FetchError::Integrity), RpcFailure::Peer);
+        // A target that is there but declines, or is taking the object in from another
+        // pusher, is refusing: it waits too, but is not blamed for a fault.
         assert_eq!(
-            outcome(&Placed::Failed(FetchError::Integrity)),
-            TransferOutcome::Failed
+            blame(FetchError::Status(Status::Forbidden)),
+            RpcFailure::Refused
         );
+        assert_eq!(blame(FetchError::InProgress), RpcFailure::Refused);
     }
 }

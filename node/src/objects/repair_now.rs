@@ -6,13 +6,16 @@
 //! registered with the planner through `begin_external` so the two never push the same
 //! copy at once) at once and waits for every placement, bounded by the write's wait.
 
-use overlay::Key;
+use overlay::{Key, TransferFault, TransferOutcome};
 use tokio::task::JoinSet;
 use wire::NodeId;
 
 use super::fetch::Placed;
 use super::{Objects, outcome};
 use crate::store::Hash;
+
+/// A placement still running at the operator's wait: the target was slower than it allows.
+const TIMED_OUT: TransferOutcome = TransferOutcome::Failed(TransferFault::TooSlow);
 
 /// Objects one `repair --all` walks at most.
 pub const REPAIR_ALL_MAX: usize = 10_000;
@@ -82,9 +85,7 @@ impl Objects {
                 )
                 .await;
                 if let Some(id) = id {
-                    let done = placed
-                        .as_ref()
-                        .map_or(overlay::TransferOutcome::Failed, outcome);
+                    let done = placed.as_ref().map_or(TIMED_OUT, outcome);
                     let _ = objects.dht.transfer_done(id, done).await;
                 }
                 (i, placed.ok())

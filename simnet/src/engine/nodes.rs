@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use overlay::{
-    Admission, ConnectionEvent, Dht, Event, Instant, Key, PlanEvent, Planner, ReplicationConfig,
-    Request, TransferId, TransferOutcome, Transmit,
+    Admission, ConnectionEvent, Dht, Event, FailureCause, Instant, Key, PlanEvent, Planner,
+    ReplicationConfig, Request, TransferFault, TransferId, TransferOutcome, Transmit,
 };
 
 use super::Sim;
@@ -444,7 +444,7 @@ impl Sim {
                     to_slot: slot,
                     to_inc: self.slots[slot as usize].inc,
                     id,
-                    outcome: TransferOutcome::Failed,
+                    outcome: TransferOutcome::Failed(TransferFault::Exchange(FailureCause::Silent)),
                 };
                 let from = sent.map_or(now, |end| end.max(now));
                 self.queue.push_msg(from + self.sc.dht.rpc_timeout, timeout);
@@ -865,7 +865,7 @@ impl Sim {
         let admitted = !push || self.admit(to.slot(), &from.key(), &key, size);
         let outcome = if !admitted {
             self.metrics.pushes_refused += 1;
-            TransferOutcome::Failed
+            TransferOutcome::Failed(TransferFault::Declined)
         } else if push {
             let fresh = self.store_object(to.slot(), key, size);
             if fresh {

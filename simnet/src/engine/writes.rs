@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use overlay::{Instant, Key, PlaceResult, TransferId, TransferOutcome, Write};
+use overlay::{Instant, Key, PlaceResult, TransferFault, TransferId, TransferOutcome, Write};
 
 use super::Sim;
 use super::queue::Ev;
@@ -109,7 +109,8 @@ impl Sim {
             let outcome = if stored {
                 TransferOutcome::Verified
             } else {
-                TransferOutcome::Failed
+                // Its target refused the push.
+                TransferOutcome::Failed(TransferFault::Declined)
             };
             self.placement_over(slot, id, outcome);
         }
@@ -155,7 +156,7 @@ impl Sim {
         if w.write.finished() || now >= deadline {
             // Placements that never reported (their target was down) end with the wait.
             for (_, id) in w.planned {
-                self.placement_over(w.slot, id, TransferOutcome::Failed);
+                self.placement_over(w.slot, id, TransferOutcome::Failed(TransferFault::TooSlow));
             }
             return;
         }
