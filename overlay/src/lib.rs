@@ -22,6 +22,7 @@
 //! - [`admission`]: [`Admission`], who may push us a replica without a capability.
 //! - [`locate`]: [`Search`], one pass of a GET's search for a holder.
 //! - [`write`]: [`Write`], one write's targets, quorum and retries of busy targets.
+//! - [`placement`]: [`Placement`], the steps that make one copy count at one target.
 //! - [`testnet`]: an in-memory network of `Dht`s on a deterministic scheduler, for tests
 //!   and benchmarks.
 
@@ -33,6 +34,7 @@ pub mod dht;
 pub mod key;
 pub mod locate;
 pub mod peer;
+pub mod placement;
 pub mod providers;
 pub mod query;
 pub mod replication;
@@ -54,6 +56,7 @@ pub use locate::{
     Failover, ProbeAnswer, SECOND_PASS_WANTED, Search, SearchOutcome, WalkEnd, WalkVerdict,
 };
 pub use peer::{IpGroup, Peer};
+pub use placement::{PlaceEnd, PlaceStep, Placement, ProofAnswer, PushAnswer};
 pub use query::{QueryId, QueryKind, QueryResult, QueryStats};
 pub use replication::{PlanEvent, Planner, TransferId, TransferOutcome};
 pub use routing::RoutingTable;

@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use overlay::{Failover, FailureCause, TransferFault};
+use overlay::{
+    Failover, FailureCause, PlaceEnd, PlaceStep, Placement, ProofAnswer, PushAnswer, TransferFault,
+};
 use tokio::sync::mpsc;
 use wire::object::{APP_PROTO_OBJECT, ByteRange, ObjectRequest, ObjectResponse};
 use wire::{Status, message};
@@ -538,12 +540,10 @@ impl Objects {
         Ok(())
     }
 
-    /// Makes sure `peer` holds a copy it can prove. The planner's way (`eager` false): a
-    /// verified read first (it may hold it already), and if it lacks the object and `push`
-    /// is set, the bytes, then the read again. The write path's way (`eager`): the bytes
-    /// first (a fresh object is rarely held already), answered `Stored`, or `Held` and then
-    /// proven. `durable` hears once when the copy is known durable there (its `Stored`, or
-    /// its proof), before the proof that follows a push.
+    /// Makes sure `peer` holds a copy it can prove, running the steps `overlay::Placement`
+    /// asks for: the planner's way (`eager` false) proves first and pushes (if `push`) only
+    /// to a target that lacks the object; the write path's (`eager`) pushes first. `durable`
+    /// hears once when the copy counts there (its `Stored`, or its proof).
     pub(crate) async fn place_copy(
         &self,
         peer: &NetPeer,
@@ -553,49 +553,47 @@ impl Objects {
         eager: bool,
         durable: Option<&DurableTo>,
     ) -> Placed {
-        let proven = if eager && push {
-            None
+        let mut placement = if eager && push {
+            Placement::push_first()
         } else {
-            Some(self.prove(peer, hash, size).await)
+            Placement::prove_first(push)
         };
-        let pushed = match proven {
-            Some(Ok(())) => {
-                if let Some(d) = durable {
-                    d.report().await;
+        // The last error, kept for the report (the placement keeps only its fault).
+        let mut error = None;
+        loop {
+            match placement.poll() {
+                PlaceStep::Prove => {
+                    let answer = match self.prove(peer, hash, size).await {
+                        Ok(()) => ProofAnswer::Proven,
+                        Err(FetchError::Status(Status::NotFound)) => ProofAnswer::Lacks,
+                        Err(e) => {
+                            self.note_failure(peer, &e);
+                            let fault = e.fault();
+                            error = Some(e);
+                            ProofAnswer::Failed(fault)
+                        }
+                    };
+                    placement.handle_proof(answer);
                 }
-                return Placed::Verified { moved: false };
-            }
-            Some(Err(FetchError::Status(Status::NotFound))) if push => {
-                self.push_bytes(peer, hash, size).await
-            }
-            None => self.push_bytes(peer, hash, size).await,
-            Some(Err(FetchError::Status(Status::NotFound))) => return Placed::Absent,
-            Some(Err(e)) => {
-                self.note_failure(peer, &e);
-                return Placed::Failed(e);
-            }
-        };
-        let moved = match pushed {
-            Ok(moved) => moved,
-            Err(e) => {
-                self.note_failure(peer, &e);
-                return Placed::Failed(e);
-            }
-        };
-        // `Stored` is durable by the holder's word after its fsync; `Held` only once proven.
-        if moved && let Some(d) = durable {
-            d.report().await;
-        }
-        match self.prove(peer, hash, size).await {
-            Ok(()) => {
-                if !moved && let Some(d) = durable {
-                    d.report().await;
+                PlaceStep::Push => {
+                    let answer = match self.push_bytes(peer, hash, size).await {
+                        Ok(true) => PushAnswer::Stored,
+                        Ok(false) => PushAnswer::Held,
+                        Err(e) => {
+                            self.note_failure(peer, &e);
+                            let fault = e.fault();
+                            error = Some(e);
+                            PushAnswer::Failed(fault)
+                        }
+                    };
+                    placement.handle_push(answer);
                 }
-                Placed::Verified { moved }
-            }
-            Err(e) => {
-                self.note_failure(peer, &e);
-                Placed::Failed(e)
+                PlaceStep::Durable => {
+                    if let Some(d) = durable {
+                        d.report().await;
+                    }
+                }
+                PlaceStep::Done(end) => return Placed { end, error },
             }
         }
     }
@@ -631,18 +629,24 @@ pub struct Tail {
     pub whole: Option<Bytes>,
 }
 
-/// What became of one copy placed at a peer.
+/// What became of one copy placed at a peer: how the placement ended and, if it failed on
+/// an answer, the error behind it.
 #[derive(Debug)]
-pub(crate) enum Placed {
-    /// The peer proved its copy; `moved` when we sent the bytes.
-    Verified {
-        /// Whether bytes moved.
-        moved: bool,
-    },
-    /// The peer lacks it and we were not to push.
-    Absent,
-    /// Unreachable, refused, or the proof failed.
-    Failed(FetchError),
+pub(crate) struct Placed {
+    /// How it ended.
+    pub end: PlaceEnd,
+    /// What went wrong, in detail, for logs and reports.
+    pub error: Option<FetchError>,
+}
+
+impl Placed {
+    /// A placement that ended on a failure of our side (its task, its wait).
+    pub(crate) fn failed(e: FetchError) -> Self {
+        Placed {
+            end: PlaceEnd::Failed(e.fault()),
+            error: Some(e),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use overlay::{
-    Key, PlaceResult, PlacementCut, PlanEvent, ProbeAnswer, QueryResult, Search, SearchOutcome,
+    Key, PlaceEnd, PlacementCut, PlanEvent, ProbeAnswer, QueryResult, Search, SearchOutcome,
     TransferFault, TransferOutcome, WalkEnd, WalkVerdict, Write,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -40,7 +40,7 @@ pub use repair_now::{Placement, REPAIR_ALL_MAX, RepairError, RepairReport};
 use crate::dht::{DhtError, DhtHandle, NetPeer};
 use crate::quota::Quotas;
 use crate::store::{Hash, Store};
-use crate::transport::{Transport, TransportError};
+use crate::transport::Transport;
 pub(crate) use fetch::Placed;
 pub use fetch::{FetchError, Fetched, Tail};
 pub(crate) use pieces::{Cut, Ingest, PieceReader};
@@ -892,29 +892,25 @@ impl Objects {
                             Ok(placed) => placed,
                             Err(_) => {
                                 objects.stats.repair_cut.fetch_add(1, Ordering::Relaxed);
-                                Placed::Failed(FetchError::Transport(TransportError::Timeout {
-                                    what: "repair transfer",
-                                    after: cut,
-                                }))
+                                metrics::counter!("repair_transfers_total", "outcome" => "cut")
+                                    .increment(1);
+                                let _ = objects.dht.transfer_done(id, CUT).await;
+                                return;
                             }
                         };
-                        let label = match &placed {
-                            Placed::Verified { moved: true } => "copied",
-                            Placed::Verified { moved: false } => "already_held",
-                            Placed::Absent => "absent",
-                            Placed::Failed(FetchError::Transport(TransportError::Timeout {
-                                what: "repair transfer",
-                                ..
-                            })) => "cut",
-                            Placed::Failed(e) => {
-                                tracing::debug!(peer = %to.id, error = %e, "repair transfer failed");
+                        let label = match (&placed.end, &placed.error) {
+                            (PlaceEnd::Verified { moved: true }, _) => "copied",
+                            (PlaceEnd::Verified { moved: false }, _) => "already_held",
+                            (PlaceEnd::Absent, _) => "absent",
+                            (PlaceEnd::Failed(fault), e) => {
+                                tracing::debug!(peer = %to.id, ?fault, error = ?e, "repair transfer failed");
                                 "failed"
                             }
                         };
                         metrics::counter!("repair_transfers_total", "outcome" => label)
                             .increment(1);
                         // Only bytes that moved count as repair traffic.
-                        if let Placed::Verified { moved: true } = placed {
+                        if let PlaceEnd::Verified { moved: true } = placed.end {
                             metrics::counter!("repair_bytes_total").increment(size);
                             objects
                                 .stats
@@ -925,7 +921,7 @@ impl Objects {
                                 .repair_bytes
                                 .fetch_add(size, Ordering::Relaxed);
                         }
-                        let _ = objects.dht.transfer_done(id, outcome(&placed)).await;
+                        let _ = objects.dht.transfer_done(id, placed.end.outcome()).await;
                     });
                 }
                 PlanEvent::Release { key } => {
@@ -1024,7 +1020,7 @@ impl WriteRun {
             tokio::spawn(async move {
                 let placed = placing.await.unwrap_or_else(|e| {
                     let why = if e.is_cancelled() { "cut" } else { "panicked" };
-                    Placed::Failed(FetchError::Local(format!("the placement task {why}")))
+                    Placed::failed(FetchError::Local(format!("the placement task {why}")))
                 });
                 let _ = tx.send(WriteReport::Placed(key, placed)).await;
             });
@@ -1097,14 +1093,14 @@ impl WriteRun {
             Some(WriteReport::Durable(peer)) => write.handle_durable(&peer),
             Some(WriteReport::Placed(peer, placed)) => {
                 self.running.remove(&peer);
-                let result = match placed {
-                    Placed::Failed(FetchError::InProgress) => PlaceResult::Busy,
-                    _ => PlaceResult::Done,
-                };
-                if write.handle_placed(self.clock.now(), &peer, result)
+                if write.handle_placed(self.clock.now(), &peer, placed.end.result())
                     && let Some(id) = self.planned.get(&peer)
                 {
-                    let _ = self.objects.dht.transfer_done(*id, outcome(&placed)).await;
+                    let _ = self
+                        .objects
+                        .dht
+                        .transfer_done(*id, placed.end.outcome())
+                        .await;
                 }
             }
             None => {}
@@ -1112,16 +1108,9 @@ impl WriteRun {
     }
 }
 
-/// What became of a placement, for the planner: the driver names a failure
-/// ([`FetchError::fault`]); whose it is, and so whether the target waits, is the overlay's
-/// judgment.
-fn outcome(placed: &Placed) -> TransferOutcome {
-    match placed {
-        Placed::Verified { .. } => TransferOutcome::Verified,
-        Placed::Absent => TransferOutcome::Absent,
-        Placed::Failed(e) => TransferOutcome::Failed(e.fault()),
-    }
-}
+/// A planner's transfer still running at its cut: the target takes the copy in more slowly
+/// than `ObjectTimings::repair_cut` allows.
+const CUT: TransferOutcome = TransferOutcome::Failed(TransferFault::TooSlow);
 
 #[cfg(test)]
 mod tests {
@@ -1131,7 +1120,7 @@ mod tests {
 
     /// Whose fault the planner finds a failed placement to be.
     fn blame(e: FetchError) -> RpcFailure {
-        match outcome(&Placed::Failed(e)) {
+        match Placed::failed(e).end.outcome() {
             TransferOutcome::Failed(fault) => fault.blame(),
             other => panic!("a failure read as {other:?}"),
         }

@@ -6,12 +6,12 @@
 //! registered with the planner through `begin_external` so the two never push the same
 //! copy at once) at once and waits for every placement, bounded by the write's wait.
 
-use overlay::{Key, TransferFault, TransferOutcome};
+use overlay::{Key, PlaceEnd, TransferFault, TransferOutcome};
 use tokio::task::JoinSet;
 use wire::NodeId;
 
+use super::Objects;
 use super::fetch::Placed;
-use super::{Objects, outcome};
 use crate::store::Hash;
 
 /// A placement still running at the operator's wait: the target was slower than it allows.
@@ -85,7 +85,7 @@ impl Objects {
                 )
                 .await;
                 if let Some(id) = id {
-                    let done = placed.as_ref().map_or(TIMED_OUT, outcome);
+                    let done = placed.as_ref().map_or(TIMED_OUT, |p| p.end.outcome());
                     let _ = objects.dht.transfer_done(id, done).await;
                 }
                 (i, placed.ok())
@@ -108,13 +108,18 @@ impl Objects {
             };
             match placed {
                 None => p.error = Some(format!("timed out after {wait:?}")),
-                Some(Placed::Verified { moved }) => {
-                    p.holds = true;
-                    p.pushed = moved;
-                    p.error = None;
-                }
-                Some(Placed::Absent) => p.error = Some("absent".into()),
-                Some(Placed::Failed(e)) => p.error = Some(e.to_string()),
+                Some(Placed { end, error }) => match end {
+                    PlaceEnd::Verified { moved } => {
+                        p.holds = true;
+                        p.pushed = moved;
+                        p.error = None;
+                    }
+                    PlaceEnd::Absent => p.error = Some("absent".into()),
+                    PlaceEnd::Failed(fault) => {
+                        p.error =
+                            Some(error.map_or_else(|| format!("{fault:?}"), |e| e.to_string()))
+                    }
+                },
             }
         }
         Ok(RepairReport {
