@@ -19,8 +19,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use overlay::{
-    Admission, ConnectionEvent, Dht, Event, FailureCause, Instant, Key, PlanEvent, Planner,
-    ReplicationConfig, Request, TransferFault, TransferId, TransferOutcome, Transmit,
+    Admission, ConnectionEvent, Dht, Event, FailureCause, Instant, Key, PlaceStep, Placement,
+    PlanEvent, Planner, ProofAnswer, PushAnswer, ReplicationConfig, Request, TransferFault,
+    TransferId, TransferOutcome, Transmit,
 };
 
 use super::Sim;
@@ -779,8 +780,9 @@ impl Sim {
                 to_inc,
                 write,
                 from,
-                stored,
-            } => self.on_stored(to_slot, to_inc, write, from, stored),
+                durable,
+                end,
+            } => self.on_stored(to_slot, to_inc, write, from, (durable, end)),
             Msg::Lost {
                 to_slot,
                 to_inc,
@@ -831,11 +833,11 @@ impl Sim {
             .is_ok()
     }
 
-    /// An object copy arrives: admitted by the receiver's rule or refused, stored if new
-    /// (counted as put or repair bytes), the sender confirmed as a holder (when the copy is
-    /// new here and the sender keeps one), and a repair transfer (`id`) or a put waiting
-    /// for its copies (`write`) answered. A verify-only transfer stores nothing and only answers whether
-    /// the target holds the object.
+    /// A transfer reaches its target: the node's placement (`overlay::Placement`) runs
+    /// against the target's state, pushing through [`take_push`](Self::take_push) when it
+    /// asks to, and a repair transfer (`id`) or a put waiting for its copies (`write`) is
+    /// answered with how it ended. A verify-only transfer stores nothing and only answers
+    /// whether the target holds the object.
     #[allow(clippy::too_many_arguments)]
     fn deliver_transfer(
         &mut self,
@@ -847,7 +849,6 @@ impl Sim {
         size: u64,
         push: bool,
     ) {
-        let now = self.now;
         if !self.is_current(&to) {
             self.metrics.messages_undeliverable += 1;
             return;
@@ -859,58 +860,44 @@ impl Sim {
             self.metrics.messages_undeliverable += 1;
             return;
         }
-        // A push is admitted by the receiver's rule before anything else (the node answers
-        // 403 before it looks at its store): a pusher its table does not hold, or an object
-        // it does not think it should hold, is refused.
-        let admitted = !push || self.admit(to.slot(), &from.key(), &key, size);
-        let outcome = if !admitted {
-            self.metrics.pushes_refused += 1;
-            TransferOutcome::Failed(TransferFault::Declined)
-        } else if push {
-            let fresh = self.store_object(to.slot(), key, size);
-            if fresh {
-                match (id, write) {
-                    (Some(_), _) => self.metrics.repair_arrived(now, size),
-                    (None, Some(_)) => self.metrics.put_bytes += size,
-                    // A put that waits for nothing: its first copy is its acknowledgement.
-                    (None, None) => {
-                        self.metrics.put_bytes += size;
-                        self.acked.insert(key);
-                    }
-                }
-            }
-            // A pusher holds what it pushed (it read the bytes from its store), except the
-            // writer of a put that waits for nothing, which keeps no copy. A target that
-            // already held the object answers Held and learns nothing, as in the node.
-            let from_holds = fresh && (id.is_some() || write.is_some());
-            let local = self.local_now(to.slot());
-            if let Some(st) = self.slots[to.slot() as usize]
-                .store
-                .as_mut()
-                .filter(|_| from_holds)
-            {
-                st.planner.handle_holder_confirmed(local, &key, &from.key());
-            }
-            self.after_input(to.slot(), false);
-            TransferOutcome::Verified
+        // The node's placement runs here, its steps answered by the target's state at once
+        // (a transfer costs one trip, whatever steps it takes): a write pushes first, the
+        // planner proves first and pushes only to a target that lacks the object.
+        let mut placement = if push && write.is_some() {
+            Placement::push_first()
         } else {
-            let holds = self.slots[to.slot() as usize]
-                .store
-                .as_ref()
-                .is_some_and(|st| st.objects.contains_key(&key));
-            if holds {
-                TransferOutcome::Verified
-            } else {
-                TransferOutcome::Absent
+            Placement::prove_first(push)
+        };
+        let mut durable = false;
+        let end = loop {
+            match placement.poll() {
+                PlaceStep::Prove => {
+                    let holds = self.slots[to.slot() as usize]
+                        .store
+                        .as_ref()
+                        .is_some_and(|st| st.objects.contains_key(&key));
+                    placement.handle_proof(if holds {
+                        ProofAnswer::Proven
+                    } else {
+                        ProofAnswer::Lacks
+                    });
+                }
+                PlaceStep::Push => {
+                    let answer = self.take_push(from, to, (id, write), key, size);
+                    placement.handle_push(answer);
+                }
+                PlaceStep::Durable => durable = true,
+                PlaceStep::Done(end) => break end,
             }
         };
-        if let Some(write) = write.filter(|_| push) {
+        if let Some(write) = write {
             let stored = Msg::Stored {
                 to_slot: from.slot(),
                 to_inc: from_inc,
                 write,
                 from: to.key(),
-                stored: admitted,
+                durable,
+                end,
             };
             self.send(to.slot(), from.slot(), stored);
         }
@@ -919,9 +906,58 @@ impl Sim {
                 to_slot: from.slot(),
                 to_inc: from_inc,
                 id,
-                outcome,
+                outcome: end.outcome(),
             };
             self.send(to.slot(), from.slot(), done);
+        }
+    }
+
+    /// The target takes a pushed copy in: admitted by its rule first (the node answers 403
+    /// before it looks at its store: a pusher its table does not hold, or an object it does
+    /// not think it should hold, is refused), then stored if new (counted as put or repair
+    /// bytes) and the pusher confirmed as a holder when it keeps one; a copy it held
+    /// already is answered `Held` and teaches it nothing, as in the node.
+    fn take_push(
+        &mut self,
+        from: SimPeer,
+        to: SimPeer,
+        (id, write): (Option<TransferId>, Option<u32>),
+        key: Key,
+        size: u64,
+    ) -> PushAnswer {
+        let now = self.now;
+        if !self.admit(to.slot(), &from.key(), &key, size) {
+            self.metrics.pushes_refused += 1;
+            return PushAnswer::Failed(TransferFault::Declined);
+        }
+        let fresh = self.store_object(to.slot(), key, size);
+        if fresh {
+            match (id, write) {
+                (Some(_), _) => self.metrics.repair_arrived(now, size),
+                (None, Some(_)) => self.metrics.put_bytes += size,
+                // A put that waits for nothing: its first copy is its acknowledgement.
+                (None, None) => {
+                    self.metrics.put_bytes += size;
+                    self.acked.insert(key);
+                }
+            }
+        }
+        // A pusher holds what it pushed (it read the bytes from its store), except the
+        // writer of a put that waits for nothing, which keeps no copy.
+        let from_holds = fresh && (id.is_some() || write.is_some());
+        let local = self.local_now(to.slot());
+        if let Some(st) = self.slots[to.slot() as usize]
+            .store
+            .as_mut()
+            .filter(|_| from_holds)
+        {
+            st.planner.handle_holder_confirmed(local, &key, &from.key());
+        }
+        self.after_input(to.slot(), false);
+        if fresh {
+            PushAnswer::Stored
+        } else {
+            PushAnswer::Held
         }
     }
 }

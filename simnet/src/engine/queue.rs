@@ -17,7 +17,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use overlay::{Instant, Key, Request, Response, RpcId, TransferId, TransferOutcome};
+use overlay::{Instant, Key, PlaceEnd, Request, Response, RpcId, TransferId, TransferOutcome};
 
 use crate::peer::SimPeer;
 
@@ -81,14 +81,15 @@ pub(crate) enum Msg {
         /// False for the planner's verify-only transfers: ask whether `to` holds it.
         push: bool,
     },
-    /// A put's copy is durable at `from` (`stored`), or `from` refused it: the answer to
-    /// its writer (`engine::writes`).
+    /// How a put's placement at `from` ended, and whether its copy counts there
+    /// (`durable`): the answer to its writer (`engine::writes`).
     Stored {
         to_slot: u32,
         to_inc: u32,
         write: u32,
         from: Key,
-        stored: bool,
+        durable: bool,
+        end: PlaceEnd,
     },
     /// The outcome of a repair transfer, for the planner that started it.
     TransferDone {

@@ -4,8 +4,9 @@
 //!
 //! The writer stores the object first (its durable copy 1, as a node's gateway does) and
 //! registers each placement with its planner, so repair does not repeat them. Each placement
-//! is a pushed transfer; the target stores it and answers `Stored` (the node's answer after
-//! its fsync), a reply that costs a trip back. The put answers at W copies, or when every
+//! is a pushed transfer running the node's `overlay::Placement` at its target (push, then
+//! prove); how it ended and whether the copy counts (a `Stored` answer, the node's after its
+//! fsync, or a proven `Held`) come back in one reply, a trip back. The put answers at W copies, or when every
 //! placement reported, or when its wait (10 s + size at 4 MiB/s, the node's `put_wait`)
 //! ran out; only a put answered with W copies is acknowledged, and the durability checker
 //! holds simnet to never losing one. A placement to a node that is down never reports (the
@@ -14,7 +15,7 @@
 
 use std::time::Duration;
 
-use overlay::{Instant, Key, PlaceResult, TransferFault, TransferId, TransferOutcome, Write};
+use overlay::{Instant, Key, PlaceEnd, TransferFault, TransferId, TransferOutcome, Write};
 
 use super::Sim;
 use super::queue::Ev;
@@ -82,15 +83,14 @@ impl Sim {
         self.drive_write(no);
     }
 
-    /// A target stored write `no`'s copy, or refused it (`stored` false: the placement is
-    /// over without a copy, as the node's is on a 403).
+    /// How write `no`'s placement at `from` ended, and whether its copy counts there.
     pub(super) fn on_stored(
         &mut self,
         to_slot: u32,
         to_inc: u32,
         no: u32,
         from: Key,
-        stored: bool,
+        (durable, end): (bool, PlaceEnd),
     ) {
         if !self.is_incarnation(to_slot, to_inc) {
             return;
@@ -99,20 +99,14 @@ impl Sim {
         let Some(w) = self.work.writes.get_mut(&no) else {
             return;
         };
-        if stored {
+        if durable {
             w.write.handle_durable(&from);
         }
-        if w.write.handle_placed(now, &from, PlaceResult::Done)
+        if w.write.handle_placed(now, &from, end.result())
             && let Some(i) = w.planned.iter().position(|(k, _)| *k == from)
         {
             let (slot, (_, id)) = (w.slot, w.planned.remove(i));
-            let outcome = if stored {
-                TransferOutcome::Verified
-            } else {
-                // Its target refused the push.
-                TransferOutcome::Failed(TransferFault::Declined)
-            };
-            self.placement_over(slot, id, outcome);
+            self.placement_over(slot, id, end.outcome());
         }
         self.drive_write(no);
     }
