@@ -303,8 +303,7 @@ pub async fn start(
     } else {
         let path = config.data_dir.join(contacts::CONTACTS_FILE);
         let saved = contacts::load_for_start(&path, &identity.node_id());
-        let key = overlay::Key::for_node(&identity.node_id());
-        (Some(Arc::new(ContactBook::new(path, key, &saved))), saved)
+        (Some(Arc::new(ContactBook::new(path, &saved))), saved)
     };
     // A name that does not resolve now is a typo more often than an outage: say so at once.
     for p in &config.bootstrap {

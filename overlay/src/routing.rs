@@ -313,6 +313,30 @@ impl<P: Peer> RoutingTable<P> {
         self.buckets.iter().flat_map(|b| b.entries.iter())
     }
 
+    /// The contacts worth keeping across a restart (a node with no bootstrap peer rejoins
+    /// through them): at most `max`, taken round-robin across buckets, far buckets first,
+    /// so every part of the key space keeps a way in; most recently seen first within each.
+    pub fn contacts_to_save(&self, max: usize) -> Vec<P> {
+        let mut out = Vec::with_capacity(self.len.min(max));
+        for round in 0.. {
+            let mut any = false;
+            for b in &self.buckets {
+                let newest = b.entries.len().checked_sub(round + 1);
+                if let Some(e) = newest.and_then(|i| b.entries.get(i)) {
+                    any = true;
+                    if out.len() == max {
+                        return out;
+                    }
+                    out.push(e.peer.clone());
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        out
+    }
+
     /// Whether `group` may take one more place in `bucket` (after `leaving`, an entry of
     /// that group, gives its place up).
     fn diversity_allows(

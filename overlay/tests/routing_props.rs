@@ -33,6 +33,35 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
+    /// The contacts saved for a restart: at most the cap, each once, every populated bucket
+    /// represented when the cap allows, the whole table when it fits, and within a bucket
+    /// the most recently seen before the rest.
+    #[test]
+    fn contacts_to_save_spread_over_buckets_and_keep_the_cap(ids in prop::collection::vec(0u16..3000, 1..400), max in 1usize..120) {
+        let me = key_from(b"me");
+        let mut t: RoutingTable<P> = RoutingTable::new(me, 20, 20, 2, None, Instant::ZERO);
+        for (ms, id) in ids.iter().enumerate() {
+            t.on_seen(Instant::ZERO + std::time::Duration::from_millis(ms as u64), P(key_from(&id.to_be_bytes())));
+        }
+        let saved = t.contacts_to_save(max);
+        prop_assert_eq!(saved.len(), t.len().min(max));
+        let distinct: std::collections::BTreeSet<Key> = saved.iter().map(|p| p.0).collect();
+        prop_assert_eq!(distinct.len(), saved.len(), "each contact once");
+        let bucket = |k: &Key| me.bucket_of(k);
+        let populated: std::collections::BTreeSet<_> = t.iter().map(|e| bucket(&e.peer.0)).collect();
+        let covered: std::collections::BTreeSet<_> = saved.iter().map(|p| bucket(&p.0)).collect();
+        if max >= populated.len() {
+            prop_assert_eq!(&covered, &populated, "every bucket keeps a way in");
+        }
+        // Within a bucket, saved contacts are the most recently seen ones, newest first.
+        for b in &populated {
+            let mut newest_first: Vec<Key> = t.iter().filter(|e| bucket(&e.peer.0) == *b).map(|e| e.peer.0).collect();
+            newest_first.reverse();
+            let kept: Vec<Key> = saved.iter().filter(|p| bucket(&p.0) == *b).map(|p| p.0).collect();
+            prop_assert_eq!(&kept[..], &newest_first[..kept.len()]);
+        }
+    }
+
     /// Bucket sizes, order, no self, and eviction only ever of an entry that failed.
     #[test]
     fn table_invariants_hold_and_only_failures_evict(ops in prop::collection::vec(op(), 1..600), k in 1usize..6) {

@@ -3,8 +3,8 @@
 //! A node that restarts with an empty table and no bootstrap peer (the seed every other node
 //! joined through) had nobody to return to, and the others found it again only at their
 //! bootstrap check, ten minutes later (RELIABILITY.md, D9). So the node writes the contacts
-//! of its routing table (node id and address, at most [`CONTACTS_MAX`]) to
-//! `data_dir/`[`CONTACTS_FILE`], and at start dials them as extra bootstrap peers, each with
+//! of its routing table (node id and address, at most [`CONTACTS_MAX`], chosen by the table:
+//! `overlay::RoutingTable::contacts_to_save`) to `data_dir/`[`CONTACTS_FILE`], and at start dials them as extra bootstrap peers, each with
 //! the id it must prove (as `--bootstrap ID@HOST:PORT`): a peer now holding another key is
 //! refused by the TLS handshake.
 //!
@@ -35,7 +35,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use overlay::Key;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use wire::NodeId;
@@ -293,58 +292,20 @@ pub fn usable(saved: Vec<NetPeer>, local: &NodeId) -> Vec<NetPeer> {
         .collect()
 }
 
-/// The contacts to save from a routing table given far buckets first, least recently seen
-/// first within a bucket: at most [`CONTACTS_MAX`], taken round-robin across buckets (so
-/// every part of the key space keeps a way in), most recently seen first within each.
-pub fn select(table: &[NetPeer], local: &Key) -> Vec<NetPeer> {
-    let mut buckets: Vec<(usize, Vec<&NetPeer>)> = Vec::new();
-    for p in table {
-        let b = local.bucket_of(&p.key).unwrap_or(0);
-        match buckets.iter_mut().find(|(i, _)| *i == b) {
-            Some((_, v)) => v.push(p),
-            None => buckets.push((b, vec![p])),
-        }
-    }
-    for (_, v) in &mut buckets {
-        v.reverse();
-    }
-    let mut out = Vec::with_capacity(table.len().min(CONTACTS_MAX));
-    let mut seen = BTreeSet::new();
-    let mut round = 0;
-    while out.len() < CONTACTS_MAX {
-        let mut any = false;
-        for (_, v) in &buckets {
-            if let Some(p) = v.get(round) {
-                any = true;
-                if out.len() < CONTACTS_MAX && seen.insert(p.id) {
-                    out.push((*p).clone());
-                }
-            }
-        }
-        if !any {
-            break;
-        }
-        round += 1;
-    }
-    out
-}
-
 /// The contacts file of one node and what was last written to it, so an unchanged table
 /// is not written again.
 #[derive(Debug)]
 pub struct ContactBook {
     path: PathBuf,
-    local: Key,
     last: Mutex<BTreeSet<(NodeId, SocketAddr)>>,
 }
 
 impl ContactBook {
-    /// The book at `path` for the node whose DHT key is `local`; `saved` is what the file
-    /// held at start (not written again while the table holds the same).
-    pub fn new(path: PathBuf, local: Key, saved: &[NetPeer]) -> ContactBook {
+    /// The book at `path`; `saved` is what the file held at start (not written again
+    /// while the table holds the same).
+    pub fn new(path: PathBuf, saved: &[NetPeer]) -> ContactBook {
         ContactBook {
             path,
-            local,
             last: Mutex::new(saved.iter().map(|p| (p.id, p.addr)).collect()),
         }
     }
@@ -354,10 +315,9 @@ impl ContactBook {
         &self.path
     }
 
-    /// Writes the contacts chosen from `table` if they differ from the last ones written;
-    /// an empty table writes nothing. Returns whether it wrote. Blocking.
-    pub fn save_if_changed(&self, table: &[NetPeer]) -> io::Result<bool> {
-        let chosen = select(table, &self.local);
+    /// Writes `chosen` (the table's `contacts_to_save`) if it differs from the last
+    /// contacts written; an empty table writes nothing. Returns whether it wrote. Blocking.
+    pub fn save_if_changed(&self, chosen: &[NetPeer]) -> io::Result<bool> {
         if chosen.is_empty() {
             return Ok(false);
         }
@@ -366,7 +326,7 @@ impl ContactBook {
         if *last == set {
             return Ok(false);
         }
-        save(&self.path, &chosen)?;
+        save(&self.path, chosen)?;
         *last = set;
         Ok(true)
     }
@@ -375,7 +335,7 @@ impl ContactBook {
 /// Reads the table from the driver and saves it if it changed (on the blocking pool).
 /// Returns whether the table held a peer.
 pub async fn save_now(book: &Arc<ContactBook>, dht: &DhtHandle) -> bool {
-    let Ok(table) = dht.routing_table().await else {
+    let Ok(table) = dht.contacts_to_save(CONTACTS_MAX).await else {
         return false;
     };
     if table.is_empty() {
@@ -679,33 +639,10 @@ mod tests {
     }
 
     #[test]
-    fn select_spreads_over_buckets_and_keeps_the_cap() {
-        let local = Key::for_node(&NodeId([0x11; 32]));
-        let table: Vec<NetPeer> = (0..=255u8)
-            .flat_map(|i| [peer(i, "127.0.0.1:5"), peer(i, "127.0.0.1:5")])
-            .collect();
-        let chosen = select(&table, &local);
-        assert_eq!(chosen.len(), CONTACTS_MAX);
-        let ids: BTreeSet<NodeId> = chosen.iter().map(|p| p.id).collect();
-        assert_eq!(ids.len(), CONTACTS_MAX, "each id once");
-        // Every bucket the table uses is represented.
-        let buckets = |ps: &[NetPeer]| -> BTreeSet<usize> {
-            ps.iter().filter_map(|p| local.bucket_of(&p.key)).collect()
-        };
-        assert_eq!(buckets(&chosen), buckets(&table));
-        // Small tables are kept whole, most recently seen first within a bucket.
-        let small = sample();
-        let mut got = select(&small, &local);
-        got.sort_by_key(|p| p.id);
-        assert_eq!(got, small);
-    }
-
-    #[test]
     fn a_book_writes_only_changes_and_never_an_empty_table() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CONTACTS_FILE);
-        let local = Key::for_node(&NodeId([0x22; 32]));
-        let book = ContactBook::new(path.clone(), local, &[]);
+        let book = ContactBook::new(path.clone(), &[]);
         assert!(!book.save_if_changed(&[]).unwrap());
         assert!(!path.exists());
         assert!(book.save_if_changed(&sample()).unwrap());
@@ -721,7 +658,7 @@ mod tests {
         assert!(book.save_if_changed(&sample()[..2]).unwrap());
         assert_eq!(load(&path).unwrap().unwrap().len(), 2);
         // A book opened with what the file held does not write it again.
-        let again = ContactBook::new(path, local, &sample()[..2]);
+        let again = ContactBook::new(path, &sample()[..2]);
         assert!(!again.save_if_changed(&sample()[..2]).unwrap());
     }
 }

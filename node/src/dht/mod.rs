@@ -196,6 +196,10 @@ enum Command {
     Table {
         reply: oneshot::Sender<Vec<NetPeer>>,
     },
+    ContactsToSave {
+        max: usize,
+        reply: oneshot::Sender<Vec<NetPeer>>,
+    },
     ObjectAdded {
         key: Key,
         size: u64,
@@ -370,6 +374,13 @@ impl DhtHandle {
     /// Every contact in the routing table, far buckets first.
     pub async fn routing_table(&self) -> Result<Vec<NetPeer>, DhtError> {
         self.ask(|reply| Command::Table { reply }).await
+    }
+
+    /// At most `max` contacts worth keeping across a restart (the table's choice,
+    /// `RoutingTable::contacts_to_save`).
+    pub async fn contacts_to_save(&self, max: usize) -> Result<Vec<NetPeer>, DhtError> {
+        self.ask(|reply| Command::ContactsToSave { max, reply })
+            .await
     }
 
     /// Joins through these peers (already connected and verified by the transport).
@@ -635,6 +646,9 @@ impl Driver {
             }
             Command::HoldsMailbox { key, reply } => {
                 let _ = reply.send(self.admission.holds_mailbox(self.dht.routing_table(), &key));
+            }
+            Command::ContactsToSave { max, reply } => {
+                let _ = reply.send(self.dht.routing_table().contacts_to_save(max));
             }
             Command::Table { reply } => {
                 let table = self

@@ -446,9 +446,10 @@ impl Objects {
             .await;
     }
 
-    /// The RF closest nodes to `hash` other than us, by a lookup (falling back to our table).
-    async fn targets(&self, hash: Hash) -> Vec<NetPeer> {
-        self.closest_set(Key(hash), self.limits.rf).await.0
+    /// The RF closest nodes to `hash` other than us, by a lookup (falling back to our
+    /// table), and whether we are one of the RF (`overlay::placement_targets`).
+    async fn targets(&self, hash: Hash) -> (Vec<NetPeer>, bool) {
+        self.closest_set(Key(hash), self.limits.rf).await
     }
 
     /// The `n` closest nodes to `key` (`n` at least 1), by a lookup (or our table when
@@ -492,7 +493,7 @@ impl Objects {
 
     async fn run_write(self, hash: Hash, size: u64, answer_tx: oneshot::Sender<Replicated>) {
         let want = self.write_quorum();
-        let targets = self.targets(hash).await;
+        let (targets, _) = self.targets(hash).await;
         let clock = WriteClock(tokio::time::Instant::now());
         let mut write = Write::new(clock.now(), targets, want, self.limits.put_wait(size));
         // The write's pushes are registered with the planner before it hears of the object,

@@ -63,7 +63,7 @@ impl Objects {
     /// Makes each of the RF closest nodes prove or receive a copy of `hash`, now.
     pub async fn repair_now(&self, hash: Hash) -> Result<RepairReport, RepairError> {
         let size = self.store.size(&hash).ok_or(RepairError::NotHeld)?;
-        let targets = self.targets(hash).await;
+        let (targets, self_in) = self.targets(hash).await;
         let rf = self.limits.rf;
         let wait = self.limits.put_wait(size);
         let mut running = JoinSet::new();
@@ -124,7 +124,7 @@ impl Objects {
         }
         Ok(RepairReport {
             rf,
-            local_counts: targets.len() < rf,
+            local_counts: self_in,
             closest,
         })
     }
