@@ -20,6 +20,7 @@
 //! - [`cause`]: [`FailureCause`] and [`ConnectionEvent`], whose failure a driver's event is.
 //! - [`replication`]: [`Planner`], which keeps each object on its RF closest nodes.
 //! - [`admission`]: [`Admission`], who may push us a replica without a capability.
+//! - [`fetch_back`]: [`FetchBack`], when a copy our store dropped as corrupt is fetched back.
 //! - [`locate`]: [`Search`], one pass of a GET's search for a holder.
 //! - [`write`]: [`Write`], one write's targets, quorum and retries of busy targets.
 //! - [`placement`]: [`Placement`], the steps that make one copy count at one target.
@@ -31,6 +32,7 @@ pub mod cause;
 pub mod closest;
 pub mod config;
 pub mod dht;
+pub mod fetch_back;
 pub mod key;
 pub mod locate;
 pub mod peer;
@@ -51,6 +53,7 @@ pub use dht::{
     CommandError, Dht, DhtStats, Event, PlacementWalk, Request, Response, RpcFailure, RpcId,
     Transmit,
 };
+pub use fetch_back::{FetchBack, FetchBackEvent};
 pub use key::{Distance, Key};
 pub use locate::{
     Failover, ProbeAnswer, SECOND_PASS_WANTED, Search, SearchOutcome, WalkEnd, WalkVerdict,

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use overlay::{
-    Key, PlaceEnd, PlacementCut, PlanEvent, ProbeAnswer, QueryResult, Search, SearchOutcome,
-    TransferFault, TransferOutcome, WalkEnd, WalkVerdict, Write,
+    FetchBackEvent, Key, PlaceEnd, PlacementCut, PlanEvent, ProbeAnswer, QueryResult, Search,
+    SearchOutcome, TransferFault, TransferOutcome, WalkEnd, WalkVerdict, Write,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -45,24 +45,6 @@ pub(crate) use fetch::Placed;
 pub use fetch::{FetchError, Fetched, Tail};
 pub(crate) use pieces::{Cut, Ingest, PieceReader};
 pub use serve::serve_object;
-
-/// How long after a failed fetch of a dropped copy the next is tried: well within the hour
-/// after which the other holders' proof of our copy lapses and their repair takes over.
-const FETCH_BACK_AGAIN: [Duration; 5] = [
-    Duration::from_secs(5),
-    Duration::from_secs(20),
-    Duration::from_secs(60),
-    Duration::from_secs(5 * 60),
-    Duration::from_secs(20 * 60),
-];
-
-/// Dropped copies fetched back at once (a disk that rots many at a time must not start a
-/// fetch of each).
-const FETCH_BACK_AT_ONCE: usize = 4;
-
-/// Dropped copies whose fetch back may be on (running or waiting to try again) at once;
-/// past it a dropped copy is left to the other holders' repair.
-const FETCH_BACK_WAITING_MAX: usize = 256;
 
 /// Limits and replication parameters of the object layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -494,7 +476,7 @@ impl Objects {
     async fn run_write(self, hash: Hash, size: u64, answer_tx: oneshot::Sender<Replicated>) {
         let want = self.write_quorum();
         let (targets, _) = self.targets(hash).await;
-        let clock = WriteClock(tokio::time::Instant::now());
+        let clock = TaskClock(tokio::time::Instant::now());
         let mut write = Write::new(clock.now(), targets, want, self.limits.put_wait(size));
         // The write's pushes are registered with the planner before it hears of the object,
         // or its own repair pushes to the same targets race ours (each receiver takes one
@@ -759,78 +741,78 @@ impl Objects {
     /// stops announcing it. Runs until the node stops.
     ///
     /// The other holders counted our copy and will not repair it until their proof of it
-    /// lapses (an hour), so we fetch a good one back from them (verified, as every fetch):
-    /// at once, then again after each of [`FETCH_BACK_AGAIN`] while it fails (the holders
-    /// paused, partitioned, restarting), at most [`FETCH_BACK_AT_ONCE`] objects at a time.
+    /// lapses (an hour), so we fetch a good one back from them (verified, as every fetch)
+    /// on `overlay::FetchBack`'s schedule: when to try again, how many at once, when to
+    /// leave a copy to repair.
     pub async fn forget_dropped(self, mut dropped: mpsc::Receiver<Hash>) {
-        let slots = Arc::new(tokio::sync::Semaphore::new(FETCH_BACK_AT_ONCE));
+        let clock = TaskClock(tokio::time::Instant::now());
+        let mut schedule = overlay::FetchBack::new();
         // Owned here, so the fetches back are aborted with this task at shutdown (a pull's
         // blocking write may still finish: it writes a temporary file and renames it).
-        let mut fetching: JoinSet<()> = JoinSet::new();
-        let mut on: HashMap<Hash, tokio::task::AbortHandle> = HashMap::new();
+        let mut pulling: JoinSet<(Hash, bool)> = JoinSet::new();
         loop {
-            let hash = tokio::select! {
-                next = dropped.recv() => match next {
-                    Some(hash) => hash,
-                    None => break,
-                },
-                Some(done) = fetching.join_next_with_id(), if !fetching.is_empty() => {
-                    let task = match done {
-                        Ok((task, ())) => task,
-                        Err(e) => e.id(),
-                    };
-                    on.retain(|_, h| h.id() != task);
-                    continue;
+            let wake = schedule.poll_timeout().map(|t| clock.deadline(t));
+            tokio::select! {
+                next = dropped.recv() => {
+                    let Some(hash) = next else { break };
+                    tracing::warn!(id = %crate::store::id_string(&hash), "our copy failed verification: fetching it back");
+                    // The planner hears of every drop, whether or not we fetch the copy back.
+                    let _ = self.dht.object_removed(Key(hash)).await;
+                    schedule.handle_dropped(clock.now(), Key(hash));
                 }
-            };
-            let id = crate::store::id_string(&hash);
-            // The planner hears of every drop, whether or not we fetch the copy back.
-            let _ = self.dht.object_removed(Key(hash)).await;
-            if on.get(&hash).is_some_and(|h| !h.is_finished()) {
-                continue; // dropped again while its fetch back is still on
+                Some(done) = pulling.join_next(), if !pulling.is_empty() => {
+                    if let Ok((hash, ok)) = done {
+                        schedule.handle_pulled(clock.now(), Key(hash), ok);
+                    }
+                }
+                () = async {
+                    match wake {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => schedule.handle_timeout(clock.now()),
             }
-            if on.len() >= FETCH_BACK_WAITING_MAX {
-                // A disk that rots this many at once is one to replace; the other holders'
-                // repair restores these copies when their proof of ours lapses.
-                tracing::warn!(%id, "too many copies to fetch back; leaving this one to repair");
-                metrics::counter!("copies_fetched_back_total", "outcome" => "not_tried")
-                    .increment(1);
-                continue;
+            while let Some(ev) = schedule.poll_event() {
+                match ev {
+                    FetchBackEvent::Pull { key, attempt } => {
+                        let objects = self.clone();
+                        pulling.spawn(
+                            async move { (key.0, objects.fetch_back(key.0, attempt).await) },
+                        );
+                    }
+                    FetchBackEvent::GaveUp { key } => {
+                        metrics::counter!("copies_fetched_back_total", "outcome" => "gave_up")
+                            .increment(1);
+                        tracing::warn!(id = %crate::store::id_string(&key.0), "gave up fetching our copy back; the other holders' repair restores it");
+                    }
+                    FetchBackEvent::NotTried { key } => {
+                        // A disk that rots this many at once is one to replace; the other
+                        // holders' repair restores these copies when their proof of ours lapses.
+                        metrics::counter!("copies_fetched_back_total", "outcome" => "not_tried")
+                            .increment(1);
+                        tracing::warn!(id = %crate::store::id_string(&key.0), "too many copies to fetch back; leaving this one to repair");
+                    }
+                }
             }
-            tracing::warn!(%id, "our copy failed verification: fetching it back");
-            let (objects, slots) = (self.clone(), slots.clone());
-            let task = fetching.spawn(async move { objects.fetch_back(hash, &slots).await });
-            on.insert(hash, task);
         }
     }
 
-    /// Pulls our dropped copy of `hash` back, trying again on the [`FETCH_BACK_AGAIN`]
-    /// schedule; gives up after the last (the other holders' repair takes over once their
-    /// proof of our copy lapses).
-    async fn fetch_back(&self, hash: Hash, slots: &tokio::sync::Semaphore) {
+    /// One try at pulling our dropped copy of `hash` back; whether it is back.
+    async fn fetch_back(&self, hash: Hash, attempt: u8) -> bool {
         let id = crate::store::id_string(&hash);
-        let waits = std::iter::once(Duration::ZERO).chain(FETCH_BACK_AGAIN);
-        for (attempt, wait) in waits.enumerate() {
-            tokio::time::sleep(wait).await;
-            let Ok(_slot) = slots.acquire().await else {
-                return;
-            };
-            match self.pull(hash).await {
-                Ok(size) => {
-                    tracing::info!(%id, size, attempt, "a good copy fetched back");
-                    metrics::counter!("copies_fetched_back_total", "outcome" => "ok").increment(1);
-                    self.announce(hash, size).await;
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(%id, error = %e, attempt, "fetching our copy back failed");
-                    metrics::counter!("copies_fetched_back_total", "outcome" => "failed")
-                        .increment(1);
-                }
+        match self.pull(hash).await {
+            Ok(size) => {
+                tracing::info!(%id, size, attempt, "a good copy fetched back");
+                metrics::counter!("copies_fetched_back_total", "outcome" => "ok").increment(1);
+                self.announce(hash, size).await;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%id, error = %e, attempt, "fetching our copy back failed");
+                metrics::counter!("copies_fetched_back_total", "outcome" => "failed").increment(1);
+                false
             }
         }
-        metrics::counter!("copies_fetched_back_total", "outcome" => "gave_up").increment(1);
-        tracing::warn!(%id, "gave up fetching our copy back; the other holders' repair restores it");
     }
 
     /// Fetches `hash` whole from the mesh into our store, verified; its size.
@@ -949,12 +931,12 @@ enum PullError {
     Local(String),
 }
 
-/// The planner's reading of a placement.
-/// A write's own time line, as `overlay::Write` counts time.
+/// A task's own time line, as overlay's state machines count it (`overlay::Write`,
+/// `overlay::FetchBack`): from the moment the task started.
 #[derive(Debug, Clone, Copy)]
-struct WriteClock(tokio::time::Instant);
+struct TaskClock(tokio::time::Instant);
 
-impl WriteClock {
+impl TaskClock {
     fn now(&self) -> overlay::Instant {
         overlay::Instant::from_duration(self.0.elapsed())
     }
@@ -991,7 +973,7 @@ struct WriteRun {
     objects: Objects,
     hash: Hash,
     size: u64,
-    clock: WriteClock,
+    clock: TaskClock,
     /// The planner's id for each target's transfer, reported once it is over for good.
     planned: BTreeMap<Key, overlay::TransferId>,
     /// The placements running, to stop those the write cuts.
