@@ -674,14 +674,14 @@ impl Mail {
         set
     }
 
-    /// Whether `from` may REPLICATE messages of `mailbox` to us: we are among the RF
-    /// closest to its key in our table, and `from` among the 2·RF closest (a holder the
-    /// closest set just moved past still hands its copies on).
+    /// Whether `from` may REPLICATE messages of `mailbox` to us (the overlay's rule,
+    /// `Admission::takes_mail_replica`: we among the RF closest, `from` among the 2·RF).
     async fn replica_source_ok(&self, from: &NodeId, mailbox: &NodeId) -> bool {
-        let rf = self.rf();
-        let set = self.known_closest(mailbox, rf * 2).await;
-        let me = self.me();
-        set.iter().take(rf).any(|p| p.id == me) && set.iter().any(|p| p.id == *from)
+        self.objects
+            .dht
+            .takes_mail_replica(Key::for_node(mailbox), Key::for_node(from))
+            .await
+            .unwrap_or(false)
     }
 
     /// The messages of `mailbox` held here and visible, read without hiding them, at most

@@ -24,7 +24,8 @@
 //! Mail follows the same table rule, widened: a node stores a message for a mailbox only
 //! when it is among the 2·RF closest to the mailbox's key ([`Admission::holds_mailbox`]),
 //! the nodes its owner's receive asks, so a copy that counts toward a send's W is one the
-//! owner can find.
+//! owner can find. Holders hand copies on to each other (REPLICATE) only inside the
+//! mailbox's closest set ([`Admission::takes_mail_replica`]).
 
 use std::collections::BTreeMap;
 
@@ -103,6 +104,30 @@ impl Admission {
     /// anywhere else is one the owner never asks for: it must not count toward a send's W.
     pub fn holds_mailbox<P: Peer>(&self, table: &RoutingTable<P>, mailbox: &Key) -> bool {
         self.among_closest(table, mailbox, 2 * self.rf)
+    }
+
+    /// Whether we take copies of a mailbox's messages that `from` hands on (REPLICATE):
+    /// we are among the RF closest to the mailbox's key in `table`, and `from` is a contact
+    /// among its 2·RF closest (us counted), so a holder the closest set just moved past
+    /// still hands its copies on, and nobody farther can fill our store.
+    pub fn takes_mail_replica<P: Peer>(
+        &self,
+        table: &RoutingTable<P>,
+        mailbox: &Key,
+        from: &Key,
+    ) -> bool {
+        let n = 2 * self.rf;
+        if !self.among_closest(table, mailbox, self.rf) || !table.contains(from) {
+            return false;
+        }
+        let theirs = from.distance(mailbox);
+        let closer = table
+            .closest(mailbox, n)
+            .iter()
+            .filter(|p| p.key().distance(mailbox) < theirs)
+            .count()
+            + usize::from(self.local.distance(mailbox) < theirs);
+        closer < n
     }
 
     /// Whether fewer than `n` contacts of `table` without recent failures are closer to
@@ -307,6 +332,30 @@ mod tests {
         // A failing contact may be dead: it does not count as closer.
         t.on_failure(&key(0x02));
         assert!(a.holds_mailbox(&t, &mailbox));
+    }
+
+    #[test]
+    fn mail_copies_are_handed_on_only_inside_the_closest_set() {
+        let t0 = Instant::from_duration(Duration::ZERO);
+        let config = ReplicationConfig {
+            rf: 1,
+            ..ReplicationConfig::default()
+        };
+        let a = Admission::new(key(0), &config);
+        let t = table(t0, &[0x01, 0x02, 0x04, 0x08]);
+        // Mailbox 0x00..: we are the closest (RF 1); the 2 closest are us and 0x01.
+        let mailbox = key(0x00);
+        assert!(a.takes_mail_replica(&t, &mailbox, &key(0x01)));
+        assert!(
+            !a.takes_mail_replica(&t, &mailbox, &key(0x02)),
+            "third closest"
+        );
+        assert!(
+            !a.takes_mail_replica(&t, &mailbox, &key(0x03)),
+            "not a contact"
+        );
+        // Mailbox 0x01..: 0x01 is closer than we are, so we are not the RF closest.
+        assert!(!a.takes_mail_replica(&t, &key(0x01), &key(0x01)));
     }
 
     #[test]

@@ -230,6 +230,11 @@ enum Command {
         key: Key,
         reply: oneshot::Sender<bool>,
     },
+    TakesMailReplica {
+        mailbox: Key,
+        from: Key,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// A cheap handle to the driver: commands in, answers back on oneshot channels.
@@ -365,6 +370,17 @@ impl DhtHandle {
     /// us among the 2·RF closest in our table, the set the owner's receive asks).
     pub async fn holds_mailbox(&self, key: Key) -> Result<bool, DhtError> {
         self.ask(|reply| Command::HoldsMailbox { key, reply }).await
+    }
+
+    /// Whether we take copies of mailbox `mailbox`'s messages handed on by `from`
+    /// (REPLICATE; the overlay's rule, `Admission::takes_mail_replica`).
+    pub async fn takes_mail_replica(&self, mailbox: Key, from: Key) -> Result<bool, DhtError> {
+        self.ask(|reply| Command::TakesMailReplica {
+            mailbox,
+            from,
+            reply,
+        })
+        .await
     }
 
     async fn send(&self, cmd: Command) -> Result<(), DhtError> {
@@ -646,6 +662,14 @@ impl Driver {
             }
             Command::HoldsMailbox { key, reply } => {
                 let _ = reply.send(self.admission.holds_mailbox(self.dht.routing_table(), &key));
+            }
+            Command::TakesMailReplica {
+                mailbox,
+                from,
+                reply,
+            } => {
+                let table = self.dht.routing_table();
+                let _ = reply.send(self.admission.takes_mail_replica(table, &mailbox, &from));
             }
             Command::ContactsToSave { max, reply } => {
                 let _ = reply.send(self.dht.routing_table().contacts_to_save(max));
