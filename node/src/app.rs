@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use overlay::RejoinStep;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -34,8 +35,6 @@ use crate::transport::{
     HandlerFuture, InboundExchange, InboundHandler, Transport, TransportConfig,
 };
 
-/// Longest wait between bootstrap attempts.
-const BOOTSTRAP_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Provider announcements in flight at once while a restarted node announces its store.
 const STARTUP_ANNOUNCE_IN_FLIGHT: usize = 4;
 /// How often a changed store index is written to disk.
@@ -46,9 +45,6 @@ const QUOTA_SAVE_EVERY: Duration = Duration::from_secs(5);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long shutdown waits to save the routing table's contacts.
 const CONTACTS_SAVE_GRACE: Duration = Duration::from_secs(2);
-/// Join attempts that dial the saved contacts, until one joins: past these, a mesh that
-/// is gone is not dialed again and again (the configured peers still are).
-const SAVED_CONTACT_ROUNDS: u32 = 5;
 
 /// What the HTTP handlers need to know about the node.
 pub struct NodeContext {
@@ -587,11 +583,10 @@ async fn resolve(peer: &BootstrapPeer) -> std::io::Result<Vec<SocketAddr>> {
         })
 }
 
-/// Dials the bootstrap peers (names resolved again at each attempt) until the node has
-/// joined, and again whenever it loses all peers; waits back off exponentially up to 30 s.
-/// The contacts saved by the last run are dialed too (with the ids they must prove), in the
-/// first [`SAVED_CONTACT_ROUNDS`] attempts until one joins: a node without bootstrap peers
-/// (the seed of its mesh) rejoins through them.
+/// Dials the bootstrap peers (names resolved again at each attempt) and the contacts saved
+/// by the last run (with the ids they must prove) whenever the table is empty, when
+/// `overlay::Rejoin` says so (its backoff, the saved contacts' rounds, when to stop): a node
+/// without bootstrap peers (the seed of its mesh) rejoins through its saved contacts.
 async fn keep_joined(
     transport: Transport,
     dht: DhtHandle,
@@ -603,52 +598,37 @@ async fn keep_joined(
         // The first node of a mesh: nothing to dial; it becomes ready when a peer joins, or
         // when it reaches one of its saved contacts.
         let _ = dht.bootstrap(Vec::new()).await;
-        if saved.is_empty() {
-            return;
-        }
     }
-    let mut saved_rounds = if saved.is_empty() {
-        0
-    } else {
-        SAVED_CONTACT_ROUNDS
-    };
-    let mut backoff = Duration::from_millis(200);
+    let clock = dht::Clock::new();
+    let mut rejoin = overlay::Rejoin::new(clock.now(), !peers.is_empty(), !saved.is_empty());
     loop {
-        if dht.status().routing_table_size == 0 {
-            // The configured peers and the saved contacts at once: dead saved contacts
-            // delay a join through a live bootstrap peer by `contacts::DIAL_WAIT` at most.
-            let saved_now: &[NetPeer] = if saved_rounds > 0 { &saved } else { &[] };
-            saved_rounds = saved_rounds.saturating_sub(1);
-            let (mut reached, from_saved) = tokio::join!(
-                dial_bootstrap(&transport, &peers),
-                contacts::dial(&transport, saved_now)
-            );
-            for p in from_saved {
-                if !reached.iter().any(|r: &NetPeer| r.id == p.id) {
-                    reached.push(p);
+        let table_empty = dht.status().routing_table_size == 0;
+        match rejoin.poll(clock.now(), table_empty) {
+            RejoinStep::Done => return,
+            RejoinStep::Wait(t) => {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    () = tokio::time::sleep_until(clock.deadline(t)) => {}
                 }
             }
-            if !reached.is_empty()
-                && dht.bootstrap(reached).await.is_ok()
-                && dht.wait_ready(Duration::from_secs(10)).await
-            {
-                backoff = Duration::from_millis(200);
-                // Joined: from now on the configured peers (and the overlay's own
-                // bootstrap contacts) bring the node back.
-                saved_rounds = 0;
-            } else {
-                backoff = (backoff * 2).min(BOOTSTRAP_BACKOFF_MAX);
+            RejoinStep::Dial { saved: with_saved } => {
+                // The configured peers and the saved contacts at once: dead saved contacts
+                // delay a join through a live bootstrap peer by `contacts::DIAL_WAIT` at most.
+                let saved_now: &[NetPeer] = if with_saved { &saved } else { &[] };
+                let (mut reached, from_saved) = tokio::join!(
+                    dial_bootstrap(&transport, &peers),
+                    contacts::dial(&transport, saved_now)
+                );
+                for p in from_saved {
+                    if !reached.iter().any(|r: &NetPeer| r.id == p.id) {
+                        reached.push(p);
+                    }
+                }
+                let joined = !reached.is_empty()
+                    && dht.bootstrap(reached).await.is_ok()
+                    && dht.wait_ready(Duration::from_secs(10)).await;
+                rejoin.handle_attempt(clock.now(), joined);
             }
-        } else {
-            // In the mesh (a peer found us meanwhile): the saved contacts did their part.
-            saved_rounds = 0;
-        }
-        if peers.is_empty() && saved_rounds == 0 {
-            return;
-        }
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            () = tokio::time::sleep(backoff) => {}
         }
     }
 }

@@ -20,6 +20,7 @@
 //! - [`cause`]: [`FailureCause`] and [`ConnectionEvent`], whose failure a driver's event is.
 //! - [`replication`]: [`Planner`], which keeps each object on its RF closest nodes.
 //! - [`admission`]: [`Admission`], who may push us a replica without a capability.
+//! - [`rejoin`]: [`Rejoin`], when a node with an empty table dials its way back in.
 //! - [`fetch_back`]: [`FetchBack`], when a copy our store dropped as corrupt is fetched back.
 //! - [`locate`]: [`Search`], one pass of a GET's search for a holder.
 //! - [`write`]: [`Write`], one write's targets, quorum and retries of busy targets.
@@ -39,6 +40,7 @@ pub mod peer;
 pub mod placement;
 pub mod providers;
 pub mod query;
+pub mod rejoin;
 pub mod replication;
 pub mod routing;
 pub mod rtt;
@@ -61,6 +63,7 @@ pub use locate::{
 pub use peer::{IpGroup, Peer};
 pub use placement::{PlaceEnd, PlaceStep, Placement, ProofAnswer, PushAnswer};
 pub use query::{QueryId, QueryKind, QueryResult, QueryStats};
+pub use rejoin::{Rejoin, RejoinStep};
 pub use replication::{PlanEvent, Planner, TransferId, TransferOutcome};
 pub use routing::RoutingTable;
 pub use time::Instant;
