@@ -560,18 +560,19 @@ impl Objects {
         };
         // The last error, kept for the report (the placement keeps only its fault).
         let mut error = None;
+        let mut failed = |e: FetchError| {
+            self.note_failure(peer, &e);
+            let fault = e.fault();
+            error = Some(e);
+            fault
+        };
         loop {
             match placement.poll() {
                 PlaceStep::Prove => {
                     let answer = match self.prove(peer, hash, size).await {
                         Ok(()) => ProofAnswer::Proven,
                         Err(FetchError::Status(Status::NotFound)) => ProofAnswer::Lacks,
-                        Err(e) => {
-                            self.note_failure(peer, &e);
-                            let fault = e.fault();
-                            error = Some(e);
-                            ProofAnswer::Failed(fault)
-                        }
+                        Err(e) => ProofAnswer::Failed(failed(e)),
                     };
                     placement.handle_proof(answer);
                 }
@@ -579,12 +580,7 @@ impl Objects {
                     let answer = match self.push_bytes(peer, hash, size).await {
                         Ok(true) => PushAnswer::Stored,
                         Ok(false) => PushAnswer::Held,
-                        Err(e) => {
-                            self.note_failure(peer, &e);
-                            let fault = e.fault();
-                            error = Some(e);
-                            PushAnswer::Failed(fault)
-                        }
+                        Err(e) => PushAnswer::Failed(failed(e)),
                     };
                     placement.handle_push(answer);
                 }

@@ -37,7 +37,7 @@ use wire::object::ByteRange;
 
 pub use repair_now::{Placement, REPAIR_ALL_MAX, RepairError, RepairReport};
 
-use crate::dht::{DhtError, DhtHandle, NetPeer};
+use crate::dht::{Clock, DhtError, DhtHandle, NetPeer};
 use crate::quota::Quotas;
 use crate::store::{Hash, Store};
 use crate::transport::Transport;
@@ -476,7 +476,7 @@ impl Objects {
     async fn run_write(self, hash: Hash, size: u64, answer_tx: oneshot::Sender<Replicated>) {
         let want = self.write_quorum();
         let (targets, _) = self.targets(hash).await;
-        let clock = TaskClock(tokio::time::Instant::now());
+        let clock = Clock::new();
         let mut write = Write::new(clock.now(), targets, want, self.limits.put_wait(size));
         // The write's pushes are registered with the planner before it hears of the object,
         // or its own repair pushes to the same targets race ours (each receiver takes one
@@ -745,7 +745,7 @@ impl Objects {
     /// on `overlay::FetchBack`'s schedule: when to try again, how many at once, when to
     /// leave a copy to repair.
     pub async fn forget_dropped(self, mut dropped: mpsc::Receiver<Hash>) {
-        let clock = TaskClock(tokio::time::Instant::now());
+        let clock = Clock::new();
         let mut schedule = overlay::FetchBack::new();
         // Owned here, so the fetches back are aborted with this task at shutdown (a pull's
         // blocking write may still finish: it writes a temporary file and renames it).
@@ -931,21 +931,6 @@ enum PullError {
     Local(String),
 }
 
-/// A task's own time line, as overlay's state machines count it (`overlay::Write`,
-/// `overlay::FetchBack`): from the moment the task started.
-#[derive(Debug, Clone, Copy)]
-struct TaskClock(tokio::time::Instant);
-
-impl TaskClock {
-    fn now(&self) -> overlay::Instant {
-        overlay::Instant::from_duration(self.0.elapsed())
-    }
-
-    fn deadline(&self, t: overlay::Instant) -> tokio::time::Instant {
-        self.0 + t.as_duration()
-    }
-}
-
 /// What a write's placements tell it.
 enum WriteReport {
     /// The peer's copy is durable.
@@ -973,7 +958,7 @@ struct WriteRun {
     objects: Objects,
     hash: Hash,
     size: u64,
-    clock: TaskClock,
+    clock: Clock,
     /// The planner's id for each target's transfer, reported once it is over for good.
     planned: BTreeMap<Key, overlay::TransferId>,
     /// The placements running, to stop those the write cuts.
