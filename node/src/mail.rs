@@ -657,7 +657,8 @@ impl Mail {
     }
 
     /// The `n` closest nodes to `mailbox`'s key in our table, us included, nearest first
-    /// (no lookup: repair and the REPLICATE rule run on what we know).
+    /// (no lookup: repair runs on what we know; it may push to a holder past a failing
+    /// contact, which the receiver's rule, `Admission::takes_mail_replica`, accepts).
     async fn known_closest(&self, mailbox: &NodeId, n: usize) -> Vec<NetPeer> {
         let key = Key::for_node(mailbox);
         let me = self.objects.dht.local().clone();

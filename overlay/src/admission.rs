@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::ReplicationConfig;
-use crate::key::Key;
+use crate::key::{Distance, Key};
 use crate::peer::Peer;
 use crate::routing::RoutingTable;
 use crate::time::Instant;
@@ -109,38 +109,29 @@ impl Admission {
     /// Whether we take copies of a mailbox's messages that `from` hands on (REPLICATE):
     /// we are among the RF closest to the mailbox's key in `table`, and `from` is a contact
     /// among its 2·RF closest (us counted), so a holder the closest set just moved past
-    /// still hands its copies on, and nobody farther can fill our store.
+    /// still hands its copies on, and nobody farther can fill our store. As in every rule
+    /// here, a contact with recent failures (perhaps dead) does not count as closer, for
+    /// our rank or for `from`'s: a holder does not refuse copies because of a peer that
+    /// may be gone.
     pub fn takes_mail_replica<P: Peer>(
         &self,
         table: &RoutingTable<P>,
         mailbox: &Key,
         from: &Key,
     ) -> bool {
-        let n = 2 * self.rf;
-        if !self.among_closest(table, mailbox, self.rf) || !table.contains(from) {
+        if !table.contains(from) || !self.among_closest(table, mailbox, self.rf) {
             return false;
         }
-        let theirs = from.distance(mailbox);
-        let closer = table
-            .closest(mailbox, n)
-            .iter()
-            .filter(|p| p.key().distance(mailbox) < theirs)
-            .count()
-            + usize::from(self.local.distance(mailbox) < theirs);
+        let n = 2 * self.rf;
+        let closer = closer_than(table, mailbox, n, from.distance(mailbox))
+            + usize::from(self.local.distance(mailbox) < from.distance(mailbox));
         closer < n
     }
 
     /// Whether fewer than `n` contacts of `table` without recent failures are closer to
     /// `key` than we are.
     fn among_closest<P: Peer>(&self, table: &RoutingTable<P>, key: &Key, n: usize) -> bool {
-        let ours = self.local.distance(key);
-        let closer = table
-            .closest(key, n + 8)
-            .iter()
-            .filter(|p| p.key().distance(key) < ours)
-            .filter(|p| table.get(&p.key()).is_some_and(|e| e.failures == 0))
-            .count();
-        closer < n
+        closer_than(table, key, n, self.local.distance(key)) < n
     }
 
     /// Decides a push of `size` bytes of `object` from `from`, charging its budget when
@@ -191,6 +182,18 @@ impl Admission {
             b.tokens + add < burst
         });
     }
+}
+
+/// How many contacts of `table` without recent failures are closer to `key` than
+/// `distance`, counted among its `n + 8` closest (enough for a count that stops at `n`
+/// past a few failing ones).
+fn closer_than<P: Peer>(table: &RoutingTable<P>, key: &Key, n: usize, distance: Distance) -> usize {
+    table
+        .closest(key, n + 8)
+        .iter()
+        .filter(|p| p.key().distance(key) < distance)
+        .filter(|p| table.get(&p.key()).is_some_and(|e| e.failures == 0))
+        .count()
 }
 
 #[cfg(test)]
@@ -338,24 +341,40 @@ mod tests {
     fn mail_copies_are_handed_on_only_inside_the_closest_set() {
         let t0 = Instant::from_duration(Duration::ZERO);
         let config = ReplicationConfig {
-            rf: 1,
+            rf: 2,
             ..ReplicationConfig::default()
         };
+        // We are 0x00..; the mailbox 0x03.. is closest to 0x02 (distance 0x01..), then 0x01
+        // (0x02..), us (0x03..), 0x07 (0x04..), 0x0f (0x0c..).
         let a = Admission::new(key(0), &config);
-        let t = table(t0, &[0x01, 0x02, 0x04, 0x08]);
-        // Mailbox 0x00..: we are the closest (RF 1); the 2 closest are us and 0x01.
-        let mailbox = key(0x00);
-        assert!(a.takes_mail_replica(&t, &mailbox, &key(0x01)));
-        assert!(
-            !a.takes_mail_replica(&t, &mailbox, &key(0x02)),
-            "third closest"
-        );
+        let mut t = table(t0, &[0x01, 0x02, 0x07, 0x0f]);
+        let mailbox = key(0x03);
+        // We are third: not among the RF (2) closest, whoever hands copies on.
+        assert!(!a.takes_mail_replica(&t, &mailbox, &key(0x02)));
+        // A closer contact that failed may be dead: now we are second of the RF.
+        t.on_failure(&key(0x01));
+        assert!(a.takes_mail_replica(&t, &mailbox, &key(0x02)));
+        // From 0x07: fourth with us counted, 0x01 not counted: third, inside 2·RF (4).
+        assert!(a.takes_mail_replica(&t, &mailbox, &key(0x07)));
+        // From 0x0f: fourth without 0x01 (0x02, us, 0x07 are closer): still inside.
+        assert!(a.takes_mail_replica(&t, &mailbox, &key(0x0f)));
+        // A stranger never hands copies on, however close.
         assert!(
             !a.takes_mail_replica(&t, &mailbox, &key(0x03)),
             "not a contact"
         );
-        // Mailbox 0x01..: 0x01 is closer than we are, so we are not the RF closest.
-        assert!(!a.takes_mail_replica(&t, &key(0x01), &key(0x01)));
+
+        // Mailbox 0x04..: 0x07 (distance 0x03..), us (0x04..), 0x01, 0x02, then 0x0f.
+        let t = table(t0, &[0x01, 0x02, 0x07, 0x0f]);
+        let mailbox = key(0x04);
+        assert!(
+            a.takes_mail_replica(&t, &mailbox, &key(0x02)),
+            "fourth: inside 2·RF"
+        );
+        assert!(
+            !a.takes_mail_replica(&t, &mailbox, &key(0x0f)),
+            "fifth: outside"
+        );
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! A disk that rots many copies at a time must not start a fetch of each: at most
 //! [`FETCH_BACK_AT_ONCE`] run at once, the rest wait their turn in the order they came due;
 //! past [`FETCH_BACK_WAITING_MAX`] copies on (running or waiting), a dropped copy is left to
-//! repair at once. A copy dropped again while its fetch back is on changes nothing.
+//! repair at once. A copy dropped again while it waits for its next try changes nothing;
+//! one dropped again while its pull runs is fetched again once the pull ends (what the pull
+//! stored may be what was dropped), and only a pull that ends with no drop since says the
+//! copy is back (the driver announces it then).
 //!
 //! The driver feeds drops ([`FetchBack::handle_dropped`]) and the end of each pull
 //! ([`FetchBack::handle_pulled`]), calls [`FetchBack::handle_timeout`] at
@@ -65,6 +68,8 @@ struct Lost {
     attempt: u8,
     /// When its next try is due; `None` while it runs.
     due: Option<Instant>,
+    /// Dropped again while its pull ran: what the pull stored may be what was dropped.
+    dropped_again: bool,
 }
 
 /// The fetch-back schedule of one node.
@@ -95,7 +100,10 @@ impl FetchBack {
 
     /// Our store dropped its copy of `key` as corrupt.
     pub fn handle_dropped(&mut self, now: Instant, key: Key) {
-        if self.on.contains_key(&key) {
+        if let Some(lost) = self.on.get_mut(&key) {
+            // Waiting: its next try fetches it anyway. Running: the copy it stores may be
+            // the one just dropped, so it does not end the fetch back.
+            lost.dropped_again |= lost.due.is_none();
             return;
         }
         if self.on.len() >= FETCH_BACK_WAITING_MAX {
@@ -107,34 +115,46 @@ impl FetchBack {
             Lost {
                 attempt: 0,
                 due: Some(now),
+                dropped_again: false,
             },
         );
         self.due.insert((now, key));
         self.start_due(now);
     }
 
-    /// A pull of `key` ended: `ok` when the copy is back in our store.
-    pub fn handle_pulled(&mut self, now: Instant, key: Key, ok: bool) {
+    /// A pull of `key` ended: `ok` when it stored a verified copy. Returns whether the copy
+    /// is back for good (announce it): not when it was dropped again while the pull ran,
+    /// which starts the fetch back over at once.
+    pub fn handle_pulled(&mut self, now: Instant, key: Key, ok: bool) -> bool {
         let Some(lost) = self.on.get_mut(&key).filter(|l| l.due.is_none()) else {
-            return;
+            return false;
         };
         self.running -= 1;
-        let wait = FETCH_BACK_AGAIN.get(usize::from(lost.attempt));
-        match wait {
-            Some(wait) if !ok => {
-                let at = now + *wait;
-                lost.attempt += 1;
-                lost.due = Some(at);
-                self.due.insert((at, key));
-            }
-            _ => {
-                self.on.remove(&key);
-                if !ok {
-                    self.events.push_back(FetchBackEvent::GaveUp { key });
+        let back = if std::mem::take(&mut lost.dropped_again) {
+            lost.attempt = 0;
+            lost.due = Some(now);
+            self.due.insert((now, key));
+            false
+        } else {
+            match FETCH_BACK_AGAIN.get(usize::from(lost.attempt)) {
+                Some(wait) if !ok => {
+                    let at = now + *wait;
+                    lost.attempt += 1;
+                    lost.due = Some(at);
+                    self.due.insert((at, key));
+                    false
+                }
+                _ => {
+                    self.on.remove(&key);
+                    if !ok {
+                        self.events.push_back(FetchBackEvent::GaveUp { key });
+                    }
+                    ok
                 }
             }
-        }
+        };
         self.start_due(now);
+        back
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next needed: the first try due,
@@ -207,7 +227,7 @@ mod tests {
                 match ev {
                     FetchBackEvent::Pull { key: k, attempt } => {
                         tries.push(((now - at(0)).as_secs(), attempt));
-                        f.handle_pulled(now, k, false);
+                        assert!(!f.handle_pulled(now, k, false));
                     }
                     FetchBackEvent::GaveUp { key: k } => {
                         assert_eq!(k, key(1));
@@ -236,9 +256,8 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_back_ends_it_and_a_second_drop_while_on_changes_nothing() {
+    fn a_copy_back_ends_it() {
         let mut f = FetchBack::new();
-        f.handle_dropped(at(0), key(1));
         f.handle_dropped(at(0), key(1));
         assert_eq!(
             drain(&mut f),
@@ -247,12 +266,12 @@ mod tests {
                 attempt: 0
             }]
         );
-        f.handle_pulled(at(1), key(1), true);
+        assert!(f.handle_pulled(at(1), key(1), true), "back for good");
         assert!(f.is_empty());
         assert_eq!(drain(&mut f), vec![]);
         assert_eq!(f.poll_timeout(), None);
         // A report for a copy not running changes nothing.
-        f.handle_pulled(at(2), key(1), false);
+        assert!(!f.handle_pulled(at(2), key(1), false));
         assert!(f.is_empty() && drain(&mut f).is_empty());
     }
 
@@ -284,7 +303,7 @@ mod tests {
         assert_eq!(f.len(), FETCH_BACK_WAITING_MAX);
         assert_eq!(f.poll_timeout(), None, "no slot free: nothing to wake for");
         // One ends: the next in line starts at once.
-        f.handle_pulled(at(3), key(0), true);
+        assert!(f.handle_pulled(at(3), key(0), true));
         assert_eq!(
             drain(&mut f),
             vec![FetchBackEvent::Pull {
@@ -292,5 +311,51 @@ mod tests {
                 attempt: 0
             }]
         );
+    }
+
+    fn pull(key: Key, attempt: u8) -> FetchBackEvent {
+        FetchBackEvent::Pull { key, attempt }
+    }
+
+    #[test]
+    fn a_copy_dropped_again_while_its_pull_runs_is_fetched_again() {
+        let mut f = FetchBack::new();
+        f.handle_dropped(at(0), key(1));
+        assert_eq!(drain(&mut f), vec![pull(key(1), 0)]);
+        f.handle_dropped(at(1), key(1));
+        assert!(
+            !f.handle_pulled(at(2), key(1), true),
+            "not back: dropped meanwhile"
+        );
+        assert_eq!(
+            drain(&mut f),
+            vec![pull(key(1), 0)],
+            "fetched again at once"
+        );
+        assert!(f.handle_pulled(at(3), key(1), true));
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn a_drop_while_waiting_changes_nothing_and_a_failed_pull_frees_its_slot() {
+        let mut f = FetchBack::new();
+        for i in 0..5 {
+            f.handle_dropped(at(0), key(i));
+        }
+        assert_eq!(drain(&mut f).len(), 4);
+        // Key 0 fails: its slot goes to key 4 (attempt 0), key 0 waits 5 s for attempt 1.
+        assert!(!f.handle_pulled(at(1), key(0), false));
+        assert_eq!(drain(&mut f), vec![pull(key(4), 0)]);
+        f.handle_dropped(at(2), key(0));
+        assert!(
+            drain(&mut f).is_empty(),
+            "waiting: its next try fetches it anyway"
+        );
+        for i in 1..5 {
+            assert!(f.handle_pulled(at(3), key(i), true));
+        }
+        assert_eq!(f.poll_timeout(), Some(at(6)));
+        f.handle_timeout(at(6));
+        assert_eq!(drain(&mut f), vec![pull(key(0), 1)]);
     }
 }

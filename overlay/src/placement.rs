@@ -241,6 +241,21 @@ mod tests {
         assert_eq!(end, PlaceEnd::Verified { moved: true });
     }
 
+    /// A target that answered `Stored` counted at once (its word, given after its fsync,
+    /// is what a write waits for); if its proof then says it lacks the copy, the placement
+    /// fails and the planner does not count the target as a holder.
+    #[test]
+    fn a_stored_copy_that_fails_its_proof_counted_for_the_write_but_not_for_repair() {
+        let (steps, end) = run(
+            Placement::push_first(),
+            &[ProofAnswer::Lacks],
+            &[PushAnswer::Stored],
+        );
+        assert_eq!(&steps[..3], &[Push, Durable, Prove]);
+        assert_eq!(end, PlaceEnd::Failed(TransferFault::Declined));
+        assert_ne!(end.outcome(), TransferOutcome::Verified);
+    }
+
     #[test]
     fn a_held_copy_counts_only_once_proven() {
         let (steps, end) = run(

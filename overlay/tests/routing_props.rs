@@ -52,6 +52,11 @@ proptest! {
         let covered: std::collections::BTreeSet<_> = saved.iter().map(|p| bucket(&p.0)).collect();
         if max >= populated.len() {
             prop_assert_eq!(&covered, &populated, "every bucket keeps a way in");
+        } else {
+            // A round cut short by the cap goes to the far buckets (the lowest indices
+            // from us are the nearest: far buckets have the highest `bucket_of`).
+            let far_first: std::collections::BTreeSet<_> = populated.iter().rev().take(max).copied().collect();
+            prop_assert_eq!(&covered, &far_first, "the far buckets first");
         }
         // Within a bucket, saved contacts are the most recently seen ones, newest first.
         for b in &populated {

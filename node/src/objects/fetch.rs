@@ -60,6 +60,9 @@ impl FetchError {
     pub(crate) fn fault(&self) -> TransferFault {
         match self {
             FetchError::Transport(e) => TransferFault::Exchange(transport_cause(e)),
+            // What our reading of a broken answer is called (an answer of the wrong kind, a
+            // status code we do not know), or the holder's own failure.
+            FetchError::Status(Status::BadRequest | Status::Internal) => TransferFault::BadAnswer,
             FetchError::Status(_) => TransferFault::Declined,
             FetchError::InProgress => TransferFault::InProgress,
             FetchError::Message(_) | FetchError::Integrity => TransferFault::BadAnswer,
@@ -560,10 +563,10 @@ impl Objects {
         };
         // The last error, kept for the report (the placement keeps only its fault).
         let mut error = None;
-        let mut failed = |e: FetchError| {
+        let failed = |e: FetchError, error: &mut Option<FetchError>| {
             self.note_failure(peer, &e);
             let fault = e.fault();
-            error = Some(e);
+            *error = Some(e);
             fault
         };
         loop {
@@ -571,8 +574,13 @@ impl Objects {
                 PlaceStep::Prove => {
                     let answer = match self.prove(peer, hash, size).await {
                         Ok(()) => ProofAnswer::Proven,
-                        Err(FetchError::Status(Status::NotFound)) => ProofAnswer::Lacks,
-                        Err(e) => ProofAnswer::Failed(failed(e)),
+                        // Kept: after our push it ends the placement (the target
+                        // declined to hold what it took).
+                        Err(e @ FetchError::Status(Status::NotFound)) => {
+                            error = Some(e);
+                            ProofAnswer::Lacks
+                        }
+                        Err(e) => ProofAnswer::Failed(failed(e, &mut error)),
                     };
                     placement.handle_proof(answer);
                 }
@@ -580,7 +588,7 @@ impl Objects {
                     let answer = match self.push_bytes(peer, hash, size).await {
                         Ok(true) => PushAnswer::Stored,
                         Ok(false) => PushAnswer::Held,
-                        Err(e) => PushAnswer::Failed(failed(e)),
+                        Err(e) => PushAnswer::Failed(failed(e, &mut error)),
                     };
                     placement.handle_push(answer);
                 }

@@ -35,7 +35,7 @@ use wire::NodeId;
 use wire::Status;
 use wire::object::ByteRange;
 
-pub use repair_now::{Placement, REPAIR_ALL_MAX, RepairError, RepairReport};
+pub use repair_now::{REPAIR_ALL_MAX, RepairError, RepairReport, TargetReport};
 
 use crate::dht::{Clock, DhtError, DhtHandle, NetPeer};
 use crate::quota::Quotas;
@@ -749,20 +749,32 @@ impl Objects {
         let mut schedule = overlay::FetchBack::new();
         // Owned here, so the fetches back are aborted with this task at shutdown (a pull's
         // blocking write may still finish: it writes a temporary file and renames it).
-        let mut pulling: JoinSet<(Hash, bool)> = JoinSet::new();
+        let mut pulling: JoinSet<Option<u64>> = JoinSet::new();
+        // Which copy each pull is for, so one whose task panicked still frees its place.
+        let mut pulls: BTreeMap<tokio::task::Id, Hash> = BTreeMap::new();
         loop {
             let wake = schedule.poll_timeout().map(|t| clock.deadline(t));
             tokio::select! {
                 next = dropped.recv() => {
                     let Some(hash) = next else { break };
-                    tracing::warn!(id = %crate::store::id_string(&hash), "our copy failed verification: fetching it back");
+                    tracing::warn!(id = %crate::store::id_string(&hash), "our copy failed verification and was dropped");
                     // The planner hears of every drop, whether or not we fetch the copy back.
                     let _ = self.dht.object_removed(Key(hash)).await;
                     schedule.handle_dropped(clock.now(), Key(hash));
                 }
-                Some(done) = pulling.join_next(), if !pulling.is_empty() => {
-                    if let Ok((hash, ok)) = done {
-                        schedule.handle_pulled(clock.now(), Key(hash), ok);
+                Some(done) = pulling.join_next_with_id(), if !pulling.is_empty() => {
+                    let (task, size) = match done {
+                        Ok((task, size)) => (task, size),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a fetch back's task failed");
+                            (e.id(), None)
+                        }
+                    };
+                    if let Some(hash) = pulls.remove(&task)
+                        && schedule.handle_pulled(clock.now(), Key(hash), size.is_some())
+                        && let Some(size) = size
+                    {
+                        self.announce(hash, size).await;
                     }
                 }
                 () = async {
@@ -775,10 +787,13 @@ impl Objects {
             while let Some(ev) = schedule.poll_event() {
                 match ev {
                     FetchBackEvent::Pull { key, attempt } => {
+                        if attempt == 0 {
+                            tracing::info!(id = %crate::store::id_string(&key.0), "fetching our dropped copy back");
+                        }
                         let objects = self.clone();
-                        pulling.spawn(
-                            async move { (key.0, objects.fetch_back(key.0, attempt).await) },
-                        );
+                        let task =
+                            pulling.spawn(async move { objects.fetch_back(key.0, attempt).await });
+                        pulls.insert(task.id(), key.0);
                     }
                     FetchBackEvent::GaveUp { key } => {
                         metrics::counter!("copies_fetched_back_total", "outcome" => "gave_up")
@@ -797,20 +812,19 @@ impl Objects {
         }
     }
 
-    /// One try at pulling our dropped copy of `hash` back; whether it is back.
-    async fn fetch_back(&self, hash: Hash, attempt: u8) -> bool {
+    /// One try at pulling our dropped copy of `hash` back; its size once it is stored.
+    async fn fetch_back(&self, hash: Hash, attempt: u8) -> Option<u64> {
         let id = crate::store::id_string(&hash);
         match self.pull(hash).await {
             Ok(size) => {
                 tracing::info!(%id, size, attempt, "a good copy fetched back");
                 metrics::counter!("copies_fetched_back_total", "outcome" => "ok").increment(1);
-                self.announce(hash, size).await;
-                true
+                Some(size)
             }
             Err(e) => {
                 tracing::warn!(%id, error = %e, attempt, "fetching our copy back failed");
                 metrics::counter!("copies_fetched_back_total", "outcome" => "failed").increment(1);
-                false
+                None
             }
         }
     }
@@ -996,8 +1010,8 @@ impl WriteRun {
     }
 
     /// Stops what the write cut at `now` (`overlay::Write::cut`: past twice its wait) and
-    /// reports each to the planner: a target still taking in its copy as failed (slower
-    /// than the wait allows), any other as not run.
+    /// reports each to the planner: a target still taking in its copy as too slow (it waits
+    /// before it is asked again), any other as stopped (ours: it waits for nothing).
     async fn cut_placements(&mut self, write: &mut Write<NetPeer>, now: overlay::Instant) {
         for (peer, why) in write.cut(now) {
             if let Some(task) = self.running.remove(&peer.key) {
@@ -1135,5 +1149,14 @@ mod tests {
             RpcFailure::Refused
         );
         assert_eq!(blame(FetchError::InProgress), RpcFailure::Refused);
+        // A broken answer (of the wrong kind, with a status we do not know) is the holder's.
+        assert_eq!(
+            blame(FetchError::Status(Status::BadRequest)),
+            RpcFailure::Peer
+        );
+        assert_eq!(
+            blame(FetchError::Status(Status::Internal)),
+            RpcFailure::Peer
+        );
     }
 }

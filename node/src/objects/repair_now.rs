@@ -22,7 +22,7 @@ pub const REPAIR_ALL_MAX: usize = 10_000;
 
 /// One of the RF closest and what repair found there.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
+pub struct TargetReport {
     /// The node.
     pub id: NodeId,
     /// It proved a copy (held before, or received now).
@@ -41,7 +41,7 @@ pub struct RepairReport {
     /// Whether this node is among the RF closest (its copy counts).
     pub local_counts: bool,
     /// The other RF closest nodes, nearest first.
-    pub closest: Vec<Placement>,
+    pub closest: Vec<TargetReport>,
 }
 
 impl RepairReport {
@@ -92,9 +92,9 @@ impl Objects {
             });
             running.spawn(placement);
         }
-        let mut closest: Vec<Placement> = targets
+        let mut closest: Vec<TargetReport> = targets
             .iter()
-            .map(|p| Placement {
+            .map(|p| TargetReport {
                 id: p.id,
                 holds: false,
                 pushed: false,

@@ -861,9 +861,10 @@ impl Sim {
             return;
         }
         // The node's placement runs here, its steps answered by the target's state at once
-        // (a transfer costs one trip, whatever steps it takes): a write pushes first, the
-        // planner proves first and pushes only to a target that lacks the object.
-        let mut placement = if push && write.is_some() {
+        // (a transfer costs one trip, whatever steps it takes): a put, waiting for its
+        // copies or not, pushes first; the planner proves first and pushes only to a target
+        // that lacks the object.
+        let mut placement = if push && id.is_none() {
             Placement::push_first()
         } else {
             Placement::prove_first(push)

@@ -15,7 +15,9 @@
 
 use std::time::Duration;
 
-use overlay::{Instant, Key, PlaceEnd, TransferFault, TransferId, TransferOutcome, Write};
+use overlay::{
+    FailureCause, Instant, Key, PlaceEnd, TransferFault, TransferId, TransferOutcome, Write,
+};
 
 use super::Sim;
 use super::queue::Ev;
@@ -150,7 +152,8 @@ impl Sim {
         if w.write.finished() || now >= deadline {
             // Placements that never reported (their target was down) end with the wait.
             for (_, id) in w.planned {
-                self.placement_over(w.slot, id, TransferOutcome::Failed(TransferFault::TooSlow));
+                let silent = TransferFault::Exchange(FailureCause::Silent);
+                self.placement_over(w.slot, id, TransferOutcome::Failed(silent));
             }
             return;
         }
