@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use mailbox::{FetchLimits, MailboxStore, Principal, SendError};
-use overlay::Key;
+use overlay::{Key, MailAnswer, MailSent};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use wire::NodeId;
@@ -345,14 +345,16 @@ impl Mail {
         // A walk that failed or came back short puts us in the set; our own copy counts
         // only where a receiving holder's would (the rule `send_here` applies).
         let self_in = self_in && self.objects.dht.holds_mailbox(key).await.unwrap_or(false);
-        let (tx, mut rx) = mpsc::channel((peers.len() * n).max(1));
-        for peer in peers {
-            let mail = self.clone();
-            let tx = tx.clone();
-            let envs = envs.clone();
-            tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + SEND_WAIT;
-                for (i, env) in envs.into_iter().enumerate() {
+        // Which holder is asked for which message next, and when the send is over, is
+        // `overlay::MailSend`'s; this loop carries the requests.
+        let mut send = overlay::MailSend::new(n, peers.len(), want);
+        let deadline = tokio::time::Instant::now() + SEND_WAIT;
+        let (tx, mut rx) = mpsc::channel(peers.len().max(1));
+        let ask = |send: &mut overlay::MailSend<(Refusal, u64)>| {
+            while let Some((h, i)) = send.poll_send() {
+                let (mail, tx) = (self.clone(), tx.clone());
+                let (peer, env) = (peers[h].clone(), envs[i].clone());
+                tokio::spawn(async move {
                     let req = match principal {
                         None => MailboxRequest::Send(env),
                         Some(p) => MailboxRequest::SendFor {
@@ -363,46 +365,39 @@ impl Mail {
                         },
                     };
                     let answer = tokio::time::timeout_at(deadline, mail.ask(&peer, &req)).await;
-                    let outcome = match answer {
-                        Ok(Ok(MailboxResponse::Stored { duplicate })) => Ok(duplicate),
+                    let answer = match answer {
+                        Ok(Ok(MailboxResponse::Stored { duplicate })) => {
+                            MailAnswer::Stored { duplicate }
+                        }
                         // Not a holder in its own view: no copy, and no advice for the
                         // client (a quota or size refusal is).
                         Ok(Ok(MailboxResponse::Refused {
                             reason: Refusal::NotHolder,
                             ..
-                        })) => Err(None),
+                        })) => MailAnswer::Failed,
                         Ok(Ok(MailboxResponse::Refused {
                             reason,
                             retry_after_ms,
-                        })) => Err(Some((reason, retry_after_ms))),
-                        Ok(Ok(_)) | Ok(Err(_)) | Err(_) => Err(None),
+                        })) => MailAnswer::Refused((reason, retry_after_ms)),
+                        Ok(Ok(_)) | Ok(Err(_)) | Err(_) => MailAnswer::Failed,
                     };
-                    let failed = matches!(outcome, Err(None));
-                    if tx.send((i, outcome)).await.is_err() || failed {
-                        // A holder that fails once is not asked for the rest: they would
-                        // wait out the same failure one by one.
+                    if answer == MailAnswer::Failed {
                         tracing::debug!(peer = %peer.id, "mailbox send to a holder failed");
-                        return;
                     }
-                }
-            });
-        }
-        drop(tx);
-        let mut copies = vec![0usize; n];
-        let mut duplicate = vec![true; n];
-        let mut quota: Option<MailError> = None;
+                    let _ = tx.send((h, i, answer)).await;
+                });
+            }
+        };
+        ask(&mut send);
         let ids: Vec<MsgId> = envs.iter().map(Envelope::id).collect();
         if self_in {
-            let envs = envs.into_iter().map(|e| (e, principal)).collect();
+            let envs = envs.iter().cloned().map(|e| (e, principal)).collect();
             let results = self
                 .blocking(move |s| s.send_batch_for(now(), envs))
                 .await?;
             for (i, r) in results.into_iter().enumerate() {
                 match r {
-                    Ok(s) => {
-                        copies[i] += 1;
-                        duplicate[i] &= s.duplicate;
-                    }
+                    Ok(s) => send.handle_local(i, s.duplicate),
                     Err(e) => match refused(&e) {
                         Some(err) => return Err(err),
                         None => tracing::warn!(error = %e, "storing a mailbox copy here failed"),
@@ -410,39 +405,48 @@ impl Mail {
                 }
             }
         }
-        let deadline = tokio::time::Instant::now() + SEND_WAIT;
-        while copies.iter().any(|&c| c < want) {
+        while !send.is_over() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((i, Ok(dup)))) => {
-                    copies[i] += 1;
-                    duplicate[i] &= dup;
+                Ok(Some((h, i, answer))) => {
+                    send.handle_answer(h, i, answer);
+                    ask(&mut send);
                 }
-                Ok(Some((_, Err(Some((reason, retry_ms)))))) => {
-                    quota = quota.or(Some(refusal_error(reason, retry_ms)));
-                }
-                Ok(Some((_, Err(None)))) => {}
                 Ok(None) | Err(_) => break,
             }
         }
-        let least = copies.iter().copied().min().unwrap_or(0);
-        let outcome = if least >= want { "ok" } else { "short" };
-        metrics::histogram!("mailbox_enqueue_duration_seconds", "outcome" => outcome)
+        let outcome = send.outcome();
+        let label = match outcome {
+            MailSent::Acknowledged(_) => "ok",
+            MailSent::Short { .. } => "short",
+        };
+        metrics::histogram!("mailbox_enqueue_duration_seconds", "outcome" => label)
             .record(started.elapsed().as_secs_f64());
-        if least < want {
-            return Err(quota.unwrap_or(MailError::Insufficient {
-                copies: least,
+        match outcome {
+            MailSent::Acknowledged(copies) => {
+                metrics::counter!("mailbox_sent_total").increment(n as u64);
+                Ok(ids
+                    .into_iter()
+                    .zip(copies)
+                    .map(|(id, (copies, duplicate))| Sent {
+                        id,
+                        copies,
+                        want,
+                        duplicate,
+                    })
+                    .collect())
+            }
+            MailSent::Short {
+                least,
                 want,
-            }));
+                advice,
+            } => Err(advice.map_or(
+                MailError::Insufficient {
+                    copies: least,
+                    want,
+                },
+                |(reason, retry_ms)| refusal_error(reason, retry_ms),
+            )),
         }
-        metrics::counter!("mailbox_sent_total").increment(n as u64);
-        Ok((0..n)
-            .map(|i| Sent {
-                id: ids[i],
-                copies: copies[i],
-                want,
-                duplicate: duplicate[i] && copies[i] > 0,
-            })
-            .collect())
     }
 
     /// The nodes the owner asks for its mail: twice RF closest to its own key, so copies

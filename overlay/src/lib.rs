@@ -24,6 +24,7 @@
 //! - [`fetch_back`]: [`FetchBack`], when a copy our store dropped as corrupt is fetched back.
 //! - [`locate`]: [`Search`], one pass of a GET's search for a holder.
 //! - [`write`]: [`Write`], one write's targets, quorum and retries of busy targets.
+//! - [`mail_send`]: [`MailSend`], one send of mail: which holder gets which message, when it is answered.
 //! - [`placement`]: [`Placement`], the steps that make one copy count at one target.
 //! - [`testnet`]: an in-memory network of `Dht`s on a deterministic scheduler, for tests
 //!   and benchmarks.
@@ -36,6 +37,7 @@ pub mod dht;
 pub mod fetch_back;
 pub mod key;
 pub mod locate;
+pub mod mail_send;
 pub mod peer;
 pub mod placement;
 pub mod providers;
@@ -60,6 +62,7 @@ pub use key::{Distance, Key};
 pub use locate::{
     Failover, ProbeAnswer, SECOND_PASS_WANTED, Search, SearchOutcome, WalkEnd, WalkVerdict,
 };
+pub use mail_send::{MailAnswer, MailSend, MailSent};
 pub use peer::{IpGroup, Peer};
 pub use placement::{PlaceEnd, PlaceStep, Placement, ProofAnswer, PushAnswer};
 pub use query::{QueryId, QueryKind, QueryResult, QueryStats};
