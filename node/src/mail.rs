@@ -346,14 +346,21 @@ impl Mail {
         // only where a receiving holder's would (the rule `send_here` applies).
         let self_in = self_in && self.objects.dht.holds_mailbox(key).await.unwrap_or(false);
         // Which holder is asked for which message next, and when the send is over, is
-        // `overlay::MailSend`'s; this loop carries the requests.
+        // `overlay::MailSend`'s; this loop carries the requests, beside our own store's.
         let mut send = overlay::MailSend::new(n, peers.len(), want);
         let deadline = tokio::time::Instant::now() + SEND_WAIT;
         let (tx, mut rx) = mpsc::channel(peers.len().max(1));
         let ask = |send: &mut overlay::MailSend<(Refusal, u64)>| {
             while let Some((h, i)) = send.poll_send() {
-                let (mail, tx) = (self.clone(), tx.clone());
+                let mail = self.clone();
                 let (peer, env) = (peers[h].clone(), envs[i].clone());
+                // A task that panics still answers, so its holder is not waited for.
+                let mut answer_to = AnswerTo {
+                    tx: tx.clone(),
+                    holder: h,
+                    message: i,
+                    answered: false,
+                };
                 tokio::spawn(async move {
                     let req = match principal {
                         None => MailboxRequest::Send(env),
@@ -370,7 +377,7 @@ impl Mail {
                             MailAnswer::Stored { duplicate }
                         }
                         // Not a holder in its own view: no copy, and no advice for the
-                        // client (a quota or size refusal is).
+                        // client (any other refusal is: a quota, a size, unavailable).
                         Ok(Ok(MailboxResponse::Refused {
                             reason: Refusal::NotHolder,
                             ..
@@ -384,34 +391,51 @@ impl Mail {
                     if answer == MailAnswer::Failed {
                         tracing::debug!(peer = %peer.id, "mailbox send to a holder failed");
                     }
-                    let _ = tx.send((h, i, answer)).await;
+                    answer_to.send(answer).await;
                 });
             }
         };
         ask(&mut send);
         let ids: Vec<MsgId> = envs.iter().map(Envelope::id).collect();
-        if self_in {
-            let envs = envs.iter().cloned().map(|e| (e, principal)).collect();
-            let results = self
-                .blocking(move |s| s.send_batch_for(now(), envs))
-                .await?;
-            for (i, r) in results.into_iter().enumerate() {
-                match r {
-                    Ok(s) => send.handle_local(i, s.duplicate),
-                    Err(e) => match refused(&e) {
-                        Some(err) => return Err(err),
-                        None => tracing::warn!(error = %e, "storing a mailbox copy here failed"),
-                    },
+        // Our own copies are stored while the holders are asked (one fsync per shard on the
+        // blocking pool must not hold their next messages up).
+        let mut local = self_in.then(|| {
+            let (mail, envs) = (self.clone(), envs.clone());
+            tokio::spawn(async move {
+                let envs = envs.into_iter().map(|e| (e, principal)).collect();
+                mail.blocking(move |s| s.send_batch_for(now(), envs)).await
+            })
+        });
+        let mut timed_out = false;
+        while local.is_some() || !(send.is_over() || timed_out) {
+            tokio::select! {
+                stored = async {
+                    match local.as_mut() {
+                        Some(task) => task.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    local = None;
+                    let results = stored.map_err(|e| MailError::Store(e.to_string()))??;
+                    for (i, r) in results.into_iter().enumerate() {
+                        match r {
+                            Ok(s) => send.handle_local(i, s.duplicate),
+                            Err(e) => match refused(&e) {
+                                Some(err) => return Err(err),
+                                None => tracing::warn!(error = %e, "storing a mailbox copy here failed"),
+                            },
+                        }
+                    }
                 }
-            }
-        }
-        while !send.is_over() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((h, i, answer))) => {
-                    send.handle_answer(h, i, answer);
-                    ask(&mut send);
+                next = tokio::time::timeout_at(deadline, rx.recv()), if !(send.is_over() || timed_out) => {
+                    match next {
+                        Ok(Some((h, i, answer))) => {
+                            send.handle_answer(h, i, answer);
+                            ask(&mut send);
+                        }
+                        Ok(None) | Err(_) => timed_out = true,
+                    }
                 }
-                Ok(None) | Err(_) => break,
             }
         }
         let outcome = send.outcome();
@@ -950,6 +974,36 @@ impl Mail {
 
 /// The error a store refusal of a send becomes, if it is the sender's to hear (quota,
 /// size); `None` for a failure of our own.
+/// A holder's answer to a message, with the advice a refusal carries (reason, retry ms).
+type HolderAnswer = MailAnswer<(Refusal, u64)>;
+
+/// Where one holder's answer to one message goes: dropped unanswered (its task panicked),
+/// it answers `Failed`, so the send does not wait for that holder until its deadline.
+struct AnswerTo {
+    tx: mpsc::Sender<(usize, usize, HolderAnswer)>,
+    holder: usize,
+    message: usize,
+    answered: bool,
+}
+
+impl AnswerTo {
+    async fn send(&mut self, answer: HolderAnswer) {
+        self.answered = true;
+        let _ = self.tx.send((self.holder, self.message, answer)).await;
+    }
+}
+
+impl Drop for AnswerTo {
+    fn drop(&mut self) {
+        if !self.answered {
+            // Room is certain: a holder has one message in flight at a time.
+            let _ = self
+                .tx
+                .try_send((self.holder, self.message, MailAnswer::Failed));
+        }
+    }
+}
+
 fn refused(e: &SendError) -> Option<MailError> {
     match e {
         SendError::Quota { .. } => Some(MailError::Quota {

@@ -6,13 +6,15 @@
 //! holder's would be, [`Admission::holds_mailbox`](crate::Admission::holds_mailbox)). Each
 //! holder is sent the messages one after another, in order, one in flight at a time. A
 //! holder that fails once (silence, an answer that is no answer, "not a holder") is asked
-//! for none of the rest: they would wait out the same failure one by one. A refusal with
-//! advice for the client (a quota, a size) is kept, the first one, and the holder goes on.
+//! for none of the rest: they would wait out the same failure one by one. Any other refusal
+//! carries advice for the client (a quota, a size, a store full, unavailable): the first
+//! is kept, and the holder goes on.
 //!
 //! The send is acknowledged once every message has W copies, ours counted; it is over
 //! short when no holder is left to ask, or when the driver's wait runs out, with the first
 //! refusal's advice if there was one. Copies are counted per message: the send needs the
-//! least-placed message to reach W.
+//! least-placed message to reach W. A send of no message places nothing and is short (the
+//! gateway refuses an empty batch before it gets here).
 
 /// A holder's answer to one message, as the driver read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +24,8 @@ pub enum MailAnswer<R> {
         /// It held the message already.
         duplicate: bool,
     },
-    /// Refused with advice for the client (a quota, a size): no copy, the holder goes on.
+    /// Refused with advice for the client (a quota, a size, a store full, unavailable): no
+    /// copy, the holder goes on.
     Refused(R),
     /// No copy and no advice (silence, a broken answer, not a holder): the holder is asked
     /// no more.
@@ -241,5 +244,57 @@ mod tests {
         // No holders and no messages: over at once.
         assert!(MailSend::<&str>::new(0, 0, 1).is_over());
         assert!(MailSend::<&str>::new(1, 0, 1).is_over());
+    }
+
+    #[test]
+    fn a_refusal_then_enough_copies_is_acknowledged_and_a_late_failure_stops_a_holder() {
+        let mut s: MailSend<&str> = MailSend::new(2, 3, 2);
+        for _ in 0..3 {
+            assert!(s.poll_send().is_some());
+        }
+        s.handle_answer(0, 0, MailAnswer::Refused("quota"));
+        s.handle_answer(1, 0, STORED);
+        s.handle_answer(2, 0, STORED);
+        // Holder 1 fails on its second message: asked no more; 0 and 2 go on.
+        let next: Vec<_> = std::iter::from_fn(|| s.poll_send()).collect();
+        assert_eq!(next, vec![(0, 1), (1, 1), (2, 1)]);
+        s.handle_answer(1, 1, MailAnswer::Failed);
+        assert_eq!(s.poll_send(), None);
+        s.handle_answer(0, 1, STORED);
+        assert!(!s.is_over(), "message 1 has one copy");
+        s.handle_answer(2, 1, MailAnswer::Stored { duplicate: true });
+        assert!(s.is_over());
+        assert_eq!(
+            s.outcome(),
+            MailSent::Acknowledged(vec![(2, false), (2, false)]),
+            "the refusal's advice is for a short send only"
+        );
+    }
+
+    #[test]
+    fn a_send_cut_at_its_wait_is_short_and_a_send_of_nothing_places_nothing() {
+        let mut s: MailSend<&str> = MailSend::new(1, 2, 2);
+        assert!(s.poll_send().is_some() && s.poll_send().is_some());
+        s.handle_answer(0, 0, STORED);
+        // The driver's wait ran out with holder 1 silent.
+        assert!(!s.is_over());
+        assert_eq!(
+            s.outcome(),
+            MailSent::Short {
+                least: 1,
+                want: 2,
+                advice: None
+            }
+        );
+        let empty: MailSend<&str> = MailSend::new(0, 3, 1);
+        assert!(empty.is_over());
+        assert_eq!(
+            empty.outcome(),
+            MailSent::Short {
+                least: 0,
+                want: 1,
+                advice: None
+            }
+        );
     }
 }

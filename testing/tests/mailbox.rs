@@ -678,6 +678,16 @@ fn an_amnesia_node_keeps_mail_in_memory_only() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids[1], ids[2]);
+    // An empty batch is the client's mistake, not a send short of copies.
+    let r = curl(&[
+        "-X".into(),
+        "POST".into(),
+        "--data-binary".into(),
+        r#"{"messages": []}"#.into(),
+        format!("http://{}/mb/{me}/batch", node.admin().unwrap()),
+    ]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("empty_batch"), "{}", r.body);
     assert_eq!(
         recv(&node, "1s"),
         vec![

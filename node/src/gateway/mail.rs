@@ -385,6 +385,12 @@ async fn send_batch(
         .map_err(|_| too_large())?;
     let batch: Batch = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("bad_body", format!("{{\"messages\": [...]}}: {e}")))?;
+    if batch.messages.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "a batch holds at least one message",
+        ));
+    }
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut msgs = Vec::with_capacity(batch.messages.len());
     for m in batch.messages {
