@@ -4,9 +4,10 @@
 //! joined through) had nobody to return to, and the others found it again only at their
 //! bootstrap check, ten minutes later (RELIABILITY.md, D9). So the node writes the contacts
 //! of its routing table (node id and address, at most [`CONTACTS_MAX`], chosen by the table:
-//! `overlay::RoutingTable::contacts_to_save`) to `data_dir/`[`CONTACTS_FILE`], and at start dials them as extra bootstrap peers, each with
-//! the id it must prove (as `--bootstrap ID@HOST:PORT`): a peer now holding another key is
-//! refused by the TLS handshake.
+//! `overlay::RoutingTable::contacts_to_save`) to `data_dir/`[`CONTACTS_FILE`], and at start
+//! dials them as extra bootstrap peers, each with the id it must prove (as
+//! `--bootstrap ID@HOST:PORT`): a peer now holding another key is refused by the TLS
+//! handshake.
 //!
 //! When it is written: as soon as the table first holds a peer (a node killed a second
 //! after it joined still finds its way back), then every [`SAVE_EVERY`] if the set of
@@ -335,14 +336,14 @@ impl ContactBook {
 /// Reads the table from the driver and saves it if it changed (on the blocking pool).
 /// Returns whether the table held a peer.
 pub async fn save_now(book: &Arc<ContactBook>, dht: &DhtHandle) -> bool {
-    let Ok(table) = dht.contacts_to_save(CONTACTS_MAX).await else {
+    let Ok(chosen) = dht.contacts_to_save(CONTACTS_MAX).await else {
         return false;
     };
-    if table.is_empty() {
+    if chosen.is_empty() {
         return false;
     }
     let b = book.clone();
-    match tokio::task::spawn_blocking(move || b.save_if_changed(&table)).await {
+    match tokio::task::spawn_blocking(move || b.save_if_changed(&chosen)).await {
         Ok(Ok(wrote)) => {
             if wrote {
                 tracing::debug!(file = %book.path().display(), "routing table contacts saved");
