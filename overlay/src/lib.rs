@@ -22,7 +22,8 @@
 //! - [`admission`]: [`Admission`], who may push us a replica without a capability.
 //! - [`rejoin`]: [`Rejoin`], when a node with an empty table dials its way back in.
 //! - [`fetch_back`]: [`FetchBack`], when a copy our store dropped as corrupt is fetched back.
-//! - [`locate`]: [`Search`], one pass of a GET's search for a holder.
+//! - [`locate`]: [`Locate`], a GET's search for a holder in one or two passes ([`Search`]),
+//!   and the fetch's [`Failover`].
 //! - [`write`]: [`Write`], one write's targets, quorum and retries of busy targets.
 //! - [`mail_send`]: [`MailSend`], one send of mail: which holder gets which message, when it is answered.
 //! - [`placement`]: [`Placement`], the steps that make one copy count at one target.
@@ -60,7 +61,8 @@ pub use dht::{
 pub use fetch_back::{FetchBack, FetchBackEvent};
 pub use key::{Distance, Key};
 pub use locate::{
-    Failover, ProbeAnswer, SECOND_PASS_WANTED, Search, SearchOutcome, WalkEnd, WalkVerdict,
+    Failover, Locate, LocateEnd, LocateStep, ProbeAnswer, SECOND_PASS_WANTED, Search,
+    SearchOutcome, WalkEnd, WalkVerdict,
 };
 pub use mail_send::{MailAnswer, MailSend, MailSent};
 pub use peer::{IpGroup, Peer};

@@ -1,4 +1,4 @@
-//! One pass of a GET's search for a holder, the decisions the read path makes wherever it
+//! A GET's search for a holder, the decisions the read path makes wherever it
 //! runs: whom to ask, when to stop, the order to fetch in, and what a search that proved
 //! nothing means.
 //!
@@ -17,6 +17,9 @@
 //! candidates silent, mean the search did not finish; anything else is a miss. A walk can
 //! end the search before any probe ([`WalkEnd::judge`]): silence from everyone it asked, or no
 //! peers to ask, proves nothing, except on a node that never had a peer.
+//!
+//! [`Locate`] runs the passes within one deadline (the node's GET and simnet's gets both
+//! drive it), [`Search`] is one pass, and [`Failover`] the fetch's way through its list.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -259,6 +262,189 @@ impl<P: Peer> Search<P> {
     }
 }
 
+/// A GET's whole search for a holder, within one deadline: a first pass that walks for
+/// `wanted` providers and probes what it found, and, when that pass's records proved
+/// nothing, a second pass that walks to the key's closest nodes ([`SECOND_PASS_WANTED`]).
+/// The driver runs what [`Locate::poll`] asks for (a walk, the probes of one pass) and
+/// reports how each ended; the node's GET and simnet's gets run the same passes.
+#[derive(Debug, Clone)]
+pub struct Locate<P> {
+    local: Key,
+    rf: usize,
+    deadline: Instant,
+    state: LocateState<P>,
+}
+
+#[derive(Debug, Clone)]
+enum LocateState<P> {
+    /// A walk asking for `wanted` providers is due; `second` in the second pass.
+    WalkDue { wanted: usize, second: bool },
+    /// The walk is out.
+    Walking { wanted: usize, second: bool },
+    /// The walk's candidates are to be handed out for probing.
+    ProbeDue { search: Search<P>, second: bool },
+    /// The pass's candidates are being probed.
+    Probing { search: Search<P>, second: bool },
+    /// It ended; the next `poll` hands the end out.
+    Ended(LocateEnd<P>),
+    /// `poll` has handed the end out.
+    Over,
+}
+
+/// What the driver of a [`Locate`] does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocateStep<P> {
+    /// Walk for the key's providers, finishing once `wanted` are known, by
+    /// [`Locate::deadline`]; report how it ended with [`Locate::handle_walk`].
+    Walk {
+        /// Providers the walk asks for.
+        wanted: usize,
+    },
+    /// Ask every one of these for the object's final group, at once, each within the
+    /// probe timeout; report each answer with [`Locate::handle_answer`], and the deadline
+    /// with [`Locate::handle_deadline`].
+    Probe(Vec<P>),
+    /// Wait for the walk or the probes.
+    Wait,
+    /// The search is over.
+    Done(LocateEnd<P>),
+}
+
+/// How a GET's search ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocateEnd<P> {
+    /// A holder proved the object: fetch from these, in this order
+    /// ([`SearchOutcome::Found`]); `second_pass` if the second pass found it.
+    Found {
+        /// The failover list.
+        holders: Vec<P>,
+        /// Whether it took the second pass.
+        second_pass: bool,
+    },
+    /// Everyone asked answered and nobody holds it, or a mesh of one lacks it.
+    NotFound,
+    /// The search did not finish (silence, records that proved nothing in the second pass,
+    /// or the deadline): no proof of absence.
+    Unfinished,
+    /// Nobody to ask, on a node that lost its peers.
+    NoPeers,
+    /// The walk could not start for a reason of ours (too many queries running).
+    NotRun,
+}
+
+impl<P: Peer> Locate<P> {
+    /// A search by `local` for an object kept on `rf` nodes, starting at `now`, whose
+    /// first walk asks for `wanted` providers (1 in the node) and which gives up at
+    /// `now + timeout` (`ObjectTimings::search_timeout`).
+    pub fn new(local: Key, rf: usize, wanted: usize, now: Instant, timeout: Duration) -> Self {
+        Locate {
+            local,
+            rf,
+            deadline: now + timeout,
+            state: LocateState::WalkDue {
+                wanted,
+                second: false,
+            },
+        }
+    }
+
+    /// When the whole search gives up.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// What to do next at `now`. A walk due past the deadline (a second pass with no time
+    /// left) ends the search unfinished instead.
+    pub fn poll(&mut self, now: Instant) -> LocateStep<P> {
+        match std::mem::replace(&mut self.state, LocateState::Over) {
+            LocateState::WalkDue { .. } if now >= self.deadline => {
+                LocateStep::Done(LocateEnd::Unfinished)
+            }
+            LocateState::WalkDue { wanted, second } => {
+                self.state = LocateState::Walking { wanted, second };
+                LocateStep::Walk { wanted }
+            }
+            LocateState::ProbeDue { search, second } if !search.is_over() => {
+                let candidates = search.candidates().to_vec();
+                self.state = LocateState::Probing { search, second };
+                LocateStep::Probe(candidates)
+            }
+            LocateState::ProbeDue { search, second } | LocateState::Probing { search, second }
+                if search.is_over() =>
+            {
+                match search.outcome() {
+                    SearchOutcome::Found { holders } => LocateStep::Done(LocateEnd::Found {
+                        holders,
+                        second_pass: second,
+                    }),
+                    SearchOutcome::SearchAgain if !second => {
+                        self.state = LocateState::WalkDue {
+                            wanted: SECOND_PASS_WANTED,
+                            second: true,
+                        };
+                        self.poll(now)
+                    }
+                    SearchOutcome::SearchAgain | SearchOutcome::Unfinished => {
+                        LocateStep::Done(LocateEnd::Unfinished)
+                    }
+                    SearchOutcome::NotFound => LocateStep::Done(LocateEnd::NotFound),
+                }
+            }
+            LocateState::Ended(end) => LocateStep::Done(end),
+            LocateState::Over => LocateStep::Wait,
+            waiting => {
+                self.state = waiting;
+                LocateStep::Wait
+            }
+        }
+    }
+
+    /// The walk ended as `walk`; `had_peers`: whether the table ever held a peer
+    /// (`Dht::had_peers`). Either the search is over ([`WalkEnd::judge`]) or the next
+    /// [`Locate::poll`] hands out the candidates to probe.
+    pub fn handle_walk(&mut self, walk: WalkEnd<P>, had_peers: bool) {
+        let LocateState::Walking { wanted, second } = self.state else {
+            return;
+        };
+        self.state = match walk.judge(had_peers) {
+            Ok((providers, closest)) => LocateState::ProbeDue {
+                search: Search::new(self.local, providers, closest, self.rf, wanted),
+                second,
+            },
+            Err(verdict) => LocateState::Ended(match verdict {
+                WalkVerdict::Unfinished => LocateEnd::Unfinished,
+                WalkVerdict::NotFound => LocateEnd::NotFound,
+                WalkVerdict::NoPeers => LocateEnd::NoPeers,
+                WalkVerdict::NotRun => LocateEnd::NotRun,
+            }),
+        };
+    }
+
+    /// `peer`'s probe came to `answer`. Returns whether this pass's probes are over (a
+    /// holder proved the object, or every candidate answered): the next
+    /// [`Locate::poll`] says what follows.
+    pub fn handle_answer(&mut self, peer: &Key, answer: ProbeAnswer) -> bool {
+        match &mut self.state {
+            LocateState::Probing { search, .. } => search.handle_answer(peer, answer),
+            _ => true,
+        }
+    }
+
+    /// The deadline passed: a walk still out ends the search unfinished, candidates not
+    /// yet answered count as silent.
+    pub fn handle_deadline(&mut self) {
+        match &mut self.state {
+            LocateState::Walking { .. } => {
+                self.state = LocateState::Ended(LocateEnd::Unfinished);
+            }
+            LocateState::Probing { search, .. } | LocateState::ProbeDue { search, .. } => {
+                search.handle_deadline();
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A fetch's way through its failover list: which holder to ask next, and when to stop
 /// asking. Past the verified holder the list is candidates that had not answered the
 /// search's probes (dead nodes whose records outlive them, slow ones, liars), each costing
@@ -430,6 +616,133 @@ mod tests {
         // The second pass walked to the end: its verdict is final.
         let second = Search::new(key(0), vec![peer(1)], vec![peer(2)], 3, SECOND_PASS_WANTED);
         assert_eq!(answer_all(second), SearchOutcome::NotFound);
+    }
+
+    fn walked(providers: Vec<TestPeer>, closest: Vec<TestPeer>) -> WalkEnd<TestPeer> {
+        WalkEnd::Finished {
+            providers,
+            closest,
+            rpcs: 3,
+        }
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    fn at(ms: u64) -> Instant {
+        Instant::ZERO + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_locate_walks_probes_and_hands_out_the_holders() {
+        let mut l = Locate::new(key(0), 3, 1, at(0), T);
+        assert_eq!(l.deadline(), at(5000));
+        assert_eq!(l.poll(at(0)), LocateStep::Walk { wanted: 1 });
+        assert_eq!(l.poll(at(1)), LocateStep::Wait, "the walk is out");
+        l.handle_walk(walked(vec![peer(1)], vec![peer(2), peer(0)]), true);
+        let LocateStep::Probe(c) = l.poll(at(10)) else {
+            panic!("probes due")
+        };
+        assert_eq!(firsts(&c), vec![1, 2], "ourselves left out");
+        assert_eq!(l.poll(at(11)), LocateStep::Wait, "the probes are out");
+        assert!(!l.handle_answer(&key(2), ProbeAnswer::Lacks));
+        assert!(l.handle_answer(&key(1), ProbeAnswer::Holds));
+        assert_eq!(
+            l.poll(at(20)),
+            LocateStep::Done(LocateEnd::Found {
+                holders: vec![peer(1)],
+                second_pass: false
+            })
+        );
+        assert_eq!(l.poll(at(21)), LocateStep::Wait, "over, handed out once");
+    }
+
+    #[test]
+    fn records_that_prove_nothing_take_one_second_pass_to_the_closest() {
+        let mut l = Locate::new(key(0), 3, 1, at(0), T);
+        assert_eq!(l.poll(at(0)), LocateStep::Walk { wanted: 1 });
+        l.handle_walk(walked(vec![peer(1)], vec![peer(2)]), true);
+        assert!(matches!(l.poll(at(10)), LocateStep::Probe(_)));
+        l.handle_answer(&key(1), ProbeAnswer::Lacks);
+        assert!(l.handle_answer(&key(2), ProbeAnswer::Lacks));
+        assert_eq!(
+            l.poll(at(20)),
+            LocateStep::Walk {
+                wanted: SECOND_PASS_WANTED
+            }
+        );
+        l.handle_walk(walked(vec![peer(1)], vec![peer(2), peer(3)]), true);
+        let LocateStep::Probe(c) = l.poll(at(30)) else {
+            panic!("second probes due")
+        };
+        assert_eq!(firsts(&c), vec![1, 2, 3]);
+        for k in [1, 2] {
+            l.handle_answer(&key(k), ProbeAnswer::Lacks);
+        }
+        l.handle_answer(&key(3), ProbeAnswer::Holds);
+        assert_eq!(
+            l.poll(at(40)),
+            LocateStep::Done(LocateEnd::Found {
+                holders: vec![peer(3)],
+                second_pass: true
+            })
+        );
+        // The same answers in the second pass with nobody holding it: a miss, no third.
+        let mut l = Locate::new(key(0), 3, 1, at(0), T);
+        for wanted in [1, SECOND_PASS_WANTED] {
+            assert_eq!(l.poll(at(0)), LocateStep::Walk { wanted });
+            l.handle_walk(walked(vec![peer(1)], vec![peer(2)]), true);
+            assert!(matches!(l.poll(at(1)), LocateStep::Probe(_)));
+            l.handle_answer(&key(1), ProbeAnswer::Lacks);
+            l.handle_answer(&key(2), ProbeAnswer::Lacks);
+        }
+        assert_eq!(l.poll(at(2)), LocateStep::Done(LocateEnd::NotFound));
+    }
+
+    #[test]
+    fn a_second_pass_with_no_time_left_ends_unfinished() {
+        let mut l = Locate::new(key(0), 3, 1, at(0), T);
+        l.poll(at(0));
+        l.handle_walk(walked(vec![peer(1)], vec![]), true);
+        l.poll(at(10));
+        assert!(l.handle_answer(&key(1), ProbeAnswer::Lacks));
+        assert_eq!(l.poll(at(5000)), LocateStep::Done(LocateEnd::Unfinished));
+    }
+
+    #[test]
+    fn the_deadline_ends_a_walk_or_silences_the_probes() {
+        let mut l = Locate::<TestPeer>::new(key(0), 3, 1, at(0), T);
+        l.poll(at(0));
+        l.handle_deadline();
+        assert_eq!(l.poll(at(5000)), LocateStep::Done(LocateEnd::Unfinished));
+        // Probes out, one candidate silent at the deadline, records named: unfinished.
+        let mut l = Locate::new(key(0), 3, 3, at(0), T);
+        l.poll(at(0));
+        l.handle_walk(walked(vec![peer(1)], vec![peer(2)]), true);
+        l.poll(at(1));
+        l.handle_answer(&key(2), ProbeAnswer::Lacks);
+        l.handle_deadline();
+        assert_eq!(l.poll(at(5000)), LocateStep::Done(LocateEnd::Unfinished));
+    }
+
+    #[test]
+    fn a_walk_that_ends_the_search_ends_the_locate() {
+        for (walk, had_peers, end) in [
+            (WalkEnd::NoPeers, false, LocateEnd::NotFound),
+            (WalkEnd::NoPeers, true, LocateEnd::NoPeers),
+            (WalkEnd::Refused, true, LocateEnd::NotRun),
+            (WalkEnd::TimedOut, true, LocateEnd::Unfinished),
+            (walked(vec![], vec![]), true, LocateEnd::Unfinished),
+        ] {
+            let mut l = Locate::<TestPeer>::new(key(0), 3, 1, at(0), T);
+            l.poll(at(0));
+            l.handle_walk(walk, had_peers);
+            assert_eq!(l.poll(at(1)), LocateStep::Done(end));
+        }
+        // Only ourselves to ask: nothing to probe, nobody holds it.
+        let mut l = Locate::new(key(0), 3, 1, at(0), T);
+        l.poll(at(0));
+        l.handle_walk(walked(vec![], vec![peer(0)]), true);
+        assert_eq!(l.poll(at(1)), LocateStep::Done(LocateEnd::NotFound));
     }
 
     #[test]

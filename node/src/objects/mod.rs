@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use overlay::{
-    FetchBackEvent, Key, PlaceEnd, PlacementCut, PlanEvent, ProbeAnswer, QueryResult, Search,
-    SearchOutcome, TransferFault, TransferOutcome, WalkEnd, WalkVerdict, Write,
+    FetchBackEvent, Key, Locate, LocateEnd, LocateStep, PlaceEnd, PlacementCut, PlanEvent,
+    ProbeAnswer, QueryResult, TransferFault, TransferOutcome, WalkEnd, Write,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -241,22 +241,32 @@ pub enum LocateError {
     NoPeers,
 }
 
-/// How one pass of [`Objects::locate`] ended without a proven holder: for good, or with
-/// provider records that the candidates it asked could not back up (worth a full pass).
-enum Unproven {
-    /// Records named providers; none of the candidates proved the object.
-    AfterRecords,
-    /// The answer, whatever another pass would find.
-    Final(LocateError),
-}
-
-impl Unproven {
-    /// What the caller is told when no pass is left.
-    fn into_error(self) -> LocateError {
-        match self {
-            Unproven::AfterRecords => LocateError::Timeout,
-            Unproven::Final(e) => e,
+/// What a search's end tells the GET. `tail` is the verified final group of the holder
+/// that proved the object; `refused`, why a walk could not start.
+fn located(
+    end: LocateEnd<NetPeer>,
+    tail: Option<Tail>,
+    refused: Option<String>,
+    store: &Store,
+    hash: Hash,
+) -> Result<Located, LocateError> {
+    match (end, tail) {
+        (LocateEnd::Found { holders, .. }, Some(Tail { size, whole })) => {
+            if let Some(w) = &whole {
+                // Verified against its id: as good as a local small object for reads.
+                store.remember_verified(hash, w.clone());
+            }
+            Ok(Located::Remote {
+                size,
+                holders,
+                whole,
+            })
         }
+        // Found without a tail cannot happen: a holder is judged by its verified tail.
+        (LocateEnd::Found { .. } | LocateEnd::NotFound, _) => Err(LocateError::NotFound),
+        (LocateEnd::Unfinished, _) => Err(LocateError::Timeout),
+        (LocateEnd::NoPeers, _) => Err(LocateError::NoPeers),
+        (LocateEnd::NotRun, _) => Err(LocateError::Overloaded(refused.unwrap_or_default())),
     }
 }
 
@@ -534,82 +544,96 @@ impl Objects {
         result
     }
 
-    /// [`find_holders`](Self::find_holders) without its timing. A GET needs one holder
-    /// that proves the object, so the first pass asks the DHT for one provider and stops
-    /// at the first verified answer; only when records named providers and none of the
-    /// candidates could prove the object (a walk cut short by its first record, a stale or
-    /// made-up one) does a second pass walk to the key's closest nodes whatever
-    /// records it meets (`overlay::SECOND_PASS_WANTED`), within the same deadline.
+    /// [`find_holders`](Self::find_holders) without its timing: runs `overlay::Locate`,
+    /// which decides the passes. A GET needs one holder that proves the object, so the
+    /// first pass asks the DHT for one provider and stops at the first verified answer;
+    /// only when records named providers and none of the candidates could prove the object
+    /// (a walk cut short by its first record, a stale or made-up one) does a second pass
+    /// walk to the key's closest nodes whatever records it meets, within the same deadline.
+    /// Each pass asks every candidate at once for the object's final group, each bounded by
+    /// the probe timeout: a dead holder (its provider record outlives it) costs one probe
+    /// timeout, not the whole search.
     async fn locate(&self, hash: Hash) -> Result<Located, LocateError> {
-        let deadline = tokio::time::Instant::now() + self.limits.timings.search_timeout;
-        match self.locate_pass(hash, 1, deadline).await {
-            Err(Unproven::AfterRecords) => self
-                .locate_pass(hash, overlay::SECOND_PASS_WANTED, deadline)
-                .await
-                .map_err(Unproven::into_error),
-            other => other.map_err(Unproven::into_error),
+        let clock = Clock::new();
+        let mut locate = Locate::new(
+            self.dht.local().key,
+            self.limits.rf,
+            1,
+            clock.now(),
+            self.limits.timings.search_timeout,
+        );
+        let deadline = clock.deadline(locate.deadline());
+        let mut refused = None;
+        let mut tail = None;
+        loop {
+            match locate.poll(clock.now()) {
+                LocateStep::Walk { wanted } => {
+                    let (walk, why, had_peers) = self.walk(hash, wanted, deadline).await;
+                    refused = why.or(refused);
+                    locate.handle_walk(walk, had_peers);
+                }
+                LocateStep::Probe(candidates) => {
+                    tail = self
+                        .probe_all(hash, candidates, &mut locate, deadline)
+                        .await
+                        .or(tail);
+                }
+                // Each step above reports before it returns, so nothing is out: should the
+                // probes have ended unsettled, whoever did not answer was silent.
+                LocateStep::Wait => locate.handle_deadline(),
+                LocateStep::Done(end) => return located(end, tail, refused, &self.store, hash),
+            }
         }
     }
 
-    /// One search: a provider walk that finishes once `wanted` providers are known, then
-    /// every candidate (the providers, then the closest nodes the walk saw) asked for the
-    /// object's final group at once, until one verifies. The failover list is the verified
-    /// holder, then the candidates that had not answered yet (a fetch verifies every byte,
-    /// so an unproven candidate can cost time, never correctness).
-    async fn locate_pass(
+    /// One provider walk for `wanted` providers, cut at `deadline`: how it ended, the
+    /// reason of ours it could not start (if so), and whether the table ever held a peer.
+    async fn walk(
         &self,
         hash: Hash,
         wanted: usize,
         deadline: tokio::time::Instant,
-    ) -> Result<Located, Unproven> {
+    ) -> (WalkEnd<NetPeer>, Option<String>, bool) {
         let key = Key(hash);
-        let status = self.dht.status();
+        let had_peers = self.dht.status().peers_seen;
         let lookup = tokio::time::timeout_at(deadline, self.dht.get_providers(key, wanted)).await;
-        let mut refused = None;
         let walk = match lookup {
             Ok(Ok(out)) => {
                 let (providers, closest) = match out.result {
                     QueryResult::GetProviders { providers, closest } => (providers, closest),
                     _ => (Vec::new(), Vec::new()),
                 };
+                let rpcs = out.stats.rpcs;
                 WalkEnd::Finished {
                     providers,
                     closest,
-                    rpcs: out.stats.rpcs,
+                    rpcs,
                 }
             }
             Ok(Err(DhtError::Command(overlay::CommandError::NoPeers))) => WalkEnd::NoPeers,
-            Ok(Err(e)) => {
-                refused = Some(e.to_string());
-                WalkEnd::Refused
-            }
+            Ok(Err(e)) => return (WalkEnd::Refused, Some(e.to_string()), had_peers),
             Err(_) => WalkEnd::TimedOut,
         };
-        let (providers, closest) = walk.judge(status.peers_seen).map_err(|verdict| {
-            Unproven::Final(match verdict {
-                WalkVerdict::Unfinished => LocateError::Timeout,
-                WalkVerdict::NotFound => LocateError::NotFound,
-                WalkVerdict::NoPeers => LocateError::NoPeers,
-                WalkVerdict::NotRun => LocateError::Overloaded(refused.unwrap_or_default()),
-            })
-        })?;
-        let mut search = Search::new(
-            self.dht.local().key,
-            providers,
-            closest,
-            self.limits.rf,
-            wanted,
-        );
-        // Ask every candidate at once, each bounded by the probe timeout: a dead holder (its
-        // provider record outlives it) costs one probe timeout, not the whole search.
+        (walk, None, had_peers)
+    }
+
+    /// Asks every candidate at once for the object's final group, each within the probe
+    /// timeout, and reports each answer to `locate` until its pass is over or `deadline`
+    /// passed. Returns the verified tail of the holder that proved the object, if one did.
+    async fn probe_all(
+        &self,
+        hash: Hash,
+        candidates: Vec<NetPeer>,
+        locate: &mut Locate<NetPeer>,
+        deadline: tokio::time::Instant,
+    ) -> Option<Tail> {
         let mut probes = JoinSet::new();
         // Whose probe each task is, so a probe that panicked still settles its candidate
         // (as silent): unsettled, the search would end as NotFound, not Unfinished.
         let mut probing = HashMap::new();
-        for c in search.candidates() {
+        for c in candidates {
             let objects = self.clone();
             let t = self.limits.timings.probe_timeout;
-            let c = c.clone();
             let key = c.key;
             let task = probes.spawn(async move {
                 let answer = tokio::time::timeout(t, objects.probe_tail(&c, hash)).await;
@@ -618,18 +642,16 @@ impl Objects {
             probing.insert(task.id(), key);
         }
         let mut tail = None;
-        while !search.is_over() {
+        loop {
             let (c, answer) = match tokio::time::timeout_at(deadline, probes.join_next()).await {
                 Ok(Some(Ok(n))) => n,
-                Ok(Some(Err(e))) => {
-                    if let Some(key) = probing.get(&e.id()) {
-                        search.handle_answer(key, ProbeAnswer::Silent);
-                    }
-                    continue;
-                }
+                Ok(Some(Err(e))) => match probing.get(&e.id()) {
+                    Some(key) if locate.handle_answer(key, ProbeAnswer::Silent) => break,
+                    _ => continue,
+                },
                 Ok(None) => break,
                 Err(_) => {
-                    search.handle_deadline();
+                    locate.handle_deadline();
                     break;
                 }
             };
@@ -646,28 +668,12 @@ impl Objects {
                 }
                 Ok(Err(_)) | Err(_) => ProbeAnswer::Silent,
             };
-            search.handle_answer(&c.key, judged);
+            if locate.handle_answer(&c.key, judged) {
+                break;
+            }
         }
         probes.abort_all();
-        match (search.outcome(), tail) {
-            (SearchOutcome::Found { holders }, Some(Tail { size, whole })) => {
-                if let Some(w) = &whole {
-                    // Verified against its id: as good as a local small object for reads.
-                    self.store.remember_verified(hash, w.clone());
-                }
-                Ok(Located::Remote {
-                    size,
-                    holders,
-                    whole,
-                })
-            }
-            (SearchOutcome::SearchAgain, _) => Err(Unproven::AfterRecords),
-            (SearchOutcome::Unfinished, _) => Err(Unproven::Final(LocateError::Timeout)),
-            // Found without a tail cannot happen: a holder is judged by its verified tail.
-            (SearchOutcome::NotFound | SearchOutcome::Found { .. }, _) => {
-                Err(Unproven::Final(LocateError::NotFound))
-            }
-        }
+        tail
     }
 
     /// Streams `range` of a remote object, verified, into a channel the caller reads.

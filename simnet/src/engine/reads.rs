@@ -1,6 +1,6 @@
-//! A get's search for a holder, through the node's own decisions: `overlay::Search` says
-//! whom to probe, when the search is over, the order to fetch in and whether a second pass
-//! is due, as `Objects::locate_pass` does in the node.
+//! A get's search for a holder, through the node's own decisions: `overlay::Locate` says
+//! when to walk, whom to probe, when a pass is over, the order to fetch in and whether a
+//! second pass is due, as it does for the node's GET (`Objects::locate`).
 //!
 //! Every candidate is probed at once for the object's final group, each probe ending with
 //! an answer (holds it, lacks it, or, from one of the swarm's liars that lacks it, a tail
@@ -13,11 +13,11 @@
 //! `failover_idle` passed without a holder serving it (`overlay::Failover`, as the node). A pass whose records all failed to prove the
 //! object walks again, to the key's closest nodes whatever records it meets
 //! (`overlay::SECOND_PASS_WANTED`), from when its last probe ended, within the same
-//! search timeout (the node's second pass); a pass that ended at the deadline fails.
+//! search timeout; a pass that ended at the deadline fails.
 
 use std::time::Duration;
 
-use overlay::{Failover, Instant, ProbeAnswer, SECOND_PASS_WANTED, Search, SearchOutcome};
+use overlay::{Failover, Instant, Locate, LocateEnd, LocateStep, ProbeAnswer, WalkEnd};
 
 use super::Sim;
 use super::queue::Ev;
@@ -27,7 +27,7 @@ use crate::peer::SimPeer;
 
 /// A get's TAIL probe to one candidate holder gives up after this, and its whole search
 /// (walks and probes) after this: the node's numbers (`overlay::ObjectTimings`).
-fn timings() -> overlay::ObjectTimings {
+pub(super) fn timings() -> overlay::ObjectTimings {
     overlay::ObjectTimings::default()
 }
 /// A fetch from a holder that cannot be reached gives up after this (the node's
@@ -35,43 +35,128 @@ fn timings() -> overlay::ObjectTimings {
 pub const FETCH_FAILOVER: Duration = Duration::from_secs(5);
 
 /// A get waiting to walk again.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Again {
     slot: u32,
     inc: u32,
     object: u32,
     started: Instant,
+    locate: Box<Locate<SimPeer>>,
+    wanted: usize,
 }
 
 impl Sim {
-    /// The provider walk of a get at `slot` found `providers` and `closest`: search them
-    /// for a holder and fetch from it, or walk again.
+    /// Starts the provider walk of a get at `slot` for `wanted` providers, the step its
+    /// `locate` asked for; a walk that cannot start fails the get.
+    pub(super) fn walk_for_get(
+        &mut self,
+        slot: u32,
+        object: u32,
+        started: Instant,
+        locate: Box<Locate<SimPeer>>,
+        wanted: usize,
+    ) {
+        let key = self.work.objects[object as usize];
+        let local = self.local_now(slot);
+        let s = &mut self.slots[slot as usize];
+        let id = s
+            .dht
+            .as_mut()
+            .and_then(|dht| dht.get_providers(local, key, wanted).ok());
+        match id {
+            Some(id) => {
+                let inc = s.inc;
+                self.pending.insert(
+                    (slot, inc, id.0),
+                    Pending::Get {
+                        started,
+                        object,
+                        locate,
+                    },
+                );
+                self.after_input(slot, false);
+            }
+            None => self.metrics.get_done(started, GetOutcome::Failed),
+        }
+    }
+
+    /// The provider walk of a get at `slot` ended as `walk`: its search probes the
+    /// candidates, then fetches from the holders, walks again, or gives up, as its
+    /// `locate` decides.
     pub(super) fn search_holders(
         &mut self,
         slot: u32,
         object: u32,
         started: Instant,
-        again: bool,
-        providers: Vec<SimPeer>,
-        closest: Vec<SimPeer>,
+        mut locate: Box<Locate<SimPeer>>,
+        walk: WalkEnd<SimPeer>,
     ) {
         let key = self.work.objects[object as usize];
         let now = self.now;
-        let deadline = started + timings().search_timeout;
-        if now >= deadline {
-            self.metrics.get_done(started, GetOutcome::Failed);
-            return;
-        }
-        let rf = self.sc.workload.replication.rf;
-        let wanted = if again {
-            SECOND_PASS_WANTED
+        if now >= locate.deadline() {
+            locate.handle_deadline();
         } else {
-            self.holders_wanted()
-        };
-        let me = self.slots[slot as usize].key;
-        let mut search = Search::new(me, providers, closest, rf, wanted);
+            // A node with a walk behind it had peers.
+            locate.handle_walk(walk, true);
+        }
+        // Time from the walk's end to the step polled for: the probes' answers.
+        let mut done = Duration::ZERO;
+        loop {
+            match locate.poll(now + done) {
+                LocateStep::Probe(candidates) => {
+                    done = self.probe_all(slot, &key, &mut locate, candidates);
+                }
+                LocateStep::Walk { wanted } => {
+                    let n = self.work.next_again;
+                    self.work.next_again += 1;
+                    let inc = self.slots[slot as usize].inc;
+                    self.work.again.insert(
+                        n,
+                        Again {
+                            slot,
+                            inc,
+                            object,
+                            started,
+                            locate,
+                            wanted,
+                        },
+                    );
+                    self.metrics.gets_searched_again += 1;
+                    self.queue.push(now + done, Ev::GetAgain(n));
+                    return;
+                }
+                LocateStep::Done(LocateEnd::Found {
+                    holders,
+                    second_pass,
+                }) => {
+                    let outcome = self.fetch(slot, &key, &holders, started, now, done);
+                    if second_pass && matches!(outcome, GetOutcome::Served { .. }) {
+                        self.metrics.gets_served_again += 1;
+                    }
+                    self.metrics.get_done(started, outcome);
+                    return;
+                }
+                LocateStep::Done(_) | LocateStep::Wait => {
+                    self.metrics.get_done(started, GetOutcome::Failed);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Probes every candidate at once from `slot` and reports their answers to `locate` in
+    /// the order they arrive, until its pass is over or the deadline: the time from now to
+    /// the last answer it took (the deadline if that came first).
+    fn probe_all(
+        &mut self,
+        slot: u32,
+        key: &overlay::Key,
+        locate: &mut Locate<SimPeer>,
+        candidates: Vec<SimPeer>,
+    ) -> Duration {
+        let now = self.now;
         let mut ends: Vec<(Duration, SimPeer, ProbeAnswer)> = Vec::new();
-        for c in search.candidates().to_vec() {
+        for c in candidates {
             let answer = self
                 .exchange(slot, c.slot(), now)
                 .filter(|rt| *rt < timings().probe_timeout);
@@ -79,7 +164,7 @@ impl Sim {
                 // Someone else at that address (a made-up record, a restarted node): the
                 // handshake fails on the id, as the node's dial does.
                 Some(rt) if !self.is_current(&c) => (rt, c, ProbeAnswer::Silent),
-                Some(rt) if self.holds(c.slot(), &key) => (rt, c, ProbeAnswer::Holds),
+                Some(rt) if self.holds(c.slot(), key) => (rt, c, ProbeAnswer::Holds),
                 // A liar claims what it lacks: its tail does not verify against the id.
                 Some(rt) if self.lies(c.slot()) => (rt, c, ProbeAnswer::Invalid),
                 Some(rt) => (rt, c, ProbeAnswer::Lacks),
@@ -94,52 +179,21 @@ impl Sim {
         // The node stops at the first holder; `get_holders_wanted` > 1 (a research knob)
         // waits for that many before fetching from the first.
         let wait_for = self.holders_wanted();
+        let deadline = locate.deadline();
         let mut done = Duration::ZERO;
         let mut holders = 0;
         for (t, c, answer) in &ends {
             if now + *t > deadline {
-                search.handle_deadline();
-                done = deadline - now;
-                break;
+                locate.handle_deadline();
+                return deadline - now;
             }
             done = *t;
             holders += usize::from(*answer == ProbeAnswer::Holds);
-            if search.handle_answer(&c.key(), *answer) && (holders == 0 || holders >= wait_for) {
+            if locate.handle_answer(&c.key(), *answer) && (holders == 0 || holders >= wait_for) {
                 break;
             }
         }
-        match search.outcome() {
-            SearchOutcome::Found { holders } => {
-                let outcome = self.fetch(slot, &key, &holders, started, now, done);
-                if again && matches!(outcome, GetOutcome::Served { .. }) {
-                    self.metrics.gets_served_again += 1;
-                }
-                self.metrics.get_done(started, outcome);
-            }
-            SearchOutcome::SearchAgain if now + done >= deadline => {
-                // Out of time: the second walk would fail at once (as in the node).
-                self.metrics.get_done(started, GetOutcome::Failed);
-            }
-            SearchOutcome::SearchAgain => {
-                let n = self.work.next_again;
-                self.work.next_again += 1;
-                let inc = self.slots[slot as usize].inc;
-                self.work.again.insert(
-                    n,
-                    Again {
-                        slot,
-                        inc,
-                        object,
-                        started,
-                    },
-                );
-                self.metrics.gets_searched_again += 1;
-                self.queue.push(now + done, Ev::GetAgain(n));
-            }
-            SearchOutcome::Unfinished | SearchOutcome::NotFound => {
-                self.metrics.get_done(started, GetOutcome::Failed);
-            }
-        }
+        done
     }
 
     /// Fetches from `holders` in order, from when the search ended (`walked` after the
@@ -196,34 +250,17 @@ impl Sim {
         GetOutcome::Failed
     }
 
-    /// Get number `n` walks again, to the key's closest nodes (`SECOND_PASS_WANTED`).
+    /// Get number `n` walks again, the step its search asked for (to the key's closest
+    /// nodes, `overlay::SECOND_PASS_WANTED`); a node that restarted since fails it.
     pub(super) fn on_get_again(&mut self, n: u32) {
         let Some(a) = self.work.again.remove(&n) else {
             return;
         };
-        let key = self.work.objects[a.object as usize];
-        let local = self.local_now(a.slot);
-        let s = &mut self.slots[a.slot as usize];
-        let alive = s.inc == a.inc && self.now < a.started + timings().search_timeout;
-        let id = s
-            .dht
-            .as_mut()
-            .filter(|_| alive)
-            .and_then(|dht| dht.get_providers(local, key, SECOND_PASS_WANTED).ok());
-        match id {
-            Some(id) => {
-                self.pending.insert(
-                    (a.slot, a.inc, id.0),
-                    Pending::Get {
-                        started: a.started,
-                        object: a.object,
-                        again: true,
-                    },
-                );
-                self.after_input(a.slot, false);
-            }
-            None => self.metrics.get_done(a.started, GetOutcome::Failed),
+        if self.slots[a.slot as usize].inc != a.inc {
+            self.metrics.get_done(a.started, GetOutcome::Failed);
+            return;
         }
+        self.walk_for_get(a.slot, a.object, a.started, a.locate, a.wanted);
     }
 
     /// Gets still waiting to walk again when the run ends count as failed.

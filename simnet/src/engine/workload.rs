@@ -8,7 +8,7 @@
 //! closest nodes found; from then on those nodes' planners keep it on its RF closest nodes.
 //! A get runs as the node's does: a node that holds the object serves it at once; else it
 //! asks for `get_holders_wanted` providers (1 by default, as the node) and searches them
-//! through `overlay::Search` (`engine::reads`).
+//! through `overlay::Locate` (`engine::reads`).
 //!
 //! Operation times and targets come from the workload's own streams, so they stay the same
 //! when a sweep changes, say, k.
@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use overlay::{Instant, Key, PlacementWalk, QueryId, QueryResult, QueryStats};
+use overlay::{Instant, Key, Locate, LocateStep, PlacementWalk, QueryId, QueryResult, QueryStats};
 use rand::Rng;
 
 use super::Sim;
@@ -24,11 +24,12 @@ use super::nodes::Slot;
 use super::queue::Ev;
 use crate::metrics::{GetOutcome, GetParts, LookupOutcome};
 use crate::oracle::LiveSet;
+use crate::peer::SimPeer;
 use crate::scenario::{Rate, Scenario, Target};
 use crate::seed::{self, SimRng, Stream};
 
 /// An operation waiting for its query to finish.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Pending {
     /// A FIND_NODE lookup.
     Lookup {
@@ -38,11 +39,11 @@ pub(crate) enum Pending {
     },
     /// The lookup of a put.
     Put { object: u32 },
-    /// The provider lookup of a get; `again` for its second pass (`engine::reads`).
+    /// The provider walk of a get, and the node's search it belongs to (`engine::reads`).
     Get {
         started: Instant,
         object: u32,
-        again: bool,
+        locate: Box<Locate<SimPeer>>,
     },
 }
 
@@ -280,6 +281,7 @@ impl Sim {
         if let Some(object) = pick {
             let key = self.work.objects[object as usize];
             let wanted = self.holders_wanted();
+            let rf = self.sc.workload.replication.rf;
             if source.is_some_and(|slot| self.holds(slot, &key)) {
                 // The node serves its own copy: no search.
                 self.metrics.get_done(
@@ -295,23 +297,15 @@ impl Sim {
                 self.next_op(w.gets, from, self.work.gets_issued, Ev::Get, false);
                 return;
             }
-            let started = source.and_then(|slot| {
-                let local = self.local_now(slot);
-                let s = &mut self.slots[slot as usize];
-                let id = s.dht.as_mut()?.get_providers(local, key, wanted).ok()?;
-                Some((slot, s.inc, id))
-            });
-            match started {
-                Some((slot, inc, id)) => {
-                    self.pending.insert(
-                        (slot, inc, id.0),
-                        Pending::Get {
-                            started: now,
-                            object,
-                            again: false,
-                        },
-                    );
-                    self.after_input(slot, false);
+            match source {
+                Some(slot) => {
+                    let me = self.slots[slot as usize].key;
+                    let timeout = super::reads::timings().search_timeout;
+                    let mut locate = Box::new(Locate::new(me, rf, wanted, now, timeout));
+                    // A new search's first step is its walk.
+                    if let LocateStep::Walk { wanted } = locate.poll(now) {
+                        self.walk_for_get(slot, object, now, locate, wanted);
+                    }
                 }
                 None => self.metrics.get_done(now, GetOutcome::Failed),
             }
@@ -387,7 +381,7 @@ impl Sim {
             Pending::Get {
                 started,
                 object,
-                again,
+                locate,
             } => {
                 let (providers, closest) = match result {
                     QueryResult::GetProviders { providers, closest } => (providers, closest),
@@ -398,14 +392,7 @@ impl Sim {
                     closest,
                     rpcs: stats.rpcs,
                 };
-                // The node's rule for a walk that learned nothing; a node with a walk
-                // behind it had peers.
-                match walk.judge(true) {
-                    Ok((providers, closest)) => {
-                        self.search_holders(slot, object, started, again, providers, closest);
-                    }
-                    Err(_) => self.metrics.get_done(started, GetOutcome::Failed),
-                }
+                self.search_holders(slot, object, started, locate, walk);
             }
         }
     }
