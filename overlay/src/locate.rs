@@ -323,8 +323,9 @@ pub enum LocateEnd<P> {
     },
     /// Everyone asked answered and nobody holds it, or a mesh of one lacks it.
     NotFound,
-    /// The search did not finish (silence, records that proved nothing in the second pass,
-    /// or the deadline): no proof of absence.
+    /// The search did not finish: candidates were silent (with records, or with nobody
+    /// answering), the deadline passed, or the first pass's records proved nothing and no
+    /// time was left for the second walk. No proof of absence.
     Unfinished,
     /// Nobody to ask, on a node that lost its peers.
     NoPeers,

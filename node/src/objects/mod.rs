@@ -578,9 +578,9 @@ impl Objects {
                         .await
                         .or(tail);
                 }
-                // Each step above reports before it returns, so nothing is out: should the
-                // probes have ended unsettled, whoever did not answer was silent.
-                LocateStep::Wait => locate.handle_deadline(),
+                // Each step above reports before it returns, so nothing is out to wait for;
+                // were this reached, nothing was proven.
+                LocateStep::Wait => return Err(LocateError::Timeout),
                 LocateStep::Done(end) => return located(end, tail, refused, &self.store, hash),
             }
         }

@@ -256,7 +256,8 @@ impl Sim {
         let Some(a) = self.work.again.remove(&n) else {
             return;
         };
-        if self.slots[a.slot as usize].inc != a.inc {
+        // Its search polled the walk due before its deadline, so only a restart ends it.
+        if self.slots[a.slot as usize].inc != a.inc || self.now >= a.locate.deadline() {
             self.metrics.get_done(a.started, GetOutcome::Failed);
             return;
         }

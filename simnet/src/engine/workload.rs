@@ -302,9 +302,12 @@ impl Sim {
                     let me = self.slots[slot as usize].key;
                     let timeout = super::reads::timings().search_timeout;
                     let mut locate = Box::new(Locate::new(me, rf, wanted, now, timeout));
-                    // A new search's first step is its walk.
-                    if let LocateStep::Walk { wanted } = locate.poll(now) {
-                        self.walk_for_get(slot, object, now, locate, wanted);
+                    // A new search's first step is its walk (unless it has no time at all).
+                    match locate.poll(now) {
+                        LocateStep::Walk { wanted } => {
+                            self.walk_for_get(slot, object, now, locate, wanted)
+                        }
+                        _ => self.metrics.get_done(now, GetOutcome::Failed),
                     }
                 }
                 None => self.metrics.get_done(now, GetOutcome::Failed),
