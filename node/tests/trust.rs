@@ -4,7 +4,8 @@
 //!   peer can push only what the receiver is responsible for;
 //! - a holder that lies about an object's size (smaller, then larger) is caught before a
 //!   header is sent: the gateway answers with the honest holders' bytes, whole, and counts
-//!   the liar; an object only a liar claims is not served at all;
+//!   the liar, which its DHT then keeps out; an object only a liar claims is not served at
+//!   all;
 //! - an object file that cannot be read for a moment is 503, then 200 again: an I/O error
 //!   never deletes data;
 //! - a search that cannot run is 503, one that does not finish 504, never 404;
@@ -410,6 +411,29 @@ async fn sizes_come_from_verified_data_and_liars_are_counted() {
             .holders_lied
             .load(Ordering::Relaxed);
         assert!(lied > lied_before, "{lie:?}: the liar was counted");
+        // A proof that failed under the liar's own key keeps it out of the reader's table
+        // and walks for a while (`Dht::peer_lied`): it is not asked again.
+        let table = reader.ctx.dht.routing_table().await.unwrap();
+        assert!(
+            table.iter().all(|p| p.id != t.node_id()),
+            "{lie:?}: the liar left the reader's table"
+        );
+        // Past the gateway's memory of the miss, so the GET searches again.
+        tokio::time::sleep(node::gateway::misses::NEGATIVE_TTL + Duration::from_millis(100)).await;
+        let url = format!(
+            "http://{}/o/{}",
+            reader.ctx.http,
+            id_string(blake3::hash(&lonely).as_bytes())
+        );
+        let r = request("GET", url, vec![], vec![]).await;
+        assert_eq!(r.status, 404, "{lie:?}: still nobody else holds it");
+        let lied_again = reader
+            .ctx
+            .objects
+            .stats
+            .holders_lied
+            .load(Ordering::Relaxed);
+        assert_eq!(lied_again, lied, "{lie:?}: the liar was not asked again");
 
         let _ = stop.send(true);
         t.close().await;

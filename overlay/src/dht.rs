@@ -211,6 +211,14 @@ pub const RTT_SAMPLES_TRUSTED: u32 = 64;
 /// At most this many bootstrap contacts are remembered for re-joining.
 pub const BOOTSTRAP_MAX: usize = 64;
 
+/// How long a peer proven to have lied ([`Dht::peer_lied`]) is kept out of the table and
+/// out of our lookups: long enough that a liar met on every walk is not asked again each
+/// time, short enough that a wrong verdict (a bug of ours, say) heals by itself.
+pub const LIAR_DENIED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+/// Liars remembered at once; past it the one whose time ends first is forgotten early, so
+/// a flood of throwaway ids costs bounded memory.
+pub const LIARS_MAX: usize = 256;
+
 /// The Kademlia DHT of one node, as a sans-IO state machine.
 ///
 /// Inputs: [`handle_request`](Self::handle_request) (an inbound request; returns the
@@ -284,6 +292,8 @@ pub struct Dht<P: Peer> {
     last_now: Instant,
     /// Strangers being verified (a PING of ours in flight).
     verifying: BTreeSet<Key>,
+    /// Peers proven to have lied, and until when they are kept out ([`Dht::peer_lied`]).
+    liars: BTreeMap<Key, Instant>,
 }
 
 impl<P: Peer> Dht<P> {
@@ -342,6 +352,7 @@ impl<P: Peer> Dht<P> {
             stats: DhtStats::default(),
             last_now: now,
             verifying: BTreeSet::new(),
+            liars: BTreeMap::new(),
             config,
         }
     }
@@ -372,6 +383,12 @@ impl<P: Peer> Dht<P> {
     /// each names a provider that really announced its key.
     pub fn provider_store(&self) -> &ProviderStore<P> {
         &self.providers
+    }
+
+    /// The bootstrap contacts it was given, read-only: simulation checkers tell a node that
+    /// joined through liars alone from one cut off by a partition.
+    pub fn bootstrap_contacts(&self) -> &[P] {
+        &self.bootstrap
     }
 
     /// Counters.
@@ -487,6 +504,9 @@ impl<P: Peer> Dht<P> {
     /// waits as a replacement (a new connection never starts a probe).
     pub fn insert_peer(&mut self, now: Instant, peer: P) {
         self.advance_clock(now);
+        if self.is_liar(&peer.key()) {
+            return;
+        }
         let seen = self.table.on_seen_without_probe(now, peer.clone());
         self.on_table_seen(now, peer, seen);
     }
@@ -508,6 +528,52 @@ impl<P: Peer> Dht<P> {
         self.advance_clock(now);
         self.table.mark_suspect(key);
         self.continue_sweep(now, key);
+    }
+
+    /// A peer proved it lied, in an answer tied to its own key (its connection's): what
+    /// it sent for an object failed verification against the object's id, say. It leaves
+    /// the table (a replacement promoted, its cached copy dropped), and for
+    /// [`LIAR_DENIED_FOR`] it does not enter the table again, however it is heard from,
+    /// no walk of ours asks it or follows a record naming it, and no record naming it is
+    /// handed on or taken from it. Its other requests are still answered: answering trusts
+    /// nobody.
+    pub fn peer_lied(&mut self, now: Instant, peer: P, reason: &'static str) {
+        self.advance_clock(now);
+        let key = peer.key();
+        if key == self.local_key {
+            return;
+        }
+        self.misbehaved(peer, reason);
+        self.liars.retain(|_, until| *until > now);
+        if self.liars.len() >= LIARS_MAX && !self.liars.contains_key(&key) {
+            if let Some(first) = self.liars.iter().min_by_key(|(k, until)| (**until, **k)) {
+                let first = *first.0;
+                self.liars.remove(&first);
+            }
+        }
+        self.liars.insert(key, now + LIAR_DENIED_FOR);
+        if let Some(ev) = self.table.remove(&key) {
+            self.on_evicted(now, ev);
+        }
+    }
+
+    /// The provider records we hold for `key`, less those naming a peer kept out for
+    /// having lied.
+    fn records_of(&self, now: Instant, key: &Key) -> Vec<P> {
+        let mut records = self.providers.get(now, key, self.config.k);
+        if !self.liars.is_empty() {
+            records.retain(|p| !self.is_liar(&p.key()));
+        }
+        records
+    }
+
+    /// Whether `key` is a peer kept out for having lied.
+    fn is_liar(&self, key: &Key) -> bool {
+        !self.liars.is_empty()
+            && self
+                .liars
+                .get(key)
+                .is_some_and(|until| *until > self.last_now)
     }
 
     /// Removes a peer the driver knows is gone (it closed its connection on shutdown),
@@ -604,13 +670,18 @@ impl<P: Peer> Dht<P> {
             Request::FindNode(target) => Response::Nodes(self.closest_for(&target, &from_key)),
             Request::GetProviders(key) => Response::Providers {
                 closer: self.closest_for(&key, &from_key),
-                providers: self.providers.get(now, &key, self.config.k),
+                providers: self.records_of(now, &key),
             },
+            // A proven liar's claim is not kept, nor handed on.
+            Request::AddProvider(_) if self.is_liar(&from_key) => Response::Refused,
             Request::AddProvider(key) => match self.providers.add(now, key, from.clone()) {
                 Ok(()) => Response::Added,
                 Err(_) => Response::Refused,
             },
         };
+        if self.is_liar(&from_key) {
+            return response;
+        }
         if request == Request::Ping {
             // A PING is answered, and refreshes a contact, but never makes us verify or
             // cache the sender: it usually *is* someone's probe, and answering probes with
@@ -702,8 +773,10 @@ impl<P: Peer> Dht<P> {
             self.net_rtt.sample(rtt);
             self.stranger_max_rtt.sample(rtt);
         }
-        let seen = self.table.on_answered(now, r.to.clone(), rtt);
-        self.on_table_seen(now, r.to.clone(), seen);
+        if !self.is_liar(&key) {
+            let seen = self.table.on_answered(now, r.to.clone(), rtt);
+            self.on_table_seen(now, r.to.clone(), seen);
+        }
         match r.purpose {
             Purpose::Probe => self.continue_sweep(now, &key),
             Purpose::Verify => {}
@@ -752,7 +825,7 @@ impl<P: Peer> Dht<P> {
             self.misbehaved(from.clone(), reason);
             peers.truncate(self.config.k);
         }
-        peers.retain(|p| p.key() != self.local_key);
+        peers.retain(|p| p.key() != self.local_key && !self.is_liar(&p.key()));
         peers
     }
 
@@ -1327,7 +1400,7 @@ impl<P: Peer> Dht<P> {
             phase: Some(Phase::AwaitingPeers(iter)),
         };
         if let QueryKind::GetProviders { .. } = kind {
-            for p in self.providers.get(now, &target, c.k) {
+            for p in self.records_of(now, &target) {
                 if p.key() != self.local_key {
                     keep_provider(&mut query, p, self.local_key);
                 }

@@ -667,11 +667,13 @@ impl<P: Peer> RoutingTable<P> {
         next
     }
 
-    /// Removes a peer outright (e.g. it misbehaved), promoting a replacement.
+    /// Removes a peer outright (it left, or it lied), promoting a replacement; a copy of
+    /// it waiting in the replacement cache goes too.
     pub fn remove(&mut self, key: &Key) -> Option<Evicted<P>> {
         let idx = self.local.bucket_of(key)?;
-        let bucket = self.buckets.get(Self::position(idx))?;
+        let bucket = self.buckets.get_mut(Self::position(idx))?;
         let word = first_word(key);
+        bucket.replacements.retain(|r| !r.is(key, word));
         let pos = bucket.entries.iter().position(|e| e.is(key, word))?;
         self.evict(idx, pos)
     }

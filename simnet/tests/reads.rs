@@ -63,8 +63,8 @@ plots = false
 
 /// Liars claim provider records for objects they lack and answer a probe with a tail that
 /// does not verify: the search counts no such answer as a holder's or as proof of absence
-/// (`ProbeAnswer::Invalid`), never fetches from the liar, and finds the real holders, by a
-/// second walk if the first stopped at a made-up record.
+/// (`ProbeAnswer::Invalid`), never fetches from the liar, reports it to the getter's DHT,
+/// and finds the real holders, by a second walk if the first stopped at a made-up record.
 #[test]
 fn a_liar_that_claims_an_object_is_never_its_holder() {
     let sc = common::scenario(
@@ -99,10 +99,19 @@ plots = false
         .unwrap_or_else(|e| panic!("invariant broken: {e}"));
     let m = sim.finish().metrics;
     println!(
-        "gets {} served {} probes that did not verify {} fetches at liars {}",
-        m.gets, m.gets_ok, m.probes_invalid, m.fetches_at_liars
+        "gets {} served {} probes that did not verify {} fetches at liars {} liars kept out {}",
+        m.gets, m.gets_ok, m.probes_invalid, m.fetches_at_liars, m.misbehaved
     );
     assert!(m.probes_invalid > 0, "the liars were asked and lied");
+    // Each lie a search took is reported to the getter's DHT, which keeps the liar out of
+    // its table and walks (`Dht::peer_lied`); a liar's DHT answers here break no rule of
+    // the protocol, so every misbehaviour counted is such a report.
+    assert!(
+        m.misbehaved > 0 && m.misbehaved <= m.probes_invalid,
+        "{} liars reported of {} lies",
+        m.misbehaved,
+        m.probes_invalid
+    );
     assert_eq!(
         m.fetches_at_liars, 0,
         "a liar that lacks the object is never fetched from"

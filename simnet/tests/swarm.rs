@@ -29,6 +29,7 @@ fn view(slot: u32, k: u8, table: &[u8]) -> NodeView {
         table: table.iter().map(|&b| key(b)).collect(),
         records: Vec::new(),
         objects: Vec::new(),
+        bootstrap: Vec::new(),
     }
 }
 
@@ -263,4 +264,12 @@ fn an_eclipsed_node_is_one_that_knows_only_liars_and_nobody_knows() {
     let honest = &views[..3];
     assert_eq!(check::eclipsed(honest, &[key(9)]), vec![1]);
     assert!(check::eclipsed(honest, &[]).is_empty());
+    // 4 caught liar 9 lying and knows nobody now; it joined through 9 alone. 5 knows
+    // nobody either, but joined through honest 3 (cut off, not eclipsed).
+    let mut four = view(4, 4, &[]);
+    four.bootstrap = vec![key(9)];
+    let mut five = view(5, 5, &[]);
+    five.bootstrap = vec![key(3)];
+    let views = [views[0].clone(), four, five];
+    assert_eq!(check::eclipsed(&views, &[key(9)]), vec![1, 4]);
 }

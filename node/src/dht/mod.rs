@@ -211,6 +211,9 @@ enum Command {
         key: Key,
         holder: Key,
     },
+    PeerLied {
+        peer: NetPeer,
+    },
     TransferDone {
         id: TransferId,
         outcome: TransferOutcome,
@@ -331,6 +334,15 @@ impl DhtHandle {
     /// `holder` proved it holds `key` (it served us bytes of it that verified).
     pub async fn holder_confirmed(&self, key: Key, holder: Key) -> Result<(), DhtError> {
         self.send(Command::HolderConfirmed { key, holder }).await
+    }
+
+    /// `peer` answered a proof (a TAIL probe, a placement's proof: short ranges a holder
+    /// verifies in its own store before it serves them) with bytes that fail verification
+    /// under its own key: the DHT keeps it out for a while (`Dht::peer_lied`). Best effort:
+    /// with the command queue full the report is dropped, and the liar is caught at its
+    /// next lie.
+    pub fn peer_lied(&self, peer: NetPeer) {
+        let _ = self.tx.try_send(Command::PeerLied { peer });
     }
 
     /// The outcome of a transfer the planner asked for, or one the write path registered.
@@ -643,6 +655,7 @@ impl Driver {
             Command::HolderConfirmed { key, holder } => {
                 self.planner.handle_holder_confirmed(now, &key, &holder)
             }
+            Command::PeerLied { peer } => self.dht.peer_lied(now, peer, "object_proof"),
             Command::TransferDone { id, outcome } => {
                 self.planner.handle_transfer_done(now, id, outcome)
             }

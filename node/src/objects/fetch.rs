@@ -602,7 +602,10 @@ impl Objects {
         }
     }
 
-    /// Counts a holder whose proof did not verify.
+    /// Counts a holder whose proof did not verify, and reports it to the DHT as a liar: a
+    /// proof is a short range the holder verifies in its own store before serving it, so
+    /// bytes that fail under its key are a lie, not rot (a long fetch's failure may be rot
+    /// and is not reported).
     pub(crate) fn note_failure(&self, peer: &NetPeer, e: &FetchError) {
         if matches!(e, FetchError::Integrity | FetchError::Message(_)) {
             metrics::counter!("integrity_fail_total", "source" => "proof").increment(1);
@@ -610,6 +613,7 @@ impl Objects {
                 .holders_lied
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(peer = %peer.id, error = %e, "a holder's proof failed verification");
+            self.dht.peer_lied(peer.clone());
         } else {
             tracing::debug!(peer = %peer.id, error = %e, "placing a copy failed");
         }

@@ -45,6 +45,8 @@ pub struct NodeView {
     pub records: Vec<(Key, Key)>,
     /// Objects it stores (and so announces).
     pub objects: Vec<Key>,
+    /// The ids of its bootstrap contacts.
+    pub bootstrap: Vec<Key>,
 }
 
 impl Sim {
@@ -121,6 +123,7 @@ impl Sim {
                     .as_ref()
                     .map(|st| st.objects.keys().copied().collect())
                     .unwrap_or_default(),
+                bootstrap: dht.bootstrap_contacts().iter().map(|p| p.key()).collect(),
             });
         }
         out

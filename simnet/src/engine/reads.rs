@@ -7,6 +7,8 @@
 //! that does not verify) one round trip later or with silence at the probe timeout (`overlay::ObjectTimings`);
 //! answers reach the search in the order they arrive, and the first holder ends it (the node does not wait for more; `workload.get_holders_wanted` > 1, a
 //! research knob, waits for that many holders and asks the walk for as many providers).
+//! A liar's tail that fails verification (an answer the search took) makes the getter's
+//! DHT keep the liar out of its table and walks for a while (`Dht::peer_lied`, as the node).
 //! The fetch goes to the holders in the search's order: a holder that cannot be reached
 //! costs a dial timeout ([`FETCH_FAILOVER`]) and the next one is tried, one that turns out
 //! to lack the object costs its round trip, and the get fails once
@@ -182,16 +184,32 @@ impl Sim {
         let deadline = locate.deadline();
         let mut done = Duration::ZERO;
         let mut holders = 0;
+        let mut liars = Vec::new();
         for (t, c, answer) in &ends {
             if now + *t > deadline {
                 locate.handle_deadline();
-                return deadline - now;
+                done = deadline - now;
+                break;
             }
             done = *t;
             holders += usize::from(*answer == ProbeAnswer::Holds);
+            if *answer == ProbeAnswer::Invalid {
+                liars.push(*c);
+            }
             if locate.handle_answer(&c.key(), *answer) && (holders == 0 || holders >= wait_for) {
                 break;
             }
+        }
+        // A proof that failed under its sender's key: the getter's DHT keeps the liar out
+        // (`Dht::peer_lied`, as the node's `note_failure` reports it).
+        if !liars.is_empty() {
+            let local = self.local_now(slot);
+            if let Some(dht) = self.slots[slot as usize].dht.as_mut() {
+                for c in liars {
+                    dht.peer_lied(local, c, "object_proof");
+                }
+            }
+            self.after_input(slot, false);
         }
         done
     }

@@ -113,13 +113,16 @@ pub fn records_reachable(
     out
 }
 
-/// The honest nodes eclipsed by liars: each knows only liars (`liars` holds their ids) and
-/// no other node in `views` knows it. Such a node hears only made-up contacts, so nothing
-/// the protocol does can bring it back (known defect D8).
+/// The honest nodes eclipsed by liars: each knows only liars (`liars` holds their ids), or
+/// nobody at all after it caught the liars it knew lying (`Dht::peer_lied`) with liars as
+/// its only bootstrap contacts, and no other node in `views` knows it. Such a node hears
+/// only made-up contacts, so nothing the protocol does can bring it back (known defect
+/// D8).
 pub fn eclipsed(views: &[NodeView], liars: &[Key]) -> Vec<u32> {
+    let all_liars = |ids: &[Key]| !ids.is_empty() && ids.iter().all(|id| liars.contains(id));
     views
         .iter()
-        .filter(|v| !v.table.is_empty() && v.table.iter().all(|id| liars.contains(id)))
+        .filter(|v| all_liars(&v.table) || (v.table.is_empty() && all_liars(&v.bootstrap)))
         .filter(|v| {
             !views
                 .iter()

@@ -40,8 +40,8 @@ pub const KNOWN_PARTITION_SPLIT: &str = "D7";
 const SYBIL_LOOKUPS: u32 = 10;
 
 /// The known defect a liveness failure with liars is (RELIABILITY.md, "D8"): a node that
-/// learned of the network through liars alone (its table holds only liars) is eclipsed for
-/// good: the liars answer its lookups with made-up contacts and tell nobody of it, so no
+/// learned of the network through liars alone (its table holds only liars, or nobody once
+/// it caught them lying and its bootstrap contacts are liars) is eclipsed for good: the liars answer its lookups with made-up contacts and tell nobody of it, so no
 /// honest node ever meets it. Reported as known only when every honest node missing from
 /// all other honest tables is so eclipsed.
 pub const KNOWN_LIAR_ECLIPSE: &str = "D8";
