@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use crate::cause::TransferFault;
 use crate::config::ReplicationConfig;
-use crate::dht::RpcFailure;
+use crate::dht::{Event, RpcFailure};
 use crate::key::Key;
 use crate::peer::Peer;
 use crate::routing::RoutingTable;
@@ -280,6 +280,21 @@ impl<P: Peer> Planner<P> {
     /// The routing table changed; re-plan after the debounce.
     pub fn handle_table_changed(&mut self, now: Instant) {
         self.schedule_replan(now);
+    }
+
+    /// The DHT raised `ev`: the planner's share of it. A contact that came re-plans after
+    /// the debounce; one that left (failed, said goodbye, lied) takes its copies out of
+    /// the count at once. Drivers hand every event here, so which events move the plan
+    /// is decided in one place.
+    pub fn handle_dht_event(&mut self, now: Instant, ev: &Event<P>) {
+        match ev {
+            Event::PeerAdded(_) => self.handle_table_changed(now),
+            Event::PeerRemoved(p) => self.handle_peer_removed(now, &p.key()),
+            Event::QueryFinished { .. }
+            | Event::Ready
+            | Event::Isolated
+            | Event::PeerMisbehaved { .. } => {}
+        }
     }
 
     /// The write path is pushing `key` to `to` itself: record it so the plan does not start
@@ -745,7 +760,8 @@ mod tests {
         let again = transfers(&drain(&mut p));
         p.handle_transfer_done(now, again[0].0, TransferOutcome::Failed(SILENT));
         assert_eq!(p.retry.len(), 1);
-        p.handle_peer_removed(now, &key(0x01));
+        // The DHT's event, as drivers hand it over.
+        p.handle_dht_event(now, &Event::PeerRemoved(peer(0x01, 0)));
         assert!(
             p.retry.is_empty(),
             "a peer that left comes back a new chance"

@@ -834,6 +834,7 @@ impl Driver {
     }
 
     fn on_event(&mut self, ev: Event<NetPeer>) {
+        self.planner.handle_dht_event(self.clock.now(), &ev);
         match ev {
             Event::QueryFinished { id, result, stats } => {
                 metrics::histogram!("dht_lookup_hops").record(f64::from(stats.hops));
@@ -853,14 +854,8 @@ impl Driver {
                 tracing::info!(peers = self.dht.routing_table().len(), "joined the mesh")
             }
             Event::Isolated => tracing::warn!("lost every peer; retrying bootstrap contacts"),
-            Event::PeerAdded(p) => {
-                tracing::debug!(peer = %p.id, "routing table +");
-                self.planner.handle_table_changed(self.clock.now());
-            }
-            Event::PeerRemoved(p) => {
-                tracing::debug!(peer = %p.id, "routing table -");
-                self.planner.handle_peer_removed(self.clock.now(), &p.key);
-            }
+            Event::PeerAdded(p) => tracing::debug!(peer = %p.id, "routing table +"),
+            Event::PeerRemoved(p) => tracing::debug!(peer = %p.id, "routing table -"),
             Event::PeerMisbehaved { peer, reason } => {
                 metrics::counter!("dht_misbehaved_total", "reason" => reason).increment(1);
                 tracing::debug!(peer = %peer.id, reason, "peer misbehaved");

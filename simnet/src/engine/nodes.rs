@@ -406,24 +406,18 @@ impl Sim {
     }
 
     fn on_dht_event(&mut self, slot: u32, ev: Event<SimPeer>) {
+        if self.slots[slot as usize].store.is_some() {
+            let now = self.local_now(slot);
+            if let Some(st) = self.slots[slot as usize].store.as_mut() {
+                st.planner.handle_dht_event(now, &ev);
+            }
+        }
         match ev {
             Event::QueryFinished { id, result, stats } => {
                 self.on_query_finished(slot, id, result, stats);
             }
-            Event::PeerAdded(_) => {
-                let now = self.local_now(slot);
-                if let Some(st) = self.slots[slot as usize].store.as_mut() {
-                    st.planner.handle_table_changed(now);
-                }
-            }
-            Event::PeerRemoved(p) => {
-                let now = self.local_now(slot);
-                if let Some(st) = self.slots[slot as usize].store.as_mut() {
-                    st.planner.handle_peer_removed(now, &p.key());
-                }
-            }
             Event::PeerMisbehaved { .. } => self.metrics.misbehaved += 1,
-            Event::Ready | Event::Isolated => {}
+            Event::PeerAdded(_) | Event::PeerRemoved(_) | Event::Ready | Event::Isolated => {}
         }
     }
 
