@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use mailbox::{FetchLimits, MailboxStore, Principal, SendError};
-use overlay::{Key, MailAnswer, MailSent};
+use overlay::{Key, MailAnswer, MailCursor, MailRepairLog, MailSent};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use wire::NodeId;
@@ -55,7 +55,7 @@ use wire::mailbox::{
 };
 use wire::message;
 
-use crate::dht::NetPeer;
+use crate::dht::{Clock, NetPeer};
 use crate::objects::Objects;
 use crate::transport::{InboundExchange, TransportError};
 
@@ -70,8 +70,6 @@ const SEND_WAIT: Duration = Duration::from_secs(10);
 /// How long one holder may take to answer a FETCH or an ACK: a dead holder costs a receive
 /// this, not a connect timeout per poll.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
-/// This often, repair pushes everything held again, whatever was confirmed.
-const FULL_PUSH_EVERY: Duration = Duration::from_secs(300);
 /// Most mailboxes one repair round walks.
 const REPAIR_MAILBOXES_MAX: usize = 4096;
 /// How often expired messages are dropped and journals compacted.
@@ -163,79 +161,14 @@ pub struct Mail {
     pub store: Arc<MailboxStore>,
     objects: Objects,
     repair_every: Duration,
-    pushed: Arc<std::sync::Mutex<PushLog>>,
+    /// What repair pushed to the other holders (`overlay::MailRepairLog`), and the clock
+    /// its full pushes are timed by.
+    pushed: Arc<std::sync::Mutex<MailRepairLog<NodeId>>>,
+    clock: Arc<Clock>,
 }
 
-/// How far one holder confirmed one mailbox's messages. A push that fails leaves the
-/// holder out for the rest of the round with its cursor where it was: were it sent the
-/// next batch, that batch's success would move the cursor past the messages of the failed
-/// one. Messages a batch passed over because they were in flight to the owner (a repair
-/// reads only visible ones) are kept as `pending` and pushed once visible, so the cursor
-/// moving on does not skip them either.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Cursor {
-    /// The last sequence number the holder confirmed.
-    upto: u64,
-    /// Messages at or below `upto` not pushed to it yet, in flight when passed over.
-    pending: Vec<u64>,
-    /// Left out for the rest of this round: a push to it failed, or older messages wait
-    /// for it that this round could not push.
-    out: bool,
-}
-
-/// Most messages one holder's cursor keeps waiting to be pushed; past it the oldest are
-/// left to the next full push ([`FULL_PUSH_EVERY`]).
-const PENDING_MAX: usize = 4096;
 /// Most pending messages one round reads for one holder (4 full REPLICATEs).
 const PENDING_PER_ROUND: usize = 4 * REPLICATE_MAX;
-
-impl Cursor {
-    fn at(upto: u64, pending: Vec<u64>) -> Cursor {
-        Cursor {
-            upto,
-            pending,
-            out: false,
-        }
-    }
-
-    /// Whether the message numbered `seq` goes to this holder in this round.
-    fn wants(&self, seq: u64) -> bool {
-        !self.out && seq > self.upto
-    }
-
-    /// The holder took every message up to `upto` but those of `passed` (numbers a batch
-    /// passed over), which now wait to be pushed.
-    fn pushed(&mut self, upto: u64, passed: &[u64]) {
-        for &seq in passed {
-            if seq > self.upto && !self.pending.contains(&seq) {
-                self.pending.push(seq);
-            }
-        }
-        if self.pending.len() > PENDING_MAX {
-            self.pending.sort_unstable();
-            let extra = self.pending.len() - PENDING_MAX;
-            self.pending.drain(..extra);
-        }
-        self.upto = self.upto.max(upto);
-    }
-
-    fn leave_out(&mut self) {
-        self.out = true;
-    }
-}
-
-/// What repair already pushed: per (mailbox, holder), the local sequence number up to
-/// which that holder confirmed our messages, and those below it still to push once
-/// visible ([`Cursor`]). A round pushes each holder only what came after it, so a steady
-/// mailbox costs nothing; a holder new to the closest set starts from 0 and gets
-/// everything. Every [`FULL_PUSH_EVERY`] the log is forgotten and everything is pushed
-/// again (a holder that lost its disk under the same id).
-#[derive(Debug, Default)]
-struct PushLog {
-    /// When the log was last forgotten.
-    since: Option<std::time::Instant>,
-    confirmed: std::collections::HashMap<(NodeId, NodeId), Cursor>,
-}
 
 impl Mail {
     /// The mailbox layer over `store`, placing copies through the object layer's closest
@@ -247,6 +180,7 @@ impl Mail {
             objects,
             repair_every,
             pushed: Arc::default(),
+            clock: Arc::new(Clock::new()),
         }
     }
 
@@ -729,34 +663,31 @@ impl Mail {
 
     /// One repair round: every mailbox held here (up to [`REPAIR_MAILBOXES_MAX`]) has its
     /// visible messages pushed (REPLICATE) to the other RF closest nodes our table knows,
-    /// each holder only the messages after those it already confirmed ([`PushLog`]).
+    /// each holder only the messages after those it already confirmed (`overlay::MailRepairLog`).
     /// Holders take copies they hold, or whose ack they remember, as duplicates; so a
     /// round after a change in the closest set fills the newcomer, and a round with no
     /// change and no new mail sends nothing. Returns the copies that were new to their
     /// receivers.
     pub async fn repair_round(&self) -> u64 {
         let me = self.me();
-        let mut confirmed = {
-            let mut log = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
-            if log.since.is_none_or(|t| t.elapsed() >= FULL_PUSH_EVERY) {
-                log.since = Some(std::time::Instant::now());
-                log.confirmed.clear();
-            }
-            std::mem::take(&mut log.confirmed)
-        };
-        // Only pairs walked this round are kept: the log stays as large as what is held.
-        let mut kept = std::collections::HashMap::new();
+        // What to push to whom is the log's and its cursors' rule; this round reads the
+        // store and carries the copies.
+        let mut round = self
+            .pushed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .start_round(self.clock.now());
         let mut stored = 0u64;
         let mut pushed = 0u64;
         for mailbox in self.store.mailboxes(REPAIR_MAILBOXES_MAX) {
-            let mut peers: Vec<(NetPeer, Cursor)> = self
+            let mut peers: Vec<(NetPeer, MailCursor)> = self
                 .known_closest(&mailbox, self.rf())
                 .await
                 .into_iter()
                 .filter(|p| p.id != me)
                 .map(|p| {
-                    let c = confirmed.remove(&(mailbox, p.id)).unwrap_or_default();
-                    (p, Cursor::at(c.upto, c.pending))
+                    let c = round.cursor(&mailbox, &p.id);
+                    (p, c)
                 })
                 .collect();
             // First what earlier batches passed over while it was in flight.
@@ -821,21 +752,18 @@ impl Mail {
                         Err(()) => cursor.leave_out(),
                     }
                 }
-                if !batch.more || peers.iter().all(|(_, c)| c.out) {
+                if !batch.more || peers.iter().all(|(_, c)| c.is_out()) {
                     break;
                 }
             }
-            for (peer, mut cursor) in peers {
-                if cursor.upto > 0 || !cursor.pending.is_empty() {
-                    cursor.out = false;
-                    kept.insert((mailbox, peer.id), cursor);
-                }
+            for (peer, cursor) in peers {
+                round.keep(mailbox, peer.id, cursor);
             }
         }
         self.pushed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .confirmed = kept;
+            .end_round(round);
         metrics::counter!("mailbox_repair_pushed_total").increment(pushed);
         metrics::counter!("mailbox_repair_copies_total").increment(stored);
         stored
@@ -1228,46 +1156,6 @@ fn batches(messages: &[Delivered]) -> Vec<&[Delivered]> {
 
 #[cfg(test)]
 mod tests {
-    use super::Cursor;
-
-    /// Batch 1 fails at a holder, batch 2 would succeed: the holder must not be sent batch
-    /// 2 in that round, or its success confirms batch 1's messages too (they were never
-    /// taken, and would wait for the full push minutes later).
-    #[test]
-    fn a_failed_push_keeps_the_holder_cursor_for_the_round() {
-        let mut c = Cursor::at(0, vec![]);
-        assert!(c.wants(1));
-        c.leave_out();
-        assert!(
-            !c.wants(65),
-            "a later batch goes to a holder that failed this round"
-        );
-        assert_eq!(c.upto, 0, "a failure moved the cursor");
-
-        let mut c = Cursor::at(10, vec![]);
-        assert!(!c.wants(10) && c.wants(11));
-        c.pushed(64, &[]);
-        assert!(!c.wants(64) && c.wants(65));
-        c.pushed(3, &[]);
-        assert_eq!(c.upto, 64, "a cursor never moves back");
-    }
-
-    /// A batch that passed over messages in flight moves the cursor past them; they wait
-    /// in `pending` (once each), and numbers the holder already confirmed are not added.
-    #[test]
-    fn messages_passed_over_wait_to_be_pushed() {
-        let mut c = Cursor::at(10, vec![]);
-        c.pushed(30, &[5, 12, 20]);
-        assert_eq!(c.upto, 30);
-        assert_eq!(c.pending, vec![12, 20], "5 was confirmed before");
-        c.pushed(40, &[20, 35]);
-        assert_eq!(c.pending, vec![12, 20, 35]);
-        let many: Vec<u64> = (41..41 + super::PENDING_MAX as u64).collect();
-        c.pushed(50_000, &many);
-        assert_eq!(c.pending.len(), super::PENDING_MAX, "bounded");
-        assert!(!c.pending.contains(&12), "the oldest go first");
-    }
-
     /// One REPLICATE carries at most REPLICATE_MAX messages and BATCH_BYTES_MAX bytes.
     #[test]
     fn pushes_are_cut_within_the_batch_limits() {

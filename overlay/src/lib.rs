@@ -25,6 +25,8 @@
 //! - [`locate`]: [`Locate`], a GET's search for a holder in one or two passes ([`Search`]),
 //!   and the fetch's [`Failover`].
 //! - [`write`]: [`Write`], one write's targets, quorum and retries of busy targets.
+//! - [`mail_repair`]: [`MailRepairLog`], what a mailbox holder's repair pushed to the other
+//!   holders and so pushes next.
 //! - [`mail_send`]: [`MailSend`], one send of mail: which holder gets which message, when it is answered.
 //! - [`placement`]: [`Placement`], the steps that make one copy count at one target.
 //! - [`testnet`]: an in-memory network of `Dht`s on a deterministic scheduler, for tests
@@ -38,6 +40,7 @@ pub mod dht;
 pub mod fetch_back;
 pub mod key;
 pub mod locate;
+pub mod mail_repair;
 pub mod mail_send;
 pub mod peer;
 pub mod placement;
@@ -64,6 +67,7 @@ pub use locate::{
     Failover, Locate, LocateEnd, LocateStep, ProbeAnswer, SECOND_PASS_WANTED, Search,
     SearchOutcome, WalkEnd, WalkVerdict,
 };
+pub use mail_repair::{MailCursor, MailRepairLog, MailRound};
 pub use mail_send::{MailAnswer, MailSend, MailSent};
 pub use peer::{IpGroup, Peer};
 pub use placement::{PlaceEnd, PlaceStep, Placement, ProofAnswer, PushAnswer};
