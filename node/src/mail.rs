@@ -38,13 +38,12 @@
 //! time) and later delivers the message again is sent it once more, the owner's own store
 //! remembering its acks until the messages would have expired.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use mailbox::{FetchLimits, MailboxStore, Principal, SendError};
-use overlay::{Key, MailAnswer, MailCursor, MailRepairLog, MailSent};
+use overlay::{Key, MailAnswer, MailCursor, MailMerge, MailRepairLog, MailSent};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use wire::NodeId;
@@ -143,16 +142,8 @@ pub struct Sent {
     pub duplicate: bool,
 }
 
-/// One message as the owner receives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Received {
-    /// Its id, for the ack.
-    pub id: MsgId,
-    /// The message.
-    pub message: Envelope,
-    /// The most deliveries any holder counted.
-    pub deliveries: u32,
-}
+/// One message as the owner receives it (`overlay::MailReceived`).
+pub type Received = overlay::MailReceived;
 
 /// The mailbox layer of one node. Cheap to clone.
 #[derive(Clone)]
@@ -407,12 +398,13 @@ impl Mail {
         }
     }
 
-    /// The nodes the owner asks for its mail: twice RF closest to its own key, so copies
-    /// placed while the closest set was another are found too.
+    /// The nodes the owner asks for its mail (`overlay::mail_receive_set`: twice RF
+    /// closest to its own key, so copies placed while the closest set was another are
+    /// found too).
     async fn own_holders(&self) -> (Vec<NetPeer>, bool) {
         let me = self.me();
         self.objects
-            .closest_set(Key::for_node(&me), self.rf() * 2)
+            .closest_set(Key::for_node(&me), overlay::mail_receive_set(self.rf()))
             .await
     }
 
@@ -470,66 +462,28 @@ impl Mail {
                 }
             });
         }
-        let mut merged: BTreeMap<MsgId, Received> = BTreeMap::new();
-        let mut order = Vec::new();
-        let mut answered = 0;
-        // Which remote holders delivered each message: one that missed an ack (it was down)
-        // delivers it again, and is sent the ack it missed.
-        let mut from: BTreeMap<MsgId, Vec<NetPeer>> = BTreeMap::new();
-        let mut take = |batch: Vec<wire::mailbox::Delivered>, peer: Option<&NetPeer>| {
-            for d in batch {
-                let id = d.message.id();
-                // A copy at another holder is the same message: keep one, count the most
-                // deliveries any holder made.
-                if d.message.mailbox != me {
-                    continue;
-                }
-                if let Some(p) = peer {
-                    from.entry(id).or_default().push(p.clone());
-                }
-                match merged.get_mut(&id) {
-                    Some(r) => r.deliveries = r.deliveries.max(d.deliveries),
-                    None => {
-                        order.push(id);
-                        merged.insert(
-                            id,
-                            Received {
-                                id,
-                                message: d.message,
-                                deliveries: d.deliveries,
-                            },
-                        );
-                    }
-                }
-            }
-        };
+        // Which copies make which message, and who is owed an ack again, is
+        // `overlay::MailMerge`'s; this loop carries the requests.
+        let mut merge = MailMerge::new(me);
         if self_in {
             match self.blocking(move |s| s.fetch(now(), &me, limits)).await? {
-                Ok(b) => {
-                    answered += 1;
-                    take(b.messages, None);
-                }
+                Ok(b) => merge.take(b.messages, None),
                 Err(e) => tracing::warn!(error = %e, "reading our own mailbox copy failed"),
             }
         }
         let asked = asks.len() + usize::from(self_in);
         while let Some(r) = asks.join_next().await {
             if let Ok(Some((peer, batch))) = r {
-                answered += 1;
-                take(batch, Some(&peer));
+                merge.take(batch, Some(&peer));
             }
         }
-        self.drop_settled(&mut merged, &mut order, from).await?;
-        if answered == 0 && asked > 0 {
+        if merge.answered() == 0 && asked > 0 {
             return Err(MailError::Unreachable(format!(
                 "none of {asked} holders answered"
             )));
         }
-        let mut out: Vec<Received> = order
-            .into_iter()
-            .filter_map(|id| merged.remove(&id))
-            .collect();
-        out.truncate(max as usize);
+        self.drop_settled(&mut merge).await?;
+        let out = merge.into_received(max as usize);
         metrics::counter!("mailbox_received_total").increment(out.len() as u64);
         Ok(out)
     }
@@ -538,35 +492,18 @@ impl Mail {
     /// remembers each ack until the message would have expired), and sends their acks
     /// again to the holders that delivered them: a holder down when the ack was given
     /// would otherwise deliver its copy again, and keep it, after it returns.
-    async fn drop_settled(
-        &self,
-        merged: &mut BTreeMap<MsgId, Received>,
-        order: &mut Vec<MsgId>,
-        mut from: BTreeMap<MsgId, Vec<NetPeer>>,
-    ) -> Result<(), MailError> {
-        if merged.is_empty() {
+    async fn drop_settled(&self, merge: &mut MailMerge<NetPeer>) -> Result<(), MailError> {
+        let ids = merge.ids();
+        if ids.is_empty() {
             return Ok(());
         }
         let me = self.me();
-        let ids: Vec<MsgId> = merged.keys().copied().collect();
         let settled = self.blocking(move |s| s.settled(now(), &me, &ids)).await?;
         if settled.is_empty() {
             return Ok(());
         }
-        let mut missed: BTreeMap<NodeId, (NetPeer, Vec<MsgId>)> = BTreeMap::new();
-        for id in &settled {
-            merged.remove(id);
-            for peer in from.remove(id).unwrap_or_default() {
-                missed
-                    .entry(peer.id)
-                    .or_insert_with(|| (peer, Vec::new()))
-                    .1
-                    .push(*id);
-            }
-        }
-        order.retain(|id| merged.contains_key(id));
         metrics::counter!("mailbox_acks_resent_total").increment(settled.len() as u64);
-        for (peer, ids) in missed.into_values() {
+        for (peer, ids) in merge.settle(&settled) {
             let mail = self.clone();
             let req = MailboxRequest::Ack { mailbox: me, ids };
             tokio::spawn(async move {

@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 
 use crate::config::ReplicationConfig;
 use crate::key::{Distance, Key};
+use crate::mail_receive::mail_receive_set;
 use crate::peer::Peer;
 use crate::routing::RoutingTable;
 use crate::time::Instant;
@@ -103,7 +104,7 @@ impl Admission {
     /// so copies placed while the closest set was another are still found). A copy stored
     /// anywhere else is one the owner never asks for: it must not count toward a send's W.
     pub fn holds_mailbox<P: Peer>(&self, table: &RoutingTable<P>, mailbox: &Key) -> bool {
-        self.among_closest(table, mailbox, 2 * self.rf)
+        self.among_closest(table, mailbox, mail_receive_set(self.rf))
     }
 
     /// Whether we take copies of a mailbox's messages that `from` hands on (REPLICATE):
@@ -122,7 +123,7 @@ impl Admission {
         if !table.contains(from) || !self.among_closest(table, mailbox, self.rf) {
             return false;
         }
-        let n = 2 * self.rf;
+        let n = mail_receive_set(self.rf);
         let closer = closer_than(table, mailbox, n, from.distance(mailbox))
             + usize::from(self.local.distance(mailbox) < from.distance(mailbox));
         closer < n

@@ -25,6 +25,8 @@
 //! - [`locate`]: [`Locate`], a GET's search for a holder in one or two passes ([`Search`]),
 //!   and the fetch's [`Failover`].
 //! - [`write`]: [`Write`], one write's targets, quorum and retries of busy targets.
+//! - [`mail_receive`]: [`MailMerge`], an owner's receive: whom it asks, and copies merged
+//!   into messages.
 //! - [`mail_repair`]: [`MailRepairLog`], what a mailbox holder's repair pushed to the other
 //!   holders and so pushes next.
 //! - [`mail_send`]: [`MailSend`], one send of mail: which holder gets which message, when it is answered.
@@ -40,6 +42,7 @@ pub mod dht;
 pub mod fetch_back;
 pub mod key;
 pub mod locate;
+pub mod mail_receive;
 pub mod mail_repair;
 pub mod mail_send;
 pub mod peer;
@@ -67,6 +70,7 @@ pub use locate::{
     Failover, Locate, LocateEnd, LocateStep, ProbeAnswer, SECOND_PASS_WANTED, Search,
     SearchOutcome, WalkEnd, WalkVerdict,
 };
+pub use mail_receive::{MailMerge, MailReceived, mail_receive_set};
 pub use mail_repair::{MailCursor, MailRepairLog, MailRound};
 pub use mail_send::{MailAnswer, MailSend, MailSent};
 pub use peer::{IpGroup, Peer};

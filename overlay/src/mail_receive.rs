@@ -1,0 +1,192 @@
+//! An owner's receive of its own mail: which holders it asks ([`mail_receive_set`]) and
+//! what it makes of their answers ([`MailMerge`]), for the node's `Mail::recv`.
+//!
+//! The owner asks twice RF of the nodes closest to its mailbox's key, so copies placed
+//! while the closest set was another are found too; a holder takes mail only inside that
+//! set (`Admission::holds_mailbox`), so no copy is ever where the receive does not look.
+//! Copies of one message at several holders are one message (the most deliveries any
+//! holder counted is its count), kept in the order first met; a copy for another mailbox
+//! is ignored (a holder cannot make us receive someone else's mail). A message the owner
+//! already acknowledged (its own store remembers each ack until the message would have
+//! expired) is dropped, and its ack goes again to each holder that delivered it: that
+//! holder was down when the ack was given, and would otherwise deliver it again, and keep
+//! it, for ever.
+
+use std::collections::BTreeMap;
+
+use wire::NodeId;
+use wire::mailbox::{Delivered, Envelope, MsgId};
+
+use crate::key::Key;
+use crate::peer::Peer;
+
+/// How many of a mailbox's closest nodes its owner's receive asks, for mail kept on `rf`
+/// nodes: twice RF. Also the set a holder must be in to take a copy.
+pub fn mail_receive_set(rf: usize) -> usize {
+    2 * rf.max(1)
+}
+
+/// One message as the owner receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailReceived {
+    /// Its id, for the ack.
+    pub id: MsgId,
+    /// The message.
+    pub message: Envelope,
+    /// The most deliveries any holder counted.
+    pub deliveries: u32,
+}
+
+/// The answers of one receive's holders, merged; `H` is the driver's holder.
+#[derive(Debug, Clone)]
+pub struct MailMerge<H> {
+    owner: NodeId,
+    merged: BTreeMap<MsgId, MailReceived>,
+    order: Vec<MsgId>,
+    /// Which remote holders delivered each message.
+    from: BTreeMap<MsgId, Vec<H>>,
+    answered: usize,
+}
+
+impl<H: Peer> MailMerge<H> {
+    /// A receive of `owner`'s mail, nothing heard yet.
+    pub fn new(owner: NodeId) -> Self {
+        MailMerge {
+            owner,
+            merged: BTreeMap::new(),
+            order: Vec::new(),
+            from: BTreeMap::new(),
+            answered: 0,
+        }
+    }
+
+    /// A holder answered with `batch` (`holder` is `None` for the owner's own copy).
+    pub fn take(&mut self, batch: Vec<Delivered>, holder: Option<&H>) {
+        self.answered += 1;
+        for d in batch {
+            if d.message.mailbox != self.owner {
+                continue;
+            }
+            let id = d.message.id();
+            if let Some(h) = holder {
+                self.from.entry(id).or_default().push(h.clone());
+            }
+            match self.merged.get_mut(&id) {
+                Some(r) => r.deliveries = r.deliveries.max(d.deliveries),
+                None => {
+                    self.order.push(id);
+                    self.merged.insert(
+                        id,
+                        MailReceived {
+                            id,
+                            message: d.message,
+                            deliveries: d.deliveries,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Holders that answered.
+    pub fn answered(&self) -> usize {
+        self.answered
+    }
+
+    /// The ids received so far, for the owner's store to say which it acknowledged.
+    pub fn ids(&self) -> Vec<MsgId> {
+        self.merged.keys().copied().collect()
+    }
+
+    /// The owner acknowledged `settled` already: they leave the receive, and each holder
+    /// that delivered one is owed its ack again. Returns those holders, each with the ids
+    /// it is owed, in key order.
+    pub fn settle(&mut self, settled: &[MsgId]) -> Vec<(H, Vec<MsgId>)> {
+        let mut owed: BTreeMap<Key, (H, Vec<MsgId>)> = BTreeMap::new();
+        for id in settled {
+            if self.merged.remove(id).is_none() {
+                continue;
+            }
+            for h in self.from.remove(id).unwrap_or_default() {
+                owed.entry(h.key())
+                    .or_insert_with(|| (h, Vec::new()))
+                    .1
+                    .push(*id);
+            }
+        }
+        self.order.retain(|id| self.merged.contains_key(id));
+        owed.into_values().collect()
+    }
+
+    /// At most `max` messages, in the order first met.
+    pub fn into_received(mut self, max: usize) -> Vec<MailReceived> {
+        let mut out: Vec<MailReceived> = self
+            .order
+            .iter()
+            .filter_map(|id| self.merged.remove(id))
+            .collect();
+        out.truncate(max);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testnet::{TestPeer, peer_from_first as peer};
+
+    fn msg(mailbox: u8, key: u8, deliveries: u32) -> Delivered {
+        Delivered {
+            seq: u64::from(key),
+            deliveries,
+            message: Envelope {
+                mailbox: NodeId([mailbox; 32]),
+                sender: NodeId([9; 32]),
+                idempotency_key: vec![key],
+                ttl_ms: 0,
+                e2e: false,
+                payload: vec![key],
+            },
+        }
+    }
+
+    #[test]
+    fn copies_are_one_message_and_others_mail_is_ignored() {
+        let mut m = MailMerge::<TestPeer>::new(NodeId([1; 32]));
+        m.take(vec![msg(1, 10, 0), msg(1, 11, 2)], None);
+        m.take(vec![msg(1, 11, 5), msg(2, 12, 0)], Some(&peer(0x20)));
+        m.take(vec![msg(1, 13, 1), msg(1, 10, 1)], Some(&peer(0x30)));
+        assert_eq!(m.answered(), 3);
+        assert_eq!(m.ids().len(), 3, "10, 11, 13; 12 is another's");
+        let got = m.into_received(10);
+        let keys: Vec<u8> = got.iter().map(|r| r.message.idempotency_key[0]).collect();
+        assert_eq!(keys, vec![10, 11, 13], "in the order first met");
+        assert_eq!(got[1].deliveries, 5, "the most any holder counted");
+    }
+
+    #[test]
+    fn acknowledged_messages_leave_and_their_holders_are_owed_the_ack() {
+        let mut m = MailMerge::new(NodeId([1; 32]));
+        let (a, b) = (peer(0x20), peer(0x30));
+        m.take(vec![msg(1, 10, 0), msg(1, 11, 0)], None);
+        m.take(vec![msg(1, 10, 0), msg(1, 11, 0)], Some(&a));
+        m.take(vec![msg(1, 11, 0), msg(1, 12, 0)], Some(&b));
+        let ids =
+            |k: &[u8]| -> Vec<MsgId> { k.iter().map(|&k| msg(1, k, 0).message.id()).collect() };
+        let owed = m.settle(&ids(&[11, 99]));
+        assert_eq!(
+            owed,
+            vec![(a, ids(&[11])), (b, ids(&[11]))],
+            "each holder that delivered it; an unknown id owes nothing"
+        );
+        let got = m.into_received(1);
+        assert_eq!(got.len(), 1, "at most max");
+        assert_eq!(got[0].id, ids(&[10])[0]);
+    }
+
+    #[test]
+    fn the_receive_set_is_twice_rf() {
+        assert_eq!(mail_receive_set(3), 6);
+        assert_eq!(mail_receive_set(0), 2, "at least one holder's worth");
+    }
+}
