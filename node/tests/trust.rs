@@ -1227,6 +1227,11 @@ async fn a_rotten_copy_at_a_holder_is_found_by_a_proof_and_replaced() {
         lied_before,
         "an honest holder with a rotten disk is not a liar"
     );
+    let table = a.ctx.dht.routing_table().await.unwrap();
+    assert!(
+        table.iter().any(|p| p.id == rotten.ctx.transport.node_id()),
+        "nor kept out of the table as one"
+    );
     let got = rotten
         .ctx
         .objects

@@ -533,10 +533,13 @@ impl<P: Peer> Dht<P> {
     /// A peer proved it lied, in an answer tied to its own key (its connection's): what
     /// it sent for an object failed verification against the object's id, say. It leaves
     /// the table (a replacement promoted, its cached copy dropped), and for
-    /// [`LIAR_DENIED_FOR`] it does not enter the table again, however it is heard from,
-    /// no walk of ours asks it or follows a record naming it, and no record naming it is
-    /// handed on or taken from it. Its other requests are still answered: answering trusts
-    /// nobody.
+    /// [`LIAR_DENIED_FOR`] it does not enter the table again, however it is heard from;
+    /// no walk of ours starts from it (unless it is the only bootstrap contact left), takes
+    /// an answer from it, follows a record naming it or returns it; and no record naming it
+    /// is handed on or taken from it. Its other requests are still answered: answering
+    /// trusts nobody. An attacker with many throwaway ids that each get caught lying can
+    /// push an older liar out of the list early ([`LIARS_MAX`]); each costs it a record
+    /// someone probes.
     pub fn peer_lied(&mut self, now: Instant, peer: P, reason: &'static str) {
         self.advance_clock(now);
         let key = peer.key();
@@ -544,7 +547,7 @@ impl<P: Peer> Dht<P> {
             return;
         }
         self.misbehaved(peer, reason);
-        self.liars.retain(|_, until| *until > now);
+        self.prune_liars(now);
         if self.liars.len() >= LIARS_MAX && !self.liars.contains_key(&key) {
             if let Some(first) = self.liars.iter().min_by_key(|(k, until)| (**until, **k)) {
                 let first = *first.0;
@@ -560,11 +563,21 @@ impl<P: Peer> Dht<P> {
     /// The provider records we hold for `key`, less those naming a peer kept out for
     /// having lied.
     fn records_of(&self, now: Instant, key: &Key) -> Vec<P> {
-        let mut records = self.providers.get(now, key, self.config.k);
-        if !self.liars.is_empty() {
-            records.retain(|p| !self.is_liar(&p.key()));
+        if self.liars.is_empty() {
+            return self.providers.get(now, key, self.config.k);
         }
+        // Filtered before the cap, so a liar's records cannot crowd out honest ones.
+        let mut records = self.providers.get(now, key, usize::MAX);
+        records.retain(|p| !self.is_liar(&p.key()));
+        records.truncate(self.config.k);
         records
+    }
+
+    /// Forgets the liars whose time is over.
+    fn prune_liars(&mut self, now: Instant) {
+        if !self.liars.is_empty() {
+            self.liars.retain(|_, until| *until > now);
+        }
     }
 
     /// Whether `key` is a peer kept out for having lied.
@@ -795,14 +808,23 @@ impl<P: Peer> Dht<P> {
                         (p, rtt)
                     })
                     .collect();
+                // A peer denied while its answer was on the way: the walk takes nothing
+                // from it, as from a peer that did not answer.
+                let liar = self.is_liar(&key);
                 let Some(query) = self.queries.get_mut(&q) else {
                     return;
                 };
-                for p in providers {
-                    keep_provider(query, p, key);
-                }
                 if let Some(Phase::AwaitingPeers(iter)) = query.phase.as_mut() {
-                    iter.on_success(&key, hinted);
+                    if liar {
+                        iter.on_failure(&key);
+                    } else {
+                        iter.on_success(&key, hinted);
+                    }
+                }
+                if !liar {
+                    for p in providers {
+                        keep_provider(query, p, key);
+                    }
                 }
                 self.advance_query(now, q);
             }
@@ -892,6 +914,9 @@ impl<P: Peer> Dht<P> {
             self.next_expiry = now + self.config.provider_ttl / 8;
             self.providers.expire(now);
         }
+        // Any timer turn will do: the list is at most LIARS_MAX, and `is_liar` reads
+        // the time anyway; this only frees the entries.
+        self.prune_liars(now);
         self.republish(now);
         if self.next_bootstrap_check.is_some_and(|t| now >= t) {
             self.next_bootstrap_check = self.config.bootstrap_check_interval.map(|d| now + d);
@@ -949,7 +974,10 @@ impl<P: Peer> Dht<P> {
         for i in 0..n {
             let c = &self.bootstrap[(self.bootstrap_turn + i) % n];
             let key = c.key();
-            if self.table.contains(&key) || self.table.replacement(&key) == Some(true) {
+            if self.table.contains(&key)
+                || self.table.replacement(&key) == Some(true)
+                || self.is_liar(&key)
+            {
                 continue;
             }
             let c = c.clone();
@@ -1363,7 +1391,14 @@ impl<P: Peer> Dht<P> {
                 .map(|e| (e.peer.clone(), hint(e)))
                 .collect();
         }
+        // Extra seeds (the bootstrap contacts) skip a proven liar while anyone else is left
+        // to ask: a node that joined through liars alone still asks them (RELIABILITY.md
+        // D8), there being nobody else.
+        let honest_extra = extra.iter().any(|p| !self.is_liar(&p.key()));
         for p in extra {
+            if (honest_extra || !seeds.is_empty()) && self.is_liar(&p.key()) {
+                continue;
+            }
             if !seeds.iter().any(|(s, _)| s.key() == p.key()) {
                 seeds.push((p, 0));
             }
@@ -1464,7 +1499,16 @@ impl<P: Peer> Dht<P> {
             return;
         };
         self.table.mark_refreshed(now, &query.target);
-        let (closest, hops) = iter.result();
+        let (mut closest, hops) = iter.result();
+        if !self.liars.is_empty() {
+            // Denied after they answered: not a result, a target or a holder to ask.
+            closest.retain(|p| !self.is_liar(&p.key()));
+            let liars = &self.liars;
+            let last_now = self.last_now;
+            query
+                .providers
+                .retain(|p| liars.get(&p.key()).is_none_or(|until| *until <= last_now));
+        }
         let rpcs = iter.rpcs_sent() as u32;
         let failures = iter.failures() as u32;
         if query.kind == QueryKind::Provide && !closest.is_empty() {
@@ -1596,6 +1640,16 @@ impl<P: Peer> Dht<P> {
         }
         if self.queries.len() > self.config.queries_max {
             return Err("more queries than queries_max".into());
+        }
+        if self.liars.len() > LIARS_MAX {
+            return Err("more liars remembered than LIARS_MAX".into());
+        }
+        if let Some(k) = self
+            .liars
+            .keys()
+            .find(|k| self.is_liar(k) && self.table.contains(k))
+        {
+            return Err(format!("liar {k:?} is in the table"));
         }
         if self.soft_deadlines.len() > self.rpcs.len()
             || self

@@ -144,3 +144,63 @@ fn liars_past_the_cap_forget_the_one_whose_time_ends_first() {
     );
     dht.check_invariants().unwrap();
 }
+
+#[test]
+fn a_liar_caught_while_its_answer_is_on_the_way_gives_the_walk_nothing() {
+    println!("seed {SEED}");
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let mut dht = node(&mut rng);
+    let (x, y, z) = (
+        P(Key::random(&mut rng)),
+        P(Key::random(&mut rng)),
+        P(Key::random(&mut rng)),
+    );
+    for p in [&x, &y] {
+        dht.handle_connection(at(0), ConnectionEvent::Dialed(p.clone()));
+    }
+    dht.find_node(at(10), Key::random(&mut rng)).unwrap();
+    let out: Vec<_> = std::iter::from_fn(|| dht.poll_transmit()).collect();
+    let to_x = out.iter().find(|t| t.to == x).expect("x is asked").rpc;
+    let to_y = out.iter().find(|t| t.to == y).expect("y is asked").rpc;
+    dht.peer_lied(at(20), x.clone(), "object_proof");
+    // x's answer names z; it is not followed, and x is no result.
+    dht.handle_response(at(30), to_x, Response::Nodes(vec![z.clone()]));
+    assert!(
+        std::iter::from_fn(|| dht.poll_transmit()).all(|t| t.to != z),
+        "nothing taken from a liar's answer"
+    );
+    dht.handle_response(at(40), to_y, Response::Nodes(Vec::new()));
+    let closest = events(&mut dht).into_iter().find_map(|e| match e {
+        Event::QueryFinished {
+            result: QueryResult::FindNode { closest },
+            ..
+        } => Some(closest),
+        _ => None,
+    });
+    assert_eq!(closest, Some(vec![y.clone()]), "the liar is no result");
+    dht.check_invariants().unwrap();
+}
+
+#[test]
+fn a_liar_among_the_bootstrap_contacts_is_asked_only_when_it_is_all_there_is() {
+    println!("seed {SEED}");
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let (x, y) = (P(Key::random(&mut rng)), P(Key::random(&mut rng)));
+    // With an honest contact beside it, the join skips the liar.
+    let mut dht = node(&mut rng);
+    dht.peer_lied(at(0), x.clone(), "object_proof");
+    dht.bootstrap(at(10), vec![x.clone(), y.clone()]).unwrap();
+    let asked: Vec<P> = std::iter::from_fn(|| dht.poll_transmit())
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(asked, vec![y.clone()]);
+    // Alone, it is asked: there is nobody else (RELIABILITY.md D8).
+    let mut dht = node(&mut rng);
+    dht.peer_lied(at(0), x.clone(), "object_proof");
+    dht.bootstrap(at(10), vec![x.clone()]).unwrap();
+    let asked: Vec<P> = std::iter::from_fn(|| dht.poll_transmit())
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(asked, vec![x.clone()]);
+    dht.check_invariants().unwrap();
+}

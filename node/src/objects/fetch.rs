@@ -42,6 +42,20 @@ pub enum FetchError {
     /// The bytes failed verification against the id.
     #[error("holder sent bytes that fail verification")]
     Integrity,
+    /// A proof (a short slice the holder verifies in its own store before serving it) did
+    /// not verify against the id, or contradicted itself: a lie under the holder's key,
+    /// not rot, not a version it reads otherwise.
+    #[error("holder's proof fails verification")]
+    ProofFailed,
+    /// A proof verified, but under another size than the one we hold the object at: ours
+    /// or theirs is wrong, and a middle chunk cannot tell which.
+    #[error("holder's copy is {theirs} bytes, ours {ours}")]
+    SizeDisagrees {
+        /// The size we hold it at.
+        ours: u64,
+        /// The size the holder's verified slice has.
+        theirs: u64,
+    },
     /// No holder is known.
     #[error("no holder found")]
     NoHolder,
@@ -65,7 +79,10 @@ impl FetchError {
             FetchError::Status(Status::BadRequest | Status::Internal) => TransferFault::BadAnswer,
             FetchError::Status(_) => TransferFault::Declined,
             FetchError::InProgress => TransferFault::InProgress,
-            FetchError::Message(_) | FetchError::Integrity => TransferFault::BadAnswer,
+            FetchError::Message(_)
+            | FetchError::Integrity
+            | FetchError::ProofFailed
+            | FetchError::SizeDisagrees { .. } => TransferFault::BadAnswer,
             // No holder was there to ask: nobody answered.
             FetchError::NoHolder => TransferFault::Exchange(FailureCause::Silent),
             FetchError::Local(_) | FetchError::LocalCorrupt => TransferFault::OurStore,
@@ -391,7 +408,7 @@ impl Objects {
             return if hash == *blake3::hash(b"").as_bytes() {
                 Ok((0, Bytes::new()))
             } else {
-                Err(FetchError::Integrity)
+                Err(FetchError::ProofFailed)
             };
         }
         // The slice starts with the length the holder claims; decoding it verifies every
@@ -403,7 +420,7 @@ impl Objects {
         if claimed != Some(size)
             || crate::store::decode_slice(&encoded, &hash, range.start, range.len).is_err()
         {
-            return Err(FetchError::Integrity);
+            return Err(FetchError::ProofFailed);
         }
         Ok((size, encoded))
     }
@@ -446,7 +463,7 @@ impl Objects {
         };
         match self.small_slice(peer, hash, request, |_| range).await? {
             (s, _) if s == size => Ok(()),
-            _ => Err(FetchError::Integrity),
+            (theirs, _) => Err(FetchError::SizeDisagrees { ours: size, theirs }),
         }
     }
 
@@ -602,18 +619,28 @@ impl Objects {
         }
     }
 
-    /// Counts a holder whose proof did not verify, and reports it to the DHT as a liar: a
-    /// proof is a short range the holder verifies in its own store before serving it, so
-    /// bytes that fail under its key are a lie, not rot (a long fetch's failure may be rot
-    /// and is not reported).
+    /// Counts a holder whose answer to a proof or a push was wrong, and reports a proof
+    /// that failed verification to the DHT as a lie (`FetchError::ProofFailed`: a proof is
+    /// a short range the holder verifies in its own store before serving it, so bytes that
+    /// fail under its key are not rot). An answer we cannot read (a version we do not
+    /// speak), a size that disagrees with ours (which of us is wrong a middle chunk cannot
+    /// tell) and a long fetch's failure (possibly rot) are not reported.
     pub(crate) fn note_failure(&self, peer: &NetPeer, e: &FetchError) {
-        if matches!(e, FetchError::Integrity | FetchError::Message(_)) {
+        if matches!(
+            e,
+            FetchError::Integrity
+                | FetchError::Message(_)
+                | FetchError::ProofFailed
+                | FetchError::SizeDisagrees { .. }
+        ) {
             metrics::counter!("integrity_fail_total", "source" => "proof").increment(1);
             self.stats
                 .holders_lied
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(peer = %peer.id, error = %e, "a holder's proof failed verification");
-            self.dht.peer_lied(peer.clone());
+            if matches!(e, FetchError::ProofFailed) {
+                self.dht.peer_lied(peer.clone());
+            }
         } else {
             tracing::debug!(peer = %peer.id, error = %e, "placing a copy failed");
         }

@@ -662,7 +662,12 @@ impl Objects {
                 }
                 Ok(Err(FetchError::Status(Status::NotFound))) => ProbeAnswer::Lacks,
                 Ok(Err(FetchError::Status(_))) => ProbeAnswer::Declined,
-                Ok(Err(e @ (FetchError::Integrity | FetchError::Message(_)))) => {
+                Ok(Err(
+                    e @ (FetchError::Integrity
+                    | FetchError::Message(_)
+                    | FetchError::ProofFailed
+                    | FetchError::SizeDisagrees { .. }),
+                )) => {
                     self.note_failure(&c, &e);
                     ProbeAnswer::Invalid
                 }

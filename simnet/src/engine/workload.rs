@@ -353,7 +353,10 @@ impl Sim {
                 // With liars, the lookup must find every honest node among the true k
                 // closest, in order, first; a liar it returns or leaves out (its node keeps
                 // proven liars out, `Dht::peer_lied`) is neither credit nor blame, nor are
-                // the honest nodes past them that take their places.
+                // the nodes past them that take their places: beyond the true k closest a
+                // walk promises nothing (a tighter rule, the k closest honest nodes as a
+                // prefix, failed walks that found a farther node by luck but not a nearer
+                // one outside the true k, which no Kademlia walk is bound to find).
                 let liars_on = !self.sc.faults.liars.is_empty();
                 if liars_on {
                     let liars: Vec<Key> = self
