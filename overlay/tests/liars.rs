@@ -19,16 +19,26 @@ fn node(rng: &mut ChaCha8Rng) -> Dht<P> {
     Dht::new(at(0), P(Key::random(rng)), Config::default(), SEED)
 }
 
+/// A node of its own, and the seeded stream its peers come from.
+fn start() -> (ChaCha8Rng, Dht<P>) {
+    println!("seed {SEED}");
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let dht = node(&mut rng);
+    (rng, dht)
+}
+
+fn peers<const N: usize>(rng: &mut ChaCha8Rng) -> [P; N] {
+    std::array::from_fn(|_| P(Key::random(rng)))
+}
+
 fn events(dht: &mut Dht<P>) -> Vec<Event<P>> {
     std::iter::from_fn(|| dht.poll_event()).collect()
 }
 
 #[test]
 fn a_liar_leaves_the_table_and_is_kept_out_until_its_time_ends() {
-    println!("seed {SEED}");
-    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let mut dht = node(&mut rng);
-    let (x, y) = (P(Key::random(&mut rng)), P(Key::random(&mut rng)));
+    let (mut rng, mut dht) = start();
+    let [x, y] = peers(&mut rng);
     for p in [&x, &y] {
         dht.handle_connection(at(0), ConnectionEvent::Dialed(p.clone()));
     }
@@ -79,14 +89,8 @@ fn a_liar_leaves_the_table_and_is_kept_out_until_its_time_ends() {
 
 #[test]
 fn a_walk_neither_asks_a_liar_nor_keeps_its_records() {
-    println!("seed {SEED}");
-    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let mut dht = node(&mut rng);
-    let (x, y, z) = (
-        P(Key::random(&mut rng)),
-        P(Key::random(&mut rng)),
-        P(Key::random(&mut rng)),
-    );
+    let (mut rng, mut dht) = start();
+    let [x, y, z] = peers(&mut rng);
     dht.handle_connection(at(0), ConnectionEvent::Dialed(y.clone()));
     dht.peer_lied(at(10), x.clone(), "object_proof");
     let target = Key::random(&mut rng);
@@ -129,10 +133,8 @@ fn a_walk_neither_asks_a_liar_nor_keeps_its_records() {
 
 #[test]
 fn liars_past_the_cap_forget_the_one_whose_time_ends_first() {
-    println!("seed {SEED}");
-    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let mut dht = node(&mut rng);
-    let first = P(Key::random(&mut rng));
+    let (mut rng, mut dht) = start();
+    let [first] = peers(&mut rng);
     dht.peer_lied(at(0), first.clone(), "object_proof");
     for i in 0..LIARS_MAX {
         dht.peer_lied(at(1 + i as u64), P(Key::random(&mut rng)), "object_proof");
@@ -147,14 +149,8 @@ fn liars_past_the_cap_forget_the_one_whose_time_ends_first() {
 
 #[test]
 fn a_liar_caught_while_its_answer_is_on_the_way_gives_the_walk_nothing() {
-    println!("seed {SEED}");
-    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let mut dht = node(&mut rng);
-    let (x, y, z) = (
-        P(Key::random(&mut rng)),
-        P(Key::random(&mut rng)),
-        P(Key::random(&mut rng)),
-    );
+    let (mut rng, mut dht) = start();
+    let [x, y, z] = peers(&mut rng);
     for p in [&x, &y] {
         dht.handle_connection(at(0), ConnectionEvent::Dialed(p.clone()));
     }
@@ -183,11 +179,9 @@ fn a_liar_caught_while_its_answer_is_on_the_way_gives_the_walk_nothing() {
 
 #[test]
 fn a_liar_among_the_bootstrap_contacts_is_asked_only_when_it_is_all_there_is() {
-    println!("seed {SEED}");
-    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let (x, y) = (P(Key::random(&mut rng)), P(Key::random(&mut rng)));
+    let (mut rng, mut dht) = start();
+    let [x, y] = peers(&mut rng);
     // With an honest contact beside it, the join skips the liar.
-    let mut dht = node(&mut rng);
     dht.peer_lied(at(0), x.clone(), "object_proof");
     dht.bootstrap(at(10), vec![x.clone(), y.clone()]).unwrap();
     let asked: Vec<P> = std::iter::from_fn(|| dht.poll_transmit())
