@@ -91,6 +91,7 @@ impl NodeContext {
     pub fn publish_gauges(&self) {
         let s = self.dht.status();
         metrics::gauge!("dht_routing_table_peers").set(s.routing_table_size as f64);
+        metrics::gauge!("dht_liars_denied").set(s.liars_denied as f64);
         metrics::gauge!("transport_connections").set(self.transport.connection_count() as f64);
         metrics::gauge!("store_bytes").set(self.objects.store.bytes() as f64);
         metrics::gauge!("store_objects").set(self.objects.store.len() as f64);
@@ -113,6 +114,7 @@ impl NodeContext {
             "http": self.http.to_string(),
             "peers": self.transport.connection_count(),
             "routing_table_size": s.routing_table_size,
+            "liars_denied": s.liars_denied,
             "provider_records": s.provider_records,
             "objects": self.objects.store.len(),
             "integrity_failures": {

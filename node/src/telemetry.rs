@@ -75,7 +75,14 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "dht_misbehaved_total",
         Kind::Counter,
-        "Peers' DHT messages that broke a rule, by reason.",
+        "Peers' DHT messages that broke a rule, by reason (object_proof: a proof under \
+         the peer's key failed verification).",
+    ),
+    (
+        "dht_liars_denied",
+        Kind::Gauge,
+        "Peers kept out of the routing table and lookups for now, each caught lying in a \
+         proof (10 minutes each).",
     ),
     (
         "dht_rpcs_sent_total",

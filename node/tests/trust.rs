@@ -418,6 +418,10 @@ async fn sizes_come_from_verified_data_and_liars_are_counted() {
             table.iter().all(|p| p.id != t.node_id()),
             "{lie:?}: the liar left the reader's table"
         );
+        assert!(
+            reader.ctx.dht.status().liars_denied >= 1,
+            "{lie:?}: the operator sees it kept out"
+        );
         // Past the gateway's memory of the miss, so the GET searches again.
         tokio::time::sleep(node::gateway::misses::NEGATIVE_TTL + Duration::from_millis(100)).await;
         let url = format!(

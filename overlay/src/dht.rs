@@ -580,6 +580,14 @@ impl<P: Peer> Dht<P> {
         }
     }
 
+    /// Peers kept out now for having lied ([`Dht::peer_lied`]), for the operator's gauge.
+    pub fn liars_denied(&self) -> usize {
+        self.liars
+            .values()
+            .filter(|until| **until > self.last_now)
+            .count()
+    }
+
     /// Whether `key` is a peer kept out for having lied.
     fn is_liar(&self, key: &Key) -> bool {
         !self.liars.is_empty()

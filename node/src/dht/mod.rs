@@ -155,6 +155,9 @@ pub struct DhtStatus {
     /// to join (`Dht::had_peers`). A node that never had one is alone by design (its writes
     /// need only its own copy); one that lost its peers, or has not reached them yet, is not.
     pub peers_seen: bool,
+    /// Peers kept out of the table and walks for now, each caught lying
+    /// (`Dht::peer_lied`).
+    pub liars_denied: usize,
 }
 
 enum Command {
@@ -789,6 +792,7 @@ impl Driver {
             buckets: self.fill_now(),
             recent_lookups: self.recent_lookups.iter().copied().collect(),
             peers_seen: self.dht.had_peers(),
+            liars_denied: self.dht.liars_denied(),
         };
         self.table_gauge
             .get_or_init(|| metrics::gauge!("dht_routing_table_peers"))
