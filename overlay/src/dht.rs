@@ -1511,11 +1511,7 @@ impl<P: Peer> Dht<P> {
         if !self.liars.is_empty() {
             // Denied after they answered: not a result, a target or a holder to ask.
             closest.retain(|p| !self.is_liar(&p.key()));
-            let liars = &self.liars;
-            let last_now = self.last_now;
-            query
-                .providers
-                .retain(|p| liars.get(&p.key()).is_none_or(|until| *until <= last_now));
+            query.providers.retain(|p| !self.is_liar(&p.key()));
         }
         let rpcs = iter.rpcs_sent() as u32;
         let failures = iter.failures() as u32;
