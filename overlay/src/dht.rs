@@ -5,6 +5,7 @@
 //! and reads no clock: every input carries `now`, every output is polled.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -237,7 +238,8 @@ pub const LIARS_MAX: usize = 256;
 pub struct Dht<P: Peer> {
     local: P,
     local_key: Key,
-    config: Config,
+    /// Shared: a simulation of 10^6 nodes would hold 10^6 copies of 320 bytes.
+    config: Arc<Config>,
     rng: ChaCha8Rng,
     table: RoutingTable<P>,
     providers: ProviderStore<P>,
@@ -305,8 +307,10 @@ fn shed<C: Default>(c: &mut C, empty: impl Fn(&C) -> bool) {
 }
 
 impl<P: Peer> Dht<P> {
-    /// A DHT for `local`, with every random choice drawn from `seed`.
-    pub fn new(now: Instant, local: P, config: Config, seed: u64) -> Self {
+    /// A DHT for `local`, with every random choice drawn from `seed`. Nodes that share a
+    /// configuration (a simulation's) may share one `Arc` of it.
+    pub fn new(now: Instant, local: P, config: impl Into<Arc<Config>>, seed: u64) -> Self {
+        let config = config.into();
         let local_key = local.key();
         let mut table = RoutingTable::new(
             local_key,

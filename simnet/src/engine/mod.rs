@@ -87,6 +87,8 @@ pub struct Sim {
     acked: BTreeSet<Key>,
     /// Every node's uplink and downlink (`[bandwidth]`); `None` without the section.
     pipes: Option<crate::bandwidth::Pipes>,
+    /// `sc.dht`, shared by every node's `Dht`.
+    dht_config: std::sync::Arc<overlay::Config>,
 }
 
 /// What a finished run hands to the outputs.

@@ -73,6 +73,7 @@ pub(super) fn build(sc: Scenario, check: bool) -> Sim {
         announced: None,
         acked: Default::default(),
         pipes: sc.bandwidth.map(|b| crate::bandwidth::Pipes::new(b, n)),
+        dht_config: std::sync::Arc::new(sc.dht.clone()),
         sc,
     };
     sim.metrics.durability = crate::durability::Durability::new(sim.sc.workload.replication.rf);
