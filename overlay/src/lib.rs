@@ -31,6 +31,7 @@
 //!   holders and so pushes next.
 //! - [`mail_send`]: [`MailSend`], one send of mail: which holder gets which message, when it is answered.
 //! - [`placement`]: [`Placement`], the steps that make one copy count at one target.
+//! - [`timer`]: a node's one timer over its `Dht` and `Planner`, and their order.
 //! - [`testnet`]: an in-memory network of `Dht`s on a deterministic scheduler, for tests
 //!   and benchmarks.
 
@@ -55,6 +56,7 @@ pub mod routing;
 pub mod rtt;
 pub mod testnet;
 pub mod time;
+pub mod timer;
 pub mod write;
 
 pub use admission::{Admission, Refusal};

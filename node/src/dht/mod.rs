@@ -554,10 +554,7 @@ pub fn spawn(
 impl Driver {
     /// Waits for one input and feeds it in; false when it is time to stop.
     async fn turn(&mut self, stop: Pin<&mut impl Future>) -> bool {
-        let next = match (self.dht.poll_timeout(), self.planner.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = overlay::timer::next_timeout(&self.dht, Some(&self.planner));
         let deadline = next.map(|t| self.clock.deadline(t));
         if deadline != self.timer_at {
             if let Some(d) = deadline {
@@ -586,8 +583,7 @@ impl Driver {
                 self.timer_at = None;
                 self.fill = None;
                 let now = self.clock.now();
-                self.dht.handle_timeout(now);
-                self.planner.handle_timeout(now, self.dht.routing_table());
+                overlay::timer::handle_timeout(now, &mut self.dht, Some(&mut self.planner));
                 // O(objects): refreshed on timer turns only, not after every message.
                 self.replicas_mean_milli = (self.planner.copies_mean().1 * 1000.0) as u64;
             }

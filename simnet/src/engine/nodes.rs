@@ -195,7 +195,7 @@ impl Sim {
             return false; // a 256-bit id collision: the slot stays down
         }
         let s = &mut self.slots[slot as usize];
-        let mut dht = Dht::new(now, peer, self.sc.dht.clone(), dht_seed);
+        let mut dht = Dht::new(now, peer, self.dht_config.clone(), dht_seed);
         if let Some(saved) = s.saved.take() {
             for c in saved.contacts {
                 dht.insert_peer(now, c);
@@ -367,10 +367,7 @@ impl Sim {
         let Some(dht) = s.dht.as_ref() else {
             return;
         };
-        let mut next = dht.poll_timeout();
-        if let Some(p) = s.store.as_ref().and_then(|st| st.planner.poll_timeout()) {
-            next = Some(next.map_or(p, |n| n.min(p)));
-        }
+        let next = overlay::timer::next_timeout(dht, s.store.as_ref().map(|st| &st.planner));
         let Some(t) = next else {
             return;
         };
@@ -398,10 +395,8 @@ impl Sim {
         let Some(dht) = s.dht.as_mut() else {
             return;
         };
-        dht.handle_timeout(now);
-        if let Some(st) = s.store.as_mut() {
-            st.planner.handle_timeout(now, dht.routing_table());
-        }
+        let planner = s.store.as_mut().map(|st| &mut st.planner);
+        overlay::timer::handle_timeout(now, dht, planner);
         self.after_input(slot, true);
     }
 
