@@ -35,8 +35,6 @@ use crate::transport::{
     HandlerFuture, InboundExchange, InboundHandler, Transport, TransportConfig,
 };
 
-/// Provider announcements in flight at once while a restarted node announces its store.
-const STARTUP_ANNOUNCE_IN_FLIGHT: usize = 4;
 /// How often a changed store index is written to disk.
 const INDEX_SAVE_EVERY: Duration = Duration::from_secs(60);
 /// How often changed tenant accounts are written to disk.
@@ -402,7 +400,7 @@ pub async fn start(
                     Err(e) => tracing::warn!(error = %e, "walking the store failed"),
                 }
             }
-            let _ = objects.announce_stored(STARTUP_ANNOUNCE_IN_FLIGHT).await;
+            let _ = objects.announce_stored().await;
         })
     };
 

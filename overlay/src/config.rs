@@ -57,6 +57,13 @@ pub struct Config {
     pub provider_records_max: usize,
     /// Queries running at once; more are refused with `CommandError::TooManyQueries` (64).
     pub queries_max: usize,
+    /// Scheduled announcements (republishes, and [`Dht::provide_paced`]'s: a restarted
+    /// node's stored objects) running at once (4): a large store is announced a few keys at
+    /// a time, after its node is ready, rather than filling `queries_max` and the network
+    /// with a burst of walks.
+    ///
+    /// [`Dht::provide_paced`]: crate::Dht::provide_paced
+    pub announcements_max: usize,
     /// RPCs one lookup may send before it stops widening (k × 8).
     pub lookup_rpcs_max: usize,
     /// Candidates one lookup remembers (k × 8); farther ones are forgotten.
@@ -129,6 +136,7 @@ impl Default for Config {
             providers_per_key_max: 20,
             provider_records_max: 65_536,
             queries_max: 64,
+            announcements_max: 4,
             strangers_verified_max: 16,
             lookup_rpcs_max: k * 8,
             lookup_candidates_max: k * 8,
@@ -163,6 +171,9 @@ impl Config {
         }
         if self.rpcs_in_flight_max == 0 {
             return Err("rpcs_in_flight_max must be at least 1");
+        }
+        if self.announcements_max == 0 {
+            return Err("announcements_max must be at least 1 (none would ever be announced)");
         }
         if self.thin_table_lookup.is_some_and(|d| d.is_zero()) {
             return Err("thin_table_lookup must be positive (None turns it off)");

@@ -501,7 +501,12 @@ impl<P: Peer> Dht<P> {
             self.next_rejoin,
             self.next_thin_lookup.map(|(t, _)| t),
             self.next_bootstrap_check,
-            self.provide_due.first().map(|(t, _)| *t),
+            // Due announcements wait while their slots (or the queries' places) are full:
+            // a query that ends is an input, after which the driver asks again.
+            self.provide_due
+                .first()
+                .filter(|_| self.may_announce())
+                .map(|(t, _)| *t),
         ];
         for c in candidates.into_iter().flatten() {
             t = t.min(c);
@@ -704,6 +709,39 @@ impl<P: Peer> Dht<P> {
         };
         self.schedule_provide(key, now + next);
         started
+    }
+
+    /// Announces `key` as soon as an announcement slot is free ([`Config::announcements_max`]
+    /// of them at once), then every `provider_republish_interval`: for a node that starts
+    /// with a store full of objects, whose announcements would otherwise go out in one
+    /// burst. Our own record is stored at once, as [`start_providing`](Self::start_providing)
+    /// does.
+    pub fn provide_paced(&mut self, now: Instant, key: Key) {
+        self.advance_clock(now);
+        let _ = self.providers.add(now, key, self.local.clone());
+        self.schedule_provide(key, now);
+    }
+
+    /// Whether a due announcement could start now: a slot is free and so is a query's
+    /// place, and there is somebody to announce to. A node that starts with its store
+    /// before its table (the node announces what it holds while it still joins) would
+    /// otherwise spend every announcement on a walk with nobody to ask, and be found by
+    /// nobody until the republish, 22 hours on.
+    fn may_announce(&self) -> bool {
+        self.announcement_slots() > 0
+            && self.queries.len() < self.config.queries_max
+            && !self.table.is_empty()
+    }
+
+    /// Announcement slots free: [`Config::announcements_max`] less the announcements
+    /// running (those started by a command included).
+    fn announcement_slots(&self) -> usize {
+        let running = self
+            .queries
+            .values()
+            .filter(|q| q.kind == QueryKind::Provide)
+            .count();
+        self.config.announcements_max.saturating_sub(running)
     }
 
     fn schedule_provide(&mut self, key: Key, at: Instant) {
@@ -1092,21 +1130,20 @@ impl<P: Peer> Dht<P> {
         }
     }
 
+    /// Starts the due announcements the free slots allow; the others stay due, and
+    /// [`poll_timeout`](Self::poll_timeout) names them again once a slot frees.
     fn republish(&mut self, now: Instant) {
-        let due: Vec<Key> = self
-            .provide_due
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .map(|(_, k)| *k)
-            .collect();
-        for key in due {
+        // Each turn starts one or moves one to later: the loop ends.
+        while let Some(&(at, key)) = self.provide_due.first() {
+            if at > now || !self.may_announce() {
+                break; // due until a query ends or a peer comes (`poll_timeout` waits)
+            }
             let _ = self.providers.add(now, key, self.local.clone());
-            // One that cannot start now (too many queries) is retried after an RPC
-            // timeout: never left due, which would spin the driver's timer.
-            let started = self.queries.len() < self.config.queries_max
-                && self
-                    .start_query(now, QueryKind::Provide, key, Vec::new())
-                    .is_ok();
+            // An announcement needs no peer to start; should it fail all the same, it is
+            // tried again after an RPC timeout rather than left due.
+            let started = self
+                .start_query(now, QueryKind::Provide, key, Vec::new())
+                .is_ok();
             let next = if started {
                 self.config.provider_republish_interval
             } else {

@@ -109,6 +109,7 @@ fn parsed_default(section: &str, key: &str) -> Option<String> {
         ("dht", "providers_per_key_max") => d.providers_per_key_max.to_string(),
         ("dht", "provider_records_max") => d.provider_records_max.to_string(),
         ("dht", "queries_max") => d.queries_max.to_string(),
+        ("dht", "announcements_max") => d.announcements_max.to_string(),
         ("dht", "lookup_rpcs_max") => symbolic(d.lookup_rpcs_max, d.k),
         ("dht", "lookup_candidates_max") => symbolic(d.lookup_candidates_max, d.k),
         ("dht", "transmits_max") => d.transmits_max.to_string(),

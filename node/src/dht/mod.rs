@@ -207,6 +207,10 @@ enum Command {
         key: Key,
         size: u64,
     },
+    ObjectHeldAtStart {
+        key: Key,
+        size: u64,
+    },
     ObjectRemoved {
         key: Key,
     },
@@ -327,6 +331,12 @@ impl DhtHandle {
     /// We now hold an object: plan its replicas.
     pub async fn object_added(&self, key: Key, size: u64) -> Result<(), DhtError> {
         self.send(Command::ObjectAdded { key, size }).await
+    }
+
+    /// We held an object when we started: plan its replicas, and announce it when an
+    /// announcement slot frees (`overlay::Dht::provide_paced`: a few at a time).
+    pub async fn object_held_at_start(&self, key: Key, size: u64) -> Result<(), DhtError> {
+        self.send(Command::ObjectHeldAtStart { key, size }).await
     }
 
     /// We no longer hold an object.
@@ -646,6 +656,10 @@ impl Driver {
                 let _ = reply.send(self.dht.closest_known(&key, n));
             }
             Command::ObjectAdded { key, size } => self.planner.add_object(now, key, size),
+            Command::ObjectHeldAtStart { key, size } => {
+                self.planner.add_object(now, key, size);
+                self.dht.provide_paced(now, key);
+            }
             // Gone from our store: no longer one of its copies, and no longer announced.
             Command::ObjectRemoved { key } => {
                 self.planner.remove_object(&key);

@@ -406,25 +406,23 @@ impl Objects {
         });
     }
 
-    /// Announces every stored object in the background, `in_flight` provider lookups at a
-    /// time, so a large store neither delays start-up nor bursts lookups at the mesh.
-    pub fn announce_stored(&self, in_flight: usize) -> tokio::task::JoinHandle<()> {
+    /// Hands every stored object to the DHT in the background: the planner plans its
+    /// copies, and the DHT announces it a few at a time (`overlay::Config::
+    /// announcements_max`), so a large store neither delays start-up nor bursts lookups at
+    /// the mesh.
+    pub fn announce_stored(&self) -> tokio::task::JoinHandle<()> {
         let objects = self.clone();
         tokio::spawn(async move {
-            let mut running = JoinSet::new();
             for (hash, size) in objects.store.list() {
-                let _ = objects.dht.object_added(Key(hash), size).await;
-                while running.len() >= in_flight.max(1) {
-                    running.join_next().await;
+                if objects
+                    .dht
+                    .object_held_at_start(Key(hash), size)
+                    .await
+                    .is_err()
+                {
+                    return; // the DHT stopped: the node is shutting down
                 }
-                let dht = objects.dht.clone();
-                running.spawn(async move {
-                    if let Err(e) = dht.provide(Key(hash)).await {
-                        tracing::debug!(error = %e, "provider announcement failed");
-                    }
-                });
             }
-            while running.join_next().await.is_some() {}
         })
     }
 

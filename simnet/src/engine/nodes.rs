@@ -57,6 +57,15 @@ impl Store {
     }
 }
 
+/// When a node announces an object it stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Announce {
+    /// At once: a put's or a transfer's new copy.
+    Now,
+    /// When an announcement slot frees: a restarted node's store.
+    Paced,
+}
+
 /// What a node keeps while down, with `rejoin_same_id`.
 #[derive(Debug, Default)]
 pub(crate) struct Saved {
@@ -202,8 +211,10 @@ impl Sim {
                 while dht.poll_event().is_some() {}
             }
             s.dht = Some(Box::new(dht));
+            // A node back with its disk announces its store a few keys at a time, as the
+            // node's start-up does (`Dht::provide_paced`).
             for (key, size) in saved.objects {
-                self.store_object(slot, key, size);
+                self.store_object(slot, key, size, Announce::Paced);
             }
         } else {
             s.dht = Some(Box::new(dht));
@@ -308,7 +319,13 @@ impl Sim {
     }
 
     /// The node at `slot` now holds `key`: store it, plan its copies, announce it.
-    pub(super) fn store_object(&mut self, slot: u32, key: Key, size: u64) -> bool {
+    pub(super) fn store_object(
+        &mut self,
+        slot: u32,
+        key: Key,
+        size: u64,
+        announce: Announce,
+    ) -> bool {
         let now = self.local_now(slot);
         let rc = &self.sc.workload.replication;
         let Some((dht, store)) = self.slots[slot as usize].up_with_store(now, rc) else {
@@ -319,7 +336,12 @@ impl Sim {
         }
         self.metrics.durability.stored(self.now, key);
         store.planner.add_object(now, key, size);
-        let _ = dht.start_providing(now, key);
+        match announce {
+            Announce::Now => {
+                let _ = dht.start_providing(now, key);
+            }
+            Announce::Paced => dht.provide_paced(now, key),
+        }
         let me = dht.local().key();
         if let Some(log) = self.announced.as_mut() {
             log.insert((key, me));
@@ -920,7 +942,7 @@ impl Sim {
             self.metrics.pushes_refused += 1;
             return PushAnswer::Failed(TransferFault::Declined);
         }
-        let fresh = self.store_object(to.slot(), key, size);
+        let fresh = self.store_object(to.slot(), key, size, Announce::Now);
         if fresh {
             match (id, write) {
                 (Some(_), _) => self.metrics.repair_arrived(now, size),

@@ -58,7 +58,7 @@ impl Sim {
         let w = overlay::write_quorum(w, rf, had_peers);
         let me = self.peer_of(slot);
         let (targets, _) = overlay::placement_targets(me.key(), key, closest, rf);
-        if self.store_object(slot, key, size) {
+        if self.store_object(slot, key, size, super::nodes::Announce::Now) {
             self.metrics.put_bytes += size;
         }
         let planned = match self.slots[slot as usize].store.as_mut() {

@@ -71,6 +71,7 @@ struct RawDht {
     providers_per_key_max: Option<usize>,
     provider_records_max: Option<usize>,
     queries_max: Option<usize>,
+    announcements_max: Option<usize>,
     lookup_rpcs_max: Option<usize>,
     lookup_candidates_max: Option<usize>,
     transmits_max: Option<usize>,
@@ -383,6 +384,7 @@ fn convert_dht(r: RawDht) -> Result<overlay::Config, ScenarioError> {
     set(r.providers_per_key_max, &mut c.providers_per_key_max);
     set(r.provider_records_max, &mut c.provider_records_max);
     set(r.queries_max, &mut c.queries_max);
+    set(r.announcements_max, &mut c.announcements_max);
     set(r.lookup_rpcs_max, &mut c.lookup_rpcs_max);
     set(r.lookup_candidates_max, &mut c.lookup_candidates_max);
     set(r.transmits_max, &mut c.transmits_max);
