@@ -1150,6 +1150,21 @@ fn a_killed_holder_is_read_around_repaired_and_comes_back_intact() {
         (0, 0, 0),
         "the restarted node found its copy corrupt"
     );
+    // It announces what it found on disk (`Dht::provide_paced`, a few at a time, once its
+    // table holds a peer): its provider records go out again.
+    let announced = poll_until(
+        "the restarted node to announce its store",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let n = metric(
+                c.node(victim),
+                r#"dht_rpcs_sent_total{kind="add_provider"}"#,
+            );
+            (n >= 1.0).then_some(n)
+        },
+    );
+    c.check(announced.is_ok(), || format!("{announced:?}"));
     c.finish();
 }
 
