@@ -207,9 +207,9 @@ enum Command {
         key: Key,
         size: u64,
     },
-    ObjectHeldAtStart {
-        key: Key,
-        size: u64,
+    ObjectsHeldAtStart {
+        objects: Vec<(Key, u64)>,
+        reply: oneshot::Sender<()>,
     },
     ObjectRemoved {
         key: Key,
@@ -333,10 +333,14 @@ impl DhtHandle {
         self.send(Command::ObjectAdded { key, size }).await
     }
 
-    /// We held an object when we started: plan its replicas, and announce it when an
-    /// announcement slot frees (`overlay::Dht::provide_paced`: a few at a time).
-    pub async fn object_held_at_start(&self, key: Key, size: u64) -> Result<(), DhtError> {
-        self.send(Command::ObjectHeldAtStart { key, size }).await
+    /// Objects we held when we started: plan their replicas, and announce them as
+    /// announcement slots free (`overlay::Dht::provide_paced`: a few at a time). Returns
+    /// once the driver took them: a caller handing over a large store in batches lets the
+    /// driver's other inputs in between (commands come first in its loop, so a stream of
+    /// them would hold back the answers to its requests until they time out).
+    pub async fn objects_held_at_start(&self, objects: Vec<(Key, u64)>) -> Result<(), DhtError> {
+        self.ask(|reply| Command::ObjectsHeldAtStart { objects, reply })
+            .await
     }
 
     /// We no longer hold an object.
@@ -656,9 +660,12 @@ impl Driver {
                 let _ = reply.send(self.dht.closest_known(&key, n));
             }
             Command::ObjectAdded { key, size } => self.planner.add_object(now, key, size),
-            Command::ObjectHeldAtStart { key, size } => {
-                self.planner.add_object(now, key, size);
-                self.dht.provide_paced(now, key);
+            Command::ObjectsHeldAtStart { objects, reply } => {
+                for (key, size) in objects {
+                    self.planner.add_object(now, key, size);
+                    self.dht.provide_paced(now, key);
+                }
+                let _ = reply.send(());
             }
             // Gone from our store: no longer one of its copies, and no longer announced.
             Command::ObjectRemoved { key } => {

@@ -294,6 +294,10 @@ impl Drop for Receiving {
     }
 }
 
+/// Stored objects handed to the DHT in one command at start-up: a million objects are
+/// ~4,000 turns of its loop, each short, with its other inputs in between.
+const HAND_OVER_BATCH: usize = 256;
+
 impl Objects {
     /// The object layer over a store, transport and DHT; replica pushes with a capability
     /// are checked against `keyring`, and tenants' writes against `quotas`.
@@ -406,20 +410,17 @@ impl Objects {
         });
     }
 
-    /// Hands every stored object to the DHT in the background: the planner plans its
-    /// copies, and the DHT announces it a few at a time (`overlay::Config::
-    /// announcements_max`), so a large store neither delays start-up nor bursts lookups at
-    /// the mesh.
+    /// Hands every stored object to the DHT in the background, [`HAND_OVER_BATCH`] at a
+    /// time: the planner plans its copies, and the DHT announces it a few at a time
+    /// (`overlay::Config::announcements_max`), so a large store neither delays start-up nor
+    /// bursts lookups at the mesh.
     pub fn announce_stored(&self) -> tokio::task::JoinHandle<()> {
         let objects = self.clone();
         tokio::spawn(async move {
-            for (hash, size) in objects.store.list() {
-                if objects
-                    .dht
-                    .object_held_at_start(Key(hash), size)
-                    .await
-                    .is_err()
-                {
+            let stored = objects.store.list();
+            for batch in stored.chunks(HAND_OVER_BATCH) {
+                let batch = batch.iter().map(|(h, size)| (Key(*h), *size)).collect();
+                if objects.dht.objects_held_at_start(batch).await.is_err() {
                     return; // the DHT stopped: the node is shutting down
                 }
             }
