@@ -381,8 +381,9 @@ pub async fn start(
         objects.clone(),
         mail.clone(),
     ));
-    // Objects already on disk are ours to replicate and announce: in the background, a few
-    // lookups at a time, so a large store neither delays start-up nor floods the mesh. A
+    // Objects already on disk are ours to replicate and announce: handed to the DHT in the
+    // background, which announces them a few at a time (`announcements_max`), so a large
+    // store neither delays start-up nor floods the mesh. A
     // store opened from its index snapshot first walks its files (it serves meanwhile).
     let announcing = {
         let objects = objects.clone();

@@ -501,8 +501,9 @@ impl<P: Peer> Dht<P> {
             self.next_rejoin,
             self.next_thin_lookup.map(|(t, _)| t),
             self.next_bootstrap_check,
-            // Due announcements wait while their slots (or the queries' places) are full:
-            // a query that ends is an input, after which the driver asks again.
+            // Due announcements wait while their slots or the queries' places are full, or
+            // the table is empty: a query that ends and a peer that comes are inputs, after
+            // which the driver asks again.
             self.provide_due
                 .first()
                 .filter(|_| self.may_announce())
@@ -728,20 +729,15 @@ impl<P: Peer> Dht<P> {
     /// otherwise spend every announcement on a walk with nobody to ask, and be found by
     /// nobody until the republish, 22 hours on.
     fn may_announce(&self) -> bool {
-        self.announcement_slots() > 0
+        !self.table.is_empty()
             && self.queries.len() < self.config.queries_max
-            && !self.table.is_empty()
+            && self.scheduled_announcements() < self.config.announcements_max
     }
 
-    /// Announcement slots free: [`Config::announcements_max`] less the announcements
-    /// running (those started by a command included).
-    fn announcement_slots(&self) -> usize {
-        let running = self
-            .queries
-            .values()
-            .filter(|q| q.kind == QueryKind::Provide)
-            .count();
-        self.config.announcements_max.saturating_sub(running)
+    /// Scheduled announcements running. A command's (a PUT's, a received copy's) do not
+    /// count: a node that keeps taking writes must still republish what it holds.
+    fn scheduled_announcements(&self) -> usize {
+        self.queries.values().filter(|q| q.scheduled).count()
     }
 
     fn schedule_provide(&mut self, key: Key, at: Instant) {
@@ -1133,23 +1129,33 @@ impl<P: Peer> Dht<P> {
     /// Starts the due announcements the free slots allow; the others stay due, and
     /// [`poll_timeout`](Self::poll_timeout) names them again once a slot frees.
     fn republish(&mut self, now: Instant) {
-        // Each turn starts one or moves one to later: the loop ends.
+        // Each turn starts one or moves one to later (intervals are positive): the loop ends.
         while let Some(&(at, key)) = self.provide_due.first() {
             if at > now || !self.may_announce() {
                 break; // due until a query ends or a peer comes (`poll_timeout` waits)
             }
             let _ = self.providers.add(now, key, self.local.clone());
-            // An announcement needs no peer to start; should it fail all the same, it is
-            // tried again after an RPC timeout rather than left due.
-            let started = self
-                .start_query(now, QueryKind::Provide, key, Vec::new())
-                .is_ok();
+            // `may_announce` left room, and an announcement needs no peer to start, so this
+            // cannot fail; were it to, the key is tried again after an RPC timeout rather
+            // than left due.
+            let started = match self.start_query(now, QueryKind::Provide, key, Vec::new()) {
+                Ok(id) => {
+                    if let Some(q) = self.queries.get_mut(&id) {
+                        q.scheduled = true;
+                    }
+                    true
+                }
+                Err(_) => false,
+            };
             let next = if started {
                 self.config.provider_republish_interval
             } else {
                 self.config.rpc_timeout
             };
             self.schedule_provide(key, now + next);
+            if next.is_zero() {
+                break; // an unvalidated zero interval: the key would be due again at once
+            }
         }
     }
 
@@ -1519,6 +1525,7 @@ impl<P: Peer> Dht<P> {
             providers: Vec::new(),
             reporters: Vec::new(),
             phase: Some(Phase::AwaitingPeers(iter)),
+            scheduled: false,
         };
         if let QueryKind::GetProviders { .. } = kind {
             for p in self.records_of(now, &target) {
@@ -1878,6 +1885,7 @@ mod tests {
             providers: Vec::new(),
             reporters: Vec::new(),
             phase: None,
+            scheduled: false,
         }
     }
 

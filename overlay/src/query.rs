@@ -106,6 +106,9 @@ pub(crate) struct Query<P> {
     pub reporters: Vec<Key>,
     /// `None` only transiently, while a transition takes the old phase.
     pub phase: Option<Phase<P>>,
+    /// An announcement the schedule started (a republish, or `Dht::provide_paced`'s), one
+    /// of the `announcements_max` running at once; a command's (a PUT's) is not.
+    pub scheduled: bool,
 }
 
 impl<P> Query<P> {

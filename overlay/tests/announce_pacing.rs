@@ -18,9 +18,17 @@ use rand_chacha::ChaCha8Rng;
 
 const SEED: u64 = 0xa770;
 
-/// A node with 30 contacts and the default four announcement slots.
+/// Four announcement slots (the default is 16), so ten keys queue.
+fn config() -> Config {
+    Config {
+        announcements_max: 4,
+        ..Config::default()
+    }
+}
+
+/// A node with 30 contacts and four announcement slots.
 fn node(rng: &mut ChaCha8Rng) -> Dht<P> {
-    let mut dht = Dht::new(at(0), P(Key::random(rng)), Config::default(), SEED);
+    let mut dht = Dht::new(at(0), P(Key::random(rng)), config(), SEED);
     for _ in 0..30 {
         dht.insert_peer(at(0), P(Key::random(rng)));
     }
@@ -152,7 +160,7 @@ fn a_republish_due_for_every_key_at_once_runs_four_at_a_time() {
 fn a_node_that_knows_nobody_keeps_its_announcements_until_a_peer_comes() {
     println!("seed {SEED}");
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let mut dht = Dht::new(at(0), P(Key::random(&mut rng)), Config::default(), SEED);
+    let mut dht = Dht::new(at(0), P(Key::random(&mut rng)), config(), SEED);
     let keys: Vec<Key> = (0..6).map(|_| Key::random(&mut rng)).collect();
     for k in &keys {
         dht.provide_paced(at(1), *k);
@@ -173,5 +181,32 @@ fn a_node_that_knows_nobody_keeps_its_announcements_until_a_peer_comes() {
     dht.handle_timeout(at(2));
     let started = walks_started(&mut dht, &keys, false, 2, &mut unanswered);
     assert_eq!(started.len(), 4);
+    dht.check_invariants().unwrap();
+}
+
+#[test]
+fn announcements_by_command_leave_the_scheduled_ones_their_slots() {
+    println!("seed {SEED}");
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let mut dht = node(&mut rng);
+    // Six PUTs' announcements, still walking: more than the four slots.
+    let puts: Vec<Key> = (0..6).map(|_| Key::random(&mut rng)).collect();
+    let mut unanswered = Vec::new();
+    for k in &puts {
+        dht.start_providing(at(1), *k).unwrap();
+    }
+    assert_eq!(
+        walks_started(&mut dht, &puts, false, 1, &mut unanswered).len(),
+        6
+    );
+
+    // A stored object's announcement still goes out: a node that keeps taking writes
+    // must still republish what it holds.
+    let held = Key::random(&mut rng);
+    dht.provide_paced(at(2), held);
+    assert!(dht.poll_timeout().is_some_and(|t| t <= at(2)), "due now");
+    dht.handle_timeout(at(2));
+    let started = walks_started(&mut dht, &[held], false, 2, &mut unanswered);
+    assert_eq!(started, vec![held]);
     dht.check_invariants().unwrap();
 }

@@ -335,9 +335,10 @@ impl DhtHandle {
 
     /// Objects we held when we started: plan their replicas, and announce them as
     /// announcement slots free (`overlay::Dht::provide_paced`: a few at a time). Returns
-    /// once the driver took them: a caller handing over a large store in batches lets the
-    /// driver's other inputs in between (commands come first in its loop, so a stream of
-    /// them would hold back the answers to its requests until they time out).
+    /// once the driver took them, so a caller handing over a large store sends one batch at
+    /// a time: commands come first in the driver's loop, and a stream of one-object commands
+    /// could hold back the answers to its requests for as long as the store takes to hand
+    /// over; batches make that a few thousand short turns at 10^6 objects.
     pub async fn objects_held_at_start(&self, objects: Vec<(Key, u64)>) -> Result<(), DhtError> {
         self.ask(|reply| Command::ObjectsHeldAtStart { objects, reply })
             .await

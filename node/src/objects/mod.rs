@@ -419,7 +419,12 @@ impl Objects {
         tokio::spawn(async move {
             let stored = objects.store.list();
             for batch in stored.chunks(HAND_OVER_BATCH) {
-                let batch = batch.iter().map(|(h, size)| (Key(*h), *size)).collect();
+                // Still held: one deleted since the list was taken is not planned again.
+                let batch = batch
+                    .iter()
+                    .filter(|(h, _)| objects.store.size(h).is_some())
+                    .map(|(h, size)| (Key(*h), *size))
+                    .collect();
                 if objects.dht.objects_held_at_start(batch).await.is_err() {
                     return; // the DHT stopped: the node is shutting down
                 }
