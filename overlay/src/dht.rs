@@ -472,7 +472,7 @@ impl<P: Peer> Dht<P> {
     /// Frees the memory of working collections that hold nothing now. A B-tree keeps its
     /// last leaf when emptied (about 2 KiB for the queries' map: eleven queries' room) and a
     /// queue its capacity, so every node that ever ran a lookup or sent a request kept
-    /// 4-5 KiB it no longer used: a tenth of a 100k-node simulation's heap, and gigabytes
+    /// 4-5 KiB it no longer used: a fifth of a 100k-node simulation's heap, and gigabytes
     /// at 10^6 nodes. A busy node pays one allocation per collection when it gets busy
     /// again.
     fn shed_idle(&mut self) {
