@@ -699,14 +699,29 @@ impl<P: Peer> Dht<P> {
     /// [`stop_providing`](Self::stop_providing).
     pub fn start_providing(&mut self, now: Instant, key: Key) -> Result<QueryId, CommandError> {
         self.advance_clock(now);
+        self.announce(now, key, false)
+    }
+
+    /// Starts one announcement of `key` (`scheduled`: one of the schedule's
+    /// `announcements_max`) and sets its next: a republish interval on, or an RPC timeout
+    /// if it could not start (too many queries), so a refused one is retried soon.
+    fn announce(
+        &mut self,
+        now: Instant,
+        key: Key,
+        scheduled: bool,
+    ) -> Result<QueryId, CommandError> {
         // We answer for ourselves too, should we be among the closest nodes to the key.
         let _ = self.providers.add(now, key, self.local.clone());
         let started = self.start_query(now, QueryKind::Provide, key, Vec::new());
-        // A refused announcement (too many queries) is retried soon, not a republish later.
-        let next = if started.is_ok() {
-            self.config.provider_republish_interval
-        } else {
-            self.config.rpc_timeout
+        let next = match started {
+            Ok(id) => {
+                if let Some(q) = self.queries.get_mut(&id) {
+                    q.scheduled = scheduled;
+                }
+                self.config.provider_republish_interval
+            }
+            Err(_) => self.config.rpc_timeout,
         };
         self.schedule_provide(key, now + next);
         started
@@ -1134,26 +1149,10 @@ impl<P: Peer> Dht<P> {
             if at > now || !self.may_announce() {
                 break; // due until a query ends or a peer comes (`poll_timeout` waits)
             }
-            let _ = self.providers.add(now, key, self.local.clone());
             // `may_announce` left room, and an announcement needs no peer to start, so this
-            // cannot fail; were it to, the key is tried again after an RPC timeout rather
-            // than left due.
-            let started = match self.start_query(now, QueryKind::Provide, key, Vec::new()) {
-                Ok(id) => {
-                    if let Some(q) = self.queries.get_mut(&id) {
-                        q.scheduled = true;
-                    }
-                    true
-                }
-                Err(_) => false,
-            };
-            let next = if started {
-                self.config.provider_republish_interval
-            } else {
-                self.config.rpc_timeout
-            };
-            self.schedule_provide(key, now + next);
-            if next.is_zero() {
+            // cannot fail; were it to, the key is tried again after an RPC timeout.
+            let _ = self.announce(now, key, true);
+            if self.providing.get(&key).is_some_and(|&next| next <= now) {
                 break; // an unvalidated zero interval: the key would be due again at once
             }
         }

@@ -295,7 +295,7 @@ impl Drop for Receiving {
 }
 
 /// Stored objects handed to the DHT in one command at start-up: a million objects are
-/// ~4,000 turns of its loop, each short, with its other inputs in between.
+/// ~4,000 short turns of its loop rather than a million.
 const HAND_OVER_BATCH: usize = 256;
 
 impl Objects {
