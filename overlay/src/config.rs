@@ -53,7 +53,8 @@ pub struct Config {
     pub provider_republish_interval: Duration,
     /// Provider records kept per key (20).
     pub providers_per_key_max: usize,
-    /// Provider records kept in all (65,536).
+    /// Provider records kept for other nodes in all (65,536); the keys we provide ourselves
+    /// are not among them.
     pub provider_records_max: usize,
     /// Queries running at once; more are refused with `CommandError::TooManyQueries` (64).
     pub queries_max: usize,

@@ -607,16 +607,29 @@ impl<P: Peer> Dht<P> {
         }
     }
 
-    /// The provider records we hold for `key`, less those naming a peer kept out for
-    /// having lied.
+    /// The providers we know of for `key`: ourselves first if we provide it (we may be
+    /// among the closest nodes to it), then the records we hold for others, less those
+    /// naming a peer kept out for having lied. Our own claim is not a stored record: a node
+    /// holding more objects than `provider_records_max` would otherwise fill its store
+    /// with them and refuse every other node's ADD_PROVIDER.
     fn records_of(&self, now: Instant, key: &Key) -> Vec<P> {
+        let k = self.config.k;
+        let mut records = Vec::new();
+        if self.providing.contains_key(key) {
+            records.push(self.local.clone());
+        }
         if self.liars.is_empty() {
-            return self.providers.get(now, key, self.config.k);
+            records.extend(
+                self.providers
+                    .get(now, key, k.saturating_sub(records.len())),
+            );
+            return records;
         }
         // Filtered before the cap, so a liar's records cannot crowd out honest ones.
-        let mut records = self.providers.get(now, key, usize::MAX);
-        records.retain(|p| !self.is_liar(&p.key()));
-        records.truncate(self.config.k);
+        let mut others = self.providers.get(now, key, usize::MAX);
+        others.retain(|p| !self.is_liar(&p.key()));
+        records.extend(others);
+        records.truncate(k);
         records
     }
 
@@ -711,8 +724,6 @@ impl<P: Peer> Dht<P> {
         key: Key,
         scheduled: bool,
     ) -> Result<QueryId, CommandError> {
-        // We answer for ourselves too, should we be among the closest nodes to the key.
-        let _ = self.providers.add(now, key, self.local.clone());
         let started = self.start_query(now, QueryKind::Provide, key, Vec::new());
         let next = match started {
             Ok(id) => {
@@ -730,11 +741,9 @@ impl<P: Peer> Dht<P> {
     /// Announces `key` as soon as an announcement slot is free ([`Config::announcements_max`]
     /// of them at once), then every `provider_republish_interval`: for a node that starts
     /// with a store full of objects, whose announcements would otherwise go out in one
-    /// burst. Our own record is stored at once, as [`start_providing`](Self::start_providing)
-    /// does.
+    /// burst. We answer GET_PROVIDERS for the key at once.
     pub fn provide_paced(&mut self, now: Instant, key: Key) {
         self.advance_clock(now);
-        let _ = self.providers.add(now, key, self.local.clone());
         self.schedule_provide(key, now);
     }
 
@@ -1515,7 +1524,7 @@ impl<P: Peer> Dht<P> {
         let deadline = now + c.query_timeout;
         // A provider lookup starts from the records we store ourselves (we may be among the
         // k closest to the key): claims like any answer's, and it finishes at once when
-        // they are all it wants. Our own record is no holder to fetch from.
+        // they are all it wants. We are no holder to fetch from.
         let mut query = Query {
             kind,
             target,
