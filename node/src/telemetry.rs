@@ -263,6 +263,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Object transfers (repairs and writes' copies) started and not reported done yet.",
     ),
     (
+        "replica_pushes_streamed_total",
+        Kind::Counter,
+        "Copies pushed beside a declared id's upload (PUT /o/{id}), by outcome: stored, held, pushed_again (from the store after the upload), left_behind (fell behind the upload).",
+    ),
+    (
         "write_placements_cut_total",
         Kind::Counter,
         "Placements of a write still running at twice its wait, stopped and left to repair.",

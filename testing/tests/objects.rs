@@ -1686,3 +1686,136 @@ fn a_dropped_copy_is_fetched_back_when_the_holders_answer_again() {
     );
     c.finish();
 }
+
+// ---------------------------------------------------------------------------------------
+// A PUT that declares its id: copies pushed beside the upload, a false id stores nothing.
+// ---------------------------------------------------------------------------------------
+
+/// `PUT /o/b3:<hex>` with `curl -T`: the copies go out while the body arrives (the node's
+/// `replica_pushes_streamed_total` says they were stored that way, not pushed again after
+/// the upload), the object is on disk at all RF nodes and reads back through another. A
+/// body that hashes to another id is refused (422 `id_mismatch`): nothing is stored under
+/// either id at any node, no temporary file stays, and no receiver counts a corrupt push
+/// (ours held back END, so no peer is blamed for our client's lie). Declaring the id of an
+/// object the mesh already holds, with other bytes, is refused too, and leaves it intact.
+#[test]
+fn a_put_that_declares_its_id_pushes_beside_the_upload_and_a_false_id_stores_nothing() {
+    const LEN: usize = 8 << 20;
+    let c = start_cluster_of("declared", 3, RF, |_| {});
+    let s = c.scratch();
+    let token = c.token(0, &[]);
+    let put_at = |file: &std::path::Path, id: &str| {
+        let args = vec![
+            "-T".to_string(),
+            file.display().to_string(),
+            "-H".into(),
+            format!("Authorization: Bearer {token}"),
+            format!("{}/o/{id}", base(c.node(0))),
+        ];
+        curl_ok(s, &args)
+    };
+    let streamed = |outcome: &str| {
+        c.node(0)
+            .metric(&format!(
+                "replica_pushes_streamed_total{{outcome=\"{outcome}\"}}"
+            ))
+            .unwrap()
+            .unwrap_or(0.0)
+    };
+    let corrupt_pushes = || -> f64 {
+        c.mesh
+            .nodes
+            .iter()
+            .map(|n| {
+                n.metric("integrity_fail_total{source=\"push\"}")
+                    .unwrap()
+                    .unwrap_or(0.0)
+            })
+            .sum()
+    };
+
+    let data = pseudo_random(c.seed, LEN);
+    let file = write_file(s, "declared", &data);
+    let id = b3sum(&file);
+    let r = put_at(&file, &id);
+    assert_eq!(r.status, 201, "PUT /o/{id}: {}", r.text());
+    assert_eq!(r.json()["id"], id.as_str());
+    assert!(
+        r.json()["replicas"].as_u64().is_some_and(|n| n >= W),
+        "{}",
+        r.text()
+    );
+    let stored = streamed("stored");
+    assert!(
+        stored >= (W - 1) as f64,
+        "copies pushed beside the upload: stored {stored}, pushed again {}",
+        streamed("pushed_again")
+    );
+    c.wait_settled(&[0, 1, 2], &id, Duration::from_secs(30));
+    let r = get(s, c.node(2), &format!("/o/{id}"), &[]);
+    assert_eq!(r.status, 200);
+    assert_same_bytes(&r.body, &data, "GET through node-2");
+
+    // A body that is not the declared id's: a fresh id nobody holds.
+    let other = write_file(s, "other", &pseudo_random(c.seed ^ 0x0dd, LEN));
+    let other_id = b3sum(&other);
+    let false_id = format!("b3:{}", hex::encode(pseudo_random(c.seed ^ 0x1d, 32)));
+    put_at(&other, &false_id).assert_error(422, "id_mismatch", "a body under a false id");
+    // Declaring what the mesh holds, with other bytes: the holders already have it.
+    put_at(&other, &id).assert_error(422, "id_mismatch", "other bytes under a held id");
+    // The receivers end their receptions when our resets reach them.
+    let temporaries = |n: &NodeProcess| -> Vec<String> {
+        let mut found = Vec::new();
+        let mut dirs = vec![n.data_dir()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if e.path().is_dir() {
+                    dirs.push(e.path());
+                } else if name.starts_with(".tmp") {
+                    found.push(e.path().display().to_string());
+                }
+            }
+        }
+        found
+    };
+    poll_until(
+        "no temporary object file at any node",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            c.mesh
+                .nodes
+                .iter()
+                .all(|n| temporaries(n).is_empty())
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        let left: Vec<_> = c.mesh.nodes.iter().flat_map(temporaries).collect();
+        panic!("{e}: {left:?}")
+    });
+    for wrong in [&false_id, &other_id] {
+        assert!(
+            holders(&c.mesh.nodes, &[0, 1, 2], wrong).is_empty(),
+            "{wrong} stored somewhere"
+        );
+    }
+    assert_eq!(
+        corrupt_pushes(),
+        0.0,
+        "a receiver was sent bytes that failed"
+    );
+    let r = get(s, c.node(1), &format!("/o/{id}"), &[]);
+    assert_eq!(r.status, 200);
+    assert_same_bytes(
+        &r.body,
+        &data,
+        "the held object after a false PUT under its id",
+    );
+
+    // An id that is not one is 400 before any byte is read.
+    let r = put_at(&other, "b3:not-hex");
+    r.assert_error(400, "bad_id", "PUT /o/b3:not-hex");
+    c.finish();
+}

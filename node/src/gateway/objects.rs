@@ -1,9 +1,11 @@
-//! Object routes: `PUT /o`, `GET /o/{id}`, `HEAD /o/{id}`.
+//! Object routes: `PUT /o`, `PUT /o/{id}`, `GET /o/{id}`, `HEAD /o/{id}`.
 //!
 //! PUT streams the body into the store while hashing it (no full copy in memory, the file
 //! work on the blocking pool), then replicates and answers 201 once W copies are durable,
 //! each confirmed by its holder; short of W it answers 503 `insufficient_replicas` with the
-//! count, keeps the local copy and leaves the rest to repair. GET serves a local copy or
+//! count, keeps the local copy and leaves the rest to repair. `PUT /o/{id}` declares the id:
+//! a body that hashes otherwise is refused (422), and the copies are pushed while the body
+//! still arrives, each ending only once our own store found the bytes hash to the id. GET serves a local copy or
 //! fetches from holders, verifying every chunk either way; a remote object's size comes from
 //! a verified final chunk before the headers go out. Ids are strong ETags and immutable.
 //! Ranges: one `a-b`, `a-` or `-n` range gives 206, an unsatisfiable one 416 with
@@ -53,7 +55,7 @@ const REMOTE_STREAM_COST: u32 = 1 << 20;
 pub fn routes() -> Router<Arc<NodeContext>> {
     Router::new()
         .route("/o", put(put_object))
-        .route("/o/{id}", get(get_object))
+        .route("/o/{id}", get(get_object).put(put_object_at))
 }
 
 fn now_unix() -> u64 {
@@ -167,10 +169,39 @@ fn writes_busy(objects: &crate::objects::Objects, busy: WritesBusy, id: Option<&
     e.retry_after(1)
 }
 
+/// `PUT /o`: the id is what the body hashes to.
 async fn put_object(
     State(ctx): State<Arc<NodeContext>>,
     headers: HeaderMap,
     body: Body,
+) -> Result<Response, ApiError> {
+    put_body(&ctx, &headers, body, None).await
+}
+
+/// `PUT /o/{id}`: the client declares the id (`b3sum` of the body). The body is stored
+/// only if it hashes to it (422 `id_mismatch` otherwise), and, since the id names the
+/// object's closest nodes before its first byte, its replica pushes run beside the upload
+/// instead of after it (`objects::tee`).
+async fn put_object_at(
+    State(ctx): State<Arc<NodeContext>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let hash = parse_id(&id)
+        .ok_or_else(|| ApiError::bad_request("bad_id", "an object id is b3:<64 hex>"))?;
+    put_body(&ctx, &headers, body, Some(hash)).await
+}
+
+/// Bodies smaller than this are not worth pushes beside the upload: they arrive in one
+/// batch, and would only hold a write slot while the client sends.
+const STREAMED_MIN: u64 = 1 << 20;
+
+async fn put_body(
+    ctx: &Arc<NodeContext>,
+    headers: &HeaderMap,
+    body: Body,
+    declared_id: Option<Hash>,
 ) -> Result<Response, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -202,7 +233,7 @@ async fn put_object(
             ),
         ));
     }
-    let (grant, token) = authorize_for(&ctx, &headers, "PUT", declared)?;
+    let (grant, token) = authorize_for(ctx, headers, "PUT", declared)?;
     let principal = token.map(|t| grant.principal(&t));
     let token_max = grant.max_bytes;
     let objects = &ctx.objects;
@@ -237,6 +268,28 @@ async fn put_object(
     let mut ingest = Ingest::open(&objects.store, declared.unwrap_or(0))
         .await
         .map_err(store_error)?;
+    // A declared id with a known size lets the copies start now. Such a write takes its
+    // node slot before the body (the pushes run while it arrives), so only while half the
+    // slots are free: slow uploads cannot take them all.
+    let mut admitted = Some(admitted);
+    let mut early = None;
+    let mut slot = None;
+    if let (Some(id), Some(size)) = (declared_id, declared)
+        && size >= STREAMED_MIN
+        && let Some(a) = admitted.take()
+    {
+        match objects.streaming_slot(a) {
+            Ok(s) => {
+                let (tee, pushes) = objects
+                    .start_streamed(id, size, objects.write_quorum())
+                    .await;
+                ingest.tee(tee);
+                early = Some(pushes);
+                slot = Some(s);
+            }
+            Err(a) => admitted = Some(a),
+        }
+    }
     let mut stream = body.into_data_stream();
     let idle = ctx.gateway.body_idle_timeout;
     loop {
@@ -281,20 +334,34 @@ async fn put_object(
             format!("Content-Length said {declared:?} bytes, the body had {size}"),
         ));
     }
-    let hash = ingest.finish(None).await.map_err(store_error)?;
+    let hash = ingest.finish(declared_id).await.map_err(|e| match e {
+        StoreError::HashMismatch { .. } => {
+            metrics::counter!("rejected_total", "reason" => "id_mismatch").increment(1);
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "id_mismatch",
+                format!("nothing stored: the body {e}"),
+            )
+        }
+        other => store_error(other),
+    })?;
     if let Some(r) = reservation {
         r.commit();
     }
     let id = id_string(&hash);
     // The write holds its slot until its last copy is placed, after the answer too.
-    let slot = match objects.slot_for(admitted) {
-        Ok(slot) => slot,
-        Err(busy) => {
-            objects.announce(hash, size).await;
-            return Err(writes_busy(objects, busy, Some(&id)));
-        }
+    let slot = match (slot, admitted) {
+        (Some(slot), _) => slot,
+        (None, Some(admitted)) => match objects.slot_for(admitted) {
+            Ok(slot) => slot,
+            Err(busy) => {
+                objects.announce(hash, size).await;
+                return Err(writes_busy(objects, busy, Some(&id)));
+            }
+        },
+        (None, None) => return Err(ApiError::internal("a write without its admission")),
     };
-    let Replicated { copies, want } = objects.replicate(hash, size, slot).await;
+    let Replicated { copies, want } = objects.replicate_with(hash, size, slot, early).await;
     if copies < want {
         metrics::counter!("rejected_total", "reason" => "insufficient_replicas").increment(1);
         return Err(ApiError::new(

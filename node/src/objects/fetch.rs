@@ -19,6 +19,15 @@ use wire::{Status, message};
 
 use super::pieces::{Cut, PieceReader};
 use super::{DurableTo, Objects};
+
+/// What a write's placement carries beyond the planner's: where it reports its copy
+/// durable, and the push that ran beside the upload, if one did.
+pub(crate) struct WritePlacement {
+    /// Hears once the copy counts.
+    pub(crate) durable: DurableTo,
+    /// The streamed push to this target.
+    pub(crate) streamed: Option<super::tee::StreamedPush>,
+}
 use crate::dht::{NetPeer, transport_cause};
 use crate::store::{Hash, StoreError};
 use crate::transport::TransportError;
@@ -561,19 +570,25 @@ impl Objects {
     }
 
     /// Makes sure `peer` holds a copy it can prove, running the steps `overlay::Placement`
-    /// asks for: the planner's way (`eager` false) proves first and pushes (if `push`) only
-    /// to a target that lacks the object; the write path's (`eager`) pushes first. `durable`
-    /// hears once when the copy counts there (its `Stored`, or its proof).
+    /// asks for: the planner's way (no `write`) proves first and pushes (if `push`) only to
+    /// a target that lacks the object; a write's pushes first, and reports the copy to the
+    /// write once it counts there (its `Stored`, or its proof). A write's streamed push
+    /// (one that ran beside the upload, `tee`) stands for the first push when it got an
+    /// answer; when it ended for a reason of ours, or any other way, the copy is pushed
+    /// from the store, and the streamed attempt is blamed on nobody.
     pub(crate) async fn place_copy(
         &self,
         peer: &NetPeer,
         hash: Hash,
         size: u64,
         push: bool,
-        eager: bool,
-        durable: Option<&DurableTo>,
+        write: Option<WritePlacement>,
     ) -> Placed {
-        let mut placement = if eager && push {
+        let (durable, mut streamed) = match write {
+            Some(w) => (Some(w.durable), w.streamed),
+            None => (None, None),
+        };
+        let mut placement = if durable.is_some() && push {
             Placement::push_first()
         } else {
             Placement::prove_first(push)
@@ -602,7 +617,25 @@ impl Objects {
                     placement.handle_proof(answer);
                 }
                 PlaceStep::Push => {
-                    let answer = match self.push_bytes(peer, hash, size).await {
+                    let early = match streamed.take() {
+                        Some(push) => {
+                            let got = push.await.ok().and_then(Result::ok);
+                            let outcome = match got {
+                                Some(true) => "stored",
+                                Some(false) => "held",
+                                None => "pushed_again",
+                            };
+                            metrics::counter!("replica_pushes_streamed_total", "outcome" => outcome)
+                                .increment(1);
+                            got
+                        }
+                        None => None,
+                    };
+                    let pushed = match early {
+                        Some(stored) => Ok(stored),
+                        None => self.push_bytes(peer, hash, size).await,
+                    };
+                    let answer = match pushed {
                         Ok(true) => PushAnswer::Stored,
                         Ok(false) => PushAnswer::Held,
                         Err(e) => PushAnswer::Failed(failed(e, &mut error)),
@@ -610,7 +643,7 @@ impl Objects {
                     placement.handle_push(answer);
                 }
                 PlaceStep::Durable => {
-                    if let Some(d) = durable {
+                    if let Some(d) = &durable {
                         d.report().await;
                     }
                 }
@@ -648,7 +681,7 @@ impl Objects {
 }
 
 /// The reason a receiver gives for refusing a second concurrent push of one object.
-const IN_PROGRESS: &[u8] = b"push_in_progress";
+pub(crate) const IN_PROGRESS: &[u8] = b"push_in_progress";
 
 /// Largest encoded answer to a proof (a group, its parents and the length header).
 const PROOF_MAX: usize = 24 * 1024;

@@ -12,12 +12,14 @@
 //! - `serve`: answering app protocol 2 (GET slice, TAIL, HAS, PUT replica).
 //! - `fetch`: verified fetch with failover between holders; proofs; replica push.
 //! - `pieces`: blocking file I/O and hashing driven from async code, a piece per trip.
+//! - `tee`: replica pushes that run beside a declared id's upload.
 
 mod fetch;
 mod pace;
 mod pieces;
 mod repair_now;
 mod serve;
+mod tee;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +47,7 @@ pub(crate) use fetch::Placed;
 pub use fetch::{FetchError, Fetched, Tail};
 pub(crate) use pieces::{Cut, Ingest, PieceReader};
 pub use serve::serve_object;
+pub(crate) use tee::EarlyPushes;
 
 /// Limits and replication parameters of the object layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,6 +371,23 @@ impl Objects {
         })
     }
 
+    /// A slot taken before the body for a write whose copies run beside its upload
+    /// (`PUT /o/{id}`), only while at least half the node's slots are free, so clients
+    /// uploading slowly cannot hold them all; `Err` gives the admission back, for a write
+    /// that takes its slot after the body as others do.
+    pub(crate) fn streaming_slot(&self, admitted: Admitted) -> Result<WriteSlot, Admitted> {
+        if self.writes.available_permits() * 2 <= self.limits.writes_max {
+            return Err(admitted);
+        }
+        match self.writes.clone().try_acquire_owned() {
+            Ok(permit) => Ok(WriteSlot {
+                _share: admitted.share,
+                _permit: permit,
+            }),
+            Err(_) => Err(admitted),
+        }
+    }
+
     /// A slot for one more write of `principal`'s at once ([`admit_write`](Self::admit_write),
     /// then [`slot_for`](Self::slot_for)).
     pub fn write_slot(&self, principal: Option<&Principal>) -> Result<WriteSlot, WritesBusy> {
@@ -475,10 +495,23 @@ impl Objects {
     /// registered ended and never plans that object at those targets again. The task holds
     /// `slot` to its end, so the writes running in the background stay counted.
     pub async fn replicate(&self, hash: Hash, size: u64, slot: WriteSlot) -> Replicated {
+        self.replicate_with(hash, size, slot, None).await
+    }
+
+    /// [`replicate`](Self::replicate) with the pushes a declared id's upload started beside
+    /// its body ([`start_streamed`](Self::start_streamed)): their targets are the write's,
+    /// and each stands for the first push to its target.
+    pub(crate) async fn replicate_with(
+        &self,
+        hash: Hash,
+        size: u64,
+        slot: WriteSlot,
+        early: Option<EarlyPushes>,
+    ) -> Replicated {
         let (answer_tx, answer) = oneshot::channel();
         let objects = self.clone();
         tokio::spawn(async move {
-            objects.run_write(hash, size, answer_tx).await;
+            objects.run_write(hash, size, early, answer_tx).await;
             drop(slot);
         });
         answer.await.unwrap_or(Replicated {
@@ -487,9 +520,18 @@ impl Objects {
         })
     }
 
-    async fn run_write(self, hash: Hash, size: u64, answer_tx: oneshot::Sender<Replicated>) {
+    async fn run_write(
+        self,
+        hash: Hash,
+        size: u64,
+        early: Option<EarlyPushes>,
+        answer_tx: oneshot::Sender<Replicated>,
+    ) {
         let want = self.write_quorum();
-        let (targets, _) = self.targets(hash).await;
+        let (targets, streamed) = match early {
+            Some(early) => (early.targets, early.pushes),
+            None => (self.targets(hash).await.0, BTreeMap::new()),
+        };
         let clock = Clock::new();
         let mut write = Write::new(clock.now(), targets, want, self.limits.put_wait(size));
         // The write's pushes are registered with the planner before it hears of the object,
@@ -509,6 +551,7 @@ impl Objects {
             clock,
             planned,
             running: BTreeMap::new(),
+            streamed,
             reports: mpsc::channel(write.targets().count() * 2 + 1),
         };
         let mut answer_tx = Some(answer_tx);
@@ -899,7 +942,7 @@ impl Objects {
                     let objects = self.clone();
                     tokio::spawn(async move {
                         let cut = objects.limits.timings.repair_cut(size);
-                        let placing = objects.place_copy(&to, key.0, size, push, false, None);
+                        let placing = objects.place_copy(&to, key.0, size, push, None);
                         let placed = match tokio::time::timeout(cut, placing).await {
                             Ok(placed) => placed,
                             Err(_) => {
@@ -992,6 +1035,8 @@ struct WriteRun {
     planned: BTreeMap<Key, overlay::TransferId>,
     /// The placements running, to stop those the write cuts.
     running: BTreeMap<Key, tokio::task::AbortHandle>,
+    /// The pushes that ran beside the upload, each taken by its target's first placement.
+    streamed: BTreeMap<Key, tee::StreamedPush>,
     reports: (mpsc::Sender<WriteReport>, mpsc::Receiver<WriteReport>),
 }
 
@@ -1008,9 +1053,13 @@ impl WriteRun {
                 tx: tx.clone(),
                 peer: peer.key,
             };
+            let write = fetch::WritePlacement {
+                durable,
+                streamed: self.streamed.remove(&key),
+            };
             let placing = tokio::spawn(async move {
                 objects
-                    .place_copy(&peer, hash, size, true, true, Some(&durable))
+                    .place_copy(&peer, hash, size, true, Some(write))
                     .await
             });
             self.running.insert(key, placing.abort_handle());

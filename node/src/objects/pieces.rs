@@ -153,6 +153,8 @@ pub(crate) struct Ingest {
     trip: Option<Trip>,
     batch: BytesMut,
     len: u64,
+    /// Streamed replica pushes fed every batch (a declared id's upload).
+    tee: Option<super::tee::Tee>,
 }
 
 impl Ingest {
@@ -165,6 +167,7 @@ impl Ingest {
             trip: None,
             batch: BytesMut::new(),
             len: 0,
+            tee: None,
         })
     }
 
@@ -188,6 +191,12 @@ impl Ingest {
         })
     }
 
+    /// Feeds every batch from now on to `tee` too; [`finish`](Self::finish) tells it the
+    /// verdict once the bytes are hashed, before they are made durable.
+    pub(crate) fn tee(&mut self, tee: super::tee::Tee) {
+        self.tee = Some(tee);
+    }
+
     /// Bytes received so far.
     pub(crate) fn len(&self) -> u64 {
         self.len
@@ -207,8 +216,11 @@ impl Ingest {
     /// Sends the full batch on its trip once the previous one is back, without waiting
     /// for it.
     async fn flush(&mut self) -> Result<(), StoreError> {
-        let writer = self.writer_for_trip().await?;
         let batch = self.batch.split().freeze();
+        if let Some(tee) = &mut self.tee {
+            tee.send(batch.clone()).await;
+        }
+        let writer = self.writer_for_trip().await?;
         self.trip = Some(tokio::task::spawn_blocking(move || {
             let mut w = writer()?;
             w.write(&batch)?;
@@ -220,12 +232,26 @@ impl Ingest {
     /// Writes the rest, verifies the hash (against `expected`, if given), makes the object
     /// durable and indexes it, all off the async workers.
     pub(crate) async fn finish(mut self, expected: Option<Hash>) -> Result<Hash, StoreError> {
-        let writer = self.writer_for_trip().await?;
         let batch = self.batch.split().freeze();
+        let verdict = match self.tee.take() {
+            Some(mut tee) => {
+                if !batch.is_empty() {
+                    tee.send(batch.clone()).await;
+                }
+                Some(tee.close())
+            }
+            None => None,
+        };
+        let writer = self.writer_for_trip().await?;
         tokio::task::spawn_blocking(move || {
             let mut w = writer()?;
             w.write(&batch)?;
-            w.finish(expected.as_ref())
+            w.finish_then(expected.as_ref(), || {
+                // Only a declared id's check lets the pushes end.
+                if let (Some(v), Some(_)) = (verdict, expected) {
+                    let _ = v.send(super::tee::Verdict::Verified);
+                }
+            })
         })
         .await
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?

@@ -79,11 +79,9 @@ impl Objects {
                     .await
                     .ok()
                     .flatten();
-                let placed = tokio::time::timeout(
-                    wait,
-                    objects.place_copy(&peer, hash, size, true, false, None),
-                )
-                .await;
+                let placed =
+                    tokio::time::timeout(wait, objects.place_copy(&peer, hash, size, true, None))
+                        .await;
                 if let Some(id) = id {
                     let done = placed.as_ref().map_or(TIMED_OUT, |p| p.end.outcome());
                     let _ = objects.dht.transfer_done(id, done).await;

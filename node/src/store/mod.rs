@@ -857,7 +857,18 @@ impl ObjectWriter {
 
     /// Verifies the hash (against `expected`, if given), makes the object durable and
     /// indexes it. Blocking (fsync): call from a blocking task for large objects.
-    pub fn finish(mut self, expected: Option<&Hash>) -> Result<Hash, StoreError> {
+    pub fn finish(self, expected: Option<&Hash>) -> Result<Hash, StoreError> {
+        self.finish_then(expected, || ())
+    }
+
+    /// [`finish`](Self::finish), calling `checked` once the bytes are known to hash to
+    /// `expected` (or were hashed, without one), before they are made durable: a write
+    /// whose replica pushes run beside it lets them end while its own fsync runs.
+    pub fn finish_then(
+        mut self,
+        expected: Option<&Hash>,
+        checked: impl FnOnce(),
+    ) -> Result<Hash, StoreError> {
         let (hash, outboard) = std::mem::take(&mut self.encoder).finish();
         if let Some(e) = expected {
             if *e != hash {
@@ -868,6 +879,7 @@ impl ObjectWriter {
                 });
             }
         }
+        checked();
         let store = self.store.clone();
         match std::mem::replace(&mut self.sink, Sink::Memory(Vec::new())) {
             Sink::Disk { file, tmp, fs } => {
