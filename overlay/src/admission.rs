@@ -173,6 +173,21 @@ impl Admission {
         Ok(())
     }
 
+    /// Gives back `bytes` that [`check`](Self::check) charged `from` for a push that ended
+    /// without them (reset, refused, or answered that we hold the object already): the
+    /// budget bounds the bytes a peer makes us take in, not the pushes it starts. The
+    /// payer is found as `check` finds it, and the budget never goes past its burst.
+    pub fn refund<P: Peer>(&mut self, table: &RoutingTable<P>, from: &Key, bytes: u64) {
+        let payer = if table.contains(from) {
+            *from
+        } else {
+            self.local
+        };
+        if let Some(b) = self.budgets.get_mut(&payer) {
+            b.tokens = (b.tokens + i128::from(bytes)).min(i128::from(self.burst));
+        }
+    }
+
     fn forget_idle(&mut self, now: Instant) {
         if self.budgets.len() < BUDGETS_MAX {
             return;
@@ -299,6 +314,33 @@ mod tests {
             Ok(()),
             "a contact has its own budget"
         );
+    }
+
+    #[test]
+    fn bytes_a_push_never_delivered_are_given_back_up_to_the_burst() {
+        let t0 = Instant::from_duration(Duration::ZERO);
+        let mut a = budgeted();
+        let t = full_bucket(t0, &[0x81]);
+        let obj = key(0x00);
+        assert_eq!(a.check(t0, &t, &key(0x80), &obj, 9_000), Ok(()));
+        assert_eq!(
+            a.check(t0, &t, &key(0x80), &obj, 9_000),
+            Err(Refusal::OverBudget)
+        );
+        // The first push ended after 1,000 bytes: 8,000 come back.
+        a.refund(&t, &key(0x80), 8_000);
+        assert_eq!(a.check(t0, &t, &key(0x80), &obj, 9_000), Ok(()));
+        // A refund never lifts a budget past its burst (10,000).
+        a.refund(&t, &key(0x80), 1_000_000);
+        assert_eq!(a.check(t0, &t, &key(0x80), &obj, 9_000), Ok(()));
+        assert_eq!(
+            a.check(t0, &t, &key(0x80), &obj, 2_000),
+            Err(Refusal::OverBudget)
+        );
+        // A replacement's refund goes to the budget replacements share.
+        assert_eq!(a.check(t0, &t, &key(0x81), &obj, 9_000), Ok(()));
+        a.refund(&t, &key(0x81), 9_000);
+        assert_eq!(a.check(t0, &t, &key(0x81), &obj, 9_000), Ok(()));
     }
 
     #[test]

@@ -1697,7 +1697,8 @@ fn a_dropped_copy_is_fetched_back_when_the_holders_answer_again() {
 /// body that hashes to another id is refused (422 `id_mismatch`): nothing is stored under
 /// either id at any node, no temporary file stays, and no receiver counts a corrupt push
 /// (ours held back END, so no peer is blamed for our client's lie). Declaring the id of an
-/// object the mesh already holds, with other bytes, is refused too, and leaves it intact.
+/// object the mesh already holds, with other bytes, is refused too, and leaves it intact. A
+/// client that hangs up mid-body leaves nothing either.
 #[test]
 fn a_put_that_declares_its_id_pushes_beside_the_upload_and_a_false_id_stores_nothing() {
     const LEN: usize = 8 << 20;
@@ -1756,13 +1757,40 @@ fn a_put_that_declares_its_id_pushes_beside_the_upload_and_a_false_id_stores_not
     assert_eq!(r.status, 200);
     assert_same_bytes(&r.body, &data, "GET through node-2");
 
-    // A body that is not the declared id's: a fresh id nobody holds.
+    // A body that is not the declared id's: a fresh id nobody holds. Its copies are
+    // streamed (and reset at the end).
     let other = write_file(s, "other", &pseudo_random(c.seed ^ 0x0dd, LEN));
     let other_id = b3sum(&other);
     let false_id = format!("b3:{}", hex::encode(pseudo_random(c.seed ^ 0x1d, 32)));
+    let started = streamed("started");
     put_at(&other, &false_id).assert_error(422, "id_mismatch", "a body under a false id");
+    assert!(
+        streamed("started") > started,
+        "no push was streamed for the false id"
+    );
     // Declaring what the mesh holds, with other bytes: the holders already have it.
     put_at(&other, &id).assert_error(422, "id_mismatch", "other bytes under a held id");
+    // A client that hangs up in the middle of its body: its pushes are reset too.
+    let started = streamed("started");
+    let cut = curl(
+        s,
+        &[
+            "-T".to_string(),
+            other.display().to_string(),
+            "--limit-rate".into(),
+            "2M".into(),
+            "--max-time".into(),
+            "1".into(),
+            "-H".into(),
+            format!("Authorization: Bearer {token}"),
+            format!("{}/o/{other_id}", base(c.node(0))),
+        ],
+    );
+    assert!(cut.is_err(), "curl was to give up mid-body: {cut:?}");
+    assert!(
+        streamed("started") > started,
+        "no push was streamed for the cut upload"
+    );
     // The receivers end their receptions when our resets reach them.
     let temporaries = |n: &NodeProcess| -> Vec<String> {
         let mut found = Vec::new();

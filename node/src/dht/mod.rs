@@ -236,6 +236,10 @@ enum Command {
         size: u64,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
+    RefundReplica {
+        from: Key,
+        bytes: u64,
+    },
     HoldsMailbox {
         key: Key,
         reply: oneshot::Sender<bool>,
@@ -394,6 +398,15 @@ impl DhtHandle {
             reply,
         })
         .await
+    }
+
+    /// Gives back the bytes [`admit_replica`](Self::admit_replica) charged `from` for a
+    /// push that ended without them (`overlay::Admission::refund`). Not waited for: when
+    /// the driver's queue is full the refund is lost, and the budget refills at its rate.
+    pub fn refund_replica(&self, from: Key, bytes: u64) {
+        if bytes > 0 {
+            let _ = self.tx.try_send(Command::RefundReplica { from, bytes });
+        }
     }
 
     /// Whether mail for the mailbox with key `key` may be stored here (the overlay's rule:
@@ -693,6 +706,10 @@ impl Driver {
                     self.admission
                         .check(now, self.dht.routing_table(), &from, &key, size);
                 let _ = reply.send(verdict);
+            }
+            Command::RefundReplica { from, bytes } => {
+                self.admission
+                    .refund(self.dht.routing_table(), &from, bytes);
             }
             Command::HoldsMailbox { key, reply } => {
                 let _ = reply.send(self.admission.holds_mailbox(self.dht.routing_table(), &key));

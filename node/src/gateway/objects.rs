@@ -194,7 +194,7 @@ async fn put_object_at(
 }
 
 /// Bodies smaller than this are not worth pushes beside the upload: they arrive in one
-/// batch, and would only hold a write slot while the client sends.
+/// batch.
 const STREAMED_MIN: u64 = 1 << 20;
 
 async fn put_body(
@@ -268,27 +268,17 @@ async fn put_body(
     let mut ingest = Ingest::open(&objects.store, declared.unwrap_or(0))
         .await
         .map_err(store_error)?;
-    // A declared id with a known size lets the copies start now. Such a write takes its
-    // node slot before the body (the pushes run while it arrives), so only while half the
-    // slots are free: slow uploads cannot take them all.
-    let mut admitted = Some(admitted);
+    // A declared id with a known size lets the copies start now (`objects::tee`), on a
+    // node that places copies at all and is not streaming all the uploads it may.
     let mut early = None;
-    let mut slot = None;
     if let (Some(id), Some(size)) = (declared_id, declared)
         && size >= STREAMED_MIN
-        && let Some(a) = admitted.take()
+        && objects.write_quorum() > 1
+        && let Some(permit) = objects.streaming_permit()
     {
-        match objects.streaming_slot(a) {
-            Ok(s) => {
-                let (tee, pushes) = objects
-                    .start_streamed(id, size, objects.write_quorum())
-                    .await;
-                ingest.tee(tee);
-                early = Some(pushes);
-                slot = Some(s);
-            }
-            Err(a) => admitted = Some(a),
-        }
+        let (tee, pushes) = objects.start_streamed(id, size, permit).await;
+        ingest.tee(tee);
+        early = Some(pushes);
     }
     let mut stream = body.into_data_stream();
     let idle = ctx.gateway.body_idle_timeout;
@@ -350,16 +340,12 @@ async fn put_body(
     }
     let id = id_string(&hash);
     // The write holds its slot until its last copy is placed, after the answer too.
-    let slot = match (slot, admitted) {
-        (Some(slot), _) => slot,
-        (None, Some(admitted)) => match objects.slot_for(admitted) {
-            Ok(slot) => slot,
-            Err(busy) => {
-                objects.announce(hash, size).await;
-                return Err(writes_busy(objects, busy, Some(&id)));
-            }
-        },
-        (None, None) => return Err(ApiError::internal("a write without its admission")),
+    let slot = match objects.slot_for(admitted) {
+        Ok(slot) => slot,
+        Err(busy) => {
+            objects.announce(hash, size).await;
+            return Err(writes_busy(objects, busy, Some(&id)));
+        }
     };
     let Replicated { copies, want } = objects.replicate_with(hash, size, slot, early).await;
     if copies < want {

@@ -45,6 +45,10 @@ pub enum FetchError {
     /// `push_in_progress`): the copy is on its way, not refused.
     #[error("holder is receiving the object from another pusher")]
     InProgress,
+    /// The holder refused a push of ours for now: we pushed it more bytes than its budget
+    /// for us takes in (403 `push_over_budget`).
+    #[error("holder's budget for our pushes is spent for now")]
+    OverBudget,
     /// The holder's answer is not a valid object response.
     #[error("malformed answer: {0}")]
     Message(#[from] wire::message::MessageError),
@@ -86,7 +90,7 @@ impl FetchError {
             // What our reading of a broken answer is called (an answer of the wrong kind, a
             // status code we do not know), or the holder's own failure.
             FetchError::Status(Status::BadRequest | Status::Internal) => TransferFault::BadAnswer,
-            FetchError::Status(_) => TransferFault::Declined,
+            FetchError::Status(_) | FetchError::OverBudget => TransferFault::Declined,
             FetchError::InProgress => TransferFault::InProgress,
             FetchError::Message(_)
             | FetchError::Integrity
@@ -517,6 +521,9 @@ impl Objects {
             (Ok(Ok((Status::TooManyRequests, reason))), _) if &reason[..] == IN_PROGRESS => {
                 Err(FetchError::InProgress)
             }
+            (Ok(Ok((Status::Forbidden, reason))), _) if &reason[..] == OVER_BUDGET => {
+                Err(FetchError::OverBudget)
+            }
             (Ok(Ok((status, _))), _) => Err(FetchError::Status(status)),
             (Ok(Err(e)), _) => Err(e.into()),
             (Err(e), _) => Err(e.into()),
@@ -588,6 +595,7 @@ impl Objects {
             Some(w) => (Some(w.durable), w.streamed),
             None => (None, None),
         };
+        let streamed_tried = streamed.is_some();
         let mut placement = if durable.is_some() && push {
             Placement::push_first()
         } else {
@@ -619,7 +627,7 @@ impl Objects {
                 PlaceStep::Push => {
                     let early = match streamed.take() {
                         Some(push) => {
-                            let got = push.await.ok().and_then(Result::ok);
+                            let got = push.outcome().await;
                             let outcome = match got {
                                 Some(true) => "stored",
                                 Some(false) => "held",
@@ -631,9 +639,17 @@ impl Objects {
                         }
                         None => None,
                     };
+                    let tried = streamed_tried;
                     let pushed = match early {
                         Some(stored) => Ok(stored),
-                        None => self.push_bytes(peer, hash, size).await,
+                        // Bytes our failed streamed push delivered still count against
+                        // the target's budget for us: its refusal is ours, not its fault.
+                        None => match self.push_bytes(peer, hash, size).await {
+                            Err(FetchError::OverBudget) if tried => Err(FetchError::Local(
+                                "the target's budget went on our streamed push".into(),
+                            )),
+                            other => other,
+                        },
                     };
                     let answer = match pushed {
                         Ok(true) => PushAnswer::Stored,
@@ -682,6 +698,8 @@ impl Objects {
 
 /// The reason a receiver gives for refusing a second concurrent push of one object.
 pub(crate) const IN_PROGRESS: &[u8] = b"push_in_progress";
+/// The reason a receiver gives for a push over its budget for the pusher.
+const OVER_BUDGET: &[u8] = b"push_over_budget";
 
 /// Largest encoded answer to a proof (a group, its parents and the length header).
 const PROOF_MAX: usize = 24 * 1024;

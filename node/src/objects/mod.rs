@@ -151,6 +151,8 @@ pub struct Objects {
     receiving: Arc<Mutex<BTreeSet<Hash>>>,
     /// One permit per write running (`ObjectLimits::writes_max`).
     writes: Arc<tokio::sync::Semaphore>,
+    /// One permit per upload whose copies are pushed beside it (`tee`).
+    streams: Arc<tokio::sync::Semaphore>,
     /// Writes admitted per principal (bodies being received and writes running), each at
     /// most [`Objects::writes_per_principal_max`].
     principal_writes: Arc<Mutex<HashMap<Principal, usize>>>,
@@ -323,6 +325,7 @@ impl Objects {
             quotas,
             receiving: Arc::default(),
             writes,
+            streams: Arc::new(tokio::sync::Semaphore::new(tee::STREAMED_WRITES_MAX)),
             principal_writes: Arc::default(),
         }
     }
@@ -369,23 +372,6 @@ impl Objects {
             _share: admitted.share,
             _permit: permit,
         })
-    }
-
-    /// A slot taken before the body for a write whose copies run beside its upload
-    /// (`PUT /o/{id}`), only while at least half the node's slots are free, so clients
-    /// uploading slowly cannot hold them all; `Err` gives the admission back, for a write
-    /// that takes its slot after the body as others do.
-    pub(crate) fn streaming_slot(&self, admitted: Admitted) -> Result<WriteSlot, Admitted> {
-        if self.writes.available_permits() * 2 <= self.limits.writes_max {
-            return Err(admitted);
-        }
-        match self.writes.clone().try_acquire_owned() {
-            Ok(permit) => Ok(WriteSlot {
-                _share: admitted.share,
-                _permit: permit,
-            }),
-            Err(_) => Err(admitted),
-        }
     }
 
     /// A slot for one more write of `principal`'s at once ([`admit_write`](Self::admit_write),

@@ -205,6 +205,20 @@ async fn authorize(
     }
 }
 
+/// The bytes a push was charged (`overlay::Admission`) and has not delivered yet, given
+/// back to its pusher's budget when the push ends without a stored copy.
+struct Unreceived<'a> {
+    objects: &'a Objects,
+    from: Key,
+    bytes: u64,
+}
+
+impl Drop for Unreceived<'_> {
+    fn drop(&mut self) {
+        self.objects.dht.refund_replica(self.from, self.bytes);
+    }
+}
+
 async fn serve_put(
     mut ex: InboundExchange,
     objects: &Objects,
@@ -218,6 +232,13 @@ async fn serve_put(
     let tenant = match authorize(&ex, objects, &hash, size).await {
         Ok(t) => t,
         Err((status, reason)) => return refuse(ex, objects, status, reason).await,
+    };
+    // A push without a capability was charged its whole size against the pusher's budget;
+    // whatever it does not deliver into a stored copy is given back when this ends.
+    let mut unreceived = Unreceived {
+        objects,
+        from: Key::for_node(&ex.peer()),
+        bytes: if ex.cap().is_empty() { size } else { 0 },
     };
     let reservation = match tenant.map(|q| objects.quotas.reserve(&q, size)) {
         Some(Err(_)) => {
@@ -252,6 +273,7 @@ async fn serve_put(
             if ingest.write(&body).await.is_err() {
                 return ex.respond(Status::Unavailable, Bytes::new()).await;
             }
+            unreceived.bytes = unreceived.bytes.saturating_sub(body.len() as u64);
         }
     }
     if ingest.len() != size {
@@ -259,6 +281,7 @@ async fn serve_put(
     }
     match ingest.finish(Some(hash)).await {
         Ok(_) => {
+            unreceived.bytes = 0;
             if let Some(r) = reservation {
                 r.commit();
             }

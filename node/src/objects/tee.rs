@@ -7,25 +7,34 @@
 //! to the id, but it could not tell a client's lie from ours, so the pushes hold their last
 //! frame (END) until our own store found the bytes hash to the declared id. A mismatch, a
 //! dropped upload or a failed local write ends them without END: the stream is reset and
-//! the receiver keeps nothing, blames nobody.
+//! the receiver keeps nothing, blames nobody, and gives back the budget the bytes it never
+//! got were charged.
 //!
 //! Only the W − 1 nearest targets get a streamed push: that is what the acknowledgement
 //! waits for, and the rest would take the gateway's uplink (and, on one machine, its CPU)
 //! from them. The others are pushed from the store once the object is durable here, as an
 //! ordinary write's copies are, and go on after the answer.
 //!
-//! Memory is bounded: each push queues at most [`QUEUE`] batches (1 MiB each). A push that
-//! falls that far behind while enough others keep up is dropped from the tee (its copy is
-//! placed from the store after the local commit, as an ordinary write's is); otherwise the
-//! upload waits for it, up to the I/O timeout.
+//! Streaming is for uploads that keep moving, and every wait is bounded:
+//! - a node streams [`STREAMED_WRITES_MAX`] uploads at once (its own permits, not write
+//!   slots: the write slot is taken after the body, as for `PUT /o`);
+//! - each push queues at most [`QUEUE`] batches (1 MiB each); the upload waits for a push
+//!   that is behind at most the I/O timeout in all, then leaves it (its copy is pushed from
+//!   the store after the commit);
+//! - an upload still arriving after the write's wait for its size (10 s + size at 4 MiB/s)
+//!   leaves every push, so a client trickling a body under someone's id cannot hold the
+//!   receivers' one reception of that id for long;
+//! - a push whose next batch does not come within half the I/O timeout ends itself, before
+//!   the receiver's frame timeout would (a paused client).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use overlay::Key;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use wire::Status;
 use wire::message;
 use wire::object::{APP_PROTO_OBJECT, ObjectRequest, ObjectResponse};
@@ -39,8 +48,8 @@ use crate::transport::TransportError;
 /// Batches queued per streamed push before it counts as behind.
 pub(crate) const QUEUE: usize = 4;
 
-/// How long the upload waits for a push that is behind when too few others keep up.
-const LAGGARD_GRACE: Duration = Duration::from_millis(100);
+/// Uploads a node streams at once; more are written first and pushed after, as `PUT /o`.
+pub(crate) const STREAMED_WRITES_MAX: usize = 16;
 
 /// Whether the bytes an upload delivered hash to the id it declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,56 +60,92 @@ pub(crate) enum Verdict {
     Verified,
 }
 
-/// What a streamed push ended with: `Ok(true)` stored there, `Ok(false)` it held the object
-/// already, or why not (a local reason when the tee dropped it or the upload failed).
-pub(crate) type StreamedPush = JoinHandle<Result<bool, FetchError>>;
+/// One streamed push's task. Dropped, it stops the push (the stream is reset), so a write
+/// that ended or cut its placement leaves no push running behind it.
+pub(crate) struct StreamedPush(JoinHandle<Result<bool, FetchError>>);
+
+impl StreamedPush {
+    /// How it ended: `Some(true)` stored there, `Some(false)` it held the object already,
+    /// `None` for anything else (ours or not: the copy is then pushed from the store).
+    pub(crate) async fn outcome(mut self) -> Option<bool> {
+        (&mut self.0).await.ok().and_then(Result::ok)
+    }
+}
+
+impl Drop for StreamedPush {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The pushes of one upload, started before its body.
 pub(crate) struct EarlyPushes {
     /// The RF closest other than us, as looked up before the body.
     pub(crate) targets: Vec<NetPeer>,
-    /// The push to each target, by its key.
+    /// The push to each streamed target, by its key.
     pub(crate) pushes: BTreeMap<Key, StreamedPush>,
+}
+
+/// A push fed by the tee, and how long the upload has waited for it in all.
+struct Branch {
+    tx: mpsc::Sender<Bytes>,
+    stalled: Duration,
 }
 
 /// One upload's batches on their way to every streamed push.
 pub(crate) struct Tee {
-    branches: Vec<mpsc::Sender<Bytes>>,
-    /// Pushes that must stay in the tee for the write to reach W without a second push.
-    keep: usize,
+    branches: Vec<Branch>,
     verdict: watch::Sender<Verdict>,
-    wait: Duration,
+    /// The most the upload waits for one push, in all.
+    stall_max: Duration,
+    /// Past this the upload leaves every push.
+    deadline: Instant,
+    /// This node's streaming permit, given back once no push is left.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Tee {
-    /// Hands `batch` to every push still in the tee (see the module's rule for one that is
-    /// behind).
+    /// Hands `batch` to every push still in the tee (see the module's rules for one that is
+    /// behind, and for an upload past its deadline).
     pub(crate) async fn send(&mut self, batch: Bytes) {
+        if self.branches.is_empty() {
+            return;
+        }
+        if Instant::now() >= self.deadline {
+            count(self.branches.len(), "abandoned");
+            self.branches.clear();
+            self.permit = None;
+            return;
+        }
         let mut i = 0;
         while i < self.branches.len() {
-            let kept = match self.branches[i].try_send(batch.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            let branch = &mut self.branches[i];
+            let kept = match branch.tx.try_send(batch.clone()) {
+                Ok(()) => Ok(()),
+                // The push ended by itself (the target held it, refused, or went away).
+                Err(mpsc::error::TrySendError::Closed(_)) => Err("ended_early"),
                 Err(mpsc::error::TrySendError::Full(b)) => {
-                    let others = self.branches.len() - 1;
-                    let grace = if others >= self.keep {
-                        LAGGARD_GRACE
-                    } else {
-                        self.wait
-                    };
-                    matches!(
-                        tokio::time::timeout(grace, self.branches[i].send(b)).await,
-                        Ok(Ok(()))
-                    )
+                    let left = self.stall_max.saturating_sub(branch.stalled);
+                    let waited = Instant::now();
+                    let sent = tokio::time::timeout(left, branch.tx.send(b)).await;
+                    branch.stalled += waited.elapsed();
+                    match sent {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(_)) => Err("ended_early"),
+                        Err(_) => Err("left_behind"),
+                    }
                 }
             };
-            if kept {
-                i += 1;
-            } else {
-                metrics::counter!("replica_pushes_streamed_total", "outcome" => "left_behind")
-                    .increment(1);
-                self.branches.swap_remove(i);
+            match kept {
+                Ok(()) => i += 1,
+                Err(outcome) => {
+                    count(1, outcome);
+                    self.branches.swap_remove(i);
+                }
             }
+        }
+        if self.branches.is_empty() {
+            self.permit = None;
         }
     }
 
@@ -112,23 +157,35 @@ impl Tee {
     }
 }
 
+fn count(n: usize, outcome: &'static str) {
+    metrics::counter!("replica_pushes_streamed_total", "outcome" => outcome).increment(n as u64);
+}
+
 impl Objects {
+    /// A permit to stream one more upload, if fewer than [`STREAMED_WRITES_MAX`] are.
+    pub(crate) fn streaming_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.streams.clone().try_acquire_owned().ok()
+    }
+
     /// Looks up the RF closest to `hash` and starts a streamed push of `size` bytes to the
-    /// `want - 1` nearest (`want`: the write's quorum, ours included), fed by the returned
-    /// [`Tee`].
+    /// W − 1 nearest (W: the write's quorum, ours included), fed by the returned [`Tee`],
+    /// which holds `permit` while any push is in it.
     pub(crate) async fn start_streamed(
         &self,
         hash: Hash,
         size: u64,
-        want: usize,
+        permit: OwnedSemaphorePermit,
     ) -> (Tee, EarlyPushes) {
         let (targets, _) = self.closest_set(Key(hash), self.limits.rf).await;
         let (verdict, verdict_rx) = watch::channel(Verdict::Pending);
         let mut branches = Vec::new();
         let mut pushes = BTreeMap::new();
-        for peer in targets.iter().take(want.saturating_sub(1)) {
+        for peer in targets.iter().take(self.write_quorum().saturating_sub(1)) {
             let (tx, rx) = mpsc::channel(QUEUE);
-            branches.push(tx);
+            branches.push(Branch {
+                tx,
+                stalled: Duration::ZERO,
+            });
             let objects = self.clone();
             let (peer, verdict) = (peer.clone(), verdict_rx.clone());
             let key = peer.key;
@@ -136,13 +193,15 @@ impl Objects {
                 tokio::spawn(
                     async move { objects.push_streamed(&peer, hash, size, rx, verdict).await },
                 );
-            pushes.insert(key, push);
+            pushes.insert(key, StreamedPush(push));
         }
+        count(branches.len(), "started");
         let tee = Tee {
             branches,
-            keep: want.saturating_sub(1),
             verdict,
-            wait: self.limits.io_timeout,
+            stall_max: self.limits.io_timeout,
+            deadline: Instant::now() + self.limits.put_wait(size),
+            permit: Some(permit),
         };
         let early = EarlyPushes { targets, pushes };
         (tee, early)
@@ -168,31 +227,40 @@ impl Objects {
         ex.send(message::encode(&ObjectRequest::Put { hash, size }), false)
             .await?;
         let mut sent = 0u64;
+        // A client that pauses longer than this would have the receiver time out first.
+        let pause_max = self.limits.io_timeout / 2;
         let sending = async {
-            while let Some(mut batch) = batches.recv().await {
+            loop {
+                let mut batch = match tokio::time::timeout(pause_max, batches.recv()).await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(_) => return Ok(false),
+                };
                 sent += batch.len() as u64;
                 while !batch.is_empty() {
                     let n = batch.len().min(ex.max_payload().max(1));
                     ex.send(batch.split_to(n), false).await?;
                 }
             }
-            Ok::<_, TransportError>(())
+            Ok::<_, TransportError>(true)
         };
         // A receiver that answers early (it holds the object, or refuses) stops our side;
         // its answer says why.
         let sent_all = sending.await;
+        drop(batches);
+        if matches!(sent_all, Ok(false)) {
+            return Err(FetchError::Local("the upload paused".into()));
+        }
         if sent_all.is_ok() {
             if sent != size {
                 return Err(FetchError::Local(format!(
                     "the upload gave this push {sent} of {size} bytes"
                 )));
             }
-            let checked = tokio::time::timeout(
-                self.limits.io_timeout,
-                verdict.wait_for(|v| *v == Verdict::Verified),
-            )
-            .await
-            .is_ok_and(|r| r.is_ok());
+            let checked =
+                tokio::time::timeout(pause_max, verdict.wait_for(|v| *v == Verdict::Verified))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
             if !checked {
                 return Err(FetchError::Local(
                     "the upload did not hash to its declared id".into(),
@@ -224,62 +292,79 @@ impl Objects {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
-    /// A tee over `n` pushes, each queueing one batch, that must keep `keep` of them.
-    fn tee(n: usize, keep: usize) -> (Tee, Vec<mpsc::Receiver<Bytes>>) {
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel(1)).unzip();
+    /// A tee over one push queueing one batch, waiting for it 300 ms in all, its deadline
+    /// `deadline` away; and the semaphore its permit came from.
+    fn tee(deadline: Duration) -> (Tee, mpsc::Receiver<Bytes>, Arc<tokio::sync::Semaphore>) {
+        let (tx, rx) = mpsc::channel(1);
         let (verdict, _) = watch::channel(Verdict::Pending);
+        let permits = Arc::new(tokio::sync::Semaphore::new(1));
         let tee = Tee {
-            branches: senders,
-            keep,
+            branches: vec![Branch {
+                tx,
+                stalled: Duration::ZERO,
+            }],
             verdict,
-            wait: Duration::from_millis(300),
+            stall_max: Duration::from_millis(300),
+            deadline: Instant::now() + deadline,
+            permit: Some(permits.clone().try_acquire_owned().unwrap()),
         };
-        (tee, receivers)
+        (tee, rx, permits)
     }
 
-    #[tokio::test]
-    async fn a_push_behind_is_left_when_enough_others_keep_up() {
-        let (mut tee, mut rx) = tee(2, 1);
-        let batch = Bytes::from_static(b"batch");
-        tee.send(batch.clone()).await;
-        // Push 1 reads; push 0 does not, and is one batch behind from here on.
-        assert_eq!(rx[1].recv().await, Some(batch.clone()));
-        let started = std::time::Instant::now();
-        tee.send(batch.clone()).await;
-        assert!(
-            started.elapsed() < Duration::from_millis(250),
-            "waited for the laggard"
-        );
-        assert_eq!(tee.branches.len(), 1, "the push behind was left");
-        assert_eq!(rx[1].recv().await, Some(batch));
-        // The one left behind sees its batches end (it then pushes from the store).
-        assert!(rx[0].recv().await.is_some());
-        assert_eq!(rx[0].recv().await, None);
-    }
+    const BATCH: Bytes = Bytes::from_static(b"batch");
 
     #[tokio::test]
-    async fn the_upload_waits_for_a_push_the_write_needs_and_a_stuck_one_is_left() {
-        let (mut tee, mut rx) = tee(1, 1);
-        let batch = Bytes::from_static(b"batch");
-        tee.send(batch.clone()).await;
-        // Full: the one push the quorum needs is waited for while it reads.
+    async fn a_push_behind_is_waited_for_at_most_the_stall_budget_in_all() {
+        let (mut tee, mut rx, permits) = tee(Duration::from_secs(60));
+        tee.send(BATCH).await;
+        // Full: the upload waits while the push reads, slowly.
         let reader = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let first = rx[0].recv().await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let first = rx.recv().await;
             (first, rx)
         });
-        tee.send(batch.clone()).await;
+        tee.send(BATCH).await;
         assert_eq!(tee.branches.len(), 1, "a slow but moving push stays");
         let (first, mut rx) = reader.await.unwrap();
-        assert_eq!(first, Some(batch.clone()));
-        // Stuck past the wait: left, so the upload goes on.
-        let started = std::time::Instant::now();
-        tee.send(batch.clone()).await;
-        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(first, Some(BATCH));
+        assert!(tee.branches[0].stalled >= Duration::from_millis(100));
+        // Stuck: what is left of its 300 ms is waited, then it is left.
+        let started = Instant::now();
+        tee.send(BATCH).await;
+        let waited = started.elapsed();
+        assert!(tee.branches.is_empty(), "the stuck push was left");
+        assert!(
+            waited < Duration::from_millis(300),
+            "waited {waited:?}: the budget is for the whole upload, not per batch"
+        );
+        assert_eq!(permits.available_permits(), 1, "the permit went back");
+        assert!(rx.recv().await.is_some());
+        assert_eq!(rx.recv().await, None, "its batches end: it stops");
+    }
+
+    #[tokio::test]
+    async fn an_upload_past_its_deadline_leaves_every_push() {
+        let (mut tee, mut rx, permits) = tee(Duration::from_millis(50));
+        tee.send(BATCH).await;
+        assert_eq!(rx.recv().await, Some(BATCH));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        tee.send(BATCH).await;
         assert!(tee.branches.is_empty());
-        assert!(rx[0].recv().await.is_some());
-        assert_eq!(rx[0].recv().await, None);
+        assert_eq!(permits.available_permits(), 1);
+        assert_eq!(rx.recv().await, None, "nothing more after the deadline");
+    }
+
+    #[tokio::test]
+    async fn a_push_that_ended_by_itself_is_not_waited_for() {
+        let (mut tee, rx, permits) = tee(Duration::from_secs(60));
+        tee.send(BATCH).await;
+        drop(rx);
+        tee.send(BATCH).await;
+        assert!(tee.branches.is_empty());
+        assert_eq!(permits.available_permits(), 1);
     }
 }
