@@ -489,19 +489,36 @@ impl Objects {
         hash: Hash,
         size: u64,
     ) -> Result<bool, FetchError> {
-        let t = &self.transport;
-        t.connect(peer.addr, Some(peer.id)).await?;
-        let mut ex = t
-            .open_exchange(peer.id, APP_PROTO_OBJECT, Bytes::new())
-            .await?;
+        let mut ex = self.open_push(peer).await?;
         let sent = self.send_put(&mut ex, hash, size).await;
         // Our own store failed: the receiver's answer can only be about the bytes we cut
         // short; dropping the exchange resets the stream, so it keeps nothing.
         if let Err(e @ (FetchError::Local(_) | FetchError::LocalCorrupt)) = sent {
             return Err(e);
         }
-        // A receiver that refuses (403, 413, 429) answers early and stops our side: its
-        // answer says why better than our failed write does.
+        self.push_answer(&mut ex, sent).await
+    }
+
+    /// An object exchange with `peer`, for a push.
+    pub(crate) async fn open_push(
+        &self,
+        peer: &NetPeer,
+    ) -> Result<crate::transport::Exchange, FetchError> {
+        let t = &self.transport;
+        t.connect(peer.addr, Some(peer.id)).await?;
+        Ok(t.open_exchange(peer.id, APP_PROTO_OBJECT, Bytes::new())
+            .await?)
+    }
+
+    /// A push's answer, within four I/O timeouts: `Ok(true)` for `Stored` (when `sent`,
+    /// how our sending ended, is `Ok`), `Ok(false)` for `Held`, else why not. A receiver
+    /// that refuses (403, 413, 429) answers early and stops our side: its answer says why
+    /// better than our failed write does.
+    pub(crate) async fn push_answer(
+        &self,
+        ex: &mut crate::transport::Exchange,
+        sent: Result<(), FetchError>,
+    ) -> Result<bool, FetchError> {
         let wait = self.limits.io_timeout * 4;
         let answer = tokio::time::timeout(wait, ex.read_response(1024))
             .await
@@ -697,7 +714,7 @@ impl Objects {
 }
 
 /// The reason a receiver gives for refusing a second concurrent push of one object.
-pub(crate) const IN_PROGRESS: &[u8] = b"push_in_progress";
+const IN_PROGRESS: &[u8] = b"push_in_progress";
 /// The reason a receiver gives for a push over its budget for the pusher.
 const OVER_BUDGET: &[u8] = b"push_over_budget";
 

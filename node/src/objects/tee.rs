@@ -35,12 +35,11 @@ use overlay::Key;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use wire::Status;
 use wire::message;
-use wire::object::{APP_PROTO_OBJECT, ObjectRequest, ObjectResponse};
+use wire::object::ObjectRequest;
 
 use super::Objects;
-use super::fetch::{FetchError, IN_PROGRESS};
+use super::fetch::FetchError;
 use crate::dht::NetPeer;
 use crate::store::Hash;
 use crate::transport::TransportError;
@@ -219,11 +218,7 @@ impl Objects {
         mut batches: mpsc::Receiver<Bytes>,
         mut verdict: watch::Receiver<Verdict>,
     ) -> Result<bool, FetchError> {
-        let t = &self.transport;
-        t.connect(peer.addr, Some(peer.id)).await?;
-        let mut ex = t
-            .open_exchange(peer.id, APP_PROTO_OBJECT, Bytes::new())
-            .await?;
+        let mut ex = self.open_push(peer).await?;
         ex.send(message::encode(&ObjectRequest::Put { hash, size }), false)
             .await?;
         let mut sent = 0u64;
@@ -268,24 +263,8 @@ impl Objects {
             }
             ex.send(Bytes::new(), true).await?;
         }
-        let wait = self.limits.io_timeout * 4;
-        let answer = tokio::time::timeout(wait, ex.read_response(1024))
+        self.push_answer(&mut ex, sent_all.map(|_| ()).map_err(FetchError::from))
             .await
-            .map_err(|_| TransportError::Timeout {
-                what: "replica ack",
-                after: wait,
-            })?;
-        match answer? {
-            (Status::Ok, reply) => match message::decode::<ObjectResponse>(&reply)? {
-                ObjectResponse::Held => Ok(false),
-                ObjectResponse::Stored if sent_all.is_ok() => Ok(true),
-                _ => Err(FetchError::Status(Status::BadRequest)),
-            },
-            (Status::TooManyRequests, reason) if &reason[..] == IN_PROGRESS => {
-                Err(FetchError::InProgress)
-            }
-            (status, _) => Err(FetchError::Status(status)),
-        }
     }
 }
 
