@@ -181,7 +181,9 @@ async fn put_object(
 /// `PUT /o/{id}`: the client declares the id (`b3sum` of the body). The body is stored
 /// only if it hashes to it (422 `id_mismatch` otherwise), and, since the id names the
 /// object's closest nodes before its first byte, its replica pushes run beside the upload
-/// instead of after it (`objects::tee`).
+/// instead of after it (`objects::tee`). Those copies may end once the bytes are checked,
+/// before our own copy is durable: should our fsync then fail, the client hears 503 while
+/// the copies stand (verified, and announced by their holders).
 async fn put_object_at(
     State(ctx): State<Arc<NodeContext>>,
     Path(id): Path<String>,

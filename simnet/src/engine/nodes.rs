@@ -965,6 +965,17 @@ impl Sim {
         {
             st.planner.handle_holder_confirmed(local, &key, &from.key());
         }
+        if !fresh {
+            // The node answers `Held` before reading the bytes, and gives back what the
+            // push was charged (`Admission::refund`): nothing was taken in.
+            let now = self.local_now(to.slot());
+            let rc = &self.sc.workload.replication;
+            if let Some((dht, store)) = self.slots[to.slot() as usize].up_with_store(now, rc) {
+                store
+                    .admission
+                    .refund(dht.routing_table(), &from.key(), size);
+            }
+        }
         self.after_input(to.slot(), false);
         if fresh {
             PushAnswer::Stored
