@@ -5,9 +5,9 @@
 //! each confirmed by its holder; short of W it answers 503 `insufficient_replicas` with the
 //! count, keeps the local copy and leaves the rest to repair. `PUT /o/{id}` declares the id:
 //! a body that hashes otherwise is refused (422), and the copies are pushed while the body
-//! still arrives, each ending only once our own store found the bytes hash to the id. GET serves a local copy or
-//! fetches from holders, verifying every chunk either way; a remote object's size comes from
-//! a verified final chunk before the headers go out. Ids are strong ETags and immutable.
+//! still arrives, each ending only once our own store found the bytes hash to the id. GET
+//! serves a local copy or fetches from holders, verifying every chunk either way; a remote
+//! object's size comes from a verified final chunk before the headers go out. Ids are strong ETags and immutable.
 //! Ranges: one `a-b`, `a-` or `-n` range gives 206, an unsatisfiable one 416 with
 //! `Content-Range: bytes */len`; several ranges are answered with the whole object.
 //!
