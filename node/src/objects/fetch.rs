@@ -19,6 +19,9 @@ use wire::{Status, message};
 
 use super::pieces::{Cut, PieceReader};
 use super::{DurableTo, Objects};
+use crate::dht::{NetPeer, transport_cause};
+use crate::store::{Hash, StoreError};
+use crate::transport::TransportError;
 
 /// What a write's placement carries beyond the planner's: where it reports its copy
 /// durable, and the push that ran beside the upload, if one did.
@@ -28,9 +31,6 @@ pub(crate) struct WritePlacement {
     /// The streamed push to this target.
     pub(crate) streamed: Option<super::tee::StreamedPush>,
 }
-use crate::dht::{NetPeer, transport_cause};
-use crate::store::{Hash, StoreError};
-use crate::transport::TransportError;
 
 /// Why a fetch from one holder failed.
 #[derive(Debug, thiserror::Error)]
@@ -612,7 +612,7 @@ impl Objects {
             Some(w) => (Some(w.durable), w.streamed),
             None => (None, None),
         };
-        let streamed_tried = streamed.is_some();
+        let tried_streamed = streamed.is_some();
         let mut placement = if durable.is_some() && push {
             Placement::push_first()
         } else {
@@ -656,15 +656,16 @@ impl Objects {
                         }
                         None => None,
                     };
-                    let tried = streamed_tried;
                     let pushed = match early {
                         Some(stored) => Ok(stored),
                         // Bytes our failed streamed push delivered still count against
                         // the target's budget for us: its refusal is ours, not its fault.
                         None => match self.push_bytes(peer, hash, size).await {
-                            Err(FetchError::OverBudget) if tried => Err(FetchError::Local(
-                                "the target's budget went on our streamed push".into(),
-                            )),
+                            Err(FetchError::OverBudget) if tried_streamed => {
+                                Err(FetchError::Local(
+                                    "the target's budget went on our streamed push".into(),
+                                ))
+                            }
                             other => other,
                         },
                     };
