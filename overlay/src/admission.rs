@@ -39,6 +39,12 @@ use crate::time::Instant;
 /// Budgets kept at most; past this, full (idle) buckets are forgotten.
 const BUDGETS_MAX: usize = 4096;
 
+/// The budget [`Admission::check`] charged a push to. A refund goes back to this budget
+/// even if the pusher has since joined or left the table, so no refund credits a budget
+/// that was never charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payer(Key);
+
 /// Why a replica push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -136,8 +142,9 @@ impl Admission {
     }
 
     /// Decides a push of `size` bytes of `object` from `from`, charging its budget when
-    /// admitted. `from` must be a contact in `table` (charged its own budget) or wait in
-    /// one of its replacement caches (charged the budget all replacements share).
+    /// admitted, and says which budget paid. `from` must be a contact in `table` (charged
+    /// its own budget) or wait in one of its replacement caches (charged the budget all
+    /// replacements share).
     pub fn check<P: Peer>(
         &mut self,
         now: Instant,
@@ -145,7 +152,7 @@ impl Admission {
         from: &Key,
         object: &Key,
         size: u64,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Payer, Refusal> {
         let contact = table.contains(from);
         if !contact && table.replacement(from).is_none() {
             return Err(Refusal::UnknownSender);
@@ -170,20 +177,15 @@ impl Admission {
             return Err(Refusal::OverBudget);
         }
         b.tokens -= i128::from(size.max(1));
-        Ok(())
+        Ok(Payer(payer))
     }
 
-    /// Gives back `bytes` that [`check`](Self::check) charged `from` for a push that ended
+    /// Gives back `bytes` that [`check`](Self::check) charged `payer` for a push that ended
     /// without them (reset, refused, or answered that we hold the object already): the
     /// budget bounds the bytes a peer makes us take in, not the pushes it starts. The
-    /// payer is found as `check` finds it, and the budget never goes past its burst.
-    pub fn refund<P: Peer>(&mut self, table: &RoutingTable<P>, from: &Key, bytes: u64) {
-        let payer = if table.contains(from) {
-            *from
-        } else {
-            self.local
-        };
-        if let Some(b) = self.budgets.get_mut(&payer) {
+    /// budget never goes past its burst.
+    pub fn refund(&mut self, payer: Payer, bytes: u64) {
+        if let Some(b) = self.budgets.get_mut(&payer.0) {
             b.tokens = (b.tokens + i128::from(bytes)).min(i128::from(self.burst));
         }
     }
@@ -278,22 +280,28 @@ mod tests {
         let t = table(t0, &[0x01, 0x02, 0x04]);
         // A key we have never heard from.
         assert_eq!(
-            a.check(t0, &t, &key(0x80), &key(0x00), 10),
+            a.check(t0, &t, &key(0x80), &key(0x00), 10).map(drop),
             Err(Refusal::UnknownSender)
         );
         // A key the table knows only as a replacement (it asked us something, its bucket
         // is full) is known.
         let full = full_bucket(t0, &[0x81]);
         assert!(!full.contains(&key(0x81)) && full.replacement(&key(0x81)).is_some());
-        assert_eq!(a.check(t0, &full, &key(0x81), &key(0x00), 10), Ok(()));
+        assert_eq!(
+            a.check(t0, &full, &key(0x81), &key(0x00), 10).map(drop),
+            Ok(())
+        );
         // Object 0x03..: peers 0x02 (distance 0x01..) and 0x01 (0x02..) are closer than us
         // (0x03..): with RF = 2 it is not ours to hold.
         assert_eq!(
-            a.check(t0, &t, &key(0x01), &key(0x03), 10),
+            a.check(t0, &t, &key(0x01), &key(0x03), 10).map(drop),
             Err(Refusal::NotResponsible)
         );
         // Object 0x01..: only peer 0x01 is closer: we are among the RF = 2 closest.
-        assert_eq!(a.check(t0, &t, &key(0x02), &key(0x01), 10), Ok(()));
+        assert_eq!(
+            a.check(t0, &t, &key(0x02), &key(0x01), 10).map(drop),
+            Ok(())
+        );
     }
 
     #[test]
@@ -303,14 +311,14 @@ mod tests {
         // 0x81.. and 0x82.. wait as replacements, as a stranger's fresh keys would.
         let t = full_bucket(t0, &[0x81, 0x82]);
         let obj = key(0x00);
-        assert_eq!(a.check(t0, &t, &key(0x81), &obj, 9_000), Ok(()));
+        assert_eq!(a.check(t0, &t, &key(0x81), &obj, 9_000).map(drop), Ok(()));
         assert_eq!(
-            a.check(t0, &t, &key(0x82), &obj, 2_000),
+            a.check(t0, &t, &key(0x82), &obj, 2_000).map(drop),
             Err(Refusal::OverBudget),
             "a second fresh key gains nothing"
         );
         assert_eq!(
-            a.check(t0, &t, &key(0x80), &obj, 9_000),
+            a.check(t0, &t, &key(0x80), &obj, 9_000).map(drop),
             Ok(()),
             "a contact has its own budget"
         );
@@ -322,25 +330,55 @@ mod tests {
         let mut a = budgeted();
         let t = full_bucket(t0, &[0x81]);
         let obj = key(0x00);
-        assert_eq!(a.check(t0, &t, &key(0x80), &obj, 9_000), Ok(()));
+        let contact = a.check(t0, &t, &key(0x80), &obj, 9_000);
+        assert_eq!(contact, Ok(Payer(key(0x80))), "a contact pays itself");
         assert_eq!(
-            a.check(t0, &t, &key(0x80), &obj, 9_000),
+            a.check(t0, &t, &key(0x80), &obj, 9_000).map(drop),
             Err(Refusal::OverBudget)
         );
         // The first push ended after 1,000 bytes: 8,000 come back.
-        a.refund(&t, &key(0x80), 8_000);
-        assert_eq!(a.check(t0, &t, &key(0x80), &obj, 9_000), Ok(()));
+        a.refund(Payer(key(0x80)), 8_000);
+        assert_eq!(a.check(t0, &t, &key(0x80), &obj, 9_000).map(drop), Ok(()));
         // A refund never lifts a budget past its burst (10,000).
-        a.refund(&t, &key(0x80), 1_000_000);
-        assert_eq!(a.check(t0, &t, &key(0x80), &obj, 9_000), Ok(()));
+        a.refund(Payer(key(0x80)), 1_000_000);
+        assert_eq!(a.check(t0, &t, &key(0x80), &obj, 9_000).map(drop), Ok(()));
         assert_eq!(
-            a.check(t0, &t, &key(0x80), &obj, 2_000),
+            a.check(t0, &t, &key(0x80), &obj, 2_000).map(drop),
             Err(Refusal::OverBudget)
         );
-        // A replacement's refund goes to the budget replacements share.
-        assert_eq!(a.check(t0, &t, &key(0x81), &obj, 9_000), Ok(()));
-        a.refund(&t, &key(0x81), 9_000);
-        assert_eq!(a.check(t0, &t, &key(0x81), &obj, 9_000), Ok(()));
+        // A replacement pays from the budget replacements share, and its refund goes
+        // back there.
+        let shared = a.check(t0, &t, &key(0x81), &obj, 9_000);
+        assert_eq!(shared, Ok(Payer(key(0))));
+        assert_eq!(
+            a.check(t0, &t, &key(0x81), &obj, 9_000).map(drop),
+            Err(Refusal::OverBudget)
+        );
+        a.refund(Payer(key(0)), 9_000);
+        assert_eq!(a.check(t0, &t, &key(0x81), &obj, 9_000).map(drop), Ok(()));
+    }
+
+    #[test]
+    fn a_refund_goes_to_the_budget_that_paid_though_the_table_changed() {
+        let t0 = Instant::from_duration(Duration::ZERO);
+        let mut a = budgeted();
+        let obj = key(0x00);
+        // 0x81.. pushes as a replacement: the shared budget pays.
+        let waiting = full_bucket(t0, &[0x81]);
+        let Ok(payer) = a.check(t0, &waiting, &key(0x81), &obj, 9_000) else {
+            panic!("admitted as a replacement");
+        };
+        // It becomes a contact with a budget of its own, spent.
+        let joined = table(t0, &[0x81]);
+        assert!(a.check(t0, &joined, &key(0x81), &obj, 10_000).is_ok());
+        // The refund of its first push goes back where it was charged, not to the budget
+        // it has now: that one stays spent.
+        a.refund(payer, 9_000);
+        assert_eq!(
+            a.check(t0, &joined, &key(0x81), &obj, 1_000).map(drop),
+            Err(Refusal::OverBudget)
+        );
+        assert!(a.check(t0, &waiting, &key(0x81), &obj, 9_000).is_ok());
     }
 
     #[test]
@@ -426,19 +464,23 @@ mod tests {
         let mut a = budgeted();
         let t = table(t0, &[0x01, 0x02]);
         let obj = key(0x00);
-        assert_eq!(a.check(t0, &t, &key(0x01), &obj, 9_000), Ok(()));
+        assert_eq!(a.check(t0, &t, &key(0x01), &obj, 9_000).map(drop), Ok(()));
         assert_eq!(
-            a.check(t0, &t, &key(0x01), &obj, 2_000),
+            a.check(t0, &t, &key(0x01), &obj, 2_000).map(drop),
             Err(Refusal::OverBudget)
         );
         // Another peer has its own budget; a push larger than the bucket is charged whole.
-        assert_eq!(a.check(t0, &t, &key(0x02), &obj, 50_000), Ok(()));
+        assert_eq!(a.check(t0, &t, &key(0x02), &obj, 50_000).map(drop), Ok(()));
         let t1 = t0 + Duration::from_secs(40);
         assert_eq!(
-            a.check(t1, &t, &key(0x02), &obj, 1),
+            a.check(t1, &t, &key(0x02), &obj, 1).map(drop),
             Err(Refusal::OverBudget),
             "still 10 s in debt"
         );
-        assert_eq!(a.check(t1, &t, &key(0x01), &obj, 2_000), Ok(()), "refilled");
+        assert_eq!(
+            a.check(t1, &t, &key(0x01), &obj, 2_000).map(drop),
+            Ok(()),
+            "refilled"
+        );
     }
 }

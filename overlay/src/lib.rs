@@ -59,7 +59,7 @@ pub mod time;
 pub mod timer;
 pub mod write;
 
-pub use admission::{Admission, Refusal};
+pub use admission::{Admission, Payer, Refusal};
 pub use cause::{ConnectionEvent, FailureCause, TransferFault};
 pub use config::{Config, IpDiversity, ObjectTimings, ReplicationConfig};
 pub use dht::{

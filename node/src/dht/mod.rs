@@ -28,9 +28,9 @@ use std::time::Duration;
 
 use overlay::replication::TransferId;
 use overlay::{
-    Admission, Config, ConnectionEvent, Dht, Event, FailureCause, Key, PlacementWalk, PlanEvent,
-    Planner, QueryId, QueryKind, QueryResult, QueryStats, Refusal, ReplicationConfig, Request,
-    Response, RpcFailure, RpcId, TransferFault, TransferOutcome,
+    Admission, Config, ConnectionEvent, Dht, Event, FailureCause, Key, Payer, PlacementWalk,
+    PlanEvent, Planner, QueryId, QueryKind, QueryResult, QueryStats, Refusal, ReplicationConfig,
+    Request, Response, RpcFailure, RpcId, TransferFault, TransferOutcome,
 };
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use wire::dht::{APP_PROTO_DHT, DhtResponse};
@@ -234,10 +234,10 @@ enum Command {
         from: Key,
         key: Key,
         size: u64,
-        reply: oneshot::Sender<Result<(), Refusal>>,
+        reply: oneshot::Sender<Result<Payer, Refusal>>,
     },
     RefundReplica {
-        from: Key,
+        payer: Payer,
         bytes: u64,
     },
     HoldsMailbox {
@@ -384,13 +384,14 @@ impl DhtHandle {
     }
 
     /// Whether `from` may push us `size` bytes of `key` without a capability (the
-    /// overlay's admission rule: a known sender, us among the RF closest, within budget).
+    /// overlay's admission rule: a known sender, us among the RF closest, within budget),
+    /// and the budget that paid.
     pub async fn admit_replica(
         &self,
         from: Key,
         key: Key,
         size: u64,
-    ) -> Result<Result<(), Refusal>, DhtError> {
+    ) -> Result<Result<Payer, Refusal>, DhtError> {
         self.ask(|reply| Command::AdmitReplica {
             from,
             key,
@@ -400,12 +401,12 @@ impl DhtHandle {
         .await
     }
 
-    /// Gives back the bytes [`admit_replica`](Self::admit_replica) charged `from` for a
+    /// Gives back the bytes [`admit_replica`](Self::admit_replica) charged `payer` for a
     /// push that ended without them (`overlay::Admission::refund`). Not waited for: when
     /// the driver's queue is full the refund is lost, and the budget refills at its rate.
-    pub fn refund_replica(&self, from: Key, bytes: u64) {
+    pub fn refund_replica(&self, payer: Payer, bytes: u64) {
         if bytes > 0 {
-            let _ = self.tx.try_send(Command::RefundReplica { from, bytes });
+            let _ = self.tx.try_send(Command::RefundReplica { payer, bytes });
         }
     }
 
@@ -707,9 +708,8 @@ impl Driver {
                         .check(now, self.dht.routing_table(), &from, &key, size);
                 let _ = reply.send(verdict);
             }
-            Command::RefundReplica { from, bytes } => {
-                self.admission
-                    .refund(self.dht.routing_table(), &from, bytes);
+            Command::RefundReplica { payer, bytes } => {
+                self.admission.refund(payer, bytes);
             }
             Command::HoldsMailbox { key, reply } => {
                 let _ = reply.send(self.admission.holds_mailbox(self.dht.routing_table(), &key));

@@ -16,7 +16,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use overlay::Key;
+use overlay::{Key, Payer};
 use wire::object::{ByteRange, ObjectRequest, ObjectResponse};
 use wire::{Status, message};
 
@@ -171,14 +171,21 @@ async fn refuse(
         .await
 }
 
-/// Whether a push may write here: `Ok` with the tenant it writes as (if its capability
-/// names one), or the status and reason to refuse it with.
+/// Who a push writes as: a capability's tenant (if it names one), or, for a push without
+/// a capability, the budget its bytes were charged to.
+enum Pusher {
+    Capability(Option<TenantQuota>),
+    Budget(Payer),
+}
+
+/// Whether a push may write here: `Ok` with who it writes as, or the status and reason to
+/// refuse it with.
 async fn authorize(
     ex: &InboundExchange,
     objects: &Objects,
     hash: &Hash,
     size: u64,
-) -> Result<Option<TenantQuota>, (Status, &'static str)> {
+) -> Result<Pusher, (Status, &'static str)> {
     if !ex.cap().is_empty() {
         let bad = (Status::Unauthorized, "push_bad_capability");
         let text = std::str::from_utf8(ex.cap()).map_err(|_| bad)?;
@@ -192,14 +199,14 @@ async fn authorize(
             now_unix,
         };
         return match objects.keyring.grant(&token, &intent) {
-            Ok(grant) => Ok(grant.tenant),
+            Ok(grant) => Ok(Pusher::Capability(grant.tenant)),
             Err(e) if e.is_unauthenticated() => Err(bad),
             Err(_) => Err((Status::Forbidden, "push_capability_refused")),
         };
     }
     let from = Key::for_node(&ex.peer());
     match objects.dht.admit_replica(from, Key(*hash), size).await {
-        Ok(Ok(())) => Ok(None),
+        Ok(Ok(payer)) => Ok(Pusher::Budget(payer)),
         Ok(Err(refusal)) => Err((Status::Forbidden, refusal.reason())),
         Err(_) => Err((Status::Unavailable, "push_dht_stopped")),
     }
@@ -209,13 +216,15 @@ async fn authorize(
 /// back to its pusher's budget when the push ends without a stored copy.
 struct Unreceived<'a> {
     objects: &'a Objects,
-    from: Key,
+    payer: Option<Payer>,
     bytes: u64,
 }
 
 impl Drop for Unreceived<'_> {
     fn drop(&mut self) {
-        self.objects.dht.refund_replica(self.from, self.bytes);
+        if let Some(payer) = self.payer {
+            self.objects.dht.refund_replica(payer, self.bytes);
+        }
     }
 }
 
@@ -229,16 +238,17 @@ async fn serve_put(
     if size > objects.limits.object_max {
         return refuse(ex, objects, Status::PayloadTooLarge, "push_too_large").await;
     }
-    let tenant = match authorize(&ex, objects, &hash, size).await {
-        Ok(t) => t,
+    let (tenant, payer) = match authorize(&ex, objects, &hash, size).await {
+        Ok(Pusher::Capability(t)) => (t, None),
+        Ok(Pusher::Budget(payer)) => (None, Some(payer)),
         Err((status, reason)) => return refuse(ex, objects, status, reason).await,
     };
-    // A push without a capability was charged its whole size against the pusher's budget;
-    // whatever it does not deliver into a stored copy is given back when this ends.
+    // A push without a capability was charged its whole size against a budget; whatever
+    // it does not deliver into a stored copy is given back to that budget when this ends.
     let mut unreceived = Unreceived {
         objects,
-        from: Key::for_node(&ex.peer()),
-        bytes: if ex.cap().is_empty() { size } else { 0 },
+        payer,
+        bytes: size,
     };
     let reservation = match tenant.map(|q| objects.quotas.reserve(&q, size)) {
         Some(Err(_)) => {

@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use overlay::{
-    Admission, ConnectionEvent, Dht, Event, FailureCause, Instant, Key, PlaceStep, Placement,
-    PlanEvent, Planner, ProofAnswer, PushAnswer, ReplicationConfig, Request, TransferFault,
-    TransferId, TransferOutcome, Transmit,
+    Admission, ConnectionEvent, Dht, Event, FailureCause, Instant, Key, Payer, PlaceStep,
+    Placement, PlanEvent, Planner, ProofAnswer, PushAnswer, ReplicationConfig, Request,
+    TransferFault, TransferId, TransferOutcome, Transmit,
 };
 
 use super::Sim;
@@ -831,17 +831,16 @@ impl Sim {
     }
 
     /// Whether the node up at `slot` admits a push of `size` bytes of `key` from `from`
-    /// (`overlay::Admission::check` against its own table, charging `from`'s budget).
-    fn admit(&mut self, slot: u32, from: &Key, key: &Key, size: u64) -> bool {
+    /// (`overlay::Admission::check` against its own table, charging `from`'s budget), and
+    /// the budget that paid.
+    fn admit(&mut self, slot: u32, from: &Key, key: &Key, size: u64) -> Option<Payer> {
         let now = self.local_now(slot);
         let rc = &self.sc.workload.replication;
-        let Some((dht, store)) = self.slots[slot as usize].up_with_store(now, rc) else {
-            return false;
-        };
+        let (dht, store) = self.slots[slot as usize].up_with_store(now, rc)?;
         store
             .admission
             .check(now, dht.routing_table(), from, key, size)
-            .is_ok()
+            .ok()
     }
 
     /// A transfer reaches its target: the node's placement (`overlay::Placement`) runs
@@ -938,10 +937,10 @@ impl Sim {
         size: u64,
     ) -> PushAnswer {
         let now = self.now;
-        if !self.admit(to.slot(), &from.key(), &key, size) {
+        let Some(payer) = self.admit(to.slot(), &from.key(), &key, size) else {
             self.metrics.pushes_refused += 1;
             return PushAnswer::Failed(TransferFault::Declined);
-        }
+        };
         let fresh = self.store_object(to.slot(), key, size, Announce::Now);
         if fresh {
             match (id, write) {
@@ -970,10 +969,8 @@ impl Sim {
             // push was charged (`Admission::refund`): nothing was taken in.
             let now = self.local_now(to.slot());
             let rc = &self.sc.workload.replication;
-            if let Some((dht, store)) = self.slots[to.slot() as usize].up_with_store(now, rc) {
-                store
-                    .admission
-                    .refund(dht.routing_table(), &from.key(), size);
+            if let Some((_, store)) = self.slots[to.slot() as usize].up_with_store(now, rc) {
+                store.admission.refund(payer, size);
             }
         }
         self.after_input(to.slot(), false);
