@@ -277,8 +277,8 @@ async fn put_body(
         && size >= STREAMED_MIN
         && objects.write_quorum() > 1
         && let Some(permit) = objects.streaming_permit()
+        && let Some((tee, pushes)) = objects.start_streamed(id, size, permit).await
     {
-        let (tee, pushes) = objects.start_streamed(id, size, permit).await;
         ingest.tee(tee);
         early = Some(pushes);
     }

@@ -18,6 +18,7 @@ use wire::object::{APP_PROTO_OBJECT, ByteRange, ObjectRequest, ObjectResponse};
 use wire::{Status, message};
 
 use super::pieces::{Cut, PieceReader};
+use super::tee::{StreamedEnd, StreamedPush};
 use super::{DurableTo, Objects};
 use crate::dht::{NetPeer, transport_cause};
 use crate::store::{Hash, StoreError};
@@ -29,7 +30,7 @@ pub(crate) struct WritePlacement {
     /// Hears once the copy counts.
     pub(crate) durable: DurableTo,
     /// The streamed push to this target.
-    pub(crate) streamed: Option<super::tee::StreamedPush>,
+    pub(crate) streamed: Option<StreamedPush>,
 }
 
 /// Why a fetch from one holder failed.
@@ -612,7 +613,8 @@ impl Objects {
             Some(w) => (Some(w.durable), w.streamed),
             None => (None, None),
         };
-        let tried_streamed = streamed.is_some();
+        // Whether our streamed push delivered bytes, which stay charged to us there.
+        let mut delivered = false;
         let mut placement = if durable.is_some() && push {
             Placement::push_first()
         } else {
@@ -644,30 +646,34 @@ impl Objects {
                 PlaceStep::Push => {
                     let early = match streamed.take() {
                         Some(push) => {
-                            let got = push.outcome().await;
-                            let outcome = match got {
-                                Some(true) => "stored",
-                                Some(false) => "held",
-                                None => "pushed_again",
+                            let end = push.outcome().await;
+                            let outcome = match end {
+                                StreamedEnd::Stored => "stored",
+                                StreamedEnd::Held => "held",
+                                StreamedEnd::Failed { .. } => "pushed_again",
                             };
                             metrics::counter!("replica_pushes_streamed_total", "outcome" => outcome)
                                 .increment(1);
-                            got
+                            Some(end)
                         }
                         None => None,
                     };
                     let pushed = match early {
-                        Some(stored) => Ok(stored),
+                        Some(StreamedEnd::Stored) => Ok(true),
+                        Some(StreamedEnd::Held) => Ok(false),
+                        Some(StreamedEnd::Failed { delivered: d }) => {
+                            delivered = d;
+                            self.push_bytes(peer, hash, size).await
+                        }
+                        None => self.push_bytes(peer, hash, size).await,
+                    };
+                    let pushed = match pushed {
                         // Bytes our failed streamed push delivered still count against
                         // the target's budget for us: its refusal is ours, not its fault.
-                        None => match self.push_bytes(peer, hash, size).await {
-                            Err(FetchError::OverBudget) if tried_streamed => {
-                                Err(FetchError::Local(
-                                    "the target's budget went on our streamed push".into(),
-                                ))
-                            }
-                            other => other,
-                        },
+                        Err(FetchError::OverBudget) if delivered => Err(FetchError::Local(
+                            "the target's budget went on our streamed push".into(),
+                        )),
+                        other => other,
                     };
                     let answer = match pushed {
                         Ok(true) => PushAnswer::Stored,

@@ -514,9 +514,14 @@ impl Objects {
         answer_tx: oneshot::Sender<Replicated>,
     ) {
         let want = self.write_quorum();
+        // `EarlyPushes` is left whole (its drop detaches what it still holds); the lookup
+        // runs again when the one before the body found nobody.
         let (targets, streamed) = match early {
-            Some(early) => (early.targets, early.pushes),
-            None => (self.targets(hash).await.0, BTreeMap::new()),
+            Some(mut early) if !early.targets.is_empty() => (
+                std::mem::take(&mut early.targets),
+                std::mem::take(&mut early.pushes),
+            ),
+            _ => (self.targets(hash).await.0, BTreeMap::new()),
         };
         let clock = Clock::new();
         let mut write = Write::new(clock.now(), targets, want, self.limits.put_wait(size));

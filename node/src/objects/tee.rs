@@ -18,9 +18,10 @@
 //! Streaming is for uploads that keep moving, and every wait is bounded:
 //! - a node streams [`STREAMED_WRITES_MAX`] uploads at once (its own permits, not write
 //!   slots: the write slot is taken after the body, as for `PUT /o`);
-//! - each push queues at most [`QUEUE`] batches (1 MiB each); the upload waits for a push
-//!   that is behind at most the I/O timeout in all, then leaves it (its copy is pushed from
-//!   the store after the commit);
+//! - each push queues at most [`QUEUE`] batches (1 MiB each); the upload waits for the
+//!   pushes that are behind together, for any one batch at most a quarter of the I/O
+//!   timeout and for one push at most the I/O timeout in all, then leaves it (its copy is
+//!   pushed from the store after the commit), so one stuck target cannot starve the others;
 //! - an upload still arriving after the write's wait for its size (10 s + size at 4 MiB/s)
 //!   leaves every push, so a client trickling a body under someone's id cannot hold the
 //!   receivers' one reception of that id for long;
@@ -59,15 +60,34 @@ pub(crate) enum Verdict {
     Verified,
 }
 
-/// One streamed push's task. Dropped, it stops the push (the stream is reset), so a write
-/// that ended or cut its placement leaves no push running behind it.
-pub(crate) struct StreamedPush(JoinHandle<Result<bool, FetchError>>);
+/// One streamed push's task, with how many bytes it sent. Dropped, it stops the push (the
+/// stream is reset), so a placement that was cut leaves no push running behind it.
+pub(crate) struct StreamedPush(JoinHandle<(Result<bool, FetchError>, u64)>);
+
+/// How a streamed push ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamedEnd {
+    /// The target stored the object.
+    Stored,
+    /// The target held it already.
+    Held,
+    /// Anything else, ours or not: the copy is then pushed from the store. `delivered`:
+    /// bytes reached the target, which keeps them charged to our budget there.
+    Failed { delivered: bool },
+}
 
 impl StreamedPush {
-    /// How it ended: `Some(true)` stored there, `Some(false)` it held the object already,
-    /// `None` for anything else (ours or not: the copy is then pushed from the store).
-    pub(crate) async fn outcome(mut self) -> Option<bool> {
-        (&mut self.0).await.ok().and_then(Result::ok)
+    /// How it ended.
+    pub(crate) async fn outcome(mut self) -> StreamedEnd {
+        match (&mut self.0).await {
+            Ok((Ok(true), _)) => StreamedEnd::Stored,
+            Ok((Ok(false), _)) => StreamedEnd::Held,
+            Ok((Err(_), sent)) => StreamedEnd::Failed {
+                delivered: sent > 0,
+            },
+            // Cancelled or panicked: what it sent is unknown, so count it sent.
+            Err(_) => StreamedEnd::Failed { delivered: true },
+        }
     }
 }
 
@@ -83,6 +103,28 @@ pub(crate) struct EarlyPushes {
     pub(crate) targets: Vec<NetPeer>,
     /// The push to each streamed target, by its key.
     pub(crate) pushes: BTreeMap<Key, StreamedPush>,
+}
+
+/// Dropped with pushes still in it (the write was refused a slot, or our fsync failed after
+/// the bytes were found to hash to the id), the pushes are left to end by themselves rather
+/// than reset: one told the bytes are good may be sending END to a whole copy, and each is
+/// bounded by the I/O timeouts. One whose upload went wrong ends at once without END.
+impl Drop for EarlyPushes {
+    fn drop(&mut self) {
+        let pushes = std::mem::take(&mut self.pushes);
+        if pushes.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        count(pushes.len(), "detached");
+        runtime.spawn(async move {
+            for push in pushes.into_values() {
+                push.outcome().await;
+            }
+        });
+    }
 }
 
 /// A push fed by the tee, and how long the upload has waited for it in all.
@@ -105,7 +147,9 @@ pub(crate) struct Tee {
 
 impl Tee {
     /// Hands `batch` to every push still in the tee (see the module's rules for one that is
-    /// behind, and for an upload past its deadline).
+    /// behind, and for an upload past its deadline). The pushes that are full are waited
+    /// for together, each at most a quarter of the stall budget at once: a push that is
+    /// keeping up then never goes long enough without a batch to think the client paused.
     pub(crate) async fn send(&mut self, batch: Bytes) {
         if self.branches.is_empty() {
             return;
@@ -116,33 +160,46 @@ impl Tee {
             self.permit = None;
             return;
         }
-        let mut i = 0;
-        while i < self.branches.len() {
-            let branch = &mut self.branches[i];
-            let kept = match branch.tx.try_send(batch.clone()) {
-                Ok(()) => Ok(()),
+        let mut ends: Vec<Option<&'static str>> = vec![None; self.branches.len()];
+        let mut full = Vec::new();
+        for (i, branch) in self.branches.iter().enumerate() {
+            match branch.tx.try_send(batch.clone()) {
+                Ok(()) => {}
                 // The push ended by itself (the target held it, refused, or went away).
-                Err(mpsc::error::TrySendError::Closed(_)) => Err("ended_early"),
-                Err(mpsc::error::TrySendError::Full(b)) => {
-                    let left = self.stall_max.saturating_sub(branch.stalled);
-                    let waited = Instant::now();
-                    let sent = tokio::time::timeout(left, branch.tx.send(b)).await;
-                    branch.stalled += waited.elapsed();
-                    match sent {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(_)) => Err("ended_early"),
-                        Err(_) => Err("left_behind"),
-                    }
-                }
-            };
-            match kept {
-                Ok(()) => i += 1,
-                Err(outcome) => {
-                    count(1, outcome);
-                    self.branches.swap_remove(i);
-                }
+                Err(mpsc::error::TrySendError::Closed(_)) => ends[i] = Some("ended_early"),
+                Err(mpsc::error::TrySendError::Full(_)) => full.push(i),
             }
         }
+        if !full.is_empty() {
+            let once = self.stall_max / 4;
+            let waits = full.iter().map(|&i| {
+                let branch = &self.branches[i];
+                let left = self.stall_max.saturating_sub(branch.stalled).min(once);
+                let batch = batch.clone();
+                async move {
+                    let waited = Instant::now();
+                    let sent = tokio::time::timeout(left, branch.tx.send(batch)).await;
+                    (sent, waited.elapsed())
+                }
+            });
+            let waited = futures_util::future::join_all(waits).await;
+            for (&i, (sent, elapsed)) in full.iter().zip(waited) {
+                self.branches[i].stalled += elapsed;
+                ends[i] = match sent {
+                    Ok(Ok(())) => None,
+                    Ok(Err(_)) => Some("ended_early"),
+                    Err(_) => Some("left_behind"),
+                };
+            }
+        }
+        let mut ends = ends.into_iter();
+        self.branches.retain(|_| match ends.next().flatten() {
+            Some(outcome) => {
+                count(1, outcome);
+                false
+            }
+            None => true,
+        });
         if self.branches.is_empty() {
             self.permit = None;
         }
@@ -168,14 +225,18 @@ impl Objects {
 
     /// Looks up the RF closest to `hash` and starts a streamed push of `size` bytes to the
     /// W − 1 nearest (W: the write's quorum, ours included), fed by the returned [`Tee`],
-    /// which holds `permit` while any push is in it.
+    /// which holds `permit` while any push is in it. `None` (and the permit back) when the
+    /// lookup found nobody: the write looks again after the body.
     pub(crate) async fn start_streamed(
         &self,
         hash: Hash,
         size: u64,
         permit: OwnedSemaphorePermit,
-    ) -> (Tee, EarlyPushes) {
+    ) -> Option<(Tee, EarlyPushes)> {
         let (targets, _) = self.closest_set(Key(hash), self.limits.rf).await;
+        if targets.is_empty() {
+            return None;
+        }
         let (verdict, verdict_rx) = watch::channel(Verdict::Pending);
         let mut branches = Vec::new();
         let mut pushes = BTreeMap::new();
@@ -188,10 +249,13 @@ impl Objects {
             let objects = self.clone();
             let (peer, verdict) = (peer.clone(), verdict_rx.clone());
             let key = peer.key;
-            let push =
-                tokio::spawn(
-                    async move { objects.push_streamed(&peer, hash, size, rx, verdict).await },
-                );
+            let push = tokio::spawn(async move {
+                let mut sent = 0;
+                let end = objects
+                    .push_streamed(&peer, hash, size, rx, verdict, &mut sent)
+                    .await;
+                (end, sent)
+            });
             pushes.insert(key, StreamedPush(push));
         }
         count(branches.len(), "started");
@@ -203,13 +267,13 @@ impl Objects {
             permit: Some(permit),
         };
         let early = EarlyPushes { targets, pushes };
-        (tee, early)
+        Some((tee, early))
     }
 
     /// One streamed push: the batches from `batches` go to `peer` as they come, END only
-    /// once `verdict` says they hash to `hash`. Whatever ends it early is ours (the upload
-    /// or the tee), and drops the exchange, which resets the stream: the receiver keeps
-    /// nothing.
+    /// once `verdict` says they hash to `hash`; `sent` counts the bytes handed to the
+    /// stream. Whatever ends it early is ours (the upload or the tee), and drops the
+    /// exchange, which resets the stream: the receiver keeps nothing.
     async fn push_streamed(
         &self,
         peer: &NetPeer,
@@ -217,11 +281,11 @@ impl Objects {
         size: u64,
         mut batches: mpsc::Receiver<Bytes>,
         mut verdict: watch::Receiver<Verdict>,
+        sent: &mut u64,
     ) -> Result<bool, FetchError> {
         let mut ex = self.open_push(peer).await?;
         ex.send(message::encode(&ObjectRequest::Put { hash, size }), false)
             .await?;
-        let mut sent = 0u64;
         // A client that pauses longer than this would have the receiver time out first.
         let pause_max = self.limits.io_timeout / 2;
         let sending = async {
@@ -231,10 +295,10 @@ impl Objects {
                     Ok(None) => break,
                     Err(_) => return Ok(false),
                 };
-                sent += batch.len() as u64;
                 while !batch.is_empty() {
                     let n = batch.len().min(ex.max_payload().max(1));
                     ex.send(batch.split_to(n), false).await?;
+                    *sent += n as u64;
                 }
             }
             Ok::<_, TransportError>(true)
@@ -247,7 +311,7 @@ impl Objects {
             return Err(FetchError::Local("the upload paused".into()));
         }
         if sent_all.is_ok() {
-            if sent != size {
+            if *sent != size {
                 return Err(FetchError::Local(format!(
                     "the upload gave this push {sent} of {size} bytes"
                 )));
@@ -275,57 +339,111 @@ mod tests {
 
     use super::*;
 
-    /// A tee over one push queueing one batch, waiting for it 300 ms in all, its deadline
-    /// `deadline` away; and the semaphore its permit came from.
-    fn tee(deadline: Duration) -> (Tee, mpsc::Receiver<Bytes>, Arc<tokio::sync::Semaphore>) {
-        let (tx, rx) = mpsc::channel(1);
+    /// The budget the tests give each push: 800 ms in all, 200 ms for one batch.
+    const STALL_MAX: Duration = Duration::from_millis(800);
+
+    /// A tee over `n` pushes queueing one batch each, its deadline `deadline` away; and
+    /// the semaphore its permit came from.
+    fn tee_of(
+        n: usize,
+        deadline: Duration,
+    ) -> (Tee, Vec<mpsc::Receiver<Bytes>>, Arc<tokio::sync::Semaphore>) {
+        let (mut branches, mut receivers) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel(1);
+            branches.push(Branch {
+                tx,
+                stalled: Duration::ZERO,
+            });
+            receivers.push(rx);
+        }
         let (verdict, _) = watch::channel(Verdict::Pending);
         let permits = Arc::new(tokio::sync::Semaphore::new(1));
         let tee = Tee {
-            branches: vec![Branch {
-                tx,
-                stalled: Duration::ZERO,
-            }],
+            branches,
             verdict,
-            stall_max: Duration::from_millis(300),
+            stall_max: STALL_MAX,
             deadline: Instant::now() + deadline,
             permit: Some(permits.clone().try_acquire_owned().unwrap()),
         };
-        (tee, rx, permits)
+        (tee, receivers, permits)
+    }
+
+    fn tee(deadline: Duration) -> (Tee, mpsc::Receiver<Bytes>, Arc<tokio::sync::Semaphore>) {
+        let (tee, mut receivers, permits) = tee_of(1, deadline);
+        (tee, receivers.remove(0), permits)
     }
 
     const BATCH: Bytes = Bytes::from_static(b"batch");
 
-    #[tokio::test]
-    async fn a_push_behind_is_waited_for_at_most_the_stall_budget_in_all() {
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_push_is_waited_for_at_most_the_stall_budget_in_all() {
         let (mut tee, mut rx, permits) = tee(Duration::from_secs(60));
-        tee.send(BATCH).await;
-        // Full: the upload waits while the push reads, slowly.
+        // The push takes a batch every 150 ms: within one batch's wait (200 ms), but each
+        // wait is charged, so after about 800 / 150 of them it is left.
         let reader = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            let first = rx.recv().await;
-            (first, rx)
+            let mut got = 0;
+            loop {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                match rx.recv().await {
+                    Some(_) => got += 1,
+                    None => return got,
+                }
+            }
         });
+        let mut sends = 0;
+        while !tee.branches.is_empty() && sends < 30 {
+            tee.send(BATCH).await;
+            sends += 1;
+            if sends <= 3 {
+                assert_eq!(tee.branches.len(), 1, "a slow but moving push stays");
+            }
+        }
+        assert!(tee.branches.is_empty(), "left after {sends} batches");
+        assert!(
+            (5..=10).contains(&sends),
+            "left after {sends} batches: the budget is for the whole upload"
+        );
+        assert_eq!(permits.available_permits(), 1, "the permit went back");
+        let got = reader.await.unwrap();
+        assert!(got >= 4, "it read {got} batches, then its batches ended");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_stuck_push_does_not_starve_the_others() {
+        let (mut tee, mut receivers, _) = tee_of(2, Duration::from_secs(60));
+        let (stuck, mut moving) = (receivers.remove(0), receivers.remove(0));
         tee.send(BATCH).await;
-        assert_eq!(tee.branches.len(), 1, "a slow but moving push stays");
-        let (first, mut rx) = reader.await.unwrap();
-        assert_eq!(first, Some(BATCH));
-        assert!(tee.branches[0].stalled >= Duration::from_millis(100));
-        // Stuck: what is left of its 300 ms is waited, then it is left.
+        // The moving push reads at once; the stuck one never.
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            while moving.recv().await.is_some() {
+                got += 1;
+            }
+            got
+        });
         let started = Instant::now();
         tee.send(BATCH).await;
         let waited = started.elapsed();
-        assert!(tee.branches.is_empty(), "the stuck push was left");
         assert!(
-            waited < Duration::from_millis(300),
-            "waited {waited:?}: the budget is for the whole upload, not per batch"
+            waited < STALL_MAX / 2,
+            "waited {waited:?} for one batch: the moving push went that long without one"
         );
-        assert_eq!(permits.available_permits(), 1, "the permit went back");
-        assert!(rx.recv().await.is_some());
-        assert_eq!(rx.recv().await, None, "its batches end: it stops");
+        assert_eq!(
+            tee.branches.len(),
+            1,
+            "the stuck push was left, the other kept"
+        );
+        for _ in 0..5 {
+            tee.send(BATCH).await;
+        }
+        assert_eq!(tee.branches.len(), 1, "the moving push stays");
+        drop(tee);
+        assert_eq!(reader.await.unwrap(), 7, "the moving push got every batch");
+        drop(stuck);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_upload_past_its_deadline_leaves_every_push() {
         let (mut tee, mut rx, permits) = tee(Duration::from_millis(50));
         tee.send(BATCH).await;
@@ -337,7 +455,7 @@ mod tests {
         assert_eq!(rx.recv().await, None, "nothing more after the deadline");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_push_that_ended_by_itself_is_not_waited_for() {
         let (mut tee, rx, permits) = tee(Duration::from_secs(60));
         tee.send(BATCH).await;
@@ -345,5 +463,34 @@ mod tests {
         tee.send(BATCH).await;
         assert!(tee.branches.is_empty());
         assert_eq!(permits.available_permits(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pushes_a_write_never_placed_are_left_to_end_not_reset() {
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        // A push sending its END: it ends by itself a moment later.
+        let push = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = done_tx.send(());
+            (Ok(true), 5)
+        });
+        let early = EarlyPushes {
+            targets: Vec::new(),
+            pushes: BTreeMap::from([(Key([7; 32]), StreamedPush(push))]),
+        };
+        drop(early);
+        assert!(done.await.is_ok(), "the push ran to its end");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_push_dropped_alone_is_stopped() {
+        let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
+        let push = StreamedPush(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = done_tx.send(());
+            (Ok(true), 5)
+        }));
+        drop(push);
+        assert!(done.await.is_err(), "the push was aborted");
     }
 }
