@@ -266,9 +266,13 @@ impl Mail {
         let n = envs.len();
         let want = self.objects.write_quorum();
         let key = Key::for_node(&mailbox);
-        let (peers, self_in) = self.objects.closest_set(key, self.rf()).await;
-        // A walk that failed or came back short puts us in the set; our own copy counts
-        // only where a receiving holder's would (the rule `send_here` applies).
+        let (peers, self_in) = self
+            .objects
+            .closest_set(key, self.rf())
+            .await
+            .map_err(|e| MailError::Unreachable(e.to_string()))?;
+        // A walk that came back short puts us in the set; our own copy counts only where a
+        // receiving holder's would (the rule `send_here` applies).
         let self_in = self_in && self.objects.dht.holds_mailbox(key).await.unwrap_or(false);
         // Which holder is asked for which message next, and when the send is over, is
         // `overlay::MailSend`'s; this loop carries the requests, beside our own store's.
@@ -401,11 +405,12 @@ impl Mail {
     /// The nodes the owner asks for its mail (`overlay::mail_receive_set`: twice RF
     /// closest to its own key, so copies placed while the closest set was another are
     /// found too).
-    async fn own_holders(&self) -> (Vec<NetPeer>, bool) {
+    async fn own_holders(&self) -> Result<(Vec<NetPeer>, bool), MailError> {
         let me = self.me();
         self.objects
             .closest_set(Key::for_node(&me), overlay::mail_receive_set(self.rf()))
             .await
+            .map_err(|e| MailError::Unreachable(e.to_string()))
     }
 
     /// This node's own mail: at most `max` messages from every holder, merged by id, each
@@ -417,7 +422,7 @@ impl Mail {
         let max = max.clamp(1, FETCH_COUNT_MAX);
         // One lookup per receive, not one per poll: a 30 s long-poll would otherwise run
         // 150 lookups.
-        let holders = self.own_holders().await;
+        let holders = self.own_holders().await?;
         loop {
             let got = self.recv_once(max, &holders).await?;
             if !got.is_empty() {
@@ -520,7 +525,7 @@ impl Mail {
     /// of them any one holder deleted (so 0 means no holder held any).
     pub async fn ack(&self, ids: Vec<MsgId>) -> Result<u32, MailError> {
         let me = self.me();
-        let (peers, self_in) = self.own_holders().await;
+        let (peers, self_in) = self.own_holders().await?;
         let mut asks = JoinSet::new();
         for peer in peers {
             let mail = self.clone();
@@ -764,7 +769,9 @@ impl Mail {
     /// Returns the copies that were new here.
     pub async fn drain_own(&self) -> u64 {
         let me = self.me();
-        let (peers, _) = self.own_holders().await;
+        let Ok((peers, _)) = self.own_holders().await else {
+            return 0;
+        };
         let mut stored = 0u64;
         for peer in peers {
             let mut after = 0;

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use crate::app::NodeContext;
+use crate::objects::RepairError;
 
 /// The admin plane's routes, on the node's context.
 pub fn routes() -> Router<Arc<NodeContext>> {
@@ -53,10 +54,16 @@ async fn repair_one(
 ) -> Result<Response, ApiError> {
     let hash = crate::store::parse_id(&id)
         .ok_or_else(|| ApiError::bad_request("bad_id", "an object id is b3:<64 hex>"))?;
-    let report =
-        ctx.objects.repair_now(hash).await.map_err(|e| {
+    let report = ctx.objects.repair_now(hash).await.map_err(|e| match e {
+        RepairError::NotHeld => {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_held", e.to_string())
-        })?;
+        }
+        RepairError::Lookup(_) => ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "dht_unavailable",
+            e.to_string(),
+        ),
+    })?;
     Ok(Json(report_json(&crate::store::id_string(&hash), &report)).into_response())
 }
 

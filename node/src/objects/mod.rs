@@ -450,17 +450,27 @@ impl Objects {
 
     /// The RF closest nodes to `hash` other than us, by a lookup (falling back to our
     /// table), and whether we are one of the RF (`overlay::placement_targets`).
-    async fn targets(&self, hash: Hash) -> (Vec<NetPeer>, bool) {
+    async fn targets(&self, hash: Hash) -> Result<(Vec<NetPeer>, bool), DhtError> {
         self.closest_set(Key(hash), self.limits.rf).await
     }
 
     /// The `n` closest nodes to `key` (`n` at least 1), by a lookup (or our table when
     /// none can start): the peers among them, nearest first, and whether we are one of them (then
     /// the peers are `n - 1`; the rule is `overlay::placement_targets`). The object and
-    /// mailbox layers place copies with it.
-    pub(crate) async fn closest_set(&self, key: Key, n: usize) -> (Vec<NetPeer>, bool) {
-        let peers = self.dht.find_placement(key, n).await.unwrap_or_default();
-        overlay::placement_targets(self.dht.local().key, key, peers, n)
+    /// mailbox layers place copies with it. A stopped DHT driver is an error, not an empty
+    /// set: an empty set would say we are among the closest.
+    pub(crate) async fn closest_set(
+        &self,
+        key: Key,
+        n: usize,
+    ) -> Result<(Vec<NetPeer>, bool), DhtError> {
+        let peers = self.dht.find_placement(key, n).await?;
+        Ok(overlay::placement_targets(
+            self.dht.local().key,
+            key,
+            peers,
+            n,
+        ))
     }
 
     /// How many durable copies a write needs (`overlay::write_quorum`'s rule).
@@ -521,7 +531,11 @@ impl Objects {
                 std::mem::take(&mut early.targets),
                 std::mem::take(&mut early.pushes),
             ),
-            _ => (self.targets(hash).await.0, BTreeMap::new()),
+            // A stopped driver gives no targets: the write answers short of W.
+            _ => (
+                self.targets(hash).await.map(|t| t.0).unwrap_or_default(),
+                BTreeMap::new(),
+            ),
         };
         let clock = Clock::new();
         let mut write = Write::new(clock.now(), targets, want, self.limits.put_wait(size));

@@ -57,13 +57,19 @@ pub enum RepairError {
     /// This node holds no copy to repair from.
     #[error("this node holds no copy of the object: run the repair on a node that does")]
     NotHeld,
+    /// The closest nodes could not be looked up (the DHT driver stopped).
+    #[error("the closest nodes could not be looked up: {0}")]
+    Lookup(String),
 }
 
 impl Objects {
     /// Makes each of the RF closest nodes prove or receive a copy of `hash`, now.
     pub async fn repair_now(&self, hash: Hash) -> Result<RepairReport, RepairError> {
         let size = self.store.size(&hash).ok_or(RepairError::NotHeld)?;
-        let (targets, self_in) = self.targets(hash).await;
+        let (targets, self_in) = self
+            .targets(hash)
+            .await
+            .map_err(|e| RepairError::Lookup(e.to_string()))?;
         let rf = self.limits.rf;
         let wait = self.limits.put_wait(size);
         let mut running = JoinSet::new();

@@ -226,14 +226,14 @@ impl Objects {
     /// Looks up the RF closest to `hash` and starts a streamed push of `size` bytes to the
     /// W − 1 nearest (W: the write's quorum, ours included), fed by the returned [`Tee`],
     /// which holds `permit` while any push is in it. `None` (and the permit back) when the
-    /// lookup found nobody: the write looks again after the body.
+    /// lookup found nobody or failed: the write looks again after the body.
     pub(crate) async fn start_streamed(
         &self,
         hash: Hash,
         size: u64,
         permit: OwnedSemaphorePermit,
     ) -> Option<(Tee, EarlyPushes)> {
-        let (targets, _) = self.closest_set(Key(hash), self.limits.rf).await;
+        let (targets, _) = self.closest_set(Key(hash), self.limits.rf).await.ok()?;
         if targets.is_empty() {
             return None;
         }
