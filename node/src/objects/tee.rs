@@ -22,9 +22,11 @@
 //!   pushes that are behind together, for any one batch at most a quarter of the I/O
 //!   timeout and for one push at most the I/O timeout in all, then leaves it (its copy is
 //!   pushed from the store after the commit), so one stuck target cannot starve the others;
-//! - an upload still arriving after the write's wait for its size (10 s + size at 4 MiB/s)
-//!   leaves every push, so a client trickling a body under someone's id cannot hold the
-//!   receivers' one reception of that id for long;
+//! - an upload that falls behind the pace the write's wait allows (10 s, then 4 MiB/s: its
+//!   bytes so far arrived later than the wait for an object of their size) leaves every
+//!   push, so a client trickling a body under someone's id holds the receivers' one
+//!   reception of that id for about 10 s, and a slow honest client's copies are given up
+//!   early, before most of their bytes were sent for nothing;
 //! - a push whose next batch does not come within half the I/O timeout ends itself, before
 //!   the receiver's frame timeout would (a paused client).
 
@@ -32,7 +34,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use overlay::Key;
+use overlay::{Key, ObjectTimings};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -139,22 +141,27 @@ pub(crate) struct Tee {
     verdict: watch::Sender<Verdict>,
     /// The most the upload waits for one push, in all.
     stall_max: Duration,
-    /// Past this the upload leaves every push.
-    deadline: Instant,
+    /// When the upload began, and the bytes it has delivered since.
+    started: Instant,
+    received: u64,
+    /// The write's wait: past `started + put_wait(received)` the upload is behind, and
+    /// leaves every push.
+    pace: ObjectTimings,
     /// This node's streaming permit, given back once no push is left.
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Tee {
     /// Hands `batch` to every push still in the tee (see the module's rules for one that is
-    /// behind, and for an upload past its deadline). The pushes that are full are waited
+    /// behind, and for an upload behind its pace). The pushes that are full are waited
     /// for together, each at most a quarter of the stall budget at once: a push that is
     /// keeping up then never goes long enough without a batch to think the client paused.
     pub(crate) async fn send(&mut self, batch: Bytes) {
         if self.branches.is_empty() {
             return;
         }
-        if Instant::now() >= self.deadline {
+        self.received += batch.len() as u64;
+        if Instant::now() > self.started + self.pace.put_wait(self.received) {
             count(self.branches.len(), "abandoned");
             self.branches.clear();
             self.permit = None;
@@ -263,7 +270,9 @@ impl Objects {
             branches,
             verdict,
             stall_max: self.limits.io_timeout,
-            deadline: Instant::now() + self.limits.put_wait(size),
+            started: Instant::now(),
+            received: 0,
+            pace: self.limits.timings,
             permit: Some(permit),
         };
         let early = EarlyPushes { targets, pushes };
@@ -342,11 +351,25 @@ mod tests {
     /// The budget the tests give each push: 800 ms in all, 200 ms for one batch.
     const STALL_MAX: Duration = Duration::from_millis(800);
 
-    /// A tee over `n` pushes queueing one batch each, its deadline `deadline` away; and
-    /// the semaphore its permit came from.
+    /// A pace no test's upload falls behind.
+    const PATIENT: ObjectTimings = pace(Duration::from_secs(600), 1 << 30);
+
+    const fn pace(base: Duration, rate: u64) -> ObjectTimings {
+        ObjectTimings {
+            search_timeout: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(1),
+            put_wait_base: base,
+            put_wait_rate: rate,
+            repair_cut_min: Duration::from_secs(60),
+            failover_idle: Duration::from_secs(40),
+        }
+    }
+
+    /// A tee over `n` pushes queueing one batch each, at `pace`; and the semaphore its
+    /// permit came from.
     fn tee_of(
         n: usize,
-        deadline: Duration,
+        pace: ObjectTimings,
     ) -> (Tee, Vec<mpsc::Receiver<Bytes>>, Arc<tokio::sync::Semaphore>) {
         let (mut branches, mut receivers) = (Vec::new(), Vec::new());
         for _ in 0..n {
@@ -363,14 +386,16 @@ mod tests {
             branches,
             verdict,
             stall_max: STALL_MAX,
-            deadline: Instant::now() + deadline,
+            started: Instant::now(),
+            received: 0,
+            pace,
             permit: Some(permits.clone().try_acquire_owned().unwrap()),
         };
         (tee, receivers, permits)
     }
 
-    fn tee(deadline: Duration) -> (Tee, mpsc::Receiver<Bytes>, Arc<tokio::sync::Semaphore>) {
-        let (tee, mut receivers, permits) = tee_of(1, deadline);
+    fn tee(pace: ObjectTimings) -> (Tee, mpsc::Receiver<Bytes>, Arc<tokio::sync::Semaphore>) {
+        let (tee, mut receivers, permits) = tee_of(1, pace);
         (tee, receivers.remove(0), permits)
     }
 
@@ -378,7 +403,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_push_is_waited_for_at_most_the_stall_budget_in_all() {
-        let (mut tee, mut rx, permits) = tee(Duration::from_secs(60));
+        let (mut tee, mut rx, permits) = tee(PATIENT);
         // The push takes a batch every 150 ms: within one batch's wait (200 ms), but each
         // wait is charged, so after about 800 / 150 of them it is left.
         let reader = tokio::spawn(async move {
@@ -411,7 +436,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_stuck_push_does_not_starve_the_others() {
-        let (mut tee, mut receivers, _) = tee_of(2, Duration::from_secs(60));
+        let (mut tee, mut receivers, _) = tee_of(2, PATIENT);
         let (stuck, mut moving) = (receivers.remove(0), receivers.remove(0));
         tee.send(BATCH).await;
         // The moving push reads at once; the stuck one never.
@@ -444,20 +469,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_upload_past_its_deadline_leaves_every_push() {
-        let (mut tee, mut rx, permits) = tee(Duration::from_millis(50));
+    async fn an_upload_behind_the_writes_pace_leaves_every_push() {
+        // 1 s of grace, then a batch (5 bytes) a second.
+        let (mut tee, mut rx, permits) = tee(pace(Duration::from_secs(1), 5));
+        // Ahead: three batches within 1.5 s.
+        for _ in 0..3 {
+            tee.send(BATCH).await;
+            assert_eq!(rx.recv().await, Some(BATCH));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(
+            tee.branches.len(),
+            1,
+            "an upload ahead of its pace keeps its pushes"
+        );
+        // The fourth at 5 s: four batches are worth 1 s + 4 s, and it came after.
+        tokio::time::sleep(Duration::from_millis(3_600)).await;
         tee.send(BATCH).await;
-        assert_eq!(rx.recv().await, Some(BATCH));
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        tee.send(BATCH).await;
-        assert!(tee.branches.is_empty());
+        assert!(
+            tee.branches.is_empty(),
+            "behind its pace, the upload left its pushes"
+        );
         assert_eq!(permits.available_permits(), 1);
-        assert_eq!(rx.recv().await, None, "nothing more after the deadline");
+        assert_eq!(rx.recv().await, None, "nothing more once behind");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_push_that_ended_by_itself_is_not_waited_for() {
-        let (mut tee, rx, permits) = tee(Duration::from_secs(60));
+        let (mut tee, rx, permits) = tee(PATIENT);
         tee.send(BATCH).await;
         drop(rx);
         tee.send(BATCH).await;
