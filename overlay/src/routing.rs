@@ -740,10 +740,11 @@ impl<P: Peer> RoutingTable<P> {
     ///
     /// Walks buckets in distance order instead of sorting the whole table: the target's own
     /// bucket holds everything closer than 2^i, the buckets below it everything in
-    /// [2^i, 2^(i+1)), and each bucket above it a band farther out. Every entry of a band
-    /// is closer than every entry of a later one, so each band's best are kept in sorted
-    /// order in the result itself (at most `n`, reserved once): no buffer per band, no
-    /// growth. Entries are ranked by the first word of their keys, kept in the entry, so a
+    /// [2^i, 2^(i+1)) (each a band of its own, in an order the distance's bits give), and
+    /// each bucket above it a band farther out. Every entry of a band is closer than every
+    /// entry of a later one, so each band's best are kept in sorted order in the result
+    /// itself (at most `n`, reserved once), and the walk stops at the first band it does
+    /// not need. Entries are ranked by the first word of their keys, kept in the entry, so a
     /// key (which a driver's handle may read through a table of its own) is read only
     /// when two words tie.
     pub fn closest_entries<'a>(
@@ -764,22 +765,10 @@ impl<P: Peer> RoutingTable<P> {
                 }
             }
         };
-        let start = self.local.bucket_of(target).unwrap_or(0);
         let at = |idx: usize| self.buckets.get(Self::position(idx));
-        // The target's bucket (for the target = ourselves, every bucket is "above").
-        if self.local.bucket_of(target).is_some() {
-            band(at(start), &mut out, 0);
-            if out.len() == n {
-                return out;
-            }
-            // All buckets below it form one band.
-            let from = out.len();
-            let lowest = 256 - self.buckets.len();
-            for idx in (lowest..start).rev() {
-                band(at(idx), &mut out, from);
-            }
-        } else {
-            let lowest = 256usize.saturating_sub(self.buckets.len());
+        let lowest = 256usize.saturating_sub(self.buckets.len());
+        // For the target = ourselves, every bucket is "above".
+        let Some(start) = self.local.bucket_of(target) else {
             for idx in lowest..256 {
                 if out.len() == n {
                     break;
@@ -788,8 +777,24 @@ impl<P: Peer> RoutingTable<P> {
                 band(at(idx), &mut out, from);
             }
             return out;
-        }
-        for idx in start + 1..256 {
+        };
+        band(at(start), &mut out, 0);
+        // Below the target's bucket, bucket i's entries share the distance's bits above i
+        // and have bit i the other way: where the distance has bit i set they are closer
+        // than every bucket below i, where it is clear farther. So each bucket is a band of
+        // its own, in this order: those whose bit is set from start − 1 down, then those
+        // whose bit is clear from the lowest up; then the buckets above, outwards.
+        let (hi, lo) = self.local.distance_words(target);
+        let set = |i: usize| {
+            if i >= 128 {
+                (hi >> (i - 128)) & 1 == 1
+            } else {
+                (lo >> i) & 1 == 1
+            }
+        };
+        let below = (lowest..start).rev().filter(|&i| set(i));
+        let beyond = (lowest..start).filter(|&i| !set(i));
+        for idx in below.chain(beyond).chain(start + 1..256) {
             if out.len() == n {
                 break;
             }

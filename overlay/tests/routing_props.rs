@@ -129,6 +129,30 @@ proptest! {
         prop_assert_eq!(got_self, all_self);
     }
 
+    /// `closest_entries` with a filter agrees with sorting what the filter keeps, for
+    /// targets at every distance from us (sharing `shared` leading bits with our key), so
+    /// that the walk goes through the buckets below the target's one by one.
+    #[test]
+    fn filtered_closest_matches_a_full_sort_at_every_distance(ids in prop::collection::vec(0u16..3000, 1..400), target in any::<[u8; 32]>(), shared in 0usize..24, n in 1usize..40, dropped in 0u8..5) {
+        let me = key_from(b"me");
+        let mut t: RoutingTable<P> = RoutingTable::new(me, 20, 20, 2, None, Instant::ZERO);
+        for i in ids {
+            t.on_seen(Instant::ZERO, P(key_from(&i.to_be_bytes())));
+        }
+        let mut target = Key(target);
+        for bit in 0..shared {
+            let mask = 0x80u8 >> (bit % 8);
+            target.0[bit / 8] = (target.0[bit / 8] & !mask) | (me.0[bit / 8] & mask);
+        }
+        // Drop about a fifth of the entries (none when `dropped` is 4).
+        let keep = |e: &overlay::routing::Entry<P>| e.peer.0 .0[31] % 5 != dropped;
+        let mut all: Vec<Key> = t.iter().filter(|e| keep(e)).map(|e| e.peer.0).collect();
+        all.sort_by_key(|k| k.distance(&target));
+        all.truncate(n);
+        let got: Vec<Key> = t.closest_entries(&target, n, keep).into_iter().map(|e| e.peer.0).collect();
+        prop_assert_eq!(got, all);
+    }
+
     /// `closest` agrees with a full sort when keys share their first eight bytes, the word
     /// the table ranks by: the rest of the keys decide.
     #[test]
