@@ -182,8 +182,9 @@ async fn put_object(
 /// only if it hashes to it (422 `id_mismatch` otherwise), and, since the id names the
 /// object's closest nodes before its first byte, its replica pushes run beside the upload
 /// instead of after it (`objects::tee`). Those copies may end once the bytes are checked,
-/// before our own copy is durable: should our fsync then fail, the client hears 503 while
-/// the copies stand (verified, and announced by their holders).
+/// before our own copy is durable: should our fsync then fail, the client hears 503 and the
+/// pushes are stopped; a copy whose END was already taken stands (verified, and announced
+/// by its holder).
 async fn put_object_at(
     State(ctx): State<Arc<NodeContext>>,
     Path(id): Path<String>,
@@ -345,6 +346,10 @@ async fn put_body(
     let slot = match objects.slot_for(admitted) {
         Ok(slot) => slot,
         Err(busy) => {
+            // Our copy is durable: pushes that may be ending a whole copy are let be.
+            if let Some(early) = early {
+                early.detach(objects.limits.put_wait(size));
+            }
             objects.announce(hash, size).await;
             return Err(writes_busy(objects, busy, Some(&id)));
         }

@@ -613,8 +613,9 @@ impl Objects {
             Some(w) => (Some(w.durable), w.streamed),
             None => (None, None),
         };
-        // Whether our streamed push delivered bytes, which stay charged to us there.
-        let mut delivered = false;
+        // Whether our streamed push failed without the target refusing it: what it was
+        // charged for it may stay charged to us there.
+        let mut charged = false;
         let mut placement = if durable.is_some() && push {
             Placement::push_first()
         } else {
@@ -661,16 +662,16 @@ impl Objects {
                     let pushed = match early {
                         Some(StreamedEnd::Stored) => Ok(true),
                         Some(StreamedEnd::Held) => Ok(false),
-                        Some(StreamedEnd::Failed { delivered: d }) => {
-                            delivered = d;
+                        Some(StreamedEnd::Failed { charged: c }) => {
+                            charged = c;
                             self.push_bytes(peer, hash, size).await
                         }
                         None => self.push_bytes(peer, hash, size).await,
                     };
                     let pushed = match pushed {
-                        // Bytes our failed streamed push delivered still count against
+                        // What our failed streamed push was charged still counts against
                         // the target's budget for us: its refusal is ours, not its fault.
-                        Err(FetchError::OverBudget) if delivered => Err(FetchError::Local(
+                        Err(FetchError::OverBudget) if charged => Err(FetchError::Local(
                             "the target's budget went on our streamed push".into(),
                         )),
                         other => other,

@@ -524,13 +524,9 @@ impl Objects {
         answer_tx: oneshot::Sender<Replicated>,
     ) {
         let want = self.write_quorum();
-        // `EarlyPushes` is left whole (its drop detaches what it still holds); the lookup
-        // runs again when the one before the body found nobody.
+        // The lookup runs again when the one before the body found nobody.
         let (targets, streamed) = match early {
-            Some(mut early) if !early.targets.is_empty() => (
-                std::mem::take(&mut early.targets),
-                std::mem::take(&mut early.pushes),
-            ),
+            Some(early) if !early.targets.is_empty() => (early.targets, early.pushes),
             // A stopped driver gives no targets: the write answers short of W.
             _ => (
                 self.targets(hash).await.map(|t| t.0).unwrap_or_default(),

@@ -62,9 +62,9 @@ pub(crate) enum Verdict {
     Verified,
 }
 
-/// One streamed push's task, with how many bytes it sent. Dropped, it stops the push (the
-/// stream is reset), so a placement that was cut leaves no push running behind it.
-pub(crate) struct StreamedPush(JoinHandle<(Result<bool, FetchError>, u64)>);
+/// One streamed push's task. Dropped, it stops the push (the stream is reset), so a
+/// placement that was cut, or an upload that went wrong, leaves no push running behind it.
+pub(crate) struct StreamedPush(JoinHandle<Result<bool, FetchError>>);
 
 /// How a streamed push ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,22 +73,26 @@ pub(crate) enum StreamedEnd {
     Stored,
     /// The target held it already.
     Held,
-    /// Anything else, ours or not: the copy is then pushed from the store. `delivered`:
-    /// bytes reached the target, which keeps them charged to our budget there.
-    Failed { delivered: bool },
+    /// Anything else, ours or not: the copy is then pushed from the store. `charged`: the
+    /// target did not refuse the push itself (with a status: over budget, in progress, or
+    /// another), so what it was charged for it may stay charged to our budget there.
+    Failed { charged: bool },
 }
 
 impl StreamedPush {
     /// How it ended.
     pub(crate) async fn outcome(mut self) -> StreamedEnd {
         match (&mut self.0).await {
-            Ok((Ok(true), _)) => StreamedEnd::Stored,
-            Ok((Ok(false), _)) => StreamedEnd::Held,
-            Ok((Err(_), sent)) => StreamedEnd::Failed {
-                delivered: sent > 0,
+            Ok(Ok(true)) => StreamedEnd::Stored,
+            Ok(Ok(false)) => StreamedEnd::Held,
+            Ok(Err(e)) => StreamedEnd::Failed {
+                charged: !matches!(
+                    e,
+                    FetchError::OverBudget | FetchError::InProgress | FetchError::Status(_)
+                ),
             },
-            // Cancelled or panicked: what it sent is unknown, so count it sent.
-            Err(_) => StreamedEnd::Failed { delivered: true },
+            // Cancelled or panicked: what the target took is unknown, so count it charged.
+            Err(_) => StreamedEnd::Failed { charged: true },
         }
     }
 }
@@ -107,24 +111,21 @@ pub(crate) struct EarlyPushes {
     pub(crate) pushes: BTreeMap<Key, StreamedPush>,
 }
 
-/// Dropped with pushes still in it (the write was refused a slot, or our fsync failed after
-/// the bytes were found to hash to the id), the pushes are left to end by themselves rather
-/// than reset: one told the bytes are good may be sending END to a whole copy, and each is
-/// bounded by the I/O timeouts. One whose upload went wrong ends at once without END.
-impl Drop for EarlyPushes {
-    fn drop(&mut self) {
-        let pushes = std::mem::take(&mut self.pushes);
-        if pushes.is_empty() {
+impl EarlyPushes {
+    /// Leaves the pushes to end by themselves for at most `within`, then stops what is
+    /// left. For a write refused its slot after the body, whose copy is durable here: a
+    /// push told the bytes are good may be sending END to a whole copy, which a reset
+    /// would throw away. Dropped instead, the pushes stop at once.
+    pub(crate) fn detach(self, within: Duration) {
+        if self.pushes.is_empty() {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        count(pushes.len(), "detached");
-        runtime.spawn(async move {
-            for push in pushes.into_values() {
-                push.outcome().await;
-            }
+        count(self.pushes.len(), "detached");
+        let ends =
+            futures_util::future::join_all(self.pushes.into_values().map(StreamedPush::outcome));
+        tokio::spawn(async move {
+            // Past `within` the outcomes, and the pushes in them, are dropped: stopped.
+            let _ = tokio::time::timeout(within, ends).await;
         });
     }
 }
@@ -144,8 +145,11 @@ pub(crate) struct Tee {
     /// When the upload began, and the bytes it has delivered since.
     started: Instant,
     received: u64,
-    /// The write's wait: past `started + put_wait(received)` the upload is behind, and
-    /// leaves every push.
+    /// How long the upload has waited for pushes that were full: the targets' time, not
+    /// the client's.
+    waited: Duration,
+    /// The write's wait: past `started + waited + put_wait(received)` the upload is
+    /// behind, and leaves every push.
     pace: ObjectTimings,
     /// This node's streaming permit, given back once no push is left.
     permit: Option<OwnedSemaphorePermit>,
@@ -161,7 +165,7 @@ impl Tee {
             return;
         }
         self.received += batch.len() as u64;
-        if Instant::now() > self.started + self.pace.put_wait(self.received) {
+        if Instant::now() > self.started + self.waited + self.pace.put_wait(self.received) {
             count(self.branches.len(), "abandoned");
             self.branches.clear();
             self.permit = None;
@@ -189,7 +193,9 @@ impl Tee {
                     (sent, waited.elapsed())
                 }
             });
+            let began = Instant::now();
             let waited = futures_util::future::join_all(waits).await;
+            self.waited += began.elapsed();
             for (&i, (sent, elapsed)) in full.iter().zip(waited) {
                 self.branches[i].stalled += elapsed;
                 ends[i] = match sent {
@@ -256,13 +262,10 @@ impl Objects {
             let objects = self.clone();
             let (peer, verdict) = (peer.clone(), verdict_rx.clone());
             let key = peer.key;
-            let push = tokio::spawn(async move {
-                let mut sent = 0;
-                let end = objects
-                    .push_streamed(&peer, hash, size, rx, verdict, &mut sent)
-                    .await;
-                (end, sent)
-            });
+            let push =
+                tokio::spawn(
+                    async move { objects.push_streamed(&peer, hash, size, rx, verdict).await },
+                );
             pushes.insert(key, StreamedPush(push));
         }
         count(branches.len(), "started");
@@ -272,6 +275,7 @@ impl Objects {
             stall_max: self.limits.io_timeout,
             started: Instant::now(),
             received: 0,
+            waited: Duration::ZERO,
             pace: self.limits.timings,
             permit: Some(permit),
         };
@@ -280,8 +284,7 @@ impl Objects {
     }
 
     /// One streamed push: the batches from `batches` go to `peer` as they come, END only
-    /// once `verdict` says they hash to `hash`; `sent` counts the bytes handed to the
-    /// stream. Whatever ends it early is ours (the upload or the tee), and drops the
+    /// once `verdict` says they hash to `hash`. Whatever ends it early is ours (the upload or the tee), and drops the
     /// exchange, which resets the stream: the receiver keeps nothing.
     async fn push_streamed(
         &self,
@@ -290,13 +293,13 @@ impl Objects {
         size: u64,
         mut batches: mpsc::Receiver<Bytes>,
         mut verdict: watch::Receiver<Verdict>,
-        sent: &mut u64,
     ) -> Result<bool, FetchError> {
         let mut ex = self.open_push(peer).await?;
         ex.send(message::encode(&ObjectRequest::Put { hash, size }), false)
             .await?;
         // A client that pauses longer than this would have the receiver time out first.
         let pause_max = self.limits.io_timeout / 2;
+        let mut sent = 0;
         let sending = async {
             loop {
                 let mut batch = match tokio::time::timeout(pause_max, batches.recv()).await {
@@ -307,7 +310,7 @@ impl Objects {
                 while !batch.is_empty() {
                     let n = batch.len().min(ex.max_payload().max(1));
                     ex.send(batch.split_to(n), false).await?;
-                    *sent += n as u64;
+                    sent += n as u64;
                 }
             }
             Ok::<_, TransportError>(true)
@@ -320,7 +323,7 @@ impl Objects {
             return Err(FetchError::Local("the upload paused".into()));
         }
         if sent_all.is_ok() {
-            if *sent != size {
+            if sent != size {
                 return Err(FetchError::Local(format!(
                     "the upload gave this push {sent} of {size} bytes"
                 )));
@@ -388,6 +391,7 @@ mod tests {
             stall_max: STALL_MAX,
             started: Instant::now(),
             received: 0,
+            waited: Duration::ZERO,
             pace,
             permit: Some(permits.clone().try_acquire_owned().unwrap()),
         };
@@ -504,32 +508,65 @@ mod tests {
         assert_eq!(permits.available_permits(), 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn pushes_a_write_never_placed_are_left_to_end_not_reset() {
+    /// One upload's pushes: one that would end by itself after `ends_in`; and what tells
+    /// whether it did (`Err` when it was stopped first).
+    fn early_pushes(ends_in: Duration) -> (EarlyPushes, tokio::sync::oneshot::Receiver<()>) {
         let (done_tx, done) = tokio::sync::oneshot::channel();
-        // A push sending its END: it ends by itself a moment later.
         let push = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(ends_in).await;
             let _ = done_tx.send(());
-            (Ok(true), 5)
+            Ok(true)
         });
         let early = EarlyPushes {
             targets: Vec::new(),
             pushes: BTreeMap::from([(Key([7; 32]), StreamedPush(push))]),
         };
-        drop(early);
-        assert!(done.await.is_ok(), "the push ran to its end");
+        (early, done)
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_push_dropped_alone_is_stopped() {
-        let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
-        let push = StreamedPush(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = done_tx.send(());
-            (Ok(true), 5)
-        }));
-        drop(push);
-        assert!(done.await.is_err(), "the push was aborted");
+    async fn detached_pushes_end_by_themselves_within_their_time() {
+        // A push sending its END ends a moment later: left to it.
+        let (early, done) = early_pushes(Duration::from_millis(50));
+        early.detach(Duration::from_secs(1));
+        assert!(done.await.is_ok(), "the push ran to its end");
+        // One that would take longer than the write's wait is stopped at its end.
+        let (early, done) = early_pushes(Duration::from_secs(5));
+        let started = Instant::now();
+        early.detach(Duration::from_secs(1));
+        assert!(done.await.is_err(), "the push was stopped");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+            "stopped after {took:?}, its time was 1 s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pushes_dropped_with_their_upload_are_stopped() {
+        let (early, done) = early_pushes(Duration::from_millis(50));
+        drop(early);
+        assert!(done.await.is_err(), "the push was stopped at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_for_a_slow_push_do_not_count_against_the_uploads_pace() {
+        // 100 ms of grace, then 5 ms a batch: the upload keeps up, the push does not.
+        let (mut tee, mut rx, _) = tee(pace(Duration::from_millis(100), 1_000));
+        let reader = tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        });
+        for sent in 1..=4 {
+            tee.send(BATCH).await;
+            assert_eq!(
+                tee.branches.len(),
+                1,
+                "batch {sent}: the upload was only waiting for its push"
+            );
+        }
+        drop(tee);
+        reader.await.unwrap();
     }
 }
