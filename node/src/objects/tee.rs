@@ -5,10 +5,11 @@
 //! before they start: every batch the gateway writes to its own store also goes to one
 //! streamed push per target. A receiver hashes what arrives and commits only bytes that hash
 //! to the id, but it could not tell a client's lie from ours, so the pushes hold their last
-//! frame (END) until our own store found the bytes hash to the declared id. A mismatch, a
-//! dropped upload or a failed local write ends them without END: the stream is reset and
-//! the receiver keeps nothing, blames nobody, and gives back the budget the bytes it never
-//! got were charged.
+//! frame (END) until our own store found the bytes hash to the declared id. A mismatch or
+//! a dropped upload ends them without END: the stream is reset and the receiver keeps
+//! nothing, blames nobody, and gives back the budget the bytes it never got were charged.
+//! A failed local fsync after the check stops them too, though a receiver that already
+//! took END keeps its copy (verified, and announced by it).
 //!
 //! Only the W − 1 nearest targets get a streamed push: that is what the acknowledgement
 //! waits for, and the rest would take the gateway's uplink (and, on one machine, its CPU)
@@ -25,15 +26,21 @@
 //! - an upload that falls behind the pace the write's wait allows (10 s, then 4 MiB/s: its
 //!   bytes so far arrived later than the wait for an object of their size) leaves every
 //!   push, so a client trickling a body under someone's id holds the receivers' one
-//!   reception of that id for about 10 s, and a slow honest client's copies are given up
-//!   early, before most of their bytes were sent for nothing;
+//!   reception of that id for about 10 s (and the time the upload waited for its slow
+//!   pushes, at most the I/O timeout each), and a slow honest client's copies are given
+//!   up early, before most of their bytes were sent for nothing;
 //! - a push whose next batch does not come within half the I/O timeout ends itself, before
-//!   the receiver's frame timeout would (a paused client).
+//!   the receiver's frame timeout would (a paused client);
+//! - a write refused its slot after the body (its copy durable here) leaves its pushes to
+//!   end by themselves, under a streaming permit and for at most four I/O timeouts (what
+//!   is left to send is their queues, END and the receivers' answers); with no permit free
+//!   they are stopped.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use overlay::{Key, ObjectTimings};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -62,9 +69,10 @@ pub(crate) enum Verdict {
     Verified,
 }
 
-/// One streamed push's task. Dropped, it stops the push (the stream is reset), so a
-/// placement that was cut, or an upload that went wrong, leaves no push running behind it.
-pub(crate) struct StreamedPush(JoinHandle<Result<bool, FetchError>>);
+/// One streamed push's task, with the bytes it handed to the stream. Dropped, it stops the
+/// push (the stream is reset), so a placement that was cut, or an upload that went wrong,
+/// leaves no push running behind it.
+pub(crate) struct StreamedPush(JoinHandle<(Result<bool, FetchError>, u64)>);
 
 /// How a streamed push ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +82,9 @@ pub(crate) enum StreamedEnd {
     /// The target held it already.
     Held,
     /// Anything else, ours or not: the copy is then pushed from the store. `charged`: the
-    /// target did not refuse the push itself (with a status: over budget, in progress, or
-    /// another), so what it was charged for it may stay charged to our budget there.
+    /// target may have read some of its bytes, which stay charged to our budget there (a
+    /// receiver gives back what it never read): bytes were sent, and the target did not
+    /// refuse the push before reading (over budget, or receiving it from another).
     Failed { charged: bool },
 }
 
@@ -83,13 +92,10 @@ impl StreamedPush {
     /// How it ended.
     pub(crate) async fn outcome(mut self) -> StreamedEnd {
         match (&mut self.0).await {
-            Ok(Ok(true)) => StreamedEnd::Stored,
-            Ok(Ok(false)) => StreamedEnd::Held,
-            Ok(Err(e)) => StreamedEnd::Failed {
-                charged: !matches!(
-                    e,
-                    FetchError::OverBudget | FetchError::InProgress | FetchError::Status(_)
-                ),
+            Ok((Ok(true), _)) => StreamedEnd::Stored,
+            Ok((Ok(false), _)) => StreamedEnd::Held,
+            Ok((Err(e), sent)) => StreamedEnd::Failed {
+                charged: sent > 0 && !matches!(e, FetchError::OverBudget | FetchError::InProgress),
             },
             // Cancelled or panicked: what the target took is unknown, so count it charged.
             Err(_) => StreamedEnd::Failed { charged: true },
@@ -109,25 +115,6 @@ pub(crate) struct EarlyPushes {
     pub(crate) targets: Vec<NetPeer>,
     /// The push to each streamed target, by its key.
     pub(crate) pushes: BTreeMap<Key, StreamedPush>,
-}
-
-impl EarlyPushes {
-    /// Leaves the pushes to end by themselves for at most `within`, then stops what is
-    /// left. For a write refused its slot after the body, whose copy is durable here: a
-    /// push told the bytes are good may be sending END to a whole copy, which a reset
-    /// would throw away. Dropped instead, the pushes stop at once.
-    pub(crate) fn detach(self, within: Duration) {
-        if self.pushes.is_empty() {
-            return;
-        }
-        count(self.pushes.len(), "detached");
-        let ends =
-            futures_util::future::join_all(self.pushes.into_values().map(StreamedPush::outcome));
-        tokio::spawn(async move {
-            // Past `within` the outcomes, and the pushes in them, are dropped: stopped.
-            let _ = tokio::time::timeout(within, ends).await;
-        });
-    }
 }
 
 /// A push fed by the tee, and how long the upload has waited for it in all.
@@ -226,6 +213,29 @@ impl Tee {
     }
 }
 
+/// Waits for `pushes` for at most `within`, holding `permit`, and counts how each ended;
+/// the ones left are dropped, which stops them.
+async fn detached(
+    pushes: BTreeMap<Key, StreamedPush>,
+    within: Duration,
+    _permit: OwnedSemaphorePermit,
+) {
+    let deadline = Instant::now() + within;
+    let mut ends: futures_util::stream::FuturesUnordered<_> =
+        pushes.into_values().map(StreamedPush::outcome).collect();
+    while let Ok(Some(end)) = tokio::time::timeout_at(deadline, ends.next()).await {
+        count(
+            1,
+            match end {
+                StreamedEnd::Stored => "stored",
+                StreamedEnd::Held => "held",
+                StreamedEnd::Failed { .. } => "detached_failed",
+            },
+        );
+    }
+    count(ends.len(), "detached_stopped");
+}
+
 fn count(n: usize, outcome: &'static str) {
     metrics::counter!("replica_pushes_streamed_total", "outcome" => outcome).increment(n as u64);
 }
@@ -262,10 +272,13 @@ impl Objects {
             let objects = self.clone();
             let (peer, verdict) = (peer.clone(), verdict_rx.clone());
             let key = peer.key;
-            let push =
-                tokio::spawn(
-                    async move { objects.push_streamed(&peer, hash, size, rx, verdict).await },
-                );
+            let push = tokio::spawn(async move {
+                let mut sent = 0;
+                let end = objects
+                    .push_streamed(&peer, hash, size, rx, verdict, &mut sent)
+                    .await;
+                (end, sent)
+            });
             pushes.insert(key, StreamedPush(push));
         }
         count(branches.len(), "started");
@@ -283,8 +296,27 @@ impl Objects {
         Some((tee, early))
     }
 
+    /// Leaves the pushes of a write refused its slot after the body (its copy durable here)
+    /// to end by themselves: one told the bytes are good may be sending END to a whole
+    /// copy, which a reset would throw away. They run under a streaming permit, so a
+    /// client refused slots again and again cannot pile them up (with none free they are
+    /// stopped), and for at most four I/O timeouts, then are stopped.
+    pub(crate) fn detach(&self, early: EarlyPushes) {
+        if early.pushes.is_empty() {
+            return;
+        }
+        let Some(permit) = self.streaming_permit() else {
+            count(early.pushes.len(), "detached_stopped");
+            return;
+        };
+        count(early.pushes.len(), "detached");
+        let within = self.limits.io_timeout * 4;
+        tokio::spawn(detached(early.pushes, within, permit));
+    }
+
     /// One streamed push: the batches from `batches` go to `peer` as they come, END only
-    /// once `verdict` says they hash to `hash`. Whatever ends it early is ours (the upload or the tee), and drops the
+    /// once `verdict` says they hash to `hash`; `sent` counts the bytes handed to the
+    /// stream. Whatever ends it early is ours (the upload or the tee), and drops the
     /// exchange, which resets the stream: the receiver keeps nothing.
     async fn push_streamed(
         &self,
@@ -293,13 +325,13 @@ impl Objects {
         size: u64,
         mut batches: mpsc::Receiver<Bytes>,
         mut verdict: watch::Receiver<Verdict>,
+        sent: &mut u64,
     ) -> Result<bool, FetchError> {
         let mut ex = self.open_push(peer).await?;
         ex.send(message::encode(&ObjectRequest::Put { hash, size }), false)
             .await?;
         // A client that pauses longer than this would have the receiver time out first.
         let pause_max = self.limits.io_timeout / 2;
-        let mut sent = 0;
         let sending = async {
             loop {
                 let mut batch = match tokio::time::timeout(pause_max, batches.recv()).await {
@@ -310,7 +342,7 @@ impl Objects {
                 while !batch.is_empty() {
                     let n = batch.len().min(ex.max_payload().max(1));
                     ex.send(batch.split_to(n), false).await?;
-                    sent += n as u64;
+                    *sent += n as u64;
                 }
             }
             Ok::<_, TransportError>(true)
@@ -323,7 +355,7 @@ impl Objects {
             return Err(FetchError::Local("the upload paused".into()));
         }
         if sent_all.is_ok() {
-            if sent != size {
+            if *sent != size {
                 return Err(FetchError::Local(format!(
                     "the upload gave this push {sent} of {size} bytes"
                 )));
@@ -348,6 +380,8 @@ impl Objects {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::Arc;
+
+    use wire::Status;
 
     use super::*;
 
@@ -515,7 +549,7 @@ mod tests {
         let push = tokio::spawn(async move {
             tokio::time::sleep(ends_in).await;
             let _ = done_tx.send(());
-            Ok(true)
+            (Ok(true), 5)
         });
         let early = EarlyPushes {
             targets: Vec::new(),
@@ -526,20 +560,59 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn detached_pushes_end_by_themselves_within_their_time() {
+        let permits = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = || permits.clone().try_acquire_owned().unwrap();
         // A push sending its END ends a moment later: left to it.
         let (early, done) = early_pushes(Duration::from_millis(50));
-        early.detach(Duration::from_secs(1));
+        let within = Duration::from_secs(1);
+        tokio::spawn(detached(early.pushes, within, permit()));
         assert!(done.await.is_ok(), "the push ran to its end");
-        // One that would take longer than the write's wait is stopped at its end.
+        // One that would take longer than its time is stopped at its end.
         let (early, done) = early_pushes(Duration::from_secs(5));
         let started = Instant::now();
-        early.detach(Duration::from_secs(1));
+        let detaching = tokio::spawn(detached(early.pushes, within, permit()));
+        assert_eq!(
+            permits.available_permits(),
+            0,
+            "they hold a streaming permit"
+        );
         assert!(done.await.is_err(), "the push was stopped");
         let took = started.elapsed();
         assert!(
             took >= Duration::from_secs(1) && took < Duration::from_secs(2),
             "stopped after {took:?}, its time was 1 s"
         );
+        detaching.await.unwrap();
+        assert_eq!(permits.available_permits(), 1, "the permit went back");
+    }
+
+    /// How a streamed push that ended with `end`, having sent `sent` bytes, is judged.
+    async fn judged(end: Result<bool, FetchError>, sent: u64) -> StreamedEnd {
+        StreamedPush(tokio::spawn(async move { (end, sent) }))
+            .outcome()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_failed_push_counts_as_charged_only_if_the_target_may_have_read_it() {
+        let charged = |c| StreamedEnd::Failed { charged: c };
+        let slow = || Err(FetchError::Status(Status::TooManyRequests));
+        // Refused as too slow after reading: what it read stays charged.
+        assert_eq!(judged(slow(), 3 << 20).await, charged(true));
+        // Nothing sent (the connection failed): nothing charged.
+        assert_eq!(judged(slow(), 0).await, charged(false));
+        let reset = Err(FetchError::Local("the upload paused".into()));
+        assert_eq!(judged(reset, 1 << 20).await, charged(true));
+        // Refused before reading, though our bytes were on their way: nothing charged.
+        assert_eq!(
+            judged(Err(FetchError::OverBudget), 1 << 20).await,
+            charged(false)
+        );
+        assert_eq!(
+            judged(Err(FetchError::InProgress), 1 << 20).await,
+            charged(false)
+        );
+        assert_eq!(judged(Ok(false), 1 << 20).await, StreamedEnd::Held);
     }
 
     #[tokio::test(start_paused = true)]
