@@ -1862,3 +1862,96 @@ fn a_put_that_declares_its_id_pushes_beside_the_upload_and_a_false_id_stores_not
     r.assert_error(400, "bad_id", "PUT /o/b3:not-hex");
     c.finish();
 }
+
+/// A declared-id PUT whose node's one write slot was taken while its body arrived answers
+/// 503 `writes_busy` with its id (its copy is durable at the gateway), and its streamed push
+/// is left to end by itself rather than reset: the nearest target holds the object though
+/// the write never ran. The slot is held by a small PUT whose copy to a paused node waits
+/// out the write's wait.
+#[test]
+fn a_declared_put_refused_its_slot_leaves_its_streamed_copy_to_end() {
+    use nix::sys::signal::Signal;
+    const LEN: usize = 6 << 20;
+    let mut c = start_cluster_of("detached", 3, RF, |spec| {
+        spec.args.push("--writes-max".into());
+        spec.args.push("1".into());
+    });
+    let s = &c.scratch().to_path_buf();
+    let streamed = |node: &NodeProcess, outcome: &str| {
+        node.metric(&format!(
+            "replica_pushes_streamed_total{{outcome=\"{outcome}\"}}"
+        ))
+        .unwrap()
+        .unwrap_or(0.0)
+    };
+    // An object whose streamed push (to the W - 1 = 1 nearest of node-0's two targets)
+    // goes to node-1: node-2 is the one paused.
+    let (data, id) = (0u64..64)
+        .map(|i| pseudo_random(c.seed ^ (0xde7 + i), LEN))
+        .map(|d| {
+            let id = format!("b3:{}", blake3::hash(&d).to_hex());
+            (d, id)
+        })
+        .find(|(_, id)| closest(&c.ids, &[1, 2], id, 1) == [1])
+        .expect("one of 64 objects is nearer node-1");
+    let file = write_file(s, "detached", &data);
+    let (slow, quick) = (c.token(0, &[]), c.token(0, &[]));
+    assert_ne!(slow, quick, "two principals, each with its own share");
+    let url = format!("{}/o/{id}", base(c.node(0)));
+    let upload = {
+        let (s, file) = (s.clone(), file.clone());
+        std::thread::spawn(move || {
+            curl(
+                &s,
+                &[
+                    "-T".to_string(),
+                    file.display().to_string(),
+                    "--limit-rate".into(),
+                    "1500K".into(),
+                    "-H".into(),
+                    format!("Authorization: Bearer {slow}"),
+                    url,
+                ],
+            )
+        })
+    };
+    poll_until(
+        "the declared PUT's push to start",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || (streamed(c.node(0), "started") >= 1.0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    c.mesh.nodes[2].process().signal(Signal::SIGSTOP).unwrap();
+    println!("SIGSTOP node-2; a small PUT takes node-0's one write slot");
+    let small = write_file(s, "slot", &pseudo_random(c.seed ^ 0x5107, 2000));
+    let r = put(s, c.node(0), &small, Some(&quick)).unwrap();
+    assert_eq!(r.status, 201, "the small PUT: {}", r.text());
+    let r = upload.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    r.assert_error(503, "writes_busy", "the declared PUT after its body");
+    assert_eq!(r.json()["id"], id.as_str(), "the 503 names the stored id");
+    assert!(
+        streamed(c.node(0), "detached") >= 1.0,
+        "the push was left to end by itself"
+    );
+    poll_until(
+        "node-1 to hold the object its detached push carried, and the push to count it",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            let held = !holders(&c.mesh.nodes, &[1], &id).is_empty();
+            (held && streamed(c.node(0), "stored") >= 1.0).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        streamed(c.node(0), "detached_stopped"),
+        0.0,
+        "nothing was stopped"
+    );
+    c.mesh.nodes[2].process().signal(Signal::SIGCONT).unwrap();
+    let r = get(s, c.node(1), &format!("/o/{id}"), &[]);
+    assert_eq!(r.status, 200);
+    assert_same_bytes(&r.body, &data, "GET through node-1");
+    c.finish();
+}
