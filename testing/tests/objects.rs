@@ -1866,12 +1866,14 @@ fn a_put_that_declares_its_id_pushes_beside_the_upload_and_a_false_id_stores_not
 /// A declared-id PUT whose node's one write slot was taken while its body arrived answers
 /// 503 `writes_busy` with its id (its copy is durable at the gateway), and its streamed push
 /// is left to end by itself rather than reset: the nearest target holds the object though
-/// the write never ran. The slot is held by a small PUT whose copy to a paused node waits
-/// out the write's wait.
+/// the write never ran. The slot is held by a small PUT whose write still waits for the
+/// paused node-2 when the upload's body ends.
 #[test]
 fn a_declared_put_refused_its_slot_leaves_its_streamed_copy_to_end() {
     use nix::sys::signal::Signal;
-    const LEN: usize = 6 << 20;
+    // About 2 s at the rate below: it starts before the small PUT and ends while that
+    // PUT's write waits for the paused node (5.0 s when this was written).
+    const LEN: usize = 3 << 20;
     let mut c = start_cluster_of("detached", 3, RF, |spec| {
         spec.args.push("--writes-max".into());
         spec.args.push("1".into());
@@ -1928,6 +1930,7 @@ fn a_declared_put_refused_its_slot_leaves_its_streamed_copy_to_end() {
     let r = put(s, c.node(0), &small, Some(&quick)).unwrap();
     assert_eq!(r.status, 201, "the small PUT: {}", r.text());
     let r = upload.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    // 503 `writes_busy` with the id: refused its slot after the body, the premise.
     r.assert_error(503, "writes_busy", "the declared PUT after its body");
     assert_eq!(r.json()["id"], id.as_str(), "the 503 names the stored id");
     assert!(

@@ -17,8 +17,9 @@
 //! ordinary write's copies are, and go on after the answer.
 //!
 //! Streaming is for uploads that keep moving, and every wait is bounded:
-//! - a node streams [`STREAMED_WRITES_MAX`] uploads at once (its own permits, not write
-//!   slots: the write slot is taken after the body, as for `PUT /o`);
+//! - a node streams [`STREAMED_WRITES_MAX`] uploads, or detached writes' pushes, at once
+//!   (its own permits, not write slots: the write slot is taken after the body, as for
+//!   `PUT /o`);
 //! - each push queues at most [`QUEUE`] batches (1 MiB each); the upload waits for the
 //!   pushes that are behind together, for any one batch at most a quarter of the I/O
 //!   timeout and for one push at most the I/O timeout in all, then leaves it (its copy is
