@@ -613,8 +613,8 @@ impl Objects {
             Some(w) => (Some(w.durable), w.streamed),
             None => (None, None),
         };
-        // Whether our streamed push failed without the target refusing it: what it was
-        // charged for it may stay charged to us there.
+        // Whether our failed streamed push may have left bytes charged to us there (it
+        // sent some, and the target did not refuse it before reading).
         let mut charged = false;
         let mut placement = if durable.is_some() && push {
             Placement::push_first()
