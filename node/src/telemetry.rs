@@ -265,7 +265,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "replica_pushes_streamed_total",
         Kind::Counter,
-        "Copies pushed beside a declared id's upload (PUT /o/{id}), by outcome: started, stored, held, pushed_again (from the store after the upload), left_behind (fell behind the upload), ended_early (ended by itself), abandoned (the upload fell behind the pace the write waits for), detached (the write was refused its slot after the body; left to end by itself, under a streaming permit), detached_failed (such a push ended without a copy), detached_stopped (stopped: no permit free, or still running at four I/O timeouts).",
+        "Copies pushed beside a declared id's upload (PUT /o/{id}), by outcome: started, stored, held, pushed_again (from the store after the upload), left_behind (fell behind the upload), ended_early (ended by itself), abandoned (the upload fell behind the pace the write waits for), detached (the write was refused its slot after the body; left to end by itself, under its upload's streaming permit), detached_failed (such a push ended without a copy), detached_stopped (still running at four I/O timeouts, and stopped).",
     ),
     (
         "write_placements_cut_total",

@@ -1952,6 +1952,17 @@ fn a_declared_put_refused_its_slot_leaves_its_streamed_copy_to_end() {
         0.0,
         "nothing was stopped"
     );
+    // The detached push was registered with node-0's planner before the object was
+    // announced, so the planner's own push to node-1 did not race it.
+    let raced = c
+        .node(1)
+        .metric("oap_rejects_total{reason=\"push_in_progress\"}")
+        .unwrap()
+        .unwrap_or(0.0);
+    assert_eq!(
+        raced, 0.0,
+        "node-1 refused a second push of the object while the first ran"
+    );
     c.mesh.nodes[2].process().signal(Signal::SIGCONT).unwrap();
     let r = get(s, c.node(1), &format!("/o/{id}"), &[]);
     assert_eq!(r.status, 200);

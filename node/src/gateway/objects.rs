@@ -348,7 +348,7 @@ async fn put_body(
         Err(busy) => {
             // Our copy is durable: pushes that may be ending a whole copy are let be.
             if let Some(early) = early {
-                objects.detach(early);
+                objects.detach(hash, early).await;
             }
             objects.announce(hash, size).await;
             return Err(writes_busy(objects, busy, Some(&id)));

@@ -50,6 +50,10 @@ pub enum FetchError {
     /// for us takes in (403 `push_over_budget`).
     #[error("holder's budget for our pushes is spent for now")]
     OverBudget,
+    /// The holder refused a push of ours before reading any of it (its reason, any but
+    /// `push_too_slow`, says so): it kept none of the bytes charged.
+    #[error("holder refused the push before reading it: {0:?}")]
+    RefusedUnread(Status),
     /// The holder's answer is not a valid object response.
     #[error("malformed answer: {0}")]
     Message(#[from] wire::message::MessageError),
@@ -92,6 +96,7 @@ impl FetchError {
             // status code we do not know), or the holder's own failure.
             FetchError::Status(Status::BadRequest | Status::Internal) => TransferFault::BadAnswer,
             FetchError::Status(_) | FetchError::OverBudget => TransferFault::Declined,
+            FetchError::RefusedUnread(status) => FetchError::Status(*status).fault(),
             FetchError::InProgress => TransferFault::InProgress,
             FetchError::Message(_)
             | FetchError::Integrity
@@ -541,6 +546,11 @@ impl Objects {
             }
             (Ok(Ok((Status::Forbidden, reason))), _) if &reason[..] == OVER_BUDGET => {
                 Err(FetchError::OverBudget)
+            }
+            (Ok(Ok((status, reason))), _)
+                if !reason.is_empty() && &reason[..] != super::serve::TOO_SLOW.as_bytes() =>
+            {
+                Err(FetchError::RefusedUnread(status))
             }
             (Ok(Ok((status, _))), _) => Err(FetchError::Status(status)),
             (Ok(Err(e)), _) => Err(e.into()),

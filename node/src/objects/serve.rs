@@ -152,7 +152,12 @@ async fn serve_get(
     Ok(())
 }
 
-/// Refuses a push: counted by reason, answered with `status`, nothing read or stored.
+/// The one refusal of a push that comes after some of its bytes were read (and charged):
+/// the pusher tells it from the others by this reason.
+pub(super) const TOO_SLOW: &str = "push_too_slow";
+
+/// Refuses a push: counted by reason, answered with `status`, nothing stored, and nothing
+/// read but for [`TOO_SLOW`].
 async fn refuse(
     ex: InboundExchange,
     objects: &Objects,
@@ -278,7 +283,7 @@ async fn serve_put(
                 return ex.respond(Status::PayloadTooLarge, Bytes::new()).await;
             }
             if pace.progress(body.len()).is_err() {
-                return refuse(ex, objects, Status::TooManyRequests, "push_too_slow").await;
+                return refuse(ex, objects, Status::TooManyRequests, TOO_SLOW).await;
             }
             if ingest.write(&body).await.is_err() {
                 return ex.respond(Status::Unavailable, Bytes::new()).await;

@@ -32,17 +32,19 @@
 //!   up early, before most of their bytes were sent for nothing;
 //! - a push whose next batch does not come within half the I/O timeout ends itself, before
 //!   the receiver's frame timeout would (a paused client);
+//! - the upload's streaming permit is held by the tee and by every push it started, so it
+//!   goes back once the last of them ended, however they ended;
 //! - a write refused its slot after the body (its copy durable here) leaves its pushes to
-//!   end by themselves, under a streaming permit and for at most four I/O timeouts (what
-//!   is left to send is their queues, END and the receivers' answers); with no permit free
-//!   they are stopped.
+//!   end by themselves, still under the upload's permit and for at most four I/O timeouts
+//!   (what is left to send is their queues, END and the receivers' answers).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use overlay::{Key, ObjectTimings};
+use overlay::{Key, ObjectTimings, TransferFault, TransferOutcome};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -85,7 +87,8 @@ pub(crate) enum StreamedEnd {
     /// Anything else, ours or not: the copy is then pushed from the store. `charged`: the
     /// target may have read some of its bytes, which stay charged to our budget there (a
     /// receiver gives back what it never read): bytes were sent, and the target did not
-    /// refuse the push before reading (over budget, or receiving it from another).
+    /// refuse the push before reading (over budget, receiving it from another, or any
+    /// refusal but `push_too_slow`).
     Failed { charged: bool },
 }
 
@@ -96,7 +99,13 @@ impl StreamedPush {
             Ok((Ok(true), _)) => StreamedEnd::Stored,
             Ok((Ok(false), _)) => StreamedEnd::Held,
             Ok((Err(e), sent)) => StreamedEnd::Failed {
-                charged: sent > 0 && !matches!(e, FetchError::OverBudget | FetchError::InProgress),
+                charged: sent > 0
+                    && !matches!(
+                        e,
+                        FetchError::OverBudget
+                            | FetchError::InProgress
+                            | FetchError::RefusedUnread(_)
+                    ),
             },
             // Cancelled or panicked: what the target took is unknown, so count it charged.
             Err(_) => StreamedEnd::Failed { charged: true },
@@ -139,8 +148,9 @@ pub(crate) struct Tee {
     /// The write's wait: past `started + waited + put_wait(received)` the upload is
     /// behind, and leaves every push.
     pace: ObjectTimings,
-    /// This node's streaming permit, given back once no push is left.
-    permit: Option<OwnedSemaphorePermit>,
+    /// This node's streaming permit, shared with every push task: given back once no push
+    /// is left in the tee and every push ended.
+    permit: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 impl Tee {
@@ -214,13 +224,9 @@ impl Tee {
     }
 }
 
-/// Waits for `pushes` for at most `within`, holding `permit`, and counts how each ended;
-/// the ones left are dropped, which stops them.
-async fn detached(
-    pushes: BTreeMap<Key, StreamedPush>,
-    within: Duration,
-    _permit: OwnedSemaphorePermit,
-) {
+/// Waits for `pushes` for at most `within` and counts how each ended; the ones left are
+/// dropped, which stops them (and gives back their share of the upload's permit).
+async fn detached(pushes: BTreeMap<Key, StreamedPush>, within: Duration) {
     let deadline = Instant::now() + within;
     let mut ends: futures_util::stream::FuturesUnordered<_> =
         pushes.into_values().map(StreamedPush::outcome).collect();
@@ -248,9 +254,9 @@ impl Objects {
     }
 
     /// Looks up the RF closest to `hash` and starts a streamed push of `size` bytes to the
-    /// W − 1 nearest (W: the write's quorum, ours included), fed by the returned [`Tee`],
-    /// which holds `permit` while any push is in it. `None` (and the permit back) when the
-    /// lookup found nobody or failed: the write looks again after the body.
+    /// W − 1 nearest (W: the write's quorum, ours included), fed by the returned [`Tee`].
+    /// The tee and each push hold `permit` while they run. `None` (and the permit back)
+    /// when the lookup found nobody or failed: the write looks again after the body.
     pub(crate) async fn start_streamed(
         &self,
         hash: Hash,
@@ -261,6 +267,7 @@ impl Objects {
         if targets.is_empty() {
             return None;
         }
+        let permit = Arc::new(permit);
         let (verdict, verdict_rx) = watch::channel(Verdict::Pending);
         let mut branches = Vec::new();
         let mut pushes = BTreeMap::new();
@@ -273,7 +280,9 @@ impl Objects {
             let objects = self.clone();
             let (peer, verdict) = (peer.clone(), verdict_rx.clone());
             let key = peer.key;
+            let held = permit.clone();
             let push = tokio::spawn(async move {
+                let _held = held;
                 let mut sent = 0;
                 let end = objects
                     .push_streamed(&peer, hash, size, rx, verdict, &mut sent)
@@ -299,20 +308,32 @@ impl Objects {
 
     /// Leaves the pushes of a write refused its slot after the body (its copy durable here)
     /// to end by themselves: one told the bytes are good may be sending END to a whole
-    /// copy, which a reset would throw away. They run under a streaming permit, so a
-    /// client refused slots again and again cannot pile them up (with none free they are
-    /// stopped), and for at most four I/O timeouts, then are stopped.
-    pub(crate) fn detach(&self, early: EarlyPushes) {
+    /// copy, which a reset would throw away. They still hold their upload's streaming
+    /// permit, so a client refused slots again and again cannot pile them up, and run for
+    /// at most four I/O timeouts, then are stopped. They are registered with the planner
+    /// before the object is announced (call this first), so its repair does not push the
+    /// same copies beside them (a receiver takes one push of an id at a time); once they
+    /// ended, the planner checks those targets itself.
+    pub(crate) async fn detach(&self, hash: Hash, early: EarlyPushes) {
         if early.pushes.is_empty() {
             return;
         }
-        let Some(permit) = self.streaming_permit() else {
-            count(early.pushes.len(), "detached_stopped");
-            return;
-        };
         count(early.pushes.len(), "detached");
-        let within = self.limits.io_timeout * 4;
-        tokio::spawn(detached(early.pushes, within, permit));
+        let mut planned = Vec::new();
+        for to in early.pushes.keys() {
+            if let Ok(Some(id)) = self.dht.begin_external(Key(hash), *to).await {
+                planned.push(id);
+            }
+        }
+        let (dht, within) = (self.dht.clone(), self.limits.io_timeout * 4);
+        tokio::spawn(async move {
+            detached(early.pushes, within).await;
+            // Followed no further: not a fault of the targets'.
+            let ended = TransferOutcome::Failed(TransferFault::Stopped);
+            for id in planned {
+                let _ = dht.transfer_done(id, ended).await;
+            }
+        });
     }
 
     /// One streamed push: the batches from `batches` go to `peer` as they come, END only
@@ -380,8 +401,6 @@ impl Objects {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::Arc;
-
     use wire::Status;
 
     use super::*;
@@ -428,7 +447,7 @@ mod tests {
             received: 0,
             waited: Duration::ZERO,
             pace,
-            permit: Some(permits.clone().try_acquire_owned().unwrap()),
+            permit: Some(Arc::new(permits.clone().try_acquire_owned().unwrap())),
         };
         (tee, receivers, permits)
     }
@@ -543,11 +562,16 @@ mod tests {
         assert_eq!(permits.available_permits(), 1);
     }
 
-    /// One upload's pushes: one that would end by itself after `ends_in`; and what tells
-    /// whether it did (`Err` when it was stopped first).
-    fn early_pushes(ends_in: Duration) -> (EarlyPushes, tokio::sync::oneshot::Receiver<()>) {
+    /// One upload's pushes: one that would end by itself after `ends_in`, holding a share
+    /// of `permit` as a real push does; and what tells whether it did (`Err` when it was
+    /// stopped first).
+    fn early_pushes(
+        ends_in: Duration,
+        permit: Arc<OwnedSemaphorePermit>,
+    ) -> (EarlyPushes, tokio::sync::oneshot::Receiver<()>) {
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let push = tokio::spawn(async move {
+            let _held = permit;
             tokio::time::sleep(ends_in).await;
             let _ = done_tx.send(());
             (Ok(true), 5)
@@ -559,23 +583,33 @@ mod tests {
         (early, done)
     }
 
+    /// A node with one streaming permit, and that permit, taken by an upload.
+    fn one_permit() -> (Arc<tokio::sync::Semaphore>, Arc<OwnedSemaphorePermit>) {
+        let permits = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = Arc::new(permits.clone().try_acquire_owned().unwrap());
+        (permits, permit)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn detached_pushes_end_by_themselves_within_their_time() {
-        let permits = Arc::new(tokio::sync::Semaphore::new(1));
-        let permit = || permits.clone().try_acquire_owned().unwrap();
-        // A push sending its END ends a moment later: left to it.
-        let (early, done) = early_pushes(Duration::from_millis(50));
+        let (permits, permit) = one_permit();
+        // A push sending its END ends a moment later: left to it, though no permit is free
+        // (the upload's is still theirs).
+        let (early, done) = early_pushes(Duration::from_millis(50), permit);
         let within = Duration::from_secs(1);
-        tokio::spawn(detached(early.pushes, within, permit()));
+        tokio::spawn(detached(early.pushes, within));
         assert!(done.await.is_ok(), "the push ran to its end");
+        tokio::task::yield_now().await;
+        assert_eq!(permits.available_permits(), 1, "the permit went back");
         // One that would take longer than its time is stopped at its end.
-        let (early, done) = early_pushes(Duration::from_secs(5));
+        let (permits, permit) = one_permit();
+        let (early, done) = early_pushes(Duration::from_secs(5), permit);
         let started = Instant::now();
-        let detaching = tokio::spawn(detached(early.pushes, within, permit()));
+        let detaching = tokio::spawn(detached(early.pushes, within));
         assert_eq!(
             permits.available_permits(),
             0,
-            "they hold a streaming permit"
+            "they hold their upload's streaming permit"
         );
         assert!(done.await.is_err(), "the push was stopped");
         let took = started.elapsed();
@@ -613,14 +647,22 @@ mod tests {
             judged(Err(FetchError::InProgress), 1 << 20).await,
             charged(false)
         );
+        // Refused before reading for any other reason (not responsible, too large, its
+        // store down): nothing charged either.
+        assert_eq!(
+            judged(Err(FetchError::RefusedUnread(Status::Forbidden)), 1 << 20).await,
+            charged(false)
+        );
         assert_eq!(judged(Ok(false), 1 << 20).await, StreamedEnd::Held);
     }
 
     #[tokio::test(start_paused = true)]
     async fn pushes_dropped_with_their_upload_are_stopped() {
-        let (early, done) = early_pushes(Duration::from_millis(50));
+        let (permits, permit) = one_permit();
+        let (early, done) = early_pushes(Duration::from_millis(50), permit);
         drop(early);
         assert!(done.await.is_err(), "the push was stopped at once");
+        assert_eq!(permits.available_permits(), 1, "and gave its permit back");
     }
 
     #[tokio::test(start_paused = true)]
