@@ -1969,3 +1969,58 @@ fn a_declared_put_refused_its_slot_leaves_its_streamed_copy_to_end() {
     assert_same_bytes(&r.body, &data, "GET through node-1");
     c.finish();
 }
+
+/// A client that hangs up once its body is sent, without waiting for the answer, leaves no
+/// copy behind unannounced: what follows the body (the hash check, the fsync, the write)
+/// runs as a task of its own, not in the request's future, which is dropped with the
+/// connection. Before, a hang-up during the final fsync left the copy durable on the
+/// gateway's disk and announced to nobody (no provider record, no copies) until a restart
+/// or the next day's republish.
+///
+/// Where the hang-up lands depends on the machine, so uploads hang up at a range of times
+/// after their last byte: one cut in its body is stored nowhere (it was never answered),
+/// one cut later must reach all its RF nodes. A copy on the gateway alone fails the test.
+#[test]
+fn a_client_that_hangs_up_after_its_body_leaves_no_copy_unplaced() {
+    use std::io::Write;
+    // Large enough that the final fsync takes a while after the last byte.
+    const LEN: usize = 32 << 20;
+    const AFTER_MS: [u64; 10] = [0, 5, 10, 15, 20, 25, 30, 40, 60, 300];
+    let c = start_cluster_of("hangup", 3, RF, |_| {});
+    let token = c.token(0, &[]);
+    let mut ids = Vec::new();
+    for (i, after) in AFTER_MS.into_iter().enumerate() {
+        let data = pseudo_random(c.seed ^ (0x4a96 + i as u64), LEN);
+        let id = format!("b3:{}", blake3::hash(&data).to_hex());
+        let mut conn = std::net::TcpStream::connect(c.node(0).http()).unwrap();
+        write!(
+            conn,
+            "PUT /o HTTP/1.1\r\nHost: node-0\r\nAuthorization: Bearer {token}\r\nContent-Length: {LEN}\r\n\r\n"
+        )
+        .unwrap();
+        conn.write_all(&data).unwrap();
+        std::thread::sleep(Duration::from_millis(after));
+        drop(conn);
+        std::thread::sleep(Duration::from_millis(300));
+        ids.push((after, id));
+    }
+    // Whatever the gateway was still doing with a cut upload has ended by now.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut placed = 0;
+    for (after, id) in &ids {
+        if holders(&c.mesh.nodes, &[0], id).is_empty() {
+            let others = holders(&c.mesh.nodes, &[1, 2], id);
+            assert!(
+                others.is_empty(),
+                "{id}: cut at +{after} ms, held by {others:?} but not by its gateway"
+            );
+            println!("{id}: cut at +{after} ms in its body: stored nowhere");
+        } else {
+            println!("{id}: cut at +{after} ms, stored by its gateway");
+            c.wait_settled(&[0, 1, 2], id, Duration::from_secs(30));
+            placed += 1;
+        }
+    }
+    assert!(placed > 0, "no upload got as far as its gateway's store");
+    c.finish();
+}

@@ -35,8 +35,10 @@ use super::hold::Holding;
 use super::misses::{ClientAddr, Refused};
 use crate::app::NodeContext;
 use crate::caps::{CapError, Grant, Intent, Token};
-use crate::objects::{Ingest, LocateError, Located, Replicated, WritesBusy};
-use crate::quota::QuotaError;
+use crate::objects::{
+    Admitted, EarlyPushes, Ingest, LocateError, Located, Objects, Replicated, WritesBusy,
+};
+use crate::quota::{QuotaError, Reservation};
 use crate::store::{Hash, StoreError, id_string, parse_id};
 
 /// Ranges up to this size are read, verified and answered in one piece.
@@ -327,57 +329,98 @@ async fn put_body(
             format!("Content-Length said {declared:?} bytes, the body had {size}"),
         ));
     }
-    let hash = ingest.finish(declared_id).await.map_err(|e| match e {
-        StoreError::HashMismatch { .. } => {
-            metrics::counter!("rejected_total", "reason" => "id_mismatch").increment(1);
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "id_mismatch",
-                format!("nothing stored: the body {e}"),
-            )
-        }
-        other => store_error(other),
-    })?;
-    if let Some(r) = reservation {
-        r.commit();
-    }
-    let id = id_string(&hash);
-    // The write holds its slot until its last copy is placed, after the answer too.
-    let slot = match objects.slot_for(admitted) {
-        Ok(slot) => slot,
-        Err(busy) => {
-            // Our copy is durable: pushes that may be ending a whole copy are let be.
-            if let Some(early) = early {
-                objects.detach(hash, early).await;
-            }
-            objects.announce(hash, size).await;
-            return Err(writes_busy(objects, busy, Some(&id)));
-        }
+    // The rest runs as a task of its own: a client that hangs up now drops this future
+    // with its connection, and a copy made durable after that must still be announced
+    // and placed like any other.
+    let objects = objects.clone();
+    let committing = Commit {
+        ingest,
+        declared_id,
+        reservation,
+        admitted,
+        early,
+        size,
     };
-    let Replicated { copies, want } = objects.replicate_with(hash, size, slot, early).await;
-    if copies < want {
-        metrics::counter!("rejected_total", "reason" => "insufficient_replicas").increment(1);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "insufficient_replicas",
-            format!(
-                "{id} is durable on {copies} of the {want} nodes a write needs; this node keeps its copy and repair goes on, retry the PUT later"
-            ),
+    tokio::spawn(committing.run(objects))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("the write's task failed: {e}"))))
+}
+
+/// An upload whose body is all in: what is left is to check its hash, make it durable and
+/// place its copies.
+struct Commit {
+    ingest: Ingest,
+    declared_id: Option<Hash>,
+    reservation: Option<Reservation>,
+    admitted: Admitted,
+    early: Option<EarlyPushes>,
+    size: u64,
+}
+
+impl Commit {
+    /// Commits the upload and answers as the PUT does.
+    async fn run(self, objects: Objects) -> Result<Response, ApiError> {
+        let Commit {
+            ingest,
+            declared_id,
+            reservation,
+            admitted,
+            early,
+            size,
+        } = self;
+        let objects = &objects;
+        let hash = ingest.finish(declared_id).await.map_err(|e| match e {
+            StoreError::HashMismatch { .. } => {
+                metrics::counter!("rejected_total", "reason" => "id_mismatch").increment(1);
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "id_mismatch",
+                    format!("nothing stored: the body {e}"),
+                )
+            }
+            other => store_error(other),
+        })?;
+        if let Some(r) = reservation {
+            r.commit();
+        }
+        let id = id_string(&hash);
+        // The write holds its slot until its last copy is placed, after the answer too.
+        let slot = match objects.slot_for(admitted) {
+            Ok(slot) => slot,
+            Err(busy) => {
+                // Our copy is durable: pushes that may be ending a whole copy are let be.
+                if let Some(early) = early {
+                    objects.detach(hash, early).await;
+                }
+                objects.announce(hash, size).await;
+                return Err(writes_busy(objects, busy, Some(&id)));
+            }
+        };
+        let Replicated { copies, want } = objects.replicate_with(hash, size, slot, early).await;
+        if copies < want {
+            metrics::counter!("rejected_total", "reason" => "insufficient_replicas").increment(1);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "insufficient_replicas",
+                format!(
+                    "{id} is durable on {copies} of the {want} nodes a write needs; this node keeps its copy and repair goes on, retry the PUT later"
+                ),
+            )
+            .retry_after(5)
+            .with("id", id.clone())
+            .with("replicas", copies)
+            .with("w", want));
+        }
+        let mut resp = (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "size": size, "replicas": copies})),
         )
-        .retry_after(5)
-        .with("id", id.clone())
-        .with("replicas", copies)
-        .with("w", want));
+            .into_response();
+        if let Ok(loc) = HeaderValue::from_str(&format!("/o/{id}")) {
+            resp.headers_mut().insert(header::LOCATION, loc);
+        }
+        Ok(resp)
     }
-    let mut resp = (
-        StatusCode::CREATED,
-        Json(json!({"id": id, "size": size, "replicas": copies})),
-    )
-        .into_response();
-    if let Ok(loc) = HeaderValue::from_str(&format!("/o/{id}")) {
-        resp.headers_mut().insert(header::LOCATION, loc);
-    }
-    Ok(resp)
 }
 
 fn store_error(e: StoreError) -> ApiError {
