@@ -211,7 +211,7 @@ async fn strangers_need_a_capability_and_peers_need_a_reason() {
     assert!(
         matches!(
             refused,
-            Err(node::objects::FetchError::Status(Status::Forbidden))
+            Err(node::objects::FetchError::RefusedUnread(Status::Forbidden))
         ),
         "{refused:?}"
     );

@@ -2004,8 +2004,22 @@ fn a_client_that_hangs_up_after_its_body_leaves_no_copy_unplaced() {
         std::thread::sleep(Duration::from_millis(300));
         ids.push((after, id));
     }
-    // Whatever the gateway was still doing with a cut upload has ended by now.
-    std::thread::sleep(Duration::from_secs(2));
+    // Whatever the gateway was still doing with a cut upload has ended once no upload's
+    // temporary file is left (each is renamed into place or removed).
+    let objects_dir = c.node(0).data_dir().join("objects");
+    poll_until(
+        "node-0's uploads to be stored or dropped",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let busy = std::fs::read_dir(&objects_dir)
+                .unwrap()
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with(".tmp"));
+            (!busy).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut placed = 0;
     for (after, id) in &ids {
         if holders(&c.mesh.nodes, &[0], id).is_empty() {

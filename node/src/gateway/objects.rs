@@ -332,8 +332,12 @@ async fn put_body(
     // The rest runs as a task of its own: a client that hangs up now drops this future
     // with its connection, and a copy made durable after that must still be announced
     // and placed like any other.
+    let Some(permit) = objects.commit_permit() else {
+        return Err(writes_busy(objects, WritesBusy::Node, None));
+    };
     let objects = objects.clone();
     let committing = Commit {
+        _permit: permit,
         ingest,
         declared_id,
         reservation,
@@ -343,12 +347,17 @@ async fn put_body(
     };
     tokio::spawn(committing.run(objects))
         .await
-        .unwrap_or_else(|e| Err(ApiError::internal(format!("the write's task failed: {e}"))))
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a PUT's commit task failed");
+            Err(ApiError::internal("the write failed inside this node"))
+        })
 }
 
 /// An upload whose body is all in: what is left is to check its hash, make it durable and
 /// place its copies.
 struct Commit {
+    /// One of the node's commits in flight (`Objects::commit_permit`).
+    _permit: tokio::sync::OwnedSemaphorePermit,
     ingest: Ingest,
     declared_id: Option<Hash>,
     reservation: Option<Reservation>,
@@ -361,6 +370,7 @@ impl Commit {
     /// Commits the upload and answers as the PUT does.
     async fn run(self, objects: Objects) -> Result<Response, ApiError> {
         let Commit {
+            _permit,
             ingest,
             declared_id,
             reservation,

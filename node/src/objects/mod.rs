@@ -153,6 +153,8 @@ pub struct Objects {
     writes: Arc<tokio::sync::Semaphore>,
     /// One permit per upload whose copies are pushed beside it (`tee`).
     streams: Arc<tokio::sync::Semaphore>,
+    /// One permit per upload being committed ([`Objects::commit_permit`]).
+    commits: Arc<tokio::sync::Semaphore>,
     /// Writes admitted per principal (bodies being received and writes running), each at
     /// most [`Objects::writes_per_principal_max`].
     principal_writes: Arc<Mutex<HashMap<Principal, usize>>>,
@@ -315,6 +317,7 @@ impl Objects {
         quotas: Quotas,
     ) -> Objects {
         let writes = Arc::new(tokio::sync::Semaphore::new(limits.writes_max));
+        let commits = Arc::new(tokio::sync::Semaphore::new(limits.writes_max * 2));
         Objects {
             store,
             transport,
@@ -326,6 +329,7 @@ impl Objects {
             receiving: Arc::default(),
             writes,
             streams: Arc::new(tokio::sync::Semaphore::new(tee::STREAMED_WRITES_MAX)),
+            commits,
             principal_writes: Arc::default(),
         }
     }
@@ -384,6 +388,15 @@ impl Objects {
     /// one), so a single token holder writing to slow targets cannot take every slot.
     pub fn writes_per_principal_max(&self) -> usize {
         (self.limits.writes_max / 4).max(1)
+    }
+
+    /// A permit to commit one upload whose body is in (the hash check, the fsync, and the
+    /// write up to its answer), if one is free. A commit runs on when its client hangs up,
+    /// so clients that hang up once their bodies are sent could otherwise pile up commits
+    /// nobody waits for: at most twice `writes_max` run at once (at most `writes_max` of
+    /// them hold a write slot, the others are hashing and syncing).
+    pub(crate) fn commit_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.commits.clone().try_acquire_owned().ok()
     }
 
     /// Writes running now (their slots taken), for the gauge.

@@ -32,14 +32,15 @@
 //!   up early, before most of their bytes were sent for nothing;
 //! - a push whose next batch does not come within half the I/O timeout ends itself, before
 //!   the receiver's frame timeout would (a paused client);
-//! - the upload's streaming permit is held by the tee and by every push it started, so it
-//!   goes back once the last of them ended, however they ended;
+//! - the upload's streaming permit ([`StreamingPermit`]) goes back when the tee leaves
+//!   every push, or when the body ended and the write took the pushes over: a slow target
+//!   or a trickling client holds none once nothing streams;
 //! - a write refused its slot after the body (its copy durable here) leaves its pushes to
 //!   end by themselves, still under the upload's permit and for at most four I/O timeouts
 //!   (what is left to send is their queues, END and the receivers' answers).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -125,6 +126,26 @@ pub(crate) struct EarlyPushes {
     pub(crate) targets: Vec<NetPeer>,
     /// The push to each streamed target, by its key.
     pub(crate) pushes: BTreeMap<Key, StreamedPush>,
+    /// The upload's streaming permit, shared with its tee.
+    pub(crate) permit: StreamingPermit,
+}
+
+/// One upload's streaming permit, shared by its tee and its [`EarlyPushes`]. It goes back
+/// when the tee leaves every push (nothing streams any more), or with the last share: a
+/// write that takes the pushes over drops its share, a detached set keeps it until it
+/// ended.
+#[derive(Clone)]
+pub(crate) struct StreamingPermit(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl StreamingPermit {
+    fn new(permit: OwnedSemaphorePermit) -> StreamingPermit {
+        StreamingPermit(Arc::new(Mutex::new(Some(permit))))
+    }
+
+    /// Gives the permit back now, whoever else holds a share.
+    fn give_back(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
 }
 
 /// A push fed by the tee, and how long the upload has waited for it in all.
@@ -148,9 +169,8 @@ pub(crate) struct Tee {
     /// The write's wait: past `started + waited + put_wait(received)` the upload is
     /// behind, and leaves every push.
     pace: ObjectTimings,
-    /// This node's streaming permit, shared with every push task: given back once no push
-    /// is left in the tee and every push ended.
-    permit: Option<Arc<OwnedSemaphorePermit>>,
+    /// This node's streaming permit, given back once no push is left in the tee.
+    permit: StreamingPermit,
 }
 
 impl Tee {
@@ -166,7 +186,7 @@ impl Tee {
         if Instant::now() > self.started + self.waited + self.pace.put_wait(self.received) {
             count(self.branches.len(), "abandoned");
             self.branches.clear();
-            self.permit = None;
+            self.permit.give_back();
             return;
         }
         let mut ends: Vec<Option<&'static str>> = vec![None; self.branches.len()];
@@ -212,7 +232,7 @@ impl Tee {
             None => true,
         });
         if self.branches.is_empty() {
-            self.permit = None;
+            self.permit.give_back();
         }
     }
 
@@ -224,9 +244,14 @@ impl Tee {
     }
 }
 
-/// Waits for `pushes` for at most `within` and counts how each ended; the ones left are
-/// dropped, which stops them (and gives back their share of the upload's permit).
-async fn detached(pushes: BTreeMap<Key, StreamedPush>, within: Duration) {
+/// Waits for `early`'s pushes for at most `within` and counts how each ended; the ones left
+/// are dropped, which stops them. The upload's permit goes back at the end.
+async fn detached(early: EarlyPushes, within: Duration) {
+    let EarlyPushes {
+        pushes,
+        permit: _permit,
+        ..
+    } = early;
     let deadline = Instant::now() + within;
     let mut ends: futures_util::stream::FuturesUnordered<_> =
         pushes.into_values().map(StreamedPush::outcome).collect();
@@ -255,8 +280,8 @@ impl Objects {
 
     /// Looks up the RF closest to `hash` and starts a streamed push of `size` bytes to the
     /// W − 1 nearest (W: the write's quorum, ours included), fed by the returned [`Tee`].
-    /// The tee and each push hold `permit` while they run. `None` (and the permit back)
-    /// when the lookup found nobody or failed: the write looks again after the body.
+    /// The tee and the pushes hold `permit`. `None` (and the permit back) when the lookup
+    /// found nobody or failed: the write looks again after the body.
     pub(crate) async fn start_streamed(
         &self,
         hash: Hash,
@@ -267,7 +292,7 @@ impl Objects {
         if targets.is_empty() {
             return None;
         }
-        let permit = Arc::new(permit);
+        let permit = StreamingPermit::new(permit);
         let (verdict, verdict_rx) = watch::channel(Verdict::Pending);
         let mut branches = Vec::new();
         let mut pushes = BTreeMap::new();
@@ -280,9 +305,7 @@ impl Objects {
             let objects = self.clone();
             let (peer, verdict) = (peer.clone(), verdict_rx.clone());
             let key = peer.key;
-            let held = permit.clone();
             let push = tokio::spawn(async move {
-                let _held = held;
                 let mut sent = 0;
                 let end = objects
                     .push_streamed(&peer, hash, size, rx, verdict, &mut sent)
@@ -300,9 +323,13 @@ impl Objects {
             received: 0,
             waited: Duration::ZERO,
             pace: self.limits.timings,
-            permit: Some(permit),
+            permit: permit.clone(),
         };
-        let early = EarlyPushes { targets, pushes };
+        let early = EarlyPushes {
+            targets,
+            pushes,
+            permit,
+        };
         Some((tee, early))
     }
 
@@ -327,7 +354,7 @@ impl Objects {
         }
         let (dht, within) = (self.dht.clone(), self.limits.io_timeout * 4);
         tokio::spawn(async move {
-            detached(early.pushes, within).await;
+            detached(early, within).await;
             // Followed no further: not a fault of the targets'.
             let ended = TransferOutcome::Failed(TransferFault::Stopped);
             for id in planned {
@@ -447,7 +474,7 @@ mod tests {
             received: 0,
             waited: Duration::ZERO,
             pace,
-            permit: Some(Arc::new(permits.clone().try_acquire_owned().unwrap())),
+            permit: StreamingPermit::new(permits.clone().try_acquire_owned().unwrap()),
         };
         (tee, receivers, permits)
     }
@@ -562,16 +589,14 @@ mod tests {
         assert_eq!(permits.available_permits(), 1);
     }
 
-    /// One upload's pushes: one that would end by itself after `ends_in`, holding a share
-    /// of `permit` as a real push does; and what tells whether it did (`Err` when it was
-    /// stopped first).
+    /// One upload's pushes, holding `permit`: one that would end by itself after
+    /// `ends_in`; and what tells whether it did (`Err` when it was stopped first).
     fn early_pushes(
         ends_in: Duration,
-        permit: Arc<OwnedSemaphorePermit>,
+        permit: StreamingPermit,
     ) -> (EarlyPushes, tokio::sync::oneshot::Receiver<()>) {
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let push = tokio::spawn(async move {
-            let _held = permit;
             tokio::time::sleep(ends_in).await;
             let _ = done_tx.send(());
             (Ok(true), 5)
@@ -579,15 +604,41 @@ mod tests {
         let early = EarlyPushes {
             targets: Vec::new(),
             pushes: BTreeMap::from([(Key([7; 32]), StreamedPush(push))]),
+            permit,
         };
         (early, done)
     }
 
     /// A node with one streaming permit, and that permit, taken by an upload.
-    fn one_permit() -> (Arc<tokio::sync::Semaphore>, Arc<OwnedSemaphorePermit>) {
+    fn one_permit() -> (Arc<tokio::sync::Semaphore>, StreamingPermit) {
         let permits = Arc::new(tokio::sync::Semaphore::new(1));
-        let permit = Arc::new(permits.clone().try_acquire_owned().unwrap());
+        let permit = StreamingPermit::new(permits.clone().try_acquire_owned().unwrap());
         (permits, permit)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_permit_goes_back_once_nothing_streams() {
+        // The body's end alone keeps it: the pushes may still be sending.
+        let (upload, _rx, permits) = tee(PATIENT);
+        let (early, _done) = early_pushes(Duration::from_secs(60), upload.permit.clone());
+        drop(upload);
+        assert_eq!(permits.available_permits(), 0, "the pushes still stream");
+        // The write takes them over and drops the share.
+        drop(early);
+        assert_eq!(
+            permits.available_permits(),
+            1,
+            "the write took the pushes over"
+        );
+        // A tee that left every push gives it back at once, though its upload (a client
+        // trickling the rest of its body) goes on.
+        let (mut upload, rx, permits) = tee(PATIENT);
+        let (early, _done) = early_pushes(Duration::from_secs(60), upload.permit.clone());
+        drop(rx);
+        upload.send(BATCH).await;
+        assert!(upload.branches.is_empty());
+        assert_eq!(permits.available_permits(), 1, "nothing streams");
+        drop(early);
     }
 
     #[tokio::test(start_paused = true)]
@@ -597,7 +648,7 @@ mod tests {
         // (the upload's is still theirs).
         let (early, done) = early_pushes(Duration::from_millis(50), permit);
         let within = Duration::from_secs(1);
-        tokio::spawn(detached(early.pushes, within));
+        tokio::spawn(detached(early, within));
         assert!(done.await.is_ok(), "the push ran to its end");
         tokio::task::yield_now().await;
         assert_eq!(permits.available_permits(), 1, "the permit went back");
@@ -605,7 +656,7 @@ mod tests {
         let (permits, permit) = one_permit();
         let (early, done) = early_pushes(Duration::from_secs(5), permit);
         let started = Instant::now();
-        let detaching = tokio::spawn(detached(early.pushes, within));
+        let detaching = tokio::spawn(detached(early, within));
         assert_eq!(
             permits.available_permits(),
             0,
