@@ -97,6 +97,8 @@ impl NodeContext {
         metrics::gauge!("rf_observed").set(s.replicas_mean_milli as f64 / 1000.0);
         metrics::gauge!("repair_transfers_in_flight").set(s.transfers_in_flight as f64);
         metrics::gauge!("writes_in_flight").set(self.objects.writes_in_flight() as f64);
+        metrics::gauge!("writes_committing").set(self.objects.commits_in_flight() as f64);
+        metrics::gauge!("uploads_streaming").set(self.objects.uploads_streaming() as f64);
         self.mail.publish_gauges();
     }
 

@@ -277,6 +277,16 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Gateway writes running, each until its last copy's placement reported (at most writes_max).",
     ),
+    (
+        "writes_committing",
+        Kind::Gauge,
+        "PUTs whose body is in and that are being hashed, made durable and placed up to their answer, their clients waiting or gone (at most 2 x writes_max).",
+    ),
+    (
+        "uploads_streaming",
+        Kind::Gauge,
+        "Declared-id uploads whose copies are pushed beside them, and detached sets of such pushes (at most 16).",
+    ),
 ];
 
 /// The kind of a metric family.

@@ -1952,6 +1952,14 @@ fn a_declared_put_refused_its_slot_leaves_its_streamed_copy_to_end() {
         0.0,
         "nothing was stopped"
     );
+    // The detached set gave the upload's streaming permit back once it ended.
+    poll_until(
+        "node-0's streaming permits to come back",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || (c.node(0).metric("uploads_streaming").unwrap() == Some(0.0)).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     // The detached push was registered with node-0's planner before the object was
     // announced, so the planner's own push to node-1 did not race it.
     let raced = c
@@ -2036,5 +2044,13 @@ fn a_client_that_hangs_up_after_its_body_leaves_no_copy_unplaced() {
         }
     }
     assert!(placed > 0, "no upload got as far as its gateway's store");
+    // Every commit ended, and gave its permit back, clients or no clients.
+    poll_until(
+        "node-0's commits to end",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || (c.node(0).metric("writes_committing").unwrap() == Some(0.0)).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     c.finish();
 }

@@ -399,6 +399,17 @@ impl Objects {
         self.commits.clone().try_acquire_owned().ok()
     }
 
+    /// Uploads being committed now (their commit permits taken), for the gauge.
+    pub fn commits_in_flight(&self) -> usize {
+        (self.limits.writes_max * 2).saturating_sub(self.commits.available_permits())
+    }
+
+    /// Uploads whose copies are streamed beside them now, detached sets included, for the
+    /// gauge.
+    pub fn uploads_streaming(&self) -> usize {
+        tee::STREAMED_WRITES_MAX.saturating_sub(self.streams.available_permits())
+    }
+
     /// Writes running now (their slots taken), for the gauge.
     pub fn writes_in_flight(&self) -> usize {
         self.limits
