@@ -147,6 +147,14 @@ fn writes_busy(objects: &crate::objects::Objects, busy: WritesBusy, id: Option<&
                 objects.limits.writes_max
             ),
         ),
+        WritesBusy::Commits => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "commits",
+            format!(
+                "this node commits {} uploads at once (hashing, syncing and placing them up to their answer)",
+                objects.limits.writes_max * 2
+            ),
+        ),
         WritesBusy::Principal => (
             StatusCode::TOO_MANY_REQUESTS,
             "principal_writes",
@@ -332,8 +340,8 @@ async fn put_body(
     // The rest runs as a task of its own: a client that hangs up now drops this future
     // with its connection, and a copy made durable after that must still be announced
     // and placed like any other.
-    let Some(permit) = objects.commit_permit() else {
-        return Err(writes_busy(objects, WritesBusy::Node, None));
+    let Some(permit) = objects.commit_permit(idle).await else {
+        return Err(writes_busy(objects, WritesBusy::Commits, None));
     };
     let objects = objects.clone();
     let committing = Commit {

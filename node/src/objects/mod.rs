@@ -171,6 +171,8 @@ pub enum WritesBusy {
     Node,
     /// The writer's principal runs its share of them.
     Principal,
+    /// The node commits as many uploads as it may ([`Objects::commit_permit`]).
+    Commits,
 }
 
 /// One of the node's writes in flight ([`ObjectLimits::writes_max`]): taken once a PUT's
@@ -336,12 +338,16 @@ impl Objects {
 
     /// Admits one more write of `principal`'s (none: writes the operator opened) before its
     /// body is read, or says why not: `writes_max` writes are running (nothing is reserved
-    /// for that: a client slow to send its body holds no slot of the node's), or the
-    /// principal runs its share of them, bodies still being received included (a client
-    /// trickling bodies holds only its own share).
+    /// for that: a client slow to send its body holds no slot of the node's), every commit
+    /// permit is taken, or the principal runs its share of them, bodies still being
+    /// received included (a client trickling bodies holds only its own share).
     pub fn admit_write(&self, principal: Option<&Principal>) -> Result<Admitted, WritesBusy> {
         if self.writes.available_permits() == 0 {
             return Err(WritesBusy::Node);
+        }
+        // Refused now rather than after a body it could not commit.
+        if self.commits.available_permits() == 0 {
+            return Err(WritesBusy::Commits);
         }
         let share = match principal {
             Some(p) => {
@@ -391,12 +397,19 @@ impl Objects {
     }
 
     /// A permit to commit one upload whose body is in (the hash check, the fsync, and the
-    /// write up to its answer), if one is free. A commit runs on when its client hangs up,
-    /// so clients that hang up once their bodies are sent could otherwise pile up commits
-    /// nobody waits for: at most twice `writes_max` run at once (at most `writes_max` of
-    /// them hold a write slot, the others are hashing and syncing).
-    pub(crate) fn commit_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.commits.clone().try_acquire_owned().ok()
+    /// write up to its answer), waited for at most `within` (its client is still there
+    /// while it waits; one that hangs up has nothing stored). A commit runs on when its
+    /// client hangs up, so clients that hang up once their bodies are sent could otherwise
+    /// pile up commits nobody waits for: at most twice `writes_max` run at once (at most
+    /// `writes_max` of them hold a write slot, the others are hashing and syncing).
+    pub(crate) async fn commit_permit(
+        &self,
+        within: Duration,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(within, self.commits.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Uploads being committed now (their commit permits taken), for the gauge.
@@ -549,13 +562,17 @@ impl Objects {
     ) {
         let want = self.write_quorum();
         // The lookup runs again when the one before the body found nobody.
+        // Taking the pushes over drops the upload's share of its streaming permit.
         let (targets, streamed) = match early {
             Some(early) if !early.targets.is_empty() => (early.targets, early.pushes),
             // A stopped driver gives no targets: the write answers short of W.
-            _ => (
-                self.targets(hash).await.map(|t| t.0).unwrap_or_default(),
-                BTreeMap::new(),
-            ),
+            other => {
+                drop(other);
+                (
+                    self.targets(hash).await.map(|t| t.0).unwrap_or_default(),
+                    BTreeMap::new(),
+                )
+            }
         };
         let clock = Clock::new();
         let mut write = Write::new(clock.now(), targets, want, self.limits.put_wait(size));

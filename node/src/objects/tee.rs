@@ -19,22 +19,24 @@
 //! Streaming is for uploads that keep moving, and every wait is bounded:
 //! - a node streams [`STREAMED_WRITES_MAX`] uploads, or detached writes' pushes, at once
 //!   (its own permits, not write slots: the write slot is taken after the body, as for
-//!   `PUT /o`);
+//!   `PUT /o`); pushes a write took over after the body count against its write slot
+//!   instead;
 //! - each push queues at most [`QUEUE`] batches (1 MiB each); the upload waits for the
 //!   pushes that are behind together, for any one batch at most a quarter of the I/O
-//!   timeout and for one push at most the I/O timeout in all, then leaves it (its copy is
-//!   pushed from the store after the commit), so one stuck target cannot starve the others;
+//!   timeout and for one push at most the I/O timeout in all, then leaves it (the push is
+//!   stopped, and its copy pushed from the store after the commit), so one stuck target
+//!   cannot starve the others;
 //! - an upload that falls behind the pace the write's wait allows (10 s, then 4 MiB/s: its
-//!   bytes so far arrived later than the wait for an object of their size) leaves every
-//!   push, so a client trickling a body under someone's id holds the receivers' one
+//!   bytes so far arrived later than the wait for an object of their size) leaves (stops)
+//!   every push, so a client trickling a body under someone's id holds the receivers' one
 //!   reception of that id for about 10 s (and the time the upload waited for its slow
 //!   pushes, at most the I/O timeout each), and a slow honest client's copies are given
 //!   up early, before most of their bytes were sent for nothing;
 //! - a push whose next batch does not come within half the I/O timeout ends itself, before
 //!   the receiver's frame timeout would (a paused client);
 //! - the upload's streaming permit ([`StreamingPermit`]) goes back when the tee leaves
-//!   every push, or when the body ended and the write took the pushes over: a slow target
-//!   or a trickling client holds none once nothing streams;
+//!   every push (all of them stopped or ended), or when the body ended and the write took
+//!   the pushes over: a slow target or a trickling client holds none once nothing streams;
 //! - a write refused its slot after the body (its copy durable here) leaves its pushes to
 //!   end by themselves, still under the upload's permit and for at most four I/O timeouts
 //!   (what is left to send is their queues, END and the receivers' answers).
@@ -47,7 +49,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use overlay::{Key, ObjectTimings, TransferFault, TransferOutcome};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 use wire::message;
 use wire::object::ObjectRequest;
@@ -152,6 +154,9 @@ impl StreamingPermit {
 struct Branch {
     tx: mpsc::Sender<Bytes>,
     stalled: Duration,
+    /// The push's task: stopped when the tee leaves it, so a push left behind does not
+    /// go on sending the batches it had queued to a copy that cannot end.
+    push: AbortHandle,
 }
 
 /// One upload's batches on their way to every streamed push.
@@ -185,7 +190,9 @@ impl Tee {
         self.received += batch.len() as u64;
         if Instant::now() > self.started + self.waited + self.pace.put_wait(self.received) {
             count(self.branches.len(), "abandoned");
-            self.branches.clear();
+            for branch in self.branches.drain(..) {
+                branch.push.abort();
+            }
             self.permit.give_back();
             return;
         }
@@ -224,8 +231,9 @@ impl Tee {
             }
         }
         let mut ends = ends.into_iter();
-        self.branches.retain(|_| match ends.next().flatten() {
+        self.branches.retain(|branch| match ends.next().flatten() {
             Some(outcome) => {
+                branch.push.abort();
                 count(1, outcome);
                 false
             }
@@ -298,10 +306,6 @@ impl Objects {
         let mut pushes = BTreeMap::new();
         for peer in targets.iter().take(self.write_quorum().saturating_sub(1)) {
             let (tx, rx) = mpsc::channel(QUEUE);
-            branches.push(Branch {
-                tx,
-                stalled: Duration::ZERO,
-            });
             let objects = self.clone();
             let (peer, verdict) = (peer.clone(), verdict_rx.clone());
             let key = peer.key;
@@ -311,6 +315,11 @@ impl Objects {
                     .push_streamed(&peer, hash, size, rx, verdict, &mut sent)
                     .await;
                 (end, sent)
+            });
+            branches.push(Branch {
+                tx,
+                stalled: Duration::ZERO,
+                push: push.abort_handle(),
             });
             pushes.insert(key, StreamedPush(push));
         }
@@ -335,9 +344,10 @@ impl Objects {
 
     /// Leaves the pushes of a write refused its slot after the body (its copy durable here)
     /// to end by themselves: one told the bytes are good may be sending END to a whole
-    /// copy, which a reset would throw away. They still hold their upload's streaming
-    /// permit, so a client refused slots again and again cannot pile them up, and run for
-    /// at most four I/O timeouts, then are stopped. They are registered with the planner
+    /// copy, which a reset would throw away. They hold their upload's streaming permit
+    /// while any of them still streams (the tee gave it back if it left them all, and then
+    /// none is running), so a client refused slots again and again cannot pile them up,
+    /// and run for at most four I/O timeouts, then are stopped. They are registered with the planner
     /// before the object is announced (call this first), so its repair does not push the
     /// same copies beside them (a receiver takes one push of an id at a time); once they
     /// ended, the planner checks those targets itself.
@@ -458,9 +468,12 @@ mod tests {
         let (mut branches, mut receivers) = (Vec::new(), Vec::new());
         for _ in 0..n {
             let (tx, rx) = mpsc::channel(1);
+            // The push's task stands in for a real one: it runs until stopped.
+            let push = tokio::spawn(std::future::pending::<()>()).abort_handle();
             branches.push(Branch {
                 tx,
                 stalled: Duration::ZERO,
+                push,
             });
             receivers.push(rx);
         }
@@ -489,6 +502,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_push_is_waited_for_at_most_the_stall_budget_in_all() {
         let (mut tee, mut rx, permits) = tee(PATIENT);
+        let push = tee.branches[0].push.clone();
         // The push takes a batch every 150 ms: within one batch's wait (200 ms), but each
         // wait is charged, so after about 800 / 150 of them it is left.
         let reader = tokio::spawn(async move {
@@ -515,6 +529,8 @@ mod tests {
             "left after {sends} batches: the budget is for the whole upload"
         );
         assert_eq!(permits.available_permits(), 1, "the permit went back");
+        tokio::task::yield_now().await;
+        assert!(push.is_finished(), "the push left behind was stopped");
         let got = reader.await.unwrap();
         assert!(got >= 4, "it read {got} batches, then its batches ended");
     }
@@ -557,6 +573,7 @@ mod tests {
     async fn an_upload_behind_the_writes_pace_leaves_every_push() {
         // 1 s of grace, then a batch (5 bytes) a second.
         let (mut tee, mut rx, permits) = tee(pace(Duration::from_secs(1), 5));
+        let push = tee.branches[0].push.clone();
         // Ahead: three batches within 1.5 s.
         for _ in 0..3 {
             tee.send(BATCH).await;
@@ -576,6 +593,8 @@ mod tests {
             "behind its pace, the upload left its pushes"
         );
         assert_eq!(permits.available_permits(), 1);
+        tokio::task::yield_now().await;
+        assert!(push.is_finished(), "the push was stopped");
         assert_eq!(rx.recv().await, None, "nothing more once behind");
     }
 
