@@ -211,7 +211,8 @@ async fn strangers_need_a_capability_and_peers_need_a_reason() {
     assert!(
         matches!(
             refused,
-            Err(node::objects::FetchError::RefusedUnread(Status::Forbidden))
+            Err(node::objects::FetchError::RefusedUnread(Status::Forbidden, ref reason))
+                if reason == "push_not_responsible"
         ),
         "{refused:?}"
     );

@@ -52,8 +52,8 @@ pub enum FetchError {
     OverBudget,
     /// The holder refused a push of ours before reading any of it (its reason, any but
     /// `push_too_slow`, says so): it kept none of the bytes charged.
-    #[error("holder refused the push before reading it: {0:?}")]
-    RefusedUnread(Status),
+    #[error("holder refused the push before reading it: {0:?} {1}")]
+    RefusedUnread(Status, String),
     /// The holder's answer is not a valid object response.
     #[error("malformed answer: {0}")]
     Message(#[from] wire::message::MessageError),
@@ -96,7 +96,7 @@ impl FetchError {
             // status code we do not know), or the holder's own failure.
             FetchError::Status(Status::BadRequest | Status::Internal) => TransferFault::BadAnswer,
             FetchError::Status(_) | FetchError::OverBudget => TransferFault::Declined,
-            FetchError::RefusedUnread(status) => FetchError::Status(*status).fault(),
+            FetchError::RefusedUnread(status, _) => FetchError::Status(*status).fault(),
             FetchError::InProgress => TransferFault::InProgress,
             FetchError::Message(_)
             | FetchError::Integrity
@@ -550,7 +550,7 @@ impl Objects {
             (Ok(Ok((status, reason))), _)
                 if !reason.is_empty() && &reason[..] != super::serve::TOO_SLOW.as_bytes() =>
             {
-                Err(FetchError::RefusedUnread(status))
+                Err(FetchError::RefusedUnread(status, reason_text(&reason)))
             }
             (Ok(Ok((status, _))), _) => Err(FetchError::Status(status)),
             (Ok(Err(e)), _) => Err(e.into()),
@@ -658,11 +658,7 @@ impl Objects {
                     let early = match streamed.take() {
                         Some(push) => {
                             let end = push.outcome().await;
-                            let outcome = match end {
-                                StreamedEnd::Stored => "stored",
-                                StreamedEnd::Held => "held",
-                                StreamedEnd::Failed { .. } => "pushed_again",
-                            };
+                            let outcome = end.outcome_label("pushed_again");
                             metrics::counter!("replica_pushes_streamed_total", "outcome" => outcome)
                                 .increment(1);
                             Some(end)
@@ -729,6 +725,16 @@ impl Objects {
             tracing::debug!(peer = %peer.id, error = %e, "placing a copy failed");
         }
     }
+}
+
+/// A refusal's reason as an operator may read it: the peer's bytes, printable ASCII only,
+/// at most 64 of them.
+fn reason_text(reason: &[u8]) -> String {
+    reason
+        .iter()
+        .take(64)
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+        .collect()
 }
 
 /// The reason a receiver gives for refusing a second concurrent push of one object.

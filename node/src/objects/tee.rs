@@ -95,6 +95,17 @@ pub(crate) enum StreamedEnd {
     Failed { charged: bool },
 }
 
+impl StreamedEnd {
+    /// Its `replica_pushes_streamed_total` outcome, `failed` naming what a failure led to.
+    pub(crate) fn outcome_label(self, failed: &'static str) -> &'static str {
+        match self {
+            StreamedEnd::Stored => "stored",
+            StreamedEnd::Held => "held",
+            StreamedEnd::Failed { .. } => failed,
+        }
+    }
+}
+
 impl StreamedPush {
     /// How it ended.
     pub(crate) async fn outcome(mut self) -> StreamedEnd {
@@ -107,7 +118,7 @@ impl StreamedPush {
                         e,
                         FetchError::OverBudget
                             | FetchError::InProgress
-                            | FetchError::RefusedUnread(_)
+                            | FetchError::RefusedUnread(..)
                     ),
             },
             // Cancelled or panicked: what the target took is unknown, so count it charged.
@@ -264,14 +275,7 @@ async fn detached(early: EarlyPushes, within: Duration) {
     let mut ends: futures_util::stream::FuturesUnordered<_> =
         pushes.into_values().map(StreamedPush::outcome).collect();
     while let Ok(Some(end)) = tokio::time::timeout_at(deadline, ends.next()).await {
-        count(
-            1,
-            match end {
-                StreamedEnd::Stored => "stored",
-                StreamedEnd::Held => "held",
-                StreamedEnd::Failed { .. } => "detached_failed",
-            },
-        );
+        count(1, end.outcome_label("detached_failed"));
     }
     count(ends.len(), "detached_stopped");
 }
@@ -720,7 +724,14 @@ mod tests {
         // Refused before reading for any other reason (not responsible, too large, its
         // store down): nothing charged either.
         assert_eq!(
-            judged(Err(FetchError::RefusedUnread(Status::Forbidden)), 1 << 20).await,
+            judged(
+                Err(FetchError::RefusedUnread(
+                    Status::Forbidden,
+                    "push_not_responsible".into()
+                )),
+                1 << 20
+            )
+            .await,
             charged(false)
         );
         assert_eq!(judged(Ok(false), 1 << 20).await, StreamedEnd::Held);
