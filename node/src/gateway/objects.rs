@@ -134,9 +134,10 @@ pub(crate) fn over_quota(e: &QuotaError) -> ApiError {
     .retry_after(e.retry_after_secs())
 }
 
-/// `writes_busy`: 503 when `writes_max` writes are running, 429 when the writer's
-/// principal (its token's tenant, else its token) runs its share of them. With `id`, the
-/// body was already stored: it stays here and repair places its copies at its own pace.
+/// `writes_busy`: 503 when `writes_max` writes are running or every commit permit is taken,
+/// 429 when the writer's principal (its token's tenant, else its token) runs its share of
+/// them. With `id`, the body was already stored: it stays here and repair places its copies
+/// at its own pace.
 fn writes_busy(objects: &crate::objects::Objects, busy: WritesBusy, id: Option<&str>) -> ApiError {
     let (status, reason, running) = match busy {
         WritesBusy::Node => (
@@ -151,7 +152,7 @@ fn writes_busy(objects: &crate::objects::Objects, busy: WritesBusy, id: Option<&
             StatusCode::SERVICE_UNAVAILABLE,
             "commits",
             format!(
-                "this node commits {} uploads at once (hashing, syncing and placing them up to their answer)",
+                "this node commits {} uploads at once (hashing, syncing and placing them up to their answer); nothing was stored",
                 objects.limits.writes_max * 2
             ),
         ),
@@ -340,7 +341,7 @@ async fn put_body(
     // The rest runs as a task of its own: a client that hangs up now drops this future
     // with its connection, and a copy made durable after that must still be announced
     // and placed like any other.
-    let Some(permit) = objects.commit_permit(idle).await else {
+    let Some(permit) = objects.commit_permit() else {
         return Err(writes_busy(objects, WritesBusy::Commits, None));
     };
     let objects = objects.clone();

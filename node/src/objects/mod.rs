@@ -397,19 +397,14 @@ impl Objects {
     }
 
     /// A permit to commit one upload whose body is in (the hash check, the fsync, and the
-    /// write up to its answer), waited for at most `within` (its client is still there
-    /// while it waits; one that hangs up has nothing stored). A commit runs on when its
-    /// client hangs up, so clients that hang up once their bodies are sent could otherwise
-    /// pile up commits nobody waits for: at most twice `writes_max` run at once (at most
-    /// `writes_max` of them hold a write slot, the others are hashing and syncing).
-    pub(crate) async fn commit_permit(
-        &self,
-        within: Duration,
-    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        tokio::time::timeout(within, self.commits.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()
+    /// write up to its answer), if one is free. A commit runs on when its client hangs up,
+    /// so clients that hang up once their bodies are sent could otherwise pile up commits
+    /// nobody waits for: at most twice `writes_max` run at once (at most `writes_max` of
+    /// them hold a write slot, the others are hashing and syncing). It is not waited for:
+    /// a streamed upload's pushes would take the wait for a paused client and reset their
+    /// copies, and admission already refuses a body when none is free.
+    pub(crate) fn commit_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.commits.clone().try_acquire_owned().ok()
     }
 
     /// Uploads being committed now (their commit permits taken), for the gauge.
