@@ -295,8 +295,8 @@ impl Objects {
 
     /// Looks up the RF closest to `hash` and starts a streamed push of `size` bytes to the
     /// W − 1 nearest (W: the write's quorum, ours included), fed by the returned [`Tee`].
-    /// The tee and the pushes hold `permit`. `None` (and the permit back) when the lookup
-    /// found nobody or failed: the write looks again after the body.
+    /// The tee and the returned [`EarlyPushes`] share `permit`. `None` (and the permit
+    /// back) when the lookup found nobody or failed: the write looks again after the body.
     pub(crate) async fn start_streamed(
         &self,
         hash: Hash,
@@ -354,10 +354,10 @@ impl Objects {
     /// copy, which a reset would throw away. They hold their upload's streaming permit
     /// while any of them still streams (the tee gave it back if it left them all, and then
     /// none is running), so a client refused slots again and again cannot pile them up,
-    /// and run for at most four I/O timeouts, then are stopped. They are registered with the planner
-    /// before the object is announced (call this first), so its repair does not push the
-    /// same copies beside them (a receiver takes one push of an id at a time); once they
-    /// ended, the planner checks those targets itself.
+    /// and run for at most four I/O timeouts, then are stopped. They are registered with
+    /// the planner before the object is announced (call this first), so its repair does
+    /// not push the same copies beside them (a receiver takes one push of an id at a
+    /// time); once they ended, the planner checks those targets itself.
     pub(crate) async fn detach(&self, hash: Hash, early: EarlyPushes) {
         if early.pushes.is_empty() {
             return;
