@@ -47,8 +47,8 @@ mod support {
 
     use overlay::Key;
     use serde_json::Value;
-    use testing::NodeProcess;
     use testing::node::macronode_command;
+    use testing::{NodeProcess, poll_until};
     use wire::NodeId;
 
     /// What to do when a tool is missing.
@@ -419,6 +419,19 @@ mod support {
     pub fn object_file(node: &NodeProcess, id: &str) -> PathBuf {
         let hex = id.strip_prefix("b3:").expect("b3: prefix");
         node.data_dir().join("objects").join(&hex[..2]).join(hex)
+    }
+
+    /// Waits (at most 10 s) until `node`'s `gauge` reads 0: what it counts has all ended,
+    /// and gave back whatever permits it held.
+    #[track_caller]
+    pub fn wait_gauge_zero(node: &NodeProcess, gauge: &str) {
+        poll_until(
+            &format!("{gauge} to come back to 0"),
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || (node.metric(gauge).unwrap() == Some(0.0)).then_some(()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The nodes among `among` with the object's data file on disk.
@@ -1953,13 +1966,7 @@ fn a_declared_put_refused_its_slot_leaves_its_streamed_copy_to_end() {
         "nothing was stopped"
     );
     // The detached set gave the upload's streaming permit back once it ended.
-    poll_until(
-        "node-0's streaming permits to come back",
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || (c.node(0).metric("uploads_streaming").unwrap() == Some(0.0)).then_some(()),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    wait_gauge_zero(c.node(0), "uploads_streaming");
     // The detached push was registered with node-0's planner before the object was
     // announced, so the planner's own push to node-1 did not race it.
     let raced = c
@@ -2045,12 +2052,6 @@ fn a_client_that_hangs_up_after_its_body_leaves_no_copy_unplaced() {
     }
     assert!(placed > 0, "no upload got as far as its gateway's store");
     // Every commit ended, and gave its permit back, clients or no clients.
-    poll_until(
-        "node-0's commits to end",
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || (c.node(0).metric("writes_committing").unwrap() == Some(0.0)).then_some(()),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    wait_gauge_zero(c.node(0), "writes_committing");
     c.finish();
 }

@@ -378,44 +378,40 @@ struct Commit {
 impl Commit {
     /// Commits the upload and answers as the PUT does.
     async fn run(self, objects: Objects) -> Result<Response, ApiError> {
-        let Commit {
-            _permit,
-            ingest,
-            declared_id,
-            reservation,
-            admitted,
-            early,
-            size,
-        } = self;
-        let objects = &objects;
-        let hash = ingest.finish(declared_id).await.map_err(|e| match e {
-            StoreError::HashMismatch { .. } => {
-                metrics::counter!("rejected_total", "reason" => "id_mismatch").increment(1);
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "id_mismatch",
-                    format!("nothing stored: the body {e}"),
-                )
-            }
-            other => store_error(other),
-        })?;
-        if let Some(r) = reservation {
+        let (objects, size) = (&objects, self.size);
+        let hash = self
+            .ingest
+            .finish(self.declared_id)
+            .await
+            .map_err(|e| match e {
+                StoreError::HashMismatch { .. } => {
+                    metrics::counter!("rejected_total", "reason" => "id_mismatch").increment(1);
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "id_mismatch",
+                        format!("nothing stored: the body {e}"),
+                    )
+                }
+                other => store_error(other),
+            })?;
+        if let Some(r) = self.reservation {
             r.commit();
         }
         let id = id_string(&hash);
         // The write holds its slot until its last copy is placed, after the answer too.
-        let slot = match objects.slot_for(admitted) {
+        let slot = match objects.slot_for(self.admitted) {
             Ok(slot) => slot,
             Err(busy) => {
                 // Our copy is durable: pushes that may be ending a whole copy are let be.
-                if let Some(early) = early {
+                if let Some(early) = self.early {
                     objects.detach(hash, early).await;
                 }
                 objects.announce(hash, size).await;
                 return Err(writes_busy(objects, busy, Some(&id)));
             }
         };
-        let Replicated { copies, want } = objects.replicate_with(hash, size, slot, early).await;
+        let Replicated { copies, want } =
+            objects.replicate_with(hash, size, slot, self.early).await;
         if copies < want {
             metrics::counter!("rejected_total", "reason" => "insufficient_replicas").increment(1);
             return Err(ApiError::new(
