@@ -727,13 +727,17 @@ impl Objects {
     }
 }
 
-/// A refusal's reason as an operator may read it: the peer's bytes, printable ASCII only,
-/// at most 64 of them.
+/// A refusal's reason as an operator may read it: at most 64 of the peer's bytes, each
+/// kept only if it may appear in a reason code (letters, digits, `_ - . : /`), so a liar
+/// cannot forge a field or a quote in a text log line.
 fn reason_text(reason: &[u8]) -> String {
     reason
         .iter()
         .take(64)
-        .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+        .map(|&b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b':' | b'/' => b as char,
+            _ => '?',
+        })
         .collect()
 }
 
@@ -779,6 +783,18 @@ impl Placed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reason code passes as it is; what could break a log line out of its field, or
+    /// run on past 64 bytes, does not.
+    #[test]
+    fn a_peers_reason_is_cut_to_what_a_reason_code_holds() {
+        assert_eq!(reason_text(b"push_not_responsible"), "push_not_responsible");
+        assert_eq!(
+            reason_text(b"x\" peer=\\forged\n\x1b[31m"),
+            "x??peer??forged???31m"
+        );
+        assert_eq!(reason_text(&[b'a'; 100]).len(), 64);
+    }
 
     /// Views of one body that follow each other go on as one piece; a view of an earlier
     /// body (a group split across frames) passes through first, in order; a gap in the
