@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 pub trait WriteFile: Write + Send {
     /// Makes the file's contents durable (fsync).
     fn sync_all(&mut self) -> io::Result<()>;
+
+    /// Starts writing `len` bytes from `offset` to the disk without waiting, so the final
+    /// [`sync_all`](Self::sync_all) of a large file finds little left to write: its wait
+    /// overlaps the upload instead of following it. A hint only; it promises nothing
+    /// about durability, and a file system that cannot take it ignores it.
+    fn start_writeback(&mut self, _offset: u64, _len: u64) {}
 }
 
 /// A file opened for reading.
@@ -30,6 +36,12 @@ pub trait Fs: Send + Sync + 'static {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<(PathBuf, bool)>>;
     /// Creates (or truncates) a file for writing.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
+    /// Creates a file for one large sequential write that is not read back soon (an
+    /// object of many MiB): where the system allows, its bytes go to the disk past the page
+    /// cache, and reach the file only at [`WriteFile::sync_all`].
+    fn create_uncached(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        self.create(path)
+    }
     /// Opens a file for reading.
     fn open(&self, path: &Path) -> io::Result<Box<dyn ReadFile>>;
     /// A file's length.
@@ -66,6 +78,136 @@ impl WriteFile for RealFile {
     fn sync_all(&mut self) -> io::Result<()> {
         self.0.sync_all()
     }
+
+    fn start_writeback(&mut self, offset: u64, len: u64) {
+        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+        use std::os::fd::AsRawFd;
+        // On Linux, DONTNEED starts the writeback of the range's dirty pages without
+        // waiting for it (as `sync_file_range(SYNC_FILE_RANGE_WRITE)` would, which has no
+        // safe binding), and drops only pages already clean: the range was just written,
+        // so it stays in the page cache. Failure costs only the overlap.
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        let _ = posix_fadvise(
+            self.0.as_raw_fd(),
+            offset,
+            len,
+            PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+    }
+}
+
+/// A file written past the page cache (`O_DIRECT`): bytes are gathered into a
+/// block-aligned buffer and written a whole buffer at a time; the tail that does not fill
+/// a block is written through the page cache at `sync_all`, with the fsync.
+///
+/// Why: on a virtual machine every fresh page of page cache can cost the host a fault, so
+/// copying a 1 GiB object into the cache took 0.5–1.4 CPU seconds here, against 0.06 for
+/// the same bytes written direct (and two of them wait for a replicated PUT's 201). An
+/// object read back soon after its write (a GET, a repair push) reads from the disk.
+struct DirectFile {
+    file: File,
+    /// Room for [`DIRECT_CHUNK`] bytes from the first block-aligned byte of `buf`.
+    buf: Vec<u8>,
+    /// Where the aligned window starts in `buf`.
+    start: usize,
+    /// Bytes gathered in the window.
+    filled: usize,
+    /// Bytes written to the file (where the window goes next).
+    offset: u64,
+    /// Still writing past the page cache (cleared if the file system refuses a write).
+    direct: bool,
+}
+
+/// Alignment of a direct write's address, offset and length (a multiple of any logical
+/// block size in use).
+const DIRECT_ALIGN: usize = 4096;
+/// Bytes a direct write moves at once.
+const DIRECT_CHUNK: usize = 1 << 20;
+
+impl DirectFile {
+    fn new(file: File) -> DirectFile {
+        let buf = vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN];
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        DirectFile {
+            file,
+            buf,
+            start,
+            filled: 0,
+            offset: 0,
+            direct: true,
+        }
+    }
+
+    /// Writes the window's first `n` bytes (whole blocks while direct) and keeps the rest.
+    fn write_out(&mut self, n: usize) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let window = self.start..self.start + n;
+        // Positioned, so a write retried after a partial one cannot repeat bytes.
+        if let Err(e) = self
+            .file
+            .write_all_at(&self.buf[window.clone()], self.offset)
+        {
+            // Refused by this file system (an alignment it wants larger than ours): go on
+            // through the page cache.
+            if !self.direct || e.raw_os_error() != Some(nix::libc::EINVAL) {
+                return Err(e);
+            }
+            self.buffered()?;
+            self.file.write_all_at(&self.buf[window], self.offset)?;
+        }
+        self.offset += n as u64;
+        self.buf
+            .copy_within(self.start + n..self.start + self.filled, self.start);
+        self.filled -= n;
+        Ok(())
+    }
+
+    /// Turns `O_DIRECT` off for the rest of the file.
+    fn buffered(&mut self) -> io::Result<()> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        use std::os::fd::AsRawFd;
+        let fd = self.file.as_raw_fd();
+        let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+        fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_DIRECT))?;
+        self.direct = false;
+        Ok(())
+    }
+}
+
+impl Write for DirectFile {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(DIRECT_CHUNK - self.filled);
+        let at = self.start + self.filled;
+        self.buf[at..at + n].copy_from_slice(&data[..n]);
+        self.filled += n;
+        if self.filled == DIRECT_CHUNK {
+            self.write_out(DIRECT_CHUNK)?;
+        }
+        Ok(n)
+    }
+
+    /// Bytes reach the file at `sync_all`: a direct write takes whole blocks only.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl WriteFile for DirectFile {
+    fn sync_all(&mut self) -> io::Result<()> {
+        let whole = self.filled - self.filled % DIRECT_ALIGN;
+        if whole > 0 {
+            self.write_out(whole)?;
+        }
+        if self.filled > 0 {
+            if self.direct {
+                self.buffered()?;
+            }
+            self.write_out(self.filled)?;
+        }
+        self.file.sync_all()
+    }
 }
 
 impl Fs for RealFs {
@@ -95,6 +237,22 @@ impl Fs for RealFs {
         Ok(Box::new(RealFile(File::create(path)?)))
     }
 
+    fn create_uncached(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(nix::libc::O_DIRECT)
+            .open(path);
+        match direct {
+            Ok(file) => Ok(Box::new(DirectFile::new(file))),
+            // A file system without direct I/O (tmpfs) refuses the flag at open.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => self.create(path),
+            Err(e) => Err(e),
+        }
+    }
+
     fn open(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
         Ok(Box::new(File::open(path)?))
     }
@@ -121,5 +279,89 @@ impl Fs for RealFs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len as u64)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9) >> 11) as u8)
+            .collect()
+    }
+
+    /// Writes `data` in pieces of `piece` bytes through `create_uncached` in `dir`, and
+    /// reads the file back.
+    fn round_trip(dir: &Path, data: &[u8], piece: usize) -> Vec<u8> {
+        let path = dir.join(format!("f-{}-{piece}", data.len()));
+        let mut f = RealFs
+            .create_uncached(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for p in data.chunks(piece) {
+            f.write_all(p).unwrap_or_else(|e| panic!("{e}"));
+        }
+        f.sync_all().unwrap_or_else(|e| panic!("{e}"));
+        drop(f);
+        fs::read(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Every length around the block and the chunk, in pieces of every shape, comes back
+    /// byte for byte and no longer: the direct blocks, the tail through the cache.
+    #[test]
+    fn an_uncached_file_holds_exactly_what_was_written() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let sizes = [
+            0,
+            1,
+            DIRECT_ALIGN - 1,
+            DIRECT_ALIGN,
+            DIRECT_ALIGN + 1,
+            DIRECT_CHUNK,
+            DIRECT_CHUNK + 1,
+            3 * DIRECT_CHUNK + 12_345,
+        ];
+        for size in sizes {
+            let data = pattern(size);
+            for piece in [1 << 20, 777, 65_539, DIRECT_CHUNK + 5] {
+                if size > 70_000 && piece == 777 {
+                    continue; // slow, and says nothing the other cuts do not
+                }
+                let got = round_trip(dir.path(), &data, piece);
+                assert!(got == data, "size {size} in pieces of {piece}");
+            }
+        }
+    }
+
+    /// Where the file system takes direct I/O, whole chunks go past the cache (the flag
+    /// stays on); where it does not (tmpfs), the file is an ordinary one and holds the same.
+    #[test]
+    fn direct_where_the_file_system_takes_it_and_ordinary_where_not() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("direct");
+        let opened = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(nix::libc::O_DIRECT)
+            .open(&path);
+        if let Ok(file) = opened {
+            let mut f = DirectFile::new(file);
+            let data = pattern(2 * DIRECT_CHUNK + 100);
+            f.write_all(&data).unwrap_or_else(|e| panic!("{e}"));
+            assert!(f.direct, "a chunk written direct");
+            f.sync_all().unwrap_or_else(|e| panic!("{e}"));
+            assert!(fs::read(&path).ok() == Some(data));
+        } else {
+            println!("{}: no direct I/O here", dir.path().display());
+        }
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            let dir = tempfile::tempdir_in(shm).unwrap_or_else(|e| panic!("{e}"));
+            let data = pattern(DIRECT_CHUNK + 3);
+            assert!(round_trip(dir.path(), &data, 4096) == data);
+        }
     }
 }

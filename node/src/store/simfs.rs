@@ -66,6 +66,8 @@ struct State {
     /// The operation the machine stopped at, until the reboot.
     stopped_at: Option<&'static str>,
     rng: u64,
+    /// Every `start_writeback` hint: (offset, length, the file's length then).
+    writeback: Vec<(u64, u64, u64)>,
 }
 
 impl State {
@@ -151,6 +153,13 @@ impl SimFs {
     /// point a crash hit, for the crash loop's figures.
     pub fn stopped_at(&self) -> Option<&'static str> {
         self.lock().stopped_at
+    }
+
+    /// The writeback hints files were given, in order: (offset, length, the file's length
+    /// when hinted). A hint makes nothing durable here, as on a real disk it promises
+    /// nothing.
+    pub fn writeback_hints(&self) -> Vec<(u64, u64, u64)> {
+        self.lock().writeback.clone()
     }
 
     /// Mutating operations so far.
@@ -293,6 +302,12 @@ impl WriteFile for SimFile {
         let c = st.files.entry(self.ino).or_default();
         c.synced = c.data.clone();
         Ok(())
+    }
+
+    fn start_writeback(&mut self, offset: u64, len: u64) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = st.files.get(&self.ino).map_or(0, |c| c.data.len() as u64);
+        st.writeback.push((offset, len, now));
     }
 }
 

@@ -188,6 +188,33 @@ mod large {
         assert_eq!(&whole_hash, &h);
         assert!(on_disk == whole, "outboards differ");
     }
+
+    #[test]
+    fn a_large_write_starts_its_writeback_as_it_goes() {
+        let fs = SimFs::new(7);
+        let store = Store::open_on(Arc::new(fs.clone()), Path::new("/disk"), 1 << 30)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let data = pattern(20 << 20);
+        let mut w = store
+            .writer(data.len() as u64)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for c in data.chunks(1 << 20) {
+            w.write(c).unwrap_or_else(|e| panic!("{e}"));
+        }
+        // Every 8 MiB written, in order and with no gap, and only bytes the file holds.
+        let step = WRITEBACK_STEP;
+        assert_eq!(
+            fs.writeback_hints(),
+            vec![(0, step, step), (step, step, 2 * step)],
+        );
+        let h = w.finish(None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.read_verified(&h, 0, data.len() as u64).ok() == Some(data));
+        // A small object asks for none.
+        store
+            .put(&pattern(1 << 20), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fs.writeback_hints().len(), 2);
+    }
 }
 
 mod faults {
