@@ -8,10 +8,11 @@
 
 use std::io::Read;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use crate::store::{Hash, ObjectWriter, Store, StoreError};
+use crate::store::fs::DIRECT_ALIGN;
+use crate::store::{Hash, ObjectWriter, Store, StoreError, UNCACHED_MIN};
 
 /// A blocking source of pieces: a reader cut into pieces of a size ([`Cut`]), or a slice
 /// encoder cutting its pieces between groups.
@@ -138,6 +139,18 @@ fn read_piece(reader: &mut Box<dyn Read + Send>, piece: usize) -> std::io::Resul
 /// Bytes gathered before one trip to the blocking pool.
 const BATCH: usize = 1 << 20;
 
+/// An empty batch whose first byte is aligned for a direct write, with room for a batch
+/// and the piece that overflows it: a large object's batches, cut at exactly [`BATCH`]
+/// bytes, then go to the disk as they are (`store::fs`'s direct file writes aligned bytes
+/// without gathering them into its own buffer).
+fn aligned_batch() -> BytesMut {
+    let mut b = BytesMut::with_capacity(BATCH + BATCH / 2 + DIRECT_ALIGN);
+    let off = b.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+    b.resize(off, 0);
+    b.advance(off);
+    b
+}
+
 /// A batch being written and hashed on the blocking pool; it gives the writer back.
 type Trip = tokio::task::JoinHandle<Result<ObjectWriter, StoreError>>;
 
@@ -152,6 +165,8 @@ pub(crate) struct Ingest {
     /// The trip in flight; `None` before the first (which creates the temporary file).
     trip: Option<Trip>,
     batch: BytesMut,
+    /// Batches are cut at [`BATCH`] and start aligned (an object written past the cache).
+    aligned: bool,
     len: u64,
     /// Streamed replica pushes fed every batch (a declared id's upload).
     tee: Option<super::tee::Tee>,
@@ -165,7 +180,12 @@ impl Ingest {
             store: store.clone(),
             size_hint,
             trip: None,
-            batch: BytesMut::new(),
+            batch: if size_hint >= UNCACHED_MIN {
+                aligned_batch()
+            } else {
+                BytesMut::new()
+            },
+            aligned: size_hint >= UNCACHED_MIN,
             len: 0,
             tee: None,
         })
@@ -207,16 +227,28 @@ impl Ingest {
     pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.batch.extend_from_slice(bytes);
         self.len += bytes.len() as u64;
-        if self.batch.len() >= BATCH {
+        while self.batch.len() >= BATCH {
             self.flush().await?;
         }
         Ok(())
     }
 
+    /// The full batch to send: all of it, or exactly [`BATCH`] bytes when aligned (the
+    /// rest, copied into a fresh aligned batch, starts the next).
+    fn take_batch(&mut self) -> Bytes {
+        if !self.aligned {
+            return self.batch.split().freeze();
+        }
+        let rest = self.batch.split_off(BATCH.min(self.batch.len()));
+        let full = std::mem::replace(&mut self.batch, aligned_batch());
+        self.batch.extend_from_slice(&rest);
+        full.freeze()
+    }
+
     /// Sends the full batch on its trip once the previous one is back, without waiting
     /// for it.
     async fn flush(&mut self) -> Result<(), StoreError> {
-        let batch = self.batch.split().freeze();
+        let batch = self.take_batch();
         if let Some(tee) = &mut self.tee {
             tee.send(batch.clone()).await;
         }
@@ -269,21 +301,26 @@ mod tests {
     async fn pieces_of_every_size_make_the_object_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 30).unwrap();
-        let sizes = [1, 3, 16_384, 7, 16_383, BATCH + 5, 2, 300_000, 1, 900_000];
-        let total: usize = sizes.iter().sum();
-        let bytes: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
-        let mut ingest = Ingest::open(&store, total as u64).await.unwrap();
-        let mut at = 0;
-        for n in sizes {
-            ingest.write(&bytes[at..at + n]).await.unwrap();
-            at += n;
+        let small = [1, 3, 16_384, 7, 16_383, BATCH + 5, 2, 300_000, 1, 900_000];
+        // Past UNCACHED_MIN: aligned batches cut at BATCH, one piece of several batches.
+        let large = [5, BATCH - 5, 3 * BATCH + 17, 700_000, BATCH, 1];
+        for sizes in [&small[..], &large[..]] {
+            let total: usize = sizes.iter().sum();
+            let bytes: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
+            let mut ingest = Ingest::open(&store, total as u64).await.unwrap();
+            assert_eq!(ingest.aligned, total as u64 >= UNCACHED_MIN);
+            let mut at = 0;
+            for &n in sizes {
+                ingest.write(&bytes[at..at + n]).await.unwrap();
+                at += n;
+            }
+            let hash = ingest.finish(None).await.unwrap();
+            assert_eq!(&hash, blake3::hash(&bytes).as_bytes());
+            let back = store.read_verified(&hash, 0, total as u64).unwrap();
+            assert!(
+                back == bytes,
+                "the stored object differs from the bytes written"
+            );
         }
-        let hash = ingest.finish(None).await.unwrap();
-        assert_eq!(&hash, blake3::hash(&bytes).as_bytes());
-        let back = store.read_verified(&hash, 0, total as u64).unwrap();
-        assert!(
-            back == bytes,
-            "the stored object differs from the bytes written"
-        );
     }
 }

@@ -406,13 +406,14 @@ impl Store {
         let sink = match &self.inner.backend {
             Backend::Disk { dir, fs } => {
                 let tmp = dir.join(format!(".tmp-{}", unique()));
+                // An uncached file gathers its own aligned chunks: no buffer before it.
                 let file = if size_hint >= UNCACHED_MIN {
-                    fs.create_uncached(&tmp)?
+                    io::BufWriter::with_capacity(0, fs.create_uncached(&tmp)?)
                 } else {
-                    fs.create(&tmp)?
+                    io::BufWriter::with_capacity(256 * 1024, fs.create(&tmp)?)
                 };
                 Sink::Disk {
-                    file: io::BufWriter::with_capacity(256 * 1024, file),
+                    file,
                     tmp,
                     fs: fs.clone(),
                     written_back: 0,
@@ -823,7 +824,7 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 /// (`Fs::create_uncached`): copying them into it cost more CPU than anything else in a
 /// replicated PUT here, and a reader of a fresh large object is rare. Smaller ones, read
 /// back soonest and cheapest from the cache, stay there.
-const UNCACHED_MIN: u64 = 4 << 20;
+pub const UNCACHED_MIN: u64 = 4 << 20;
 
 enum Sink {
     Disk {

@@ -16,7 +16,8 @@
 //! one write of it with one fsync; a 1 GiB PUT at RF = 3 / W = 2 on a 3-node mesh, as `PUT /o`
 //! and as `PUT /o/{id}` (copies pushed beside the upload), time to
 //! 201, against raw quinn moving 1 GiB between two endpoints), `--put-local` (the first of
-//! those alone).
+//! those alone), `--put-declared` (the 1 GiB mesh PUT as `PUT /o/{id}` alone, against raw
+//! quinn: the run to profile).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -45,6 +46,8 @@ struct Args {
     put: bool,
     /// `--put-local`: the 256 MiB local PUT of `--put` alone, without the 1 GiB mesh PUT.
     put_local: bool,
+    /// `--put-declared`: the mesh PUT of `--put` as `PUT /o/{id}` alone.
+    put_declared: bool,
 }
 
 fn args() -> Result<Args, BoxError> {
@@ -53,6 +56,7 @@ fn args() -> Result<Args, BoxError> {
         bulk_only: false,
         put: false,
         put_local: false,
+        put_declared: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -61,9 +65,10 @@ fn args() -> Result<Args, BoxError> {
             "--bulk-only" => a.bulk_only = true,
             "--put" => a.put = true,
             "--put-local" => (a.put, a.put_local) = (true, true),
+            "--put-declared" => (a.put, a.put_declared) = (true, true),
             "-h" | "--help" => {
                 println!(
-                    "obj-bench [--rounds N] [--bulk-only | --put | --put-local]: see the source's header"
+                    "obj-bench [--rounds N] [--bulk-only | --put | --put-local | --put-declared]: see the source's header"
                 );
                 std::process::exit(0);
             }
@@ -419,19 +424,30 @@ fn write_and_b3sum(path: &std::path::Path, body: &[u8]) -> (f64, f64) {
     (write, hash)
 }
 
-/// `--put`: issue 13 item 4's targets, rounds alternated with their references.
-async fn put_targets(rounds: usize, local_only: bool) -> Result<(), BoxError> {
-    const LOCAL: usize = 256 << 20;
-    const MESH: usize = 1 << 30;
-    let dir = tempfile::tempdir()?;
-    let fmt = |v: &[f64]| {
-        v.iter()
-            .map(|x| format!("{x:.2}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+/// Figures on one line, `prec` decimals each.
+fn shown(v: &[f64], prec: usize) -> String {
+    v.iter()
+        .map(|r| format!("{r:.prec$}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
-    // A 256 MiB PUT to a lone node (RF = 1, W = 1) against write + fsync + b3sum.
+/// `--put`: issue 13 item 4's targets, rounds alternated with their references.
+async fn put_targets(rounds: usize, local_only: bool, declared_only: bool) -> Result<(), BoxError> {
+    let dir = tempfile::tempdir()?;
+    if !declared_only {
+        local_put(&dir, rounds).await;
+    }
+    if local_only {
+        return Ok(());
+    }
+    mesh_put(&dir, rounds, declared_only).await
+}
+
+/// `--put`'s first target: a 256 MiB PUT to a lone node (RF = 1, W = 1) against write +
+/// fsync + b3sum.
+async fn local_put(dir: &tempfile::TempDir, rounds: usize) {
+    const LOCAL: usize = 256 << 20;
     // A lone node is never "ready" (it has no peer), and needs not be to store.
     let lone = vec![start(&dir.path().join("lone"), 0, None, Some(1), Some(1)).await];
     let (mut put, mut reference, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
@@ -450,18 +466,23 @@ async fn put_targets(rounds: usize, local_only: bool) -> Result<(), BoxError> {
         n.shutdown().await;
     }
     println!("256 MiB PUT, lone node, against one write + fsync + b3sum of the same bytes");
-    println!("  PUT s:               {}", fmt(&put));
-    println!("  write+b3sum s:       {}", fmt(&reference));
+    println!("  PUT s:               {}", shown(&put, 2));
+    println!("  write+b3sum s:       {}", shown(&reference, 2));
     println!(
         "  reference/PUT:       {} (median {:.2}; target >= 0.90)",
-        fmt(&ratio),
+        shown(&ratio, 2),
         median(&mut ratio.clone())
     );
-    if local_only {
-        return Ok(());
-    }
+}
 
-    // A 1 GiB PUT at RF = 3 / W = 2, 3 nodes, against raw quinn moving 1 GiB.
+/// `--put`'s second target: a 1 GiB PUT at RF = 3 / W = 2, 3 nodes, against raw quinn
+/// moving 1 GiB; `PUT /o/{id}` alone if `declared_only`.
+async fn mesh_put(
+    dir: &tempfile::TempDir,
+    rounds: usize,
+    declared_only: bool,
+) -> Result<(), BoxError> {
+    const MESH: usize = 1 << 30;
     let nodes = mesh(&dir.path().join("mesh"), 3, Some(3), Some(2)).await;
     let (conn, server_conn, _server, _client) = quinn_pair().await?;
     // Per round: `PUT /o`, then `PUT /o/{id}` (copies pushed beside the upload), then
@@ -469,10 +490,13 @@ async fn put_targets(rounds: usize, local_only: bool) -> Result<(), BoxError> {
     let mut raw = Vec::new();
     // Per kind: its name, then seconds, the ratio to raw quinn and the CPU ratio per round.
     type Kind = (&'static str, Vec<f64>, Vec<f64>, Vec<f64>);
-    let mut kinds: [Kind; 2] = [
+    let mut kinds: Vec<Kind> = vec![
         ("PUT /o", Vec::new(), Vec::new(), Vec::new()),
         ("PUT /o/{id}", Vec::new(), Vec::new(), Vec::new()),
     ];
+    if declared_only {
+        kinds.remove(0);
+    }
     let mut first = true;
     for round in 0..rounds {
         let mut secs_cpu = Vec::new();
@@ -485,7 +509,7 @@ async fn put_targets(rounds: usize, local_only: bool) -> Result<(), BoxError> {
             first = false;
             let body = bulk_bytes(MESH, 1000 + (2 * round + k) as u32);
             let hash = *blake3::hash(&body).as_bytes();
-            secs_cpu.push(put_timed(&nodes[0], body, k == 1).await);
+            secs_cpu.push(put_timed(&nodes[0], body, k + usize::from(declared_only) == 1).await);
             // The copies past W go on after the 201: let them end before the next
             // measurement, which they would otherwise slow.
             let settled = Instant::now();
@@ -513,18 +537,18 @@ async fn put_targets(rounds: usize, local_only: bool) -> Result<(), BoxError> {
         n.shutdown().await;
     }
     println!("1 GiB PUT, RF = 3 / W = 2, 3 nodes, time to 201, against raw quinn 1 GiB");
-    println!("  raw quinn s:         {}", fmt(&raw));
+    println!("  raw quinn s:         {}", shown(&raw, 2));
     for (name, put, ratio, cpu) in &kinds {
         println!("  {name}");
-        println!("    PUT s:             {}", fmt(put));
+        println!("    PUT s:             {}", shown(put, 2));
         println!(
             "    PUT/raw per round: {} (median {:.2}; target <= 1.5)",
-            fmt(ratio),
+            shown(ratio, 2),
             median(&mut ratio.clone())
         );
         println!(
             "    CPU PUT/raw:       {} (median {:.2})",
-            fmt(cpu),
+            shown(cpu, 2),
             median(&mut cpu.clone())
         );
     }
@@ -534,7 +558,7 @@ async fn put_targets(rounds: usize, local_only: bool) -> Result<(), BoxError> {
 async fn run(args: Args) -> Result<(), BoxError> {
     println!("obj-bench: load avg {} at start", loadavg());
     if args.put {
-        put_targets(args.rounds, args.put_local).await?;
+        put_targets(args.rounds, args.put_local, args.put_declared).await?;
         println!("obj-bench: load avg {} at end", loadavg());
         return Ok(());
     }
@@ -580,12 +604,6 @@ async fn run(args: Args) -> Result<(), BoxError> {
         row("GET 4 KiB, local (holder's gateway)", local, COUNT);
     }
     println!();
-    let shown = |v: &[f64], p: usize| {
-        v.iter()
-            .map(|r| format!("{r:.prec$}", prec = p))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     println!("256 MiB transfer, rounds alternate A (fetch_from, verified), B (raw quinn)");
     println!("  A fetch_from MiB/s:  {}", shown(&fa, 0));
     println!("  B raw quinn MiB/s:   {}", shown(&qb, 0));
