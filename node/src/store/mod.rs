@@ -7,6 +7,8 @@
 //! outboard is removed and the new one rebuilt from the bytes, which must hash to the id. A write goes to temporary files while the bytes are hashed; only
 //! if the hash matches are both files fsynced and renamed into place (and the directory
 //! fsynced), so an acknowledged object survives a crash and a half-written one never appears.
+//! Large objects are written past the page cache (`fs.rs`'s direct file): on a virtual
+//! machine, filling fresh cache pages cost more CPU than any other step of a replicated PUT.
 //! Reads re-verify every chunk they return; an object found corrupt is counted in
 //! `integrity_fail_total`, dropped, and never served. In amnesia mode everything stays in
 //! memory and nothing touches the disk.
