@@ -315,6 +315,7 @@ pub async fn start(
     } else {
         Store::open(&config.data_dir, config.store_quota_bytes)?
     };
+    store.set_direct_io(config.direct_io);
     let keyring = crate::keyring::Keyring::load(
         crate::keyring::KeyFiles {
             data_dir: config.data_dir.clone(),

@@ -174,6 +174,8 @@ pub struct ConfigLayer {
     pub open_writes: Option<bool>,
     /// TLS session resumption and 0-RTT DHT reads between nodes.
     pub zero_rtt: Option<bool>,
+    /// Write large objects past the page cache (`O_DIRECT`).
+    pub direct_io: Option<bool>,
     /// File with the 64-hex-digit key capability tokens are checked with.
     pub cap_key: Option<PathBuf>,
     /// Store quota in bytes.
@@ -240,6 +242,7 @@ impl ConfigLayer {
             amnesia: over.amnesia.or(self.amnesia),
             open_writes: over.open_writes.or(self.open_writes),
             zero_rtt: over.zero_rtt.or(self.zero_rtt),
+            direct_io: over.direct_io.or(self.direct_io),
             cap_key: over.cap_key.or(self.cap_key),
             store_quota_bytes: over.store_quota_bytes.or(self.store_quota_bytes),
             object_max_bytes: over.object_max_bytes.or(self.object_max_bytes),
@@ -293,6 +296,9 @@ pub struct NodeConfig {
     /// Session resumption and 0-RTT DHT reads between nodes (default off;
     /// `TransportConfig::zero_rtt`).
     pub zero_rtt: bool,
+    /// Objects of 4 MiB and more are written past the page cache (default on;
+    /// `Store::set_direct_io`).
+    pub direct_io: bool,
     /// Key file for capability tokens (default: derived from the node key).
     pub cap_key: Option<PathBuf>,
     /// Store quota (default 10 GiB).
@@ -454,6 +460,7 @@ impl NodeConfig {
             amnesia: layer.amnesia.unwrap_or(false),
             open_writes: layer.open_writes.unwrap_or(false),
             zero_rtt: layer.zero_rtt.unwrap_or(false),
+            direct_io: layer.direct_io.unwrap_or(true),
             cap_key: layer.cap_key,
             store_quota_bytes: layer.store_quota_bytes.unwrap_or(10 << 30),
             objects,
@@ -559,6 +566,14 @@ mod tests {
         assert_eq!(c.dht.k, 8);
         assert_eq!(c.http.port(), 8080);
         assert_eq!(c.admin, Some(ADMIN_DEFAULT));
+        assert!(
+            c.direct_io,
+            "large objects skip the page cache unless told not to"
+        );
+        let off: ConfigLayer =
+            toml::from_str("direct_io = false").unwrap_or_else(|e| panic!("{e}"));
+        let c = NodeConfig::resolve(off).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!c.direct_io);
     }
 
     #[test]

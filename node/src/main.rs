@@ -127,6 +127,11 @@ struct RunArgs {
     #[arg(long, env = "MACRONODE_ZERO_RTT", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     zero_rtt: Option<bool>,
+    /// Write objects of 4 MiB and more past the page cache (`O_DIRECT`; default on): turn
+    /// it off where the disk is slow to take synchronous writes (a network volume).
+    #[arg(long, env = "MACRONODE_DIRECT_IO", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    direct_io: Option<bool>,
     /// File holding the 64-hex-digit key capability tokens are checked with (shared by a
     /// fleet of gateways); default: derived from the node key.
     #[arg(long, env = "MACRONODE_CAP_KEY")]
@@ -206,6 +211,7 @@ impl RunArgs {
             amnesia: self.amnesia,
             open_writes: self.open_writes,
             zero_rtt: self.zero_rtt,
+            direct_io: self.direct_io,
             cap_key: self.cap_key.clone(),
             store_quota_bytes: self.store_quota_bytes,
             object_max_bytes: self.object_max_bytes,

@@ -283,6 +283,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "PUTs whose body is in and that are being hashed, made durable and placed up to their answer, their clients waiting or gone (at most 2 x writes_max).",
     ),
     (
+        "store_writes_total",
+        Kind::Counter,
+        "Object files written, by path: direct (past the page cache), cached (through it), refused (a direct file the file system refused, gone on through the cache).",
+    ),
+    (
         "uploads_streaming",
         Kind::Gauge,
         "Declared-id uploads whose copies are pushed beside them, and detached sets of such pushes (at most 16).",
@@ -327,6 +332,9 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     }
     for source in ["store", "peer", "push", "proof"] {
         metrics::counter!("integrity_fail_total", "source" => source).absolute(0);
+    }
+    for path in ["direct", "cached", "refused"] {
+        metrics::counter!("store_writes_total", "path" => path).absolute(0);
     }
     for reason in crate::dht::contacts::ContactsError::REASONS {
         metrics::counter!("contacts_file_rejected_total", "reason" => reason).absolute(0);

@@ -372,3 +372,53 @@ fn doctor_checks_a_host_before_a_run() {
         "{said}"
     );
 }
+
+/// Large objects are written past the page cache by default and through it with
+/// `--direct-io=false`; either way the object comes back whole, and `store_writes_total`
+/// says which path each file took.
+#[test]
+fn direct_io_is_on_by_default_and_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    let bytes: Vec<u8> = (0..9u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(&body, &bytes).unwrap();
+    let id = format!("b3:{}", blake3::hash(&bytes).to_hex());
+    for (name, flag, path) in [
+        ("direct-default", None, "direct"),
+        ("direct-off", Some("--direct-io=false"), "cached"),
+    ] {
+        let mut spec = NodeSpec::new(format!("switch-{name}"));
+        spec.config_toml = Some("open_writes = true\n".into());
+        spec.args.extend(flag.map(String::from));
+        let mut node = NodeProcess::start(spec).unwrap();
+        node.wait_healthy(Duration::from_secs(10)).unwrap();
+        let put = std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "30", "-T"])
+            .arg(&body)
+            .arg(format!("http://{}/o/{id}", node.http()))
+            .output()
+            .unwrap();
+        assert!(put.status.success(), "{name}: PUT failed: {}", node.log());
+        let got = std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "30"])
+            .arg(format!("http://{}/o/{id}", node.http()))
+            .output()
+            .unwrap();
+        assert!(
+            got.stdout == bytes,
+            "{name}: the object came back different"
+        );
+        let count = |p: &str| {
+            node.metric(&format!("store_writes_total{{path=\"{p}\"}}"))
+                .unwrap()
+                .unwrap_or(0.0)
+        };
+        assert_eq!(count(path), 1.0, "{name}: one object file written {path}");
+        let other = if path == "direct" { "cached" } else { "direct" };
+        assert_eq!(count(other), 0.0, "{name}: none {other}");
+        assert_eq!(count("refused"), 0.0, "{name}: this disk takes direct I/O");
+        node.sigterm().ok();
+    }
+}

@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use crate::store::fs::DIRECT_ALIGN;
-use crate::store::{Hash, ObjectWriter, Store, StoreError, UNCACHED_MIN};
+use crate::store::{Hash, ObjectWriter, Store, StoreError};
 
 /// A blocking source of pieces: a reader cut into pieces of a size ([`Cut`]), or a slice
 /// encoder cutting its pieces between groups.
@@ -139,12 +139,12 @@ fn read_piece(reader: &mut Box<dyn Read + Send>, piece: usize) -> std::io::Resul
 /// Bytes gathered before one trip to the blocking pool.
 const BATCH: usize = 1 << 20;
 
-/// An empty batch whose first byte is aligned for a direct write, with room for a batch
-/// and the piece that overflows it: a large object's batches, cut at exactly [`BATCH`]
-/// bytes, then go to the disk as they are (`store::fs`'s direct file writes aligned bytes
-/// without gathering them into its own buffer).
+/// An empty batch whose first byte is aligned for a direct write, with room for exactly
+/// one batch: a large object's batches, cut at [`BATCH`] bytes, then go to the disk as they
+/// are (`store::fs`'s direct file writes aligned bytes without gathering them into its own
+/// buffer).
 fn aligned_batch() -> BytesMut {
-    let mut b = BytesMut::with_capacity(BATCH + BATCH / 2 + DIRECT_ALIGN);
+    let mut b = BytesMut::with_capacity(BATCH + DIRECT_ALIGN);
     let off = b.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
     b.resize(off, 0);
     b.advance(off);
@@ -180,12 +180,12 @@ impl Ingest {
             store: store.clone(),
             size_hint,
             trip: None,
-            batch: if size_hint >= UNCACHED_MIN {
+            batch: if store.writes_direct(size_hint) {
                 aligned_batch()
             } else {
                 BytesMut::new()
             },
-            aligned: size_hint >= UNCACHED_MIN,
+            aligned: store.writes_direct(size_hint),
             len: 0,
             tee: None,
         })
@@ -225,24 +225,31 @@ impl Ingest {
     /// Appends bytes; they reach the file once a batch is full. An error of an earlier
     /// batch's trip (a full disk, the quota) is returned here.
     pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        self.batch.extend_from_slice(bytes);
         self.len += bytes.len() as u64;
-        while self.batch.len() >= BATCH {
-            self.flush().await?;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            // Aligned batches are cut at BATCH exactly, so they never outgrow their room.
+            let room = if self.aligned {
+                BATCH - self.batch.len()
+            } else {
+                rest.len()
+            };
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.batch.extend_from_slice(now);
+            rest = later;
+            if self.batch.len() >= BATCH {
+                self.flush().await?;
+            }
         }
         Ok(())
     }
 
-    /// The full batch to send: all of it, or exactly [`BATCH`] bytes when aligned (the
-    /// rest, copied into a fresh aligned batch, starts the next).
+    /// The full batch to send, leaving an empty one (aligned, if batches are).
     fn take_batch(&mut self) -> Bytes {
         if !self.aligned {
             return self.batch.split().freeze();
         }
-        let rest = self.batch.split_off(BATCH.min(self.batch.len()));
-        let full = std::mem::replace(&mut self.batch, aligned_batch());
-        self.batch.extend_from_slice(&rest);
-        full.freeze()
+        std::mem::replace(&mut self.batch, aligned_batch()).freeze()
     }
 
     /// Sends the full batch on its trip once the previous one is back, without waiting
@@ -308,7 +315,7 @@ mod tests {
             let total: usize = sizes.iter().sum();
             let bytes: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
             let mut ingest = Ingest::open(&store, total as u64).await.unwrap();
-            assert_eq!(ingest.aligned, total as u64 >= UNCACHED_MIN);
+            assert_eq!(ingest.aligned, total as u64 >= crate::store::UNCACHED_MIN);
             let mut at = 0;
             for &n in sizes {
                 ingest.write(&bytes[at..at + n]).await.unwrap();

@@ -136,6 +136,9 @@ struct Inner {
     reconciled: std::sync::atomic::AtomicBool,
     /// The index changed since the last snapshot.
     changed: std::sync::atomic::AtomicBool,
+    /// Objects of at least this many bytes are written past the page cache
+    /// ([`Store::set_direct_io`]; `u64::MAX`: none).
+    direct_min: std::sync::atomic::AtomicU64,
 }
 
 /// Drops of corrupt objects queued for [`Store::watch_dropped`]'s listener.
@@ -215,6 +218,7 @@ impl Store {
                 reconciled: reconciled.into(),
                 // After a walk, the next snapshot saves the next start from walking again.
                 changed: reconciled.into(),
+                direct_min: UNCACHED_MIN.into(),
             }),
         })
     }
@@ -320,8 +324,28 @@ impl Store {
                 hot: HotCache::new(HOT_CACHE_BYTES),
                 reconciled: true.into(),
                 changed: false.into(),
+                direct_min: UNCACHED_MIN.into(),
             }),
         }
+    }
+
+    /// Whether objects of [`UNCACHED_MIN`] bytes and more are written past the page cache
+    /// (on by default): an operator whose disk is slow to take synchronous writes (a
+    /// network volume, a spinning disk) turns it off, and every object goes through the
+    /// cache with its writeback started as it is written.
+    pub fn set_direct_io(&self, on: bool) {
+        let min = if on { UNCACHED_MIN } else { u64::MAX };
+        self.inner
+            .direct_min
+            .store(min, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether an object of `size` bytes is written past the page cache.
+    pub fn writes_direct(&self, size: u64) -> bool {
+        size >= self
+            .inner
+            .direct_min
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Number of objects.
@@ -408,12 +432,19 @@ impl Store {
         let sink = match &self.inner.backend {
             Backend::Disk { dir, fs } => {
                 let tmp = dir.join(format!(".tmp-{}", unique()));
-                // An uncached file gathers its own aligned chunks: no buffer before it.
-                let file = if size_hint >= UNCACHED_MIN {
-                    io::BufWriter::with_capacity(0, fs.create_uncached(&tmp)?)
+                let file = if self.writes_direct(size_hint) {
+                    fs.create_uncached(&tmp)?
                 } else {
-                    io::BufWriter::with_capacity(256 * 1024, fs.create(&tmp)?)
+                    fs.create(&tmp)?
                 };
+                // A file that gathers its own aligned chunks wants no buffer before it.
+                let (buffer, path) = if file.gathers() {
+                    (0, "direct")
+                } else {
+                    (256 * 1024, "cached")
+                };
+                metrics::counter!("store_writes_total", "path" => path).increment(1);
+                let file = io::BufWriter::with_capacity(buffer, file);
                 Sink::Disk {
                     file,
                     tmp,
@@ -823,9 +854,10 @@ fn ensure_shard(fs: &dyn Fs, dir: &Path, hash: &Hash) -> io::Result<PathBuf> {
 const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// Objects of at least this many bytes are written past the page cache
-/// (`Fs::create_uncached`): copying them into it cost more CPU than anything else in a
-/// replicated PUT here, and a reader of a fresh large object is rare. Smaller ones, read
-/// back soonest and cheapest from the cache, stay there.
+/// (`Fs::create_uncached`) unless [`Store::set_direct_io`] turned it off: copying them into
+/// it cost more CPU than anything else in a replicated PUT here, and a reader of a fresh
+/// large object is rare. Smaller ones, read back soonest and cheapest from the cache, stay
+/// there.
 pub const UNCACHED_MIN: u64 = 4 << 20;
 
 enum Sink {

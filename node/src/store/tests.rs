@@ -198,15 +198,26 @@ mod large {
         let mut w = store
             .writer(data.len() as u64)
             .unwrap_or_else(|e| panic!("{e}"));
-        for c in data.chunks(1 << 20) {
+        // Pieces that are not whole buffers: what the writer holds back must reach the
+        // file before its range is hinted.
+        for c in data.chunks(100_000) {
             w.write(c).unwrap_or_else(|e| panic!("{e}"));
         }
-        // Every 8 MiB written, in order and with no gap, and only bytes the file holds.
-        let step = WRITEBACK_STEP;
-        assert_eq!(
-            fs.writeback_hints(),
-            vec![(0, step, step), (step, step, 2 * step)],
-        );
+        // Every 8 MiB or so written, in order and with no gap, each range once the file
+        // holds all of it.
+        let hints = fs.writeback_hints();
+        assert_eq!(hints.len(), 2, "{hints:?}");
+        let mut next = 0;
+        for (offset, len, file_len) in hints {
+            assert_eq!(offset, next, "no gap");
+            assert!((WRITEBACK_STEP..WRITEBACK_STEP + 100_000).contains(&len));
+            assert_eq!(
+                file_len,
+                offset + len,
+                "hinted once the file holds the range"
+            );
+            next = offset + len;
+        }
         let h = w.finish(None).unwrap_or_else(|e| panic!("{e}"));
         assert!(store.read_verified(&h, 0, data.len() as u64).ok() == Some(data));
         // A small object asks for none.
