@@ -285,7 +285,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "store_writes_total",
         Kind::Counter,
-        "Object files written, by path: direct (past the page cache), cached (through it), refused (a direct file the file system refused, gone on through the cache).",
+        "Object files written, by path: direct (opened past the page cache), cached (through it); refused counts those of them that asked for direct I/O and were refused it, at open (then cached) or at a write (then on through the cache).",
     ),
     (
         "uploads_streaming",

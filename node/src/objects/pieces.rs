@@ -249,7 +249,12 @@ impl Ingest {
         if !self.aligned {
             return self.batch.split().freeze();
         }
-        std::mem::replace(&mut self.batch, aligned_batch()).freeze()
+        let full = std::mem::replace(&mut self.batch, aligned_batch());
+        debug_assert!(
+            full.len() <= BATCH && full.as_ptr().align_offset(DIRECT_ALIGN) == 0,
+            "an aligned batch outgrew its room"
+        );
+        full.freeze()
     }
 
     /// Sends the full batch on its trip once the previous one is back, without waiting

@@ -87,24 +87,29 @@ impl WriteFile for RealFile {
     }
 
     fn start_writeback(&mut self, offset: u64, len: u64) {
-        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
-        use std::os::fd::AsRawFd;
-        // On Linux, DONTNEED starts the writeback of the range's dirty pages without
-        // waiting for it (as `sync_file_range(SYNC_FILE_RANGE_WRITE)` would, which has no
-        // safe binding), and drops only pages already clean: the range was just written,
-        // so it stays in the page cache. Its price: the pages it cannot drop make the
-        // kernel drain every CPU's page lists once (`lru_add_drain_all`), hence one call
-        // per 8 MiB, not per write. Failure costs only the overlap.
-        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-            return;
-        };
-        let _ = posix_fadvise(
-            self.0.as_raw_fd(),
-            offset,
-            len,
-            PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-        );
+        start_writeback(&self.0, offset, len);
     }
+}
+
+/// Starts the writeback of `len` bytes from `offset` of `file` without waiting for it.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+    use std::os::fd::AsRawFd;
+    // On Linux, DONTNEED starts the writeback of the range's dirty pages without
+    // waiting for it (as `sync_file_range(SYNC_FILE_RANGE_WRITE)` would, which has no
+    // safe binding), and drops only pages already clean: the range was just written,
+    // so it stays in the page cache. Its price: the pages it cannot drop make the
+    // kernel drain every CPU's page lists once (`lru_add_drain_all`), hence one call
+    // per 8 MiB, not per write. Failure costs only the overlap.
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    let _ = posix_fadvise(
+        file.as_raw_fd(),
+        offset,
+        len,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
 }
 
 /// A file written past the page cache (`O_DIRECT`): bytes are gathered into a
@@ -258,6 +263,14 @@ impl WriteFile for DirectFile {
         true
     }
 
+    /// Once the file system refused direct writes, the file's bytes go through the page
+    /// cache like any other's, and their writeback is started as theirs is.
+    fn start_writeback(&mut self, offset: u64, len: u64) {
+        if !self.direct {
+            start_writeback(&self.file, offset, len);
+        }
+    }
+
     fn sync_all(&mut self) -> io::Result<()> {
         let whole = self.filled - self.filled % DIRECT_ALIGN;
         if whole > 0 {
@@ -312,7 +325,10 @@ impl Fs for RealFs {
             Ok(file) => Ok(Box::new(DirectFile::new(file))),
             // A file system without direct I/O (tmpfs before Linux 6.6, some FUSE ones)
             // refuses the flag at open.
-            Err(e) if refuses_direct(&e) => self.create(path),
+            Err(e) if refuses_direct(&e) => {
+                metrics::counter!("store_writes_total", "path" => "refused").increment(1);
+                self.create(path)
+            }
             Err(e) => Err(e),
         }
     }
@@ -486,10 +502,14 @@ mod tests {
         for piece in data.chunks(300_001) {
             f.write_all(piece).unwrap_or_else(|e| panic!("{e}"));
         }
-        assert!(
-            !f.direct,
-            "the misaligned write was refused, and direct I/O turned off"
-        );
+        if f.direct {
+            // Some file systems (tmpfs since Linux 6.6, btrfs) take a misaligned buffer:
+            // nothing to refuse here, but the bytes must still come back.
+            println!(
+                "{}: a misaligned direct write was taken",
+                dir.path().display()
+            );
+        }
         f.sync_all().unwrap_or_else(|e| panic!("{e}"));
         assert!(fs::read(&path).ok() == Some(data));
     }
