@@ -456,12 +456,17 @@ mod support {
     /// Flips one byte in the middle of a file in place (same size, same inode); returns
     /// the offset.
     pub fn flip_middle_byte(path: &Path) -> u64 {
+        let len = std::fs::metadata(path).unwrap().len();
+        flip_byte(path, len / 2)
+    }
+
+    /// Flips the byte at `at` of a file in place; returns `at`.
+    pub fn flip_byte(path: &Path, at: u64) -> u64 {
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-        let at = f.metadata().unwrap().len() / 2;
         let mut b = [0u8; 1];
         f.seek(SeekFrom::Start(at)).unwrap();
         f.read_exact(&mut b).unwrap();
@@ -1612,6 +1617,42 @@ fn a_paused_holder_does_not_hold_up_a_get() {
         took[2] < Duration::from_millis(1000),
         "median GET {:?} with one of {RF} holders paused: {took:?}",
         took[2]
+    );
+    c.finish();
+}
+
+/// A GET whose every holder fails before its first byte answers 503 with `Retry-After`,
+/// not a 200 whose body is cut at byte 0. Here the only holder's copy rotted in its first
+/// group while its final group, which proves the copy to the gateway's search, is intact:
+/// the gateway finds the holder, and the fetch fails at the first group. Before, the
+/// headers went out with the search's answer and the client got a 200 and a cut body (the
+/// chaos tier's `loss20_unanswered` under 20 % loss).
+#[test]
+fn a_get_whose_holders_all_fail_before_the_first_byte_is_503() {
+    let c = start_cluster_of("first-byte", 2, 1, |spec| {
+        spec.args.extend(["--w", "1"].map(String::from));
+    });
+    let s = c.scratch().to_path_buf();
+    // Larger than one group, so the search's TAIL does not carry the whole object.
+    let data = pseudo_random(c.seed, (1 << 20) + 5);
+    let file = write_file(&s, "first-byte", &data);
+    let all = [0, 1];
+    let order = closest(&c.ids, &all, &b3sum(&file), 2);
+    let (holder, gateway) = (order[0], order[1]);
+    let token = c.token(holder, &[]);
+    let (id, _) = c.put_ok(holder, &file, &token);
+    let held = c.wait_settled(&all, &id, Duration::from_secs(20));
+    assert_eq!(held, vec![holder], "RF 1: node-{holder} alone holds {id}");
+    let path = format!("/o/{id}");
+    flip_byte(&object_file(c.node(holder), &id), 0);
+    println!("flipped byte 0 of node-{holder}'s copy; GET via node-{gateway}");
+    let r = get(&s, c.node(gateway), &path, &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("holders_failed"), "{}", r.text());
+    assert!(
+        r.headers.iter().any(|(n, _)| n == "retry-after"),
+        "{:?}",
+        r.headers
     );
     c.finish();
 }

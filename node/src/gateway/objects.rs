@@ -649,7 +649,9 @@ async fn get_object(
                 },
             ) => part(bytes),
             (None, Located::Local { .. }) => local_body(&ctx, hash, range).await?,
-            (None, Located::Remote { holders, .. }) => remote_body(&ctx, holders, hash, range)?,
+            (None, Located::Remote { holders, .. }) => {
+                remote_body(&ctx, holders, hash, range).await?
+            }
         }
     };
     let mut resp = Response::new(body);
@@ -711,7 +713,7 @@ async fn local_body(ctx: &NodeContext, hash: Hash, range: ByteRange) -> Result<B
             Ok(bytes) => Ok(Holding::wrap(Body::from(bytes), vec![held])),
             // The local copy was bad and is gone (counted): serve the read from the mesh.
             Err(StoreError::Corrupt) => match ctx.objects.find_holders(hash).await {
-                Ok(Located::Remote { holders, .. }) => remote_body(ctx, holders, hash, range),
+                Ok(Located::Remote { holders, .. }) => remote_body(ctx, holders, hash, range).await,
                 _ => Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "integrity",
@@ -733,6 +735,7 @@ async fn local_body(ctx: &NodeContext, hash: Hash, range: ByteRange) -> Result<B
     let held = budget(ctx, LOCAL_STREAM_COST)?;
     Ok(Holding::wrap(
         counted_body(
+            None,
             ctx.objects.stream_local(hash, range, PIECE as usize),
             range.len,
         ),
@@ -741,31 +744,56 @@ async fn local_body(ctx: &NodeContext, hash: Hash, range: ByteRange) -> Result<B
 }
 
 /// A remote range: verified by the fetcher; a stream that ends short aborts the response.
-fn remote_body(
+/// The headers wait for the first verified piece, so a read that every holder failed
+/// before its first byte (a lossy link, a holder gone since it proved its copy) answers
+/// 503 with `Retry-After` instead of a 200 cut at byte 0.
+async fn remote_body(
     ctx: &NodeContext,
     holders: Vec<crate::dht::NetPeer>,
     hash: Hash,
     range: ByteRange,
 ) -> Result<Body, ApiError> {
     let held = budget(ctx, REMOTE_STREAM_COST)?;
+    let mut rx = ctx.objects.stream_remote(holders, hash, range);
+    let first = match rx.recv().await {
+        Some(piece) => Some(piece),
+        None if range.len == 0 => None,
+        None => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "holders_failed",
+                format!(
+                    "every holder of {} failed before its first byte; retry",
+                    id_string(&hash)
+                ),
+            )
+            .retry_after(1));
+        }
+    };
     Ok(Holding::wrap(
-        counted_body(ctx.objects.stream_remote(holders, hash, range), range.len),
+        counted_body(first, rx, range.len),
         vec![held],
     ))
 }
 
-/// A body from verified pieces; if they stop before `len` bytes, the body ends in an error,
-/// which aborts the response (past the headers, the only honest signal left).
-fn counted_body(rx: tokio::sync::mpsc::Receiver<Bytes>, len: u64) -> Body {
-    let stream = futures_util::stream::unfold((rx, 0u64), move |(mut rx, got)| async move {
-        match rx.recv().await {
+/// A body from verified pieces (`first`, then `rx`'s); if they stop before `len` bytes,
+/// the body ends in an error, which aborts the response (past the headers, the only
+/// honest signal left).
+fn counted_body(first: Option<Bytes>, rx: tokio::sync::mpsc::Receiver<Bytes>, len: u64) -> Body {
+    let state = (first, rx, 0u64);
+    let stream = futures_util::stream::unfold(state, move |(first, mut rx, got)| async move {
+        let next = match first {
+            Some(piece) => Some(piece),
+            None => rx.recv().await,
+        };
+        match next {
             Some(b) => {
                 let got = got + b.len() as u64;
-                Some((Ok::<Bytes, std::io::Error>(b), (rx, got)))
+                Some((Ok::<Bytes, std::io::Error>(b), (None, rx, got)))
             }
             None if got < len => Some((
                 Err(std::io::Error::other("no holder could finish the read")),
-                (rx, len),
+                (None, rx, len),
             )),
             None => None,
         }
