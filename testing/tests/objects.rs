@@ -1654,6 +1654,10 @@ fn a_get_whose_holders_all_fail_before_the_first_byte_is_503() {
         "{:?}",
         r.headers
     );
+    assert_eq!(
+        metric(c.node(gateway), "rejected_total{reason=\"holders_failed\"}"),
+        1.0
+    );
     c.finish();
 }
 

@@ -711,16 +711,22 @@ async fn local_body(ctx: &NodeContext, hash: Hash, range: ByteRange) -> Result<B
                 .map_err(|e| ApiError::internal(e.to_string()))?;
         return match read {
             Ok(bytes) => Ok(Holding::wrap(Body::from(bytes), vec![held])),
-            // The local copy was bad and is gone (counted): serve the read from the mesh.
-            Err(StoreError::Corrupt) => match ctx.objects.find_holders(hash).await {
-                Ok(Located::Remote { holders, .. }) => remote_body(ctx, holders, hash, range).await,
-                _ => Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "integrity",
-                    "the stored copy failed verification and was dropped, and no other holder answered; retry",
-                )
-                .retry_after(1)),
-            },
+            // The local copy was bad and is gone (counted): serve the read from the mesh,
+            // under the remote read's budget alone.
+            Err(StoreError::Corrupt) => {
+                drop(held);
+                match ctx.objects.find_holders(hash).await {
+                    Ok(Located::Remote { holders, .. }) => {
+                        remote_body(ctx, holders, hash, range).await
+                    }
+                    _ => Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "integrity",
+                        "the stored copy failed verification and was dropped, and no other holder answered; retry",
+                    )
+                    .retry_after(1)),
+                }
+            }
             // Unreadable right now (EIO, EMFILE, ...): not a verdict on the object.
             Err(e @ StoreError::Io(_)) => Err(store_unavailable(&e)),
             Err(StoreError::NotFound) => Err(ApiError::not_found(format!(
@@ -759,6 +765,7 @@ async fn remote_body(
         Some(piece) => Some(piece),
         None if range.len == 0 => None,
         None => {
+            metrics::counter!("rejected_total", "reason" => "holders_failed").increment(1);
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "holders_failed",
