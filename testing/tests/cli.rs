@@ -421,11 +421,13 @@ fn direct_io_is_on_by_default_and_can_be_turned_off() {
             got.stdout == bytes,
             "{name}: the object came back different"
         );
-        let count = |p: &str| {
-            node.metric(&format!("store_writes_total{{path=\"{p}\"}}"))
+        let counter = |what: &str, p: &str| {
+            node.metric(&format!("{what}{{path=\"{p}\"}}"))
                 .unwrap()
                 .unwrap_or(0.0)
         };
+        let count = |p: &str| counter("store_writes_total", p);
+        let reads = |p: &str| counter("store_reads_total", p);
         // Where the node's file system refuses O_DIRECT at open, the default writes
         // through the cache too, and says so.
         let path = if path == "direct" && !takes_direct {
@@ -442,6 +444,10 @@ fn direct_io_is_on_by_default_and_can_be_turned_off() {
             0.0
         };
         assert_eq!(count("refused"), refused, "{name}: refusals counted");
+        // The GET read the object the way it was written.
+        assert!(reads(path) >= 1.0, "{name}: the GET read {path}");
+        assert_eq!(reads(other), 0.0, "{name}: no read {other}");
+        assert_eq!(reads("refused"), refused, "{name}: read refusals counted");
         node.sigterm().ok();
     }
 }

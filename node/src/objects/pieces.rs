@@ -180,12 +180,12 @@ impl Ingest {
             store: store.clone(),
             size_hint,
             trip: None,
-            batch: if store.writes_direct(size_hint) {
+            batch: if store.uncached(size_hint) {
                 aligned_batch()
             } else {
                 BytesMut::new()
             },
-            aligned: store.writes_direct(size_hint),
+            aligned: store.uncached(size_hint),
             len: 0,
             tee: None,
         })

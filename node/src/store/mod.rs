@@ -340,8 +340,8 @@ impl Store {
             .store(min, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether an object of `size` bytes is written past the page cache.
-    pub fn writes_direct(&self, size: u64) -> bool {
+    /// Whether an object of `size` bytes is written, and read, past the page cache.
+    pub fn uncached(&self, size: u64) -> bool {
         size >= self
             .inner
             .direct_min
@@ -432,7 +432,7 @@ impl Store {
         let sink = match &self.inner.backend {
             Backend::Disk { dir, fs } => {
                 let tmp = dir.join(format!(".tmp-{}", unique()));
-                let file = if self.writes_direct(size_hint) {
+                let file = if self.uncached(size_hint) {
                     fs.create_uncached(&tmp)?
                 } else {
                     fs.create(&tmp)?
@@ -546,7 +546,21 @@ impl Store {
                         _ => StoreError::Io(e),
                     })
                 };
-                let data = match fs.open(&data_path(dir, hash)) {
+                let path = data_path(dir, hash);
+                let opened = if self.uncached(size) {
+                    // Written past the page cache, and read past it: whole blocks into
+                    // the reader's own window.
+                    fs.open_uncached(&path, len)
+                } else {
+                    fs.open(&path).map(|file| {
+                        metrics::counter!("store_reads_total", "path" => "cached").increment(1);
+                        // No larger than a group: a whole group is read past the buffer,
+                        // straight into the buffer it goes out or is verified in.
+                        let file = io::BufReader::with_capacity(GROUP as usize, file);
+                        Box::new(file) as Box<dyn fs::ReadFile>
+                    })
+                };
+                let data = match opened {
                     // No object file: released (perhaps before a crash an old snapshot did
                     // not see). The object is gone; only a missing outboard is repairable.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -555,9 +569,6 @@ impl Store {
                     }
                     other => other?,
                 };
-                // No larger than a group: a whole group is read past the buffer, straight
-                // into the buffer it goes out or is verified in.
-                let data = io::BufReader::with_capacity(GROUP as usize, data);
                 if size <= GROUP {
                     // One group: no parents, no outboard file.
                     SliceEncoder::new(data, Cursor::new(Vec::new()), size, start, len)?
