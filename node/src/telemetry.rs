@@ -288,6 +288,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Object files written, by path: direct (opened past the page cache), cached (through it); refused counts those of them that asked for direct I/O and were refused it, at open (then cached) or at a write (then on through the cache).",
     ),
     (
+        "store_reads_total",
+        Kind::Counter,
+        "Object files opened for a read, by path: direct (an object of 4 MiB or more, read past the page cache), cached (through it); refused counts those of them that asked for direct I/O and were refused it, at open (then cached) or at a read (then on through the cache).",
+    ),
+    (
         "uploads_streaming",
         Kind::Gauge,
         "Declared-id uploads whose copies are pushed beside them, and detached sets of such pushes (at most 16).",
@@ -335,6 +340,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     }
     for path in ["direct", "cached", "refused"] {
         metrics::counter!("store_writes_total", "path" => path).absolute(0);
+        metrics::counter!("store_reads_total", "path" => path).absolute(0);
     }
     for reason in crate::dht::contacts::ContactsError::REASONS {
         metrics::counter!("contacts_file_rejected_total", "reason" => reason).absolute(0);
