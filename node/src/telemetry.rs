@@ -290,7 +290,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "store_reads_total",
         Kind::Counter,
-        "Object files opened for a read, by path: direct (an object of 4 MiB or more, read past the page cache), cached (through it); refused counts those of them that asked for direct I/O and were refused it, at open (then cached) or at a read (then on through the cache).",
+        "Object files opened for a read, by path: direct (an object of 4 MiB or more read for a copy pushed to a peer, past the page cache), cached (through it); refused counts those of them that asked for direct I/O and were refused it, at open (then cached) or at a read (then on through the cache).",
     ),
     (
         "uploads_streaming",

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use wire::object::{APP_PROTO_OBJECT, ByteRange, ObjectRequest, ObjectResponse};
 use wire::{Status, message};
 
-use super::pieces::{Cut, PieceReader};
+use super::pieces::PieceReader;
 use super::tee::{StreamedEnd, StreamedPush};
 use super::{DurableTo, Objects};
 use crate::dht::{NetPeer, transport_cause};
@@ -574,15 +574,12 @@ impl Objects {
         }
         // A piece that fails verification ends the push (the store has dropped the copy)
         // instead of spreading bad bytes.
-        let reader = self
-            .store
-            .verified_reader(&hash, 0, size)
-            .map_err(|e| match e {
-                StoreError::Corrupt => FetchError::LocalCorrupt,
-                other => FetchError::Local(other.to_string()),
-            })?;
+        let reader = self.store.push_reader(&hash, size).map_err(|e| match e {
+            StoreError::Corrupt => FetchError::LocalCorrupt,
+            other => FetchError::Local(other.to_string()),
+        })?;
         let piece = super::serve::TRANSFER_PIECE.min(ex.max_payload());
-        let mut pieces = PieceReader::new(Cut::new(reader), piece).prefetch(super::serve::PREFETCH);
+        let mut pieces = PieceReader::new(reader, piece).prefetch(super::serve::PREFETCH);
         let mut sent = 0u64;
         let mut pace = super::pace::Pace::new(self);
         while let Some(piece) = pieces.recv().await {

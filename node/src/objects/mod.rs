@@ -45,7 +45,7 @@ use crate::store::{Hash, Store};
 use crate::transport::Transport;
 pub(crate) use fetch::Placed;
 pub use fetch::{FetchError, Fetched, Tail};
-pub(crate) use pieces::{Cut, Ingest, PieceReader};
+pub(crate) use pieces::{Ingest, PieceReader};
 pub use serve::serve_object;
 pub(crate) use tee::EarlyPushes;
 
@@ -806,7 +806,7 @@ impl Objects {
         tokio::spawn(async move {
             let mut sent = 0u64;
             if let Ok(reader) = objects.store.verified_reader(&hash, range.start, range.len) {
-                let mut pieces = PieceReader::new(Cut::new(reader), piece);
+                let mut pieces = PieceReader::new(reader, piece);
                 while let Some(Ok(b)) = pieces.next().await {
                     sent += b.len() as u64;
                     if out.send(b).await.is_err() {

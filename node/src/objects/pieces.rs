@@ -6,16 +6,14 @@
 //! draining a stream slowly) costs a parked future, not a blocking thread. Writes batch the
 //! incoming pieces and cross to the blocking pool once per batch.
 
-use std::io::Read;
-
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use crate::store::fs::DIRECT_ALIGN;
 use crate::store::{Hash, ObjectWriter, Store, StoreError};
 
-/// A blocking source of pieces: a reader cut into pieces of a size ([`Cut`]), or a slice
-/// encoder cutting its pieces between groups.
+/// A blocking source of pieces: a store's verified reader, or a slice encoder, each cutting
+/// its pieces between groups.
 pub(crate) trait PieceSource: Send + 'static {
     /// The next piece of at most `max` bytes (a source may go over for a node that does
     /// not fit); `None` at the end.
@@ -25,31 +23,13 @@ pub(crate) trait PieceSource: Send + 'static {
     fn is_done(&self) -> bool;
 }
 
-/// A reader cut into pieces of the size asked for; a short piece is its last.
-pub(crate) struct Cut {
-    reader: Box<dyn Read + Send>,
-    done: bool,
-}
-
-impl Cut {
-    /// Cuts `reader` into pieces.
-    pub(crate) fn new(reader: impl Read + Send + 'static) -> Cut {
-        Cut {
-            reader: Box::new(reader),
-            done: false,
-        }
-    }
-}
-
-impl PieceSource for Cut {
+impl PieceSource for crate::store::VerifiedReader {
     fn next_piece(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
-        let got = read_piece(&mut self.reader, max)?;
-        self.done = got.as_ref().is_none_or(|b| b.len() < max);
-        Ok(got)
+        Ok(self.next_verified(max)?.map(Bytes::from))
     }
 
     fn is_done(&self) -> bool {
-        self.done
+        crate::store::VerifiedReader::is_done(self)
     }
 }
 
@@ -117,23 +97,6 @@ impl PieceReader {
         });
         rx
     }
-}
-
-/// Fills up to `piece` bytes; `None` when the reader had nothing left.
-fn read_piece(reader: &mut Box<dyn Read + Send>, piece: usize) -> std::io::Result<Option<Bytes>> {
-    let mut buf = vec![0u8; piece];
-    let mut filled = 0;
-    while filled < piece {
-        match reader.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    if filled == 0 {
-        return Ok(None);
-    }
-    buf.truncate(filled);
-    Ok(Some(Bytes::from(buf)))
 }
 
 /// Bytes gathered before one trip to the blocking pool.

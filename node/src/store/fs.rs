@@ -309,11 +309,11 @@ impl WriteFile for DirectFile {
 /// A file read past the page cache (`O_DIRECT`): whole aligned blocks are read into a
 /// window of its own and served from there.
 ///
-/// Why: a large object is written past the cache ([`DirectFile`]), so a read of it (a GET,
-/// a repair push, a holder serving it) finds nothing there, and a read through the cache
-/// would fill fresh pages with bytes read once. Here that cost more than the copy it
-/// fills them with: a push of a 1 GiB object read through the cache took 2.5–4.2 CPU s at
-/// its sender, most of it in the kernel's copy out of pages just filled. A read of a
+/// Why: a large object is written past the cache ([`DirectFile`]), so the push of its
+/// copies that follows the write finds nothing there, and a read through the cache would
+/// fill fresh pages with bytes read once. Here that cost more than the copy it fills them
+/// with: a push of a 1 GiB object read through the cache took 2.5–4.2 CPU s at its
+/// sender, most of it in the kernel's copy out of pages just filled; 2.0–2.1 this way. A read of a
 /// direct block also takes bytes the page cache still holds (the tail, written through
 /// it): the kernel keeps direct and cached I/O of one file coherent.
 struct DirectReader {

@@ -340,7 +340,8 @@ impl Store {
             .store(min, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether an object of `size` bytes is written, and read, past the page cache.
+    /// Whether an object of `size` bytes is written past the page cache (and read past it
+    /// for a copy pushed to a peer, [`push_reader`](Self::push_reader)).
     pub fn uncached(&self, size: u64) -> bool {
         size >= self
             .inner
@@ -531,6 +532,18 @@ impl Store {
         start: u64,
         len: u64,
     ) -> Result<SliceEncoder, StoreError> {
+        self.slice_reader_for(hash, start, len, Reads::Cached)
+    }
+
+    /// [`slice_reader`](Self::slice_reader), reading a large object's file past the page
+    /// cache if `reads` says so and the store reads such objects that way.
+    fn slice_reader_for(
+        &self,
+        hash: &Hash,
+        start: u64,
+        len: u64,
+        reads: Reads,
+    ) -> Result<SliceEncoder, StoreError> {
         let size = self.size(hash).ok_or(StoreError::NotFound)?;
         if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(StoreError::BadRange { start, len, size });
@@ -547,9 +560,9 @@ impl Store {
                     })
                 };
                 let path = data_path(dir, hash);
-                let opened = if self.uncached(size) {
-                    // Written past the page cache, and read past it: whole blocks into
-                    // the reader's own window.
+                let opened = if reads == Reads::Once && self.uncached(size) {
+                    // Written past the page cache, and read once: past it too, whole
+                    // blocks into the reader's own window.
                     fs.open_uncached(&path, len)
                 } else {
                     fs.open(&path).map(|file| {
@@ -613,8 +626,27 @@ impl Store {
         start: u64,
         len: u64,
     ) -> Result<VerifiedReader, StoreError> {
-        let slice = self.slice_reader(hash, start, len)?;
-        let decoder = SliceDecoder::new(slice, hash, start, len);
+        self.verified_reader_for(hash, start, len, Reads::Cached)
+    }
+
+    /// A [`verified_reader`](Self::verified_reader) of a whole object for a copy pushed
+    /// to a peer (a write's copies, a repair). Such a read comes once, usually just after
+    /// the write that put a large object on the disk past the page cache: it is read past
+    /// the cache too, rather than filling fresh pages with bytes nobody reads again. A
+    /// client's read goes through the cache, where a popular object stays.
+    pub fn push_reader(&self, hash: &Hash, size: u64) -> Result<VerifiedReader, StoreError> {
+        self.verified_reader_for(hash, 0, size, Reads::Once)
+    }
+
+    fn verified_reader_for(
+        &self,
+        hash: &Hash,
+        start: u64,
+        len: u64,
+        reads: Reads,
+    ) -> Result<VerifiedReader, StoreError> {
+        let slice = self.slice_reader_for(hash, start, len, reads)?;
+        let decoder = SliceDecoder::of_encoder(slice, hash, start, len);
         Ok(VerifiedReader {
             decoder,
             store: self.clone(),
@@ -653,6 +685,16 @@ impl Store {
     }
 }
 
+/// How a read will use an object's file: [`Reads::Once`] lets a large object be read past
+/// the page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// Perhaps again soon (a client's read): through the cache.
+    Cached,
+    /// Once (a copy pushed to a peer).
+    Once,
+}
+
 /// Verified bytes of a stored range; see [`Store::verified_reader`].
 pub struct VerifiedReader {
     decoder: SliceDecoder,
@@ -667,8 +709,42 @@ impl Read for VerifiedReader {
         if self.failed {
             return Err(io::Error::other(StoreError::Corrupt));
         }
-        match self.decoder.read(buf) {
-            Ok(0) if self.left > 0 && !buf.is_empty() => {
+        let got = self.decoder.read(buf);
+        self.judged(got, !buf.is_empty())
+    }
+}
+
+impl VerifiedReader {
+    /// The next verified bytes, at most `max` (whole groups, read straight from the file
+    /// into the buffer handed out: no copy through a buffer of the reader's); `None` at
+    /// the end. Errors as `read`'s.
+    pub fn next_verified(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
+        if self.failed {
+            return Err(io::Error::other(StoreError::Corrupt));
+        }
+        // The decoder stops at the first whole group that reaches what it is asked for.
+        let at_least = max.saturating_sub(GROUP as usize - 1).max(1);
+        let (piece, got) = match self.decoder.next_verified(at_least) {
+            Ok(piece) => {
+                let n = piece.as_ref().map_or(0, Vec::len);
+                (piece, Ok(n))
+            }
+            Err(e) => (None, Err(e)),
+        };
+        self.judged(got, true)?;
+        Ok(piece)
+    }
+
+    /// Whether every byte of the range was read out.
+    pub fn is_done(&self) -> bool {
+        self.left == 0
+    }
+
+    /// What the decoder's answer `got` (bytes, or an error) means for the object: bytes
+    /// that do not hash to the id, or too few of them where some were `wanted`, drop it.
+    fn judged(&mut self, got: io::Result<usize>, wanted: bool) -> io::Result<usize> {
+        match got {
+            Ok(0) if self.left > 0 && wanted => {
                 tracing::warn!(left = self.left, "verified read ended early");
                 self.fail()
             }
@@ -693,9 +769,7 @@ impl Read for VerifiedReader {
             }
         }
     }
-}
 
-impl VerifiedReader {
     fn fail(&mut self) -> io::Result<usize> {
         self.failed = true;
         self.store.corrupt(&self.hash);

@@ -150,6 +150,53 @@ mod large {
         assert!(got[..] == data[5 << 20..8 << 20]);
     }
 
+    /// A push's reader of a large object hands out verified pieces of at most the size
+    /// asked, every byte once; a flipped byte stops it at the piece that holds it, the
+    /// pieces before are good, and the rotten copy is dropped and counted.
+    #[test]
+    fn a_push_reads_verified_pieces_and_stops_at_a_rotten_one() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
+        let data = pattern(12 << 20 | 12_345);
+        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.uncached(data.len() as u64));
+        let pieces = |max: usize| {
+            let mut r = store
+                .push_reader(&h, data.len() as u64)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut got = Vec::new();
+            let end = loop {
+                match r.next_verified(max) {
+                    Ok(Some(p)) => {
+                        assert!(!p.is_empty() && p.len() <= max, "a piece of {}", p.len());
+                        got.extend_from_slice(&p);
+                    }
+                    Ok(None) => break Ok(r.is_done()),
+                    Err(e) => break Err(StoreError::from_read(e)),
+                }
+            };
+            (got, end)
+        };
+        for max in [GROUP as usize, 256 << 10, 1 << 20, 3 << 20] {
+            let (got, end) = pieces(max);
+            assert!(got == data && matches!(end, Ok(true)), "pieces of {max}");
+        }
+        let path = store.data_file(&h).unwrap_or_else(|| panic!("disk"));
+        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        let flipped = 7 << 20 | 777;
+        bytes[flipped] ^= 1;
+        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let (got, end) = pieces(256 << 10);
+        assert!(matches!(end, Err(StoreError::Corrupt)), "{end:?}");
+        assert!(got.len() <= flipped && got[..] == data[..got.len()]);
+        assert!(
+            flipped - got.len() < 256 << 10,
+            "stopped at the rotten piece"
+        );
+        assert_eq!(store.size(&h), None, "dropped");
+        assert_eq!(store.corrupt_found(), 1);
+    }
+
     #[test]
     fn small_reads_of_a_verified_reader_see_every_byte() {
         let store = Store::amnesia(1 << 30);

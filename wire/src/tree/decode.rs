@@ -2,21 +2,24 @@
 //! bytes. Every byte is moved once, from the input into the buffer it is verified in: a
 //! group is read straight into the piece [`SliceDecoder::next_verified`] hands out (into
 //! spare capacity, not zeroed first, when the input implements `read_buf` as `Cursor` and
-//! `File` do), or into one group buffer kept for `Read::read`, zeroed once. A caller that
+//! `File` do), or into one group buffer kept for `Read::read`, zeroed once. A decoder of
+//! an encoder's slice ([`SliceDecoder::of_encoder`], a store verifying what it reads)
+//! takes each group from the encoder's data the same way, past the encoder's buffer. A
+//! caller that
 //! owns the slice's bytes already (`Bytes` from the network) should use
 //! [`super::SliceVerifier`], which does not copy them at all.
 
 use std::io::{self, Read};
 
 use super::check::{Checker, Need, SliceError};
-use super::{GROUP, HEADER, Hash, PARENT};
+use super::{GROUP, HEADER, Hash, PARENT, SliceEncoder};
 
 /// Reads a slice of `start..start+count` of the object `hash` and yields its verified
 /// bytes; `InvalidData` (wrapping a [`SliceError`]) at the first parent or group that does
 /// not verify (or a length claim that cannot be), `UnexpectedEof` if the slice ends early.
 /// After an error every later call fails too.
 pub struct SliceDecoder {
-    input: Box<dyn Read + Send>,
+    input: Input,
     hash: Hash,
     start: u64,
     count: u64,
@@ -28,6 +31,24 @@ pub struct SliceDecoder {
     end: usize,
     /// The first error, returned again by every later call.
     failed: Option<io::ErrorKind>,
+}
+
+/// Where a decoder reads the slice.
+enum Input {
+    /// Any reader of the slice's bytes.
+    Reader(Box<dyn Read + Send>),
+    /// An encoder of the same range, in step with the decoder: a group comes from its
+    /// data straight into the piece handed out.
+    Encoder(Box<SliceEncoder>),
+}
+
+impl Read for Input {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Input::Reader(r) => r.read(out),
+            Input::Encoder(e) => e.read(out),
+        }
+    }
 }
 
 /// What [`SliceDecoder::next_node`] found.
@@ -48,8 +69,19 @@ impl SliceDecoder {
         start: u64,
         count: u64,
     ) -> SliceDecoder {
+        SliceDecoder::with(Input::Reader(Box::new(input)), hash, start, count)
+    }
+
+    /// A decoder of the slice `encoder` produces (of the same range): what a store runs to
+    /// verify its own bytes as it reads them, each group moved once, from the encoder's
+    /// data into the piece [`next_verified`](Self::next_verified) hands out.
+    pub fn of_encoder(encoder: SliceEncoder, hash: &Hash, start: u64, count: u64) -> SliceDecoder {
+        SliceDecoder::with(Input::Encoder(Box::new(encoder)), hash, start, count)
+    }
+
+    fn with(input: Input, hash: &Hash, start: u64, count: u64) -> SliceDecoder {
         SliceDecoder {
-            input: Box::new(input),
+            input,
             hash: *hash,
             start,
             count,
@@ -133,9 +165,10 @@ impl SliceDecoder {
                 out.reserve_exact(groups * GROUP as usize);
             }
             let at = out.len();
-            let got = Read::by_ref(&mut self.input)
-                .take(len as u64)
-                .read_to_end(&mut out)?;
+            let got = match &mut self.input {
+                Input::Encoder(e) => e.group_into(&mut out, len as u64)?,
+                Input::Reader(r) => Read::by_ref(r).take(len as u64).read_to_end(&mut out)?,
+            };
             if got < len {
                 return Err(SliceError::Truncated.into());
             }

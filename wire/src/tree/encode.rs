@@ -71,16 +71,51 @@ impl SliceEncoder {
                 Ok(true)
             }
             Some(Node::Group { start, len, .. }) => {
-                if self.data_at != Some(start) {
-                    self.data.seek(SeekFrom::Start(start))?;
-                }
-                self.data_at = None;
-                self.buf.resize(len as usize, 0);
-                self.data.read_exact(&mut self.buf)?;
-                self.data_at = Some(start + len);
-                Ok(true)
+                let mut buf = std::mem::take(&mut self.buf);
+                buf.resize(len as usize, 0);
+                let read = self.read_group(start, &mut buf);
+                self.buf = buf;
+                read.map(|()| true)
             }
         }
+    }
+
+    /// Appends `len` bytes of the slice to `out`: the next group straight from the data
+    /// into `out`'s spare capacity if that is what comes next (a decoder in step with this
+    /// encoder asks for nothing else), or else the bytes `Read` would give. How many bytes
+    /// it appended.
+    pub(super) fn group_into(&mut self, out: &mut Vec<u8>, len: u64) -> io::Result<usize> {
+        if self.pos == self.buf.len()
+            && self.header_sent
+            && let Some(&Node::Group {
+                start, len: next, ..
+            }) = self.walk.peek()
+            && next == len
+        {
+            self.walk.next();
+            if self.data_at != Some(start) {
+                self.data.seek(SeekFrom::Start(start))?;
+            }
+            self.data_at = None;
+            let got = Read::by_ref(&mut self.data).take(len).read_to_end(out)?;
+            if got as u64 != len {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.data_at = Some(start + len);
+            return Ok(got);
+        }
+        Read::by_ref(self).take(len).read_to_end(out)
+    }
+
+    /// Reads the group at `start` from the data into `into`, which it fills.
+    fn read_group(&mut self, start: u64, into: &mut [u8]) -> io::Result<()> {
+        if self.data_at != Some(start) {
+            self.data.seek(SeekFrom::Start(start))?;
+        }
+        self.data_at = None;
+        self.data.read_exact(into)?;
+        self.data_at = Some(start + into.len() as u64);
+        Ok(())
     }
 }
 
@@ -151,7 +186,19 @@ impl SliceEncoder {
 }
 
 impl Read for SliceEncoder {
+    /// A read with room for the whole next group (what a decoder asks) takes it straight
+    /// from the data, not through this encoder's buffer.
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len()
+            && self.header_sent
+            && let Some(&Node::Group { start, len, .. }) = self.walk.peek()
+            && len > 0
+            && let Some(into) = out.get_mut(..len as usize)
+        {
+            self.walk.next();
+            self.read_group(start, into)?;
+            return Ok(into.len());
+        }
         while self.pos == self.buf.len() {
             if !self.produce()? {
                 return Ok(0);

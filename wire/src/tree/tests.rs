@@ -184,6 +184,61 @@ fn owned_pieces_are_the_same_bytes() {
     }
 }
 
+/// An encoder read in reads of every size (smaller than a node, exactly a group, more than
+/// one: the reads that take a group straight from the data and those that go through the
+/// encoder's buffer, mixed) gives the same slice; a decoder reading straight from an
+/// encoder, as the store reads its files, gives the range through `read` and in pieces.
+#[test]
+fn an_encoder_read_in_any_sizes_gives_the_same_slice() {
+    for len in [0usize, 1, 16_384, 16_385, 100_000, (1 << 20) + 16_385] {
+        let d = data(len);
+        let (h, ob) = outboard(&d);
+        let l = len as u64;
+        let encoder = |s, c| {
+            SliceEncoder::new(Cursor::new(d.clone()), Cursor::new(ob.clone()), l, s, c)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        for (s, c) in ranges(l) {
+            let whole = slice(&d, &ob, s, c);
+            let want = &d[s as usize..(s + c) as usize];
+            for size in [1, 7, 16_383, 16_384, 16_385, 40_000, 1 << 20] {
+                let mut enc = encoder(s, c);
+                let (mut got, mut buf) = (Vec::new(), vec![0u8; size]);
+                loop {
+                    match enc.read(&mut buf).unwrap_or_else(|e| panic!("{e}")) {
+                        0 => break,
+                        n => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                assert!(got == whole, "{len} {s}+{c} in reads of {size}");
+                // Through the encoder's `Read`, and in step with it.
+                let decoders = || {
+                    [
+                        SliceDecoder::new(encoder(s, c), &h, s, c),
+                        SliceDecoder::of_encoder(encoder(s, c), &h, s, c),
+                    ]
+                };
+                for mut dec in decoders() {
+                    let mut got = Vec::new();
+                    dec.read_to_end(&mut got)
+                        .unwrap_or_else(|e| panic!("{len} {s}+{c}: {e}"));
+                    assert!(got == want, "{len} {s}+{c} decoded from the encoder");
+                }
+                for mut dec in decoders() {
+                    let mut got = Vec::new();
+                    while let Some(piece) = dec
+                        .next_verified(size)
+                        .unwrap_or_else(|e| panic!("{len} {s}+{c}: {e}"))
+                    {
+                        got.extend_from_slice(&piece);
+                    }
+                    assert!(got == want, "{len} {s}+{c} in pieces of {size}");
+                }
+            }
+        }
+    }
+}
+
 /// After a parent or group fails, the decoder stays failed: later calls must not go on
 /// reading nodes against expectations that no longer line up with the walk.
 #[test]
