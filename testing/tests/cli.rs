@@ -409,6 +409,10 @@ fn direct_io_is_on_by_default_and_can_be_turned_off() {
         })
         .unwrap();
         mesh.wait_ready(Duration::from_secs(20)).unwrap();
+        // A W = 2 write needs node 1 in node 0's table, which readiness does not wait for.
+        let ids = mesh.ids().unwrap();
+        mesh.wait_tables_hold(&[0, 1], &ids, Duration::from_secs(30))
+            .unwrap();
         let node = &mesh.nodes[0];
         let put = std::process::Command::new("curl")
             .args(["-sf", "--max-time", "30", "-T"])
@@ -454,13 +458,17 @@ fn direct_io_is_on_by_default_and_can_be_turned_off() {
             0.0
         };
         assert_eq!(count("refused"), refused, "{name}: refusals counted");
-        // The push read the object the way it was written; the GET through the cache.
+        // The push read the object the way it was written (once, or again if a transient
+        // fault made it try again); the GET through the cache.
         let (direct, cached) = if path == "direct" {
             (1.0, 1.0)
         } else {
             (0.0, 2.0)
         };
-        assert_eq!(reads("direct"), direct, "{name}: reads past the cache");
+        assert!(
+            reads("direct") >= direct && (direct > 0.0 || reads("direct") == 0.0),
+            "{name}: reads past the cache"
+        );
         assert!(reads("cached") >= cached, "{name}: reads through the cache");
         assert_eq!(reads("refused"), refused, "{name}: read refusals counted");
         let hex = &id[3..];

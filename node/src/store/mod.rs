@@ -715,9 +715,11 @@ impl Read for VerifiedReader {
 }
 
 impl VerifiedReader {
-    /// The next verified bytes, at most `max` (whole groups, read straight from the file
-    /// into the buffer handed out: no copy through a buffer of the reader's); `None` at
-    /// the end. Errors as `read`'s.
+    /// The next verified bytes, whole groups of at most `max` bytes in all (at least one
+    /// group, so more than `max` only if `max` is less than a group), read from the file
+    /// into the buffer handed out, past the reader's own buffers (and the page cache's
+    /// too for a [`push_reader`](Store::push_reader) of a large object); `None` at the
+    /// end. Errors as `read`'s.
     pub fn next_verified(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
         if self.failed {
             return Err(io::Error::other(StoreError::Corrupt));

@@ -177,10 +177,22 @@ mod large {
             };
             (got, end)
         };
-        for max in [GROUP as usize, 256 << 10, 1 << 20, 3 << 20] {
+        // Sizes of whole groups, and not (a frame's room: 64 KiB less its header).
+        for max in [GROUP as usize, 65_498, 256 << 10, 1 << 20, 3 << 20 | 5] {
             let (got, end) = pieces(max);
             assert!(got == data && matches!(end, Ok(true)), "pieces of {max}");
         }
+        // A client's range from mid-group, in pieces no larger than asked.
+        let (start, len) = (5 << 20 | 999, 2 << 20);
+        let mut r = store
+            .verified_reader(&h, start, len)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut got = Vec::new();
+        while let Some(p) = r.next_verified(65_498).unwrap_or_else(|e| panic!("{e}")) {
+            assert!(!p.is_empty() && p.len() <= 65_498, "a piece of {}", p.len());
+            got.extend_from_slice(&p);
+        }
+        assert!(r.is_done() && got[..] == data[start as usize..(start + len) as usize]);
         let path = store.data_file(&h).unwrap_or_else(|| panic!("disk"));
         let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
         let flipped = 7 << 20 | 777;

@@ -5,8 +5,7 @@
 //! `File` do), or into one group buffer kept for `Read::read`, zeroed once. A decoder of
 //! an encoder's slice ([`SliceDecoder::of_encoder`], a store verifying what it reads)
 //! takes each group from the encoder's data the same way, past the encoder's buffer. A
-//! caller that
-//! owns the slice's bytes already (`Bytes` from the network) should use
+//! caller that owns the slice's bytes already (`Bytes` from the network) should use
 //! [`super::SliceVerifier`], which does not copy them at all.
 
 use std::io::{self, Read};

@@ -187,7 +187,8 @@ impl SliceEncoder {
 
 impl Read for SliceEncoder {
     /// A read with room for the whole next group (what a decoder asks) takes it straight
-    /// from the data, not through this encoder's buffer.
+    /// from the data, not through this encoder's buffer. After an error the encoder's
+    /// place in the slice is lost: its reader stops there (a decoder does).
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.buf.len()
             && self.header_sent
