@@ -17,7 +17,9 @@
 //! and as `PUT /o/{id}` (copies pushed beside the upload), time to
 //! 201, against raw quinn moving 1 GiB between two endpoints), `--put-local` (the first of
 //! those alone), `--put-declared` (the 1 GiB mesh PUT as `PUT /o/{id}` alone, against raw
-//! quinn: the run to profile).
+//! quinn: the run to profile), `--push` (a write's copy pushed from the store: a 1 GiB
+//! `PUT /o` to one of two nodes at RF = 2 / W = 1, timed from its 201 until the other
+//! node holds the copy, against raw quinn moving 1 GiB).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -48,6 +50,8 @@ struct Args {
     put_local: bool,
     /// `--put-declared`: the mesh PUT of `--put` as `PUT /o/{id}` alone.
     put_declared: bool,
+    /// `--push`: a copy pushed from the store after its write, against raw quinn.
+    push: bool,
 }
 
 fn args() -> Result<Args, BoxError> {
@@ -57,6 +61,7 @@ fn args() -> Result<Args, BoxError> {
         put: false,
         put_local: false,
         put_declared: false,
+        push: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -66,9 +71,10 @@ fn args() -> Result<Args, BoxError> {
             "--put" => a.put = true,
             "--put-local" => (a.put, a.put_local) = (true, true),
             "--put-declared" => (a.put, a.put_declared) = (true, true),
+            "--push" => a.push = true,
             "-h" | "--help" => {
                 println!(
-                    "obj-bench [--rounds N] [--bulk-only | --put | --put-local | --put-declared]: see the source's header"
+                    "obj-bench [--rounds N] [--bulk-only | --put | --put-local | --put-declared | --push]: see the source's header"
                 );
                 std::process::exit(0);
             }
@@ -555,8 +561,67 @@ async fn mesh_put(
     Ok(())
 }
 
+/// `--push`: a 1 GiB `PUT /o` to node 0 of two (RF = 2, W = 1), answered once its own
+/// copy is durable; then the copy node 0 pushes from its store (read back from the disk,
+/// verified, sent) is timed until node 1 holds it, against raw quinn moving 1 GiB.
+async fn push_target(rounds: usize) -> Result<(), BoxError> {
+    const SIZE: usize = 1 << 30;
+    let dir = tempfile::tempdir()?;
+    let nodes = mesh(dir.path(), 2, Some(2), Some(1)).await;
+    let (conn, server_conn, _server, _client) = quinn_pair().await?;
+    let (mut push, mut raw, mut ratio, mut cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        if round > 0 {
+            // Node 1 took 1 GiB of copies from node 0: let its budget for node 0 refill.
+            tokio::time::sleep(Duration::from_secs(17)).await;
+        }
+        let body = bulk_bytes(SIZE, 2000 + round as u32);
+        let hash = *blake3::hash(&body).as_bytes();
+        put_timed(&nodes[0], body, false).await;
+        let (t, before) = (Instant::now(), cpu_seconds());
+        while nodes[1].ctx.objects.store.size(&hash).is_none() {
+            assert!(t.elapsed() < Duration::from_secs(120), "the pushed copy");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (secs, cpu_push) = (t.elapsed().as_secs_f64(), cpu_seconds() - before);
+        let (mib_s, cpu_raw) = quinn_bytes(&conn, &server_conn, SIZE).await;
+        let raw_secs = (SIZE >> 20) as f64 / mib_s;
+        println!(
+            "  round {round}: push {secs:.3} s ({cpu_push:.2} CPU s); raw quinn {raw_secs:.3} s ({cpu_raw:.2} CPU s)"
+        );
+        push.push(secs);
+        raw.push(raw_secs);
+        ratio.push(secs / raw_secs);
+        cpu.push(cpu_push / cpu_raw);
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+    println!(
+        "1 GiB copy pushed from the store (from the 201 to the copy held), against raw quinn 1 GiB"
+    );
+    println!("  push s:              {}", shown(&push, 2));
+    println!("  raw quinn s:         {}", shown(&raw, 2));
+    println!(
+        "  push/raw per round:  {} (median {:.2})",
+        shown(&ratio, 2),
+        median(&mut ratio.clone())
+    );
+    println!(
+        "  CPU push/raw:        {} (median {:.2})",
+        shown(&cpu, 2),
+        median(&mut cpu.clone())
+    );
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<(), BoxError> {
     println!("obj-bench: load avg {} at start", loadavg());
+    if args.push {
+        push_target(args.rounds).await?;
+        println!("obj-bench: load avg {} at end", loadavg());
+        return Ok(());
+    }
     if args.put {
         put_targets(args.rounds, args.put_local, args.put_declared).await?;
         println!("obj-bench: load avg {} at end", loadavg());
