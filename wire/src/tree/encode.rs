@@ -80,10 +80,9 @@ impl SliceEncoder {
         }
     }
 
-    /// Appends `len` bytes of the slice to `out`: the next group straight from the data
-    /// into `out`'s spare capacity if that is what comes next (a decoder in step with this
-    /// encoder asks for nothing else), or else the bytes `Read` would give. How many bytes
-    /// it appended.
+    /// Appends `len` bytes of the slice to `out`: the next group straight from the data,
+    /// in one read, if that is what comes next (a decoder in step with this encoder asks
+    /// for nothing else), or else the bytes `Read` would give. How many bytes it appended.
     pub(super) fn group_into(&mut self, out: &mut Vec<u8>, len: u64) -> io::Result<usize> {
         if self.pos == self.buf.len()
             && self.header_sent
@@ -91,18 +90,18 @@ impl SliceEncoder {
                 start, len: next, ..
             }) = self.walk.peek()
             && next == len
+            && let Ok(n) = usize::try_from(len)
         {
             self.walk.next();
-            if self.data_at != Some(start) {
-                self.data.seek(SeekFrom::Start(start))?;
+            // One read of the whole group (zeroed first): a buffered file hands it over
+            // past its buffer, where `read_to_end`'s smaller reads would go through it.
+            let at = out.len();
+            out.resize(at + n, 0);
+            if let Err(e) = self.read_group(start, &mut out[at..]) {
+                out.truncate(at);
+                return Err(e);
             }
-            self.data_at = None;
-            let got = Read::by_ref(&mut self.data).take(len).read_to_end(out)?;
-            if got as u64 != len {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            self.data_at = Some(start + len);
-            return Ok(got);
+            return Ok(n);
         }
         Read::by_ref(self).take(len).read_to_end(out)
     }
