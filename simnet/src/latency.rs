@@ -134,6 +134,12 @@ impl Network {
         self.loss = loss.clamp(0.0, 1.0);
     }
 
+    /// Whether a message's delay is drawn (loss or jitter): otherwise it is the pair's
+    /// base delay, and no message's own random stream is ever read.
+    pub fn draws(&self) -> bool {
+        self.loss > 0.0 || self.jitter > 0.0
+    }
+
     /// The region of a slot (regions model only).
     pub fn region(&self, slot: u32) -> Option<u32> {
         (self.regions > 0).then(|| slot % self.regions)

@@ -1,6 +1,6 @@
 //! What each node knows of the others at the link level: the connections it holds, and
 //! how many messages it has sent to each peer (the number that keys each message's random
-//! stream).
+//! stream; not kept when the network draws nothing per message).
 //!
 //! A connection joins two incarnations and counts against both nodes' cap
 //! (`latency.connections_max`, the node's `max_connections`); opening one past the cap
@@ -56,6 +56,8 @@ pub struct Links {
     /// Per slot: its session tickets, sorted by peer (empty unless tickets are on).
     tickets: Vec<Vec<Ticket>>,
     tickets_on: bool,
+    /// Whether messages are numbered per pair (see [`Links::unnumbered`]).
+    numbered: bool,
     cap: u32,
     /// Slots there are: every peer in a list is below this.
     slots: u32,
@@ -82,6 +84,7 @@ impl Links {
             conns: (0..slots).map(|_| Vec::new()).collect(),
             tickets: (0..slots).map(|_| Vec::new()).collect(),
             tickets_on: false,
+            numbered: true,
             cap: cap.max(1),
             slots,
             closed_busy: 0,
@@ -91,6 +94,19 @@ impl Links {
     /// Nodes keep session tickets from the handshakes they dial (`latency.zero_rtt`).
     pub fn keep_tickets(&mut self) {
         self.tickets_on = true;
+    }
+
+    /// Messages are not numbered: every one is number 0. For a network that draws nothing
+    /// per message (no loss, no jitter, no message faults), where no stream is keyed by
+    /// the number: the counts were 8 bytes for every pair that ever talked, and a search
+    /// into a cold list (often an insert) on every message.
+    pub fn unnumbered(&mut self) {
+        self.numbered = false;
+    }
+
+    /// Whether messages are numbered per pair.
+    pub fn numbered(&self) -> bool {
+        self.numbered
     }
 
     /// Whether `from` holds a good ticket for incarnation `to_inc` of `to`, so a request
@@ -138,8 +154,12 @@ impl Links {
         find(&self.conns[slot as usize], peer, self.slots, |c| c.peer)
     }
 
-    /// The number of this message from `from` to `to` (0 for the first).
+    /// The number of this message from `from` to `to` (0 for the first; always 0 when
+    /// [unnumbered](Links::unnumbered)).
     pub fn next_message(&mut self, from: u32, to: u32) -> u32 {
+        if !self.numbered {
+            return 0;
+        }
         let sent = &mut self.sent[from as usize];
         match find(sent, to, self.slots, |&(p, _)| p) {
             Ok(i) => {
@@ -400,6 +420,11 @@ mod tests {
         l.check().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(l.next_message(4, 0), 0);
         assert_eq!(l.next_message(4, 0), 1);
+        l.unnumbered();
+        assert_eq!(l.next_message(4, 0), 0);
+        assert_eq!(l.next_message(4, 0), 0, "unnumbered: every message is 0");
+        assert_eq!(l.next_message(3, 0), 0);
+        assert_eq!(l.sent[3].len(), 0, "nothing kept");
     }
 
     /// The model `open` was first written as: both ends opened, then each end over its

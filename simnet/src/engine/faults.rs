@@ -50,16 +50,40 @@ pub struct NodeView {
 }
 
 impl Sim {
-    /// Changes the loss rate from now on.
+    /// Changes the loss rate from now on. A run that does so with loss sets
+    /// [`Extra::network_changes`] in its scenario.
     pub fn set_loss(&mut self, loss: f64) {
         self.net.set_loss(loss);
+        self.check_numbered();
     }
 
     /// Changes the message faults from now on: the probability a DHT message is
-    /// delivered twice, and the most extra delay each takes (ms).
+    /// delivered twice, and the most extra delay each takes (ms). As with
+    /// [`Sim::set_loss`], the scenario says [`Extra::network_changes`].
     pub fn set_message_faults(&mut self, dup: f64, reorder_ms: f64) {
         self.sc.faults.dup = dup.clamp(0.0, 1.0);
         self.sc.faults.reorder_ms = reorder_ms.max(0.0);
+        self.check_numbered();
+    }
+
+    /// Whether a message's delivery draws from its random stream: loss, jitter or a
+    /// message fault is on now, or may be turned on later.
+    pub(super) fn draws_per_message(&self) -> bool {
+        let f = &self.sc.faults;
+        self.net.draws() || f.dup > 0.0 || f.reorder_ms > 0.0 || f.network_changes
+    }
+
+    /// A network that now draws per message must have numbered its messages from the
+    /// start; one that did not would key its streams differently: a caller's bug.
+    fn check_numbered(&mut self) {
+        if self.draws_per_message() && !self.links.numbered() {
+            self.fail(
+                u32::MAX,
+                "loss or message faults turned on in a run whose scenario did not say \
+                 faults.network_changes"
+                    .into(),
+            );
+        }
     }
 
     /// From now on, these slots lie in their answers (replacing any others).
@@ -204,6 +228,10 @@ pub struct Extra {
     pub liars: BTreeSet<u32>,
     /// Slots whose id the swarm chose (Sybils), instead of the seed's draw.
     pub keys: BTreeMap<u32, Key>,
+    /// The run turns loss or message faults on as it goes ([`Sim::set_loss`],
+    /// [`Sim::set_message_faults`]): messages are numbered from the start, so each keeps
+    /// the random stream it would have had in a run that drew from time zero.
+    pub network_changes: bool,
 }
 
 impl Extra {
@@ -382,5 +410,48 @@ mod tests {
         println!("self {named_self}, crashed {named_crashed}, nobody {named_nobody}");
         assert!(named_self > 0 && named_crashed > 0 && named_nobody > 0);
         assert!(!sim.lies(0) && sim.lies(liar));
+    }
+
+    #[test]
+    fn messages_are_numbered_only_where_a_draw_reads_the_number() {
+        let quiet = net(30, Extra::default());
+        assert!(!quiet.links.numbered(), "nothing drawn per message");
+        let dup = net(
+            30,
+            Extra {
+                dup: 0.1,
+                ..Extra::default()
+            },
+        );
+        assert!(dup.links.numbered(), "duplicates are drawn");
+        let mut later = net(
+            30,
+            Extra {
+                network_changes: true,
+                ..Extra::default()
+            },
+        );
+        assert!(later.links.numbered(), "the scenario says loss comes later");
+        later.set_loss(0.2);
+        assert!(
+            later
+                .run_until(Instant::ZERO + Duration::from_secs(1))
+                .is_ok()
+        );
+
+        // Turning loss on in a run that numbered nothing is the caller's bug, said as such.
+        let mut quiet = quiet;
+        quiet.set_loss(0.0);
+        assert!(
+            quiet
+                .run_until(Instant::ZERO + Duration::from_secs(1))
+                .is_ok()
+        );
+        quiet.set_loss(0.2);
+        let err = quiet
+            .run_until(Instant::ZERO + Duration::from_secs(2))
+            .map(|()| "ran on".to_string())
+            .unwrap_or_else(|e| e.to_string());
+        assert!(err.contains("faults.network_changes"), "{err}");
     }
 }

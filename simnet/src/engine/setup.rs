@@ -76,6 +76,9 @@ pub(super) fn build(sc: Scenario, check: bool) -> Sim {
         dht_config: std::sync::Arc::new(sc.dht.clone()),
         sc,
     };
+    if !sim.draws_per_message() {
+        sim.links.unnumbered();
+    }
     sim.metrics.durability = crate::durability::Durability::new(sim.sc.workload.replication.rf);
     if sim.sc.soak.is_some() {
         // The record checker needs every (key, provider) announced since time zero.

@@ -242,6 +242,7 @@ impl Profile {
             clocks,
             liars: BTreeSet::new(),
             keys,
+            network_changes: true,
         }
     }
 
