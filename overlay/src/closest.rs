@@ -144,7 +144,8 @@ impl<P: Peer> ClosestPeersIter<P> {
             finished: false,
         };
         for (p, rtt) in seeds {
-            it.insert(p, 0, rtt);
+            let d = p.key().distance(&target);
+            it.insert(d, p, 0, || rtt);
         }
         it
     }
@@ -180,9 +181,10 @@ impl<P: Peer> ClosestPeersIter<P> {
         self.mode == Mode::Stalled
     }
 
-    /// Inserts a candidate; returns whether it is now the closest one known.
-    fn insert(&mut self, peer: P, hops: u32, rtt_us: u32) -> bool {
-        let d = peer.key().distance(&self.target);
+    /// Inserts a candidate at distance `d` from the target, unless it is known already;
+    /// returns whether it is now the closest one known. Its round-trip time is asked for
+    /// only when it is new: most peers an answer names are known by then.
+    fn insert(&mut self, d: Distance, peer: P, hops: u32, rtt_us: impl FnOnce() -> u32) -> bool {
         if self.candidates.contains_key(&d) {
             return false; // first naming wins: it defines the hop count
         }
@@ -207,7 +209,7 @@ impl<P: Peer> ClosestPeersIter<P> {
                 peer,
                 state: State::NotContacted,
                 hops,
-                rtt_us,
+                rtt_us: rtt_us(),
             },
         );
         self.candidates.keys().next() == Some(&d)
@@ -319,19 +321,50 @@ impl<P: Peer> ClosestPeersIter<P> {
     /// `peer` answered with `closer` peers (each with its known RTT in µs, 0 if unknown).
     /// Returns false if we were not waiting for it, or the walk is over.
     pub fn on_success(&mut self, peer: &Key, closer: impl IntoIterator<Item = (P, u32)>) -> bool {
-        let Some((was, hops)) = self.settle(peer, State::Succeeded) else {
+        let Some((hops, mut progress)) = self.answered(peer) else {
             return false;
         };
-        let hops = hops + 1;
+        for (p, rtt) in closer {
+            let d = p.key().distance(&self.target);
+            progress |= self.insert(d, p, hops, || rtt);
+        }
+        self.after_answer(progress);
+        true
+    }
+
+    /// [`on_success`](Self::on_success), with each new candidate's RTT in µs (0 if
+    /// unknown) from `rtt_of`, which is not asked about peers the walk knows already.
+    pub fn on_success_with(
+        &mut self,
+        peer: &Key,
+        closer: impl IntoIterator<Item = P>,
+        mut rtt_of: impl FnMut(&Key) -> u32,
+    ) -> bool {
+        let Some((hops, mut progress)) = self.answered(peer) else {
+            return false;
+        };
+        for p in closer {
+            let key = p.key();
+            let d = key.distance(&self.target);
+            progress |= self.insert(d, p, hops, || rtt_of(&key));
+        }
+        self.after_answer(progress);
+        true
+    }
+
+    /// Settles `peer`'s answer: the hop count of the peers it names, and whether the walk
+    /// progresses even if none of them is closer (fewer than k known).
+    fn answered(&mut self, peer: &Key) -> Option<(u32, bool)> {
+        let (was, hops) = self.settle(peer, State::Succeeded)?;
         match was {
             State::Waiting => self.in_flight -= 1,
             _ => self.unresponsive -= 1,
         }
-        let known_before = self.candidates.len();
-        let mut progress = known_before < self.k;
-        for (p, rtt) in closer {
-            progress |= self.insert(p, hops, rtt);
-        }
+        Some((hops + 1, self.candidates.len() < self.k))
+    }
+
+    /// The mode after an answer that did (or did not) bring the walk closer.
+    fn after_answer(&mut self, progress: bool) {
         self.mode = match self.mode {
             Mode::Iterating { no_progress } => {
                 let no_progress = if progress { 0 } else { no_progress + 1 };
@@ -344,7 +377,6 @@ impl<P: Peer> ClosestPeersIter<P> {
             Mode::Stalled if progress => Mode::Iterating { no_progress: 0 },
             Mode::Stalled => Mode::Stalled,
         };
-        true
     }
 
     /// `peer`'s request passed its soft timeout: it no longer holds a slot, but holds the
@@ -644,6 +676,28 @@ mod tests {
         assert_eq!(contact(&mut it), key(0x11));
         it.on_unresponsive(&key(0x11));
         assert_eq!(contact(&mut it), key(0x20));
+    }
+
+    #[test]
+    fn an_answer_asks_the_rtt_of_new_candidates_only_and_uses_it() {
+        let target = key(0);
+        let mut it = ClosestPeersIter::new(target, vec![P(key(0x40))], 4, 1, 100, 100);
+        let p = contact(&mut it);
+        let mut asked = Vec::new();
+        // 0x11 and 0x1e are equally useful (three leading bits in common with the
+        // target); 0x1e is named with the faster round trip. 0x40 is known already.
+        let closer = vec![P(key(0x40)), P(key(0x11)), P(key(0x1e))];
+        assert!(it.on_success_with(&p, closer, |k| {
+            asked.push(*k);
+            if *k == key(0x1e) { 5_000 } else { 900_000 }
+        }));
+        assert_eq!(asked, vec![key(0x11), key(0x1e)], "not the known 0x40");
+        assert_eq!(contact(&mut it), key(0x1e), "its round trip was kept");
+        assert!(!it.on_success_with(&key(0x77), vec![P(key(0x12))], |_| 0));
+        assert!(
+            !it.knows(&key(0x12)),
+            "an answer nobody was asked for adds nothing"
+        );
     }
 
     #[test]

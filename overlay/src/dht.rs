@@ -908,13 +908,6 @@ impl<P: Peer> Dht<P> {
                         self.stats.answers_after_finish += 1;
                     }
                 }
-                let hinted: Vec<(P, u32)> = closer
-                    .into_iter()
-                    .map(|p| {
-                        let rtt = self.rtt_hint(&p.key());
-                        (p, rtt)
-                    })
-                    .collect();
                 // A peer denied while its answer was on the way: the walk takes nothing
                 // from it, as from a peer that did not answer.
                 let liar = self.is_liar(&key);
@@ -925,7 +918,8 @@ impl<P: Peer> Dht<P> {
                     if liar {
                         iter.on_failure(&key);
                     } else {
-                        iter.on_success(&key, hinted);
+                        let table = &self.table;
+                        iter.on_success_with(&key, closer, |k| rtt_hint(table, k));
                     }
                 }
                 if !liar {
@@ -938,23 +932,16 @@ impl<P: Peer> Dht<P> {
         }
     }
 
-    /// A contact's known round trip in µs, 0 when unknown (a stranger, or never timed).
-    fn rtt_hint(&self, key: &Key) -> u32 {
-        self.table
-            .get(key)
-            .and_then(|e| e.rtt.srtt())
-            .map_or(0, |d| {
-                u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1)
-            })
-    }
-
     /// Drops ourselves from a peer list and caps it at k, flagging a peer that sent more.
     fn sanitize(&mut self, from: &P, mut peers: Vec<P>, reason: &'static str) -> Vec<P> {
         if peers.len() > self.config.k {
             self.misbehaved(from.clone(), reason);
             peers.truncate(self.config.k);
         }
-        peers.retain(|p| p.key() != self.local_key && !self.is_liar(&p.key()));
+        peers.retain(|p| {
+            let key = p.key();
+            key != self.local_key && !self.is_liar(&key)
+        });
         peers
     }
 
@@ -1846,6 +1833,13 @@ pub const PROVIDERS_PER_WALK_MAX: usize = 32;
 /// Provider records a walk keeps from one reporter: an object has about rf holders, so
 /// more from one node are stale or made up, and they would crowd out the others'.
 pub const PROVIDERS_PER_REPORTER_MAX: usize = 8;
+
+/// A contact's known round trip in µs, 0 when unknown (a stranger, or never timed).
+fn rtt_hint<P: Peer>(table: &RoutingTable<P>, key: &Key) -> u32 {
+    table.get(key).and_then(|e| e.rtt.srtt()).map_or(0, |d| {
+        u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1)
+    })
+}
 
 /// Adds `p`, reported by `reporter`, to `query`'s providers unless known or its reporter
 /// already gave [`PROVIDERS_PER_REPORTER_MAX`]; past [`PROVIDERS_PER_WALK_MAX`], only in
