@@ -42,6 +42,11 @@ pub struct Config {
     /// in which an entry just failed is swept: its questionable entries are pinged one
     /// after another, so dead entries leave while live ones stay.
     pub liveness_probes_max: usize,
+    /// Whether a node's first liveness round comes at a share of `liveness_interval` its
+    /// key gives (in [0, 1)) rather than a whole interval after it started, so that nodes
+    /// started in the same instant do not all probe in the same instant (false). simnet's
+    /// ideal tables start every node at time zero; a fleet restarted at once does too.
+    pub liveness_spread: bool,
     /// Strangers being verified at once: a peer not in our table that asks us something
     /// (other than a PING) is pinged, and enters the table only if it answers (16).
     pub strangers_verified_max: usize,
@@ -133,6 +138,7 @@ impl Default for Config {
             evict_after_failures: 2,
             liveness_interval: Some(Duration::from_secs(60)),
             liveness_probes_max: 16,
+            liveness_spread: false,
             ip_diversity: None,
             provider_ttl: Duration::from_secs(48 * 3600),
             provider_republish_interval: Duration::from_secs(22 * 3600),

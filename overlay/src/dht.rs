@@ -355,7 +355,9 @@ impl<P: Peer> Dht<P> {
             next_query: 0,
             next_rpc: 0,
             next_refresh: now + config.bucket_refresh_interval / 4,
-            next_liveness: config.liveness_interval.map(|d| now + d),
+            next_liveness: config
+                .liveness_interval
+                .map(|d| now + first_liveness_round(d, config.liveness_spread, &local_key)),
             next_expiry: now + config.provider_ttl / 8,
             next_rejoin: None,
             next_thin_lookup: None,
@@ -1834,6 +1836,20 @@ pub const PROVIDERS_PER_WALK_MAX: usize = 32;
 /// more from one node are stale or made up, and they would crowd out the others'.
 pub const PROVIDERS_PER_REPORTER_MAX: usize = 8;
 
+/// How long after its start a node runs its first liveness round: a whole `interval`, or
+/// with `spread` the share of it its key's first two bytes give (`Config::liveness_spread`).
+fn first_liveness_round(
+    interval: std::time::Duration,
+    spread: bool,
+    key: &Key,
+) -> std::time::Duration {
+    if !spread {
+        return interval;
+    }
+    let share = u16::from_be_bytes([key.0[0], key.0[1]]);
+    interval.mul_f64(f64::from(share) / 65_536.0)
+}
+
 /// A contact's known round trip in µs, 0 when unknown (a stranger, or never timed).
 fn rtt_hint<P: Peer>(table: &RoutingTable<P>, key: &Key) -> u32 {
     table.get(key).and_then(|e| e.rtt.srtt()).map_or(0, |d| {
@@ -1935,5 +1951,29 @@ mod tests {
         assert!(q.providers.contains(&peer(0x41)) && q.providers.contains(&peer(0x43)));
         let from_b0 = q.reporters.iter().filter(|r| **r == key(0xb0)).count();
         assert_eq!(from_b0, 6, "the farthest liar lost two of its eight");
+    }
+
+    /// Nodes started together probe at once unless `liveness_spread` gives each its own
+    /// share of the interval for its first round (simnet's 10^6 ideal tables, where every
+    /// node starts at time zero).
+    #[test]
+    fn a_spread_first_liveness_round_comes_at_the_share_its_key_gives() {
+        let interval = std::time::Duration::from_secs(60);
+        let first_round = |first: u8, spread: bool| {
+            let config = Config {
+                liveness_interval: Some(interval),
+                liveness_spread: spread,
+                bootstrap_check_interval: None,
+                thin_table_lookup: None,
+                ..Config::default()
+            };
+            Dht::new(Instant::ZERO, peer(first), config, 1).poll_timeout()
+        };
+        let at = |d| Some(Instant::ZERO + d);
+        assert_eq!(first_round(0x80, false), at(interval));
+        assert_eq!(first_round(0x40, false), at(interval));
+        assert_eq!(first_round(0x80, true), at(interval / 2));
+        assert_eq!(first_round(0x40, true), at(interval / 4));
+        assert_eq!(first_round(0x00, true), at(std::time::Duration::ZERO));
     }
 }

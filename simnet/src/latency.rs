@@ -13,6 +13,9 @@
 //! incarnation, receiver, the number of that message from sender to receiver), and every
 //! base delay from one keyed by the pair: runs that differ in, say, k keep the same network
 //! for the same messages (common random numbers), instead of shifting one global stream.
+//! A network that draws nothing per message (no loss, no jitter, no message faults, and
+//! none to come: [`Network::draws`]) reads no message's stream, so the engine does not
+//! number its messages (`links::Links::unnumbered`).
 
 use std::time::Duration;
 

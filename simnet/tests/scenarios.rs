@@ -101,6 +101,7 @@ fn parsed_default(section: &str, key: &str) -> Option<String> {
         ("dht", "liveness_interval_s") => d.liveness_interval.map_or("0".into(), secs),
         ("dht", "bootstrap_check_s") => d.bootstrap_check_interval.map_or("0".into(), secs),
         ("dht", "liveness_probes_max") => d.liveness_probes_max.to_string(),
+        ("dht", "liveness_spread") => d.liveness_spread.to_string(),
         ("dht", "soft_timeout_min_ms") => d.soft_timeout_min.as_millis().to_string(),
         ("dht", "soft_timeout_initial_ms") => d.soft_timeout_initial.as_millis().to_string(),
         ("dht", "query_timeout_s") => secs(d.query_timeout),

@@ -66,6 +66,7 @@ struct RawDht {
     liveness_interval_s: Option<f64>,
     bootstrap_check_s: Option<f64>,
     liveness_probes_max: Option<usize>,
+    liveness_spread: Option<bool>,
     provider_ttl_s: Option<f64>,
     provider_republish_s: Option<f64>,
     providers_per_key_max: Option<usize>,
@@ -415,6 +416,9 @@ fn convert_dht(r: RawDht) -> Result<overlay::Config, ScenarioError> {
     }
     if let Some(v) = r.bucket_refresh_s {
         c.bucket_refresh_interval = duration("dht.bucket_refresh_s", v, 1.0, true)?;
+    }
+    if let Some(v) = r.liveness_spread {
+        c.liveness_spread = v;
     }
     if let Some(v) = r.liveness_interval_s {
         let d = duration("dht.liveness_interval_s", v, 1.0, false)?;
