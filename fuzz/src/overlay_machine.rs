@@ -61,6 +61,7 @@ fn config(flags: u8) -> Config {
         replacement_cache_size: 2,
         liveness_interval: (flags & 2 == 0).then_some(Duration::from_secs(2)),
         liveness_probes_max: 2,
+        liveness_spread: flags & 8 == 8,
         // Now and then queries run out of time before they finish.
         query_timeout: Duration::from_secs(if flags & 4 == 0 { 3 } else { 60 }),
         soft_timeout_min: Duration::from_millis(50),

@@ -45,7 +45,8 @@ pub struct Config {
     /// Whether a node's first liveness round comes at a share of `liveness_interval` its
     /// key gives (in [0, 1)) rather than a whole interval after it started, so that nodes
     /// started in the same instant do not all probe in the same instant (false). simnet's
-    /// ideal tables start every node at time zero; a fleet restarted at once does too.
+    /// ideal tables start every node at time zero (`[dht] liveness_spread`); the node's
+    /// configuration does not set it.
     pub liveness_spread: bool,
     /// Strangers being verified at once: a peer not in our table that asks us something
     /// (other than a PING) is pinged, and enters the table only if it answers (16).

@@ -1837,7 +1837,8 @@ pub const PROVIDERS_PER_WALK_MAX: usize = 32;
 pub const PROVIDERS_PER_REPORTER_MAX: usize = 8;
 
 /// How long after its start a node runs its first liveness round: a whole `interval`, or
-/// with `spread` the share of it its key's first two bytes give (`Config::liveness_spread`).
+/// with `spread` the share of it its key's last two bytes give (`Config::liveness_spread`):
+/// not its first, which XOR neighbours (each other's closest contacts) share.
 fn first_liveness_round(
     interval: std::time::Duration,
     spread: bool,
@@ -1846,7 +1847,7 @@ fn first_liveness_round(
     if !spread {
         return interval;
     }
-    let share = u16::from_be_bytes([key.0[0], key.0[1]]);
+    let share = u16::from_be_bytes([key.0[30], key.0[31]]);
     interval.mul_f64(f64::from(share) / 65_536.0)
 }
 
@@ -1959,7 +1960,8 @@ mod tests {
     #[test]
     fn a_spread_first_liveness_round_comes_at_the_share_its_key_gives() {
         let interval = std::time::Duration::from_secs(60);
-        let first_round = |first: u8, spread: bool| {
+        // The share is the key's last two bytes over 2^16; its first bytes do not count.
+        let first_round = |last: [u8; 2], spread: bool| {
             let config = Config {
                 liveness_interval: Some(interval),
                 liveness_spread: spread,
@@ -1967,13 +1969,19 @@ mod tests {
                 thin_table_lookup: None,
                 ..Config::default()
             };
-            Dht::new(Instant::ZERO, peer(first), config, 1).poll_timeout()
+            let mut key = [0xa5u8; 32];
+            key[30..].copy_from_slice(&last);
+            let local = TestPeer {
+                key: Key(key),
+                idx: 0,
+            };
+            Dht::new(Instant::ZERO, local, config, 1).poll_timeout()
         };
         let at = |d| Some(Instant::ZERO + d);
-        assert_eq!(first_round(0x80, false), at(interval));
-        assert_eq!(first_round(0x40, false), at(interval));
-        assert_eq!(first_round(0x80, true), at(interval / 2));
-        assert_eq!(first_round(0x40, true), at(interval / 4));
-        assert_eq!(first_round(0x00, true), at(std::time::Duration::ZERO));
+        assert_eq!(first_round([0x80, 0], false), at(interval));
+        assert_eq!(first_round([0x40, 0], false), at(interval));
+        assert_eq!(first_round([0x80, 0], true), at(interval / 2));
+        assert_eq!(first_round([0x40, 0], true), at(interval / 4));
+        assert_eq!(first_round([0, 0], true), at(std::time::Duration::ZERO));
     }
 }

@@ -177,6 +177,46 @@ proptest! {
         t.check_invariants().map_err(TestCaseError::fail)?;
     }
 
+    /// A walk told each answer's RTTs up front (`on_success`) and one that asks for them
+    /// (`on_success_with`) take the same steps and end with the same result, whatever the
+    /// answers hold: repeats, the answerer itself, peers past a small candidate cap.
+    #[test]
+    fn lazy_rtts_walk_as_eager_ones(universe in 2usize..200, outcomes in prop::collection::vec(any::<(bool, u8, u8)>(), 0..300), alpha in 1usize..5, cap in 1usize..40) {
+        let keys: Vec<Key> = (0..universe as u32).map(|i| key_from(&i.to_be_bytes())).collect();
+        let target = key_from(b"target");
+        let rtt = |k: &Key| u32::from(k.0[5] % 4) * 40_000;
+        let seeds = || keys.iter().take(3).map(|k| (P(*k), rtt(k)));
+        let mut eager = ClosestPeersIter::with_rtts(target, seeds(), 8, alpha, 60, cap, 100_000);
+        let mut lazy = ClosestPeersIter::with_rtts(target, seeds(), 8, alpha, 60, cap, 100_000);
+        let mut in_flight: Vec<Key> = Vec::new();
+        let mut outcomes = outcomes.into_iter();
+        loop {
+            let step = eager.next();
+            prop_assert_eq!(&step, &lazy.next());
+            match step {
+                Next::Contact(p) => in_flight.push(p.0),
+                Next::Finished => break,
+                Next::Waiting => {
+                    let Some((ok, pick, len)) = outcomes.next() else { break };
+                    let who = in_flight.remove(pick as usize % in_flight.len());
+                    if ok {
+                        // Some peers twice, and now and then the answerer itself.
+                        let start = (pick as usize * 7) % universe;
+                        let mut closer: Vec<Key> = keys.iter().cycle().skip(start).take(usize::from(len % 12)).cloned().collect();
+                        if len % 3 == 0 { closer.push(who); }
+                        if let Some(first) = closer.first().copied() { closer.push(first); }
+                        let told: Vec<(P, u32)> = closer.iter().map(|k| (P(*k), rtt(k))).collect();
+                        prop_assert_eq!(eager.on_success(&who, told), lazy.on_success_with(&who, closer.into_iter().map(P), rtt));
+                    } else {
+                        prop_assert_eq!(eager.on_failure(&who), lazy.on_failure(&who));
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(eager.result(), lazy.result());
+        prop_assert_eq!(eager.rpcs_sent(), lazy.rpcs_sent());
+    }
+
     /// Whatever peers answer or fail, a walk ends within its RPC budget.
     #[test]
     fn lookups_terminate(universe in 1usize..300, outcomes in prop::collection::vec(any::<(bool, u8)>(), 0..400), alpha in 1usize..5) {

@@ -13,9 +13,9 @@
 //! incarnation, receiver, the number of that message from sender to receiver), and every
 //! base delay from one keyed by the pair: runs that differ in, say, k keep the same network
 //! for the same messages (common random numbers), instead of shifting one global stream.
-//! A network that draws nothing per message (no loss, no jitter, no message faults, and
-//! none to come: [`Network::draws`]) reads no message's stream, so the engine does not
-//! number its messages (`links::Links::unnumbered`).
+//! A run whose messages draw nothing (no loss or jitter, [`Network::draws`]; no duplicated
+//! or reordered messages; none of them turned on later) reads no message's stream, so the
+//! engine does not number its messages (`links::Links::unnumbered`).
 
 use std::time::Duration;
 
@@ -138,7 +138,8 @@ impl Network {
     }
 
     /// Whether a message's delay is drawn (loss or jitter): otherwise it is the pair's
-    /// base delay, and no message's own random stream is ever read.
+    /// base delay, and only message faults (duplication, reordering) could read a
+    /// message's own random stream.
     pub fn draws(&self) -> bool {
         self.loss > 0.0 || self.jitter > 0.0
     }

@@ -4,9 +4,9 @@
 //! interval. Predictions: the most messages in flight at once falls by well over half (a
 //! round's pings spread over 60 s instead of one instant); and about as many pings are
 //! sent, counted over 179 s: without the spread every node runs two probing rounds (at 60
-//! and 120 s; the one at 0 finds nothing questionable yet), with it a node whose key gives
-//! the share s runs them at (1 + s) · 60 and (2 + s) · 60 s, both before 179 s unless s is
-//! above 0.983 (1.7 % of the nodes). Every lookup stays exact.
+//! and 120 s), with it a node whose key gives the share s runs its first round at s · 60 s
+//! (nothing is questionable yet) and probes at (1 + s) · 60 and (2 + s) · 60 s, both before
+//! 179 s unless s is above 0.983 (1.7 % of the nodes). Every lookup stays exact.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -230,7 +230,8 @@ pub struct Extra {
     pub keys: BTreeMap<u32, Key>,
     /// The run turns loss or message faults on as it goes ([`Sim::set_loss`],
     /// [`Sim::set_message_faults`]): messages are numbered from the start, so each keeps
-    /// the random stream it would have had in a run that drew from time zero.
+    /// the random stream it would have had in a run that drew from time zero. Set in code
+    /// (the swarm sets it), like every field here: a scenario file has no key for it.
     pub network_changes: bool,
 }
 

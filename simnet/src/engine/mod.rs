@@ -150,6 +150,11 @@ impl Sim {
 
     /// Processes every event due before `until` (capped at the end of the run).
     pub fn run_until(&mut self, until: Instant) -> Result<(), SimError> {
+        // A violation recorded between runs (a caller's bad `set_*`) is reported even if
+        // no event is left to step.
+        if let Some(e) = self.violation.take() {
+            return Err(e);
+        }
         let until = until.min(self.end);
         while self.queue.peek_time().is_some_and(|t| t < until) {
             self.step();
