@@ -23,7 +23,7 @@ use wire::{Status, message};
 use super::pace::Pace;
 use super::{Ingest, Objects, PieceReader};
 use crate::caps::{Intent, TenantQuota, Token};
-use crate::store::{Hash, StoreError};
+use crate::store::{Hash, Store, StoreError};
 use crate::transport::{InboundExchange, TransportError};
 
 /// Largest object request header.
@@ -105,29 +105,27 @@ async fn serve_get(
     // are cut between groups (each frame carries whole groups, read from the file straight
     // into the frame's buffer), so the asker verifies each group where it lies.
     //
-    // A short range (a proof, a TAIL, a small object) is verified here first: a copy that
-    // rotted on our disk is then dropped and answered as missing, so the prover pushes us
-    // a good one, rather than failing our proof and waiting for ever (its bytes, not ours,
-    // would look like the liar's). Long ranges are verified by the asker alone.
+    // A short range (a proof, a TAIL, a small object) is verified here first, and the
+    // bytes sent are the bytes verified: a copy that rotted on our disk is then dropped and
+    // answered as missing, so the prover pushes us a good one, rather than failing our proof
+    // and waiting for ever (its bytes, not ours, would look like the liar's). Long ranges
+    // are verified by the asker alone.
     let store = objects.store.clone();
-    let opened = tokio::task::spawn_blocking(move || {
-        if range.len <= VERIFY_BEFORE_SERVING_MAX {
-            store.read_verified(&hash, range.start, range.len)?;
+    let piece = TRANSFER_PIECE.min(ex.max_payload());
+    let opened = tokio::task::spawn_blocking(move || open_slice(&store, &hash, range, piece))
+        .await
+        .map_err(|_| TransportError::UnexpectedEnd)?;
+    let mut pieces = match opened {
+        Ok(Opened::Checked(pieces)) => Outgoing::Checked(pieces.into_iter()),
+        Ok(Opened::Encoder(reader)) => {
+            Outgoing::Streamed(PieceReader::new(reader, piece).prefetch(PREFETCH))
         }
-        store.slice_reader(&hash, range.start, range.len)
-    })
-    .await
-    .map_err(|_| TransportError::UnexpectedEnd)?;
-    let reader = match opened {
-        Ok(r) => r,
         Err(StoreError::NotFound | StoreError::Corrupt) => {
             return ex.respond(Status::NotFound, Bytes::new()).await;
         }
         // An unreadable file is not a verdict on the object: ask again later.
         Err(_) => return ex.respond(Status::Unavailable, Bytes::new()).await,
     };
-    let mut pieces =
-        PieceReader::new(reader, TRANSFER_PIECE.min(ex.max_payload())).prefetch(PREFETCH);
     ex.send(
         status,
         message::encode(&ObjectResponse::Found { size, range }),
@@ -137,7 +135,7 @@ async fn serve_get(
     let mut pace = Pace::new(objects);
     // Hold one piece back so the last one can carry END.
     let mut held: Option<Bytes> = None;
-    while let Some(next) = pieces.recv().await {
+    while let Some(next) = pieces.next().await {
         let Ok(next) = next else {
             // The store failed mid-stream: drop the exchange (the stream resets); the
             // asker's decoder sees a short slice and moves on to another holder.
@@ -150,6 +148,47 @@ async fn serve_get(
     }
     ex.send(status, held.unwrap_or_default(), true).await?;
     Ok(())
+}
+
+/// A GET's slice as the blocking pool hands it over: checked already, or to be read.
+enum Opened {
+    Checked(Vec<Bytes>),
+    Encoder(wire::tree::SliceEncoder),
+}
+
+/// Opens the slice of `range` to serve it in pieces of `piece` bytes: a short range read
+/// and checked whole (one read of the file: the pieces returned are the ones that
+/// verified), a long one as an encoder read while it is sent. Blocking.
+fn open_slice(
+    store: &Store,
+    hash: &Hash,
+    range: ByteRange,
+    piece: usize,
+) -> Result<Opened, StoreError> {
+    if range.len <= VERIFY_BEFORE_SERVING_MAX {
+        let pieces = store.verified_slice(hash, range.start, range.len, piece)?;
+        Ok(Opened::Checked(pieces))
+    } else {
+        store
+            .slice_reader(hash, range.start, range.len)
+            .map(Opened::Encoder)
+    }
+}
+
+/// Where a GET's pieces come from: checked here already (a short range, held in memory),
+/// or read from the file as they are sent (the asker verifies them).
+enum Outgoing {
+    Checked(std::vec::IntoIter<Bytes>),
+    Streamed(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>),
+}
+
+impl Outgoing {
+    async fn next(&mut self) -> Option<std::io::Result<Bytes>> {
+        match self {
+            Outgoing::Checked(pieces) => pieces.next().map(Ok),
+            Outgoing::Streamed(rx) => rx.recv().await,
+        }
+    }
 }
 
 /// The one refusal of a push that comes after some of its bytes were read (and charged):
@@ -318,5 +357,120 @@ async fn serve_put(
         }
         Err(StoreError::Full { .. }) => ex.respond(Status::Unavailable, Bytes::new()).await,
         Err(_) => ex.respond(Status::Internal, Bytes::new()).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Cursor};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::store::fs::{Fs, ReadFile, RealFs, WriteFile};
+
+    /// The real file system, but once armed every later open of an object's bytes reads
+    /// them with one bit flipped: a disk that rots between two reads of one request.
+    #[derive(Default)]
+    struct RotsWhenArmed {
+        armed: AtomicBool,
+    }
+
+    impl Fs for RotsWhenArmed {
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            RealFs.create_dir_all(path)
+        }
+        fn create_dir(&self, path: &Path) -> io::Result<()> {
+            RealFs.create_dir(path)
+        }
+        fn read_dir(&self, path: &Path) -> io::Result<Vec<(PathBuf, bool)>> {
+            RealFs.read_dir(path)
+        }
+        fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+            RealFs.create(path)
+        }
+        fn open(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
+            let object = path.extension().is_none();
+            if !(object && self.armed.swap(false, Ordering::SeqCst)) {
+                return RealFs.open(path);
+            }
+            // This open reads good bytes; the next one reads rotten ones.
+            let good = std::fs::read(path)?;
+            let mut rotten = good.clone();
+            rotten[5_000] ^= 0x40;
+            std::fs::write(path, &rotten)?;
+            Ok(Box::new(Cursor::new(good)))
+        }
+        fn len(&self, path: &Path) -> io::Result<u64> {
+            RealFs.len(path)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            RealFs.exists(path)
+        }
+        fn is_dir(&self, path: &Path) -> bool {
+            RealFs.is_dir(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            RealFs.rename(from, to)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            RealFs.remove_file(path)
+        }
+        fn sync_dir(&self, path: &Path) -> io::Result<()> {
+            RealFs.sync_dir(path)
+        }
+    }
+
+    /// A short range (a proof) whose file rots just after the check reads it: what is sent
+    /// is what was checked, so the asker gets a slice that verifies. Before, the check and
+    /// the pieces sent were two reads, and the second sent the rot: the asker counted an
+    /// honest holder a liar.
+    #[test]
+    fn a_short_slice_sent_is_the_slice_checked() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let fs = Arc::new(RotsWhenArmed::default());
+        let store =
+            Store::open_on(fs.clone(), dir.path(), 1 << 30).unwrap_or_else(|e| panic!("{e}"));
+        let data: Vec<u8> = (0..12_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let hash = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
+        fs.armed.store(true, Ordering::SeqCst);
+        let range = ByteRange {
+            start: 0,
+            len: data.len() as u64,
+        };
+        let pieces = match open_slice(&store, &hash, range, TRANSFER_PIECE) {
+            Ok(Opened::Checked(pieces)) => pieces,
+            Ok(Opened::Encoder(mut encoder)) => {
+                let mut pieces = Vec::new();
+                while let Some(p) = encoder
+                    .next_piece(TRANSFER_PIECE)
+                    .unwrap_or_else(|e| panic!("{e}"))
+                {
+                    pieces.push(p);
+                }
+                pieces
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let mut verifier = wire::tree::SliceVerifier::new(&hash, 0, range.len);
+        let mut got = Vec::new();
+        for p in pieces {
+            verifier.feed(p);
+            while let Some(b) = verifier
+                .poll_verified()
+                .unwrap_or_else(|e| panic!("sent unverified bytes: {e}"))
+            {
+                got.extend_from_slice(&b);
+            }
+        }
+        assert_eq!(verifier.finish(), Ok(()));
+        assert!(got == data);
+        // The rot is found by the next read, which drops the copy rather than send it.
+        assert!(matches!(
+            open_slice(&store, &hash, range, TRANSFER_PIECE),
+            Err(StoreError::Corrupt)
+        ));
+        assert_eq!(store.corrupt_found(), 1);
     }
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-use wire::tree::{GROUP, SliceDecoder, SliceEncoder, TreeHasher};
+use wire::tree::{GROUP, SliceDecoder, SliceEncoder, SliceVerifier, TreeHasher};
 
 #[cfg(any(test, feature = "crash-loop"))]
 pub mod crashloop;
@@ -615,6 +615,53 @@ impl Store {
         Ok(out)
     }
 
+    /// The encoded slice of `start..start+len` (what a peer asking for the range is sent), in
+    /// pieces of at most `max` bytes cut between nodes, every node verified against the id
+    /// before this returns. Short ranges (a proof, a small object) are served this way: the
+    /// bytes sent are the bytes checked, so a copy that rots between a check and a second
+    /// read of the file is never sent as if it were good (its asker would count us a liar).
+    /// A slice that fails drops the object, as a verified read does. Blocking; the whole
+    /// slice is held in memory.
+    pub fn verified_slice(
+        &self,
+        hash: &Hash,
+        start: u64,
+        len: u64,
+        max: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let mut encoder = self.slice_reader(hash, start, len)?;
+        let mut verifier = SliceVerifier::new(hash, start, len);
+        let mut pieces = Vec::new();
+        let mut verified = 0u64;
+        let failed = |e: io::Error| self.judge_read_error(hash, e);
+        while let Some(piece) = encoder.next_piece(max).map_err(failed)? {
+            verifier.feed(piece.clone());
+            while let Some(b) = verifier.poll_verified().map_err(|e| failed(e.into()))? {
+                verified += b.len() as u64;
+            }
+            pieces.push(piece);
+        }
+        verifier.finish().map_err(|e| failed(e.into()))?;
+        debug_assert_eq!(verified, len);
+        Ok(pieces)
+    }
+
+    /// What a failed read of an object's slice means for it: a hash mismatch
+    /// (`InvalidData`) or missing bytes (`UnexpectedEof`) say the bytes on disk are not the
+    /// object's, and drop it as corrupt; any other I/O error leaves it in place.
+    fn judge_read_error(&self, hash: &Hash, e: io::Error) -> StoreError {
+        match e.kind() {
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+                tracing::warn!(error = %e, "verified read failed");
+                self.corrupt(hash)
+            }
+            _ => {
+                tracing::warn!(id = %id_string(hash), error = %e, "store read failed; the object stays");
+                StoreError::Io(e)
+            }
+        }
+    }
+
     /// A reader of `start..start+len` that yields only verified bytes. Only bytes that do not
     /// hash to the id (a flipped bit, a truncated file) are corruption: the object is then
     /// dropped and counted, and the error carries [`StoreError::Corrupt`] (see
@@ -754,21 +801,13 @@ impl VerifiedReader {
                 self.left = self.left.saturating_sub(n as u64);
                 Ok(n)
             }
-            // A hash mismatch is InvalidData and missing bytes UnexpectedEof: the bytes on
-            // disk are not the object's.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
-                ) =>
-            {
-                tracing::warn!(left = self.left, error = %e, "verified read failed");
-                self.fail()
-            }
-            Err(e) => {
-                tracing::warn!(id = %id_string(&self.hash), error = %e, "store read failed; the object stays");
-                Err(e)
-            }
+            Err(e) => match self.store.judge_read_error(&self.hash, e) {
+                StoreError::Io(e) => Err(e),
+                _ => {
+                    self.failed = true;
+                    Err(io::Error::other(StoreError::Corrupt))
+                }
+            },
         }
     }
 
