@@ -32,9 +32,7 @@ fn holders(nodes: &[RunningNode], hash: &[u8; 32]) -> Vec<usize> {
 
 fn flip_byte(node: &RunningNode, hash: &[u8; 32], at: u64) {
     let path = node.ctx.objects.store.data_file(hash).unwrap();
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[at as usize] ^= 0x55;
-    std::fs::write(&path, bytes).unwrap();
+    flip_in_place(&path, at, 0x55);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

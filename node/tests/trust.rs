@@ -515,9 +515,11 @@ async fn put_on_every_node(nodes: &[node::app::RunningNode], data: &[u8]) -> [u8
 
 fn rot(store: &Store, hash: &[u8; 32], at: usize) -> (std::path::PathBuf, Vec<u8>) {
     let path = store.data_file(hash).unwrap();
+    // What the file holds once rotten, read while it is still good: the copy found rotten
+    // may be dropped the moment the flip lands.
     let mut on_disk = std::fs::read(&path).unwrap();
     on_disk[at] ^= 0x40;
-    std::fs::write(&path, &on_disk).unwrap();
+    flip_in_place(&path, at as u64, 0x40);
     (path, on_disk)
 }
 

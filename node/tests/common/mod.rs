@@ -199,3 +199,21 @@ pub fn logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// Flips the bits `mask` of the byte at `at` of a file in place (same size, same inode),
+/// as a disk's rot would. Rewriting the file instead (truncate, then write) would let a
+/// background read in between find it short, a different fault from the one meant.
+pub fn flip_in_place(path: &Path, at: u64, mask: u8) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    b[0] ^= mask;
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&b).unwrap();
+}
