@@ -1249,3 +1249,56 @@ async fn a_rotten_copy_at_a_holder_is_found_by_a_proof_and_replaced() {
         n.shutdown().await;
     }
 }
+
+/// An operator's repair that meets a target busy taking the object in from another pusher
+/// (429 `push_in_progress`) asks it again, as a write does, and reports the copy once the
+/// other push landed it; before, repair gave the target up at the first refusal and
+/// reported the object a copy short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_waits_for_a_copy_in_flight_and_counts_it() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("repair meets a push"));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 3).await;
+    let (a, c) = (&nodes[0], &nodes[2]);
+    let data = bytes(&mut rng, 1 << 20);
+    // Only `a` holds it, unannounced: nothing else pushes it meanwhile.
+    let hash = a.ctx.objects.store.put(&data, None).unwrap();
+    // A stranger with c's capability pushes the same object to c at 512 KiB/s (~2 s).
+    let pusher = stranger();
+    let (to, cap) = (peer(c), capability(dir.path(), 2));
+    let slow = tokio::spawn(async move {
+        let status = push_paced(&pusher, &to, &data, cap, Some(512 << 10)).await;
+        pusher.close().await;
+        status
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !c.ctx.objects.is_receiving(&hash) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "c takes the push in"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let report = a.ctx.objects.repair_now(hash).await.unwrap();
+    println!("{report:?}");
+    assert_eq!(slow.await.unwrap(), Status::Ok, "the other push landed");
+    assert!(
+        c.ctx.transport.stats().rejects("push_in_progress") >= 1,
+        "repair met the push in flight"
+    );
+    let at_c = report
+        .closest
+        .iter()
+        .find(|p| p.id == c.ctx.transport.node_id())
+        .expect("c is among the closest of three at RF 3");
+    assert!(
+        at_c.holds,
+        "the copy the other push landed counts: {at_c:?}"
+    );
+    assert!(!at_c.pushed, "proven, not pushed again");
+    assert_eq!(report.copies(), 3);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

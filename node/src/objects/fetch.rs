@@ -25,12 +25,15 @@ use crate::store::{Hash, StoreError};
 use crate::transport::TransportError;
 
 /// What a write's placement carries beyond the planner's: where it reports its copy
-/// durable, and the push that ran beside the upload, if one did.
+/// durable, the push that ran beside the upload, if one did, and which step comes first.
 pub(crate) struct WritePlacement {
     /// Hears once the copy counts.
     pub(crate) durable: DurableTo,
     /// The streamed push to this target.
     pub(crate) streamed: Option<StreamedPush>,
+    /// Push first (a new object's copies: the target most likely lacks it), or prove
+    /// first and push only to a target that lacks it (an operator's repair).
+    pub(crate) push_first: bool,
 }
 
 /// Why a fetch from one holder failed.
@@ -616,14 +619,14 @@ impl Objects {
         push: bool,
         write: Option<WritePlacement>,
     ) -> Placed {
-        let (durable, mut streamed) = match write {
-            Some(w) => (Some(w.durable), w.streamed),
-            None => (None, None),
+        let (durable, mut streamed, push_first) = match write {
+            Some(w) => (Some(w.durable), w.streamed, w.push_first),
+            None => (None, None, false),
         };
         // Whether our failed streamed push may have left bytes charged to us there (it
         // sent some, and the target did not refuse it before reading).
         let mut charged = false;
-        let mut placement = if durable.is_some() && push {
+        let mut placement = if push_first && push {
             Placement::push_first()
         } else {
             Placement::prove_first(push)

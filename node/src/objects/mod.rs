@@ -425,6 +425,15 @@ impl Objects {
             .saturating_sub(self.writes.available_permits())
     }
 
+    /// Whether an inbound transfer of `hash` is running (a second one would be refused as
+    /// `push_in_progress`); for tests that need a target busy.
+    pub fn is_receiving(&self, hash: &Hash) -> bool {
+        self.receiving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(hash)
+    }
+
     /// Claims `hash` for one inbound transfer; `None` while another is running.
     pub(crate) fn start_receiving(&self, hash: Hash) -> Option<Receiving> {
         let mut set = self
@@ -574,23 +583,8 @@ impl Objects {
         // The write's pushes are registered with the planner before it hears of the object,
         // or its own repair pushes to the same targets race ours (each receiver takes one
         // push of an object at a time).
-        let mut planned = BTreeMap::new();
-        for peer in write.targets() {
-            if let Ok(Some(id)) = self.dht.begin_external(Key(hash), peer.key).await {
-                planned.insert(peer.key, id);
-            }
-        }
-        self.announce(hash, size).await;
-        let mut run = WriteRun {
-            objects: self,
-            hash,
-            size,
-            clock,
-            planned,
-            running: BTreeMap::new(),
-            streamed,
-            reports: mpsc::channel(write.targets().count() * 2 + 1),
-        };
+        let mut run = WriteRun::registered(self, hash, size, clock, &write, streamed, true).await;
+        run.objects.announce(hash, size).await;
         let mut answer_tx = Some(answer_tx);
         loop {
             run.start_placements(&mut write, clock.now());
@@ -1075,9 +1069,44 @@ struct WriteRun {
     /// The pushes that ran beside the upload, each taken by its target's first placement.
     streamed: BTreeMap<Key, tee::StreamedPush>,
     reports: (mpsc::Sender<WriteReport>, mpsc::Receiver<WriteReport>),
+    /// How each placement over for good ended (a target cut has none).
+    ended: BTreeMap<Key, Placed>,
+    /// Each placement pushes first (a write's), or proves first (an operator's repair).
+    push_first: bool,
 }
 
 impl WriteRun {
+    /// A run of `write`'s placements, each target's transfer registered with the planner
+    /// first (so its repair does not push the same copy beside ours).
+    async fn registered(
+        objects: Objects,
+        hash: Hash,
+        size: u64,
+        clock: Clock,
+        write: &Write<NetPeer>,
+        streamed: BTreeMap<Key, tee::StreamedPush>,
+        push_first: bool,
+    ) -> WriteRun {
+        let mut planned = BTreeMap::new();
+        for peer in write.targets() {
+            if let Ok(Some(id)) = objects.dht.begin_external(Key(hash), peer.key).await {
+                planned.insert(peer.key, id);
+            }
+        }
+        WriteRun {
+            objects,
+            hash,
+            size,
+            clock,
+            planned,
+            running: BTreeMap::new(),
+            streamed,
+            reports: mpsc::channel(write.targets().count() * 2 + 1),
+            ended: BTreeMap::new(),
+            push_first,
+        }
+    }
+
     /// Starts every placement due at `now`. Each reports how it ended, a placement whose
     /// task panicked included (as a local failure): the write waits for every report.
     fn start_placements(&mut self, write: &mut Write<NetPeer>, now: overlay::Instant) {
@@ -1093,6 +1122,7 @@ impl WriteRun {
             let write = fetch::WritePlacement {
                 durable,
                 streamed: self.streamed.remove(&key),
+                push_first: self.push_first,
             };
             let placing = tokio::spawn(async move {
                 objects
@@ -1176,14 +1206,15 @@ impl WriteRun {
             Some(WriteReport::Durable(peer)) => write.handle_durable(&peer),
             Some(WriteReport::Placed(peer, placed)) => {
                 self.running.remove(&peer);
-                if write.handle_placed(self.clock.now(), &peer, placed.end.result())
-                    && let Some(id) = self.planned.get(&peer)
-                {
-                    let _ = self
-                        .objects
-                        .dht
-                        .transfer_done(*id, placed.end.outcome())
-                        .await;
+                if write.handle_placed(self.clock.now(), &peer, placed.end.result()) {
+                    if let Some(id) = self.planned.get(&peer) {
+                        let _ = self
+                            .objects
+                            .dht
+                            .transfer_done(*id, placed.end.outcome())
+                            .await;
+                    }
+                    self.ended.insert(peer, placed);
                 }
             }
             None => {}

@@ -2,20 +2,21 @@
 //! for an object this node holds, find the RF closest nodes now, make each prove a copy or
 //! receive one, and report who holds it against who should.
 //!
-//! The planner repairs on its own schedule; this runs the same placement (`place_copy`,
-//! registered with the planner through `begin_external` so the two never push the same
-//! copy at once) at once and waits for every placement, bounded by the write's wait.
+//! The planner repairs on its own schedule; this runs a write's placements
+//! (`overlay::Write`, registered with the planner through `begin_external` so the two
+//! never push the same copy at once) at once and waits for every one: a target busy with
+//! another pusher's copy is asked again, a placement still running at twice the write's
+//! wait is cut.
 
-use overlay::{Key, PlaceEnd, TransferFault, TransferOutcome};
-use tokio::task::JoinSet;
+use std::collections::BTreeMap;
+
+use overlay::{Key, PlaceEnd, Write};
 use wire::NodeId;
 
-use super::Objects;
 use super::fetch::Placed;
+use super::{Objects, WriteRun};
+use crate::dht::{Clock, NetPeer};
 use crate::store::Hash;
-
-/// A placement still running at the operator's wait: the target was slower than it allows.
-const TIMED_OUT: TransferOutcome = TransferOutcome::Failed(TransferFault::TooSlow);
 
 /// Objects one `repair --all` walks at most.
 pub const REPAIR_ALL_MAX: usize = 10_000;
@@ -70,66 +71,81 @@ impl Objects {
             .targets(hash)
             .await
             .map_err(|e| RepairError::Lookup(e.to_string()))?;
-        let rf = self.limits.rf;
         let wait = self.limits.put_wait(size);
-        let mut running = JoinSet::new();
-        for (i, peer) in targets.iter().cloned().enumerate() {
-            let objects = self.clone();
-            // Each placement runs on a task of its own, which an operator who hangs up
-            // (dropping this future and the set) does not abort: the planner hears how
-            // every transfer it registered ended.
-            let placement = tokio::spawn(async move {
-                let id = objects
-                    .dht
-                    .begin_external(Key(hash), peer.key)
-                    .await
-                    .ok()
-                    .flatten();
-                let placed =
-                    tokio::time::timeout(wait, objects.place_copy(&peer, hash, size, true, None))
-                        .await;
-                if let Some(id) = id {
-                    let done = placed.as_ref().map_or(TIMED_OUT, |p| p.end.outcome());
-                    let _ = objects.dht.transfer_done(id, done).await;
-                }
-                (i, placed.ok())
-            });
-            running.spawn(placement);
-        }
-        let mut closest: Vec<TargetReport> = targets
+        // The placements run on a task of their own, which an operator who hangs up
+        // (dropping this future) does not stop: the planner hears how every transfer it
+        // registered ended.
+        let placing = tokio::spawn(self.clone().place_at_each(hash, size, targets.clone()));
+        let (mut ended, lost) = match placing.await {
+            Ok(ended) => (ended, None),
+            Err(e) => (
+                BTreeMap::new(),
+                Some(format!("the repair's task failed: {e}")),
+            ),
+        };
+        let closest = targets
             .iter()
-            .map(|p| TargetReport {
-                id: p.id,
-                holds: false,
-                pushed: false,
-                error: Some("no answer".into()),
+            .map(|p| {
+                let mut report = TargetReport {
+                    id: p.id,
+                    holds: false,
+                    pushed: false,
+                    error: None,
+                };
+                match ended.remove(&p.key) {
+                    // Still running at the cut (twice the write's wait), unless the task
+                    // running them all was lost.
+                    None => {
+                        report.error = lost
+                            .clone()
+                            .or_else(|| Some(format!("cut after {:?}", wait * 2)))
+                    }
+                    Some(Placed { end, error }) => match end {
+                        PlaceEnd::Verified { moved } => {
+                            report.holds = true;
+                            report.pushed = moved;
+                        }
+                        PlaceEnd::Absent => report.error = Some("absent".into()),
+                        PlaceEnd::Failed(fault) => {
+                            report.error =
+                                Some(error.map_or_else(|| format!("{fault:?}"), |e| e.to_string()))
+                        }
+                    },
+                }
+                report
             })
             .collect();
-        while let Some(done) = running.join_next().await {
-            let Ok(Ok((i, placed))) = done else { continue };
-            let Some(p) = closest.get_mut(i) else {
-                continue;
-            };
-            match placed {
-                None => p.error = Some(format!("timed out after {wait:?}")),
-                Some(Placed { end, error }) => match end {
-                    PlaceEnd::Verified { moved } => {
-                        p.holds = true;
-                        p.pushed = moved;
-                        p.error = None;
-                    }
-                    PlaceEnd::Absent => p.error = Some("absent".into()),
-                    PlaceEnd::Failed(fault) => {
-                        p.error =
-                            Some(error.map_or_else(|| format!("{fault:?}"), |e| e.to_string()))
-                    }
-                },
-            }
-        }
         Ok(RepairReport {
-            rf,
+            rf: self.limits.rf,
             local_counts: self_in,
             closest,
         })
+    }
+
+    /// Places a copy at each of `targets` under a write's rules (`overlay::Write`: a target
+    /// busy taking the object in from another pusher is asked again while the write's wait
+    /// lasts; a placement still running at twice the wait is cut), waiting for every one,
+    /// and returns how each ended; a target cut is missing.
+    async fn place_at_each(
+        self,
+        hash: Hash,
+        size: u64,
+        targets: Vec<NetPeer>,
+    ) -> BTreeMap<Key, Placed> {
+        let clock = Clock::new();
+        // Never answered early: an operator's repair waits for every target.
+        let every = targets.len() + 1;
+        let wait = self.limits.put_wait(size);
+        let mut write = Write::new(clock.now(), targets, every, wait);
+        // Proven first: most of the closest hold the object already.
+        let mut run =
+            WriteRun::registered(self, hash, size, clock, &write, BTreeMap::new(), false).await;
+        loop {
+            run.start_placements(&mut write, clock.now());
+            if write.finished() {
+                return run.ended;
+            }
+            run.next_report(&mut write).await;
+        }
     }
 }
