@@ -93,6 +93,9 @@ fn a_rotated_root_keeps_old_tokens_for_the_grace_only() {
     let grace = 3;
     let rotated = Instant::now();
     let out = macronode(&["token", "rotate", "--grace", &grace.to_string()], &dir);
+    // The grace ends `grace` seconds (whole ones) after the command read the clock: between
+    // `rotated` and `applied`.
+    let applied = Instant::now();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("applied"), "{said}");
     let (new, _) = mint(&dir);
@@ -109,8 +112,10 @@ fn a_rotated_root_keeps_old_tokens_for_the_grace_only() {
         "too slow to test"
     );
 
-    // Past the grace (whole seconds, so one more to be sure).
-    std::thread::sleep(Duration::from_secs(grace + 1).saturating_sub(rotated.elapsed()));
+    // Past the grace (whole seconds, so one more to be sure), counted from the latest the
+    // command could have read the clock: a slow start of the command must not leave the
+    // old root still in its grace here.
+    std::thread::sleep(Duration::from_secs(grace + 1).saturating_sub(applied.elapsed()));
     let (status, body) = put(&node, &old, b"old root past its grace");
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("rotated"), "{body}");
