@@ -6,10 +6,11 @@
 //!   search for [`NEGATIVE_TTL`] (an object written elsewhere meanwhile is found once it
 //!   runs out; one written here is found at once, as the local store is asked first);
 //! - a budget of vain searches per client address (a token bucket): each search that finds
-//!   nobody costs one; a client with none left gets 429 with `Retry-After` before its next
-//!   search. Searches that find the object cost nothing, so an edge gateway reading remote
-//!   objects for many users behind one address is not slowed; local objects and cached
-//!   misses cost nothing either.
+//!   nobody, or runs out of time before a holder proved the object, costs one; a client
+//!   with none left gets 429 with `Retry-After` before its next search. Searches that find
+//!   the object cost nothing, so an edge gateway reading remote objects for many users
+//!   behind one address is not slowed; local objects and cached misses cost nothing
+//!   either.
 //!
 //! Both maps are bounded; when full, the oldest entries go.
 
@@ -102,6 +103,17 @@ impl MissGuard {
             }
             missed.insert(hash, now);
         }
+        self.charge(client, now);
+    }
+
+    /// A search by `client` ran out of time before any holder proved the object: charged
+    /// to the client as a vain one (it held the mesh's probes for the whole search
+    /// timeout), but not remembered: the holders may answer a moment later.
+    pub fn unfinished(&self, client: Option<IpAddr>) {
+        self.charge(client, Instant::now());
+    }
+
+    fn charge(&self, client: Option<IpAddr>, now: Instant) {
         let Some(ip) = client else {
             return;
         };
@@ -180,5 +192,29 @@ mod tests {
         assert!(vain >= SEARCH_BURST as u32, "{vain}");
         assert_eq!(refused, Refused::OverBudget { retry_after: 1 });
         assert_eq!(g.admit(Some(other), &[9u8; 32]), Ok(()));
+    }
+
+    #[test]
+    fn a_search_that_timed_out_is_charged_but_not_remembered() {
+        let g = MissGuard::default();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap_or_else(|e| panic!("{e}"));
+        let h = [3u8; 32];
+        let mut unfinished = 0u32;
+        let refused = loop {
+            match g.admit(Some(ip), &h) {
+                Ok(()) => {
+                    g.unfinished(Some(ip));
+                    unfinished += 1;
+                }
+                Err(r) => break r,
+            }
+            assert!(unfinished < 1000, "never refused");
+        };
+        assert!(unfinished >= SEARCH_BURST as u32, "{unfinished}");
+        assert!(
+            matches!(refused, Refused::OverBudget { .. }),
+            "the same id, searched again each time: {refused:?}"
+        );
+        assert_eq!(g.admit(None, &h), Ok(()), "nobody remembers it missing");
     }
 }

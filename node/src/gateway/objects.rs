@@ -578,8 +578,10 @@ async fn get_object(
                 }
             }
             let found = objects.find_holders(hash).await;
-            if matches!(found, Err(LocateError::NotFound)) {
-                ctx.misses.missed(ip, hash);
+            match &found {
+                Err(LocateError::NotFound) => ctx.misses.missed(ip, hash),
+                Err(LocateError::Timeout) => ctx.misses.unfinished(ip),
+                _ => {}
             }
             found
         }
