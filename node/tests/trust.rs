@@ -1302,3 +1302,51 @@ async fn a_repair_waits_for_a_copy_in_flight_and_counts_it() {
         n.shutdown().await;
     }
 }
+
+/// A write whose target says it holds the object already (`Held`) but whose copy rotted:
+/// the proof that follows finds the rot there, the target drops its copy and answers that
+/// it lacks the object, and the write pushes it a good one, reaching its quorum. Before,
+/// the placement ended as if the target had declined the bytes, and a PUT at W = RF
+/// answered 503 with every target reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_replaces_a_copy_found_rotten_after_held() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("held but rotten"));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh_with(dir.path(), 3, |c| {
+        c.objects.rf = 3;
+        c.objects.w = 3;
+    })
+    .await;
+    let data = bytes(&mut rng, 12_000);
+    let hash = put_on_every_node(&nodes, &data).await;
+    let rotten = &nodes[2];
+    rot(&rotten.ctx.objects.store, &hash, 5_000);
+    let (status, body) = http(
+        "PUT",
+        format!("http://{}/o", nodes[0].ctx.http),
+        data.clone(),
+    )
+    .await;
+    println!("{status} {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        201,
+        "W = 3 reached: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(
+        rotten.ctx.objects.store.corrupt_found(),
+        1,
+        "found by itself"
+    );
+    let got = rotten
+        .ctx
+        .objects
+        .store
+        .read_verified(&hash, 0, data.len() as u64);
+    assert!(got.is_ok_and(|b| b == data), "a good copy there now");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -9,8 +9,10 @@
 //!
 //! The planner's transfers and the operator's repair prove first (the target may hold the
 //! object already) and push only when the target answered that it lacks it; the write path
-//! pushes first, since a fresh object is rarely held. Any other answer to a proof ends the
-//! placement: a target that refuses to be asked is not sent bytes.
+//! pushes first, since a fresh object is rarely held. A target that claimed the object
+//! (`Held`) and then lacks it at the proof (its copy rotted, and the proof found it) is
+//! sent ours, once. Any other answer to a proof ends the placement: a target that refuses
+//! to be asked is not sent bytes.
 //!
 //! The driver polls [`Placement::poll`] for the next step, runs it (a read, or the bytes),
 //! and feeds the answer back; [`PlaceStep::Durable`] comes at most once, when the copy
@@ -24,6 +26,8 @@ use crate::write::PlaceResult;
 #[derive(Debug, Clone)]
 pub struct Placement {
     push: bool,
+    /// A claim (`Held`) its proof then denied was answered with our bytes once already.
+    pushed_after_claim: bool,
     state: State,
     /// The copy counts and the driver has not heard it yet.
     durable_due: bool,
@@ -128,6 +132,7 @@ impl Placement {
     fn starting(push: bool, state: State) -> Self {
         Placement {
             push,
+            pushed_after_claim: false,
             state,
             durable_due: false,
             durable: false,
@@ -163,7 +168,15 @@ impl Placement {
                 return;
             }
             (ProofAnswer::Lacks, None) => PlaceEnd::Absent,
-            // It took (or claimed) our bytes and then lacks them: it declined to hold them.
+            // It said it held the object and now lacks it: its copy went in between (the
+            // proof found it rotten there, and it dropped it), so it is sent ours, once.
+            (ProofAnswer::Lacks, Some(false)) if self.push && !self.pushed_after_claim => {
+                self.pushed_after_claim = true;
+                self.state = State::Push;
+                return;
+            }
+            // It took our bytes (or claimed the object twice) and then lacks them: it
+            // declined to hold them.
             (ProofAnswer::Lacks, Some(_)) => PlaceEnd::Failed(TransferFault::Declined),
             (ProofAnswer::Failed(fault), _) => PlaceEnd::Failed(fault),
         });
@@ -273,14 +286,27 @@ mod tests {
         );
         assert!(!steps.contains(&Durable), "{steps:?}");
         assert_eq!(end, PlaceEnd::Failed(TransferFault::BadAnswer));
-        // Nor does one the target then says it lacks.
+        // Nor does one the target then says it lacks: its copy went (found rotten by the
+        // proof); it is sent ours, once, which counts when stored.
         let (steps, end) = run(
             Placement::push_first(),
-            &[ProofAnswer::Lacks],
-            &[PushAnswer::Held],
+            &[ProofAnswer::Lacks, ProofAnswer::Proven],
+            &[PushAnswer::Held, PushAnswer::Stored],
+        );
+        assert_eq!(&steps[..5], &[Push, Prove, Push, Durable, Prove]);
+        assert_eq!(end, PlaceEnd::Verified { moved: true });
+        // A target that keeps claiming what it then lacks is not pushed to for ever.
+        let (steps, end) = run(
+            Placement::push_first(),
+            &[ProofAnswer::Lacks, ProofAnswer::Lacks],
+            &[PushAnswer::Held, PushAnswer::Held],
         );
         assert!(!steps.contains(&Durable), "{steps:?}");
         assert_eq!(end, PlaceEnd::Failed(TransferFault::Declined));
+        // A verify-only placement never pushes.
+        let (steps, end) = run(Placement::prove_first(false), &[ProofAnswer::Lacks], &[]);
+        assert!(!steps.contains(&Push), "{steps:?}");
+        assert_eq!(end, PlaceEnd::Absent);
     }
 
     #[test]
