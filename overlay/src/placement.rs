@@ -11,8 +11,10 @@
 //! object already) and push only when the target answered that it lacks it; the write path
 //! pushes first, since a fresh object is rarely held. A target that claimed the object
 //! (`Held`) and then lacks it at the proof (its copy rotted, and the proof found it) is
-//! sent ours, once. Any other answer to a proof ends the placement: a target that refuses
-//! to be asked is not sent bytes.
+//! sent ours, once per placement; if it then says another pusher is sending it, the
+//! placement ends as declined rather than busy, so a write does not ask it again. Any
+//! other answer to a proof ends the placement: a target that refuses to be asked is not
+//! sent bytes.
 //!
 //! The driver polls [`Placement::poll`] for the next step, runs it (a read, or the bytes),
 //! and feeds the answer back; [`PlaceStep::Durable`] comes at most once, when the copy
@@ -195,6 +197,12 @@ impl Placement {
             PushAnswer::Held => State::Prove {
                 pushed: Some(false),
             },
+            // It claimed the object, lacked it at the proof, and now says another pusher is
+            // sending it: not a target to ask again (a write would, for a busy one), or a
+            // liar could take a body twice per retry.
+            PushAnswer::Failed(TransferFault::InProgress) if self.pushed_after_claim => {
+                State::Done(PlaceEnd::Failed(TransferFault::Declined))
+            }
             PushAnswer::Failed(fault) => State::Done(PlaceEnd::Failed(fault)),
         };
     }
@@ -295,6 +303,16 @@ mod tests {
         );
         assert_eq!(&steps[..5], &[Push, Prove, Push, Durable, Prove]);
         assert_eq!(end, PlaceEnd::Verified { moved: true });
+        // Nor one that, sent ours after its claim, says another pusher is sending it: the
+        // write does not ask it again.
+        let busy = PushAnswer::Failed(TransferFault::InProgress);
+        let (_, end) = run(
+            Placement::push_first(),
+            &[ProofAnswer::Lacks],
+            &[PushAnswer::Held, busy],
+        );
+        assert_eq!(end, PlaceEnd::Failed(TransferFault::Declined));
+        assert_eq!(end.result(), PlaceResult::Done);
         // A target that keeps claiming what it then lacks is not pushed to for ever.
         let (steps, end) = run(
             Placement::push_first(),
