@@ -6,7 +6,7 @@
 //!   search for [`NEGATIVE_TTL`] (an object written elsewhere meanwhile is found once it
 //!   runs out; one written here is found at once, as the local store is asked first);
 //! - a budget of vain searches per client address (a token bucket): each search that finds
-//!   nobody, or runs out of time before a holder proved the object, costs one; a client
+//!   nobody, runs out of time, or is left by its client mid-search costs one; a client
 //!   with none left gets 429 with `Retry-After` before its next search. Searches that find
 //!   the object cost nothing, so an edge gateway reading remote objects for many users
 //!   behind one address is not slowed; local objects and cached misses cost nothing
@@ -60,8 +60,9 @@ pub enum Refused {
 }
 
 impl MissGuard {
-    /// Whether `client` may search the mesh for `hash` now.
-    pub fn admit(&self, client: Option<IpAddr>, hash: &Hash) -> Result<(), Refused> {
+    /// Whether `client` may search the mesh for `hash` now: the search it may start, which
+    /// says how it ended ([`Search`]).
+    pub fn admit(&self, client: Option<IpAddr>, hash: &Hash) -> Result<Search<'_>, Refused> {
         let now = Instant::now();
         {
             let mut missed = lock(&self.missed);
@@ -75,16 +76,22 @@ impl MissGuard {
                 None => {}
             }
         }
+        let search = Search {
+            guard: self,
+            client,
+            hash: *hash,
+            settled: false,
+        };
         let Some(ip) = client else {
-            return Ok(());
+            return Ok(search);
         };
         let mut budgets = lock(&self.budgets);
         let Some(b) = budgets.get_mut(&ip) else {
-            return Ok(());
+            return Ok(search);
         };
         b.refill(now);
         if b.tokens >= 1.0 {
-            Ok(())
+            Ok(search)
         } else {
             let wait = (1.0 - b.tokens) / SEARCHES_PER_SECOND;
             Err(Refused::OverBudget {
@@ -93,24 +100,13 @@ impl MissGuard {
         }
     }
 
-    /// A search for `hash` by `client` found nobody: remembered, and charged to the client.
-    pub fn missed(&self, client: Option<IpAddr>, hash: Hash) {
-        let now = Instant::now();
-        {
-            let mut missed = lock(&self.missed);
-            if missed.len() >= ENTRIES_MAX && !missed.contains_key(&hash) {
-                evict_oldest(&mut missed, |at| *at);
-            }
-            missed.insert(hash, now);
+    /// Remembers `hash` as searched in vain now.
+    fn remember(&self, hash: Hash, now: Instant) {
+        let mut missed = lock(&self.missed);
+        if missed.len() >= ENTRIES_MAX && !missed.contains_key(&hash) {
+            evict_oldest(&mut missed, |at| *at);
         }
-        self.charge(client, now);
-    }
-
-    /// A search by `client` ran out of time before any holder proved the object: charged
-    /// to the client as a vain one (it held the mesh's probes for the whole search
-    /// timeout), but not remembered: the holders may answer a moment later.
-    pub fn unfinished(&self, client: Option<IpAddr>) {
-        self.charge(client, Instant::now());
+        missed.insert(hash, now);
     }
 
     fn charge(&self, client: Option<IpAddr>, now: Instant) {
@@ -128,6 +124,43 @@ impl MissGuard {
         b.refill(now);
         // Searches admitted together are charged together; the debt is bounded.
         b.tokens = (b.tokens - 1.0).max(-SEARCH_BURST);
+    }
+}
+
+/// A search [`MissGuard::admit`] let start. One that found its object, or never ran, costs
+/// nothing ([`Search::free`]); one that found nobody is remembered and charged
+/// ([`Search::missed`]); any other end is charged and not remembered: a search that ran out
+/// of time, or whose client hung up while it ran (the handler dropped mid-search), held the
+/// mesh's probes all the same, and its holders may answer a moment later.
+#[must_use = "a search dropped unsettled is charged as a vain one"]
+pub struct Search<'a> {
+    guard: &'a MissGuard,
+    client: Option<IpAddr>,
+    hash: Hash,
+    settled: bool,
+}
+
+impl Search<'_> {
+    /// It found a holder, or never ran: nothing to charge.
+    pub fn free(mut self) {
+        self.settled = true;
+    }
+
+    /// It found nobody: the id answers 404 without a search for [`NEGATIVE_TTL`], and the
+    /// client is charged.
+    pub fn missed(mut self) {
+        self.settled = true;
+        let now = Instant::now();
+        self.guard.remember(self.hash, now);
+        self.guard.charge(self.client, now);
+    }
+}
+
+impl Drop for Search<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.guard.charge(self.client, Instant::now());
+        }
     }
 }
 
@@ -166,23 +199,29 @@ mod tests {
         let ip: IpAddr = "192.0.2.7".parse().unwrap_or_else(|e| panic!("{e}"));
         let other: IpAddr = "192.0.2.8".parse().unwrap_or_else(|e| panic!("{e}"));
         let h = [1u8; 32];
-        assert_eq!(g.admit(Some(ip), &h), Ok(()));
-        g.missed(Some(ip), h);
-        assert_eq!(g.admit(Some(other), &h), Err(Refused::RecentlyMissing));
+        g.admit(Some(ip), &h)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .missed();
+        assert_eq!(
+            g.admit(Some(other), &h).err(),
+            Some(Refused::RecentlyMissing)
+        );
         // Searches that find something cost nothing; vain ones spend the burst, then the
         // client is refused with a retry hint, alone.
         for i in 0..1000u32 {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&i.to_le_bytes());
-            assert_eq!(g.admit(Some(ip), &id), Ok(()), "found ones are free");
+            g.admit(Some(ip), &id)
+                .unwrap_or_else(|e| panic!("found ones are free: {e:?}"))
+                .free();
         }
         let mut vain: u32 = 1;
         let refused = loop {
             let mut id = [0xffu8; 32];
             id[..4].copy_from_slice(&vain.to_le_bytes());
             match g.admit(Some(ip), &id) {
-                Ok(()) => {
-                    g.missed(Some(ip), id);
+                Ok(search) => {
+                    search.missed();
                     vain += 1;
                 }
                 Err(r) => break r,
@@ -191,30 +230,33 @@ mod tests {
         };
         assert!(vain >= SEARCH_BURST as u32, "{vain}");
         assert_eq!(refused, Refused::OverBudget { retry_after: 1 });
-        assert_eq!(g.admit(Some(other), &[9u8; 32]), Ok(()));
+        assert!(g.admit(Some(other), &[9u8; 32]).is_ok());
     }
 
+    /// A search that ran out of time, or whose client hung up mid-search, is charged (it
+    /// held the mesh's probes) but not remembered (its holders may answer a moment later).
     #[test]
-    fn a_search_that_timed_out_is_charged_but_not_remembered() {
+    fn a_search_left_unsettled_is_charged_but_not_remembered() {
         let g = MissGuard::default();
         let ip: IpAddr = "192.0.2.9".parse().unwrap_or_else(|e| panic!("{e}"));
         let h = [3u8; 32];
-        let mut unfinished = 0u32;
+        let mut unsettled = 0u32;
         let refused = loop {
             match g.admit(Some(ip), &h) {
-                Ok(()) => {
-                    g.unfinished(Some(ip));
-                    unfinished += 1;
+                // Timed out, or the handler dropped it.
+                Ok(search) => {
+                    drop(search);
+                    unsettled += 1;
                 }
                 Err(r) => break r,
             }
-            assert!(unfinished < 1000, "never refused");
+            assert!(unsettled < 1000, "never refused");
         };
-        assert!(unfinished >= SEARCH_BURST as u32, "{unfinished}");
+        assert!(unsettled >= SEARCH_BURST as u32, "{unsettled}");
         assert!(
             matches!(refused, Refused::OverBudget { .. }),
             "the same id, searched again each time: {refused:?}"
         );
-        assert_eq!(g.admit(None, &h), Ok(()), "nobody remembers it missing");
+        assert!(g.admit(None, &h).is_ok(), "nobody remembers it missing");
     }
 }

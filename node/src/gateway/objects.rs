@@ -559,8 +559,8 @@ async fn get_object(
         (None, None) => {
             // Not here: a search of the mesh, which a client may not start without bound.
             let ip = client.map(|Extension(ClientAddr(a))| a.ip());
-            match ctx.misses.admit(ip, &hash) {
-                Ok(()) => {}
+            let search = match ctx.misses.admit(ip, &hash) {
+                Ok(search) => search,
                 Err(Refused::RecentlyMissing) => {
                     return Err(ApiError::not_found(format!(
                         "no node holds {} (searched moments ago)",
@@ -576,12 +576,14 @@ async fn get_object(
                     )
                     .retry_after(retry_after));
                 }
-            }
+            };
+            // A client that hangs up mid-search drops `search` unsettled: charged.
             let found = objects.find_holders(hash).await;
             match &found {
-                Err(LocateError::NotFound) => ctx.misses.missed(ip, hash),
-                Err(LocateError::Timeout) => ctx.misses.unfinished(ip),
-                _ => {}
+                Err(LocateError::NotFound) => search.missed(),
+                // Ran out of time: charged, not remembered.
+                Err(LocateError::Timeout) => drop(search),
+                Ok(_) | Err(LocateError::Overloaded(_) | LocateError::NoPeers) => search.free(),
             }
             found
         }
