@@ -270,7 +270,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "write_placements_cut_total",
         Kind::Counter,
-        "Placements of a write still running at twice its wait, stopped and left to repair.",
+        "Placements of a write (or of an operator's repair, run as one) still running at twice its wait, stopped and left to repair.",
     ),
     (
         "writes_in_flight",

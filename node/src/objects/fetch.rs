@@ -605,9 +605,10 @@ impl Objects {
     }
 
     /// Makes sure `peer` holds a copy it can prove, running the steps `overlay::Placement`
-    /// asks for: the planner's way (no `write`) proves first and pushes (if `push`) only to
-    /// a target that lacks the object; a write's pushes first, and reports the copy to the
-    /// write once it counts there (its `Stored`, or its proof). A write's streamed push
+    /// asks for: the planner's way (no `write`), and an operator's repair
+    /// (`WritePlacement::push_first` false), prove first and push (if `push`) only to a
+    /// target that lacks the object; a write's pushes first; a placement run for a write or
+    /// a repair reports the copy to it once it counts there (its `Stored`, or its proof). A write's streamed push
     /// (one that ran beside the upload, `tee`) stands for the first push when it got an
     /// answer; when it ended for a reason of ours, or any other way, the copy is pushed
     /// from the store, and the streamed attempt is blamed on nobody.

@@ -116,7 +116,8 @@ pub struct ObjectStats {
     /// Fetches that stopped with holders left untried, `ObjectTimings::failover_idle`
     /// having passed without a verified byte.
     pub failovers_given_up: AtomicU64,
-    /// Placements of a write cut at twice its wait, their target still taking the copy in.
+    /// Placements of a write (or an operator's repair) cut at twice its wait, their target
+    /// still taking the copy in.
     pub placements_cut: AtomicU64,
     /// Repair transfers that moved bytes.
     pub repair_transfers: AtomicU64,
@@ -427,6 +428,7 @@ impl Objects {
 
     /// Whether an inbound transfer of `hash` is running (a second one would be refused as
     /// `push_in_progress`); for tests that need a target busy.
+    #[doc(hidden)]
     pub fn is_receiving(&self, hash: &Hash) -> bool {
         self.receiving
             .lock()
@@ -1055,8 +1057,8 @@ impl DurableTo {
     }
 }
 
-/// The I/O side of one write: starts the placements `overlay::Write` asks for and feeds
-/// back what they report.
+/// The I/O side of one write (or an operator's repair, run as one): starts the placements
+/// `overlay::Write` asks for and feeds back what they report.
 struct WriteRun {
     objects: Objects,
     hash: Hash,

@@ -616,7 +616,7 @@ impl Store {
     }
 
     /// The encoded slice of `start..start+len` (what a peer asking for the range is sent), in
-    /// pieces of at most `max` bytes cut between nodes, every node verified against the id
+    /// pieces of at most `max` bytes (but at least one whole node) cut between nodes, every node verified against the id
     /// before this returns. Short ranges (a proof, a small object) are served this way: the
     /// bytes sent are the bytes checked, so a copy that rots between a check and a second
     /// read of the file is never sent as if it were good (its asker would count us a liar).
