@@ -488,6 +488,9 @@ pub async fn start(
         mail.keep_repaired(),
         drain_on_start(mail.clone(), ctx.dht.clone()),
     ];
+    if let Some(scrub) = crate::scrub::keep_scrubbed(store.clone(), config.scrub) {
+        tasks.push(scrub);
+    }
     if let Some(dropped) = store.watch_dropped() {
         tasks.push(tokio::spawn(objects.forget_dropped(dropped)));
     }

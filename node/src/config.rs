@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use wire::NodeId;
 
+use crate::scrub::ScrubConfig;
+
 /// A bootstrap peer: an address, with the id we expect there if the operator knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootstrapPeer {
@@ -211,6 +213,10 @@ pub struct ConfigLayer {
     pub mailbox_bytes_max: Option<u64>,
     /// How often held mail is pushed to the mailbox's other holders, ms.
     pub mailbox_repair_ms: Option<u64>,
+    /// Bytes per second the store's scrubber reads and verifies at most (0: off).
+    pub scrub_bytes_per_sec: Option<u64>,
+    /// Seconds from one scrub pass's start to the next's.
+    pub scrub_every_secs: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -266,6 +272,8 @@ impl ConfigLayer {
                 .mailbox_sender_bytes_max
                 .or(self.mailbox_sender_bytes_max),
             mailbox_bytes_max: over.mailbox_bytes_max.or(self.mailbox_bytes_max),
+            scrub_bytes_per_sec: over.scrub_bytes_per_sec.or(self.scrub_bytes_per_sec),
+            scrub_every_secs: over.scrub_every_secs.or(self.scrub_every_secs),
         }
     }
 }
@@ -325,6 +333,9 @@ pub struct NodeConfig {
     pub mailbox_quotas: mailbox::Quotas,
     /// How often held mail is pushed to the mailbox's other holders (default 15 s).
     pub mailbox_repair_every: Duration,
+    /// The store's background re-verification (default 8 MiB/s, a pass a day; rate 0
+    /// turns it off).
+    pub scrub: ScrubConfig,
 }
 
 impl NodeConfig {
@@ -442,9 +453,23 @@ impl NodeConfig {
                     .into(),
             });
         }
+        let defaults = ScrubConfig::default();
+        let scrub = ScrubConfig {
+            rate: layer.scrub_bytes_per_sec.unwrap_or(defaults.rate),
+            every: layer
+                .scrub_every_secs
+                .map_or(defaults.every, Duration::from_secs),
+        };
+        if scrub.every.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "scrub_every_secs",
+                why: "must be at least 1: passes back to back would read the store for ever".into(),
+            });
+        }
         Ok(NodeConfig {
             mailbox_quotas,
             mailbox_repair_every,
+            scrub,
             data_dir: layer
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("macronode-data")),
@@ -630,6 +655,34 @@ mod tests {
                 })
             ));
         }
+        let err = NodeConfig::resolve(ConfigLayer {
+            scrub_every_secs: Some(0),
+            ..Default::default()
+        });
+        assert!(matches!(
+            err,
+            Err(ConfigError::Invalid {
+                field: "scrub_every_secs",
+                ..
+            })
+        ));
+        let off: ConfigLayer = toml::from_str("scrub_bytes_per_sec = 0\nscrub_every_secs = 3600")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = NodeConfig::resolve(off).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.scrub,
+            ScrubConfig {
+                rate: 0,
+                every: Duration::from_secs(3600)
+            }
+        );
+        assert_eq!(
+            NodeConfig::resolve(ConfigLayer::default())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .scrub,
+            ScrubConfig::default(),
+            "on by default"
+        );
         let err = NodeConfig::resolve(ConfigLayer {
             mailbox_repair_ms: Some(10),
             ..Default::default()

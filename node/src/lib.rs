@@ -21,6 +21,7 @@
 //! - [`cli`]: `token mint|revoke|rotate`, `put` and `get` for operators.
 //! - [`admin_cli`]: `status` and `repair`, through a running node's admin plane.
 //! - [`store`]: the verified, crash-safe object store (or amnesia).
+//! - [`scrub`]: every stored object read back and verified in the background, at a rate.
 //! - [`mail`]: mailboxes across the mesh: app protocol 3, send, receive, ack.
 //! - [`signals`]: waiting for SIGINT or SIGTERM.
 
@@ -38,6 +39,7 @@ pub mod keyring;
 pub mod mail;
 pub mod objects;
 pub mod quota;
+pub mod scrub;
 pub mod signals;
 pub mod store;
 pub mod telemetry;

@@ -186,6 +186,13 @@ struct RunArgs {
     /// How often held mail is pushed to the mailbox's other holders, ms (default 15,000).
     #[arg(long, env = "MACRONODE_MAILBOX_REPAIR_MS")]
     mailbox_repair_ms: Option<u64>,
+    /// Bytes per second the store's scrubber reads back and verifies at most (default
+    /// 8 MiB/s; 0 turns it off).
+    #[arg(long, env = "MACRONODE_SCRUB_BYTES_PER_SEC")]
+    scrub_bytes_per_sec: Option<u64>,
+    /// Seconds from one scrub pass's start to the next's (default 86,400).
+    #[arg(long, env = "MACRONODE_SCRUB_EVERY_SECS")]
+    scrub_every_secs: Option<u64>,
 }
 
 impl RunArgs {
@@ -229,6 +236,8 @@ impl RunArgs {
             mailbox_repair_ms: self.mailbox_repair_ms,
             mailbox_sender_bytes_max: self.mailbox_sender_bytes_max,
             mailbox_bytes_max: self.mailbox_bytes_max,
+            scrub_bytes_per_sec: self.scrub_bytes_per_sec,
+            scrub_every_secs: self.scrub_every_secs,
             ..ConfigLayer::default()
         }
     }

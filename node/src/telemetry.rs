@@ -288,6 +288,16 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Object files written, by path: direct (opened past the page cache), cached (through it); refused counts those of them that asked for direct I/O and were refused it, at open (then cached) or at a write (then on through the cache).",
     ),
     (
+        "store_scrub_bytes_total",
+        Kind::Counter,
+        "Bytes the store's scrubber read back and verified (a copy found rotten is integrity_fail_total{source=\"store\"}).",
+    ),
+    (
+        "store_scrub_passes_total",
+        Kind::Counter,
+        "Scrub passes over every object the store held when each began.",
+    ),
+    (
         "store_reads_total",
         Kind::Counter,
         "Object files opened for a read, by path: direct (an object of 4 MiB or more read for a copy pushed to a peer, past the page cache), cached (through it); refused counts those of them that asked for direct I/O and were refused it, at open (then cached) or at a read (then on through the cache).",

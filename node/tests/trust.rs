@@ -1350,3 +1350,52 @@ async fn a_write_replaces_a_copy_found_rotten_after_held() {
         n.shutdown().await;
     }
 }
+
+/// A copy that rots where nobody reads it is found by the scrubber: read back in the
+/// background at its rate, found rotten, dropped and counted, with no client or peer
+/// asking for it (a lone node: no peer proves its copies); the good copies beside it stay.
+/// Without a scrubber the rot waited for the next read, however long that took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrubber_finds_rot_nobody_reads() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("scrub"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 0, None);
+    c.scrub = node::scrub::ScrubConfig {
+        rate: 64 << 20,
+        every: Duration::from_millis(300),
+    };
+    let node = start_with(c).await;
+    let store = &node.ctx.objects.store;
+    // A small object and a large one (read past the page cache), each rotten, between
+    // good ones.
+    let objects: Vec<Vec<u8>> = [3_000, 100_000, 5 << 20, 12_000]
+        .iter()
+        .map(|&n| bytes(&mut rng, n))
+        .collect();
+    let ids: Vec<[u8; 32]> = objects
+        .iter()
+        .map(|o| store.put(o, None).unwrap())
+        .collect();
+    rot(store, &ids[1], 70_000);
+    rot(store, &ids[2], 3 << 20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.corrupt_found() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scrubber found {} of 2 rotten copies",
+            store.corrupt_found()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.size(&ids[1]), None, "dropped");
+    assert_eq!(store.size(&ids[2]), None, "dropped");
+    for i in [0, 3] {
+        let got = store.read_verified(&ids[i], 0, objects[i].len() as u64);
+        assert!(got.is_ok_and(|b| b == objects[i]), "a good copy stays");
+    }
+    // Later passes find nothing more.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(store.corrupt_found(), 2);
+    node.shutdown().await;
+}

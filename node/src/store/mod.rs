@@ -723,6 +723,11 @@ impl Store {
         StoreError::Corrupt
     }
 
+    /// Whether objects live on disk (not in amnesia mode's memory).
+    pub fn on_disk(&self) -> bool {
+        matches!(self.inner.backend, Backend::Disk { .. })
+    }
+
     /// Where an object's bytes live on disk (tests corrupt them on purpose).
     pub fn data_file(&self, hash: &Hash) -> Option<PathBuf> {
         match &self.inner.backend {
