@@ -14,6 +14,9 @@ use wire::NodeId;
 
 use crate::scrub::ScrubConfig;
 
+/// The longest scrub period taken: a year (a timer past it would overflow the clock).
+const SCRUB_EVERY_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A bootstrap peer: an address, with the id we expect there if the operator knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootstrapPeer {
@@ -460,10 +463,15 @@ impl NodeConfig {
                 .scrub_every_secs
                 .map_or(defaults.every, Duration::from_secs),
         };
-        if scrub.every.is_zero() {
+        if scrub.every.is_zero() || scrub.every > SCRUB_EVERY_MAX {
             return Err(ConfigError::Invalid {
                 field: "scrub_every_secs",
-                why: "must be at least 1: passes back to back would read the store for ever".into(),
+                why: format!(
+                    "must be 1 to {} (a year): passes back to back would read the store for \
+                     ever, and a longer period is no scrub (turn it off with \
+                     scrub_bytes_per_sec = 0)",
+                    SCRUB_EVERY_MAX.as_secs()
+                ),
             });
         }
         Ok(NodeConfig {
@@ -655,17 +663,19 @@ mod tests {
                 })
             ));
         }
-        let err = NodeConfig::resolve(ConfigLayer {
-            scrub_every_secs: Some(0),
-            ..Default::default()
-        });
-        assert!(matches!(
-            err,
-            Err(ConfigError::Invalid {
-                field: "scrub_every_secs",
-                ..
-            })
-        ));
+        for every in [0, u64::MAX] {
+            let err = NodeConfig::resolve(ConfigLayer {
+                scrub_every_secs: Some(every),
+                ..Default::default()
+            });
+            assert!(matches!(
+                err,
+                Err(ConfigError::Invalid {
+                    field: "scrub_every_secs",
+                    ..
+                })
+            ));
+        }
         let off: ConfigLayer = toml::from_str("scrub_bytes_per_sec = 0\nscrub_every_secs = 3600")
             .unwrap_or_else(|e| panic!("{e}"));
         let c = NodeConfig::resolve(off).unwrap_or_else(|e| panic!("{e}"));
