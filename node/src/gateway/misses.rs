@@ -61,7 +61,7 @@ pub enum Refused {
 
 impl MissGuard {
     /// Whether `client` may search the mesh for `hash` now: the search it may start, which
-    /// says how it ended ([`Search`]).
+    /// the caller settles once it ends ([`Search`]).
     pub fn admit(&self, client: Option<IpAddr>, hash: &Hash) -> Result<Search<'_>, Refused> {
         let now = Instant::now();
         {
@@ -76,22 +76,26 @@ impl MissGuard {
                 None => {}
             }
         }
-        let search = Search {
+        // Built only once the search may start: a refusal is not a search, and costs
+        // nothing.
+        let search = || Search {
             guard: self,
             client,
             hash: *hash,
             settled: false,
         };
         let Some(ip) = client else {
-            return Ok(search);
+            return Ok(search());
         };
         let mut budgets = lock(&self.budgets);
         let Some(b) = budgets.get_mut(&ip) else {
-            return Ok(search);
+            drop(budgets);
+            return Ok(search());
         };
         b.refill(now);
         if b.tokens >= 1.0 {
-            Ok(search)
+            drop(budgets);
+            Ok(search())
         } else {
             let wait = (1.0 - b.tokens) / SEARCHES_PER_SECOND;
             Err(Refused::OverBudget {
@@ -231,6 +235,16 @@ mod tests {
         assert!(vain >= SEARCH_BURST as u32, "{vain}");
         assert_eq!(refused, Refused::OverBudget { retry_after: 1 });
         assert!(g.admit(Some(other), &[9u8; 32]).is_ok());
+        // Refusals cost nothing: asked again and again while over budget, the client is
+        // let search again once the budget earned a token back (1/50 s).
+        for _ in 0..1000 {
+            let _ = g.admit(Some(ip), &[8u8; 32]).map(Search::free);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            g.admit(Some(ip), &[8u8; 32]).is_ok(),
+            "refusals were charged as searches"
+        );
     }
 
     /// A search that ran out of time, or whose client hung up mid-search, is charged (it
