@@ -5,22 +5,25 @@
 //! (counted in `integrity_fail_total{source="store"}`) and fetched back from the other
 //! holders (`Objects::forget_dropped`).
 //!
-//! One pass walks the store's index in id order, reading each object as a push does
-//! (`Store::push_reader`: past the page cache for a large object, read once), a piece at a
-//! time on the blocking pool, and sleeps after each piece for as long as reading it at
-//! `rate` bytes per second would have taken, less what it took: never faster than the
-//! rate, and a slow disk is not made up for with a burst. Passes start `every` apart (the first one `every` after the
-//! start, at most [`FIRST_PASS_AFTER`], so a restart does not add a disk scan to its own
-//! work). A read that fails with an I/O error leaves the object (the next pass reads it
-//! again); an object removed meanwhile is skipped.
+//! One pass walks the store's index in id order from a random id round to it again, a
+//! page at a time (so a node restarted before its passes end still reaches every object
+//! over its restarts), reading each object as a push does (`Store::push_reader`: past the
+//! page cache for a large object, read once), a piece at a time on the blocking pool. It
+//! sleeps after each piece for as long as reading it at `rate` bytes per second would
+//! have taken, less what it took (never faster than the rate, and a slow disk is not made
+//! up for with a burst), and charges each object's open as 64 KiB more. Passes start
+//! `every` apart, the first one `every` after the start but at most [`FIRST_PASS_AFTER`].
+//! A read that fails with an I/O error leaves the object (the next pass reads it again);
+//! an object removed meanwhile is skipped.
 
+use std::ops::Bound;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::objects::PieceReader;
-use crate::store::{Store, StoreError, id_string};
+use crate::store::{Hash, Store, StoreError, id_string};
 
 /// How the scrubber runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,14 @@ pub const FIRST_PASS_AFTER: Duration = Duration::from_secs(600);
 /// Bytes read per trip to the blocking pool (and between pauses).
 const PIECE: usize = 1 << 20;
 
+/// What opening an object costs against the rate, beside its bytes: at the default rate,
+/// at most 128 objects a second, so a disk slow to seek is not kept busy by a store of
+/// tiny objects whose bytes look like nothing.
+const OBJECT_CHARGE: u64 = 64 << 10;
+
+/// Index entries read at a time.
+const PAGE: usize = 4096;
+
 /// Scrubs `store` for as long as the node runs (the task is aborted at shutdown); `None`
 /// when scrubbing is off (`rate` 0) or the store keeps nothing on disk.
 pub fn keep_scrubbed(store: Store, config: ScrubConfig) -> Option<JoinHandle<()>> {
@@ -66,46 +77,88 @@ pub fn keep_scrubbed(store: Store, config: ScrubConfig) -> Option<JoinHandle<()>
     }))
 }
 
-/// One pass over every object held when it starts: how many were read, and their bytes.
+/// One pass over every object held when it starts, from a random id round to it again (a
+/// node restarted before its passes end still reaches every object over its restarts),
+/// the index read a page at a time: how many objects were read whole, and the bytes read.
 async fn pass(store: &Store, rate: u64) -> (u64, u64) {
-    let mut objects = store.list();
-    objects.sort_unstable();
-    let (mut read, mut count) = (0u64, 0u64);
-    for (hash, size) in objects {
-        let s = store.clone();
-        let opened = tokio::task::spawn_blocking(move || s.push_reader(&hash, size)).await;
-        let reader = match opened {
-            Ok(Ok(reader)) => reader,
-            // Removed since the pass began.
-            Ok(Err(StoreError::NotFound)) => continue,
-            Ok(Err(e)) => {
-                tracing::warn!(id = %id_string(&hash), error = %e, "scrub could not open an object; the next pass tries again");
-                continue;
+    let mut start = [0u8; 32];
+    // No randomness left: every pass starts at the lowest id, as a fixed start would.
+    let _ = getrandom::fill(&mut start);
+    let (mut from, mut wrapped) = (Bound::Included(start), false);
+    let (mut read, mut whole) = (0u64, 0u64);
+    loop {
+        let page = store.list_page(from, PAGE);
+        let Some(&(last, _)) = page.last() else {
+            if wrapped {
+                break;
             }
-            Err(_) => continue,
+            (from, wrapped) = (Bound::Unbounded, true);
+            continue;
         };
-        count += 1;
-        let mut pieces = PieceReader::new(reader, PIECE);
-        let mut asked = Instant::now();
-        while let Some(piece) = pieces.next().await {
-            let n = match piece {
-                Ok(bytes) => bytes.len() as u64,
-                // The store counted and dropped a rotten copy itself (and told
-                // `forget_dropped`); an I/O error left it for the next pass.
-                Err(e) => {
-                    if !matches!(StoreError::from_read(e), StoreError::Corrupt) {
-                        tracing::warn!(id = %id_string(&hash), "scrub could not read an object; the next pass tries again");
-                    }
-                    break;
-                }
-            };
-            read += n;
-            metrics::counter!("store_scrub_bytes_total").increment(n);
-            tokio::time::sleep(pause_due(n, rate, asked.elapsed())).await;
-            asked = Instant::now();
+        for (hash, size) in page {
+            if wrapped && hash >= start {
+                return (whole, read);
+            }
+            let (bytes, ok) = scrub_one(store, hash, size, rate).await;
+            read += bytes;
+            whole += u64::from(ok);
         }
+        from = Bound::Excluded(last);
     }
-    (count, read)
+    (whole, read)
+}
+
+/// Reads one object back and verifies it, paced: the bytes read, and whether it was read
+/// whole. Each object is charged [`OBJECT_CHARGE`] beside its bytes, so a store of many
+/// small objects is not opened faster than `rate / OBJECT_CHARGE` a second.
+async fn scrub_one(store: &Store, hash: Hash, size: u64, rate: u64) -> (u64, bool) {
+    let s = store.clone();
+    let asked = Instant::now();
+    let opened = tokio::task::spawn_blocking(move || s.push_reader(&hash, size)).await;
+    pause(pause_due(OBJECT_CHARGE, rate, asked.elapsed())).await;
+    let reader = match opened {
+        Ok(Ok(reader)) => reader,
+        // Removed since the pass began.
+        Ok(Err(StoreError::NotFound)) => return (0, false),
+        Ok(Err(e)) => {
+            tracing::warn!(id = %id_string(&hash), error = %e, "scrub could not open an object; the next pass tries again");
+            return (0, false);
+        }
+        Err(e) => {
+            tracing::warn!(id = %id_string(&hash), error = %e, "scrub's open failed");
+            return (0, false);
+        }
+    };
+    let mut pieces = PieceReader::new(reader, PIECE);
+    let (mut read, mut asked) = (0u64, Instant::now());
+    while let Some(piece) = pieces.next().await {
+        let n = match piece {
+            Ok(bytes) => bytes.len() as u64,
+            // The store counted and dropped a rotten copy itself (and told
+            // `forget_dropped`); an I/O error left it for the next pass.
+            Err(e) => {
+                match StoreError::from_read(e) {
+                    StoreError::Corrupt => {}
+                    e => {
+                        tracing::warn!(id = %id_string(&hash), error = %e, "scrub could not read an object; the next pass tries again")
+                    }
+                }
+                return (read, false);
+            }
+        };
+        read += n;
+        metrics::counter!("store_scrub_bytes_total").increment(n);
+        pause(pause_due(n, rate, asked.elapsed())).await;
+        asked = Instant::now();
+    }
+    (read, true)
+}
+
+/// Sleeps for `d`, if it is not zero (a timer for zero still waits for the next tick).
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
 }
 
 /// How long to wait after a piece of `read` bytes that took `took`, so reads never go
@@ -117,6 +170,27 @@ fn pause_due(read: u64, rate: u64, took: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pass from a random id reads every object once, over more than one page of the
+    /// index and round the wrap, whatever id it starts from.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_reads_every_object_once_from_wherever_it_starts() {
+        let store = Store::amnesia(1 << 30);
+        let mut bytes = 0u64;
+        for i in 0..(PAGE as u32 + 900) {
+            let data = i.to_le_bytes().repeat(1 + (i % 7) as usize);
+            bytes += data.len() as u64;
+            store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
+        }
+        for _ in 0..3 {
+            assert_eq!(
+                pass(&store, u64::MAX).await,
+                (PAGE as u64 + 900, bytes),
+                "each object read once"
+            );
+        }
+        assert_eq!(pass(&Store::amnesia(1 << 20), u64::MAX).await, (0, 0));
+    }
 
     #[test]
     fn a_scrub_never_reads_faster_than_its_rate() {

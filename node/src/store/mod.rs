@@ -394,6 +394,16 @@ impl Store {
             .collect()
     }
 
+    /// Up to `n` objects in id order from `from` on: a walk of the index that does not copy
+    /// it whole at once or hold its lock for long (the scrubber's).
+    pub fn list_page(&self, from: std::ops::Bound<Hash>, n: usize) -> Vec<(Hash, u64)> {
+        lock(&self.inner.index)
+            .range((from, std::ops::Bound::Unbounded))
+            .take(n)
+            .map(|(h, s)| (*h, *s))
+            .collect()
+    }
+
     /// The size of an object, if held.
     pub fn size(&self, hash: &Hash) -> Option<u64> {
         let known = lock(&self.inner.index).get(hash).copied();
