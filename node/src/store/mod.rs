@@ -17,7 +17,7 @@
 //! rename-into-place is all the atomicity they need; the outboard gives verified ranges for
 //! free; and a byte range is a seek, not a copy out of a database page.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -139,6 +139,14 @@ struct Inner {
     /// Objects of at least this many bytes are written past the page cache
     /// ([`Store::set_direct_io`]; `u64::MAX`: none).
     direct_min: std::sync::atomic::AtomicU64,
+    /// Which copy of each id is in place, for ids written since the store opened (absent:
+    /// 0, the copy found at open). A reader remembers the copy it opened, and a failure it
+    /// finds drops the object only if that copy is still the one in place: a long read of
+    /// a rotten copy (a slow client, the scrubber) must not drop the good copy fetched back
+    /// after another reader dropped the rotten one. Locked before `index`, never after.
+    copies: Mutex<HashMap<Hash, u64>>,
+    /// The last copy number handed out.
+    copies_made: std::sync::atomic::AtomicU64,
 }
 
 /// Drops of corrupt objects queued for [`Store::watch_dropped`]'s listener.
@@ -219,6 +227,8 @@ impl Store {
                 // After a walk, the next snapshot saves the next start from walking again.
                 changed: reconciled.into(),
                 direct_min: UNCACHED_MIN.into(),
+                copies: Mutex::new(HashMap::new()),
+                copies_made: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -325,6 +335,8 @@ impl Store {
                 reconciled: true.into(),
                 changed: false.into(),
                 direct_min: UNCACHED_MIN.into(),
+                copies: Mutex::new(HashMap::new()),
+                copies_made: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -483,7 +495,14 @@ impl Store {
 
     /// Removes an object.
     pub fn remove(&self, hash: &Hash) {
+        let mut copies = lock(&self.inner.copies);
         self.remove_files(hash, false);
+        copies.remove(hash);
+    }
+
+    /// Which copy of `hash` is in place now (see `Inner::copies`).
+    fn copy_in_place(&self, hash: &Hash) -> u64 {
+        lock(&self.inner.copies).get(hash).copied().unwrap_or(0)
     }
 
     /// Drops an object from the index (its file is gone) without touching the disk.
@@ -639,11 +658,14 @@ impl Store {
         len: u64,
         max: usize,
     ) -> Result<Vec<Bytes>, StoreError> {
+        // Taken before the files are opened: a copy put in place after it is never dropped
+        // for what this read finds.
+        let copy = self.copy_in_place(hash);
         let mut encoder = self.slice_reader(hash, start, len)?;
         let mut verifier = SliceVerifier::new(hash, start, len);
         let mut pieces = Vec::new();
         let mut verified = 0u64;
-        let failed = |e: io::Error| self.judge_read_error(hash, e);
+        let failed = |e: io::Error| self.judge_read_error(hash, copy, e);
         while let Some(piece) = encoder.next_piece(max).map_err(failed)? {
             verifier.feed(piece.clone());
             while let Some(b) = verifier.poll_verified().map_err(|e| failed(e.into()))? {
@@ -656,14 +678,14 @@ impl Store {
         Ok(pieces)
     }
 
-    /// What a failed read of an object's slice means for it: a hash mismatch
+    /// What a failed read of copy `copy` of an object means for it: a hash mismatch
     /// (`InvalidData`) or missing bytes (`UnexpectedEof`) say the bytes on disk are not the
     /// object's, and drop it as corrupt; any other I/O error leaves it in place.
-    fn judge_read_error(&self, hash: &Hash, e: io::Error) -> StoreError {
+    fn judge_read_error(&self, hash: &Hash, copy: u64, e: io::Error) -> StoreError {
         match e.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
                 tracing::warn!(error = %e, "verified read failed");
-                self.corrupt(hash)
+                self.corrupt(hash, copy)
             }
             _ => {
                 tracing::warn!(id = %id_string(hash), error = %e, "store read failed; the object stays");
@@ -702,29 +724,42 @@ impl Store {
         len: u64,
         reads: Reads,
     ) -> Result<VerifiedReader, StoreError> {
+        // Taken before the files are opened (see `verified_slice`).
+        let copy = self.copy_in_place(hash);
         let slice = self.slice_reader_for(hash, start, len, reads)?;
         let decoder = SliceDecoder::of_encoder(slice, hash, start, len);
         Ok(VerifiedReader {
             decoder,
             store: self.clone(),
             hash: *hash,
+            copy,
             left: len,
             failed: false,
         })
     }
 
-    fn corrupt(&self, hash: &Hash) -> StoreError {
+    /// Copy `copy` of `hash` failed verification: dropped, counted and reported, if it is
+    /// still the copy in place.
+    fn corrupt(&self, hash: &Hash, copy: u64) -> StoreError {
+        // Held until the files are gone: a copy being put in place waits (see `place`).
+        let mut copies = lock(&self.inner.copies);
+        if copies.get(hash).copied().unwrap_or(0) != copy {
+            tracing::info!(id = %id_string(hash), "a replaced copy failed verification; the copy in place stays");
+            return StoreError::Corrupt;
+        }
         // Two readers of one rotten copy (a GET and a push of it, say) both find it: the
         // first drops it, and it is one corrupt copy, counted and reported once.
         if !self.forget(hash) {
             return StoreError::Corrupt;
         }
+        copies.remove(hash);
         metrics::counter!("integrity_fail_total", "source" => "store").increment(1);
         self.inner
             .corrupt
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::error!(id = %id_string(hash), "stored object failed verification; dropping it");
         self.remove_files(hash, true);
+        drop(copies);
         if let Some(tx) = self.inner.dropped.get()
             && tx.try_send(*hash).is_err()
         {
@@ -762,6 +797,8 @@ pub struct VerifiedReader {
     decoder: SliceDecoder,
     store: Store,
     hash: Hash,
+    /// The copy opened (`Inner::copies`).
+    copy: u64,
     left: u64,
     failed: bool,
 }
@@ -816,7 +853,7 @@ impl VerifiedReader {
                 self.left = self.left.saturating_sub(n as u64);
                 Ok(n)
             }
-            Err(e) => match self.store.judge_read_error(&self.hash, e) {
+            Err(e) => match self.store.judge_read_error(&self.hash, self.copy, e) {
                 StoreError::Io(e) => Err(e),
                 _ => {
                     self.failed = true;
@@ -828,7 +865,7 @@ impl VerifiedReader {
 
     fn fail(&mut self) -> io::Result<usize> {
         self.failed = true;
-        self.store.corrupt(&self.hash);
+        self.store.corrupt(&self.hash, self.copy);
         Err(io::Error::other(StoreError::Corrupt))
     }
 }
@@ -1093,7 +1130,16 @@ impl ObjectWriter {
                     return Err(StoreError::NotFound);
                 };
                 let ob_tmp = tmp.with_extension(OUTBOARD_EXT);
-                let placed = place(fs.as_ref(), dir, &hash, file, &tmp, &ob_tmp, &outboard);
+                let placed = place(
+                    &store,
+                    fs.as_ref(),
+                    dir,
+                    &hash,
+                    file,
+                    &tmp,
+                    &ob_tmp,
+                    &outboard,
+                );
                 if placed.is_err() {
                     // Nothing half-finished stays behind: both temporaries go.
                     let _ = fs.remove_file(&tmp);
@@ -1103,7 +1149,11 @@ impl ObjectWriter {
             }
             Sink::Memory(data) => {
                 if let Backend::Memory { objects } = &store.inner.backend {
-                    lock(objects).insert(hash, (Bytes::from(data), Bytes::from(outboard)));
+                    let entry = (Bytes::from(data), Bytes::from(outboard));
+                    put_in_place(&store, &hash, || {
+                        lock(objects).insert(hash, entry);
+                        Ok(())
+                    })?;
                 }
             }
         }
@@ -1134,7 +1184,9 @@ impl ObjectWriter {
 /// Makes a finished object durable: fsync the data, write and fsync the outboard, rename
 /// the outboard then the data into place (an object file is only indexed beside its
 /// outboard), fsync the shard directory.
+#[allow(clippy::too_many_arguments)]
 fn place(
+    store: &Store,
     fs: &dyn Fs,
     dir: &Path,
     hash: &Hash,
@@ -1150,10 +1202,34 @@ fn place(
     // An object of one group has no parents: no outboard file at all.
     if !outboard.is_empty() {
         write_synced(fs, ob_tmp, outboard)?;
-        fs.rename(ob_tmp, &outboard_path(dir, hash))?;
     }
-    fs.rename(tmp, &data_path(dir, hash))?;
+    put_in_place(store, hash, || {
+        if !outboard.is_empty() {
+            fs.rename(ob_tmp, &outboard_path(dir, hash))?;
+        }
+        fs.rename(tmp, &data_path(dir, hash))
+    })?;
     fs.sync_dir(&shard_dir)
+}
+
+/// Puts a new copy of `hash` in place (`install`: renames, or a map insert) and gives it
+/// the next copy number, under the copy lock: a reader of the copy before it that finds
+/// it rotten leaves this one be, and a drop of the copy before it finishes first
+/// (`Store::corrupt`). Renames only: the fsyncs stay outside the lock.
+fn put_in_place<T>(
+    store: &Store,
+    hash: &Hash,
+    install: impl FnOnce() -> io::Result<T>,
+) -> io::Result<T> {
+    let mut copies = lock(&store.inner.copies);
+    let done = install()?;
+    let copy = store
+        .inner
+        .copies_made
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    copies.insert(*hash, copy);
+    Ok(done)
 }
 
 impl Drop for ObjectWriter {

@@ -364,6 +364,42 @@ mod faults {
         out
     }
 
+    /// A long read of a copy (a slow client, the scrubber) that reaches rot after another
+    /// reader dropped that copy and a good one was fetched back: its read fails, and the
+    /// copy in place stays. Before, a drop went by id, and the good copy went too.
+    #[test]
+    fn a_reader_of_a_replaced_copy_never_drops_the_copy_in_place() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = open(dir.path(), 1 << 30);
+        let data = vec![7u8; 3 << 20];
+        let len = data.len() as u64;
+        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
+        let mut slow = store
+            .verified_reader(&h, 0, len)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let path = store.data_file(&h).unwrap_or_else(|| panic!("disk"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        use std::io::{Seek, SeekFrom};
+        f.seek(SeekFrom::Start(2 << 20)).unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(&[8]).unwrap_or_else(|e| panic!("{e}"));
+        drop(f);
+        assert!(matches!(
+            store.read_verified(&h, 2 << 20, 10),
+            Err(StoreError::Corrupt)
+        ));
+        assert_eq!(store.size(&h), None, "dropped by the reader that found it");
+        store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
+        let mut sink = Vec::new();
+        assert!(slow.read_to_end(&mut sink).is_err(), "the rot it opened");
+        assert_eq!(store.size(&h), Some(len), "the copy in place stays");
+        assert_eq!(store.corrupt_found(), 1);
+        let got = store.read_verified(&h, 0, len);
+        assert!(got.is_ok_and(|b| b == data));
+    }
+
     #[test]
     fn an_io_error_is_not_corruption_and_leaves_the_object() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
