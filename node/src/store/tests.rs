@@ -383,7 +383,8 @@ mod faults {
             .open(&path)
             .unwrap_or_else(|e| panic!("{e}"));
         use std::io::{Seek, SeekFrom};
-        f.seek(SeekFrom::Start(2 << 20)).unwrap_or_else(|e| panic!("{e}"));
+        f.seek(SeekFrom::Start(2 << 20))
+            .unwrap_or_else(|e| panic!("{e}"));
         f.write_all(&[8]).unwrap_or_else(|e| panic!("{e}"));
         drop(f);
         assert!(matches!(
