@@ -526,6 +526,9 @@ impl Mail {
     pub async fn ack(&self, ids: Vec<MsgId>) -> Result<u32, MailError> {
         let me = self.me();
         let (peers, self_in) = self.own_holders().await?;
+        // When the ack is over and what it answers is `overlay::MailAck`'s; this carries
+        // the requests.
+        let mut tally = overlay::MailAck::new(peers.len(), self_in);
         let mut asks = JoinSet::new();
         for peer in peers {
             let mail = self.clone();
@@ -543,21 +546,35 @@ impl Mail {
         // Our own copy is acked beside the others, and its failure (a full disk) waits
         // for them: returning early would drop `asks` and abort the acks in flight, and
         // every holder would deliver the read mail again until it dead-letters it.
-        let local = if self_in {
+        let mut own_error = None;
+        if self_in {
             let ids = ids.clone();
-            self.blocking(move |s| s.ack(now(), &me, &ids))
+            match self
+                .blocking(move |s| s.ack(now(), &me, &ids))
                 .await
                 .and_then(|r| r.map_err(|e| MailError::Store(e.to_string())))
-        } else {
-            Ok(0)
-        };
-        let mut deleted = 0;
-        while let Some(r) = asks.join_next().await {
-            if let Ok(Some(d)) = r {
-                deleted = deleted.max(d);
+            {
+                Ok(d) => tally.handle_deleted(d),
+                Err(e) => {
+                    tally.handle_own_failed();
+                    own_error = Some(e);
+                }
             }
         }
-        Ok(deleted.max(local?))
+        while let Some(r) = asks.join_next().await {
+            if let Ok(Some(d)) = r {
+                tally.handle_deleted(d);
+            }
+        }
+        match tally.outcome() {
+            overlay::MailAcked::Acked(deleted) => Ok(deleted),
+            overlay::MailAcked::OwnFailed => {
+                Err(own_error.unwrap_or_else(|| MailError::Store("our own ack failed".into())))
+            }
+            overlay::MailAcked::Unreachable { asked } => Err(MailError::Unreachable(format!(
+                "none of {asked} holders answered the ack"
+            ))),
+        }
     }
 
     /// The `n` closest nodes to `mailbox`'s key in our table, us included, nearest first

@@ -26,7 +26,7 @@
 //!   and the fetch's [`Failover`].
 //! - [`write`]: [`Write`], one write's targets, quorum and retries of busy targets.
 //! - [`mail_receive`]: [`MailMerge`], an owner's receive: whom it asks, and copies merged
-//!   into messages.
+//!   into messages; [`MailAck`], when its ack is answered and what it answers.
 //! - [`mail_repair`]: [`MailRepairLog`], what a mailbox holder's repair pushed to the other
 //!   holders and so pushes next.
 //! - [`mail_send`]: [`MailSend`], one send of mail: which holder gets which message, when it is answered.
@@ -72,7 +72,7 @@ pub use locate::{
     Failover, Locate, LocateEnd, LocateStep, ProbeAnswer, SECOND_PASS_WANTED, Search,
     SearchOutcome, WalkEnd, WalkVerdict,
 };
-pub use mail_receive::{MailMerge, MailReceived, mail_receive_set};
+pub use mail_receive::{MailAck, MailAcked, MailMerge, MailReceived, mail_receive_set};
 pub use mail_repair::{MailCursor, MailRepairLog, MailRound};
 pub use mail_send::{MailAnswer, MailSend, MailSent};
 pub use peer::{IpGroup, Peer};

@@ -11,6 +11,13 @@
 //! expired) is dropped, and its ack goes again to each holder that delivered it: that
 //! holder was down when the ack was given, and would otherwise deliver it again, and keep
 //! it, for ever.
+//!
+//! An ack ([`MailAck`]) goes to the same holders at once, the owner's own copy beside the
+//! others, and is answered only when every holder has answered or timed out: an answer
+//! given early would end the acks still in flight. The owner's own store is what makes an
+//! ack stick (it remembers the ack, and the next receive sends it again to any holder that
+//! missed it), so an ack its own store failed has failed, whatever the others deleted; and
+//! an ack that no holder answered is unreachable, not "nothing to delete".
 
 use std::collections::BTreeMap;
 
@@ -130,6 +137,61 @@ impl<H: Peer> MailMerge<H> {
     }
 }
 
+/// One ack of an owner's messages at its holders, as the answers come in.
+#[derive(Debug, Clone, Default)]
+pub struct MailAck {
+    asked: usize,
+    answered: usize,
+    deleted: u32,
+    own_failed: bool,
+}
+
+/// How an ack ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailAcked {
+    /// Acknowledged: the most copies any one holder deleted (0: no holder held any).
+    Acked(u32),
+    /// The owner's own store failed to take the ack: the messages would come back to it.
+    OwnFailed,
+    /// No holder answered, of those asked (0 when there was none to ask).
+    Unreachable {
+        /// Holders asked, the owner's own copy included.
+        asked: usize,
+    },
+}
+
+impl MailAck {
+    /// An ack sent to `remote` holders, and to the owner's own copy if `own`.
+    pub fn new(remote: usize, own: bool) -> Self {
+        MailAck {
+            asked: remote + usize::from(own),
+            ..MailAck::default()
+        }
+    }
+
+    /// A holder (or the owner's own store) deleted `deleted` of the messages.
+    pub fn handle_deleted(&mut self, deleted: u32) {
+        self.answered += 1;
+        self.deleted = self.deleted.max(deleted);
+    }
+
+    /// The owner's own store failed to take the ack.
+    pub fn handle_own_failed(&mut self) {
+        self.own_failed = true;
+    }
+
+    /// The answer, once every holder asked has answered or timed out.
+    pub fn outcome(&self) -> MailAcked {
+        if self.own_failed {
+            MailAcked::OwnFailed
+        } else if self.answered == 0 {
+            MailAcked::Unreachable { asked: self.asked }
+        } else {
+            MailAcked::Acked(self.deleted)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +244,43 @@ mod tests {
         let got = m.into_received(1);
         assert_eq!(got.len(), 1, "at most max");
         assert_eq!(got[0].id, ids(&[10])[0]);
+    }
+
+    #[test]
+    fn an_ack_sticks_only_where_the_owner_keeps_it_and_someone_answered() {
+        let mut a = MailAck::new(3, true);
+        a.handle_deleted(2);
+        a.handle_deleted(0);
+        assert_eq!(
+            a.outcome(),
+            MailAcked::Acked(2),
+            "the most any holder deleted"
+        );
+        a.handle_own_failed();
+        assert_eq!(
+            a.outcome(),
+            MailAcked::OwnFailed,
+            "the owner's copy would come back, whatever the others deleted"
+        );
+
+        let mut own_only = MailAck::new(3, true);
+        own_only.handle_deleted(0);
+        assert_eq!(
+            own_only.outcome(),
+            MailAcked::Acked(0),
+            "the owner's store answered: nothing held, and the others are sent it again"
+        );
+
+        let silent = MailAck::new(4, false);
+        assert_eq!(
+            silent.outcome(),
+            MailAcked::Unreachable { asked: 4 },
+            "silence is not \"nothing to delete\""
+        );
+        assert_eq!(
+            MailAck::new(0, false).outcome(),
+            MailAcked::Unreachable { asked: 0 }
+        );
     }
 
     #[test]
