@@ -106,8 +106,9 @@ pub enum StoreError {
         /// What is wrong.
         why: &'static str,
     },
-    /// An earlier write of this shard's journal failed; it takes no more writes.
-    #[error("journal {0} failed earlier and takes no more writes")]
+    /// An earlier write of this shard's journal failed; it takes no writes until the
+    /// store's maintenance has rewritten it (every few seconds, once the disk has room).
+    #[error("journal {0} failed earlier and takes no writes until it is rewritten")]
     Failed(PathBuf),
     /// The configuration is unusable (or does not match the directory).
     #[error("bad mailbox store configuration: {0}")]

@@ -463,18 +463,18 @@ impl Journal {
         while g.syncing {
             g = self.synced.wait(g).unwrap_or_else(|p| p.into_inner());
         }
-        if g.failed {
-            return Err(StoreError::Failed(self.path.clone()));
-        }
+        // A failed journal is rewritten too: that is how it recovers. Its last write may
+        // have left a torn record in the file, but the shard's state in memory holds every
+        // change, the failed ones included, and the new file is written from that state.
         let tmp = self.path.with_extension("compact");
         let io = |op, path: &Path, source| StoreError::Io {
             op,
             path: path.to_path_buf(),
             source,
         };
-        let mut out = Vec::with_capacity(1 << 20);
-        let mut len = 0u64;
-        {
+        let written = (|| {
+            let mut out = Vec::with_capacity(1 << 20);
+            let mut len = 0u64;
             let mut f = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
             for rec in records {
                 rec.encode(&mut out);
@@ -487,28 +487,56 @@ impl Journal {
             f.write_all(&out).map_err(|e| io("write", &tmp, e))?;
             len += out.len() as u64;
             f.sync_all().map_err(|e| io("fsync", &tmp, e))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(|e| io("rename", &self.path, e))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io("fsync", dir, e))?;
-        }
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| io("open", &self.path, e))?;
+            std::fs::rename(&tmp, &self.path).map_err(|e| io("rename", &self.path, e))?;
+            Ok(len)
+        })();
+        let len = match written {
+            Ok(len) => len,
+            Err(e) => {
+                // On a full disk a half-written copy would hold the space the next try needs.
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        // The new file is in place: from here on every append must go to it, whatever
+        // fails next, or it would be written to the unlinked old file and lost.
+        let file = match OpenOptions::new().append(true).open(&self.path) {
+            Ok(f) => f,
+            Err(e) => {
+                g.failed = true;
+                self.synced.notify_all();
+                return Err(io("open", &self.path, e));
+            }
+        };
         g.file = Arc::new(file);
         g.buf.clear();
-        g.durable = g.appended;
         g.written = g.appended;
         g.len = len;
+        let dir_synced = match self.path.parent() {
+            Some(dir) => File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("fsync", dir, e)),
+            None => Ok(()),
+        };
+        // Until the rename is durable the old file may be what a power loss leaves: the
+        // journal stays failed, and the next maintenance rewrites it again.
+        g.failed = dir_synced.is_err();
+        if !g.failed {
+            g.durable = g.appended;
+        }
         self.synced.notify_all();
-        Ok(())
+        dir_synced
+    }
+
+    /// Whether a write of this journal failed and no rewrite has recovered it since: it
+    /// takes no appends to the file until then.
+    pub fn failed(&self) -> bool {
+        self.lock().failed
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -569,5 +597,75 @@ mod tests {
         assert_eq!(out[HEADER], TAG_PUT);
         assert_eq!(Record::decode(&[9]), None);
         assert_eq!(Record::decode(&[]), None);
+    }
+
+    fn put(seq: u64) -> Record {
+        Record::Put {
+            seq,
+            mailbox: NodeId([1; 32]),
+            sender: NodeId([2; 32]),
+            expires_ms: 5,
+            e2e: false,
+            key: seq.to_le_bytes().to_vec(),
+            payload: vec![7; 100],
+            principal: None,
+        }
+    }
+
+    /// A journal whose file is `/dev/full` fails its first write with ENOSPC, as on a full
+    /// disk; the rewrite puts a real file in its place, as freed space would let it.
+    #[test]
+    fn a_failed_journal_refuses_writes_until_a_rewrite_recovers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard-000.journal");
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        let j = Journal::open(&path, 0).unwrap();
+        let first = j.append(&put(1));
+        let err = j.sync(first).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Io { source, .. } if source.raw_os_error() == Some(28)),
+            "ENOSPC: {err}"
+        );
+        assert!(j.failed());
+        let second = j.append(&put(2));
+        assert!(matches!(j.flush(second), Err(StoreError::Failed(_))));
+        assert!(matches!(j.sync(second), Err(StoreError::Failed(_))));
+
+        // The state in memory holds both changes; the rewrite writes them, and the journal
+        // takes writes again.
+        j.rewrite([put(1), put(2)].into_iter()).unwrap();
+        assert!(!j.failed());
+        assert!(!path.with_extension("compact").exists());
+        let third = j.append(&put(3));
+        j.sync(third).unwrap();
+        let mut seen = Vec::new();
+        replay(&path, |rec| {
+            if let Record::Put { seq, .. } = rec {
+                seen.push(seq);
+            }
+        })
+        .unwrap();
+        assert_eq!(seen, vec![1, 2, 3], "nothing lost, nothing twice");
+    }
+
+    /// A rewrite that fails (the disk still full) leaves no half-written copy behind to
+    /// hold the space, and the journal failed.
+    #[test]
+    fn a_failed_rewrite_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard-000.journal");
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        std::os::unix::fs::symlink("/dev/full", path.with_extension("compact")).unwrap();
+        let j = Journal::open(&path, 0).unwrap();
+        let first = j.append(&put(1));
+        assert!(j.sync(first).is_err());
+        // Writing the copy goes to /dev/full too: ENOSPC again.
+        let many = (0..3).map(put);
+        assert!(j.rewrite(many).is_err());
+        assert!(j.failed());
+        assert!(
+            std::fs::symlink_metadata(path.with_extension("compact")).is_err(),
+            "the failed copy is removed"
+        );
     }
 }

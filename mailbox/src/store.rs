@@ -62,6 +62,8 @@ pub struct Maintenance {
     pub expired: u64,
     /// Shards whose journal was compacted.
     pub compacted: usize,
+    /// Shards whose failed journal was rewritten and takes writes again.
+    pub recovered: usize,
 }
 
 /// Figures for metrics.
@@ -81,6 +83,9 @@ pub struct Stats {
     pub dead: DeadLetters,
     /// Journal bytes on disk and buffered.
     pub journal_bytes: u64,
+    /// Shards whose journal write failed and is not yet rewritten: they refuse every
+    /// change until the next maintenance recovers them (`mailbox_journals_failed`).
+    pub journals_failed: usize,
 }
 
 struct Shard {
@@ -488,11 +493,14 @@ impl MailboxStore {
     }
 
     /// Periodic work, for the node to call every few seconds: drops expired messages and
-    /// tombstones, and compacts journals grown past `compact_min_bytes` and twice their
-    /// live records. One shard at a time; each is blocked only while its own file is
-    /// rewritten.
+    /// tombstones, compacts journals grown past `compact_min_bytes` and twice their live
+    /// records, and rewrites every journal whose write failed (a full disk, an I/O error)
+    /// from the shard's state, so the shard takes writes again once the disk does. One
+    /// shard at a time; each is blocked only while its own file is rewritten. A shard that
+    /// cannot be rewritten does not stop the others; the first such error is returned.
     pub fn maintain(&self, now: Duration) -> Result<Maintenance, StoreError> {
         let mut out = Maintenance::default();
+        let mut first_error = None;
         for shard in self.shards.iter() {
             let mut state = shard.lock();
             let before = state.dead.expired;
@@ -500,14 +508,20 @@ impl MailboxStore {
             self.bytes.fetch_sub(freed, Ordering::Relaxed);
             out.expired += state.dead.expired - before;
             if let Some(j) = &shard.journal {
+                let failed = j.failed();
                 let len = j.len();
-                if len > self.cfg.compact_min_bytes && len > 2 * state.record_bytes() {
-                    j.rewrite(state.snapshot().into_iter())?;
-                    out.compacted += 1;
+                if failed || (len > self.cfg.compact_min_bytes && len > 2 * state.record_bytes()) {
+                    match j.rewrite(state.snapshot().into_iter()) {
+                        Ok(()) if failed => out.recovered += 1,
+                        Ok(()) => out.compacted += 1,
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
                 }
             }
         }
-        Ok(out)
+        first_error.map_or(Ok(out), Err)
     }
 
     /// Compacts every shard's journal now, whatever its size (tests, shutdown).
@@ -538,6 +552,7 @@ impl MailboxStore {
             s.dead.expired += state.dead.expired;
             s.dead.deliveries_exhausted += state.dead.deliveries_exhausted;
             s.journal_bytes += shard.journal.as_ref().map_or(0, |j| j.len());
+            s.journals_failed += usize::from(shard.journal.as_ref().is_some_and(|j| j.failed()));
         }
         s
     }

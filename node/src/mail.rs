@@ -840,6 +840,7 @@ impl Mail {
         let s = self.store.stats(now());
         metrics::gauge!("mailbox_queue_depth").set(s.messages as f64);
         metrics::gauge!("mailbox_inflight").set(s.inflight as f64);
+        metrics::gauge!("mailbox_journals_failed").set(s.journals_failed as f64);
         metrics::counter!("mailbox_dlq_total", "reason" => "expired").absolute(s.dead.expired);
         metrics::counter!("mailbox_dlq_total", "reason" => "deliveries_exhausted")
             .absolute(s.dead.deliveries_exhausted);
@@ -854,6 +855,10 @@ impl Mail {
                 match mail.blocking(|s| s.maintain(now())).await {
                     Ok(Err(e)) => tracing::warn!(error = %e, "mailbox maintenance failed"),
                     Err(e) => tracing::warn!(error = %e, "mailbox maintenance failed"),
+                    Ok(Ok(m)) if m.recovered > 0 => tracing::warn!(
+                        shards = m.recovered,
+                        "mailbox journals that had failed were rewritten and take writes again"
+                    ),
                     Ok(Ok(_)) => {}
                 }
             }

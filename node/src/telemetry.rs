@@ -194,6 +194,13 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Mailbox messages this node holds (for any mailbox), not yet acknowledged nor expired.",
     ),
     (
+        "mailbox_journals_failed",
+        Kind::Gauge,
+        "Mailbox shards whose journal write failed (a full disk, an I/O error): they refuse \
+         every change until maintenance rewrites the journal, within seconds of the disk \
+         having room.",
+    ),
+    (
         "mailbox_inflight",
         Kind::Gauge,
         "Mailbox messages this node holds that were delivered and are hidden until acknowledged \

@@ -20,6 +20,7 @@
 //! - [`process`]: [`ChildProc`], any child process with logs and kill-on-drop.
 //! - [`node`]: [`NodeProcess`], one `macronode run` with its data directory and helpers.
 //! - [`mesh`]: [`Mesh`], N nodes joined through node 0; the true k closest of a key.
+//! - [`small_disk`]: [`small_disk::SmallDisk`], a real full disk for one directory (root).
 //! - [`wait`]: polling with a deadline.
 //! - [`error`]: the one error type, [`HarnessError`].
 
@@ -34,6 +35,7 @@ pub mod node;
 pub mod ports;
 pub mod process;
 pub mod seed;
+pub mod small_disk;
 pub mod stranger;
 pub mod wait;
 

@@ -5,7 +5,8 @@
 //! once after acks, a stranger can neither read, ack, forge nor replicate another node's
 //! mail over OAP/1, and a send short of its W holders is refused; a node far from a
 //! mailbox refuses to hold its mail (no copy where the owner's receive never asks); repair
-//! pushes a message it passed over while in flight to its owner once it is visible again.
+//! pushes a message it passed over while in flight to its owner once it is visible again;
+//! a full disk at the owner fails its ack there only, and heals once freed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -867,4 +868,126 @@ fn repair_pushes_a_message_it_passed_over_in_flight_once_visible() {
         "node-{lagging} held both {:?} after the receive hid m1",
         taken.elapsed()
     );
+}
+
+/// A full disk at a mailbox's owner (its mailbox directory on a 4 MiB tmpfs, filled): the
+/// owner's ack fails on its own disk with 503 and still reaches the other holders
+/// (RELIABILITY.md D17); once the space is freed, the owner's store takes writes again
+/// without a restart (D33), and after a restart nothing acknowledged comes back.
+#[test]
+fn a_full_disk_fails_the_owners_ack_there_only_and_heals_once_freed() {
+    if let Some(why) = testing::small_disk::unavailable() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let mut mesh = Mesh::start(3, |_, spec| spec.args.push("--open-writes".into())).unwrap();
+    mesh.wait_ready(START).unwrap();
+    let ids = mesh.ids().unwrap();
+    let owner = 2;
+    let to = ids[owner];
+
+    // The owner's mailbox directory moves onto a small disk.
+    mesh.nodes[owner].sigterm().unwrap();
+    mesh.nodes[owner]
+        .process()
+        .wait_exit(Duration::from_secs(10))
+        .unwrap();
+    let dir = mesh.nodes[owner].data_dir().join("mailbox");
+    let disk = testing::small_disk::SmallDisk::mount_over(&dir, 4 << 20).unwrap();
+    mesh.nodes[owner].restart().unwrap();
+    mesh.nodes[owner].wait_ready(START).unwrap();
+
+    // 100 messages, held by all three nodes.
+    let via = mesh.nodes[0].http();
+    let mut sent = Vec::new();
+    for i in 0..100 {
+        let r = send(via, &to, &format!("k{i}"), None, "", &format!("m{i}"));
+        assert_eq!(r.status, 201, "send {i}: {}", r.body);
+        sent.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    testing::poll_until(
+        "every node holds every message",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            (0..3)
+                .all(|i| queue_depth(&mesh.nodes[i]) >= 100.0)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("copies missing: {e}"));
+
+    // The disk fills; acking all 100 writes ~5 KiB to the owner's journal, more than any
+    // page it has left.
+    let filled = disk.fill().unwrap();
+    println!("filled the owner's disk with {filled} bytes");
+    let ack_all = |ids: &[String]| {
+        curl(&[
+            "-X".into(),
+            "POST".into(),
+            "--data-binary".into(),
+            serde_json::json!({ "ids": ids }).to_string(),
+            format!("http://{}/mb/ack", mesh.nodes[owner].admin().unwrap()),
+        ])
+    };
+    let r = ack_all(&sent);
+    assert_eq!(r.status, 503, "an ack the owner's disk refused: {}", r.body);
+    assert_eq!(r.json()["code"], "store_unavailable", "{}", r.body);
+    testing::poll_until(
+        "the other holders take the ack",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            (0..2)
+                .all(|i| queue_depth(&mesh.nodes[i]) == 0.0)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("the owner's disk stopped the acks at the others: {e}"));
+    let failed = || {
+        mesh.nodes[owner]
+            .metric("mailbox_journals_failed")
+            .unwrap()
+            .unwrap_or(0.0)
+    };
+    assert_eq!(failed(), 1.0, "the failed journal is shown");
+
+    // Space again: within a few maintenance rounds the shard takes writes, no restart.
+    disk.free().unwrap();
+    testing::poll_until(
+        "the failed journal is rewritten",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || (failed() == 0.0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("the owner's mailbox stayed failed after the disk freed: {e}"));
+    let r = send(via, &to, "after", None, "", "after the disk freed");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let after = r.json()["id"].as_str().unwrap().to_string();
+    testing::poll_until(
+        "the owner holds the new message",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || (queue_depth(&mesh.nodes[owner]) == 1.0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("the owner did not store its copy: {e}"));
+    let r = ack_all(std::slice::from_ref(&after));
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // A restart replays what the rewrite made durable: the acks the disk had refused too.
+    mesh.nodes[owner].sigterm().unwrap();
+    mesh.nodes[owner]
+        .process()
+        .wait_exit(Duration::from_secs(10))
+        .unwrap();
+    mesh.nodes[owner].restart().unwrap();
+    mesh.nodes[owner].wait_ready(START).unwrap();
+    assert_eq!(
+        queue_depth(&mesh.nodes[owner]),
+        0.0,
+        "acknowledged mail came back"
+    );
+    let again = recv(&mesh.nodes[owner], "1s");
+    assert!(again.is_empty(), "delivered again after its ack: {again:?}");
+    drop(disk);
 }

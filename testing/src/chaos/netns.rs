@@ -61,13 +61,13 @@ pub fn unavailable() -> Option<String> {
 }
 
 /// This process's effective uid (the owner of `/proc/self`).
-fn effective_uid() -> Option<u32> {
+pub(crate) fn effective_uid() -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 /// Runs `program args`, bounded; its stdout on success, its stderr in the error.
-fn run_bounded(program: &str, args: &[&str]) -> Result<String, HarnessError> {
+pub(crate) fn run_bounded(program: &str, args: &[&str]) -> Result<String, HarnessError> {
     let what = format!("{program} {}", args.join(" "));
     let dir = tempfile::tempdir().map_err(HarnessError::io("a temporary directory"))?;
     let out_path = dir.path().join("out");
