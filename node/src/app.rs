@@ -282,9 +282,20 @@ async fn bind_admin(config: &NodeConfig) -> Result<Option<(TcpListener, SocketAd
     let listener = TcpListener::bind(addr).await.map_err(err)?;
     let bound = listener.local_addr().map_err(err)?;
     let tmp = record.with_extension("addr.tmp");
-    std::fs::write(&tmp, format!("{bound}\n"))
-        .and_then(|()| std::fs::rename(&tmp, &record))
-        .map_err(err)?;
+    // The record only saves the CLI an `--admin` flag: a node on a full disk must still
+    // start and serve what it holds. A stale record would send the CLI elsewhere, so it
+    // goes too (a removal needs no space).
+    if let Err(e) =
+        std::fs::write(&tmp, format!("{bound}\n")).and_then(|()| std::fs::rename(&tmp, &record))
+    {
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(&record);
+        tracing::warn!(
+            error = %e,
+            path = %record.display(),
+            "could not record the admin plane's address; the CLI needs --admin {bound}"
+        );
+    }
     Ok(Some((listener, bound)))
 }
 
@@ -400,8 +411,10 @@ pub async fn start(
                         took = ?started.elapsed(),
                         "store index reconciled with the files"
                     ),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "walking the store failed"),
-                    Err(e) => tracing::warn!(error = %e, "walking the store failed"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "reconciling the store index failed")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reconciling the store index failed"),
                 }
             }
             let _ = objects.announce_stored().await;

@@ -57,12 +57,8 @@ impl SmallDisk {
         let disk = SmallDisk {
             at: dir.to_path_buf(),
         };
-        for entry in std::fs::read_dir(&aside).map_err(HarnessError::io("listing the directory"))? {
-            let entry = entry.map_err(HarnessError::io("listing the directory"))?;
-            std::fs::copy(entry.path(), dir.join(entry.file_name())).map_err(HarnessError::io(
-                format!("copying {}", entry.path().display()),
-            ))?;
-        }
+        let from = format!("{}/.", aside.to_string_lossy());
+        run_bounded("cp", &["-a", &from, &at])?;
         Ok(disk)
     }
 

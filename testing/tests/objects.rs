@@ -11,6 +11,8 @@
 //! - `puts_acknowledged_while_a_node_dies_all_stay_readable`: a PUT load with a node killed
 //!   in the middle; every 201 must read back byte for byte through another node.
 //! - `an_open_writes_node_takes_puts_without_a_token`.
+//! - `a_full_disk_refuses_puts_serves_what_it_held_and_takes_puts_once_freed` (root: a
+//!   real full disk, a tmpfs).
 //!
 //! `curl` and `b3sum` are required (not skipped): `scripts/install-test-deps.sh` installs
 //! them. Every test prints its seed; `OBJECTS_SEED=<n>` replays the same bytes. Node 0 of
@@ -1526,6 +1528,124 @@ fn an_open_writes_node_takes_puts_without_a_token() {
     let r = get(work.path(), &node, &format!("/o/{id}"), &[]);
     assert_eq!(r.status, 200);
     assert_same_bytes(&r.body, &data, "GET from the open node");
+}
+
+/// A node whose data directory is a small disk (an 8 MiB tmpfs, root only), filled: a PUT
+/// is refused with a 503 that says why, and leaves nothing on the disk; what it held
+/// before is still served, byte for byte; once space is freed, PUTs are taken again
+/// without a restart; and after a restart, on the full disk or a freed one, everything
+/// acknowledged is there.
+#[test]
+fn a_full_disk_refuses_puts_serves_what_it_held_and_takes_puts_once_freed() {
+    require_tools();
+    if let Some(why) = testing::small_disk::unavailable() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let seed = seed("full-disk");
+    let work = tempfile::tempdir().unwrap();
+    let mut spec = NodeSpec::new("full");
+    spec.args.push("--open-writes".into());
+    let mut node = NodeProcess::start(spec).unwrap();
+    node.wait_healthy(Duration::from_secs(10)).unwrap();
+    node.sigterm().unwrap();
+    node.process().wait_exit(Duration::from_secs(10)).unwrap();
+    let disk = testing::small_disk::SmallDisk::mount_over(&node.data_dir(), 8 << 20).unwrap();
+    node.restart().unwrap();
+    node.wait_healthy(Duration::from_secs(10)).unwrap();
+
+    let held = pseudo_random(seed, 300_000);
+    let held_file = write_file(work.path(), "held", &held);
+    let held_id = b3sum(&held_file);
+    let r = put(work.path(), &node, &held_file, None).unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    let filled = disk.fill().unwrap();
+    println!("filled the disk with {filled} bytes");
+    let refused = pseudo_random(seed ^ 1, 300_000);
+    let refused_file = write_file(work.path(), "refused", &refused);
+    let refused_id = b3sum(&refused_file);
+    let files = |dir: &std::path::Path| -> Vec<String> {
+        walk(dir)
+            .into_iter()
+            .map(|p| p.display().to_string())
+            .collect()
+    };
+    let before = files(&node.data_dir());
+    for attempt in 0..2 {
+        let r = put(work.path(), &node, &refused_file, None).unwrap();
+        assert_eq!(
+            r.status,
+            503,
+            "attempt {attempt} on a full disk: {}",
+            r.text()
+        );
+        assert_eq!(r.json()["code"], "store_unavailable", "{}", r.text());
+        assert!(r.header("retry-after").is_some(), "{}", r.text());
+    }
+    assert_eq!(
+        files(&node.data_dir()),
+        before,
+        "a refused PUT left files on the full disk"
+    );
+    let r = get(work.path(), &node, &format!("/o/{held_id}"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_same_bytes(&r.body, &held, "GET of what the full disk held");
+    let r = get(work.path(), &node, &format!("/o/{refused_id}"), &[]);
+    assert_eq!(r.status, 404, "a refused PUT is not served: {}", r.text());
+
+    disk.free().unwrap();
+    let r = put(work.path(), &node, &refused_file, None).unwrap();
+    assert_eq!(r.status, 201, "a PUT once the disk has room: {}", r.text());
+
+    // Stopped and started again on a full disk (its index snapshot cannot be written),
+    // then on a freed one: everything acknowledged is served each time.
+    for full in [true, false] {
+        if full {
+            disk.fill().unwrap();
+        } else {
+            disk.free().unwrap();
+        }
+        node.sigterm().unwrap();
+        node.process().wait_exit(Duration::from_secs(10)).unwrap();
+        let temps: Vec<PathBuf> = walk(&node.data_dir())
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(temps.is_empty(), "left on the disk at stop: {temps:?}");
+        node.restart().unwrap();
+        node.wait_healthy(Duration::from_secs(10)).unwrap();
+        for (id, bytes) in [(&held_id, &held), (&refused_id, &refused)] {
+            let r = get(work.path(), &node, &format!("/o/{id}"), &[]);
+            assert_eq!(
+                r.status,
+                200,
+                "{id} after a restart (full: {full}): {}",
+                r.text()
+            );
+            assert_same_bytes(&r.body, bytes, "GET after a restart");
+        }
+    }
+    drop(node);
+    drop(disk);
+}
+
+/// Every file under `dir`, sorted.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// A node started with a bootstrap peer it cannot reach yet belongs to a mesh: it is not a

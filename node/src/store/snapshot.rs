@@ -61,11 +61,15 @@ pub(crate) fn write(fs: &dyn Fs, path: &Path, index: &BTreeMap<Hash, u64>) -> io
     body.extend_from_slice(&sum);
     // A leftover of a crash here is swept at open like every `.tmp` file.
     let tmp = path.with_file_name(".tmp-index.snap");
-    let mut f = fs.create(&tmp)?;
-    f.write_all(&body)?;
-    f.sync_all()?;
-    drop(f);
-    fs.rename(&tmp, path)?;
+    let written = fs.create(&tmp).and_then(|mut f| {
+        f.write_all(&body)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| fs.rename(&tmp, path)) {
+        // On a full disk a half-written snapshot would hold the space others need.
+        let _ = fs.remove_file(&tmp);
+        return Err(e);
+    }
     match path.parent() {
         Some(dir) => fs.sync_dir(dir),
         None => Ok(()),
