@@ -85,6 +85,12 @@ pub struct Config {
     pub compact_min_bytes: u64,
     /// The `Retry-After` advice on a quota refusal.
     pub quota_retry_after: Duration,
+    /// A journal corrupt before its last record: `false` refuses to open the store;
+    /// `true` keeps the records before the bad one, copies the file aside (see
+    /// [`OpenReport::salvaged`](crate::OpenReport::salvaged)) and opens. For a node whose
+    /// messages have copies at other holders, which repair and the owner's drain bring
+    /// back, one bad byte should not stop the whole node.
+    pub salvage: bool,
 }
 
 impl Config {
@@ -108,6 +114,7 @@ impl Config {
             tombstones_max: 100_000,
             compact_min_bytes: 8 << 20,
             quota_retry_after: Duration::from_secs(5),
+            salvage: false,
         }
     }
 }

@@ -266,12 +266,15 @@ pub fn replay(path: &Path, mut apply: impl FnMut(Record)) -> Result<Replayed, St
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
         let mut check = [0u8; 8];
         check.copy_from_slice(&header[4..]);
+        // A torn write leaves its length whole (it is written first), so a length no
+        // record can have is a garbled one, wherever it is: cut as a torn tail, it would
+        // drop every record after it unseen.
+        if len > RECORD_MAX as u64 {
+            return Err(corrupt(offset, "record length over RECORD_MAX"));
+        }
         let end = offset + HEADER as u64 + len;
         if end > file_len {
             break; // torn body (or a length garbled in the last record: same cut)
-        }
-        if len > RECORD_MAX as u64 {
-            return Err(corrupt(offset, "record length over RECORD_MAX"));
         }
         body.resize(len as usize, 0);
         reader.read_exact(&mut body).map_err(|e| io("read", e))?;
@@ -300,6 +303,34 @@ pub fn replay(path: &Path, mut apply: impl FnMut(Record)) -> Result<Replayed, St
     }
     out.len = offset;
     Ok(out)
+}
+
+/// Keeps the good records of a journal found corrupt at `offset`: copies the whole file
+/// aside to `aside` (for whoever wants to look at it), then cuts the journal at `offset`.
+/// Returns the bytes cut off.
+pub fn salvage(path: &Path, offset: u64, aside: &Path) -> Result<u64, StoreError> {
+    let io = |op, p: &Path, source| StoreError::Io {
+        op,
+        path: p.to_path_buf(),
+        source,
+    };
+    std::fs::copy(path, aside).map_err(|e| io("copy", aside, e))?;
+    File::open(aside)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("fsync", aside, e))?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| io("open", path, e))?;
+    let len = f.metadata().map_err(|e| io("stat", path, e))?.len();
+    f.set_len(offset).map_err(|e| io("truncate", path, e))?;
+    f.sync_all().map_err(|e| io("fsync", path, e))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("fsync", dir, e))?;
+    }
+    Ok(len.saturating_sub(offset))
 }
 
 /// The open journal of one shard, with group commit.

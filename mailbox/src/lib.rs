@@ -26,4 +26,4 @@ pub mod store;
 pub use config::{Config, Principal, Quotas};
 pub use error::{QuotaScope, SendError, StoreError};
 pub use shard::{DeadLetters, FetchLimits};
-pub use store::{Batch, MailboxStore, Maintenance, OpenReport, Sent, Stats};
+pub use store::{Batch, MailboxStore, Maintenance, OpenReport, Salvaged, Sent, Stats};

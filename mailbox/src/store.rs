@@ -45,7 +45,7 @@ pub struct Batch {
 }
 
 /// What opening the store found in its journals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenReport {
     /// Records replayed.
     pub records: u64,
@@ -53,6 +53,24 @@ pub struct OpenReport {
     pub torn_records: u64,
     /// Messages held after replay.
     pub messages: usize,
+    /// Journals found corrupt and cut before their bad record (only with
+    /// [`Config::salvage`]).
+    pub salvaged: Vec<Salvaged>,
+}
+
+/// One journal cut before a corrupt record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Salvaged {
+    /// The journal.
+    pub journal: PathBuf,
+    /// Where the whole file, as found, was copied.
+    pub copy: PathBuf,
+    /// Where the bad record starts: the journal keeps what came before.
+    pub offset: u64,
+    /// Bytes cut off: the bad record and every one after it.
+    pub dropped_bytes: u64,
+    /// What was wrong.
+    pub why: &'static str,
 }
 
 /// What [`MailboxStore::maintain`] did.
@@ -149,33 +167,58 @@ impl MailboxStore {
                 None => None,
                 Some(dir) => {
                     let path = journal_path(dir, i);
-                    let replayed = journal::replay(&path, |rec| match rec {
-                        Record::Put {
-                            seq,
-                            mailbox,
-                            sender,
-                            expires_ms,
-                            e2e,
-                            key,
-                            payload,
-                            principal,
-                        } => {
-                            let id = MsgId::derive(&mailbox, &sender, &key);
-                            let env = Envelope {
+                    let mut applied = 0;
+                    let replayed = journal::replay(&path, |rec| {
+                        applied += 1;
+                        match rec {
+                            Record::Put {
+                                seq,
                                 mailbox,
                                 sender,
-                                idempotency_key: key,
-                                ttl_ms: 0,
+                                expires_ms,
                                 e2e,
+                                key,
                                 payload,
-                            };
-                            let principal = principal.map(Principal::unlimited);
-                            state.insert(&cfg, env, id, expires_ms, principal, Some(seq));
+                                principal,
+                            } => {
+                                let id = MsgId::derive(&mailbox, &sender, &key);
+                                let env = Envelope {
+                                    mailbox,
+                                    sender,
+                                    idempotency_key: key,
+                                    ttl_ms: 0,
+                                    e2e,
+                                    payload,
+                                };
+                                let principal = principal.map(Principal::unlimited);
+                                state.insert(&cfg, env, id, expires_ms, principal, Some(seq));
+                            }
+                            Record::Remove { id, tombstone_ms } => {
+                                state.replay_remove(&cfg, id, tombstone_ms);
+                            }
                         }
-                        Record::Remove { id, tombstone_ms } => {
-                            state.replay_remove(&cfg, id, tombstone_ms);
+                    });
+                    // Replay applied every record before a corrupt one; with salvage on,
+                    // those are what the shard keeps.
+                    let replayed = match replayed {
+                        Err(StoreError::Corrupt { offset, why, .. }) if cfg.salvage => {
+                            let copy = path.with_extension(format!("journal.corrupt-{}", ms(now)));
+                            let dropped_bytes = journal::salvage(&path, offset, &copy)?;
+                            report.salvaged.push(Salvaged {
+                                journal: path.clone(),
+                                copy,
+                                offset,
+                                dropped_bytes,
+                                why,
+                            });
+                            journal::Replayed {
+                                records: applied,
+                                len: offset,
+                                ..journal::Replayed::default()
+                            }
                         }
-                    })?;
+                        other => other?,
+                    };
                     report.records += replayed.records;
                     report.torn_records += replayed.torn;
                     Some(Journal::open(&path, replayed.len)?)

@@ -1,6 +1,7 @@
 //! Crash and reopen: what was acknowledged survives, a torn last record (a crash in the
 //! middle of a write) is cut off and counted wherever the cut falls, corruption before the
-//! last record is refused, and compaction keeps exactly the live state.
+//! last record (or a length no record can have) is refused, or with salvage on cut before,
+//! and compaction keeps exactly the live state.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -253,4 +254,75 @@ fn a_key_reused_after_its_tombstone_expired_survives_reopen() {
     let (s, report) = MailboxStore::open(Config::durable(dir.path()), at(1002)).unwrap();
     assert_eq!(report.messages, 1);
     assert_eq!(peek_keys(&s, at(1002)), ["k"]);
+}
+
+/// A length no record can have is corruption wherever it is; taken for a torn tail, it
+/// cut every record after it unseen.
+#[test]
+fn a_garbled_length_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (s, _) = MailboxStore::open(one_shard(dir.path()), T0).unwrap();
+        s.send(at(0), msg("a", 50)).unwrap();
+        s.send(at(0), msg("b", 50)).unwrap();
+    }
+    let mut bad = std::fs::read(journal(dir.path())).unwrap();
+    bad[3] ^= 0x80; // the first record's length, high byte
+    std::fs::write(journal(dir.path()), &bad).unwrap();
+    match MailboxStore::open(one_shard(dir.path()), T0) {
+        Err(StoreError::Corrupt { offset: 0, .. }) => {}
+        other => panic!("expected corruption at 0, got {other:?}"),
+    }
+}
+
+/// With salvage on, a journal corrupt in its middle keeps the records before the bad one;
+/// the file as found is copied aside, and the store takes writes after the cut.
+#[test]
+fn salvage_keeps_the_records_before_a_corrupt_one_and_the_file_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let salvaging = || Config {
+        salvage: true,
+        ..one_shard(dir.path())
+    };
+    {
+        let (s, _) = MailboxStore::open(one_shard(dir.path()), T0).unwrap();
+        for k in ["a", "b", "c"] {
+            s.send(at(0), msg(k, 50)).unwrap();
+        }
+    }
+    let good = std::fs::read(journal(dir.path())).unwrap();
+    let record = good.len() / 3;
+    let mut bad = good.clone();
+    bad[record + 30] ^= 1; // inside b's body
+    std::fs::write(journal(dir.path()), &bad).unwrap();
+
+    let (s, report) = MailboxStore::open(salvaging(), at(1)).unwrap();
+    assert_eq!(
+        peek_keys(&s, at(1)),
+        ["a"],
+        "what came before the bad record"
+    );
+    assert_eq!(report.records, 1);
+    assert_eq!(report.salvaged.len(), 1);
+    let cut = &report.salvaged[0];
+    assert_eq!(cut.offset, record as u64);
+    assert_eq!(cut.dropped_bytes, (good.len() - record) as u64);
+    assert_eq!(
+        std::fs::read(&cut.copy).unwrap(),
+        bad,
+        "the file as found, aside"
+    );
+    s.send(at(2), msg("d", 50)).unwrap();
+    drop(s);
+    let (s, report) = MailboxStore::open(one_shard(dir.path()), at(3)).unwrap();
+    assert!(report.salvaged.is_empty());
+    assert_eq!(peek_keys(&s, at(3)), ["a", "d"], "the cut journal is whole");
+
+    // Without salvage, the same corruption still refuses to open.
+    drop(s);
+    std::fs::write(journal(dir.path()), &bad).unwrap();
+    assert!(matches!(
+        MailboxStore::open(one_shard(dir.path()), at(4)),
+        Err(StoreError::Corrupt { .. })
+    ));
 }

@@ -374,12 +374,28 @@ pub async fn start(
         mailbox::Config::durable(config.data_dir.join(MAILBOX_DIR))
     };
     mb_config.quotas = config.mailbox_quotas.clone();
+    // One bad byte in one shard's journal must not keep the node (its objects, its other
+    // shards) down: the shard keeps what came before it, and the copies it lost come back
+    // from the other holders (their repair, our own mail's drain at start).
+    mb_config.salvage = true;
     let (mb_store, opened) = {
         let now = crate::mail::now();
         tokio::task::spawn_blocking(move || mailbox::MailboxStore::open(mb_config, now))
             .await
             .map_err(|e| StartError::Mailbox(mailbox::StoreError::BadConfig(e.to_string())))??
     };
+    for cut in &opened.salvaged {
+        tracing::error!(
+            journal = %cut.journal.display(),
+            at_byte = cut.offset,
+            dropped_bytes = cut.dropped_bytes,
+            why = cut.why,
+            copy = %cut.copy.display(),
+            "a mailbox journal was corrupt: kept the records before the bad one, copied the \
+             file as found aside; the copies lost come back from the other holders"
+        );
+        metrics::counter!("mailbox_journals_salvaged_total").increment(1);
+    }
     if opened.records > 0 {
         tracing::info!(
             messages = opened.messages,

@@ -194,6 +194,12 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Mailbox messages this node holds (for any mailbox), not yet acknowledged nor expired.",
     ),
     (
+        "mailbox_journals_salvaged_total",
+        Kind::Counter,
+        "Mailbox journals found corrupt at start and cut before the bad record (the file as \
+         found is kept beside it as .corrupt-<ms>).",
+    ),
+    (
         "mailbox_journals_failed",
         Kind::Gauge,
         "Mailbox shards whose journal write failed (a full disk, an I/O error): they refuse \

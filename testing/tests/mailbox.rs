@@ -6,7 +6,8 @@
 //! mail over OAP/1, and a send short of its W holders is refused; a node far from a
 //! mailbox refuses to hold its mail (no copy where the owner's receive never asks); repair
 //! pushes a message it passed over while in flight to its owner once it is visible again;
-//! a full disk at the owner fails its ack there only, and heals once freed.
+//! a full disk at the owner fails its ack there only, and heals once freed; a corrupt
+//! journal at the owner is cut, and refilled from the other holders.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -870,6 +871,47 @@ fn repair_pushes_a_message_it_passed_over_in_flight_once_visible() {
     );
 }
 
+/// Three open-writes nodes, ready; node 2 is the mailbox owner of the tests below.
+fn three_nodes() -> (Mesh, NodeId) {
+    let mut mesh = Mesh::start(3, |_, spec| spec.args.push("--open-writes".into())).unwrap();
+    mesh.wait_ready(START).unwrap();
+    let to = mesh.ids().unwrap()[2];
+    (mesh, to)
+}
+
+/// Sends `n` messages to `to` through node 0 and waits until all three nodes hold them;
+/// returns their ids in order.
+fn send_held_everywhere(mesh: &Mesh, to: &NodeId, n: usize) -> Vec<String> {
+    let via = mesh.nodes[0].http();
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let r = send(via, to, &format!("k{i}"), None, "", &format!("m{i}"));
+        assert_eq!(r.status, 201, "send {i}: {}", r.body);
+        sent.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    testing::poll_until(
+        "every node holds every message",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            (0..3)
+                .all(|i| queue_depth(&mesh.nodes[i]) >= n as f64)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("copies missing: {e}"));
+    sent
+}
+
+/// Stops node `i` and waits for it to exit.
+fn stop(mesh: &mut Mesh, i: usize) {
+    mesh.nodes[i].sigterm().unwrap();
+    mesh.nodes[i]
+        .process()
+        .wait_exit(Duration::from_secs(10))
+        .unwrap();
+}
+
 /// A full disk at a mailbox's owner (its mailbox directory on a 4 MiB tmpfs, filled): the
 /// owner's ack fails on its own disk with 503 and still reaches the other holders
 /// (RELIABILITY.md D17); once the space is freed, the owner's store takes writes again
@@ -880,18 +922,11 @@ fn a_full_disk_fails_the_owners_ack_there_only_and_heals_once_freed() {
         println!("SKIPPED: {why}");
         return;
     }
-    let mut mesh = Mesh::start(3, |_, spec| spec.args.push("--open-writes".into())).unwrap();
-    mesh.wait_ready(START).unwrap();
-    let ids = mesh.ids().unwrap();
+    let (mut mesh, to) = three_nodes();
     let owner = 2;
-    let to = ids[owner];
 
     // The owner's mailbox directory moves onto a small disk.
-    mesh.nodes[owner].sigterm().unwrap();
-    mesh.nodes[owner]
-        .process()
-        .wait_exit(Duration::from_secs(10))
-        .unwrap();
+    stop(&mut mesh, owner);
     let dir = mesh.nodes[owner].data_dir().join("mailbox");
     let disk = testing::small_disk::SmallDisk::mount_over(&dir, 4 << 20).unwrap();
     mesh.nodes[owner].restart().unwrap();
@@ -899,23 +934,7 @@ fn a_full_disk_fails_the_owners_ack_there_only_and_heals_once_freed() {
 
     // 100 messages, held by all three nodes.
     let via = mesh.nodes[0].http();
-    let mut sent = Vec::new();
-    for i in 0..100 {
-        let r = send(via, &to, &format!("k{i}"), None, "", &format!("m{i}"));
-        assert_eq!(r.status, 201, "send {i}: {}", r.body);
-        sent.push(r.json()["id"].as_str().unwrap().to_string());
-    }
-    testing::poll_until(
-        "every node holds every message",
-        Duration::from_secs(20),
-        Duration::from_millis(200),
-        || {
-            (0..3)
-                .all(|i| queue_depth(&mesh.nodes[i]) >= 100.0)
-                .then_some(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("copies missing: {e}"));
+    let sent = send_held_everywhere(&mesh, &to, 100);
 
     // The disk fills; acking all 100 writes ~5 KiB to the owner's journal, more than any
     // page it has left.
@@ -975,11 +994,7 @@ fn a_full_disk_fails_the_owners_ack_there_only_and_heals_once_freed() {
     assert_eq!(r.status, 200, "{}", r.body);
 
     // A restart replays what the rewrite made durable: the acks the disk had refused too.
-    mesh.nodes[owner].sigterm().unwrap();
-    mesh.nodes[owner]
-        .process()
-        .wait_exit(Duration::from_secs(10))
-        .unwrap();
+    stop(&mut mesh, owner);
     mesh.nodes[owner].restart().unwrap();
     mesh.nodes[owner].wait_ready(START).unwrap();
     assert_eq!(
@@ -990,4 +1005,57 @@ fn a_full_disk_fails_the_owners_ack_there_only_and_heals_once_freed() {
     let again = recv(&mesh.nodes[owner], "1s");
     assert!(again.is_empty(), "delivered again after its ack: {again:?}");
     drop(disk);
+}
+
+/// A corrupt byte in the owner's mailbox journal: the node still starts (its objects and
+/// other shards are unharmed), keeps the shard's records before the bad one, copies the
+/// file aside, and gets the lost copies back from the other holders (its drain at start).
+#[test]
+fn a_corrupt_mailbox_journal_is_cut_and_refilled_from_the_other_holders() {
+    let (mut mesh, to) = three_nodes();
+    let owner = 2;
+    let sent: BTreeSet<String> = send_held_everywhere(&mesh, &to, 2).into_iter().collect();
+    stop(&mut mesh, owner);
+    let dir = mesh.nodes[owner].data_dir().join("mailbox");
+    let journal = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "journal") && p.metadata().unwrap().len() > 0)
+        .expect("the owner's journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes[30] ^= 1; // inside the first record's body
+    std::fs::write(&journal, &bytes).unwrap();
+
+    mesh.nodes[owner].restart().unwrap();
+    mesh.nodes[owner].wait_ready(START).unwrap();
+    assert!(
+        mesh.nodes[owner]
+            .log()
+            .contains("a mailbox journal was corrupt"),
+        "the cut is logged"
+    );
+    assert_eq!(
+        mesh.nodes[owner]
+            .metric("mailbox_journals_salvaged_total")
+            .unwrap(),
+        Some(1.0)
+    );
+    let copies: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".corrupt-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "the file as found is kept: {copies:?}");
+    testing::poll_until(
+        "the owner's copies come back",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || (queue_depth(&mesh.nodes[owner]) >= 2.0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("the lost copies did not come back: {e}"));
+    let got: BTreeSet<String> = recv(&mesh.nodes[owner], "2s")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(got, sent, "both messages, none lost");
 }
