@@ -301,6 +301,12 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Object files written, by path: direct (opened past the page cache), cached (through it); refused counts those of them that asked for direct I/O and were refused it, at open (then cached) or at a write (then on through the cache).",
     ),
     (
+        "store_healed_total",
+        Kind::Counter,
+        "Rotten copies of small objects rewritten from the verified bytes kept in memory \
+         instead of dropped (each is also counted in integrity_fail_total).",
+    ),
+    (
         "store_scrub_bytes_total",
         Kind::Counter,
         "Bytes the store's scrubber read back and verified (a copy found rotten is integrity_fail_total{source=\"store\"}).",

@@ -1210,6 +1210,9 @@ async fn a_rotten_copy_at_a_holder_is_found_by_a_proof_and_replaced() {
     let data = bytes(&mut rng, 12_000);
     let hash = put_on_every_node(&nodes, &data).await;
     let rotten = &nodes[2];
+    // Out of its memory cache, the rotten copy is dropped and replaced, as a large
+    // object's is (one kept verified in memory is rewritten from it instead, below).
+    rotten.ctx.objects.store.forget_cached(&hash);
     rot(&rotten.ctx.objects.store, &hash, 5_000);
     let lied_before = a.ctx.objects.stats.holders_lied.load(Ordering::Relaxed);
 
@@ -1321,6 +1324,9 @@ async fn a_write_replaces_a_copy_found_rotten_after_held() {
     let data = bytes(&mut rng, 12_000);
     let hash = put_on_every_node(&nodes, &data).await;
     let rotten = &nodes[2];
+    // Out of its memory cache, the rotten copy is dropped and replaced, as a large
+    // object's is (one kept verified in memory is rewritten from it instead, below).
+    rotten.ctx.objects.store.forget_cached(&hash);
     rot(&rotten.ctx.objects.store, &hash, 5_000);
     let (status, body) = http(
         "PUT",
@@ -1351,6 +1357,53 @@ async fn a_write_replaces_a_copy_found_rotten_after_held() {
     }
 }
 
+/// A lone node whose scrubber passes every 300 ms at 64 MiB/s.
+async fn lone_scrubbing_node(dir: &std::path::Path) -> node::app::RunningNode {
+    let mut c = config(dir, 0, None);
+    c.scrub = node::scrub::ScrubConfig {
+        rate: 64 << 20,
+        every: Duration::from_millis(300),
+    };
+    start_with(c).await
+}
+
+/// A rotten copy of a small object the node keeps verified in memory (the hot cache of
+/// small objects) is rewritten from those bytes, not dropped: on a lone node (RF 1) that
+/// copy is the only one, and dropping it lost the object for good. The rewrite is a new
+/// copy, byte for byte the object, and the store still holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotten_copy_held_verified_in_memory_is_rewritten_not_dropped() {
+    logs();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("heal"));
+    let dir = tempfile::tempdir().unwrap();
+    let node = lone_scrubbing_node(dir.path()).await;
+    let store = &node.ctx.objects.store;
+    let small = bytes(&mut rng, 3_000);
+    let id = store.put(&small, None).unwrap();
+    assert!(
+        store.cached(&id).is_some(),
+        "a small object is kept in memory"
+    );
+    let (path, _) = rot(store, &id, 1_000);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.healed() < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scrubber's find was not healed (dropped: {})",
+            store.corrupt_found()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.corrupt_found(), 0, "nothing dropped");
+    assert_eq!(store.size(&id), Some(small.len() as u64), "still held");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        small,
+        "the file is whole again"
+    );
+    node.shutdown().await;
+}
+
 /// A copy that rots where nobody reads it is found by the scrubber: read back in the
 /// background at its rate, found rotten, dropped and counted, with no client or peer
 /// asking for it (a lone node: no peer proves its copies); the good copies beside it stay.
@@ -1360,12 +1413,7 @@ async fn the_scrubber_finds_rot_nobody_reads() {
     logs();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed("scrub"));
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path(), 0, None);
-    c.scrub = node::scrub::ScrubConfig {
-        rate: 64 << 20,
-        every: Duration::from_millis(300),
-    };
-    let node = start_with(c).await;
+    let node = lone_scrubbing_node(dir.path()).await;
     let store = &node.ctx.objects.store;
     // A small object and a large one (read past the page cache), each rotten, between
     // good ones.

@@ -10,7 +10,9 @@
 //! Large objects are written past the page cache (`fs.rs`'s direct file): on a virtual
 //! machine, filling fresh cache pages cost more CPU than any other step of a replicated PUT.
 //! Reads re-verify every chunk they return; an object found corrupt is counted in
-//! `integrity_fail_total`, dropped, and never served. In amnesia mode everything stays in
+//! `integrity_fail_total` and never served: rewritten from its verified bytes if the
+//! in-memory cache of small objects holds them (on a lone node that is the only copy),
+//! else dropped. In amnesia mode everything stays in
 //! memory and nothing touches the disk.
 //!
 //! Why files and not redb/fjall: objects are large, immutable and content-addressed, so
@@ -128,6 +130,8 @@ struct Inner {
     quota: u64,
     /// Stored objects found corrupt (and dropped).
     corrupt: std::sync::atomic::AtomicU64,
+    /// Rotten copies rewritten from the verified bytes the hot cache held ([`Store::healed`]).
+    healed: std::sync::atomic::AtomicU64,
     /// Who hears of each object dropped as corrupt ([`Store::watch_dropped`]).
     dropped: std::sync::OnceLock<tokio::sync::mpsc::Sender<Hash>>,
     /// Small objects whose bytes were verified, in memory.
@@ -221,6 +225,7 @@ impl Store {
                 index: Mutex::new(index),
                 quota,
                 corrupt: Default::default(),
+                healed: Default::default(),
                 dropped: Default::default(),
                 hot: HotCache::new(HOT_CACHE_BYTES),
                 reconciled: reconciled.into(),
@@ -330,6 +335,7 @@ impl Store {
                 total: 0.into(),
                 quota,
                 corrupt: Default::default(),
+                healed: Default::default(),
                 dropped: Default::default(),
                 hot: HotCache::new(HOT_CACHE_BYTES),
                 reconciled: true.into(),
@@ -381,6 +387,12 @@ impl Store {
         self.inner
             .corrupt
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Rotten copies rewritten since the store opened from the verified bytes kept in
+    /// memory, instead of dropped.
+    pub fn healed(&self) -> u64 {
+        self.inner.healed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The ids of objects this store drops because they failed verification, as it drops
@@ -441,6 +453,13 @@ impl Store {
     /// An object's bytes from the in-memory cache of small verified objects, if there.
     pub fn cached(&self, hash: &Hash) -> Option<Bytes> {
         self.inner.hot.get(hash)
+    }
+
+    /// Takes an object out of the in-memory cache: its rotten copy is then dropped and
+    /// replaced like a large object's (tests of that path use small objects).
+    #[doc(hidden)]
+    pub fn forget_cached(&self, hash: &Hash) {
+        self.inner.hot.remove(hash);
     }
 
     /// Keeps bytes of an object the caller verified against `hash` (a remote read) in the
@@ -521,6 +540,38 @@ impl Store {
         drop(index);
         self.inner.hot.remove(hash);
         held.is_some()
+    }
+
+    /// Rewrites the rotten copy `copy` of `hash` from the verified bytes the hot cache
+    /// holds of it, if it holds them: where ours is the only copy (RF 1, or the others
+    /// lost), dropping it would lose the object. The rewrite hashes the bytes again, so a
+    /// cache gone bad itself heals nothing, and puts a new copy in place, so another
+    /// reader of the rotten one leaves it be. Returns whether the copy was rewritten.
+    fn heal(&self, hash: &Hash, copy: u64) -> bool {
+        let Some(bytes) = self.inner.hot.get(hash) else {
+            return false;
+        };
+        if lock(&self.inner.copies).get(hash).copied().unwrap_or(0) != copy {
+            return false;
+        }
+        match self.put(&bytes, Some(hash)) {
+            Ok(_) => {
+                metrics::counter!("integrity_fail_total", "source" => "store").increment(1);
+                metrics::counter!("store_healed_total").increment(1);
+                self.inner
+                    .healed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    id = %id_string(hash),
+                    "stored object failed verification; rewrote it from the verified bytes in memory"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(id = %id_string(hash), error = %e, "rewriting a rotten copy from memory failed; dropping it");
+                false
+            }
+        }
     }
 
     /// Removes an object's files: the data first (an outboard left alone is swept at open),
@@ -741,6 +792,9 @@ impl Store {
     /// Copy `copy` of `hash` failed verification: dropped, counted and reported, if it is
     /// still the copy in place.
     fn corrupt(&self, hash: &Hash, copy: u64) -> StoreError {
+        if self.heal(hash, copy) {
+            return StoreError::Corrupt;
+        }
         // Held until the files are gone: a copy being put in place waits (see `place`).
         let mut copies = lock(&self.inner.copies);
         if copies.get(hash).copied().unwrap_or(0) != copy {

@@ -587,10 +587,15 @@ mod crashes {
         let r = run(&CrashLoop { seed, cycles: 500 });
         println!(
             "500 crashes: {} puts ({} cut by a crash), {} objects held at the end, {} bit \
-             flips caught, {} starts from a snapshot; crash points {:?}",
-            r.puts, r.cut, r.held, r.flips_caught, r.snapshots, r.crash_points
+             flips caught ({} rewritten from memory), {} starts from a snapshot; crash points \
+             {:?}",
+            r.puts, r.cut, r.held, r.flips_caught, r.healed, r.snapshots, r.crash_points
         );
         assert_eq!(r.violations(), 0, "{:#?}", r.failures);
+        assert!(
+            r.healed > 0 && r.flips_caught > r.healed,
+            "flips both rewritten from memory and dropped"
+        );
         assert!(
             r.cut > 50 && r.flips > 10 && r.snapshots > 50,
             "the crashes must hit writes, and starts from snapshots"
