@@ -835,7 +835,7 @@ impl Objects {
     /// lapses (an hour), so we fetch a good one back from them (verified, as every fetch)
     /// on `overlay::FetchBack`'s schedule: when to try again, how many at once, when to
     /// leave a copy to repair.
-    pub async fn forget_dropped(self, mut dropped: mpsc::Receiver<Hash>) {
+    pub async fn forget_dropped(self, mut dropped: mpsc::UnboundedReceiver<Hash>) {
         let clock = Clock::new();
         let mut schedule = overlay::FetchBack::new();
         // Owned here, so the fetches back are aborted with this task at shutdown (a pull's

@@ -133,7 +133,7 @@ struct Inner {
     /// Rotten copies rewritten from the verified bytes the hot cache held ([`Store::healed`]).
     healed: std::sync::atomic::AtomicU64,
     /// Who hears of each object dropped as corrupt ([`Store::watch_dropped`]).
-    dropped: std::sync::OnceLock<tokio::sync::mpsc::Sender<Hash>>,
+    dropped: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Hash>>,
     /// Small objects whose bytes were verified, in memory.
     hot: HotCache,
     /// The index matches the files (no walk pending since a snapshot was loaded).
@@ -152,9 +152,6 @@ struct Inner {
     /// The last copy number handed out.
     copies_made: std::sync::atomic::AtomicU64,
 }
-
-/// Drops of corrupt objects queued for [`Store::watch_dropped`]'s listener.
-pub const DROPPED_QUEUE: usize = 1024;
 
 /// The index snapshot's file name in the objects directory.
 const SNAPSHOT: &str = "index.snap";
@@ -398,10 +395,11 @@ impl Store {
     /// The ids of objects this store drops because they failed verification, as it drops
     /// them, for the one caller that asks first (`None` after): the node tells the
     /// replication planner and stops announcing the copy, which would otherwise count as
-    /// one of the RF until its confirmations lapsed. A drop that finds the queue full
-    /// ([`DROPPED_QUEUE`]) is counted in `store_drops_unheard_total` and not heard.
-    pub fn watch_dropped(&self) -> Option<tokio::sync::mpsc::Receiver<Hash>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(DROPPED_QUEUE);
+    /// one of the RF until its confirmations lapsed. The queue has no bound of its own, so
+    /// a disk that rots many objects at once (a scrub pass, a burst of reads) has every
+    /// drop heard: each object is dropped once, so it holds at most one id per object held.
+    pub fn watch_dropped(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Hash>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.inner.dropped.set(tx).ok().map(|()| rx)
     }
 
@@ -814,10 +812,9 @@ impl Store {
         tracing::error!(id = %id_string(hash), "stored object failed verification; dropping it");
         self.remove_files(hash, true);
         drop(copies);
-        if let Some(tx) = self.inner.dropped.get()
-            && tx.try_send(*hash).is_err()
-        {
-            metrics::counter!("store_drops_unheard_total").increment(1);
+        if let Some(tx) = self.inner.dropped.get() {
+            // Fails only once the listener is gone (the node shutting down).
+            let _ = tx.send(*hash);
         }
         StoreError::Corrupt
     }

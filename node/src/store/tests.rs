@@ -295,6 +295,42 @@ mod large {
         assert!(on_disk == whole, "outboards differ");
     }
 
+    /// A disk that rots many objects at once has every drop heard, however slow the
+    /// listener: a bounded queue (1,024 before) lost the rest, and the node kept
+    /// announcing copies it no longer had.
+    #[test]
+    fn every_drop_is_heard_however_many_come_at_once() {
+        let fs = SimFs::new(11);
+        let store = Store::open_on(Arc::new(fs.clone()), Path::new("/disk"), 1 << 30)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Some(mut dropped) = store.watch_dropped() else {
+            panic!("the first listener")
+        };
+        assert!(store.watch_dropped().is_none(), "one listener");
+        let n = 1_500u32;
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let data = i.to_le_bytes().repeat(25);
+            let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
+            // Out of the memory cache: dropped, not rewritten from there.
+            store.forget_cached(&h);
+            let path = store.data_file(&h).unwrap_or_else(|| panic!("on disk"));
+            fs.flip(&path, 7).unwrap_or_else(|e| panic!("{e}"));
+            ids.push(h);
+        }
+        for h in &ids {
+            assert!(matches!(
+                store.read_verified(h, 0, 100),
+                Err(StoreError::Corrupt)
+            ));
+        }
+        let mut heard = Vec::new();
+        while let Ok(h) = dropped.try_recv() {
+            heard.push(h);
+        }
+        assert_eq!(heard, ids, "every drop, in order");
+    }
+
     #[test]
     fn a_large_write_starts_its_writeback_as_it_goes() {
         let fs = SimFs::new(7);
