@@ -83,8 +83,9 @@ impl SendError {
 /// The store itself failed, or its files are not what it wrote.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// An I/O operation failed. After a failed journal write or fsync the shard refuses
-    /// every further write ([`StoreError::Failed`]): what is durable is no longer known.
+    /// An I/O operation failed. After a failed journal write or fsync the shard's changes
+    /// are still made in memory but answered with [`StoreError::Failed`] (not durable, so
+    /// not acknowledged), until maintenance rewrites the journal from that memory.
     #[error("{op} {path}: {source}")]
     Io {
         /// What was being done.
@@ -94,9 +95,10 @@ pub enum StoreError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A journal record in the middle of a file fails its checksum or does not parse:
-    /// not a torn write (those are only ever the last record), so the store refuses to
-    /// open rather than silently lose acknowledged messages.
+    /// A journal record in the middle of a file fails its checksum or does not parse, or a
+    /// length is one no record has or runs past the end with records after it: not a torn
+    /// write (those are only ever the last record). The store refuses to open rather than
+    /// silently lose acknowledged messages, unless told to salvage (`Config::salvage`).
     #[error("journal {path} is corrupt at byte {offset}: {why}")]
     Corrupt {
         /// The journal file.

@@ -233,6 +233,26 @@ pub struct Replayed {
     pub len: u64,
 }
 
+/// Why a record that checksums right is refused: not rot, which the checksum would have
+/// caught, but a record this version cannot read (a newer version's journal, after a
+/// rollback). Never salvaged: cutting there would drop good records.
+pub const WHY_UNPARSEABLE: &str = "record does not parse (a newer version's journal?)";
+
+/// Whether `rest` holds a whole record (header, body, checksum) at any offset: what a
+/// garbled length that runs past the end leaves after it, and a torn write never does (it
+/// is the last thing written). `rest` is under one record long, so this is cheap.
+fn holds_a_record(rest: &[u8]) -> bool {
+    (1..rest.len().saturating_sub(HEADER)).any(|at| {
+        let h = &rest[at..];
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let mut check = [0u8; 8];
+        check.copy_from_slice(&h[4..HEADER]);
+        len > 0
+            && len <= h.len() - HEADER
+            && checksum(&h[HEADER..HEADER + len]) == u64::from_le_bytes(check)
+    })
+}
+
 /// Reads every record of the journal at `path` (a missing file is empty), handing each to
 /// `apply`, and truncates a torn tail.
 pub fn replay(path: &Path, mut apply: impl FnMut(Record)) -> Result<Replayed, StoreError> {
@@ -274,7 +294,17 @@ pub fn replay(path: &Path, mut apply: impl FnMut(Record)) -> Result<Replayed, St
         }
         let end = offset + HEADER as u64 + len;
         if end > file_len {
-            break; // torn body (or a length garbled in the last record: same cut)
+            // A torn body, unless whole records follow: then the length is garbled, and
+            // cutting here would drop them unseen.
+            let mut rest = Vec::new();
+            reader.read_to_end(&mut rest).map_err(|e| io("read", e))?;
+            if holds_a_record(&rest) {
+                return Err(corrupt(
+                    offset,
+                    "a length that runs past the end, with records after it",
+                ));
+            }
+            break;
         }
         body.resize(len as usize, 0);
         reader.read_exact(&mut body).map_err(|e| io("read", e))?;
@@ -285,7 +315,7 @@ pub fn replay(path: &Path, mut apply: impl FnMut(Record)) -> Result<Replayed, St
             return Err(corrupt(offset, "checksum mismatch before the last record"));
         }
         let Some(rec) = Record::decode(&body) else {
-            return Err(corrupt(offset, "record does not parse"));
+            return Err(corrupt(offset, WHY_UNPARSEABLE));
         };
         apply(rec);
         out.records += 1;
@@ -305,32 +335,67 @@ pub fn replay(path: &Path, mut apply: impl FnMut(Record)) -> Result<Replayed, St
     Ok(out)
 }
 
-/// Keeps the good records of a journal found corrupt at `offset`: copies the whole file
-/// aside to `aside` (for whoever wants to look at it), then cuts the journal at `offset`.
-/// Returns the bytes cut off.
-pub fn salvage(path: &Path, offset: u64, aside: &Path) -> Result<u64, StoreError> {
+/// Keeps the good records of a journal found corrupt at `offset`: copies what is cut (the
+/// bad record and all after it) aside, to a new file named from `aside` (a suffix added if
+/// that name is taken), then cuts the journal at `offset`. Returns the bytes cut and where
+/// they were kept; `None` if the copy could not be made (a full disk): the journal is cut
+/// anyway, so the node starts, and the cut records' copies at other holders remain.
+pub fn salvage(
+    path: &Path,
+    offset: u64,
+    aside: &Path,
+) -> Result<(u64, Option<PathBuf>), StoreError> {
     let io = |op, p: &Path, source| StoreError::Io {
         op,
         path: p.to_path_buf(),
         source,
     };
-    std::fs::copy(path, aside).map_err(|e| io("copy", aside, e))?;
-    File::open(aside)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io("fsync", aside, e))?;
     let f = OpenOptions::new()
+        .read(true)
         .write(true)
         .open(path)
         .map_err(|e| io("open", path, e))?;
     let len = f.metadata().map_err(|e| io("stat", path, e))?.len();
+    let kept = keep_tail(&f, offset, aside);
     f.set_len(offset).map_err(|e| io("truncate", path, e))?;
     f.sync_all().map_err(|e| io("fsync", path, e))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("fsync", dir, e))?;
+    Ok((len.saturating_sub(offset), kept))
+}
+
+/// Writes `file`'s bytes from `offset` on to a new file beside it: a temporary name,
+/// fsynced, renamed to the first free name from `aside`, the directory fsynced. A
+/// half-made copy is removed.
+fn keep_tail(file: &File, offset: u64, aside: &Path) -> Option<PathBuf> {
+    use std::io::{Seek, SeekFrom};
+    let named = |suffix: &str| {
+        let mut name = aside.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let tmp = named(".tmp");
+    let copied = (|| {
+        let mut from = file;
+        from.seek(SeekFrom::Start(offset))?;
+        let mut to = File::create(&tmp)?;
+        std::io::copy(&mut from, &mut to)?;
+        to.sync_all()
+    })();
+    let name = (0..100)
+        .map(|i| match i {
+            0 => aside.to_path_buf(),
+            i => named(&format!(".{i}")),
+        })
+        .find(|p| !p.exists());
+    let kept = match (copied, name) {
+        (Ok(()), Some(name)) => std::fs::rename(&tmp, &name).ok().map(|()| name),
+        _ => None,
+    };
+    if kept.is_none() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    Ok(len.saturating_sub(offset))
+    let dir = aside.parent()?;
+    File::open(dir).and_then(|d| d.sync_all()).ok()?;
+    kept
 }
 
 /// The open journal of one shard, with group commit.
@@ -355,9 +420,18 @@ struct Inner {
     /// A caller is writing (and perhaps fsyncing) right now.
     syncing: bool,
     failed: bool,
+    /// While failed: when a rewrite may be tried again (ms, the store's clock), and the
+    /// wait after the next failed try.
+    retry_at_ms: u64,
+    backoff_ms: u64,
     /// Bytes in the file plus the buffer.
     len: u64,
 }
+
+/// The first wait after a failed recovery, doubled after each, up to [`RETRY_MAX_MS`].
+const RETRY_FIRST_MS: u64 = 5_000;
+/// The longest wait between tries to recover a failed journal.
+const RETRY_MAX_MS: u64 = 300_000;
 
 impl Journal {
     /// Opens (creating) the journal at `path` for appending; `len` is its length after
@@ -382,6 +456,8 @@ impl Journal {
                 written: 0,
                 syncing: false,
                 failed: false,
+                retry_at_ms: 0,
+                backoff_ms: 0,
                 len,
             }),
             synced: Condvar::new(),
@@ -398,10 +474,15 @@ impl Journal {
     /// under the shard's lock, so records are in the order of the changes.
     pub fn append(&self, rec: &Record) -> u64 {
         let mut g = self.lock();
+        g.appended += 1;
+        if g.failed {
+            // Nothing reaches the file until a rewrite from the shard's state, which holds
+            // this change too: buffering it would only grow while the disk stays full.
+            return g.appended;
+        }
         let before = g.buf.len();
         rec.encode(&mut g.buf);
         g.len += (g.buf.len() - before) as u64;
-        g.appended += 1;
         g.appended
     }
 
@@ -473,6 +554,10 @@ impl Journal {
                 }
                 Err(source) => {
                     g.failed = true;
+                    // What was appended meanwhile waits for the rewrite too (see `append`).
+                    let unwritten = g.buf.len() as u64;
+                    g.len = g.len.saturating_sub(unwritten);
+                    g.buf.clear();
                     self.synced.notify_all();
                     return Err(StoreError::Io {
                         op: "append",
@@ -554,6 +639,8 @@ impl Journal {
         g.failed = dir_synced.is_err();
         if !g.failed {
             g.durable = g.appended;
+            g.backoff_ms = 0;
+            g.retry_at_ms = 0;
         }
         self.synced.notify_all();
         dir_synced
@@ -563,6 +650,21 @@ impl Journal {
     /// takes no appends to the file until then.
     pub fn failed(&self) -> bool {
         self.lock().failed
+    }
+
+    /// Whether a failed journal's recovery may be tried at `now_ms`: at once after the
+    /// failure, then after each failed try a wait that doubles (5 s to 5 min), so a disk
+    /// still full or failing is not rewritten every few seconds.
+    pub fn recovery_due(&self, now_ms: u64) -> bool {
+        let g = self.lock();
+        g.failed && now_ms >= g.retry_at_ms
+    }
+
+    /// A try at recovering the journal failed (or was not made: no room) at `now_ms`.
+    pub fn recovery_put_off(&self, now_ms: u64) {
+        let mut g = self.lock();
+        g.backoff_ms = (g.backoff_ms * 2).clamp(RETRY_FIRST_MS, RETRY_MAX_MS);
+        g.retry_at_ms = now_ms.saturating_add(g.backoff_ms);
     }
 }
 
@@ -661,6 +763,20 @@ mod tests {
         let second = j.append(&put(2));
         assert!(matches!(j.flush(second), Err(StoreError::Failed(_))));
         assert!(matches!(j.sync(second), Err(StoreError::Failed(_))));
+        // What is appended while failed waits for the rewrite, not in a growing buffer.
+        let len = j.len();
+        for seq in 10..1_000 {
+            j.append(&put(seq));
+        }
+        assert_eq!(j.len(), len, "nothing buffered while failed");
+        // Recovery is due at once, then, after each try that fails, a doubling wait.
+        assert!(j.recovery_due(0));
+        j.recovery_put_off(1_000);
+        assert!(!j.recovery_due(5_999));
+        assert!(j.recovery_due(6_000));
+        j.recovery_put_off(6_000);
+        assert!(!j.recovery_due(15_999), "10 s after the second");
+        assert!(j.recovery_due(16_000));
 
         // The state in memory holds both changes; the rewrite writes them, and the journal
         // takes writes again.

@@ -63,8 +63,8 @@ pub struct OpenReport {
 pub struct Salvaged {
     /// The journal.
     pub journal: PathBuf,
-    /// Where the whole file, as found, was copied.
-    pub copy: PathBuf,
+    /// Where the bytes cut off were kept; `None` if they could not be (a full disk).
+    pub copy: Option<PathBuf>,
     /// Where the bad record starts: the journal keeps what came before.
     pub offset: u64,
     /// Bytes cut off: the bad record and every one after it.
@@ -101,8 +101,9 @@ pub struct Stats {
     pub dead: DeadLetters,
     /// Journal bytes on disk and buffered.
     pub journal_bytes: u64,
-    /// Shards whose journal write failed and is not yet rewritten: they refuse every
-    /// change until the next maintenance recovers them (`mailbox_journals_failed`).
+    /// Shards whose journal write failed and is not yet rewritten: every change to them is
+    /// made in memory and answered as failed (not durable) until maintenance recovers
+    /// them (`mailbox_journals_failed`).
     pub journals_failed: usize,
 }
 
@@ -146,7 +147,8 @@ fn journal_path(dir: &Path, shard: usize) -> PathBuf {
 
 impl MailboxStore {
     /// Opens the store: in amnesia mode empty, else replaying every shard's journal (a torn
-    /// last record is cut off and counted; corruption before it is an error) and dropping
+    /// last record is cut off and counted; corruption before it is an error, or with
+    /// [`Config::salvage`] cut before the bad record) and dropping
     /// what expired by `now`.
     pub fn open(cfg: Config, now: Duration) -> Result<(MailboxStore, OpenReport), StoreError> {
         if cfg.shards == 0 || cfg.shards > SHARDS_MAX {
@@ -201,9 +203,13 @@ impl MailboxStore {
                     // Replay applied every record before a corrupt one; with salvage on,
                     // those are what the shard keeps.
                     let replayed = match replayed {
-                        Err(StoreError::Corrupt { offset, why, .. }) if cfg.salvage => {
-                            let copy = path.with_extension(format!("journal.corrupt-{}", ms(now)));
-                            let dropped_bytes = journal::salvage(&path, offset, &copy)?;
+                        // A record that checksums right but does not parse is not rot: it
+                        // is refused, never cut (see `journal::WHY_UNPARSEABLE`).
+                        Err(StoreError::Corrupt { offset, why, .. })
+                            if cfg.salvage && why != journal::WHY_UNPARSEABLE =>
+                        {
+                            let aside = path.with_extension(format!("journal.corrupt-{}", ms(now)));
+                            let (dropped_bytes, copy) = journal::salvage(&path, offset, &aside)?;
                             report.salvaged.push(Salvaged {
                                 journal: path.clone(),
                                 copy,
@@ -490,6 +496,11 @@ impl MailboxStore {
             let mut lsn = None;
             for id in ids {
                 if !state.holds(mailbox, id) {
+                    // Acknowledged before: its removal may still be unwritten (a journal
+                    // that failed under the first ack), so the answer waits for it too.
+                    if state.tombstoned(id, 0) {
+                        lsn = lsn.or_else(|| shard.journal.as_ref().map(Journal::appended));
+                    }
                     continue;
                 }
                 if let Some((len, rec)) = state.remove(&self.cfg, id) {
@@ -553,11 +564,28 @@ impl MailboxStore {
             if let Some(j) = &shard.journal {
                 let failed = j.failed();
                 let len = j.len();
-                if failed || (len > self.cfg.compact_min_bytes && len > 2 * state.record_bytes()) {
+                let now_ms = ms(now);
+                let due = if failed {
+                    // A try on a disk without room would only fill what the other shards and
+                    // the objects need, for a moment, and fail.
+                    j.recovery_due(now_ms) && {
+                        let room = self.room_for(state.record_bytes());
+                        if !room {
+                            j.recovery_put_off(now_ms);
+                        }
+                        room
+                    }
+                } else {
+                    len > self.cfg.compact_min_bytes && len > 2 * state.record_bytes()
+                };
+                if due {
                     match j.rewrite(state.snapshot().into_iter()) {
                         Ok(()) if failed => out.recovered += 1,
                         Ok(()) => out.compacted += 1,
                         Err(e) => {
+                            if failed {
+                                j.recovery_put_off(now_ms);
+                            }
                             first_error.get_or_insert(e);
                         }
                     }
@@ -565,6 +593,21 @@ impl MailboxStore {
             }
         }
         first_error.map_or(Ok(out), Err)
+    }
+
+    /// Whether the store's file system has room for `bytes` more and a margin (1 MiB);
+    /// `true` where it cannot tell.
+    fn room_for(&self, bytes: u64) -> bool {
+        let Some(dir) = &self.cfg.dir else {
+            return true;
+        };
+        match nix::sys::statvfs::statvfs(dir) {
+            Ok(v) => {
+                let free = v.blocks_available().saturating_mul(v.fragment_size());
+                free >= bytes.saturating_add(1 << 20)
+            }
+            Err(_) => true,
+        }
     }
 
     /// Compacts every shard's journal now, whatever its size (tests, shutdown).

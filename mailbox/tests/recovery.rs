@@ -276,7 +276,7 @@ fn a_garbled_length_is_corruption_not_a_torn_tail() {
 }
 
 /// With salvage on, a journal corrupt in its middle keeps the records before the bad one;
-/// the file as found is copied aside, and the store takes writes after the cut.
+/// what is cut is copied aside as found, and the store takes writes after the cut.
 #[test]
 fn salvage_keeps_the_records_before_a_corrupt_one_and_the_file_aside() {
     let dir = tempfile::tempdir().unwrap();
@@ -308,9 +308,9 @@ fn salvage_keeps_the_records_before_a_corrupt_one_and_the_file_aside() {
     assert_eq!(cut.offset, record as u64);
     assert_eq!(cut.dropped_bytes, (good.len() - record) as u64);
     assert_eq!(
-        std::fs::read(&cut.copy).unwrap(),
-        bad,
-        "the file as found, aside"
+        std::fs::read(cut.copy.as_ref().unwrap()).unwrap(),
+        &bad[record..],
+        "what was cut, as found, aside"
     );
     s.send(at(2), msg("d", 50)).unwrap();
     drop(s);
@@ -325,4 +325,94 @@ fn salvage_keeps_the_records_before_a_corrupt_one_and_the_file_aside() {
         MailboxStore::open(one_shard(dir.path()), at(4)),
         Err(StoreError::Corrupt { .. })
     ));
+}
+
+/// A length that still fits a record but runs past the end, with whole records after it,
+/// is a garbled length, not a torn write: cut as one, it dropped them unseen.
+#[test]
+fn a_length_running_past_the_end_with_records_after_it_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (s, _) = MailboxStore::open(one_shard(dir.path()), T0).unwrap();
+        for k in ["a", "b", "c"] {
+            s.send(at(0), msg(k, 50)).unwrap();
+        }
+    }
+    let mut bad = std::fs::read(journal(dir.path())).unwrap();
+    let record = bad.len() / 3;
+    let past = (2 * record + 100) as u32; // b's length, now past the end of the file
+    bad[record..record + 4].copy_from_slice(&past.to_le_bytes());
+    std::fs::write(journal(dir.path()), &bad).unwrap();
+    match MailboxStore::open(one_shard(dir.path()), T0) {
+        Err(StoreError::Corrupt { offset, .. }) => assert_eq!(offset, record as u64),
+        other => panic!("expected corruption at b, got {other:?}"),
+    }
+}
+
+/// A record whose checksum matches but which this version cannot read (a newer version's
+/// journal, after a rollback) is refused even with salvage on: it is not rot, and cutting
+/// there would drop every good record after it.
+#[test]
+fn a_record_this_version_cannot_read_is_never_salvaged() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (s, _) = MailboxStore::open(one_shard(dir.path()), T0).unwrap();
+        s.send(at(0), msg("a", 50)).unwrap();
+    }
+    let mut bytes = std::fs::read(journal(dir.path())).unwrap();
+    let body = [0x7fu8, 1, 2, 3]; // a tag no version of this one knows
+    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&blake3::hash(&body).as_bytes()[..8]);
+    bytes.extend_from_slice(&body);
+    let a_again = bytes[..bytes.len() - 16].to_vec();
+    bytes.extend_from_slice(&a_again); // and a good record after it
+    std::fs::write(journal(dir.path()), &bytes).unwrap();
+    let salvaging = Config {
+        salvage: true,
+        ..one_shard(dir.path())
+    };
+    assert!(matches!(
+        MailboxStore::open(salvaging, T0),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert_eq!(
+        std::fs::read(journal(dir.path())).unwrap(),
+        bytes,
+        "nothing cut"
+    );
+}
+
+/// Salvage on a disk with no room for the copy: the journal is cut anyway (the node must
+/// start), no half-made copy is left, and the report says nothing was kept.
+#[test]
+fn salvage_without_room_for_the_copy_still_cuts_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (s, _) = MailboxStore::open(one_shard(dir.path()), T0).unwrap();
+        for k in ["a", "b"] {
+            s.send(at(0), msg(k, 50)).unwrap();
+        }
+    }
+    let mut bad = std::fs::read(journal(dir.path())).unwrap();
+    bad[30] ^= 1; // inside a's body
+    std::fs::write(journal(dir.path()), &bad).unwrap();
+    // The copy's temporary file is /dev/full: every write of it fails with ENOSPC.
+    let tmp = dir.path().join(format!(
+        "shard-000.journal.corrupt-{}.tmp",
+        at(5).as_millis()
+    ));
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    let salvaging = Config {
+        salvage: true,
+        ..one_shard(dir.path())
+    };
+    let (s, report) = MailboxStore::open(salvaging, at(5)).unwrap();
+    assert_eq!(report.salvaged.len(), 1);
+    assert_eq!(report.salvaged[0].copy, None, "nothing kept");
+    assert!(
+        std::fs::symlink_metadata(&tmp).is_err(),
+        "the half-made copy is gone"
+    );
+    assert!(peek_keys(&s, at(5)).is_empty());
+    assert_eq!(std::fs::metadata(journal(dir.path())).unwrap().len(), 0);
 }

@@ -390,9 +390,10 @@ pub async fn start(
             at_byte = cut.offset,
             dropped_bytes = cut.dropped_bytes,
             why = cut.why,
-            copy = %cut.copy.display(),
-            "a mailbox journal was corrupt: kept the records before the bad one, copied the \
-             file as found aside; the copies lost come back from the other holders"
+            kept_at = %cut.copy.as_ref().map_or("nowhere (no room)".into(), |p| p.display().to_string()),
+            "a mailbox journal was corrupt: kept the records before the bad one and cut the \
+             rest (kept aside where there was room); the copies cut come back from the other \
+             holders"
         );
         metrics::counter!("mailbox_journals_salvaged_total").increment(1);
     }

@@ -196,15 +196,15 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "mailbox_journals_salvaged_total",
         Kind::Counter,
-        "Mailbox journals found corrupt at start and cut before the bad record (the file as \
-         found is kept beside it as .corrupt-<ms>).",
+        "Mailbox journals found corrupt at start and cut before the bad record (what was cut \
+         is kept beside the journal as .corrupt-<ms> where the disk had room).",
     ),
     (
         "mailbox_journals_failed",
         Kind::Gauge,
-        "Mailbox shards whose journal write failed (a full disk, an I/O error): they refuse \
-         every change until maintenance rewrites the journal, within seconds of the disk \
-         having room.",
+        "Mailbox shards whose journal write failed (a full disk, an I/O error): their changes \
+         are answered as failed (not durable) until maintenance rewrites the journal, tried \
+         at once, then after 5 s doubling to 5 min while the disk has no room.",
     ),
     (
         "mailbox_inflight",

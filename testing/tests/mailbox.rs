@@ -952,6 +952,9 @@ fn a_full_disk_fails_the_owners_ack_there_only_and_heals_once_freed() {
     let r = ack_all(&sent);
     assert_eq!(r.status, 503, "an ack the owner's disk refused: {}", r.body);
     assert_eq!(r.json()["code"], "store_unavailable", "{}", r.body);
+    // The client's retry is not told "done" while the owner's removal is still unwritten.
+    let r = ack_all(&sent);
+    assert_eq!(r.status, 503, "a retry while the disk is full: {}", r.body);
     testing::poll_until(
         "the other holders take the ack",
         Duration::from_secs(10),

@@ -397,7 +397,8 @@ impl Store {
     /// replication planner and stops announcing the copy, which would otherwise count as
     /// one of the RF until its confirmations lapsed. The queue has no bound of its own, so
     /// a disk that rots many objects at once (a scrub pass, a burst of reads) has every
-    /// drop heard: each object is dropped once, so it holds at most one id per object held.
+    /// drop heard. It holds 32 bytes per drop not yet taken, and the node takes each at
+    /// once (its fetch back is scheduled apart, with its own bounds).
     pub fn watch_dropped(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Hash>> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.inner.dropped.set(tx).ok().map(|()| rx)
@@ -469,6 +470,14 @@ impl Store {
     /// Starts writing an object of (at most) `size_hint` bytes.
     pub fn writer(&self, size_hint: u64) -> Result<ObjectWriter, StoreError> {
         self.check_room(size_hint)?;
+        let mut w = self.writer_unchecked(size_hint)?;
+        w.quota = true;
+        Ok(w)
+    }
+
+    /// [`writer`](Self::writer) without the quota's check: for a copy that replaces one
+    /// already counted (`heal`), which must not fail on a store at its quota.
+    fn writer_unchecked(&self, size_hint: u64) -> Result<ObjectWriter, StoreError> {
         let sink = match &self.inner.backend {
             Backend::Disk { dir, fs } => {
                 let tmp = dir.join(format!(".tmp-{}", unique()));
@@ -500,6 +509,7 @@ impl Store {
             encoder: TreeHasher::new(),
             len: 0,
             small: Some(Vec::new()),
+            quota: false,
         })
     }
 
@@ -552,7 +562,12 @@ impl Store {
         if lock(&self.inner.copies).get(hash).copied().unwrap_or(0) != copy {
             return false;
         }
-        match self.put(&bytes, Some(hash)) {
+        // Counted already: a store at its quota must still take the copy back.
+        let rewritten = self.writer_unchecked(bytes.len() as u64).and_then(|mut w| {
+            w.write(&bytes)?;
+            w.finish(Some(hash))
+        });
+        match rewritten {
             Ok(_) => {
                 metrics::counter!("integrity_fail_total", "source" => "store").increment(1);
                 metrics::counter!("store_healed_total").increment(1);
@@ -1108,6 +1123,8 @@ pub struct ObjectWriter {
     len: u64,
     /// A copy of the bytes while the object is small enough for the hot cache.
     small: Option<Vec<u8>>,
+    /// Each write checks the quota (not for a copy already counted: `heal`).
+    quota: bool,
 }
 
 impl ObjectWriter {
@@ -1124,7 +1141,9 @@ impl ObjectWriter {
     /// Appends bytes, refusing to pass the quota.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         let len = self.len + bytes.len() as u64;
-        self.store.check_room(len)?;
+        if self.quota {
+            self.store.check_room(len)?;
+        }
         self.encoder.update(bytes);
         match &mut self.sink {
             Sink::Disk {

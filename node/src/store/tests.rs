@@ -331,6 +331,32 @@ mod large {
         assert_eq!(heard, ids, "every drop, in order");
     }
 
+    /// A store at its quota still takes back, from memory, the copy it already counted:
+    /// a lone node that filled its quota is where a rotten copy's only bytes are in memory.
+    #[test]
+    fn a_store_at_its_quota_rewrites_a_rotten_copy_from_memory() {
+        let fs = SimFs::new(13);
+        let data = pattern(5_000);
+        let store = Store::open_on(Arc::new(fs.clone()), Path::new("/disk"), 5_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let h = store.put(&data, None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(store.check_room(1), Err(StoreError::Full { .. })));
+        let path = store.data_file(&h).unwrap_or_else(|| panic!("on disk"));
+        fs.flip(&path, 100).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            store.read_verified(&h, 0, 5_000),
+            Err(StoreError::Corrupt)
+        ));
+        assert_eq!(store.healed(), 1, "rewritten, not dropped");
+        assert_eq!(store.corrupt_found(), 0);
+        assert_eq!(store.bytes(), 5_000, "counted once");
+        store.forget_cached(&h);
+        assert!(
+            store.read_verified(&h, 0, 5_000).ok() == Some(data),
+            "whole on disk"
+        );
+    }
+
     #[test]
     fn a_large_write_starts_its_writeback_as_it_goes() {
         let fs = SimFs::new(7);
