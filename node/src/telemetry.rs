@@ -361,6 +361,8 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         "oap_handshake_failures_total",
         "bootstrap_resolve_failures_total",
         "contacts_file_save_failures_total",
+        "store_healed_total",
+        "mailbox_journals_salvaged_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
