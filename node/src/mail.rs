@@ -482,7 +482,7 @@ impl Mail {
                 merge.take(batch, Some(&peer));
             }
         }
-        if merge.answered() == 0 && asked > 0 {
+        if merge.heard_from_none(asked) {
             return Err(MailError::Unreachable(format!(
                 "none of {asked} holders answered"
             )));

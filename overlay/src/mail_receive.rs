@@ -100,6 +100,12 @@ impl<H: Peer> MailMerge<H> {
         self.answered
     }
 
+    /// Whether a receive that asked `asked` holders (the owner's own copy included) heard
+    /// from none: that is unreachable, not an empty mailbox (asking nobody is empty).
+    pub fn heard_from_none(&self, asked: usize) -> bool {
+        asked > 0 && self.answered == 0
+    }
+
     /// The ids received so far, for the owner's store to say which it acknowledged.
     pub fn ids(&self) -> Vec<MsgId> {
         self.merged.keys().copied().collect()
@@ -219,6 +225,12 @@ mod tests {
         m.take(vec![msg(1, 11, 5), msg(2, 12, 0)], Some(&peer(0x20)));
         m.take(vec![msg(1, 13, 1), msg(1, 10, 1)], Some(&peer(0x30)));
         assert_eq!(m.answered(), 3);
+        assert!(!m.heard_from_none(5));
+        assert!(MailMerge::<TestPeer>::new(NodeId([1; 32])).heard_from_none(5));
+        assert!(
+            !MailMerge::<TestPeer>::new(NodeId([1; 32])).heard_from_none(0),
+            "nobody to ask is an empty mailbox"
+        );
         assert_eq!(m.ids().len(), 3, "10, 11, 13; 12 is another's");
         let got = m.into_received(10);
         let keys: Vec<u8> = got.iter().map(|r| r.message.idempotency_key[0]).collect();
