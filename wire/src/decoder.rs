@@ -6,10 +6,14 @@
 //! is full gets QUIC flow-control backpressure for free. A frame over `max_frame` is refused
 //! from its first four bytes, before any of its body is buffered.
 
-use bytes::BytesMut;
+use bytes::buf::Limit;
+use bytes::{BufMut, BytesMut};
 
 use crate::error::DecodeError;
 use crate::frame::{self, Frame, Limits};
+
+/// The least room [`FrameDecoder::fill`] gives: small frames arrive several at once.
+const MIN_FILL: usize = 4 * 1024;
 
 /// Turns a byte stream into frames, holding a bounded number of bytes.
 #[derive(Debug)]
@@ -67,6 +71,26 @@ impl FrameDecoder {
         let n = data.len().min(self.remaining_capacity());
         self.buf.extend_from_slice(&data[..n]);
         n
+    }
+
+    /// Room to write received bytes straight into the buffer; what is put there counts as
+    /// fed. A transport that copies many packets' data at once into memory it is given
+    /// (quinn's `poll_read_buf`, under one lock of the connection) saves a call of
+    /// [`feed`](Self::feed) and a hand-over per packet.
+    ///
+    /// The room is at most `max` and never past the cap: what the frame on its way still
+    /// lacks once its length is in, else 4 KiB (small frames come several at once), so a
+    /// reader asking for much reserves memory only for bytes that are coming.
+    pub fn fill(&mut self, max: usize) -> Limit<&mut BytesMut> {
+        let missing = match frame::check(&self.buf, &self.limits) {
+            Err(DecodeError::Truncated { have, need }) if have >= 4 => need - have,
+            _ => 0,
+        };
+        let n = max
+            .min(self.remaining_capacity())
+            .min(missing.max(MIN_FILL));
+        self.buf.reserve(n);
+        (&mut self.buf).limit(n)
     }
 
     /// The next whole frame, `Ok(None)` if more bytes are needed, or the rule it broke.

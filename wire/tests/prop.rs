@@ -8,7 +8,7 @@
 //!   [`Frame::decode`] or [`FrameDecoder`], and the rule a broken header is refused for is
 //!   the first one the contract lists (checked against an independent model of the rules);
 //! - split independence: a stream of frames decodes to the same frames, and stops at the same
-//!   error, whatever the split points of the reads;
+//!   error, whatever the split points of the reads, fed or written into the room `fill` gives;
 //! - boundedness: the decoder never holds more than its cap, never gets stuck full, and
 //!   refuses an oversized frame from its first four bytes.
 //!
@@ -16,7 +16,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use wire::{DecodeError, Flags, Frame, FrameDecoder, HEADER_LEN, Limits, MAX_FRAME, Status};
@@ -162,9 +162,18 @@ fn feed_split(
     points.sort_unstable();
     let mut frames = Vec::new();
     let mut pos = 0;
-    for end in points {
+    for (turn, end) in points.into_iter().enumerate() {
         while pos < end {
-            let n = dec.feed(&bytes[pos..end]);
+            // Every other piece is written into the room `fill` gives, as a transport
+            // reading straight into the decoder does; the rest goes through `feed`.
+            let n = if turn % 2 == 0 {
+                dec.feed(&bytes[pos..end])
+            } else {
+                let mut room = dec.fill(end - pos);
+                let n = room.remaining_mut().min(end - pos);
+                room.put_slice(&bytes[pos..pos + n]);
+                n
+            };
             pos += n;
             loop {
                 match dec.next_frame() {
@@ -664,4 +673,37 @@ fn the_cap_edges_are_exact() {
         Frame::decode(bad.to_bytes(), &limits).map_err(|e| e.reason()),
         Err("bad_status")
     );
+}
+
+/// The room `fill` gives is what the frame on its way still lacks once its length is in,
+/// a few KiB before that, and never past the decoder's cap: a reader asking for much
+/// reserves memory only for bytes that are coming.
+#[test]
+fn fill_gives_room_for_the_frame_on_its_way() {
+    let limits = Limits::default();
+    let mut dec = FrameDecoder::new(limits);
+    assert_eq!(dec.fill(1 << 20).remaining_mut(), 4096, "an idle stream");
+    assert_eq!(dec.fill(100).remaining_mut(), 100, "never more than asked");
+
+    let frame = Frame::request(2, 1, pattern(100_000, 3)).to_bytes();
+    assert_eq!(dec.feed(&frame[..10]), 10);
+    assert_eq!(dec.fill(1 << 20).remaining_mut(), frame.len() - 10);
+    dec.fill(1 << 20).put_slice(&frame[10..frame.len() - 1]);
+    assert_eq!(
+        dec.fill(1 << 20).remaining_mut(),
+        4096,
+        "the last byte, then what follows"
+    );
+    dec.fill(1).put_slice(&frame[frame.len() - 1..]);
+    assert_eq!(
+        dec.next_frame().map(|f| f.map(|f| f.to_bytes())),
+        Ok(Some(frame))
+    );
+
+    // A frame as large as the cap: the room ends at the cap.
+    let full = Frame::request(2, 1, pattern(MAX_FRAME as usize - HEADER_LEN, 9)).to_bytes();
+    let mut dec = FrameDecoder::new(limits);
+    assert_eq!(dec.feed(&full[..4]), 4);
+    assert_eq!(dec.fill(usize::MAX).remaining_mut(), MAX_FRAME as usize - 4);
+    assert_eq!(dec.remaining_capacity(), MAX_FRAME as usize - 4);
 }

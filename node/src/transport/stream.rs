@@ -47,6 +47,18 @@ fn within<F: Future>(
     }
 }
 
+/// The stream error a read through tokio's `AsyncRead` wrapped: quinn's own, given back.
+fn read_error(e: std::io::Error) -> TransportError {
+    match e
+        .into_inner()
+        .map(|inner| inner.downcast::<quinn::ReadError>())
+    {
+        Some(Ok(read)) => TransportError::Read(*read),
+        // quinn's reads fail with nothing else.
+        _ => TransportError::Read(quinn::ReadError::ClosedStream),
+    }
+}
+
 /// A bidirectional stream carrying frames one way and checked frames the other.
 #[derive(Debug)]
 pub(crate) struct FramedStream {
@@ -211,20 +223,18 @@ impl FramedStream {
                 permit.forget();
                 self.held += want;
             }
-            let read = self.recv.read_chunk(want, true).await;
-            let got = match &read {
-                Ok(Some(chunk)) => chunk.bytes.len(),
-                _ => 0,
-            };
+            // Straight into the decoder, as many packets' data as there are up to `want`,
+            // in one call (one lock of the connection), not one chunk per packet.
+            let read =
+                tokio::io::AsyncReadExt::read_buf(&mut self.recv, &mut self.decoder.fill(want))
+                    .await;
+            let got = *read.as_ref().unwrap_or(&0);
             if let Some(budget) = &self.budget {
                 budget.add_permits(want - got);
                 self.held -= want - got;
             }
-            match read? {
-                Some(chunk) => {
-                    self.decoder.feed(&chunk.bytes);
-                }
-                None => self.recv_fin = true,
+            if read.map_err(read_error)? == 0 {
+                self.recv_fin = true;
             }
         }
     }
