@@ -13,7 +13,14 @@ use crate::error::DecodeError;
 use crate::frame::{self, Frame, Limits};
 
 /// The least room [`FrameDecoder::fill`] gives: small frames arrive several at once.
-const MIN_FILL: usize = 4 * 1024;
+const FILL_MIN: usize = 4 * 1024;
+/// The most room `fill` gives at once: a dozen packets' data per read, and what a stream
+/// that stops sending holds of memory it did not fill.
+const FILL_MAX: usize = 16 * 1024;
+/// Spare room worth filling before more is reserved. A frame split off and kept by its
+/// reader shares the buffer's memory: filling the rest of it packs small frames together,
+/// where reserving would put each in a fresh allocation it alone keeps alive.
+const SPARE_MIN: usize = 512;
 
 /// Turns a byte stream into frames, holding a bounded number of bytes.
 #[derive(Debug)]
@@ -76,21 +83,30 @@ impl FrameDecoder {
     /// Room to write received bytes straight into the buffer; what is put there counts as
     /// fed. A transport that copies many packets' data at once into memory it is given
     /// (quinn's `poll_read_buf`, under one lock of the connection) saves a call of
-    /// [`feed`](Self::feed) and a hand-over per packet.
-    ///
-    /// The room is at most `max` and never past the cap: what the frame on its way still
-    /// lacks once its length is in, else 4 KiB (small frames come several at once), so a
-    /// reader asking for much reserves memory only for bytes that are coming.
+    /// [`feed`](Self::feed) and a hand-over per packet. The room is [`room`](Self::room)`(max)`.
     pub fn fill(&mut self, max: usize) -> Limit<&mut BytesMut> {
+        let n = self.room(max);
+        // Nothing to reserve when the spare room is used.
+        self.buf.reserve(n);
+        (&mut self.buf).limit(n)
+    }
+
+    /// How much room [`fill`](Self::fill)`(max)` gives: at most `max`, never past the cap,
+    /// at most 16 KiB, and no more than the frame on its way still lacks once its length is
+    /// in (4 KiB before that). Spare room already in the buffer is filled first. So a
+    /// stream that stops sending holds little memory it did not fill, and a transport can
+    /// count the room against its budget before it reads.
+    pub fn room(&self, max: usize) -> usize {
         let missing = match frame::check(&self.buf, &self.limits) {
             Err(DecodeError::Truncated { have, need }) if have >= 4 => need - have,
             _ => 0,
         };
         let n = max
             .min(self.remaining_capacity())
-            .min(missing.max(MIN_FILL));
-        self.buf.reserve(n);
-        (&mut self.buf).limit(n)
+            .min(missing.max(FILL_MIN))
+            .min(FILL_MAX);
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare >= SPARE_MIN { n.min(spare) } else { n }
     }
 
     /// The next whole frame, `Ok(None)` if more bytes are needed, or the rule it broke.

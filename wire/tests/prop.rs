@@ -172,6 +172,7 @@ fn feed_split(
                 let mut room = dec.fill(end - pos);
                 let n = room.remaining_mut().min(end - pos);
                 room.put_slice(&bytes[pos..pos + n]);
+                assert!(n > 0 || dec.remaining_capacity() == 0, "fill gave no room");
                 n
             };
             pos += n;
@@ -675,35 +676,70 @@ fn the_cap_edges_are_exact() {
     );
 }
 
-/// The room `fill` gives is what the frame on its way still lacks once its length is in,
-/// a few KiB before that, and never past the decoder's cap: a reader asking for much
-/// reserves memory only for bytes that are coming.
+/// Writes `bytes` through `fill` as a transport would, each time as much as the room
+/// takes, checking every room against `fill`'s rules; returns the frames that came out.
+fn fill_all(dec: &mut FrameDecoder, bytes: &[u8]) -> Vec<Frame> {
+    let (mut frames, mut pos) = (Vec::new(), 0);
+    while pos < bytes.len() {
+        let room = dec.room(usize::MAX);
+        assert!(room > 0 || dec.remaining_capacity() == 0, "no room");
+        assert!(room <= 16 * 1024, "{room} bytes of room at once");
+        assert!(room <= dec.remaining_capacity(), "room past the cap");
+        let n = room.min(bytes.len() - pos);
+        let mut into = dec.fill(usize::MAX);
+        assert_eq!(
+            into.remaining_mut(),
+            room,
+            "fill gave other room than room()"
+        );
+        into.put_slice(&bytes[pos..pos + n]);
+        pos += n;
+        while let Some(f) = dec.next_frame().unwrap() {
+            frames.push(f);
+        }
+    }
+    frames
+}
+
+/// `fill`'s room: 4 KiB for an idle stream, at most 16 KiB, no more than the frame on its
+/// way lacks (beyond 4 KiB), never past the cap; and small frames kept by their reader
+/// are packed into shared memory, not each given an allocation of its own.
 #[test]
 fn fill_gives_room_for_the_frame_on_its_way() {
     let limits = Limits::default();
     let mut dec = FrameDecoder::new(limits);
-    assert_eq!(dec.fill(1 << 20).remaining_mut(), 4096, "an idle stream");
-    assert_eq!(dec.fill(100).remaining_mut(), 100, "never more than asked");
+    assert_eq!(dec.room(1 << 20), 4096, "an idle stream");
+    assert_eq!(dec.room(100), 100, "never more than asked");
 
+    // A header declaring 100 kB, then silence: little room is held.
     let frame = Frame::request(2, 1, pattern(100_000, 3)).to_bytes();
     assert_eq!(dec.feed(&frame[..10]), 10);
-    assert_eq!(dec.fill(1 << 20).remaining_mut(), frame.len() - 10);
-    dec.fill(1 << 20).put_slice(&frame[10..frame.len() - 1]);
+    assert!(dec.room(1 << 20) <= 16 * 1024);
     assert_eq!(
-        dec.fill(1 << 20).remaining_mut(),
-        4096,
-        "the last byte, then what follows"
-    );
-    dec.fill(1).put_slice(&frame[frame.len() - 1..]);
-    assert_eq!(
-        dec.next_frame().map(|f| f.map(|f| f.to_bytes())),
-        Ok(Some(frame))
+        fill_all(&mut dec, &frame[10..]),
+        vec![Frame::decode(frame, &limits).unwrap()]
     );
 
-    // A frame as large as the cap: the room ends at the cap.
+    // A frame as large as the cap, fed after its first four bytes.
     let full = Frame::request(2, 1, pattern(MAX_FRAME as usize - HEADER_LEN, 9)).to_bytes();
     let mut dec = FrameDecoder::new(limits);
     assert_eq!(dec.feed(&full[..4]), 4);
-    assert_eq!(dec.fill(usize::MAX).remaining_mut(), MAX_FRAME as usize - 4);
-    assert_eq!(dec.remaining_capacity(), MAX_FRAME as usize - 4);
+    assert_eq!(fill_all(&mut dec, &full[4..]).len(), 1);
+
+    // A thousand 39-byte frames, each kept: their bodies lie side by side in a few blocks.
+    let small: Vec<Bytes> = (0..1000u64)
+        .map(|i| Frame::request(2, i, Bytes::from(vec![i as u8])).to_bytes())
+        .collect();
+    assert!(small.iter().all(|f| f.len() == 39));
+    let mut dec = FrameDecoder::new(limits);
+    let mut kept = Vec::new();
+    for f in &small {
+        kept.extend(fill_all(&mut dec, f));
+    }
+    assert_eq!(kept.len(), 1000);
+    let apart = kept
+        .windows(2)
+        .filter(|w| w[1].payload.as_ptr() as usize != w[0].payload.as_ptr() as usize + 39)
+        .count();
+    assert!(apart <= 20, "{apart} of 999 frames in a block of their own");
 }

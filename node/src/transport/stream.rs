@@ -24,7 +24,7 @@ use super::error::{TransportError, codes};
 use super::stats::TransportStats;
 
 /// Most bytes read from QUIC at once into a stream's decoder (and reserved in the
-/// connection's buffer budget first).
+/// connection's buffer budget first); the decoder gives less (`FrameDecoder::room`).
 const READ_QUANTUM: usize = 64 * 1024;
 
 /// Payloads shorter than this are copied behind their header into one buffer (one write,
@@ -54,8 +54,11 @@ fn read_error(e: std::io::Error) -> TransportError {
         .map(|inner| inner.downcast::<quinn::ReadError>())
     {
         Some(Ok(read)) => TransportError::Read(*read),
-        // quinn's reads fail with nothing else.
-        _ => TransportError::Read(quinn::ReadError::ClosedStream),
+        // quinn's reads fail with nothing else; said, should a new version do so.
+        other => {
+            tracing::warn!(error = ?other, "a stream read failed with an error quinn does not make");
+            TransportError::Read(quinn::ReadError::ClosedStream)
+        }
     }
 }
 
@@ -213,7 +216,8 @@ impl FramedStream {
                 // Unreachable: a full buffer always holds a whole frame or a rejected length.
                 return Err(TransportError::UnexpectedEnd);
             }
-            let want = room.min(READ_QUANTUM);
+            // The decoder's room (a few KiB at a time), counted before it is filled.
+            let want = self.decoder.room(room.min(READ_QUANTUM));
             if let Some(budget) = &self.budget {
                 // Room for `want` more bytes in the connection's budget before reading them.
                 let permit = budget
@@ -223,8 +227,8 @@ impl FramedStream {
                 permit.forget();
                 self.held += want;
             }
-            // Straight into the decoder, as many packets' data as there are up to `want`,
-            // in one call (one lock of the connection), not one chunk per packet.
+            // Straight into the decoder's room, as many packets' data as fit, in one call
+            // (one lock of the connection), not one chunk per packet.
             let read =
                 tokio::io::AsyncReadExt::read_buf(&mut self.recv, &mut self.decoder.fill(want))
                     .await;
