@@ -22,6 +22,8 @@ use wire::{Flags, Frame, MAX_FRAME, NodeId, Status};
 const ECHO: u16 = 7;
 const STALL: u16 = 9;
 const REFUSE: u16 = 8;
+/// Answers half of its response, then drops the exchange (which resets the stream).
+const ABANDON: u16 = 10;
 const BOUND: Duration = Duration::from_secs(5);
 
 /// Awaits `f`, failing the test if it takes longer than `BOUND`.
@@ -40,7 +42,7 @@ struct TestApps {
 
 impl InboundHandler for TestApps {
     fn app_protos(&self) -> Vec<u16> {
-        vec![ECHO, REFUSE, STALL]
+        vec![ECHO, REFUSE, STALL, ABANDON]
     }
 
     fn handle(&self, mut ex: InboundExchange) -> HandlerFuture {
@@ -53,6 +55,13 @@ impl InboundHandler for TestApps {
                     ex.respond(Status::Ok, body).await
                 }
                 REFUSE => ex.respond(Status::PayloadTooLarge, Bytes::new()).await,
+                ABANDON => {
+                    ex.send(Status::Ok, Bytes::from(vec![1u8; 100_000]), false)
+                        .await?;
+                    // Let the bytes reach the asker before the reset does.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(())
+                }
                 _ => {
                     std::future::pending::<()>().await;
                     Ok(())
@@ -333,6 +342,24 @@ async fn a_peer_with_another_key_is_refused_and_the_listener_keeps_serving() {
         within(a.t.connect(a.addr(), None)).await,
         Err(TransportError::SelfDial)
     ));
+}
+
+/// A responder that drops its exchange half-way resets the stream with
+/// `STREAM_CANCELLED`: the asker gets quinn's reset with that code, not a made-up error, and
+/// the connection serves the next request.
+#[tokio::test]
+async fn an_abandoned_answer_reaches_the_asker_as_a_reset_with_its_code() {
+    let (a, b) = (node(), node());
+    within(a.t.connect(b.addr(), Some(b.id()))).await.unwrap();
+    let got = within(a.t.request(b.id(), ABANDON, Bytes::new())).await;
+    assert!(
+        matches!(
+            got,
+            Err(TransportError::Read(quinn::ReadError::Reset(code))) if code == codes::STREAM_CANCELLED
+        ),
+        "{got:?}"
+    );
+    assert_eq!(echo(&a, b.id(), b"after").await.unwrap(), &b"after"[..]);
 }
 
 #[tokio::test]
