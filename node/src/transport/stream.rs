@@ -23,10 +23,6 @@ use wire::{DecodeError, Direction, Flags, Frame, FrameDecoder, Limits, SequenceC
 use super::error::{TransportError, codes};
 use super::stats::TransportStats;
 
-/// Most bytes read from QUIC at once into a stream's decoder (and reserved in the
-/// connection's buffer budget first); the decoder gives less (`FrameDecoder::room`).
-const READ_QUANTUM: usize = 64 * 1024;
-
 /// Payloads shorter than this are copied behind their header into one buffer (one write,
 /// one chunk); longer ones are sent as their own buffer, without the copy.
 const COPY_BELOW: usize = 4 * 1024;
@@ -211,13 +207,12 @@ impl FramedStream {
                 self.decoder.finish()?;
                 return Err(TransportError::UnexpectedEnd);
             }
-            let room = self.decoder.remaining_capacity();
-            if room == 0 {
+            // The decoder's room (at most 16 KiB at a time), counted before it is filled.
+            let want = self.decoder.room(usize::MAX);
+            if want == 0 {
                 // Unreachable: a full buffer always holds a whole frame or a rejected length.
                 return Err(TransportError::UnexpectedEnd);
             }
-            // The decoder's room (a few KiB at a time), counted before it is filled.
-            let want = self.decoder.room(room.min(READ_QUANTUM));
             if let Some(budget) = &self.budget {
                 // Room for `want` more bytes in the connection's budget before reading them.
                 let permit = budget
