@@ -478,3 +478,65 @@ fn pieces_are_cut_between_nodes() {
         }
     }
 }
+
+/// A `Read + Seek` that records the size of every read asked of it.
+struct Asked {
+    inner: Cursor<Vec<u8>>,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl io::Read for Asked {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(buf.len());
+        self.inner.read(buf)
+    }
+}
+
+impl io::Seek for Asked {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        self.inner.seek(to)
+    }
+}
+
+/// `next_piece` asks the data for each group in one read of the whole group, so a file
+/// behind a buffer of a group's size hands it over past the buffer (`std`'s `read_to_end`
+/// asks 8 KiB at a time, and each such read is copied through the buffer).
+#[test]
+fn next_piece_reads_each_group_in_one_read() {
+    let len = (1usize << 20) + 16_385;
+    let d = data(len);
+    let (h, ob) = outboard(&d);
+    let l = len as u64;
+    for (s, c) in ranges(l) {
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let input = Asked {
+            inner: Cursor::new(d.clone()),
+            asked: asked.clone(),
+        };
+        let mut enc = SliceEncoder::new(input, Cursor::new(ob.clone()), l, s, c)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut v = SliceVerifier::new(&h, s, c);
+        while let Some(p) = enc.next_piece(256 << 10).unwrap_or_else(|e| panic!("{e}")) {
+            v.feed(p);
+            while v
+                .poll_verified()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_some()
+            {}
+        }
+        assert_eq!(v.finish(), Ok(()), "{s}+{c}");
+        let asked = asked.lock().unwrap_or_else(|e| e.into_inner());
+        let groups = asked.len();
+        assert!(groups > 0 || c == 0, "{s}+{c}: no read of the data");
+        for (i, &n) in asked.iter().enumerate() {
+            let last = i + 1 == groups;
+            assert!(
+                n == GROUP as usize || (last && n < GROUP as usize),
+                "{s}+{c}: read {i} of the data asked {n} bytes, not a whole group"
+            );
+        }
+    }
+}
