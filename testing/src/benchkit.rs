@@ -32,8 +32,17 @@ pub fn loadavg() -> String {
 /// CPU time (user + system) this process has used so far, in seconds: beside a wall-clock
 /// rate it says what the work cost, which other load on the machine barely moves.
 pub fn cpu_seconds() -> f64 {
-    use nix::sys::resource::{UsageWho, getrusage};
-    getrusage(UsageWho::RUSAGE_SELF).map_or(f64::NAN, |u| {
+    used(nix::sys::resource::UsageWho::RUSAGE_SELF)
+}
+
+/// CPU time (user + system) the calling thread has used so far, in seconds: the cost of
+/// one thread's work while others run beside it.
+pub fn thread_cpu_seconds() -> f64 {
+    used(nix::sys::resource::UsageWho::RUSAGE_THREAD)
+}
+
+fn used(who: nix::sys::resource::UsageWho) -> f64 {
+    nix::sys::resource::getrusage(who).map_or(f64::NAN, |u| {
         let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
         t(u.user_time()) + t(u.system_time())
     })
