@@ -6,7 +6,8 @@
 //!    next to GETs served by the holder's own gateway as the reference;
 //! 3. a verified 256 MiB transfer between two nodes (`Objects::fetch_from`), alternated
 //!    with a raw quinn bulk stream (rustls + ring, the node's flow-control windows) as the
-//!    physical reference, reporting per-round ratios and their median.
+//!    physical reference, reporting per-round ratios and their median, and the ceiling
+//!    this setting allows: raw quinn's CPU plus one BLAKE3 and one copy of the bytes.
 //!
 //! Run it optimised: `cargo run --release -p testing --bin obj-bench`. Options:
 //! `--rounds N` (bulk rounds of each kind, default 2), `--bulk-only` (skip 1. and 2.; the
@@ -15,8 +16,9 @@
 //! alternated: a 256 MiB PUT to a lone node's gateway against `b3sum` of the same file plus
 //! one write of it with one fsync; a 1 GiB PUT at RF = 3 / W = 2 on a 3-node mesh, as `PUT /o`
 //! and as `PUT /o/{id}` (copies pushed beside the upload), time to
-//! 201, against raw quinn moving 1 GiB between two endpoints), `--put-local` (the first of
-//! those alone), `--put-declared` (the 1 GiB mesh PUT as `PUT /o/{id}` alone, against raw
+//! 201, against raw quinn moving 1 GiB between two endpoints, with the floor of that ratio:
+//! raw quinn's CPU plus the TCP upload, two hashes and two direct writes), `--put-local`
+//! (the first of those alone), `--put-declared` (the 1 GiB mesh PUT as `PUT /o/{id}` alone, against raw
 //! quinn: the run to profile), `--push` (a write's copy pushed from the store: a 1 GiB
 //! `PUT /o` to one of two nodes at RF = 2 / W = 1, timed from its 201 until the other
 //! node holds the copy, against raw quinn moving 1 GiB).
