@@ -14,11 +14,11 @@
 //! bulk transfer then runs between two fresh nodes), `--put` (instead of all of the above,
 //! issue 13's two PUT targets, each against its reference in the same run, rounds
 //! alternated: a 256 MiB PUT to a lone node's gateway against `b3sum` of the same file plus
-//! one write of it with one fsync; a 1 GiB PUT at RF = 3 / W = 2 on a 3-node mesh, as `PUT /o`
-//! and as `PUT /o/{id}` (copies pushed beside the upload), time to
-//! 201, against raw quinn moving 1 GiB between two endpoints, with the floor of that ratio:
-//! raw quinn's CPU plus the TCP upload, two hashes and two direct writes), `--put-local`
-//! (the first of those alone), `--put-declared` (the 1 GiB mesh PUT as `PUT /o/{id}` alone, against raw
+//! one write of it with one fsync; a 1 GiB PUT at RF = 3 / W = 2 on a 3-node mesh, as
+//! `PUT /o` and as `PUT /o/{id}` (copies pushed beside the upload), time to 201, against
+//! raw quinn moving 1 GiB between two endpoints, with the floor of that ratio: raw quinn's
+//! CPU plus the TCP upload, two hashes and two direct writes), `--put-local` (the first of
+//! those alone), `--put-declared` (the 1 GiB mesh PUT as `PUT /o/{id}` alone, against raw
 //! quinn: the run to profile), `--push` (a write's copy pushed from the store: a 1 GiB
 //! `PUT /o` to one of two nodes at RF = 2 / W = 1, timed from its 201 until the other
 //! node holds the copy, against raw quinn moving 1 GiB).
